@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Installs what tributary's tests need on a Debian 12 machine, and nothing that is already there:
+#   - Debian clickhouse-server + clickhouse-client (ClickHouse 18.16, a real server);
+#   - Debian postgresql-15, if /usr/lib/postgresql/15/bin/initdb is missing;
+#   - curl, which scripts/services.sh uses to ping the ClickHouse servers;
+#   - the Python packages of tests/chdb_front/requirements.txt (chdb-core: ClickHouse 26.9).
+# The Rust toolchain (cargo) is expected to be there already.
+# It never starts a server: scripts/services.sh starts private instances on their own ports.
+# Run as root. Safe to run again: with everything installed it takes a second or two.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PYTHON=${PYTHON:-python3}
+REQUIREMENTS="$REPO/tests/chdb_front/requirements.txt"
+
+say() { echo "install-deps: $*"; }
+
+[[ $EUID -eq 0 ]] || { say "must run as root (apt-get)"; exit 1; }
+
+deb_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+missing=()
+for pkg in clickhouse-server clickhouse-client curl; do
+  deb_installed "$pkg" || missing+=("$pkg")
+done
+[[ -x /usr/lib/postgresql/15/bin/initdb ]] || missing+=(postgresql-15)
+
+if ((${#missing[@]})); then
+  say "apt-get install ${missing[*]}"
+  # Keep package scripts from starting the system services (clickhouse on 8123/9000, the
+  # Debian postgres cluster on 5432): only our private instances should run. Debian's
+  # policy-rc.d convention: exit code 101 means "action forbidden".
+  guard=""
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    guard=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' >"$guard"
+    chmod +x "$guard"
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if [[ -n "$guard" ]]; then rm -f "$guard"; fi
+else
+  say "Debian packages already installed: clickhouse-server clickhouse-client curl postgresql-15"
+fi
+say "$(dpkg-query -W -f='clickhouse-server ${Version}' clickhouse-server)"
+say "$(/usr/lib/postgresql/15/bin/postgres --version)"
+
+if [[ "$(curl -sS --max-time 1 http://127.0.0.1:8123/ping 2>/dev/null || true)" == "Ok." ]]; then
+  say "note: a ClickHouse answers on 127.0.0.1:8123 (a system service, not ours); the tests use their own ports and ignore it"
+fi
+
+# pip: PEP 668 interpreters (Debian's own python3) refuse plain installs; pyenv's do not.
+pip_flags=(--disable-pip-version-check --root-user-action=ignore -q)
+if "$PYTHON" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
+  pip_flags+=(--break-system-packages)
+fi
+if [[ -f "$REQUIREMENTS" ]]; then
+  say "pip install -r tests/chdb_front/requirements.txt ($("$PYTHON" --version))"
+  "$PYTHON" -m pip install "${pip_flags[@]}" -r "$REQUIREMENTS"
+else
+  # Only until tests/chdb_front/requirements.txt exists.
+  say "WARNING: $REQUIREMENTS missing; installing the chdb front's known requirements"
+  "$PYTHON" -m pip install "${pip_flags[@]}" chdb-core==26.9.0 clickhouse-cityhash lz4 zstandard
+fi
+say "$("$PYTHON" -c 'import chdb; print("chdb", chdb.__version__)')"
+
+command -v cargo >/dev/null || { say "cargo not found: the Rust toolchain must be preinstalled"; exit 1; }
+say "$(cargo --version)"
+say "done"

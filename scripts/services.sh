@@ -1,0 +1,488 @@
+#!/usr/bin/env bash
+# Starts, stops and reports the private servers that tributary's real-server tests use:
+#   - PostgreSQL 15 (Debian), a private cluster set up for logical replication;
+#   - ClickHouse 18.16 (Debian clickhouse-server), a real server with the old dialect;
+#   - ClickHouse 26.9 (PyPI chdb-core) behind our HTTP front, tests/chdb_front/front.py.
+# All listen on 127.0.0.1 only, on free ports, with every bit of state under
+# ${TRIBUTARY_SERVICES_DIR:-<repo>/target/services}. It never touches the machine's own
+# clusters or the system ClickHouse service, and it installs nothing (scripts/install-deps.sh).
+#
+# Usage: scripts/services.sh start|stop|status|env|restart-pg [fast|immediate]|clean
+#   start       start whatever is not already answering (idempotent), then write <dir>/env
+#   stop        stop all three and remove <dir>/env (data is kept)
+#   status      one line per server; exit 1 unless all answer
+#   env         print <dir>/env: KEY=VALUE lines, no quoting (read them line by line)
+#   restart-pg  stop PostgreSQL (-m fast by default, `immediate` simulates a crash) and start it
+#               again on the same port with the same data
+#   clean       stop, then delete the whole services directory
+# Every command takes a lock (flock), so test binaries may call it concurrently.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SELF="$REPO/scripts/services.sh"
+DIR=${TRIBUTARY_SERVICES_DIR:-$REPO/target/services}
+mkdir -p "$DIR"
+DIR=$(cd "$DIR" && pwd)
+ENV_FILE="$DIR/env"
+PG_BIN=/usr/lib/postgresql/15/bin
+PYTHON=${PYTHON:-python3}
+FRONT="$REPO/tests/chdb_front/front.py"
+# Seconds to wait for one server to answer before calling it failed.
+TIMEOUT=${TRIBUTARY_SERVICES_TIMEOUT:-120}
+HOST=127.0.0.1
+
+log() { echo "services: $*" >&2; }
+
+# Prints the last lines of each given log file that exists.
+show_logs() {
+  local f
+  for f in "$@"; do
+    if [[ -s "$f" ]]; then
+      echo "----- last lines of $f -----" >&2
+      tail -n 40 "$f" >&2
+      echo "-----" >&2
+    fi
+  done
+}
+
+# die SERVICE MESSAGE LOG...: says which server failed and where its logs are, then exits 1.
+die() {
+  local what=$1 msg=$2
+  shift 2
+  log "ERROR: $what: $msg"
+  [[ $# -gt 0 ]] && log "logs: $*"
+  show_logs "$@"
+  exit 1
+}
+
+free_port() {
+  "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+port_is_free() {
+  "$PYTHON" - "$1" <<'EOF' 2>/dev/null
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)
+EOF
+}
+
+# pick_port FILE: sets PORT to the port recorded in FILE if it is still free, else to a new free
+# one, and records it. Ports in PICKED (held by servers we keep, or picked in this run) are avoided.
+PICKED=" "
+PORT=""
+pick_port() {
+  local file=$1
+  PORT=""
+  [[ -s "$file" ]] && PORT=$(<"$file")
+  if [[ -z "$PORT" || "$PICKED" == *" $PORT "* ]] || ! port_is_free "$PORT"; then
+    PORT=$(free_port)
+    while [[ "$PICKED" == *" $PORT "* ]]; do PORT=$(free_port); done
+  fi
+  PICKED+="$PORT "
+  echo "$PORT" >"$file"
+}
+
+# alive PIDFILE NEEDLE: the pid in PIDFILE runs and its command line contains NEEDLE
+# (guards against a recycled pid).
+alive() {
+  local pidfile=$1 needle=$2 pid
+  [[ -s "$pidfile" ]] || return 1
+  pid=$(<"$pidfile")
+  [[ -r /proc/$pid/cmdline ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$needle"
+}
+
+# stop_pid NAME PIDFILE NEEDLE: SIGTERM, wait up to 30 s, then SIGKILL.
+stop_pid() {
+  local name=$1 pidfile=$2 needle=$3 pid i
+  if alive "$pidfile" "$needle"; then
+    pid=$(<"$pidfile")
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 300; i++)); do
+      alive "$pidfile" "$needle" || break
+      sleep 0.1
+    done
+    if alive "$pidfile" "$needle"; then
+      log "$name did not stop in 30 s: SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      sleep 0.2
+    fi
+  fi
+  rm -f "$pidfile"
+}
+
+http_ping() {
+  [[ "$(curl -sS --max-time 2 "http://$HOST:$1/ping" 2>/dev/null)" == "Ok." ]]
+}
+
+# ---------------------------------------------------------------- PostgreSQL 15
+
+# The cluster lives under $DIR/pg, unless the postgres user cannot reach $DIR (a clone under
+# /root, say): then under /tmp, in a folder named after $DIR so that each checkout has its own.
+pg_root() {
+  chown postgres: "$DIR/pg"
+  if runuser -u postgres -- test -w "$DIR/pg" 2>/dev/null; then
+    echo "$DIR/pg"
+  else
+    echo "/tmp/tributary-pg-$(echo -n "$DIR" | md5sum | cut -c1-12)"
+  fi
+}
+
+PG_ROOT=""
+pg_paths() {
+  [[ -n "$PG_ROOT" ]] && return 0
+  mkdir -p "$DIR/pg"
+  PG_ROOT=$(pg_root)
+  PG_DATA="$PG_ROOT/data"
+  PG_LOG="$PG_ROOT/postgres.log"
+  PG_SOCK="$PG_ROOT/sock"
+  # A unix socket path must fit in 107 bytes ("$PG_SOCK/.s.PGSQL.65535").
+  if ((${#PG_SOCK} > 90)); then
+    PG_SOCK="/tmp/tributary-pgsock-$(echo -n "$DIR" | md5sum | cut -c1-12)"
+  fi
+  PG_PORT_FILE="$DIR/pg/port"
+}
+
+as_pg() { runuser -u postgres -- "$@"; }
+
+pg_running() {
+  pg_paths
+  [[ -f "$PG_DATA/postmaster.pid" ]] && as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1
+}
+
+pg_ok() {
+  pg_paths
+  local port
+  [[ -s "$PG_PORT_FILE" ]] || return 1
+  port=$(<"$PG_PORT_FILE")
+  pg_running || return 1
+  [[ "$(PGPASSWORD=tributary PGCONNECT_TIMEOUT=3 psql -X -q -A -t -h "$HOST" -p "$port" \
+      -U tributary -d tributary -c 'SELECT 1' 2>/dev/null)" == "1" ]]
+}
+
+pg_init() {
+  log "postgres: initdb in $PG_DATA"
+  as_pg "$PG_BIN/initdb" -D "$PG_DATA" -U postgres --encoding=UTF8 --no-locale \
+    --auth-local=trust --auth-host=scram-sha-256 >"$PG_ROOT/initdb.log" 2>&1 ||
+    die postgres "initdb failed" "$PG_ROOT/initdb.log"
+  # Settings that change per start (port, socket) go in tributary.conf, rewritten each start.
+  echo "include = 'tributary.conf'" >>"$PG_DATA/postgresql.conf"
+  cat >"$PG_DATA/pg_hba.conf" <<'EOF'
+# tributary test cluster: the unix socket lives in a private folder, TCP needs the password.
+local   all           all                      trust
+local   replication   all                      trust
+host    all           all       127.0.0.1/32   scram-sha-256
+host    replication   all       127.0.0.1/32   scram-sha-256
+EOF
+  chown postgres: "$PG_DATA/pg_hba.conf"
+}
+
+# pg_start [PORT]: start the cluster (initdb first if needed), create role and database.
+pg_start() {
+  pg_paths
+  local port=${1:-}
+  mkdir -p "$PG_ROOT" "$PG_SOCK"
+  chown postgres: "$PG_ROOT" "$PG_SOCK"
+  chmod 700 "$PG_SOCK"
+  [[ -f "$PG_DATA/PG_VERSION" ]] || pg_init
+  if pg_running; then
+    log "postgres: running but not answering: restarting it"
+    as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null 9>&- || true
+  fi
+  if [[ -z "$port" ]]; then
+    pick_port "$PG_PORT_FILE"
+    port=$PORT
+  fi
+  echo "$port" >"$PG_PORT_FILE"
+  cat >"$PG_DATA/tributary.conf" <<EOF
+# Written by scripts/services.sh on every start.
+listen_addresses = '$HOST'
+port = $port
+unix_socket_directories = '$PG_SOCK'
+wal_level = logical
+max_replication_slots = 20
+max_wal_senders = 20
+max_connections = 200
+password_encryption = 'scram-sha-256'
+# A throwaway test cluster: durability on an OS crash does not matter, speed does.
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+# Slots left behind by a killed test must not fill the disk with WAL.
+max_slot_wal_keep_size = '8GB'
+EOF
+  chown postgres: "$PG_DATA/tributary.conf"
+  log "postgres: starting on $HOST:$port (log $PG_LOG)"
+  # 9>&-: the server must not inherit our lock.
+  as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t "$TIMEOUT" start >/dev/null 9>&- ||
+    die postgres "pg_ctl start failed" "$PG_LOG"
+  psql -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCK" -p "$port" -U postgres -d postgres >/dev/null <<'EOF' ||
+SELECT 'CREATE ROLE tributary LOGIN REPLICATION SUPERUSER'
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tributary') \gexec
+ALTER ROLE tributary LOGIN REPLICATION SUPERUSER PASSWORD 'tributary';
+SELECT 'CREATE DATABASE tributary OWNER tributary'
+WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'tributary') \gexec
+EOF
+    die postgres "could not create role/database tributary" "$PG_LOG"
+  pg_ok || die postgres "psql over TCP with the password failed (postgres://tributary@$HOST:$port/tributary)" "$PG_LOG"
+  log "postgres: ready on $HOST:$port"
+}
+
+pg_stop() {
+  local mode=${1:-fast}
+  pg_paths
+  if pg_running; then
+    log "postgres: stopping (-m $mode)"
+    as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m "$mode" -w -t 60 stop >/dev/null 9>&- ||
+      die postgres "pg_ctl stop failed" "$PG_LOG"
+  fi
+}
+
+# ---------------------------------------------------------------- ClickHouse 18.16
+
+CH18="$DIR/ch18"
+ch18_ok() { alive "$CH18/pid" "$CH18/config.xml" && http_ping "$(<"$CH18/http_port")"; }
+
+ch18_start() {
+  local http tcp pid i
+  stop_pid clickhouse-18 "$CH18/pid" "$CH18/config.xml"
+  mkdir -p "$CH18"/{data,tmp,user_files,format_schemas,log}
+  pick_port "$CH18/http_port"
+  http=$PORT
+  pick_port "$CH18/tcp_port"
+  tcp=$PORT
+  # No interserver_http_port: without it the server opens no interserver listener.
+  cat >"$CH18/config.xml" <<EOF
+<?xml version="1.0"?>
+<!-- Written by scripts/services.sh on every start. -->
+<yandex>
+    <logger>
+        <level>information</level>
+        <log>$CH18/log/clickhouse-server.log</log>
+        <errorlog>$CH18/log/clickhouse-server.err.log</errorlog>
+        <size>100M</size>
+        <count>3</count>
+    </logger>
+    <listen_host>$HOST</listen_host>
+    <http_port>$http</http_port>
+    <tcp_port>$tcp</tcp_port>
+    <path>$CH18/data/</path>
+    <tmp_path>$CH18/tmp/</tmp_path>
+    <user_files_path>$CH18/user_files/</user_files_path>
+    <format_schema_path>$CH18/format_schemas/</format_schema_path>
+    <users_config>/etc/clickhouse-server/users.xml</users_config>
+    <default_profile>default</default_profile>
+    <default_database>default</default_database>
+    <timezone>UTC</timezone>
+    <max_connections>1024</max_connections>
+    <keep_alive_timeout>3</keep_alive_timeout>
+    <max_concurrent_queries>100</max_concurrent_queries>
+    <mark_cache_size>536870912</mark_cache_size>
+    <uncompressed_cache_size>536870912</uncompressed_cache_size>
+</yandex>
+EOF
+  log "clickhouse-18: starting on http $HOST:$http, tcp $tcp (log $CH18/log/clickhouse-server.log)"
+  # setsid: own session, so a Ctrl-C in the terminal that ran the tests does not reach it.
+  # It runs fine as root; no flag needed.
+  setsid clickhouse-server --config-file="$CH18/config.xml" \
+    </dev/null >"$CH18/log/stdout.log" 2>&1 9>&- &
+  pid=$!
+  echo "$pid" >"$CH18/pid"
+  for ((i = 0; i < TIMEOUT * 10; i++)); do
+    http_ping "$http" && break
+    kill -0 "$pid" 2>/dev/null ||
+      die clickhouse-18 "clickhouse-server exited during start" \
+        "$CH18/log/stdout.log" "$CH18/log/clickhouse-server.err.log" "$CH18/log/clickhouse-server.log"
+    sleep 0.1
+  done
+  http_ping "$http" ||
+    die clickhouse-18 "no answer on http://$HOST:$http/ping after ${TIMEOUT}s" \
+      "$CH18/log/stdout.log" "$CH18/log/clickhouse-server.err.log" "$CH18/log/clickhouse-server.log"
+  log "clickhouse-18: ready on http://$HOST:$http"
+}
+
+# ---------------------------------------------------------------- ClickHouse 26.9 (chdb front)
+
+CH26="$DIR/ch26"
+ch26_ok() { alive "$CH26/pid" "$FRONT" && http_ping "$(<"$CH26/port")"; }
+
+# Outside CI a missing front.py only skips this server; under CI=true it fails the run.
+ch26_wanted() {
+  [[ -f "$FRONT" ]] && return 0
+  [[ "${CI:-}" == "true" ]] && die clickhouse-26 "$FRONT is missing"
+  log "WARNING: $FRONT is missing: ClickHouse 26.9 front skipped (this would fail under CI=true)"
+  return 1
+}
+
+ch26_start() {
+  local port pid i
+  stop_pid clickhouse-26 "$CH26/pid" "$FRONT"
+  mkdir -p "$CH26/data"
+  pick_port "$CH26/port"
+  port=$PORT
+  log "clickhouse-26: starting the chdb front on $HOST:$port (log $CH26/front.log)"
+  setsid "$PYTHON" "$FRONT" --host "$HOST" --port "$port" --path "$CH26/data" \
+    </dev/null >"$CH26/front.log" 2>&1 9>&- &
+  pid=$!
+  echo "$pid" >"$CH26/pid"
+  for ((i = 0; i < TIMEOUT * 10; i++)); do
+    http_ping "$port" && break
+    kill -0 "$pid" 2>/dev/null || die clickhouse-26 "front.py exited during start" "$CH26/front.log"
+    sleep 0.1
+  done
+  http_ping "$port" || die clickhouse-26 "no answer on http://$HOST:$port/ping after ${TIMEOUT}s" "$CH26/front.log"
+  log "clickhouse-26: ready on http://$HOST:$port"
+}
+
+# ---------------------------------------------------------------- commands
+
+write_env() {
+  pg_paths
+  local tmp="$ENV_FILE.tmp.$$" pg_port pg_pid=""
+  pg_port=$(<"$PG_PORT_FILE")
+  [[ -f "$PG_DATA/postmaster.pid" ]] && pg_pid=$(head -n1 "$PG_DATA/postmaster.pid")
+  {
+    echo "TRIBUTARY_SERVICES_DIR=$DIR"
+    echo "TRIBUTARY_SERVICES_SCRIPT=$SELF"
+    echo "TRIBUTARY_TEST_PG_URL=postgres://tributary:tributary@$HOST:$pg_port/tributary"
+    echo "TRIBUTARY_TEST_PG_HOST=$HOST"
+    echo "TRIBUTARY_TEST_PG_PORT=$pg_port"
+    echo "TRIBUTARY_TEST_PG_USER=tributary"
+    echo "TRIBUTARY_TEST_PG_PASSWORD=tributary"
+    echo "TRIBUTARY_TEST_PG_DATABASE=tributary"
+    echo "TRIBUTARY_TEST_PG_DATA=$PG_DATA"
+    echo "TRIBUTARY_TEST_PG_SOCKET_DIR=$PG_SOCK"
+    echo "TRIBUTARY_TEST_PG_BIN=$PG_BIN"
+    echo "TRIBUTARY_TEST_PG_LOG=$PG_LOG"
+    echo "TRIBUTARY_TEST_PG_PID=$pg_pid"
+    echo "TRIBUTARY_TEST_CH18_URL=http://$HOST:$(<"$CH18/http_port")"
+    echo "TRIBUTARY_TEST_CH18_TCP_PORT=$(<"$CH18/tcp_port")"
+    echo "TRIBUTARY_TEST_CH18_PID=$(<"$CH18/pid")"
+    echo "TRIBUTARY_TEST_CH18_LOG=$CH18/log/clickhouse-server.log"
+    if ch26_ok 2>/dev/null; then
+      echo "TRIBUTARY_TEST_CH26_URL=http://$HOST:$(<"$CH26/port")"
+      echo "TRIBUTARY_TEST_CH26_PID=$(<"$CH26/pid")"
+      echo "TRIBUTARY_TEST_CH26_LOG=$CH26/front.log"
+    fi
+  } >"$tmp"
+  mv -f "$tmp" "$ENV_FILE"
+}
+
+all_ok() {
+  pg_ok || return 1
+  ch18_ok || return 1
+  if [[ -f "$FRONT" ]]; then ch26_ok || return 1; fi
+  return 0
+}
+
+cmd_start() {
+  command -v clickhouse-server >/dev/null || die clickhouse-18 "clickhouse-server not installed: run scripts/install-deps.sh"
+  [[ -x "$PG_BIN/initdb" ]] || die postgres "$PG_BIN/initdb missing: run scripts/install-deps.sh"
+  if [[ -s "$ENV_FILE" ]] && all_ok; then
+    log "all servers already answer ($ENV_FILE)"
+    return 0
+  fi
+  local t0=$SECONDS pg=0 ch18=0 ch26=0 want26=0
+  pg_ok && pg=1
+  ch18_ok && ch18=1
+  ch26_wanted && want26=1
+  ((want26)) && ch26_ok && ch26=1
+  # Ports held by servers we keep must not be handed to the ones we start.
+  ((pg)) && PICKED+="$(<"$PG_PORT_FILE") "
+  ((ch18)) && PICKED+="$(<"$CH18/http_port") $(<"$CH18/tcp_port") "
+  ((ch26)) && PICKED+="$(<"$CH26/port") "
+  if ((pg)); then log "postgres: already answers"; else pg_start; fi
+  if ((ch18)); then log "clickhouse-18: already answers"; else ch18_start; fi
+  if ((want26)); then
+    if ((ch26)); then log "clickhouse-26: already answers"; else ch26_start; fi
+  fi
+  write_env
+  log "all servers up in $((SECONDS - t0)) s; environment in $ENV_FILE"
+}
+
+cmd_stop() {
+  rm -f "$ENV_FILE"
+  pg_stop fast
+  stop_pid clickhouse-18 "$CH18/pid" "$CH18/config.xml"
+  stop_pid clickhouse-26 "$CH26/pid" "$FRONT"
+  log "stopped"
+}
+
+cmd_status() {
+  local rc=0
+  pg_paths
+  if pg_ok; then
+    echo "postgres      up    postgres://tributary@$HOST:$(<"$PG_PORT_FILE")/tributary  data $PG_DATA  log $PG_LOG"
+  else
+    echo "postgres      DOWN  data $PG_DATA  log $PG_LOG"; rc=1
+  fi
+  if ch18_ok 2>/dev/null; then
+    echo "clickhouse-18 up    http://$HOST:$(<"$CH18/http_port")  pid $(<"$CH18/pid")  log $CH18/log/clickhouse-server.log"
+  else
+    echo "clickhouse-18 DOWN  log $CH18/log/clickhouse-server.log"; rc=1
+  fi
+  if ch26_ok 2>/dev/null; then
+    echo "clickhouse-26 up    http://$HOST:$(<"$CH26/port")  pid $(<"$CH26/pid")  log $CH26/front.log"
+  else
+    echo "clickhouse-26 DOWN  log $CH26/front.log"; rc=1
+  fi
+  [[ -s "$ENV_FILE" ]] && echo "env file      $ENV_FILE" || echo "env file      (none)"
+  return $rc
+}
+
+cmd_env() {
+  [[ -s "$ENV_FILE" ]] || { log "no $ENV_FILE: run scripts/services.sh start"; exit 1; }
+  cat "$ENV_FILE"
+}
+
+cmd_restart_pg() {
+  local mode=${1:-fast}
+  [[ "$mode" == fast || "$mode" == immediate ]] || { log "restart-pg: mode must be fast or immediate"; exit 2; }
+  pg_paths
+  [[ -s "$PG_PORT_FILE" ]] || die postgres "never started: run scripts/services.sh start first"
+  local port
+  port=$(<"$PG_PORT_FILE")
+  pg_stop "$mode"
+  pg_start "$port"
+  if [[ -s "$ENV_FILE" ]]; then write_env; fi
+}
+
+cmd_clean() {
+  cmd_stop
+  pg_paths
+  [[ "$PG_ROOT" != "$DIR/pg" ]] && rm -rf "$PG_ROOT"
+  [[ "$PG_SOCK" != "$PG_ROOT/sock" ]] && rm -rf "$PG_SOCK"
+  rm -rf "$DIR"
+  log "removed $DIR"
+}
+
+main() {
+  local cmd=${1:-}
+  [[ $# -gt 0 ]] && shift
+  case "$cmd" in
+    start | stop | status | env | restart-pg | clean) ;;
+    *)
+      echo "usage: $0 start|stop|status|env|restart-pg [fast|immediate]|clean" >&2
+      exit 2
+      ;;
+  esac
+  [[ $EUID -eq 0 ]] || { log "must run as root (it runs PostgreSQL as the postgres user)"; exit 1; }
+  exec 9>"$DIR/.lock"
+  flock -w 600 9 || { log "could not take $DIR/.lock in 600 s"; exit 1; }
+  case "$cmd" in
+    start) cmd_start ;;
+    stop) cmd_stop ;;
+    status) cmd_status ;;
+    env) cmd_env ;;
+    restart-pg) cmd_restart_pg "$@" ;;
+    clean) cmd_clean ;;
+  esac
+}
+
+main "$@"

@@ -1,0 +1,481 @@
+//! The ClickHouse sink of a CDC pipeline: takes ordered change chunks from its edge, creates
+//! and alters tables from the source schema, encodes rows as TabSeparated per table, and
+//! flushes on rows, bytes or age. Only after ClickHouse answered success for every table of
+//! a flush does it acknowledge the last commit LSN it had taken in (the source then confirms
+//! it to Postgres).
+//!
+//! Must never: acknowledge a commit whose rows are not inserted, write NULL over a stored
+//! value because Postgres did not resend an unchanged TOAST column, or drop a column's data
+//! (dropped Postgres columns stay in ClickHouse).
+
+use crate::clickhouse::{unescape_tsv, ChClient, ChError};
+use crate::config::{BatchConfig, ClickHouseConfig, OnTruncate};
+use crate::edge::{Edge, Permit};
+use crate::protocol::chtypes::*;
+use crate::protocol::pgoutput::{Cell, Lsn};
+use crate::protocol::schema::SharedSchema;
+use crate::status::PipelineCounters;
+use bytes::Bytes;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tracing::Span;
+
+/// One change of one row. `version` orders the changes of a row (the WAL position of the
+/// change; 0 for snapshot rows).
+#[derive(Debug)]
+pub struct RowChange {
+    pub delete: bool,
+    pub version: u64,
+    /// Every column of the table in order (for deletes: the key columns, others NULL).
+    pub cells: Vec<Cell>,
+}
+
+#[derive(Debug)]
+pub enum ChangeItem {
+    /// The table's schema, before its first row or after it changed.
+    Schema(SharedSchema),
+    Row { rel_id: u32, change: RowChange },
+    Truncate(Vec<u32>),
+    /// A snapshot of these tables follows: clear what an earlier attempt left.
+    SnapshotBegin(Vec<u32>),
+}
+
+/// An ordered slice of the change stream.
+pub struct ChangeChunk {
+    pub items: Vec<ChangeItem>,
+    /// End LSN of the last transaction that this chunk completes, if any.
+    pub commit: Option<Lsn>,
+    /// Commit times (µs since the Unix epoch) of the transactions completed here.
+    pub commit_times: Vec<i64>,
+    /// Root span of this chunk's trace (created at the source).
+    pub trace: Span,
+    /// Open from the moment the chunk was offered to the edge until the sink took it.
+    pub queue_span: Span,
+}
+
+pub enum SinkMsg {
+    Changes(ChangeChunk, Permit),
+    /// Flush timer.
+    Tick,
+    /// Flush everything taken in; reply with the acknowledged LSN.
+    Drain(RpcReplyPort<Lsn>),
+    /// The snapshot is complete: flush, then record `marker` durably.
+    SnapshotDone(String, RpcReplyPort<Result<(), String>>),
+    /// The recorded snapshot marker, if any.
+    GetMarker(RpcReplyPort<Result<Option<String>, String>>),
+}
+
+pub struct SinkArgs {
+    pub pipeline: String,
+    pub clickhouse: ClickHouseConfig,
+    pub batch: BatchConfig,
+    pub edge: Edge<SinkMsg>,
+    pub acks: Arc<watch::Sender<Lsn>>,
+    pub counters: Arc<PipelineCounters>,
+}
+
+struct TableState {
+    ch_name: String,
+    cols: Vec<ChColumn>,
+    rows: Vec<u8>,
+    tombstones: Vec<u8>,
+}
+
+pub struct SinkState {
+    pipeline: String,
+    cfg: ClickHouseConfig,
+    batch: BatchConfig,
+    ch: ChClient,
+    tables: HashMap<u32, TableState>,
+    pending_commit: Option<Lsn>,
+    pending_commit_times: Vec<i64>,
+    buffered_rows: usize,
+    oldest: Option<Instant>,
+    traces: Vec<Span>,
+    acks: Arc<watch::Sender<Lsn>>,
+    counters: Arc<PipelineCounters>,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+    stats: EncodeStats,
+}
+
+pub const STATE_TABLE: &str = "_tributary_state";
+
+pub struct ClickHouseSink;
+
+impl Actor for ClickHouseSink {
+    type Msg = SinkMsg;
+    type State = SinkState;
+    type Arguments = SinkArgs;
+
+    async fn pre_start(&self, myself: ActorRef<SinkMsg>, args: SinkArgs) -> Result<SinkState, ActorProcessingErr> {
+        let ch = ChClient::connect(&args.clickhouse).await?;
+        tracing::info!(pipeline = %args.pipeline, server = %ch.addr(), version = %ch.caps.version, generation = ch.caps.generation(), "clickhouse sink connected");
+        ch.execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {}.{} (`pipeline` String, `key` String, `value` String, `updated_ms` UInt64) \
+             ENGINE = ReplacingMergeTree(`updated_ms`) ORDER BY (`pipeline`, `key`)",
+            ch_ident(&ch.database),
+            ch_ident(STATE_TABLE)
+        ))
+        .await?;
+        let period = (args.batch.max_age.0 / 4).max(Duration::from_millis(5));
+        let ticker = Some(myself.send_interval(period, || SinkMsg::Tick));
+        args.edge.attach(myself.clone());
+        Ok(SinkState {
+            pipeline: args.pipeline,
+            cfg: args.clickhouse,
+            batch: args.batch,
+            ch,
+            tables: HashMap::new(),
+            pending_commit: None,
+            pending_commit_times: Vec::new(),
+            buffered_rows: 0,
+            oldest: None,
+            traces: Vec::new(),
+            acks: args.acks,
+            counters: args.counters,
+            ticker,
+            stats: EncodeStats::default(),
+        })
+    }
+
+    async fn handle(&self, _myself: ActorRef<SinkMsg>, msg: SinkMsg, st: &mut SinkState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SinkMsg::Changes(chunk, permit) => {
+                drop(chunk.queue_span);
+                drop(permit);
+                let encode = tracing::info_span!(parent: &chunk.trace, "sink.encode", rows = tracing::field::Empty);
+                let mut rows = 0u64;
+                for item in chunk.items {
+                    match item {
+                        ChangeItem::Row { rel_id, change } => {
+                            rows += 1;
+                            st.take_row(rel_id, change).await?;
+                        }
+                        ChangeItem::Schema(s) => st.apply_schema(&s).await?,
+                        ChangeItem::Truncate(rels) => st.truncate(&rels, st.cfg.on_truncate == OnTruncate::Truncate).await?,
+                        ChangeItem::SnapshotBegin(rels) => st.truncate(&rels, true).await?,
+                    }
+                }
+                encode.record("rows", rows);
+                drop(encode);
+                if let Some(lsn) = chunk.commit {
+                    st.pending_commit = Some(st.pending_commit.map_or(lsn, |p| p.max(lsn)));
+                }
+                st.pending_commit_times.extend(chunk.commit_times);
+                st.traces.push(chunk.trace);
+                st.oldest.get_or_insert_with(Instant::now);
+                if st.should_flush() {
+                    st.flush().await?;
+                }
+            }
+            SinkMsg::Tick => {
+                if st.oldest.is_some_and(|t| t.elapsed() >= st.batch.max_age.0) {
+                    st.flush().await?;
+                }
+            }
+            SinkMsg::Drain(reply) => {
+                st.flush().await?;
+                let _ = reply.send(*st.acks.borrow());
+            }
+            SinkMsg::SnapshotDone(marker, reply) => {
+                let r = async {
+                    st.flush().await?;
+                    st.write_marker(&marker).await
+                }
+                .await;
+                let _ = reply.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                r?;
+            }
+            SinkMsg::GetMarker(reply) => {
+                let r = st.read_marker().await;
+                let _ = reply.send(r.as_ref().map(|m| m.clone()).map_err(|e| e.to_string()));
+                r?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<SinkMsg>, st: &mut SinkState) -> Result<(), ActorProcessingErr> {
+        if let Some(t) = st.ticker.take() {
+            t.abort();
+        }
+        // Best effort: what is not flushed here is replayed from the last confirmed LSN.
+        if let Err(e) = st.flush().await {
+            tracing::warn!(pipeline = %st.pipeline, error = %e, "final flush failed; the data will be replayed");
+        }
+        Ok(())
+    }
+}
+
+impl SinkState {
+    fn should_flush(&self) -> bool {
+        let bytes: usize = self.tables.values().map(|t| t.rows.len() + t.tombstones.len()).sum();
+        self.buffered_rows >= self.batch.max_rows || bytes >= self.batch.max_bytes
+    }
+
+    async fn take_row(&mut self, rel_id: u32, change: RowChange) -> Result<(), SinkError> {
+        let Some(t) = self.tables.get(&rel_id) else {
+            return Err(SinkError::Protocol(format!("row for relation {rel_id} before its schema")));
+        };
+        if change.cells.len() != t.cols.len() {
+            return Err(SinkError::Protocol(format!(
+                "row of `{}` has {} values for {} columns",
+                t.ch_name,
+                change.cells.len(),
+                t.cols.len()
+            )));
+        }
+        let toast: Vec<usize> =
+            change.cells.iter().enumerate().filter(|(_, c)| matches!(c, Cell::UnchangedToast)).map(|(i, _)| i).collect();
+        let stored = if !change.delete && !toast.is_empty() { Some(self.stored_values(rel_id, &change.cells, &toast).await?) } else { None };
+        let t = self.tables.get_mut(&rel_id).expect("checked above");
+        self.buffered_rows += 1;
+        if change.delete {
+            let out = &mut t.tombstones;
+            for (c, cell) in t.cols.iter().zip(&change.cells).filter(|(c, _)| c.is_key) {
+                encode_field(out, c, cell, &mut self.stats);
+                out.push(b'\t');
+            }
+            end_row(out, change.version, true);
+        } else {
+            let out = &mut t.rows;
+            for (i, (c, cell)) in t.cols.iter().zip(&change.cells).enumerate() {
+                match stored.as_ref().and_then(|s| s.get(&i)) {
+                    // The stored value, already in ClickHouse's TSV form.
+                    Some(raw) => out.extend_from_slice(raw),
+                    None => encode_field(out, c, cell, &mut self.stats),
+                }
+                out.push(b'\t');
+            }
+            end_row(out, change.version, false);
+        }
+        Ok(())
+    }
+
+    /// Values of unchanged TOAST columns as ClickHouse has them for this row's key, in TSV
+    /// form. Everything buffered is flushed first, so ClickHouse holds the latest version.
+    async fn stored_values(&mut self, rel_id: u32, cells: &[Cell], toast: &[usize]) -> Result<HashMap<usize, Vec<u8>>, SinkError> {
+        self.flush().await?;
+        let t = &self.tables[&rel_id];
+        let mut cond = Vec::new();
+        for (c, cell) in t.cols.iter().zip(cells).filter(|(c, _)| c.is_key) {
+            let mut v = Vec::new();
+            let mut st = EncodeStats::default();
+            encode_field(&mut v, c, cell, &mut st);
+            cond.push(format!("{} = {}", ch_ident(&c.name), ch_literal(&unescape_tsv(&String::from_utf8_lossy(&v)))));
+        }
+        let cols: Vec<String> = toast.iter().map(|&i| ch_ident(&t.cols[i].name)).collect();
+        let sql = format!(
+            "SELECT {} FROM {}.{} FINAL WHERE {} ORDER BY {} DESC LIMIT 1",
+            cols.join(", "),
+            ch_ident(&self.ch.database),
+            ch_ident(&t.ch_name),
+            cond.join(" AND "),
+            ch_ident(VERSION_COL)
+        );
+        let text = self.ch.query_text(&sql).await?;
+        let mut out = HashMap::new();
+        match text.lines().next() {
+            Some(line) => {
+                for (&i, field) in toast.iter().zip(line.split('\t')) {
+                    out.insert(i, field.as_bytes().to_vec());
+                }
+            }
+            None => tracing::warn!(table = %t.ch_name, "unchanged TOAST value of a row ClickHouse does not have: stored as NULL"),
+        }
+        Ok(out)
+    }
+
+    async fn apply_schema(&mut self, s: &SharedSchema) -> Result<(), SinkError> {
+        let cols: Vec<ChColumn> = s.columns.iter().map(|c| map_column(c, &self.ch.caps, self.cfg.json_as)).collect();
+        if self.tables.get(&s.rel_id).is_some_and(|t| t.cols == cols) {
+            return Ok(());
+        }
+        // Rows taken in so far were encoded for the previous column set.
+        self.flush().await?;
+        let name = table_name(&self.cfg.table_template, s);
+        for c in cols.iter().filter(|c| c.note.is_some()) {
+            tracing::warn!(table = %s.qualified(), column = %c.name, note = c.note.as_deref().unwrap_or(""), "type mapping fallback");
+        }
+        let db = self.ch.database.clone();
+        match self.ch.table_columns(&name).await? {
+            None => {
+                self.ch.execute(&create_table_sql(&db, &name, &cols, &self.ch.caps)).await?;
+                tracing::info!(table = %name, columns = cols.len(), "created ClickHouse table");
+                self.recreate_view(&db, &name).await?;
+            }
+            Some(existing) => {
+                let mut added = 0;
+                for c in &cols {
+                    if !existing.iter().any(|(n, _)| n == &c.name) {
+                        self.ch.execute(&add_column_sql(&db, &name, c)).await?;
+                        tracing::info!(table = %name, column = %c.name, r#type = %c.ch_type, "added column");
+                        added += 1;
+                    }
+                }
+                for (n, _) in existing.iter().filter(|(n, _)| n != VERSION_COL && n != DELETED_COL) {
+                    if !cols.iter().any(|c| &c.name == n) {
+                        tracing::info!(table = %name, column = %n, "column is gone in Postgres; kept in ClickHouse (new rows get its default)");
+                    }
+                }
+                if added > 0 || self.ch.table_columns(&format!("{name}{LIVE_VIEW_SUFFIX}")).await?.is_none() {
+                    self.recreate_view(&db, &name).await?;
+                }
+            }
+        }
+        let old = self.tables.insert(s.rel_id, TableState { ch_name: name, cols, rows: Vec::new(), tombstones: Vec::new() });
+        debug_assert!(old.is_none_or(|o| o.rows.is_empty()));
+        Ok(())
+    }
+
+    async fn recreate_view(&self, db: &str, name: &str) -> Result<(), SinkError> {
+        // Views keep the column list they were created with: rebuild after schema changes.
+        let (drop, create) = live_view_sql(db, name);
+        self.ch.execute(&drop).await?;
+        self.ch.execute(&create).await?;
+        Ok(())
+    }
+
+    async fn truncate(&mut self, rels: &[u32], apply: bool) -> Result<(), SinkError> {
+        self.flush().await?;
+        for rel in rels {
+            let Some(t) = self.tables.get(rel) else { continue };
+            if apply {
+                self.ch.execute(&format!("TRUNCATE TABLE {}.{}", ch_ident(&self.ch.database), ch_ident(&t.ch_name))).await?;
+                tracing::info!(table = %t.ch_name, "truncated");
+            } else {
+                tracing::info!(table = %t.ch_name, "TRUNCATE in Postgres ignored (clickhouse.on_truncate = \"ignore\")");
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts everything buffered, then acknowledges the last commit taken in.
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        let started = Instant::now();
+        let db = self.ch.database.clone();
+        let insert_spans: Vec<Span> = self
+            .traces
+            .iter()
+            .map(|root| tracing::info_span!(parent: root, "clickhouse.insert", db.system = "clickhouse", rows = self.buffered_rows))
+            .collect();
+        let mut bytes_total = 0u64;
+        let mut rows_total = 0u64;
+        let rels: Vec<u32> = self.tables.keys().copied().collect();
+        for rel in rels {
+            for tomb in [false, true] {
+                let t = self.tables.get_mut(&rel).expect("key from map");
+                let buf = if tomb { &mut t.tombstones } else { &mut t.rows };
+                if buf.is_empty() {
+                    continue;
+                }
+                let body = Bytes::from(std::mem::take(buf));
+                let n = bytecount_newlines(&body);
+                let names = t.cols.iter().filter(|c| !tomb || c.is_key).map(|c| c.name.as_str());
+                let sql = insert_sql(&db, &t.ch_name, names);
+                let name = t.ch_name.clone();
+                if let Err(e) = self.insert_with_retry(&name, &sql, body.clone()).await {
+                    // Keep the rows: a later flush (or the restart's replay) retries them.
+                    let t = self.tables.get_mut(&rel).expect("key from map");
+                    let buf = if tomb { &mut t.tombstones } else { &mut t.rows };
+                    let mut restored = body.to_vec();
+                    restored.extend_from_slice(buf);
+                    *buf = restored;
+                    return Err(e);
+                }
+                bytes_total += body.len() as u64;
+                rows_total += n;
+            }
+        }
+        drop(insert_spans);
+        let c = &self.counters;
+        PipelineCounters::add(&c.rows_written, rows_total);
+        PipelineCounters::add(&c.bytes_written, bytes_total);
+        if rows_total > 0 {
+            PipelineCounters::add(&c.batches_written, 1);
+        }
+        PipelineCounters::add(&c.values_clamped, std::mem::take(&mut self.stats.clamped));
+        PipelineCounters::add(&c.values_unrepresentable, std::mem::take(&mut self.stats.unrepresentable));
+        if let Some(lsn) = self.pending_commit.take() {
+            self.acks.send_if_modified(|cur| {
+                let moved = lsn > *cur;
+                if moved {
+                    *cur = lsn;
+                }
+                moved
+            });
+        }
+        let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
+        for t in self.pending_commit_times.drain(..) {
+            self.counters.record_lag_micros((now_us - t).max(0) as u64);
+        }
+        self.traces.clear();
+        self.buffered_rows = 0;
+        self.oldest = None;
+        if rows_total > 0 {
+            tracing::debug!(pipeline = %self.pipeline, rows = rows_total, bytes = bytes_total, ms = started.elapsed().as_millis() as u64, "flushed");
+        }
+        Ok(())
+    }
+
+    async fn insert_with_retry(&self, table: &str, sql: &str, body: Bytes) -> Result<(), SinkError> {
+        let mut delay = Duration::from_millis(200);
+        let attempts = self.cfg.insert_attempts;
+        for attempt in 1..=attempts {
+            match self.ch.insert_tsv(sql, body.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < attempts => {
+                    PipelineCounters::add(&self.counters.insert_retries, 1);
+                    tracing::warn!(table, attempt, error = %e, ?delay, "insert failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => return Err(SinkError::Insert { table: table.to_string(), attempts, source: e }),
+            }
+        }
+        unreachable!("attempts >= 1 is validated in the config")
+    }
+
+    async fn write_marker(&self, marker: &str) -> Result<(), SinkError> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let mut body = Vec::new();
+        crate::protocol::pgtext::tsv_escape(&mut body, self.pipeline.as_bytes());
+        body.extend_from_slice(b"\tsnapshot\t");
+        crate::protocol::pgtext::tsv_escape(&mut body, marker.as_bytes());
+        body.extend_from_slice(format!("\t{now}\n").as_bytes());
+        let sql = format!(
+            "INSERT INTO {}.{} (`pipeline`, `key`, `value`, `updated_ms`) FORMAT TabSeparated",
+            ch_ident(&self.ch.database),
+            ch_ident(STATE_TABLE)
+        );
+        self.insert_with_retry(STATE_TABLE, &sql, Bytes::from(body)).await
+    }
+
+    async fn read_marker(&self) -> Result<Option<String>, SinkError> {
+        let sql = format!(
+            "SELECT value FROM {}.{} FINAL WHERE `pipeline` = {} AND `key` = 'snapshot' ORDER BY `updated_ms` DESC LIMIT 1",
+            ch_ident(&self.ch.database),
+            ch_ident(STATE_TABLE),
+            ch_literal(&self.pipeline)
+        );
+        let text = self.ch.query_text(&sql).await?;
+        Ok(text.lines().next().map(unescape_tsv))
+    }
+}
+
+fn bytecount_newlines(b: &[u8]) -> u64 {
+    b.iter().filter(|&&c| c == b'\n').count() as u64
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(transparent)]
+    ClickHouse(#[from] ChError),
+    #[error("insert into `{table}` failed after {attempts} attempts: {source}")]
+    Insert { table: String, attempts: u32, source: ChError },
+    #[error("sink protocol: {0}")]
+    Protocol(String),
+}

@@ -1,0 +1,440 @@
+//! The PostgreSQL source of a CDC pipeline: sets up the publication and slot, takes the
+//! initial snapshot inside the slot's exported snapshot, then streams pgoutput and sends
+//! ordered change chunks to the sink over a bounded edge. A status task reports to Postgres
+//! only what the sink acknowledged, every `status_interval` even while the edge is full, so
+//! `wal_sender_timeout` never drops a pipeline held back by backpressure.
+//!
+//! The actor is a thin shell: the stream runs in a task it owns, whose failure fails the
+//! actor (and so reaches the supervisor). A restart resumes from the slot's confirmed LSN.
+//!
+//! Must never: confirm an LSN the sink did not acknowledge (except a keepalive position
+//! while nothing is in flight), or buffer without bound.
+
+use crate::actors::clickhouse_sink::{ChangeChunk, ChangeItem, RowChange, SinkMsg};
+use crate::config::PostgresConfig;
+use crate::edge::{Edge, EdgeError};
+use crate::postgres::catalog::{self, TypeResolver};
+use crate::postgres::replication::{ReplicationConn, ReplicationWriter};
+use crate::postgres::{PgError, PgParams};
+use crate::protocol::pgoutput::{self, fmt_lsn, parse_lsn, Cell, DecodeError, LogicalMessage, Lsn, ReplicationMessage};
+use crate::protocol::schema::{pg_ident, pg_literal, split_table_name, Column, SharedSchema, TableSchema};
+use crate::status::PipelineCounters;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Mutex};
+use tracing::Span;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Pg(#[from] PgError),
+    #[error("pgoutput at {lsn}: {source}")]
+    Decode { lsn: String, source: DecodeError },
+    #[error(transparent)]
+    Edge(#[from] EdgeError),
+    #[error("sink: {0}")]
+    Sink(String),
+    #[error("replication slot `{slot}`: {message}")]
+    Slot { slot: String, message: String },
+    #[error("the server ended the replication stream")]
+    StreamEnded,
+}
+
+pub struct SourceArgs {
+    pub pipeline: String,
+    pub postgres: PostgresConfig,
+    pub edge: Edge<SinkMsg>,
+    pub acks: watch::Receiver<Lsn>,
+    pub counters: Arc<PipelineCounters>,
+    /// How long a graceful stop may wait for the sink to drain.
+    pub drain_timeout: Duration,
+}
+
+pub enum SourceMsg {
+    /// The stream task ended with this error.
+    Failed(String),
+}
+
+pub struct SourceState {
+    task: tokio::task::JoinHandle<()>,
+    writer: Arc<Mutex<Option<ReplicationWriter>>>,
+    edge: Edge<SinkMsg>,
+    acks: watch::Receiver<Lsn>,
+    drain_timeout: Duration,
+    pipeline: String,
+}
+
+pub struct PostgresSource;
+
+impl Actor for PostgresSource {
+    type Msg = SourceMsg;
+    type State = SourceState;
+    type Arguments = SourceArgs;
+
+    async fn pre_start(&self, myself: ActorRef<SourceMsg>, args: SourceArgs) -> Result<SourceState, ActorProcessingErr> {
+        let writer = Arc::new(Mutex::new(None));
+        let stream = Stream {
+            pipeline: args.pipeline.clone(),
+            cfg: args.postgres,
+            edge: args.edge.clone(),
+            acks: args.acks.clone(),
+            counters: args.counters,
+            writer: writer.clone(),
+            idle_lsn: Arc::new(AtomicU64::new(0)),
+        };
+        let me = myself.clone();
+        let task = tokio::spawn(async move {
+            let r = stream.run().await;
+            let msg = match r {
+                Ok(()) => "stream ended".to_string(),
+                Err(e) => e.to_string(),
+            };
+            let _ = me.cast(SourceMsg::Failed(msg));
+        });
+        Ok(SourceState { task, writer, edge: args.edge, acks: args.acks, drain_timeout: args.drain_timeout, pipeline: args.pipeline })
+    }
+
+    async fn handle(&self, _myself: ActorRef<SourceMsg>, msg: SourceMsg, _st: &mut SourceState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SourceMsg::Failed(e) => Err(e.into()),
+        }
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<SourceMsg>, st: &mut SourceState) -> Result<(), ActorProcessingErr> {
+        // Stop reading first; then let the sink insert what it holds and confirm that.
+        st.task.abort();
+        let writer = st.writer.lock().await.take();
+        if let Some(w) = writer {
+            let acked = match st.edge.call(SinkMsg::Drain, st.drain_timeout).await {
+                Ok(lsn) => lsn,
+                Err(e) => {
+                    tracing::debug!(pipeline = %st.pipeline, error = %e, "no drain on stop");
+                    *st.acks.borrow()
+                }
+            };
+            if acked > 0 {
+                let _ = tokio::time::timeout(Duration::from_secs(5), w.send_status(acked, false)).await;
+                tracing::info!(pipeline = %st.pipeline, lsn = %fmt_lsn(acked), "confirmed on stop");
+            }
+            w.close().await;
+        }
+        Ok(())
+    }
+}
+
+struct Stream {
+    pipeline: String,
+    cfg: PostgresConfig,
+    edge: Edge<SinkMsg>,
+    acks: watch::Receiver<Lsn>,
+    counters: Arc<PipelineCounters>,
+    writer: Arc<Mutex<Option<ReplicationWriter>>>,
+    /// A keepalive position that may be confirmed because nothing was in flight then.
+    idle_lsn: Arc<AtomicU64>,
+}
+
+/// Builds the next chunk for the sink.
+struct ChunkBuilder {
+    items: Vec<ChangeItem>,
+    rows: usize,
+    commit: Option<Lsn>,
+    commit_times: Vec<i64>,
+    trace: Option<(Span, Span)>,
+}
+
+impl ChunkBuilder {
+    fn new() -> Self {
+        ChunkBuilder { items: Vec::new(), rows: 0, commit: None, commit_times: Vec::new(), trace: None }
+    }
+    fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.commit.is_none()
+    }
+    fn push(&mut self, pipeline: &str, item: ChangeItem) {
+        if self.trace.is_none() {
+            let root = tracing::info_span!(parent: None, "cdc.chunk", pipeline = %pipeline, rows = tracing::field::Empty, lsn = tracing::field::Empty);
+            let decode = tracing::info_span!(parent: &root, "source.decode");
+            self.trace = Some((root, decode));
+        }
+        if matches!(item, ChangeItem::Row { .. }) {
+            self.rows += 1;
+        }
+        self.items.push(item);
+    }
+}
+
+/// pgoutput's commit timestamps are µs since 2000-01-01.
+fn unix_micros_from_pg(ts: i64) -> i64 {
+    ts + 946_684_800_000_000
+}
+
+impl Stream {
+    async fn run(self) -> Result<(), SourceError> {
+        let params = PgParams::from_config(&self.cfg);
+        let client = catalog::connect(&params).await?;
+        let wanted: Vec<(String, String)> = self.cfg.tables.iter().filter_map(|t| split_table_name(t)).collect();
+        let published = catalog::ensure_publication(&client, &params, &self.cfg.publication, &wanted).await?;
+        if published.is_empty() {
+            return Err(PgError::Setup(format!("publication `{}` publishes no table", self.cfg.publication)).into());
+        }
+        let mut types = TypeResolver::default();
+        let mut schemas: HashMap<u32, SharedSchema> = HashMap::new();
+        let mut tables = Vec::new();
+        for t in &published {
+            tables.push(catalog::load_table(&client, &params, &mut types, t).await?);
+        }
+        catalog::check_keys(&tables)?;
+        let mut chunk = ChunkBuilder::new();
+        for t in tables {
+            let s = Arc::new(t);
+            schemas.insert(s.rel_id, s.clone());
+            chunk.push(&self.pipeline, ChangeItem::Schema(s));
+        }
+        self.send(&mut chunk).await?;
+
+        let slot = catalog::slot_state(&client, &params, &self.cfg.slot).await?;
+        let marker = self
+            .edge
+            .call(SinkMsg::GetMarker, Duration::from_secs(60))
+            .await?
+            .map_err(SourceError::Sink)?;
+        let mut repl = ReplicationConn::connect(&params).await?;
+        let mut start = 0;
+        let snapshot_needed = match (&slot, &marker) {
+            (Some(s), Some(m)) if m.starts_with(&format!("{}@", self.cfg.slot)) => {
+                if s.plugin != "pgoutput" {
+                    return Err(SourceError::Slot { slot: self.cfg.slot.clone(), message: format!("uses plugin `{}`, not pgoutput", s.plugin) });
+                }
+                tracing::info!(pipeline = %self.pipeline, slot = %self.cfg.slot, confirmed = %s.confirmed_flush.map(fmt_lsn).unwrap_or_default(), "resuming");
+                false
+            }
+            _ => true,
+        };
+        if snapshot_needed {
+            if let Some(s) = &slot {
+                if s.active {
+                    return Err(SourceError::Slot { slot: self.cfg.slot.clone(), message: "is active on another connection".into() });
+                }
+                tracing::warn!(pipeline = %self.pipeline, slot = %self.cfg.slot, "slot exists but no completed snapshot is recorded: dropping it and snapshotting again");
+                client.execute("SELECT pg_drop_replication_slot($1)", &[&self.cfg.slot]).await.map_err(|e| PgError::Client { addr: params.addr(), source: e })?;
+            }
+            let rows = repl
+                .simple_query(&format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT", self.cfg.slot))
+                .await?;
+            let row = rows.first().ok_or_else(|| SourceError::Slot { slot: self.cfg.slot.clone(), message: "CREATE_REPLICATION_SLOT returned nothing".into() })?;
+            let consistent = row.get(1).cloned().flatten().and_then(|s| parse_lsn(&s)).unwrap_or(0);
+            let snapshot = row.get(2).cloned().flatten().ok_or_else(|| SourceError::Slot { slot: self.cfg.slot.clone(), message: "no exported snapshot".into() })?;
+            tracing::info!(pipeline = %self.pipeline, slot = %self.cfg.slot, consistent = %fmt_lsn(consistent), "created slot; snapshot starts");
+            self.snapshot(&client, &params, &snapshot, &schemas).await?;
+            self.edge
+                .call(|r| SinkMsg::SnapshotDone(format!("{}@{}", self.cfg.slot, fmt_lsn(consistent)), r), Duration::from_secs(600))
+                .await?
+                .map_err(SourceError::Sink)?;
+            tracing::info!(pipeline = %self.pipeline, rows = self.counters.snapshot_rows.load(Ordering::Relaxed), "snapshot complete");
+            start = consistent;
+        }
+        let (mut reader, writer) = repl.start_replication(&self.cfg.slot, start, &self.cfg.publication).await?;
+        *self.writer.lock().await = Some(writer.clone());
+        let status = tokio::spawn(status_loop(writer.clone(), self.acks.clone(), self.idle_lsn.clone(), self.cfg.status_interval.0, self.counters.clone()));
+        let _status_guard = AbortOnDrop(status);
+
+        // Last Relation seen per table, to tell schema changes from repeats.
+        let mut relations: HashMap<u32, Vec<pgoutput::RelationColumn>> = HashMap::new();
+        let mut frames = Vec::new();
+        let mut in_txn = false;
+        let mut last_sent_commit: Lsn = 0;
+        loop {
+            frames.clear();
+            if !reader.next_batch(&mut frames).await? {
+                return Err(SourceError::StreamEnded);
+            }
+            for frame in frames.drain(..) {
+                let msg = pgoutput::decode_replication(frame).map_err(|source| SourceError::Decode { lsn: "?".into(), source })?;
+                let (wal_start, data) = match msg {
+                    ReplicationMessage::XLogData { wal_start, data, .. } => (wal_start, data),
+                    ReplicationMessage::Keepalive { wal_end, reply_requested } => {
+                        if !in_txn && chunk.is_empty() && *self.acks.borrow() >= last_sent_commit {
+                            self.idle_lsn.fetch_max(wal_end, Ordering::Relaxed);
+                        }
+                        if reply_requested {
+                            writer.send_status(self.confirmable(), false).await?;
+                        }
+                        continue;
+                    }
+                };
+                let lm = pgoutput::decode_logical(data).map_err(|source| SourceError::Decode { lsn: fmt_lsn(wal_start), source })?;
+                match lm {
+                    LogicalMessage::Begin { .. } => in_txn = true,
+                    LogicalMessage::Commit { end_lsn, commit_ts, .. } => {
+                        in_txn = false;
+                        chunk.commit = Some(end_lsn);
+                        chunk.commit_times.push(unix_micros_from_pg(commit_ts));
+                    }
+                    LogicalMessage::Relation { rel_id, namespace, name, columns, .. } => {
+                        if relations.get(&rel_id) != Some(&columns) {
+                            let s = self.schema_from_relation(&client, &params, &mut types, schemas.get(&rel_id), rel_id, namespace, name, &columns).await?;
+                            relations.insert(rel_id, columns);
+                            if schemas.get(&rel_id).map(|x| x.as_ref()) != Some(&s) {
+                                let s = Arc::new(s);
+                                schemas.insert(rel_id, s.clone());
+                                chunk.push(&self.pipeline, ChangeItem::Schema(s));
+                            }
+                        }
+                    }
+                    LogicalMessage::Insert { rel_id, new } => {
+                        chunk.push(&self.pipeline, ChangeItem::Row { rel_id, change: RowChange { delete: false, version: wal_start, cells: new } });
+                    }
+                    LogicalMessage::Update { rel_id, old, mut new } => {
+                        let key = schemas.get(&rel_id).map(|s| s.key_indexes()).unwrap_or_default();
+                        if let Some(old) = old {
+                            // REPLICA IDENTITY FULL sends old values: use them for unchanged TOAST.
+                            for (n, o) in new.iter_mut().zip(&old) {
+                                if matches!(n, Cell::UnchangedToast) && matches!(o, Cell::Text(_)) {
+                                    *n = o.clone();
+                                }
+                            }
+                            if key.iter().any(|&i| old.get(i) != new.get(i)) {
+                                // The key changed: the old row is gone.
+                                chunk.push(&self.pipeline, ChangeItem::Row { rel_id, change: RowChange { delete: true, version: wal_start, cells: old } });
+                            }
+                        }
+                        chunk.push(&self.pipeline, ChangeItem::Row { rel_id, change: RowChange { delete: false, version: wal_start, cells: new } });
+                    }
+                    LogicalMessage::Delete { rel_id, old } => {
+                        chunk.push(&self.pipeline, ChangeItem::Row { rel_id, change: RowChange { delete: true, version: wal_start, cells: old } });
+                    }
+                    LogicalMessage::Truncate { rel_ids, .. } => chunk.push(&self.pipeline, ChangeItem::Truncate(rel_ids)),
+                    LogicalMessage::Type { .. } | LogicalMessage::Origin | LogicalMessage::Message { .. } => {}
+                }
+                if chunk.rows >= self.cfg.chunk_rows {
+                    last_sent_commit = self.send(&mut chunk).await?.unwrap_or(last_sent_commit);
+                }
+            }
+            if !chunk.is_empty() {
+                last_sent_commit = self.send(&mut chunk).await?.unwrap_or(last_sent_commit);
+            }
+        }
+    }
+
+    fn confirmable(&self) -> Lsn {
+        (*self.acks.borrow()).max(self.idle_lsn.load(Ordering::Relaxed))
+    }
+
+    /// Sends the chunk (waiting for room on the edge); returns its commit LSN.
+    async fn send(&self, chunk: &mut ChunkBuilder) -> Result<Option<Lsn>, SourceError> {
+        let c = std::mem::replace(chunk, ChunkBuilder::new());
+        let commit = c.commit;
+        PipelineCounters::add(&self.counters.rows_read, c.rows as u64);
+        let (trace, decode) = c.trace.unwrap_or_else(|| (tracing::info_span!(parent: None, "cdc.chunk", pipeline = %self.pipeline, rows = tracing::field::Empty, lsn = tracing::field::Empty), Span::none()));
+        trace.record("rows", c.rows as u64);
+        if let Some(l) = commit {
+            trace.record("lsn", fmt_lsn(l));
+        }
+        drop(decode);
+        let queue_span = tracing::info_span!(parent: &trace, "edge.queue", depth = self.edge.depth() as u64);
+        let msg = ChangeChunk { items: c.items, commit, commit_times: c.commit_times, trace, queue_span };
+        self.edge.send(move |permit| SinkMsg::Changes(msg, permit)).await?;
+        Ok(commit)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn schema_from_relation(
+        &self,
+        client: &tokio_postgres::Client,
+        params: &PgParams,
+        types: &mut TypeResolver,
+        known: Option<&SharedSchema>,
+        rel_id: u32,
+        namespace: String,
+        name: String,
+        columns: &[pgoutput::RelationColumn],
+    ) -> Result<TableSchema, SourceError> {
+        let mut out = Vec::with_capacity(columns.len());
+        for rc in columns {
+            let existing = known.and_then(|k| k.columns.iter().find(|c| c.name == rc.name));
+            let pg_type = types.resolve(client, params, rc.type_oid, rc.type_mod, 1).await?;
+            match existing {
+                Some(c) if c.pg_type == pg_type || matches!(c.pg_type, crate::protocol::schema::PgType::Other(_)) => out.push(c.clone()),
+                _ => out.push(Column { name: rc.name.clone(), pg_type, nullable: !rc.is_key, is_key: rc.is_key }),
+            }
+        }
+        Ok(TableSchema { rel_id, schema: namespace, name, columns: out })
+    }
+
+    /// Copies every table inside the exported snapshot, as rows with version 0.
+    async fn snapshot(
+        &self,
+        client: &tokio_postgres::Client,
+        params: &PgParams,
+        snapshot: &str,
+        schemas: &HashMap<u32, SharedSchema>,
+    ) -> Result<(), SourceError> {
+        use futures_util::StreamExt;
+        let pg = |e: tokio_postgres::Error| SourceError::Pg(PgError::Client { addr: params.addr(), source: e });
+        let mut chunk = ChunkBuilder::new();
+        let rels: Vec<u32> = schemas.keys().copied().collect();
+        chunk.push(&self.pipeline, ChangeItem::SnapshotBegin(rels));
+        self.send(&mut chunk).await?;
+        client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(pg)?;
+        client.batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", pg_literal(snapshot))).await.map_err(pg)?;
+        for s in schemas.values() {
+            let cols: Vec<String> = s.columns.iter().map(|c| pg_ident(&c.name)).collect();
+            let sql = format!("COPY (SELECT {} FROM {}.{}) TO STDOUT", cols.join(", "), pg_ident(&s.schema), pg_ident(&s.name));
+            let stream = client.copy_out(sql.as_str()).await.map_err(pg)?;
+            futures_util::pin_mut!(stream);
+            let mut partial: Vec<u8> = Vec::new();
+            let mut n = 0u64;
+            while let Some(buf) = stream.next().await {
+                let buf = buf.map_err(pg)?;
+                partial.extend_from_slice(&buf);
+                let mut start = 0;
+                while let Some(pos) = partial[start..].iter().position(|&b| b == b'\n') {
+                    let line = &partial[start..start + pos];
+                    let mut cells = Vec::with_capacity(s.columns.len());
+                    catalog::parse_copy_line(line, &mut cells)
+                        .ok_or_else(|| SourceError::Pg(PgError::Setup(format!("unreadable COPY line in {}", s.qualified()))))?;
+                    chunk.push(&self.pipeline, ChangeItem::Row { rel_id: s.rel_id, change: RowChange { delete: false, version: 0, cells } });
+                    n += 1;
+                    start += pos + 1;
+                    if chunk.rows >= self.cfg.chunk_rows {
+                        self.send(&mut chunk).await?;
+                    }
+                }
+                partial.drain(..start);
+            }
+            if !chunk.is_empty() {
+                self.send(&mut chunk).await?;
+            }
+            PipelineCounters::add(&self.counters.snapshot_rows, n);
+            tracing::info!(pipeline = %self.pipeline, table = %s.qualified(), rows = n, "table snapshot copied");
+        }
+        client.batch_execute("COMMIT").await.map_err(pg)?;
+        Ok(())
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reports the confirmable position every `interval`, and at once when the sink acknowledges
+/// more.
+async fn status_loop(writer: ReplicationWriter, mut acks: watch::Receiver<Lsn>, idle: Arc<AtomicU64>, interval: Duration, counters: Arc<PipelineCounters>) {
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            r = acks.changed() => if r.is_err() { return },
+        }
+        let pos = (*acks.borrow()).max(idle.load(Ordering::Relaxed));
+        if writer.send_status(pos, false).await.is_err() {
+            return;
+        }
+        counters.confirmed_lsn.fetch_max(pos, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,75 @@
+//! `tributary check`: validates the config, connects to every server, and prints what a run
+//! would do (publication and slot, tables, the ClickHouse DDL). It changes nothing.
+
+use crate::clickhouse::ChClient;
+use crate::config::Config;
+use crate::postgres::{catalog, PgParams};
+use crate::protocol::chtypes::{create_table_sql, map_column, table_name};
+use crate::protocol::schema::split_table_name;
+use std::fmt::Write;
+
+pub async fn run(cfg: &Config) -> Result<String, String> {
+    let mut out = String::new();
+    for p in &cfg.pipelines {
+        let _ = writeln!(out, "pipeline `{}` (cdc)", p.name);
+        let params = PgParams::from_config(&p.postgres);
+        let client = catalog::connect(&params).await.map_err(|e| e.to_string())?;
+        let _ = writeln!(out, "  postgres {}: connected", params.addr());
+        let wanted: Vec<(String, String)> = p.postgres.tables.iter().filter_map(|t| split_table_name(t)).collect();
+        let published = catalog::published_tables(&client, &params, &p.postgres.publication).await.map_err(|e| e.to_string())?;
+        let exists = !published.is_empty();
+        let _ = writeln!(
+            out,
+            "  publication `{}`: {}",
+            p.postgres.publication,
+            if exists { "exists" } else { "will be created" }
+        );
+        let mut targets = Vec::new();
+        for (s, t) in &wanted {
+            let oid: Option<u32> = client
+                .query_opt(
+                    "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+                    &[s, t],
+                )
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|r| r.get(0));
+            match oid {
+                Some(oid) => targets.push(catalog::PublishedTable { schema: s.clone(), name: t.clone(), oid }),
+                None => return Err(format!("pipeline `{}`: table {s}.{t} does not exist in Postgres", p.name)),
+            }
+        }
+        if wanted.is_empty() {
+            targets = published;
+        }
+        let mut types = catalog::TypeResolver::default();
+        let mut schemas = Vec::new();
+        for t in &targets {
+            schemas.push(catalog::load_table(&client, &params, &mut types, t).await.map_err(|e| e.to_string())?);
+        }
+        catalog::check_keys(&schemas).map_err(|e| e.to_string())?;
+        let slot = catalog::slot_state(&client, &params, &p.postgres.slot).await.map_err(|e| e.to_string())?;
+        let _ = writeln!(
+            out,
+            "  slot `{}`: {}",
+            p.postgres.slot,
+            match slot {
+                Some(s) => format!("exists (plugin {}, confirmed {:?}, active {})", s.plugin, s.confirmed_flush.map(crate::protocol::pgoutput::fmt_lsn), s.active),
+                None => "will be created, with an initial snapshot".into(),
+            }
+        );
+        let ch = ChClient::connect(&p.clickhouse).await.map_err(|e| e.to_string())?;
+        let _ = writeln!(out, "  clickhouse {}: version {} ({} types)", ch.addr(), ch.caps.version, ch.caps.generation());
+        for s in &schemas {
+            let cols: Vec<_> = s.columns.iter().map(|c| map_column(c, &ch.caps, p.clickhouse.json_as)).collect();
+            let name = table_name(&p.clickhouse.table_template, s);
+            let exists = ch.table_columns(&name).await.map_err(|e| e.to_string())?.is_some();
+            let _ = writeln!(out, "  {} -> {}.{} ({})", s.qualified(), ch.database, name, if exists { "exists" } else { "will be created" });
+            let _ = writeln!(out, "    {}", create_table_sql(&ch.database, &name, &cols, &ch.caps));
+            for c in cols.iter().filter(|c| c.note.is_some()) {
+                let _ = writeln!(out, "    note: {}: {}", c.name, c.note.as_deref().unwrap_or(""));
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,176 @@
+//! The ClickHouse HTTP client of every sink: the `clickhouse` crate, used for DDL, raw
+//! TabSeparated inserts and small TSV reads, plus the server-version probe.
+//!
+//! Must never: put credentials in a URL, a log line or an error (they travel as headers),
+//! or report an insert as done before the server answered success.
+
+use crate::config::{ClickHouseConfig, Compression};
+use crate::protocol::chtypes::{ch_ident, ch_literal, ServerCaps};
+use bytes::Bytes;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChError {
+    #[error("ClickHouse at {addr}: {message}")]
+    Server { addr: String, code: Option<u32>, message: String },
+    #[error("ClickHouse at {addr}: cannot reach the server: {message}")]
+    Unreachable { addr: String, message: String },
+    #[error("ClickHouse at {addr}: no answer within {after:?}")]
+    Timeout { addr: String, after: Duration },
+}
+
+impl ChError {
+    /// ClickHouse's error code, when the server sent one.
+    pub fn code(&self) -> Option<u32> {
+        match self {
+            ChError::Server { code, .. } => *code,
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ChClient {
+    inner: clickhouse::Client,
+    addr: String,
+    pub database: String,
+    pub caps: ServerCaps,
+    timeout: Duration,
+}
+
+impl ChClient {
+    /// Connects and probes `SELECT version()`. The database is created when missing.
+    pub async fn connect(cfg: &ClickHouseConfig) -> Result<ChClient, ChError> {
+        let addr = cfg.url.split('?').next().unwrap_or(&cfg.url).to_string();
+        let inner = clickhouse::Client::default()
+            .with_url(&cfg.url)
+            .with_user(&cfg.user)
+            .with_password(cfg.password.expose())
+            // 18.16 has no RowBinaryWithNamesAndTypes; we send and read TabSeparated only.
+            .with_validation(false)
+            .with_compression(match cfg.compression {
+                Compression::Lz4 => clickhouse::Compression::Lz4,
+                Compression::None => clickhouse::Compression::None,
+            });
+        let mut client = ChClient {
+            inner,
+            addr,
+            database: cfg.database.clone(),
+            caps: ServerCaps::from_version("0.0"),
+            timeout: cfg.request_timeout.0,
+        };
+        let version = client.query_text("SELECT version()").await?;
+        client.caps = ServerCaps::from_version(version.trim());
+        if client.caps.version.is_empty() || client.caps.version == "0.0" {
+            return Err(ChError::Server { addr: client.addr.clone(), code: None, message: format!("unexpected version reply {version:?}") });
+        }
+        client.execute(&format!("CREATE DATABASE IF NOT EXISTS {}", ch_ident(&cfg.database))).await?;
+        Ok(client)
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn map_err(&self, e: clickhouse::error::Error) -> ChError {
+        match e {
+            clickhouse::error::Error::BadResponse(text) => {
+                let code = parse_code(&text);
+                ChError::Server { addr: self.addr.clone(), code, message: text.trim().to_string() }
+            }
+            clickhouse::error::Error::TimedOut => ChError::Timeout { addr: self.addr.clone(), after: self.timeout },
+            other => ChError::Unreachable { addr: self.addr.clone(), message: other.to_string() },
+        }
+    }
+
+    async fn timed<T>(&self, f: impl std::future::Future<Output = Result<T, clickhouse::error::Error>>) -> Result<T, ChError> {
+        match tokio::time::timeout(self.timeout, f).await {
+            Ok(r) => r.map_err(|e| self.map_err(e)),
+            Err(_) => Err(ChError::Timeout { addr: self.addr.clone(), after: self.timeout }),
+        }
+    }
+
+    /// Runs a statement that returns nothing (DDL).
+    pub async fn execute(&self, sql: &str) -> Result<(), ChError> {
+        self.timed(self.inner.query(sql).execute()).await
+    }
+
+    /// Runs a query and returns its TabSeparated output.
+    pub async fn query_text(&self, sql: &str) -> Result<String, ChError> {
+        let bytes = self
+            .timed(async {
+                let mut cursor = self.inner.query(sql).fetch_bytes("TabSeparated")?;
+                cursor.collect().await
+            })
+            .await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Sends an `INSERT ... FORMAT TabSeparated` with `body` and waits for success.
+    pub async fn insert_tsv(&self, sql: &str, body: Bytes) -> Result<(), ChError> {
+        self.timed(async {
+            let mut insert = self.inner.insert_formatted_with(sql.to_string());
+            insert.send(body).await?;
+            insert.end().await
+        })
+        .await
+    }
+
+    /// Columns of `table` (name, type) in order, or `None` when the table does not exist.
+    pub async fn table_columns(&self, table: &str) -> Result<Option<Vec<(String, String)>>, ChError> {
+        let sql = format!(
+            "SELECT name, type FROM system.columns WHERE database = {} AND table = {}",
+            ch_literal(&self.database),
+            ch_literal(table)
+        );
+        let text = self.query_text(&sql).await?;
+        let cols: Vec<(String, String)> = text
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(n, t)| (unescape_tsv(n), unescape_tsv(t)))
+            .collect();
+        Ok((!cols.is_empty()).then_some(cols))
+    }
+}
+
+/// `Code: 60. DB::Exception` (current) or `Code: 60, e.displayText()` (18.16).
+pub fn parse_code(text: &str) -> Option<u32> {
+    let rest = &text[text.find("Code: ")? + 6..];
+    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// Reverses TabSeparated escaping of one field.
+pub fn unescape_tsv(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match it.next() {
+            Some('t') => out.push('\t'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('0') => out.push('\0'),
+            Some('b') => out.push('\u{8}'),
+            Some('f') => out.push('\u{c}'),
+            Some(o) => out.push(o),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn codes() {
+        assert_eq!(parse_code("Code: 60. DB::Exception: x (UNKNOWN_TABLE)"), Some(60));
+        assert_eq!(parse_code("Code: 60, e.displayText() = DB::Exception"), Some(60));
+        assert_eq!(parse_code("nothing"), None);
+        assert_eq!(unescape_tsv("a\\tb\\\\"), "a\tb\\");
+    }
+}

@@ -1,0 +1,627 @@
+//! The configuration file: one TOML document, parsed with unknown keys rejected, `${ENV}`
+//! interpolation inside strings, defaults in one place (the `Default` impls below) and a
+//! validation pass that runs before anything connects.
+//!
+//! Must never: print a secret (passwords are [`Secret`], whose `Debug` is redacted), or accept
+//! a config that would only fail later at run time when a check here could catch it.
+
+use serde::Deserialize;
+use std::{collections::HashSet, fmt, path::Path, time::Duration};
+
+/// Why a config could not be used. Every variant names the file; parse and validation
+/// errors name the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read { file: String, source: std::io::Error },
+    #[error("{file}: line {line}: environment variable `{var}` is not set (write `${{{var}:-default}}` for a default)")]
+    MissingEnv { file: String, line: usize, var: String },
+    #[error("{file}: line {line}: unterminated `${{` in an interpolation")]
+    BadInterpolation { file: String, line: usize },
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}: `{key}`: {message}")]
+    Invalid { file: String, key: String, message: String },
+}
+
+/// A string that must never reach a log or an error message.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("\"\"")
+        } else {
+            f.write_str("\"***\"")
+        }
+    }
+}
+
+/// A duration written as `250ms`, `10s`, `5m` or `1h`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl fmt::Debug for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(HumanDuration).map_err(serde::de::Error::custom)
+    }
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (write e.g. 200ms, 10s, 5m)"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("`{s}`: unit must be ms, s, m or h")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("`{s}` is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub supervision: SupervisionConfig,
+    /// How long SIGINT/SIGTERM may take to drain what is in flight before the process exits.
+    #[serde(default = "defaults::shutdown_timeout")]
+    pub shutdown_timeout: HumanDuration,
+    #[serde(default, rename = "pipeline")]
+    pub pipelines: Vec<PipelineConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `text` (human-readable) or `json` (one object per line, with trace and span ids).
+    #[serde(default = "defaults::log_format")]
+    pub log_format: LogFormat,
+    /// Log filter in `RUST_LOG` syntax; the `RUST_LOG` variable overrides it.
+    #[serde(default = "defaults::log_level")]
+    pub log_level: String,
+    /// OTLP/HTTP endpoint (e.g. `http://127.0.0.1:4318`); empty = no span export.
+    #[serde(default)]
+    pub otlp_endpoint: String,
+    #[serde(default = "defaults::service_name")]
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            log_format: defaults::log_format(),
+            log_level: defaults::log_level(),
+            otlp_endpoint: String::new(),
+            service_name: defaults::service_name(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Restart policy of every supervisor (OTP's restart intensity plus exponential backoff).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisionConfig {
+    /// More than `max_restarts` restarts within `within` escalate: the pipeline stops.
+    #[serde(default = "defaults::max_restarts")]
+    pub max_restarts: u32,
+    #[serde(default = "defaults::within")]
+    pub within: HumanDuration,
+    #[serde(default = "defaults::backoff_initial")]
+    pub backoff_initial: HumanDuration,
+    #[serde(default = "defaults::backoff_max")]
+    pub backoff_max: HumanDuration,
+}
+
+impl Default for SupervisionConfig {
+    fn default() -> Self {
+        SupervisionConfig {
+            max_restarts: defaults::max_restarts(),
+            within: defaults::within(),
+            backoff_initial: defaults::backoff_initial(),
+            backoff_max: defaults::backoff_max(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    pub name: String,
+    /// Only `cdc` exists today.
+    #[serde(default = "defaults::kind")]
+    pub kind: PipelineKind,
+    pub postgres: PostgresConfig,
+    pub clickhouse: ClickHouseConfig,
+    #[serde(default)]
+    pub batch: BatchConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PipelineKind {
+    Cdc,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    #[serde(default = "defaults::pg_host")]
+    pub host: String,
+    #[serde(default = "defaults::pg_port")]
+    pub port: u16,
+    pub user: String,
+    #[serde(default)]
+    pub password: Secret,
+    pub database: String,
+    /// Publication to read; created (for `tables`) when missing.
+    pub publication: String,
+    /// Logical replication slot (pgoutput); created when missing.
+    pub slot: String,
+    /// Tables as `schema.table` (or `table` for `public`). Empty: every table of an existing
+    /// publication.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// How often a standby status update is sent even when nothing changed (keeps
+    /// `wal_sender_timeout` from dropping a pipeline held back by backpressure).
+    #[serde(default = "defaults::status_interval")]
+    pub status_interval: HumanDuration,
+    #[serde(default = "defaults::connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// Rows per message from the source to the sink (the unit of the bounded edge).
+    #[serde(default = "defaults::chunk_rows")]
+    pub chunk_rows: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    #[serde(default = "defaults::ch_url")]
+    pub url: String,
+    #[serde(default = "defaults::ch_database")]
+    pub database: String,
+    #[serde(default = "defaults::ch_user")]
+    pub user: String,
+    #[serde(default)]
+    pub password: Secret,
+    /// Name of the ClickHouse table for a Postgres table: `{schema}` and `{table}` are
+    /// replaced.
+    #[serde(default = "defaults::table_template")]
+    pub table_template: String,
+    /// json/jsonb columns: `string` (every server) or `json` (ClickHouse ≥ 24.8 JSON type;
+    /// falls back to String on older servers).
+    #[serde(default = "defaults::json_as")]
+    pub json_as: JsonAs,
+    /// `lz4` or `none`.
+    #[serde(default = "defaults::compression")]
+    pub compression: Compression,
+    /// TRUNCATE in Postgres: `truncate` the ClickHouse table too, or `ignore` it (keep history).
+    #[serde(default = "defaults::on_truncate")]
+    pub on_truncate: OnTruncate,
+    /// Insert attempts before the sink gives up and fails (its supervisor then restarts it).
+    #[serde(default = "defaults::insert_attempts")]
+    pub insert_attempts: u32,
+    #[serde(default = "defaults::request_timeout")]
+    pub request_timeout: HumanDuration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JsonAs {
+    String,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Lz4,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTruncate {
+    Truncate,
+    Ignore,
+}
+
+/// When the sink flushes, and how much may wait between source and sink.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    #[serde(default = "defaults::max_rows")]
+    pub max_rows: usize,
+    #[serde(default = "defaults::max_bytes")]
+    pub max_bytes: usize,
+    /// Oldest buffered change waits at most this long before a flush.
+    #[serde(default = "defaults::max_age")]
+    pub max_age: HumanDuration,
+    /// Messages (of up to `postgres.chunk_rows` rows) queued between source and sink.
+    #[serde(default = "defaults::edge_capacity")]
+    pub edge_capacity: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_rows: defaults::max_rows(),
+            max_bytes: defaults::max_bytes(),
+            max_age: defaults::max_age(),
+            edge_capacity: defaults::edge_capacity(),
+        }
+    }
+}
+
+/// Every default of the file, in one place.
+pub mod defaults {
+    use super::*;
+    pub fn shutdown_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(30))
+    }
+    pub fn log_format() -> LogFormat {
+        LogFormat::Text
+    }
+    pub fn log_level() -> String {
+        "info".into()
+    }
+    pub fn service_name() -> String {
+        "tributary".into()
+    }
+    pub fn max_restarts() -> u32 {
+        5
+    }
+    pub fn within() -> HumanDuration {
+        HumanDuration(Duration::from_secs(60))
+    }
+    pub fn backoff_initial() -> HumanDuration {
+        HumanDuration(Duration::from_millis(500))
+    }
+    pub fn backoff_max() -> HumanDuration {
+        HumanDuration(Duration::from_secs(30))
+    }
+    pub fn kind() -> PipelineKind {
+        PipelineKind::Cdc
+    }
+    pub fn pg_host() -> String {
+        "127.0.0.1".into()
+    }
+    pub fn pg_port() -> u16 {
+        5432
+    }
+    pub fn status_interval() -> HumanDuration {
+        HumanDuration(Duration::from_secs(10))
+    }
+    pub fn connect_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(10))
+    }
+    pub fn chunk_rows() -> usize {
+        2000
+    }
+    pub fn ch_url() -> String {
+        "http://127.0.0.1:8123".into()
+    }
+    pub fn ch_database() -> String {
+        "default".into()
+    }
+    pub fn ch_user() -> String {
+        "default".into()
+    }
+    pub fn table_template() -> String {
+        "{table}".into()
+    }
+    pub fn json_as() -> JsonAs {
+        JsonAs::String
+    }
+    pub fn compression() -> Compression {
+        Compression::Lz4
+    }
+    pub fn on_truncate() -> OnTruncate {
+        OnTruncate::Truncate
+    }
+    pub fn insert_attempts() -> u32 {
+        5
+    }
+    pub fn request_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(60))
+    }
+    pub fn max_rows() -> usize {
+        200_000
+    }
+    pub fn max_bytes() -> usize {
+        32 << 20
+    }
+    pub fn max_age() -> HumanDuration {
+        HumanDuration(Duration::from_millis(200))
+    }
+    pub fn edge_capacity() -> usize {
+        32
+    }
+}
+
+impl Config {
+    /// Reads, interpolates, parses and validates `path`. Nothing connects.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let raw = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Self::from_str_named(&raw, &file, &|k| std::env::var(k).ok())
+    }
+
+    /// As [`Config::load`], for text already read; `env` looks variables up.
+    pub fn from_str_named(
+        raw: &str,
+        file: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let text = interpolate(raw, file, env)?;
+        let cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            file: file.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            file: file.to_string(),
+            key,
+            message,
+        };
+        if self.pipelines.is_empty() {
+            return Err(invalid("pipeline".into(), "at least one [[pipeline]] is required".into()));
+        }
+        let s = &self.supervision;
+        if s.backoff_initial.0.is_zero() || s.backoff_initial.0 > s.backoff_max.0 {
+            return Err(invalid(
+                "supervision.backoff_initial".into(),
+                "must be above zero and at most supervision.backoff_max".into(),
+            ));
+        }
+        if s.within.0.is_zero() {
+            return Err(invalid("supervision.within".into(), "must be above zero".into()));
+        }
+        let mut names = HashSet::new();
+        for (i, p) in self.pipelines.iter().enumerate() {
+            let at = |k: &str| format!("pipeline[{i}].{k}");
+            if p.name.is_empty()
+                || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(invalid(at("name"), "use letters, digits, `_` and `-` only".into()));
+            }
+            if !names.insert(p.name.clone()) {
+                return Err(invalid(at("name"), format!("`{}` is used twice", p.name)));
+            }
+            let pg = &p.postgres;
+            for (k, v) in [("publication", &pg.publication), ("slot", &pg.slot)] {
+                if v.is_empty() || v.len() > 63 {
+                    return Err(invalid(at(&format!("postgres.{k}")), "must be 1 to 63 characters".into()));
+                }
+            }
+            // Slot names are restricted by Postgres itself: lower case, digits, underscore.
+            if !pg.slot.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+                return Err(invalid(
+                    at("postgres.slot"),
+                    "Postgres allows only lower-case letters, digits and `_` in slot names".into(),
+                ));
+            }
+            for (j, t) in pg.tables.iter().enumerate() {
+                if crate::protocol::schema::split_table_name(t).is_none() {
+                    return Err(invalid(
+                        at(&format!("postgres.tables[{j}]")),
+                        format!("`{t}` is not `schema.table` or `table`"),
+                    ));
+                }
+            }
+            if pg.chunk_rows == 0 {
+                return Err(invalid(at("postgres.chunk_rows"), "must be at least 1".into()));
+            }
+            let ch = &p.clickhouse;
+            if !(ch.url.starts_with("http://") || ch.url.starts_with("https://")) {
+                return Err(invalid(at("clickhouse.url"), format!("`{}` must start with http:// or https://", ch.url)));
+            }
+            if !ch.table_template.contains("{table}") {
+                return Err(invalid(at("clickhouse.table_template"), "must contain `{table}`".into()));
+            }
+            if ch.insert_attempts == 0 {
+                return Err(invalid(at("clickhouse.insert_attempts"), "must be at least 1".into()));
+            }
+            let b = &p.batch;
+            if b.max_rows == 0 || b.max_bytes == 0 || b.edge_capacity == 0 {
+                return Err(invalid(
+                    at("batch"),
+                    "max_rows, max_bytes and edge_capacity must be at least 1".into(),
+                ));
+            }
+            if b.max_age.0.is_zero() {
+                return Err(invalid(at("batch.max_age"), "must be above zero".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}` in the raw text. Values are escaped for TOML basic
+/// strings, so interpolation belongs inside `"..."`; a missing variable without a default is
+/// an error that names it and its line.
+fn interpolate(
+    raw: &str,
+    file: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(raw.len());
+    for (n, line) in raw.split_inclusive('\n').enumerate() {
+        let mut rest = line;
+        // Comments are left alone, so an example in a comment need not be set.
+        let code_end = comment_start(line).unwrap_or(line.len());
+        let mut consumed = 0;
+        while let Some(start) = rest.find("${") {
+            if consumed + start >= code_end {
+                break;
+            }
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let end = after.find('}').ok_or(ConfigError::BadInterpolation {
+                file: file.to_string(),
+                line: n + 1,
+            })?;
+            let expr = &after[..end];
+            let (var, default) = match expr.split_once(":-") {
+                Some((v, d)) => (v, Some(d)),
+                None => (expr, None),
+            };
+            let value = match (env(var), default) {
+                (Some(v), _) => v,
+                (None, Some(d)) => d.to_string(),
+                (None, None) => {
+                    return Err(ConfigError::MissingEnv {
+                        file: file.to_string(),
+                        line: n + 1,
+                        var: var.to_string(),
+                    })
+                }
+            };
+            for c in value.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    c => out.push(c),
+                }
+            }
+            consumed += start + 2 + end + 1;
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+    }
+    Ok(out)
+}
+
+/// Byte offset of a `#` that starts a comment (outside a string), if any.
+fn comment_start(line: &str) -> Option<usize> {
+    let mut in_str = false;
+    let mut prev = '\0';
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' if prev != '\\' => in_str = !in_str,
+            '#' if !in_str => return Some(i),
+            _ => {}
+        }
+        prev = c;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+[[pipeline]]
+name = "cdc"
+[pipeline.postgres]
+user = "u"
+password = "${PGPASS}"
+database = "d"
+publication = "p"
+slot = "s"
+tables = ["public.t"]
+[pipeline.clickhouse]
+url = "http://127.0.0.1:8123"
+"#;
+
+    fn env(k: &str) -> Option<String> {
+        (k == "PGPASS").then(|| "se\"cret".to_string())
+    }
+
+    #[test]
+    fn loads_with_defaults_and_interpolation() {
+        let c = Config::from_str_named(MIN, "x.toml", &env).unwrap();
+        let p = &c.pipelines[0];
+        assert_eq!(p.postgres.password.expose(), "se\"cret");
+        assert_eq!(p.batch.max_age.0, Duration::from_millis(200));
+        assert!(!format!("{c:?}").contains("cret"), "secret leaked into Debug");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let bad = MIN.replace("slot = \"s\"", "slot = \"s\"\nslott = 1");
+        let e = Config::from_str_named(&bad, "x.toml", &env).unwrap_err().to_string();
+        assert!(e.contains("x.toml") && e.contains("slott"), "{e}");
+    }
+
+    #[test]
+    fn missing_env_is_named() {
+        let e = Config::from_str_named(MIN, "x.toml", &|_| None).unwrap_err().to_string();
+        assert!(e.contains("PGPASS") && e.contains("line 6"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let bad = MIN.replace("slot = \"s\"", "slot = \"Bad-Slot\"");
+        let e = Config::from_str_named(&bad, "x.toml", &env).unwrap_err().to_string();
+        assert!(e.contains("pipeline[0].postgres.slot"), "{e}");
+        let bad = MIN.replace("http://127.0.0.1:8123", "127.0.0.1:8123");
+        let e = Config::from_str_named(&bad, "x.toml", &env).unwrap_err().to_string();
+        assert!(e.contains("pipeline[0].clickhouse.url"), "{e}");
+        let bad = MIN.to_string() + "[pipeline.batch]\nmax_age = \"10 parsecs\"\n";
+        let e = Config::from_str_named(&bad, "x.toml", &env).unwrap_err().to_string();
+        assert!(e.contains("max_age"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("200ms").unwrap(), Duration::from_millis(200));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("5 weeks").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn comment_interpolation_is_ignored() {
+        let text = MIN.to_string() + "# e.g. ${NOT_SET}\n";
+        Config::from_str_named(&text, "x.toml", &env).unwrap();
+    }
+}

@@ -1,0 +1,131 @@
+//! A bounded edge between two actors. ractor mailboxes are unbounded, so the receiver owns a
+//! semaphore of `capacity` permits; a sender waits for a permit before it casts, and the
+//! permit travels inside the message until the receiver has taken the message in. The
+//! receiver's address may change across restarts: it re-attaches itself in `pre_start`, and
+//! senders wait while it is away.
+//!
+//! Must never: let a sender enqueue without a permit, or drop a message silently (a send
+//! that cannot be delivered is an error the sender sees).
+
+use ractor::{ActorRef, Message, RpcReplyPort};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EdgeError {
+    #[error("edge `{0}`: the receiver is gone")]
+    Closed(String),
+    #[error("edge `{0}`: no reply within {1:?}")]
+    Timeout(String, Duration),
+}
+
+/// Held by a message in flight on an edge; dropping it frees the slot.
+#[derive(Debug)]
+pub struct Permit {
+    _permit: OwnedSemaphorePermit,
+    pub enqueued_at: Instant,
+}
+
+struct Inner<M: Message> {
+    name: String,
+    capacity: usize,
+    permits: Arc<Semaphore>,
+    target: RwLock<Option<ActorRef<M>>>,
+    attached: tokio::sync::Notify,
+}
+
+pub struct Edge<M: Message> {
+    inner: Arc<Inner<M>>,
+}
+
+impl<M: Message> Clone for Edge<M> {
+    fn clone(&self) -> Self {
+        Edge { inner: self.inner.clone() }
+    }
+}
+
+impl<M: Message> Edge<M> {
+    pub fn new(name: impl Into<String>, capacity: usize) -> Self {
+        Edge {
+            inner: Arc::new(Inner {
+                name: name.into(),
+                capacity,
+                permits: Arc::new(Semaphore::new(capacity)),
+                target: RwLock::new(None),
+                attached: tokio::sync::Notify::new(),
+            }),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Called by the receiver when it starts (again).
+    pub fn attach(&self, target: ActorRef<M>) {
+        *self.inner.target.write().unwrap_or_else(|e| e.into_inner()) = Some(target);
+        self.inner.attached.notify_waiters();
+    }
+
+    fn target(&self) -> Option<ActorRef<M>> {
+        self.inner.target.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    async fn wait_target(&self) -> ActorRef<M> {
+        loop {
+            let notified = self.inner.attached.notified();
+            if let Some(t) = self.target().filter(|t| t.get_status() <= ractor::ActorStatus::Running) {
+                return t;
+            }
+            // Re-check periodically too: a receiver that died without a replacement yet.
+            let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
+        }
+    }
+
+    /// Messages queued or being taken in now.
+    pub fn depth(&self) -> usize {
+        self.inner.capacity - self.inner.permits.available_permits()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.inner.capacity
+    }
+
+    /// Waits for a slot (backpressure), then delivers `make(permit)`.
+    pub async fn send(&self, make: impl FnOnce(Permit) -> M) -> Result<(), EdgeError> {
+        let permit = self
+            .inner
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| EdgeError::Closed(self.inner.name.clone()))?;
+        let target = self.wait_target().await;
+        target
+            .cast(make(Permit { _permit: permit, enqueued_at: Instant::now() }))
+            .map_err(|_| EdgeError::Closed(self.inner.name.clone()))
+    }
+
+    /// Asks the running receiver and waits for its answer (control messages; they take no
+    /// permit, and are answered after everything queued before them).
+    pub async fn call<R: Send + 'static>(
+        &self,
+        make: impl FnOnce(RpcReplyPort<R>) -> M,
+        timeout: Duration,
+    ) -> Result<R, EdgeError> {
+        // Control calls do not wait for a receiver that is away (restarting): the caller
+        // decides what a missing answer means.
+        let target = self
+            .target()
+            .filter(|t| t.get_status() == ractor::ActorStatus::Running)
+            .ok_or_else(|| EdgeError::Closed(self.inner.name.clone()))?;
+        let (tx, rx) = ractor::concurrency::oneshot();
+        target.cast(make(tx.into())).map_err(|_| EdgeError::Closed(self.inner.name.clone()))?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(_)) => Err(EdgeError::Closed(self.inner.name.clone())),
+            Err(_) => Err(EdgeError::Timeout(self.inner.name.clone(), timeout)),
+        }
+    }
+}

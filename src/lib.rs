@@ -1,0 +1,14 @@
+//! tributary: keeps ClickHouse in step with PostgreSQL (logical replication) as one
+//! supervised binary. See README.md for the architecture; each module's doc says what it
+//! is for and what it must never do.
+
+pub mod actors;
+pub mod check;
+pub mod clickhouse;
+pub mod config;
+pub mod edge;
+pub mod postgres;
+pub mod protocol;
+pub mod status;
+pub mod supervisors;
+pub mod telemetry;

@@ -1,0 +1,329 @@
+//! Ordinary SQL against Postgres through tokio-postgres: publication set-up, the schema of
+//! each published table (types resolved through pg_type), slot state, and the snapshot COPY.
+//!
+//! Must never: build SQL from names without quoting them, or accept a table whose updates
+//! and deletes could not be applied downstream (no primary key).
+
+use super::{PgError, PgParams, SESSION_SETTINGS};
+use crate::protocol::pgoutput::{parse_lsn, Cell, Lsn};
+use crate::protocol::schema::{pg_ident, Column, PgType, TableSchema};
+use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
+use tokio_postgres::{Client, NoTls};
+
+/// Opens an ordinary SQL connection with the session settings that fix value formats.
+pub async fn connect(p: &PgParams) -> Result<Client, PgError> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(&p.host)
+        .port(p.port)
+        .user(&p.user)
+        .password(p.password.expose())
+        .dbname(&p.database)
+        .connect_timeout(p.connect_timeout)
+        .application_name("tributary");
+    let options: Vec<String> = SESSION_SETTINGS
+        .iter()
+        .filter(|(k, _)| *k != "application_name" && *k != "client_encoding")
+        .map(|(k, v)| format!("-c {}={}", k, v.replace(' ', "\\ ")))
+        .collect();
+    cfg.options(options.join(" "));
+    let (client, conn) = cfg.connect(NoTls).await.map_err(|e| classify(p, e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "postgres connection ended");
+        }
+    });
+    Ok(client)
+}
+
+fn classify(p: &PgParams, e: tokio_postgres::Error) -> PgError {
+    // tokio-postgres errors do not contain the password; keep the server address.
+    PgError::Client { addr: p.addr(), source: e }
+}
+
+/// A published table: schema, name and OID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedTable {
+    pub schema: String,
+    pub name: String,
+    pub oid: u32,
+}
+
+/// Creates the publication for `tables` when it does not exist, adds configured tables it
+/// lacks, and returns what it publishes.
+pub async fn ensure_publication(
+    c: &Client,
+    p: &PgParams,
+    publication: &str,
+    tables: &[(String, String)],
+) -> Result<Vec<PublishedTable>, PgError> {
+    let exists = c
+        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&publication])
+        .await
+        .map_err(|e| classify(p, e))?
+        .is_some();
+    let list = |ts: &[(String, String)]| {
+        ts.iter().map(|(s, t)| format!("{}.{}", pg_ident(s), pg_ident(t))).collect::<Vec<_>>().join(", ")
+    };
+    if !exists {
+        if tables.is_empty() {
+            return Err(PgError::Setup(format!(
+                "publication `{publication}` does not exist and postgres.tables is empty: list the tables to replicate"
+            )));
+        }
+        let sql = format!("CREATE PUBLICATION {} FOR TABLE {}", pg_ident(publication), list(tables));
+        c.batch_execute(&sql).await.map_err(|e| classify(p, e))?;
+        tracing::info!(publication, tables = tables.len(), "created publication");
+    }
+    let mut published = published_tables(c, p, publication).await?;
+    let missing: Vec<(String, String)> = tables
+        .iter()
+        .filter(|(s, t)| !published.iter().any(|x| &x.schema == s && &x.name == t))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        let sql = format!("ALTER PUBLICATION {} ADD TABLE {}", pg_ident(publication), list(&missing));
+        c.batch_execute(&sql).await.map_err(|e| classify(p, e))?;
+        tracing::info!(publication, added = missing.len(), "added tables to publication");
+        published = published_tables(c, p, publication).await?;
+    }
+    if !tables.is_empty() {
+        published.retain(|x| tables.iter().any(|(s, t)| &x.schema == s && &x.name == t));
+    }
+    Ok(published)
+}
+
+pub async fn published_tables(c: &Client, p: &PgParams, publication: &str) -> Result<Vec<PublishedTable>, PgError> {
+    let rows = c
+        .query(
+            "SELECT pt.schemaname::text, pt.tablename::text, cl.oid \
+             FROM pg_publication_tables pt \
+             JOIN pg_namespace n ON n.nspname = pt.schemaname \
+             JOIN pg_class cl ON cl.relnamespace = n.oid AND cl.relname = pt.tablename \
+             WHERE pt.pubname = $1 ORDER BY 1, 2",
+            &[&publication],
+        )
+        .await
+        .map_err(|e| classify(p, e))?;
+    Ok(rows
+        .iter()
+        .map(|r| PublishedTable { schema: r.get(0), name: r.get(1), oid: r.get::<_, u32>(2) })
+        .collect())
+}
+
+/// Resolves Postgres types by OID, caching what it learned.
+#[derive(Default)]
+pub struct TypeResolver {
+    cache: HashMap<(u32, i32), PgType>,
+}
+
+impl TypeResolver {
+    pub async fn resolve(&mut self, c: &Client, p: &PgParams, oid: u32, typmod: i32, ndims: i32) -> Result<PgType, PgError> {
+        let t = self.resolve_inner(c, p, oid, typmod, 0).await?;
+        Ok(match t {
+            PgType::Array(inner) if ndims > 1 => PgType::Other(format!("{}[] ({} dimensions)", type_label(&inner), ndims)),
+            t => t,
+        })
+    }
+
+    async fn resolve_inner(&mut self, c: &Client, p: &PgParams, oid: u32, typmod: i32, depth: u8) -> Result<PgType, PgError> {
+        if let Some(t) = PgType::builtin(oid, typmod) {
+            return Ok(t);
+        }
+        if let Some(t) = self.cache.get(&(oid, typmod)) {
+            return Ok(t.clone());
+        }
+        let row = c
+            .query_opt(
+                "SELECT typname::text, typtype::text, typelem, typbasetype, typcategory::text, typtypmod FROM pg_type WHERE oid = $1",
+                &[&oid],
+            )
+            .await
+            .map_err(|e| classify(p, e))?;
+        let t = match row {
+            None => PgType::Other(format!("oid {oid}")),
+            Some(r) => {
+                let (name, typtype, elem, base, cat, base_mod): (String, String, u32, u32, String, i32) =
+                    (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+                if depth > 8 {
+                    PgType::Other(name)
+                } else if typtype == "e" {
+                    PgType::Enum(name)
+                } else if typtype == "d" {
+                    Box::pin(self.resolve_inner(c, p, base, if typmod >= 0 { typmod } else { base_mod }, depth + 1)).await?
+                } else if cat == "A" && elem != 0 {
+                    PgType::Array(Box::new(Box::pin(self.resolve_inner(c, p, elem, typmod, depth + 1)).await?))
+                } else if name == "citext" {
+                    PgType::Text
+                } else {
+                    PgType::Other(name)
+                }
+            }
+        };
+        self.cache.insert((oid, typmod), t.clone());
+        Ok(t)
+    }
+}
+
+fn type_label(t: &PgType) -> String {
+    match t {
+        PgType::Other(n) | PgType::Enum(n) => n.clone(),
+        t => format!("{t:?}").to_lowercase(),
+    }
+}
+
+/// The schema of one table now: columns in attnum order, key = primary key.
+pub async fn load_table(c: &Client, p: &PgParams, types: &mut TypeResolver, t: &PublishedTable) -> Result<TableSchema, PgError> {
+    let rows = c
+        .query(
+            "SELECT a.attname::text, a.atttypid, a.atttypmod, a.attnotnull, a.attndims, \
+                    COALESCE(a.attnum = ANY(i.indkey), false) \
+             FROM pg_attribute a \
+             LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum",
+            &[&t.oid],
+        )
+        .await
+        .map_err(|e| classify(p, e))?;
+    let mut columns = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let (name, oid, typmod, notnull, ndims, is_key): (String, u32, i32, bool, i32, bool) =
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+        let pg_type = types.resolve(c, p, oid, typmod, ndims).await?;
+        columns.push(Column { name, pg_type, nullable: !notnull, is_key });
+    }
+    Ok(TableSchema { rel_id: t.oid, schema: t.schema.clone(), name: t.name.clone(), columns })
+}
+
+/// Refuses tables whose changes cannot be keyed downstream, naming all of them.
+pub fn check_keys(tables: &[TableSchema]) -> Result<(), PgError> {
+    let bad: Vec<String> = tables.iter().filter(|t| !t.columns.iter().any(|c| c.is_key)).map(|t| t.qualified()).collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(PgError::Setup(format!(
+            "tables without a primary key cannot be replicated (ClickHouse orders and deduplicates by it): {}; add a primary key or remove them from the publication",
+            bad.join(", ")
+        )))
+    }
+}
+
+/// The slot's state, if it exists.
+#[derive(Debug, Clone)]
+pub struct SlotState {
+    pub plugin: String,
+    pub database: String,
+    pub confirmed_flush: Option<Lsn>,
+    pub active: bool,
+}
+
+pub async fn slot_state(c: &Client, p: &PgParams, slot: &str) -> Result<Option<SlotState>, PgError> {
+    let row = c
+        .query_opt(
+            "SELECT plugin::text, database::text, confirmed_flush_lsn::text, active FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| classify(p, e))?;
+    Ok(row.map(|r| SlotState {
+        plugin: r.get::<_, Option<String>>(0).unwrap_or_default(),
+        database: r.get::<_, Option<String>>(1).unwrap_or_default(),
+        confirmed_flush: r.get::<_, Option<String>>(2).and_then(|s| parse_lsn(&s)),
+        active: r.get(3),
+    }))
+}
+
+/// Splits a COPY text-format line (without its newline) into cells.
+pub fn parse_copy_line(line: &[u8], out: &mut Vec<Cell>) -> Option<()> {
+    for field in line.split(|&b| b == b'\t') {
+        if field == b"\\N" {
+            out.push(Cell::Null);
+            continue;
+        }
+        if !field.contains(&b'\\') {
+            out.push(Cell::Text(Bytes::copy_from_slice(field)));
+            continue;
+        }
+        let mut v = BytesMut::with_capacity(field.len());
+        let mut i = 0;
+        while i < field.len() {
+            if field[i] != b'\\' {
+                v.extend_from_slice(&[field[i]]);
+                i += 1;
+                continue;
+            }
+            let c = *field.get(i + 1)?;
+            i += 2;
+            let b = match c {
+                b'b' => 8,
+                b'f' => 12,
+                b'n' => b'\n',
+                b'r' => b'\r',
+                b't' => b'\t',
+                b'v' => 11,
+                b'0'..=b'7' => {
+                    let mut n = (c - b'0') as u32;
+                    for _ in 0..2 {
+                        match field.get(i) {
+                            Some(d @ b'0'..=b'7') => {
+                                n = n * 8 + (d - b'0') as u32;
+                                i += 1;
+                            }
+                            _ => break,
+                        }
+                    }
+                    n as u8
+                }
+                b'x' => {
+                    let mut n = 0u32;
+                    let mut digits = 0;
+                    while digits < 2 {
+                        match field.get(i).and_then(|d| (*d as char).to_digit(16)) {
+                            Some(d) => {
+                                n = n * 16 + d;
+                                i += 1;
+                                digits += 1;
+                            }
+                            None => break,
+                        }
+                    }
+                    n as u8
+                }
+                other => other,
+            };
+            v.extend_from_slice(&[b]);
+        }
+        out.push(Cell::Text(v.freeze()));
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_lines() {
+        let mut out = Vec::new();
+        parse_copy_line(b"1\t\\N\ta\\tb\\\\c\\n\t\\101", &mut out).unwrap();
+        assert_eq!(
+            out,
+            vec![
+                Cell::Text(Bytes::from_static(b"1")),
+                Cell::Null,
+                Cell::Text(Bytes::from_static(b"a\tb\\c\n")),
+                Cell::Text(Bytes::from_static(b"A")),
+            ]
+        );
+        let mut out = Vec::new();
+        assert!(parse_copy_line(b"bad\\", &mut out).is_none());
+    }
+
+    #[test]
+    fn refuses_keyless_tables() {
+        let t = TableSchema { rel_id: 1, schema: "public".into(), name: "nokey".into(), columns: vec![] };
+        let e = check_keys(&[t]).unwrap_err().to_string();
+        assert!(e.contains("public.nokey"), "{e}");
+    }
+}

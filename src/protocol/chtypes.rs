@@ -1,0 +1,533 @@
+//! ClickHouse side of the CDC mapping: which features a server version has, the column
+//! type chosen for each Postgres type on that server, the DDL we generate, and the encoding
+//! of Postgres text values into TabSeparated rows.
+//!
+//! Must never: emit an unquoted identifier, or silently change a value. A value a column
+//! cannot hold is clamped or replaced and *counted* in [`EncodeStats`]; the README documents
+//! each case.
+
+use super::pgoutput::Cell;
+use super::pgtext::*;
+use super::schema::{Column, PgType, TableSchema};
+use crate::config::JsonAs;
+
+/// What a ClickHouse server supports, from `SELECT version()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerCaps {
+    pub version: String,
+    pub datetime64: bool,
+    pub date32: bool,
+    pub bool_type: bool,
+    pub low_cardinality: bool,
+    /// `ReplacingMergeTree(ver, is_deleted)`.
+    pub is_deleted_engine: bool,
+    pub json_type: bool,
+    /// Largest Decimal precision (0 = no Decimal).
+    pub decimal_max_precision: u32,
+}
+
+impl ServerCaps {
+    pub fn from_version(version: &str) -> ServerCaps {
+        let mut it = version.trim().split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let v = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+        let at_least = |maj: u32, min: u32| v >= (maj, min);
+        ServerCaps {
+            version: version.trim().to_string(),
+            datetime64: at_least(20, 1),
+            date32: at_least(21, 9),
+            bool_type: at_least(22, 1),
+            low_cardinality: at_least(19, 0),
+            is_deleted_engine: at_least(23, 2),
+            json_type: at_least(25, 3),
+            decimal_max_precision: if at_least(20, 8) { 76 } else { 38 },
+        }
+    }
+
+    /// Servers before these features get the documented fallbacks (see README).
+    pub fn generation(&self) -> &'static str {
+        if self.datetime64 {
+            "current"
+        } else {
+            "legacy"
+        }
+    }
+}
+
+/// How a Postgres text value becomes a ClickHouse TSV field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Codec {
+    /// Text copied with TSV escaping (String, UUID, Int*, enums, JSON as string).
+    Text,
+    /// Numbers copied as they are (`Int*`); quoted forms are bare.
+    Number,
+    Float,
+    /// Decimal(P, S): NaN and infinities cannot be held.
+    Decimal,
+    /// `t`/`f` → `1`/`0` (UInt8) or `true`/`false` (Bool).
+    Bool { words: bool },
+    /// Date32 text, clamped to 1900-01-01..2299-12-31.
+    Date32,
+    /// Days since 1970-01-01 as Int32 (legacy servers: lossless).
+    DateDays,
+    /// DateTime64(6, 'UTC') text, clamped to ClickHouse's range.
+    DateTime64,
+    /// Microseconds since the epoch, UTC, as Int64 (legacy servers: lossless).
+    TimestampMicros,
+    /// `\x..` hex decoded to raw bytes in a String.
+    Bytea,
+    Array(Box<Codec>),
+}
+
+impl Codec {
+    fn quoted_in_array(&self) -> bool {
+        matches!(self, Codec::Text | Codec::Date32 | Codec::DateTime64 | Codec::Bytea)
+    }
+}
+
+/// A ClickHouse column for a Postgres column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChColumn {
+    pub name: String,
+    pub ch_type: String,
+    pub codec: Codec,
+    pub nullable: bool,
+    pub is_key: bool,
+    /// Set when the mapping fell back (unknown type, unsupported precision...).
+    pub note: Option<String>,
+}
+
+/// Bounds of DateTime64 and Date32, in microseconds / days since the epoch.
+const DT64_MIN: i64 = -2_208_988_800_000_000; // 1900-01-01 00:00:00
+const DT64_MAX: i64 = 10_413_791_999_999_999; // 2299-12-31 23:59:59.999999
+const D32_MIN: i64 = -25_567; // 1900-01-01
+const D32_MAX: i64 = 120_529; // 2299-12-31
+
+pub fn map_column(col: &Column, caps: &ServerCaps, json_as: JsonAs) -> ChColumn {
+    let (base, codec, note) = map_type(&col.pg_type, caps, json_as);
+    // Arrays cannot be Nullable in ClickHouse: a NULL array is stored as [].
+    let nullable = col.nullable && !col.is_key && !matches!(codec, Codec::Array(_));
+    let ch_type = if nullable {
+        match base.strip_prefix("LowCardinality(") {
+            Some(inner) => format!("LowCardinality(Nullable({})", inner),
+            None => format!("Nullable({base})"),
+        }
+    } else {
+        base
+    };
+    ChColumn { name: col.name.clone(), ch_type, codec, nullable, is_key: col.is_key, note }
+}
+
+fn map_type(t: &PgType, caps: &ServerCaps, json_as: JsonAs) -> (String, Codec, Option<String>) {
+    use PgType::*;
+    let s = |t: &str, c: Codec| (t.to_string(), c, None);
+    match t {
+        Bool if caps.bool_type => s("Bool", Codec::Bool { words: true }),
+        Bool => s("UInt8", Codec::Bool { words: false }),
+        Int2 => s("Int16", Codec::Number),
+        Int4 => s("Int32", Codec::Number),
+        Int8 => s("Int64", Codec::Number),
+        Float4 => s("Float32", Codec::Float),
+        Float8 => s("Float64", Codec::Float),
+        Numeric(Some((p, sc))) if *p >= 1 && *p <= caps.decimal_max_precision && sc <= p => {
+            (format!("Decimal({p}, {sc})"), Codec::Decimal, None)
+        }
+        Numeric(Some((p, sc))) => (
+            "String".into(),
+            Codec::Text,
+            Some(format!("numeric({p},{sc}) exceeds Decimal precision {}: stored as String", caps.decimal_max_precision)),
+        ),
+        Numeric(None) => s("String", Codec::Text),
+        Text | Interval | Time | TimeTz => s("String", Codec::Text),
+        Bytea => s("String", Codec::Bytea),
+        Date if caps.date32 => s("Date32", Codec::Date32),
+        Date => s("Int32", Codec::DateDays),
+        Timestamp | TimestampTz if caps.datetime64 => s("DateTime64(6, 'UTC')", Codec::DateTime64),
+        Timestamp | TimestampTz => s("Int64", Codec::TimestampMicros),
+        Uuid => s("UUID", Codec::Text),
+        Json | Jsonb if json_as == JsonAs::Json && caps.json_type => s("JSON", Codec::Text),
+        Json | Jsonb => s("String", Codec::Text),
+        Enum(_) if caps.low_cardinality => s("LowCardinality(String)", Codec::Text),
+        Enum(_) => s("String", Codec::Text),
+        Array(inner) => {
+            let (it, ic, note) = map_type(inner, caps, JsonAs::String);
+            // Inside arrays: plain element types only (no LowCardinality, no nested arrays).
+            let (it, ic) = match ic {
+                Codec::Array(_) => ("String".to_string(), Codec::Text),
+                _ if it.starts_with("LowCardinality") => ("String".to_string(), Codec::Text),
+                _ => (it, ic),
+            };
+            (format!("Array(Nullable({it}))"), Codec::Array(Box::new(ic)), note)
+        }
+        Other(name) => (
+            "String".into(),
+            Codec::Text,
+            Some(format!("type `{name}` has no mapping: stored as its text form in String")),
+        ),
+    }
+}
+
+/// Quotes a ClickHouse identifier, always.
+pub fn ch_ident(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('`');
+    for c in s.chars() {
+        match c {
+            '`' => o.push_str("\\`"),
+            '\\' => o.push_str("\\\\"),
+            c => o.push(c),
+        }
+    }
+    o.push('`');
+    o
+}
+
+/// Quotes a ClickHouse string literal.
+pub fn ch_literal(s: &str) -> String {
+    let mut o = Vec::with_capacity(s.len() + 2);
+    quoted_escape(&mut o, s.as_bytes());
+    String::from_utf8(o).unwrap_or_default()
+}
+
+/// The ClickHouse table name for a Postgres table under `template` (`{schema}`, `{table}`).
+pub fn table_name(template: &str, schema: &TableSchema) -> String {
+    template.replace("{schema}", &schema.schema).replace("{table}", &schema.name)
+}
+
+pub const VERSION_COL: &str = "_version";
+pub const DELETED_COL: &str = "_is_deleted";
+/// Suffix of the view that shows the live rows (FINAL, deleted rows filtered out).
+pub const LIVE_VIEW_SUFFIX: &str = "_live";
+
+pub fn create_table_sql(db: &str, table: &str, cols: &[ChColumn], caps: &ServerCaps) -> String {
+    let mut defs: Vec<String> = cols.iter().map(|c| format!("{} {}", ch_ident(&c.name), c.ch_type)).collect();
+    defs.push(format!("{} UInt64", ch_ident(VERSION_COL)));
+    defs.push(format!("{} UInt8", ch_ident(DELETED_COL)));
+    let engine = if caps.is_deleted_engine {
+        format!("ReplacingMergeTree({}, {})", ch_ident(VERSION_COL), ch_ident(DELETED_COL))
+    } else {
+        format!("ReplacingMergeTree({})", ch_ident(VERSION_COL))
+    };
+    let keys: Vec<String> = cols.iter().filter(|c| c.is_key).map(|c| ch_ident(&c.name)).collect();
+    format!(
+        "CREATE TABLE IF NOT EXISTS {}.{} ({}) ENGINE = {} ORDER BY ({})",
+        ch_ident(db),
+        ch_ident(table),
+        defs.join(", "),
+        engine,
+        keys.join(", ")
+    )
+}
+
+pub fn live_view_sql(db: &str, table: &str) -> (String, String) {
+    let view = format!("{table}{LIVE_VIEW_SUFFIX}");
+    (
+        format!("DROP TABLE IF EXISTS {}.{}", ch_ident(db), ch_ident(&view)),
+        format!(
+            "CREATE VIEW {}.{} AS SELECT * FROM {}.{} FINAL WHERE {} = 0",
+            ch_ident(db),
+            ch_ident(&view),
+            ch_ident(db),
+            ch_ident(table),
+            ch_ident(DELETED_COL)
+        ),
+    )
+}
+
+pub fn add_column_sql(db: &str, table: &str, col: &ChColumn) -> String {
+    format!(
+        "ALTER TABLE {}.{} ADD COLUMN {} {}",
+        ch_ident(db),
+        ch_ident(table),
+        ch_ident(&col.name),
+        col.ch_type
+    )
+}
+
+/// `INSERT INTO db.t (cols..., _version, _is_deleted) FORMAT TabSeparated`
+pub fn insert_sql<'a>(db: &str, table: &str, cols: impl Iterator<Item = &'a str>) -> String {
+    let mut names: Vec<String> = cols.map(ch_ident).collect();
+    names.push(ch_ident(VERSION_COL));
+    names.push(ch_ident(DELETED_COL));
+    format!("INSERT INTO {}.{} ({}) FORMAT TabSeparated", ch_ident(db), ch_ident(table), names.join(", "))
+}
+
+/// Values that a column could not hold as they were.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EncodeStats {
+    /// Dates and timestamps outside ClickHouse's range, stored at the nearest bound.
+    pub clamped: u64,
+    /// Values the column type cannot hold (NaN in a Decimal, an unparsable value): stored as
+    /// NULL (or the type's default when the column is not nullable).
+    pub unrepresentable: u64,
+}
+
+/// Appends one TSV row: the given cells under `cols`, then `_version` and `_is_deleted`.
+/// `Cell::UnchangedToast` must have been resolved by the caller.
+pub fn encode_row<'c>(
+    out: &mut Vec<u8>,
+    cols: impl Iterator<Item = (&'c ChColumn, &'c Cell)>,
+    version: u64,
+    deleted: bool,
+    stats: &mut EncodeStats,
+) {
+    for (col, cell) in cols {
+        encode_field(out, col, cell, stats);
+        out.push(b'\t');
+    }
+    end_row(out, version, deleted);
+}
+
+/// Appends one field (no separator).
+pub fn encode_field(out: &mut Vec<u8>, col: &ChColumn, cell: &Cell, stats: &mut EncodeStats) {
+    match cell {
+        Cell::Text(v) => encode_value(out, col, v, stats),
+        Cell::Null | Cell::UnchangedToast => write_null(out, col),
+    }
+}
+
+/// Appends `_version`, `_is_deleted` and the newline.
+pub fn end_row(out: &mut Vec<u8>, version: u64, deleted: bool) {
+    let mut b = itoa_u64(version);
+    out.extend_from_slice(b.as_bytes_mut());
+    out.extend_from_slice(if deleted { b"\t1\n" } else { b"\t0\n" });
+}
+
+struct Digits([u8; 20], usize);
+impl Digits {
+    fn as_bytes_mut(&mut self) -> &[u8] {
+        &self.0[self.1..]
+    }
+}
+fn itoa_u64(mut v: u64) -> Digits {
+    let mut d = Digits([0; 20], 20);
+    loop {
+        d.1 -= 1;
+        d.0[d.1] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            return d;
+        }
+    }
+}
+
+fn write_null(out: &mut Vec<u8>, col: &ChColumn) {
+    if col.nullable {
+        out.extend_from_slice(b"\\N");
+    } else {
+        write_default(out, &col.codec);
+    }
+}
+
+fn write_default(out: &mut Vec<u8>, codec: &Codec) {
+    out.extend_from_slice(match codec {
+        Codec::Text | Codec::Bytea => b"",
+        Codec::Array(_) => b"[]",
+        Codec::Bool { words: true } => b"false",
+        Codec::Date32 => b"1970-01-01",
+        Codec::DateTime64 => b"1970-01-01 00:00:00",
+        _ => b"0",
+    });
+}
+
+fn encode_value(out: &mut Vec<u8>, col: &ChColumn, v: &[u8], stats: &mut EncodeStats) {
+    let mark = out.len();
+    if !encode_scalar(out, &col.codec, v, false, stats) {
+        out.truncate(mark);
+        stats.unrepresentable += 1;
+        write_null(out, col);
+    }
+}
+
+/// Writes one value; `quoted` is the form inside an array. Returns false when the value
+/// cannot be represented (the caller writes NULL or the default instead).
+fn encode_scalar(out: &mut Vec<u8>, codec: &Codec, v: &[u8], quoted: bool, stats: &mut EncodeStats) -> bool {
+    let text = || std::str::from_utf8(v).ok();
+    let put = |out: &mut Vec<u8>, bytes: &[u8]| {
+        if quoted {
+            quoted_escape(out, bytes)
+        } else {
+            tsv_escape(out, bytes)
+        }
+    };
+    match codec {
+        Codec::Text => put(out, v),
+        Codec::Number => out.extend_from_slice(v),
+        Codec::Float => match text() {
+            Some(t) => out.extend_from_slice(float_text(t).as_bytes()),
+            None => return false,
+        },
+        Codec::Decimal => {
+            if matches!(v, b"NaN" | b"Infinity" | b"-Infinity") {
+                return false;
+            }
+            out.extend_from_slice(v)
+        }
+        Codec::Bool { words } => {
+            let t = match v {
+                b"t" => true,
+                b"f" => false,
+                _ => return false,
+            };
+            out.extend_from_slice(match (words, t) {
+                (true, true) => b"true",
+                (true, false) => b"false",
+                (false, true) => b"1",
+                (false, false) => b"0",
+            });
+        }
+        Codec::Date32 => {
+            let Some(mut d) = text().and_then(parse_date_days) else { return false };
+            if !(D32_MIN..=D32_MAX).contains(&d) {
+                stats.clamped += 1;
+                d = d.clamp(D32_MIN, D32_MAX);
+            }
+            let mut tmp = Vec::with_capacity(12);
+            write_date_days(&mut tmp, d);
+            put(out, &tmp);
+        }
+        Codec::DateDays => {
+            let Some(d) = text().and_then(parse_date_days) else { return false };
+            out.extend_from_slice(d.to_string().as_bytes());
+        }
+        Codec::DateTime64 => {
+            let Some(mut us) = text().and_then(parse_timestamp_micros) else { return false };
+            if !(DT64_MIN..=DT64_MAX).contains(&us) {
+                stats.clamped += 1;
+                us = us.clamp(DT64_MIN, DT64_MAX);
+            }
+            let mut tmp = Vec::with_capacity(28);
+            write_datetime_micros(&mut tmp, us);
+            put(out, &tmp);
+        }
+        Codec::TimestampMicros => {
+            let Some(us) = text().and_then(parse_timestamp_micros) else { return false };
+            out.extend_from_slice(us.to_string().as_bytes());
+        }
+        Codec::Bytea => {
+            let Some(raw) = parse_bytea_hex(v) else { return false };
+            put(out, &raw);
+        }
+        Codec::Array(inner) => {
+            if quoted {
+                return false; // nested arrays map to String, never here
+            }
+            let Some(elems) = text().and_then(parse_array) else { return false };
+            let mut arr = Vec::with_capacity(v.len() + 8);
+            arr.push(b'[');
+            for (i, e) in elems.iter().enumerate() {
+                if i > 0 {
+                    arr.push(b',');
+                }
+                match e {
+                    ArrayElem::Null => arr.extend_from_slice(b"NULL"),
+                    ArrayElem::Value(s) => {
+                        let mark = arr.len();
+                        if !encode_scalar(&mut arr, inner, s.as_bytes(), inner.quoted_in_array(), stats) {
+                            arr.truncate(mark);
+                            stats.unrepresentable += 1;
+                            arr.extend_from_slice(b"NULL");
+                        }
+                    }
+                }
+            }
+            arr.push(b']');
+            // ClickHouse reads an array in TSV straight from the line (single-level escaping):
+            // quoted_escape already escaped tabs, newlines and backslashes.
+            out.extend_from_slice(&arr);
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn col(name: &str, t: PgType, nullable: bool, key: bool) -> Column {
+        Column { name: name.into(), pg_type: t, nullable, is_key: key }
+    }
+
+    #[test]
+    fn caps_by_version() {
+        let old = ServerCaps::from_version("18.16.1");
+        assert!(!old.datetime64 && !old.is_deleted_engine && old.decimal_max_precision == 38);
+        let new = ServerCaps::from_version("26.9.1.1");
+        assert!(new.datetime64 && new.date32 && new.is_deleted_engine && new.json_type && new.bool_type);
+    }
+
+    #[test]
+    fn mapping_per_generation() {
+        let old = ServerCaps::from_version("18.16.1");
+        let new = ServerCaps::from_version("26.9.1");
+        let ts = col("ts", PgType::TimestampTz, true, false);
+        assert_eq!(map_column(&ts, &new, JsonAs::String).ch_type, "Nullable(DateTime64(6, 'UTC'))");
+        assert_eq!(map_column(&ts, &old, JsonAs::String).ch_type, "Nullable(Int64)");
+        let e = col("mood", PgType::Enum("mood".into()), true, false);
+        assert_eq!(map_column(&e, &new, JsonAs::String).ch_type, "LowCardinality(Nullable(String))");
+        let n = col("n", PgType::Numeric(Some((60, 10))), false, false);
+        assert_eq!(map_column(&n, &new, JsonAs::String).ch_type, "Decimal(60, 10)");
+        let m = map_column(&n, &old, JsonAs::String);
+        assert_eq!(m.ch_type, "String");
+        assert!(m.note.is_some());
+        let a = col("a", PgType::Array(Box::new(PgType::Int4)), true, false);
+        assert_eq!(map_column(&a, &new, JsonAs::String).ch_type, "Array(Nullable(Int32))");
+        let j = col("j", PgType::Jsonb, false, false);
+        assert_eq!(map_column(&j, &new, JsonAs::Json).ch_type, "JSON");
+        assert_eq!(map_column(&j, &old, JsonAs::Json).ch_type, "String");
+        let o = col("o", PgType::Other("point".into()), false, false);
+        assert!(map_column(&o, &new, JsonAs::String).note.unwrap().contains("point"));
+    }
+
+    #[test]
+    fn ddl_quotes_everything() {
+        let new = ServerCaps::from_version("26.9.1");
+        let cols = vec![
+            map_column(&col("i`d", PgType::Int8, false, true), &new, JsonAs::String),
+            map_column(&col("we\"ird; c", PgType::Text, true, false), &new, JsonAs::String),
+        ];
+        let sql = create_table_sql("db", "t; DROP", &cols, &new);
+        assert_eq!(
+            sql,
+            "CREATE TABLE IF NOT EXISTS `db`.`t; DROP` (`i\\`d` Int64, `we\"ird; c` Nullable(String), `_version` UInt64, `_is_deleted` UInt8) ENGINE = ReplacingMergeTree(`_version`, `_is_deleted`) ORDER BY (`i\\`d`)"
+        );
+        let old = ServerCaps::from_version("18.16.1");
+        assert!(create_table_sql("db", "t", &cols, &old).contains("ReplacingMergeTree(`_version`) ORDER BY"));
+    }
+
+    fn enc(codec: Codec, nullable: bool, v: Option<&str>) -> (String, EncodeStats) {
+        let c = ChColumn { name: "c".into(), ch_type: String::new(), codec, nullable, is_key: false, note: None };
+        let cell = match v {
+            Some(v) => Cell::Text(Bytes::copy_from_slice(v.as_bytes())),
+            None => Cell::Null,
+        };
+        let mut out = Vec::new();
+        let mut st = EncodeStats::default();
+        encode_row(&mut out, std::iter::once((&c, &cell)), 7, false, &mut st);
+        (String::from_utf8(out).unwrap(), st)
+    }
+
+    #[test]
+    fn encodes_values() {
+        assert_eq!(enc(Codec::Text, true, Some("a\tb")).0, "a\\tb\t7\t0\n");
+        assert_eq!(enc(Codec::Text, true, None).0, "\\N\t7\t0\n");
+        assert_eq!(enc(Codec::Text, false, None).0, "\t7\t0\n");
+        assert_eq!(enc(Codec::Float, true, Some("-Infinity")).0, "-inf\t7\t0\n");
+        assert_eq!(enc(Codec::Bool { words: false }, true, Some("t")).0, "1\t7\t0\n");
+        assert_eq!(enc(Codec::DateTime64, true, Some("2024-01-02 03:04:05.5+00")).0, "2024-01-02 03:04:05.500000\t7\t0\n");
+        let (s, st) = enc(Codec::Date32, true, Some("0001-01-01"));
+        assert_eq!((s.as_str(), st.clamped), ("1900-01-01\t7\t0\n", 1));
+        assert_eq!(enc(Codec::DateDays, true, Some("0001-01-01")).0, "-719162\t7\t0\n");
+        assert_eq!(enc(Codec::TimestampMicros, true, Some("1970-01-01 00:00:01+00")).0, "1000000\t7\t0\n");
+        let (s, st) = enc(Codec::Decimal, true, Some("NaN"));
+        assert_eq!((s.as_str(), st.unrepresentable), ("\\N\t7\t0\n", 1));
+        assert_eq!(enc(Codec::Bytea, true, Some("\\x0941")).0, "\\tA\t7\t0\n");
+        assert_eq!(
+            enc(Codec::Array(Box::new(Codec::Text)), false, Some(r#"{a,NULL,"it's\\"}"#)).0,
+            "['a',NULL,'it\\'s\\\\']\t7\t0\n"
+        );
+        assert_eq!(enc(Codec::Array(Box::new(Codec::Number)), false, Some("{1,NULL}")).0, "[1,NULL]\t7\t0\n");
+        let (s, st) = enc(Codec::DateTime64, false, Some("not a time"));
+        assert_eq!((s.as_str(), st.unrepresentable), ("1970-01-01 00:00:00\t7\t0\n", 1));
+    }
+}

@@ -1,0 +1,321 @@
+//! Postgres text-format values (what pgoutput and `COPY ... TO STDOUT` send, with
+//! DateStyle=ISO and TimeZone=UTC) converted into ClickHouse TabSeparated fields.
+//!
+//! Must never: panic on a malformed value (every parser returns `None` and the caller counts
+//! and reports it), or write a byte into a TSV field that ClickHouse would read differently.
+
+/// Appends `v` to `out` escaped for a TabSeparated field.
+pub fn tsv_escape(out: &mut Vec<u8>, v: &[u8]) {
+    let mut start = 0;
+    for (i, &b) in v.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            0 => b"\\0",
+            _ => continue,
+        };
+        out.extend_from_slice(&v[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&v[start..]);
+}
+
+/// Appends `v` as a single-quoted ClickHouse literal (the form of strings inside arrays).
+pub fn quoted_escape(out: &mut Vec<u8>, v: &[u8]) {
+    out.push(b'\'');
+    for &b in v {
+        match b {
+            b'\'' => out.extend_from_slice(b"\\'"),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            0 => out.extend_from_slice(b"\\0"),
+            b => out.push(b),
+        }
+    }
+    out.push(b'\'');
+}
+
+/// Days from 1970-01-01 to the proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let m = m as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day number (inverse of [`days_from_civil`]).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// A Postgres date (`2024-01-31`, `0044-03-15 BC`, `infinity`) as days since 1970-01-01.
+/// Infinities become `i32::MAX` / `i32::MIN`.
+pub fn parse_date_days(s: &str) -> Option<i64> {
+    match s {
+        "infinity" => return Some(i32::MAX as i64),
+        "-infinity" => return Some(i32::MIN as i64),
+        _ => {}
+    }
+    match s.strip_suffix(" BC") {
+        Some(r) => parse_ymd(r, true),
+        None => parse_ymd(s, false),
+    }
+}
+
+fn parse_ymd(s: &str, bc: bool) -> Option<i64> {
+    let mut it = s.splitn(3, '-');
+    let y: i64 = it.next()?.parse().ok()?;
+    let m: u32 = it.next()?.parse().ok()?;
+    let d: u32 = it.next()?.parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || y < 0 {
+        return None;
+    }
+    Some(days_from_civil(if bc { 1 - y } else { y }, m, d))
+}
+
+/// A Postgres timestamp or timestamptz (`2024-01-31 12:34:56.789+00`, with optional
+/// `+05:30` offsets and ` BC`) as microseconds since the Unix epoch, UTC. Infinities become
+/// `i64::MAX` / `i64::MIN`.
+pub fn parse_timestamp_micros(s: &str) -> Option<i64> {
+    match s {
+        "infinity" => return Some(i64::MAX),
+        "-infinity" => return Some(i64::MIN),
+        _ => {}
+    }
+    let (s, bc) = match s.strip_suffix(" BC") {
+        Some(r) => (r, true),
+        None => (s, false),
+    };
+    let (date, time) = s.split_once(' ')?;
+    let date_days = parse_ymd(date, bc)?;
+    // Split off a UTC offset: the first '+' or '-' after the time of day.
+    let (clock, offset) = match time.find(['+', '-']) {
+        Some(i) => (&time[..i], Some(&time[i..])),
+        None => (time, None),
+    };
+    let mut it = clock.splitn(3, ':');
+    let h: i64 = it.next()?.parse().ok()?;
+    let mi: i64 = it.next()?.parse().ok()?;
+    let sec_s = it.next()?;
+    let (sec, frac) = sec_s.split_once('.').unwrap_or((sec_s, ""));
+    let sec: i64 = sec.parse().ok()?;
+    if frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) || h > 24 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut micros_frac = 0i64;
+    for i in 0..6 {
+        micros_frac = micros_frac * 10 + frac.as_bytes().get(i).map_or(0, |d| (d - b'0') as i64);
+    }
+    let mut offset_secs = 0i64;
+    if let Some(o) = offset {
+        let sign = if o.starts_with('-') { -1 } else { 1 };
+        let mut parts = o[1..].split(':');
+        let oh: i64 = parts.next()?.parse().ok()?;
+        let om: i64 = parts.next().map(|p| p.parse().ok()).unwrap_or(Some(0))?;
+        let os: i64 = parts.next().map(|p| p.parse().ok()).unwrap_or(Some(0))?;
+        offset_secs = sign * (oh * 3600 + om * 60 + os);
+    }
+    let secs = date_days * 86_400 + h * 3600 + mi * 60 + sec - offset_secs;
+    secs.checked_mul(1_000_000)?.checked_add(micros_frac)
+}
+
+/// Writes microseconds since the epoch as `YYYY-MM-DD hh:mm:ss.ffffff`.
+pub fn write_datetime_micros(out: &mut Vec<u8>, micros: i64) {
+    use std::io::Write;
+    let secs = micros.div_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let tod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let _ = write!(
+        out,
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{frac:06}",
+        tod / 3600,
+        tod % 3600 / 60,
+        tod % 60
+    );
+}
+
+/// Writes a day number as `YYYY-MM-DD`.
+pub fn write_date_days(out: &mut Vec<u8>, days: i64) {
+    use std::io::Write;
+    let (y, m, d) = civil_from_days(days);
+    let _ = write!(out, "{y:04}-{m:02}-{d:02}");
+}
+
+/// Decodes bytea's hex output (`\x48656c6c6f`).
+pub fn parse_bytea_hex(s: &[u8]) -> Option<Vec<u8>> {
+    let hex = s.strip_prefix(b"\\x")?;
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let nib = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    hex.chunks_exact(2).map(|p| Some(nib(p[0])? << 4 | nib(p[1])?)).collect()
+}
+
+/// One element of a Postgres array literal.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ArrayElem {
+    Null,
+    Value(String),
+}
+
+/// Parses a Postgres array literal (`{1,NULL,"a \"b\""}`, optionally prefixed by bounds
+/// like `[0:1]=`). Nested (multi-dimensional) arrays are flattened in order.
+pub fn parse_array(s: &str) -> Option<Vec<ArrayElem>> {
+    let s = if s.starts_with('[') { s.split_once('=')?.1 } else { s };
+    let b = s.as_bytes();
+    if b.first() != Some(&b'{') || b.last() != Some(&b'}') {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut depth = 0i32;
+    while i < b.len() {
+        match b[i] {
+            b'{' => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' => {
+                depth -= 1;
+                i += 1;
+            }
+            b',' | b' ' => i += 1,
+            b'"' => {
+                let mut v = Vec::new();
+                i += 1;
+                loop {
+                    match *b.get(i)? {
+                        b'\\' => {
+                            v.push(*b.get(i + 1)?);
+                            i += 2;
+                        }
+                        b'"' => {
+                            i += 1;
+                            break;
+                        }
+                        c => {
+                            v.push(c);
+                            i += 1;
+                        }
+                    }
+                }
+                out.push(ArrayElem::Value(String::from_utf8(v).ok()?));
+            }
+            _ => {
+                let start = i;
+                while i < b.len() && b[i] != b',' && b[i] != b'}' {
+                    i += 1;
+                }
+                let raw = s[start..i].trim();
+                if raw.eq_ignore_ascii_case("NULL") {
+                    out.push(ArrayElem::Null);
+                } else {
+                    out.push(ArrayElem::Value(raw.to_string()));
+                }
+            }
+        }
+        if depth < 0 {
+            return None;
+        }
+    }
+    (depth == 0).then_some(out)
+}
+
+/// Postgres float output (`NaN`, `Infinity`) in ClickHouse's spelling.
+pub fn float_text(s: &str) -> &str {
+    match s {
+        "NaN" => "nan",
+        "Infinity" => "inf",
+        "-Infinity" => "-inf",
+        s => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes() {
+        let mut o = Vec::new();
+        tsv_escape(&mut o, b"a\tb\nc\\d\0");
+        assert_eq!(o, b"a\\tb\\nc\\\\d\\0");
+        let mut o = Vec::new();
+        quoted_escape(&mut o, b"it's \\");
+        assert_eq!(o, b"'it\\'s \\\\'");
+    }
+
+    #[test]
+    fn dates_round_trip() {
+        for (s, days) in [("1970-01-01", 0), ("2000-03-01", 11017), ("1969-12-31", -1), ("0001-01-01", -719162)] {
+            assert_eq!(parse_date_days(s), Some(days), "{s}");
+            let mut o = Vec::new();
+            write_date_days(&mut o, days);
+            assert_eq!(String::from_utf8(o).unwrap(), s);
+        }
+        assert_eq!(parse_date_days("0001-01-01 BC"), Some(days_from_civil(0, 1, 1)));
+        assert_eq!(parse_date_days("2024-13-01"), None);
+        assert_eq!(parse_date_days("garbage"), None);
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(parse_timestamp_micros("1970-01-01 00:00:00+00"), Some(0));
+        assert_eq!(parse_timestamp_micros("1970-01-01 00:00:01.5"), Some(1_500_000));
+        assert_eq!(parse_timestamp_micros("1970-01-01 05:30:00+05:30"), Some(0));
+        assert_eq!(parse_timestamp_micros("1969-12-31 23:59:59.999999+00"), Some(-1));
+        let far = parse_timestamp_micros("2200-06-01 12:00:00.000001+00").unwrap();
+        let mut o = Vec::new();
+        write_datetime_micros(&mut o, far);
+        assert_eq!(String::from_utf8(o).unwrap(), "2200-06-01 12:00:00.000001");
+        assert_eq!(parse_timestamp_micros("infinity"), Some(i64::MAX));
+        assert!(parse_timestamp_micros("0044-03-15 12:00:00 BC").unwrap() < parse_timestamp_micros("0001-01-01 00:00:00").unwrap());
+        assert_eq!(parse_timestamp_micros("2024-01-01"), None);
+        assert_eq!(parse_timestamp_micros("2024-01-01 xx:00:00"), None);
+    }
+
+    #[test]
+    fn arrays() {
+        use ArrayElem::*;
+        assert_eq!(
+            parse_array(r#"{1,NULL,"a \"b\"","NULL",x y}"#).unwrap(),
+            vec![Value("1".into()), Null, Value("a \"b\"".into()), Value("NULL".into()), Value("x y".into())]
+        );
+        assert_eq!(parse_array("{}").unwrap(), vec![]);
+        assert_eq!(parse_array("[0:1]={7,8}").unwrap(), vec![Value("7".into()), Value("8".into())]);
+        assert_eq!(parse_array("{{1,2},{3,4}}").unwrap().len(), 4);
+        assert_eq!(parse_array("{1,2"), None);
+        assert_eq!(parse_array("{\"unterminated}"), None);
+    }
+
+    #[test]
+    fn bytea() {
+        assert_eq!(parse_bytea_hex(b"\\x00ff41").unwrap(), vec![0, 255, 65]);
+        assert_eq!(parse_bytea_hex(b"\\x0"), None);
+        assert_eq!(parse_bytea_hex(b"plain"), None);
+    }
+}

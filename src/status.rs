@@ -1,0 +1,105 @@
+//! Live state of the actor tree and pipeline counters, shared by actors (writers) and the
+//! CLI, tests and (later) the HTTP status page (readers). Plain data behind a mutex and
+//! atomics: nothing here does I/O.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorState {
+    Starting,
+    Running,
+    Restarting,
+    Stopped,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ActorStatus {
+    pub state: ActorState,
+    pub restarts: u64,
+    pub last_error: Option<String>,
+}
+
+/// Counters of one pipeline. Monotonic unless named otherwise.
+#[derive(Debug, Default)]
+pub struct PipelineCounters {
+    pub rows_read: AtomicU64,
+    pub rows_written: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub batches_written: AtomicU64,
+    pub insert_retries: AtomicU64,
+    pub values_clamped: AtomicU64,
+    pub values_unrepresentable: AtomicU64,
+    pub snapshot_rows: AtomicU64,
+    /// Last LSN acknowledged to Postgres (gauge).
+    pub confirmed_lsn: AtomicU64,
+    /// Commit → visible in ClickHouse latencies, microseconds, log2 buckets.
+    pub lag_buckets: [AtomicU64; 32],
+}
+
+impl PipelineCounters {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn record_lag_micros(&self, us: u64) {
+        let b = (64 - us.max(1).leading_zeros() as usize).min(31);
+        self.lag_buckets[b].fetch_add(1, Ordering::Relaxed);
+    }
+    /// Upper bound (µs) of the bucket holding quantile `q` of recorded lags.
+    pub fn lag_quantile_micros(&self, q: f64) -> Option<u64> {
+        let counts: Vec<u64> = self.lag_buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let want = (total as f64 * q).ceil() as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                return Some(1u64 << i);
+            }
+        }
+        None
+    }
+}
+
+#[derive(Default)]
+pub struct Registry {
+    actors: Mutex<BTreeMap<String, ActorStatus>>,
+    pipelines: Mutex<BTreeMap<String, Arc<PipelineCounters>>>,
+}
+
+impl Registry {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Registry::default())
+    }
+
+    pub fn set_state(&self, path: &str, state: ActorState, error: Option<String>) {
+        let mut m = self.actors.lock().unwrap_or_else(|e| e.into_inner());
+        let e = m.entry(path.to_string()).or_insert(ActorStatus { state: ActorState::Starting, restarts: 0, last_error: None });
+        if state == ActorState::Restarting {
+            e.restarts += 1;
+        }
+        e.state = state;
+        if error.is_some() {
+            e.last_error = error;
+        }
+    }
+
+    pub fn actors(&self) -> BTreeMap<String, ActorStatus> {
+        self.actors.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn restarts(&self, path: &str) -> u64 {
+        self.actors().get(path).map_or(0, |s| s.restarts)
+    }
+
+    pub fn pipeline(&self, name: &str) -> Arc<PipelineCounters> {
+        self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).entry(name.to_string()).or_default().clone()
+    }
+}

@@ -1,0 +1,5 @@
+//! Supervision: a generic OTP-style supervisor on ractor ([`supervisor`]), and the trees
+//! built from it: the root over pipelines and one tree per pipeline ([`pipeline`]).
+
+pub mod pipeline;
+pub mod supervisor;

@@ -1,0 +1,109 @@
+//! The trees: one rest_for_one supervisor per pipeline over [sink, source] (a sink that
+//! restarts takes the source with it, so the stream is replayed from the last confirmed LSN;
+//! a source that restarts leaves the sink and its acknowledged work alone), and the root
+//! over all pipelines (a pipeline that escalates stops; the root ends when none is left).
+//!
+//! The objects a restart must not lose live here, outside the actors: the edge, the
+//! acknowledgement channel and the counters.
+
+use super::supervisor::{ChildSpec, Restart, StartFn, Strategy, Supervisor, SupervisorArgs, SupervisorMsg};
+use crate::actors::clickhouse_sink::{ClickHouseSink, SinkArgs, SinkMsg};
+use crate::actors::postgres_source::{PostgresSource, SourceArgs};
+use crate::config::{Config, PipelineConfig};
+use crate::edge::Edge;
+use crate::protocol::pgoutput::Lsn;
+use crate::status::Registry;
+use ractor::{Actor, ActorRef};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The long-lived parts of one pipeline.
+#[derive(Clone)]
+pub struct PipelineHandles {
+    pub edge: Edge<SinkMsg>,
+    pub acks: Arc<watch::Sender<Lsn>>,
+}
+
+pub fn cdc_pipeline(cfg: &Config, p: &PipelineConfig, registry: Arc<Registry>) -> (ChildSpec, PipelineHandles) {
+    let edge: Edge<SinkMsg> = Edge::new(format!("{}/source->sink", p.name), p.batch.edge_capacity);
+    let acks = Arc::new(watch::channel(0 as Lsn).0);
+    let counters = registry.pipeline(&p.name);
+    let handles = PipelineHandles { edge: edge.clone(), acks: acks.clone() };
+
+    let sink_start: StartFn = {
+        let (p, edge, acks, counters) = (p.clone(), edge.clone(), acks.clone(), counters.clone());
+        Arc::new(move |sup| {
+            let args = SinkArgs {
+                pipeline: p.name.clone(),
+                clickhouse: p.clickhouse.clone(),
+                batch: p.batch,
+                edge: edge.clone(),
+                acks: acks.clone(),
+                counters: counters.clone(),
+            };
+            Box::pin(async move { Ok(Actor::spawn_linked(None, ClickHouseSink, args, sup).await?.0.get_cell()) })
+        })
+    };
+    let drain_timeout = cfg.shutdown_timeout.0;
+    let source_start: StartFn = {
+        let (p, edge, acks, counters) = (p.clone(), edge.clone(), acks.clone(), counters.clone());
+        Arc::new(move |sup| {
+            let args = SourceArgs {
+                pipeline: p.name.clone(),
+                postgres: p.postgres.clone(),
+                edge: edge.clone(),
+                acks: acks.subscribe(),
+                counters: counters.clone(),
+                drain_timeout,
+            };
+            Box::pin(async move { Ok(Actor::spawn_linked(None, PostgresSource, args, sup).await?.0.get_cell()) })
+        })
+    };
+    let args_for = {
+        let policy = cfg.supervision;
+        let name = p.name.clone();
+        let shutdown_timeout = cfg.shutdown_timeout.0;
+        move |registry: Arc<Registry>| SupervisorArgs {
+            path: format!("root/{name}"),
+            strategy: Strategy::RestForOne,
+            policy,
+            children: vec![
+                ChildSpec { name: "sink".into(), restart: Restart::Permanent, start: sink_start.clone() },
+                ChildSpec { name: "source".into(), restart: Restart::Permanent, start: source_start.clone() },
+            ],
+            registry,
+            shutdown_timeout,
+        }
+    };
+    let start: StartFn = Arc::new(move |sup| {
+        let args = args_for(registry.clone());
+        Box::pin(async move { Ok(Actor::spawn_linked(None, Supervisor, args, sup).await?.0.get_cell()) })
+    });
+    (ChildSpec { name: p.name.clone(), restart: Restart::Temporary, start }, handles)
+}
+
+/// Starts the root supervisor with every pipeline of the config.
+pub async fn start_root(
+    cfg: &Config,
+    registry: Arc<Registry>,
+) -> Result<(ActorRef<SupervisorMsg>, tokio::task::JoinHandle<()>, Vec<PipelineHandles>), ractor::SpawnErr> {
+    let mut children = Vec::new();
+    let mut handles = Vec::new();
+    for p in &cfg.pipelines {
+        let (spec, h) = cdc_pipeline(cfg, p, registry.clone());
+        children.push(spec);
+        handles.push(h);
+    }
+    let args = SupervisorArgs {
+        path: "root".into(),
+        strategy: Strategy::OneForOne,
+        policy: cfg.supervision,
+        children,
+        registry,
+        // A pipeline's own children each get the shutdown timeout; give the pipeline room.
+        shutdown_timeout: cfg.shutdown_timeout.0 * 2 + Duration::from_secs(1),
+    };
+    let (r, h) = Actor::spawn(None, Supervisor, args).await?;
+    Ok((r, h, handles))
+}

@@ -1,0 +1,272 @@
+//! An OTP-style supervisor for ractor actors: one_for_one, one_for_all and rest_for_one;
+//! permanent, transient and temporary children; restart intensity (more than
+//! `max_restarts` within `within` escalates to the parent by failing); exponential backoff
+//! scheduled with `send_after`; shutdown in reverse start order with a timeout.
+//!
+//! ractor gives links and supervision events only: a restart here is a new spawn from the
+//! child's builder. A kill arrives as `ActorTerminated("killed")` and counts as abnormal.
+//!
+//! Must never: sleep in a handler, restart a child while its previous instance may still run
+//! (it is stopped and awaited first), or crash because a restart attempt failed (that counts
+//! as one more failure).
+
+use crate::config::SupervisionConfig;
+use crate::status::{ActorState, Registry};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    OneForOne,
+    OneForAll,
+    RestForOne,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    /// Always restarted.
+    Permanent,
+    /// Restarted only after an abnormal exit (failure, panic, kill).
+    Transient,
+    /// Never restarted.
+    Temporary,
+}
+
+pub type StartFuture = Pin<Box<dyn Future<Output = Result<ActorCell, SpawnErr>> + Send>>;
+/// Spawns the child linked to the given supervisor cell.
+pub type StartFn = Arc<dyn Fn(ActorCell) -> StartFuture + Send + Sync>;
+
+#[derive(Clone)]
+pub struct ChildSpec {
+    pub name: String,
+    pub restart: Restart,
+    pub start: StartFn,
+}
+
+pub struct SupervisorArgs {
+    /// Path of this supervisor in the tree (`root`, `root/cdc`).
+    pub path: String,
+    pub strategy: Strategy,
+    pub policy: SupervisionConfig,
+    pub children: Vec<ChildSpec>,
+    pub registry: Arc<Registry>,
+    /// How long each child may take to stop gracefully.
+    pub shutdown_timeout: Duration,
+}
+
+pub enum SupervisorMsg {
+    /// Start these children (indexes in start order), scheduled after a backoff.
+    Restart(Vec<usize>),
+    /// Paths and whether they run, for tests and status.
+    Children(ractor::RpcReplyPort<Vec<(String, Option<ActorCell>)>>),
+}
+
+struct Child {
+    spec: ChildSpec,
+    cell: Option<ActorCell>,
+    /// Exited and not to be restarted.
+    done: bool,
+}
+
+pub struct SupervisorState {
+    args_path: String,
+    strategy: Strategy,
+    policy: SupervisionConfig,
+    children: Vec<Child>,
+    restarts: VecDeque<Instant>,
+    registry: Arc<Registry>,
+    shutdown_timeout: Duration,
+}
+
+impl SupervisorState {
+    fn child_path(&self, i: usize) -> String {
+        format!("{}/{}", self.args_path, self.children[i].spec.name)
+    }
+}
+
+pub struct Supervisor;
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: SupervisorArgs) -> Result<Self::State, ActorProcessingErr> {
+        args.registry.set_state(&args.path, ActorState::Running, None);
+        let mut state = SupervisorState {
+            args_path: args.path,
+            strategy: args.strategy,
+            policy: args.policy,
+            children: args.children.into_iter().map(|spec| Child { spec, cell: None, done: false }).collect(),
+            restarts: VecDeque::new(),
+            registry: args.registry,
+            shutdown_timeout: args.shutdown_timeout,
+        };
+        let all: Vec<usize> = (0..state.children.len()).collect();
+        start_children(&myself, &mut state, &all).await?;
+        Ok(state)
+    }
+
+    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: SupervisorMsg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Restart(indexes) => start_children(&myself, state, &indexes).await,
+            SupervisorMsg::Children(reply) => {
+                let list = (0..state.children.len()).map(|i| (state.child_path(i), state.children[i].cell.clone())).collect();
+                let _ = reply.send(list);
+                Ok(())
+            }
+        }
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        evt: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, abnormal, reason) = match evt {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, true, err.to_string()),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                let abnormal = reason.is_some();
+                (cell, abnormal, reason.unwrap_or_else(|| "stopped".into()))
+            }
+            _ => return Ok(()),
+        };
+        // Exits of instances we stopped ourselves are not in the table any more.
+        let Some(i) = state.children.iter().position(|c| c.cell.as_ref().map(|x| x.get_id()) == Some(cell.get_id())) else {
+            return Ok(());
+        };
+        state.children[i].cell = None;
+        child_exited(&myself, state, i, abnormal, reason).await
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        let all: Vec<usize> = (0..state.children.len()).collect();
+        stop_children(state, &all).await;
+        state.registry.set_state(&state.args_path, ActorState::Stopped, None);
+        Ok(())
+    }
+}
+
+async fn child_exited(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    i: usize,
+    abnormal: bool,
+    reason: String,
+) -> Result<(), ActorProcessingErr> {
+    let path = state.child_path(i);
+    let restart = match state.children[i].spec.restart {
+        Restart::Permanent => true,
+        Restart::Transient => abnormal,
+        Restart::Temporary => false,
+    };
+    if abnormal {
+        tracing::warn!(actor = %path, reason = %reason, "actor exited abnormally");
+    } else {
+        tracing::info!(actor = %path, "actor stopped");
+    }
+    if !restart {
+        state.children[i].done = true;
+        state.registry.set_state(&path, if abnormal { ActorState::Failed } else { ActorState::Stopped }, abnormal.then(|| reason.clone()));
+        if state.children.iter().all(|c| c.done) {
+            myself.stop(Some(if abnormal { format!("last child {path} failed: {reason}") } else { "all children stopped".into() }));
+        }
+        return Ok(());
+    }
+    // Restart intensity: more than max_restarts within the window escalates.
+    let now = Instant::now();
+    state.restarts.push_back(now);
+    while state.restarts.front().is_some_and(|t| now.duration_since(*t) > state.policy.within.0) {
+        state.restarts.pop_front();
+    }
+    let recent = state.restarts.len() as u32;
+    if recent > state.policy.max_restarts {
+        state.registry.set_state(&path, ActorState::Failed, Some(reason.clone()));
+        let msg = format!(
+            "{}: {} restarts within {:?} (limit {}); giving up. Last failure of {path}: {reason}",
+            state.args_path, recent, state.policy.within.0, state.policy.max_restarts
+        );
+        tracing::error!(supervisor = %state.args_path, "{msg}");
+        let all: Vec<usize> = (0..state.children.len()).collect();
+        stop_children(state, &all).await;
+        return Err(msg.into());
+    }
+    let affected: Vec<usize> = match state.strategy {
+        Strategy::OneForOne => vec![i],
+        Strategy::OneForAll => (0..state.children.len()).filter(|&j| !state.children[j].done).collect(),
+        Strategy::RestForOne => (i..state.children.len()).filter(|&j| !state.children[j].done).collect(),
+    };
+    let others: Vec<usize> = affected.iter().copied().filter(|&j| j != i).collect();
+    stop_children(state, &others).await;
+    for &j in &affected {
+        let p = state.child_path(j);
+        state.registry.set_state(&p, ActorState::Restarting, (j == i).then(|| reason.clone()));
+    }
+    let exp = recent.saturating_sub(1).min(16);
+    let delay = state.policy.backoff_initial.0.saturating_mul(1 << exp).min(state.policy.backoff_max.0);
+    tracing::info!(supervisor = %state.args_path, actor = %path, ?delay, "restart scheduled");
+    myself.send_after(delay, move || SupervisorMsg::Restart(affected));
+    Ok(())
+}
+
+async fn start_children(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, indexes: &[usize]) -> Result<(), ActorProcessingErr> {
+    for (n, &i) in indexes.iter().enumerate() {
+        if state.children[i].done || state.children[i].cell.is_some() {
+            continue;
+        }
+        let path = state.child_path(i);
+        state.registry.set_state(&path, ActorState::Starting, None);
+        match (state.children[i].spec.start)(myself.get_cell()).await {
+            Ok(cell) => {
+                state.children[i].cell = Some(cell);
+                state.registry.set_state(&path, ActorState::Running, None);
+            }
+            Err(e) => {
+                // A failed start is one more failure: it counts against the intensity and the
+                // children after it (in this batch) wait for the next attempt.
+                let reason = format!("start failed: {e}");
+                let rest: Vec<usize> = indexes[n + 1..].to_vec();
+                for &j in &rest {
+                    state.registry.set_state(&state.child_path(j), ActorState::Restarting, None);
+                }
+                return child_exited_with_pending(myself, state, i, reason, rest).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A child failed to start; `pending` were to be started after it.
+async fn child_exited_with_pending(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    i: usize,
+    reason: String,
+    pending: Vec<usize>,
+) -> Result<(), ActorProcessingErr> {
+    child_exited(myself, state, i, true, reason).await?;
+    // one_for_one only schedules `i`: the not-yet-started children must come with it.
+    if state.strategy == Strategy::OneForOne && !pending.is_empty() {
+        myself.send_after(state.policy.backoff_initial.0, move || SupervisorMsg::Restart(pending));
+    }
+    Ok(())
+}
+
+/// Stops children in reverse start order, each gracefully within the shutdown timeout.
+async fn stop_children(state: &mut SupervisorState, indexes: &[usize]) {
+    for &i in indexes.iter().rev() {
+        if let Some(cell) = state.children[i].cell.take() {
+            let path = state.child_path(i);
+            if cell.stop_and_wait(Some("supervisor".into()), Some(state.shutdown_timeout)).await.is_err() {
+                tracing::warn!(actor = %path, "did not stop in time: killed");
+                let _ = cell.kill_and_wait(Some(Duration::from_secs(5))).await;
+            }
+            state.registry.set_state(&path, ActorState::Stopped, None);
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Logs and traces: a tracing subscriber (human-readable or JSON lines) and, when an OTLP
+//! endpoint is configured, an OpenTelemetry layer exporting spans over OTLP/HTTP.
+//!
+//! Must never: block the async runtime on export (the batch exporter runs on its own thread
+//! with the blocking HTTP client), or lose the last spans at exit (call [`Telemetry::shutdown`]).
+
+use crate::config::{LogFormat, TelemetryConfig};
+use opentelemetry::trace::TracerProvider as _;
+use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
+
+pub struct Telemetry {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Telemetry {
+    pub fn shutdown(self) {
+        if let Some(p) = self.provider {
+            if let Err(e) = p.shutdown() {
+                eprintln!("tributary: span export shutdown: {e}");
+            }
+        }
+    }
+}
+
+/// Builds an OTLP/HTTP tracer provider for `endpoint` (e.g. `http://127.0.0.1:4318`).
+pub fn otlp_provider(endpoint: &str, service_name: &str) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, String> {
+    use opentelemetry_otlp::WithExportConfig;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+        .build()
+        .map_err(|e| format!("telemetry.otlp_endpoint `{endpoint}`: {e}"))?;
+    Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service_name.to_string()).build())
+        .build())
+}
+
+/// Installs the global subscriber. `RUST_LOG` overrides the configured level.
+pub fn init(cfg: &TelemetryConfig) -> Result<Telemetry, String> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
+    let fmt = match cfg.log_format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_target(false).with_writer(std::io::stderr).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer().json().with_current_span(true).with_writer(std::io::stderr).boxed(),
+    };
+    let (otel, provider) = if cfg.otlp_endpoint.is_empty() {
+        (None, None)
+    } else {
+        let provider = otlp_provider(&cfg.otlp_endpoint, &cfg.service_name)?;
+        let tracer = provider.tracer("tributary");
+        (Some(tracing_opentelemetry::layer().with_tracer(tracer)), Some(provider))
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init()
+        .map_err(|e| e.to_string())?;
+    Ok(Telemetry { provider })
+}
