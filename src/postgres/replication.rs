@@ -168,11 +168,16 @@ impl ReplicationConn {
         self.write(&out).await?;
         loop {
             // CopyBothResponse ('W') is not in postgres-protocol's message enum: frame it here.
-            if let Some(len) = frame_len(&self.buf) {
-                if self.buf[0] == b'W' {
+            match frame_len(&self.buf) {
+                None => {
+                    self.fill().await?;
+                    continue;
+                }
+                Some(len) if self.buf[0] == b'W' => {
                     let _ = self.buf.split_to(len);
                     break;
                 }
+                Some(_) => {}
             }
             match self.read_message().await? {
                 Message::ErrorResponse(body) => {
@@ -201,18 +206,23 @@ impl ReplicationConn {
             if let Some(m) = Message::parse(&mut self.buf).map_err(|e| self.proto(e.to_string()))? {
                 return Ok(m);
             }
-            let n = self
-                .stream
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(|source| PgError::Io { addr: self.addr.clone(), source })?;
-            if n == 0 {
-                return Err(PgError::Io {
-                    addr: self.addr.clone(),
-                    source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "server closed the connection"),
-                });
-            }
+            self.fill().await?;
         }
+    }
+
+    async fn fill(&mut self) -> Result<(), PgError> {
+        let n = self
+            .stream
+            .read_buf(&mut self.buf)
+            .await
+            .map_err(|source| PgError::Io { addr: self.addr.clone(), source })?;
+        if n == 0 {
+            return Err(PgError::Io {
+                addr: self.addr.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "server closed the connection"),
+            });
+        }
+        Ok(())
     }
 
     fn proto(&self, message: String) -> PgError {
