@@ -397,6 +397,7 @@ impl Stream {
                         .ok_or_else(|| SourceError::Pg(PgError::Setup(format!("unreadable COPY line in {}", s.qualified()))))?;
                     chunk.push(&self.pipeline, ChangeItem::Row { rel_id: s.rel_id, change: RowChange { delete: false, version: 0, cells } });
                     n += 1;
+                    PipelineCounters::add(&self.counters.snapshot_rows, 1);
                     start += pos + 1;
                     if chunk.rows >= self.cfg.chunk_rows {
                         self.send(&mut chunk).await?;
@@ -407,7 +408,6 @@ impl Stream {
             if !chunk.is_empty() {
                 self.send(&mut chunk).await?;
             }
-            PipelineCounters::add(&self.counters.snapshot_rows, n);
             tracing::info!(pipeline = %self.pipeline, table = %s.qualified(), rows = n, "table snapshot copied");
         }
         client.batch_execute("COMMIT").await.map_err(pg)?;

@@ -270,3 +270,25 @@ async fn stop_children(state: &mut SupervisorState, indexes: &[usize]) {
         }
     }
 }
+
+/// The children of a supervisor: their paths and, when running, their cells.
+pub async fn children(sup: &ActorRef<SupervisorMsg>) -> Vec<(String, Option<ActorCell>)> {
+    ractor::call!(sup, SupervisorMsg::Children).unwrap_or_default()
+}
+
+/// Finds a running actor by its path (`root/cdc/sink`) under `root`.
+pub async fn find_actor(root: &ActorRef<SupervisorMsg>, path: &str) -> Option<ActorCell> {
+    let mut sup = root.clone();
+    loop {
+        let mut next = None;
+        for (p, cell) in children(&sup).await {
+            if p == path {
+                return cell;
+            }
+            if path.starts_with(&format!("{p}/")) {
+                next = cell;
+            }
+        }
+        sup = ActorRef::<SupervisorMsg>::from(next?);
+    }
+}

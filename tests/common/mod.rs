@@ -1,0 +1,309 @@
+//! The shared harness of the integration tests: the real servers (started or reused through
+//! scripts/services.sh), unique names per test, the example config loaded with the test's
+//! servers, pipelines run in-process, and polling with a deadline.
+#![allow(dead_code)]
+
+pub mod proxy;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tributary::clickhouse::ChClient;
+use tributary::config::Config;
+use tributary::status::Registry;
+use tributary::supervisors::supervisor::SupervisorMsg;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Addresses of the test servers (TRIBUTARY_TEST_* variables).
+pub fn services() -> &'static HashMap<String, String> {
+    static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut vars: HashMap<String, String> =
+            std::env::vars().filter(|(k, _)| k.starts_with("TRIBUTARY_TEST_") || k == "TRIBUTARY_SERVICES_SCRIPT").collect();
+        if !vars.contains_key("TRIBUTARY_TEST_CH26_URL") || !vars.contains_key("TRIBUTARY_TEST_PG_PORT") {
+            // Not started by scripts/test.sh: start (or reuse) the servers ourselves. A server
+            // that cannot start fails the test; nothing is skipped.
+            let out = std::process::Command::new(repo().join("scripts/services.sh"))
+                .arg("start")
+                .output()
+                .expect("running scripts/services.sh start");
+            assert!(out.status.success(), "scripts/services.sh start failed:\n{}", String::from_utf8_lossy(&out.stderr));
+            let env = std::process::Command::new(repo().join("scripts/services.sh")).arg("env").output().expect("services env");
+            for line in String::from_utf8_lossy(&env.stdout).lines() {
+                if let Some((k, v)) = line.split_once('=') {
+                    vars.insert(k.to_string(), v.to_string());
+                }
+            }
+        }
+        for k in ["TRIBUTARY_TEST_PG_PORT", "TRIBUTARY_TEST_CH18_URL", "TRIBUTARY_TEST_CH26_URL"] {
+            assert!(vars.contains_key(k), "{k} is not set: the test servers are not running");
+        }
+        vars
+    })
+}
+
+pub fn var(k: &str) -> String {
+    services().get(k).cloned().unwrap_or_else(|| panic!("{k} missing"))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Debian's clickhouse-server 18.16 (legacy types).
+    Ch18,
+    /// ClickHouse 26.9 (chdb) behind our HTTP front (current types).
+    Ch26,
+}
+
+impl Target {
+    pub fn url(self) -> String {
+        match self {
+            Target::Ch18 => var("TRIBUTARY_TEST_CH18_URL"),
+            Target::Ch26 => var("TRIBUTARY_TEST_CH26_URL"),
+        }
+    }
+}
+
+/// Runs the body once per ClickHouse generation: `name::ch18` and `name::ch26`.
+#[macro_export]
+macro_rules! matrix {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ch18() {
+                super::$body($crate::common::Target::Ch18).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ch26() {
+                super::$body($crate::common::Target::Ch26).await
+            }
+        }
+    };
+}
+
+/// A name no other test (or earlier run) uses: lower case, for slots and tables.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 100_000_000;
+    format!("{prefix}_{}_{}_{}", std::process::id(), t, N.fetch_add(1, Ordering::Relaxed))
+}
+
+pub async fn pg() -> tokio_postgres::Client {
+    let url = format!(
+        "host=127.0.0.1 port={} user={} password={} dbname={}",
+        var("TRIBUTARY_TEST_PG_PORT"),
+        var("TRIBUTARY_TEST_PG_USER"),
+        var("TRIBUTARY_TEST_PG_PASSWORD"),
+        var("TRIBUTARY_TEST_PG_DATABASE")
+    );
+    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect to the test Postgres");
+    tokio::spawn(conn);
+    c.batch_execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 3").await.unwrap();
+    c
+}
+
+/// One test's world: its own publication, slot and ClickHouse database.
+pub struct World {
+    pub target: Target,
+    pub slot: String,
+    pub publication: String,
+    pub database: String,
+    pub ch: ChClient,
+}
+
+impl World {
+    pub async fn new(target: Target) -> World {
+        init_logs();
+        let slot = unique("slot");
+        let publication = unique("pub");
+        let database = unique("db");
+        let cfg = test_config(target, &slot, &publication, &database, &[]);
+        let ch = ChClient::connect(&cfg.pipelines[0].clickhouse).await.expect("connect to ClickHouse");
+        World { target, slot, publication, database, ch }
+    }
+
+    /// The example config (config/cdc.toml) pointed at this world, for these tables.
+    pub fn config(&self, tables: &[&str]) -> Config {
+        test_config(self.target, &self.slot, &self.publication, &self.database, tables)
+    }
+
+    /// Rows of a ClickHouse query as TSV lines (FINAL and deleted-row filtering are the
+    /// caller's, so tests say what they compare).
+    pub async fn ch_rows(&self, sql: &str) -> Vec<String> {
+        self.try_ch_rows(sql).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub async fn try_ch_rows(&self, sql: &str) -> Result<Vec<String>, String> {
+        let text = self.ch.query_text(sql).await.map_err(|e| format!("{sql}: {e}"))?;
+        Ok(text.lines().map(str::to_string).collect())
+    }
+
+    /// `SELECT cols FROM table FINAL WHERE _is_deleted = 0 ORDER BY key` as TSV lines.
+    pub async fn ch_live(&self, table: &str, cols: &str, order: &str) -> Vec<String> {
+        self.try_ch_live(table, cols, order).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub async fn try_ch_live(&self, table: &str, cols: &str, order: &str) -> Result<Vec<String>, String> {
+        self.try_ch_rows(&format!(
+            "SELECT {cols} FROM `{}`.`{}` FINAL WHERE _is_deleted = 0 ORDER BY {order}",
+            self.database,
+            table.replace('`', "\\`")
+        ))
+        .await
+    }
+
+    /// Drops the slot and publication (best effort) so no WAL is held after the test.
+    pub async fn teardown(&self) {
+        let c = pg().await;
+        for _ in 0..50 {
+            let r = c.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active", &[&self.slot]).await;
+            let left: i64 = c.query_one("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", &[&self.slot]).await.unwrap().get(0);
+            if r.is_ok() && left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = c.batch_execute(&format!("DROP PUBLICATION IF EXISTS \"{}\"", self.publication)).await;
+    }
+}
+
+pub fn test_config(target: Target, slot: &str, publication: &str, database: &str, tables: &[&str]) -> Config {
+    let text = std::fs::read_to_string(repo().join("config/cdc.toml")).expect("config/cdc.toml");
+    let mut env: HashMap<&str, String> = HashMap::new();
+    env.insert("PGHOST", "127.0.0.1".into());
+    env.insert("PGPORT", var("TRIBUTARY_TEST_PG_PORT"));
+    env.insert("PGUSER", var("TRIBUTARY_TEST_PG_USER"));
+    env.insert("PGPASSWORD", var("TRIBUTARY_TEST_PG_PASSWORD"));
+    env.insert("PGDATABASE", var("TRIBUTARY_TEST_PG_DATABASE"));
+    env.insert("TRIBUTARY_SLOT", slot.into());
+    env.insert("TRIBUTARY_PUBLICATION", publication.into());
+    env.insert("CLICKHOUSE_URL", target.url());
+    env.insert("CLICKHOUSE_DATABASE", database.into());
+    let mut cfg = Config::from_str_named(&text, "config/cdc.toml", &|k| env.get(k).cloned()).expect("config/cdc.toml loads");
+    let p = &mut cfg.pipelines[0];
+    p.name = format!("cdc_{slot}");
+    p.postgres.tables = tables.iter().map(|s| s.to_string()).collect();
+    p.postgres.status_interval.0 = Duration::from_secs(1);
+    cfg.supervision.backoff_initial.0 = Duration::from_millis(100);
+    cfg.supervision.backoff_max.0 = Duration::from_secs(2);
+    cfg.shutdown_timeout.0 = Duration::from_secs(20);
+    cfg
+}
+
+/// A pipeline tree running in this process.
+pub struct Running {
+    pub root: ractor::ActorRef<SupervisorMsg>,
+    pub handle: tokio::task::JoinHandle<()>,
+    pub registry: Arc<Registry>,
+    pub pipeline: String,
+}
+
+impl Running {
+    pub async fn start(cfg: &Config) -> Running {
+        let registry = Registry::new();
+        let (root, handle, _) = tributary::supervisors::pipeline::start_root(cfg, registry.clone()).await.expect("start the tree");
+        Running { root, handle, registry, pipeline: cfg.pipelines[0].name.clone() }
+    }
+
+    pub fn path(&self, child: &str) -> String {
+        format!("root/{}/{child}", self.pipeline)
+    }
+
+    pub async fn stop(self) {
+        self.root.stop_and_wait(Some("test".into()), Some(Duration::from_secs(30))).await.expect("graceful stop");
+        let _ = self.handle.await;
+    }
+
+    pub fn counters(&self) -> Arc<tributary::status::PipelineCounters> {
+        self.registry.pipeline(&self.pipeline)
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics after `timeout` with `what` and the last value.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match f().await {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}; last: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Rows of a Postgres query rendered as ClickHouse would print them in TSV for String and
+/// integer columns (NULL as `\N`, TSV escaping).
+pub async fn pg_rows(c: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    let rows = c.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| match r.get(i) {
+                        None => "\\N".to_string(),
+                        Some(v) => tsv(v),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\t"),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A value as ClickHouse prints it in TabSeparated output (which also escapes `'`).
+pub fn tsv(v: &str) -> String {
+    let mut o = Vec::new();
+    tributary::protocol::pgtext::tsv_escape(&mut o, v.as_bytes());
+    String::from_utf8(o).unwrap().replace('\'', "\\'")
+}
+
+/// Logs of the code under test, when TRIBUTARY_TEST_LOG is set (e.g. `debug`).
+pub fn init_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(level) = std::env::var("TRIBUTARY_TEST_LOG") {
+            let _ = tracing_subscriber::fmt().with_env_filter(level).with_test_writer().try_init();
+        }
+    });
+}
+
+/// Waits until ClickHouse's live rows equal Postgres's for `table` (`cols` in both, ordered
+/// by `order`).
+pub async fn converge(w: &World, pgc: &tokio_postgres::Client, pg_table: &str, ch_table: &str, cols: &str, order: &str, timeout: Duration) {
+    eventually(timeout, &format!("{ch_table} to equal {pg_table}"), || async {
+        let want = pg_rows(pgc, &format!("SELECT {cols} FROM {pg_table} ORDER BY {order}")).await;
+        let got = w.try_ch_live(ch_table, &cols.replace('"', "`"), &order.replace('"', "`")).await?;
+        if want == got {
+            Ok(())
+        } else {
+            Err(format!("{} rows in Postgres, {} in ClickHouse; first difference: {:?}", want.len(), got.len(), first_diff(&want, &got)))
+        }
+    })
+    .await
+}
+
+pub fn first_diff(a: &[String], b: &[String]) -> Option<(usize, Option<String>, Option<String>)> {
+    (0..a.len().max(b.len())).find(|&i| a.get(i) != b.get(i)).map(|i| (i, a.get(i).cloned(), b.get(i).cloned()))
+}
+
+pub fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_tributary"))
+}
+
+/// Resident set size of a process in KiB (from /proc).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
