@@ -118,6 +118,7 @@ pub struct World {
 impl World {
     pub async fn new(target: Target) -> World {
         init_logs();
+        drop_stale_slots().await;
         let slot = unique("slot");
         let publication = unique("pub");
         let database = unique("db");
@@ -200,13 +201,14 @@ pub struct Running {
     pub handle: tokio::task::JoinHandle<()>,
     pub registry: Arc<Registry>,
     pub pipeline: String,
+    pub handles: Vec<tributary::supervisors::pipeline::PipelineHandles>,
 }
 
 impl Running {
     pub async fn start(cfg: &Config) -> Running {
         let registry = Registry::new();
-        let (root, handle, _) = tributary::supervisors::pipeline::start_root(cfg, registry.clone()).await.expect("start the tree");
-        Running { root, handle, registry, pipeline: cfg.pipelines[0].name.clone() }
+        let (root, handle, handles) = tributary::supervisors::pipeline::start_root(cfg, registry.clone()).await.expect("start the tree");
+        Running { root, handle, registry, pipeline: cfg.pipelines[0].name.clone(), handles }
     }
 
     pub fn path(&self, child: &str) -> String {
@@ -216,6 +218,18 @@ impl Running {
     pub async fn stop(self) {
         self.root.stop_and_wait(Some("test".into()), Some(Duration::from_secs(30))).await.expect("graceful stop");
         let _ = self.handle.await;
+    }
+
+    /// Kills the actor at `root/<pipeline>/<child>` (as a crash would), once it runs.
+    pub async fn kill(&self, child: &str) {
+        let path = self.path(child);
+        let root = self.root.clone();
+        let cell = eventually(Duration::from_secs(30), &format!("{path} to run"), || {
+            let (root, path) = (root.clone(), path.clone());
+            async move { tributary::supervisors::supervisor::find_actor(&root, &path).await.ok_or("not running".to_string()) }
+        })
+        .await;
+        cell.kill();
     }
 
     pub fn counters(&self) -> Arc<tributary::status::PipelineCounters> {
@@ -306,4 +320,22 @@ pub fn bin() -> &'static Path {
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Drops inactive slots left by test processes that are gone (a failed test skips its
+/// teardown), so they never hold WAL.
+pub async fn drop_stale_slots() {
+    static ONCE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    ONCE.get_or_init(|| async {
+        let c = pg().await;
+        let rows = c.query("SELECT slot_name::text FROM pg_replication_slots WHERE NOT active AND slot_name LIKE 'slot\\_%'", &[]).await.unwrap();
+        for r in rows {
+            let name: String = r.get(0);
+            let pid: Option<u32> = name.split('_').nth(1).and_then(|p| p.parse().ok());
+            if pid.is_some_and(|p| p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists()) {
+                let _ = c.execute("SELECT pg_drop_replication_slot($1)", &[&name]).await;
+            }
+        }
+    })
+    .await;
 }

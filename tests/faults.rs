@@ -1,0 +1,141 @@
+//! Supervision and backpressure against real servers: actors killed mid-stream are restarted
+//! and nothing is lost; a sink that always fails escalates; a slow sink holds the source back
+//! with flat memory.
+
+mod common;
+
+use common::*;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(90);
+
+/// Writes `txns` transactions of `rows` rows (ids from `from`), pausing `pause` between them.
+fn writer(table: String, from: i64, txns: i64, rows: i64, pause: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let c = pg().await;
+        for i in 0..txns {
+            let a = from + i * rows;
+            c.batch_execute(&format!(
+                "BEGIN; INSERT INTO {table} SELECT g, 'v' || g FROM generate_series({a}, {b}) g; UPDATE {table} SET v = 'u' || id WHERE id = {a}; DELETE FROM {table} WHERE id = {d}; COMMIT;",
+                b = a + rows - 1,
+                d = a + 1
+            ))
+            .await
+            .unwrap();
+            tokio::time::sleep(pause).await;
+        }
+    })
+}
+
+async fn kill_sink_and_source(target: Target) {
+    let w = World::new(target).await;
+    let c = pg().await;
+    let t = unique("killed");
+    c.batch_execute(&format!("CREATE TABLE {t} (id bigint PRIMARY KEY, v text)")).await.unwrap();
+    let cfg = w.config(&[&format!("public.{t}")]);
+    let run = Running::start(&cfg).await;
+    let load = writer(t.clone(), 1, 60, 200, Duration::from_millis(50));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    run.kill("sink").await;
+    eventually(T, "sink restart", || async { if run.registry.restarts(&run.path("sink")) >= 1 { Ok(()) } else { Err("no restart yet".into()) } }).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    run.kill("source").await;
+    eventually(T, "source restart", || async {
+        // rest_for_one: the sink's restart restarted the source too; the kill adds one more.
+        if run.registry.restarts(&run.path("source")) >= 2 { Ok(()) } else { Err(format!("{:?}", run.registry.actors())) }
+    })
+    .await;
+    load.await.unwrap();
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    let n: i64 = c.query_one(&format!("SELECT count(*) FROM {t}"), &[]).await.unwrap().get(0);
+    assert_eq!(n, 60 * 199);
+    run.stop().await;
+    w.teardown().await;
+}
+matrix!(killed_actors_restart_and_lose_nothing, kill_sink_and_source);
+
+/// A sink whose server refuses every connection: restarts with backoff, then the pipeline
+/// escalates with an error that names the server, and the root ends (no pipeline left).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_sink_escalates_after_max_restarts() {
+    let w = World::new(Target::Ch18).await;
+    let proxy = proxy::Proxy::start(&Target::Ch18.url().trim_start_matches("http://").to_string()).await;
+    proxy.set_refuse(true);
+    let c = pg().await;
+    let t = unique("esc");
+    c.batch_execute(&format!("CREATE TABLE {t} (id int PRIMARY KEY)")).await.unwrap();
+    let mut cfg = w.config(&[&format!("public.{t}")]);
+    cfg.supervision.max_restarts = 2;
+    cfg.supervision.backoff_initial.0 = Duration::from_millis(50);
+    cfg.pipelines[0].clickhouse.url = proxy.url();
+    cfg.pipelines[0].clickhouse.request_timeout.0 = Duration::from_secs(2);
+    let run = Running::start(&cfg).await;
+    tokio::time::timeout(Duration::from_secs(60), run.handle).await.expect("the root ends when its only pipeline escalates").unwrap();
+    let actors = run.registry.actors();
+    let pipeline = &actors[&format!("root/{}", run.pipeline)];
+    let err = pipeline.last_error.clone().unwrap_or_default();
+    assert!(err.contains("3 restarts within"), "{err}");
+    assert!(err.contains(&proxy.url()), "the error names the server: {err}");
+    assert!(proxy.accepted() >= 3, "it retried: {} connections", proxy.accepted());
+    w.teardown().await;
+}
+
+/// ClickHouse answers slowly: the source stops reading the replication stream (the
+/// walsender's sent position falls behind), memory stays flat, and everything lands once
+/// the sink is fast again.
+async fn slow_sink(target: Target) {
+    let w = World::new(target).await;
+    let proxy = proxy::Proxy::start(target.url().trim_start_matches("http://")).await;
+    let c = pg().await;
+    let t = unique("slow");
+    c.batch_execute(&format!("CREATE TABLE {t} (id bigint PRIMARY KEY, v text)")).await.unwrap();
+    let mut cfg = w.config(&[&format!("public.{t}")]);
+    let p = &mut cfg.pipelines[0];
+    p.clickhouse.url = proxy.url();
+    p.postgres.chunk_rows = 500;
+    p.batch.edge_capacity = 4;
+    p.batch.max_rows = 2000;
+    let run = Running::start(&cfg).await;
+    converge(&w, &c, &t, &t, "id, v", "id", T).await; // snapshot done, tables exist
+    let rss_before = rss_kib(std::process::id()).unwrap();
+    proxy.set_delay(Duration::from_millis(300));
+    let load = {
+        let t = t.clone();
+        tokio::spawn(async move {
+            let c = pg().await;
+            for i in 0..200 {
+                c.batch_execute(&format!("INSERT INTO {t} SELECT g, repeat('x', 200) || g FROM generate_series({} + 1, {} + 1000) g", i * 1000, i * 1000))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let edge = run.handles[0].edge.clone();
+    let slot = w.slot.clone();
+    let mut max_lag = 0i64;
+    let mut max_rss = rss_before;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(edge.depth() <= edge.capacity());
+        let lag: Option<i64> = c
+            .query_opt(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), r.sent_lsn)::bigint FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .unwrap()
+            .and_then(|r| r.get(0));
+        max_lag = max_lag.max(lag.unwrap_or(0));
+        max_rss = max_rss.max(rss_kib(std::process::id()).unwrap());
+    }
+    assert!(max_lag > 4 << 20, "the walsender kept sending: sent position at most {max_lag} bytes behind");
+    assert!(max_rss - rss_before < 100 * 1024, "RSS grew from {rss_before} KiB to {max_rss} KiB");
+    proxy.set_delay(Duration::ZERO);
+    load.await.unwrap();
+    converge(&w, &c, &t, &t, "id, v", "id", Duration::from_secs(120)).await;
+    assert_eq!(run.counters().rows_written.load(Ordering::Relaxed) >= 200_000, true);
+    run.stop().await;
+    w.teardown().await;
+}
+matrix!(slow_sink_holds_back_the_source, slow_sink);
