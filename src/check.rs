@@ -15,6 +15,8 @@ pub async fn run(cfg: &Config) -> Result<String, String> {
         let params = PgParams::from_config(&p.postgres);
         let client = catalog::connect(&params).await.map_err(|e| e.to_string())?;
         let _ = writeln!(out, "  postgres {}: connected", params.addr());
+        let ch = ChClient::connect(&p.clickhouse).await.map_err(|e| e.to_string())?;
+        let _ = writeln!(out, "  clickhouse {}: version {} ({} types)", ch.addr(), ch.caps.version, ch.caps.generation());
         let wanted: Vec<(String, String)> = p.postgres.tables.iter().filter_map(|t| split_table_name(t)).collect();
         let published = catalog::published_tables(&client, &params, &p.postgres.publication).await.map_err(|e| e.to_string())?;
         let exists = !published.is_empty();
@@ -58,8 +60,6 @@ pub async fn run(cfg: &Config) -> Result<String, String> {
                 None => "will be created, with an initial snapshot".into(),
             }
         );
-        let ch = ChClient::connect(&p.clickhouse).await.map_err(|e| e.to_string())?;
-        let _ = writeln!(out, "  clickhouse {}: version {} ({} types)", ch.addr(), ch.caps.version, ch.caps.generation());
         for s in &schemas {
             let cols: Vec<_> = s.columns.iter().map(|c| map_column(c, &ch.caps, p.clickhouse.json_as)).collect();
             let name = table_name(&p.clickhouse.table_template, s);

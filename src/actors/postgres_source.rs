@@ -218,7 +218,7 @@ impl Stream {
                     return Err(SourceError::Slot { slot: self.cfg.slot.clone(), message: "is active on another connection".into() });
                 }
                 tracing::warn!(pipeline = %self.pipeline, slot = %self.cfg.slot, "slot exists but no completed snapshot is recorded: dropping it and snapshotting again");
-                client.execute("SELECT pg_drop_replication_slot($1)", &[&self.cfg.slot]).await.map_err(|e| PgError::Client { addr: params.addr(), source: e })?;
+                client.execute("SELECT pg_drop_replication_slot($1)", &[&self.cfg.slot]).await.map_err(|e| PgError::client(params.addr(), e))?;
             }
             let rows = repl
                 .simple_query(&format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT", self.cfg.slot))
@@ -372,7 +372,7 @@ impl Stream {
         schemas: &HashMap<u32, SharedSchema>,
     ) -> Result<(), SourceError> {
         use futures_util::StreamExt;
-        let pg = |e: tokio_postgres::Error| SourceError::Pg(PgError::Client { addr: params.addr(), source: e });
+        let pg = |e: tokio_postgres::Error| SourceError::Pg(PgError::client(params.addr(), e));
         let mut chunk = ChunkBuilder::new();
         let rels: Vec<u32> = schemas.keys().copied().collect();
         chunk.push(&self.pipeline, ChangeItem::SnapshotBegin(rels));

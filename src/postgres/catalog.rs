@@ -38,7 +38,7 @@ pub async fn connect(p: &PgParams) -> Result<Client, PgError> {
 
 fn classify(p: &PgParams, e: tokio_postgres::Error) -> PgError {
     // tokio-postgres errors do not contain the password; keep the server address.
-    PgError::Client { addr: p.addr(), source: e }
+    PgError::client(p.addr(), e)
 }
 
 /// A published table: schema, name and OID.

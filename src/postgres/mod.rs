@@ -23,10 +23,31 @@ pub enum PgError {
     Io { addr: String, source: std::io::Error },
     #[error("PostgreSQL at {addr}: protocol: {message}")]
     Protocol { addr: String, message: String },
-    #[error("PostgreSQL at {addr}: {source}")]
-    Client { addr: String, source: tokio_postgres::Error },
+    #[error("PostgreSQL at {addr}: {message}")]
+    Client { addr: String, message: String },
     #[error("PostgreSQL: {0}")]
     Setup(String),
+}
+
+impl PgError {
+    /// A tokio-postgres error with its cause: the server's message and SQLSTATE, or the I/O
+    /// error under it (tokio-postgres's own text is often just "db error").
+    pub fn client(addr: String, e: tokio_postgres::Error) -> PgError {
+        let message = match e.as_db_error() {
+            Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+            None => {
+                let mut m = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    m.push_str(": ");
+                    m.push_str(&s.to_string());
+                    src = s.source();
+                }
+                m
+            }
+        };
+        PgError::Client { addr, message }
+    }
 }
 
 /// Connection parameters shared by both kinds of connection.

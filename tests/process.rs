@@ -1,0 +1,173 @@
+//! The `tributary` binary as users run it: SIGKILL mid-stream and restart (ClickHouse FINAL
+//! equals Postgres), SIGTERM drains and exits 0, bad configs and unreachable servers give
+//! errors that name the key or the server and never show a password.
+
+mod common;
+
+use common::*;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(90);
+
+/// config/cdc.toml with its tables line replaced, written next to the test's target dir.
+fn write_config(tables: &[&str], extra: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(repo().join("config/cdc.toml")).unwrap();
+    let list: Vec<String> = tables.iter().map(|t| format!("{t:?}")).collect();
+    let text = text.replace(r#"tables = ["public.demo_table1", "public.demo_table2"]"#, &format!("tables = [{}]", list.join(", ")));
+    let dir = repo().join("target/test-configs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{}.toml", unique("cfg")));
+    std::fs::write(&path, text + extra).unwrap();
+    path
+}
+
+fn spawn(w: &World, config: &std::path::Path, ch_url: &str) -> Child {
+    Command::new(bin())
+        .args(["run", "--config"])
+        .arg(config)
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", var("TRIBUTARY_TEST_PG_PORT"))
+        .env("PGUSER", var("TRIBUTARY_TEST_PG_USER"))
+        .env("PGPASSWORD", var("TRIBUTARY_TEST_PG_PASSWORD"))
+        .env("PGDATABASE", var("TRIBUTARY_TEST_PG_DATABASE"))
+        .env("TRIBUTARY_SLOT", &w.slot)
+        .env("TRIBUTARY_PUBLICATION", &w.publication)
+        .env("CLICKHOUSE_URL", ch_url)
+        .env("CLICKHOUSE_DATABASE", &w.database)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tributary")
+}
+
+fn sigterm(child: &Child) {
+    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success();
+    assert!(ok);
+}
+
+async fn wait_exit(mut child: Child, timeout: Duration) -> (std::process::ExitStatus, String) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            return (status, err);
+        }
+        assert!(std::time::Instant::now() < deadline, "tributary did not exit within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn sigkill_and_restart(target: Target) {
+    let w = World::new(target).await;
+    let c = pg().await;
+    let t = unique("crash");
+    c.batch_execute(&format!("CREATE TABLE {t} (id bigint PRIMARY KEY, v text); INSERT INTO {t} SELECT g, 's' || g FROM generate_series(1, 5000) g"))
+        .await
+        .unwrap();
+    let cfg = write_config(&[&format!("public.{t}")], "");
+    let load = {
+        let t = t.clone();
+        tokio::spawn(async move {
+            let c = pg().await;
+            for i in 0..80i64 {
+                let a = 10_000 + i * 300;
+                c.batch_execute(&format!(
+                    "BEGIN; INSERT INTO {t} SELECT g, 'v' || g FROM generate_series({a}, {b}) g; UPDATE {t} SET v = v || '+' WHERE id % 50 = {m}; DELETE FROM {t} WHERE id = {d}; COMMIT;",
+                    b = a + 299,
+                    m = i % 50,
+                    d = i * 7 + 1
+                ))
+                .await
+                .unwrap();
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        })
+    };
+    for _ in 0..3 {
+        let mut child = spawn(&w, &cfg, &target.url());
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        child.kill().unwrap(); // SIGKILL: no drain, no final confirmation
+        child.wait().unwrap();
+    }
+    load.await.unwrap();
+    let child = spawn(&w, &cfg, &target.url());
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    sigterm(&child);
+    let (status, err) = wait_exit(child, Duration::from_secs(30)).await;
+    assert!(status.success(), "SIGTERM must drain and exit 0: {status:?}\n{err}");
+    assert!(err.contains("confirmed on stop"), "{err}");
+    // The slot was confirmed up to the end of the stream: nothing is left to replay.
+    let (confirmed, current): (String, String) = {
+        let r = c
+            .query_one("SELECT confirmed_flush_lsn::text, pg_current_wal_lsn()::text FROM pg_replication_slots WHERE slot_name = $1", &[&w.slot])
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let lsn = |s: &str| tributary::protocol::pgoutput::parse_lsn(s).unwrap();
+    assert!(lsn(&confirmed) > 0 && lsn(&confirmed) <= lsn(&current));
+    w.teardown().await;
+}
+matrix!(sigkill_mid_stream_then_restart, sigkill_and_restart);
+
+#[tokio::test]
+async fn bad_configs_name_the_key() {
+    for (needle, extra) in [
+        ("unknown field `colour`", "colour = \"red\"\n"),
+        ("pipeline[0].batch.max_age", "max_age = \"0s\""),
+        ("max_age", "max_age = \"soon\""),
+    ] {
+        let cfg = if extra.starts_with("max_age") {
+            let p = write_config(&["public.x"], "");
+            let text = std::fs::read_to_string(&p).unwrap().replace("max_age = \"200ms\"", extra);
+            std::fs::write(&p, text).unwrap();
+            p
+        } else {
+            write_config(&["public.x"], extra)
+        };
+        let out = Command::new(bin()).args(["check", "--config"]).arg(&cfg).env("PGPASSWORD", "x").output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(needle) && err.contains(cfg.to_str().unwrap()), "expected `{needle}` and the file in: {err}");
+    }
+}
+
+#[tokio::test]
+async fn unreachable_servers_are_named_and_secrets_stay_hidden() {
+    let w = World::new(Target::Ch18).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port(); // freed at once
+    let cfg = write_config(&["public.nothing"], "");
+    let run = |pg_port: String, ch: String, pg_password: String| {
+        Command::new(bin())
+            .args(["check", "--config"])
+            .arg(&cfg)
+            .env("PGPORT", pg_port)
+            .env("PGUSER", var("TRIBUTARY_TEST_PG_USER"))
+            .env("PGPASSWORD", pg_password)
+            .env("PGDATABASE", var("TRIBUTARY_TEST_PG_DATABASE"))
+            .env("CLICKHOUSE_URL", ch)
+            .env("CLICKHOUSE_PASSWORD", "ch-sekrit-456")
+            .env("TRIBUTARY_SLOT", &w.slot)
+            .output()
+            .unwrap()
+    };
+    let out = run(closed.to_string(), Target::Ch18.url(), "sekrit-pw-123".into());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&format!("127.0.0.1:{closed}")), "names the Postgres server: {err}");
+    assert!(!err.contains("sekrit"), "{err}");
+    // Postgres reachable with a wrong password: the error says so without the password.
+    let out = run(var("TRIBUTARY_TEST_PG_PORT"), Target::Ch18.url(), "sekrit-pw-123".into());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("password authentication failed"), "{err}");
+    assert!(!err.contains("sekrit"), "{err}");
+    // ClickHouse unreachable: named, with its address.
+    let out = run(var("TRIBUTARY_TEST_PG_PORT"), format!("http://127.0.0.1:{closed}"), var("TRIBUTARY_TEST_PG_PASSWORD"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(&format!("ClickHouse at http://127.0.0.1:{closed}")), "{err}");
+    assert!(!err.contains("sekrit"), "{err}");
+}
