@@ -42,16 +42,19 @@ pub fn init(cfg: &TelemetryConfig) -> Result<Telemetry, String> {
     let fmt = match cfg.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer().with_target(false).with_writer(std::io::stderr).boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer().json().with_current_span(true).with_writer(std::io::stderr).boxed(),
-    };
+    }
+    .with_filter(filter);
     let (otel, provider) = if cfg.otlp_endpoint.is_empty() {
         (None, None)
     } else {
         let provider = otlp_provider(&cfg.otlp_endpoint, &cfg.service_name)?;
         let tracer = provider.tracer("tributary");
-        (Some(tracing_opentelemetry::layer().with_tracer(tracer)), Some(provider))
+        // Our own spans only: the log level does not thin out traces, and the actor
+        // runtime's life-long spans stay out of them.
+        let spans = tracing_subscriber::filter::Targets::new().with_target("tributary", tracing::Level::INFO);
+        (Some(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(spans)), Some(provider))
     };
     tracing_subscriber::registry()
-        .with(filter)
         .with(fmt)
         .with(otel)
         .try_init()

@@ -140,6 +140,10 @@ struct Stream {
 struct ChunkBuilder {
     items: Vec<ChangeItem>,
     rows: usize,
+    /// Tables of the rows (few per chunk), for the trace.
+    tables: Vec<u32>,
+    /// WAL position of the last change taken in.
+    last_lsn: Lsn,
     commit: Option<Lsn>,
     commit_times: Vec<i64>,
     trace: Option<(Span, Span)>,
@@ -147,19 +151,23 @@ struct ChunkBuilder {
 
 impl ChunkBuilder {
     fn new() -> Self {
-        ChunkBuilder { items: Vec::new(), rows: 0, commit: None, commit_times: Vec::new(), trace: None }
+        ChunkBuilder { items: Vec::new(), rows: 0, tables: Vec::new(), last_lsn: 0, commit: None, commit_times: Vec::new(), trace: None }
     }
     fn is_empty(&self) -> bool {
         self.items.is_empty() && self.commit.is_none()
     }
     fn push(&mut self, pipeline: &str, item: ChangeItem) {
         if self.trace.is_none() {
-            let root = tracing::info_span!(parent: None, "cdc.chunk", pipeline = %pipeline, rows = tracing::field::Empty, lsn = tracing::field::Empty);
+            let root = tracing::info_span!(parent: None, "cdc.chunk", pipeline = %pipeline, rows = tracing::field::Empty, lsn = tracing::field::Empty, tables = tracing::field::Empty);
             let decode = tracing::info_span!(parent: &root, "source.decode");
             self.trace = Some((root, decode));
         }
-        if matches!(item, ChangeItem::Row { .. }) {
+        if let ChangeItem::Row { rel_id, change } = &item {
             self.rows += 1;
+            self.last_lsn = self.last_lsn.max(change.version);
+            if !self.tables.contains(rel_id) {
+                self.tables.push(*rel_id);
+            }
         }
         self.items.push(item);
     }
@@ -192,7 +200,7 @@ impl Stream {
             schemas.insert(s.rel_id, s.clone());
             chunk.push(&self.pipeline, ChangeItem::Schema(s));
         }
-        self.send(&mut chunk).await?;
+        self.send(&mut chunk, &schemas).await?;
 
         let slot = catalog::slot_state(&client, &params, &self.cfg.slot).await?;
         let marker = self
@@ -309,11 +317,11 @@ impl Stream {
                     LogicalMessage::Type { .. } | LogicalMessage::Origin | LogicalMessage::Message { .. } => {}
                 }
                 if chunk.rows >= self.cfg.chunk_rows {
-                    last_sent_commit = self.send(&mut chunk).await?.unwrap_or(last_sent_commit);
+                    last_sent_commit = self.send(&mut chunk, &schemas).await?.unwrap_or(last_sent_commit);
                 }
             }
             if !chunk.is_empty() {
-                last_sent_commit = self.send(&mut chunk).await?.unwrap_or(last_sent_commit);
+                last_sent_commit = self.send(&mut chunk, &schemas).await?.unwrap_or(last_sent_commit);
             }
         }
     }
@@ -323,14 +331,19 @@ impl Stream {
     }
 
     /// Sends the chunk (waiting for room on the edge); returns its commit LSN.
-    async fn send(&self, chunk: &mut ChunkBuilder) -> Result<Option<Lsn>, SourceError> {
+    async fn send(&self, chunk: &mut ChunkBuilder, schemas: &HashMap<u32, SharedSchema>) -> Result<Option<Lsn>, SourceError> {
         let c = std::mem::replace(chunk, ChunkBuilder::new());
         let commit = c.commit;
         PipelineCounters::add(&self.counters.rows_read, c.rows as u64);
-        let (trace, decode) = c.trace.unwrap_or_else(|| (tracing::info_span!(parent: None, "cdc.chunk", pipeline = %self.pipeline, rows = tracing::field::Empty, lsn = tracing::field::Empty), Span::none()));
-        trace.record("rows", c.rows as u64);
-        if let Some(l) = commit {
-            trace.record("lsn", fmt_lsn(l));
+        let (trace, decode) = c.trace.unwrap_or_else(|| (tracing::info_span!(parent: None, "cdc.chunk", pipeline = %self.pipeline, rows = tracing::field::Empty, lsn = tracing::field::Empty, tables = tracing::field::Empty), Span::none()));
+        trace.record("rows", c.rows as i64);
+        let lsn = commit.unwrap_or(c.last_lsn);
+        if lsn > 0 {
+            trace.record("lsn", fmt_lsn(lsn).as_str());
+        }
+        if !c.tables.is_empty() {
+            let names: Vec<String> = c.tables.iter().filter_map(|r| schemas.get(r)).map(|s| s.qualified()).collect();
+            trace.record("tables", names.join(",").as_str());
         }
         drop(decode);
         let queue_span = tracing::info_span!(parent: &trace, "edge.queue", depth = self.edge.depth() as u64);
@@ -376,7 +389,7 @@ impl Stream {
         let mut chunk = ChunkBuilder::new();
         let rels: Vec<u32> = schemas.keys().copied().collect();
         chunk.push(&self.pipeline, ChangeItem::SnapshotBegin(rels));
-        self.send(&mut chunk).await?;
+        self.send(&mut chunk, &schemas).await?;
         client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(pg)?;
         client.batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", pg_literal(snapshot))).await.map_err(pg)?;
         for s in schemas.values() {
@@ -400,13 +413,13 @@ impl Stream {
                     PipelineCounters::add(&self.counters.snapshot_rows, 1);
                     start += pos + 1;
                     if chunk.rows >= self.cfg.chunk_rows {
-                        self.send(&mut chunk).await?;
+                        self.send(&mut chunk, &schemas).await?;
                     }
                 }
                 partial.drain(..start);
             }
             if !chunk.is_empty() {
-                self.send(&mut chunk).await?;
+                self.send(&mut chunk, &schemas).await?;
             }
             tracing::info!(pipeline = %self.pipeline, table = %s.qualified(), rows = n, "table snapshot copied");
         }

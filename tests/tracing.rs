@@ -1,0 +1,96 @@
+//! Trace context end to end: the spans of one change chunk (source decode, edge queue, sink
+//! encode, ClickHouse insert) share the chunk's trace and hang off its root span, and they
+//! really leave the process over OTLP/HTTP: an in-process receiver decodes the protobuf.
+
+mod common;
+
+use common::*;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+/// A minimal OTLP/HTTP receiver: POST /v1/traces with a protobuf body.
+async fn receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let out = spans.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else { return };
+            let out = out.clone();
+            tokio::spawn(async move {
+                let mut r = BufReader::new(sock);
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    r.read_exact(&mut body).await.unwrap();
+                    let req = ExportTraceServiceRequest::decode(&body[..]).expect("OTLP protobuf");
+                    for rs in req.resource_spans {
+                        for ss in rs.scope_spans {
+                            out.lock().unwrap().extend(ss.spans);
+                        }
+                    }
+                    r.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+                }
+            });
+        }
+    });
+    (url, spans)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_of_a_change_share_one_trace_and_reach_the_collector() {
+    let (url, spans) = receiver().await;
+    let cfg_t = tributary::config::TelemetryConfig { otlp_endpoint: url, log_level: "warn".into(), ..Default::default() };
+    let telemetry = tributary::telemetry::init(&cfg_t).expect("telemetry");
+    let w = World::new(Target::Ch26).await;
+    let c = pg().await;
+    let t = unique("traced");
+    c.batch_execute(&format!("CREATE TABLE {t} (id int PRIMARY KEY, v text)")).await.unwrap();
+    let run = Running::start(&w.config(&[&format!("public.{t}")])).await;
+    converge(&w, &c, &t, &t, "id, v", "id", Duration::from_secs(60)).await;
+    c.batch_execute(&format!("INSERT INTO {t} VALUES (1, 'traced')")).await.unwrap();
+    converge(&w, &c, &t, &t, "id, v", "id", Duration::from_secs(60)).await;
+    run.stop().await;
+    w.teardown().await;
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await.unwrap();
+
+    let spans = spans.lock().unwrap().clone();
+    // The chunk that carried the insert: a root span with its table, LSN and one row.
+    let root = spans
+        .iter()
+        .find(|s| {
+            s.name == "cdc.chunk"
+                && s.parent_span_id.is_empty()
+                && s.attributes.iter().any(|a| a.key == "rows" && format!("{:?}", a.value).contains("IntValue(1)"))
+                && s.attributes.iter().any(|a| a.key == "lsn")
+                && s.attributes.iter().any(|a| a.key == "tables" && format!("{:?}", a.value).contains(&t))
+        })
+        .unwrap_or_else(|| panic!("no root span for the inserted row among {:?}", spans.iter().filter(|s| s.name == "cdc.chunk").map(|s| (&s.name, &s.attributes)).collect::<Vec<_>>()));
+    let children: Vec<&Span> = spans.iter().filter(|s| s.trace_id == root.trace_id && s.parent_span_id == root.span_id).collect();
+    for name in ["source.decode", "edge.queue", "sink.encode", "clickhouse.insert"] {
+        assert!(children.iter().any(|s| s.name == name), "`{name}` missing under the root; children: {:?}", children.iter().map(|s| &s.name).collect::<Vec<_>>());
+    }
+    // Every span of the trace chains up to the root.
+    assert!(spans.iter().filter(|s| s.trace_id == root.trace_id).all(|s| s.span_id == root.span_id || s.parent_span_id == root.span_id));
+    // Separate chunks are separate traces, not one endless trace.
+    let traces: std::collections::HashSet<_> = spans.iter().filter(|s| s.name == "cdc.chunk").map(|s| s.trace_id.clone()).collect();
+    assert!(traces.len() >= 2, "chunks share a trace");
+}
