@@ -111,3 +111,35 @@ async fn snapshot_while_writing(target: Target) {
     w.teardown().await;
 }
 matrix!(snapshot_100k_while_writing, snapshot_while_writing);
+
+/// ADD COLUMN reaches ClickHouse before the first row that carries it; DROP COLUMN keeps the
+/// ClickHouse column (history stays); TRUNCATE empties the ClickHouse table too.
+async fn schema_changes(target: Target) {
+    let w = World::new(target).await;
+    let c = pg().await;
+    let t = unique("evolve");
+    c.batch_execute(&format!("CREATE TABLE {t} (id int PRIMARY KEY, a text, gone text); INSERT INTO {t} VALUES (1, 'one', 'g1')"))
+        .await
+        .unwrap();
+    let run = Running::start(&w.config(&[&format!("public.{t}")])).await;
+    converge(&w, &c, &t, &t, "id, a, gone", "id", T).await;
+    c.batch_execute(&format!(
+        "ALTER TABLE {t} ADD COLUMN b int; INSERT INTO {t} VALUES (2, 'two', 'g2', 22); UPDATE {t} SET b = 11 WHERE id = 1;
+         ALTER TABLE {t} DROP COLUMN gone; INSERT INTO {t} VALUES (3, 'three', 33);"
+    ))
+    .await
+    .unwrap();
+    converge(&w, &c, &t, &t, "id, a, b", "id", T).await;
+    // The dropped column keeps what it had; rows written after the drop have NULL there.
+    assert_eq!(w.ch_live(&t, "id, gone", "id").await, vec!["1\tg1", "2\tg2", "3\t\\N"]);
+    // The live view follows the new column.
+    let view = w.ch_rows(&format!("SELECT id, b FROM `{}`.`{t}_live` ORDER BY id", w.database)).await;
+    assert_eq!(view, vec!["1\t11", "2\t22", "3\t33"]);
+    c.batch_execute(&format!("TRUNCATE {t}; INSERT INTO {t} VALUES (9, 'after', 99)")).await.unwrap();
+    converge(&w, &c, &t, &t, "id, a, b", "id", T).await;
+    let all = w.ch_rows(&format!("SELECT count() FROM `{}`.`{t}`", w.database)).await;
+    assert_eq!(all, vec!["1"], "TRUNCATE removed the old rows from ClickHouse");
+    run.stop().await;
+    w.teardown().await;
+}
+matrix!(add_drop_column_and_truncate, schema_changes);
