@@ -55,13 +55,11 @@ pip_flags=(--disable-pip-version-check --root-user-action=ignore -q)
 if "$PYTHON" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
   pip_flags+=(--break-system-packages)
 fi
-if [[ -f "$REQUIREMENTS" ]]; then
+if "$PYTHON" -m pip install "${pip_flags[@]}" --dry-run -r "$REQUIREMENTS" 2>/dev/null | grep -q "Would install"; then
   say "pip install -r tests/chdb_front/requirements.txt ($("$PYTHON" --version))"
   "$PYTHON" -m pip install "${pip_flags[@]}" -r "$REQUIREMENTS"
 else
-  # Only until tests/chdb_front/requirements.txt exists.
-  say "WARNING: $REQUIREMENTS missing; installing the chdb front's known requirements"
-  "$PYTHON" -m pip install "${pip_flags[@]}" chdb-core==26.9.0 clickhouse-cityhash lz4 zstandard
+  say "Python packages already installed (tests/chdb_front/requirements.txt)"
 fi
 say "$("$PYTHON" -c 'import chdb; print("chdb", chdb.__version__)')"
 

@@ -2,7 +2,8 @@
 # The project's test command: starts (or reuses) the private test servers, exports their
 # addresses (TRIBUTARY_TEST_* from target/services/env), then runs the ClickHouse 26.9 front's
 # own test and `cargo test --locked`, passing any arguments on to cargo test.
-# It installs nothing: run scripts/install-deps.sh first (CI does, in .ci/run).
+# It first runs scripts/install-deps.sh, which installs only what is missing (seconds when
+# everything is there), so this one command works on a fresh Debian 12 machine.
 # The servers keep running afterwards for the next run; TRIBUTARY_STOP_SERVICES=1 stops them.
 set -euo pipefail
 
@@ -14,6 +15,7 @@ if [[ "${TRIBUTARY_STOP_SERVICES:-0}" == 1 ]]; then
   trap 'scripts/services.sh stop || true' EXIT
 fi
 
+scripts/install-deps.sh
 scripts/services.sh start
 # KEY=VALUE lines, no quoting: read them line by line (values may hold spaces).
 while IFS= read -r line; do
