@@ -135,6 +135,12 @@ async fn schema_changes(target: Target) {
     // The live view follows the new column.
     let view = w.ch_rows(&format!("SELECT id, b FROM `{}`.`{t}_live` ORDER BY id", w.database)).await;
     assert_eq!(view, vec!["1\t11", "2\t22", "3\t33"]);
+    // A column added with a constant default: rows written before hold it in Postgres
+    // without any change event; ClickHouse gets it as the column's DEFAULT.
+    c.batch_execute(&format!("ALTER TABLE {t} ADD COLUMN d text NOT NULL DEFAULT 'dflt'; INSERT INTO {t} VALUES (4, 'four', 44, 'own')"))
+        .await
+        .unwrap();
+    converge(&w, &c, &t, &t, "id, a, b, d", "id", T).await;
     c.batch_execute(&format!("TRUNCATE {t}; INSERT INTO {t} VALUES (9, 'after', 99)")).await.unwrap();
     converge(&w, &c, &t, &t, "id, a, b", "id", T).await;
     let all = w.ch_rows(&format!("SELECT count() FROM `{}`.`{t}`", w.database)).await;

@@ -369,8 +369,21 @@ impl Stream {
             let existing = known.and_then(|k| k.columns.iter().find(|c| c.name == rc.name));
             let pg_type = types.resolve(client, params, rc.type_oid, rc.type_mod, 1).await?;
             match existing {
-                Some(c) if c.pg_type == pg_type || matches!(c.pg_type, crate::protocol::schema::PgType::Other(_)) => out.push(c.clone()),
-                _ => out.push(Column { name: rc.name.clone(), pg_type, nullable: !rc.is_key, is_key: rc.is_key }),
+                Some(c) => {
+                    // The ClickHouse column keeps its type (documented): encode as before.
+                    if c.pg_type != pg_type {
+                        tracing::warn!(table = %format!("{namespace}.{name}"), column = %c.name, from = ?c.pg_type, to = ?pg_type,
+                            "column type changed in Postgres; the ClickHouse column keeps its type");
+                    }
+                    out.push(c.clone())
+                }
+                None => {
+                    let added_default = match known {
+                        Some(_) => catalog::added_default(client, params, rel_id, &rc.name).await?,
+                        None => None,
+                    };
+                    out.push(Column { name: rc.name.clone(), pg_type, nullable: !rc.is_key, is_key: rc.is_key, added_default })
+                }
             }
         }
         Ok(TableSchema { rel_id, schema: namespace, name, columns: out })

@@ -191,9 +191,30 @@ pub async fn load_table(c: &Client, p: &PgParams, types: &mut TypeResolver, t: &
         let (name, oid, typmod, notnull, ndims, is_key): (String, u32, i32, bool, i32, bool) =
             (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
         let pg_type = types.resolve(c, p, oid, typmod, ndims).await?;
-        columns.push(Column { name, pg_type, nullable: !notnull, is_key });
+        columns.push(Column { name, pg_type, nullable: !notnull, is_key, added_default: None });
     }
     Ok(TableSchema { rel_id: t.oid, schema: t.schema.clone(), name: t.name.clone(), columns })
+}
+
+/// The value that rows written before `ADD COLUMN ... DEFAULT <constant>` hold for `column`
+/// (Postgres keeps it in `attmissingval` instead of rewriting the table).
+pub async fn added_default(c: &Client, p: &PgParams, rel_id: u32, column: &str) -> Result<Option<String>, PgError> {
+    let row = c
+        .query_opt(
+            "SELECT attmissingval::text FROM pg_attribute WHERE attrelid = $1 AND attname = $2 AND atthasmissing",
+            &[&rel_id, &column],
+        )
+        .await
+        .map_err(|e| PgError::client(p.addr(), e))?;
+    // attmissingval is a one-element array in text form: `{5}`, `{"a b"}`.
+    Ok(row
+        .and_then(|r| r.get::<_, Option<String>>(0))
+        .and_then(|s| crate::protocol::pgtext::parse_array(&s))
+        .and_then(|v| v.into_iter().next())
+        .and_then(|e| match e {
+            crate::protocol::pgtext::ArrayElem::Value(v) => Some(v),
+            crate::protocol::pgtext::ArrayElem::Null => None,
+        }))
 }
 
 /// Refuses tables whose changes cannot be keyed downstream, naming all of them.

@@ -94,6 +94,8 @@ pub struct ChColumn {
     pub is_key: bool,
     /// Set when the mapping fell back (unknown type, unsupported precision...).
     pub note: Option<String>,
+    /// `DEFAULT` expression for an added column whose earlier rows hold a value in Postgres.
+    pub default_expr: Option<String>,
 }
 
 /// Bounds of DateTime64 and Date32, in microseconds / days since the epoch.
@@ -114,7 +116,16 @@ pub fn map_column(col: &Column, caps: &ServerCaps, json_as: JsonAs) -> ChColumn 
     } else {
         base
     };
-    ChColumn { name: col.name.clone(), ch_type, codec, nullable, is_key: col.is_key, note }
+    let mut c = ChColumn { name: col.name.clone(), ch_type, codec, nullable, is_key: col.is_key, note, default_expr: None };
+    if let Some(v) = &col.added_default {
+        // The value in ClickHouse's text form, cast to the column type: ClickHouse computes a
+        // DEFAULT for parts written before the column existed.
+        let mut tsv = Vec::new();
+        encode_field(&mut tsv, &c, &Cell::Text(bytes::Bytes::copy_from_slice(v.as_bytes())), &mut EncodeStats::default());
+        let text = crate::clickhouse::unescape_tsv(&String::from_utf8_lossy(&tsv));
+        c.default_expr = Some(format!("CAST({} AS {})", ch_literal(&text), c.ch_type));
+    }
+    c
 }
 
 fn map_type(t: &PgType, caps: &ServerCaps, json_as: JsonAs) -> (String, Codec, Option<String>) {
@@ -234,12 +245,14 @@ pub fn live_view_sql(db: &str, table: &str) -> (String, String) {
 }
 
 pub fn add_column_sql(db: &str, table: &str, col: &ChColumn) -> String {
+    let default = col.default_expr.as_ref().map(|d| format!(" DEFAULT {d}")).unwrap_or_default();
     format!(
-        "ALTER TABLE {}.{} ADD COLUMN {} {}",
+        "ALTER TABLE {}.{} ADD COLUMN {} {}{}",
         ch_ident(db),
         ch_ident(table),
         ch_ident(&col.name),
-        col.ch_type
+        col.ch_type,
+        default
     )
 }
 
@@ -445,7 +458,7 @@ mod tests {
     use bytes::Bytes;
 
     fn col(name: &str, t: PgType, nullable: bool, key: bool) -> Column {
-        Column { name: name.into(), pg_type: t, nullable, is_key: key }
+        Column { name: name.into(), pg_type: t, nullable, is_key: key, added_default: None }
     }
 
     #[test]

@@ -93,6 +93,9 @@ pub struct Column {
     pub nullable: bool,
     /// Part of the primary key (the ClickHouse ORDER BY).
     pub is_key: bool,
+    /// For a column added while streaming with a constant default: the value (text form) that
+    /// the rows written before the ALTER now hold in Postgres (`pg_attribute.attmissingval`).
+    pub added_default: Option<String>,
 }
 
 /// A replicated table as the source knows it at one point of the stream.
