@@ -171,3 +171,21 @@ async fn unreachable_servers_are_named_and_secrets_stay_hidden() {
     assert!(!out.status.success() && err.contains(&format!("ClickHouse at http://127.0.0.1:{closed}")), "{err}");
     assert!(!err.contains("sekrit"), "{err}");
 }
+
+/// No pipeline left: the process exits 1 and says why.
+#[tokio::test]
+async fn exits_nonzero_when_the_last_pipeline_escalates() {
+    let w = World::new(Target::Ch18).await;
+    let c = pg().await;
+    let t = unique("gone");
+    c.batch_execute(&format!("CREATE TABLE {t} (id int PRIMARY KEY)")).await.unwrap();
+    let cfg = write_config(&[&format!("public.{t}")], "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("max_restarts = 5", "max_restarts = 1").replace("backoff_initial = \"500ms\"", "backoff_initial = \"50ms\"");
+    std::fs::write(&cfg, text).unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = spawn(&w, &cfg, &format!("http://127.0.0.1:{closed}"));
+    let (status, err) = wait_exit(child, Duration::from_secs(60)).await;
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("giving up") && err.contains(&format!("127.0.0.1:{closed}")) && err.contains("no pipeline is left"), "{err}");
+    w.teardown().await;
+}
