@@ -99,7 +99,13 @@ pub struct SinkState {
     counters: Arc<PipelineCounters>,
     ticker: Option<tokio::task::JoinHandle<()>>,
     stats: EncodeStats,
+    edge: Edge<SinkMsg>,
+    /// Last progress line: when, and rows written then.
+    progress: (Instant, u64),
 }
+
+/// How often the sink logs its progress (rows/s, queue depth, acknowledged LSN).
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
 pub const STATE_TABLE: &str = "_tributary_state";
 
@@ -138,6 +144,8 @@ impl Actor for ClickHouseSink {
             counters: args.counters,
             ticker,
             stats: EncodeStats::default(),
+            edge: args.edge,
+            progress: (Instant::now(), 0),
         })
     }
 
@@ -175,6 +183,9 @@ impl Actor for ClickHouseSink {
                 if st.oldest.is_some_and(|t| t.elapsed() >= st.batch.max_age.0) {
                     st.flush().await?;
                 }
+                if st.progress.0.elapsed() >= PROGRESS_EVERY {
+                    st.log_progress();
+                }
             }
             SinkMsg::Drain(reply) => {
                 st.flush().await?;
@@ -211,6 +222,22 @@ impl Actor for ClickHouseSink {
 }
 
 impl SinkState {
+    fn log_progress(&mut self) {
+        let written = self.counters.rows_written.load(std::sync::atomic::Ordering::Relaxed);
+        let secs = self.progress.0.elapsed().as_secs_f64();
+        tracing::info!(
+            pipeline = %self.pipeline,
+            rows_per_s = ((written - self.progress.1) as f64 / secs).round() as u64,
+            rows_written = written,
+            queue_depth = self.edge.depth(),
+            queue_capacity = self.edge.capacity(),
+            acked_lsn = %crate::protocol::pgoutput::fmt_lsn(*self.acks.borrow()),
+            lag_p99_ms = self.counters.lag_quantile_micros(0.99).map_or(0, |us| us / 1000),
+            "progress"
+        );
+        self.progress = (Instant::now(), written);
+    }
+
     fn should_flush(&self) -> bool {
         let bytes: usize = self.tables.values().map(|t| t.rows.len() + t.tombstones.len()).sum();
         self.buffered_rows >= self.batch.max_rows || bytes >= self.batch.max_bytes
