@@ -1,20 +1,27 @@
 //! The CDC benchmark: how close the pipeline (PostgreSQL → tributary → ClickHouse) comes to
 //! the source limit, measured in the same run on the same servers.
 //!
-//! `cargo bench --bench cdc -- [--rows N] [--target ch18|ch26] [--txn-rows 1000] [--keep]`
+//! `cargo bench --bench cdc -- [--rows N] [--target ch18|ch26] [--txn-rows 1000] [--no-drain] [--keep]`
 //!
 //! 1. Source limit: a fresh table, publication and pgoutput slot (created with SQL); N rows are
 //!    written in transactions of `--txn-rows`, then `pg_recvlogical` (as it is, proto_version 1,
 //!    output to /dev/null) drains the slot up to the WAL position after the load. Rows/s =
 //!    N / drain time. This is what one walsender can stream here, with no sink at all.
-//! 2. Pipeline: `tributary run` (the release binary) as a subprocess, with a config of
+//! 2. Pipeline, live: `tributary run` (the release binary) as a subprocess, with a config of
 //!    config/cdc.toml's shape pointed at a fresh table, slot, publication and ClickHouse
 //!    database. Once its (empty) initial snapshot is done, the same N rows are written while it
 //!    runs. Measured: end-to-end rows/s (load start → ClickHouse count() = N), commit → visible
 //!    latency per transaction (ClickHouse max(id) polled every ~20 ms), peak RSS (VmHWM) and
-//!    CPU time of the tributary process. SIGTERM stops it (it drains and exits 0).
-//! 3. A report, and the same as one JSON line. Exits non-zero if ClickHouse does not end up with
-//!    exactly the N rows (lost or duplicated rows) or tributary did not exit cleanly. The
+//!    CPU time of tributary, and the CPU of the writer's backend, the walsender and ClickHouse
+//!    in the same interval. SIGTERM stops it (it drains and exits 0). The live rate can never
+//!    exceed the rate of the load itself, which shares the two cores with the pipeline.
+//! 3. Pipeline, drain (unless `--no-drain`): N more rows are written while tributary is stopped,
+//!    then it is started again and takes the backlog from its slot, as pg_recvlogical did in 1
+//!    (process start and connection included): the like-for-like comparison with the source
+//!    limit. (Freezing it with SIGSTOP instead would not do: the kernel keeps accepting up to
+//!    tcp_rmem's 32 MB of pgoutput for the frozen socket, so the walsender works ahead.)
+//! 4. A report, and the same as one JSON line. Exits non-zero if ClickHouse does not end up with
+//!    exactly the rows written (lost or duplicated) or tributary did not exit 0 on SIGTERM. The
 //!    targets (≥ 0.8 of the source limit, ≤ 150 MB RSS) are reported, not asserted.
 //!
 //! Everything it creates (slots, publications, tables, the ClickHouse database) is dropped at
@@ -24,6 +31,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 use tributary::clickhouse::ChClient;
@@ -37,10 +45,11 @@ struct Args {
     target: String,
     txn_rows: u64,
     keep: bool,
+    no_drain: bool,
 }
 
 fn parse_args() -> Res<Args> {
-    let mut a = Args { rows: 1_000_000, target: "ch18".into(), txn_rows: 1000, keep: false };
+    let mut a = Args { rows: 1_000_000, target: "ch18".into(), txn_rows: 1000, keep: false, no_drain: false };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let (key, inline) = match arg.split_once('=') {
@@ -55,8 +64,9 @@ fn parse_args() -> Res<Args> {
             "--txn-rows" => a.txn_rows = value("--txn-rows")?.replace('_', "").parse().map_err(|e| format!("--txn-rows: {e}"))?,
             "--target" => a.target = value("--target")?,
             "--keep" => a.keep = true,
+            "--no-drain" => a.no_drain = true,
             "-h" | "--help" => {
-                println!("cargo bench --bench cdc -- [--rows N (1000000)] [--target ch18|ch26] [--txn-rows 1000] [--keep]");
+                println!("cargo bench --bench cdc -- [--rows N (1000000)] [--target ch18|ch26] [--txn-rows 1000] [--no-drain] [--keep]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -144,10 +154,10 @@ fn create_table_sql(t: &str) -> String {
     )
 }
 
-/// Writes ids 1..=n in transactions of `txn_rows` (one INSERT ... SELECT generate_series per
+/// Writes ids first..first+n in transactions of `txn_rows` (one INSERT ... SELECT generate_series per
 /// autocommit transaction), as fast as one connection can. Returns, per transaction, its last
 /// id and the moment its COMMIT returned, and the whole load's duration.
-async fn load(c: &Client, t: &str, n: u64, txn_rows: u64) -> Res<(Vec<(i64, Instant)>, Duration)> {
+async fn load(c: &Client, t: &str, first: u64, n: u64, txn_rows: u64) -> Res<(Vec<(i64, Instant)>, Duration)> {
     let stmt = c
         .prepare(&format!(
             "INSERT INTO {t} (id, payload, amount, created_at, attrs) \
@@ -160,9 +170,10 @@ async fn load(c: &Client, t: &str, n: u64, txn_rows: u64) -> Res<(Vec<(i64, Inst
         .map_err(|e| format!("prepare the load: {e}"))?;
     let mut commits = Vec::with_capacity((n / txn_rows + 1) as usize);
     let start = Instant::now();
-    let mut next = 1u64;
-    while next <= n {
-        let last = (next + txn_rows - 1).min(n);
+    let mut next = first;
+    let end = first + n - 1;
+    while next <= end {
+        let last = (next + txn_rows - 1).min(end);
         c.execute(&stmt, &[&(next as i64), &(last as i64)]).await.map_err(|e| format!("load rows {next}..{last}: {e}"))?;
         commits.push((last as i64, Instant::now()));
         next = last + 1;
@@ -249,6 +260,8 @@ struct SourceResult {
     rows_per_s: f64,
     load_rows_per_s: f64,
     wal_bytes: i64,
+    /// CPU seconds of the walsender that served pg_recvlogical (last reading before it exited).
+    walsender_cpu: f64,
 }
 
 async fn source_limit(pg: &Pg, args: &Args, clean: &mut Cleanup) -> Res<SourceResult> {
@@ -267,7 +280,7 @@ async fn source_limit(pg: &Pg, args: &Args, clean: &mut Cleanup) -> Res<SourceRe
         .map_err(|e| format!("create slot {slot}: {e}"))?
         .get(0);
     eprintln!("bench: source limit: loading {} rows into {t} ...", args.rows);
-    let (_, load_time) = load(&c, &t, args.rows, args.txn_rows).await?;
+    let (_, load_time) = load(&c, &t, 1, args.rows, args.txn_rows).await?;
     let row = c
         .query_one("SELECT pg_current_wal_lsn()::text, pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint", &[&start_lsn])
         .await
@@ -286,24 +299,27 @@ async fn source_limit(pg: &Pg, args: &Args, clean: &mut Cleanup) -> Res<SourceRe
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let started = Instant::now();
-    let out = tokio::task::spawn_blocking(move || cmd.output()).await.map_err(|e| e.to_string())?.map_err(|e| format!("run {}: {e}", recv.display()))?;
+    let recv_name = recv.display().to_string();
+    let run = tokio::task::spawn_blocking(move || cmd.output());
+    // The walsender's CPU while it streams: read until it is gone (it exits with the client).
+    let (mut walsender, mut walsender_cpu) = (None, 0.0f64);
+    while !run.is_finished() {
+        if walsender.is_none() {
+            walsender = c
+                .query_opt("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+                .await
+                .map_err(|e| e.to_string())?
+                .and_then(|r| r.get::<_, Option<i32>>(0));
+        }
+        if let Some(cpu) = walsender.and_then(|p| proc_cpu_secs(p as u32)) {
+            walsender_cpu = cpu;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let out = run.await.map_err(|e| e.to_string())?.map_err(|e| format!("run {recv_name}: {e}"))?;
     let secs = started.elapsed().as_secs_f64();
     if !out.status.success() {
         return Err(format!("pg_recvlogical failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr)));
-    }
-    // It must really have reached the end position (not stopped early).
-    let confirmed: Option<String> = c
-        .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
-        .await
-        .map_err(|e| e.to_string())?
-        .get(0);
-    let reached: bool = c
-        .query_one("SELECT coalesce($1::text::pg_lsn >= $2::text::pg_lsn, false)", &[&confirmed, &end_lsn])
-        .await
-        .map_err(|e| e.to_string())?
-        .get(0);
-    if !reached {
-        eprintln!("bench: note: slot confirmed {confirmed:?} < end {end_lsn} after pg_recvlogical (it may confirm lazily)");
     }
     // Drop the slot (and with it the retained WAL) before the pipeline runs.
     c.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await.map_err(|e| format!("drop slot {slot}: {e}"))?;
@@ -316,6 +332,7 @@ async fn source_limit(pg: &Pg, args: &Args, clean: &mut Cleanup) -> Res<SourceRe
         rows_per_s: args.rows as f64 / secs,
         load_rows_per_s: args.rows as f64 / load_time.as_secs_f64(),
         wal_bytes,
+        walsender_cpu,
     })
 }
 
@@ -363,17 +380,110 @@ struct PipelineResult {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    /// The largest VmHWM of the tributary processes of the run.
     peak_rss_kib: u64,
     max_sampled_rss_kib: u64,
+    /// CPU of the tributary processes, whole run.
     cpu_secs: f64,
     exit_ok: bool,
     stop_secs: f64,
     final_count: u64,
     final_distinct: u64,
+    raw_count: u64,
+    /// Rows written to the pipeline's table (N, or 2N with the drain phase).
+    written: u64,
+    /// CPU seconds per process during the live phase.
+    cpu_live: Vec<(String, f64)>,
+    drain: Option<Drain>,
 }
 
-fn sigterm(pid: u32) {
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+struct Drain {
+    secs: f64,
+    rows_per_s: f64,
+    cpu: Vec<(String, f64)>,
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+/// The `tributary run` subprocess (started again for the drain phase).
+struct Tributary {
+    bin: PathBuf,
+    cfg: PathBuf,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    child: Option<Child>,
+    /// VmHWM and CPU of processes that already exited (read just before they were stopped).
+    peak_rss_kib: u64,
+    cpu_secs: f64,
+}
+
+impl Tributary {
+    fn start(&mut self) -> Res<u32> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["run", "--config"]).arg(&self.cfg).stdin(Stdio::null()).stdout(log.try_clone().map_err(|e| e.to_string())?).stderr(log);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v))).env_remove("RUST_LOG");
+        // TRIBUTARY_BENCH_LOG=<filter> (e.g. tributary=debug) sets RUST_LOG for tributary and
+        // keeps its log file.
+        if let Ok(filter) = std::env::var("TRIBUTARY_BENCH_LOG") {
+            cmd.env("RUST_LOG", filter);
+        }
+        let child = cmd.spawn().map_err(|e| format!("start {}: {e}", self.bin.display()))?;
+        let pid = child.id();
+        self.child = Some(child);
+        Ok(pid)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    fn check_alive(&mut self, during: &str) -> Res<()> {
+        let child = self.child.as_mut().ok_or("tributary is not running")?;
+        match child.try_wait().map_err(|e| e.to_string())? {
+            Some(status) => Err(format!("tributary exited {during} ({status})")),
+            None => Ok(()),
+        }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmRSS:").unwrap_or(0)
+    }
+
+    /// SIGTERM (it drains and exits 0): seconds to exit, and whether it exited 0.
+    async fn stop(&mut self) -> (f64, bool) {
+        let Some(mut child) = self.child.take() else { return (0.0, false) };
+        let pid = child.id();
+        self.peak_rss_kib = self.peak_rss_kib.max(proc_status_kib(pid, "VmHWM:").unwrap_or(0));
+        self.cpu_secs += proc_cpu_secs(pid).unwrap_or(0.0);
+        let start = Instant::now();
+        signal(pid, "CONT");
+        signal(pid, "TERM");
+        let mut status = None;
+        while start.elapsed() < Duration::from_secs(60) {
+            if let Ok(Some(s)) = child.try_wait() {
+                status = Some(s);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        match status {
+            Some(s) if s.success() => (secs, true),
+            Some(s) => {
+                eprintln!("bench: tributary exited with {s} after SIGTERM; log tail ({}):\n{}", self.log.display(), log_tail(&self.log, 20));
+                (secs, false)
+            }
+            None => {
+                eprintln!("bench: tributary did not exit within 60 s of SIGTERM; killing it");
+                let _ = child.kill();
+                let _ = child.wait();
+                (secs, false)
+            }
+        }
+    }
 }
 
 async fn pipeline(pg: &Pg, vars: &HashMap<String, String>, args: &Args, clean: &mut Cleanup, ch_version: &mut String) -> Res<PipelineResult> {
@@ -403,17 +513,22 @@ async fn pipeline(pg: &Pg, vars: &HashMap<String, String>, args: &Args, clean: &
     if !replaced {
         return Err("config/cdc.toml has no `tables = ...` line to point at the bench table".into());
     }
-    let mut env: HashMap<&str, String> = HashMap::new();
-    env.insert("PGHOST", pg.host.clone());
-    env.insert("PGPORT", pg.port.clone());
-    env.insert("PGUSER", pg.user.clone());
-    env.insert("PGPASSWORD", pg.password.clone());
-    env.insert("PGDATABASE", pg.database.clone());
-    env.insert("TRIBUTARY_SLOT", slot.clone());
-    env.insert("TRIBUTARY_PUBLICATION", publication.clone());
-    env.insert("CLICKHOUSE_URL", url.clone());
-    env.insert("CLICKHOUSE_DATABASE", db.clone());
-    let cfg = Config::from_str_named(&text, "bench config", &|k| env.get(k).cloned()).map_err(|e| format!("bench config: {e}"))?;
+    let env: Vec<(String, String)> = [
+        ("PGHOST", pg.host.clone()),
+        ("PGPORT", pg.port.clone()),
+        ("PGUSER", pg.user.clone()),
+        ("PGPASSWORD", pg.password.clone()),
+        ("PGDATABASE", pg.database.clone()),
+        ("TRIBUTARY_SLOT", slot.clone()),
+        ("TRIBUTARY_PUBLICATION", publication.clone()),
+        ("CLICKHOUSE_URL", url.clone()),
+        ("CLICKHOUSE_DATABASE", db.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let lookup = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let cfg = Config::from_str_named(&text, "bench config", &lookup).map_err(|e| format!("bench config: {e}"))?;
     let tmp = repo().join("target/tmp");
     std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
     let cfg_path = tmp.join(format!("{t}.toml"));
@@ -431,47 +546,109 @@ async fn pipeline(pg: &Pg, vars: &HashMap<String, String>, args: &Args, clean: &
     clean.publications.push(publication.clone());
     clean.slots.push(slot.clone());
 
-    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(&bin);
-    cmd.args(["run", "--config"]).arg(&cfg_path).stdin(Stdio::null()).stdout(log.try_clone().map_err(|e| e.to_string())?).stderr(log);
-    for (k, v) in &env {
-        cmd.env(k, v);
-    }
-    cmd.env_remove("RUST_LOG");
-    eprintln!("bench: pipeline: starting {} (log: {})", bin.display(), log_path.display());
-    let mut child = cmd.spawn().map_err(|e| format!("start {}: {e}", bin.display()))?;
-    let pid = child.id();
-    let r = drive(pg, &ch, &mut child, pid, &t, &db, args, &log_path).await;
+    let _ = std::fs::remove_file(&log_path);
+    let mut trib = Tributary { bin, cfg: cfg_path, env, log: log_path.clone(), child: None, peak_rss_kib: 0, cpu_secs: 0.0 };
+    let ch_pid = vars.get(if args.target == "ch18" { "TRIBUTARY_TEST_CH18_PID" } else { "TRIBUTARY_TEST_CH26_PID" }).and_then(|p| p.parse().ok());
+    let r = drive(pg, &ch, &mut trib, &t, &db, &slot, ch_pid, args).await;
     if r.is_err() {
         // Leave nothing running.
-        if child.try_wait().ok().flatten().is_none() {
-            sigterm(pid);
-            for _ in 0..100 {
-                if child.try_wait().ok().flatten().is_some() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if trib.child.is_some() {
+            trib.stop().await;
         }
         eprintln!("bench: tributary log tail ({}):\n{}", log_path.display(), log_tail(&log_path, 30));
-    } else {
+    } else if std::env::var("TRIBUTARY_BENCH_LOG").is_err() {
         clean.files.push(log_path.clone());
+    } else {
+        eprintln!("bench: tributary log kept: {}", log_path.display());
     }
     r
 }
 
+/// Polls `SELECT count(), max(id)` every ~20 ms until count() reaches `want`; records each new
+/// max(id) with the time it was seen, and the largest sampled RSS of tributary. `until_also`
+/// must also be true before it returns (the live load has finished); its error ends the wait.
+async fn wait_for_rows(
+    ch: &ChClient,
+    trib: &mut Tributary,
+    db: &str,
+    t: &str,
+    want: u64,
+    visible: &mut Vec<(i64, Instant)>,
+    max_rss: &mut u64,
+    mut until_also: impl FnMut() -> Res<bool>,
+    started: Instant,
+) -> Res<Instant> {
+    let poll_sql = format!("SELECT count(), max(id) FROM `{db}`.`{t}`");
+    let (mut last_count, mut last_progress, mut last_report) = (u64::MAX, Instant::now(), Instant::now());
+    loop {
+        let tick = Instant::now();
+        trib.check_alive("during the run")?;
+        *max_rss = (*max_rss).max(trib.rss_kib());
+        let text = ch.query_text(&poll_sql).await.map_err(|e| format!("poll ClickHouse: {e}"))?;
+        let seen_at = Instant::now();
+        let mut f = text.split_whitespace();
+        let count: u64 = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let max_id: i64 = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        if visible.last().map_or(max_id > 0, |&(m, _)| max_id > m) {
+            visible.push((max_id, seen_at));
+        }
+        if count != last_count {
+            (last_count, last_progress) = (count, seen_at);
+        }
+        if until_also()? && count >= want {
+            return Ok(seen_at);
+        }
+        if count > want {
+            return Err(format!("ClickHouse has {count} rows, more than the {want} written (duplicates)"));
+        }
+        if seen_at.duration_since(last_progress) > Duration::from_secs(60) {
+            return Err(format!("no progress for 60 s: ClickHouse has {count} of {want} rows (lost rows?)"));
+        }
+        if last_report.elapsed() > Duration::from_secs(5) {
+            eprintln!("bench: pipeline: {count} rows visible after {:.1}s", started.elapsed().as_secs_f64());
+            last_report = Instant::now();
+        }
+        let spent = tick.elapsed();
+        if spent < Duration::from_millis(20) {
+            tokio::time::sleep(Duration::from_millis(20) - spent).await;
+        }
+    }
+}
+
+async fn active_pid(ctl: &Client, slot: &str) -> Res<Option<u32>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pid: Option<i32> = ctl
+            .query_opt("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+            .await
+            .map_err(|e| format!("slot {slot}: {e}"))?
+            .and_then(|r| r.get(0));
+        if pid.is_some() || Instant::now() > deadline {
+            return Ok(pid.map(|p| p as u32));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn cpu_of(procs: &[(String, u32)]) -> Vec<f64> {
+    procs.iter().map(|(_, p)| proc_cpu_secs(*p).unwrap_or(f64::NAN)).collect()
+}
+
+fn cpu_diff(procs: &[(String, u32)], before: &[f64]) -> Vec<(String, f64)> {
+    procs.iter().zip(cpu_of(procs).iter().zip(before)).map(|((name, _), (b, a))| (name.clone(), b - a)).collect()
+}
+
 #[allow(clippy::too_many_arguments)]
-async fn drive(pg: &Pg, ch: &ChClient, child: &mut Child, pid: u32, t: &str, db: &str, args: &Args, log_path: &Path) -> Res<PipelineResult> {
+async fn drive(pg: &Pg, ch: &ChClient, trib: &mut Tributary, t: &str, db: &str, slot: &str, ch_pid: Option<u32>, args: &Args) -> Res<PipelineResult> {
     let n = args.rows;
+    let ctl = pg.connect().await?;
+    eprintln!("bench: pipeline: starting {} (log: {})", trib.bin.display(), trib.log.display());
+    let pid = trib.start()?;
     // The initial snapshot of the empty table is done when its ClickHouse table exists.
     let exists_sql = format!("SELECT count() FROM system.tables WHERE database = '{db}' AND name = '{t}'");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            return Err(format!("tributary exited early ({status})"));
-        }
+        trib.check_alive("before its snapshot was done")?;
         if ch.query_text(&exists_sql).await.map(|s| s.trim() == "1").unwrap_or(false) {
             break;
         }
@@ -484,63 +661,40 @@ async fn drive(pg: &Pg, ch: &ChClient, child: &mut Child, pid: u32, t: &str, db:
 
     // The load runs on its own connection while this task polls ClickHouse.
     let writer = pg.connect().await?;
+    let writer_pid: i32 = writer.query_one("SELECT pg_backend_pid()", &[]).await.map_err(|e| e.to_string())?.get(0);
+    // Who spends the two cores: the writer's backend, the walsender, tributary, ClickHouse.
+    let mut procs: Vec<(String, u32)> = vec![("writer backend".into(), writer_pid as u32)];
+    if let Some(w) = active_pid(&ctl, slot).await? {
+        procs.push(("walsender".into(), w));
+    }
+    procs.push(("tributary".into(), pid));
+    if let Some(c) = ch_pid {
+        procs.push(("ClickHouse".into(), c));
+    }
+    let cpu_before = cpu_of(&procs);
     let table = t.to_string();
     let txn_rows = args.txn_rows;
     let load_start = Instant::now();
-    let loader = tokio::spawn(async move { load(&writer, &table, n, txn_rows).await });
-
-    let poll_sql = format!("SELECT count(), max(id) FROM `{db}`.`{t}`");
+    // The task hands the connection back so that its backend is still there for the CPU count.
+    type Loaded = (Res<(Vec<(i64, Instant)>, Duration)>, Client);
+    let result: Arc<Mutex<Option<Loaded>>> = Arc::new(Mutex::new(None));
+    let out = result.clone();
+    tokio::spawn(async move {
+        let r = load(&writer, &table, 1, n, txn_rows).await;
+        *out.lock().unwrap() = Some((r, writer));
+    });
     let mut visible: Vec<(i64, Instant)> = Vec::new(); // (max id seen, when), increasing
     let mut max_rss = 0u64;
-    let mut last_progress = Instant::now();
-    let mut last_count = 0u64;
-    let mut last_report = Instant::now();
-    let mut loaded: Option<(Vec<(i64, Instant)>, Duration)> = None;
-    let mut loader = Some(loader);
-    let done_at;
-    loop {
-        let tick = Instant::now();
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            return Err(format!("tributary exited during the run ({status})"));
-        }
-        max_rss = max_rss.max(proc_status_kib(pid, "VmRSS:").unwrap_or(0));
-        let text = ch.query_text(&poll_sql).await.map_err(|e| format!("poll ClickHouse: {e}"))?;
-        let seen_at = Instant::now();
-        let mut f = text.split_whitespace();
-        let count: u64 = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-        let max_id: i64 = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-        if visible.last().map_or(max_id > 0, |&(m, _)| max_id > m) {
-            visible.push((max_id, seen_at));
-        }
-        if count != last_count {
-            last_count = count;
-            last_progress = seen_at;
-        }
-        if loader.as_ref().is_some_and(|h| h.is_finished()) {
-            let r = loader.take().unwrap().await.map_err(|e| e.to_string())??;
-            eprintln!("bench: pipeline: load finished in {:.2}s; {count} rows visible", r.1.as_secs_f64());
-            loaded = Some(r);
-        }
-        if count >= n && loaded.is_some() {
-            done_at = seen_at;
-            break;
-        }
-        if count > n {
-            return Err(format!("ClickHouse has {count} rows, more than the {n} written (duplicates)"));
-        }
-        if seen_at.duration_since(last_progress) > Duration::from_secs(60) {
-            return Err(format!("no progress for 60 s: ClickHouse has {count} of {n} rows (lost rows?)"));
-        }
-        if last_report.elapsed() > Duration::from_secs(5) {
-            eprintln!("bench: pipeline: {count} rows visible after {:.1}s", load_start.elapsed().as_secs_f64());
-            last_report = Instant::now();
-        }
-        let spent = tick.elapsed();
-        if spent < Duration::from_millis(20) {
-            tokio::time::sleep(Duration::from_millis(20) - spent).await;
-        }
-    }
-    let (commits, load_time) = loaded.expect("loop ends only after the load");
+    let load_done = || match &*result.lock().unwrap() {
+        None => Ok(false),
+        Some((Ok(_), _)) => Ok(true),
+        Some((Err(e), _)) => Err(e.clone()),
+    };
+    let done_at = wait_for_rows(ch, trib, db, t, n, &mut visible, &mut max_rss, load_done, load_start).await?;
+    let cpu_live = cpu_diff(&procs, &cpu_before);
+    let (loaded, _writer) = result.lock().unwrap().take().expect("wait_for_rows returns only after the load");
+    let (commits, load_time) = loaded?;
+    eprintln!("bench: pipeline: the load took {:.2}s; all rows visible {:.2}s after it", load_time.as_secs_f64(), (done_at - load_start - load_time).as_secs_f64());
     let secs = done_at.duration_since(load_start).as_secs_f64();
     let load_end = load_start + load_time;
 
@@ -558,43 +712,47 @@ async fn drive(pg: &Pg, ch: &ChClient, child: &mut Child, pid: u32, t: &str, db:
     let pct = |p: f64| lat[(((lat.len() as f64) * p).ceil() as usize).clamp(1, lat.len()) - 1];
     let (p50_ms, p99_ms, max_ms) = (pct(0.50), pct(0.99), *lat.last().unwrap());
 
-    let peak_rss_kib = proc_status_kib(pid, "VmHWM:").unwrap_or(0);
-    max_rss = max_rss.max(proc_status_kib(pid, "VmRSS:").unwrap_or(0));
-    let cpu_secs = proc_cpu_secs(pid).unwrap_or(f64::NAN);
+    // SIGTERM: drains, confirms and exits 0.
+    let (stop_secs, mut exit_ok) = trib.stop().await;
 
-    // SIGTERM: drains and exits 0.
-    let stop = Instant::now();
-    sigterm(pid);
-    let mut status = None;
-    while stop.elapsed() < Duration::from_secs(60) {
-        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
-            status = Some(s);
-            break;
+    // Drain: with tributary stopped, N more rows are written; then it starts again and takes
+    // the backlog from its slot, as pg_recvlogical did (process start and connection included).
+    let mut drain = None;
+    if !args.no_drain && exit_ok {
+        eprintln!("bench: pipeline: tributary stopped; loading {n} more rows for the drain ...");
+        let w2 = pg.connect().await?;
+        load(&w2, t, n + 1, n, args.txn_rows).await?;
+        drop(w2);
+        let started = Instant::now();
+        let pid2 = trib.start()?;
+        let ch_cpu = ch_pid.and_then(proc_cpu_secs);
+        let walsender = active_pid(&ctl, slot).await?;
+        let mut procs2: Vec<(String, u32)> = Vec::new();
+        if let Some(w) = walsender {
+            procs2.push(("walsender".into(), w));
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        procs2.push(("tributary".into(), pid2));
+        if let Some(c) = ch_pid {
+            procs2.push(("ClickHouse".into(), c));
+        }
+        // Both processes are new: they count from zero (ClickHouse from the start).
+        let before: Vec<f64> = procs2.iter().map(|(k, _)| if k == "ClickHouse" { ch_cpu.unwrap_or(f64::NAN) } else { 0.0 }).collect();
+        let mut vis2 = Vec::new();
+        let done = wait_for_rows(ch, trib, db, t, 2 * n, &mut vis2, &mut max_rss, || Ok(true), started).await?;
+        let cpu = cpu_diff(&procs2, &before);
+        let secs = done.duration_since(started).as_secs_f64();
+        eprintln!("bench: pipeline: drained {n} rows in {secs:.2}s");
+        drain = Some(Drain { secs, rows_per_s: n as f64 / secs, cpu });
+        let (_, ok) = trib.stop().await;
+        exit_ok &= ok;
     }
-    let stop_secs = stop.elapsed().as_secs_f64();
-    let exit_ok = match status {
-        Some(s) if s.success() => true,
-        Some(s) => {
-            eprintln!("bench: tributary exited with {s} after SIGTERM; log tail ({}):\n{}", log_path.display(), log_tail(log_path, 20));
-            false
-        }
-        None => {
-            eprintln!("bench: tributary did not exit within 60 s of SIGTERM; killing it");
-            let _ = child.kill();
-            let _ = child.wait();
-            false
-        }
-    };
 
     let text = ch
-        .query_text(&format!("SELECT count(), uniqExact(id) FROM `{db}`.`{t}` FINAL"))
+        .query_text(&format!("SELECT (SELECT count() FROM `{db}`.`{t}`), count(), uniqExact(id) FROM `{db}`.`{t}` FINAL"))
         .await
         .map_err(|e| format!("final count: {e}"))?;
-    let mut f = text.split_whitespace();
-    let final_count: u64 = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let final_distinct: u64 = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let f: Vec<u64> = text.split_whitespace().map(|s| s.parse().unwrap_or(0)).collect();
+    let (raw_count, final_count, final_distinct) = (f.first().copied().unwrap_or(0), f.get(1).copied().unwrap_or(0), f.get(2).copied().unwrap_or(0));
 
     Ok(PipelineResult {
         secs,
@@ -604,13 +762,17 @@ async fn drive(pg: &Pg, ch: &ChClient, child: &mut Child, pid: u32, t: &str, db:
         p50_ms,
         p99_ms,
         max_ms,
-        peak_rss_kib,
+        peak_rss_kib: trib.peak_rss_kib,
         max_sampled_rss_kib: max_rss,
-        cpu_secs,
+        cpu_secs: trib.cpu_secs,
         exit_ok,
         stop_secs,
         final_count,
         final_distinct,
+        raw_count,
+        written: if drain.is_some() { 2 * n } else { n },
+        cpu_live,
+        drain,
     })
 }
 
@@ -620,20 +782,35 @@ async fn bench(args: &Args, clean: &mut Cleanup, pg: &Pg, vars: &HashMap<String,
     let mut ch_version = String::new();
     let p = pipeline(pg, vars, args, clean, &mut ch_version).await?;
     let ratio = p.rows_per_s / src.rows_per_s;
+    let drain_ratio = p.drain.as_ref().map(|d| d.rows_per_s / src.rows_per_s);
     let mb = |kib: u64| kib as f64 / 1024.0;
-    let lost = p.final_count != args.rows || p.final_distinct != args.rows;
+    let lost = p.final_count != p.written || p.final_distinct != p.written;
+    let cpu_text = |cpu: &[(String, f64)], wall: f64| {
+        let parts: Vec<String> = cpu.iter().map(|(k, v)| format!("{k} {v:.2}")).collect();
+        format!("{} (CPU s in {wall:.2}s wall, 2 cores)", parts.join(", "))
+    };
+    let r2 = |x: f64| (x * 100.0).round() / 100.0;
 
     println!();
     println!("CDC benchmark: PostgreSQL 15 → tributary → ClickHouse {} ({ch_version})", args.target);
-    println!("  rows                      {} in transactions of {}", args.rows, args.txn_rows);
-    println!("  source limit (pg_recvlogical) {:>10.0} rows/s   (drain {:.2}s, {:.0} MB WAL; load ran at {:.0} rows/s)", src.rows_per_s, src.secs, src.wal_bytes as f64 / 1e6, src.load_rows_per_s);
-    println!("  pipeline end-to-end       {:>10.0} rows/s   ({:.2}s from load start to count() = N; load ran at {:.0} rows/s, caught up {:.2}s after it)", p.rows_per_s, p.secs, p.load_rows_per_s, p.catch_up_secs);
-    println!("  ratio pipeline / source   {:>10.2}        (target ≥ 0.80)", ratio);
-    println!("  commit → visible          p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms", p.p50_ms, p.p99_ms, p.max_ms);
-    println!("  tributary peak RSS        {:>10.1} MB     (VmHWM; max sampled VmRSS {:.1} MB; target ≤ 150 MB)", mb(p.peak_rss_kib), mb(p.max_sampled_rss_kib));
-    println!("  tributary CPU             {:>10.2} s      ({:.1} µs/row)", p.cpu_secs, p.cpu_secs * 1e6 / args.rows as f64);
-    println!("  SIGTERM → exit            {:>10.2} s      ({})", p.stop_secs, if p.exit_ok { "exit 0" } else { "NOT a clean exit" });
-    println!("  ClickHouse FINAL          {} rows, {} distinct ids{}", p.final_count, p.final_distinct, if lost { "  <-- MISMATCH" } else { "" });
+    println!("  rows                       {} in transactions of {}", args.rows, args.txn_rows);
+    println!("  source limit               {:>8.0} rows/s  pg_recvlogical drained {:.0} MB of WAL in {:.2}s (the load before it ran at {:.0} rows/s)", src.rows_per_s, src.wal_bytes as f64 / 1e6, src.secs, src.load_rows_per_s);
+    println!("  CPU, source phase          walsender {:.2} (CPU s in {:.2}s wall)", src.walsender_cpu, src.secs);
+    println!("  pipeline, live             {:>8.0} rows/s  {:.2}s from load start to count() = N (the load ran at {:.0} rows/s; caught up {:.2}s after it)", p.rows_per_s, p.secs, p.load_rows_per_s, p.catch_up_secs);
+    println!("  ratio live / source        {:>8.2}         (target ≥ 0.80)", ratio);
+    if let (Some(d), Some(dr)) = (&p.drain, drain_ratio) {
+        println!("  pipeline, drain            {:>8.0} rows/s  a backlog of N rows (written while tributary was stopped) taken in {:.2}s from its restart", d.rows_per_s, d.secs);
+        println!("  ratio drain / source       {:>8.2}         (the like-for-like comparison with pg_recvlogical)", dr);
+    }
+    println!("  commit → visible (live)    p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms  (max(id) polled every 20 ms)", p.p50_ms, p.p99_ms, p.max_ms);
+    println!("  tributary peak RSS         {:>8.1} MB      VmHWM; max sampled VmRSS {:.1} MB (target ≤ 150 MB)", mb(p.peak_rss_kib), mb(p.max_sampled_rss_kib));
+    println!("  tributary CPU, whole run   {:>8.2} s       {:.2} µs per row", p.cpu_secs, p.cpu_secs * 1e6 / p.written as f64);
+    println!("  CPU, live phase            {}", cpu_text(&p.cpu_live, p.secs));
+    if let Some(d) = &p.drain {
+        println!("  CPU, drain phase           {}", cpu_text(&d.cpu, d.secs));
+    }
+    println!("  SIGTERM → exit (live run)  {:>8.2} s       {}", p.stop_secs, if p.exit_ok { "exit 0" } else { "NOT a clean exit" });
+    println!("  ClickHouse                 {} rows FINAL ({} without FINAL), {} distinct ids; {} written{}", p.final_count, p.raw_count, p.final_distinct, p.written, if lost { "  <-- MISMATCH" } else { "" });
     let json = serde_json::json!({
         "bench": "cdc",
         "rows": args.rows,
@@ -641,22 +818,28 @@ async fn bench(args: &Args, clean: &mut Cleanup, pg: &Pg, vars: &HashMap<String,
         "target": args.target,
         "clickhouse_version": ch_version,
         "source_rows_per_s": src.rows_per_s.round(),
-        "source_drain_s": (src.secs * 1000.0).round() / 1000.0,
         "pipeline_rows_per_s": p.rows_per_s.round(),
-        "pipeline_s": (p.secs * 1000.0).round() / 1000.0,
         "ratio": (ratio * 1000.0).round() / 1000.0,
+        "drain_rows_per_s": p.drain.as_ref().map(|d| d.rows_per_s.round()),
+        "drain_ratio": drain_ratio.map(|r| (r * 1000.0).round() / 1000.0),
         "latency_p50_ms": p.p50_ms.round(),
         "latency_p99_ms": p.p99_ms.round(),
         "latency_max_ms": p.max_ms.round(),
         "peak_rss_mb": (mb(p.peak_rss_kib) * 10.0).round() / 10.0,
-        "cpu_s": (p.cpu_secs * 100.0).round() / 100.0,
-        "load_rows_per_s": p.load_rows_per_s.round(),
+        "tributary_cpu_s": r2(p.cpu_secs),
+        "load_rows_per_s_live": p.load_rows_per_s.round(),
+        "load_rows_per_s_source": src.load_rows_per_s.round(),
+        "cpu_source_walsender_s": r2(src.walsender_cpu),
+        "cpu_live_s": p.cpu_live.iter().map(|(k, v)| (k.clone(), serde_json::json!(r2(*v)))).collect::<serde_json::Map<_, _>>(),
+        "cpu_drain_s": p.drain.as_ref().map(|d| d.cpu.iter().map(|(k, v)| (k.clone(), serde_json::json!(r2(*v)))).collect::<serde_json::Map<_, _>>()),
         "clean_exit": p.exit_ok,
+        "rows_written": p.written,
         "rows_in_clickhouse": p.final_count,
+        "rows_in_clickhouse_without_final": p.raw_count,
     });
     println!("{json}");
     if lost {
-        eprintln!("bench: FAILED: ClickHouse has {} rows ({} distinct ids), {} were written", p.final_count, p.final_distinct, args.rows);
+        eprintln!("bench: FAILED: ClickHouse has {} rows ({} distinct ids), {} were written", p.final_count, p.final_distinct, p.written);
     }
     if !p.exit_ok {
         eprintln!("bench: FAILED: tributary did not exit 0 after SIGTERM");
