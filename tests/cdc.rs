@@ -149,3 +149,27 @@ async fn schema_changes(target: Target) {
     w.teardown().await;
 }
 matrix!(add_drop_column_and_truncate, schema_changes);
+
+/// An existing publication with more tables than the config lists: only the listed ones
+/// reach ClickHouse.
+async fn unlisted_tables(target: Target) {
+    let w = World::new(target).await;
+    let c = pg().await;
+    let (a, b) = (unique("listed"), unique("unlisted"));
+    c.batch_execute(&format!(
+        "CREATE TABLE {a} (id int PRIMARY KEY); CREATE TABLE {b} (id int PRIMARY KEY);
+         CREATE PUBLICATION \"{p}\" FOR TABLE {a}, {b};",
+        p = w.publication
+    ))
+    .await
+    .unwrap();
+    let run = Running::start(&w.config(&[&format!("public.{a}")])).await;
+    converge(&w, &c, &a, &a, "id", "id", T).await;
+    c.batch_execute(&format!("INSERT INTO {b} VALUES (1); INSERT INTO {a} VALUES (1); TRUNCATE {b}; INSERT INTO {a} VALUES (2)")).await.unwrap();
+    converge(&w, &c, &a, &a, "id", "id", T).await;
+    let tables = w.ch_rows(&format!("SELECT name FROM system.tables WHERE database = '{}' AND name LIKE 'unlisted%'", w.database)).await;
+    assert!(tables.is_empty(), "{tables:?}");
+    run.stop().await;
+    w.teardown().await;
+}
+matrix!(unlisted_published_tables_are_skipped, unlisted_tables);

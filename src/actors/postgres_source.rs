@@ -250,6 +250,8 @@ impl Stream {
 
         // Last Relation seen per table, to tell schema changes from repeats.
         let mut relations: HashMap<u32, Vec<pgoutput::RelationColumn>> = HashMap::new();
+        // Tables the publication streams but the config does not list: their changes are skipped.
+        let mut ignored: std::collections::HashSet<u32> = std::collections::HashSet::new();
         let mut frames = Vec::new();
         let mut in_txn = false;
         let mut last_sent_commit: Lsn = 0;
@@ -280,6 +282,15 @@ impl Stream {
                         chunk.commit = Some(end_lsn);
                         chunk.commit_times.push(unix_micros_from_pg(commit_ts));
                     }
+                    LogicalMessage::Relation { rel_id, namespace, name, .. }
+                        if !schemas.contains_key(&rel_id) && !wanted.is_empty() && !wanted.iter().any(|(s, t)| *s == namespace && *t == name) =>
+                    {
+                        if ignored.insert(rel_id) {
+                            tracing::info!(pipeline = %self.pipeline, table = %format!("{namespace}.{name}"), "published but not in postgres.tables: skipped");
+                        }
+                    }
+                    LogicalMessage::Insert { rel_id, .. } | LogicalMessage::Update { rel_id, .. } | LogicalMessage::Delete { rel_id, .. }
+                        if ignored.contains(&rel_id) => {}
                     LogicalMessage::Relation { rel_id, namespace, name, columns, .. } => {
                         if relations.get(&rel_id) != Some(&columns) {
                             let s = self.schema_from_relation(&client, &params, &mut types, schemas.get(&rel_id), rel_id, namespace, name, &columns).await?;
@@ -313,7 +324,12 @@ impl Stream {
                     LogicalMessage::Delete { rel_id, old } => {
                         chunk.push(&self.pipeline, ChangeItem::Row { rel_id, change: RowChange { delete: true, version: wal_start, cells: old } });
                     }
-                    LogicalMessage::Truncate { rel_ids, .. } => chunk.push(&self.pipeline, ChangeItem::Truncate(rel_ids)),
+                    LogicalMessage::Truncate { mut rel_ids, .. } => {
+                        rel_ids.retain(|r| !ignored.contains(r));
+                        if !rel_ids.is_empty() {
+                            chunk.push(&self.pipeline, ChangeItem::Truncate(rel_ids));
+                        }
+                    }
                     LogicalMessage::Type { .. } | LogicalMessage::Origin | LogicalMessage::Message { .. } => {}
                 }
                 if chunk.rows >= self.cfg.chunk_rows {
