@@ -252,7 +252,7 @@ fn same_big(what: &str, want: &[String], got: &[String]) -> Result<(), String> {
     Err(format!("{what}: want {:?}, got {:?}; first difference at byte {at:?}", summary(want), summary(got)))
 }
 
-/// Unchanged TOAST values (100 KB text and bytea, stored out of line) survive an UPDATE of
+/// Unchanged TOAST values (100 KB text, bytea and bytea[], stored out of line) survive an UPDATE of
 /// another column: Postgres does not resend them, and the sink must not write NULL.
 async fn toast_survives_update(target: Target) {
     let w = World::new(target).await;
@@ -261,17 +261,22 @@ async fn toast_survives_update(target: Target) {
     // md5 digests do not compress, so the values really are stored out of line.
     let big = r"E'tab\t quote'' back\\ 😀 漢字 ' || (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 3200) g)";
     let bin = r"'\x00090a0d5c27ff'::bytea || (SELECT decode(string_agg(md5(g::text), ''), 'hex') FROM generate_series(1, 6400) g)";
+    let bins = format!(r"ARRAY[{bin}, NULL, '\xff'::bytea]");
     c.batch_execute(&format!(
-        "CREATE TABLE {t} (id int PRIMARY KEY, big text, bin bytea, n int);
-         ALTER TABLE {t} ALTER COLUMN big SET STORAGE EXTERNAL, ALTER COLUMN bin SET STORAGE EXTERNAL;
-         INSERT INTO {t} VALUES (1, {big}, {bin}, 0);"
+        "CREATE TABLE {t} (id int PRIMARY KEY, big text, bin bytea, bins bytea[], n int);
+         ALTER TABLE {t} ALTER COLUMN big SET STORAGE EXTERNAL, ALTER COLUMN bin SET STORAGE EXTERNAL,
+             ALTER COLUMN bins SET STORAGE EXTERNAL;
+         INSERT INTO {t} VALUES (1, {big}, {bin}, {bins}, 0);"
     ))
     .await
     .unwrap();
     let run = Running::start(&w.config(&[&format!("public.{t}")])).await;
     let cols = "id, n, octet_length(big), big";
-    let ch_cols = "id, n, length(big), big, hex(bin)";
-    let pg_cols = format!("{cols}, upper(encode(bin, 'hex'))");
+    let ch_cols = "id, n, length(big), big, hex(bin), arrayStringConcat(arrayMap(x -> ifNull(hex(x), 'NULL'), bins), ',')";
+    let pg_cols = format!(
+        "{cols}, upper(encode(bin, 'hex')), \
+         array_to_string(ARRAY(SELECT coalesce(upper(encode(x, 'hex')), 'NULL') FROM unnest(bins) WITH ORDINALITY u(x, i) ORDER BY i), ',')"
+    );
     // Row 1 (from the snapshot) is in ClickHouse before its update.
     eventually(T, "the snapshot row", || async {
         let want = pg_rows(&c, &format!("SELECT {pg_cols} FROM {t} ORDER BY id")).await;
@@ -280,9 +285,9 @@ async fn toast_survives_update(target: Target) {
     .await;
     c.batch_execute(&format!(
         "UPDATE {t} SET n = 1 WHERE id = 1;
-         INSERT INTO {t} VALUES (2, {big} || 'two', {bin}, 0);
+         INSERT INTO {t} VALUES (2, {big} || 'two', {bin}, {bins}, 0);
          UPDATE {t} SET n = 2 WHERE id = 2;
-         BEGIN; INSERT INTO {t} VALUES (3, 'three ' || {big}, {bin}, 0); UPDATE {t} SET n = 3 WHERE id = 3; COMMIT;
+         BEGIN; INSERT INTO {t} VALUES (3, 'three ' || {big}, {bin}, {bins}, 0); UPDATE {t} SET n = 3 WHERE id = 3; COMMIT;
          UPDATE {t} SET n = n + 10;"
     ))
     .await

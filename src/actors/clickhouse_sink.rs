@@ -292,9 +292,9 @@ impl SinkState {
             let mut v = Vec::new();
             let mut st = EncodeStats::default();
             encode_field(&mut v, c, cell, &mut st);
-            cond.push(format!("{} = {}", ch_ident(&c.name), ch_literal(&unescape_tsv(&String::from_utf8_lossy(&v)))));
+            cond.push(key_equals_sql(c, &unescape_tsv(&String::from_utf8_lossy(&v))));
         }
-        let cols: Vec<String> = toast.iter().map(|&i| ch_ident(&t.cols[i].name)).collect();
+        let cols: Vec<String> = toast.iter().map(|&i| stored_select_expr(&t.cols[i])).collect();
         let sql = format!(
             "SELECT {} FROM {}.{} FINAL WHERE {} ORDER BY {} DESC LIMIT 1",
             cols.join(", "),
@@ -308,7 +308,10 @@ impl SinkState {
         match text.lines().next() {
             Some(line) => {
                 for (&i, field) in toast.iter().zip(line.split('\t')) {
-                    out.insert(i, field.as_bytes().to_vec());
+                    let Some(tsv) = stored_field_tsv(&t.cols[i], field) else {
+                        return Err(SinkError::Protocol(format!("unreadable stored value of `{}`.`{}`", t.ch_name, t.cols[i].name)));
+                    };
+                    out.insert(i, tsv);
                 }
             }
             None => tracing::warn!(table = %t.ch_name, "unchanged TOAST value of a row ClickHouse does not have: stored as NULL"),

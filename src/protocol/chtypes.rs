@@ -433,6 +433,9 @@ fn encode_scalar(out: &mut Vec<u8>, codec: &Codec, v: &[u8], quoted: bool, stats
                 }
                 match e {
                     ArrayElem::Null => arr.extend_from_slice(b"NULL"),
+                    // 18.16 reads a bare `nan` in Array(Nullable(Float*)) as the start of
+                    // NULL and fails the insert; `-nan` is NaN on every version.
+                    ArrayElem::Value(s) if **inner == Codec::Float && s == "NaN" => arr.extend_from_slice(b"-nan"),
                     ArrayElem::Value(s) => {
                         let mark = arr.len();
                         if !encode_scalar(&mut arr, inner, s.as_bytes(), inner.quoted_in_array(), stats) {
@@ -450,6 +453,51 @@ fn encode_scalar(out: &mut Vec<u8>, codec: &Codec, v: &[u8], quoted: bool, stats
         }
     }
     true
+}
+
+/// `col = value` for a lookup by key, `value` being the key's text as ClickHouse reads it.
+/// The literal is cast to the column type: 18.16 has no implicit String comparison
+/// (`Int32 = String` is an error there).
+pub fn key_equals_sql(col: &ChColumn, value: &str) -> String {
+    format!("{} = CAST({} AS {})", ch_ident(&col.name), ch_literal(value), col.ch_type)
+}
+
+/// The expression that reads a stored column back for a TOAST lookup. Bytes columns are
+/// read as hex: the reply is read as UTF-8 text, which would mangle arbitrary bytes.
+pub fn stored_select_expr(col: &ChColumn) -> String {
+    let ident = ch_ident(&col.name);
+    match &col.codec {
+        Codec::Bytea => format!("hex({ident})"),
+        Codec::Array(inner) if **inner == Codec::Bytea => format!("arrayMap(x -> hex(x), {ident})"),
+        _ => ident,
+    }
+}
+
+/// A field read with [`stored_select_expr`] (TabSeparated output) as the TSV field to insert
+/// again; `None` when it is not what that expression prints.
+pub fn stored_field_tsv(col: &ChColumn, field: &str) -> Option<Vec<u8>> {
+    let unhex = |h: &str| parse_bytea_hex(format!("\\x{h}").as_bytes());
+    let mut out = Vec::with_capacity(field.len());
+    match &col.codec {
+        _ if field == "\\N" => out.extend_from_slice(field.as_bytes()),
+        Codec::Bytea => tsv_escape(&mut out, &unhex(field)?),
+        Codec::Array(inner) if **inner == Codec::Bytea => {
+            let body = field.strip_prefix('[')?.strip_suffix(']')?;
+            out.push(b'[');
+            for (i, e) in body.split(',').filter(|e| !e.is_empty()).enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                match e {
+                    "NULL" => out.extend_from_slice(b"NULL"),
+                    e => quoted_escape(&mut out, &unhex(e.strip_prefix('\'')?.strip_suffix('\'')?)?),
+                }
+            }
+            out.push(b']');
+        }
+        _ => out.extend_from_slice(field.as_bytes()),
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -509,7 +557,7 @@ mod tests {
     }
 
     fn enc(codec: Codec, nullable: bool, v: Option<&str>) -> (String, EncodeStats) {
-        let c = ChColumn { name: "c".into(), ch_type: String::new(), codec, nullable, is_key: false, note: None };
+        let c = ChColumn { name: "c".into(), ch_type: String::new(), codec, nullable, is_key: false, note: None, default_expr: None };
         let cell = match v {
             Some(v) => Cell::Text(Bytes::copy_from_slice(v.as_bytes())),
             None => Cell::Null,
@@ -540,7 +588,39 @@ mod tests {
             "['a',NULL,'it\\'s\\\\']\t7\t0\n"
         );
         assert_eq!(enc(Codec::Array(Box::new(Codec::Number)), false, Some("{1,NULL}")).0, "[1,NULL]\t7\t0\n");
+        assert_eq!(
+            enc(Codec::Array(Box::new(Codec::Float)), false, Some("{1.5,NaN,-Infinity,NULL}")).0,
+            "[1.5,-nan,-inf,NULL]\t7\t0\n"
+        );
         let (s, st) = enc(Codec::DateTime64, false, Some("not a time"));
         assert_eq!((s.as_str(), st.unrepresentable), ("1970-01-01 00:00:00\t7\t0\n", 1));
+    }
+
+    #[test]
+    fn key_lookup_casts_the_literal() {
+        let c = |t: PgType, caps: &str| map_column(&col("k", t, false, true), &ServerCaps::from_version(caps), JsonAs::String);
+        assert_eq!(key_equals_sql(&c(PgType::Int4, "18.16.1"), "1"), "`k` = CAST('1' AS Int32)");
+        assert_eq!(
+            key_equals_sql(&c(PgType::TimestampTz, "26.9.1"), "2024-01-02 03:04:05.000000"),
+            "`k` = CAST('2024-01-02 03:04:05.000000' AS DateTime64(6, 'UTC'))"
+        );
+        assert_eq!(key_equals_sql(&c(PgType::Text, "18.16.1"), "it's"), "`k` = CAST('it\\'s' AS String)");
+    }
+
+    #[test]
+    fn stored_bytes_read_back_as_hex() {
+        let c = |codec: Codec| ChColumn { name: "b".into(), ch_type: String::new(), codec, nullable: true, is_key: false, note: None, default_expr: None };
+        let b = c(Codec::Bytea);
+        assert_eq!(stored_select_expr(&b), "hex(`b`)");
+        assert_eq!(stored_field_tsv(&b, "00FF095C27").unwrap(), b"\\0\xff\\t\\\\'");
+        assert_eq!(stored_field_tsv(&b, "\\N").unwrap(), b"\\N");
+        assert_eq!(stored_field_tsv(&b, "0"), None);
+        let a = c(Codec::Array(Box::new(Codec::Bytea)));
+        assert_eq!(stored_select_expr(&a), "arrayMap(x -> hex(x), `b`)");
+        assert_eq!(stored_field_tsv(&a, "['FF27',NULL,'']").unwrap(), b"['\xff\\'',NULL,'']");
+        assert_eq!(stored_field_tsv(&a, "[]").unwrap(), b"[]");
+        let t = c(Codec::Text);
+        assert_eq!(stored_select_expr(&t), "`b`");
+        assert_eq!(stored_field_tsv(&t, "it\\'s").unwrap(), b"it\\'s");
     }
 }
