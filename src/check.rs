@@ -11,19 +11,23 @@ use std::fmt::Write;
 pub async fn run(cfg: &Config) -> Result<String, String> {
     let mut out = String::new();
     for p in &cfg.pipelines {
+        let Some(pg) = &p.postgres else {
+            out.push_str(&crate::supervisors::sentiment::check(p).await?);
+            continue;
+        };
         let _ = writeln!(out, "pipeline `{}` (cdc)", p.name);
-        let params = PgParams::from_config(&p.postgres);
+        let params = PgParams::from_config(pg);
         let client = catalog::connect(&params).await.map_err(|e| e.to_string())?;
         let _ = writeln!(out, "  postgres {}: connected", params.addr());
         let ch = ChClient::connect(&p.clickhouse).await.map_err(|e| e.to_string())?;
         let _ = writeln!(out, "  clickhouse {}: version {} ({} types)", ch.addr(), ch.caps.version, ch.caps.generation());
-        let wanted: Vec<(String, String)> = p.postgres.tables.iter().filter_map(|t| split_table_name(t)).collect();
-        let published = catalog::published_tables(&client, &params, &p.postgres.publication).await.map_err(|e| e.to_string())?;
+        let wanted: Vec<(String, String)> = pg.tables.iter().filter_map(|t| split_table_name(t)).collect();
+        let published = catalog::published_tables(&client, &params, &pg.publication).await.map_err(|e| e.to_string())?;
         let exists = !published.is_empty();
         let _ = writeln!(
             out,
             "  publication `{}`: {}",
-            p.postgres.publication,
+            pg.publication,
             if exists { "exists" } else { "will be created" }
         );
         let mut targets = Vec::new();
@@ -50,11 +54,11 @@ pub async fn run(cfg: &Config) -> Result<String, String> {
             schemas.push(catalog::load_table(&client, &params, &mut types, t).await.map_err(|e| e.to_string())?);
         }
         catalog::check_keys(&schemas).map_err(|e| e.to_string())?;
-        let slot = catalog::slot_state(&client, &params, &p.postgres.slot).await.map_err(|e| e.to_string())?;
+        let slot = catalog::slot_state(&client, &params, &pg.slot).await.map_err(|e| e.to_string())?;
         let _ = writeln!(
             out,
             "  slot `{}`: {}",
-            p.postgres.slot,
+            pg.slot,
             match slot {
                 Some(s) => format!("exists (plugin {}, confirmed {:?}, active {})", s.plugin, s.confirmed_flush.map(crate::protocol::pgoutput::fmt_lsn), s.active),
                 None => "will be created, with an initial snapshot".into(),

@@ -133,6 +133,57 @@ impl ChClient {
     }
 }
 
+/// The table where pipelines keep their durable positions (snapshot markers, resume points).
+pub const STATE_TABLE: &str = "_tributary_state";
+
+impl ChClient {
+    pub async fn ensure_state_table(&self) -> Result<(), ChError> {
+        self.execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {}.{} (`pipeline` String, `key` String, `value` String, `updated_ms` UInt64) \
+             ENGINE = ReplacingMergeTree(`updated_ms`) ORDER BY (`pipeline`, `key`)",
+            ch_ident(&self.database),
+            ch_ident(STATE_TABLE)
+        ))
+        .await
+    }
+
+    /// The last value written for (`pipeline`, `key`).
+    pub async fn read_state(&self, pipeline: &str, key: &str) -> Result<Option<String>, ChError> {
+        let sql = format!(
+            "SELECT value FROM {}.{} FINAL WHERE `pipeline` = {} AND `key` = {} ORDER BY `updated_ms` DESC LIMIT 1",
+            ch_ident(&self.database),
+            ch_ident(STATE_TABLE),
+            ch_literal(pipeline),
+            ch_literal(key)
+        );
+        Ok(self.query_text(&sql).await?.lines().next().map(unescape_tsv))
+    }
+
+    /// Records values for (`pipeline`, key) durably (one insert for all).
+    pub async fn write_state(&self, pipeline: &str, entries: &[(String, String)]) -> Result<(), ChError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let mut body = Vec::new();
+        for (k, v) in entries {
+            for (i, f) in [pipeline, k.as_str(), v.as_str()].iter().enumerate() {
+                if i > 0 {
+                    body.push(b'\t');
+                }
+                crate::protocol::pgtext::tsv_escape(&mut body, f.as_bytes());
+            }
+            body.extend_from_slice(format!("\t{now}\n").as_bytes());
+        }
+        let sql = format!(
+            "INSERT INTO {}.{} (`pipeline`, `key`, `value`, `updated_ms`) FORMAT TabSeparated",
+            ch_ident(&self.database),
+            ch_ident(STATE_TABLE)
+        );
+        self.insert_tsv(&sql, Bytes::from(body)).await
+    }
+}
+
 /// `Code: 60. DB::Exception` (current) or `Code: 60, e.displayText()` (18.16).
 pub fn parse_code(text: &str) -> Option<u32> {
     let rest = &text[text.find("Code: ")? + 6..];

@@ -167,10 +167,18 @@ impl Default for SupervisionConfig {
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
     pub name: String,
-    /// Only `cdc` exists today.
+    /// `cdc` (PostgreSQL → ClickHouse) or `sentiment` (Mastodon or a replay file → LLM →
+    /// ClickHouse).
     #[serde(default = "defaults::kind")]
     pub kind: PipelineKind,
-    pub postgres: PostgresConfig,
+    /// Source of a `cdc` pipeline.
+    pub postgres: Option<PostgresConfig>,
+    /// Live source of a `sentiment` pipeline.
+    pub mastodon: Option<MastodonConfig>,
+    /// Offline source of a `sentiment` pipeline (instead of `mastodon`).
+    pub replay: Option<ReplayConfig>,
+    /// The classifier of a `sentiment` pipeline.
+    pub llm: Option<LlmConfig>,
     pub clickhouse: ClickHouseConfig,
     #[serde(default)]
     pub batch: BatchConfig,
@@ -180,8 +188,132 @@ pub struct PipelineConfig {
 #[serde(rename_all = "lowercase")]
 pub enum PipelineKind {
     Cdc,
+    Sentiment,
 }
 
+/// The Mastodon streaming API (SSE) of one or more instances, with REST backfill.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MastodonConfig {
+    #[serde(rename = "instance")]
+    pub instances: Vec<MastodonInstance>,
+    /// Streams to follow on every instance: `public`, `public:local`, `public:remote`,
+    /// `hashtag:<tag>`, `hashtag:local:<tag>`, `list:<id>`.
+    #[serde(default = "defaults::streams")]
+    pub streams: Vec<String>,
+    /// Statuses fetched at most per gap when backfilling through the timeline API.
+    #[serde(default = "defaults::backfill_limit")]
+    pub backfill_limit: usize,
+    #[serde(default = "defaults::reconnect_initial")]
+    pub reconnect_initial: HumanDuration,
+    #[serde(default = "defaults::reconnect_max")]
+    pub reconnect_max: HumanDuration,
+    /// A stream silent (not even a heartbeat) for this long is reconnected.
+    #[serde(default = "defaults::idle_timeout")]
+    pub idle_timeout: HumanDuration,
+    #[serde(default)]
+    pub filter: PostFilter,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MastodonInstance {
+    /// e.g. `https://mastodon.social`
+    pub url: String,
+    /// Access token (optional for public streams on most instances).
+    #[serde(default)]
+    pub token: Secret,
+}
+
+/// Which posts are classified at all.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostFilter {
+    /// Only these languages (ISO 639-1); empty = all.
+    #[serde(default)]
+    pub languages: Vec<String>,
+    #[serde(default)]
+    pub skip_bots: bool,
+    #[serde(default = "defaults::yes")]
+    pub skip_reblogs: bool,
+}
+
+/// Statuses from a JSON Lines file (one status per line, as the API returns them).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayConfig {
+    pub file: std::path::PathBuf,
+    /// Posts per second; 0 = as fast as the pipeline takes them.
+    #[serde(default)]
+    pub rate: f64,
+    /// The `instance` recorded for replayed posts.
+    #[serde(default = "defaults::replay_instance")]
+    pub instance: String,
+    #[serde(default)]
+    pub filter: PostFilter,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmBackend {
+    /// Ollama's `/api/generate` or `/api/chat`.
+    Ollama,
+    /// Any OpenAI-compatible `/v1/chat/completions` (vLLM, llama.cpp, ...).
+    Openai,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OllamaEndpoint {
+    Generate,
+    Chat,
+}
+
+/// The LLM classifier.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmConfig {
+    pub backend: LlmBackend,
+    /// Base URL: `http://127.0.0.1:11434` (Ollama), `http://127.0.0.1:8000` (vLLM).
+    pub url: String,
+    pub model: String,
+    #[serde(default)]
+    pub api_key: Secret,
+    #[serde(default = "defaults::ollama_endpoint")]
+    pub endpoint: OllamaEndpoint,
+    /// Prompt template with `{labels}` and `{text}`; empty = the built-in one.
+    #[serde(default)]
+    pub prompt: String,
+    #[serde(default = "defaults::labels")]
+    pub labels: Vec<String>,
+    /// Output constrained to the labels: `off`, `json_schema` (OpenAI, vLLM, Ollama) or
+    /// `json_object_with_schema` (llama.cpp's server). Ollama uses its `format` either way.
+    #[serde(default = "defaults::structured")]
+    pub structured: crate::protocol::llm::Structured,
+    /// Token budget of a reply (room for a reasoning model's `<think>` block).
+    #[serde(default = "defaults::max_tokens")]
+    pub max_tokens: u32,
+    /// Requests in flight at once (the worker pool's size).
+    #[serde(default = "defaults::concurrency")]
+    pub concurrency: usize,
+    /// Posts waiting for a worker (the bounded queue in front of the pool).
+    #[serde(default = "defaults::llm_queue")]
+    pub queue: usize,
+    #[serde(default = "defaults::llm_timeout")]
+    pub timeout: HumanDuration,
+    /// First retry delay after an LLM error (doubling, capped at `circuit_cooldown`). Errors
+    /// are retried until the post is classified: a post is never dropped.
+    #[serde(default = "defaults::backoff_initial")]
+    pub backoff_initial: HumanDuration,
+    /// Consecutive failures that open the circuit (intake pauses).
+    #[serde(default = "defaults::circuit_failures")]
+    pub circuit_failures: u32,
+    /// How long an open circuit waits before one trial request.
+    #[serde(default = "defaults::circuit_cooldown")]
+    pub circuit_cooldown: HumanDuration,
+    #[serde(default = "defaults::max_text_chars")]
+    pub max_text_chars: usize,
+}
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
@@ -234,6 +366,9 @@ pub struct ClickHouseConfig {
     /// `lz4` or `none`.
     #[serde(default = "defaults::compression")]
     pub compression: Compression,
+    /// Table of a `sentiment` pipeline.
+    #[serde(default = "defaults::sentiment_table")]
+    pub sentiment_table: String,
     /// TRUNCATE in Postgres: `truncate` the ClickHouse table too, or `ignore` it (keep history).
     #[serde(default = "defaults::on_truncate")]
     pub on_truncate: OnTruncate,
@@ -321,6 +456,60 @@ pub mod defaults {
     }
     pub fn kind() -> PipelineKind {
         PipelineKind::Cdc
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn streams() -> Vec<String> {
+        vec!["public:local".into()]
+    }
+    pub fn backfill_limit() -> usize {
+        2000
+    }
+    pub fn reconnect_initial() -> HumanDuration {
+        HumanDuration(Duration::from_secs(1))
+    }
+    pub fn reconnect_max() -> HumanDuration {
+        HumanDuration(Duration::from_secs(60))
+    }
+    pub fn idle_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(90))
+    }
+    pub fn replay_instance() -> String {
+        "replay".into()
+    }
+    pub fn ollama_endpoint() -> OllamaEndpoint {
+        OllamaEndpoint::Generate
+    }
+    pub fn labels() -> Vec<String> {
+        vec!["positive".into(), "negative".into(), "neutral".into()]
+    }
+    pub fn structured() -> crate::protocol::llm::Structured {
+        crate::protocol::llm::Structured::JsonSchema
+    }
+    pub fn max_tokens() -> u32 {
+        512
+    }
+    pub fn concurrency() -> usize {
+        4
+    }
+    pub fn llm_queue() -> usize {
+        64
+    }
+    pub fn llm_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(60))
+    }
+    pub fn circuit_failures() -> u32 {
+        5
+    }
+    pub fn circuit_cooldown() -> HumanDuration {
+        HumanDuration(Duration::from_secs(10))
+    }
+    pub fn max_text_chars() -> usize {
+        2000
+    }
+    pub fn sentiment_table() -> String {
+        "mastodon_sentiment".into()
     }
     pub fn pg_host() -> String {
         "127.0.0.1".into()
@@ -434,29 +623,31 @@ impl Config {
             if !names.insert(p.name.clone()) {
                 return Err(invalid(at("name"), format!("`{}` is used twice", p.name)));
             }
-            let pg = &p.postgres;
-            for (k, v) in [("publication", &pg.publication), ("slot", &pg.slot)] {
-                if v.is_empty() || v.len() > 63 {
-                    return Err(invalid(at(&format!("postgres.{k}")), "must be 1 to 63 characters".into()));
+            let sources = [p.postgres.is_some(), p.mastodon.is_some(), p.replay.is_some()];
+            let n_sources = sources.iter().filter(|x| **x).count();
+            match p.kind {
+                PipelineKind::Cdc if p.postgres.is_none() => {
+                    return Err(invalid(at("postgres"), "a cdc pipeline needs a [pipeline.postgres] section".into()))
                 }
-            }
-            // Slot names are restricted by Postgres itself: lower case, digits, underscore.
-            if !pg.slot.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
-                return Err(invalid(
-                    at("postgres.slot"),
-                    "Postgres allows only lower-case letters, digits and `_` in slot names".into(),
-                ));
-            }
-            for (j, t) in pg.tables.iter().enumerate() {
-                if crate::protocol::schema::split_table_name(t).is_none() {
-                    return Err(invalid(
-                        at(&format!("postgres.tables[{j}]")),
-                        format!("`{t}` is not `schema.table` or `table`"),
-                    ));
+                PipelineKind::Cdc if n_sources > 1 || p.llm.is_some() => {
+                    return Err(invalid(at("kind"), "a cdc pipeline takes only [pipeline.postgres] (no mastodon, replay or llm)".into()))
                 }
+                PipelineKind::Sentiment if p.postgres.is_some() || n_sources != 1 => {
+                    return Err(invalid(at("kind"), "a sentiment pipeline needs exactly one of [pipeline.mastodon] or [pipeline.replay]".into()))
+                }
+                PipelineKind::Sentiment if p.llm.is_none() => {
+                    return Err(invalid(at("llm"), "a sentiment pipeline needs a [pipeline.llm] section".into()))
+                }
+                _ => {}
             }
-            if pg.chunk_rows == 0 {
-                return Err(invalid(at("postgres.chunk_rows"), "must be at least 1".into()));
+            if let Some(m) = &p.mastodon {
+                validate_mastodon(m).map_err(|(k, msg)| invalid(at(&format!("mastodon.{k}")), msg))?;
+            }
+            if let Some(l) = &p.llm {
+                validate_llm(l).map_err(|(k, msg)| invalid(at(&format!("llm.{k}")), msg))?;
+            }
+            if let Some(pg) = &p.postgres {
+                validate_postgres(pg).map_err(|(k, msg)| invalid(at(&format!("postgres.{k}")), msg))?;
             }
             let ch = &p.clickhouse;
             if !(ch.url.starts_with("http://") || ch.url.starts_with("https://")) {
@@ -481,6 +672,76 @@ impl Config {
         }
         Ok(())
     }
+}
+
+fn validate_postgres(pg: &PostgresConfig) -> Result<(), (String, String)> {
+    for (k, v) in [("publication", &pg.publication), ("slot", &pg.slot)] {
+        if v.is_empty() || v.len() > 63 {
+            return Err((k.into(), "must be 1 to 63 characters".into()));
+        }
+    }
+    // Slot names are restricted by Postgres itself: lower case, digits, underscore.
+    if !pg.slot.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+        return Err(("slot".into(), "Postgres allows only lower-case letters, digits and `_` in slot names".into()));
+    }
+    for (j, t) in pg.tables.iter().enumerate() {
+        if crate::protocol::schema::split_table_name(t).is_none() {
+            return Err((format!("tables[{j}]"), format!("`{t}` is not `schema.table` or `table`")));
+        }
+    }
+    if pg.chunk_rows == 0 {
+        return Err(("chunk_rows".into(), "must be at least 1".into()));
+    }
+    Ok(())
+}
+
+fn validate_mastodon(m: &MastodonConfig) -> Result<(), (String, String)> {
+    if m.instances.is_empty() {
+        return Err(("instance".into(), "at least one [[pipeline.mastodon.instance]] is required".into()));
+    }
+    for (i, inst) in m.instances.iter().enumerate() {
+        if !(inst.url.starts_with("http://") || inst.url.starts_with("https://")) {
+            return Err((format!("instance[{i}].url"), format!("`{}` must start with https:// (or http://)", inst.url)));
+        }
+    }
+    if m.streams.is_empty() {
+        return Err(("streams".into(), "at least one stream is required".into()));
+    }
+    for (i, st) in m.streams.iter().enumerate() {
+        let ok = matches!(st.as_str(), "public" | "public:local" | "public:remote")
+            || st.strip_prefix("hashtag:local:").or(st.strip_prefix("hashtag:")).is_some_and(|t| !t.is_empty())
+            || st.strip_prefix("list:").is_some_and(|t| !t.is_empty());
+        if !ok {
+            return Err((
+                format!("streams[{i}]"),
+                format!("`{st}`: use public, public:local, public:remote, hashtag:<tag>, hashtag:local:<tag> or list:<id>"),
+            ));
+        }
+    }
+    if m.reconnect_initial.0.is_zero() || m.reconnect_initial.0 > m.reconnect_max.0 {
+        return Err(("reconnect_initial".into(), "must be above zero and at most reconnect_max".into()));
+    }
+    Ok(())
+}
+
+fn validate_llm(l: &LlmConfig) -> Result<(), (String, String)> {
+    if !(l.url.starts_with("http://") || l.url.starts_with("https://")) {
+        return Err(("url".into(), format!("`{}` must start with http:// or https://", l.url)));
+    }
+    if l.model.is_empty() {
+        return Err(("model".into(), "is required".into()));
+    }
+    let mut seen = HashSet::new();
+    if l.labels.is_empty() || l.labels.iter().any(|x| x.trim().is_empty() || !seen.insert(x.to_lowercase())) {
+        return Err(("labels".into(), "need at least one label, all distinct and non-empty".into()));
+    }
+    if !l.prompt.is_empty() && !l.prompt.contains("{text}") {
+        return Err(("prompt".into(), "must contain `{text}`".into()));
+    }
+    if l.concurrency == 0 || l.queue == 0 || l.circuit_failures == 0 || l.max_text_chars == 0 {
+        return Err(("concurrency".into(), "concurrency, queue, circuit_failures and max_text_chars must be at least 1".into()));
+    }
+    Ok(())
 }
 
 /// Replaces `${VAR}` and `${VAR:-default}` in the raw text. Values are escaped for TOML basic

@@ -129,3 +129,44 @@ impl<M: Message> Edge<M> {
         }
     }
 }
+
+/// A bounded queue that a pool of workers pulls from (the edge in front of a worker pool).
+/// Senders wait when it is full; each worker takes the next item when it is free.
+pub struct WorkQueue<T> {
+    tx: tokio::sync::mpsc::Sender<T>,
+    rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<T>>>,
+    capacity: usize,
+    name: String,
+}
+
+impl<T> Clone for WorkQueue<T> {
+    fn clone(&self) -> Self {
+        WorkQueue { tx: self.tx.clone(), rx: self.rx.clone(), capacity: self.capacity, name: self.name.clone() }
+    }
+}
+
+impl<T: Send + 'static> WorkQueue<T> {
+    pub fn new(name: impl Into<String>, capacity: usize) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+        WorkQueue { tx, rx: Arc::new(tokio::sync::Mutex::new(rx)), capacity, name: name.into() }
+    }
+
+    /// Waits for room, then enqueues.
+    pub async fn send(&self, item: T) -> Result<(), EdgeError> {
+        self.tx.send(item).await.map_err(|_| EdgeError::Closed(self.name.clone()))
+    }
+
+    /// The next item, or `None` when nothing arrived within `wait`.
+    pub async fn recv_timeout(&self, wait: Duration) -> Option<T> {
+        let mut rx = tokio::time::timeout(wait, self.rx.lock()).await.ok()?;
+        tokio::time::timeout(wait, rx.recv()).await.ok().flatten()
+    }
+
+    pub fn depth(&self) -> usize {
+        self.capacity - self.tx.capacity()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}

@@ -2,8 +2,10 @@
 //! supervised binary. See README.md for the architecture; each module's doc says what it
 //! is for and what it must never do.
 
+pub mod ack;
 pub mod actors;
 pub mod check;
+pub mod circuit;
 pub mod clickhouse;
 pub mod config;
 pub mod edge;
@@ -12,3 +14,5 @@ pub mod protocol;
 pub mod status;
 pub mod supervisors;
 pub mod telemetry;
+pub mod tls;
+pub mod llm;

@@ -111,7 +111,7 @@ async fn slow_sink(target: Target) {
             }
         })
     };
-    let edge = run.handles[0].edge.clone();
+    let edge = run.handles[0].cdc_edge().expect("a cdc pipeline").clone();
     let slot = w.slot.clone();
     let mut max_lag = 0i64;
     let mut max_rss = rss_before;

@@ -107,8 +107,6 @@ pub struct SinkState {
 /// How often the sink logs its progress (rows/s, queue depth, acknowledged LSN).
 const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
-pub const STATE_TABLE: &str = "_tributary_state";
-
 pub struct ClickHouseSink;
 
 impl Actor for ClickHouseSink {
@@ -119,13 +117,7 @@ impl Actor for ClickHouseSink {
     async fn pre_start(&self, myself: ActorRef<SinkMsg>, args: SinkArgs) -> Result<SinkState, ActorProcessingErr> {
         let ch = ChClient::connect(&args.clickhouse).await?;
         tracing::info!(pipeline = %args.pipeline, server = %ch.addr(), version = %ch.caps.version, generation = ch.caps.generation(), "clickhouse sink connected");
-        ch.execute(&format!(
-            "CREATE TABLE IF NOT EXISTS {}.{} (`pipeline` String, `key` String, `value` String, `updated_ms` UInt64) \
-             ENGINE = ReplacingMergeTree(`updated_ms`) ORDER BY (`pipeline`, `key`)",
-            ch_ident(&ch.database),
-            ch_ident(STATE_TABLE)
-        ))
-        .await?;
+        ch.ensure_state_table().await?;
         let period = (args.batch.max_age.0 / 4).max(Duration::from_millis(5));
         let ticker = Some(myself.send_interval(period, || SinkMsg::Tick));
         args.edge.attach(myself.clone());
@@ -470,29 +462,11 @@ impl SinkState {
     }
 
     async fn write_marker(&self, marker: &str) -> Result<(), SinkError> {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-        let mut body = Vec::new();
-        crate::protocol::pgtext::tsv_escape(&mut body, self.pipeline.as_bytes());
-        body.extend_from_slice(b"\tsnapshot\t");
-        crate::protocol::pgtext::tsv_escape(&mut body, marker.as_bytes());
-        body.extend_from_slice(format!("\t{now}\n").as_bytes());
-        let sql = format!(
-            "INSERT INTO {}.{} (`pipeline`, `key`, `value`, `updated_ms`) FORMAT TabSeparated",
-            ch_ident(&self.ch.database),
-            ch_ident(STATE_TABLE)
-        );
-        self.insert_with_retry(STATE_TABLE, &sql, Bytes::from(body)).await
+        Ok(self.ch.write_state(&self.pipeline, &[("snapshot".to_string(), marker.to_string())]).await?)
     }
 
     async fn read_marker(&self) -> Result<Option<String>, SinkError> {
-        let sql = format!(
-            "SELECT value FROM {}.{} FINAL WHERE `pipeline` = {} AND `key` = 'snapshot' ORDER BY `updated_ms` DESC LIMIT 1",
-            ch_ident(&self.ch.database),
-            ch_ident(STATE_TABLE),
-            ch_literal(&self.pipeline)
-        );
-        let text = self.ch.query_text(&sql).await?;
-        Ok(text.lines().next().map(unescape_tsv))
+        Ok(self.ch.read_state(&self.pipeline, "snapshot").await?)
     }
 }
 

@@ -3,4 +3,8 @@
 //! feed ([`clickhouse_sink::SinkMsg`]) carried over a bounded [`crate::edge::Edge`].
 
 pub mod clickhouse_sink;
+pub mod llm_worker;
+pub mod mastodon_source;
 pub mod postgres_source;
+pub mod replay_source;
+pub mod sentiment_sink;

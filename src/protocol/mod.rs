@@ -2,6 +2,8 @@
 //! Each is unit-tested here and fuzzed without a server.
 
 pub mod chtypes;
+pub mod llm;
+pub mod mastodon;
 pub mod pgoutput;
 pub mod pgtext;
 pub mod schema;

@@ -9,7 +9,7 @@
 use super::supervisor::{ChildSpec, Restart, StartFn, Strategy, Supervisor, SupervisorArgs, SupervisorMsg};
 use crate::actors::clickhouse_sink::{ClickHouseSink, SinkArgs, SinkMsg};
 use crate::actors::postgres_source::{PostgresSource, SourceArgs};
-use crate::config::{Config, PipelineConfig};
+use crate::config::{Config, PipelineConfig, PostgresConfig};
 use crate::edge::Edge;
 use crate::protocol::pgoutput::Lsn;
 use crate::status::Registry;
@@ -20,16 +20,26 @@ use tokio::sync::watch;
 
 /// The long-lived parts of one pipeline.
 #[derive(Clone)]
-pub struct PipelineHandles {
-    pub edge: Edge<SinkMsg>,
-    pub acks: Arc<watch::Sender<Lsn>>,
+pub enum PipelineHandles {
+    Cdc { edge: Edge<SinkMsg>, acks: Arc<watch::Sender<Lsn>> },
+    Sentiment(super::sentiment::SentimentHandles),
 }
 
-pub fn cdc_pipeline(cfg: &Config, p: &PipelineConfig, registry: Arc<Registry>) -> (ChildSpec, PipelineHandles) {
+impl PipelineHandles {
+    /// The source → sink edge of a cdc pipeline.
+    pub fn cdc_edge(&self) -> Option<&Edge<SinkMsg>> {
+        match self {
+            PipelineHandles::Cdc { edge, .. } => Some(edge),
+            PipelineHandles::Sentiment(_) => None,
+        }
+    }
+}
+
+pub fn cdc_pipeline(cfg: &Config, p: &PipelineConfig, pg: &PostgresConfig, registry: Arc<Registry>) -> (ChildSpec, PipelineHandles) {
     let edge: Edge<SinkMsg> = Edge::new(format!("{}/source->sink", p.name), p.batch.edge_capacity);
     let acks = Arc::new(watch::channel(0 as Lsn).0);
     let counters = registry.pipeline(&p.name);
-    let handles = PipelineHandles { edge: edge.clone(), acks: acks.clone() };
+    let handles = PipelineHandles::Cdc { edge: edge.clone(), acks: acks.clone() };
 
     let sink_start: StartFn = {
         let (p, edge, acks, counters) = (p.clone(), edge.clone(), acks.clone(), counters.clone());
@@ -47,11 +57,11 @@ pub fn cdc_pipeline(cfg: &Config, p: &PipelineConfig, registry: Arc<Registry>) -
     };
     let drain_timeout = cfg.shutdown_timeout.0;
     let source_start: StartFn = {
-        let (p, edge, acks, counters) = (p.clone(), edge.clone(), acks.clone(), counters.clone());
+        let (p, pg, edge, acks, counters) = (p.clone(), pg.clone(), edge.clone(), acks.clone(), counters.clone());
         Arc::new(move |sup| {
             let args = SourceArgs {
                 pipeline: p.name.clone(),
-                postgres: p.postgres.clone(),
+                postgres: pg.clone(),
                 edge: edge.clone(),
                 acks: acks.subscribe(),
                 counters: counters.clone(),
@@ -91,7 +101,10 @@ pub async fn start_root(
     let mut children = Vec::new();
     let mut handles = Vec::new();
     for p in &cfg.pipelines {
-        let (spec, h) = cdc_pipeline(cfg, p, registry.clone());
+        let (spec, h) = match &p.postgres {
+            Some(pg) => cdc_pipeline(cfg, p, pg, registry.clone()),
+            None => super::sentiment::sentiment_pipeline(cfg, p, registry.clone()),
+        };
         children.push(spec);
         handles.push(h);
     }

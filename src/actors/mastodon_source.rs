@@ -1,0 +1,321 @@
+//! The Mastodon source: follows the streaming API (SSE) of each configured instance and
+//! stream, and after every (re)connect backfills what it missed through the timeline REST
+//! API (`min_id` and `Link` pagination), so a dropped connection or a restart loses no post.
+//! Posts go to the LLM pool's bounded queue: when it is full the source stops reading its
+//! streams (the server buffers or drops the connection; the backfill covers the gap).
+//!
+//! The resume point of each (instance, stream) is the id of the last post written to
+//! ClickHouse with everything before it, kept in ClickHouse's `_tributary_state`.
+//!
+//! Must never: log the access token, stop on a malformed event (it is counted and skipped),
+//! or move a resume point backwards.
+
+use crate::ack::AckTracker;
+use crate::actors::llm_worker::{Job, JobKind};
+use crate::actors::replay_source::accept;
+use crate::clickhouse::ChClient;
+use crate::config::{ClickHouseConfig, MastodonConfig, MastodonInstance};
+use crate::edge::WorkQueue;
+use crate::protocol::mastodon::{self as m, Post, SseParser, Status, StreamEvent};
+use futures_util::StreamExt;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::cmp::Ordering as Cmp;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MastodonSourceError {
+    #[error("Mastodon {instance}: {message}")]
+    Http { instance: String, message: String },
+    #[error("Mastodon {instance}: HTTP {status} for {what}")]
+    Status { instance: String, status: u16, what: String },
+    #[error(transparent)]
+    ClickHouse(#[from] crate::clickhouse::ChError),
+    #[error("the LLM queue is closed")]
+    QueueClosed,
+}
+
+pub struct MastodonArgs {
+    pub pipeline: String,
+    pub mastodon: MastodonConfig,
+    pub clickhouse: ClickHouseConfig,
+    pub queue: WorkQueue<Job>,
+    pub tracker: Arc<AckTracker>,
+    pub skipped: Arc<AtomicU64>,
+    pub malformed: Arc<AtomicU64>,
+}
+
+pub enum MastodonMsg {
+    Failed(String),
+}
+
+pub struct MastodonState {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+pub struct MastodonSource;
+
+impl Actor for MastodonSource {
+    type Msg = MastodonMsg;
+    type State = MastodonState;
+    type Arguments = MastodonArgs;
+
+    async fn pre_start(&self, myself: ActorRef<MastodonMsg>, a: MastodonArgs) -> Result<MastodonState, ActorProcessingErr> {
+        a.tracker.reset();
+        let ch = ChClient::connect(&a.clickhouse).await?;
+        ch.ensure_state_table().await?;
+        let http = http_client()?;
+        let a = Arc::new(a);
+        let mut tasks = Vec::new();
+        for inst in &a.mastodon.instances {
+            for stream in &a.mastodon.streams {
+                let key = resume_key(&inst.url, stream);
+                let resume = ch.read_state(&a.pipeline, &key).await?;
+                let follower = Follower { a: a.clone(), inst: inst.clone(), stream: stream.clone(), key, http: http.clone(), high: resume };
+                let me = myself.clone();
+                tasks.push(tokio::spawn(async move {
+                    let e = follower.run().await;
+                    let _ = me.cast(MastodonMsg::Failed(e.to_string()));
+                }));
+            }
+        }
+        Ok(MastodonState { tasks })
+    }
+
+    async fn handle(&self, _me: ActorRef<MastodonMsg>, msg: MastodonMsg, _st: &mut MastodonState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            MastodonMsg::Failed(e) => Err(e.into()),
+        }
+    }
+
+    async fn post_stop(&self, _me: ActorRef<MastodonMsg>, st: &mut MastodonState) -> Result<(), ActorProcessingErr> {
+        for t in &st.tasks {
+            t.abort();
+        }
+        Ok(())
+    }
+}
+
+pub fn resume_key(instance_url: &str, stream: &str) -> String {
+    format!("mastodon:{}:{}", m::instance_host(instance_url), stream)
+}
+
+fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    crate::tls::install_default_provider();
+    reqwest::Client::builder()
+        .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+}
+
+/// The streaming path and the timeline path (with query) of a stream name.
+pub fn stream_paths(stream: &str) -> (String, String) {
+    let enc = |s: &str| s.bytes().map(|b| if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' { (b as char).to_string() } else { format!("%{b:02X}") }).collect::<String>();
+    match stream {
+        "public" => ("/api/v1/streaming/public".into(), "/api/v1/timelines/public?".into()),
+        "public:local" => ("/api/v1/streaming/public/local".into(), "/api/v1/timelines/public?local=true&".into()),
+        "public:remote" => ("/api/v1/streaming/public/remote".into(), "/api/v1/timelines/public?remote=true&".into()),
+        s => {
+            if let Some(tag) = s.strip_prefix("hashtag:local:") {
+                (format!("/api/v1/streaming/hashtag/local?tag={}", enc(tag)), format!("/api/v1/timelines/tag/{}?local=true&", enc(tag)))
+            } else if let Some(tag) = s.strip_prefix("hashtag:") {
+                (format!("/api/v1/streaming/hashtag?tag={}", enc(tag)), format!("/api/v1/timelines/tag/{}?", enc(tag)))
+            } else {
+                let list = s.strip_prefix("list:").unwrap_or(s);
+                (format!("/api/v1/streaming/list?list={}", enc(list)), format!("/api/v1/timelines/list/{}?", enc(list)))
+            }
+        }
+    }
+}
+
+/// `GET /api/v1/instance` → the instance's title, for `tributary check`.
+pub async fn probe_instance(inst: &MastodonInstance) -> Result<String, MastodonSourceError> {
+    let http = http_client().map_err(|e| MastodonSourceError::Http { instance: inst.url.clone(), message: e.to_string() })?;
+    let f = Follower::request(&http, inst, &format!("{}/api/v1/instance", inst.url.trim_end_matches('/')));
+    let resp = f.send().await.map_err(|e| MastodonSourceError::Http { instance: inst.url.clone(), message: e.without_url().to_string() })?;
+    if !resp.status().is_success() {
+        return Err(MastodonSourceError::Status { instance: inst.url.clone(), status: resp.status().as_u16(), what: "/api/v1/instance".into() });
+    }
+    let v: serde_json::Value = resp.json().await.map_err(|e| MastodonSourceError::Http { instance: inst.url.clone(), message: e.to_string() })?;
+    Ok(v.get("title").and_then(|t| t.as_str()).unwrap_or("reachable").to_string())
+}
+
+struct Follower {
+    a: Arc<MastodonArgs>,
+    inst: MastodonInstance,
+    stream: String,
+    key: String,
+    http: reqwest::Client,
+    /// Highest status id handed to the pool (or the resume point at start).
+    high: Option<String>,
+}
+
+impl Follower {
+    fn request(http: &reqwest::Client, inst: &MastodonInstance, url: &str) -> reqwest::RequestBuilder {
+        let r = http.get(url);
+        if inst.token.is_empty() {
+            r
+        } else {
+            r.bearer_auth(inst.token.expose())
+        }
+    }
+
+    fn err(&self, e: reqwest::Error) -> MastodonSourceError {
+        // Without the URL: it may carry a query we do not want in logs; the instance is named.
+        MastodonSourceError::Http { instance: self.inst.url.clone(), message: e.without_url().to_string() }
+    }
+
+    /// Follows the stream for ever; returns only when the queue is closed (or ClickHouse
+    /// fails), which fails the actor.
+    async fn run(mut self) -> MastodonSourceError {
+        let a = self.a.clone();
+        let m = &a.mastodon;
+        let mut delay = m.reconnect_initial.0;
+        loop {
+            match self.session().await {
+                Ok(()) => delay = m.reconnect_initial.0,
+                Err(MastodonSourceError::QueueClosed) => return MastodonSourceError::QueueClosed,
+                Err(e) => tracing::warn!(instance = %self.inst.url, stream = %self.stream, error = %e, retry_in = ?delay, "stream interrupted"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(m.reconnect_max.0);
+        }
+    }
+
+    /// One connection: open the stream, backfill the gap, then read events until it ends.
+    async fn session(&mut self) -> Result<(), MastodonSourceError> {
+        let base = self.inst.url.trim_end_matches('/').to_string();
+        let (stream_path, _) = stream_paths(&self.stream);
+        let resp = Self::request(&self.http, &self.inst, &format!("{base}{stream_path}"))
+            .header("Accept", "text/event-stream")
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        if !resp.status().is_success() {
+            self.wait_rate_limit(resp.headers()).await;
+            return Err(MastodonSourceError::Status { instance: self.inst.url.clone(), status: resp.status().as_u16(), what: stream_path });
+        }
+        tracing::info!(instance = %self.inst.url, stream = %self.stream, resume_after = ?self.high, "stream connected");
+        // Events published from now on wait in the connection while we backfill the gap.
+        self.backfill(&base).await?;
+        let mut body = resp.bytes_stream();
+        let mut parser = SseParser::new();
+        let idle = self.a.mastodon.idle_timeout.0;
+        loop {
+            let chunk = match tokio::time::timeout(idle, body.next()).await {
+                Err(_) => return Err(MastodonSourceError::Http { instance: self.inst.url.clone(), message: format!("no data for {idle:?}") }),
+                Ok(None) => return Err(MastodonSourceError::Http { instance: self.inst.url.clone(), message: "stream closed by the server".into() }),
+                Ok(Some(Err(e))) => return Err(self.err(e)),
+                Ok(Some(Ok(c))) => c,
+            };
+            for frame in parser.push(&chunk) {
+                match m::parse_event(&frame) {
+                    Ok(StreamEvent::Update(s)) => {
+                        if self.high.as_deref().is_none_or(|h| m::compare_ids(&s.id, h) == Cmp::Greater) {
+                            self.emit_status(&s).await?;
+                        }
+                    }
+                    Ok(StreamEvent::Edit(s)) => self.emit_status(&s).await?,
+                    Ok(StreamEvent::Delete(id)) => self.emit_delete(id).await?,
+                    Ok(StreamEvent::Heartbeat | StreamEvent::Other(_)) => {}
+                    Err(e) => {
+                        self.a.malformed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(instance = %self.inst.url, stream = %self.stream, error = %e, "malformed stream event skipped");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fetches every status newer than the last one handed over, oldest first.
+    async fn backfill(&mut self, base: &str) -> Result<(), MastodonSourceError> {
+        let Some(since) = self.high.clone() else { return Ok(()) };
+        let (_, timeline) = stream_paths(&self.stream);
+        let mut url = format!("{base}{timeline}min_id={since}&limit=40");
+        let mut fetched = 0usize;
+        loop {
+            let resp = Self::request(&self.http, &self.inst, &url).send().await.map_err(|e| self.err(e))?;
+            if resp.status().as_u16() == 429 {
+                self.wait_rate_limit(resp.headers()).await;
+                continue;
+            }
+            if !resp.status().is_success() {
+                return Err(MastodonSourceError::Status { instance: self.inst.url.clone(), status: resp.status().as_u16(), what: "timeline backfill".into() });
+            }
+            let prev = resp.headers().get("link").and_then(|v| v.to_str().ok()).and_then(|l| m::link_for_rel(l, "prev"));
+            let page: Vec<Status> = resp.json().await.map_err(|e| self.err(e))?;
+            if page.is_empty() {
+                break;
+            }
+            let mut page = page;
+            page.sort_by(|a, b| m::compare_ids(&a.id, &b.id));
+            let newest = page.last().map(|s| s.id.clone());
+            for s in &page {
+                if self.high.as_deref().is_none_or(|h| m::compare_ids(&s.id, h) == Cmp::Greater) {
+                    self.emit_status(s).await?;
+                }
+            }
+            fetched += page.len();
+            if fetched >= self.a.mastodon.backfill_limit {
+                tracing::warn!(instance = %self.inst.url, stream = %self.stream, fetched, "backfill limit reached; older posts of the gap are skipped");
+                break;
+            }
+            url = match (prev, newest) {
+                (Some(p), _) => p,
+                (None, Some(n)) => format!("{base}{timeline}min_id={n}&limit=40"),
+                (None, None) => break,
+            };
+        }
+        if fetched > 0 {
+            tracing::info!(instance = %self.inst.url, stream = %self.stream, fetched, "backfilled");
+        }
+        Ok(())
+    }
+
+    async fn wait_rate_limit(&self, headers: &reqwest::header::HeaderMap) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let rl = m::RateLimit::from_headers(|n| headers.get(n).and_then(|v| v.to_str().ok()), now);
+        if let Some(secs) = rl.wait_secs() {
+            let wait = Duration::from_secs(secs.min(900));
+            tracing::warn!(instance = %self.inst.url, ?wait, "rate limited");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn position(&self, id: &str) -> String {
+        match &self.high {
+            Some(h) if m::compare_ids(h, id) == Cmp::Greater => h.clone(),
+            _ => id.to_string(),
+        }
+    }
+
+    async fn emit_status(&mut self, s: &Status) -> Result<(), MastodonSourceError> {
+        let post = Post::from_status(&self.inst.url, s);
+        let pos = self.position(&s.id);
+        if !accept(&self.a.mastodon.filter, &post, s.reblog.is_some()) {
+            self.a.skipped.fetch_add(1, Ordering::Relaxed);
+            self.high = Some(pos);
+            return Ok(());
+        }
+        let ticket = self.a.tracker.register(&self.key, &pos);
+        let trace = tracing::info_span!(parent: None, "sentiment.post", pipeline = %self.a.pipeline, instance = %post.instance, status = %post.status_id);
+        let queued = Some(tracing::info_span!(parent: &trace, "edge.queue", stage = "llm"));
+        self.a.queue.send(Job { kind: JobKind::Classify(post), ticket: Some(ticket), trace, queued }).await.map_err(|_| MastodonSourceError::QueueClosed)?;
+        self.high = Some(pos);
+        Ok(())
+    }
+
+    async fn emit_delete(&mut self, id: String) -> Result<(), MastodonSourceError> {
+        let pos = self.position(&id);
+        let ticket = self.a.tracker.register(&self.key, &pos);
+        let instance = m::instance_host(&self.inst.url);
+        let trace = tracing::info_span!(parent: None, "sentiment.delete", pipeline = %self.a.pipeline, instance = %instance, status = %id);
+        self.a
+            .queue
+            .send(Job { kind: JobKind::Delete { instance, status_id: id }, ticket: Some(ticket), trace, queued: None })
+            .await
+            .map_err(|_| MastodonSourceError::QueueClosed)?;
+        Ok(())
+    }
+}

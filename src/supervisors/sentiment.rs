@@ -1,0 +1,195 @@
+//! The tree of a sentiment pipeline:
+//!
+//! ```text
+//! pipeline (rest_for_one)
+//! ├── sink: ClickHouse mastodon_sentiment
+//! ├── pool (one_for_one): llm workers 0..concurrency
+//! └── source: Mastodon streams, or a replay file
+//! ```
+//! A sink restart restarts the pool and the source (the source resumes from the last
+//! recorded position); a worker restart touches only that worker, which finishes the job its
+//! predecessor held. The queue, leases, ack tracker and breaker live here, across restarts.
+
+use super::pipeline::PipelineHandles;
+use super::supervisor::{ChildSpec, Restart, StartFn, Strategy, Supervisor, SupervisorArgs};
+use crate::ack::AckTracker;
+use crate::actors::llm_worker::{Job, Leases, LlmCounters, LlmWorker, WorkerArgs};
+use crate::actors::mastodon_source::{MastodonArgs, MastodonSource};
+use crate::actors::replay_source::{ReplayArgs, ReplaySource};
+use crate::actors::sentiment_sink::{SentimentSink, SentimentSinkArgs, SentimentSinkMsg};
+use crate::circuit::CircuitBreaker;
+use crate::config::{Config, PipelineConfig};
+use crate::edge::{Edge, WorkQueue};
+use crate::llm::LlmClient;
+use crate::status::Registry;
+use ractor::Actor;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+/// The long-lived parts of a sentiment pipeline (also what tests and status read).
+#[derive(Clone)]
+pub struct SentimentHandles {
+    pub queue: WorkQueue<Job>,
+    pub sink_edge: Edge<SentimentSinkMsg>,
+    pub tracker: Arc<AckTracker>,
+    pub leases: Arc<Leases>,
+    pub breaker: Arc<CircuitBreaker>,
+    pub llm: Arc<LlmCounters>,
+    /// Posts skipped by the filter or unreadable.
+    pub skipped: Arc<AtomicU64>,
+    /// Stream events that could not be read (malformed), counted and skipped.
+    pub malformed: Arc<AtomicU64>,
+}
+
+pub fn sentiment_pipeline(cfg: &Config, p: &PipelineConfig, registry: Arc<Registry>) -> (ChildSpec, PipelineHandles) {
+    let llm_cfg = p.llm.clone().expect("validated: a sentiment pipeline has [pipeline.llm]");
+    let h = SentimentHandles {
+        queue: WorkQueue::new(format!("{}/source->llm", p.name), llm_cfg.queue),
+        sink_edge: Edge::new(format!("{}/llm->sink", p.name), p.batch.edge_capacity),
+        tracker: Arc::new(AckTracker::default()),
+        leases: Arc::new(Leases::new(llm_cfg.concurrency)),
+        breaker: Arc::new(CircuitBreaker::new(llm_cfg.circuit_failures, llm_cfg.circuit_cooldown.0)),
+        llm: Arc::new(LlmCounters::default()),
+        skipped: Arc::new(AtomicU64::new(0)),
+        malformed: Arc::new(AtomicU64::new(0)),
+    };
+    let counters = registry.pipeline(&p.name);
+    let path = format!("root/{}", p.name);
+
+    let sink: StartFn = {
+        let (p, h, counters) = (p.clone(), h.clone(), counters.clone());
+        Arc::new(move |sup| {
+            let args = SentimentSinkArgs {
+                pipeline: p.name.clone(),
+                clickhouse: p.clickhouse.clone(),
+                batch: p.batch,
+                edge: h.sink_edge.clone(),
+                tracker: h.tracker.clone(),
+                counters: counters.clone(),
+            };
+            Box::pin(async move { Ok(Actor::spawn_linked(None, SentimentSink, args, sup).await?.0.get_cell()) })
+        })
+    };
+    let workers: Vec<ChildSpec> = (0..llm_cfg.concurrency)
+        .map(|index| {
+            let (h, counters, llm_cfg) = (h.clone(), counters.clone(), llm_cfg.clone());
+            let start: StartFn = Arc::new(move |sup| {
+                let client = LlmClient::new(&llm_cfg).map(Arc::new);
+                let args = client.map(|client| WorkerArgs {
+                    index,
+                    queue: h.queue.clone(),
+                    leases: h.leases.clone(),
+                    client,
+                    breaker: h.breaker.clone(),
+                    sink: h.sink_edge.clone(),
+                    counters: h.llm.clone(),
+                    pipeline_counters: counters.clone(),
+                    backoff_initial: llm_cfg.backoff_initial.0,
+                    backoff_max: llm_cfg.circuit_cooldown.0.max(llm_cfg.backoff_initial.0),
+                });
+                Box::pin(async move {
+                    let args = args.map_err(|e| ractor::SpawnErr::StartupFailed(e.to_string().into()))?;
+                    Ok(Actor::spawn_linked(None, LlmWorker, args, sup).await?.0.get_cell())
+                })
+            });
+            ChildSpec { name: format!("worker-{index}"), restart: Restart::Permanent, start }
+        })
+        .collect();
+    let pool: StartFn = {
+        let (policy, registry, path, timeout) = (cfg.supervision, registry.clone(), path.clone(), cfg.shutdown_timeout.0);
+        Arc::new(move |sup| {
+            let args = SupervisorArgs {
+                path: format!("{path}/pool"),
+                strategy: Strategy::OneForOne,
+                policy,
+                children: workers.clone(),
+                registry: registry.clone(),
+                shutdown_timeout: timeout,
+            };
+            Box::pin(async move { Ok(Actor::spawn_linked(None, Supervisor, args, sup).await?.0.get_cell()) })
+        })
+    };
+    let source: StartFn = {
+        let (p, h, counters) = (p.clone(), h.clone(), counters.clone());
+        Arc::new(move |sup| {
+            let (p, h, counters) = (p.clone(), h.clone(), counters.clone());
+            Box::pin(async move {
+                let cell = match (&p.replay, &p.mastodon) {
+                    (Some(replay), _) => {
+                        let args = ReplayArgs {
+                            pipeline: p.name.clone(),
+                            replay: replay.clone(),
+                            clickhouse: p.clickhouse.clone(),
+                            queue: h.queue.clone(),
+                            tracker: h.tracker.clone(),
+                            counters: counters.clone(),
+                            skipped: h.skipped.clone(),
+                        };
+                        Actor::spawn_linked(None, ReplaySource, args, sup).await?.0.get_cell()
+                    }
+                    (None, Some(m)) => {
+                        let args = MastodonArgs {
+                            pipeline: p.name.clone(),
+                            mastodon: m.clone(),
+                            clickhouse: p.clickhouse.clone(),
+                            queue: h.queue.clone(),
+                            tracker: h.tracker.clone(),
+                            skipped: h.skipped.clone(),
+                            malformed: h.malformed.clone(),
+                        };
+                        Actor::spawn_linked(None, MastodonSource, args, sup).await?.0.get_cell()
+                    }
+                    (None, None) => return Err(ractor::SpawnErr::StartupFailed("no source configured".into())),
+                };
+                Ok(cell)
+            })
+        })
+    };
+    let children = vec![
+        ChildSpec { name: "sink".into(), restart: Restart::Permanent, start: sink },
+        ChildSpec { name: "pool".into(), restart: Restart::Permanent, start: pool },
+        ChildSpec { name: "source".into(), restart: Restart::Permanent, start: source },
+    ];
+    let start: StartFn = {
+        let (policy, timeout) = (cfg.supervision, cfg.shutdown_timeout.0);
+        Arc::new(move |sup| {
+            let args = SupervisorArgs {
+                path: path.clone(),
+                strategy: Strategy::RestForOne,
+                policy,
+                children: children.clone(),
+                registry: registry.clone(),
+                shutdown_timeout: timeout,
+            };
+            Box::pin(async move { Ok(Actor::spawn_linked(None, Supervisor, args, sup).await?.0.get_cell()) })
+        })
+    };
+    (ChildSpec { name: p.name.clone(), restart: Restart::Temporary, start }, PipelineHandles::Sentiment(h))
+}
+
+/// `tributary check` for a sentiment pipeline: reaches ClickHouse, the LLM and every
+/// Mastodon instance, and prints what it would use.
+pub async fn check(p: &PipelineConfig) -> Result<String, String> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "pipeline `{}` (sentiment)", p.name);
+    let ch = crate::clickhouse::ChClient::connect(&p.clickhouse).await.map_err(|e| e.to_string())?;
+    let _ = writeln!(out, "  clickhouse {}: version {} ({} types)", ch.addr(), ch.caps.version, ch.caps.generation());
+    let _ = writeln!(out, "    {}", crate::actors::sentiment_sink::create_table_sql(&ch.database, &p.clickhouse.sentiment_table, &ch.caps));
+    if let Some(l) = &p.llm {
+        let client = LlmClient::new(l).map_err(|e| e.to_string())?;
+        let models = client.probe().await.map_err(|e| e.to_string())?;
+        let _ = writeln!(out, "  llm {:?} {}: reachable; model `{}`{}", l.backend, l.url, l.model, models);
+    }
+    if let Some(m) = &p.mastodon {
+        for inst in &m.instances {
+            let title = crate::actors::mastodon_source::probe_instance(inst).await.map_err(|e| e.to_string())?;
+            let _ = writeln!(out, "  mastodon {}: {title}; streams {:?}", inst.url, m.streams);
+        }
+    }
+    if let Some(r) = &p.replay {
+        let meta = std::fs::metadata(&r.file).map_err(|e| format!("replay file {}: {e}", r.file.display()))?;
+        let _ = writeln!(out, "  replay {} ({} bytes, rate {})", r.file.display(), meta.len(), if r.rate > 0.0 { format!("{}/s", r.rate) } else { "full speed".into() });
+    }
+    Ok(out)
+}
