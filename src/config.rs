@@ -841,7 +841,7 @@ url = "http://127.0.0.1:8123"
     fn loads_with_defaults_and_interpolation() {
         let c = Config::from_str_named(MIN, "x.toml", &env).unwrap();
         let p = &c.pipelines[0];
-        assert_eq!(p.postgres.password.expose(), "se\"cret");
+        assert_eq!(p.postgres.as_ref().unwrap().password.expose(), "se\"cret");
         assert_eq!(p.batch.max_age.0, Duration::from_millis(200));
         assert!(!format!("{c:?}").contains("cret"), "secret leaked into Debug");
     }
@@ -870,6 +870,33 @@ url = "http://127.0.0.1:8123"
         let bad = MIN.to_string() + "[pipeline.batch]\nmax_age = \"10 parsecs\"\n";
         let e = Config::from_str_named(&bad, "x.toml", &env).unwrap_err().to_string();
         assert!(e.contains("max_age"), "{e}");
+    }
+
+    #[test]
+    fn example_configs_load() {
+        let env = |k: &str| match k {
+            "PGPASSWORD" => Some("x".to_string()),
+            _ => None,
+        };
+        for f in ["config/cdc.toml", "config/sentiment.toml"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
+            let text = std::fs::read_to_string(&path).unwrap();
+            Config::from_str_named(&text, f, &env).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    #[test]
+    fn sentiment_needs_one_source_and_an_llm() {
+        let base = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sentiment.toml")).unwrap();
+        let no_llm = base.replace("[pipeline.llm]", "[pipeline.llm_x]");
+        let e = Config::from_str_named(&no_llm, "s.toml", &|_| None).unwrap_err().to_string();
+        assert!(e.contains("llm"), "{e}");
+        let two = base.replace("# [pipeline.replay]\n# file", "[pipeline.replay]\nfile");
+        let e = Config::from_str_named(&two, "s.toml", &|_| None).unwrap_err().to_string();
+        assert!(e.contains("exactly one of"), "{e}");
+        let bad_stream = base.replace("${MASTODON_STREAM:-public:local}", "federated");
+        let e = Config::from_str_named(&bad_stream, "s.toml", &|_| None).unwrap_err().to_string();
+        assert!(e.contains("pipeline[0].mastodon.streams[0]"), "{e}");
     }
 
     #[test]

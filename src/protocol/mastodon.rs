@@ -146,7 +146,10 @@ pub enum SseFrame {
     Heartbeat(String),
     /// An event that grew beyond the cap and was discarded. `event` is its name if the
     /// `event:` line came before the cap was hit; `bytes` is how many bytes it had.
-    Dropped { event: Option<String>, bytes: usize },
+    Dropped {
+        event: Option<String>,
+        bytes: usize,
+    },
 }
 
 /// A sans-IO parser of a `text/event-stream` body (WHATWG HTML §9.2): feed it chunks as
@@ -381,7 +384,8 @@ pub fn parse_websocket_message(text: &str) -> Result<StreamEvent, MastodonError>
         #[serde(default)]
         payload: Option<serde_json::Value>,
     }
-    let env: Envelope = serde_json::from_str(text).map_err(|e| json_error("websocket", &e, text))?;
+    let env: Envelope =
+        serde_json::from_str(text).map_err(|e| json_error("websocket", &e, text))?;
     let payload = match env.payload {
         Some(serde_json::Value::String(s)) => s,
         Some(v) => v.to_string(),
@@ -438,8 +442,8 @@ fn json_error(event: &str, e: &serde_json::Error, data: &str) -> MastodonError {
 /// The plain text of status HTML. Tags are removed and their text kept — including
 /// Mastodon's `invisible` and `ellipsis` spans inside links, so a shortened link reads as
 /// its full URL. `<br>` becomes a line break, paragraphs (`<p>`, and the block elements
-/// remote servers may send: `div`, `li`, `blockquote`, headings, `pre`) are separated by a
-/// blank line. Runs of whitespace collapse to one space as a browser shows them (except
+/// remote servers may send: `div`, `blockquote`, headings, `pre`…) are separated by a
+/// blank line, list items by a line break. Runs of whitespace collapse to one space as a browser shows them (except
 /// inside `<pre>`); `script`/`style` content and comments are dropped. Entities are
 /// decoded (named: the common set in [`named_entity`]; numeric: decimal and hex); an
 /// unknown or invalid entity stays as written. A `<` that does not start a tag is text.
@@ -472,7 +476,9 @@ pub fn html_to_text(html: &str) -> String {
                         let close = format!("</{}", tag.name);
                         let lower = html[i..].to_ascii_lowercase();
                         i += match lower.find(&close) {
-                            Some(p) => p + html[i + p..].find('>').map_or(html.len() - i - p, |g| g + 1),
+                            Some(p) => {
+                                p + html[i + p..].find('>').map_or(html.len() - i - p, |g| g + 1)
+                            }
                             None => html.len() - i,
                         };
                     }
@@ -480,7 +486,7 @@ pub fn html_to_text(html: &str) -> String {
                         if name == "pre" {
                             pre = if closing { pre.saturating_sub(1) } else { pre + 1 };
                         }
-                        if name == "li" && !closing {
+                        if name == "li" {
                             ensure_newlines(&mut out, 1);
                         } else {
                             ensure_newlines(&mut out, 2);
@@ -549,8 +555,21 @@ fn parse_tag(s: &str) -> Option<(Tag0, usize)> {
 fn is_block(name: &str) -> bool {
     matches!(
         name,
-        "p" | "div" | "li" | "ul" | "ol" | "blockquote" | "pre" | "h1" | "h2" | "h3" | "h4"
-            | "h5" | "h6" | "hr" | "table" | "tr"
+        "p" | "div"
+            | "li"
+            | "ul"
+            | "ol"
+            | "blockquote"
+            | "pre"
+            | "h1"
+            | "h2"
+            | "h3"
+            | "h4"
+            | "h5"
+            | "h6"
+            | "hr"
+            | "table"
+            | "tr"
     )
 }
 
@@ -594,7 +613,9 @@ fn decode_entity(s: &str) -> (Option<char>, usize) {
                 Some(hex) if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
                     u32::from_str_radix(hex, 16).ok()
                 }
-                None if !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit()) => num.parse().ok(),
+                None if !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit()) => {
+                    num.parse().ok()
+                }
                 _ => None,
             };
             n.filter(|&n| n != 0).and_then(char::from_u32)
@@ -726,7 +747,11 @@ impl Post {
             (false, true) => spoiler.to_owned(),
             (false, false) => format!("{spoiler}\n\n{body}"),
         };
-        let url = s.url.clone().filter(|u| !u.is_empty()).or_else(|| (!s.uri.is_empty()).then(|| s.uri.clone()));
+        let url = s
+            .url
+            .clone()
+            .filter(|u| !u.is_empty())
+            .or_else(|| (!s.uri.is_empty()).then(|| s.uri.clone()));
         Post {
             instance,
             status_id: s.id.clone(),
@@ -804,7 +829,9 @@ pub fn parse_link_header(value: &str) -> Vec<(String, String)> {
             }
         }
         for param in params_start[..end].split(';') {
-            let Some((k, v)) = param.split_once('=') else { continue };
+            let Some((k, v)) = param.split_once('=') else {
+                continue;
+            };
             if k.trim().eq_ignore_ascii_case("rel") {
                 for rel in v.trim().trim_matches('"').split_ascii_whitespace() {
                     out.push((url.to_owned(), rel.to_ascii_lowercase()));
@@ -840,7 +867,9 @@ fn percent_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'%' => {
-                if let (Some(h), Some(l)) = (b.get(i + 1).and_then(|&c| hex(c)), b.get(i + 2).and_then(|&c| hex(c))) {
+                if let (Some(h), Some(l)) =
+                    (b.get(i + 1).and_then(|&c| hex(c)), b.get(i + 2).and_then(|&c| hex(c)))
+                {
                     out.push((h * 16 + l) as u8);
                     i += 3;
                     continue;
@@ -955,7 +984,11 @@ pub fn parse_rfc3339_unix(s: &str) -> Option<i64> {
     let y: i64 = d.next()?.parse().ok()?;
     let mo: u32 = d.next()?.parse().ok()?;
     let da: u32 = d.next()?.parse().ok()?;
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&da) || time.len() < 8 || !time.is_char_boundary(8) {
+    if !(1..=12).contains(&mo)
+        || !(1..=31).contains(&da)
+        || time.len() < 8
+        || !time.is_char_boundary(8)
+    {
         return None;
     }
     let (h, mi, sec) = parse_hms(&time[..8])?;
@@ -1100,7 +1133,10 @@ mod tests {
                      event:delete\rdata:12\r\r:thump\n\ndata: x\n\n"
             .as_bytes();
         let whole = SseParser::new().push(input);
-        assert_eq!(events(&whole), vec![("update", "caf\u{e9} \u{1f600}"), ("delete", "12"), ("message", "x")]);
+        assert_eq!(
+            events(&whole),
+            vec![("update", "caf\u{e9} \u{1f600}"), ("delete", "12"), ("message", "x")]
+        );
         for size in 1..input.len() {
             let mut p = SseParser::new();
             let mut got = Vec::new();
@@ -1207,14 +1243,19 @@ mod tests {
 
     #[test]
     fn parse_update_edit_delete_other() {
-        let compact = serde_json::to_string(&serde_json::from_str::<serde_json::Value>(STATUS).unwrap()).unwrap();
+        let compact =
+            serde_json::to_string(&serde_json::from_str::<serde_json::Value>(STATUS).unwrap())
+                .unwrap();
         match parse_event(&frame("update", &compact)) {
             Ok(StreamEvent::Update(s)) => assert_eq!(s.id, "113500000000000001"),
             other => panic!("{other:?}"),
         }
         assert!(matches!(parse_event(&frame("status.update", &compact)), Ok(StreamEvent::Edit(_))));
         assert_eq!(parse_event(&frame("delete", "1234")), Ok(StreamEvent::Delete("1234".into())));
-        assert_eq!(parse_event(&frame("delete", "\"1234\"")), Ok(StreamEvent::Delete("1234".into())));
+        assert_eq!(
+            parse_event(&frame("delete", "\"1234\"")),
+            Ok(StreamEvent::Delete("1234".into()))
+        );
         assert_eq!(parse_event(&frame("delete", " ")), Err(MastodonError::EmptyDelete));
         assert_eq!(
             parse_event(&frame("notification", "{}")),
@@ -1225,14 +1266,21 @@ mod tests {
 
     #[test]
     fn parse_update_given_as_json_string() {
-        let compact = serde_json::to_string(&serde_json::from_str::<serde_json::Value>(STATUS).unwrap()).unwrap();
+        let compact =
+            serde_json::to_string(&serde_json::from_str::<serde_json::Value>(STATUS).unwrap())
+                .unwrap();
         let as_string = serde_json::to_string(&compact).unwrap();
         assert!(matches!(parse_event(&frame("update", &as_string)), Ok(StreamEvent::Update(_))));
     }
 
     #[test]
     fn malformed_update_names_the_event() {
-        for (ev, data) in [("update", "{not json"), ("status.update", "[]"), ("update", "\"{bad\""), ("update", "")] {
+        for (ev, data) in [
+            ("update", "{not json"),
+            ("status.update", "[]"),
+            ("update", "\"{bad\""),
+            ("update", ""),
+        ] {
             match parse_event(&frame(ev, data)) {
                 Err(e @ MastodonError::Json { .. }) => {
                     assert!(e.to_string().contains(&format!("`{ev}`")), "{e}");
@@ -1244,8 +1292,11 @@ mod tests {
 
     #[test]
     fn websocket_messages() {
-        let compact = serde_json::to_string(&serde_json::from_str::<serde_json::Value>(STATUS).unwrap()).unwrap();
-        let msg = serde_json::json!({"stream": ["public"], "event": "update", "payload": compact}).to_string();
+        let compact =
+            serde_json::to_string(&serde_json::from_str::<serde_json::Value>(STATUS).unwrap())
+                .unwrap();
+        let msg = serde_json::json!({"stream": ["public"], "event": "update", "payload": compact})
+            .to_string();
         assert!(matches!(parse_websocket_message(&msg), Ok(StreamEvent::Update(_))));
         let del = r#"{"stream":["public"],"event":"delete","payload":"99"}"#;
         assert_eq!(parse_websocket_message(del), Ok(StreamEvent::Delete("99".into())));
@@ -1272,11 +1323,29 @@ mod tests {
 
     #[test]
     fn html_entities() {
-        assert_eq!(html_to_text("a &amp; b &lt;c&gt; &quot;d&quot; &#39;e&#39; &apos;f&apos;"), "a & b <c> \"d\" 'e' 'f'");
-        assert_eq!(html_to_text("it&#8217;s &#x1F600; &#X1f600;"), "it\u{2019}s \u{1f600} \u{1f600}");
+        assert_eq!(
+            html_to_text("a &amp; b &lt;c&gt; &quot;d&quot; &#39;e&#39; &apos;f&apos;"),
+            "a & b <c> \"d\" 'e' 'f'"
+        );
+        assert_eq!(
+            html_to_text("it&#8217;s &#x1F600; &#X1f600;"),
+            "it\u{2019}s \u{1f600} \u{1f600}"
+        );
         assert_eq!(html_to_text("x&nbsp;y &hellip; &mdash; &eacute;"), "x\u{a0}y … — é");
         // Invalid or unknown entities stay as written.
-        for s in ["&bogus;", "&amp", "& b", "&#;", "&#x;", "&#xZZ;", "&#0;", "&#xD800;", "&#99999999999;", "&;", "&#-1;"] {
+        for s in [
+            "&bogus;",
+            "&amp",
+            "& b",
+            "&#;",
+            "&#x;",
+            "&#xZZ;",
+            "&#0;",
+            "&#xD800;",
+            "&#99999999999;",
+            "&;",
+            "&#-1;",
+        ] {
             assert_eq!(html_to_text(s), s, "{s}");
         }
         assert_eq!(html_to_text("&&amp;"), "&&");
@@ -1365,7 +1434,8 @@ mod tests {
 
     #[test]
     fn id_order_is_total_so_sorting_never_panics() {
-        let mut ids: Vec<&str> = vec!["10", "9", "1a", "", "007", "7", "a", "Z", "100", "0", "9a", "-1"];
+        let mut ids: Vec<&str> =
+            vec!["10", "9", "1a", "", "007", "7", "a", "Z", "100", "0", "9a", "-1"];
         ids.sort_by(|a, b| compare_ids(a, b));
         for w in ids.windows(2) {
             assert_ne!(compare_ids(w[0], w[1]), Ordering::Greater, "{w:?}");
@@ -1409,7 +1479,10 @@ mod tests {
         assert!(parse_link_header("").is_empty());
         assert!(parse_link_header("garbage, <unclosed; rel=next").is_empty());
         assert!(parse_link_header("<u>").is_empty());
-        assert_eq!(query_param("https://x/?tag=caf%C3%A9+au+lait&a", "tag").as_deref(), Some("café au lait"));
+        assert_eq!(
+            query_param("https://x/?tag=caf%C3%A9+au+lait&a", "tag").as_deref(),
+            Some("café au lait")
+        );
         assert_eq!(query_param("https://x/?a=%zz%4", "a").as_deref(), Some("%zz%4"));
     }
 
@@ -1425,7 +1498,15 @@ mod tests {
         ];
         let get = |n: &str| headers.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
         let rl = RateLimit::from_headers(get, now);
-        assert_eq!(rl, RateLimit { limit: Some(300), remaining: Some(0), reset_in_secs: Some(300), retry_after_secs: None });
+        assert_eq!(
+            rl,
+            RateLimit {
+                limit: Some(300),
+                remaining: Some(0),
+                reset_in_secs: Some(300),
+                retry_after_secs: None
+            }
+        );
         assert_eq!(rl.wait_secs(), Some(300));
         let rl = RateLimit::from_headers(|n| (n == "retry-after").then_some("12"), now);
         assert_eq!(rl.wait_secs(), Some(12));
@@ -1441,7 +1522,11 @@ mod tests {
         assert_eq!(now, 784_111_777);
         assert_eq!(parse_retry_after("120", now), Some(120));
         assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:50:37 GMT", now), Some(60));
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:40:00 GMT", now), Some(0), "past dates wait 0");
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:40:00 GMT", now),
+            Some(0),
+            "past dates wait 0"
+        );
         assert_eq!(parse_retry_after("-5", now), None);
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("99999999999999999999999", now), Some(u64::MAX));
@@ -1452,7 +1537,16 @@ mod tests {
         assert_eq!(parse_rfc3339_unix("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_rfc3339_unix("1970-01-01T02:00:00+02:00"), Some(0));
         assert_eq!(parse_rfc3339_unix("1970-01-01 00:00:01.5-00:30"), Some(1801));
-        for bad in ["", "2024-13-01T00:00:00Z", "2024-01-01X00:00:00Z", "2024-01-01T00:00Z", "2024-01-01T00:00:00.Z", "2024-01-01T00:00:00+ab", "2024-01-01T00:00:00é", "2024-01-01é0:00:00"] {
+        for bad in [
+            "",
+            "2024-13-01T00:00:00Z",
+            "2024-01-01X00:00:00Z",
+            "2024-01-01T00:00Z",
+            "2024-01-01T00:00:00.Z",
+            "2024-01-01T00:00:00+ab",
+            "2024-01-01T00:00:00é",
+            "2024-01-01é0:00:00",
+        ] {
             assert_eq!(parse_rfc3339_unix(bad), None, "{bad}");
         }
     }
@@ -1476,8 +1570,12 @@ mod tests {
     fn random_and_truncated_input_never_panics() {
         let all: Vec<u8> = (0..=255).collect();
         let markup = b"<>/&;#x:\"'=\r\n pab!-event:data:id:retry:\xc3\xa9\xf0\x9f\x98\x80";
-        let compact = serde_json::to_string(&serde_json::from_str::<serde_json::Value>(STATUS).unwrap()).unwrap();
-        let mut inputs: Vec<Vec<u8>> = (0..300).map(|i| noise(i, (i as usize * 7) % 400, if i % 2 == 0 { &all } else { markup })).collect();
+        let compact =
+            serde_json::to_string(&serde_json::from_str::<serde_json::Value>(STATUS).unwrap())
+                .unwrap();
+        let mut inputs: Vec<Vec<u8>> = (0..300)
+            .map(|i| noise(i, (i as usize * 7) % 400, if i % 2 == 0 { &all } else { markup }))
+            .collect();
         let sample = format!("event: update\ndata: {compact}\n\n");
         inputs.extend((0..sample.len()).map(|cut| sample.as_bytes()[..cut].to_vec()));
         for input in &inputs {

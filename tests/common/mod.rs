@@ -3,6 +3,8 @@
 //! servers, pipelines run in-process, and polling with a deadline.
 #![allow(dead_code)]
 
+pub mod fake_llm;
+pub mod fake_mastodon;
 pub mod proxy;
 
 use std::collections::HashMap;
