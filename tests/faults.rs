@@ -93,7 +93,7 @@ async fn slow_sink(target: Target) {
     let mut cfg = w.config(&[&format!("public.{t}")]);
     let p = &mut cfg.pipelines[0];
     p.clickhouse.url = proxy.url();
-    p.postgres.chunk_rows = 500;
+    p.postgres.as_mut().unwrap().chunk_rows = 500;
     p.batch.edge_capacity = 4;
     p.batch.max_rows = 2000;
     let run = Running::start(&cfg).await;

@@ -160,7 +160,8 @@ pub enum SseFrame {
 /// sequences become U+FFFD, as the spec says. A leading BOM is skipped. `retry:` is kept
 /// in [`SseParser::retry_ms`]. An event whose field lines exceed the cap is discarded
 /// while it streams in (memory stays bounded) and reported as [`SseFrame::Dropped`] at its
-/// blank line. Comment lines do not count towards the cap of the event around them.
+/// blank line. Completed comment lines (heartbeats) do not count towards the cap of the
+/// event around them; a single line longer than the cap still trips it.
 #[derive(Debug)]
 pub struct SseParser {
     max_event_bytes: usize,

@@ -42,6 +42,34 @@ pub fn make_status(id: u64, text: &str) -> Value {
         .split("\n\n")
         .map(|p| format!("<p>{}</p>", html_escape(p).replace('\n', "<br>")))
         .collect();
+    let account = json!({
+        "id": "109300000000999999",
+        "username": "tester",
+        "acct": "tester",
+        "display_name": "Test Account",
+        "locked": false,
+        "bot": false,
+        "discoverable": true,
+        "indexable": true,
+        "group": false,
+        "created_at": "2022-11-05T00:00:00.000Z",
+        "note": "",
+        "url": "https://mastodon.example/@tester",
+        "uri": "https://mastodon.example/users/tester",
+        "avatar": "https://mastodon.example/avatars/original/missing.png",
+        "avatar_static": "https://mastodon.example/avatars/original/missing.png",
+        "header": "https://mastodon.example/headers/original/missing.png",
+        "header_static": "https://mastodon.example/headers/original/missing.png",
+        "followers_count": 1,
+        "following_count": 1,
+        "statuses_count": 1,
+        "last_status_at": "2024-11-21",
+        "hide_collections": false,
+        "noindex": false,
+        "emojis": [],
+        "roles": [],
+        "fields": []
+    });
     json!({
         "id": id.to_string(),
         "created_at": iso_now(0, 3),
@@ -59,34 +87,7 @@ pub fn make_status(id: u64, text: &str) -> Value {
         "edited_at": null,
         "content": html,
         "reblog": null,
-        "account": {
-            "id": "109300000000999999",
-            "username": "tester",
-            "acct": "tester",
-            "display_name": "Test Account",
-            "locked": false,
-            "bot": false,
-            "discoverable": true,
-            "indexable": true,
-            "group": false,
-            "created_at": "2022-11-05T00:00:00.000Z",
-            "note": "",
-            "url": "https://mastodon.example/@tester",
-            "uri": "https://mastodon.example/users/tester",
-            "avatar": "https://mastodon.example/avatars/original/missing.png",
-            "avatar_static": "https://mastodon.example/avatars/original/missing.png",
-            "header": "https://mastodon.example/headers/original/missing.png",
-            "header_static": "https://mastodon.example/headers/original/missing.png",
-            "followers_count": 1,
-            "following_count": 1,
-            "statuses_count": 1,
-            "last_status_at": "2024-11-21",
-            "hide_collections": false,
-            "noindex": false,
-            "emojis": [],
-            "roles": [],
-            "fields": []
-        },
+        "account": account,
         "media_attachments": [],
         "mentions": [],
         "tags": [],
@@ -590,15 +591,21 @@ fn stream(st: Arc<Shared>, path: &str, query: &[(String, String)], token: Option
         if let Some(b) = first.take() {
             return Some((Ok(Frame::data(b)), (rx, hb, first, false)));
         }
-        let item = tokio::select! {
-            m = rx.recv() => match m {
-                Some(Msg::Data(b)) => Ok(Frame::data(b)),
-                Some(Msg::Cut) => {
-                    return Some((Err(io::Error::new(io::ErrorKind::ConnectionAborted, "stream cut by the test")), (rx, hb, first, true)));
-                }
-                Some(Msg::End) | None => return None,
-            },
-            _ = tick(&mut hb) => Ok(Frame::data(Bytes::from_static(b":thump\n"))),
+        enum Next {
+            Msg(Option<Msg>),
+            Beat,
+        }
+        let next = tokio::select! {
+            m = rx.recv() => Next::Msg(m),
+            _ = tick(&mut hb) => Next::Beat,
+        };
+        let item = match next {
+            Next::Msg(Some(Msg::Data(b))) => Ok(Frame::data(b)),
+            Next::Msg(Some(Msg::Cut)) => {
+                return Some((Err(io::Error::new(io::ErrorKind::ConnectionAborted, "stream cut by the test")), (rx, hb, first, true)));
+            }
+            Next::Msg(Some(Msg::End) | None) => return None,
+            Next::Beat => Ok(Frame::data(Bytes::from_static(b":thump\n"))),
         };
         Some((item, (rx, hb, first, false)))
     });

@@ -189,8 +189,9 @@ pub fn test_config(target: Target, slot: &str, publication: &str, database: &str
     let mut cfg = Config::from_str_named(&text, "config/cdc.toml", &|k| env.get(k).cloned()).expect("config/cdc.toml loads");
     let p = &mut cfg.pipelines[0];
     p.name = format!("cdc_{slot}");
-    p.postgres.tables = tables.iter().map(|s| s.to_string()).collect();
-    p.postgres.status_interval.0 = Duration::from_secs(1);
+    let pg = p.postgres.as_mut().expect("config/cdc.toml has [pipeline.postgres]");
+    pg.tables = tables.iter().map(|s| s.to_string()).collect();
+    pg.status_interval.0 = Duration::from_secs(1);
     cfg.supervision.backoff_initial.0 = Duration::from_millis(100);
     cfg.supervision.backoff_max.0 = Duration::from_secs(2);
     cfg.shutdown_timeout.0 = Duration::from_secs(20);
@@ -340,4 +341,53 @@ pub async fn drop_stale_slots() {
         }
     })
     .await;
+}
+
+/// config/sentiment.toml pointed at a fake Mastodon, an LLM server and this world's
+/// ClickHouse database, with a unique pipeline name.
+pub fn sentiment_config(w: &World, mastodon_url: &str, llm_url: &str, backend: &str, model: &str) -> Config {
+    let text = std::fs::read_to_string(repo().join("config/sentiment.toml")).expect("config/sentiment.toml");
+    let mut env: HashMap<&str, String> = HashMap::new();
+    env.insert("MASTODON_URL", mastodon_url.into());
+    env.insert("MASTODON_STREAM", "public".into());
+    env.insert("LLM_URL", llm_url.into());
+    env.insert("LLM_BACKEND", backend.into());
+    env.insert("LLM_MODEL", model.into());
+    env.insert("CLICKHOUSE_URL", w.target.url());
+    env.insert("CLICKHOUSE_DATABASE", w.database.clone());
+    let mut cfg = Config::from_str_named(&text, "config/sentiment.toml", &|k| env.get(k).cloned()).expect("config/sentiment.toml loads");
+    cfg.pipelines[0].name = unique("sentiment");
+    cfg.supervision.backoff_initial.0 = Duration::from_millis(100);
+    cfg.supervision.backoff_max.0 = Duration::from_secs(2);
+    cfg.shutdown_timeout.0 = Duration::from_secs(20);
+    let p = &mut cfg.pipelines[0];
+    if let Some(m) = p.mastodon.as_mut() {
+        m.reconnect_initial.0 = Duration::from_millis(100);
+        m.reconnect_max.0 = Duration::from_secs(1);
+    }
+    if let Some(l) = p.llm.as_mut() {
+        l.backoff_initial.0 = Duration::from_millis(50);
+        l.circuit_cooldown.0 = Duration::from_millis(500);
+        l.timeout.0 = Duration::from_secs(5);
+    }
+    p.batch.max_age.0 = Duration::from_millis(100);
+    cfg
+}
+
+/// The live rows of the sentiment table: (m_id, sentiment, mastodon_text), by id.
+pub async fn sentiment_rows(w: &World) -> Result<Vec<(String, String, String)>, String> {
+    let rows = w
+        .try_ch_rows(&format!(
+            "SELECT m_id, sentiment, mastodon_text FROM `{}`.mastodon_sentiment FINAL WHERE _is_deleted = 0 ORDER BY length(m_id), m_id",
+            w.database
+        ))
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|l| {
+            let mut it = l.splitn(3, '\t');
+            let f = |s: Option<&str>| tributary::clickhouse::unescape_tsv(s.unwrap_or(""));
+            (f(it.next()), f(it.next()), f(it.next()))
+        })
+        .collect())
 }
