@@ -25,6 +25,8 @@ impl Telemetry {
 /// Builds an OTLP/HTTP tracer provider for `endpoint` (e.g. `http://127.0.0.1:4318`).
 pub fn otlp_provider(endpoint: &str, service_name: &str) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, String> {
     use opentelemetry_otlp::WithExportConfig;
+    // The exporter's HTTP client is reqwest with rustls: its crypto provider must be in place.
+    crate::tls::install_default_provider();
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))

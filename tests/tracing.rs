@@ -2,6 +2,7 @@
 //! encode, ClickHouse insert) share the chunk's trace and hang off its root span, and they
 //! really leave the process over OTLP/HTTP: an in-process receiver decodes the protobuf.
 
+#![recursion_limit = "256"]
 mod common;
 
 use common::*;
@@ -56,7 +57,7 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spans_of_a_change_share_one_trace_and_reach_the_collector() {
+async fn spans_of_a_change_and_of_a_post_share_one_trace_and_reach_the_collector() {
     let (url, spans) = receiver().await;
     let cfg_t = tributary::config::TelemetryConfig { otlp_endpoint: url, log_level: "warn".into(), ..Default::default() };
     let telemetry = tributary::telemetry::init(&cfg_t).expect("telemetry");
@@ -70,9 +71,43 @@ async fn spans_of_a_change_share_one_trace_and_reach_the_collector() {
     converge(&w, &c, &t, &t, "id, v", "id", Duration::from_secs(60)).await;
     run.stop().await;
     w.teardown().await;
-    tokio::task::spawn_blocking(move || telemetry.shutdown()).await.unwrap();
 
+    // A sentiment post: receive (root), queue wait, LLM call with model and attempt, insert.
+    let llm = common::fake_llm::FakeLlm::start(Default::default()).await;
+    let w2 = World::new(Target::Ch26).await;
+    let mut cfg = sentiment_config(&w2, "http://127.0.0.1:9", &llm.url(), "ollama", "llama3.2:1b");
+    let p = &mut cfg.pipelines[0];
+    p.mastodon = None;
+    p.replay = Some(tributary::config::ReplayConfig {
+        file: repo().join("tests/fixtures/statuses.jsonl"),
+        rate: 0.0,
+        instance: "replay.example".into(),
+        filter: Default::default(),
+    });
+    let run = Running::start(&cfg).await;
+    eventually(Duration::from_secs(60), "posts in ClickHouse", || async {
+        let n = sentiment_rows(&w2).await?.len();
+        if n > 10 { Ok(()) } else { Err(format!("{n} rows")) }
+    })
+    .await;
+    run.stop().await;
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await.unwrap();
     let spans = spans.lock().unwrap().clone();
+    let post = spans.iter().find(|s| s.name == "sentiment.post" && s.parent_span_id.is_empty()).expect("a post's root span");
+    let kids: Vec<&Span> = spans.iter().filter(|s| s.trace_id == post.trace_id && s.parent_span_id == post.span_id).collect();
+    let names: Vec<&str> = kids.iter().map(|s| s.name.as_str()).collect();
+    for name in ["edge.queue", "llm.call", "clickhouse.insert"] {
+        assert!(names.contains(&name), "`{name}` missing under the post; children: {names:?}");
+    }
+    let call = kids.iter().find(|s| s.name == "llm.call").unwrap();
+    for attr in ["model", "attempt", "outcome"] {
+        assert!(call.attributes.iter().any(|a| a.key == attr), "llm.call lacks `{attr}`: {:?}", call.attributes);
+    }
+    check_cdc_spans(&spans, &t);
+}
+
+fn check_cdc_spans(spans: &[Span], t: &str) {
+
     // The chunk that carried the insert: a root span with its table, LSN and one row.
     let root = spans
         .iter()
@@ -81,7 +116,7 @@ async fn spans_of_a_change_share_one_trace_and_reach_the_collector() {
                 && s.parent_span_id.is_empty()
                 && s.attributes.iter().any(|a| a.key == "rows" && format!("{:?}", a.value).contains("IntValue(1)"))
                 && s.attributes.iter().any(|a| a.key == "lsn")
-                && s.attributes.iter().any(|a| a.key == "tables" && format!("{:?}", a.value).contains(&t))
+                && s.attributes.iter().any(|a| a.key == "tables" && format!("{:?}", a.value).contains(t))
         })
         .unwrap_or_else(|| panic!("no root span for the inserted row among {:?}", spans.iter().filter(|s| s.name == "cdc.chunk").map(|s| (&s.name, &s.attributes)).collect::<Vec<_>>()));
     let children: Vec<&Span> = spans.iter().filter(|s| s.trace_id == root.trace_id && s.parent_span_id == root.span_id).collect();
