@@ -9,6 +9,7 @@ pub mod circuit;
 pub mod clickhouse;
 pub mod config;
 pub mod edge;
+pub mod eval;
 pub mod postgres;
 pub mod protocol;
 pub mod status;

@@ -5,9 +5,95 @@
 //! Must never: put the API key in a log or an error, or wait longer than the configured
 //! timeout.
 
+use crate::circuit::CircuitBreaker;
 use crate::config::{LlmBackend, LlmConfig, OllamaEndpoint};
 use crate::protocol::llm::{self as core, Api, Labels, Request};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tracing::{Instrument, Span};
+
+/// Counters of the LLM stage.
+#[derive(Default)]
+pub struct LlmCounters {
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+    pub unparsed_retries: AtomicU64,
+    pub unknown: AtomicU64,
+    pub classified: AtomicU64,
+    pub redelivered: AtomicU64,
+    pub latency_ms_total: AtomicU64,
+}
+
+/// How errors are retried.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+/// The result of classifying one text.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// One of the labels, or `unknown` after two unparseable replies.
+    pub label: String,
+    pub attempts: u32,
+    pub latency_ms: u32,
+    /// Replies that gave no label.
+    pub unparsed: u32,
+}
+
+/// Classifies `text` the way the pipeline does: errors are retried with backoff behind the
+/// circuit breaker until a reply comes (nothing is dropped); an unparseable reply is asked
+/// once more, then the result is `unknown` (counted). Each request is an `llm.call` span
+/// under `trace`.
+pub async fn classify(client: &LlmClient, breaker: &CircuitBreaker, counters: &LlmCounters, policy: &RetryPolicy, text: &str, trace: &Span) -> Outcome {
+    let started = Instant::now();
+    let mut attempts = 0u32;
+    let mut unparsed = 0u32;
+    let mut delay = policy.backoff_initial;
+    let label = loop {
+        breaker.ready().await;
+        attempts += 1;
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!(parent: trace, "llm.call", model = %client.model(), attempt = attempts, outcome = tracing::field::Empty);
+        match client.complete(text).instrument(span.clone()).await {
+            Ok(reply) => {
+                breaker.success();
+                match client.parse(&reply) {
+                    Ok(label) => {
+                        span.record("outcome", "label");
+                        break label;
+                    }
+                    Err(why) if unparsed == 0 => {
+                        span.record("outcome", "unparsed");
+                        unparsed += 1;
+                        counters.unparsed_retries.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(reason = %why, "unparseable reply; asking once more");
+                    }
+                    Err(why) => {
+                        span.record("outcome", "unknown");
+                        unparsed += 1;
+                        counters.unknown.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(reason = %why, "unparseable reply twice: stored as `unknown`");
+                        break "unknown".to_string();
+                    }
+                }
+            }
+            Err(e) => {
+                span.record("outcome", "error");
+                breaker.failure();
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(attempt = attempts, error = %e, retry_in = ?delay, "LLM request failed");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(policy.backoff_max);
+            }
+        }
+    };
+    let latency_ms = started.elapsed().as_millis().min(u32::MAX as u128) as u32;
+    counters.classified.fetch_add(1, Ordering::Relaxed);
+    counters.latency_ms_total.fetch_add(latency_ms as u64, Ordering::Relaxed);
+    Outcome { label, attempts, latency_ms, unparsed }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LlmClientError {

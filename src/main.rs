@@ -31,12 +31,35 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Measure label quality of the LLM of the config's sentiment pipeline on a labeled JSON
+    /// Lines file (a status with a `label` field per line): accuracy, precision and recall
+    /// per label, confusion matrix, unparseable share, latency. Several --model and --prompt
+    /// values run side by side.
+    Eval {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// The labeled set.
+        #[arg(short, long, default_value = "tests/fixtures/eval.jsonl")]
+        file: PathBuf,
+        /// Models to compare (default: the config's).
+        #[arg(long)]
+        model: Vec<String>,
+        /// Prompt template files to compare (default: the config's prompt).
+        #[arg(long)]
+        prompt: Vec<PathBuf>,
+        /// Use only the first N examples.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print one JSON object per run instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let path = match &cli.command {
-        Command::Run { config } | Command::Check { config } => config.clone(),
+        Command::Run { config } | Command::Check { config } | Command::Eval { config, .. } => config.clone(),
     };
     let cfg = match Config::load(&path) {
         Ok(c) => c,
@@ -60,6 +83,7 @@ fn main() -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Run { .. } => run(cfg).await,
+            Command::Eval { file, model, prompt, limit, json, .. } => eval(&cfg, &file, model, prompt, limit, json).await,
         }
     });
     match result {
@@ -90,6 +114,51 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     };
     telemetry.shutdown();
     Ok(code)
+}
+
+async fn eval(cfg: &Config, file: &std::path::Path, models: Vec<String>, prompts: Vec<PathBuf>, limit: Option<usize>, json: bool) -> anyhow::Result<ExitCode> {
+    let base = cfg
+        .pipelines
+        .iter()
+        .find_map(|p| p.llm.clone())
+        .context("the config has no sentiment pipeline with an [pipeline.llm] section")?;
+    let (mut examples, bad) = tributary::eval::load(file).map_err(anyhow::Error::msg)?;
+    if let Some(n) = limit {
+        examples.truncate(n);
+    }
+    if bad > 0 {
+        eprintln!("tributary eval: {bad} unreadable lines in {} were skipped", file.display());
+    }
+    let models = if models.is_empty() { vec![base.model.clone()] } else { models };
+    let mut templates = Vec::new();
+    for p in &prompts {
+        templates.push(std::fs::read_to_string(p).with_context(|| format!("prompt file {}", p.display()))?);
+    }
+    if templates.is_empty() {
+        templates.push(base.prompt.clone());
+    }
+    let mut summary = Vec::new();
+    for m in &models {
+        for t in &templates {
+            let mut c = base.clone();
+            c.model = m.clone();
+            c.prompt = t.clone();
+            let r = tributary::eval::run(&c, &examples).await.map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("{}", tributary::eval::render(&r));
+            }
+            summary.push(r);
+        }
+    }
+    if summary.len() > 1 && !json {
+        println!("side by side:");
+        for r in &summary {
+            println!("  {:<28} prompt {}  accuracy {:>5.1}%  unparseable {:>4.1}%  p50 {} ms", r.model, r.prompt_id, r.accuracy * 100.0, r.unparseable_share * 100.0, r.latency_p50_ms);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn shutdown(root: &ractor::ActorRef<tributary::supervisors::supervisor::SupervisorMsg>, cfg: &Config, signal: &str) -> ExitCode {

@@ -11,14 +11,14 @@ use crate::ack::Ticket;
 use crate::actors::sentiment_sink::{Classified, SentimentItem, SentimentSinkMsg};
 use crate::circuit::CircuitBreaker;
 use crate::edge::{Edge, WorkQueue};
-use crate::llm::LlmClient;
+use crate::llm::{LlmClient, LlmCounters};
 use crate::protocol::mastodon::Post;
 use crate::status::PipelineCounters;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tracing::{Instrument, Span};
+use std::time::Duration;
+use tracing::Span;
 
 /// Work for the pool.
 #[derive(Debug, Clone)]
@@ -59,18 +59,6 @@ impl Leases {
     pub fn busy(&self) -> usize {
         self.slots.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|s| s.is_some()).count()
     }
-}
-
-/// Counters of the LLM stage.
-#[derive(Default)]
-pub struct LlmCounters {
-    pub requests: AtomicU64,
-    pub errors: AtomicU64,
-    pub unparsed_retries: AtomicU64,
-    pub unknown: AtomicU64,
-    pub classified: AtomicU64,
-    pub redelivered: AtomicU64,
-    pub latency_ms_total: AtomicU64,
 }
 
 pub struct WorkerArgs {
@@ -130,58 +118,15 @@ impl Actor for LlmWorker {
 }
 
 async fn classify(st: &WorkerArgs, post: &Post, trace: &Span) -> Classified {
-    let started = Instant::now();
-    let mut attempts = 0u32;
-    let mut asked_again = false;
-    let mut delay = st.backoff_initial;
-    let label = loop {
-        st.breaker.ready().await;
-        attempts += 1;
-        st.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let span = tracing::info_span!(parent: trace, "llm.call", model = %st.client.model(), attempt = attempts, outcome = tracing::field::Empty);
-        let reply = st.client.complete(&post.text).instrument(span.clone()).await;
-        match reply {
-            Ok(text) => {
-                st.breaker.success();
-                match st.client.parse(&text) {
-                    Ok(label) => {
-                        span.record("outcome", "label");
-                        break label;
-                    }
-                    Err(why) if !asked_again => {
-                        span.record("outcome", "unparsed");
-                        asked_again = true;
-                        st.counters.unparsed_retries.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(status = %post.status_id, reason = %why, "unparseable reply; asking once more");
-                    }
-                    Err(why) => {
-                        span.record("outcome", "unknown");
-                        st.counters.unknown.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(status = %post.status_id, reason = %why, "unparseable reply twice: stored as `unknown`");
-                        break "unknown".to_string();
-                    }
-                }
-            }
-            Err(e) => {
-                span.record("outcome", "error");
-                st.breaker.failure();
-                st.counters.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(status = %post.status_id, attempt = attempts, error = %e, retry_in = ?delay, "LLM request failed");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(st.backoff_max);
-            }
-        }
-    };
-    let latency_ms = started.elapsed().as_millis().min(u32::MAX as u128) as u32;
-    st.counters.classified.fetch_add(1, Ordering::Relaxed);
-    st.counters.latency_ms_total.fetch_add(latency_ms as u64, Ordering::Relaxed);
+    let policy = crate::llm::RetryPolicy { backoff_initial: st.backoff_initial, backoff_max: st.backoff_max };
+    let out = crate::llm::classify(&st.client, &st.breaker, &st.counters, &policy, &post.text, trace).await;
     PipelineCounters::add(&st.pipeline_counters.rows_read, 1);
     Classified {
         post: post.clone(),
-        label,
+        label: out.label,
         model: st.client.model().to_string(),
         prompt_id: st.client.prompt_id().to_string(),
-        latency_ms,
-        attempts,
+        latency_ms: out.latency_ms,
+        attempts: out.attempts,
     }
 }

@@ -13,14 +13,14 @@
 use super::pipeline::PipelineHandles;
 use super::supervisor::{ChildSpec, Restart, StartFn, Strategy, Supervisor, SupervisorArgs};
 use crate::ack::AckTracker;
-use crate::actors::llm_worker::{Job, Leases, LlmCounters, LlmWorker, WorkerArgs};
+use crate::actors::llm_worker::{Job, Leases, LlmWorker, WorkerArgs};
 use crate::actors::mastodon_source::{MastodonArgs, MastodonSource};
 use crate::actors::replay_source::{ReplayArgs, ReplaySource};
 use crate::actors::sentiment_sink::{SentimentSink, SentimentSinkArgs, SentimentSinkMsg};
 use crate::circuit::CircuitBreaker;
 use crate::config::{Config, PipelineConfig};
 use crate::edge::{Edge, WorkQueue};
-use crate::llm::LlmClient;
+use crate::llm::{LlmClient, LlmCounters};
 use crate::status::Registry;
 use ractor::Actor;
 use std::sync::atomic::AtomicU64;

@@ -1,0 +1,233 @@
+//! `tributary eval`: measures label quality of a model and prompt on a labeled JSON Lines
+//! file, with the same client, retry policy and parser as the pipeline and the pipeline's
+//! concurrency. Scoring is pure ([`score`]): accuracy, per-label precision and recall, a
+//! confusion matrix, the share of unparseable replies, latency p50/p99.
+//!
+//! Must never: count an `unknown` as correct, or hide items that failed to load (they are
+//! reported).
+
+use crate::circuit::CircuitBreaker;
+use crate::config::LlmConfig;
+use crate::llm::{classify, LlmClient, LlmCounters, RetryPolicy};
+use crate::protocol::mastodon::{Post, Status};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One labeled example.
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub text: String,
+    pub gold: String,
+}
+
+/// Reads a labeled file: each line a Mastodon status with an extra `label` field, or
+/// `{"text": …, "label": …}`. Returns the examples and the number of unreadable lines.
+pub fn load(path: &std::path::Path) -> Result<(Vec<Example>, usize), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    let mut bad = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(_) => {
+                bad += 1;
+                continue;
+            }
+        };
+        let Some(gold) = v.get("label").and_then(|l| l.as_str()).map(|s| s.to_lowercase()) else {
+            bad += 1;
+            continue;
+        };
+        let text = match v.get("text").and_then(|t| t.as_str()) {
+            Some(t) => t.to_string(),
+            None => match serde_json::from_value::<Status>(v.clone()) {
+                Ok(s) => Post::from_status("eval", &s).text,
+                Err(_) => {
+                    bad += 1;
+                    continue;
+                }
+            },
+        };
+        out.push(Example { text, gold });
+    }
+    Ok((out, bad))
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LabelScore {
+    pub label: String,
+    pub precision: f64,
+    pub recall: f64,
+    pub support: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub model: String,
+    pub prompt_id: String,
+    pub examples: usize,
+    pub accuracy: f64,
+    pub per_label: Vec<LabelScore>,
+    /// Rows: gold labels; columns: predicted labels, then `unknown`.
+    pub confusion: Vec<Vec<usize>>,
+    pub labels: Vec<String>,
+    pub unparseable_share: f64,
+    pub latency_p50_ms: u32,
+    pub latency_p99_ms: u32,
+    pub requests: u64,
+    pub errors: u64,
+    pub posts_per_s: f64,
+}
+
+/// Scores predictions against gold labels (pure).
+pub fn score(labels: &[String], gold: &[String], pred: &[String], latencies_ms: &[u32]) -> Report {
+    let n = gold.len();
+    let col = |l: &str| labels.iter().position(|x| x == l).unwrap_or(labels.len());
+    let mut confusion = vec![vec![0usize; labels.len() + 1]; labels.len()];
+    let mut correct = 0;
+    for (g, p) in gold.iter().zip(pred) {
+        if g == p {
+            correct += 1;
+        }
+        if let Some(r) = labels.iter().position(|x| x == g) {
+            confusion[r][col(p)] += 1;
+        }
+    }
+    let per_label = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let tp = confusion[i][i];
+            let predicted: usize = confusion.iter().map(|row| row[i]).sum();
+            let support: usize = confusion[i].iter().sum();
+            LabelScore {
+                label: l.clone(),
+                precision: if predicted == 0 { 0.0 } else { tp as f64 / predicted as f64 },
+                recall: if support == 0 { 0.0 } else { tp as f64 / support as f64 },
+                support,
+            }
+        })
+        .collect();
+    let mut lat = latencies_ms.to_vec();
+    lat.sort_unstable();
+    let q = |q: f64| if lat.is_empty() { 0 } else { lat[((lat.len() as f64 * q).ceil() as usize).clamp(1, lat.len()) - 1] };
+    Report {
+        model: String::new(),
+        prompt_id: String::new(),
+        examples: n,
+        accuracy: if n == 0 { 0.0 } else { correct as f64 / n as f64 },
+        per_label,
+        confusion,
+        labels: labels.to_vec(),
+        unparseable_share: if n == 0 { 0.0 } else { pred.iter().filter(|p| p.as_str() == "unknown").count() as f64 / n as f64 },
+        latency_p50_ms: q(0.50),
+        latency_p99_ms: q(0.99),
+        requests: 0,
+        errors: 0,
+        posts_per_s: 0.0,
+    }
+}
+
+/// Classifies every example with `cfg` (concurrency = `cfg.concurrency`).
+pub async fn run(cfg: &LlmConfig, examples: &[Example]) -> Result<Report, String> {
+    let client = Arc::new(LlmClient::new(cfg).map_err(|e| e.to_string())?);
+    let breaker = Arc::new(CircuitBreaker::new(cfg.circuit_failures, cfg.circuit_cooldown.0));
+    let counters = Arc::new(LlmCounters::default());
+    let policy = RetryPolicy { backoff_initial: cfg.backoff_initial.0, backoff_max: cfg.circuit_cooldown.0.max(cfg.backoff_initial.0) };
+    let sem = Arc::new(tokio::sync::Semaphore::new(cfg.concurrency));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, ex) in examples.iter().enumerate() {
+        let permit = sem.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+        let (client, breaker, counters, text) = (client.clone(), breaker.clone(), counters.clone(), ex.text.clone());
+        tasks.spawn(async move {
+            let out = classify(&client, &breaker, &counters, &policy, &text, &tracing::Span::none()).await;
+            drop(permit);
+            (i, out)
+        });
+    }
+    let mut results = vec![None; examples.len()];
+    while let Some(r) = tasks.join_next().await {
+        let (i, out) = r.map_err(|e| e.to_string())?;
+        results[i] = Some(out);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let outs: Vec<_> = results.into_iter().flatten().collect();
+    let labels: Vec<String> = client.labels().iter().map(str::to_string).collect();
+    let gold: Vec<String> = examples.iter().map(|e| e.gold.clone()).collect();
+    let pred: Vec<String> = outs.iter().map(|o| o.label.clone()).collect();
+    let lat: Vec<u32> = outs.iter().map(|o| o.latency_ms).collect();
+    let mut r = score(&labels, &gold, &pred, &lat);
+    r.model = cfg.model.clone();
+    r.prompt_id = client.prompt_id().to_string();
+    r.requests = counters.requests.load(std::sync::atomic::Ordering::Relaxed);
+    r.errors = counters.errors.load(std::sync::atomic::Ordering::Relaxed);
+    r.posts_per_s = if elapsed > 0.0 { examples.len() as f64 / elapsed } else { 0.0 };
+    Ok(r)
+}
+
+/// The report as a terminal table.
+pub fn render(r: &Report) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(o, "model {}  prompt {}  examples {}", r.model, r.prompt_id, r.examples);
+    let _ = writeln!(
+        o,
+        "accuracy {:.1}%  unparseable {:.1}%  latency p50 {} ms  p99 {} ms  {:.2} posts/s  requests {}  errors {}",
+        r.accuracy * 100.0,
+        r.unparseable_share * 100.0,
+        r.latency_p50_ms,
+        r.latency_p99_ms,
+        r.posts_per_s,
+        r.requests,
+        r.errors
+    );
+    let _ = writeln!(o, "{:<12} {:>9} {:>7} {:>8}", "label", "precision", "recall", "support");
+    for s in &r.per_label {
+        let _ = writeln!(o, "{:<12} {:>8.1}% {:>6.1}% {:>8}", s.label, s.precision * 100.0, s.recall * 100.0, s.support);
+    }
+    let _ = write!(o, "confusion (rows: gold, columns: predicted)\n{:<12}", "");
+    for l in r.labels.iter().map(String::as_str).chain(["unknown"]) {
+        let _ = write!(o, " {l:>9}");
+    }
+    o.push('\n');
+    for (l, row) in r.labels.iter().zip(&r.confusion) {
+        let _ = write!(o, "{l:<12}");
+        for c in row {
+            let _ = write!(o, " {c:>9}");
+        }
+        o.push('\n');
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn scores() {
+        let labels = s(&["positive", "negative", "neutral"]);
+        let gold = s(&["positive", "positive", "negative", "neutral"]);
+        let pred = s(&["positive", "negative", "negative", "unknown"]);
+        let r = score(&labels, &gold, &pred, &[10, 20, 30, 400]);
+        assert_eq!(r.accuracy, 0.5);
+        assert_eq!(r.per_label[0], LabelScore { label: "positive".into(), precision: 1.0, recall: 0.5, support: 2 });
+        assert_eq!(r.per_label[1].precision, 0.5);
+        assert_eq!(r.confusion[2], vec![0, 0, 0, 1], "unknown has its own column");
+        assert_eq!(r.unparseable_share, 0.25);
+        assert_eq!((r.latency_p50_ms, r.latency_p99_ms), (20, 400));
+        assert!(render(&r).contains("accuracy 50.0%"));
+    }
+
+    #[test]
+    fn empty_set() {
+        let r = score(&s(&["a"]), &[], &[], &[]);
+        assert_eq!((r.accuracy, r.latency_p99_ms), (0.0, 0));
+    }
+}
