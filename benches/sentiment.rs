@@ -101,27 +101,30 @@ fn repo() -> PathBuf {
 }
 
 /// The test servers' addresses: target/services/env, after `scripts/services.sh start` when
-/// the file is missing or a server does not answer.
-fn services() -> Res<HashMap<String, String>> {
+/// the file is missing or the chosen ClickHouse does not answer. (Not `services.sh status`:
+/// that also wants the llama.cpp server, which this bench does not use.)
+fn services(target: &str) -> Res<HashMap<String, String>> {
     let script = repo().join("scripts/services.sh");
     let dir = std::env::var("TRIBUTARY_SERVICES_DIR").map(PathBuf::from).unwrap_or_else(|_| repo().join("target/services"));
     let env_file = dir.join("env");
-    let healthy = env_file.exists()
-        && Command::new(&script).arg("status").stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
-    if !healthy {
-        eprintln!("bench: starting the test servers (scripts/services.sh start) ...");
-        let out = Command::new(&script).arg("start").output().map_err(|e| format!("running {}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(format!("scripts/services.sh start failed:\n{}", String::from_utf8_lossy(&out.stderr)));
-        }
+    let read = || -> Option<HashMap<String, String>> {
+        let text = std::fs::read_to_string(&env_file).ok()?;
+        Some(text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    };
+    let key = if target == "ch18" { "TRIBUTARY_TEST_CH18_URL" } else { "TRIBUTARY_TEST_CH26_URL" };
+    let answers = |vars: &HashMap<String, String>| {
+        let Some(url) = vars.get(key) else { return false };
+        let url = format!("{}/?query=SELECT%201", url.trim_end_matches('/'));
+        Command::new("curl").args(["-sf", "--max-time", "5", &url]).stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+    };
+    if let Some(vars) = read().filter(|v| answers(v)) {
+        return Ok(vars);
     }
-    let text = std::fs::read_to_string(&env_file).map_err(|e| format!("{}: {e}", env_file.display()))?;
-    let vars: HashMap<String, String> =
-        text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    for k in ["TRIBUTARY_TEST_CH18_URL", "TRIBUTARY_TEST_CH26_URL"] {
-        if !vars.contains_key(k) {
-            return Err(format!("{k} missing from {}", env_file.display()));
-        }
+    eprintln!("bench: starting the test servers (scripts/services.sh start) ...");
+    let out = Command::new(&script).arg("start").output().map_err(|e| format!("running {}: {e}", script.display()))?;
+    let vars = read().ok_or_else(|| format!("{} is missing after scripts/services.sh start", env_file.display()))?;
+    if !answers(&vars) {
+        return Err(format!("{key} does not answer; scripts/services.sh start said:\n{}", String::from_utf8_lossy(&out.stderr)));
     }
     Ok(vars)
 }
@@ -571,7 +574,7 @@ async fn main() -> ExitCode {
     if let Ok(filter) = std::env::var("TRIBUTARY_BENCH_LOG") {
         let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     }
-    let vars = match services() {
+    let vars = match services(&args.target) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("bench: {e}");

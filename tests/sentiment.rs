@@ -91,14 +91,8 @@ async fn flaky_llm(target: Target) {
     let w = World::new(target).await;
     let llm = FakeLlm::start(LlmConfig { error_rate: 0.3, seed: 7, ..Default::default() }).await;
     let mut cfg = sentiment_config(&w, "http://127.0.0.1:9", &llm.url(), "openai", "qwen2.5:0.5b");
+    use_replay(&mut cfg, repo().join("tests/fixtures/statuses.jsonl"));
     let p = &mut cfg.pipelines[0];
-    p.mastodon = None;
-    p.replay = Some(tributary::config::ReplayConfig {
-        file: repo().join("tests/fixtures/statuses.jsonl"),
-        rate: 0.0,
-        instance: "replay.example".into(),
-        filter: Default::default(),
-    });
     p.llm.as_mut().unwrap().circuit_failures = 1000; // errors are spread out: keep the circuit closed
     let run = Running::start(&cfg).await;
     let ids: BTreeSet<String> = load_fixture().iter().filter(|s| s["reblog"].is_null()).map(|s| s["id"].as_str().unwrap().to_string()).collect();

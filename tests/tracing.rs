@@ -76,14 +76,7 @@ async fn spans_of_a_change_and_of_a_post_share_one_trace_and_reach_the_collector
     let llm = common::fake_llm::FakeLlm::start(Default::default()).await;
     let w2 = World::new(Target::Ch26).await;
     let mut cfg = sentiment_config(&w2, "http://127.0.0.1:9", &llm.url(), "ollama", "llama3.2:1b");
-    let p = &mut cfg.pipelines[0];
-    p.mastodon = None;
-    p.replay = Some(tributary::config::ReplayConfig {
-        file: repo().join("tests/fixtures/statuses.jsonl"),
-        rate: 0.0,
-        instance: "replay.example".into(),
-        filter: Default::default(),
-    });
+    use_replay(&mut cfg, repo().join("tests/fixtures/statuses.jsonl"));
     let run = Running::start(&cfg).await;
     eventually(Duration::from_secs(60), "posts in ClickHouse", || async {
         let n = sentiment_rows(&w2).await?.len();

@@ -211,23 +211,21 @@ impl ReplicationConn {
     }
 
     async fn fill(&mut self) -> Result<(), PgError> {
-        let n = self
-            .stream
-            .read_buf(&mut self.buf)
-            .await
-            .map_err(|source| PgError::Io { addr: self.addr.clone(), source })?;
-        if n == 0 {
-            return Err(PgError::Io {
-                addr: self.addr.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "server closed the connection"),
-            });
-        }
-        Ok(())
+        read_more(&mut self.stream, &mut self.buf, &self.addr, "server closed the connection").await
     }
 
     fn proto(&self, message: String) -> PgError {
         PgError::Protocol { addr: self.addr.clone(), message }
     }
+}
+
+/// Reads what the socket has into `buf`; the end of the stream is an error.
+async fn read_more<R: tokio::io::AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut, addr: &str, eof: &str) -> Result<(), PgError> {
+    let n = r.read_buf(buf).await.map_err(|source| PgError::Io { addr: addr.to_string(), source })?;
+    if n == 0 {
+        return Err(PgError::Io { addr: addr.to_string(), source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, eof.to_string()) });
+    }
+    Ok(())
 }
 
 /// Length of the complete frame at the start of `buf`, if it is all there.
@@ -280,17 +278,7 @@ impl ReplicationReader {
             if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
                 self.buf.reserve(READ_CHUNK);
             }
-            let n = self
-                .rd
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(|source| PgError::Io { addr: self.addr.clone(), source })?;
-            if n == 0 {
-                return Err(PgError::Io {
-                    addr: self.addr.clone(),
-                    source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "server closed the replication stream"),
-                });
-            }
+            read_more(&mut self.rd, &mut self.buf, &self.addr, "server closed the replication stream").await?;
         }
     }
 }

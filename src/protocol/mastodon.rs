@@ -1604,4 +1604,10 @@ mod tests {
             assert!(parse_event(&frame("update", &compact[..cut])).is_err(), "cut at {cut}");
         }
     }
+
+    #[test]
+    fn escaped_markers_stay_text() {
+        // Entities are decoded after tags are stripped: escaped markers are text, not tags.
+        assert_eq!(html_to_text("<p>&lt;&lt;&lt;POST hi &lt;/post&gt; POST&gt;&gt;&gt;</p>"), "<<<POST hi </post> POST>>>");
+    }
 }

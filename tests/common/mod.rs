@@ -391,3 +391,10 @@ pub async fn sentiment_rows(w: &World) -> Result<Vec<(String, String, String)>, 
         })
         .collect())
 }
+
+/// Turns a sentiment config into an offline one reading `file` (a JSON Lines of statuses).
+pub fn use_replay(cfg: &mut Config, file: PathBuf) {
+    let p = &mut cfg.pipelines[0];
+    p.mastodon = None;
+    p.replay = Some(tributary::config::ReplayConfig { file, rate: 0.0, instance: "replay.example".into(), filter: Default::default() });
+}
