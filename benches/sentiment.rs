@@ -442,7 +442,7 @@ async fn measure(ch: &ChClient, db: &str, h: &tributary::supervisors::sentiment:
         let classified = h.llm.classified.load(Ordering::Relaxed);
         if classified >= n {
             classified_at.get_or_insert(tick);
-        } else if tick.duration_since(t0) > latency && h.llm.requests.load(Ordering::Relaxed) + (h.queue.capacity() + c) as u64 < n {
+        } else if tick.duration_since(t0) > latency && h.llm.requests.load(Ordering::Relaxed) + ((h.queue.capacity() + c) as u64) < n {
             // The steady state: past the first wave, and the source still has posts to queue.
             let q = h.queue.depth();
             busy_sum += h.leases.busy();

@@ -293,9 +293,13 @@ pub struct LlmConfig {
     /// Token budget of a reply (room for a reasoning model's `<think>` block).
     #[serde(default = "defaults::max_tokens")]
     pub max_tokens: u32,
-    /// Requests in flight at once (the worker pool's size).
+    /// Requests in flight at most (the worker pool's size).
     #[serde(default = "defaults::concurrency")]
     pub concurrency: usize,
+    /// Adapt the requests in flight (1..=concurrency) to what the server sustains: a serial
+    /// server (llama.cpp) gets one at a time, a batching one (vLLM) up to `concurrency`.
+    #[serde(default = "defaults::yes")]
+    pub adaptive_concurrency: bool,
     /// Posts waiting for a worker (the bounded queue in front of the pool).
     #[serde(default = "defaults::llm_queue")]
     pub queue: usize,

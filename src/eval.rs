@@ -134,15 +134,16 @@ pub async fn run(cfg: &LlmConfig, examples: &[Example]) -> Result<Report, String
     let client = Arc::new(LlmClient::new(cfg).map_err(|e| e.to_string())?);
     let breaker = Arc::new(CircuitBreaker::new(cfg.circuit_failures, cfg.circuit_cooldown.0));
     let counters = Arc::new(LlmCounters::default());
+    let limiter = Arc::new(crate::limiter::Limiter::new(cfg.concurrency, cfg.adaptive_concurrency));
     let policy = RetryPolicy { backoff_initial: cfg.backoff_initial.0, backoff_max: cfg.circuit_cooldown.0.max(cfg.backoff_initial.0) };
     let sem = Arc::new(tokio::sync::Semaphore::new(cfg.concurrency));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for (i, ex) in examples.iter().enumerate() {
         let permit = sem.clone().acquire_owned().await.map_err(|e| e.to_string())?;
-        let (client, breaker, counters, text) = (client.clone(), breaker.clone(), counters.clone(), ex.text.clone());
+        let (client, breaker, limiter, counters, text) = (client.clone(), breaker.clone(), limiter.clone(), counters.clone(), ex.text.clone());
         tasks.spawn(async move {
-            let out = classify(&client, &breaker, &counters, &policy, &text, &tracing::Span::none()).await;
+            let out = classify(&client, &breaker, &limiter, &counters, &policy, &text, &tracing::Span::none()).await;
             drop(permit);
             (i, out)
         });

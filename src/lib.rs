@@ -16,4 +16,5 @@ pub mod status;
 pub mod supervisors;
 pub mod telemetry;
 pub mod tls;
+pub mod limiter;
 pub mod llm;

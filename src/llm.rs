@@ -46,19 +46,31 @@ pub struct Outcome {
 /// circuit breaker until a reply comes (nothing is dropped); an unparseable reply is asked
 /// once more, then the result is `unknown` (counted). Each request is an `llm.call` span
 /// under `trace`.
-pub async fn classify(client: &LlmClient, breaker: &CircuitBreaker, counters: &LlmCounters, policy: &RetryPolicy, text: &str, trace: &Span) -> Outcome {
+pub async fn classify(
+    client: &LlmClient,
+    breaker: &CircuitBreaker,
+    limiter: &crate::limiter::Limiter,
+    counters: &LlmCounters,
+    policy: &RetryPolicy,
+    text: &str,
+    trace: &Span,
+) -> Outcome {
     let started = Instant::now();
     let mut attempts = 0u32;
     let mut unparsed = 0u32;
     let mut delay = policy.backoff_initial;
     let label = loop {
         breaker.ready().await;
+        let slot = limiter.acquire().await;
         attempts += 1;
         counters.requests.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!(parent: trace, "llm.call", model = %client.model(), attempt = attempts, outcome = tracing::field::Empty);
-        match client.complete(text).instrument(span.clone()).await {
+        let reply = client.complete(text).instrument(span.clone()).await;
+        drop(slot);
+        match reply {
             Ok(reply) => {
                 breaker.success();
+                limiter.completed();
                 match client.parse(&reply) {
                     Ok(label) => {
                         span.record("outcome", "label");

@@ -226,3 +226,27 @@ async fn hostile_input(target: Target) {
     run.stop().await;
 }
 matrix!(malformed_events_and_poisoned_replies_are_counted, hostile_input);
+
+/// The pool fits its requests in flight to the server: a serial server (one lane, like
+/// llama.cpp) ends with about one request at a time, a parallel one keeps the maximum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_concurrency_fits_the_server_on_ch26() {
+    for (lanes, want_low) in [(1usize, true), (0, false)] {
+        let w = World::new(Target::Ch26).await;
+        let llm = FakeLlm::start(LlmConfig { latency: Duration::from_millis(60), concurrency: lanes, ..Default::default() }).await;
+        let mut cfg = sentiment_config(&w, "http://127.0.0.1:9", &llm.url(), "ollama", "llama3.2:1b");
+        use_replay(&mut cfg, repo().join("tests/fixtures/statuses.jsonl"));
+        cfg.pipelines[0].llm.as_mut().unwrap().concurrency = 8;
+        let run = Running::start(&cfg).await;
+        let ids: BTreeSet<String> = load_fixture().iter().filter(|s| s["reblog"].is_null()).map(|s| s["id"].as_str().unwrap().to_string()).collect();
+        expect_rows(&w, &ids).await;
+        let limit = handles(&run).limiter.limit();
+        if want_low {
+            assert!(limit <= 2, "a serial server ends with {limit} requests in flight");
+        } else {
+            assert!(limit >= 6, "a parallel server keeps about the maximum, got {limit}");
+            assert!(llm.max_active() >= 6, "it really ran them in parallel: {}", llm.max_active());
+        }
+        run.stop().await;
+    }
+}

@@ -67,6 +67,7 @@ pub struct WorkerArgs {
     pub leases: Arc<Leases>,
     pub client: Arc<LlmClient>,
     pub breaker: Arc<CircuitBreaker>,
+    pub limiter: Arc<crate::limiter::Limiter>,
     pub sink: Edge<SentimentSinkMsg>,
     pub counters: Arc<LlmCounters>,
     pub pipeline_counters: Arc<PipelineCounters>,
@@ -119,7 +120,7 @@ impl Actor for LlmWorker {
 
 async fn classify(st: &WorkerArgs, post: &Post, trace: &Span) -> Classified {
     let policy = crate::llm::RetryPolicy { backoff_initial: st.backoff_initial, backoff_max: st.backoff_max };
-    let out = crate::llm::classify(&st.client, &st.breaker, &st.counters, &policy, &post.text, trace).await;
+    let out = crate::llm::classify(&st.client, &st.breaker, &st.limiter, &st.counters, &policy, &post.text, trace).await;
     PipelineCounters::add(&st.pipeline_counters.rows_read, 1);
     Classified {
         post: post.clone(),

@@ -34,6 +34,8 @@ pub struct SentimentHandles {
     pub tracker: Arc<AckTracker>,
     pub leases: Arc<Leases>,
     pub breaker: Arc<CircuitBreaker>,
+    /// The adaptive limit on requests in flight.
+    pub limiter: Arc<crate::limiter::Limiter>,
     pub llm: Arc<LlmCounters>,
     /// Posts skipped by the filter or unreadable.
     pub skipped: Arc<AtomicU64>,
@@ -49,6 +51,7 @@ pub fn sentiment_pipeline(cfg: &Config, p: &PipelineConfig, registry: Arc<Regist
         tracker: Arc::new(AckTracker::default()),
         leases: Arc::new(Leases::new(llm_cfg.concurrency)),
         breaker: Arc::new(CircuitBreaker::new(llm_cfg.circuit_failures, llm_cfg.circuit_cooldown.0)),
+        limiter: Arc::new(crate::limiter::Limiter::new(llm_cfg.concurrency, llm_cfg.adaptive_concurrency)),
         llm: Arc::new(LlmCounters::default()),
         skipped: Arc::new(AtomicU64::new(0)),
         malformed: Arc::new(AtomicU64::new(0)),
@@ -81,6 +84,7 @@ pub fn sentiment_pipeline(cfg: &Config, p: &PipelineConfig, registry: Arc<Regist
                     leases: h.leases.clone(),
                     client,
                     breaker: h.breaker.clone(),
+                    limiter: h.limiter.clone(),
                     sink: h.sink_edge.clone(),
                     counters: h.llm.clone(),
                     pipeline_counters: counters.clone(),
