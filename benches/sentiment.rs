@@ -3,12 +3,14 @@
 //! (C requests in flight, each taking L), measured end to end into ClickHouse.
 //!
 //! `cargo bench --bench sentiment -- [--posts N (1600)] [--latency-ms L (200)] [--concurrency C (16)]
-//!  [--target ch18|ch26 (ch26)] [--server-limit] [--no-baseline] [--keep]`
+//!  [--target ch18|ch26 (ch26)] [--server-limit] [--fixed-concurrency] [--no-baseline] [--keep]`
 //!
 //! 1. The fake LLM (tests/common/fake_llm.rs, Ollama API) runs in this process and answers every
 //!    request after L ms. It has NO concurrency limit by default, so the pipeline's own pool of C
 //!    workers is what is measured; `--server-limit` sets the server's limit to C (as a real
-//!    server with C slots would), which must make no difference.
+//!    server with C slots would), which must make no difference. The pool's adaptive limit
+//!    (llm.adaptive_concurrency, on in config/sentiment.toml) stays as configured unless
+//!    `--fixed-concurrency` turns it off; its limit and the requests in flight are sampled.
 //! 2. N statuses are written to a replay file in a temp dir: the fixture
 //!    tests/fixtures/statuses.jsonl (reblogs left out) as templates, each with a fresh increasing
 //!    id, its own time and a varied closing sentence.
@@ -56,12 +58,14 @@ struct Args {
     concurrency: usize,
     target: String,
     server_limit: bool,
+    /// llm.adaptive_concurrency = false (config/sentiment.toml has it on).
+    fixed: bool,
     baseline: bool,
     keep: bool,
 }
 
 fn parse_args() -> Res<Args> {
-    let mut a = Args { posts: 1600, latency_ms: 200, concurrency: 16, target: "ch26".into(), server_limit: false, baseline: true, keep: false };
+    let mut a = Args { posts: 1600, latency_ms: 200, concurrency: 16, target: "ch26".into(), server_limit: false, fixed: false, baseline: true, keep: false };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let (key, inline) = match arg.split_once('=') {
@@ -79,9 +83,10 @@ fn parse_args() -> Res<Args> {
             "--target" => a.target = value("--target")?,
             "--server-limit" => a.server_limit = true,
             "--no-baseline" => a.baseline = false,
+            "--fixed-concurrency" => a.fixed = true,
             "--keep" => a.keep = true,
             "-h" | "--help" => {
-                println!("cargo bench --bench sentiment -- [--posts N (1600)] [--latency-ms L (200)] [--concurrency C (16)] [--target ch18|ch26 (ch26)] [--server-limit] [--no-baseline] [--keep]");
+                println!("cargo bench --bench sentiment -- [--posts N (1600)] [--latency-ms L (200)] [--concurrency C (16)] [--target ch18|ch26 (ch26)] [--server-limit] [--fixed-concurrency] [--no-baseline] [--keep]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -153,6 +158,15 @@ fn self_cpu_secs() -> f64 {
     let f: Vec<&str> = s[i + 2..].split_whitespace().collect();
     let t = |k: usize| f.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
     (t(11) + t(12)) / 100.0 // USER_HZ is 100 on Linux
+}
+
+/// (busy, all) CPU seconds of the whole machine so far, from /proc/stat.
+fn machine_cpu_secs() -> (f64, f64) {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> = s.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let all: f64 = f.iter().take(8).sum();
+    let idle = f.get(3).copied().unwrap_or(0.0) + f.get(4).copied().unwrap_or(0.0);
+    ((all - idle) / 100.0, all / 100.0)
 }
 
 /// N statuses from the fixture's (non-reblog) statuses, each with a fresh increasing id and
@@ -252,6 +266,13 @@ struct RunResult {
     /// Mean of busy workers (leases held) over the polls of the steady state (after the first
     /// wave, while the source still has posts to queue).
     mean_busy: f64,
+    /// Time-weighted means over the whole measured interval: requests in flight (the
+    /// limiter's count) and the limiter's limit; its lowest limit; the share of the time at C.
+    mean_in_flight: f64,
+    mean_limit: f64,
+    min_limit: usize,
+    at_max_share: f64,
+    adaptive: bool,
     mean_queue_depth: f64,
     min_queue_depth: usize,
     /// Mean in-worker latency of a classification (HTTP round trip included).
@@ -259,6 +280,10 @@ struct RunResult {
     peak_rss_kib: u64,
     cpu_secs: f64,
     cpu_ms_per_post: f64,
+    /// CPU seconds other processes (ClickHouse, anyone sharing the machine) used meanwhile,
+    /// and the machine's CPU seconds available (cores × wall).
+    other_cpu_secs: f64,
+    machine_secs: f64,
     requests_client: u64,
     requests_server: u64,
     server_max_concurrent: usize,
@@ -301,7 +326,8 @@ impl Cleanup {
     }
 }
 
-async fn run_once(vars: &HashMap<String, String>, target: &str, n: u64, latency_ms: u64, c: usize, server_limit: bool, clean: &mut Cleanup) -> Res<RunResult> {
+#[allow(clippy::too_many_arguments)]
+async fn run_once(vars: &HashMap<String, String>, target: &str, n: u64, latency_ms: u64, c: usize, server_limit: bool, fixed: bool, clean: &mut Cleanup) -> Res<RunResult> {
     let latency = Duration::from_millis(latency_ms);
     let llm = FakeLlm::start(LlmConfig { latency, concurrency: if server_limit { c } else { 0 }, ..Default::default() }).await;
 
@@ -334,6 +360,9 @@ async fn run_once(vars: &HashMap<String, String>, target: &str, n: u64, latency_
     l.concurrency = c;
     l.queue = (2 * c).max(64);
     l.circuit_failures = 1000;
+    if fixed {
+        l.adaptive_concurrency = false;
+    }
     p.batch.max_age.0 = Duration::from_millis(50);
     p.batch.edge_capacity = p.batch.edge_capacity.max(2 * c);
     let ch_cfg = p.clickhouse.clone();
@@ -393,12 +422,19 @@ async fn run_once(vars: &HashMap<String, String>, target: &str, n: u64, latency_
         overhead_ms_per_cycle: (secs - ideal_secs) * 1000.0 * c as f64 / n as f64,
         classified_secs: m.classified_secs,
         mean_busy: m.mean_busy,
+        mean_in_flight: m.mean_in_flight,
+        mean_limit: m.mean_limit,
+        min_limit: m.min_limit,
+        at_max_share: m.at_max_share,
+        adaptive: !fixed,
         mean_queue_depth: m.mean_queue,
         min_queue_depth: m.min_queue,
         llm_latency_ms: h.llm.latency_ms_total.load(Ordering::Relaxed) as f64 / classified as f64,
         peak_rss_kib: m.peak_rss_kib,
         cpu_secs: m.cpu_secs,
         cpu_ms_per_post: m.cpu_secs * 1000.0 / n as f64,
+        other_cpu_secs: m.other_cpu_secs,
+        machine_secs: m.machine_secs,
         requests_client: h.llm.requests.load(Ordering::Relaxed),
         requests_server: llm.generations(),
         server_max_concurrent: llm.max_concurrent(),
@@ -416,10 +452,16 @@ struct Measured {
     done_secs: f64,
     classified_secs: f64,
     mean_busy: f64,
+    mean_in_flight: f64,
+    mean_limit: f64,
+    min_limit: usize,
+    at_max_share: f64,
     mean_queue: f64,
     min_queue: usize,
     peak_rss_kib: u64,
     cpu_secs: f64,
+    other_cpu_secs: f64,
+    machine_secs: f64,
 }
 
 async fn measure(ch: &ChClient, db: &str, h: &tributary::supervisors::sentiment::SentimentHandles, llm: &FakeLlm, n: u64, latency: Duration, c: usize) -> Res<Measured> {
@@ -433,16 +475,29 @@ async fn measure(ch: &ChClient, db: &str, h: &tributary::supervisors::sentiment:
     }
     let t0 = Instant::now();
     let cpu0 = self_cpu_secs();
+    let machine0 = machine_cpu_secs();
     let poll = format!("SELECT count() FROM `{db}`.mastodon_sentiment FINAL");
     let (mut busy_sum, mut queue_sum, mut samples, mut min_queue) = (0usize, 0usize, 0usize, usize::MAX);
     let mut classified_at: Option<Instant> = None;
+    // Time-weighted: requests in flight, the limiter's limit, time at the maximum.
+    let (mut flight_w, mut limit_w, mut at_max, mut weighted, mut min_limit, mut last_tick) = (0.0, 0.0, 0.0, 0.0, usize::MAX, t0);
     let (mut last_count, mut last_progress, mut last_report) = (u64::MAX, Instant::now(), Instant::now());
     loop {
         let tick = Instant::now();
         let classified = h.llm.classified.load(Ordering::Relaxed);
+        if classified < n {
+            let dt = tick.duration_since(last_tick).as_secs_f64();
+            let limit = h.limiter.limit();
+            flight_w += dt * h.limiter.in_flight() as f64;
+            limit_w += dt * limit as f64;
+            at_max += if limit >= c { dt } else { 0.0 };
+            weighted += dt;
+            min_limit = min_limit.min(limit);
+        }
+        last_tick = tick;
         if classified >= n {
             classified_at.get_or_insert(tick);
-        } else if tick.duration_since(t0) > latency && h.llm.requests.load(Ordering::Relaxed) + ((h.queue.capacity() + c) as u64) < n {
+        } else if tick.duration_since(t0) > latency && h.llm.requests.load(Ordering::Relaxed) + (h.queue.depth() as u64) < n {
             // The steady state: past the first wave, and the source still has posts to queue.
             let q = h.queue.depth();
             busy_sum += h.leases.busy();
@@ -458,14 +513,21 @@ async fn measure(ch: &ChClient, db: &str, h: &tributary::supervisors::sentiment:
         }
         if count == n {
             let classified_at = classified_at.unwrap_or(seen_at);
+            let (cpu, machine) = (self_cpu_secs() - cpu0, machine_cpu_secs());
             return Ok(Measured {
                 done_secs: seen_at.duration_since(t0).as_secs_f64(),
                 classified_secs: classified_at.duration_since(t0).as_secs_f64(),
                 mean_busy: if samples > 0 { busy_sum as f64 / samples as f64 } else { f64::NAN },
+                mean_in_flight: flight_w / weighted.max(1e-9),
+                mean_limit: limit_w / weighted.max(1e-9),
+                min_limit: if min_limit == usize::MAX { c } else { min_limit },
+                at_max_share: at_max / weighted.max(1e-9),
                 mean_queue: if samples > 0 { queue_sum as f64 / samples as f64 } else { f64::NAN },
                 min_queue: if samples > 0 { min_queue } else { 0 },
                 peak_rss_kib: self_status_kib("VmHWM:"),
-                cpu_secs: self_cpu_secs() - cpu0,
+                cpu_secs: cpu,
+                other_cpu_secs: machine.0 - machine0.0 - cpu,
+                machine_secs: machine.1 - machine0.1,
             });
         }
         if count > n {
@@ -493,10 +555,13 @@ fn print_run(title: &str, r: &RunResult) {
     println!("  ratio                      {:>8.3}          (target ≥ 0.95){}", r.ratio, if r.ratio >= 0.95 { "" } else { "  <-- below target" });
     println!("  overhead                   {:>8.2} ms/post  ({:.1} ms per request cycle of a worker)", r.overhead_ms_per_post, r.overhead_ms_per_cycle);
     println!("  LLM stage                  all classified after {:.2}s; sink + visibility tail {:.2}s; {} inserts", r.classified_secs, r.secs - r.classified_secs, r.batches);
-    println!("  pool                       mean busy workers {:.2} of {}, queue mean {:.1} / min {} (steady state); in-worker LLM latency {:.1} ms (L = {})", r.mean_busy, r.concurrency, r.mean_queue_depth, r.min_queue_depth, r.llm_latency_ms, r.latency_ms);
+    let na = |x: f64, d: usize| if x.is_nan() { "n/a".to_string() } else { format!("{x:.d$}") };
+    println!("  pool                       workers holding a post {} of {}, queue mean {} / min {} (while the source still had posts); LLM latency in the worker {:.1} ms (L = {}, limiter wait included)", na(r.mean_busy, 2), r.concurrency, na(r.mean_queue_depth, 1), r.min_queue_depth, r.llm_latency_ms, r.latency_ms);
+    println!("  limiter ({})       requests in flight {:.2} on average; limit mean {:.2}, min {}, at C {:.0}% of the time", if r.adaptive { "adaptive" } else { "fixed   " }, r.mean_in_flight, r.mean_limit, r.min_limit, r.at_max_share * 100.0);
     println!("  LLM requests               {} by the pool, {} at the server, N = {}; {} errors; server saw ≤ {} at once", r.requests_client, r.requests_server, r.posts, r.errors, r.server_max_concurrent);
     println!("  peak RSS (VmHWM)           {:>8.1} MB      whole process: pipeline + fake LLM + bench", mb(r.peak_rss_kib));
     println!("  CPU, measured interval     {:>8.2} s       {:.3} ms per post (same process: pipeline + fake LLM + polling)", r.cpu_secs, r.cpu_ms_per_post);
+    println!("  CPU, other processes       {:>8.2} s       of {:.1} CPU-s the machine had meanwhile (ClickHouse, and whoever shares the cores)", r.other_cpu_secs, r.machine_secs);
     println!("  ClickHouse                 {} rows FINAL, {} distinct ids, {} wrong labels; {} insert retries{}", r.rows_final, r.distinct_ids, r.bad_labels.len(), r.insert_retries, if r.ok() { "" } else { "  <-- MISMATCH" });
 }
 
@@ -514,11 +579,18 @@ fn json_of(r: &RunResult) -> Value {
         "overhead_ms_per_post": r3(r.overhead_ms_per_post),
         "overhead_ms_per_cycle": r3(r.overhead_ms_per_cycle),
         "classified_secs": r3(r.classified_secs),
-        "mean_busy_workers": r3(r.mean_busy),
+        "mean_busy_workers": if r.mean_busy.is_nan() { None } else { Some(r3(r.mean_busy)) },
+        "adaptive_concurrency": r.adaptive,
+        "mean_in_flight": r3(r.mean_in_flight),
+        "mean_limit": r3(r.mean_limit),
+        "min_limit": r.min_limit,
+        "at_max_share": r3(r.at_max_share),
         "llm_latency_ms": r3(r.llm_latency_ms),
         "peak_rss_mb": (r.peak_rss_kib as f64 / 102.4).round() / 10.0,
         "cpu_s": r3(r.cpu_secs),
         "cpu_ms_per_post": r3(r.cpu_ms_per_post),
+        "other_processes_cpu_s": r3(r.other_cpu_secs),
+        "machine_cpu_s": r3(r.machine_secs),
         "llm_requests": r.requests_client,
         "llm_requests_server": r.requests_server,
         "inserts": r.batches,
@@ -529,8 +601,8 @@ fn json_of(r: &RunResult) -> Value {
 }
 
 async fn bench(args: &Args, vars: &HashMap<String, String>, clean: &mut Cleanup) -> Res<bool> {
-    let main = run_once(vars, &args.target, args.posts, args.latency_ms, args.concurrency, args.server_limit, clean).await?;
-    let base = if args.baseline { Some(run_once(vars, &args.target, 50, args.latency_ms, 1, args.server_limit, clean).await?) } else { None };
+    let main = run_once(vars, &args.target, args.posts, args.latency_ms, args.concurrency, args.server_limit, args.fixed, clean).await?;
+    let base = if args.baseline { Some(run_once(vars, &args.target, 50, args.latency_ms, 1, args.server_limit, args.fixed, clean).await?) } else { None };
     println!();
     println!("Sentiment benchmark: replay → {} LLM workers → fake Ollama ({} ms) → ClickHouse {} ({})", args.concurrency, args.latency_ms, args.target, main.ch_version);
     print_run("pool", &main);
