@@ -37,7 +37,8 @@ use tokio_postgres::Client;
 use tributary::clickhouse::ChClient;
 use tributary::config::Config;
 
-type Res<T> = Result<T, String>;
+mod common;
+use common::{proc_cpu_secs, proc_status_kib, repo, services, unique, Res};
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -81,36 +82,6 @@ fn parse_args() -> Res<Args> {
     Ok(a)
 }
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The test servers' addresses: target/services/env, after `scripts/services.sh start` when
-/// the file is missing or a server does not answer.
-fn services() -> Res<HashMap<String, String>> {
-    let script = repo().join("scripts/services.sh");
-    let dir = std::env::var("TRIBUTARY_SERVICES_DIR").map(PathBuf::from).unwrap_or_else(|_| repo().join("target/services"));
-    let env_file = dir.join("env");
-    let healthy = env_file.exists()
-        && Command::new(&script).arg("status").stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
-    if !healthy {
-        eprintln!("bench: starting the test servers (scripts/services.sh start) ...");
-        let out = Command::new(&script).arg("start").output().map_err(|e| format!("running {}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(format!("scripts/services.sh start failed:\n{}", String::from_utf8_lossy(&out.stderr)));
-        }
-    }
-    let text = std::fs::read_to_string(&env_file).map_err(|e| format!("{}: {e}", env_file.display()))?;
-    let vars: HashMap<String, String> =
-        text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    for k in ["TRIBUTARY_TEST_PG_PORT", "TRIBUTARY_TEST_PG_USER", "TRIBUTARY_TEST_PG_DATABASE", "TRIBUTARY_TEST_CH18_URL", "TRIBUTARY_TEST_CH26_URL"] {
-        if !vars.contains_key(k) {
-            return Err(format!("{k} missing from {}", env_file.display()));
-        }
-    }
-    Ok(vars)
-}
-
 struct Pg {
     host: String,
     port: String,
@@ -139,11 +110,6 @@ impl Pg {
         tokio::spawn(conn);
         Ok(c)
     }
-}
-
-fn unique(prefix: &str) -> String {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 100_000_000;
-    format!("{prefix}_{}_{t}", std::process::id())
 }
 
 /// The benchmark table: bigint key, 64-char text, numeric, timestamptz, a small jsonb.
@@ -311,7 +277,7 @@ async fn source_limit(pg: &Pg, args: &Args, clean: &mut Cleanup) -> Res<SourceRe
                 .map_err(|e| e.to_string())?
                 .and_then(|r| r.get::<_, Option<i32>>(0));
         }
-        if let Some(cpu) = walsender.and_then(|p| proc_cpu_secs(p as u32)) {
+        if let Some(cpu) = walsender.and_then(|p| proc_cpu_secs(&p.to_string())) {
             walsender_cpu = cpu;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -350,20 +316,6 @@ fn tributary_bin() -> Res<PathBuf> {
     } else {
         Err(format!("{} is missing: run `cargo build --release` first", p.display()))
     }
-}
-
-fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// utime + stime of a process in seconds.
-fn proc_cpu_secs(pid: u32) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0) // USER_HZ is 100 on Linux
 }
 
 fn log_tail(path: &Path, n: usize) -> String {
@@ -449,15 +401,15 @@ impl Tributary {
     }
 
     fn rss_kib(&self) -> u64 {
-        proc_status_kib(self.pid(), "VmRSS:").unwrap_or(0)
+        proc_status_kib(&self.pid().to_string(), "VmRSS:").unwrap_or(0)
     }
 
     /// SIGTERM (it drains and exits 0): seconds to exit, and whether it exited 0.
     async fn stop(&mut self) -> (f64, bool) {
         let Some(mut child) = self.child.take() else { return (0.0, false) };
         let pid = child.id();
-        self.peak_rss_kib = self.peak_rss_kib.max(proc_status_kib(pid, "VmHWM:").unwrap_or(0));
-        self.cpu_secs += proc_cpu_secs(pid).unwrap_or(0.0);
+        self.peak_rss_kib = self.peak_rss_kib.max(proc_status_kib(&pid.to_string(), "VmHWM:").unwrap_or(0));
+        self.cpu_secs += proc_cpu_secs(&pid.to_string()).unwrap_or(0.0);
         let start = Instant::now();
         signal(pid, "CONT");
         signal(pid, "TERM");
@@ -631,7 +583,7 @@ async fn active_pid(ctl: &Client, slot: &str) -> Res<Option<u32>> {
 }
 
 fn cpu_of(procs: &[(String, u32)]) -> Vec<f64> {
-    procs.iter().map(|(_, p)| proc_cpu_secs(*p).unwrap_or(f64::NAN)).collect()
+    procs.iter().map(|(_, p)| proc_cpu_secs(&p.to_string()).unwrap_or(f64::NAN)).collect()
 }
 
 fn cpu_diff(procs: &[(String, u32)], before: &[f64]) -> Vec<(String, f64)> {
@@ -725,7 +677,7 @@ async fn drive(pg: &Pg, ch: &ChClient, trib: &mut Tributary, t: &str, db: &str, 
         drop(w2);
         let started = Instant::now();
         let pid2 = trib.start()?;
-        let ch_cpu = ch_pid.and_then(proc_cpu_secs);
+        let ch_cpu = ch_pid.and_then(|p| proc_cpu_secs(&p.to_string()));
         let walsender = active_pid(&ctl, slot).await?;
         let mut procs2: Vec<(String, u32)> = Vec::new();
         if let Some(w) = walsender {

@@ -41,7 +41,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tributary::clickhouse::ChClient;
@@ -49,7 +49,8 @@ use tributary::config::{Config, PostFilter, ReplayConfig};
 use tributary::status::Registry;
 use tributary::supervisors::pipeline::PipelineHandles;
 
-type Res<T> = Result<T, String>;
+mod common;
+use common::{proc_cpu_secs, proc_status_kib, repo, services, unique, Res};
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -101,63 +102,9 @@ fn parse_args() -> Res<Args> {
     Ok(a)
 }
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The test servers' addresses: target/services/env, after `scripts/services.sh start` when
-/// the file is missing or the chosen ClickHouse does not answer. (Not `services.sh status`:
-/// that also wants the llama.cpp server, which this bench does not use.)
-fn services(target: &str) -> Res<HashMap<String, String>> {
-    let script = repo().join("scripts/services.sh");
-    let dir = std::env::var("TRIBUTARY_SERVICES_DIR").map(PathBuf::from).unwrap_or_else(|_| repo().join("target/services"));
-    let env_file = dir.join("env");
-    let read = || -> Option<HashMap<String, String>> {
-        let text = std::fs::read_to_string(&env_file).ok()?;
-        Some(text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect())
-    };
-    let key = if target == "ch18" { "TRIBUTARY_TEST_CH18_URL" } else { "TRIBUTARY_TEST_CH26_URL" };
-    let answers = |vars: &HashMap<String, String>| {
-        let Some(url) = vars.get(key) else { return false };
-        let url = format!("{}/?query=SELECT%201", url.trim_end_matches('/'));
-        Command::new("curl").args(["-sf", "--max-time", "5", &url]).stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
-    };
-    if let Some(vars) = read().filter(|v| answers(v)) {
-        return Ok(vars);
-    }
-    eprintln!("bench: starting the test servers (scripts/services.sh start) ...");
-    let out = Command::new(&script).arg("start").output().map_err(|e| format!("running {}: {e}", script.display()))?;
-    let vars = read().ok_or_else(|| format!("{} is missing after scripts/services.sh start", env_file.display()))?;
-    if !answers(&vars) {
-        return Err(format!("{key} does not answer; scripts/services.sh start said:\n{}", String::from_utf8_lossy(&out.stderr)));
-    }
-    Ok(vars)
-}
-
-fn unique(prefix: &str) -> String {
-    use std::sync::atomic::AtomicU32;
-    static N: AtomicU32 = AtomicU32::new(0);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 100_000_000;
-    format!("{prefix}_{}_{t}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
-}
-
-fn self_status_kib(key: &str) -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
-}
-
 /// Resets VmHWM to the current RSS (Linux ≥ 4.0), so each run reports its own peak.
 fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// utime + stime of this process in seconds.
-fn self_cpu_secs() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let Some(i) = s.rfind(')') else { return f64::NAN };
-    let f: Vec<&str> = s[i + 2..].split_whitespace().collect();
-    let t = |k: usize| f.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
-    (t(11) + t(12)) / 100.0 // USER_HZ is 100 on Linux
 }
 
 /// (busy, all) CPU seconds of the whole machine so far, from /proc/stat.
@@ -474,7 +421,7 @@ async fn measure(ch: &ChClient, db: &str, h: &tributary::supervisors::sentiment:
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let t0 = Instant::now();
-    let cpu0 = self_cpu_secs();
+    let cpu0 = proc_cpu_secs("self").unwrap_or(f64::NAN);
     let machine0 = machine_cpu_secs();
     let poll = format!("SELECT count() FROM `{db}`.mastodon_sentiment FINAL");
     let (mut busy_sum, mut queue_sum, mut samples, mut min_queue) = (0usize, 0usize, 0usize, usize::MAX);
@@ -513,7 +460,7 @@ async fn measure(ch: &ChClient, db: &str, h: &tributary::supervisors::sentiment:
         }
         if count == n {
             let classified_at = classified_at.unwrap_or(seen_at);
-            let (cpu, machine) = (self_cpu_secs() - cpu0, machine_cpu_secs());
+            let (cpu, machine) = (proc_cpu_secs("self").unwrap_or(f64::NAN) - cpu0, machine_cpu_secs());
             return Ok(Measured {
                 done_secs: seen_at.duration_since(t0).as_secs_f64(),
                 classified_secs: classified_at.duration_since(t0).as_secs_f64(),
@@ -524,7 +471,7 @@ async fn measure(ch: &ChClient, db: &str, h: &tributary::supervisors::sentiment:
                 at_max_share: at_max / weighted.max(1e-9),
                 mean_queue: if samples > 0 { queue_sum as f64 / samples as f64 } else { f64::NAN },
                 min_queue: if samples > 0 { min_queue } else { 0 },
-                peak_rss_kib: self_status_kib("VmHWM:"),
+                peak_rss_kib: proc_status_kib("self", "VmHWM:").unwrap_or(0),
                 cpu_secs: cpu,
                 other_cpu_secs: machine.0 - machine0.0 - cpu,
                 machine_secs: machine.1 - machine0.1,
@@ -647,7 +594,7 @@ async fn main() -> ExitCode {
     if let Ok(filter) = std::env::var("TRIBUTARY_BENCH_LOG") {
         let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     }
-    let vars = match services(&args.target) {
+    let vars = match services() {
         Ok(v) => v,
         Err(e) => {
             eprintln!("bench: {e}");
