@@ -50,19 +50,40 @@ struct Args {
 }
 
 fn parse_args() -> Res<Args> {
-    let mut a = Args { rows: 1_000_000, target: "ch18".into(), txn_rows: 1000, keep: false, no_drain: false };
+    let mut a = Args {
+        rows: 1_000_000,
+        target: "ch18".into(),
+        txn_rows: 1000,
+        keep: false,
+        no_drain: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let (key, inline) = match arg.split_once('=') {
             Some((k, v)) if k.starts_with("--") => (k.to_string(), Some(v.to_string())),
             _ => (arg.clone(), None),
         };
-        let mut value = |name: &str| inline.clone().or_else(|| it.next()).ok_or_else(|| format!("{name} needs a value"));
+        let mut value = |name: &str| {
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
         match key.as_str() {
             // cargo bench passes --bench to harness=false benches.
             "--bench" => {}
-            "--rows" => a.rows = value("--rows")?.replace('_', "").parse().map_err(|e| format!("--rows: {e}"))?,
-            "--txn-rows" => a.txn_rows = value("--txn-rows")?.replace('_', "").parse().map_err(|e| format!("--txn-rows: {e}"))?,
+            "--rows" => {
+                a.rows = value("--rows")?
+                    .replace('_', "")
+                    .parse()
+                    .map_err(|e| format!("--rows: {e}"))?
+            }
+            "--txn-rows" => {
+                a.txn_rows = value("--txn-rows")?
+                    .replace('_', "")
+                    .parse()
+                    .map_err(|e| format!("--txn-rows: {e}"))?
+            }
             "--target" => a.target = value("--target")?,
             "--keep" => a.keep = true,
             "--no-drain" => a.no_drain = true,
@@ -105,8 +126,13 @@ impl Pg {
     }
 
     async fn connect(&self) -> Res<Client> {
-        let url = format!("host={} port={} user={} password={} dbname={}", self.host, self.port, self.user, self.password, self.database);
-        let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.map_err(|e| format!("connect to Postgres: {e}"))?;
+        let url = format!(
+            "host={} port={} user={} password={} dbname={}",
+            self.host, self.port, self.user, self.password, self.database
+        );
+        let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| format!("connect to Postgres: {e}"))?;
         tokio::spawn(conn);
         Ok(c)
     }
@@ -123,7 +149,13 @@ fn create_table_sql(t: &str) -> String {
 /// Writes ids first..first+n in transactions of `txn_rows` (one INSERT ... SELECT generate_series per
 /// autocommit transaction), as fast as one connection can. Returns, per transaction, its last
 /// id and the moment its COMMIT returned, and the whole load's duration.
-async fn load(c: &Client, t: &str, first: u64, n: u64, txn_rows: u64) -> Res<(Vec<(i64, Instant)>, Duration)> {
+async fn load(
+    c: &Client,
+    t: &str,
+    first: u64,
+    n: u64,
+    txn_rows: u64,
+) -> Res<(Vec<(i64, Instant)>, Duration)> {
     let stmt = c
         .prepare(&format!(
             "INSERT INTO {t} (id, payload, amount, created_at, attrs) \
@@ -140,7 +172,9 @@ async fn load(c: &Client, t: &str, first: u64, n: u64, txn_rows: u64) -> Res<(Ve
     let end = first + n - 1;
     while next <= end {
         let last = (next + txn_rows - 1).min(end);
-        c.execute(&stmt, &[&(next as i64), &(last as i64)]).await.map_err(|e| format!("load rows {next}..{last}: {e}"))?;
+        c.execute(&stmt, &[&(next as i64), &(last as i64)])
+            .await
+            .map_err(|e| format!("load rows {next}..{last}: {e}"))?;
         commits.push((last as i64, Instant::now()));
         next = last + 1;
     }
@@ -179,7 +213,11 @@ impl Cleanup {
                                     done = true;
                                     break;
                                 }
-                                if active == 0 && c.execute("SELECT pg_drop_replication_slot($1)", &[slot]).await.is_ok() {
+                                if active == 0
+                                    && c.execute("SELECT pg_drop_replication_slot($1)", &[slot])
+                                        .await
+                                        .is_ok()
+                                {
                                     done = true;
                                     break;
                                 }
@@ -196,7 +234,10 @@ impl Cleanup {
                     }
                 }
                 for p in &self.publications {
-                    if let Err(e) = c.batch_execute(&format!("DROP PUBLICATION IF EXISTS {p}")).await {
+                    if let Err(e) = c
+                        .batch_execute(&format!("DROP PUBLICATION IF EXISTS {p}"))
+                        .await
+                    {
                         problems.push(format!("publication {p}: {e}"));
                     }
                 }
@@ -236,16 +277,26 @@ async fn source_limit(pg: &Pg, args: &Args, clean: &mut Cleanup) -> Res<SourceRe
     let publication = unique("bench_src_pub");
     let slot = unique("bench_src_slot");
     clean.tables.push(t.clone());
-    c.batch_execute(&create_table_sql(&t)).await.map_err(|e| format!("create {t}: {e}"))?;
+    c.batch_execute(&create_table_sql(&t))
+        .await
+        .map_err(|e| format!("create {t}: {e}"))?;
     clean.publications.push(publication.clone());
-    c.batch_execute(&format!("CREATE PUBLICATION {publication} FOR TABLE {t}")).await.map_err(|e| format!("create publication: {e}"))?;
+    c.batch_execute(&format!("CREATE PUBLICATION {publication} FOR TABLE {t}"))
+        .await
+        .map_err(|e| format!("create publication: {e}"))?;
     clean.slots.push(slot.clone());
     let start_lsn: String = c
-        .query_one("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot])
+        .query_one(
+            "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&slot],
+        )
         .await
         .map_err(|e| format!("create slot {slot}: {e}"))?
         .get(0);
-    eprintln!("bench: source limit: loading {} rows into {t} ...", args.rows);
+    eprintln!(
+        "bench: source limit: loading {} rows into {t} ...",
+        args.rows
+    );
     let (_, load_time) = load(&c, &t, 1, args.rows, args.txn_rows).await?;
     let row = c
         .query_one("SELECT pg_current_wal_lsn()::text, pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint", &[&start_lsn])
@@ -258,12 +309,34 @@ async fn source_limit(pg: &Pg, args: &Args, clean: &mut Cleanup) -> Res<SourceRe
         return Err(format!("{} not found", recv.display()));
     }
     let mut cmd = Command::new(&recv);
-    cmd.args(["-h", &pg.host, "-p", &pg.port, "-U", &pg.user, "-d", &pg.database, "--slot", &slot, "--start", "--no-loop"])
-        .args(["--endpos", &end_lsn, "-o", "proto_version=1", "-o", &format!("publication_names={publication}"), "-f", "/dev/null"])
-        .env("PGPASSWORD", &pg.password)
-        .env("PGSSLMODE", "disable")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "-h",
+        &pg.host,
+        "-p",
+        &pg.port,
+        "-U",
+        &pg.user,
+        "-d",
+        &pg.database,
+        "--slot",
+        &slot,
+        "--start",
+        "--no-loop",
+    ])
+    .args([
+        "--endpos",
+        &end_lsn,
+        "-o",
+        "proto_version=1",
+        "-o",
+        &format!("publication_names={publication}"),
+        "-f",
+        "/dev/null",
+    ])
+    .env("PGPASSWORD", &pg.password)
+    .env("PGSSLMODE", "disable")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
     let started = Instant::now();
     let recv_name = recv.display().to_string();
     let run = tokio::task::spawn_blocking(move || cmd.output());
@@ -272,7 +345,10 @@ async fn source_limit(pg: &Pg, args: &Args, clean: &mut Cleanup) -> Res<SourceRe
     while !run.is_finished() {
         if walsender.is_none() {
             walsender = c
-                .query_opt("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+                .query_opt(
+                    "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&slot],
+                )
                 .await
                 .map_err(|e| e.to_string())?
                 .and_then(|r| r.get::<_, Option<i32>>(0));
@@ -282,15 +358,26 @@ async fn source_limit(pg: &Pg, args: &Args, clean: &mut Cleanup) -> Res<SourceRe
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let out = run.await.map_err(|e| e.to_string())?.map_err(|e| format!("run {recv_name}: {e}"))?;
+    let out = run
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("run {recv_name}: {e}"))?;
     let secs = started.elapsed().as_secs_f64();
     if !out.status.success() {
-        return Err(format!("pg_recvlogical failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "pg_recvlogical failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     // Drop the slot (and with it the retained WAL) before the pipeline runs.
-    c.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await.map_err(|e| format!("drop slot {slot}: {e}"))?;
+    c.execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await
+        .map_err(|e| format!("drop slot {slot}: {e}"))?;
     clean.slots.retain(|s| s != &slot);
-    c.batch_execute(&format!("DROP PUBLICATION {publication}; DROP TABLE {t}")).await.map_err(|e| e.to_string())?;
+    c.batch_execute(&format!("DROP PUBLICATION {publication}; DROP TABLE {t}"))
+        .await
+        .map_err(|e| e.to_string())?;
     clean.publications.retain(|p| p != &publication);
     clean.tables.retain(|x| x != &t);
     Ok(SourceResult {
@@ -309,12 +396,17 @@ fn tributary_bin() -> Res<PathBuf> {
             return Ok(PathBuf::from(p));
         }
     }
-    let dir = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| repo().join("target"));
+    let dir = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join("target"));
     let p = dir.join("release/tributary");
     if p.exists() {
         Ok(p)
     } else {
-        Err(format!("{} is missing: run `cargo build --release` first", p.display()))
+        Err(format!(
+            "{} is missing: run `cargo build --release` first",
+            p.display()
+        ))
     }
 }
 
@@ -356,7 +448,10 @@ struct Drain {
 }
 
 fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 /// The `tributary run` subprocess (started again for the drain phase).
@@ -373,16 +468,27 @@ struct Tributary {
 
 impl Tributary {
     fn start(&mut self) -> Res<u32> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).map_err(|e| e.to_string())?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| e.to_string())?;
         let mut cmd = Command::new(&self.bin);
-        cmd.args(["run", "--config"]).arg(&self.cfg).stdin(Stdio::null()).stdout(log.try_clone().map_err(|e| e.to_string())?).stderr(log);
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v))).env_remove("RUST_LOG");
+        cmd.args(["run", "--config"])
+            .arg(&self.cfg)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env_remove("RUST_LOG");
         // TRIBUTARY_BENCH_LOG=<filter> (e.g. tributary=debug) sets RUST_LOG for tributary and
         // keeps its log file.
         if let Ok(filter) = std::env::var("TRIBUTARY_BENCH_LOG") {
             cmd.env("RUST_LOG", filter);
         }
-        let child = cmd.spawn().map_err(|e| format!("start {}: {e}", self.bin.display()))?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("start {}: {e}", self.bin.display()))?;
         let pid = child.id();
         self.child = Some(child);
         Ok(pid)
@@ -406,9 +512,13 @@ impl Tributary {
 
     /// SIGTERM (it drains and exits 0): seconds to exit, and whether it exited 0.
     async fn stop(&mut self) -> (f64, bool) {
-        let Some(mut child) = self.child.take() else { return (0.0, false) };
+        let Some(mut child) = self.child.take() else {
+            return (0.0, false);
+        };
         let pid = child.id();
-        self.peak_rss_kib = self.peak_rss_kib.max(proc_status_kib(&pid.to_string(), "VmHWM:").unwrap_or(0));
+        self.peak_rss_kib = self
+            .peak_rss_kib
+            .max(proc_status_kib(&pid.to_string(), "VmHWM:").unwrap_or(0));
         self.cpu_secs += proc_cpu_secs(&pid.to_string()).unwrap_or(0.0);
         let start = Instant::now();
         signal(pid, "CONT");
@@ -425,7 +535,11 @@ impl Tributary {
         match status {
             Some(s) if s.success() => (secs, true),
             Some(s) => {
-                eprintln!("bench: tributary exited with {s} after SIGTERM; log tail ({}):\n{}", self.log.display(), log_tail(&self.log, 20));
+                eprintln!(
+                    "bench: tributary exited with {s} after SIGTERM; log tail ({}):\n{}",
+                    self.log.display(),
+                    log_tail(&self.log, 20)
+                );
                 (secs, false)
             }
             None => {
@@ -438,17 +552,28 @@ impl Tributary {
     }
 }
 
-async fn pipeline(pg: &Pg, vars: &HashMap<String, String>, args: &Args, clean: &mut Cleanup, ch_version: &mut String) -> Res<PipelineResult> {
+async fn pipeline(
+    pg: &Pg,
+    vars: &HashMap<String, String>,
+    args: &Args,
+    clean: &mut Cleanup,
+    ch_version: &mut String,
+) -> Res<PipelineResult> {
     let bin = tributary_bin()?;
     let c = pg.connect().await?;
     let t = unique("bench_pipe");
     let publication = unique("bench_pipe_pub");
     let slot = unique("bench_pipe_slot");
     let db = unique("bench_db");
-    let url = if args.target == "ch18" { &vars["TRIBUTARY_TEST_CH18_URL"] } else { &vars["TRIBUTARY_TEST_CH26_URL"] };
+    let url = if args.target == "ch18" {
+        &vars["TRIBUTARY_TEST_CH18_URL"]
+    } else {
+        &vars["TRIBUTARY_TEST_CH26_URL"]
+    };
 
     // The config: config/cdc.toml with this run's table; the servers through its variables.
-    let template = std::fs::read_to_string(repo().join("config/cdc.toml")).map_err(|e| format!("config/cdc.toml: {e}"))?;
+    let template = std::fs::read_to_string(repo().join("config/cdc.toml"))
+        .map_err(|e| format!("config/cdc.toml: {e}"))?;
     let mut replaced = false;
     let text: String = template
         .lines()
@@ -463,7 +588,9 @@ async fn pipeline(pg: &Pg, vars: &HashMap<String, String>, args: &Args, clean: &
         .collect::<Vec<_>>()
         .join("\n");
     if !replaced {
-        return Err("config/cdc.toml has no `tables = ...` line to point at the bench table".into());
+        return Err(
+            "config/cdc.toml has no `tables = ...` line to point at the bench table".into(),
+        );
     }
     let env: Vec<(String, String)> = [
         ("PGHOST", pg.host.clone()),
@@ -480,7 +607,8 @@ async fn pipeline(pg: &Pg, vars: &HashMap<String, String>, args: &Args, clean: &
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let lookup = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    let cfg = Config::from_str_named(&text, "bench config", &lookup).map_err(|e| format!("bench config: {e}"))?;
+    let cfg = Config::from_str_named(&text, "bench config", &lookup)
+        .map_err(|e| format!("bench config: {e}"))?;
     let tmp = repo().join("target/tmp");
     std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
     let cfg_path = tmp.join(format!("{t}.toml"));
@@ -488,26 +616,53 @@ async fn pipeline(pg: &Pg, vars: &HashMap<String, String>, args: &Args, clean: &
     std::fs::write(&cfg_path, &text).map_err(|e| e.to_string())?;
     clean.files.push(cfg_path.clone());
 
-    let ch = ChClient::connect(&cfg.pipelines[0].clickhouse).await.map_err(|e| format!("connect to ClickHouse {url}: {e}"))?;
-    *ch_version = ch.query_text("SELECT version()").await.map_err(|e| e.to_string())?.trim().to_string();
+    let ch = ChClient::connect(&cfg.pipelines[0].clickhouse)
+        .await
+        .map_err(|e| format!("connect to ClickHouse {url}: {e}"))?;
+    *ch_version = ch
+        .query_text("SELECT version()")
+        .await
+        .map_err(|e| e.to_string())?
+        .trim()
+        .to_string();
     clean.ch = Some((ch.clone(), db.clone()));
 
     clean.tables.push(t.clone());
-    c.batch_execute(&create_table_sql(&t)).await.map_err(|e| format!("create {t}: {e}"))?;
+    c.batch_execute(&create_table_sql(&t))
+        .await
+        .map_err(|e| format!("create {t}: {e}"))?;
     // tributary creates the publication and the slot; drop them afterwards.
     clean.publications.push(publication.clone());
     clean.slots.push(slot.clone());
 
     let _ = std::fs::remove_file(&log_path);
-    let mut trib = Tributary { bin, cfg: cfg_path, env, log: log_path.clone(), child: None, peak_rss_kib: 0, cpu_secs: 0.0 };
-    let ch_pid = vars.get(if args.target == "ch18" { "TRIBUTARY_TEST_CH18_PID" } else { "TRIBUTARY_TEST_CH26_PID" }).and_then(|p| p.parse().ok());
+    let mut trib = Tributary {
+        bin,
+        cfg: cfg_path,
+        env,
+        log: log_path.clone(),
+        child: None,
+        peak_rss_kib: 0,
+        cpu_secs: 0.0,
+    };
+    let ch_pid = vars
+        .get(if args.target == "ch18" {
+            "TRIBUTARY_TEST_CH18_PID"
+        } else {
+            "TRIBUTARY_TEST_CH26_PID"
+        })
+        .and_then(|p| p.parse().ok());
     let r = drive(pg, &ch, &mut trib, &t, &db, &slot, ch_pid, args).await;
     if r.is_err() {
         // Leave nothing running.
         if trib.child.is_some() {
             trib.stop().await;
         }
-        eprintln!("bench: tributary log tail ({}):\n{}", log_path.display(), log_tail(&log_path, 30));
+        eprintln!(
+            "bench: tributary log tail ({}):\n{}",
+            log_path.display(),
+            log_tail(&log_path, 30)
+        );
     } else if std::env::var("TRIBUTARY_BENCH_LOG").is_err() {
         clean.files.push(log_path.clone());
     } else {
@@ -531,12 +686,16 @@ async fn wait_for_rows(
     started: Instant,
 ) -> Res<Instant> {
     let poll_sql = format!("SELECT count(), max(id) FROM `{db}`.`{t}`");
-    let (mut last_count, mut last_progress, mut last_report) = (u64::MAX, Instant::now(), Instant::now());
+    let (mut last_count, mut last_progress, mut last_report) =
+        (u64::MAX, Instant::now(), Instant::now());
     loop {
         let tick = Instant::now();
         trib.check_alive("during the run")?;
         *max_rss = (*max_rss).max(trib.rss_kib());
-        let text = ch.query_text(&poll_sql).await.map_err(|e| format!("poll ClickHouse: {e}"))?;
+        let text = ch
+            .query_text(&poll_sql)
+            .await
+            .map_err(|e| format!("poll ClickHouse: {e}"))?;
         let seen_at = Instant::now();
         let mut f = text.split_whitespace();
         let count: u64 = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -551,13 +710,20 @@ async fn wait_for_rows(
             return Ok(seen_at);
         }
         if count > want {
-            return Err(format!("ClickHouse has {count} rows, more than the {want} written (duplicates)"));
+            return Err(format!(
+                "ClickHouse has {count} rows, more than the {want} written (duplicates)"
+            ));
         }
         if seen_at.duration_since(last_progress) > Duration::from_secs(60) {
-            return Err(format!("no progress for 60 s: ClickHouse has {count} of {want} rows (lost rows?)"));
+            return Err(format!(
+                "no progress for 60 s: ClickHouse has {count} of {want} rows (lost rows?)"
+            ));
         }
         if last_report.elapsed() > Duration::from_secs(5) {
-            eprintln!("bench: pipeline: {count} rows visible after {:.1}s", started.elapsed().as_secs_f64());
+            eprintln!(
+                "bench: pipeline: {count} rows visible after {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
             last_report = Instant::now();
         }
         let spent = tick.elapsed();
@@ -571,7 +737,10 @@ async fn active_pid(ctl: &Client, slot: &str) -> Res<Option<u32>> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let pid: Option<i32> = ctl
-            .query_opt("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+            .query_opt(
+                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
             .await
             .map_err(|e| format!("slot {slot}: {e}"))?
             .and_then(|r| r.get(0));
@@ -583,29 +752,57 @@ async fn active_pid(ctl: &Client, slot: &str) -> Res<Option<u32>> {
 }
 
 fn cpu_of(procs: &[(String, u32)]) -> Vec<f64> {
-    procs.iter().map(|(_, p)| proc_cpu_secs(&p.to_string()).unwrap_or(f64::NAN)).collect()
+    procs
+        .iter()
+        .map(|(_, p)| proc_cpu_secs(&p.to_string()).unwrap_or(f64::NAN))
+        .collect()
 }
 
 fn cpu_diff(procs: &[(String, u32)], before: &[f64]) -> Vec<(String, f64)> {
-    procs.iter().zip(cpu_of(procs).iter().zip(before)).map(|((name, _), (b, a))| (name.clone(), b - a)).collect()
+    procs
+        .iter()
+        .zip(cpu_of(procs).iter().zip(before))
+        .map(|((name, _), (b, a))| (name.clone(), b - a))
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn drive(pg: &Pg, ch: &ChClient, trib: &mut Tributary, t: &str, db: &str, slot: &str, ch_pid: Option<u32>, args: &Args) -> Res<PipelineResult> {
+async fn drive(
+    pg: &Pg,
+    ch: &ChClient,
+    trib: &mut Tributary,
+    t: &str,
+    db: &str,
+    slot: &str,
+    ch_pid: Option<u32>,
+    args: &Args,
+) -> Res<PipelineResult> {
     let n = args.rows;
     let ctl = pg.connect().await?;
-    eprintln!("bench: pipeline: starting {} (log: {})", trib.bin.display(), trib.log.display());
+    eprintln!(
+        "bench: pipeline: starting {} (log: {})",
+        trib.bin.display(),
+        trib.log.display()
+    );
     let pid = trib.start()?;
     // The initial snapshot of the empty table is done when its ClickHouse table exists.
-    let exists_sql = format!("SELECT count() FROM system.tables WHERE database = '{db}' AND name = '{t}'");
+    let exists_sql =
+        format!("SELECT count() FROM system.tables WHERE database = '{db}' AND name = '{t}'");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         trib.check_alive("before its snapshot was done")?;
-        if ch.query_text(&exists_sql).await.map(|s| s.trim() == "1").unwrap_or(false) {
+        if ch
+            .query_text(&exists_sql)
+            .await
+            .map(|s| s.trim() == "1")
+            .unwrap_or(false)
+        {
             break;
         }
         if Instant::now() > deadline {
-            return Err(format!("ClickHouse table {db}.{t} did not appear within 120 s"));
+            return Err(format!(
+                "ClickHouse table {db}.{t} did not appear within 120 s"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -613,7 +810,11 @@ async fn drive(pg: &Pg, ch: &ChClient, trib: &mut Tributary, t: &str, db: &str, 
 
     // The load runs on its own connection while this task polls ClickHouse.
     let writer = pg.connect().await?;
-    let writer_pid: i32 = writer.query_one("SELECT pg_backend_pid()", &[]).await.map_err(|e| e.to_string())?.get(0);
+    let writer_pid: i32 = writer
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .map_err(|e| e.to_string())?
+        .get(0);
     // Who spends the two cores: the writer's backend, the walsender, tributary, ClickHouse.
     let mut procs: Vec<(String, u32)> = vec![("writer backend".into(), writer_pid as u32)];
     if let Some(w) = active_pid(&ctl, slot).await? {
@@ -642,11 +843,30 @@ async fn drive(pg: &Pg, ch: &ChClient, trib: &mut Tributary, t: &str, db: &str, 
         Some((Ok(_), _)) => Ok(true),
         Some((Err(e), _)) => Err(e.clone()),
     };
-    let done_at = wait_for_rows(ch, trib, db, t, n, &mut visible, &mut max_rss, load_done, load_start).await?;
+    let done_at = wait_for_rows(
+        ch,
+        trib,
+        db,
+        t,
+        n,
+        &mut visible,
+        &mut max_rss,
+        load_done,
+        load_start,
+    )
+    .await?;
     let cpu_live = cpu_diff(&procs, &cpu_before);
-    let (loaded, _writer) = result.lock().unwrap().take().expect("wait_for_rows returns only after the load");
+    let (loaded, _writer) = result
+        .lock()
+        .unwrap()
+        .take()
+        .expect("wait_for_rows returns only after the load");
     let (commits, load_time) = loaded?;
-    eprintln!("bench: pipeline: the load took {:.2}s; all rows visible {:.2}s after it", load_time.as_secs_f64(), (done_at - load_start - load_time).as_secs_f64());
+    eprintln!(
+        "bench: pipeline: the load took {:.2}s; all rows visible {:.2}s after it",
+        load_time.as_secs_f64(),
+        (done_at - load_start - load_time).as_secs_f64()
+    );
     let secs = done_at.duration_since(load_start).as_secs_f64();
     let load_end = load_start + load_time;
 
@@ -688,13 +908,37 @@ async fn drive(pg: &Pg, ch: &ChClient, trib: &mut Tributary, t: &str, db: &str, 
             procs2.push(("ClickHouse".into(), c));
         }
         // Both processes are new: they count from zero (ClickHouse from the start).
-        let before: Vec<f64> = procs2.iter().map(|(k, _)| if k == "ClickHouse" { ch_cpu.unwrap_or(f64::NAN) } else { 0.0 }).collect();
+        let before: Vec<f64> = procs2
+            .iter()
+            .map(|(k, _)| {
+                if k == "ClickHouse" {
+                    ch_cpu.unwrap_or(f64::NAN)
+                } else {
+                    0.0
+                }
+            })
+            .collect();
         let mut vis2 = Vec::new();
-        let done = wait_for_rows(ch, trib, db, t, 2 * n, &mut vis2, &mut max_rss, || Ok(true), started).await?;
+        let done = wait_for_rows(
+            ch,
+            trib,
+            db,
+            t,
+            2 * n,
+            &mut vis2,
+            &mut max_rss,
+            || Ok(true),
+            started,
+        )
+        .await?;
         let cpu = cpu_diff(&procs2, &before);
         let secs = done.duration_since(started).as_secs_f64();
         eprintln!("bench: pipeline: drained {n} rows in {secs:.2}s");
-        drain = Some(Drain { secs, rows_per_s: n as f64 / secs, cpu });
+        drain = Some(Drain {
+            secs,
+            rows_per_s: n as f64 / secs,
+            cpu,
+        });
         let (_, ok) = trib.stop().await;
         exit_ok &= ok;
     }
@@ -703,8 +947,15 @@ async fn drive(pg: &Pg, ch: &ChClient, trib: &mut Tributary, t: &str, db: &str, 
         .query_text(&format!("SELECT (SELECT count() FROM `{db}`.`{t}`), count(), uniqExact(id) FROM `{db}`.`{t}` FINAL"))
         .await
         .map_err(|e| format!("final count: {e}"))?;
-    let f: Vec<u64> = text.split_whitespace().map(|s| s.parse().unwrap_or(0)).collect();
-    let (raw_count, final_count, final_distinct) = (f.first().copied().unwrap_or(0), f.get(1).copied().unwrap_or(0), f.get(2).copied().unwrap_or(0));
+    let f: Vec<u64> = text
+        .split_whitespace()
+        .map(|s| s.parse().unwrap_or(0))
+        .collect();
+    let (raw_count, final_count, final_distinct) = (
+        f.first().copied().unwrap_or(0),
+        f.get(1).copied().unwrap_or(0),
+        f.get(2).copied().unwrap_or(0),
+    );
 
     Ok(PipelineResult {
         secs,
@@ -728,9 +979,17 @@ async fn drive(pg: &Pg, ch: &ChClient, trib: &mut Tributary, t: &str, db: &str, 
     })
 }
 
-async fn bench(args: &Args, clean: &mut Cleanup, pg: &Pg, vars: &HashMap<String, String>) -> Res<bool> {
+async fn bench(
+    args: &Args,
+    clean: &mut Cleanup,
+    pg: &Pg,
+    vars: &HashMap<String, String>,
+) -> Res<bool> {
     let src = source_limit(pg, args, clean).await?;
-    eprintln!("bench: source limit: {:.0} rows/s ({:.2}s)", src.rows_per_s, src.secs);
+    eprintln!(
+        "bench: source limit: {:.0} rows/s ({:.2}s)",
+        src.rows_per_s, src.secs
+    );
     let mut ch_version = String::new();
     let p = pipeline(pg, vars, args, clean, &mut ch_version).await?;
     let ratio = p.rows_per_s / src.rows_per_s;
@@ -744,24 +1003,51 @@ async fn bench(args: &Args, clean: &mut Cleanup, pg: &Pg, vars: &HashMap<String,
     let r2 = |x: f64| (x * 100.0).round() / 100.0;
 
     println!();
-    println!("CDC benchmark: PostgreSQL 15 → tributary → ClickHouse {} ({ch_version})", args.target);
-    println!("  rows                       {} in transactions of {}", args.rows, args.txn_rows);
+    println!(
+        "CDC benchmark: PostgreSQL 15 → tributary → ClickHouse {} ({ch_version})",
+        args.target
+    );
+    println!(
+        "  rows                       {} in transactions of {}",
+        args.rows, args.txn_rows
+    );
     println!("  source limit               {:>8.0} rows/s  pg_recvlogical drained {:.0} MB of WAL in {:.2}s (the load before it ran at {:.0} rows/s)", src.rows_per_s, src.wal_bytes as f64 / 1e6, src.secs, src.load_rows_per_s);
-    println!("  CPU, source phase          walsender {:.2} (CPU s in {:.2}s wall)", src.walsender_cpu, src.secs);
+    println!(
+        "  CPU, source phase          walsender {:.2} (CPU s in {:.2}s wall)",
+        src.walsender_cpu, src.secs
+    );
     println!("  pipeline, live             {:>8.0} rows/s  {:.2}s from load start to count() = N (the load ran at {:.0} rows/s; caught up {:.2}s after it)", p.rows_per_s, p.secs, p.load_rows_per_s, p.catch_up_secs);
-    println!("  ratio live / source        {:>8.2}         (target ≥ 0.80)", ratio);
+    println!(
+        "  ratio live / source        {:>8.2}         (target ≥ 0.80)",
+        ratio
+    );
     if let (Some(d), Some(dr)) = (&p.drain, drain_ratio) {
         println!("  pipeline, drain            {:>8.0} rows/s  a backlog of N rows (written while tributary was stopped) taken in {:.2}s from its restart", d.rows_per_s, d.secs);
         println!("  ratio drain / source       {:>8.2}         (the like-for-like comparison with pg_recvlogical)", dr);
     }
     println!("  commit → visible (live)    p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms  (max(id) polled every 20 ms)", p.p50_ms, p.p99_ms, p.max_ms);
     println!("  tributary peak RSS         {:>8.1} MB      VmHWM; max sampled VmRSS {:.1} MB (target ≤ 150 MB)", mb(p.peak_rss_kib), mb(p.max_sampled_rss_kib));
-    println!("  tributary CPU, whole run   {:>8.2} s       {:.2} µs per row", p.cpu_secs, p.cpu_secs * 1e6 / p.written as f64);
-    println!("  CPU, live phase            {}", cpu_text(&p.cpu_live, p.secs));
+    println!(
+        "  tributary CPU, whole run   {:>8.2} s       {:.2} µs per row",
+        p.cpu_secs,
+        p.cpu_secs * 1e6 / p.written as f64
+    );
+    println!(
+        "  CPU, live phase            {}",
+        cpu_text(&p.cpu_live, p.secs)
+    );
     if let Some(d) = &p.drain {
         println!("  CPU, drain phase           {}", cpu_text(&d.cpu, d.secs));
     }
-    println!("  SIGTERM → exit (live run)  {:>8.2} s       {}", p.stop_secs, if p.exit_ok { "exit 0" } else { "NOT a clean exit" });
+    println!(
+        "  SIGTERM → exit (live run)  {:>8.2} s       {}",
+        p.stop_secs,
+        if p.exit_ok {
+            "exit 0"
+        } else {
+            "NOT a clean exit"
+        }
+    );
     println!("  ClickHouse                 {} rows FINAL ({} without FINAL), {} distinct ids; {} written{}", p.final_count, p.raw_count, p.final_distinct, p.written, if lost { "  <-- MISMATCH" } else { "" });
     let json = serde_json::json!({
         "bench": "cdc",
@@ -791,7 +1077,10 @@ async fn bench(args: &Args, clean: &mut Cleanup, pg: &Pg, vars: &HashMap<String,
     });
     println!("{json}");
     if lost {
-        eprintln!("bench: FAILED: ClickHouse has {} rows ({} distinct ids), {} were written", p.final_count, p.final_distinct, p.written);
+        eprintln!(
+            "bench: FAILED: ClickHouse has {} rows ({} distinct ids), {} were written",
+            p.final_count, p.final_distinct, p.written
+        );
     }
     if !p.exit_ok {
         eprintln!("bench: FAILED: tributary did not exit 0 after SIGTERM");
@@ -820,7 +1109,10 @@ async fn main() -> ExitCode {
     let mut clean = Cleanup::default();
     let result = bench(&args, &mut clean, &pg, &vars).await;
     if args.keep {
-        eprintln!("bench: --keep: left slots {:?}, publications {:?}, tables {:?}", clean.slots, clean.publications, clean.tables);
+        eprintln!(
+            "bench: --keep: left slots {:?}, publications {:?}, tables {:?}",
+            clean.slots, clean.publications, clean.tables
+        );
     } else {
         for p in clean.run(&pg).await {
             eprintln!("bench: cleanup: {p}");

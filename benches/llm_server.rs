@@ -27,13 +27,19 @@ struct Args {
 }
 
 fn parse_args() -> Res<Args> {
-    let mut a = Args { posts: 40, concurrency: 4, target: "ch26".into() };
+    let mut a = Args {
+        posts: 40,
+        concurrency: 4,
+        target: "ch26".into(),
+    };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         let mut val = || it.next().ok_or(format!("{k} needs a value"));
         match k.as_str() {
             "--posts" => a.posts = val()?.parse().map_err(|e| format!("--posts: {e}"))?,
-            "--concurrency" => a.concurrency = val()?.parse().map_err(|e| format!("--concurrency: {e}"))?,
+            "--concurrency" => {
+                a.concurrency = val()?.parse().map_err(|e| format!("--concurrency: {e}"))?
+            }
             "--target" => a.target = val()?,
             "--bench" => {}
             other => return Err(format!("unknown argument {other}")),
@@ -42,9 +48,22 @@ fn parse_args() -> Res<Args> {
     Ok(a)
 }
 
-fn config(vars: &std::collections::HashMap<String, String>, target: &str, db: &str, c: usize) -> Res<Config> {
-    let text = std::fs::read_to_string(repo().join("config/sentiment.toml")).map_err(|e| e.to_string())?;
-    let ch = vars.get(if target == "ch18" { "TRIBUTARY_TEST_CH18_URL" } else { "TRIBUTARY_TEST_CH26_URL" }).cloned().unwrap_or_default();
+fn config(
+    vars: &std::collections::HashMap<String, String>,
+    target: &str,
+    db: &str,
+    c: usize,
+) -> Res<Config> {
+    let text =
+        std::fs::read_to_string(repo().join("config/sentiment.toml")).map_err(|e| e.to_string())?;
+    let ch = vars
+        .get(if target == "ch18" {
+            "TRIBUTARY_TEST_CH18_URL"
+        } else {
+            "TRIBUTARY_TEST_CH26_URL"
+        })
+        .cloned()
+        .unwrap_or_default();
     let env = |k: &str| match k {
         "LLM_BACKEND" => Some("openai".to_string()),
         "LLM_URL" => vars.get("TRIBUTARY_TEST_LLM_URL").cloned(),
@@ -55,7 +74,8 @@ fn config(vars: &std::collections::HashMap<String, String>, target: &str, db: &s
         "CLICKHOUSE_DATABASE" => Some(db.to_string()),
         _ => None,
     };
-    let mut cfg = Config::from_str_named(&text, "config/sentiment.toml", &env).map_err(|e| e.to_string())?;
+    let mut cfg =
+        Config::from_str_named(&text, "config/sentiment.toml", &env).map_err(|e| e.to_string())?;
     let l = cfg.pipelines[0].llm.as_mut().ok_or("no llm section")?;
     l.max_tokens = 32;
     cfg.pipelines[0].name = unique("bench_llm");
@@ -67,7 +87,11 @@ async fn direct(client: Arc<LlmClient>, texts: &[String], at_once: usize) -> Res
     let t0 = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for t in texts {
-        let permit = sem.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+        let permit = sem
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
         let (client, t) = (client.clone(), t.clone());
         set.spawn(async move {
             let r = client.complete(&t).await;
@@ -86,7 +110,8 @@ async fn bench(a: &Args) -> Res<()> {
     let db = unique("bench_llm");
     let cfg = config(&vars, &a.target, &db, a.concurrency)?;
     let llm_cfg = cfg.pipelines[0].llm.clone().ok_or("no llm")?;
-    let fixture = std::fs::read_to_string(repo().join("tests/fixtures/eval.jsonl")).map_err(|e| e.to_string())?;
+    let fixture = std::fs::read_to_string(repo().join("tests/fixtures/eval.jsonl"))
+        .map_err(|e| e.to_string())?;
     let lines: Vec<&str> = fixture.lines().take(a.posts).collect();
     let texts: Vec<String> = lines
         .iter()
@@ -94,7 +119,10 @@ async fn bench(a: &Args) -> Res<()> {
         .map(|s| Post::from_status("bench", &s).text)
         .collect();
     let client = Arc::new(LlmClient::new(&llm_cfg).map_err(|e| e.to_string())?);
-    client.complete("warm-up").await.map_err(|e| e.to_string())?;
+    client
+        .complete("warm-up")
+        .await
+        .map_err(|e| e.to_string())?;
     let d1 = direct(client.clone(), &texts, 1).await?;
     let dc = direct(client.clone(), &texts, a.concurrency).await?;
 
@@ -105,19 +133,36 @@ async fn bench(a: &Args) -> Res<()> {
     let mut cfg = cfg;
     let p = &mut cfg.pipelines[0];
     p.mastodon = None;
-    p.replay = Some(tributary::config::ReplayConfig { file, rate: 0.0, instance: "bench".into(), filter: Default::default() });
-    let ch = ChClient::connect(&p.clickhouse).await.map_err(|e| e.to_string())?;
+    p.replay = Some(tributary::config::ReplayConfig {
+        file,
+        rate: 0.0,
+        instance: "bench".into(),
+        filter: Default::default(),
+    });
+    let ch = ChClient::connect(&p.clickhouse)
+        .await
+        .map_err(|e| e.to_string())?;
     let registry = tributary::status::Registry::new();
     let t0 = Instant::now();
-    let (root, handle, handles) = tributary::supervisors::pipeline::start_root(&cfg, registry).await.map_err(|e| e.to_string())?;
+    let (root, handle, handles) = tributary::supervisors::pipeline::start_root(&cfg, registry)
+        .await
+        .map_err(|e| e.to_string())?;
     let want = texts.len().to_string();
     loop {
-        let n = ch.query_text(&format!("SELECT count() FROM `{db}`.mastodon_sentiment FINAL")).await.unwrap_or_default();
+        let n = ch
+            .query_text(&format!(
+                "SELECT count() FROM `{db}`.mastodon_sentiment FINAL"
+            ))
+            .await
+            .unwrap_or_default();
         if n.trim() == want {
             break;
         }
         if t0.elapsed() > Duration::from_secs(900) {
-            return Err(format!("only {} of {want} posts after 15 minutes", n.trim()));
+            return Err(format!(
+                "only {} of {want} posts after 15 minutes",
+                n.trim()
+            ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -126,15 +171,25 @@ async fn bench(a: &Args) -> Res<()> {
         PipelineHandles::Sentiment(h) => h.limiter.limit(),
         _ => 0,
     };
-    let _ = root.stop_and_wait(None, Some(Duration::from_secs(30))).await;
+    let _ = root
+        .stop_and_wait(None, Some(Duration::from_secs(30)))
+        .await;
     let _ = handle.await;
     let _ = ch.execute(&format!("DROP DATABASE IF EXISTS `{db}`")).await;
     let _ = std::fs::remove_dir_all(&dir);
     let best = d1.max(dc);
     let rss = proc_status_kib("self", "VmHWM:").unwrap_or(0) as f64 / 1024.0;
-    println!("llm_server: {} posts, model {} at {}", texts.len(), llm_cfg.model, llm_cfg.url);
+    println!(
+        "llm_server: {} posts, model {} at {}",
+        texts.len(),
+        llm_cfg.model,
+        llm_cfg.url
+    );
     println!("  direct client, 1 at a time      {d1:>7.2} posts/s");
-    println!("  direct client, {} at a time      {dc:>7.2} posts/s", a.concurrency);
+    println!(
+        "  direct client, {} at a time      {dc:>7.2} posts/s",
+        a.concurrency
+    );
     println!("  pipeline ({} workers, adaptive)  {pipeline:>7.2} posts/s  = {:.2} of the best direct figure; settled limit {limit}", a.concurrency, pipeline / best);
     println!("  peak RSS (bench process)        {rss:>7.1} MB");
     println!(

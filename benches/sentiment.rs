@@ -66,21 +66,41 @@ struct Args {
 }
 
 fn parse_args() -> Res<Args> {
-    let mut a = Args { posts: 1600, latency_ms: 200, concurrency: 16, target: "ch26".into(), server_limit: false, fixed: false, baseline: true, keep: false };
+    let mut a = Args {
+        posts: 1600,
+        latency_ms: 200,
+        concurrency: 16,
+        target: "ch26".into(),
+        server_limit: false,
+        fixed: false,
+        baseline: true,
+        keep: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let (key, inline) = match arg.split_once('=') {
             Some((k, v)) if k.starts_with("--") => (k.to_string(), Some(v.to_string())),
             _ => (arg.clone(), None),
         };
-        let mut value = |name: &str| inline.clone().or_else(|| it.next()).ok_or_else(|| format!("{name} needs a value"));
-        let num = |name: &str, v: String| v.replace('_', "").parse::<u64>().map_err(|e| format!("{name}: {e}"));
+        let mut value = |name: &str| {
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        let num = |name: &str, v: String| {
+            v.replace('_', "")
+                .parse::<u64>()
+                .map_err(|e| format!("{name}: {e}"))
+        };
         match key.as_str() {
             // cargo bench passes --bench to harness=false benches.
             "--bench" => {}
             "--posts" => a.posts = num("--posts", value("--posts")?)?,
             "--latency-ms" => a.latency_ms = num("--latency-ms", value("--latency-ms")?)?,
-            "--concurrency" => a.concurrency = num("--concurrency", value("--concurrency")?)? as usize,
+            "--concurrency" => {
+                a.concurrency = num("--concurrency", value("--concurrency")?)? as usize
+            }
             "--target" => a.target = value("--target")?,
             "--server-limit" => a.server_limit = true,
             "--no-baseline" => a.baseline = false,
@@ -110,7 +130,14 @@ fn reset_peak_rss() {
 /// (busy, all) CPU seconds of the whole machine so far, from /proc/stat.
 fn machine_cpu_secs() -> (f64, f64) {
     let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let f: Vec<f64> = s.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let f: Vec<f64> = s
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
     let all: f64 = f.iter().take(8).sum();
     let idle = f.get(3).copied().unwrap_or(0.0) + f.get(4).copied().unwrap_or(0.0);
     ((all - idle) / 100.0, all / 100.0)
@@ -119,7 +146,8 @@ fn machine_cpu_secs() -> (f64, f64) {
 /// N statuses from the fixture's (non-reblog) statuses, each with a fresh increasing id and
 /// time, and a closing sentence that varies (some carry sentiment words of their own).
 fn write_replay(path: &std::path::Path, n: u64) -> Res<()> {
-    let fixture = std::fs::read_to_string(repo().join("tests/fixtures/statuses.jsonl")).map_err(|e| format!("fixture: {e}"))?;
+    let fixture = std::fs::read_to_string(repo().join("tests/fixtures/statuses.jsonl"))
+        .map_err(|e| format!("fixture: {e}"))?;
     let templates: Vec<Value> = fixture
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -147,10 +175,20 @@ fn write_replay(path: &std::path::Path, n: u64) -> Res<()> {
         "Happy {day}, everyone!",
         "Honestly not sure what to make of it.",
     ];
-    const DAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+    const DAYS: [&str; 7] = [
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+    ];
     let base_id: u64 = 114_000_000_000_000_000;
     let base_secs: i64 = 1_732_180_000; // 2024-11-21T09:06:40Z
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?);
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?,
+    );
     for i in 0..n {
         let t = &templates[(i as usize) % templates.len()];
         let r = i / templates.len() as u64;
@@ -161,9 +199,16 @@ fn write_replay(path: &std::path::Path, n: u64) -> Res<()> {
             .replace("{r}", &(r + 1).to_string())
             .replace("{h}", &((secs / 3600) % 24).to_string())
             .replace("{day}", DAYS[(i as usize / 5) % 7])
-            .replace("{tag}", ["rust", "postgres", "gardening", "cats", "books"][(i as usize) % 5]);
+            .replace(
+                "{tag}",
+                ["rust", "postgres", "gardening", "cats", "books"][(i as usize) % 5],
+            );
         let content = t["content"].as_str().unwrap_or("").to_string();
-        s["content"] = Value::String(if coda.is_empty() { content } else { format!("{content}<p>{coda}</p>") });
+        s["content"] = Value::String(if coda.is_empty() {
+            content
+        } else {
+            format!("{content}<p>{coda}</p>")
+        });
         let old = t["id"].as_str().unwrap_or("").to_string();
         s["id"] = Value::String(id.clone());
         for k in ["uri", "url"] {
@@ -193,7 +238,12 @@ fn iso(secs: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -245,7 +295,11 @@ struct RunResult {
 
 impl RunResult {
     fn ok(&self) -> bool {
-        self.rows_final == self.posts && self.distinct_ids == self.posts && self.bad_labels.is_empty() && self.requests_client == self.posts && self.requests_server == self.posts
+        self.rows_final == self.posts
+            && self.distinct_ids == self.posts
+            && self.bad_labels.is_empty()
+            && self.requests_client == self.posts
+            && self.requests_server == self.posts
     }
 }
 
@@ -274,9 +328,23 @@ impl Cleanup {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn run_once(vars: &HashMap<String, String>, target: &str, n: u64, latency_ms: u64, c: usize, server_limit: bool, fixed: bool, clean: &mut Cleanup) -> Res<RunResult> {
+async fn run_once(
+    vars: &HashMap<String, String>,
+    target: &str,
+    n: u64,
+    latency_ms: u64,
+    c: usize,
+    server_limit: bool,
+    fixed: bool,
+    clean: &mut Cleanup,
+) -> Res<RunResult> {
     let latency = Duration::from_millis(latency_ms);
-    let llm = FakeLlm::start(LlmConfig { latency, concurrency: if server_limit { c } else { 0 }, ..Default::default() }).await;
+    let llm = FakeLlm::start(LlmConfig {
+        latency,
+        concurrency: if server_limit { c } else { 0 },
+        ..Default::default()
+    })
+    .await;
 
     let dir = std::env::temp_dir().join(unique("tributary_bench_sentiment"));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -285,8 +353,13 @@ async fn run_once(vars: &HashMap<String, String>, target: &str, n: u64, latency_
     write_replay(&file, n)?;
 
     let db = unique("bench_sentiment");
-    let url = if target == "ch18" { &vars["TRIBUTARY_TEST_CH18_URL"] } else { &vars["TRIBUTARY_TEST_CH26_URL"] };
-    let text = std::fs::read_to_string(repo().join("config/sentiment.toml")).map_err(|e| format!("config/sentiment.toml: {e}"))?;
+    let url = if target == "ch18" {
+        &vars["TRIBUTARY_TEST_CH18_URL"]
+    } else {
+        &vars["TRIBUTARY_TEST_CH26_URL"]
+    };
+    let text = std::fs::read_to_string(repo().join("config/sentiment.toml"))
+        .map_err(|e| format!("config/sentiment.toml: {e}"))?;
     let env: HashMap<&str, String> = [
         ("LLM_URL", llm.url()),
         ("LLM_BACKEND", "ollama".into()),
@@ -297,13 +370,22 @@ async fn run_once(vars: &HashMap<String, String>, target: &str, n: u64, latency_
     ]
     .into_iter()
     .collect();
-    let mut cfg = Config::from_str_named(&text, "config/sentiment.toml", &|k| env.get(k).cloned()).map_err(|e| format!("config/sentiment.toml: {e}"))?;
+    let mut cfg = Config::from_str_named(&text, "config/sentiment.toml", &|k| env.get(k).cloned())
+        .map_err(|e| format!("config/sentiment.toml: {e}"))?;
     cfg.pipelines[0].name = unique("bench_sentiment");
     cfg.shutdown_timeout.0 = Duration::from_secs(20);
     let p = &mut cfg.pipelines[0];
     p.mastodon = None;
-    p.replay = Some(ReplayConfig { file: file.clone(), rate: 0.0, instance: "replay.example".into(), filter: PostFilter::default() });
-    let l = p.llm.as_mut().ok_or("config/sentiment.toml has no [pipeline.llm]")?;
+    p.replay = Some(ReplayConfig {
+        file: file.clone(),
+        rate: 0.0,
+        instance: "replay.example".into(),
+        filter: PostFilter::default(),
+    });
+    let l = p
+        .llm
+        .as_mut()
+        .ok_or("config/sentiment.toml has no [pipeline.llm]")?;
     l.concurrency = c;
     l.queue = (2 * c).max(64);
     l.circuit_failures = 1000;
@@ -314,29 +396,47 @@ async fn run_once(vars: &HashMap<String, String>, target: &str, n: u64, latency_
     p.batch.edge_capacity = p.batch.edge_capacity.max(2 * c);
     let ch_cfg = p.clickhouse.clone();
 
-    let ch = ChClient::connect(&ch_cfg).await.map_err(|e| format!("connect to ClickHouse {url}: {e}"))?;
-    let ch_version = ch.query_text("SELECT version()").await.map_err(|e| e.to_string())?.trim().to_string();
+    let ch = ChClient::connect(&ch_cfg)
+        .await
+        .map_err(|e| format!("connect to ClickHouse {url}: {e}"))?;
+    let ch_version = ch
+        .query_text("SELECT version()")
+        .await
+        .map_err(|e| e.to_string())?
+        .trim()
+        .to_string();
     clean.ch.push((ch.clone(), db.clone()));
 
     eprintln!("bench: run: N={n} L={latency_ms}ms C={c} server limit {} → ClickHouse {target} ({ch_version}), database {db}", if server_limit { c.to_string() } else { "none".into() });
     reset_peak_rss();
     let registry = Registry::new();
-    let (root, handle, handles) = tributary::supervisors::pipeline::start_root(&cfg, registry.clone()).await.map_err(|e| format!("start the pipeline: {e}"))?;
+    let (root, handle, handles) =
+        tributary::supervisors::pipeline::start_root(&cfg, registry.clone())
+            .await
+            .map_err(|e| format!("start the pipeline: {e}"))?;
     let h = match &handles[0] {
         PipelineHandles::Sentiment(h) => h.clone(),
         _ => return Err("not a sentiment pipeline".into()),
     };
     let counters = registry.pipeline(&cfg.pipelines[0].name);
     let result = measure(&ch, &db, &h, &llm, n, latency, c).await;
-    let stop = root.stop_and_wait(Some("bench done".into()), Some(Duration::from_secs(30))).await;
+    let stop = root
+        .stop_and_wait(Some("bench done".into()), Some(Duration::from_secs(30)))
+        .await;
     let _ = handle.await;
     let m = result?;
     stop.map_err(|e| format!("stop the pipeline: {e}"))?;
 
     // What landed: exactly N live rows, one per id, each with the label the fake gave.
     let q = format!("SELECT count(), uniqExact(m_id) FROM `{db}`.mastodon_sentiment FINAL WHERE _is_deleted = 0");
-    let t = ch.query_text(&q).await.map_err(|e| format!("final count: {e}"))?;
-    let f: Vec<u64> = t.split_whitespace().map(|s| s.parse().unwrap_or(0)).collect();
+    let t = ch
+        .query_text(&q)
+        .await
+        .map_err(|e| format!("final count: {e}"))?;
+    let f: Vec<u64> = t
+        .split_whitespace()
+        .map(|s| s.parse().unwrap_or(0))
+        .collect();
     let rows = ch
         .query_text(&format!("SELECT m_id, sentiment, mastodon_text FROM `{db}`.mastodon_sentiment FINAL WHERE _is_deleted = 0"))
         .await
@@ -411,7 +511,15 @@ struct Measured {
     machine_secs: f64,
 }
 
-async fn measure(ch: &ChClient, db: &str, h: &tributary::supervisors::sentiment::SentimentHandles, llm: &FakeLlm, n: u64, latency: Duration, c: usize) -> Res<Measured> {
+async fn measure(
+    ch: &ChClient,
+    db: &str,
+    h: &tributary::supervisors::sentiment::SentimentHandles,
+    llm: &FakeLlm,
+    n: u64,
+    latency: Duration,
+    c: usize,
+) -> Res<Measured> {
     // The clock starts when the first post is taken: the first LLM request (polled every ms).
     let deadline = Instant::now() + Duration::from_secs(60);
     while h.llm.requests.load(Ordering::Relaxed) == 0 && llm.generations() == 0 {
@@ -424,11 +532,14 @@ async fn measure(ch: &ChClient, db: &str, h: &tributary::supervisors::sentiment:
     let cpu0 = proc_cpu_secs("self").unwrap_or(f64::NAN);
     let machine0 = machine_cpu_secs();
     let poll = format!("SELECT count() FROM `{db}`.mastodon_sentiment FINAL");
-    let (mut busy_sum, mut queue_sum, mut samples, mut min_queue) = (0usize, 0usize, 0usize, usize::MAX);
+    let (mut busy_sum, mut queue_sum, mut samples, mut min_queue) =
+        (0usize, 0usize, 0usize, usize::MAX);
     let mut classified_at: Option<Instant> = None;
     // Time-weighted: requests in flight, the limiter's limit, time at the maximum.
-    let (mut flight_w, mut limit_w, mut at_max, mut weighted, mut min_limit, mut last_tick) = (0.0, 0.0, 0.0, 0.0, usize::MAX, t0);
-    let (mut last_count, mut last_progress, mut last_report) = (u64::MAX, Instant::now(), Instant::now());
+    let (mut flight_w, mut limit_w, mut at_max, mut weighted, mut min_limit, mut last_tick) =
+        (0.0, 0.0, 0.0, 0.0, usize::MAX, t0);
+    let (mut last_count, mut last_progress, mut last_report) =
+        (u64::MAX, Instant::now(), Instant::now());
     loop {
         let tick = Instant::now();
         let classified = h.llm.classified.load(Ordering::Relaxed);
@@ -444,7 +555,9 @@ async fn measure(ch: &ChClient, db: &str, h: &tributary::supervisors::sentiment:
         last_tick = tick;
         if classified >= n {
             classified_at.get_or_insert(tick);
-        } else if tick.duration_since(t0) > latency && h.llm.requests.load(Ordering::Relaxed) + (h.queue.depth() as u64) < n {
+        } else if tick.duration_since(t0) > latency
+            && h.llm.requests.load(Ordering::Relaxed) + (h.queue.depth() as u64) < n
+        {
             // The steady state: past the first wave, and the source still has posts to queue.
             let q = h.queue.depth();
             busy_sum += h.leases.busy();
@@ -452,7 +565,10 @@ async fn measure(ch: &ChClient, db: &str, h: &tributary::supervisors::sentiment:
             min_queue = min_queue.min(q);
             samples += 1;
         }
-        let text = ch.query_text(&poll).await.map_err(|e| format!("poll ClickHouse: {e}"))?;
+        let text = ch
+            .query_text(&poll)
+            .await
+            .map_err(|e| format!("poll ClickHouse: {e}"))?;
         let seen_at = Instant::now();
         let count: u64 = text.trim().parse().unwrap_or(0);
         if count != last_count {
@@ -460,16 +576,31 @@ async fn measure(ch: &ChClient, db: &str, h: &tributary::supervisors::sentiment:
         }
         if count == n {
             let classified_at = classified_at.unwrap_or(seen_at);
-            let (cpu, machine) = (proc_cpu_secs("self").unwrap_or(f64::NAN) - cpu0, machine_cpu_secs());
+            let (cpu, machine) = (
+                proc_cpu_secs("self").unwrap_or(f64::NAN) - cpu0,
+                machine_cpu_secs(),
+            );
             return Ok(Measured {
                 done_secs: seen_at.duration_since(t0).as_secs_f64(),
                 classified_secs: classified_at.duration_since(t0).as_secs_f64(),
-                mean_busy: if samples > 0 { busy_sum as f64 / samples as f64 } else { f64::NAN },
+                mean_busy: if samples > 0 {
+                    busy_sum as f64 / samples as f64
+                } else {
+                    f64::NAN
+                },
                 mean_in_flight: flight_w / weighted.max(1e-9),
                 mean_limit: limit_w / weighted.max(1e-9),
-                min_limit: if min_limit == usize::MAX { c } else { min_limit },
+                min_limit: if min_limit == usize::MAX {
+                    c
+                } else {
+                    min_limit
+                },
                 at_max_share: at_max / weighted.max(1e-9),
-                mean_queue: if samples > 0 { queue_sum as f64 / samples as f64 } else { f64::NAN },
+                mean_queue: if samples > 0 {
+                    queue_sum as f64 / samples as f64
+                } else {
+                    f64::NAN
+                },
                 min_queue: if samples > 0 { min_queue } else { 0 },
                 peak_rss_kib: proc_status_kib("self", "VmHWM:").unwrap_or(0),
                 cpu_secs: cpu,
@@ -478,13 +609,18 @@ async fn measure(ch: &ChClient, db: &str, h: &tributary::supervisors::sentiment:
             });
         }
         if count > n {
-            return Err(format!("ClickHouse has {count} posts, more than the {n} replayed (duplicates)"));
+            return Err(format!(
+                "ClickHouse has {count} posts, more than the {n} replayed (duplicates)"
+            ));
         }
         if seen_at.duration_since(last_progress) > Duration::from_secs(60) {
             return Err(format!("no progress for 60 s: ClickHouse has {count} of {n} posts; {classified} classified, {} LLM errors", h.llm.errors.load(Ordering::Relaxed)));
         }
         if last_report.elapsed() > Duration::from_secs(5) {
-            eprintln!("bench: {count} posts visible, {classified} classified after {:.1}s", t0.elapsed().as_secs_f64());
+            eprintln!(
+                "bench: {count} posts visible, {classified} classified after {:.1}s",
+                t0.elapsed().as_secs_f64()
+            );
             last_report = Instant::now();
         }
         let spent = tick.elapsed();
@@ -496,17 +632,54 @@ async fn measure(ch: &ChClient, db: &str, h: &tributary::supervisors::sentiment:
 
 fn print_run(title: &str, r: &RunResult) {
     let mb = |kib: u64| kib as f64 / 1024.0;
-    println!("{title}: N = {}, L = {} ms, C = {}, server-side limit {}", r.posts, r.latency_ms, r.concurrency, if r.server_limit { r.concurrency.to_string() } else { "none".into() });
-    println!("  throughput                 {:>8.2} posts/s  first request → all N in ClickHouse: {:.2}s", r.posts_per_s, r.secs);
-    println!("  ideal C/L                  {:>8.2} posts/s  ({:.2}s for N)", r.ideal_per_s, r.posts as f64 / r.ideal_per_s);
-    println!("  ratio                      {:>8.3}          (target ≥ 0.95){}", r.ratio, if r.ratio >= 0.95 { "" } else { "  <-- below target" });
-    println!("  overhead                   {:>8.2} ms/post  ({:.1} ms per request cycle of a worker)", r.overhead_ms_per_post, r.overhead_ms_per_cycle);
+    println!(
+        "{title}: N = {}, L = {} ms, C = {}, server-side limit {}",
+        r.posts,
+        r.latency_ms,
+        r.concurrency,
+        if r.server_limit {
+            r.concurrency.to_string()
+        } else {
+            "none".into()
+        }
+    );
+    println!(
+        "  throughput                 {:>8.2} posts/s  first request → all N in ClickHouse: {:.2}s",
+        r.posts_per_s, r.secs
+    );
+    println!(
+        "  ideal C/L                  {:>8.2} posts/s  ({:.2}s for N)",
+        r.ideal_per_s,
+        r.posts as f64 / r.ideal_per_s
+    );
+    println!(
+        "  ratio                      {:>8.3}          (target ≥ 0.95){}",
+        r.ratio,
+        if r.ratio >= 0.95 {
+            ""
+        } else {
+            "  <-- below target"
+        }
+    );
+    println!(
+        "  overhead                   {:>8.2} ms/post  ({:.1} ms per request cycle of a worker)",
+        r.overhead_ms_per_post, r.overhead_ms_per_cycle
+    );
     println!("  LLM stage                  all classified after {:.2}s; sink + visibility tail {:.2}s; {} inserts", r.classified_secs, r.secs - r.classified_secs, r.batches);
-    let na = |x: f64, d: usize| if x.is_nan() { "n/a".to_string() } else { format!("{x:.d$}") };
+    let na = |x: f64, d: usize| {
+        if x.is_nan() {
+            "n/a".to_string()
+        } else {
+            format!("{x:.d$}")
+        }
+    };
     println!("  pool                       workers holding a post {} of {}, queue mean {} / min {} (while the source still had posts); LLM latency in the worker {:.1} ms (L = {}, limiter wait included)", na(r.mean_busy, 2), r.concurrency, na(r.mean_queue_depth, 1), r.min_queue_depth, r.llm_latency_ms, r.latency_ms);
     println!("  limiter ({})       requests in flight {:.2} on average; limit mean {:.2}, min {}, at C {:.0}% of the time", if r.adaptive { "adaptive" } else { "fixed   " }, r.mean_in_flight, r.mean_limit, r.min_limit, r.at_max_share * 100.0);
     println!("  LLM requests               {} by the pool, {} at the server, N = {}; {} errors; server saw ≤ {} at once", r.requests_client, r.requests_server, r.posts, r.errors, r.server_max_concurrent);
-    println!("  peak RSS (VmHWM)           {:>8.1} MB      whole process: pipeline + fake LLM + bench", mb(r.peak_rss_kib));
+    println!(
+        "  peak RSS (VmHWM)           {:>8.1} MB      whole process: pipeline + fake LLM + bench",
+        mb(r.peak_rss_kib)
+    );
     println!("  CPU, measured interval     {:>8.2} s       {:.3} ms per post (same process: pipeline + fake LLM + polling)", r.cpu_secs, r.cpu_ms_per_post);
     println!("  CPU, other processes       {:>8.2} s       of {:.1} CPU-s the machine had meanwhile (ClickHouse, and whoever shares the cores)", r.other_cpu_secs, r.machine_secs);
     println!("  ClickHouse                 {} rows FINAL, {} distinct ids, {} wrong labels; {} insert retries{}", r.rows_final, r.distinct_ids, r.bad_labels.len(), r.insert_retries, if r.ok() { "" } else { "  <-- MISMATCH" });
@@ -548,14 +721,47 @@ fn json_of(r: &RunResult) -> Value {
 }
 
 async fn bench(args: &Args, vars: &HashMap<String, String>, clean: &mut Cleanup) -> Res<bool> {
-    let main = run_once(vars, &args.target, args.posts, args.latency_ms, args.concurrency, args.server_limit, args.fixed, clean).await?;
-    let base = if args.baseline { Some(run_once(vars, &args.target, 50, args.latency_ms, 1, args.server_limit, args.fixed, clean).await?) } else { None };
+    let main = run_once(
+        vars,
+        &args.target,
+        args.posts,
+        args.latency_ms,
+        args.concurrency,
+        args.server_limit,
+        args.fixed,
+        clean,
+    )
+    .await?;
+    let base = if args.baseline {
+        Some(
+            run_once(
+                vars,
+                &args.target,
+                50,
+                args.latency_ms,
+                1,
+                args.server_limit,
+                args.fixed,
+                clean,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     println!();
-    println!("Sentiment benchmark: replay → {} LLM workers → fake Ollama ({} ms) → ClickHouse {} ({})", args.concurrency, args.latency_ms, args.target, main.ch_version);
+    println!(
+        "Sentiment benchmark: replay → {} LLM workers → fake Ollama ({} ms) → ClickHouse {} ({})",
+        args.concurrency, args.latency_ms, args.target, main.ch_version
+    );
     print_run("pool", &main);
     if let Some(b) = &base {
         print_run("single worker", b);
-        println!("scaling: {:.2}× the posts/s with {}× the workers", main.posts_per_s / b.posts_per_s, main.concurrency);
+        println!(
+            "scaling: {:.2}× the posts/s with {}× the workers",
+            main.posts_per_s / b.posts_per_s,
+            main.concurrency
+        );
     }
     let mut json = serde_json::json!({
         "bench": "sentiment",
@@ -565,7 +771,8 @@ async fn bench(args: &Args, vars: &HashMap<String, String>, clean: &mut Cleanup)
         "single_worker": base.as_ref().map(json_of),
     });
     if let Some(b) = &base {
-        json["scaling"] = serde_json::json!((main.posts_per_s / b.posts_per_s * 100.0).round() / 100.0);
+        json["scaling"] =
+            serde_json::json!((main.posts_per_s / b.posts_per_s * 100.0).round() / 100.0);
     }
     println!("{json}");
     let _ = std::io::stdout().flush();
@@ -592,7 +799,10 @@ async fn main() -> ExitCode {
         }
     };
     if let Ok(filter) = std::env::var("TRIBUTARY_BENCH_LOG") {
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
     }
     let vars = match services() {
         Ok(v) => v,
@@ -604,7 +814,11 @@ async fn main() -> ExitCode {
     let mut clean = Cleanup::default();
     let result = bench(&args, &vars, &mut clean).await;
     if args.keep {
-        eprintln!("bench: --keep: left ClickHouse databases {:?}, files {:?}", clean.ch.iter().map(|c| &c.1).collect::<Vec<_>>(), clean.dirs);
+        eprintln!(
+            "bench: --keep: left ClickHouse databases {:?}, files {:?}",
+            clean.ch.iter().map(|c| &c.1).collect::<Vec<_>>(),
+            clean.dirs
+        );
     } else {
         for p in clean.run().await {
             eprintln!("bench: cleanup: {p}");

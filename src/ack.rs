@@ -44,14 +44,22 @@ impl AckTracker {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         g.0 += 1;
         let seq = g.0;
-        g.1.entry(key.to_string()).or_default().pending.insert(seq, (position.to_string(), false));
-        Ticket { key: key.to_string(), seq }
+        g.1.entry(key.to_string())
+            .or_default()
+            .pending
+            .insert(seq, (position.to_string(), false));
+        Ticket {
+            key: key.to_string(),
+            seq,
+        }
     }
 
     /// Marks an item durable downstream.
     pub fn complete(&self, t: &Ticket) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(st) = g.1.get_mut(&t.key) else { return };
+        let Some(st) = g.1.get_mut(&t.key) else {
+            return;
+        };
         if let Some(e) = st.pending.get_mut(&t.seq) {
             e.1 = true;
         }
@@ -80,7 +88,9 @@ impl AckTracker {
     /// Items registered and not yet complete.
     pub fn in_flight(&self) -> usize {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        g.1.values().map(|s| s.pending.values().filter(|(_, d)| !d).count()).sum()
+        g.1.values()
+            .map(|s| s.pending.values().filter(|(_, d)| !d).count())
+            .sum()
     }
 }
 
@@ -96,7 +106,10 @@ mod tests {
         let c = t.register("k", "12");
         t.complete(&b);
         t.complete(&c);
-        assert!(t.take_moved().is_empty(), "10 is not done: nothing may move");
+        assert!(
+            t.take_moved().is_empty(),
+            "10 is not done: nothing may move"
+        );
         t.complete(&a);
         assert_eq!(t.take_moved(), vec![("k".to_string(), "12".to_string())]);
         assert!(t.take_moved().is_empty());

@@ -19,10 +19,24 @@ pub async fn run(cfg: &Config) -> Result<String, String> {
         let params = PgParams::from_config(pg);
         let client = catalog::connect(&params).await.map_err(|e| e.to_string())?;
         let _ = writeln!(out, "  postgres {}: connected", params.addr());
-        let ch = ChClient::connect(&p.clickhouse).await.map_err(|e| e.to_string())?;
-        let _ = writeln!(out, "  clickhouse {}: version {} ({} types)", ch.addr(), ch.caps.version, ch.caps.generation());
-        let wanted: Vec<(String, String)> = pg.tables.iter().filter_map(|t| split_table_name(t)).collect();
-        let published = catalog::published_tables(&client, &params, &pg.publication).await.map_err(|e| e.to_string())?;
+        let ch = ChClient::connect(&p.clickhouse)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = writeln!(
+            out,
+            "  clickhouse {}: version {} ({} types)",
+            ch.addr(),
+            ch.caps.version,
+            ch.caps.generation()
+        );
+        let wanted: Vec<(String, String)> = pg
+            .tables
+            .iter()
+            .filter_map(|t| split_table_name(t))
+            .collect();
+        let published = catalog::published_tables(&client, &params, &pg.publication)
+            .await
+            .map_err(|e| e.to_string())?;
         let exists = !published.is_empty();
         let _ = writeln!(
             out,
@@ -41,8 +55,17 @@ pub async fn run(cfg: &Config) -> Result<String, String> {
                 .map_err(|e| e.to_string())?
                 .map(|r| r.get(0));
             match oid {
-                Some(oid) => targets.push(catalog::PublishedTable { schema: s.clone(), name: t.clone(), oid }),
-                None => return Err(format!("pipeline `{}`: table {s}.{t} does not exist in Postgres", p.name)),
+                Some(oid) => targets.push(catalog::PublishedTable {
+                    schema: s.clone(),
+                    name: t.clone(),
+                    oid,
+                }),
+                None => {
+                    return Err(format!(
+                        "pipeline `{}`: table {s}.{t} does not exist in Postgres",
+                        p.name
+                    ))
+                }
             }
         }
         if wanted.is_empty() {
@@ -51,27 +74,62 @@ pub async fn run(cfg: &Config) -> Result<String, String> {
         let mut types = catalog::TypeResolver::default();
         let mut schemas = Vec::new();
         for t in &targets {
-            schemas.push(catalog::load_table(&client, &params, &mut types, t).await.map_err(|e| e.to_string())?);
+            schemas.push(
+                catalog::load_table(&client, &params, &mut types, t)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
         }
         catalog::check_keys(&schemas).map_err(|e| e.to_string())?;
-        let slot = catalog::slot_state(&client, &params, &pg.slot).await.map_err(|e| e.to_string())?;
+        let slot = catalog::slot_state(&client, &params, &pg.slot)
+            .await
+            .map_err(|e| e.to_string())?;
         let _ = writeln!(
             out,
             "  slot `{}`: {}",
             pg.slot,
             match slot {
-                Some(s) => format!("exists (plugin {}, confirmed {:?}, active {})", s.plugin, s.confirmed_flush.map(crate::protocol::pgoutput::fmt_lsn), s.active),
+                Some(s) => format!(
+                    "exists (plugin {}, confirmed {:?}, active {})",
+                    s.plugin,
+                    s.confirmed_flush.map(crate::protocol::pgoutput::fmt_lsn),
+                    s.active
+                ),
                 None => "will be created, with an initial snapshot".into(),
             }
         );
         for s in &schemas {
-            let cols: Vec<_> = s.columns.iter().map(|c| map_column(c, &ch.caps, p.clickhouse.json_as)).collect();
+            let cols: Vec<_> = s
+                .columns
+                .iter()
+                .map(|c| map_column(c, &ch.caps, p.clickhouse.json_as))
+                .collect();
             let name = table_name(&p.clickhouse.table_template, s);
-            let exists = ch.table_columns(&name).await.map_err(|e| e.to_string())?.is_some();
-            let _ = writeln!(out, "  {} -> {}.{} ({})", s.qualified(), ch.database, name, if exists { "exists" } else { "will be created" });
-            let _ = writeln!(out, "    {}", create_table_sql(&ch.database, &name, &cols, &ch.caps));
+            let exists = ch
+                .table_columns(&name)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some();
+            let _ = writeln!(
+                out,
+                "  {} -> {}.{} ({})",
+                s.qualified(),
+                ch.database,
+                name,
+                if exists { "exists" } else { "will be created" }
+            );
+            let _ = writeln!(
+                out,
+                "    {}",
+                create_table_sql(&ch.database, &name, &cols, &ch.caps)
+            );
             for c in cols.iter().filter(|c| c.note.is_some()) {
-                let _ = writeln!(out, "    note: {}: {}", c.name, c.note.as_deref().unwrap_or(""));
+                let _ = writeln!(
+                    out,
+                    "    note: {}: {}",
+                    c.name,
+                    c.note.as_deref().unwrap_or("")
+                );
             }
         }
     }

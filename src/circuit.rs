@@ -26,7 +26,12 @@ pub struct CircuitBreaker {
 
 impl CircuitBreaker {
     pub fn new(threshold: u32, cooldown: Duration) -> Self {
-        CircuitBreaker { state: Mutex::new(State::Closed { failures: 0 }), threshold: threshold.max(1), cooldown, opened: AtomicU64::new(0) }
+        CircuitBreaker {
+            state: Mutex::new(State::Closed { failures: 0 }),
+            threshold: threshold.max(1),
+            cooldown,
+            opened: AtomicU64::new(0),
+        }
     }
 
     /// Waits until a request may go out.
@@ -61,21 +66,28 @@ impl CircuitBreaker {
         let open = match *s {
             State::Closed { failures } if failures + 1 >= self.threshold => true,
             State::Closed { failures } => {
-                *s = State::Closed { failures: failures + 1 };
+                *s = State::Closed {
+                    failures: failures + 1,
+                };
                 false
             }
             State::HalfOpen { .. } => true,
             State::Open { .. } => false,
         };
         if open {
-            *s = State::Open { until: Instant::now() + self.cooldown };
+            *s = State::Open {
+                until: Instant::now() + self.cooldown,
+            };
             self.opened.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(cooldown = ?self.cooldown, "LLM circuit open: intake paused");
         }
     }
 
     pub fn is_open(&self) -> bool {
-        !matches!(*self.state.lock().unwrap_or_else(|e| e.into_inner()), State::Closed { .. })
+        !matches!(
+            *self.state.lock().unwrap_or_else(|e| e.into_inner()),
+            State::Closed { .. }
+        )
     }
 
     /// How often the circuit opened.
@@ -101,7 +113,10 @@ mod tests {
         let b2 = b.clone();
         let second = tokio::spawn(async move { b2.ready().await });
         tokio::time::sleep(Duration::from_secs(1)).await;
-        assert!(!second.is_finished(), "a second request waits while the trial is out");
+        assert!(
+            !second.is_finished(),
+            "a second request waits while the trial is out"
+        );
         b.success();
         second.await.unwrap();
         assert!(!b.is_open());

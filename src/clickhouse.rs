@@ -12,7 +12,11 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ChError {
     #[error("ClickHouse at {addr}: {message}")]
-    Server { addr: String, code: Option<u32>, message: String },
+    Server {
+        addr: String,
+        code: Option<u32>,
+        message: String,
+    },
     #[error("ClickHouse at {addr}: cannot reach the server: {message}")]
     Unreachable { addr: String, message: String },
     #[error("ClickHouse at {addr}: no answer within {after:?}")]
@@ -62,9 +66,18 @@ impl ChClient {
         let version = client.query_text("SELECT version()").await?;
         client.caps = ServerCaps::from_version(version.trim());
         if client.caps.version.is_empty() || client.caps.version == "0.0" {
-            return Err(ChError::Server { addr: client.addr.clone(), code: None, message: format!("unexpected version reply {version:?}") });
+            return Err(ChError::Server {
+                addr: client.addr.clone(),
+                code: None,
+                message: format!("unexpected version reply {version:?}"),
+            });
         }
-        client.execute(&format!("CREATE DATABASE IF NOT EXISTS {}", ch_ident(&cfg.database))).await?;
+        client
+            .execute(&format!(
+                "CREATE DATABASE IF NOT EXISTS {}",
+                ch_ident(&cfg.database)
+            ))
+            .await?;
         Ok(client)
     }
 
@@ -76,17 +89,33 @@ impl ChClient {
         match e {
             clickhouse::error::Error::BadResponse(text) => {
                 let code = parse_code(&text);
-                ChError::Server { addr: self.addr.clone(), code, message: text.trim().to_string() }
+                ChError::Server {
+                    addr: self.addr.clone(),
+                    code,
+                    message: text.trim().to_string(),
+                }
             }
-            clickhouse::error::Error::TimedOut => ChError::Timeout { addr: self.addr.clone(), after: self.timeout },
-            other => ChError::Unreachable { addr: self.addr.clone(), message: other.to_string() },
+            clickhouse::error::Error::TimedOut => ChError::Timeout {
+                addr: self.addr.clone(),
+                after: self.timeout,
+            },
+            other => ChError::Unreachable {
+                addr: self.addr.clone(),
+                message: other.to_string(),
+            },
         }
     }
 
-    async fn timed<T>(&self, f: impl std::future::Future<Output = Result<T, clickhouse::error::Error>>) -> Result<T, ChError> {
+    async fn timed<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, clickhouse::error::Error>>,
+    ) -> Result<T, ChError> {
         match tokio::time::timeout(self.timeout, f).await {
             Ok(r) => r.map_err(|e| self.map_err(e)),
-            Err(_) => Err(ChError::Timeout { addr: self.addr.clone(), after: self.timeout }),
+            Err(_) => Err(ChError::Timeout {
+                addr: self.addr.clone(),
+                after: self.timeout,
+            }),
         }
     }
 
@@ -117,7 +146,10 @@ impl ChClient {
     }
 
     /// Columns of `table` (name, type) in order, or `None` when the table does not exist.
-    pub async fn table_columns(&self, table: &str) -> Result<Option<Vec<(String, String)>>, ChError> {
+    pub async fn table_columns(
+        &self,
+        table: &str,
+    ) -> Result<Option<Vec<(String, String)>>, ChError> {
         let sql = format!(
             "SELECT name, type FROM system.columns WHERE database = {} AND table = {}",
             ch_literal(&self.database),
@@ -156,15 +188,27 @@ impl ChClient {
             ch_literal(pipeline),
             ch_literal(key)
         );
-        Ok(self.query_text(&sql).await?.lines().next().map(unescape_tsv))
+        Ok(self
+            .query_text(&sql)
+            .await?
+            .lines()
+            .next()
+            .map(unescape_tsv))
     }
 
     /// Records values for (`pipeline`, key) durably (one insert for all).
-    pub async fn write_state(&self, pipeline: &str, entries: &[(String, String)]) -> Result<(), ChError> {
+    pub async fn write_state(
+        &self,
+        pipeline: &str,
+        entries: &[(String, String)],
+    ) -> Result<(), ChError> {
         if entries.is_empty() {
             return Ok(());
         }
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         let mut body = Vec::new();
         for (k, v) in entries {
             for (i, f) in [pipeline, k.as_str(), v.as_str()].iter().enumerate() {
@@ -187,7 +231,9 @@ impl ChClient {
 /// `Code: 60. DB::Exception` (current) or `Code: 60, e.displayText()` (18.16).
 pub fn parse_code(text: &str) -> Option<u32> {
     let rest = &text[text.find("Code: ")? + 6..];
-    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     rest[..end].parse().ok()
 }
 
@@ -219,8 +265,14 @@ mod tests {
     use super::*;
     #[test]
     fn codes() {
-        assert_eq!(parse_code("Code: 60. DB::Exception: x (UNKNOWN_TABLE)"), Some(60));
-        assert_eq!(parse_code("Code: 60, e.displayText() = DB::Exception"), Some(60));
+        assert_eq!(
+            parse_code("Code: 60. DB::Exception: x (UNKNOWN_TABLE)"),
+            Some(60)
+        );
+        assert_eq!(
+            parse_code("Code: 60, e.displayText() = DB::Exception"),
+            Some(60)
+        );
         assert_eq!(parse_code("nothing"), None);
         assert_eq!(unescape_tsv("a\\tb\\\\"), "a\tb\\");
     }

@@ -13,15 +13,26 @@ use std::{collections::HashSet, fmt, path::Path, time::Duration};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {source}")]
-    Read { file: String, source: std::io::Error },
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
     #[error("{file}: line {line}: environment variable `{var}` is not set (write `${{{var}:-default}}` for a default)")]
-    MissingEnv { file: String, line: usize, var: String },
+    MissingEnv {
+        file: String,
+        line: usize,
+        var: String,
+    },
     #[error("{file}: line {line}: unterminated `${{` in an interpolation")]
     BadInterpolation { file: String, line: usize },
     #[error("{file}: {message}")]
     Parse { file: String, message: String },
     #[error("{file}: `{key}`: {message}")]
-    Invalid { file: String, key: String, message: String },
+    Invalid {
+        file: String,
+        key: String,
+        message: String,
+    },
 }
 
 /// A string that must never reach a log or an error message.
@@ -64,13 +75,17 @@ impl fmt::Debug for HumanDuration {
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_duration(&s).map(HumanDuration).map_err(serde::de::Error::custom)
+        parse_duration(&s)
+            .map(HumanDuration)
+            .map_err(serde::de::Error::custom)
     }
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: f64 = num
         .parse()
@@ -604,7 +619,10 @@ impl Config {
             message,
         };
         if self.pipelines.is_empty() {
-            return Err(invalid("pipeline".into(), "at least one [[pipeline]] is required".into()));
+            return Err(invalid(
+                "pipeline".into(),
+                "at least one [[pipeline]] is required".into(),
+            ));
         }
         let s = &self.supervision;
         if s.backoff_initial.0.is_zero() || s.backoff_initial.0 > s.backoff_max.0 {
@@ -614,20 +632,33 @@ impl Config {
             ));
         }
         if s.within.0.is_zero() {
-            return Err(invalid("supervision.within".into(), "must be above zero".into()));
+            return Err(invalid(
+                "supervision.within".into(),
+                "must be above zero".into(),
+            ));
         }
         let mut names = HashSet::new();
         for (i, p) in self.pipelines.iter().enumerate() {
             let at = |k: &str| format!("pipeline[{i}].{k}");
             if p.name.is_empty()
-                || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                || !p
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
             {
-                return Err(invalid(at("name"), "use letters, digits, `_` and `-` only".into()));
+                return Err(invalid(
+                    at("name"),
+                    "use letters, digits, `_` and `-` only".into(),
+                ));
             }
             if !names.insert(p.name.clone()) {
                 return Err(invalid(at("name"), format!("`{}` is used twice", p.name)));
             }
-            let sources = [p.postgres.is_some(), p.mastodon.is_some(), p.replay.is_some()];
+            let sources = [
+                p.postgres.is_some(),
+                p.mastodon.is_some(),
+                p.replay.is_some(),
+            ];
             let n_sources = sources.iter().filter(|x| **x).count();
             match p.kind {
                 PipelineKind::Cdc if p.postgres.is_none() => {
@@ -645,23 +676,34 @@ impl Config {
                 _ => {}
             }
             if let Some(m) = &p.mastodon {
-                validate_mastodon(m).map_err(|(k, msg)| invalid(at(&format!("mastodon.{k}")), msg))?;
+                validate_mastodon(m)
+                    .map_err(|(k, msg)| invalid(at(&format!("mastodon.{k}")), msg))?;
             }
             if let Some(l) = &p.llm {
                 validate_llm(l).map_err(|(k, msg)| invalid(at(&format!("llm.{k}")), msg))?;
             }
             if let Some(pg) = &p.postgres {
-                validate_postgres(pg).map_err(|(k, msg)| invalid(at(&format!("postgres.{k}")), msg))?;
+                validate_postgres(pg)
+                    .map_err(|(k, msg)| invalid(at(&format!("postgres.{k}")), msg))?;
             }
             let ch = &p.clickhouse;
             if !(ch.url.starts_with("http://") || ch.url.starts_with("https://")) {
-                return Err(invalid(at("clickhouse.url"), format!("`{}` must start with http:// or https://", ch.url)));
+                return Err(invalid(
+                    at("clickhouse.url"),
+                    format!("`{}` must start with http:// or https://", ch.url),
+                ));
             }
             if !ch.table_template.contains("{table}") {
-                return Err(invalid(at("clickhouse.table_template"), "must contain `{table}`".into()));
+                return Err(invalid(
+                    at("clickhouse.table_template"),
+                    "must contain `{table}`".into(),
+                ));
             }
             if ch.insert_attempts == 0 {
-                return Err(invalid(at("clickhouse.insert_attempts"), "must be at least 1".into()));
+                return Err(invalid(
+                    at("clickhouse.insert_attempts"),
+                    "must be at least 1".into(),
+                ));
             }
             let b = &p.batch;
             if b.max_rows == 0 || b.max_bytes == 0 || b.edge_capacity == 0 {
@@ -685,12 +727,22 @@ fn validate_postgres(pg: &PostgresConfig) -> Result<(), (String, String)> {
         }
     }
     // Slot names are restricted by Postgres itself: lower case, digits, underscore.
-    if !pg.slot.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
-        return Err(("slot".into(), "Postgres allows only lower-case letters, digits and `_` in slot names".into()));
+    if !pg
+        .slot
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err((
+            "slot".into(),
+            "Postgres allows only lower-case letters, digits and `_` in slot names".into(),
+        ));
     }
     for (j, t) in pg.tables.iter().enumerate() {
         if crate::protocol::schema::split_table_name(t).is_none() {
-            return Err((format!("tables[{j}]"), format!("`{t}` is not `schema.table` or `table`")));
+            return Err((
+                format!("tables[{j}]"),
+                format!("`{t}` is not `schema.table` or `table`"),
+            ));
         }
     }
     if pg.chunk_rows == 0 {
@@ -701,11 +753,17 @@ fn validate_postgres(pg: &PostgresConfig) -> Result<(), (String, String)> {
 
 fn validate_mastodon(m: &MastodonConfig) -> Result<(), (String, String)> {
     if m.instances.is_empty() {
-        return Err(("instance".into(), "at least one [[pipeline.mastodon.instance]] is required".into()));
+        return Err((
+            "instance".into(),
+            "at least one [[pipeline.mastodon.instance]] is required".into(),
+        ));
     }
     for (i, inst) in m.instances.iter().enumerate() {
         if !(inst.url.starts_with("http://") || inst.url.starts_with("https://")) {
-            return Err((format!("instance[{i}].url"), format!("`{}` must start with https:// (or http://)", inst.url)));
+            return Err((
+                format!("instance[{i}].url"),
+                format!("`{}` must start with https:// (or http://)", inst.url),
+            ));
         }
     }
     if m.streams.is_empty() {
@@ -713,7 +771,10 @@ fn validate_mastodon(m: &MastodonConfig) -> Result<(), (String, String)> {
     }
     for (i, st) in m.streams.iter().enumerate() {
         let ok = matches!(st.as_str(), "public" | "public:local" | "public:remote")
-            || st.strip_prefix("hashtag:local:").or(st.strip_prefix("hashtag:")).is_some_and(|t| !t.is_empty())
+            || st
+                .strip_prefix("hashtag:local:")
+                .or(st.strip_prefix("hashtag:"))
+                .is_some_and(|t| !t.is_empty())
             || st.strip_prefix("list:").is_some_and(|t| !t.is_empty());
         if !ok {
             return Err((
@@ -723,27 +784,43 @@ fn validate_mastodon(m: &MastodonConfig) -> Result<(), (String, String)> {
         }
     }
     if m.reconnect_initial.0.is_zero() || m.reconnect_initial.0 > m.reconnect_max.0 {
-        return Err(("reconnect_initial".into(), "must be above zero and at most reconnect_max".into()));
+        return Err((
+            "reconnect_initial".into(),
+            "must be above zero and at most reconnect_max".into(),
+        ));
     }
     Ok(())
 }
 
 fn validate_llm(l: &LlmConfig) -> Result<(), (String, String)> {
     if !(l.url.starts_with("http://") || l.url.starts_with("https://")) {
-        return Err(("url".into(), format!("`{}` must start with http:// or https://", l.url)));
+        return Err((
+            "url".into(),
+            format!("`{}` must start with http:// or https://", l.url),
+        ));
     }
     if l.model.is_empty() {
         return Err(("model".into(), "is required".into()));
     }
     let mut seen = HashSet::new();
-    if l.labels.is_empty() || l.labels.iter().any(|x| x.trim().is_empty() || !seen.insert(x.to_lowercase())) {
-        return Err(("labels".into(), "need at least one label, all distinct and non-empty".into()));
+    if l.labels.is_empty()
+        || l.labels
+            .iter()
+            .any(|x| x.trim().is_empty() || !seen.insert(x.to_lowercase()))
+    {
+        return Err((
+            "labels".into(),
+            "need at least one label, all distinct and non-empty".into(),
+        ));
     }
     if !l.prompt.is_empty() && !l.prompt.contains("{text}") {
         return Err(("prompt".into(), "must contain `{text}`".into()));
     }
     if l.concurrency == 0 || l.queue == 0 || l.circuit_failures == 0 || l.max_text_chars == 0 {
-        return Err(("concurrency".into(), "concurrency, queue, circuit_failures and max_text_chars must be at least 1".into()));
+        return Err((
+            "concurrency".into(),
+            "concurrency, queue, circuit_failures and max_text_chars must be at least 1".into(),
+        ));
     }
     Ok(())
 }
@@ -847,32 +924,45 @@ url = "http://127.0.0.1:8123"
         let p = &c.pipelines[0];
         assert_eq!(p.postgres.as_ref().unwrap().password.expose(), "se\"cret");
         assert_eq!(p.batch.max_age.0, Duration::from_millis(200));
-        assert!(!format!("{c:?}").contains("cret"), "secret leaked into Debug");
+        assert!(
+            !format!("{c:?}").contains("cret"),
+            "secret leaked into Debug"
+        );
     }
 
     #[test]
     fn unknown_key_is_named() {
         let bad = MIN.replace("slot = \"s\"", "slot = \"s\"\nslott = 1");
-        let e = Config::from_str_named(&bad, "x.toml", &env).unwrap_err().to_string();
+        let e = Config::from_str_named(&bad, "x.toml", &env)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("x.toml") && e.contains("slott"), "{e}");
     }
 
     #[test]
     fn missing_env_is_named() {
-        let e = Config::from_str_named(MIN, "x.toml", &|_| None).unwrap_err().to_string();
+        let e = Config::from_str_named(MIN, "x.toml", &|_| None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("PGPASS") && e.contains("line 6"), "{e}");
     }
 
     #[test]
     fn invalid_values_name_the_key() {
         let bad = MIN.replace("slot = \"s\"", "slot = \"Bad-Slot\"");
-        let e = Config::from_str_named(&bad, "x.toml", &env).unwrap_err().to_string();
+        let e = Config::from_str_named(&bad, "x.toml", &env)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("pipeline[0].postgres.slot"), "{e}");
         let bad = MIN.replace("http://127.0.0.1:8123", "127.0.0.1:8123");
-        let e = Config::from_str_named(&bad, "x.toml", &env).unwrap_err().to_string();
+        let e = Config::from_str_named(&bad, "x.toml", &env)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("pipeline[0].clickhouse.url"), "{e}");
         let bad = MIN.to_string() + "[pipeline.batch]\nmax_age = \"10 parsecs\"\n";
-        let e = Config::from_str_named(&bad, "x.toml", &env).unwrap_err().to_string();
+        let e = Config::from_str_named(&bad, "x.toml", &env)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_age"), "{e}");
     }
 
@@ -891,15 +981,24 @@ url = "http://127.0.0.1:8123"
 
     #[test]
     fn sentiment_needs_one_source_and_an_llm() {
-        let base = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sentiment.toml")).unwrap();
+        let base = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sentiment.toml"),
+        )
+        .unwrap();
         let no_llm = base.replace("[pipeline.llm]", "[pipeline.llm_x]");
-        let e = Config::from_str_named(&no_llm, "s.toml", &|_| None).unwrap_err().to_string();
+        let e = Config::from_str_named(&no_llm, "s.toml", &|_| None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("llm"), "{e}");
         let two = base.replace("# [pipeline.replay]\n# file", "[pipeline.replay]\nfile");
-        let e = Config::from_str_named(&two, "s.toml", &|_| None).unwrap_err().to_string();
+        let e = Config::from_str_named(&two, "s.toml", &|_| None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("exactly one of"), "{e}");
         let bad_stream = base.replace("${MASTODON_STREAM:-public:local}", "federated");
-        let e = Config::from_str_named(&bad_stream, "s.toml", &|_| None).unwrap_err().to_string();
+        let e = Config::from_str_named(&bad_stream, "s.toml", &|_| None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("pipeline[0].mastodon.streams[0]"), "{e}");
     }
 

@@ -41,7 +41,9 @@ pub struct Edge<M: Message> {
 
 impl<M: Message> Clone for Edge<M> {
     fn clone(&self) -> Self {
-        Edge { inner: self.inner.clone() }
+        Edge {
+            inner: self.inner.clone(),
+        }
     }
 }
 
@@ -69,13 +71,20 @@ impl<M: Message> Edge<M> {
     }
 
     fn target(&self) -> Option<ActorRef<M>> {
-        self.inner.target.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.inner
+            .target
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     async fn wait_target(&self) -> ActorRef<M> {
         loop {
             let notified = self.inner.attached.notified();
-            if let Some(t) = self.target().filter(|t| t.get_status() <= ractor::ActorStatus::Running) {
+            if let Some(t) = self
+                .target()
+                .filter(|t| t.get_status() <= ractor::ActorStatus::Running)
+            {
                 return t;
             }
             // Re-check periodically too: a receiver that died without a replacement yet.
@@ -103,7 +112,10 @@ impl<M: Message> Edge<M> {
             .map_err(|_| EdgeError::Closed(self.inner.name.clone()))?;
         let target = self.wait_target().await;
         target
-            .cast(make(Permit { _permit: permit, enqueued_at: Instant::now() }))
+            .cast(make(Permit {
+                _permit: permit,
+                enqueued_at: Instant::now(),
+            }))
             .map_err(|_| EdgeError::Closed(self.inner.name.clone()))
     }
 
@@ -121,7 +133,9 @@ impl<M: Message> Edge<M> {
             .filter(|t| t.get_status() == ractor::ActorStatus::Running)
             .ok_or_else(|| EdgeError::Closed(self.inner.name.clone()))?;
         let (tx, rx) = ractor::concurrency::oneshot();
-        target.cast(make(tx.into())).map_err(|_| EdgeError::Closed(self.inner.name.clone()))?;
+        target
+            .cast(make(tx.into()))
+            .map_err(|_| EdgeError::Closed(self.inner.name.clone()))?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(_)) => Err(EdgeError::Closed(self.inner.name.clone())),
@@ -141,19 +155,32 @@ pub struct WorkQueue<T> {
 
 impl<T> Clone for WorkQueue<T> {
     fn clone(&self) -> Self {
-        WorkQueue { tx: self.tx.clone(), rx: self.rx.clone(), capacity: self.capacity, name: self.name.clone() }
+        WorkQueue {
+            tx: self.tx.clone(),
+            rx: self.rx.clone(),
+            capacity: self.capacity,
+            name: self.name.clone(),
+        }
     }
 }
 
 impl<T: Send + 'static> WorkQueue<T> {
     pub fn new(name: impl Into<String>, capacity: usize) -> Self {
         let (tx, rx) = tokio::sync::mpsc::channel(capacity);
-        WorkQueue { tx, rx: Arc::new(tokio::sync::Mutex::new(rx)), capacity, name: name.into() }
+        WorkQueue {
+            tx,
+            rx: Arc::new(tokio::sync::Mutex::new(rx)),
+            capacity,
+            name: name.into(),
+        }
     }
 
     /// Waits for room, then enqueues.
     pub async fn send(&self, item: T) -> Result<(), EdgeError> {
-        self.tx.send(item).await.map_err(|_| EdgeError::Closed(self.name.clone()))
+        self.tx
+            .send(item)
+            .await
+            .map_err(|_| EdgeError::Closed(self.name.clone()))
     }
 
     /// The next item, or `None` when nothing arrived within `wait`.

@@ -35,7 +35,11 @@ pub fn load(path: &std::path::Path) -> Result<(Vec<Example>, usize), String> {
                 continue;
             }
         };
-        let Some(gold) = v.get("label").and_then(|l| l.as_str()).map(|s| s.to_lowercase()) else {
+        let Some(gold) = v
+            .get("label")
+            .and_then(|l| l.as_str())
+            .map(|s| s.to_lowercase())
+        else {
             bad += 1;
             continue;
         };
@@ -103,24 +107,46 @@ pub fn score(labels: &[String], gold: &[String], pred: &[String], latencies_ms: 
             let support: usize = confusion[i].iter().sum();
             LabelScore {
                 label: l.clone(),
-                precision: if predicted == 0 { 0.0 } else { tp as f64 / predicted as f64 },
-                recall: if support == 0 { 0.0 } else { tp as f64 / support as f64 },
+                precision: if predicted == 0 {
+                    0.0
+                } else {
+                    tp as f64 / predicted as f64
+                },
+                recall: if support == 0 {
+                    0.0
+                } else {
+                    tp as f64 / support as f64
+                },
                 support,
             }
         })
         .collect();
     let mut lat = latencies_ms.to_vec();
     lat.sort_unstable();
-    let q = |q: f64| if lat.is_empty() { 0 } else { lat[((lat.len() as f64 * q).ceil() as usize).clamp(1, lat.len()) - 1] };
+    let q = |q: f64| {
+        if lat.is_empty() {
+            0
+        } else {
+            lat[((lat.len() as f64 * q).ceil() as usize).clamp(1, lat.len()) - 1]
+        }
+    };
     Report {
         model: String::new(),
         prompt_id: String::new(),
         examples: n,
-        accuracy: if n == 0 { 0.0 } else { correct as f64 / n as f64 },
+        accuracy: if n == 0 {
+            0.0
+        } else {
+            correct as f64 / n as f64
+        },
         per_label,
         confusion,
         labels: labels.to_vec(),
-        unparseable_share: if n == 0 { 0.0 } else { pred.iter().filter(|p| p.as_str() == "unknown").count() as f64 / n as f64 },
+        unparseable_share: if n == 0 {
+            0.0
+        } else {
+            pred.iter().filter(|p| p.as_str() == "unknown").count() as f64 / n as f64
+        },
         latency_p50_ms: q(0.50),
         latency_p99_ms: q(0.99),
         requests: 0,
@@ -132,18 +158,46 @@ pub fn score(labels: &[String], gold: &[String], pred: &[String], latencies_ms: 
 /// Classifies every example with `cfg` (concurrency = `cfg.concurrency`).
 pub async fn run(cfg: &LlmConfig, examples: &[Example]) -> Result<Report, String> {
     let client = Arc::new(LlmClient::new(cfg).map_err(|e| e.to_string())?);
-    let breaker = Arc::new(CircuitBreaker::new(cfg.circuit_failures, cfg.circuit_cooldown.0));
+    let breaker = Arc::new(CircuitBreaker::new(
+        cfg.circuit_failures,
+        cfg.circuit_cooldown.0,
+    ));
     let counters = Arc::new(LlmCounters::default());
-    let limiter = Arc::new(crate::limiter::Limiter::new(cfg.concurrency, cfg.adaptive_concurrency));
-    let policy = RetryPolicy { backoff_initial: cfg.backoff_initial.0, backoff_max: cfg.circuit_cooldown.0.max(cfg.backoff_initial.0) };
+    let limiter = Arc::new(crate::limiter::Limiter::new(
+        cfg.concurrency,
+        cfg.adaptive_concurrency,
+    ));
+    let policy = RetryPolicy {
+        backoff_initial: cfg.backoff_initial.0,
+        backoff_max: cfg.circuit_cooldown.0.max(cfg.backoff_initial.0),
+    };
     let sem = Arc::new(tokio::sync::Semaphore::new(cfg.concurrency));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for (i, ex) in examples.iter().enumerate() {
-        let permit = sem.clone().acquire_owned().await.map_err(|e| e.to_string())?;
-        let (client, breaker, limiter, counters, text) = (client.clone(), breaker.clone(), limiter.clone(), counters.clone(), ex.text.clone());
+        let permit = sem
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
+        let (client, breaker, limiter, counters, text) = (
+            client.clone(),
+            breaker.clone(),
+            limiter.clone(),
+            counters.clone(),
+            ex.text.clone(),
+        );
         tasks.spawn(async move {
-            let out = classify(&client, &breaker, &limiter, &counters, &policy, &text, &tracing::Span::none()).await;
+            let out = classify(
+                &client,
+                &breaker,
+                &limiter,
+                &counters,
+                &policy,
+                &text,
+                &tracing::Span::none(),
+            )
+            .await;
             drop(permit);
             (i, out)
         });
@@ -164,7 +218,11 @@ pub async fn run(cfg: &LlmConfig, examples: &[Example]) -> Result<Report, String
     r.prompt_id = client.prompt_id().to_string();
     r.requests = counters.requests.load(std::sync::atomic::Ordering::Relaxed);
     r.errors = counters.errors.load(std::sync::atomic::Ordering::Relaxed);
-    r.posts_per_s = if elapsed > 0.0 { examples.len() as f64 / elapsed } else { 0.0 };
+    r.posts_per_s = if elapsed > 0.0 {
+        examples.len() as f64 / elapsed
+    } else {
+        0.0
+    };
     Ok(r)
 }
 
@@ -172,7 +230,11 @@ pub async fn run(cfg: &LlmConfig, examples: &[Example]) -> Result<Report, String
 pub fn render(r: &Report) -> String {
     use std::fmt::Write;
     let mut o = String::new();
-    let _ = writeln!(o, "model {}  prompt {}  examples {}", r.model, r.prompt_id, r.examples);
+    let _ = writeln!(
+        o,
+        "model {}  prompt {}  examples {}",
+        r.model, r.prompt_id, r.examples
+    );
     let _ = writeln!(
         o,
         "accuracy {:.1}%  unparseable {:.1}%  latency p50 {} ms  p99 {} ms  {:.2} posts/s  requests {}  errors {}",
@@ -184,9 +246,20 @@ pub fn render(r: &Report) -> String {
         r.requests,
         r.errors
     );
-    let _ = writeln!(o, "{:<12} {:>9} {:>7} {:>8}", "label", "precision", "recall", "support");
+    let _ = writeln!(
+        o,
+        "{:<12} {:>9} {:>7} {:>8}",
+        "label", "precision", "recall", "support"
+    );
     for s in &r.per_label {
-        let _ = writeln!(o, "{:<12} {:>8.1}% {:>6.1}% {:>8}", s.label, s.precision * 100.0, s.recall * 100.0, s.support);
+        let _ = writeln!(
+            o,
+            "{:<12} {:>8.1}% {:>6.1}% {:>8}",
+            s.label,
+            s.precision * 100.0,
+            s.recall * 100.0,
+            s.support
+        );
     }
     let _ = write!(o, "confusion (rows: gold, columns: predicted)\n{:<12}", "");
     for l in r.labels.iter().map(String::as_str).chain(["unknown"]) {
@@ -218,9 +291,21 @@ mod tests {
         let pred = s(&["positive", "negative", "negative", "unknown"]);
         let r = score(&labels, &gold, &pred, &[10, 20, 30, 400]);
         assert_eq!(r.accuracy, 0.5);
-        assert_eq!(r.per_label[0], LabelScore { label: "positive".into(), precision: 1.0, recall: 0.5, support: 2 });
+        assert_eq!(
+            r.per_label[0],
+            LabelScore {
+                label: "positive".into(),
+                precision: 1.0,
+                recall: 0.5,
+                support: 2
+            }
+        );
         assert_eq!(r.per_label[1].precision, 0.5);
-        assert_eq!(r.confusion[2], vec![0, 0, 0, 1], "unknown has its own column");
+        assert_eq!(
+            r.confusion[2],
+            vec![0, 0, 0, 1],
+            "unknown has its own column"
+        );
         assert_eq!(r.unparseable_share, 0.25);
         assert_eq!((r.latency_p50_ms, r.latency_p99_ms), (20, 400));
         assert!(render(&r).contains("accuracy 50.0%"));

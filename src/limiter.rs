@@ -34,7 +34,17 @@ pub struct Controller {
 impl Controller {
     pub fn new(max: usize) -> Self {
         let max = max.max(1);
-        Controller { max, base: max, base_tp: None, trial: None, down: true, big_step: true, rejected: 0, hold: 0, hold_len: 4 }
+        Controller {
+            max,
+            base: max,
+            base_tp: None,
+            trial: None,
+            down: true,
+            big_step: true,
+            rejected: 0,
+            hold: 0,
+            hold_len: 4,
+        }
     }
 
     /// The limit in force now.
@@ -74,7 +84,11 @@ impl Controller {
                 let base_tp = self.base_tp.unwrap_or(tp);
                 // Fewer in flight must keep the throughput; one more must add at least half
                 // of what one more lane would.
-                let keep = if t < self.base { tp >= 0.95 * base_tp } else { tp >= (1.0 + 0.5 / self.base as f64) * base_tp };
+                let keep = if t < self.base {
+                    tp >= 0.95 * base_tp
+                } else {
+                    tp >= (1.0 + 0.5 / self.base as f64) * base_tp
+                };
                 if keep {
                     self.base = t;
                     self.base_tp = Some(tp);
@@ -143,7 +157,10 @@ impl Limiter {
             let notified = self.notify.notified();
             let cur = self.in_flight.load(Ordering::Acquire);
             if cur < self.limit.load(Ordering::Acquire)
-                && self.in_flight.compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire).is_ok()
+                && self
+                    .in_flight
+                    .compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
             {
                 return Slot { limiter: self };
             }
@@ -191,7 +208,12 @@ mod tests {
     }
 
     fn run(c: &mut Controller, lanes: usize, service: f64, windows: usize) -> Vec<usize> {
-        (0..windows).map(|_| { let l = c.limit(); c.window(tp(l, lanes, service)) }).collect()
+        (0..windows)
+            .map(|_| {
+                let l = c.limit();
+                c.window(tp(l, lanes, service))
+            })
+            .collect()
     }
 
     #[test]
@@ -211,7 +233,10 @@ mod tests {
         let mut long = Controller::new(16);
         let seen = run(&mut long, 64, 0.2, 400);
         let lost: usize = seen.iter().map(|&l| 16 - l).sum();
-        assert!((lost as f64) < 0.01 * 16.0 * 400.0, "under 1% of the capacity lost to probing: {lost}");
+        assert!(
+            (lost as f64) < 0.01 * 16.0 * 400.0,
+            "under 1% of the capacity lost to probing: {lost}"
+        );
     }
 
     #[test]
@@ -227,8 +252,15 @@ mod tests {
         let a = l.acquire().await;
         let _b = l.acquire().await;
         assert_eq!(l.in_flight(), 2);
-        assert!(tokio::time::timeout(Duration::from_millis(50), l.acquire()).await.is_err(), "a third request waits");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), l.acquire())
+                .await
+                .is_err(),
+            "a third request waits"
+        );
         drop(a);
-        tokio::time::timeout(Duration::from_secs(1), l.acquire()).await.expect("room after a release");
+        tokio::time::timeout(Duration::from_secs(1), l.acquire())
+            .await
+            .expect("room after a release");
     }
 }

@@ -103,8 +103,15 @@ pub async fn classify(
     };
     let latency_ms = started.elapsed().as_millis().min(u32::MAX as u128) as u32;
     counters.classified.fetch_add(1, Ordering::Relaxed);
-    counters.latency_ms_total.fetch_add(latency_ms as u64, Ordering::Relaxed);
-    Outcome { label, attempts, latency_ms, unparsed }
+    counters
+        .latency_ms_total
+        .fetch_add(latency_ms as u64, Ordering::Relaxed);
+    Outcome {
+        label,
+        attempts,
+        latency_ms,
+        unparsed,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +121,11 @@ pub enum LlmClientError {
     #[error("LLM at {url}: no answer within {after:?}")]
     Timeout { url: String, after: Duration },
     #[error("LLM at {url}: HTTP {status}: {excerpt}")]
-    Status { url: String, status: u16, excerpt: String },
+    Status {
+        url: String,
+        status: u16,
+        excerpt: String,
+    },
     #[error("LLM at {url}: {source}")]
     Reply { url: String, source: core::LlmError },
     #[error("LLM config: {0}")]
@@ -139,8 +150,13 @@ pub struct LlmClient {
 impl LlmClient {
     pub fn new(cfg: &LlmConfig) -> Result<LlmClient, LlmClientError> {
         crate::tls::install_default_provider();
-        let labels = Labels::new(cfg.labels.iter().cloned()).map_err(|e| LlmClientError::Config(e.to_string()))?;
-        let template = if cfg.prompt.is_empty() { core::DEFAULT_PROMPT.to_string() } else { cfg.prompt.clone() };
+        let labels = Labels::new(cfg.labels.iter().cloned())
+            .map_err(|e| LlmClientError::Config(e.to_string()))?;
+        let template = if cfg.prompt.is_empty() {
+            core::DEFAULT_PROMPT.to_string()
+        } else {
+            cfg.prompt.clone()
+        };
         core::validate_template(&template).map_err(|e| LlmClientError::Config(e.to_string()))?;
         let api = match (cfg.backend, cfg.endpoint) {
             (LlmBackend::Ollama, OllamaEndpoint::Generate) => Api::OllamaGenerate,
@@ -155,7 +171,10 @@ impl LlmClient {
             .map_err(|e| LlmClientError::Config(e.to_string()))?;
         // A short, stable id of the prompt as sent (template and labels), stored with every
         // row so that prompts can be compared later.
-        let prompt_id = format!("{:016x}", fnv1a(format!("{template}\u{0}{}", labels.joined()).as_bytes()));
+        let prompt_id = format!(
+            "{:016x}",
+            fnv1a(format!("{template}\u{0}{}", labels.joined()).as_bytes())
+        );
         Ok(LlmClient {
             http,
             api,
@@ -207,10 +226,20 @@ impl LlmClient {
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| self.err(e))?;
         if !status.is_success() {
-            let excerpt: String = String::from_utf8_lossy(&bytes).chars().take(core::EXCERPT_CHARS).collect();
-            return Err(LlmClientError::Status { url: self.base.clone(), status: status.as_u16(), excerpt });
+            let excerpt: String = String::from_utf8_lossy(&bytes)
+                .chars()
+                .take(core::EXCERPT_CHARS)
+                .collect();
+            return Err(LlmClientError::Status {
+                url: self.base.clone(),
+                status: status.as_u16(),
+                excerpt,
+            });
         }
-        core::extract_reply(self.api, &bytes).map_err(|source| LlmClientError::Reply { url: self.base.clone(), source })
+        core::extract_reply(self.api, &bytes).map_err(|source| LlmClientError::Reply {
+            url: self.base.clone(),
+            source,
+        })
     }
 
     /// The label in a reply, or why there is none.
@@ -231,21 +260,37 @@ impl LlmClient {
         }
         let resp = req.send().await.map_err(|e| self.err(e))?;
         if !resp.status().is_success() {
-            return Err(LlmClientError::Status { url: self.base.clone(), status: resp.status().as_u16(), excerpt: path.into() });
+            return Err(LlmClientError::Status {
+                url: self.base.clone(),
+                status: resp.status().as_u16(),
+                excerpt: path.into(),
+            });
         }
         let text = resp.text().await.map_err(|e| self.err(e))?;
-        Ok(if text.contains(&self.model) { String::new() } else { " (not in the server's model list)".into() })
+        Ok(if text.contains(&self.model) {
+            String::new()
+        } else {
+            " (not in the server's model list)".into()
+        })
     }
 
     fn err(&self, e: reqwest::Error) -> LlmClientError {
         if e.is_timeout() {
-            LlmClientError::Timeout { url: self.base.clone(), after: self.timeout }
+            LlmClientError::Timeout {
+                url: self.base.clone(),
+                after: self.timeout,
+            }
         } else {
-            LlmClientError::Http { url: self.base.clone(), message: e.without_url().to_string() }
+            LlmClientError::Http {
+                url: self.base.clone(),
+                message: e.without_url().to_string(),
+            }
         }
     }
 }
 
 fn fnv1a(b: &[u8]) -> u64 {
-    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| (h ^ x as u64).wrapping_mul(0x100_0000_01b3))
+    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| {
+        (h ^ x as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }

@@ -59,7 +59,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let path = match &cli.command {
-        Command::Run { config } | Command::Check { config } | Command::Eval { config, .. } => config.clone(),
+        Command::Run { config } | Command::Check { config } | Command::Eval { config, .. } => {
+            config.clone()
+        }
     };
     let cfg = match Config::load(&path) {
         Ok(c) => c,
@@ -68,7 +70,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tributary: cannot start the runtime: {e}");
@@ -78,12 +83,21 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Check { .. } => {
-                let report = tributary::check::run(&cfg).await.map_err(anyhow::Error::msg)?;
+                let report = tributary::check::run(&cfg)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
                 print!("{report}");
                 Ok(ExitCode::SUCCESS)
             }
             Command::Run { .. } => run(cfg).await,
-            Command::Eval { file, model, prompt, limit, json, .. } => eval(&cfg, &file, model, prompt, limit, json).await,
+            Command::Eval {
+                file,
+                model,
+                prompt,
+                limit,
+                json,
+                ..
+            } => eval(&cfg, &file, model, prompt, limit, json).await,
         }
     });
     match result {
@@ -98,11 +112,13 @@ fn main() -> ExitCode {
 async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     let telemetry = tributary::telemetry::init(&cfg.telemetry).map_err(anyhow::Error::msg)?;
     let registry = tributary::status::Registry::new();
-    let (root, handle, _handles) = tributary::supervisors::pipeline::start_root(&cfg, registry.clone())
-        .await
-        .context("starting the supervisor tree")?;
+    let (root, handle, _handles) =
+        tributary::supervisors::pipeline::start_root(&cfg, registry.clone())
+            .await
+            .context("starting the supervisor tree")?;
     tracing::info!(pipelines = cfg.pipelines.len(), "tributary running");
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
     let mut handle = handle;
     let code = tokio::select! {
         _ = &mut handle => {
@@ -116,7 +132,14 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
-async fn eval(cfg: &Config, file: &std::path::Path, models: Vec<String>, prompts: Vec<PathBuf>, limit: Option<usize>, json: bool) -> anyhow::Result<ExitCode> {
+async fn eval(
+    cfg: &Config,
+    file: &std::path::Path,
+    models: Vec<String>,
+    prompts: Vec<PathBuf>,
+    limit: Option<usize>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let base = cfg
         .pipelines
         .iter()
@@ -127,12 +150,21 @@ async fn eval(cfg: &Config, file: &std::path::Path, models: Vec<String>, prompts
         examples.truncate(n);
     }
     if bad > 0 {
-        eprintln!("tributary eval: {bad} unreadable lines in {} were skipped", file.display());
+        eprintln!(
+            "tributary eval: {bad} unreadable lines in {} were skipped",
+            file.display()
+        );
     }
-    let models = if models.is_empty() { vec![base.model.clone()] } else { models };
+    let models = if models.is_empty() {
+        vec![base.model.clone()]
+    } else {
+        models
+    };
     let mut templates = Vec::new();
     for p in &prompts {
-        templates.push(std::fs::read_to_string(p).with_context(|| format!("prompt file {}", p.display()))?);
+        templates.push(
+            std::fs::read_to_string(p).with_context(|| format!("prompt file {}", p.display()))?,
+        );
     }
     if templates.is_empty() {
         templates.push(base.prompt.clone());
@@ -143,7 +175,9 @@ async fn eval(cfg: &Config, file: &std::path::Path, models: Vec<String>, prompts
             let mut c = base.clone();
             c.model = m.clone();
             c.prompt = t.clone();
-            let r = tributary::eval::run(&c, &examples).await.map_err(anyhow::Error::msg)?;
+            let r = tributary::eval::run(&c, &examples)
+                .await
+                .map_err(anyhow::Error::msg)?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -155,15 +189,29 @@ async fn eval(cfg: &Config, file: &std::path::Path, models: Vec<String>, prompts
     if summary.len() > 1 && !json {
         println!("side by side:");
         for r in &summary {
-            println!("  {:<28} prompt {}  accuracy {:>5.1}%  unparseable {:>4.1}%  p50 {} ms", r.model, r.prompt_id, r.accuracy * 100.0, r.unparseable_share * 100.0, r.latency_p50_ms);
+            println!(
+                "  {:<28} prompt {}  accuracy {:>5.1}%  unparseable {:>4.1}%  p50 {} ms",
+                r.model,
+                r.prompt_id,
+                r.accuracy * 100.0,
+                r.unparseable_share * 100.0,
+                r.latency_p50_ms
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown(root: &ractor::ActorRef<tributary::supervisors::supervisor::SupervisorMsg>, cfg: &Config, signal: &str) -> ExitCode {
+async fn shutdown(
+    root: &ractor::ActorRef<tributary::supervisors::supervisor::SupervisorMsg>,
+    cfg: &Config,
+    signal: &str,
+) -> ExitCode {
     tracing::info!(signal, timeout = ?cfg.shutdown_timeout.0, "shutting down: draining in-flight changes");
-    match root.stop_and_wait(Some(signal.into()), Some(cfg.shutdown_timeout.0)).await {
+    match root
+        .stop_and_wait(Some(signal.into()), Some(cfg.shutdown_timeout.0))
+        .await
+    {
         Ok(()) => {
             tracing::info!("stopped cleanly");
             ExitCode::SUCCESS

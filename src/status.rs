@@ -51,7 +51,11 @@ impl PipelineCounters {
     }
     /// Upper bound (µs) of the bucket holding quantile `q` of recorded lags.
     pub fn lag_quantile_micros(&self, q: f64) -> Option<u64> {
-        let counts: Vec<u64> = self.lag_buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let counts: Vec<u64> = self
+            .lag_buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
         let total: u64 = counts.iter().sum();
         if total == 0 {
             return None;
@@ -81,7 +85,11 @@ impl Registry {
 
     pub fn set_state(&self, path: &str, state: ActorState, error: Option<String>) {
         let mut m = self.actors.lock().unwrap_or_else(|e| e.into_inner());
-        let e = m.entry(path.to_string()).or_insert(ActorStatus { state: ActorState::Starting, restarts: 0, last_error: None });
+        let e = m.entry(path.to_string()).or_insert(ActorStatus {
+            state: ActorState::Starting,
+            restarts: 0,
+            last_error: None,
+        });
         if state == ActorState::Restarting {
             e.restarts += 1;
         }
@@ -92,7 +100,10 @@ impl Registry {
     }
 
     pub fn actors(&self) -> BTreeMap<String, ActorStatus> {
-        self.actors.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.actors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn restarts(&self, path: &str) -> u64 {
@@ -100,6 +111,11 @@ impl Registry {
     }
 
     pub fn pipeline(&self, name: &str) -> Arc<PipelineCounters> {
-        self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).entry(name.to_string()).or_default().clone()
+        self.pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone()
     }
 }

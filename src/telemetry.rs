@@ -23,7 +23,10 @@ impl Telemetry {
 }
 
 /// Builds an OTLP/HTTP tracer provider for `endpoint` (e.g. `http://127.0.0.1:4318`).
-pub fn otlp_provider(endpoint: &str, service_name: &str) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, String> {
+pub fn otlp_provider(
+    endpoint: &str,
+    service_name: &str,
+) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, String> {
     use opentelemetry_otlp::WithExportConfig;
     // The exporter's HTTP client is reqwest with rustls: its crypto provider must be in place.
     crate::tls::install_default_provider();
@@ -34,16 +37,28 @@ pub fn otlp_provider(endpoint: &str, service_name: &str) -> Result<opentelemetry
         .map_err(|e| format!("telemetry.otlp_endpoint `{endpoint}`: {e}"))?;
     Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service_name.to_string()).build())
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(service_name.to_string())
+                .build(),
+        )
         .build())
 }
 
 /// Installs the global subscriber. `RUST_LOG` overrides the configured level.
 pub fn init(cfg: &TelemetryConfig) -> Result<Telemetry, String> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
     let fmt = match cfg.log_format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_target(false).with_writer(std::io::stderr).boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer().json().with_current_span(true).with_writer(std::io::stderr).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
     }
     .with_filter(filter);
     let (otel, provider) = if cfg.otlp_endpoint.is_empty() {
@@ -53,8 +68,16 @@ pub fn init(cfg: &TelemetryConfig) -> Result<Telemetry, String> {
         let tracer = provider.tracer("tributary");
         // Our own spans only: the log level does not thin out traces, and the actor
         // runtime's life-long spans stay out of them.
-        let spans = tracing_subscriber::filter::Targets::new().with_target("tributary", tracing::Level::INFO);
-        (Some(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(spans)), Some(provider))
+        let spans = tracing_subscriber::filter::Targets::new()
+            .with_target("tributary", tracing::Level::INFO);
+        (
+            Some(
+                tracing_opentelemetry::layer()
+                    .with_tracer(tracer)
+                    .with_filter(spans),
+            ),
+            Some(provider),
+        )
     };
     tracing_subscriber::registry()
         .with(fmt)

@@ -35,9 +35,17 @@ async fn seed_scenario(target: Target) {
     .unwrap();
     converge(&w, &c, &t1, &t1, "id, value", "id", T).await;
     converge(&w, &c, &t2, &t2, "id, value", "id", T).await;
-    assert_eq!(w.ch_live(&t1, "id, value", "id").await, vec!["1\tone", "3\tthree", "4\tsample"]);
+    assert_eq!(
+        w.ch_live(&t1, "id, value", "id").await,
+        vec!["1\tone", "3\tthree", "4\tsample"]
+    );
     // The live view hides deleted rows on every generation.
-    let view = w.ch_rows(&format!("SELECT id FROM `{}`.`{t1}_live` ORDER BY id", w.database)).await;
+    let view = w
+        .ch_rows(&format!(
+            "SELECT id FROM `{}`.`{t1}_live` ORDER BY id",
+            w.database
+        ))
+        .await;
     assert_eq!(view, vec!["1", "3", "4"]);
     run.stop().await;
     w.teardown().await;
@@ -102,9 +110,20 @@ async fn snapshot_while_writing(target: Target) {
         .await
         .unwrap();
     }
-    converge(&w, &c, &t, &t, "id, payload", "id", Duration::from_secs(120)).await;
+    converge(
+        &w,
+        &c,
+        &t,
+        &t,
+        "id, payload",
+        "id",
+        Duration::from_secs(120),
+    )
+    .await;
     let counters = run.counters();
-    let snap = counters.snapshot_rows.load(std::sync::atomic::Ordering::Relaxed);
+    let snap = counters
+        .snapshot_rows
+        .load(std::sync::atomic::Ordering::Relaxed);
     // The snapshot sees the table as of the slot's creation: a few early deletes may precede it.
     assert!(snap > 99_000, "snapshot copied {snap} rows");
     run.stop().await;
@@ -131,9 +150,17 @@ async fn schema_changes(target: Target) {
     .unwrap();
     converge(&w, &c, &t, &t, "id, a, b", "id", T).await;
     // The dropped column keeps what it had; rows written after the drop have NULL there.
-    assert_eq!(w.ch_live(&t, "id, gone", "id").await, vec!["1\tg1", "2\tg2", "3\t\\N"]);
+    assert_eq!(
+        w.ch_live(&t, "id, gone", "id").await,
+        vec!["1\tg1", "2\tg2", "3\t\\N"]
+    );
     // The live view follows the new column.
-    let view = w.ch_rows(&format!("SELECT id, b FROM `{}`.`{t}_live` ORDER BY id", w.database)).await;
+    let view = w
+        .ch_rows(&format!(
+            "SELECT id, b FROM `{}`.`{t}_live` ORDER BY id",
+            w.database
+        ))
+        .await;
     assert_eq!(view, vec!["1\t11", "2\t22", "3\t33"]);
     // A column added with a constant default: rows written before hold it in Postgres
     // without any change event; ClickHouse gets it as the column's DEFAULT.
@@ -141,10 +168,20 @@ async fn schema_changes(target: Target) {
         .await
         .unwrap();
     converge(&w, &c, &t, &t, "id, a, b, d", "id", T).await;
-    c.batch_execute(&format!("TRUNCATE {t}; INSERT INTO {t} VALUES (9, 'after', 99)")).await.unwrap();
+    c.batch_execute(&format!(
+        "TRUNCATE {t}; INSERT INTO {t} VALUES (9, 'after', 99)"
+    ))
+    .await
+    .unwrap();
     converge(&w, &c, &t, &t, "id, a, b", "id", T).await;
-    let all = w.ch_rows(&format!("SELECT count() FROM `{}`.`{t}`", w.database)).await;
-    assert_eq!(all, vec!["1"], "TRUNCATE removed the old rows from ClickHouse");
+    let all = w
+        .ch_rows(&format!("SELECT count() FROM `{}`.`{t}`", w.database))
+        .await;
+    assert_eq!(
+        all,
+        vec!["1"],
+        "TRUNCATE removed the old rows from ClickHouse"
+    );
     run.stop().await;
     w.teardown().await;
 }
@@ -167,7 +204,12 @@ async fn unlisted_tables(target: Target) {
     converge(&w, &c, &a, &a, "id", "id", T).await;
     c.batch_execute(&format!("INSERT INTO {b} VALUES (1); INSERT INTO {a} VALUES (1); TRUNCATE {b}; INSERT INTO {a} VALUES (2)")).await.unwrap();
     converge(&w, &c, &a, &a, "id", "id", T).await;
-    let tables = w.ch_rows(&format!("SELECT name FROM system.tables WHERE database = '{}' AND name LIKE 'unlisted%'", w.database)).await;
+    let tables = w
+        .ch_rows(&format!(
+            "SELECT name FROM system.tables WHERE database = '{}' AND name LIKE 'unlisted%'",
+            w.database
+        ))
+        .await;
     assert!(tables.is_empty(), "{tables:?}");
     run.stop().await;
     w.teardown().await;

@@ -11,7 +11,13 @@ use std::time::Duration;
 const T: Duration = Duration::from_secs(90);
 
 /// Writes `txns` transactions of `rows` rows (ids from `from`), pausing `pause` between them.
-fn writer(table: String, from: i64, txns: i64, rows: i64, pause: Duration) -> tokio::task::JoinHandle<()> {
+fn writer(
+    table: String,
+    from: i64,
+    txns: i64,
+    rows: i64,
+    pause: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let c = pg().await;
         for i in 0..txns {
@@ -32,23 +38,40 @@ async fn kill_sink_and_source(target: Target) {
     let w = World::new(target).await;
     let c = pg().await;
     let t = unique("killed");
-    c.batch_execute(&format!("CREATE TABLE {t} (id bigint PRIMARY KEY, v text)")).await.unwrap();
+    c.batch_execute(&format!("CREATE TABLE {t} (id bigint PRIMARY KEY, v text)"))
+        .await
+        .unwrap();
     let cfg = w.config(&[&format!("public.{t}")]);
     let run = Running::start(&cfg).await;
     let load = writer(t.clone(), 1, 60, 200, Duration::from_millis(50));
     tokio::time::sleep(Duration::from_millis(800)).await;
     run.kill("sink").await;
-    eventually(T, "sink restart", || async { if run.registry.restarts(&run.path("sink")) >= 1 { Ok(()) } else { Err("no restart yet".into()) } }).await;
+    eventually(T, "sink restart", || async {
+        if run.registry.restarts(&run.path("sink")) >= 1 {
+            Ok(())
+        } else {
+            Err("no restart yet".into())
+        }
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     run.kill("source").await;
     eventually(T, "source restart", || async {
         // rest_for_one: the sink's restart restarted the source too; the kill adds one more.
-        if run.registry.restarts(&run.path("source")) >= 2 { Ok(()) } else { Err(format!("{:?}", run.registry.actors())) }
+        if run.registry.restarts(&run.path("source")) >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{:?}", run.registry.actors()))
+        }
     })
     .await;
     load.await.unwrap();
     converge(&w, &c, &t, &t, "id, v", "id", T).await;
-    let n: i64 = c.query_one(&format!("SELECT count(*) FROM {t}"), &[]).await.unwrap().get(0);
+    let n: i64 = c
+        .query_one(&format!("SELECT count(*) FROM {t}"), &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 60 * 199);
     run.stop().await;
     w.teardown().await;
@@ -60,24 +83,37 @@ matrix!(killed_actors_restart_and_lose_nothing, kill_sink_and_source);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_sink_escalates_after_max_restarts() {
     let w = World::new(Target::Ch18).await;
-    let proxy = proxy::Proxy::start(&Target::Ch18.url().trim_start_matches("http://").to_string()).await;
+    let proxy =
+        proxy::Proxy::start(&Target::Ch18.url().trim_start_matches("http://").to_string()).await;
     proxy.set_refuse(true);
     let c = pg().await;
     let t = unique("esc");
-    c.batch_execute(&format!("CREATE TABLE {t} (id int PRIMARY KEY)")).await.unwrap();
+    c.batch_execute(&format!("CREATE TABLE {t} (id int PRIMARY KEY)"))
+        .await
+        .unwrap();
     let mut cfg = w.config(&[&format!("public.{t}")]);
     cfg.supervision.max_restarts = 2;
     cfg.supervision.backoff_initial.0 = Duration::from_millis(50);
     cfg.pipelines[0].clickhouse.url = proxy.url();
     cfg.pipelines[0].clickhouse.request_timeout.0 = Duration::from_secs(2);
     let run = Running::start(&cfg).await;
-    tokio::time::timeout(Duration::from_secs(60), run.handle).await.expect("the root ends when its only pipeline escalates").unwrap();
+    tokio::time::timeout(Duration::from_secs(60), run.handle)
+        .await
+        .expect("the root ends when its only pipeline escalates")
+        .unwrap();
     let actors = run.registry.actors();
     let pipeline = &actors[&format!("root/{}", run.pipeline)];
     let err = pipeline.last_error.clone().unwrap_or_default();
     assert!(err.contains("3 restarts within"), "{err}");
-    assert!(err.contains(&proxy.url()), "the error names the server: {err}");
-    assert!(proxy.accepted() >= 3, "it retried: {} connections", proxy.accepted());
+    assert!(
+        err.contains(&proxy.url()),
+        "the error names the server: {err}"
+    );
+    assert!(
+        proxy.accepted() >= 3,
+        "it retried: {} connections",
+        proxy.accepted()
+    );
     w.teardown().await;
 }
 
@@ -89,7 +125,9 @@ async fn slow_sink(target: Target) {
     let proxy = proxy::Proxy::start(target.url().trim_start_matches("http://")).await;
     let c = pg().await;
     let t = unique("slow");
-    c.batch_execute(&format!("CREATE TABLE {t} (id bigint PRIMARY KEY, v text)")).await.unwrap();
+    c.batch_execute(&format!("CREATE TABLE {t} (id bigint PRIMARY KEY, v text)"))
+        .await
+        .unwrap();
     let mut cfg = w.config(&[&format!("public.{t}")]);
     let p = &mut cfg.pipelines[0];
     p.clickhouse.url = proxy.url();
@@ -129,12 +167,21 @@ async fn slow_sink(target: Target) {
         max_rss = max_rss.max(rss_kib(std::process::id()).unwrap());
     }
     let read = counters.rows_read.load(Ordering::Relaxed);
-    assert!(max_held <= bound, "the source ran {max_held} rows ahead of the sink (bound {bound})");
+    assert!(
+        max_held <= bound,
+        "the source ran {max_held} rows ahead of the sink (bound {bound})"
+    );
     assert!(read < 150_000, "the source stopped reading the stream while the sink was slow: it read {read} of 200000 rows");
-    assert!(max_rss - rss_before < 100 * 1024, "RSS grew from {rss_before} KiB to {max_rss} KiB");
+    assert!(
+        max_rss - rss_before < 100 * 1024,
+        "RSS grew from {rss_before} KiB to {max_rss} KiB"
+    );
     proxy.set_delay(Duration::ZERO);
     converge(&w, &c, &t, &t, "id, v", "id", Duration::from_secs(120)).await;
-    assert_eq!(run.counters().rows_written.load(Ordering::Relaxed) >= 200_000, true);
+    assert_eq!(
+        run.counters().rows_written.load(Ordering::Relaxed) >= 200_000,
+        true
+    );
     run.stop().await;
     w.teardown().await;
 }

@@ -17,7 +17,11 @@ async fn real_llm(target: Target) {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join(format!("{}.jsonl", unique("replay")));
     let fixture = std::fs::read_to_string(repo().join("tests/fixtures/statuses.jsonl")).unwrap();
-    let lines: Vec<&str> = fixture.lines().filter(|l| !l.contains("\"reblog\":{")).take(12).collect();
+    let lines: Vec<&str> = fixture
+        .lines()
+        .filter(|l| !l.contains("\"reblog\":{"))
+        .take(12)
+        .collect();
     std::fs::write(&file, lines.join("\n")).unwrap();
     use_replay(&mut cfg, file);
     let p = &mut cfg.pipelines[0];
@@ -39,7 +43,10 @@ async fn real_llm(target: Target) {
     .await;
     for r in &rows {
         let f: Vec<&str> = r.split('\t').collect();
-        assert!(["positive", "negative", "neutral"].contains(&f[1]), "constrained output gives a label: {r}");
+        assert!(
+            ["positive", "negative", "neutral"].contains(&f[1]),
+            "constrained output gives a label: {r}"
+        );
         assert_eq!(f[2], model);
         assert!(f[3].parse::<u32>().unwrap() > 0, "latency recorded: {r}");
     }
@@ -47,7 +54,11 @@ async fn real_llm(target: Target) {
         tributary::supervisors::pipeline::PipelineHandles::Sentiment(h) => h.clone(),
         _ => unreachable!(),
     };
-    assert_eq!(h.llm.unknown.load(std::sync::atomic::Ordering::Relaxed), 0, "no unparseable reply with constrained output");
+    assert_eq!(
+        h.llm.unknown.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "no unparseable reply with constrained output"
+    );
     run.stop().await;
 }
 matrix!(real_llama_cpp_labels_every_post, real_llm);

@@ -14,7 +14,10 @@ const T: Duration = Duration::from_secs(90);
 fn write_config(tables: &[&str], extra: &str) -> std::path::PathBuf {
     let text = std::fs::read_to_string(repo().join("config/cdc.toml")).unwrap();
     let list: Vec<String> = tables.iter().map(|t| format!("{t:?}")).collect();
-    let text = text.replace(r#"tables = ["public.demo_table1", "public.demo_table2"]"#, &format!("tables = [{}]", list.join(", ")));
+    let text = text.replace(
+        r#"tables = ["public.demo_table1", "public.demo_table2"]"#,
+        &format!("tables = [{}]", list.join(", ")),
+    );
     let dir = repo().join("target/test-configs");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{}.toml", unique("cfg")));
@@ -43,7 +46,11 @@ fn spawn(w: &World, config: &std::path::Path, ch_url: &str) -> Child {
 }
 
 fn sigterm(child: &Child) {
-    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success();
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
     assert!(ok);
 }
 
@@ -53,10 +60,18 @@ async fn wait_exit(mut child: Child, timeout: Duration) -> (std::process::ExitSt
         if let Some(status) = child.try_wait().unwrap() {
             let mut err = String::new();
             use std::io::Read;
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             return (status, err);
         }
-        assert!(std::time::Instant::now() < deadline, "tributary did not exit within {timeout:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tributary did not exit within {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -98,7 +113,10 @@ async fn sigkill_and_restart(target: Target) {
     converge(&w, &c, &t, &t, "id, v", "id", T).await;
     sigterm(&child);
     let (status, err) = wait_exit(child, Duration::from_secs(30)).await;
-    assert!(status.success(), "SIGTERM must drain and exit 0: {status:?}\n{err}");
+    assert!(
+        status.success(),
+        "SIGTERM must drain and exit 0: {status:?}\n{err}"
+    );
     assert!(err.contains("confirmed on stop"), "{err}");
     // The slot was confirmed up to the end of the stream: nothing is left to replay.
     let (confirmed, current): (String, String) = {
@@ -123,23 +141,37 @@ async fn bad_configs_name_the_key() {
     ] {
         let cfg = if extra.starts_with("max_age") {
             let p = write_config(&["public.x"], "");
-            let text = std::fs::read_to_string(&p).unwrap().replace("max_age = \"200ms\"", extra);
+            let text = std::fs::read_to_string(&p)
+                .unwrap()
+                .replace("max_age = \"200ms\"", extra);
             std::fs::write(&p, text).unwrap();
             p
         } else {
             write_config(&["public.x"], extra)
         };
-        let out = Command::new(bin()).args(["check", "--config"]).arg(&cfg).env("PGPASSWORD", "x").output().unwrap();
+        let out = Command::new(bin())
+            .args(["check", "--config"])
+            .arg(&cfg)
+            .env("PGPASSWORD", "x")
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{err}");
-        assert!(err.contains(needle) && err.contains(cfg.to_str().unwrap()), "expected `{needle}` and the file in: {err}");
+        assert!(
+            err.contains(needle) && err.contains(cfg.to_str().unwrap()),
+            "expected `{needle}` and the file in: {err}"
+        );
     }
 }
 
 #[tokio::test]
 async fn unreachable_servers_are_named_and_secrets_stay_hidden() {
     let w = World::new(Target::Ch18).await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port(); // freed at once
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port(); // freed at once
     let cfg = write_config(&["public.nothing"], "");
     let run = |pg_port: String, ch: String, pg_password: String| {
         Command::new(bin())
@@ -155,20 +187,41 @@ async fn unreachable_servers_are_named_and_secrets_stay_hidden() {
             .output()
             .unwrap()
     };
-    let out = run(closed.to_string(), Target::Ch18.url(), "sekrit-pw-123".into());
+    let out = run(
+        closed.to_string(),
+        Target::Ch18.url(),
+        "sekrit-pw-123".into(),
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains(&format!("127.0.0.1:{closed}")), "names the Postgres server: {err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{closed}")),
+        "names the Postgres server: {err}"
+    );
     assert!(!err.contains("sekrit"), "{err}");
     // Postgres reachable with a wrong password: the error says so without the password.
-    let out = run(var("TRIBUTARY_TEST_PG_PORT"), Target::Ch18.url(), "sekrit-pw-123".into());
+    let out = run(
+        var("TRIBUTARY_TEST_PG_PORT"),
+        Target::Ch18.url(),
+        "sekrit-pw-123".into(),
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("password authentication failed"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("password authentication failed"),
+        "{err}"
+    );
     assert!(!err.contains("sekrit"), "{err}");
     // ClickHouse unreachable: named, with its address.
-    let out = run(var("TRIBUTARY_TEST_PG_PORT"), format!("http://127.0.0.1:{closed}"), var("TRIBUTARY_TEST_PG_PASSWORD"));
+    let out = run(
+        var("TRIBUTARY_TEST_PG_PORT"),
+        format!("http://127.0.0.1:{closed}"),
+        var("TRIBUTARY_TEST_PG_PASSWORD"),
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains(&format!("ClickHouse at http://127.0.0.1:{closed}")), "{err}");
+    assert!(
+        !out.status.success() && err.contains(&format!("ClickHouse at http://127.0.0.1:{closed}")),
+        "{err}"
+    );
     assert!(!err.contains("sekrit"), "{err}");
 }
 
@@ -178,14 +231,28 @@ async fn exits_nonzero_when_the_last_pipeline_escalates() {
     let w = World::new(Target::Ch18).await;
     let c = pg().await;
     let t = unique("gone");
-    c.batch_execute(&format!("CREATE TABLE {t} (id int PRIMARY KEY)")).await.unwrap();
+    c.batch_execute(&format!("CREATE TABLE {t} (id int PRIMARY KEY)"))
+        .await
+        .unwrap();
     let cfg = write_config(&[&format!("public.{t}")], "");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("max_restarts = 5", "max_restarts = 1").replace("backoff_initial = \"500ms\"", "backoff_initial = \"50ms\"");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("max_restarts = 5", "max_restarts = 1")
+        .replace("backoff_initial = \"500ms\"", "backoff_initial = \"50ms\"");
     std::fs::write(&cfg, text).unwrap();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = spawn(&w, &cfg, &format!("http://127.0.0.1:{closed}"));
     let (status, err) = wait_exit(child, Duration::from_secs(60)).await;
     assert_eq!(status.code(), Some(1), "{err}");
-    assert!(err.contains("giving up") && err.contains(&format!("127.0.0.1:{closed}")) && err.contains("no pipeline is left"), "{err}");
+    assert!(
+        err.contains("giving up")
+            && err.contains(&format!("127.0.0.1:{closed}"))
+            && err.contains("no pipeline is left"),
+        "{err}"
+    );
     w.teardown().await;
 }

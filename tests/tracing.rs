@@ -21,7 +21,9 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
     let out = spans.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((sock, _)) = listener.accept().await else { return };
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
             let out = out.clone();
             tokio::spawn(async move {
                 let mut r = BufReader::new(sock);
@@ -59,15 +61,23 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_of_a_change_and_of_a_post_share_one_trace_and_reach_the_collector() {
     let (url, spans) = receiver().await;
-    let cfg_t = tributary::config::TelemetryConfig { otlp_endpoint: url, log_level: "warn".into(), ..Default::default() };
+    let cfg_t = tributary::config::TelemetryConfig {
+        otlp_endpoint: url,
+        log_level: "warn".into(),
+        ..Default::default()
+    };
     let telemetry = tributary::telemetry::init(&cfg_t).expect("telemetry");
     let w = World::new(Target::Ch26).await;
     let c = pg().await;
     let t = unique("traced");
-    c.batch_execute(&format!("CREATE TABLE {t} (id int PRIMARY KEY, v text)")).await.unwrap();
+    c.batch_execute(&format!("CREATE TABLE {t} (id int PRIMARY KEY, v text)"))
+        .await
+        .unwrap();
     let run = Running::start(&w.config(&[&format!("public.{t}")])).await;
     converge(&w, &c, &t, &t, "id, v", "id", Duration::from_secs(60)).await;
-    c.batch_execute(&format!("INSERT INTO {t} VALUES (1, 'traced')")).await.unwrap();
+    c.batch_execute(&format!("INSERT INTO {t} VALUES (1, 'traced')"))
+        .await
+        .unwrap();
     converge(&w, &c, &t, &t, "id, v", "id", Duration::from_secs(60)).await;
     run.stop().await;
     w.teardown().await;
@@ -75,50 +85,106 @@ async fn spans_of_a_change_and_of_a_post_share_one_trace_and_reach_the_collector
     // A sentiment post: receive (root), queue wait, LLM call with model and attempt, insert.
     let llm = common::fake_llm::FakeLlm::start(Default::default()).await;
     let w2 = World::new(Target::Ch26).await;
-    let mut cfg = sentiment_config(&w2, "http://127.0.0.1:9", &llm.url(), "ollama", "llama3.2:1b");
+    let mut cfg = sentiment_config(
+        &w2,
+        "http://127.0.0.1:9",
+        &llm.url(),
+        "ollama",
+        "llama3.2:1b",
+    );
     use_replay(&mut cfg, repo().join("tests/fixtures/statuses.jsonl"));
     let run = Running::start(&cfg).await;
     eventually(Duration::from_secs(60), "posts in ClickHouse", || async {
         let n = sentiment_rows(&w2).await?.len();
-        if n > 10 { Ok(()) } else { Err(format!("{n} rows")) }
+        if n > 10 {
+            Ok(())
+        } else {
+            Err(format!("{n} rows"))
+        }
     })
     .await;
     run.stop().await;
-    tokio::task::spawn_blocking(move || telemetry.shutdown()).await.unwrap();
+    tokio::task::spawn_blocking(move || telemetry.shutdown())
+        .await
+        .unwrap();
     let spans = spans.lock().unwrap().clone();
-    let post = spans.iter().find(|s| s.name == "sentiment.post" && s.parent_span_id.is_empty()).expect("a post's root span");
-    let kids: Vec<&Span> = spans.iter().filter(|s| s.trace_id == post.trace_id && s.parent_span_id == post.span_id).collect();
+    let post = spans
+        .iter()
+        .find(|s| s.name == "sentiment.post" && s.parent_span_id.is_empty())
+        .expect("a post's root span");
+    let kids: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.trace_id == post.trace_id && s.parent_span_id == post.span_id)
+        .collect();
     let names: Vec<&str> = kids.iter().map(|s| s.name.as_str()).collect();
     for name in ["edge.queue", "llm.call", "clickhouse.insert"] {
-        assert!(names.contains(&name), "`{name}` missing under the post; children: {names:?}");
+        assert!(
+            names.contains(&name),
+            "`{name}` missing under the post; children: {names:?}"
+        );
     }
     let call = kids.iter().find(|s| s.name == "llm.call").unwrap();
     for attr in ["model", "attempt", "outcome"] {
-        assert!(call.attributes.iter().any(|a| a.key == attr), "llm.call lacks `{attr}`: {:?}", call.attributes);
+        assert!(
+            call.attributes.iter().any(|a| a.key == attr),
+            "llm.call lacks `{attr}`: {:?}",
+            call.attributes
+        );
     }
     check_cdc_spans(&spans, &t);
 }
 
 fn check_cdc_spans(spans: &[Span], t: &str) {
-
     // The chunk that carried the insert: a root span with its table, LSN and one row.
     let root = spans
         .iter()
         .find(|s| {
             s.name == "cdc.chunk"
                 && s.parent_span_id.is_empty()
-                && s.attributes.iter().any(|a| a.key == "rows" && format!("{:?}", a.value).contains("IntValue(1)"))
+                && s.attributes
+                    .iter()
+                    .any(|a| a.key == "rows" && format!("{:?}", a.value).contains("IntValue(1)"))
                 && s.attributes.iter().any(|a| a.key == "lsn")
-                && s.attributes.iter().any(|a| a.key == "tables" && format!("{:?}", a.value).contains(t))
+                && s.attributes
+                    .iter()
+                    .any(|a| a.key == "tables" && format!("{:?}", a.value).contains(t))
         })
-        .unwrap_or_else(|| panic!("no root span for the inserted row among {:?}", spans.iter().filter(|s| s.name == "cdc.chunk").map(|s| (&s.name, &s.attributes)).collect::<Vec<_>>()));
-    let children: Vec<&Span> = spans.iter().filter(|s| s.trace_id == root.trace_id && s.parent_span_id == root.span_id).collect();
-    for name in ["source.decode", "edge.queue", "sink.encode", "clickhouse.insert"] {
-        assert!(children.iter().any(|s| s.name == name), "`{name}` missing under the root; children: {:?}", children.iter().map(|s| &s.name).collect::<Vec<_>>());
+        .unwrap_or_else(|| {
+            panic!(
+                "no root span for the inserted row among {:?}",
+                spans
+                    .iter()
+                    .filter(|s| s.name == "cdc.chunk")
+                    .map(|s| (&s.name, &s.attributes))
+                    .collect::<Vec<_>>()
+            )
+        });
+    let children: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.trace_id == root.trace_id && s.parent_span_id == root.span_id)
+        .collect();
+    for name in [
+        "source.decode",
+        "edge.queue",
+        "sink.encode",
+        "clickhouse.insert",
+    ] {
+        assert!(
+            children.iter().any(|s| s.name == name),
+            "`{name}` missing under the root; children: {:?}",
+            children.iter().map(|s| &s.name).collect::<Vec<_>>()
+        );
     }
     // Every span of the trace chains up to the root.
-    assert!(spans.iter().filter(|s| s.trace_id == root.trace_id).all(|s| s.span_id == root.span_id || s.parent_span_id == root.span_id));
+    assert!(spans
+        .iter()
+        .filter(|s| s.trace_id == root.trace_id)
+        .all(|s| s.span_id == root.span_id || s.parent_span_id == root.span_id));
     // Separate chunks are separate traces, not one endless trace.
-    let traces: std::collections::HashSet<_> = spans.iter().filter(|s| s.name == "cdc.chunk").map(|s| s.trace_id.clone()).collect();
+    let traces: std::collections::HashSet<_> = spans
+        .iter()
+        .filter(|s| s.name == "cdc.chunk")
+        .map(|s| s.trace_id.clone())
+        .collect();
     assert!(traces.len() >= 2, "chunks share a trace");
 }

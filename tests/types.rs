@@ -51,11 +51,29 @@ struct Case {
     ch26: Want,
 }
 
-const fn case(name: &'static str, pg: &'static str, lit: &'static str, ch18: Want, ch26: Want) -> Case {
-    Case { name, pg, lit, ch18, ch26 }
+const fn case(
+    name: &'static str,
+    pg: &'static str,
+    lit: &'static str,
+    ch18: Want,
+    ch26: Want,
+) -> Case {
+    Case {
+        name,
+        pg,
+        lit,
+        ch18,
+        ch26,
+    }
 }
 const fn same(name: &'static str, pg: &'static str, lit: &'static str, want: Want) -> Case {
-    Case { name, pg, lit, ch18: want, ch26: want }
+    Case {
+        name,
+        pg,
+        lit,
+        ch18: want,
+        ch26: want,
+    }
 }
 
 #[rustfmt::skip]
@@ -157,10 +175,16 @@ async fn round_trip(target: Target) {
     let mood = unique("mood");
     let posint = unique("posint");
     let pg_type = |cs: &Case| cs.pg.replace("{mood}", &mood).replace("{posint}", &posint);
-    let cols: Vec<String> = CASES.iter().map(|cs| format!("{} {}", cs.name, pg_type(cs))).collect();
+    let cols: Vec<String> = CASES
+        .iter()
+        .map(|cs| format!("{} {}", cs.name, pg_type(cs)))
+        .collect();
     let names: Vec<&str> = CASES.iter().map(|cs| cs.name).collect();
     let lits: Vec<&str> = CASES.iter().map(|cs| cs.lit).collect();
-    let sets: Vec<String> = CASES.iter().map(|cs| format!("{} = {}", cs.name, cs.lit)).collect();
+    let sets: Vec<String> = CASES
+        .iter()
+        .map(|cs| format!("{} = {}", cs.name, cs.lit))
+        .collect();
     c.batch_execute(&format!(
         "CREATE TYPE {mood} AS ENUM ('sad', 'ok', 'happy');
          CREATE DOMAIN {posint} AS int CHECK (VALUE > 0);
@@ -191,7 +215,11 @@ async fn round_trip(target: Target) {
             _ => "NULL".into(),
         })
         .collect();
-    let computed = pg_rows(&c, &format!("SELECT {} FROM {t} WHERE id = 1", exprs.join(", "))).await;
+    let computed = pg_rows(
+        &c,
+        &format!("SELECT {} FROM {t} WHERE id = 1", exprs.join(", ")),
+    )
+    .await;
     let computed: Vec<&str> = computed[0].split('\t').collect();
     let value_row: Vec<String> = CASES
         .iter()
@@ -202,12 +230,23 @@ async fn round_trip(target: Target) {
             Pg(_) => pg.to_string(),
         })
         .collect();
-    let null_row: Vec<String> = CASES.iter().map(|cs| if cs.is_array() { "[]".into() } else { "\\N".into() }).collect();
+    let null_row: Vec<String> = CASES
+        .iter()
+        .map(|cs| {
+            if cs.is_array() {
+                "[]".into()
+            } else {
+                "\\N".into()
+            }
+        })
+        .collect();
     let want = [(1, &value_row), (2, &null_row), (3, &value_row)];
 
     let select: Vec<String> = CASES.iter().map(Case::select).collect();
     eventually(T, "every type to round-trip", || async {
-        let got = w.try_ch_live(&t, &format!("id, {}", select.join(", ")), "id").await?;
+        let got = w
+            .try_ch_live(&t, &format!("id, {}", select.join(", ")), "id")
+            .await?;
         if got.len() != want.len() {
             return Err(format!("{} rows in ClickHouse: {got:?}", got.len()));
         }
@@ -219,23 +258,45 @@ async fn round_trip(target: Target) {
             }
             for ((cs, want), got) in CASES.iter().zip(want.iter()).zip(&fields[1..]) {
                 if want != got {
-                    wrong.push(format!("row {id} {} ({}): want {want:?}, got {got:?}", cs.name, cs.pg));
+                    wrong.push(format!(
+                        "row {id} {} ({}): want {want:?}, got {got:?}",
+                        cs.name, cs.pg
+                    ));
                 }
             }
         }
-        if wrong.is_empty() { Ok(()) } else { Err(format!("{} wrong:\n  {}", wrong.len(), wrong.join("\n  "))) }
+        if wrong.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} wrong:\n  {}", wrong.len(), wrong.join("\n  ")))
+        }
     })
     .await;
 
     // Rows 1 and 3 hold the values; each out-of-range value is counted once per row.
-    let per_row = |f: fn(Want) -> bool| 2 * CASES.iter().filter(|cs| f(cs.want(target))).count() as u64;
+    let per_row =
+        |f: fn(Want) -> bool| 2 * CASES.iter().filter(|cs| f(cs.want(target))).count() as u64;
     let clamped = per_row(|w| matches!(w, Clamped(_)));
     let unrepresentable = per_row(|w| matches!(w, Unrepresentable));
     let counters = run.counters();
-    eventually(Duration::from_secs(10), "clamp and unrepresentable counters", || async {
-        let got = (counters.values_clamped.load(Ordering::Relaxed), counters.values_unrepresentable.load(Ordering::Relaxed));
-        if got == (clamped, unrepresentable) { Ok(()) } else { Err(format!("(clamped, unrepresentable) = {got:?}, want {:?}", (clamped, unrepresentable))) }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "clamp and unrepresentable counters",
+        || async {
+            let got = (
+                counters.values_clamped.load(Ordering::Relaxed),
+                counters.values_unrepresentable.load(Ordering::Relaxed),
+            );
+            if got == (clamped, unrepresentable) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "(clamped, unrepresentable) = {got:?}, want {:?}",
+                    (clamped, unrepresentable)
+                ))
+            }
+        },
+    )
     .await;
     run.stop().await;
     w.teardown().await;
@@ -247,9 +308,27 @@ fn same_big(what: &str, want: &[String], got: &[String]) -> Result<(), String> {
     if want == got {
         return Ok(());
     }
-    let summary = |rows: &[String]| rows.iter().map(|r| format!("{}…({} bytes)", r.chars().take(40).collect::<String>(), r.len())).collect::<Vec<_>>();
-    let at = want.iter().zip(got).find(|(a, b)| a != b).map(|(a, b)| a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count());
-    Err(format!("{what}: want {:?}, got {:?}; first difference at byte {at:?}", summary(want), summary(got)))
+    let summary = |rows: &[String]| {
+        rows.iter()
+            .map(|r| {
+                format!(
+                    "{}…({} bytes)",
+                    r.chars().take(40).collect::<String>(),
+                    r.len()
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let at = want
+        .iter()
+        .zip(got)
+        .find(|(a, b)| a != b)
+        .map(|(a, b)| a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count());
+    Err(format!(
+        "{what}: want {:?}, got {:?}; first difference at byte {at:?}",
+        summary(want),
+        summary(got)
+    ))
 }
 
 /// Unchanged TOAST values (100 KB text, bytea and bytea[], stored out of line) survive an UPDATE of
@@ -293,8 +372,20 @@ async fn toast_survives_update(target: Target) {
     .await
     .unwrap();
     let want = pg_rows(&c, &format!("SELECT {pg_cols} FROM {t} ORDER BY id")).await;
-    assert_eq!(want.iter().map(|r| r.split('\t').nth(1).unwrap().to_string()).collect::<Vec<_>>(), ["11", "12", "13"]);
-    eventually(T, "TOAST values kept across updates", || async { same_big("after updates", &want, &w.try_ch_live(&t, ch_cols, "id").await?) }).await;
+    assert_eq!(
+        want.iter()
+            .map(|r| r.split('\t').nth(1).unwrap().to_string())
+            .collect::<Vec<_>>(),
+        ["11", "12", "13"]
+    );
+    eventually(T, "TOAST values kept across updates", || async {
+        same_big(
+            "after updates",
+            &want,
+            &w.try_ch_live(&t, ch_cols, "id").await?,
+        )
+    })
+    .await;
     run.stop().await;
     w.teardown().await;
 }
@@ -306,12 +397,34 @@ async fn one_megabyte(target: Target) {
     let c = pg().await;
     let t = unique("onemb");
     let v = r"(SELECT string_agg(md5(g::text) || E'\t😀漢字''\\', '') FROM generate_series(1, 24000) g)";
-    c.batch_execute(&format!("CREATE TABLE {t} (id int PRIMARY KEY, v text, n int); INSERT INTO {t} VALUES (1, {v}, 0);")).await.unwrap();
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, v text, n int); INSERT INTO {t} VALUES (1, {v}, 0);"
+    ))
+    .await
+    .unwrap();
     let run = Running::start(&w.config(&[&format!("public.{t}")])).await;
-    c.batch_execute(&format!("INSERT INTO {t} VALUES (2, 'streamed ' || {v}, 0); UPDATE {t} SET n = 1;")).await.unwrap();
-    let want = pg_rows(&c, &format!("SELECT id, n, octet_length(v), v FROM {t} ORDER BY id")).await;
-    assert!(want.iter().all(|r| r.len() > 1_000_000), "the values are over 1 MB");
-    eventually(T, "1 MB values", || async { same_big("1 MB", &want, &w.try_ch_live(&t, "id, n, length(v), v", "id").await?) }).await;
+    c.batch_execute(&format!(
+        "INSERT INTO {t} VALUES (2, 'streamed ' || {v}, 0); UPDATE {t} SET n = 1;"
+    ))
+    .await
+    .unwrap();
+    let want = pg_rows(
+        &c,
+        &format!("SELECT id, n, octet_length(v), v FROM {t} ORDER BY id"),
+    )
+    .await;
+    assert!(
+        want.iter().all(|r| r.len() > 1_000_000),
+        "the values are over 1 MB"
+    );
+    eventually(T, "1 MB values", || async {
+        same_big(
+            "1 MB",
+            &want,
+            &w.try_ch_live(&t, "id, n, length(v), v", "id").await?,
+        )
+    })
+    .await;
     run.stop().await;
     w.teardown().await;
 }

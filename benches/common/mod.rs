@@ -15,20 +15,44 @@ pub fn repo() -> PathBuf {
 /// the file is missing or a server does not answer.
 pub fn services() -> Res<HashMap<String, String>> {
     let script = repo().join("scripts/services.sh");
-    let dir = std::env::var("TRIBUTARY_SERVICES_DIR").map(PathBuf::from).unwrap_or_else(|_| repo().join("target/services"));
+    let dir = std::env::var("TRIBUTARY_SERVICES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join("target/services"));
     let env_file = dir.join("env");
     let healthy = env_file.exists()
-        && Command::new(&script).arg("status").stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
+        && Command::new(&script)
+            .arg("status")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
     if !healthy {
         eprintln!("bench: starting the test servers (scripts/services.sh start) ...");
-        let out = Command::new(&script).arg("start").output().map_err(|e| format!("running {}: {e}", script.display()))?;
+        let out = Command::new(&script)
+            .arg("start")
+            .output()
+            .map_err(|e| format!("running {}: {e}", script.display()))?;
         if !out.status.success() {
-            return Err(format!("scripts/services.sh start failed:\n{}", String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "scripts/services.sh start failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
     }
-    let text = std::fs::read_to_string(&env_file).map_err(|e| format!("{}: {e}", env_file.display()))?;
-    let vars: HashMap<String, String> = text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    for k in ["TRIBUTARY_TEST_PG_PORT", "TRIBUTARY_TEST_CH18_URL", "TRIBUTARY_TEST_CH26_URL", "TRIBUTARY_TEST_LLM_URL"] {
+    let text =
+        std::fs::read_to_string(&env_file).map_err(|e| format!("{}: {e}", env_file.display()))?;
+    let vars: HashMap<String, String> = text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for k in [
+        "TRIBUTARY_TEST_PG_PORT",
+        "TRIBUTARY_TEST_CH18_URL",
+        "TRIBUTARY_TEST_CH26_URL",
+        "TRIBUTARY_TEST_LLM_URL",
+    ] {
         if !vars.contains_key(k) {
             return Err(format!("{k} missing from {}", env_file.display()));
         }
@@ -39,14 +63,26 @@ pub fn services() -> Res<HashMap<String, String>> {
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() % 100_000_000).unwrap_or(0);
-    format!("{prefix}_{}_{t}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() % 100_000_000)
+        .unwrap_or(0);
+    format!(
+        "{prefix}_{}_{t}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A `/proc/<pid>/status` value in KiB (`pid` may be `self`), e.g. `VmHWM:`.
 pub fn proc_status_kib(pid: &str, key: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()
+    s.lines()
+        .find(|l| l.starts_with(key))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// utime + stime of a process in seconds (`pid` may be `self`).

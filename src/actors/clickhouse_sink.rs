@@ -37,7 +37,10 @@ pub struct RowChange {
 pub enum ChangeItem {
     /// The table's schema, before its first row or after it changed.
     Schema(SharedSchema),
-    Row { rel_id: u32, change: RowChange },
+    Row {
+        rel_id: u32,
+        change: RowChange,
+    },
     Truncate(Vec<u32>),
     /// A snapshot of these tables follows: clear what an earlier attempt left.
     SnapshotBegin(Vec<u32>),
@@ -114,7 +117,11 @@ impl Actor for ClickHouseSink {
     type State = SinkState;
     type Arguments = SinkArgs;
 
-    async fn pre_start(&self, myself: ActorRef<SinkMsg>, args: SinkArgs) -> Result<SinkState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SinkMsg>,
+        args: SinkArgs,
+    ) -> Result<SinkState, ActorProcessingErr> {
         let ch = ChClient::connect(&args.clickhouse).await?;
         tracing::info!(pipeline = %args.pipeline, server = %ch.addr(), version = %ch.caps.version, generation = ch.caps.generation(), "clickhouse sink connected");
         ch.ensure_state_table().await?;
@@ -141,7 +148,12 @@ impl Actor for ClickHouseSink {
         })
     }
 
-    async fn handle(&self, _myself: ActorRef<SinkMsg>, msg: SinkMsg, st: &mut SinkState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<SinkMsg>,
+        msg: SinkMsg,
+        st: &mut SinkState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SinkMsg::Changes(chunk, permit) => {
                 drop(chunk.queue_span);
@@ -155,7 +167,10 @@ impl Actor for ClickHouseSink {
                             st.take_row(rel_id, change).await?;
                         }
                         ChangeItem::Schema(s) => st.apply_schema(&s).await?,
-                        ChangeItem::Truncate(rels) => st.truncate(&rels, st.cfg.on_truncate == OnTruncate::Truncate).await?,
+                        ChangeItem::Truncate(rels) => {
+                            st.truncate(&rels, st.cfg.on_truncate == OnTruncate::Truncate)
+                                .await?
+                        }
                         ChangeItem::SnapshotBegin(rels) => st.truncate(&rels, true).await?,
                     }
                 }
@@ -201,7 +216,11 @@ impl Actor for ClickHouseSink {
         Ok(())
     }
 
-    async fn post_stop(&self, _myself: ActorRef<SinkMsg>, st: &mut SinkState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SinkMsg>,
+        st: &mut SinkState,
+    ) -> Result<(), ActorProcessingErr> {
         if let Some(t) = st.ticker.take() {
             t.abort();
         }
@@ -215,7 +234,10 @@ impl Actor for ClickHouseSink {
 
 impl SinkState {
     fn log_progress(&mut self) {
-        let written = self.counters.rows_written.load(std::sync::atomic::Ordering::Relaxed);
+        let written = self
+            .counters
+            .rows_written
+            .load(std::sync::atomic::Ordering::Relaxed);
         let secs = self.progress.0.elapsed().as_secs_f64();
         tracing::info!(
             pipeline = %self.pipeline,
@@ -231,13 +253,19 @@ impl SinkState {
     }
 
     fn should_flush(&self) -> bool {
-        let bytes: usize = self.tables.values().map(|t| t.rows.len() + t.tombstones.len()).sum();
+        let bytes: usize = self
+            .tables
+            .values()
+            .map(|t| t.rows.len() + t.tombstones.len())
+            .sum();
         self.buffered_rows >= self.batch.max_rows || bytes >= self.batch.max_bytes
     }
 
     async fn take_row(&mut self, rel_id: u32, change: RowChange) -> Result<(), SinkError> {
         let Some(t) = self.tables.get(&rel_id) else {
-            return Err(SinkError::Protocol(format!("row for relation {rel_id} before its schema")));
+            return Err(SinkError::Protocol(format!(
+                "row for relation {rel_id} before its schema"
+            )));
         };
         if change.cells.len() != t.cols.len() {
             return Err(SinkError::Protocol(format!(
@@ -247,9 +275,18 @@ impl SinkState {
                 t.cols.len()
             )));
         }
-        let toast: Vec<usize> =
-            change.cells.iter().enumerate().filter(|(_, c)| matches!(c, Cell::UnchangedToast)).map(|(i, _)| i).collect();
-        let stored = if !change.delete && !toast.is_empty() { Some(self.stored_values(rel_id, &change.cells, &toast).await?) } else { None };
+        let toast: Vec<usize> = change
+            .cells
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c, Cell::UnchangedToast))
+            .map(|(i, _)| i)
+            .collect();
+        let stored = if !change.delete && !toast.is_empty() {
+            Some(self.stored_values(rel_id, &change.cells, &toast).await?)
+        } else {
+            None
+        };
         let t = self.tables.get_mut(&rel_id).expect("checked above");
         self.buffered_rows += 1;
         if change.delete {
@@ -276,7 +313,12 @@ impl SinkState {
 
     /// Values of unchanged TOAST columns as ClickHouse has them for this row's key, in TSV
     /// form. Everything buffered is flushed first, so ClickHouse holds the latest version.
-    async fn stored_values(&mut self, rel_id: u32, cells: &[Cell], toast: &[usize]) -> Result<HashMap<usize, Vec<u8>>, SinkError> {
+    async fn stored_values(
+        &mut self,
+        rel_id: u32,
+        cells: &[Cell],
+        toast: &[usize],
+    ) -> Result<HashMap<usize, Vec<u8>>, SinkError> {
         self.flush().await?;
         let t = &self.tables[&rel_id];
         let mut cond = Vec::new();
@@ -284,9 +326,15 @@ impl SinkState {
             let mut v = Vec::new();
             let mut st = EncodeStats::default();
             encode_field(&mut v, c, cell, &mut st);
-            cond.push(key_equals_sql(c, &unescape_tsv(&String::from_utf8_lossy(&v))));
+            cond.push(key_equals_sql(
+                c,
+                &unescape_tsv(&String::from_utf8_lossy(&v)),
+            ));
         }
-        let cols: Vec<String> = toast.iter().map(|&i| stored_select_expr(&t.cols[i])).collect();
+        let cols: Vec<String> = toast
+            .iter()
+            .map(|&i| stored_select_expr(&t.cols[i]))
+            .collect();
         let sql = format!(
             "SELECT {} FROM {}.{} FINAL WHERE {} ORDER BY {} DESC LIMIT 1",
             cols.join(", "),
@@ -301,18 +349,27 @@ impl SinkState {
             Some(line) => {
                 for (&i, field) in toast.iter().zip(line.split('\t')) {
                     let Some(tsv) = stored_field_tsv(&t.cols[i], field) else {
-                        return Err(SinkError::Protocol(format!("unreadable stored value of `{}`.`{}`", t.ch_name, t.cols[i].name)));
+                        return Err(SinkError::Protocol(format!(
+                            "unreadable stored value of `{}`.`{}`",
+                            t.ch_name, t.cols[i].name
+                        )));
                     };
                     out.insert(i, tsv);
                 }
             }
-            None => tracing::warn!(table = %t.ch_name, "unchanged TOAST value of a row ClickHouse does not have: stored as NULL"),
+            None => {
+                tracing::warn!(table = %t.ch_name, "unchanged TOAST value of a row ClickHouse does not have: stored as NULL")
+            }
         }
         Ok(out)
     }
 
     async fn apply_schema(&mut self, s: &SharedSchema) -> Result<(), SinkError> {
-        let cols: Vec<ChColumn> = s.columns.iter().map(|c| map_column(c, &self.ch.caps, self.cfg.json_as)).collect();
+        let cols: Vec<ChColumn> = s
+            .columns
+            .iter()
+            .map(|c| map_column(c, &self.ch.caps, self.cfg.json_as))
+            .collect();
         if self.tables.get(&s.rel_id).is_some_and(|t| t.cols == cols) {
             return Ok(());
         }
@@ -325,7 +382,9 @@ impl SinkState {
         let db = self.ch.database.clone();
         match self.ch.table_columns(&name).await? {
             None => {
-                self.ch.execute(&create_table_sql(&db, &name, &cols, &self.ch.caps)).await?;
+                self.ch
+                    .execute(&create_table_sql(&db, &name, &cols, &self.ch.caps))
+                    .await?;
                 tracing::info!(table = %name, columns = cols.len(), "created ClickHouse table");
                 self.recreate_view(&db, &name).await?;
             }
@@ -338,17 +397,34 @@ impl SinkState {
                         added += 1;
                     }
                 }
-                for (n, _) in existing.iter().filter(|(n, _)| n != VERSION_COL && n != DELETED_COL) {
+                for (n, _) in existing
+                    .iter()
+                    .filter(|(n, _)| n != VERSION_COL && n != DELETED_COL)
+                {
                     if !cols.iter().any(|c| &c.name == n) {
                         tracing::info!(table = %name, column = %n, "column is gone in Postgres; kept in ClickHouse (new rows get its default)");
                     }
                 }
-                if added > 0 || self.ch.table_columns(&format!("{name}{LIVE_VIEW_SUFFIX}")).await?.is_none() {
+                if added > 0
+                    || self
+                        .ch
+                        .table_columns(&format!("{name}{LIVE_VIEW_SUFFIX}"))
+                        .await?
+                        .is_none()
+                {
                     self.recreate_view(&db, &name).await?;
                 }
             }
         }
-        let old = self.tables.insert(s.rel_id, TableState { ch_name: name, cols, rows: Vec::new(), tombstones: Vec::new() });
+        let old = self.tables.insert(
+            s.rel_id,
+            TableState {
+                ch_name: name,
+                cols,
+                rows: Vec::new(),
+                tombstones: Vec::new(),
+            },
+        );
         debug_assert!(old.is_none_or(|o| o.rows.is_empty()));
         Ok(())
     }
@@ -364,9 +440,17 @@ impl SinkState {
     async fn truncate(&mut self, rels: &[u32], apply: bool) -> Result<(), SinkError> {
         self.flush().await?;
         for rel in rels {
-            let Some(t) = self.tables.get(rel) else { continue };
+            let Some(t) = self.tables.get(rel) else {
+                continue;
+            };
             if apply {
-                self.ch.execute(&format!("TRUNCATE TABLE {}.{}", ch_ident(&self.ch.database), ch_ident(&t.ch_name))).await?;
+                self.ch
+                    .execute(&format!(
+                        "TRUNCATE TABLE {}.{}",
+                        ch_ident(&self.ch.database),
+                        ch_ident(&t.ch_name)
+                    ))
+                    .await?;
                 tracing::info!(table = %t.ch_name, "truncated");
             } else {
                 tracing::info!(table = %t.ch_name, "TRUNCATE in Postgres ignored (clickhouse.on_truncate = \"ignore\")");
@@ -396,7 +480,11 @@ impl SinkState {
                 }
                 let body = Bytes::from(std::mem::take(buf));
                 let n = bytecount_newlines(&body);
-                let names = t.cols.iter().filter(|c| !tomb || c.is_key).map(|c| c.name.as_str());
+                let names = t
+                    .cols
+                    .iter()
+                    .filter(|c| !tomb || c.is_key)
+                    .map(|c| c.name.as_str());
                 let sql = insert_sql(&db, &t.ch_name, names);
                 let name = t.ch_name.clone();
                 if let Err(e) = self.insert_with_retry(&name, &sql, body.clone()).await {
@@ -420,7 +508,10 @@ impl SinkState {
             PipelineCounters::add(&c.batches_written, 1);
         }
         PipelineCounters::add(&c.values_clamped, std::mem::take(&mut self.stats.clamped));
-        PipelineCounters::add(&c.values_unrepresentable, std::mem::take(&mut self.stats.unrepresentable));
+        PipelineCounters::add(
+            &c.values_unrepresentable,
+            std::mem::take(&mut self.stats.unrepresentable),
+        );
         if let Some(lsn) = self.pending_commit.take() {
             self.acks.send_if_modified(|cur| {
                 let moved = lsn > *cur;
@@ -430,7 +521,10 @@ impl SinkState {
                 moved
             });
         }
-        let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0);
         for t in self.pending_commit_times.drain(..) {
             self.counters.record_lag_micros((now_us - t).max(0) as u64);
         }
@@ -443,7 +537,12 @@ impl SinkState {
         Ok(())
     }
 
-    async fn insert_with_retry(&self, table: &str, sql: &str, body: Bytes) -> Result<(), SinkError> {
+    async fn insert_with_retry(
+        &self,
+        table: &str,
+        sql: &str,
+        body: Bytes,
+    ) -> Result<(), SinkError> {
         let mut delay = Duration::from_millis(200);
         let attempts = self.cfg.insert_attempts;
         for attempt in 1..=attempts {
@@ -455,14 +554,26 @@ impl SinkState {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(10));
                 }
-                Err(e) => return Err(SinkError::Insert { table: table.to_string(), attempts, source: e }),
+                Err(e) => {
+                    return Err(SinkError::Insert {
+                        table: table.to_string(),
+                        attempts,
+                        source: e,
+                    })
+                }
             }
         }
         unreachable!("attempts >= 1 is validated in the config")
     }
 
     async fn write_marker(&self, marker: &str) -> Result<(), SinkError> {
-        Ok(self.ch.write_state(&self.pipeline, &[("snapshot".to_string(), marker.to_string())]).await?)
+        Ok(self
+            .ch
+            .write_state(
+                &self.pipeline,
+                &[("snapshot".to_string(), marker.to_string())],
+            )
+            .await?)
     }
 
     async fn read_marker(&self) -> Result<Option<String>, SinkError> {
@@ -479,7 +590,11 @@ pub enum SinkError {
     #[error(transparent)]
     ClickHouse(#[from] ChError),
     #[error("insert into `{table}` failed after {attempts} attempts: {source}")]
-    Insert { table: String, attempts: u32, source: ChError },
+    Insert {
+        table: String,
+        attempts: u32,
+        source: ChError,
+    },
     #[error("sink protocol: {0}")]
     Protocol(String),
 }

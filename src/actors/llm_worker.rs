@@ -45,19 +45,36 @@ pub struct Leases {
 
 impl Leases {
     pub fn new(n: usize) -> Self {
-        Leases { slots: Mutex::new(vec![None; n]) }
+        Leases {
+            slots: Mutex::new(vec![None; n]),
+        }
     }
     fn get(&self, i: usize) -> Option<Job> {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner()).get(i).cloned().flatten()
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(i)
+            .cloned()
+            .flatten()
     }
     fn set(&self, i: usize, job: Option<Job>) {
-        if let Some(s) = self.slots.lock().unwrap_or_else(|e| e.into_inner()).get_mut(i) {
+        if let Some(s) = self
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(i)
+        {
             *s = job;
         }
     }
     /// Jobs held now (a worker is busy with each).
     pub fn busy(&self) -> usize {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|s| s.is_some()).count()
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|s| s.is_some())
+            .count()
     }
 }
 
@@ -86,12 +103,21 @@ impl Actor for LlmWorker {
     type State = WorkerArgs;
     type Arguments = WorkerArgs;
 
-    async fn pre_start(&self, myself: ActorRef<WorkerMsg>, args: WorkerArgs) -> Result<WorkerArgs, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<WorkerMsg>,
+        args: WorkerArgs,
+    ) -> Result<WorkerArgs, ActorProcessingErr> {
         myself.cast(WorkerMsg::Next)?;
         Ok(args)
     }
 
-    async fn handle(&self, myself: ActorRef<WorkerMsg>, _msg: WorkerMsg, st: &mut WorkerArgs) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<WorkerMsg>,
+        _msg: WorkerMsg,
+        st: &mut WorkerArgs,
+    ) -> Result<(), ActorProcessingErr> {
         // A job left in our slot by a predecessor that died mid-request comes first.
         let job = match st.leases.get(st.index) {
             Some(j) => {
@@ -104,13 +130,31 @@ impl Actor for LlmWorker {
             drop(job.queued.take());
             st.leases.set(st.index, Some(job.clone()));
             let item = match &job.kind {
-                JobKind::Delete { instance, status_id } => SentimentItem::Deleted { instance: instance.clone(), status_id: status_id.clone() },
-                JobKind::Classify(post) => SentimentItem::Classified(classify(st, post, &job.trace).await),
+                JobKind::Delete {
+                    instance,
+                    status_id,
+                } => SentimentItem::Deleted {
+                    instance: instance.clone(),
+                    status_id: status_id.clone(),
+                },
+                JobKind::Classify(post) => {
+                    SentimentItem::Classified(classify(st, post, &job.trace).await)
+                }
             };
             let trace = job.trace.clone();
             let ticket = job.ticket.clone();
             let queue = tracing::info_span!(parent: &trace, "edge.queue", stage = "sink");
-            st.sink.send(move |permit| { drop(queue); SentimentSinkMsg::Item { item, ticket, trace, permit } }).await?;
+            st.sink
+                .send(move |permit| {
+                    drop(queue);
+                    SentimentSinkMsg::Item {
+                        item,
+                        ticket,
+                        trace,
+                        permit,
+                    }
+                })
+                .await?;
             st.leases.set(st.index, None);
         }
         myself.cast(WorkerMsg::Next)?;
@@ -119,8 +163,20 @@ impl Actor for LlmWorker {
 }
 
 async fn classify(st: &WorkerArgs, post: &Post, trace: &Span) -> Classified {
-    let policy = crate::llm::RetryPolicy { backoff_initial: st.backoff_initial, backoff_max: st.backoff_max };
-    let out = crate::llm::classify(&st.client, &st.breaker, &st.limiter, &st.counters, &policy, &post.text, trace).await;
+    let policy = crate::llm::RetryPolicy {
+        backoff_initial: st.backoff_initial,
+        backoff_max: st.backoff_max,
+    };
+    let out = crate::llm::classify(
+        &st.client,
+        &st.breaker,
+        &st.limiter,
+        &st.counters,
+        &policy,
+        &post.text,
+        trace,
+    )
+    .await;
     PipelineCounters::add(&st.pipeline_counters.rows_read, 1);
     Classified {
         post: post.clone(),

@@ -29,7 +29,11 @@ pub enum MastodonSourceError {
     #[error("Mastodon {instance}: {message}")]
     Http { instance: String, message: String },
     #[error("Mastodon {instance}: HTTP {status} for {what}")]
-    Status { instance: String, status: u16, what: String },
+    Status {
+        instance: String,
+        status: u16,
+        what: String,
+    },
     #[error(transparent)]
     ClickHouse(#[from] crate::clickhouse::ChError),
     #[error("the LLM queue is closed")]
@@ -61,7 +65,11 @@ impl Actor for MastodonSource {
     type State = MastodonState;
     type Arguments = MastodonArgs;
 
-    async fn pre_start(&self, myself: ActorRef<MastodonMsg>, a: MastodonArgs) -> Result<MastodonState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<MastodonMsg>,
+        a: MastodonArgs,
+    ) -> Result<MastodonState, ActorProcessingErr> {
         a.tracker.reset();
         let ch = ChClient::connect(&a.clickhouse).await?;
         ch.ensure_state_table().await?;
@@ -72,7 +80,14 @@ impl Actor for MastodonSource {
             for stream in &a.mastodon.streams {
                 let key = resume_key(&inst.url, stream);
                 let resume = ch.read_state(&a.pipeline, &key).await?;
-                let follower = Follower { a: a.clone(), inst: inst.clone(), stream: stream.clone(), key, http: http.clone(), high: resume };
+                let follower = Follower {
+                    a: a.clone(),
+                    inst: inst.clone(),
+                    stream: stream.clone(),
+                    key,
+                    http: http.clone(),
+                    high: resume,
+                };
                 let me = myself.clone();
                 tasks.push(tokio::spawn(async move {
                     let e = follower.run().await;
@@ -83,13 +98,22 @@ impl Actor for MastodonSource {
         Ok(MastodonState { tasks })
     }
 
-    async fn handle(&self, _me: ActorRef<MastodonMsg>, msg: MastodonMsg, _st: &mut MastodonState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _me: ActorRef<MastodonMsg>,
+        msg: MastodonMsg,
+        _st: &mut MastodonState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             MastodonMsg::Failed(e) => Err(e.into()),
         }
     }
 
-    async fn post_stop(&self, _me: ActorRef<MastodonMsg>, st: &mut MastodonState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _me: ActorRef<MastodonMsg>,
+        st: &mut MastodonState,
+    ) -> Result<(), ActorProcessingErr> {
         for t in &st.tasks {
             t.abort();
         }
@@ -111,19 +135,47 @@ fn http_client() -> Result<reqwest::Client, reqwest::Error> {
 
 /// The streaming path and the timeline path (with query) of a stream name.
 pub fn stream_paths(stream: &str) -> (String, String) {
-    let enc = |s: &str| s.bytes().map(|b| if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' { (b as char).to_string() } else { format!("%{b:02X}") }).collect::<String>();
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect::<String>()
+    };
     match stream {
-        "public" => ("/api/v1/streaming/public".into(), "/api/v1/timelines/public?".into()),
-        "public:local" => ("/api/v1/streaming/public/local".into(), "/api/v1/timelines/public?local=true&".into()),
-        "public:remote" => ("/api/v1/streaming/public/remote".into(), "/api/v1/timelines/public?remote=true&".into()),
+        "public" => (
+            "/api/v1/streaming/public".into(),
+            "/api/v1/timelines/public?".into(),
+        ),
+        "public:local" => (
+            "/api/v1/streaming/public/local".into(),
+            "/api/v1/timelines/public?local=true&".into(),
+        ),
+        "public:remote" => (
+            "/api/v1/streaming/public/remote".into(),
+            "/api/v1/timelines/public?remote=true&".into(),
+        ),
         s => {
             if let Some(tag) = s.strip_prefix("hashtag:local:") {
-                (format!("/api/v1/streaming/hashtag/local?tag={}", enc(tag)), format!("/api/v1/timelines/tag/{}?local=true&", enc(tag)))
+                (
+                    format!("/api/v1/streaming/hashtag/local?tag={}", enc(tag)),
+                    format!("/api/v1/timelines/tag/{}?local=true&", enc(tag)),
+                )
             } else if let Some(tag) = s.strip_prefix("hashtag:") {
-                (format!("/api/v1/streaming/hashtag?tag={}", enc(tag)), format!("/api/v1/timelines/tag/{}?", enc(tag)))
+                (
+                    format!("/api/v1/streaming/hashtag?tag={}", enc(tag)),
+                    format!("/api/v1/timelines/tag/{}?", enc(tag)),
+                )
             } else {
                 let list = s.strip_prefix("list:").unwrap_or(s);
-                (format!("/api/v1/streaming/list?list={}", enc(list)), format!("/api/v1/timelines/list/{}?", enc(list)))
+                (
+                    format!("/api/v1/streaming/list?list={}", enc(list)),
+                    format!("/api/v1/timelines/list/{}?", enc(list)),
+                )
             }
         }
     }
@@ -131,14 +183,34 @@ pub fn stream_paths(stream: &str) -> (String, String) {
 
 /// `GET /api/v1/instance` → the instance's title, for `tributary check`.
 pub async fn probe_instance(inst: &MastodonInstance) -> Result<String, MastodonSourceError> {
-    let http = http_client().map_err(|e| MastodonSourceError::Http { instance: inst.url.clone(), message: e.to_string() })?;
-    let f = Follower::request(&http, inst, &format!("{}/api/v1/instance", inst.url.trim_end_matches('/')));
-    let resp = f.send().await.map_err(|e| MastodonSourceError::Http { instance: inst.url.clone(), message: e.without_url().to_string() })?;
+    let http = http_client().map_err(|e| MastodonSourceError::Http {
+        instance: inst.url.clone(),
+        message: e.to_string(),
+    })?;
+    let f = Follower::request(
+        &http,
+        inst,
+        &format!("{}/api/v1/instance", inst.url.trim_end_matches('/')),
+    );
+    let resp = f.send().await.map_err(|e| MastodonSourceError::Http {
+        instance: inst.url.clone(),
+        message: e.without_url().to_string(),
+    })?;
     if !resp.status().is_success() {
-        return Err(MastodonSourceError::Status { instance: inst.url.clone(), status: resp.status().as_u16(), what: "/api/v1/instance".into() });
+        return Err(MastodonSourceError::Status {
+            instance: inst.url.clone(),
+            status: resp.status().as_u16(),
+            what: "/api/v1/instance".into(),
+        });
     }
-    let v: serde_json::Value = resp.json().await.map_err(|e| MastodonSourceError::Http { instance: inst.url.clone(), message: e.to_string() })?;
-    Ok(v.get("title").and_then(|t| t.as_str()).unwrap_or("reachable").to_string())
+    let v: serde_json::Value = resp.json().await.map_err(|e| MastodonSourceError::Http {
+        instance: inst.url.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(v.get("title")
+        .and_then(|t| t.as_str())
+        .unwrap_or("reachable")
+        .to_string())
 }
 
 struct Follower {
@@ -152,7 +224,11 @@ struct Follower {
 }
 
 impl Follower {
-    fn request(http: &reqwest::Client, inst: &MastodonInstance, url: &str) -> reqwest::RequestBuilder {
+    fn request(
+        http: &reqwest::Client,
+        inst: &MastodonInstance,
+        url: &str,
+    ) -> reqwest::RequestBuilder {
         let r = http.get(url);
         if inst.token.is_empty() {
             r
@@ -163,7 +239,10 @@ impl Follower {
 
     fn err(&self, e: reqwest::Error) -> MastodonSourceError {
         // Without the URL: it may carry a query we do not want in logs; the instance is named.
-        MastodonSourceError::Http { instance: self.inst.url.clone(), message: e.without_url().to_string() }
+        MastodonSourceError::Http {
+            instance: self.inst.url.clone(),
+            message: e.without_url().to_string(),
+        }
     }
 
     /// Follows the stream for ever; returns only when the queue is closed (or ClickHouse
@@ -176,7 +255,9 @@ impl Follower {
             match self.session().await {
                 Ok(()) => delay = m.reconnect_initial.0,
                 Err(MastodonSourceError::QueueClosed) => return MastodonSourceError::QueueClosed,
-                Err(e) => tracing::warn!(instance = %self.inst.url, stream = %self.stream, error = %e, retry_in = ?delay, "stream interrupted"),
+                Err(e) => {
+                    tracing::warn!(instance = %self.inst.url, stream = %self.stream, error = %e, retry_in = ?delay, "stream interrupted")
+                }
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(m.reconnect_max.0);
@@ -194,7 +275,11 @@ impl Follower {
             .map_err(|e| self.err(e))?;
         if !resp.status().is_success() {
             self.wait_rate_limit(resp.headers()).await;
-            return Err(MastodonSourceError::Status { instance: self.inst.url.clone(), status: resp.status().as_u16(), what: stream_path });
+            return Err(MastodonSourceError::Status {
+                instance: self.inst.url.clone(),
+                status: resp.status().as_u16(),
+                what: stream_path,
+            });
         }
         tracing::info!(instance = %self.inst.url, stream = %self.stream, resume_after = ?self.high, "stream connected");
         // Events published from now on wait in the connection while we backfill the gap.
@@ -204,15 +289,29 @@ impl Follower {
         let idle = self.a.mastodon.idle_timeout.0;
         loop {
             let chunk = match tokio::time::timeout(idle, body.next()).await {
-                Err(_) => return Err(MastodonSourceError::Http { instance: self.inst.url.clone(), message: format!("no data for {idle:?}") }),
-                Ok(None) => return Err(MastodonSourceError::Http { instance: self.inst.url.clone(), message: "stream closed by the server".into() }),
+                Err(_) => {
+                    return Err(MastodonSourceError::Http {
+                        instance: self.inst.url.clone(),
+                        message: format!("no data for {idle:?}"),
+                    })
+                }
+                Ok(None) => {
+                    return Err(MastodonSourceError::Http {
+                        instance: self.inst.url.clone(),
+                        message: "stream closed by the server".into(),
+                    })
+                }
                 Ok(Some(Err(e))) => return Err(self.err(e)),
                 Ok(Some(Ok(c))) => c,
             };
             for frame in parser.push(&chunk) {
                 match m::parse_event(&frame) {
                     Ok(StreamEvent::Update(s)) => {
-                        if self.high.as_deref().is_none_or(|h| m::compare_ids(&s.id, h) == Cmp::Greater) {
+                        if self
+                            .high
+                            .as_deref()
+                            .is_none_or(|h| m::compare_ids(&s.id, h) == Cmp::Greater)
+                        {
                             self.emit_status(&s).await?;
                         }
                     }
@@ -230,20 +329,33 @@ impl Follower {
 
     /// Fetches every status newer than the last one handed over, oldest first.
     async fn backfill(&mut self, base: &str) -> Result<(), MastodonSourceError> {
-        let Some(since) = self.high.clone() else { return Ok(()) };
+        let Some(since) = self.high.clone() else {
+            return Ok(());
+        };
         let (_, timeline) = stream_paths(&self.stream);
         let mut url = format!("{base}{timeline}min_id={since}&limit=40");
         let mut fetched = 0usize;
         loop {
-            let resp = Self::request(&self.http, &self.inst, &url).send().await.map_err(|e| self.err(e))?;
+            let resp = Self::request(&self.http, &self.inst, &url)
+                .send()
+                .await
+                .map_err(|e| self.err(e))?;
             if resp.status().as_u16() == 429 {
                 self.wait_rate_limit(resp.headers()).await;
                 continue;
             }
             if !resp.status().is_success() {
-                return Err(MastodonSourceError::Status { instance: self.inst.url.clone(), status: resp.status().as_u16(), what: "timeline backfill".into() });
+                return Err(MastodonSourceError::Status {
+                    instance: self.inst.url.clone(),
+                    status: resp.status().as_u16(),
+                    what: "timeline backfill".into(),
+                });
             }
-            let prev = resp.headers().get("link").and_then(|v| v.to_str().ok()).and_then(|l| m::link_for_rel(l, "prev"));
+            let prev = resp
+                .headers()
+                .get("link")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| m::link_for_rel(l, "prev"));
             let page: Vec<Status> = resp.json().await.map_err(|e| self.err(e))?;
             if page.is_empty() {
                 break;
@@ -252,7 +364,11 @@ impl Follower {
             page.sort_by(|a, b| m::compare_ids(&a.id, &b.id));
             let newest = page.last().map(|s| s.id.clone());
             for s in &page {
-                if self.high.as_deref().is_none_or(|h| m::compare_ids(&s.id, h) == Cmp::Greater) {
+                if self
+                    .high
+                    .as_deref()
+                    .is_none_or(|h| m::compare_ids(&s.id, h) == Cmp::Greater)
+                {
                     self.emit_status(s).await?;
                 }
             }
@@ -274,7 +390,10 @@ impl Follower {
     }
 
     async fn wait_rate_limit(&self, headers: &reqwest::header::HeaderMap) {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
         let rl = m::RateLimit::from_headers(|n| headers.get(n).and_then(|v| v.to_str().ok()), now);
         if let Some(secs) = rl.wait_secs() {
             let wait = Duration::from_secs(secs.min(900));
@@ -301,7 +420,16 @@ impl Follower {
         let ticket = self.a.tracker.register(&self.key, &pos);
         let trace = tracing::info_span!(parent: None, "sentiment.post", pipeline = %self.a.pipeline, instance = %post.instance, status = %post.status_id);
         let queued = Some(tracing::info_span!(parent: &trace, "edge.queue", stage = "llm"));
-        self.a.queue.send(Job { kind: JobKind::Classify(post), ticket: Some(ticket), trace, queued }).await.map_err(|_| MastodonSourceError::QueueClosed)?;
+        self.a
+            .queue
+            .send(Job {
+                kind: JobKind::Classify(post),
+                ticket: Some(ticket),
+                trace,
+                queued,
+            })
+            .await
+            .map_err(|_| MastodonSourceError::QueueClosed)?;
         self.high = Some(pos);
         Ok(())
     }
@@ -313,7 +441,15 @@ impl Follower {
         let trace = tracing::info_span!(parent: None, "sentiment.delete", pipeline = %self.a.pipeline, instance = %instance, status = %id);
         self.a
             .queue
-            .send(Job { kind: JobKind::Delete { instance, status_id: id }, ticket: Some(ticket), trace, queued: None })
+            .send(Job {
+                kind: JobKind::Delete {
+                    instance,
+                    status_id: id,
+                },
+                ticket: Some(ticket),
+                trace,
+                queued: None,
+            })
             .await
             .map_err(|_| MastodonSourceError::QueueClosed)?;
         Ok(())

@@ -16,8 +16,12 @@ use crate::edge::{Edge, EdgeError};
 use crate::postgres::catalog::{self, TypeResolver};
 use crate::postgres::replication::{ReplicationConn, ReplicationWriter};
 use crate::postgres::{PgError, PgParams};
-use crate::protocol::pgoutput::{self, fmt_lsn, parse_lsn, Cell, DecodeError, LogicalMessage, Lsn, ReplicationMessage};
-use crate::protocol::schema::{pg_ident, pg_literal, split_table_name, Column, SharedSchema, TableSchema};
+use crate::protocol::pgoutput::{
+    self, fmt_lsn, parse_lsn, Cell, DecodeError, LogicalMessage, Lsn, ReplicationMessage,
+};
+use crate::protocol::schema::{
+    pg_ident, pg_literal, split_table_name, Column, SharedSchema, TableSchema,
+};
 use crate::status::PipelineCounters;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
@@ -74,7 +78,11 @@ impl Actor for PostgresSource {
     type State = SourceState;
     type Arguments = SourceArgs;
 
-    async fn pre_start(&self, myself: ActorRef<SourceMsg>, args: SourceArgs) -> Result<SourceState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SourceMsg>,
+        args: SourceArgs,
+    ) -> Result<SourceState, ActorProcessingErr> {
         let writer = Arc::new(Mutex::new(None));
         let stream = Stream {
             pipeline: args.pipeline.clone(),
@@ -94,16 +102,32 @@ impl Actor for PostgresSource {
             };
             let _ = me.cast(SourceMsg::Failed(msg));
         });
-        Ok(SourceState { task, writer, edge: args.edge, acks: args.acks, drain_timeout: args.drain_timeout, pipeline: args.pipeline })
+        Ok(SourceState {
+            task,
+            writer,
+            edge: args.edge,
+            acks: args.acks,
+            drain_timeout: args.drain_timeout,
+            pipeline: args.pipeline,
+        })
     }
 
-    async fn handle(&self, _myself: ActorRef<SourceMsg>, msg: SourceMsg, _st: &mut SourceState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<SourceMsg>,
+        msg: SourceMsg,
+        _st: &mut SourceState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SourceMsg::Failed(e) => Err(e.into()),
         }
     }
 
-    async fn post_stop(&self, _myself: ActorRef<SourceMsg>, st: &mut SourceState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SourceMsg>,
+        st: &mut SourceState,
+    ) -> Result<(), ActorProcessingErr> {
         // Stop reading first; then let the sink insert what it holds and confirm that.
         st.task.abort();
         let writer = st.writer.lock().await.take();
@@ -116,7 +140,8 @@ impl Actor for PostgresSource {
                 }
             };
             if acked > 0 {
-                let _ = tokio::time::timeout(Duration::from_secs(5), w.send_status(acked, false)).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), w.send_status(acked, false)).await;
                 tracing::info!(pipeline = %st.pipeline, lsn = %fmt_lsn(acked), "confirmed on stop");
             }
             w.close().await;
@@ -151,7 +176,15 @@ struct ChunkBuilder {
 
 impl ChunkBuilder {
     fn new() -> Self {
-        ChunkBuilder { items: Vec::new(), rows: 0, tables: Vec::new(), last_lsn: 0, commit: None, commit_times: Vec::new(), trace: None }
+        ChunkBuilder {
+            items: Vec::new(),
+            rows: 0,
+            tables: Vec::new(),
+            last_lsn: 0,
+            commit: None,
+            commit_times: Vec::new(),
+            trace: None,
+        }
     }
     fn is_empty(&self) -> bool {
         self.items.is_empty() && self.commit.is_none()
@@ -182,10 +215,20 @@ impl Stream {
     async fn run(self) -> Result<(), SourceError> {
         let params = PgParams::from_config(&self.cfg);
         let client = catalog::connect(&params).await?;
-        let wanted: Vec<(String, String)> = self.cfg.tables.iter().filter_map(|t| split_table_name(t)).collect();
-        let published = catalog::ensure_publication(&client, &params, &self.cfg.publication, &wanted).await?;
+        let wanted: Vec<(String, String)> = self
+            .cfg
+            .tables
+            .iter()
+            .filter_map(|t| split_table_name(t))
+            .collect();
+        let published =
+            catalog::ensure_publication(&client, &params, &self.cfg.publication, &wanted).await?;
         if published.is_empty() {
-            return Err(PgError::Setup(format!("publication `{}` publishes no table", self.cfg.publication)).into());
+            return Err(PgError::Setup(format!(
+                "publication `{}` publishes no table",
+                self.cfg.publication
+            ))
+            .into());
         }
         let mut types = TypeResolver::default();
         let mut schemas: HashMap<u32, SharedSchema> = HashMap::new();
@@ -213,7 +256,10 @@ impl Stream {
         let snapshot_needed = match (&slot, &marker) {
             (Some(s), Some(m)) if m.starts_with(&format!("{}@", self.cfg.slot)) => {
                 if s.plugin != "pgoutput" {
-                    return Err(SourceError::Slot { slot: self.cfg.slot.clone(), message: format!("uses plugin `{}`, not pgoutput", s.plugin) });
+                    return Err(SourceError::Slot {
+                        slot: self.cfg.slot.clone(),
+                        message: format!("uses plugin `{}`, not pgoutput", s.plugin),
+                    });
                 }
                 tracing::info!(pipeline = %self.pipeline, slot = %self.cfg.slot, confirmed = %s.confirmed_flush.map(fmt_lsn).unwrap_or_default(), "resuming");
                 false
@@ -223,29 +269,69 @@ impl Stream {
         if snapshot_needed {
             if let Some(s) = &slot {
                 if s.active {
-                    return Err(SourceError::Slot { slot: self.cfg.slot.clone(), message: "is active on another connection".into() });
+                    return Err(SourceError::Slot {
+                        slot: self.cfg.slot.clone(),
+                        message: "is active on another connection".into(),
+                    });
                 }
                 tracing::warn!(pipeline = %self.pipeline, slot = %self.cfg.slot, "slot exists but no completed snapshot is recorded: dropping it and snapshotting again");
-                client.execute("SELECT pg_drop_replication_slot($1)", &[&self.cfg.slot]).await.map_err(|e| PgError::client(params.addr(), e))?;
+                client
+                    .execute("SELECT pg_drop_replication_slot($1)", &[&self.cfg.slot])
+                    .await
+                    .map_err(|e| PgError::client(params.addr(), e))?;
             }
             let rows = repl
-                .simple_query(&format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT", self.cfg.slot))
+                .simple_query(&format!(
+                    "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
+                    self.cfg.slot
+                ))
                 .await?;
-            let row = rows.first().ok_or_else(|| SourceError::Slot { slot: self.cfg.slot.clone(), message: "CREATE_REPLICATION_SLOT returned nothing".into() })?;
-            let consistent = row.get(1).cloned().flatten().and_then(|s| parse_lsn(&s)).unwrap_or(0);
-            let snapshot = row.get(2).cloned().flatten().ok_or_else(|| SourceError::Slot { slot: self.cfg.slot.clone(), message: "no exported snapshot".into() })?;
+            let row = rows.first().ok_or_else(|| SourceError::Slot {
+                slot: self.cfg.slot.clone(),
+                message: "CREATE_REPLICATION_SLOT returned nothing".into(),
+            })?;
+            let consistent = row
+                .get(1)
+                .cloned()
+                .flatten()
+                .and_then(|s| parse_lsn(&s))
+                .unwrap_or(0);
+            let snapshot = row
+                .get(2)
+                .cloned()
+                .flatten()
+                .ok_or_else(|| SourceError::Slot {
+                    slot: self.cfg.slot.clone(),
+                    message: "no exported snapshot".into(),
+                })?;
             tracing::info!(pipeline = %self.pipeline, slot = %self.cfg.slot, consistent = %fmt_lsn(consistent), "created slot; snapshot starts");
             self.snapshot(&client, &params, &snapshot, &schemas).await?;
             self.edge
-                .call(|r| SinkMsg::SnapshotDone(format!("{}@{}", self.cfg.slot, fmt_lsn(consistent)), r), Duration::from_secs(600))
+                .call(
+                    |r| {
+                        SinkMsg::SnapshotDone(
+                            format!("{}@{}", self.cfg.slot, fmt_lsn(consistent)),
+                            r,
+                        )
+                    },
+                    Duration::from_secs(600),
+                )
                 .await?
                 .map_err(SourceError::Sink)?;
             tracing::info!(pipeline = %self.pipeline, rows = self.counters.snapshot_rows.load(Ordering::Relaxed), "snapshot complete");
             start = consistent;
         }
-        let (mut reader, writer) = repl.start_replication(&self.cfg.slot, start, &self.cfg.publication).await?;
+        let (mut reader, writer) = repl
+            .start_replication(&self.cfg.slot, start, &self.cfg.publication)
+            .await?;
         *self.writer.lock().await = Some(writer.clone());
-        let status = tokio::spawn(status_loop(writer.clone(), self.acks.clone(), self.idle_lsn.clone(), self.cfg.status_interval.0, self.counters.clone()));
+        let status = tokio::spawn(status_loop(
+            writer.clone(),
+            self.acks.clone(),
+            self.idle_lsn.clone(),
+            self.cfg.status_interval.0,
+            self.counters.clone(),
+        ));
         let _status_guard = AbortOnDrop(status);
 
         // Last Relation seen per table, to tell schema changes from repeats.
@@ -261,10 +347,19 @@ impl Stream {
                 return Err(SourceError::StreamEnded);
             }
             for frame in frames.drain(..) {
-                let msg = pgoutput::decode_replication(frame).map_err(|source| SourceError::Decode { lsn: "?".into(), source })?;
+                let msg =
+                    pgoutput::decode_replication(frame).map_err(|source| SourceError::Decode {
+                        lsn: "?".into(),
+                        source,
+                    })?;
                 let (wal_start, data) = match msg {
-                    ReplicationMessage::XLogData { wal_start, data, .. } => (wal_start, data),
-                    ReplicationMessage::Keepalive { wal_end, reply_requested } => {
+                    ReplicationMessage::XLogData {
+                        wal_start, data, ..
+                    } => (wal_start, data),
+                    ReplicationMessage::Keepalive {
+                        wal_end,
+                        reply_requested,
+                    } => {
                         if !in_txn && chunk.is_empty() && *self.acks.borrow() >= last_sent_commit {
                             self.idle_lsn.fetch_max(wal_end, Ordering::Relaxed);
                         }
@@ -274,26 +369,56 @@ impl Stream {
                         continue;
                     }
                 };
-                let lm = pgoutput::decode_logical(data).map_err(|source| SourceError::Decode { lsn: fmt_lsn(wal_start), source })?;
+                let lm = pgoutput::decode_logical(data).map_err(|source| SourceError::Decode {
+                    lsn: fmt_lsn(wal_start),
+                    source,
+                })?;
                 match lm {
                     LogicalMessage::Begin { .. } => in_txn = true,
-                    LogicalMessage::Commit { end_lsn, commit_ts, .. } => {
+                    LogicalMessage::Commit {
+                        end_lsn, commit_ts, ..
+                    } => {
                         in_txn = false;
                         chunk.commit = Some(end_lsn);
                         chunk.commit_times.push(unix_micros_from_pg(commit_ts));
                     }
-                    LogicalMessage::Relation { rel_id, namespace, name, .. }
-                        if !schemas.contains_key(&rel_id) && !wanted.is_empty() && !wanted.iter().any(|(s, t)| *s == namespace && *t == name) =>
+                    LogicalMessage::Relation {
+                        rel_id,
+                        namespace,
+                        name,
+                        ..
+                    } if !schemas.contains_key(&rel_id)
+                        && !wanted.is_empty()
+                        && !wanted.iter().any(|(s, t)| *s == namespace && *t == name) =>
                     {
                         if ignored.insert(rel_id) {
                             tracing::info!(pipeline = %self.pipeline, table = %format!("{namespace}.{name}"), "published but not in postgres.tables: skipped");
                         }
                     }
-                    LogicalMessage::Insert { rel_id, .. } | LogicalMessage::Update { rel_id, .. } | LogicalMessage::Delete { rel_id, .. }
+                    LogicalMessage::Insert { rel_id, .. }
+                    | LogicalMessage::Update { rel_id, .. }
+                    | LogicalMessage::Delete { rel_id, .. }
                         if ignored.contains(&rel_id) => {}
-                    LogicalMessage::Relation { rel_id, namespace, name, columns, .. } => {
+                    LogicalMessage::Relation {
+                        rel_id,
+                        namespace,
+                        name,
+                        columns,
+                        ..
+                    } => {
                         if relations.get(&rel_id) != Some(&columns) {
-                            let s = self.schema_from_relation(&client, &params, &mut types, schemas.get(&rel_id), rel_id, namespace, name, &columns).await?;
+                            let s = self
+                                .schema_from_relation(
+                                    &client,
+                                    &params,
+                                    &mut types,
+                                    schemas.get(&rel_id),
+                                    rel_id,
+                                    namespace,
+                                    name,
+                                    &columns,
+                                )
+                                .await?;
                             relations.insert(rel_id, columns);
                             if schemas.get(&rel_id).map(|x| x.as_ref()) != Some(&s) {
                                 let s = Arc::new(s);
@@ -303,10 +428,27 @@ impl Stream {
                         }
                     }
                     LogicalMessage::Insert { rel_id, new } => {
-                        chunk.push(&self.pipeline, ChangeItem::Row { rel_id, change: RowChange { delete: false, version: wal_start, cells: new } });
+                        chunk.push(
+                            &self.pipeline,
+                            ChangeItem::Row {
+                                rel_id,
+                                change: RowChange {
+                                    delete: false,
+                                    version: wal_start,
+                                    cells: new,
+                                },
+                            },
+                        );
                     }
-                    LogicalMessage::Update { rel_id, old, mut new } => {
-                        let key = schemas.get(&rel_id).map(|s| s.key_indexes()).unwrap_or_default();
+                    LogicalMessage::Update {
+                        rel_id,
+                        old,
+                        mut new,
+                    } => {
+                        let key = schemas
+                            .get(&rel_id)
+                            .map(|s| s.key_indexes())
+                            .unwrap_or_default();
                         if let Some(old) = old {
                             // REPLICA IDENTITY FULL sends old values: use them for unchanged TOAST.
                             for (n, o) in new.iter_mut().zip(&old) {
@@ -316,13 +458,43 @@ impl Stream {
                             }
                             if key.iter().any(|&i| old.get(i) != new.get(i)) {
                                 // The key changed: the old row is gone.
-                                chunk.push(&self.pipeline, ChangeItem::Row { rel_id, change: RowChange { delete: true, version: wal_start, cells: old } });
+                                chunk.push(
+                                    &self.pipeline,
+                                    ChangeItem::Row {
+                                        rel_id,
+                                        change: RowChange {
+                                            delete: true,
+                                            version: wal_start,
+                                            cells: old,
+                                        },
+                                    },
+                                );
                             }
                         }
-                        chunk.push(&self.pipeline, ChangeItem::Row { rel_id, change: RowChange { delete: false, version: wal_start, cells: new } });
+                        chunk.push(
+                            &self.pipeline,
+                            ChangeItem::Row {
+                                rel_id,
+                                change: RowChange {
+                                    delete: false,
+                                    version: wal_start,
+                                    cells: new,
+                                },
+                            },
+                        );
                     }
                     LogicalMessage::Delete { rel_id, old } => {
-                        chunk.push(&self.pipeline, ChangeItem::Row { rel_id, change: RowChange { delete: true, version: wal_start, cells: old } });
+                        chunk.push(
+                            &self.pipeline,
+                            ChangeItem::Row {
+                                rel_id,
+                                change: RowChange {
+                                    delete: true,
+                                    version: wal_start,
+                                    cells: old,
+                                },
+                            },
+                        );
                     }
                     LogicalMessage::Truncate { mut rel_ids, .. } => {
                         rel_ids.retain(|r| !ignored.contains(r));
@@ -330,14 +502,22 @@ impl Stream {
                             chunk.push(&self.pipeline, ChangeItem::Truncate(rel_ids));
                         }
                     }
-                    LogicalMessage::Type { .. } | LogicalMessage::Origin | LogicalMessage::Message { .. } => {}
+                    LogicalMessage::Type { .. }
+                    | LogicalMessage::Origin
+                    | LogicalMessage::Message { .. } => {}
                 }
                 if chunk.rows >= self.cfg.chunk_rows {
-                    last_sent_commit = self.send(&mut chunk, &schemas).await?.unwrap_or(last_sent_commit);
+                    last_sent_commit = self
+                        .send(&mut chunk, &schemas)
+                        .await?
+                        .unwrap_or(last_sent_commit);
                 }
             }
             if !chunk.is_empty() {
-                last_sent_commit = self.send(&mut chunk, &schemas).await?.unwrap_or(last_sent_commit);
+                last_sent_commit = self
+                    .send(&mut chunk, &schemas)
+                    .await?
+                    .unwrap_or(last_sent_commit);
             }
         }
     }
@@ -347,7 +527,11 @@ impl Stream {
     }
 
     /// Sends the chunk (waiting for room on the edge); returns its commit LSN.
-    async fn send(&self, chunk: &mut ChunkBuilder, schemas: &HashMap<u32, SharedSchema>) -> Result<Option<Lsn>, SourceError> {
+    async fn send(
+        &self,
+        chunk: &mut ChunkBuilder,
+        schemas: &HashMap<u32, SharedSchema>,
+    ) -> Result<Option<Lsn>, SourceError> {
         let c = std::mem::replace(chunk, ChunkBuilder::new());
         let commit = c.commit;
         PipelineCounters::add(&self.counters.rows_read, c.rows as u64);
@@ -358,13 +542,27 @@ impl Stream {
             trace.record("lsn", fmt_lsn(lsn).as_str());
         }
         if !c.tables.is_empty() {
-            let names: Vec<String> = c.tables.iter().filter_map(|r| schemas.get(r)).map(|s| s.qualified()).collect();
+            let names: Vec<String> = c
+                .tables
+                .iter()
+                .filter_map(|r| schemas.get(r))
+                .map(|s| s.qualified())
+                .collect();
             trace.record("tables", names.join(",").as_str());
         }
         drop(decode);
-        let queue_span = tracing::info_span!(parent: &trace, "edge.queue", depth = self.edge.depth() as u64);
-        let msg = ChangeChunk { items: c.items, commit, commit_times: c.commit_times, trace, queue_span };
-        self.edge.send(move |permit| SinkMsg::Changes(msg, permit)).await?;
+        let queue_span =
+            tracing::info_span!(parent: &trace, "edge.queue", depth = self.edge.depth() as u64);
+        let msg = ChangeChunk {
+            items: c.items,
+            commit,
+            commit_times: c.commit_times,
+            trace,
+            queue_span,
+        };
+        self.edge
+            .send(move |permit| SinkMsg::Changes(msg, permit))
+            .await?;
         Ok(commit)
     }
 
@@ -383,7 +581,9 @@ impl Stream {
         let mut out = Vec::with_capacity(columns.len());
         for rc in columns {
             let existing = known.and_then(|k| k.columns.iter().find(|c| c.name == rc.name));
-            let pg_type = types.resolve(client, params, rc.type_oid, rc.type_mod, 1).await?;
+            let pg_type = types
+                .resolve(client, params, rc.type_oid, rc.type_mod, 1)
+                .await?;
             match existing {
                 Some(c) => {
                     // The ClickHouse column keeps its type (documented): encode as before.
@@ -398,11 +598,22 @@ impl Stream {
                         Some(_) => catalog::added_default(client, params, rel_id, &rc.name).await?,
                         None => None,
                     };
-                    out.push(Column { name: rc.name.clone(), pg_type, nullable: !rc.is_key, is_key: rc.is_key, added_default })
+                    out.push(Column {
+                        name: rc.name.clone(),
+                        pg_type,
+                        nullable: !rc.is_key,
+                        is_key: rc.is_key,
+                        added_default,
+                    })
                 }
             }
         }
-        Ok(TableSchema { rel_id, schema: namespace, name, columns: out })
+        Ok(TableSchema {
+            rel_id,
+            schema: namespace,
+            name,
+            columns: out,
+        })
     }
 
     /// Copies every table inside the exported snapshot, as rows with version 0.
@@ -419,11 +630,25 @@ impl Stream {
         let rels: Vec<u32> = schemas.keys().copied().collect();
         chunk.push(&self.pipeline, ChangeItem::SnapshotBegin(rels));
         self.send(&mut chunk, &schemas).await?;
-        client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(pg)?;
-        client.batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", pg_literal(snapshot))).await.map_err(pg)?;
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(pg)?;
+        client
+            .batch_execute(&format!(
+                "SET TRANSACTION SNAPSHOT {}",
+                pg_literal(snapshot)
+            ))
+            .await
+            .map_err(pg)?;
         for s in schemas.values() {
             let cols: Vec<String> = s.columns.iter().map(|c| pg_ident(&c.name)).collect();
-            let sql = format!("COPY (SELECT {} FROM {}.{}) TO STDOUT", cols.join(", "), pg_ident(&s.schema), pg_ident(&s.name));
+            let sql = format!(
+                "COPY (SELECT {} FROM {}.{}) TO STDOUT",
+                cols.join(", "),
+                pg_ident(&s.schema),
+                pg_ident(&s.name)
+            );
             let stream = client.copy_out(sql.as_str()).await.map_err(pg)?;
             futures_util::pin_mut!(stream);
             let mut partial: Vec<u8> = Vec::new();
@@ -435,9 +660,23 @@ impl Stream {
                 while let Some(pos) = partial[start..].iter().position(|&b| b == b'\n') {
                     let line = &partial[start..start + pos];
                     let mut cells = Vec::with_capacity(s.columns.len());
-                    catalog::parse_copy_line(line, &mut cells)
-                        .ok_or_else(|| SourceError::Pg(PgError::Setup(format!("unreadable COPY line in {}", s.qualified()))))?;
-                    chunk.push(&self.pipeline, ChangeItem::Row { rel_id: s.rel_id, change: RowChange { delete: false, version: 0, cells } });
+                    catalog::parse_copy_line(line, &mut cells).ok_or_else(|| {
+                        SourceError::Pg(PgError::Setup(format!(
+                            "unreadable COPY line in {}",
+                            s.qualified()
+                        )))
+                    })?;
+                    chunk.push(
+                        &self.pipeline,
+                        ChangeItem::Row {
+                            rel_id: s.rel_id,
+                            change: RowChange {
+                                delete: false,
+                                version: 0,
+                                cells,
+                            },
+                        },
+                    );
                     n += 1;
                     PipelineCounters::add(&self.counters.snapshot_rows, 1);
                     start += pos + 1;
@@ -466,7 +705,13 @@ impl Drop for AbortOnDrop {
 
 /// Reports the confirmable position every `interval`, and at once when the sink acknowledges
 /// more.
-async fn status_loop(writer: ReplicationWriter, mut acks: watch::Receiver<Lsn>, idle: Arc<AtomicU64>, interval: Duration, counters: Arc<PipelineCounters>) {
+async fn status_loop(
+    writer: ReplicationWriter,
+    mut acks: watch::Receiver<Lsn>,
+    idle: Arc<AtomicU64>,
+    interval: Duration,
+    counters: Arc<PipelineCounters>,
+) {
     let mut tick = tokio::time::interval(interval);
     loop {
         tokio::select! {

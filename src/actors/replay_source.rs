@@ -41,7 +41,11 @@ pub struct ReplaySource;
 pub fn accept(filter: &crate::config::PostFilter, post: &Post, is_reblog: bool) -> bool {
     !(filter.skip_bots && post.bot
         || filter.skip_reblogs && is_reblog
-        || !filter.languages.is_empty() && !post.language.as_deref().is_some_and(|l| filter.languages.iter().any(|x| x == l)))
+        || !filter.languages.is_empty()
+            && !post
+                .language
+                .as_deref()
+                .is_some_and(|l| filter.languages.iter().any(|x| x == l)))
 }
 
 impl Actor for ReplaySource {
@@ -49,7 +53,11 @@ impl Actor for ReplaySource {
     type State = ReplayState;
     type Arguments = ReplayArgs;
 
-    async fn pre_start(&self, myself: ActorRef<ReplayMsg>, args: ReplayArgs) -> Result<ReplayState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ReplayMsg>,
+        args: ReplayArgs,
+    ) -> Result<ReplayState, ActorProcessingErr> {
         args.tracker.reset();
         let me = myself.clone();
         let task = tokio::spawn(async move {
@@ -65,7 +73,12 @@ impl Actor for ReplaySource {
         Ok(ReplayState { task })
     }
 
-    async fn handle(&self, _me: ActorRef<ReplayMsg>, msg: ReplayMsg, _st: &mut ReplayState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _me: ActorRef<ReplayMsg>,
+        msg: ReplayMsg,
+        _st: &mut ReplayState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             ReplayMsg::Failed(e) => Err(e.into()),
             ReplayMsg::Finished(n) => {
@@ -75,7 +88,11 @@ impl Actor for ReplaySource {
         }
     }
 
-    async fn post_stop(&self, _me: ActorRef<ReplayMsg>, st: &mut ReplayState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _me: ActorRef<ReplayMsg>,
+        st: &mut ReplayState,
+    ) -> Result<(), ActorProcessingErr> {
         st.task.abort();
         Ok(())
     }
@@ -87,10 +104,19 @@ pub fn resume_key(file: &std::path::Path) -> String {
 
 async fn run(a: &ReplayArgs) -> Result<u64, String> {
     let key = resume_key(&a.replay.file);
-    let ch = ChClient::connect(&a.clickhouse).await.map_err(|e| e.to_string())?;
+    let ch = ChClient::connect(&a.clickhouse)
+        .await
+        .map_err(|e| e.to_string())?;
     ch.ensure_state_table().await.map_err(|e| e.to_string())?;
-    let done: u64 = ch.read_state(&a.pipeline, &key).await.map_err(|e| e.to_string())?.and_then(|v| v.parse().ok()).unwrap_or(0);
-    let file = tokio::fs::File::open(&a.replay.file).await.map_err(|e| format!("replay file {}: {e}", a.replay.file.display()))?;
+    let done: u64 = ch
+        .read_state(&a.pipeline, &key)
+        .await
+        .map_err(|e| e.to_string())?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let file = tokio::fs::File::open(&a.replay.file)
+        .await
+        .map_err(|e| format!("replay file {}: {e}", a.replay.file.display()))?;
     let mut lines = tokio::io::BufReader::new(file).lines();
     let interval = (a.replay.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / a.replay.rate));
     let mut tick = interval.map(tokio::time::interval);
@@ -99,7 +125,11 @@ async fn run(a: &ReplayArgs) -> Result<u64, String> {
     if done > 0 {
         tracing::info!(file = %a.replay.file.display(), resume_after_line = done, "replay resumes");
     }
-    while let Some(line) = lines.next_line().await.map_err(|e| format!("replay file {}: {e}", a.replay.file.display()))? {
+    while let Some(line) = lines
+        .next_line()
+        .await
+        .map_err(|e| format!("replay file {}: {e}", a.replay.file.display()))?
+    {
         n += 1;
         if n <= done || line.trim().is_empty() {
             continue;
@@ -123,7 +153,15 @@ async fn run(a: &ReplayArgs) -> Result<u64, String> {
         let ticket = a.tracker.register(&key, &n.to_string());
         let trace = tracing::info_span!(parent: None, "sentiment.post", pipeline = %a.pipeline, instance = %post.instance, status = %post.status_id);
         let queued = Some(tracing::info_span!(parent: &trace, "edge.queue", stage = "llm"));
-        a.queue.send(Job { kind: JobKind::Classify(post), ticket: Some(ticket), trace, queued }).await.map_err(|e| e.to_string())?;
+        a.queue
+            .send(Job {
+                kind: JobKind::Classify(post),
+                ticket: Some(ticket),
+                trace,
+                queued,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
         sent += 1;
     }
     Ok(sent)

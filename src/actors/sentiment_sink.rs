@@ -35,11 +35,19 @@ pub struct Classified {
 pub enum SentimentItem {
     Classified(Classified),
     /// The post was deleted on its instance.
-    Deleted { instance: String, status_id: String },
+    Deleted {
+        instance: String,
+        status_id: String,
+    },
 }
 
 pub enum SentimentSinkMsg {
-    Item { item: SentimentItem, ticket: Option<Ticket>, trace: Span, permit: Permit },
+    Item {
+        item: SentimentItem,
+        ticket: Option<Ticket>,
+        trace: Span,
+        permit: Permit,
+    },
     Tick,
     /// Flush now; reply when done.
     Drain(RpcReplyPort<()>),
@@ -70,19 +78,43 @@ pub struct SentimentSinkState {
 }
 
 pub const COLUMNS: &[&str] = &[
-    "m_id", "created_at", "username", "bot", "mastodon_text", "sentiment", "instance", "language", "url", "edited_at", "model",
-    "prompt_id", "llm_latency_ms", "llm_attempts", "classified_at", "_version", "_is_deleted",
+    "m_id",
+    "created_at",
+    "username",
+    "bot",
+    "mastodon_text",
+    "sentiment",
+    "instance",
+    "language",
+    "url",
+    "edited_at",
+    "model",
+    "prompt_id",
+    "llm_latency_ms",
+    "llm_attempts",
+    "classified_at",
+    "_version",
+    "_is_deleted",
 ];
 
 /// DDL of the sentiment table for a server generation. Timestamps: DateTime64(3, 'UTC') on
 /// current servers, Int64 milliseconds since the epoch on legacy ones.
 pub fn create_table_sql(db: &str, table: &str, caps: &ServerCaps) -> String {
     let (ts, nts, bool_t, lc) = if caps.datetime64 {
-        ("DateTime64(3, 'UTC')", "Nullable(DateTime64(3, 'UTC'))", if caps.bool_type { "Bool" } else { "UInt8" }, "LowCardinality(String)")
+        (
+            "DateTime64(3, 'UTC')",
+            "Nullable(DateTime64(3, 'UTC'))",
+            if caps.bool_type { "Bool" } else { "UInt8" },
+            "LowCardinality(String)",
+        )
     } else {
         ("Int64", "Nullable(Int64)", "UInt8", "String")
     };
-    let engine = if caps.is_deleted_engine { "ReplacingMergeTree(`_version`, `_is_deleted`)" } else { "ReplacingMergeTree(`_version`)" };
+    let engine = if caps.is_deleted_engine {
+        "ReplacingMergeTree(`_version`, `_is_deleted`)"
+    } else {
+        "ReplacingMergeTree(`_version`)"
+    };
     format!(
         "CREATE TABLE IF NOT EXISTS {}.{} (`m_id` String, `created_at` {ts}, `username` String, `bot` {bool_t}, \
          `mastodon_text` String, `sentiment` {lc}, `instance` {lc}, `language` {lc}, `url` String, `edited_at` {nts}, \
@@ -104,7 +136,10 @@ pub fn rfc3339_micros(s: &str) -> Option<i64> {
 }
 
 fn now_micros() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
 }
 
 /// Appends one row. The version orders what happened to a post: its creation or last edit
@@ -151,7 +186,10 @@ pub fn encode_row(out: &mut Vec<u8>, item: &SentimentItem, caps: &ServerCaps) {
             let version = edited.unwrap_or(created).max(0) as u64;
             out.extend_from_slice(format!("{version}\t0\n").as_bytes());
         }
-        SentimentItem::Deleted { instance, status_id } => {
+        SentimentItem::Deleted {
+            instance,
+            status_id,
+        } => {
             field(out, status_id);
             ts(out, 0);
             out.push(b'\t');
@@ -181,13 +219,25 @@ impl Actor for SentimentSink {
     type State = SentimentSinkState;
     type Arguments = SentimentSinkArgs;
 
-    async fn pre_start(&self, myself: ActorRef<SentimentSinkMsg>, args: SentimentSinkArgs) -> Result<SentimentSinkState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SentimentSinkMsg>,
+        args: SentimentSinkArgs,
+    ) -> Result<SentimentSinkState, ActorProcessingErr> {
         let ch = ChClient::connect(&args.clickhouse).await?;
         ch.ensure_state_table().await?;
         let table = args.clickhouse.sentiment_table.clone();
-        ch.execute(&create_table_sql(&ch.database, &table, &ch.caps)).await?;
+        ch.execute(&create_table_sql(&ch.database, &table, &ch.caps))
+            .await?;
         let (drop, create) = crate::protocol::chtypes::live_view_sql(&ch.database, &table);
-        if ch.table_columns(&format!("{table}{}", crate::protocol::chtypes::LIVE_VIEW_SUFFIX)).await?.is_none() {
+        if ch
+            .table_columns(&format!(
+                "{table}{}",
+                crate::protocol::chtypes::LIVE_VIEW_SUFFIX
+            ))
+            .await?
+            .is_none()
+        {
             ch.execute(&drop).await?;
             ch.execute(&create).await?;
         }
@@ -211,9 +261,19 @@ impl Actor for SentimentSink {
         })
     }
 
-    async fn handle(&self, _me: ActorRef<SentimentSinkMsg>, msg: SentimentSinkMsg, st: &mut SentimentSinkState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _me: ActorRef<SentimentSinkMsg>,
+        msg: SentimentSinkMsg,
+        st: &mut SentimentSinkState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SentimentSinkMsg::Item { item, ticket, trace, permit } => {
+            SentimentSinkMsg::Item {
+                item,
+                ticket,
+                trace,
+                permit,
+            } => {
                 drop(permit);
                 encode_row(&mut st.buf, &item, &st.ch.caps);
                 st.rows += 1;
@@ -237,7 +297,11 @@ impl Actor for SentimentSink {
         Ok(())
     }
 
-    async fn post_stop(&self, _me: ActorRef<SentimentSinkMsg>, st: &mut SentimentSinkState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _me: ActorRef<SentimentSinkMsg>,
+        st: &mut SentimentSinkState,
+    ) -> Result<(), ActorProcessingErr> {
         if let Some(t) = st.ticker.take() {
             t.abort();
         }
@@ -253,9 +317,18 @@ impl SentimentSinkState {
         if self.rows == 0 {
             return Ok(());
         }
-        let spans: Vec<Span> = self.traces.iter().map(|t| tracing::info_span!(parent: t, "clickhouse.insert", rows = self.rows)).collect();
+        let spans: Vec<Span> = self
+            .traces
+            .iter()
+            .map(|t| tracing::info_span!(parent: t, "clickhouse.insert", rows = self.rows))
+            .collect();
         let cols: Vec<String> = COLUMNS.iter().map(|c| ch_ident(c)).collect();
-        let sql = format!("INSERT INTO {}.{} ({}) FORMAT TabSeparated", ch_ident(&self.ch.database), ch_ident(&self.table), cols.join(", "));
+        let sql = format!(
+            "INSERT INTO {}.{} ({}) FORMAT TabSeparated",
+            ch_ident(&self.ch.database),
+            ch_ident(&self.table),
+            cols.join(", ")
+        );
         let body = Bytes::from(std::mem::take(&mut self.buf));
         let mut delay = Duration::from_millis(200);
         let mut attempt = 0;

@@ -58,12 +58,18 @@ pub async fn ensure_publication(
     tables: &[(String, String)],
 ) -> Result<Vec<PublishedTable>, PgError> {
     let exists = c
-        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&publication])
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&publication],
+        )
         .await
         .map_err(|e| classify(p, e))?
         .is_some();
     let list = |ts: &[(String, String)]| {
-        ts.iter().map(|(s, t)| format!("{}.{}", pg_ident(s), pg_ident(t))).collect::<Vec<_>>().join(", ")
+        ts.iter()
+            .map(|(s, t)| format!("{}.{}", pg_ident(s), pg_ident(t)))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     if !exists {
         if tables.is_empty() {
@@ -71,7 +77,11 @@ pub async fn ensure_publication(
                 "publication `{publication}` does not exist and postgres.tables is empty: list the tables to replicate"
             )));
         }
-        let sql = format!("CREATE PUBLICATION {} FOR TABLE {}", pg_ident(publication), list(tables));
+        let sql = format!(
+            "CREATE PUBLICATION {} FOR TABLE {}",
+            pg_ident(publication),
+            list(tables)
+        );
         c.batch_execute(&sql).await.map_err(|e| classify(p, e))?;
         tracing::info!(publication, tables = tables.len(), "created publication");
     }
@@ -82,9 +92,17 @@ pub async fn ensure_publication(
         .cloned()
         .collect();
     if !missing.is_empty() {
-        let sql = format!("ALTER PUBLICATION {} ADD TABLE {}", pg_ident(publication), list(&missing));
+        let sql = format!(
+            "ALTER PUBLICATION {} ADD TABLE {}",
+            pg_ident(publication),
+            list(&missing)
+        );
         c.batch_execute(&sql).await.map_err(|e| classify(p, e))?;
-        tracing::info!(publication, added = missing.len(), "added tables to publication");
+        tracing::info!(
+            publication,
+            added = missing.len(),
+            "added tables to publication"
+        );
         published = published_tables(c, p, publication).await?;
     }
     if !tables.is_empty() {
@@ -93,7 +111,11 @@ pub async fn ensure_publication(
     Ok(published)
 }
 
-pub async fn published_tables(c: &Client, p: &PgParams, publication: &str) -> Result<Vec<PublishedTable>, PgError> {
+pub async fn published_tables(
+    c: &Client,
+    p: &PgParams,
+    publication: &str,
+) -> Result<Vec<PublishedTable>, PgError> {
     let rows = c
         .query(
             "SELECT pt.schemaname::text, pt.tablename::text, cl.oid \
@@ -107,7 +129,11 @@ pub async fn published_tables(c: &Client, p: &PgParams, publication: &str) -> Re
         .map_err(|e| classify(p, e))?;
     Ok(rows
         .iter()
-        .map(|r| PublishedTable { schema: r.get(0), name: r.get(1), oid: r.get::<_, u32>(2) })
+        .map(|r| PublishedTable {
+            schema: r.get(0),
+            name: r.get(1),
+            oid: r.get::<_, u32>(2),
+        })
         .collect())
 }
 
@@ -118,15 +144,31 @@ pub struct TypeResolver {
 }
 
 impl TypeResolver {
-    pub async fn resolve(&mut self, c: &Client, p: &PgParams, oid: u32, typmod: i32, ndims: i32) -> Result<PgType, PgError> {
+    pub async fn resolve(
+        &mut self,
+        c: &Client,
+        p: &PgParams,
+        oid: u32,
+        typmod: i32,
+        ndims: i32,
+    ) -> Result<PgType, PgError> {
         let t = self.resolve_inner(c, p, oid, typmod, 0).await?;
         Ok(match t {
-            PgType::Array(inner) if ndims > 1 => PgType::Other(format!("{}[] ({} dimensions)", type_label(&inner), ndims)),
+            PgType::Array(inner) if ndims > 1 => {
+                PgType::Other(format!("{}[] ({} dimensions)", type_label(&inner), ndims))
+            }
             t => t,
         })
     }
 
-    async fn resolve_inner(&mut self, c: &Client, p: &PgParams, oid: u32, typmod: i32, depth: u8) -> Result<PgType, PgError> {
+    async fn resolve_inner(
+        &mut self,
+        c: &Client,
+        p: &PgParams,
+        oid: u32,
+        typmod: i32,
+        depth: u8,
+    ) -> Result<PgType, PgError> {
         if let Some(t) = PgType::builtin(oid, typmod) {
             return Ok(t);
         }
@@ -143,16 +185,31 @@ impl TypeResolver {
         let t = match row {
             None => PgType::Other(format!("oid {oid}")),
             Some(r) => {
-                let (name, typtype, elem, base, cat, base_mod): (String, String, u32, u32, String, i32) =
-                    (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+                let (name, typtype, elem, base, cat, base_mod): (
+                    String,
+                    String,
+                    u32,
+                    u32,
+                    String,
+                    i32,
+                ) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
                 if depth > 8 {
                     PgType::Other(name)
                 } else if typtype == "e" {
                     PgType::Enum(name)
                 } else if typtype == "d" {
-                    Box::pin(self.resolve_inner(c, p, base, if typmod >= 0 { typmod } else { base_mod }, depth + 1)).await?
+                    Box::pin(self.resolve_inner(
+                        c,
+                        p,
+                        base,
+                        if typmod >= 0 { typmod } else { base_mod },
+                        depth + 1,
+                    ))
+                    .await?
                 } else if cat == "A" && elem != 0 {
-                    PgType::Array(Box::new(Box::pin(self.resolve_inner(c, p, elem, typmod, depth + 1)).await?))
+                    PgType::Array(Box::new(
+                        Box::pin(self.resolve_inner(c, p, elem, typmod, depth + 1)).await?,
+                    ))
                 } else if name == "citext" {
                     PgType::Text
                 } else {
@@ -173,7 +230,12 @@ fn type_label(t: &PgType) -> String {
 }
 
 /// The schema of one table now: columns in attnum order, key = primary key.
-pub async fn load_table(c: &Client, p: &PgParams, types: &mut TypeResolver, t: &PublishedTable) -> Result<TableSchema, PgError> {
+pub async fn load_table(
+    c: &Client,
+    p: &PgParams,
+    types: &mut TypeResolver,
+    t: &PublishedTable,
+) -> Result<TableSchema, PgError> {
     let rows = c
         .query(
             "SELECT a.attname::text, a.atttypid, a.atttypmod, a.attnotnull, a.attndims, \
@@ -191,14 +253,30 @@ pub async fn load_table(c: &Client, p: &PgParams, types: &mut TypeResolver, t: &
         let (name, oid, typmod, notnull, ndims, is_key): (String, u32, i32, bool, i32, bool) =
             (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
         let pg_type = types.resolve(c, p, oid, typmod, ndims).await?;
-        columns.push(Column { name, pg_type, nullable: !notnull, is_key, added_default: None });
+        columns.push(Column {
+            name,
+            pg_type,
+            nullable: !notnull,
+            is_key,
+            added_default: None,
+        });
     }
-    Ok(TableSchema { rel_id: t.oid, schema: t.schema.clone(), name: t.name.clone(), columns })
+    Ok(TableSchema {
+        rel_id: t.oid,
+        schema: t.schema.clone(),
+        name: t.name.clone(),
+        columns,
+    })
 }
 
 /// The value that rows written before `ADD COLUMN ... DEFAULT <constant>` hold for `column`
 /// (Postgres keeps it in `attmissingval` instead of rewriting the table).
-pub async fn added_default(c: &Client, p: &PgParams, rel_id: u32, column: &str) -> Result<Option<String>, PgError> {
+pub async fn added_default(
+    c: &Client,
+    p: &PgParams,
+    rel_id: u32,
+    column: &str,
+) -> Result<Option<String>, PgError> {
     let row = c
         .query_opt(
             "SELECT attmissingval::text FROM pg_attribute WHERE attrelid = $1 AND attname = $2 AND atthasmissing",
@@ -219,7 +297,11 @@ pub async fn added_default(c: &Client, p: &PgParams, rel_id: u32, column: &str) 
 
 /// Refuses tables whose changes cannot be keyed downstream, naming all of them.
 pub fn check_keys(tables: &[TableSchema]) -> Result<(), PgError> {
-    let bad: Vec<String> = tables.iter().filter(|t| !t.columns.iter().any(|c| c.is_key)).map(|t| t.qualified()).collect();
+    let bad: Vec<String> = tables
+        .iter()
+        .filter(|t| !t.columns.iter().any(|c| c.is_key))
+        .map(|t| t.qualified())
+        .collect();
     if bad.is_empty() {
         Ok(())
     } else {
@@ -239,7 +321,11 @@ pub struct SlotState {
     pub active: bool,
 }
 
-pub async fn slot_state(c: &Client, p: &PgParams, slot: &str) -> Result<Option<SlotState>, PgError> {
+pub async fn slot_state(
+    c: &Client,
+    p: &PgParams,
+    slot: &str,
+) -> Result<Option<SlotState>, PgError> {
     let row = c
         .query_opt(
             "SELECT plugin::text, database::text, confirmed_flush_lsn::text, active FROM pg_replication_slots WHERE slot_name = $1",
@@ -343,7 +429,12 @@ mod tests {
 
     #[test]
     fn refuses_keyless_tables() {
-        let t = TableSchema { rel_id: 1, schema: "public".into(), name: "nokey".into(), columns: vec![] };
+        let t = TableSchema {
+            rel_id: 1,
+            schema: "public".into(),
+            name: "nokey".into(),
+            columns: vec![],
+        };
         let e = check_keys(&[t]).unwrap_err().to_string();
         assert!(e.contains("public.nokey"), "{e}");
     }

@@ -12,7 +12,10 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
     #[error("PostgreSQL at {addr}: cannot connect: {source}")]
-    Connect { addr: String, source: std::io::Error },
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("PostgreSQL at {addr}: connection timed out after {after:?}")]
     ConnectTimeout { addr: String, after: Duration },
     #[error("PostgreSQL at {addr}: {message}")]
@@ -20,7 +23,10 @@ pub enum PgError {
     #[error("PostgreSQL at {addr}: authentication: {message}")]
     Auth { addr: String, message: String },
     #[error("PostgreSQL at {addr}: connection lost: {source}")]
-    Io { addr: String, source: std::io::Error },
+    Io {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("PostgreSQL at {addr}: protocol: {message}")]
     Protocol { addr: String, message: String },
     #[error("PostgreSQL at {addr}: {message}")]

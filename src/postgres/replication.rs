@@ -35,24 +35,44 @@ pub type TextRows = Vec<Vec<Option<String>>>;
 impl ReplicationConn {
     pub async fn connect(p: &PgParams) -> Result<Self, PgError> {
         let addr = p.addr();
-        let stream = tokio::time::timeout(p.connect_timeout, TcpStream::connect((p.host.as_str(), p.port)))
-            .await
-            .map_err(|_| PgError::ConnectTimeout { addr: addr.clone(), after: p.connect_timeout })?
-            .map_err(|source| PgError::Connect { addr: addr.clone(), source })?;
+        let stream = tokio::time::timeout(
+            p.connect_timeout,
+            TcpStream::connect((p.host.as_str(), p.port)),
+        )
+        .await
+        .map_err(|_| PgError::ConnectTimeout {
+            addr: addr.clone(),
+            after: p.connect_timeout,
+        })?
+        .map_err(|source| PgError::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
         stream.set_nodelay(true).ok();
-        let mut conn = ReplicationConn { addr, stream, buf: BytesMut::with_capacity(READ_CHUNK) };
+        let mut conn = ReplicationConn {
+            addr,
+            stream,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+        };
         tokio::time::timeout(p.connect_timeout, conn.startup(p))
             .await
-            .map_err(|_| PgError::ConnectTimeout { addr: conn.addr.clone(), after: p.connect_timeout })??;
+            .map_err(|_| PgError::ConnectTimeout {
+                addr: conn.addr.clone(),
+                after: p.connect_timeout,
+            })??;
         Ok(conn)
     }
 
     async fn startup(&mut self, p: &PgParams) -> Result<(), PgError> {
-        let mut params: Vec<(&str, &str)> =
-            vec![("user", &p.user), ("database", &p.database), ("replication", "database")];
+        let mut params: Vec<(&str, &str)> = vec![
+            ("user", &p.user),
+            ("database", &p.database),
+            ("replication", "database"),
+        ];
         params.extend_from_slice(SESSION_SETTINGS);
         let mut out = BytesMut::new();
-        frontend::startup_message(params.iter().copied(), &mut out).map_err(|e| self.proto(e.to_string()))?;
+        frontend::startup_message(params.iter().copied(), &mut out)
+            .map_err(|e| self.proto(e.to_string()))?;
         self.write(&out).await?;
         let mut scram: Option<ScramSha256> = None;
         loop {
@@ -71,7 +91,8 @@ impl ReplicationConn {
                         body.salt(),
                     );
                     let mut out = BytesMut::new();
-                    frontend::password_message(hash.as_bytes(), &mut out).map_err(|e| self.proto(e.to_string()))?;
+                    frontend::password_message(hash.as_bytes(), &mut out)
+                        .map_err(|e| self.proto(e.to_string()))?;
                     self.write(&out).await?;
                 }
                 Message::AuthenticationSasl(body) => {
@@ -83,10 +104,14 @@ impl ReplicationConn {
                     if !has_scram {
                         return Err(PgError::Auth {
                             addr: self.addr.clone(),
-                            message: "server offers no SASL mechanism we support (SCRAM-SHA-256)".into(),
+                            message: "server offers no SASL mechanism we support (SCRAM-SHA-256)"
+                                .into(),
                         });
                     }
-                    let s = ScramSha256::new(p.password.expose().as_bytes(), ChannelBinding::unsupported());
+                    let s = ScramSha256::new(
+                        p.password.expose().as_bytes(),
+                        ChannelBinding::unsupported(),
+                    );
                     let mut out = BytesMut::new();
                     frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)
                         .map_err(|e| self.proto(e.to_string()))?;
@@ -94,26 +119,47 @@ impl ReplicationConn {
                     scram = Some(s);
                 }
                 Message::AuthenticationSaslContinue(body) => {
-                    let s = scram.as_mut().ok_or_else(|| self.proto("SASL continue without start".into()))?;
-                    s.update(body.data()).map_err(|e| PgError::Auth { addr: self.addr.clone(), message: e.to_string() })?;
+                    let s = scram
+                        .as_mut()
+                        .ok_or_else(|| self.proto("SASL continue without start".into()))?;
+                    s.update(body.data()).map_err(|e| PgError::Auth {
+                        addr: self.addr.clone(),
+                        message: e.to_string(),
+                    })?;
                     let mut out = BytesMut::new();
-                    frontend::sasl_response(s.message(), &mut out).map_err(|e| self.proto(e.to_string()))?;
+                    frontend::sasl_response(s.message(), &mut out)
+                        .map_err(|e| self.proto(e.to_string()))?;
                     self.write(&out).await?;
                 }
                 Message::AuthenticationSaslFinal(body) => {
-                    let mut s = scram.take().ok_or_else(|| self.proto("SASL final without start".into()))?;
-                    s.finish(body.data()).map_err(|e| PgError::Auth { addr: self.addr.clone(), message: e.to_string() })?;
+                    let mut s = scram
+                        .take()
+                        .ok_or_else(|| self.proto("SASL final without start".into()))?;
+                    s.finish(body.data()).map_err(|e| PgError::Auth {
+                        addr: self.addr.clone(),
+                        message: e.to_string(),
+                    })?;
                 }
                 Message::ErrorResponse(body) => {
                     let message = error_text(body.fields());
-                    return Err(if message.contains("password") || message.contains("authentication") {
-                        PgError::Auth { addr: self.addr.clone(), message }
-                    } else {
-                        PgError::Server { addr: self.addr.clone(), message }
-                    });
+                    return Err(
+                        if message.contains("password") || message.contains("authentication") {
+                            PgError::Auth {
+                                addr: self.addr.clone(),
+                                message,
+                            }
+                        } else {
+                            PgError::Server {
+                                addr: self.addr.clone(),
+                                message,
+                            }
+                        },
+                    );
                 }
                 Message::ReadyForQuery(_) => return Ok(()),
-                Message::ParameterStatus(_) | Message::BackendKeyData(_) | Message::NoticeResponse(_) => {}
+                Message::ParameterStatus(_)
+                | Message::BackendKeyData(_)
+                | Message::NoticeResponse(_) => {}
                 _ => return Err(self.proto("unexpected message during startup".into())),
             }
         }
@@ -143,7 +189,10 @@ impl ReplicationConn {
             }
         }
         match error {
-            Some(message) => Err(PgError::Server { addr: self.addr.clone(), message }),
+            Some(message) => Err(PgError::Server {
+                addr: self.addr.clone(),
+                message,
+            }),
             None => Ok(rows),
         }
     }
@@ -181,7 +230,10 @@ impl ReplicationConn {
             }
             match self.read_message().await? {
                 Message::ErrorResponse(body) => {
-                    return Err(PgError::Server { addr: self.addr.clone(), message: error_text(body.fields()) })
+                    return Err(PgError::Server {
+                        addr: self.addr.clone(),
+                        message: error_text(body.fields()),
+                    })
                 }
                 Message::NoticeResponse(_) => {}
                 _ => return Err(self.proto("unexpected reply to START_REPLICATION".into())),
@@ -189,13 +241,26 @@ impl ReplicationConn {
         }
         let (rd, wr) = self.stream.into_split();
         Ok((
-            ReplicationReader { addr: self.addr.clone(), rd, buf: self.buf },
-            ReplicationWriter { addr: self.addr, wr: Arc::new(Mutex::new(wr)) },
+            ReplicationReader {
+                addr: self.addr.clone(),
+                rd,
+                buf: self.buf,
+            },
+            ReplicationWriter {
+                addr: self.addr,
+                wr: Arc::new(Mutex::new(wr)),
+            },
         ))
     }
 
     async fn write(&mut self, b: &[u8]) -> Result<(), PgError> {
-        self.stream.write_all(b).await.map_err(|source| PgError::Io { addr: self.addr.clone(), source })
+        self.stream
+            .write_all(b)
+            .await
+            .map_err(|source| PgError::Io {
+                addr: self.addr.clone(),
+                source,
+            })
     }
 
     async fn read_message(&mut self) -> Result<Message, PgError> {
@@ -211,19 +276,39 @@ impl ReplicationConn {
     }
 
     async fn fill(&mut self) -> Result<(), PgError> {
-        read_more(&mut self.stream, &mut self.buf, &self.addr, "server closed the connection").await
+        read_more(
+            &mut self.stream,
+            &mut self.buf,
+            &self.addr,
+            "server closed the connection",
+        )
+        .await
     }
 
     fn proto(&self, message: String) -> PgError {
-        PgError::Protocol { addr: self.addr.clone(), message }
+        PgError::Protocol {
+            addr: self.addr.clone(),
+            message,
+        }
     }
 }
 
 /// Reads what the socket has into `buf`; the end of the stream is an error.
-async fn read_more<R: tokio::io::AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut, addr: &str, eof: &str) -> Result<(), PgError> {
-    let n = r.read_buf(buf).await.map_err(|source| PgError::Io { addr: addr.to_string(), source })?;
+async fn read_more<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    addr: &str,
+    eof: &str,
+) -> Result<(), PgError> {
+    let n = r.read_buf(buf).await.map_err(|source| PgError::Io {
+        addr: addr.to_string(),
+        source,
+    })?;
     if n == 0 {
-        return Err(PgError::Io { addr: addr.to_string(), source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, eof.to_string()) });
+        return Err(PgError::Io {
+            addr: addr.to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, eof.to_string()),
+        });
     }
     Ok(())
 }
@@ -262,12 +347,18 @@ impl ReplicationReader {
                             Ok(Some(Message::ErrorResponse(body))) => error_text(body.fields()),
                             _ => "unreadable error".into(),
                         };
-                        return Err(PgError::Server { addr: self.addr.clone(), message });
+                        return Err(PgError::Server {
+                            addr: self.addr.clone(),
+                            message,
+                        });
                     }
                     t => {
                         return Err(PgError::Protocol {
                             addr: self.addr.clone(),
-                            message: format!("unexpected message {:?} in the replication stream", t as char),
+                            message: format!(
+                                "unexpected message {:?} in the replication stream",
+                                t as char
+                            ),
                         })
                     }
                 }
@@ -278,7 +369,13 @@ impl ReplicationReader {
             if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
                 self.buf.reserve(READ_CHUNK);
             }
-            read_more(&mut self.rd, &mut self.buf, &self.addr, "server closed the replication stream").await?;
+            read_more(
+                &mut self.rd,
+                &mut self.buf,
+                &self.addr,
+                "server closed the replication stream",
+            )
+            .await?;
         }
     }
 }
@@ -300,11 +397,20 @@ impl ReplicationWriter {
         let payload = encode_standby_status(flushed, now, reply);
         let mut out = BytesMut::with_capacity(40);
         frontend::CopyData::new(&payload[..])
-            .map_err(|e| PgError::Protocol { addr: self.addr.clone(), message: e.to_string() })?
+            .map_err(|e| PgError::Protocol {
+                addr: self.addr.clone(),
+                message: e.to_string(),
+            })?
             .write(&mut out);
         let mut wr = self.wr.lock().await;
-        wr.write_all(&out).await.map_err(|source| PgError::Io { addr: self.addr.clone(), source })?;
-        wr.flush().await.map_err(|source| PgError::Io { addr: self.addr.clone(), source })
+        wr.write_all(&out).await.map_err(|source| PgError::Io {
+            addr: self.addr.clone(),
+            source,
+        })?;
+        wr.flush().await.map_err(|source| PgError::Io {
+            addr: self.addr.clone(),
+            source,
+        })
     }
 
     /// Ends the stream politely (CopyDone, Terminate).
@@ -318,7 +424,9 @@ impl ReplicationWriter {
     }
 }
 
-fn fallible_next<I: fallible_iterator::FallibleIterator>(it: &mut I) -> Result<Option<I::Item>, I::Error> {
+fn fallible_next<I: fallible_iterator::FallibleIterator>(
+    it: &mut I,
+) -> Result<Option<I::Item>, I::Error> {
     it.next()
 }
 

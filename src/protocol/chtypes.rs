@@ -28,7 +28,10 @@ pub struct ServerCaps {
 
 impl ServerCaps {
     pub fn from_version(version: &str) -> ServerCaps {
-        let mut it = version.trim().split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let mut it = version
+            .trim()
+            .split('.')
+            .map(|p| p.parse::<u32>().unwrap_or(0));
         let v = (it.next().unwrap_or(0), it.next().unwrap_or(0));
         let at_least = |maj: u32, min: u32| v >= (maj, min);
         ServerCaps {
@@ -64,7 +67,9 @@ pub enum Codec {
     /// Decimal(P, S): NaN and infinities cannot be held.
     Decimal,
     /// `t`/`f` → `1`/`0` (UInt8) or `true`/`false` (Bool).
-    Bool { words: bool },
+    Bool {
+        words: bool,
+    },
     /// Date32 text, clamped to 1900-01-01..2299-12-31.
     Date32,
     /// Days since 1970-01-01 as Int32 (legacy servers: lossless).
@@ -80,7 +85,10 @@ pub enum Codec {
 
 impl Codec {
     fn quoted_in_array(&self) -> bool {
-        matches!(self, Codec::Text | Codec::Date32 | Codec::DateTime64 | Codec::Bytea)
+        matches!(
+            self,
+            Codec::Text | Codec::Date32 | Codec::DateTime64 | Codec::Bytea
+        )
     }
 }
 
@@ -116,12 +124,25 @@ pub fn map_column(col: &Column, caps: &ServerCaps, json_as: JsonAs) -> ChColumn 
     } else {
         base
     };
-    let mut c = ChColumn { name: col.name.clone(), ch_type, codec, nullable, is_key: col.is_key, note, default_expr: None };
+    let mut c = ChColumn {
+        name: col.name.clone(),
+        ch_type,
+        codec,
+        nullable,
+        is_key: col.is_key,
+        note,
+        default_expr: None,
+    };
     if let Some(v) = &col.added_default {
         // The value in ClickHouse's text form, cast to the column type: ClickHouse computes a
         // DEFAULT for parts written before the column existed.
         let mut tsv = Vec::new();
-        encode_field(&mut tsv, &c, &Cell::Text(bytes::Bytes::copy_from_slice(v.as_bytes())), &mut EncodeStats::default());
+        encode_field(
+            &mut tsv,
+            &c,
+            &Cell::Text(bytes::Bytes::copy_from_slice(v.as_bytes())),
+            &mut EncodeStats::default(),
+        );
         let text = crate::clickhouse::unescape_tsv(&String::from_utf8_lossy(&tsv));
         c.default_expr = Some(format!("CAST({} AS {})", ch_literal(&text), c.ch_type));
     }
@@ -145,7 +166,10 @@ fn map_type(t: &PgType, caps: &ServerCaps, json_as: JsonAs) -> (String, Codec, O
         Numeric(Some((p, sc))) => (
             "String".into(),
             Codec::Text,
-            Some(format!("numeric({p},{sc}) exceeds Decimal precision {}: stored as String", caps.decimal_max_precision)),
+            Some(format!(
+                "numeric({p},{sc}) exceeds Decimal precision {}: stored as String",
+                caps.decimal_max_precision
+            )),
         ),
         Numeric(None) => s("String", Codec::Text),
         Text | Interval | Time | TimeTz => s("String", Codec::Text),
@@ -167,12 +191,18 @@ fn map_type(t: &PgType, caps: &ServerCaps, json_as: JsonAs) -> (String, Codec, O
                 _ if it.starts_with("LowCardinality") => ("String".to_string(), Codec::Text),
                 _ => (it, ic),
             };
-            (format!("Array(Nullable({it}))"), Codec::Array(Box::new(ic)), note)
+            (
+                format!("Array(Nullable({it}))"),
+                Codec::Array(Box::new(ic)),
+                note,
+            )
         }
         Other(name) => (
             "String".into(),
             Codec::Text,
-            Some(format!("type `{name}` has no mapping: stored as its text form in String")),
+            Some(format!(
+                "type `{name}` has no mapping: stored as its text form in String"
+            )),
         ),
     }
 }
@@ -201,7 +231,9 @@ pub fn ch_literal(s: &str) -> String {
 
 /// The ClickHouse table name for a Postgres table under `template` (`{schema}`, `{table}`).
 pub fn table_name(template: &str, schema: &TableSchema) -> String {
-    template.replace("{schema}", &schema.schema).replace("{table}", &schema.name)
+    template
+        .replace("{schema}", &schema.schema)
+        .replace("{table}", &schema.name)
 }
 
 pub const VERSION_COL: &str = "_version";
@@ -210,15 +242,26 @@ pub const DELETED_COL: &str = "_is_deleted";
 pub const LIVE_VIEW_SUFFIX: &str = "_live";
 
 pub fn create_table_sql(db: &str, table: &str, cols: &[ChColumn], caps: &ServerCaps) -> String {
-    let mut defs: Vec<String> = cols.iter().map(|c| format!("{} {}", ch_ident(&c.name), c.ch_type)).collect();
+    let mut defs: Vec<String> = cols
+        .iter()
+        .map(|c| format!("{} {}", ch_ident(&c.name), c.ch_type))
+        .collect();
     defs.push(format!("{} UInt64", ch_ident(VERSION_COL)));
     defs.push(format!("{} UInt8", ch_ident(DELETED_COL)));
     let engine = if caps.is_deleted_engine {
-        format!("ReplacingMergeTree({}, {})", ch_ident(VERSION_COL), ch_ident(DELETED_COL))
+        format!(
+            "ReplacingMergeTree({}, {})",
+            ch_ident(VERSION_COL),
+            ch_ident(DELETED_COL)
+        )
     } else {
         format!("ReplacingMergeTree({})", ch_ident(VERSION_COL))
     };
-    let keys: Vec<String> = cols.iter().filter(|c| c.is_key).map(|c| ch_ident(&c.name)).collect();
+    let keys: Vec<String> = cols
+        .iter()
+        .filter(|c| c.is_key)
+        .map(|c| ch_ident(&c.name))
+        .collect();
     format!(
         "CREATE TABLE IF NOT EXISTS {}.{} ({}) ENGINE = {} ORDER BY ({})",
         ch_ident(db),
@@ -245,7 +288,11 @@ pub fn live_view_sql(db: &str, table: &str) -> (String, String) {
 }
 
 pub fn add_column_sql(db: &str, table: &str, col: &ChColumn) -> String {
-    let default = col.default_expr.as_ref().map(|d| format!(" DEFAULT {d}")).unwrap_or_default();
+    let default = col
+        .default_expr
+        .as_ref()
+        .map(|d| format!(" DEFAULT {d}"))
+        .unwrap_or_default();
     format!(
         "ALTER TABLE {}.{} ADD COLUMN {} {}{}",
         ch_ident(db),
@@ -261,7 +308,12 @@ pub fn insert_sql<'a>(db: &str, table: &str, cols: impl Iterator<Item = &'a str>
     let mut names: Vec<String> = cols.map(ch_ident).collect();
     names.push(ch_ident(VERSION_COL));
     names.push(ch_ident(DELETED_COL));
-    format!("INSERT INTO {}.{} ({}) FORMAT TabSeparated", ch_ident(db), ch_ident(table), names.join(", "))
+    format!(
+        "INSERT INTO {}.{} ({}) FORMAT TabSeparated",
+        ch_ident(db),
+        ch_ident(table),
+        names.join(", ")
+    )
 }
 
 /// Values that a column could not hold as they were.
@@ -353,7 +405,13 @@ fn encode_value(out: &mut Vec<u8>, col: &ChColumn, v: &[u8], stats: &mut EncodeS
 
 /// Writes one value; `quoted` is the form inside an array. Returns false when the value
 /// cannot be represented (the caller writes NULL or the default instead).
-fn encode_scalar(out: &mut Vec<u8>, codec: &Codec, v: &[u8], quoted: bool, stats: &mut EncodeStats) -> bool {
+fn encode_scalar(
+    out: &mut Vec<u8>,
+    codec: &Codec,
+    v: &[u8],
+    quoted: bool,
+    stats: &mut EncodeStats,
+) -> bool {
     let text = || std::str::from_utf8(v).ok();
     let put = |out: &mut Vec<u8>, bytes: &[u8]| {
         if quoted {
@@ -389,7 +447,9 @@ fn encode_scalar(out: &mut Vec<u8>, codec: &Codec, v: &[u8], quoted: bool, stats
             });
         }
         Codec::Date32 => {
-            let Some(mut d) = text().and_then(parse_date_days) else { return false };
+            let Some(mut d) = text().and_then(parse_date_days) else {
+                return false;
+            };
             if !(D32_MIN..=D32_MAX).contains(&d) {
                 stats.clamped += 1;
                 d = d.clamp(D32_MIN, D32_MAX);
@@ -399,11 +459,15 @@ fn encode_scalar(out: &mut Vec<u8>, codec: &Codec, v: &[u8], quoted: bool, stats
             put(out, &tmp);
         }
         Codec::DateDays => {
-            let Some(d) = text().and_then(parse_date_days) else { return false };
+            let Some(d) = text().and_then(parse_date_days) else {
+                return false;
+            };
             out.extend_from_slice(d.to_string().as_bytes());
         }
         Codec::DateTime64 => {
-            let Some(mut us) = text().and_then(parse_timestamp_micros) else { return false };
+            let Some(mut us) = text().and_then(parse_timestamp_micros) else {
+                return false;
+            };
             if !(DT64_MIN..=DT64_MAX).contains(&us) {
                 stats.clamped += 1;
                 us = us.clamp(DT64_MIN, DT64_MAX);
@@ -413,18 +477,24 @@ fn encode_scalar(out: &mut Vec<u8>, codec: &Codec, v: &[u8], quoted: bool, stats
             put(out, &tmp);
         }
         Codec::TimestampMicros => {
-            let Some(us) = text().and_then(parse_timestamp_micros) else { return false };
+            let Some(us) = text().and_then(parse_timestamp_micros) else {
+                return false;
+            };
             out.extend_from_slice(us.to_string().as_bytes());
         }
         Codec::Bytea => {
-            let Some(raw) = parse_bytea_hex(v) else { return false };
+            let Some(raw) = parse_bytea_hex(v) else {
+                return false;
+            };
             put(out, &raw);
         }
         Codec::Array(inner) => {
             if quoted {
                 return false; // nested arrays map to String, never here
             }
-            let Some(elems) = text().and_then(parse_array) else { return false };
+            let Some(elems) = text().and_then(parse_array) else {
+                return false;
+            };
             let mut arr = Vec::with_capacity(v.len() + 8);
             arr.push(b'[');
             for (i, e) in elems.iter().enumerate() {
@@ -435,10 +505,18 @@ fn encode_scalar(out: &mut Vec<u8>, codec: &Codec, v: &[u8], quoted: bool, stats
                     ArrayElem::Null => arr.extend_from_slice(b"NULL"),
                     // 18.16 reads a bare `nan` in Array(Nullable(Float*)) as the start of
                     // NULL and fails the insert; `-nan` is NaN on every version.
-                    ArrayElem::Value(s) if **inner == Codec::Float && s == "NaN" => arr.extend_from_slice(b"-nan"),
+                    ArrayElem::Value(s) if **inner == Codec::Float && s == "NaN" => {
+                        arr.extend_from_slice(b"-nan")
+                    }
                     ArrayElem::Value(s) => {
                         let mark = arr.len();
-                        if !encode_scalar(&mut arr, inner, s.as_bytes(), inner.quoted_in_array(), stats) {
+                        if !encode_scalar(
+                            &mut arr,
+                            inner,
+                            s.as_bytes(),
+                            inner.quoted_in_array(),
+                            stats,
+                        ) {
                             arr.truncate(mark);
                             stats.unrepresentable += 1;
                             arr.extend_from_slice(b"NULL");
@@ -459,7 +537,12 @@ fn encode_scalar(out: &mut Vec<u8>, codec: &Codec, v: &[u8], quoted: bool, stats
 /// The literal is cast to the column type: 18.16 has no implicit String comparison
 /// (`Int32 = String` is an error there).
 pub fn key_equals_sql(col: &ChColumn, value: &str) -> String {
-    format!("{} = CAST({} AS {})", ch_ident(&col.name), ch_literal(value), col.ch_type)
+    format!(
+        "{} = CAST({} AS {})",
+        ch_ident(&col.name),
+        ch_literal(value),
+        col.ch_type
+    )
 }
 
 /// The expression that reads a stored column back for a TOAST lookup. Bytes columns are
@@ -490,7 +573,9 @@ pub fn stored_field_tsv(col: &ChColumn, field: &str) -> Option<Vec<u8>> {
                 }
                 match e {
                     "NULL" => out.extend_from_slice(b"NULL"),
-                    e => quoted_escape(&mut out, &unhex(e.strip_prefix('\'')?.strip_suffix('\'')?)?),
+                    e => {
+                        quoted_escape(&mut out, &unhex(e.strip_prefix('\'')?.strip_suffix('\'')?)?)
+                    }
                 }
             }
             out.push(b']');
@@ -506,7 +591,13 @@ mod tests {
     use bytes::Bytes;
 
     fn col(name: &str, t: PgType, nullable: bool, key: bool) -> Column {
-        Column { name: name.into(), pg_type: t, nullable, is_key: key, added_default: None }
+        Column {
+            name: name.into(),
+            pg_type: t,
+            nullable,
+            is_key: key,
+            added_default: None,
+        }
     }
 
     #[test]
@@ -514,7 +605,9 @@ mod tests {
         let old = ServerCaps::from_version("18.16.1");
         assert!(!old.datetime64 && !old.is_deleted_engine && old.decimal_max_precision == 38);
         let new = ServerCaps::from_version("26.9.1.1");
-        assert!(new.datetime64 && new.date32 && new.is_deleted_engine && new.json_type && new.bool_type);
+        assert!(
+            new.datetime64 && new.date32 && new.is_deleted_engine && new.json_type && new.bool_type
+        );
     }
 
     #[test]
@@ -522,22 +615,40 @@ mod tests {
         let old = ServerCaps::from_version("18.16.1");
         let new = ServerCaps::from_version("26.9.1");
         let ts = col("ts", PgType::TimestampTz, true, false);
-        assert_eq!(map_column(&ts, &new, JsonAs::String).ch_type, "Nullable(DateTime64(6, 'UTC'))");
-        assert_eq!(map_column(&ts, &old, JsonAs::String).ch_type, "Nullable(Int64)");
+        assert_eq!(
+            map_column(&ts, &new, JsonAs::String).ch_type,
+            "Nullable(DateTime64(6, 'UTC'))"
+        );
+        assert_eq!(
+            map_column(&ts, &old, JsonAs::String).ch_type,
+            "Nullable(Int64)"
+        );
         let e = col("mood", PgType::Enum("mood".into()), true, false);
-        assert_eq!(map_column(&e, &new, JsonAs::String).ch_type, "LowCardinality(Nullable(String))");
+        assert_eq!(
+            map_column(&e, &new, JsonAs::String).ch_type,
+            "LowCardinality(Nullable(String))"
+        );
         let n = col("n", PgType::Numeric(Some((60, 10))), false, false);
-        assert_eq!(map_column(&n, &new, JsonAs::String).ch_type, "Decimal(60, 10)");
+        assert_eq!(
+            map_column(&n, &new, JsonAs::String).ch_type,
+            "Decimal(60, 10)"
+        );
         let m = map_column(&n, &old, JsonAs::String);
         assert_eq!(m.ch_type, "String");
         assert!(m.note.is_some());
         let a = col("a", PgType::Array(Box::new(PgType::Int4)), true, false);
-        assert_eq!(map_column(&a, &new, JsonAs::String).ch_type, "Array(Nullable(Int32))");
+        assert_eq!(
+            map_column(&a, &new, JsonAs::String).ch_type,
+            "Array(Nullable(Int32))"
+        );
         let j = col("j", PgType::Jsonb, false, false);
         assert_eq!(map_column(&j, &new, JsonAs::Json).ch_type, "JSON");
         assert_eq!(map_column(&j, &old, JsonAs::Json).ch_type, "String");
         let o = col("o", PgType::Other("point".into()), false, false);
-        assert!(map_column(&o, &new, JsonAs::String).note.unwrap().contains("point"));
+        assert!(map_column(&o, &new, JsonAs::String)
+            .note
+            .unwrap()
+            .contains("point"));
     }
 
     #[test]
@@ -545,7 +656,11 @@ mod tests {
         let new = ServerCaps::from_version("26.9.1");
         let cols = vec![
             map_column(&col("i`d", PgType::Int8, false, true), &new, JsonAs::String),
-            map_column(&col("we\"ird; c", PgType::Text, true, false), &new, JsonAs::String),
+            map_column(
+                &col("we\"ird; c", PgType::Text, true, false),
+                &new,
+                JsonAs::String,
+            ),
         ];
         let sql = create_table_sql("db", "t; DROP", &cols, &new);
         assert_eq!(
@@ -553,11 +668,20 @@ mod tests {
             "CREATE TABLE IF NOT EXISTS `db`.`t; DROP` (`i\\`d` Int64, `we\"ird; c` Nullable(String), `_version` UInt64, `_is_deleted` UInt8) ENGINE = ReplacingMergeTree(`_version`, `_is_deleted`) ORDER BY (`i\\`d`)"
         );
         let old = ServerCaps::from_version("18.16.1");
-        assert!(create_table_sql("db", "t", &cols, &old).contains("ReplacingMergeTree(`_version`) ORDER BY"));
+        assert!(create_table_sql("db", "t", &cols, &old)
+            .contains("ReplacingMergeTree(`_version`) ORDER BY"));
     }
 
     fn enc(codec: Codec, nullable: bool, v: Option<&str>) -> (String, EncodeStats) {
-        let c = ChColumn { name: "c".into(), ch_type: String::new(), codec, nullable, is_key: false, note: None, default_expr: None };
+        let c = ChColumn {
+            name: "c".into(),
+            ch_type: String::new(),
+            codec,
+            nullable,
+            is_key: false,
+            note: None,
+            default_expr: None,
+        };
         let cell = match v {
             Some(v) => Cell::Text(Bytes::copy_from_slice(v.as_bytes())),
             None => Cell::Null,
@@ -574,50 +698,112 @@ mod tests {
         assert_eq!(enc(Codec::Text, true, None).0, "\\N\t7\t0\n");
         assert_eq!(enc(Codec::Text, false, None).0, "\t7\t0\n");
         assert_eq!(enc(Codec::Float, true, Some("-Infinity")).0, "-inf\t7\t0\n");
-        assert_eq!(enc(Codec::Bool { words: false }, true, Some("t")).0, "1\t7\t0\n");
-        assert_eq!(enc(Codec::DateTime64, true, Some("2024-01-02 03:04:05.5+00")).0, "2024-01-02 03:04:05.500000\t7\t0\n");
+        assert_eq!(
+            enc(Codec::Bool { words: false }, true, Some("t")).0,
+            "1\t7\t0\n"
+        );
+        assert_eq!(
+            enc(Codec::DateTime64, true, Some("2024-01-02 03:04:05.5+00")).0,
+            "2024-01-02 03:04:05.500000\t7\t0\n"
+        );
         let (s, st) = enc(Codec::Date32, true, Some("0001-01-01"));
         assert_eq!((s.as_str(), st.clamped), ("1900-01-01\t7\t0\n", 1));
-        assert_eq!(enc(Codec::DateDays, true, Some("0001-01-01")).0, "-719162\t7\t0\n");
-        assert_eq!(enc(Codec::TimestampMicros, true, Some("1970-01-01 00:00:01+00")).0, "1000000\t7\t0\n");
+        assert_eq!(
+            enc(Codec::DateDays, true, Some("0001-01-01")).0,
+            "-719162\t7\t0\n"
+        );
+        assert_eq!(
+            enc(Codec::TimestampMicros, true, Some("1970-01-01 00:00:01+00")).0,
+            "1000000\t7\t0\n"
+        );
         let (s, st) = enc(Codec::Decimal, true, Some("NaN"));
         assert_eq!((s.as_str(), st.unrepresentable), ("\\N\t7\t0\n", 1));
         assert_eq!(enc(Codec::Bytea, true, Some("\\x0941")).0, "\\tA\t7\t0\n");
         assert_eq!(
-            enc(Codec::Array(Box::new(Codec::Text)), false, Some(r#"{a,NULL,"it's\\"}"#)).0,
+            enc(
+                Codec::Array(Box::new(Codec::Text)),
+                false,
+                Some(r#"{a,NULL,"it's\\"}"#)
+            )
+            .0,
             "['a',NULL,'it\\'s\\\\']\t7\t0\n"
         );
-        assert_eq!(enc(Codec::Array(Box::new(Codec::Number)), false, Some("{1,NULL}")).0, "[1,NULL]\t7\t0\n");
         assert_eq!(
-            enc(Codec::Array(Box::new(Codec::Float)), false, Some("{1.5,NaN,-Infinity,NULL}")).0,
+            enc(
+                Codec::Array(Box::new(Codec::Number)),
+                false,
+                Some("{1,NULL}")
+            )
+            .0,
+            "[1,NULL]\t7\t0\n"
+        );
+        assert_eq!(
+            enc(
+                Codec::Array(Box::new(Codec::Float)),
+                false,
+                Some("{1.5,NaN,-Infinity,NULL}")
+            )
+            .0,
             "[1.5,-nan,-inf,NULL]\t7\t0\n"
         );
         let (s, st) = enc(Codec::DateTime64, false, Some("not a time"));
-        assert_eq!((s.as_str(), st.unrepresentable), ("1970-01-01 00:00:00\t7\t0\n", 1));
+        assert_eq!(
+            (s.as_str(), st.unrepresentable),
+            ("1970-01-01 00:00:00\t7\t0\n", 1)
+        );
     }
 
     #[test]
     fn key_lookup_casts_the_literal() {
-        let c = |t: PgType, caps: &str| map_column(&col("k", t, false, true), &ServerCaps::from_version(caps), JsonAs::String);
-        assert_eq!(key_equals_sql(&c(PgType::Int4, "18.16.1"), "1"), "`k` = CAST('1' AS Int32)");
+        let c = |t: PgType, caps: &str| {
+            map_column(
+                &col("k", t, false, true),
+                &ServerCaps::from_version(caps),
+                JsonAs::String,
+            )
+        };
         assert_eq!(
-            key_equals_sql(&c(PgType::TimestampTz, "26.9.1"), "2024-01-02 03:04:05.000000"),
+            key_equals_sql(&c(PgType::Int4, "18.16.1"), "1"),
+            "`k` = CAST('1' AS Int32)"
+        );
+        assert_eq!(
+            key_equals_sql(
+                &c(PgType::TimestampTz, "26.9.1"),
+                "2024-01-02 03:04:05.000000"
+            ),
             "`k` = CAST('2024-01-02 03:04:05.000000' AS DateTime64(6, 'UTC'))"
         );
-        assert_eq!(key_equals_sql(&c(PgType::Text, "18.16.1"), "it's"), "`k` = CAST('it\\'s' AS String)");
+        assert_eq!(
+            key_equals_sql(&c(PgType::Text, "18.16.1"), "it's"),
+            "`k` = CAST('it\\'s' AS String)"
+        );
     }
 
     #[test]
     fn stored_bytes_read_back_as_hex() {
-        let c = |codec: Codec| ChColumn { name: "b".into(), ch_type: String::new(), codec, nullable: true, is_key: false, note: None, default_expr: None };
+        let c = |codec: Codec| ChColumn {
+            name: "b".into(),
+            ch_type: String::new(),
+            codec,
+            nullable: true,
+            is_key: false,
+            note: None,
+            default_expr: None,
+        };
         let b = c(Codec::Bytea);
         assert_eq!(stored_select_expr(&b), "hex(`b`)");
-        assert_eq!(stored_field_tsv(&b, "00FF095C27").unwrap(), b"\\0\xff\\t\\\\'");
+        assert_eq!(
+            stored_field_tsv(&b, "00FF095C27").unwrap(),
+            b"\\0\xff\\t\\\\'"
+        );
         assert_eq!(stored_field_tsv(&b, "\\N").unwrap(), b"\\N");
         assert_eq!(stored_field_tsv(&b, "0"), None);
         let a = c(Codec::Array(Box::new(Codec::Bytea)));
         assert_eq!(stored_select_expr(&a), "arrayMap(x -> hex(x), `b`)");
-        assert_eq!(stored_field_tsv(&a, "['FF27',NULL,'']").unwrap(), b"['\xff\\'',NULL,'']");
+        assert_eq!(
+            stored_field_tsv(&a, "['FF27',NULL,'']").unwrap(),
+            b"['\xff\\'',NULL,'']"
+        );
         assert_eq!(stored_field_tsv(&a, "[]").unwrap(), b"[]");
         let t = c(Codec::Text);
         assert_eq!(stored_select_expr(&t), "`b`");

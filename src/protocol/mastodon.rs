@@ -17,7 +17,11 @@ use crate::protocol::pgtext::days_from_civil;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MastodonError {
     #[error("malformed `{event}` event: {message} (data starts {excerpt:?})")]
-    Json { event: String, message: String, excerpt: String },
+    Json {
+        event: String,
+        message: String,
+        excerpt: String,
+    },
     #[error("`delete` event without a status id")]
     EmptyDelete,
     #[error("stream event {event:?} dropped: {bytes} bytes exceed the per-event cap")]
@@ -338,10 +342,21 @@ impl SseParser {
         let data = std::mem::take(&mut self.data);
         let has_data = std::mem::take(&mut self.has_data);
         if std::mem::take(&mut self.dropping) {
-            frames.push(SseFrame::Dropped { event: self.dropped_name.take(), bytes });
+            frames.push(SseFrame::Dropped {
+                event: self.dropped_name.take(),
+                bytes,
+            });
         } else if has_data {
-            let event = if event.is_empty() { "message".to_owned() } else { event };
-            frames.push(SseFrame::Event(SseEvent { event, data, id: self.last_id.clone() }));
+            let event = if event.is_empty() {
+                "message".to_owned()
+            } else {
+                event
+            };
+            frames.push(SseFrame::Event(SseEvent {
+                event,
+                data,
+                id: self.last_id.clone(),
+            }));
         }
     }
 }
@@ -369,9 +384,10 @@ pub enum StreamEvent {
 pub fn parse_event(frame: &SseFrame) -> Result<StreamEvent, MastodonError> {
     match frame {
         SseFrame::Heartbeat(_) => Ok(StreamEvent::Heartbeat),
-        SseFrame::Dropped { event, bytes } => {
-            Err(MastodonError::EventTooLarge { event: event.clone(), bytes: *bytes })
-        }
+        SseFrame::Dropped { event, bytes } => Err(MastodonError::EventTooLarge {
+            event: event.clone(),
+            bytes: *bytes,
+        }),
         SseFrame::Event(e) => parse_payload(&e.event, &e.data),
     }
 }
@@ -400,8 +416,12 @@ pub fn parse_websocket_message(text: &str) -> Result<StreamEvent, MastodonError>
 /// form, and what some proxies re-encode to).
 fn parse_payload(event: &str, data: &str) -> Result<StreamEvent, MastodonError> {
     match event {
-        "update" => Ok(StreamEvent::Update(Box::new(parse_status_payload(event, data)?))),
-        "status.update" => Ok(StreamEvent::Edit(Box::new(parse_status_payload(event, data)?))),
+        "update" => Ok(StreamEvent::Update(Box::new(parse_status_payload(
+            event, data,
+        )?))),
+        "status.update" => Ok(StreamEvent::Edit(Box::new(parse_status_payload(
+            event, data,
+        )?))),
         "delete" => {
             let raw = data.trim();
             let id = if raw.starts_with('"') {
@@ -478,14 +498,20 @@ pub fn html_to_text(html: &str) -> String {
                         let lower = html[i..].to_ascii_lowercase();
                         i += match lower.find(&close) {
                             Some(p) => {
-                                p + html[i + p..].find('>').map_or(html.len() - i - p, |g| g + 1)
+                                p + html[i + p..]
+                                    .find('>')
+                                    .map_or(html.len() - i - p, |g| g + 1)
                             }
                             None => html.len() - i,
                         };
                     }
                     (name, closing) if is_block(name) => {
                         if name == "pre" {
-                            pre = if closing { pre.saturating_sub(1) } else { pre + 1 };
+                            pre = if closing {
+                                pre.saturating_sub(1)
+                            } else {
+                                pre + 1
+                            };
                         }
                         if name == "li" {
                             ensure_newlines(&mut out, 1);
@@ -533,7 +559,10 @@ fn parse_tag(s: &str) -> Option<(Tag0, usize)> {
         return None;
     }
     let start = j;
-    while b.get(j).is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'!' || *c == b'-') {
+    while b
+        .get(j)
+        .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'!' || *c == b'-')
+    {
         j += 1;
     }
     let name = s[start..j].to_ascii_lowercase();
@@ -792,7 +821,10 @@ pub fn compare_ids(a: &str, b: &str) -> Ordering {
     match (num(a), num(b)) {
         (true, true) => {
             let (x, y) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
-            x.len().cmp(&y.len()).then_with(|| x.cmp(y)).then_with(|| a.cmp(b))
+            x.len()
+                .cmp(&y.len())
+                .then_with(|| x.cmp(y))
+                .then_with(|| a.cmp(b))
         }
         (true, false) => Ordering::Less,
         (false, true) => Ordering::Greater,
@@ -846,7 +878,10 @@ pub fn parse_link_header(value: &str) -> Vec<(String, String)> {
 
 /// The url of the first link with this rel (`"next"`: older statuses, `"prev"`: newer).
 pub fn link_for_rel(header: &str, rel: &str) -> Option<String> {
-    parse_link_header(header).into_iter().find(|(_, r)| r.eq_ignore_ascii_case(rel)).map(|(u, _)| u)
+    parse_link_header(header)
+        .into_iter()
+        .find(|(_, r)| r.eq_ignore_ascii_case(rel))
+        .map(|(u, _)| u)
 }
 
 /// The value of a query parameter of a URL (`min_id` of a `prev` link), undecoded except
@@ -868,9 +903,10 @@ fn percent_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'%' => {
-                if let (Some(h), Some(l)) =
-                    (b.get(i + 1).and_then(|&c| hex(c)), b.get(i + 2).and_then(|&c| hex(c)))
-                {
+                if let (Some(h), Some(l)) = (
+                    b.get(i + 1).and_then(|&c| hex(c)),
+                    b.get(i + 2).and_then(|&c| hex(c)),
+                ) {
                     out.push((h * 16 + l) as u8);
                     i += 3;
                     continue;
@@ -1093,7 +1129,10 @@ mod tests {
         assert_eq!(s.account.id, "7");
         assert_eq!(s.content, "");
         assert!(!s.account.bot);
-        assert!(serde_json::from_str::<Status>(r#"{"content": "x"}"#).is_err(), "id is required");
+        assert!(
+            serde_json::from_str::<Status>(r#"{"content": "x"}"#).is_err(),
+            "id is required"
+        );
     }
 
     // -- SSE -------------------------------------------------------------------------
@@ -1124,7 +1163,11 @@ mod tests {
             }
             let mut p = SseParser::new();
             let f = p.push(&input);
-            assert_eq!(events(&f), vec![("delete", "5"), ("message", "6")], "sep {sep:?}");
+            assert_eq!(
+                events(&f),
+                vec![("delete", "5"), ("message", "6")],
+                "sep {sep:?}"
+            );
         }
     }
 
@@ -1136,7 +1179,11 @@ mod tests {
         let whole = SseParser::new().push(input);
         assert_eq!(
             events(&whole),
-            vec![("update", "caf\u{e9} \u{1f600}"), ("delete", "12"), ("message", "x")]
+            vec![
+                ("update", "caf\u{e9} \u{1f600}"),
+                ("delete", "12"),
+                ("message", "x")
+            ]
         );
         for size in 1..input.len() {
             let mut p = SseParser::new();
@@ -1202,7 +1249,11 @@ mod tests {
         let mut f = p.push(b"event: update\ndata: ");
         for _ in 0..1000 {
             f.extend(p.push(&[b'x'; 100]));
-            assert!(p.buffered_bytes() <= 64, "buffer grew to {}", p.buffered_bytes());
+            assert!(
+                p.buffered_bytes() <= 64,
+                "buffer grew to {}",
+                p.buffered_bytes()
+            );
         }
         f.extend(p.push(b"\ndata: more\n\nevent: delete\ndata: 1\n\n"));
         match &f[0] {
@@ -1212,8 +1263,15 @@ mod tests {
             }
             other => panic!("expected Dropped, got {other:?}"),
         }
-        assert_eq!(events(&f), vec![("delete", "1")], "the parser recovers after the blank line");
-        assert!(matches!(parse_event(&f[0]), Err(MastodonError::EventTooLarge { .. })));
+        assert_eq!(
+            events(&f),
+            vec![("delete", "1")],
+            "the parser recovers after the blank line"
+        );
+        assert!(matches!(
+            parse_event(&f[0]),
+            Err(MastodonError::EventTooLarge { .. })
+        ));
     }
 
     #[test]
@@ -1239,7 +1297,11 @@ mod tests {
     // -- stream events ---------------------------------------------------------------
 
     fn frame(event: &str, data: &str) -> SseFrame {
-        SseFrame::Event(SseEvent { event: event.into(), data: data.into(), id: None })
+        SseFrame::Event(SseEvent {
+            event: event.into(),
+            data: data.into(),
+            id: None,
+        })
     }
 
     #[test]
@@ -1251,18 +1313,30 @@ mod tests {
             Ok(StreamEvent::Update(s)) => assert_eq!(s.id, "113500000000000001"),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(parse_event(&frame("status.update", &compact)), Ok(StreamEvent::Edit(_))));
-        assert_eq!(parse_event(&frame("delete", "1234")), Ok(StreamEvent::Delete("1234".into())));
+        assert!(matches!(
+            parse_event(&frame("status.update", &compact)),
+            Ok(StreamEvent::Edit(_))
+        ));
+        assert_eq!(
+            parse_event(&frame("delete", "1234")),
+            Ok(StreamEvent::Delete("1234".into()))
+        );
         assert_eq!(
             parse_event(&frame("delete", "\"1234\"")),
             Ok(StreamEvent::Delete("1234".into()))
         );
-        assert_eq!(parse_event(&frame("delete", " ")), Err(MastodonError::EmptyDelete));
+        assert_eq!(
+            parse_event(&frame("delete", " ")),
+            Err(MastodonError::EmptyDelete)
+        );
         assert_eq!(
             parse_event(&frame("notification", "{}")),
             Ok(StreamEvent::Other("notification".into()))
         );
-        assert_eq!(parse_event(&SseFrame::Heartbeat("thump".into())), Ok(StreamEvent::Heartbeat));
+        assert_eq!(
+            parse_event(&SseFrame::Heartbeat("thump".into())),
+            Ok(StreamEvent::Heartbeat)
+        );
     }
 
     #[test]
@@ -1271,7 +1345,10 @@ mod tests {
             serde_json::to_string(&serde_json::from_str::<serde_json::Value>(STATUS).unwrap())
                 .unwrap();
         let as_string = serde_json::to_string(&compact).unwrap();
-        assert!(matches!(parse_event(&frame("update", &as_string)), Ok(StreamEvent::Update(_))));
+        assert!(matches!(
+            parse_event(&frame("update", &as_string)),
+            Ok(StreamEvent::Update(_))
+        ));
     }
 
     #[test]
@@ -1298,9 +1375,15 @@ mod tests {
                 .unwrap();
         let msg = serde_json::json!({"stream": ["public"], "event": "update", "payload": compact})
             .to_string();
-        assert!(matches!(parse_websocket_message(&msg), Ok(StreamEvent::Update(_))));
+        assert!(matches!(
+            parse_websocket_message(&msg),
+            Ok(StreamEvent::Update(_))
+        ));
         let del = r#"{"stream":["public"],"event":"delete","payload":"99"}"#;
-        assert_eq!(parse_websocket_message(del), Ok(StreamEvent::Delete("99".into())));
+        assert_eq!(
+            parse_websocket_message(del),
+            Ok(StreamEvent::Delete("99".into()))
+        );
         assert!(parse_websocket_message("nope").is_err());
     }
 
@@ -1311,7 +1394,10 @@ mod tests {
         assert_eq!(html_to_text("<p>Hello</p><p>World</p>"), "Hello\n\nWorld");
         assert_eq!(html_to_text("<p>a<br>b<br/>c<br />d</p>"), "a\nb\nc\nd");
         assert_eq!(html_to_text("<p>  spaced \n  out  </p>"), "spaced out");
-        assert_eq!(html_to_text("<ul><li>one</li><li>two</li></ul>"), "one\ntwo");
+        assert_eq!(
+            html_to_text("<ul><li>one</li><li>two</li></ul>"),
+            "one\ntwo"
+        );
     }
 
     #[test]
@@ -1332,7 +1418,10 @@ mod tests {
             html_to_text("it&#8217;s &#x1F600; &#X1f600;"),
             "it\u{2019}s \u{1f600} \u{1f600}"
         );
-        assert_eq!(html_to_text("x&nbsp;y &hellip; &mdash; &eacute;"), "x\u{a0}y … — é");
+        assert_eq!(
+            html_to_text("x&nbsp;y &hellip; &mdash; &eacute;"),
+            "x\u{a0}y … — é"
+        );
         // Invalid or unknown entities stay as written.
         for s in [
             "&bogus;",
@@ -1359,7 +1448,10 @@ mod tests {
         assert_eq!(html_to_text("trailing <a href=\"x"), "trailing <a href=\"x");
         assert_eq!(html_to_text("<a title=\"1 > 0\">yes</a>"), "yes");
         assert_eq!(html_to_text("x<!-- hidden -->y<!-- open"), "xy");
-        assert_eq!(html_to_text("<script>alert(1)</script>ok<style>p{}</style>"), "ok");
+        assert_eq!(
+            html_to_text("<script>alert(1)</script>ok<style>p{}</style>"),
+            "ok"
+        );
         assert_eq!(html_to_text("<SCRIPT>x</Script>ok"), "ok");
         assert_eq!(html_to_text("<script>never closed"), "");
         assert_eq!(html_to_text("<pre>  keep\n  this</pre>"), "keep\n  this");
@@ -1376,7 +1468,10 @@ mod tests {
         assert_eq!(p.instance, "mastodon.social");
         assert_eq!(p.username, "alice@mastodon.social");
         assert_eq!(p.text, "Hello & welcome!\n\nSecond\nline");
-        assert_eq!(p.url.as_deref(), Some("https://mastodon.social/@alice/113500000000000001"));
+        assert_eq!(
+            p.url.as_deref(),
+            Some("https://mastodon.social/@alice/113500000000000001")
+        );
         assert!(!p.reblog && !p.bot);
         assert_eq!(p.created_at, "2024-11-20T10:00:00.000Z");
     }
@@ -1400,7 +1495,11 @@ mod tests {
             id: "999".into(),
             created_at: "2024-11-21T00:00:00Z".into(),
             content: String::new(),
-            account: Account { acct: "carol".into(), bot: true, ..Account::default() },
+            account: Account {
+                acct: "carol".into(),
+                bot: true,
+                ..Account::default()
+            },
             reblog: Some(Box::new(original.clone())),
             ..Status::default()
         };
@@ -1415,7 +1514,10 @@ mod tests {
     #[test]
     fn instance_host_normalises() {
         assert_eq!(instance_host("mastodon.social"), "mastodon.social");
-        assert_eq!(instance_host(" https://u@Fosstodon.org:8443/api?x#y "), "fosstodon.org:8443");
+        assert_eq!(
+            instance_host(" https://u@Fosstodon.org:8443/api?x#y "),
+            "fosstodon.org:8443"
+        );
         assert_eq!(instance_host(""), "");
     }
 
@@ -1424,7 +1526,10 @@ mod tests {
     #[test]
     fn ids_compare_numerically() {
         assert_eq!(compare_ids("9", "10"), Ordering::Less);
-        assert_eq!(compare_ids("113500000000000002", "113500000000000001"), Ordering::Greater);
+        assert_eq!(
+            compare_ids("113500000000000002", "113500000000000001"),
+            Ordering::Greater
+        );
         assert_eq!(compare_ids("100", "100"), Ordering::Equal);
         assert_eq!(compare_ids("007", "8"), Ordering::Less);
         assert_eq!(compare_ids("abc", "abd"), Ordering::Less);
@@ -1435,8 +1540,9 @@ mod tests {
 
     #[test]
     fn id_order_is_total_so_sorting_never_panics() {
-        let mut ids: Vec<&str> =
-            vec!["10", "9", "1a", "", "007", "7", "a", "Z", "100", "0", "9a", "-1"];
+        let mut ids: Vec<&str> = vec![
+            "10", "9", "1a", "", "007", "7", "a", "Z", "100", "0", "9a", "-1",
+        ];
         ids.sort_by(|a, b| compare_ids(a, b));
         for w in ids.windows(2) {
             assert_ne!(compare_ids(w[0], w[1]), Ordering::Greater, "{w:?}");
@@ -1459,8 +1565,14 @@ mod tests {
         assert_eq!(
             parse_link_header(h),
             vec![
-                ("https://x/api/v1/timelines/public?min_id=123".into(), "prev".into()),
-                ("https://x/api/v1/timelines/public?max_id=100".into(), "next".into()),
+                (
+                    "https://x/api/v1/timelines/public?min_id=123".into(),
+                    "prev".into()
+                ),
+                (
+                    "https://x/api/v1/timelines/public?max_id=100".into(),
+                    "next".into()
+                ),
             ]
         );
         let next = link_for_rel(h, "next").unwrap();
@@ -1474,7 +1586,10 @@ mod tests {
     fn link_header_odd_forms() {
         assert_eq!(
             parse_link_header("<https://a/?x=1,2>; title=\"a, b\"; REL=next, <b>;rel=prev"),
-            vec![("https://a/?x=1,2".into(), "next".into()), ("b".into(), "prev".into())]
+            vec![
+                ("https://a/?x=1,2".into(), "next".into()),
+                ("b".into(), "prev".into())
+            ]
         );
         assert_eq!(parse_link_header("<u>; rel=\"prev next\"").len(), 2);
         assert!(parse_link_header("").is_empty());
@@ -1484,7 +1599,10 @@ mod tests {
             query_param("https://x/?tag=caf%C3%A9+au+lait&a", "tag").as_deref(),
             Some("café au lait")
         );
-        assert_eq!(query_param("https://x/?a=%zz%4", "a").as_deref(), Some("%zz%4"));
+        assert_eq!(
+            query_param("https://x/?a=%zz%4", "a").as_deref(),
+            Some("%zz%4")
+        );
     }
 
     // -- rate limits -----------------------------------------------------------------
@@ -1522,7 +1640,10 @@ mod tests {
         let now = parse_http_date_unix("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
         assert_eq!(now, 784_111_777);
         assert_eq!(parse_retry_after("120", now), Some(120));
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:50:37 GMT", now), Some(60));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:50:37 GMT", now),
+            Some(60)
+        );
         assert_eq!(
             parse_retry_after("Sun, 06 Nov 1994 08:40:00 GMT", now),
             Some(0),
@@ -1530,14 +1651,20 @@ mod tests {
         );
         assert_eq!(parse_retry_after("-5", now), None);
         assert_eq!(parse_retry_after("soon", now), None);
-        assert_eq!(parse_retry_after("99999999999999999999999", now), Some(u64::MAX));
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now),
+            Some(u64::MAX)
+        );
     }
 
     #[test]
     fn rfc3339_forms() {
         assert_eq!(parse_rfc3339_unix("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_rfc3339_unix("1970-01-01T02:00:00+02:00"), Some(0));
-        assert_eq!(parse_rfc3339_unix("1970-01-01 00:00:01.5-00:30"), Some(1801));
+        assert_eq!(
+            parse_rfc3339_unix("1970-01-01 00:00:01.5-00:30"),
+            Some(1801)
+        );
         for bad in [
             "",
             "2024-13-01T00:00:00Z",
@@ -1575,7 +1702,13 @@ mod tests {
             serde_json::to_string(&serde_json::from_str::<serde_json::Value>(STATUS).unwrap())
                 .unwrap();
         let mut inputs: Vec<Vec<u8>> = (0..300)
-            .map(|i| noise(i, (i as usize * 7) % 400, if i % 2 == 0 { &all } else { markup }))
+            .map(|i| {
+                noise(
+                    i,
+                    (i as usize * 7) % 400,
+                    if i % 2 == 0 { &all } else { markup },
+                )
+            })
             .collect();
         let sample = format!("event: update\ndata: {compact}\n\n");
         inputs.extend((0..sample.len()).map(|cut| sample.as_bytes()[..cut].to_vec()));
@@ -1601,13 +1734,19 @@ mod tests {
             }
         }
         for cut in 0..compact.len() {
-            assert!(parse_event(&frame("update", &compact[..cut])).is_err(), "cut at {cut}");
+            assert!(
+                parse_event(&frame("update", &compact[..cut])).is_err(),
+                "cut at {cut}"
+            );
         }
     }
 
     #[test]
     fn escaped_markers_stay_text() {
         // Entities are decoded after tags are stripped: escaped markers are text, not tags.
-        assert_eq!(html_to_text("<p>&lt;&lt;&lt;POST hi &lt;/post&gt; POST&gt;&gt;&gt;</p>"), "<<<POST hi </post> POST>>>");
+        assert_eq!(
+            html_to_text("<p>&lt;&lt;&lt;POST hi &lt;/post&gt; POST&gt;&gt;&gt;</p>"),
+            "<<<POST hi </post> POST>>>"
+        );
     }
 }

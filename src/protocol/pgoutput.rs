@@ -35,8 +35,15 @@ pub enum DecodeError {
 /// A CopyData payload of a replication stream.
 #[derive(Debug, PartialEq)]
 pub enum ReplicationMessage {
-    XLogData { wal_start: Lsn, wal_end: Lsn, data: Bytes },
-    Keepalive { wal_end: Lsn, reply_requested: bool },
+    XLogData {
+        wal_start: Lsn,
+        wal_end: Lsn,
+        data: Bytes,
+    },
+    Keepalive {
+        wal_end: Lsn,
+        reply_requested: bool,
+    },
 }
 
 pub fn decode_replication(mut b: Bytes) -> Result<ReplicationMessage, DecodeError> {
@@ -46,15 +53,25 @@ pub fn decode_replication(mut b: Bytes) -> Result<ReplicationMessage, DecodeErro
             let wal_start = get_u64(&mut b, "XLogData")?;
             let wal_end = get_u64(&mut b, "XLogData")?;
             let _ts = get_u64(&mut b, "XLogData")?;
-            Ok(ReplicationMessage::XLogData { wal_start, wal_end, data: b })
+            Ok(ReplicationMessage::XLogData {
+                wal_start,
+                wal_end,
+                data: b,
+            })
         }
         b'k' => {
             let wal_end = get_u64(&mut b, "keepalive")?;
             let _ts = get_u64(&mut b, "keepalive")?;
             let reply = get_u8(&mut b, "keepalive")?;
-            Ok(ReplicationMessage::Keepalive { wal_end, reply_requested: reply == 1 })
+            Ok(ReplicationMessage::Keepalive {
+                wal_end,
+                reply_requested: reply == 1,
+            })
         }
-        tag => Err(DecodeError::UnknownTag { what: "replication message", tag }),
+        tag => Err(DecodeError::UnknownTag {
+            what: "replication message",
+            tag,
+        }),
     }
 }
 
@@ -96,18 +113,52 @@ pub enum Cell {
 
 #[derive(Debug, PartialEq)]
 pub enum LogicalMessage {
-    Begin { final_lsn: Lsn, commit_ts: i64, xid: u32 },
-    Commit { commit_lsn: Lsn, end_lsn: Lsn, commit_ts: i64 },
+    Begin {
+        final_lsn: Lsn,
+        commit_ts: i64,
+        xid: u32,
+    },
+    Commit {
+        commit_lsn: Lsn,
+        end_lsn: Lsn,
+        commit_ts: i64,
+    },
     Origin,
-    Relation { rel_id: u32, namespace: String, name: String, replica_identity: u8, columns: Vec<RelationColumn> },
-    Type { oid: u32, namespace: String, name: String },
-    Insert { rel_id: u32, new: Vec<Cell> },
+    Relation {
+        rel_id: u32,
+        namespace: String,
+        name: String,
+        replica_identity: u8,
+        columns: Vec<RelationColumn>,
+    },
+    Type {
+        oid: u32,
+        namespace: String,
+        name: String,
+    },
+    Insert {
+        rel_id: u32,
+        new: Vec<Cell>,
+    },
     /// `old` is the key (`K`) or the whole old row (`O`, REPLICA IDENTITY FULL) when sent.
-    Update { rel_id: u32, old: Option<Vec<Cell>>, new: Vec<Cell> },
-    Delete { rel_id: u32, old: Vec<Cell> },
-    Truncate { rel_ids: Vec<u32>, cascade: bool, restart_identity: bool },
+    Update {
+        rel_id: u32,
+        old: Option<Vec<Cell>>,
+        new: Vec<Cell>,
+    },
+    Delete {
+        rel_id: u32,
+        old: Vec<Cell>,
+    },
+    Truncate {
+        rel_ids: Vec<u32>,
+        cascade: bool,
+        restart_identity: bool,
+    },
     /// A logical decoding message (`pg_logical_emit_message`).
-    Message { prefix: String },
+    Message {
+        prefix: String,
+    },
 }
 
 pub fn decode_logical(mut b: Bytes) -> Result<LogicalMessage, DecodeError> {
@@ -146,7 +197,13 @@ pub fn decode_logical(mut b: Bytes) -> Result<LogicalMessage, DecodeError> {
                     type_mod: get_u32(&mut b, "Relation column")? as i32,
                 });
             }
-            LogicalMessage::Relation { rel_id, namespace, name, replica_identity, columns }
+            LogicalMessage::Relation {
+                rel_id,
+                namespace,
+                name,
+                replica_identity,
+                columns,
+            }
         }
         b'Y' => LogicalMessage::Type {
             oid: get_u32(&mut b, "Type")?,
@@ -156,7 +213,10 @@ pub fn decode_logical(mut b: Bytes) -> Result<LogicalMessage, DecodeError> {
         b'I' => {
             let rel_id = get_u32(&mut b, "Insert")?;
             expect(&mut b, b'N', "Insert")?;
-            LogicalMessage::Insert { rel_id, new: tuple(&mut b)? }
+            LogicalMessage::Insert {
+                rel_id,
+                new: tuple(&mut b)?,
+            }
         }
         b'U' => {
             let rel_id = get_u32(&mut b, "Update")?;
@@ -167,17 +227,30 @@ pub fn decode_logical(mut b: Bytes) -> Result<LogicalMessage, DecodeError> {
                 kind = get_u8(&mut b, "Update")?;
             }
             if kind != b'N' {
-                return Err(DecodeError::UnknownTag { what: "Update tuple", tag: kind });
+                return Err(DecodeError::UnknownTag {
+                    what: "Update tuple",
+                    tag: kind,
+                });
             }
-            LogicalMessage::Update { rel_id, old, new: tuple(&mut b)? }
+            LogicalMessage::Update {
+                rel_id,
+                old,
+                new: tuple(&mut b)?,
+            }
         }
         b'D' => {
             let rel_id = get_u32(&mut b, "Delete")?;
             let kind = get_u8(&mut b, "Delete")?;
             if kind != b'K' && kind != b'O' {
-                return Err(DecodeError::UnknownTag { what: "Delete tuple", tag: kind });
+                return Err(DecodeError::UnknownTag {
+                    what: "Delete tuple",
+                    tag: kind,
+                });
             }
-            LogicalMessage::Delete { rel_id, old: tuple(&mut b)? }
+            LogicalMessage::Delete {
+                rel_id,
+                old: tuple(&mut b)?,
+            }
         }
         b'T' => {
             let n = get_u32(&mut b, "Truncate")?;
@@ -186,14 +259,25 @@ pub fn decode_logical(mut b: Bytes) -> Result<LogicalMessage, DecodeError> {
                 return Err(DecodeError::Truncated("Truncate relations"));
             }
             let rel_ids = (0..n).map(|_| b.get_u32()).collect();
-            LogicalMessage::Truncate { rel_ids, cascade: options & 1 != 0, restart_identity: options & 2 != 0 }
+            LogicalMessage::Truncate {
+                rel_ids,
+                cascade: options & 1 != 0,
+                restart_identity: options & 2 != 0,
+            }
         }
         b'M' => {
             let _flags = get_u8(&mut b, "Message")?;
             let _lsn = get_u64(&mut b, "Message")?;
-            LogicalMessage::Message { prefix: get_cstr(&mut b, "Message prefix")? }
+            LogicalMessage::Message {
+                prefix: get_cstr(&mut b, "Message prefix")?,
+            }
         }
-        tag => return Err(DecodeError::UnknownTag { what: "pgoutput message", tag }),
+        tag => {
+            return Err(DecodeError::UnknownTag {
+                what: "pgoutput message",
+                tag,
+            })
+        }
     })
 }
 
@@ -215,7 +299,12 @@ fn tuple(b: &mut Bytes) -> Result<Vec<Cell>, DecodeError> {
                 }
                 Cell::Text(b.split_to(len))
             }
-            tag => return Err(DecodeError::UnknownTag { what: "TupleData column", tag }),
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "TupleData column",
+                    tag,
+                })
+            }
         });
     }
     Ok(cells)
@@ -254,8 +343,13 @@ fn get_u64(b: &mut Bytes, what: &'static str) -> Result<u64, DecodeError> {
     Ok(b.get_u64())
 }
 fn get_cstr(b: &mut Bytes, what: &'static str) -> Result<String, DecodeError> {
-    let end = b.iter().position(|&c| c == 0).ok_or(DecodeError::Truncated(what))?;
-    let s = std::str::from_utf8(&b[..end]).map_err(|_| DecodeError::Utf8(what))?.to_string();
+    let end = b
+        .iter()
+        .position(|&c| c == 0)
+        .ok_or(DecodeError::Truncated(what))?;
+    let s = std::str::from_utf8(&b[..end])
+        .map_err(|_| DecodeError::Utf8(what))?
+        .to_string();
     b.advance(end + 1);
     Ok(s)
 }
@@ -303,7 +397,12 @@ mod tests {
         m.put_u32(25);
         m.put_i32(-1);
         match decode_logical(m.freeze()).unwrap() {
-            LogicalMessage::Relation { rel_id, name, columns, .. } => {
+            LogicalMessage::Relation {
+                rel_id,
+                name,
+                columns,
+                ..
+            } => {
                 assert_eq!(rel_id, 42);
                 assert_eq!(name, "we\"ird; t");
                 assert!(columns[0].is_key && !columns[1].is_key);

@@ -116,7 +116,8 @@ pub fn parse_timestamp_micros(s: &str) -> Option<i64> {
     let sec_s = it.next()?;
     let (sec, frac) = sec_s.split_once('.').unwrap_or((sec_s, ""));
     let sec: i64 = sec.parse().ok()?;
-    if frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) || h > 24 || mi > 59 || sec > 60 {
+    if frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) || h > 24 || mi > 59 || sec > 60
+    {
         return None;
     }
     let mut micros_frac = 0i64;
@@ -172,7 +173,9 @@ pub fn parse_bytea_hex(s: &[u8]) -> Option<Vec<u8>> {
         b'A'..=b'F' => Some(c - b'A' + 10),
         _ => None,
     };
-    hex.chunks_exact(2).map(|p| Some(nib(p[0])? << 4 | nib(p[1])?)).collect()
+    hex.chunks_exact(2)
+        .map(|p| Some(nib(p[0])? << 4 | nib(p[1])?))
+        .collect()
 }
 
 /// One element of a Postgres array literal.
@@ -185,7 +188,11 @@ pub enum ArrayElem {
 /// Parses a Postgres array literal (`{1,NULL,"a \"b\""}`, optionally prefixed by bounds
 /// like `[0:1]=`). Nested (multi-dimensional) arrays are flattened in order.
 pub fn parse_array(s: &str) -> Option<Vec<ArrayElem>> {
-    let s = if s.starts_with('[') { s.split_once('=')?.1 } else { s };
+    let s = if s.starts_with('[') {
+        s.split_once('=')?.1
+    } else {
+        s
+    };
     let b = s.as_bytes();
     if b.first() != Some(&b'{') || b.last() != Some(&b'}') {
         return None;
@@ -271,13 +278,21 @@ mod tests {
 
     #[test]
     fn dates_round_trip() {
-        for (s, days) in [("1970-01-01", 0), ("2000-03-01", 11017), ("1969-12-31", -1), ("0001-01-01", -719162)] {
+        for (s, days) in [
+            ("1970-01-01", 0),
+            ("2000-03-01", 11017),
+            ("1969-12-31", -1),
+            ("0001-01-01", -719162),
+        ] {
             assert_eq!(parse_date_days(s), Some(days), "{s}");
             let mut o = Vec::new();
             write_date_days(&mut o, days);
             assert_eq!(String::from_utf8(o).unwrap(), s);
         }
-        assert_eq!(parse_date_days("0001-01-01 BC"), Some(days_from_civil(0, 1, 1)));
+        assert_eq!(
+            parse_date_days("0001-01-01 BC"),
+            Some(days_from_civil(0, 1, 1))
+        );
         assert_eq!(parse_date_days("2024-13-01"), None);
         assert_eq!(parse_date_days("garbage"), None);
     }
@@ -285,15 +300,24 @@ mod tests {
     #[test]
     fn timestamps() {
         assert_eq!(parse_timestamp_micros("1970-01-01 00:00:00+00"), Some(0));
-        assert_eq!(parse_timestamp_micros("1970-01-01 00:00:01.5"), Some(1_500_000));
+        assert_eq!(
+            parse_timestamp_micros("1970-01-01 00:00:01.5"),
+            Some(1_500_000)
+        );
         assert_eq!(parse_timestamp_micros("1970-01-01 05:30:00+05:30"), Some(0));
-        assert_eq!(parse_timestamp_micros("1969-12-31 23:59:59.999999+00"), Some(-1));
+        assert_eq!(
+            parse_timestamp_micros("1969-12-31 23:59:59.999999+00"),
+            Some(-1)
+        );
         let far = parse_timestamp_micros("2200-06-01 12:00:00.000001+00").unwrap();
         let mut o = Vec::new();
         write_datetime_micros(&mut o, far);
         assert_eq!(String::from_utf8(o).unwrap(), "2200-06-01 12:00:00.000001");
         assert_eq!(parse_timestamp_micros("infinity"), Some(i64::MAX));
-        assert!(parse_timestamp_micros("0044-03-15 12:00:00 BC").unwrap() < parse_timestamp_micros("0001-01-01 00:00:00").unwrap());
+        assert!(
+            parse_timestamp_micros("0044-03-15 12:00:00 BC").unwrap()
+                < parse_timestamp_micros("0001-01-01 00:00:00").unwrap()
+        );
         assert_eq!(parse_timestamp_micros("2024-01-01"), None);
         assert_eq!(parse_timestamp_micros("2024-01-01 xx:00:00"), None);
     }
@@ -303,10 +327,19 @@ mod tests {
         use ArrayElem::*;
         assert_eq!(
             parse_array(r#"{1,NULL,"a \"b\"","NULL",x y}"#).unwrap(),
-            vec![Value("1".into()), Null, Value("a \"b\"".into()), Value("NULL".into()), Value("x y".into())]
+            vec![
+                Value("1".into()),
+                Null,
+                Value("a \"b\"".into()),
+                Value("NULL".into()),
+                Value("x y".into())
+            ]
         );
         assert_eq!(parse_array("{}").unwrap(), vec![]);
-        assert_eq!(parse_array("[0:1]={7,8}").unwrap(), vec![Value("7".into()), Value("8".into())]);
+        assert_eq!(
+            parse_array("[0:1]={7,8}").unwrap(),
+            vec![Value("7".into()), Value("8".into())]
+        );
         assert_eq!(parse_array("{{1,2},{3,4}}").unwrap().len(), 4);
         assert_eq!(parse_array("{1,2"), None);
         assert_eq!(parse_array("{\"unterminated}"), None);

@@ -113,7 +113,12 @@ impl TableSchema {
         format!("{}.{}", self.schema, self.name)
     }
     pub fn key_indexes(&self) -> Vec<usize> {
-        self.columns.iter().enumerate().filter(|(_, c)| c.is_key).map(|(i, _)| i).collect()
+        self.columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_key)
+            .map(|(i, _)| i)
+            .collect()
     }
 }
 
@@ -190,7 +195,10 @@ mod tests {
     #[test]
     fn numeric_typmod() {
         // numeric(10,2): typmod = ((10 << 16) | 2) + 4
-        assert_eq!(PgType::builtin(1700, (10 << 16 | 2) + 4), Some(PgType::Numeric(Some((10, 2)))));
+        assert_eq!(
+            PgType::builtin(1700, (10 << 16 | 2) + 4),
+            Some(PgType::Numeric(Some((10, 2))))
+        );
         assert_eq!(PgType::builtin(1700, -1), Some(PgType::Numeric(None)));
     }
 

@@ -6,7 +6,9 @@
 //! The objects a restart must not lose live here, outside the actors: the edge, the
 //! acknowledgement channel and the counters.
 
-use super::supervisor::{ChildSpec, Restart, StartFn, Strategy, Supervisor, SupervisorArgs, SupervisorMsg};
+use super::supervisor::{
+    ChildSpec, Restart, StartFn, Strategy, Supervisor, SupervisorArgs, SupervisorMsg,
+};
 use crate::actors::clickhouse_sink::{ClickHouseSink, SinkArgs, SinkMsg};
 use crate::actors::postgres_source::{PostgresSource, SourceArgs};
 use crate::config::{Config, PipelineConfig, PostgresConfig};
@@ -21,7 +23,10 @@ use tokio::sync::watch;
 /// The long-lived parts of one pipeline.
 #[derive(Clone)]
 pub enum PipelineHandles {
-    Cdc { edge: Edge<SinkMsg>, acks: Arc<watch::Sender<Lsn>> },
+    Cdc {
+        edge: Edge<SinkMsg>,
+        acks: Arc<watch::Sender<Lsn>>,
+    },
     Sentiment(super::sentiment::SentimentHandles),
 }
 
@@ -35,11 +40,19 @@ impl PipelineHandles {
     }
 }
 
-pub fn cdc_pipeline(cfg: &Config, p: &PipelineConfig, pg: &PostgresConfig, registry: Arc<Registry>) -> (ChildSpec, PipelineHandles) {
+pub fn cdc_pipeline(
+    cfg: &Config,
+    p: &PipelineConfig,
+    pg: &PostgresConfig,
+    registry: Arc<Registry>,
+) -> (ChildSpec, PipelineHandles) {
     let edge: Edge<SinkMsg> = Edge::new(format!("{}/source->sink", p.name), p.batch.edge_capacity);
     let acks = Arc::new(watch::channel(0 as Lsn).0);
     let counters = registry.pipeline(&p.name);
-    let handles = PipelineHandles::Cdc { edge: edge.clone(), acks: acks.clone() };
+    let handles = PipelineHandles::Cdc {
+        edge: edge.clone(),
+        acks: acks.clone(),
+    };
 
     let sink_start: StartFn = {
         let (p, edge, acks, counters) = (p.clone(), edge.clone(), acks.clone(), counters.clone());
@@ -52,12 +65,23 @@ pub fn cdc_pipeline(cfg: &Config, p: &PipelineConfig, pg: &PostgresConfig, regis
                 acks: acks.clone(),
                 counters: counters.clone(),
             };
-            Box::pin(async move { Ok(Actor::spawn_linked(None, ClickHouseSink, args, sup).await?.0.get_cell()) })
+            Box::pin(async move {
+                Ok(Actor::spawn_linked(None, ClickHouseSink, args, sup)
+                    .await?
+                    .0
+                    .get_cell())
+            })
         })
     };
     let drain_timeout = cfg.shutdown_timeout.0;
     let source_start: StartFn = {
-        let (p, pg, edge, acks, counters) = (p.clone(), pg.clone(), edge.clone(), acks.clone(), counters.clone());
+        let (p, pg, edge, acks, counters) = (
+            p.clone(),
+            pg.clone(),
+            edge.clone(),
+            acks.clone(),
+            counters.clone(),
+        );
         Arc::new(move |sup| {
             let args = SourceArgs {
                 pipeline: p.name.clone(),
@@ -67,7 +91,12 @@ pub fn cdc_pipeline(cfg: &Config, p: &PipelineConfig, pg: &PostgresConfig, regis
                 counters: counters.clone(),
                 drain_timeout,
             };
-            Box::pin(async move { Ok(Actor::spawn_linked(None, PostgresSource, args, sup).await?.0.get_cell()) })
+            Box::pin(async move {
+                Ok(Actor::spawn_linked(None, PostgresSource, args, sup)
+                    .await?
+                    .0
+                    .get_cell())
+            })
         })
     };
     let args_for = {
@@ -79,8 +108,16 @@ pub fn cdc_pipeline(cfg: &Config, p: &PipelineConfig, pg: &PostgresConfig, regis
             strategy: Strategy::RestForOne,
             policy,
             children: vec![
-                ChildSpec { name: "sink".into(), restart: Restart::Permanent, start: sink_start.clone() },
-                ChildSpec { name: "source".into(), restart: Restart::Permanent, start: source_start.clone() },
+                ChildSpec {
+                    name: "sink".into(),
+                    restart: Restart::Permanent,
+                    start: sink_start.clone(),
+                },
+                ChildSpec {
+                    name: "source".into(),
+                    restart: Restart::Permanent,
+                    start: source_start.clone(),
+                },
             ],
             registry,
             shutdown_timeout,
@@ -88,16 +125,35 @@ pub fn cdc_pipeline(cfg: &Config, p: &PipelineConfig, pg: &PostgresConfig, regis
     };
     let start: StartFn = Arc::new(move |sup| {
         let args = args_for(registry.clone());
-        Box::pin(async move { Ok(Actor::spawn_linked(None, Supervisor, args, sup).await?.0.get_cell()) })
+        Box::pin(async move {
+            Ok(Actor::spawn_linked(None, Supervisor, args, sup)
+                .await?
+                .0
+                .get_cell())
+        })
     });
-    (ChildSpec { name: p.name.clone(), restart: Restart::Temporary, start }, handles)
+    (
+        ChildSpec {
+            name: p.name.clone(),
+            restart: Restart::Temporary,
+            start,
+        },
+        handles,
+    )
 }
 
 /// Starts the root supervisor with every pipeline of the config.
 pub async fn start_root(
     cfg: &Config,
     registry: Arc<Registry>,
-) -> Result<(ActorRef<SupervisorMsg>, tokio::task::JoinHandle<()>, Vec<PipelineHandles>), ractor::SpawnErr> {
+) -> Result<
+    (
+        ActorRef<SupervisorMsg>,
+        tokio::task::JoinHandle<()>,
+        Vec<PipelineHandles>,
+    ),
+    ractor::SpawnErr,
+> {
     let mut children = Vec::new();
     let mut handles = Vec::new();
     for p in &cfg.pipelines {

@@ -43,15 +43,28 @@ pub struct SentimentHandles {
     pub malformed: Arc<AtomicU64>,
 }
 
-pub fn sentiment_pipeline(cfg: &Config, p: &PipelineConfig, registry: Arc<Registry>) -> (ChildSpec, PipelineHandles) {
-    let llm_cfg = p.llm.clone().expect("validated: a sentiment pipeline has [pipeline.llm]");
+pub fn sentiment_pipeline(
+    cfg: &Config,
+    p: &PipelineConfig,
+    registry: Arc<Registry>,
+) -> (ChildSpec, PipelineHandles) {
+    let llm_cfg = p
+        .llm
+        .clone()
+        .expect("validated: a sentiment pipeline has [pipeline.llm]");
     let h = SentimentHandles {
         queue: WorkQueue::new(format!("{}/source->llm", p.name), llm_cfg.queue),
         sink_edge: Edge::new(format!("{}/llm->sink", p.name), p.batch.edge_capacity),
         tracker: Arc::new(AckTracker::default()),
         leases: Arc::new(Leases::new(llm_cfg.concurrency)),
-        breaker: Arc::new(CircuitBreaker::new(llm_cfg.circuit_failures, llm_cfg.circuit_cooldown.0)),
-        limiter: Arc::new(crate::limiter::Limiter::new(llm_cfg.concurrency, llm_cfg.adaptive_concurrency)),
+        breaker: Arc::new(CircuitBreaker::new(
+            llm_cfg.circuit_failures,
+            llm_cfg.circuit_cooldown.0,
+        )),
+        limiter: Arc::new(crate::limiter::Limiter::new(
+            llm_cfg.concurrency,
+            llm_cfg.adaptive_concurrency,
+        )),
         llm: Arc::new(LlmCounters::default()),
         skipped: Arc::new(AtomicU64::new(0)),
         malformed: Arc::new(AtomicU64::new(0)),
@@ -70,7 +83,12 @@ pub fn sentiment_pipeline(cfg: &Config, p: &PipelineConfig, registry: Arc<Regist
                 tracker: h.tracker.clone(),
                 counters: counters.clone(),
             };
-            Box::pin(async move { Ok(Actor::spawn_linked(None, SentimentSink, args, sup).await?.0.get_cell()) })
+            Box::pin(async move {
+                Ok(Actor::spawn_linked(None, SentimentSink, args, sup)
+                    .await?
+                    .0
+                    .get_cell())
+            })
         })
     };
     let workers: Vec<ChildSpec> = (0..llm_cfg.concurrency)
@@ -92,15 +110,28 @@ pub fn sentiment_pipeline(cfg: &Config, p: &PipelineConfig, registry: Arc<Regist
                     backoff_max: llm_cfg.circuit_cooldown.0.max(llm_cfg.backoff_initial.0),
                 });
                 Box::pin(async move {
-                    let args = args.map_err(|e| ractor::SpawnErr::StartupFailed(e.to_string().into()))?;
-                    Ok(Actor::spawn_linked(None, LlmWorker, args, sup).await?.0.get_cell())
+                    let args =
+                        args.map_err(|e| ractor::SpawnErr::StartupFailed(e.to_string().into()))?;
+                    Ok(Actor::spawn_linked(None, LlmWorker, args, sup)
+                        .await?
+                        .0
+                        .get_cell())
                 })
             });
-            ChildSpec { name: format!("worker-{index}"), restart: Restart::Permanent, start }
+            ChildSpec {
+                name: format!("worker-{index}"),
+                restart: Restart::Permanent,
+                start,
+            }
         })
         .collect();
     let pool: StartFn = {
-        let (policy, registry, path, timeout) = (cfg.supervision, registry.clone(), path.clone(), cfg.shutdown_timeout.0);
+        let (policy, registry, path, timeout) = (
+            cfg.supervision,
+            registry.clone(),
+            path.clone(),
+            cfg.shutdown_timeout.0,
+        );
         Arc::new(move |sup| {
             let args = SupervisorArgs {
                 path: format!("{path}/pool"),
@@ -110,7 +141,12 @@ pub fn sentiment_pipeline(cfg: &Config, p: &PipelineConfig, registry: Arc<Regist
                 registry: registry.clone(),
                 shutdown_timeout: timeout,
             };
-            Box::pin(async move { Ok(Actor::spawn_linked(None, Supervisor, args, sup).await?.0.get_cell()) })
+            Box::pin(async move {
+                Ok(Actor::spawn_linked(None, Supervisor, args, sup)
+                    .await?
+                    .0
+                    .get_cell())
+            })
         })
     };
     let source: StartFn = {
@@ -129,7 +165,10 @@ pub fn sentiment_pipeline(cfg: &Config, p: &PipelineConfig, registry: Arc<Regist
                             counters: counters.clone(),
                             skipped: h.skipped.clone(),
                         };
-                        Actor::spawn_linked(None, ReplaySource, args, sup).await?.0.get_cell()
+                        Actor::spawn_linked(None, ReplaySource, args, sup)
+                            .await?
+                            .0
+                            .get_cell()
                     }
                     (None, Some(m)) => {
                         let args = MastodonArgs {
@@ -141,18 +180,37 @@ pub fn sentiment_pipeline(cfg: &Config, p: &PipelineConfig, registry: Arc<Regist
                             skipped: h.skipped.clone(),
                             malformed: h.malformed.clone(),
                         };
-                        Actor::spawn_linked(None, MastodonSource, args, sup).await?.0.get_cell()
+                        Actor::spawn_linked(None, MastodonSource, args, sup)
+                            .await?
+                            .0
+                            .get_cell()
                     }
-                    (None, None) => return Err(ractor::SpawnErr::StartupFailed("no source configured".into())),
+                    (None, None) => {
+                        return Err(ractor::SpawnErr::StartupFailed(
+                            "no source configured".into(),
+                        ))
+                    }
                 };
                 Ok(cell)
             })
         })
     };
     let children = vec![
-        ChildSpec { name: "sink".into(), restart: Restart::Permanent, start: sink },
-        ChildSpec { name: "pool".into(), restart: Restart::Permanent, start: pool },
-        ChildSpec { name: "source".into(), restart: Restart::Permanent, start: source },
+        ChildSpec {
+            name: "sink".into(),
+            restart: Restart::Permanent,
+            start: sink,
+        },
+        ChildSpec {
+            name: "pool".into(),
+            restart: Restart::Permanent,
+            start: pool,
+        },
+        ChildSpec {
+            name: "source".into(),
+            restart: Restart::Permanent,
+            start: source,
+        },
     ];
     let start: StartFn = {
         let (policy, timeout) = (cfg.supervision, cfg.shutdown_timeout.0);
@@ -165,10 +223,22 @@ pub fn sentiment_pipeline(cfg: &Config, p: &PipelineConfig, registry: Arc<Regist
                 registry: registry.clone(),
                 shutdown_timeout: timeout,
             };
-            Box::pin(async move { Ok(Actor::spawn_linked(None, Supervisor, args, sup).await?.0.get_cell()) })
+            Box::pin(async move {
+                Ok(Actor::spawn_linked(None, Supervisor, args, sup)
+                    .await?
+                    .0
+                    .get_cell())
+            })
         })
     };
-    (ChildSpec { name: p.name.clone(), restart: Restart::Temporary, start }, PipelineHandles::Sentiment(h))
+    (
+        ChildSpec {
+            name: p.name.clone(),
+            restart: Restart::Temporary,
+            start,
+        },
+        PipelineHandles::Sentiment(h),
+    )
 }
 
 /// `tributary check` for a sentiment pipeline: reaches ClickHouse, the LLM and every
@@ -177,23 +247,60 @@ pub async fn check(p: &PipelineConfig) -> Result<String, String> {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(out, "pipeline `{}` (sentiment)", p.name);
-    let ch = crate::clickhouse::ChClient::connect(&p.clickhouse).await.map_err(|e| e.to_string())?;
-    let _ = writeln!(out, "  clickhouse {}: version {} ({} types)", ch.addr(), ch.caps.version, ch.caps.generation());
-    let _ = writeln!(out, "    {}", crate::actors::sentiment_sink::create_table_sql(&ch.database, &p.clickhouse.sentiment_table, &ch.caps));
+    let ch = crate::clickhouse::ChClient::connect(&p.clickhouse)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = writeln!(
+        out,
+        "  clickhouse {}: version {} ({} types)",
+        ch.addr(),
+        ch.caps.version,
+        ch.caps.generation()
+    );
+    let _ = writeln!(
+        out,
+        "    {}",
+        crate::actors::sentiment_sink::create_table_sql(
+            &ch.database,
+            &p.clickhouse.sentiment_table,
+            &ch.caps
+        )
+    );
     if let Some(l) = &p.llm {
         let client = LlmClient::new(l).map_err(|e| e.to_string())?;
         let models = client.probe().await.map_err(|e| e.to_string())?;
-        let _ = writeln!(out, "  llm {:?} {}: reachable; model `{}`{}", l.backend, l.url, l.model, models);
+        let _ = writeln!(
+            out,
+            "  llm {:?} {}: reachable; model `{}`{}",
+            l.backend, l.url, l.model, models
+        );
     }
     if let Some(m) = &p.mastodon {
         for inst in &m.instances {
-            let title = crate::actors::mastodon_source::probe_instance(inst).await.map_err(|e| e.to_string())?;
-            let _ = writeln!(out, "  mastodon {}: {title}; streams {:?}", inst.url, m.streams);
+            let title = crate::actors::mastodon_source::probe_instance(inst)
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = writeln!(
+                out,
+                "  mastodon {}: {title}; streams {:?}",
+                inst.url, m.streams
+            );
         }
     }
     if let Some(r) = &p.replay {
-        let meta = std::fs::metadata(&r.file).map_err(|e| format!("replay file {}: {e}", r.file.display()))?;
-        let _ = writeln!(out, "  replay {} ({} bytes, rate {})", r.file.display(), meta.len(), if r.rate > 0.0 { format!("{}/s", r.rate) } else { "full speed".into() });
+        let meta = std::fs::metadata(&r.file)
+            .map_err(|e| format!("replay file {}: {e}", r.file.display()))?;
+        let _ = writeln!(
+            out,
+            "  replay {} ({} bytes, rate {})",
+            r.file.display(),
+            meta.len(),
+            if r.rate > 0.0 {
+                format!("{}/s", r.rate)
+            } else {
+                "full speed".into()
+            }
+        );
     }
     Ok(out)
 }

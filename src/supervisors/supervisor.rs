@@ -95,13 +95,26 @@ impl Actor for Supervisor {
     type State = SupervisorState;
     type Arguments = SupervisorArgs;
 
-    async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: SupervisorArgs) -> Result<Self::State, ActorProcessingErr> {
-        args.registry.set_state(&args.path, ActorState::Running, None);
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: SupervisorArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        args.registry
+            .set_state(&args.path, ActorState::Running, None);
         let mut state = SupervisorState {
             args_path: args.path,
             strategy: args.strategy,
             policy: args.policy,
-            children: args.children.into_iter().map(|spec| Child { spec, cell: None, done: false }).collect(),
+            children: args
+                .children
+                .into_iter()
+                .map(|spec| Child {
+                    spec,
+                    cell: None,
+                    done: false,
+                })
+                .collect(),
             restarts: VecDeque::new(),
             registry: args.registry,
             shutdown_timeout: args.shutdown_timeout,
@@ -111,11 +124,18 @@ impl Actor for Supervisor {
         Ok(state)
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: SupervisorMsg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: SupervisorMsg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Restart(indexes) => start_children(&myself, state, &indexes).await,
             SupervisorMsg::Children(reply) => {
-                let list = (0..state.children.len()).map(|i| (state.child_path(i), state.children[i].cell.clone())).collect();
+                let list = (0..state.children.len())
+                    .map(|i| (state.child_path(i), state.children[i].cell.clone()))
+                    .collect();
                 let _ = reply.send(list);
                 Ok(())
             }
@@ -137,17 +157,27 @@ impl Actor for Supervisor {
             _ => return Ok(()),
         };
         // Exits of instances we stopped ourselves are not in the table any more.
-        let Some(i) = state.children.iter().position(|c| c.cell.as_ref().map(|x| x.get_id()) == Some(cell.get_id())) else {
+        let Some(i) = state
+            .children
+            .iter()
+            .position(|c| c.cell.as_ref().map(|x| x.get_id()) == Some(cell.get_id()))
+        else {
             return Ok(());
         };
         state.children[i].cell = None;
         child_exited(&myself, state, i, abnormal, reason).await
     }
 
-    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         let all: Vec<usize> = (0..state.children.len()).collect();
         stop_children(state, &all).await;
-        state.registry.set_state(&state.args_path, ActorState::Stopped, None);
+        state
+            .registry
+            .set_state(&state.args_path, ActorState::Stopped, None);
         Ok(())
     }
 }
@@ -172,21 +202,39 @@ async fn child_exited(
     }
     if !restart {
         state.children[i].done = true;
-        state.registry.set_state(&path, if abnormal { ActorState::Failed } else { ActorState::Stopped }, abnormal.then(|| reason.clone()));
+        state.registry.set_state(
+            &path,
+            if abnormal {
+                ActorState::Failed
+            } else {
+                ActorState::Stopped
+            },
+            abnormal.then(|| reason.clone()),
+        );
         if state.children.iter().all(|c| c.done) {
-            myself.stop(Some(if abnormal { format!("last child {path} failed: {reason}") } else { "all children stopped".into() }));
+            myself.stop(Some(if abnormal {
+                format!("last child {path} failed: {reason}")
+            } else {
+                "all children stopped".into()
+            }));
         }
         return Ok(());
     }
     // Restart intensity: more than max_restarts within the window escalates.
     let now = Instant::now();
     state.restarts.push_back(now);
-    while state.restarts.front().is_some_and(|t| now.duration_since(*t) > state.policy.within.0) {
+    while state
+        .restarts
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > state.policy.within.0)
+    {
         state.restarts.pop_front();
     }
     let recent = state.restarts.len() as u32;
     if recent > state.policy.max_restarts {
-        state.registry.set_state(&path, ActorState::Failed, Some(reason.clone()));
+        state
+            .registry
+            .set_state(&path, ActorState::Failed, Some(reason.clone()));
         let msg = format!(
             "{}: {} restarts within {:?} (limit {}); giving up. Last failure of {path}: {reason}",
             state.args_path, recent, state.policy.within.0, state.policy.max_restarts
@@ -198,23 +246,38 @@ async fn child_exited(
     }
     let affected: Vec<usize> = match state.strategy {
         Strategy::OneForOne => vec![i],
-        Strategy::OneForAll => (0..state.children.len()).filter(|&j| !state.children[j].done).collect(),
-        Strategy::RestForOne => (i..state.children.len()).filter(|&j| !state.children[j].done).collect(),
+        Strategy::OneForAll => (0..state.children.len())
+            .filter(|&j| !state.children[j].done)
+            .collect(),
+        Strategy::RestForOne => (i..state.children.len())
+            .filter(|&j| !state.children[j].done)
+            .collect(),
     };
     let others: Vec<usize> = affected.iter().copied().filter(|&j| j != i).collect();
     stop_children(state, &others).await;
     for &j in &affected {
         let p = state.child_path(j);
-        state.registry.set_state(&p, ActorState::Restarting, (j == i).then(|| reason.clone()));
+        state
+            .registry
+            .set_state(&p, ActorState::Restarting, (j == i).then(|| reason.clone()));
     }
     let exp = recent.saturating_sub(1).min(16);
-    let delay = state.policy.backoff_initial.0.saturating_mul(1 << exp).min(state.policy.backoff_max.0);
+    let delay = state
+        .policy
+        .backoff_initial
+        .0
+        .saturating_mul(1 << exp)
+        .min(state.policy.backoff_max.0);
     tracing::info!(supervisor = %state.args_path, actor = %path, ?delay, "restart scheduled");
     myself.send_after(delay, move || SupervisorMsg::Restart(affected));
     Ok(())
 }
 
-async fn start_children(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, indexes: &[usize]) -> Result<(), ActorProcessingErr> {
+async fn start_children(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    indexes: &[usize],
+) -> Result<(), ActorProcessingErr> {
     for (n, &i) in indexes.iter().enumerate() {
         if state.children[i].done || state.children[i].cell.is_some() {
             continue;
@@ -232,7 +295,9 @@ async fn start_children(myself: &ActorRef<SupervisorMsg>, state: &mut Supervisor
                 let reason = format!("start failed: {e}");
                 let rest: Vec<usize> = indexes[n + 1..].to_vec();
                 for &j in &rest {
-                    state.registry.set_state(&state.child_path(j), ActorState::Restarting, None);
+                    state
+                        .registry
+                        .set_state(&state.child_path(j), ActorState::Restarting, None);
                 }
                 return child_exited_with_pending(myself, state, i, reason, rest).await;
             }
@@ -252,7 +317,9 @@ async fn child_exited_with_pending(
     child_exited(myself, state, i, true, reason).await?;
     // one_for_one only schedules `i`: the not-yet-started children must come with it.
     if state.strategy == Strategy::OneForOne && !pending.is_empty() {
-        myself.send_after(state.policy.backoff_initial.0, move || SupervisorMsg::Restart(pending));
+        myself.send_after(state.policy.backoff_initial.0, move || {
+            SupervisorMsg::Restart(pending)
+        });
     }
     Ok(())
 }
@@ -262,7 +329,11 @@ async fn stop_children(state: &mut SupervisorState, indexes: &[usize]) {
     for &i in indexes.iter().rev() {
         if let Some(cell) = state.children[i].cell.take() {
             let path = state.child_path(i);
-            if cell.stop_and_wait(Some("supervisor".into()), Some(state.shutdown_timeout)).await.is_err() {
+            if cell
+                .stop_and_wait(Some("supervisor".into()), Some(state.shutdown_timeout))
+                .await
+                .is_err()
+            {
                 tracing::warn!(actor = %path, "did not stop in time: killed");
                 let _ = cell.kill_and_wait(Some(Duration::from_secs(5))).await;
             }

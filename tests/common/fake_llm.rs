@@ -100,7 +100,11 @@ impl Default for LlmConfig {
             error_every: 0,
             error_rate: 0.0,
             seed: 42,
-            models: vec!["llama3.2:1b".into(), "qwen2.5:0.5b".into(), "deepseek-r1:1.5b".into()],
+            models: vec![
+                "llama3.2:1b".into(),
+                "qwen2.5:0.5b".into(),
+                "deepseek-r1:1.5b".into(),
+            ],
             strict_models: false,
             api_key: None,
         }
@@ -132,7 +136,12 @@ pub struct Received {
 /// The post inside a prompt: between the first `<post>` and the last `</post>` if present (else
 /// `<<<`…`>>>`, `"""`…`"""`, then ```…```), otherwise the whole text, trimmed.
 pub fn extract_post(text: &str) -> String {
-    for (open, close) in [("<post>", "</post>"), ("<<<", ">>>"), ("\"\"\"", "\"\"\""), ("```", "```")] {
+    for (open, close) in [
+        ("<post>", "</post>"),
+        ("<<<", ">>>"),
+        ("\"\"\"", "\"\"\""),
+        ("```", "```"),
+    ] {
         if let Some(a) = text.find(open) {
             let from = a + open.len();
             if let Some(b) = text[from..].rfind(close) {
@@ -162,14 +171,24 @@ pub fn rule_label(post: &str) -> &'static str {
 
 fn contains_word(hay: &str, kw: &str) -> bool {
     let alpha = kw.chars().next().is_some_and(char::is_alphanumeric);
-    hay.match_indices(kw).any(|(i, _)| !alpha || !hay[..i].chars().next_back().is_some_and(char::is_alphanumeric))
+    hay.match_indices(kw).any(|(i, _)| {
+        !alpha
+            || !hay[..i]
+                .chars()
+                .next_back()
+                .is_some_and(char::is_alphanumeric)
+    })
 }
 
 /// Reply content for `label` in `style` (no format requested).
 pub fn styled(style: Style, label: &str) -> String {
     match style {
         Style::Word => label.to_string(),
-        Style::Think => format!("<think>\n{}\n</think>\n\n{}", reasoning(label), capitalize(label)),
+        Style::Think => format!(
+            "<think>\n{}\n</think>\n\n{}",
+            reasoning(label),
+            capitalize(label)
+        ),
         Style::Json => json!({ "sentiment": label }).to_string(),
         Style::Sentence => format!("The sentiment of this post is {label}."),
         Style::Garbage => GARBAGE.to_string(),
@@ -185,7 +204,9 @@ fn reasoning(label: &str) -> String {
 
 fn capitalize(s: &str) -> String {
     let mut c = s.chars();
-    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
 }
 
 struct Faults {
@@ -248,7 +269,11 @@ impl FakeLlm {
         let shared = Arc::new(Shared {
             cfg: Mutex::new(cfg),
             overrides: Mutex::new(Vec::new()),
-            faults: Mutex::new(Faults { fail_next: 0, hang_next: 0, rng: seed_rng(seed) }),
+            faults: Mutex::new(Faults {
+                fail_next: 0,
+                hang_next: 0,
+                rng: seed_rng(seed),
+            }),
             down: AtomicBool::new(false),
             down_tx: watch::channel(false).0,
             release: watch::channel(0).0,
@@ -310,7 +335,11 @@ impl FakeLlm {
                 }
             }
         });
-        FakeLlm { port, handle: LlmHandle { shared }, task }
+        FakeLlm {
+            port,
+            handle: LlmHandle { shared },
+            task,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -331,7 +360,11 @@ impl LlmHandle {
     }
     /// A post containing `needle` always gets `reply` (before the config's map and fixed reply).
     pub fn set_override(&self, needle: &str, reply: Reply) {
-        self.shared.overrides.lock().unwrap().push((needle.to_string(), reply));
+        self.shared
+            .overrides
+            .lock()
+            .unwrap()
+            .push((needle.to_string(), reply));
     }
     pub fn clear_overrides(&self) {
         self.shared.overrides.lock().unwrap().clear();
@@ -374,7 +407,13 @@ impl LlmHandle {
     /// Requests on this path (`/api/generate`, `/api/chat`, `/api/tags`, `/v1/chat/completions`,
     /// `/v1/models`, …), whatever their outcome.
     pub fn requests(&self, path: &str) -> u64 {
-        self.shared.by_endpoint.lock().unwrap().get(path).copied().unwrap_or(0)
+        self.shared
+            .by_endpoint
+            .lock()
+            .unwrap()
+            .get(path)
+            .copied()
+            .unwrap_or(0)
     }
     /// Generation requests (generate, chat, chat completions).
     pub fn generations(&self) -> u64 {
@@ -423,7 +462,13 @@ fn next_f64(state: &mut u64) -> f64 {
 }
 
 fn decide(st: &Shared, post: &str) -> Reply {
-    if let Some((_, r)) = st.overrides.lock().unwrap().iter().find(|(n, _)| post.contains(n.as_str())) {
+    if let Some((_, r)) = st
+        .overrides
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(n, _)| post.contains(n.as_str()))
+    {
         return r.clone();
     }
     let cfg = st.cfg.lock().unwrap();
@@ -481,9 +526,17 @@ async fn handle(st: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body
         return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "down"));
     }
     let path = req.uri().path().to_string();
-    *st.by_endpoint.lock().unwrap().entry(path.clone()).or_default() += 1;
+    *st.by_endpoint
+        .lock()
+        .unwrap()
+        .entry(path.clone())
+        .or_default() += 1;
     let method = req.method().clone();
-    let auth = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let auth = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let api = match (&method, path.as_str()) {
         (&Method::POST, "/api/generate") => Api::Generate,
         (&Method::POST, "/api/chat") => Api::Chat,
@@ -494,18 +547,39 @@ async fn handle(st: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body
                 return Ok(r);
             }
             let data: Vec<Value> = st.cfg.lock().unwrap().models.iter().map(|m| json!({"id": m, "object": "model", "created": unix_now(), "owned_by": "library"})).collect();
-            return Ok(json_response(StatusCode::OK, &json!({"object": "list", "data": data})));
+            return Ok(json_response(
+                StatusCode::OK,
+                &json!({"object": "list", "data": data}),
+            ));
         }
-        (&Method::GET, "/api/version") => return Ok(json_response(StatusCode::OK, &json!({"version": "0.6.2"}))),
-        (&Method::GET, "/") | (&Method::HEAD, "/") => return Ok(Response::builder().header(CONTENT_TYPE, "text/plain; charset=utf-8").body(full("Ollama is running")).unwrap()),
-        _ => return Ok(Response::builder().status(StatusCode::NOT_FOUND).header(CONTENT_TYPE, "text/plain").body(full("404 page not found")).unwrap()),
+        (&Method::GET, "/api/version") => {
+            return Ok(json_response(StatusCode::OK, &json!({"version": "0.6.2"})))
+        }
+        (&Method::GET, "/") | (&Method::HEAD, "/") => {
+            return Ok(Response::builder()
+                .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+                .body(full("Ollama is running"))
+                .unwrap())
+        }
+        _ => {
+            return Ok(Response::builder()
+                .status(StatusCode::NOT_FOUND)
+                .header(CONTENT_TYPE, "text/plain")
+                .body(full("404 page not found"))
+                .unwrap())
+        }
     };
     let seq = st.generation_seq.fetch_add(1, Ordering::SeqCst) + 1;
     let now = st.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     st.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let _in_flight = InFlight(&st);
 
-    let bytes = req.into_body().collect().await.map_err(io::Error::other)?.to_bytes();
+    let bytes = req
+        .into_body()
+        .collect()
+        .await
+        .map_err(io::Error::other)?
+        .to_bytes();
     let body: Value = match serde_json::from_slice(&bytes) {
         Ok(v @ Value::Object(_)) => v,
         Ok(_) | Err(_) => return Ok(error(api, 400, "invalid JSON body")),
@@ -524,8 +598,18 @@ async fn handle(st: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body
         let c = st.cfg.lock().unwrap();
         (c.strict_models, c.models.clone())
     };
-    if strict && !models.iter().any(|m| *m == rec.model || m.strip_suffix(":latest") == Some(&rec.model) || rec.model.strip_suffix(":latest") == Some(m)) {
-        return Ok(error(api, 404, &format!("model \"{}\" not found, try pulling it first", rec.model)));
+    if strict
+        && !models.iter().any(|m| {
+            *m == rec.model
+                || m.strip_suffix(":latest") == Some(&rec.model)
+                || rec.model.strip_suffix(":latest") == Some(m)
+        })
+    {
+        return Ok(error(
+            api,
+            404,
+            &format!("model \"{}\" not found, try pulling it first", rec.model),
+        ));
     }
     let reply = decide(&st, &rec.post);
     let hang = reply == Reply::Hang || {
@@ -540,7 +624,10 @@ async fn handle(st: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body
         st.hangs.fetch_add(1, Ordering::SeqCst);
         let mut rel = st.release.subscribe();
         let _ = rel.changed().await;
-        return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "hung request released"));
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "hung request released",
+        ));
     }
     let injected = {
         let cfg = st.cfg.lock().unwrap();
@@ -556,7 +643,11 @@ async fn handle(st: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body
     };
     if injected {
         st.errors.fetch_add(1, Ordering::SeqCst);
-        return Ok(error(api, 500, "llama runner process has terminated: exit status 2"));
+        return Ok(error(
+            api,
+            500,
+            "llama runner process has terminated: exit status 2",
+        ));
     }
     if let Reply::Error(code, msg) = &reply {
         st.errors.fetch_add(1, Ordering::SeqCst);
@@ -590,7 +681,11 @@ fn check_key(st: &Shared, auth: Option<&str>) -> Option<Response<Body>> {
 fn text_of(content: &Value) -> String {
     match content {
         Value::String(s) => s.clone(),
-        Value::Array(parts) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n"),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
         _ => String::new(),
     }
 }
@@ -600,20 +695,43 @@ fn record(path: &str, body: &Value, api: Api) -> Received {
     let messages: Vec<(String, String)> = body
         .get("messages")
         .and_then(Value::as_array)
-        .map(|a| a.iter().map(|m| (m["role"].as_str().unwrap_or("").to_string(), text_of(&m["content"]))).collect())
+        .map(|a| {
+            a.iter()
+                .map(|m| {
+                    (
+                        m["role"].as_str().unwrap_or("").to_string(),
+                        text_of(&m["content"]),
+                    )
+                })
+                .collect()
+        })
         .unwrap_or_default();
     let prompt = s("prompt");
     let source = match api {
         Api::Generate => prompt.clone().unwrap_or_default(),
-        _ => messages.iter().rev().find(|(r, _)| r == "user").map(|(_, c)| c.clone()).unwrap_or_default(),
+        _ => messages
+            .iter()
+            .rev()
+            .find(|(r, _)| r == "user")
+            .map(|(_, c)| c.clone())
+            .unwrap_or_default(),
     };
     let temperature = match api {
         Api::OpenAi => body.get("temperature").and_then(Value::as_f64),
-        _ => body.get("options").and_then(|o| o.get("temperature")).and_then(Value::as_f64),
+        _ => body
+            .get("options")
+            .and_then(|o| o.get("temperature"))
+            .and_then(Value::as_f64),
     };
     let format = match api {
-        Api::OpenAi => body.get("response_format").filter(|f| f["type"] != "text").cloned(),
-        _ => body.get("format").filter(|f| !f.is_null() && **f != json!("")).cloned(),
+        Api::OpenAi => body
+            .get("response_format")
+            .filter(|f| f["type"] != "text")
+            .cloned(),
+        _ => body
+            .get("format")
+            .filter(|f| !f.is_null() && **f != json!(""))
+            .cloned(),
     };
     Received {
         endpoint: path.to_string(),
@@ -632,16 +750,30 @@ fn record(path: &str, body: &Value, api: Api) -> Received {
 /// The JSON key a format asks for: the first `required` (else first property) of a schema
 /// (Ollama's `format` or OpenAI's `json_schema.schema`), else `sentiment`.
 fn format_key(format: &Value) -> String {
-    let schema = if format.get("json_schema").is_some() { &format["json_schema"]["schema"] } else { format };
+    let schema = if format.get("json_schema").is_some() {
+        &format["json_schema"]["schema"]
+    } else {
+        format
+    };
     schema["required"][0]
         .as_str()
-        .or_else(|| schema["properties"].as_object().and_then(|p| p.keys().next()).map(String::as_str))
+        .or_else(|| {
+            schema["properties"]
+                .as_object()
+                .and_then(|p| p.keys().next())
+                .map(String::as_str)
+        })
         .unwrap_or("sentiment")
         .to_string()
 }
 
 /// (content, thinking)
-fn render(reply: &Reply, style: Style, format: Option<&Value>, think: Option<bool>) -> (String, Option<String>) {
+fn render(
+    reply: &Reply,
+    style: Style,
+    format: Option<&Value>,
+    think: Option<bool>,
+) -> (String, Option<String>) {
     match reply {
         Reply::Raw(s) => (s.clone(), None),
         Reply::Garbage => (GARBAGE.to_string(), None),
@@ -661,8 +793,19 @@ fn tokens(s: &str) -> u64 {
     (s.chars().count() as u64).div_ceil(4).max(1)
 }
 
-fn answer(api: Api, rec: &Received, content: String, thinking: Option<String>, latency: Duration) -> Response<Body> {
-    let prompt_text = rec.prompt.clone().unwrap_or_default() + &rec.messages.iter().map(|(_, c)| c.as_str()).collect::<String>();
+fn answer(
+    api: Api,
+    rec: &Received,
+    content: String,
+    thinking: Option<String>,
+    latency: Duration,
+) -> Response<Body> {
+    let prompt_text = rec.prompt.clone().unwrap_or_default()
+        + &rec
+            .messages
+            .iter()
+            .map(|(_, c)| c.as_str())
+            .collect::<String>();
     let (p_tok, c_tok) = (tokens(&prompt_text), tokens(&content));
     let total_ns = latency.as_nanos() as u64 + 1_000_000;
     let stats = json!({
@@ -757,8 +900,14 @@ fn answer(api: Api, rec: &Received, content: String, thinking: Option<String>, l
                                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
                 Bytes::from(format!("data: {c}\n\n"))
             };
-            let mut events: Vec<Bytes> = pieces.iter().map(|p| chunk(json!({"role": "assistant", "content": p}), Value::Null)).collect();
-            events.push(chunk(json!({"role": "assistant", "content": ""}), json!("stop")));
+            let mut events: Vec<Bytes> = pieces
+                .iter()
+                .map(|p| chunk(json!({"role": "assistant", "content": p}), Value::Null))
+                .collect();
+            events.push(chunk(
+                json!({"role": "assistant", "content": ""}),
+                json!("stop"),
+            ));
             events.push(Bytes::from_static(b"data: [DONE]\n\n"));
             streaming(events, "text/event-stream")
         }
@@ -766,14 +915,23 @@ fn answer(api: Api, rec: &Received, content: String, thinking: Option<String>, l
 }
 
 fn streaming(chunks: Vec<Bytes>, content_type: &str) -> Response<Body> {
-    let s = futures_util::stream::iter(chunks.into_iter().map(|b| Ok::<_, io::Error>(Frame::data(b))));
-    Response::builder().header(CONTENT_TYPE, content_type).body(BodyExt::boxed_unsync(StreamBody::new(s))).unwrap()
+    let s = futures_util::stream::iter(
+        chunks
+            .into_iter()
+            .map(|b| Ok::<_, io::Error>(Frame::data(b))),
+    );
+    Response::builder()
+        .header(CONTENT_TYPE, content_type)
+        .body(BodyExt::boxed_unsync(StreamBody::new(s)))
+        .unwrap()
 }
 
 fn error(api: Api, code: u16, msg: &str) -> Response<Body> {
     let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = match api {
-        Api::OpenAi => json!({"error": {"message": msg, "type": "api_error", "param": null, "code": null}}),
+        Api::OpenAi => {
+            json!({"error": {"message": msg, "type": "api_error", "param": null, "code": null}})
+        }
         _ => json!({ "error": msg }),
     };
     json_response(code, &body)
@@ -801,11 +959,18 @@ fn full(b: impl Into<Bytes>) -> Body {
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response<Body> {
-    Response::builder().status(code).header(CONTENT_TYPE, "application/json; charset=utf-8").body(full(v.to_string())).unwrap()
+    Response::builder()
+        .status(code)
+        .header(CONTENT_TYPE, "application/json; charset=utf-8")
+        .body(full(v.to_string()))
+        .unwrap()
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn rand_id() -> u64 {

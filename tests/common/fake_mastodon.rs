@@ -30,9 +30,13 @@ type Body = UnsyncBoxBody<Bytes, io::Error>;
 
 /// The fixture: 66 Mastodon statuses as the REST API returns them, in id order.
 pub fn load_fixture() -> Vec<Value> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/statuses.jsonl");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/statuses.jsonl");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("fixture line is JSON")).collect()
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("fixture line is JSON"))
+        .collect()
 }
 
 /// A realistic public status of the local account `tester`: `text` is plain text, escaped into
@@ -110,7 +114,11 @@ pub struct MastodonConfig {
 
 impl Default for MastodonConfig {
     fn default() -> Self {
-        MastodonConfig { heartbeat: Duration::from_secs(15), token: None, public_reblogs: false }
+        MastodonConfig {
+            heartbeat: Duration::from_secs(15),
+            token: None,
+            public_reblogs: false,
+        }
     }
 }
 
@@ -138,15 +146,28 @@ impl Channel {
             Channel::Public => true,
             Channel::PublicLocal => local,
             Channel::PublicRemote => !local,
-            Channel::Hashtag { tag, local: only_local } => (!only_local || local) && has_tag(s, tag),
+            Channel::Hashtag {
+                tag,
+                local: only_local,
+            } => (!only_local || local) && has_tag(s, tag),
             Channel::List(_) => true,
         }
     }
 }
 
 fn has_tag(s: &Value, tag: &str) -> bool {
-    let proper = if s["reblog"].is_object() { &s["reblog"] } else { s };
-    proper["tags"].as_array().is_some_and(|a| a.iter().any(|t| t["name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(tag))))
+    let proper = if s["reblog"].is_object() {
+        &s["reblog"]
+    } else {
+        s
+    };
+    proper["tags"].as_array().is_some_and(|a| {
+        a.iter().any(|t| {
+            t["name"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(tag))
+        })
+    })
 }
 
 /// One request the fake answered (or refused).
@@ -240,17 +261,26 @@ impl FakeMastodon {
         let task = tokio::spawn(async move {
             let mut conns = JoinSet::new();
             loop {
-                let Ok((sock, _)) = listener.accept().await else { return };
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
                 while conns.try_join_next().is_some() {}
                 let _ = sock.set_nodelay(true);
                 let st = st.clone();
                 conns.spawn(async move {
                     let svc = hyper::service::service_fn(move |req| handle(st.clone(), port, req));
-                    let _ = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(sock), svc).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(sock), svc)
+                        .await;
                 });
             }
         });
-        FakeMastodon { port, handle: MastodonHandle { shared }, task }
+        FakeMastodon {
+            port,
+            handle: MastodonHandle { shared },
+            task,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -302,14 +332,23 @@ impl MastodonHandle {
     /// Removes the status from the timeline and sends `delete` (payload: the bare id) to the
     /// streams it matched (every stream when the id is unknown).
     pub fn delete(&self, id: &str) {
-        let removed = id.parse::<u64>().ok().and_then(|n| self.shared.statuses.lock().unwrap().remove(&n));
+        let removed = id
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| self.shared.statuses.lock().unwrap().remove(&n));
         self.shared.deleted.lock().unwrap().push(id.to_string());
-        let frames = [Bytes::from_static(b"event: delete\n"), Bytes::from(format!("data: {id}\n\n"))];
+        let frames = [
+            Bytes::from_static(b"event: delete\n"),
+            Bytes::from(format!("data: {id}\n\n")),
+        ];
         let public_reblogs = self.shared.cfg.lock().unwrap().public_reblogs;
         let mut subs = self.shared.subs.lock().unwrap();
         subs.retain(|s| !s.tx.is_closed());
         for s in subs.iter() {
-            if removed.as_ref().is_none_or(|st| s.channel.matches(st, public_reblogs)) {
+            if removed
+                .as_ref()
+                .is_none_or(|st| s.channel.matches(st, public_reblogs))
+            {
                 for f in &frames {
                     let _ = s.tx.send(Msg::Data(f.clone()));
                 }
@@ -372,7 +411,13 @@ impl MastodonHandle {
 
     /// Published statuses in id order (deleted ones removed, edits applied).
     pub fn statuses(&self) -> Vec<Value> {
-        self.shared.statuses.lock().unwrap().values().cloned().collect()
+        self.shared
+            .statuses
+            .lock()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect()
     }
     pub fn deleted(&self) -> Vec<String> {
         self.shared.deleted.lock().unwrap().clone()
@@ -429,7 +474,10 @@ impl MastodonHandle {
         let id = match id_of(&status) {
             Some(id) => id,
             None => {
-                let id = map.keys().next_back().map_or(113_512_000_000_000_000, |m| m + 1);
+                let id = map
+                    .keys()
+                    .next_back()
+                    .map_or(113_512_000_000_000_000, |m| m + 1);
                 status["id"] = json!(id.to_string());
                 id
             }
@@ -460,18 +508,31 @@ fn id_of(s: &Value) -> Option<u64> {
     }
 }
 
-async fn handle(st: Arc<Shared>, port: u16, req: Request<Incoming>) -> Result<Response<Body>, io::Error> {
+async fn handle(
+    st: Arc<Shared>,
+    port: u16,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, io::Error> {
     let path = req.uri().path().to_string();
     let query = parse_query(req.uri().query());
-    let auth = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let auth = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let is_stream = path.starts_with("/api/v1/streaming");
     st.log.lock().unwrap().push(Recorded {
         method: req.method().to_string(),
-        uri: req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+        uri: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
         authorization: auth.clone(),
         stream: is_stream,
     });
-    let token = bearer(auth.as_deref()).or_else(|| q_get(&query, "access_token").map(str::to_string));
+    let token =
+        bearer(auth.as_deref()).or_else(|| q_get(&query, "access_token").map(str::to_string));
     if is_stream {
         return stream(st, &path, &query, token);
     }
@@ -481,19 +542,33 @@ async fn handle(st: Arc<Shared>, port: u16, req: Request<Incoming>) -> Result<Re
         if rl.0 > 0 {
             rl.0 -= 1;
             st.rate_limited.fetch_add(1, Ordering::SeqCst);
-            let mut r = json_response(StatusCode::TOO_MANY_REQUESTS, &json!({"error": "Too many requests"}));
+            let mut r = json_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                &json!({"error": "Too many requests"}),
+            );
             let h = r.headers_mut();
             h.insert("Retry-After", HeaderValue::from(rl.1));
             h.insert("X-RateLimit-Limit", HeaderValue::from_static("300"));
             h.insert("X-RateLimit-Remaining", HeaderValue::from_static("0"));
-            h.insert("X-RateLimit-Reset", HeaderValue::from_str(&iso_now(rl.1 as i64, 6)).unwrap());
+            h.insert(
+                "X-RateLimit-Reset",
+                HeaderValue::from_str(&iso_now(rl.1 as i64, 6)).unwrap(),
+            );
             return Ok(r);
         }
     }
     if req.method() != Method::GET {
-        return Ok(json_response(StatusCode::NOT_FOUND, &json!({"error": "Record not found"})));
+        return Ok(json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "Record not found"}),
+        ));
     }
-    let host = req.headers().get(HOST).and_then(|h| h.to_str().ok()).map(str::to_string).unwrap_or_else(|| format!("127.0.0.1:{port}"));
+    let host = req
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("127.0.0.1:{port}"));
     let cfg = st.cfg.lock().unwrap().clone();
     let timeline = if path == "/api/v1/timelines/public" {
         let channel = if q_true(&query, "local") {
@@ -505,22 +580,48 @@ async fn handle(st: Arc<Shared>, port: u16, req: Request<Incoming>) -> Result<Re
         };
         Some((channel, &["limit", "local", "only_media", "remote"][..]))
     } else if let Some(tag) = path.strip_prefix("/api/v1/timelines/tag/") {
-        Some((Channel::Hashtag { tag: pct_decode(tag), local: q_true(&query, "local") }, &["limit", "local", "only_media"][..]))
+        Some((
+            Channel::Hashtag {
+                tag: pct_decode(tag),
+                local: q_true(&query, "local"),
+            },
+            &["limit", "local", "only_media"][..],
+        ))
     } else {
         None
     };
     if let Some((channel, permitted)) = timeline {
         if let Some(want) = &cfg.token {
             match &token {
-                None => return Ok(json_response(StatusCode::UNPROCESSABLE_ENTITY, &json!({"error": "This method requires an authenticated user"}))),
-                Some(t) if t != want => return Ok(json_response(StatusCode::UNAUTHORIZED, &json!({"error": "The access token is invalid"}))),
+                None => {
+                    return Ok(json_response(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        &json!({"error": "This method requires an authenticated user"}),
+                    ))
+                }
+                Some(t) if t != want => {
+                    return Ok(json_response(
+                        StatusCode::UNAUTHORIZED,
+                        &json!({"error": "The access token is invalid"}),
+                    ))
+                }
                 _ => {}
             }
         }
-        return Ok(timeline_page(&st, &cfg, &channel, &query, permitted, &format!("http://{host}{path}")));
+        return Ok(timeline_page(
+            &st,
+            &cfg,
+            &channel,
+            &query,
+            permitted,
+            &format!("http://{host}{path}"),
+        ));
     }
     if let Some(id) = path.strip_prefix("/api/v1/statuses/") {
-        let found = id.parse::<u64>().ok().and_then(|n| st.statuses.lock().unwrap().get(&n).cloned());
+        let found = id
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| st.statuses.lock().unwrap().get(&n).cloned());
         return Ok(match found {
             Some(s) => json_response(StatusCode::OK, &s),
             None => json_response(StatusCode::NOT_FOUND, &json!({"error": "Record not found"})),
@@ -537,27 +638,43 @@ async fn handle(st: Arc<Shared>, port: u16, req: Request<Incoming>) -> Result<Re
             &json!({"domain": "mastodon.example", "title": "Fake Mastodon", "version": "4.3.2",
                     "configuration": {"urls": {"streaming": format!("ws://{host}")}}}),
         )),
-        _ => Ok(json_response(StatusCode::NOT_FOUND, &json!({"error": "Record not found"}))),
+        _ => Ok(json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "Record not found"}),
+        )),
     }
 }
 
-fn stream(st: Arc<Shared>, path: &str, query: &[(String, String)], token: Option<String>) -> Result<Response<Body>, io::Error> {
+fn stream(
+    st: Arc<Shared>,
+    path: &str,
+    query: &[(String, String)],
+    token: Option<String>,
+) -> Result<Response<Body>, io::Error> {
     if st.stream_down.load(Ordering::SeqCst) {
         st.stream_refused.fetch_add(1, Ordering::SeqCst);
-        return Err(io::Error::new(io::ErrorKind::ConnectionRefused, "stream down"));
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            "stream down",
+        ));
     }
     let refuse = |code: StatusCode, msg: &str| {
         st.stream_refused.fetch_add(1, Ordering::SeqCst);
         Ok(json_response(code, &json!({ "error": msg })))
     };
     if path == "/api/v1/streaming/health" {
-        return Ok(Response::builder().header(CONTENT_TYPE, "text/plain").body(full("OK")).unwrap());
+        return Ok(Response::builder()
+            .header(CONTENT_TYPE, "text/plain")
+            .body(full("OK"))
+            .unwrap());
     }
     let cfg = st.cfg.lock().unwrap().clone();
     if let Some(want) = &cfg.token {
         match &token {
             None => return refuse(StatusCode::UNAUTHORIZED, "Missing access token"),
-            Some(t) if t != want => return refuse(StatusCode::UNAUTHORIZED, "Invalid access token"),
+            Some(t) if t != want => {
+                return refuse(StatusCode::UNAUTHORIZED, "Invalid access token")
+            }
             _ => {}
         }
     }
@@ -571,7 +688,10 @@ fn stream(st: Arc<Shared>, path: &str, query: &[(String, String)], token: Option
         "public:local" => Channel::PublicLocal,
         "public:remote" => Channel::PublicRemote,
         "hashtag" | "hashtag:local" => match tag {
-            Some(tag) if !tag.is_empty() => Channel::Hashtag { tag, local: name.ends_with(":local") },
+            Some(tag) if !tag.is_empty() => Channel::Hashtag {
+                tag,
+                local: name.ends_with(":local"),
+            },
             _ => return refuse(StatusCode::BAD_REQUEST, "No tag for stream provided"),
         },
         "list" => match q_get(query, "list") {
@@ -583,32 +703,43 @@ fn stream(st: Arc<Shared>, path: &str, query: &[(String, String)], token: Option
     st.stream_connections.fetch_add(1, Ordering::SeqCst);
     let (tx, rx) = mpsc::unbounded_channel();
     st.subs.lock().unwrap().push(Sub { channel, tx });
-    let hb = (!cfg.heartbeat.is_zero()).then(|| tokio::time::interval_at(tokio::time::Instant::now() + cfg.heartbeat, cfg.heartbeat));
-    let body = futures_util::stream::unfold((rx, hb, Some(Bytes::from_static(b":)\n")), false), |(mut rx, mut hb, mut first, done)| async move {
-        if done {
-            return None;
-        }
-        if let Some(b) = first.take() {
-            return Some((Ok(Frame::data(b)), (rx, hb, first, false)));
-        }
-        enum Next {
-            Msg(Option<Msg>),
-            Beat,
-        }
-        let next = tokio::select! {
-            m = rx.recv() => Next::Msg(m),
-            _ = tick(&mut hb) => Next::Beat,
-        };
-        let item = match next {
-            Next::Msg(Some(Msg::Data(b))) => Ok(Frame::data(b)),
-            Next::Msg(Some(Msg::Cut)) => {
-                return Some((Err(io::Error::new(io::ErrorKind::ConnectionAborted, "stream cut by the test")), (rx, hb, first, true)));
-            }
-            Next::Msg(Some(Msg::End) | None) => return None,
-            Next::Beat => Ok(Frame::data(Bytes::from_static(b":thump\n"))),
-        };
-        Some((item, (rx, hb, first, false)))
+    let hb = (!cfg.heartbeat.is_zero()).then(|| {
+        tokio::time::interval_at(tokio::time::Instant::now() + cfg.heartbeat, cfg.heartbeat)
     });
+    let body = futures_util::stream::unfold(
+        (rx, hb, Some(Bytes::from_static(b":)\n")), false),
+        |(mut rx, mut hb, mut first, done)| async move {
+            if done {
+                return None;
+            }
+            if let Some(b) = first.take() {
+                return Some((Ok(Frame::data(b)), (rx, hb, first, false)));
+            }
+            enum Next {
+                Msg(Option<Msg>),
+                Beat,
+            }
+            let next = tokio::select! {
+                m = rx.recv() => Next::Msg(m),
+                _ = tick(&mut hb) => Next::Beat,
+            };
+            let item = match next {
+                Next::Msg(Some(Msg::Data(b))) => Ok(Frame::data(b)),
+                Next::Msg(Some(Msg::Cut)) => {
+                    return Some((
+                        Err(io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            "stream cut by the test",
+                        )),
+                        (rx, hb, first, true),
+                    ));
+                }
+                Next::Msg(Some(Msg::End) | None) => return None,
+                Next::Beat => Ok(Frame::data(Bytes::from_static(b":thump\n"))),
+            };
+            Some((item, (rx, hb, first, false)))
+        },
+    );
     Ok(Response::builder()
         .header(CONTENT_TYPE, "text/event-stream")
         .header(CACHE_CONTROL, "no-store")
@@ -627,19 +758,42 @@ async fn tick(hb: &mut Option<tokio::time::Interval>) {
 
 /// Mastodon's `paginate_by_id`: with `min_id`, the `limit` oldest newer than it (returned newest
 /// first); otherwise the `limit` newest below `max_id` and above `since_id`.
-fn timeline_page(st: &Shared, cfg: &MastodonConfig, channel: &Channel, q: &[(String, String)], permitted: &[&str], base: &str) -> Response<Body> {
+fn timeline_page(
+    st: &Shared,
+    cfg: &MastodonConfig,
+    channel: &Channel,
+    q: &[(String, String)],
+    permitted: &[&str],
+    base: &str,
+) -> Response<Body> {
     let limit = match q_get(q, "limit") {
         None => 20,
-        Some(v) => v.trim().parse::<i64>().map(|n| n.unsigned_abs().min(40) as usize).unwrap_or(0),
+        Some(v) => v
+            .trim()
+            .parse::<i64>()
+            .map(|n| n.unsigned_abs().min(40) as usize)
+            .unwrap_or(0),
     };
     let id_param = |k: &str| q_get(q, k).and_then(|v| v.parse::<u64>().ok());
     let (max_id, since_id, min_id) = (id_param("max_id"), id_param("since_id"), id_param("min_id"));
     let only_media = q_true(q, "only_media");
     let map = st.statuses.lock().unwrap();
-    let keep = |s: &&Value| channel.matches(s, cfg.public_reblogs) && (!only_media || s["media_attachments"].as_array().is_some_and(|a| !a.is_empty()));
+    let keep = |s: &&Value| {
+        channel.matches(s, cfg.public_reblogs)
+            && (!only_media
+                || s["media_attachments"]
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty()))
+    };
     let page: Vec<Value> = if let Some(min) = min_id {
         let upper = max_id.unwrap_or(u64::MAX);
-        let mut v: Vec<Value> = map.range(min.saturating_add(1)..upper).map(|(_, s)| s).filter(keep).take(limit).cloned().collect();
+        let mut v: Vec<Value> = map
+            .range(min.saturating_add(1)..upper)
+            .map(|(_, s)| s)
+            .filter(keep)
+            .take(limit)
+            .cloned()
+            .collect();
         v.reverse();
         v
     } else {
@@ -648,18 +802,31 @@ fn timeline_page(st: &Shared, cfg: &MastodonConfig, channel: &Channel, q: &[(Str
         if lower >= upper {
             Vec::new()
         } else {
-            map.range(lower..upper).rev().map(|(_, s)| s).filter(keep).take(limit).cloned().collect()
+            map.range(lower..upper)
+                .rev()
+                .map(|(_, s)| s)
+                .filter(keep)
+                .take(limit)
+                .cloned()
+                .collect()
         }
     };
     drop(map);
     let mut r = json_response(StatusCode::OK, &Value::Array(page.clone()));
     if let (Some(first), Some(last)) = (page.first(), page.last()) {
-        let kept: Vec<(String, String)> = q.iter().filter(|(k, _)| permitted.contains(&k.as_str())).cloned().collect();
+        let kept: Vec<(String, String)> = q
+            .iter()
+            .filter(|(k, _)| permitted.contains(&k.as_str()))
+            .cloned()
+            .collect();
         let link = |k: &str, v: &str| {
             let mut params = kept.clone();
             params.push((k.to_string(), v.to_string()));
             params.sort_by(|a, b| a.0.cmp(&b.0));
-            let qs: Vec<String> = params.iter().map(|(k, v)| format!("{}={}", pct_encode(k), pct_encode(v))).collect();
+            let qs: Vec<String> = params
+                .iter()
+                .map(|(k, v)| format!("{}={}", pct_encode(k), pct_encode(v)))
+                .collect();
             format!("{base}?{}", qs.join("&"))
         };
         let header = format!(
@@ -667,7 +834,8 @@ fn timeline_page(st: &Shared, cfg: &MastodonConfig, channel: &Channel, q: &[(Str
             link("max_id", last["id"].as_str().unwrap_or_default()),
             link("min_id", first["id"].as_str().unwrap_or_default())
         );
-        r.headers_mut().insert("Link", HeaderValue::from_str(&header).unwrap());
+        r.headers_mut()
+            .insert("Link", HeaderValue::from_str(&header).unwrap());
     }
     r
 }
@@ -677,13 +845,19 @@ fn full(b: impl Into<Bytes>) -> Body {
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response<Body> {
-    Response::builder().status(code).header(CONTENT_TYPE, "application/json; charset=utf-8").body(full(v.to_string())).unwrap()
+    Response::builder()
+        .status(code)
+        .header(CONTENT_TYPE, "application/json; charset=utf-8")
+        .body(full(v.to_string()))
+        .unwrap()
 }
 
 fn bearer(auth: Option<&str>) -> Option<String> {
     let a = auth?.trim();
     let (scheme, tok) = a.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| tok.trim().to_string())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| tok.trim().to_string())
 }
 
 fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
@@ -703,7 +877,12 @@ fn q_get<'a>(q: &'a [(String, String)], k: &str) -> Option<&'a str> {
 
 /// Rails' boolean params: anything but false/0/off/no/empty is true.
 fn q_true(q: &[(String, String)], k: &str) -> bool {
-    q_get(q, k).is_some_and(|v| !matches!(v.to_ascii_lowercase().as_str(), "" | "false" | "0" | "f" | "off" | "no"))
+    q_get(q, k).is_some_and(|v| {
+        !matches!(
+            v.to_ascii_lowercase().as_str(),
+            "" | "false" | "0" | "f" | "off" | "no"
+        )
+    })
 }
 
 fn pct_decode(s: &str) -> String {
@@ -713,7 +892,10 @@ fn pct_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            b'%' if i + 2 < b.len() => match std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
                 Some(v) => {
                     out.push(v);
                     i += 2;
@@ -732,7 +914,9 @@ fn pct_encode(s: &str) -> String {
     let mut out = String::new();
     for &c in s.as_bytes() {
         match c {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => out.push(c as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                out.push(c as char)
+            }
             b' ' => out.push('+'),
             _ => out.push_str(&format!("%{c:02X}")),
         }
@@ -741,13 +925,19 @@ fn pct_encode(s: &str) -> String {
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 /// Now plus `offset_secs`, ISO 8601 UTC with `frac` fractional digits (3 for created_at, 6 as
 /// in Mastodon's X-RateLimit-Reset).
 pub fn iso_now(offset_secs: i64, frac: usize) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
     let secs = now.as_secs() as i64 + offset_secs;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Howard Hinnant's civil_from_days.
@@ -761,6 +951,15 @@ pub fn iso_now(offset_secs: i64, frac: usize) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     let nanos = format!("{:09}", now.subsec_nanos());
-    let frac = if frac == 0 { String::new() } else { format!(".{}", &nanos[..frac.min(9)]) };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{frac}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    let frac = if frac == 0 {
+        String::new()
+    } else {
+        format!(".{}", &nanos[..frac.min(9)])
+    };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{frac}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }

@@ -25,32 +25,52 @@ pub fn repo() -> PathBuf {
 pub fn services() -> &'static HashMap<String, String> {
     static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
     ENV.get_or_init(|| {
-        let mut vars: HashMap<String, String> =
-            std::env::vars().filter(|(k, _)| k.starts_with("TRIBUTARY_TEST_") || k == "TRIBUTARY_SERVICES_SCRIPT").collect();
-        if !vars.contains_key("TRIBUTARY_TEST_CH26_URL") || !vars.contains_key("TRIBUTARY_TEST_PG_PORT") {
+        let mut vars: HashMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("TRIBUTARY_TEST_") || k == "TRIBUTARY_SERVICES_SCRIPT")
+            .collect();
+        if !vars.contains_key("TRIBUTARY_TEST_CH26_URL")
+            || !vars.contains_key("TRIBUTARY_TEST_PG_PORT")
+        {
             // Not started by scripts/test.sh: start (or reuse) the servers ourselves. A server
             // that cannot start fails the test; nothing is skipped.
             let out = std::process::Command::new(repo().join("scripts/services.sh"))
                 .arg("start")
                 .output()
                 .expect("running scripts/services.sh start");
-            assert!(out.status.success(), "scripts/services.sh start failed:\n{}", String::from_utf8_lossy(&out.stderr));
-            let env = std::process::Command::new(repo().join("scripts/services.sh")).arg("env").output().expect("services env");
+            assert!(
+                out.status.success(),
+                "scripts/services.sh start failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let env = std::process::Command::new(repo().join("scripts/services.sh"))
+                .arg("env")
+                .output()
+                .expect("services env");
             for line in String::from_utf8_lossy(&env.stdout).lines() {
                 if let Some((k, v)) = line.split_once('=') {
                     vars.insert(k.to_string(), v.to_string());
                 }
             }
         }
-        for k in ["TRIBUTARY_TEST_PG_PORT", "TRIBUTARY_TEST_CH18_URL", "TRIBUTARY_TEST_CH26_URL"] {
-            assert!(vars.contains_key(k), "{k} is not set: the test servers are not running");
+        for k in [
+            "TRIBUTARY_TEST_PG_PORT",
+            "TRIBUTARY_TEST_CH18_URL",
+            "TRIBUTARY_TEST_CH26_URL",
+        ] {
+            assert!(
+                vars.contains_key(k),
+                "{k} is not set: the test servers are not running"
+            );
         }
         vars
     })
 }
 
 pub fn var(k: &str) -> String {
-    services().get(k).cloned().unwrap_or_else(|| panic!("{k} missing"))
+    services()
+        .get(k)
+        .cloned()
+        .unwrap_or_else(|| panic!("{k} missing"))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,8 +110,17 @@ macro_rules! matrix {
 /// A name no other test (or earlier run) uses: lower case, for slots and tables.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 100_000_000;
-    format!("{prefix}_{}_{}_{}", std::process::id(), t, N.fetch_add(1, Ordering::Relaxed))
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        % 100_000_000;
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        t,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub async fn pg() -> tokio_postgres::Client {
@@ -102,9 +131,13 @@ pub async fn pg() -> tokio_postgres::Client {
         var("TRIBUTARY_TEST_PG_PASSWORD"),
         var("TRIBUTARY_TEST_PG_DATABASE")
     );
-    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect to the test Postgres");
+    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test Postgres");
     tokio::spawn(conn);
-    c.batch_execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 3").await.unwrap();
+    c.batch_execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 3")
+        .await
+        .unwrap();
     c
 }
 
@@ -125,32 +158,59 @@ impl World {
         let publication = unique("pub");
         let database = unique("db");
         let cfg = test_config(target, &slot, &publication, &database, &[]);
-        let ch = ChClient::connect(&cfg.pipelines[0].clickhouse).await.expect("connect to ClickHouse");
-        World { target, slot, publication, database, ch }
+        let ch = ChClient::connect(&cfg.pipelines[0].clickhouse)
+            .await
+            .expect("connect to ClickHouse");
+        World {
+            target,
+            slot,
+            publication,
+            database,
+            ch,
+        }
     }
 
     /// The example config (config/cdc.toml) pointed at this world, for these tables.
     pub fn config(&self, tables: &[&str]) -> Config {
-        test_config(self.target, &self.slot, &self.publication, &self.database, tables)
+        test_config(
+            self.target,
+            &self.slot,
+            &self.publication,
+            &self.database,
+            tables,
+        )
     }
 
     /// Rows of a ClickHouse query as TSV lines (FINAL and deleted-row filtering are the
     /// caller's, so tests say what they compare).
     pub async fn ch_rows(&self, sql: &str) -> Vec<String> {
-        self.try_ch_rows(sql).await.unwrap_or_else(|e| panic!("{e}"))
+        self.try_ch_rows(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub async fn try_ch_rows(&self, sql: &str) -> Result<Vec<String>, String> {
-        let text = self.ch.query_text(sql).await.map_err(|e| format!("{sql}: {e}"))?;
+        let text = self
+            .ch
+            .query_text(sql)
+            .await
+            .map_err(|e| format!("{sql}: {e}"))?;
         Ok(text.lines().map(str::to_string).collect())
     }
 
     /// `SELECT cols FROM table FINAL WHERE _is_deleted = 0 ORDER BY key` as TSV lines.
     pub async fn ch_live(&self, table: &str, cols: &str, order: &str) -> Vec<String> {
-        self.try_ch_live(table, cols, order).await.unwrap_or_else(|e| panic!("{e}"))
+        self.try_ch_live(table, cols, order)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    pub async fn try_ch_live(&self, table: &str, cols: &str, order: &str) -> Result<Vec<String>, String> {
+    pub async fn try_ch_live(
+        &self,
+        table: &str,
+        cols: &str,
+        order: &str,
+    ) -> Result<Vec<String>, String> {
         self.try_ch_rows(&format!(
             "SELECT {cols} FROM `{}`.`{}` FINAL WHERE _is_deleted = 0 ORDER BY {order}",
             self.database,
@@ -164,17 +224,35 @@ impl World {
         let c = pg().await;
         for _ in 0..50 {
             let r = c.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active", &[&self.slot]).await;
-            let left: i64 = c.query_one("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", &[&self.slot]).await.unwrap().get(0);
+            let left: i64 = c
+                .query_one(
+                    "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&self.slot],
+                )
+                .await
+                .unwrap()
+                .get(0);
             if r.is_ok() && left == 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let _ = c.batch_execute(&format!("DROP PUBLICATION IF EXISTS \"{}\"", self.publication)).await;
+        let _ = c
+            .batch_execute(&format!(
+                "DROP PUBLICATION IF EXISTS \"{}\"",
+                self.publication
+            ))
+            .await;
     }
 }
 
-pub fn test_config(target: Target, slot: &str, publication: &str, database: &str, tables: &[&str]) -> Config {
+pub fn test_config(
+    target: Target,
+    slot: &str,
+    publication: &str,
+    database: &str,
+    tables: &[&str],
+) -> Config {
     let text = std::fs::read_to_string(repo().join("config/cdc.toml")).expect("config/cdc.toml");
     let mut env: HashMap<&str, String> = HashMap::new();
     env.insert("PGHOST", "127.0.0.1".into());
@@ -186,10 +264,14 @@ pub fn test_config(target: Target, slot: &str, publication: &str, database: &str
     env.insert("TRIBUTARY_PUBLICATION", publication.into());
     env.insert("CLICKHOUSE_URL", target.url());
     env.insert("CLICKHOUSE_DATABASE", database.into());
-    let mut cfg = Config::from_str_named(&text, "config/cdc.toml", &|k| env.get(k).cloned()).expect("config/cdc.toml loads");
+    let mut cfg = Config::from_str_named(&text, "config/cdc.toml", &|k| env.get(k).cloned())
+        .expect("config/cdc.toml loads");
     let p = &mut cfg.pipelines[0];
     p.name = format!("cdc_{slot}");
-    let pg = p.postgres.as_mut().expect("config/cdc.toml has [pipeline.postgres]");
+    let pg = p
+        .postgres
+        .as_mut()
+        .expect("config/cdc.toml has [pipeline.postgres]");
     pg.tables = tables.iter().map(|s| s.to_string()).collect();
     pg.status_interval.0 = Duration::from_secs(1);
     cfg.supervision.backoff_initial.0 = Duration::from_millis(100);
@@ -210,8 +292,17 @@ pub struct Running {
 impl Running {
     pub async fn start(cfg: &Config) -> Running {
         let registry = Registry::new();
-        let (root, handle, handles) = tributary::supervisors::pipeline::start_root(cfg, registry.clone()).await.expect("start the tree");
-        Running { root, handle, registry, pipeline: cfg.pipelines[0].name.clone(), handles }
+        let (root, handle, handles) =
+            tributary::supervisors::pipeline::start_root(cfg, registry.clone())
+                .await
+                .expect("start the tree");
+        Running {
+            root,
+            handle,
+            registry,
+            pipeline: cfg.pipelines[0].name.clone(),
+            handles,
+        }
     }
 
     pub fn path(&self, child: &str) -> String {
@@ -219,7 +310,10 @@ impl Running {
     }
 
     pub async fn stop(self) {
-        self.root.stop_and_wait(Some("test".into()), Some(Duration::from_secs(30))).await.expect("graceful stop");
+        self.root
+            .stop_and_wait(Some("test".into()), Some(Duration::from_secs(30)))
+            .await
+            .expect("graceful stop");
         let _ = self.handle.await;
     }
 
@@ -229,7 +323,11 @@ impl Running {
         let root = self.root.clone();
         let cell = eventually(Duration::from_secs(30), &format!("{path} to run"), || {
             let (root, path) = (root.clone(), path.clone());
-            async move { tributary::supervisors::supervisor::find_actor(&root, &path).await.ok_or("not running".to_string()) }
+            async move {
+                tributary::supervisors::supervisor::find_actor(&root, &path)
+                    .await
+                    .ok_or("not running".to_string())
+            }
         })
         .await;
         cell.kill();
@@ -262,7 +360,10 @@ where
 /// Rows of a Postgres query rendered as ClickHouse would print them in TSV for String and
 /// integer columns (NULL as `\N`, TSV escaping).
 pub async fn pg_rows(c: &tokio_postgres::Client, sql: &str) -> Vec<String> {
-    let rows = c.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let rows = c
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     rows.iter()
         .filter_map(|m| match m {
             tokio_postgres::SimpleQueryMessage::Row(r) => Some(
@@ -291,28 +392,56 @@ pub fn init_logs() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         if let Ok(level) = std::env::var("TRIBUTARY_TEST_LOG") {
-            let _ = tracing_subscriber::fmt().with_env_filter(level).with_test_writer().try_init();
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(level)
+                .with_test_writer()
+                .try_init();
         }
     });
 }
 
 /// Waits until ClickHouse's live rows equal Postgres's for `table` (`cols` in both, ordered
 /// by `order`).
-pub async fn converge(w: &World, pgc: &tokio_postgres::Client, pg_table: &str, ch_table: &str, cols: &str, order: &str, timeout: Duration) {
-    eventually(timeout, &format!("{ch_table} to equal {pg_table}"), || async {
-        let want = pg_rows(pgc, &format!("SELECT {cols} FROM {pg_table} ORDER BY {order}")).await;
-        let got = w.try_ch_live(ch_table, &cols.replace('"', "`"), &order.replace('"', "`")).await?;
-        if want == got {
-            Ok(())
-        } else {
-            Err(format!("{} rows in Postgres, {} in ClickHouse; first difference: {:?}", want.len(), got.len(), first_diff(&want, &got)))
-        }
-    })
+pub async fn converge(
+    w: &World,
+    pgc: &tokio_postgres::Client,
+    pg_table: &str,
+    ch_table: &str,
+    cols: &str,
+    order: &str,
+    timeout: Duration,
+) {
+    eventually(
+        timeout,
+        &format!("{ch_table} to equal {pg_table}"),
+        || async {
+            let want = pg_rows(
+                pgc,
+                &format!("SELECT {cols} FROM {pg_table} ORDER BY {order}"),
+            )
+            .await;
+            let got = w
+                .try_ch_live(ch_table, &cols.replace('"', "`"), &order.replace('"', "`"))
+                .await?;
+            if want == got {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} rows in Postgres, {} in ClickHouse; first difference: {:?}",
+                    want.len(),
+                    got.len(),
+                    first_diff(&want, &got)
+                ))
+            }
+        },
+    )
     .await
 }
 
 pub fn first_diff(a: &[String], b: &[String]) -> Option<(usize, Option<String>, Option<String>)> {
-    (0..a.len().max(b.len())).find(|&i| a.get(i) != b.get(i)).map(|i| (i, a.get(i).cloned(), b.get(i).cloned()))
+    (0..a.len().max(b.len()))
+        .find(|&i| a.get(i) != b.get(i))
+        .map(|i| (i, a.get(i).cloned(), b.get(i).cloned()))
 }
 
 pub fn bin() -> &'static Path {
@@ -322,7 +451,12 @@ pub fn bin() -> &'static Path {
 /// Resident set size of a process in KiB (from /proc).
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Drops inactive slots left by test processes that are gone (a failed test skips its
@@ -345,8 +479,15 @@ pub async fn drop_stale_slots() {
 
 /// config/sentiment.toml pointed at a fake Mastodon, an LLM server and this world's
 /// ClickHouse database, with a unique pipeline name.
-pub fn sentiment_config(w: &World, mastodon_url: &str, llm_url: &str, backend: &str, model: &str) -> Config {
-    let text = std::fs::read_to_string(repo().join("config/sentiment.toml")).expect("config/sentiment.toml");
+pub fn sentiment_config(
+    w: &World,
+    mastodon_url: &str,
+    llm_url: &str,
+    backend: &str,
+    model: &str,
+) -> Config {
+    let text = std::fs::read_to_string(repo().join("config/sentiment.toml"))
+        .expect("config/sentiment.toml");
     let mut env: HashMap<&str, String> = HashMap::new();
     env.insert("MASTODON_URL", mastodon_url.into());
     env.insert("MASTODON_STREAM", "public".into());
@@ -355,7 +496,8 @@ pub fn sentiment_config(w: &World, mastodon_url: &str, llm_url: &str, backend: &
     env.insert("LLM_MODEL", model.into());
     env.insert("CLICKHOUSE_URL", w.target.url());
     env.insert("CLICKHOUSE_DATABASE", w.database.clone());
-    let mut cfg = Config::from_str_named(&text, "config/sentiment.toml", &|k| env.get(k).cloned()).expect("config/sentiment.toml loads");
+    let mut cfg = Config::from_str_named(&text, "config/sentiment.toml", &|k| env.get(k).cloned())
+        .expect("config/sentiment.toml loads");
     cfg.pipelines[0].name = unique("sentiment");
     cfg.supervision.backoff_initial.0 = Duration::from_millis(100);
     cfg.supervision.backoff_max.0 = Duration::from_secs(2);
@@ -396,5 +538,10 @@ pub async fn sentiment_rows(w: &World) -> Result<Vec<(String, String, String)>, 
 pub fn use_replay(cfg: &mut Config, file: PathBuf) {
     let p = &mut cfg.pipelines[0];
     p.mastodon = None;
-    p.replay = Some(tributary::config::ReplayConfig { file, rate: 0.0, instance: "replay.example".into(), filter: Default::default() });
+    p.replay = Some(tributary::config::ReplayConfig {
+        file,
+        rate: 0.0,
+        instance: "replay.example".into(),
+        filter: Default::default(),
+    });
 }

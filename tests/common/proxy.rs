@@ -38,7 +38,9 @@ impl Proxy {
         let st = state.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((client, _)) = listener.accept().await else { return };
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
                 st.accepted.fetch_add(1, Ordering::Relaxed);
                 if st.refuse.load(Ordering::Relaxed) {
                     drop(client);
@@ -52,7 +54,9 @@ impl Proxy {
                         drop(client);
                         return;
                     }
-                    let Ok(server) = TcpStream::connect(&st.upstream).await else { return };
+                    let Ok(server) = TcpStream::connect(&st.upstream).await else {
+                        return;
+                    };
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
                     let a = pump(cr, sw, st.clone());
@@ -75,7 +79,9 @@ impl Proxy {
     }
     /// Latency added before each forwarded read, both directions.
     pub fn set_delay(&self, d: Duration) {
-        self.state.delay_ms.store(d.as_millis() as u64, Ordering::Relaxed);
+        self.state
+            .delay_ms
+            .store(d.as_millis() as u64, Ordering::Relaxed);
     }
     /// Closes every open connection now.
     pub fn cut_all(&self) {
@@ -93,7 +99,11 @@ impl Proxy {
     }
 }
 
-async fn pump(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, st: Arc<State>) {
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    st: Arc<State>,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf).await {
