@@ -36,6 +36,9 @@ else
   echo "test.sh: WARNING: $FRONT_TEST missing, skipped (this fails under CI=true)" >&2
 fi
 
+echo "test.sh: docker-compose -f docker/docker-compose.yml config"
+docker-compose -f docker/docker-compose.yml config >/dev/null || failed+=("docker/docker-compose.yml")
+
 echo "test.sh: cargo test --locked $*"
 cargo test --locked "$@" || failed+=("cargo test")
 
