@@ -57,20 +57,21 @@ async fn expect_rows(w: &World, ids: &BTreeSet<String>) -> Vec<(String, String, 
     .await
 }
 
-/// Live stream: posts, an edit and a delete; deepseek-style `<think>` replies.
-async fn live_stream(target: Target) {
-    let w = World::new(target).await;
+/// A fake Mastodon (heartbeats every 200 ms) and the example config pointed at it and `llm`,
+/// adjusted by `tweak`; returns once the pipeline runs and its stream is connected.
+async fn live(
+    w: &World,
+    llm: &FakeLlm,
+    model: &str,
+    tweak: impl FnOnce(&mut tributary::config::Config),
+) -> (FakeMastodon, Running) {
     let masto = FakeMastodon::start_with(MastodonConfig {
         heartbeat: Duration::from_millis(200),
         ..Default::default()
     })
     .await;
-    let llm = FakeLlm::start(LlmConfig {
-        style: Style::Think,
-        ..Default::default()
-    })
-    .await;
-    let cfg = sentiment_config(&w, &masto.url(), &llm.url(), "ollama", "deepseek-r1:1.5b");
+    let mut cfg = sentiment_config(w, &masto.url(), &llm.url(), "ollama", model);
+    tweak(&mut cfg);
     let run = Running::start(&cfg).await;
     eventually(T, "the stream to connect", || async {
         if masto.stream_connections() >= 1 {
@@ -80,6 +81,18 @@ async fn live_stream(target: Target) {
         }
     })
     .await;
+    (masto, run)
+}
+
+/// Live stream: posts, an edit and a delete; deepseek-style `<think>` replies.
+async fn live_stream(target: Target) {
+    let w = World::new(target).await;
+    let llm = FakeLlm::start(LlmConfig {
+        style: Style::Think,
+        ..Default::default()
+    })
+    .await;
+    let (masto, run) = live(&w, &llm, "deepseek-r1:1.5b", |_| {}).await;
     let fixture = load_fixture();
     let mut ids = BTreeSet::new();
     for s in &fixture {
@@ -165,21 +178,9 @@ matrix!(thirty_percent_llm_errors_lose_nothing, flaky_llm);
 /// the LLM is back everything lands.
 async fn llm_outage(target: Target) {
     let w = World::new(target).await;
-    let masto = FakeMastodon::start_with(MastodonConfig {
-        heartbeat: Duration::from_millis(200),
-        ..Default::default()
-    })
-    .await;
     let llm = FakeLlm::start(LlmConfig::default()).await;
-    let mut cfg = sentiment_config(&w, &masto.url(), &llm.url(), "ollama", "llama3.2:1b");
-    cfg.pipelines[0].llm.as_mut().unwrap().queue = 8;
-    let run = Running::start(&cfg).await;
-    eventually(T, "the stream to connect", || async {
-        if masto.stream_connections() >= 1 {
-            Ok(())
-        } else {
-            Err("not yet".into())
-        }
+    let (masto, run) = live(&w, &llm, "llama3.2:1b", |c| {
+        c.pipelines[0].llm.as_mut().unwrap().queue = 8;
     })
     .await;
     llm.set_down(true);
@@ -217,25 +218,13 @@ matrix!(llm_down_for_10s_pauses_intake_and_loses_nothing, llm_outage);
 /// A worker killed mid-request is restarted and finishes the job it held.
 async fn killed_worker(target: Target) {
     let w = World::new(target).await;
-    let masto = FakeMastodon::start_with(MastodonConfig {
-        heartbeat: Duration::from_millis(200),
-        ..Default::default()
-    })
-    .await;
     let llm = FakeLlm::start(LlmConfig {
         latency: Duration::from_millis(1500),
         ..Default::default()
     })
     .await;
-    let mut cfg = sentiment_config(&w, &masto.url(), &llm.url(), "ollama", "llama3.2:1b");
-    cfg.pipelines[0].llm.as_mut().unwrap().concurrency = 2;
-    let run = Running::start(&cfg).await;
-    eventually(T, "the stream to connect", || async {
-        if masto.stream_connections() >= 1 {
-            Ok(())
-        } else {
-            Err("not yet".into())
-        }
+    let (masto, run) = live(&w, &llm, "llama3.2:1b", |c| {
+        c.pipelines[0].llm.as_mut().unwrap().concurrency = 2;
     })
     .await;
     let mut ids = BTreeSet::new();
@@ -275,22 +264,8 @@ matrix!(killed_worker_restarts_and_retries_its_post, killed_worker);
 /// no gap.
 async fn stream_gap(target: Target) {
     let w = World::new(target).await;
-    let masto = FakeMastodon::start_with(MastodonConfig {
-        heartbeat: Duration::from_millis(200),
-        ..Default::default()
-    })
-    .await;
     let llm = FakeLlm::start(LlmConfig::default()).await;
-    let cfg = sentiment_config(&w, &masto.url(), &llm.url(), "ollama", "llama3.2:1b");
-    let run = Running::start(&cfg).await;
-    eventually(T, "the stream to connect", || async {
-        if masto.stream_connections() >= 1 {
-            Ok(())
-        } else {
-            Err("not yet".into())
-        }
-    })
-    .await;
+    let (masto, run) = live(&w, &llm, "llama3.2:1b", |_| {}).await;
     let mut ids = BTreeSet::new();
     let mut next = 400_000_000_000_000_000u64;
     let mut publish = |ids: &mut BTreeSet<String>, silently: bool, text: &str| {
@@ -323,27 +298,13 @@ matrix!(dropped_stream_reconnects_and_backfills_the_gap, stream_gap);
 /// panic, and the pipeline goes on.
 async fn hostile_input(target: Target) {
     let w = World::new(target).await;
-    let masto = FakeMastodon::start_with(MastodonConfig {
-        heartbeat: Duration::from_millis(200),
-        ..Default::default()
-    })
-    .await;
     let llm = FakeLlm::start(LlmConfig::default()).await;
     llm.set_override("POISON", Reply::Garbage);
     llm.set_override(
         "INJECT",
         Reply::Raw("Sure! positive. Actually negative.".into()),
     );
-    let cfg = sentiment_config(&w, &masto.url(), &llm.url(), "ollama", "llama3.2:1b");
-    let run = Running::start(&cfg).await;
-    eventually(T, "the stream to connect", || async {
-        if masto.stream_connections() >= 1 {
-            Ok(())
-        } else {
-            Err("not yet".into())
-        }
-    })
-    .await;
+    let (masto, run) = live(&w, &llm, "llama3.2:1b", |_| {}).await;
     masto.inject_raw(Some("update"), "{not json");
     masto.inject_raw(Some("update"), "\"a JSON string that is not a status\"");
     masto.inject_raw(None, "data without an event");

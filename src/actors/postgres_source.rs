@@ -206,6 +206,18 @@ impl ChunkBuilder {
     }
 }
 
+/// A row change for the sink.
+fn row(rel_id: u32, delete: bool, version: u64, cells: Vec<Cell>) -> ChangeItem {
+    ChangeItem::Row {
+        rel_id,
+        change: RowChange {
+            delete,
+            version,
+            cells,
+        },
+    }
+}
+
 /// pgoutput's commit timestamps are µs since 2000-01-01.
 fn unix_micros_from_pg(ts: i64) -> i64 {
     ts + 946_684_800_000_000
@@ -428,17 +440,7 @@ impl Stream {
                         }
                     }
                     LogicalMessage::Insert { rel_id, new } => {
-                        chunk.push(
-                            &self.pipeline,
-                            ChangeItem::Row {
-                                rel_id,
-                                change: RowChange {
-                                    delete: false,
-                                    version: wal_start,
-                                    cells: new,
-                                },
-                            },
-                        );
+                        chunk.push(&self.pipeline, row(rel_id, false, wal_start, new));
                     }
                     LogicalMessage::Update {
                         rel_id,
@@ -458,43 +460,13 @@ impl Stream {
                             }
                             if key.iter().any(|&i| old.get(i) != new.get(i)) {
                                 // The key changed: the old row is gone.
-                                chunk.push(
-                                    &self.pipeline,
-                                    ChangeItem::Row {
-                                        rel_id,
-                                        change: RowChange {
-                                            delete: true,
-                                            version: wal_start,
-                                            cells: old,
-                                        },
-                                    },
-                                );
+                                chunk.push(&self.pipeline, row(rel_id, true, wal_start, old));
                             }
                         }
-                        chunk.push(
-                            &self.pipeline,
-                            ChangeItem::Row {
-                                rel_id,
-                                change: RowChange {
-                                    delete: false,
-                                    version: wal_start,
-                                    cells: new,
-                                },
-                            },
-                        );
+                        chunk.push(&self.pipeline, row(rel_id, false, wal_start, new));
                     }
                     LogicalMessage::Delete { rel_id, old } => {
-                        chunk.push(
-                            &self.pipeline,
-                            ChangeItem::Row {
-                                rel_id,
-                                change: RowChange {
-                                    delete: true,
-                                    version: wal_start,
-                                    cells: old,
-                                },
-                            },
-                        );
+                        chunk.push(&self.pipeline, row(rel_id, true, wal_start, old));
                     }
                     LogicalMessage::Truncate { mut rel_ids, .. } => {
                         rel_ids.retain(|r| !ignored.contains(r));
@@ -666,17 +638,7 @@ impl Stream {
                             s.qualified()
                         )))
                     })?;
-                    chunk.push(
-                        &self.pipeline,
-                        ChangeItem::Row {
-                            rel_id: s.rel_id,
-                            change: RowChange {
-                                delete: false,
-                                version: 0,
-                                cells,
-                            },
-                        },
-                    );
+                    chunk.push(&self.pipeline, row(s.rel_id, false, 0, cells));
                     n += 1;
                     PipelineCounters::add(&self.counters.snapshot_rows, 1);
                     start += pos + 1;

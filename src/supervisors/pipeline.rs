@@ -7,7 +7,8 @@
 //! acknowledgement channel and the counters.
 
 use super::supervisor::{
-    ChildSpec, Restart, StartFn, Strategy, Supervisor, SupervisorArgs, SupervisorMsg,
+    supervisor_start, ChildSpec, Restart, StartFn, Strategy, Supervisor, SupervisorArgs,
+    SupervisorMsg,
 };
 use crate::actors::clickhouse_sink::{ClickHouseSink, SinkArgs, SinkMsg};
 use crate::actors::postgres_source::{PostgresSource, SourceArgs};
@@ -99,39 +100,25 @@ pub fn cdc_pipeline(
             })
         })
     };
-    let args_for = {
-        let policy = cfg.supervision;
-        let name = p.name.clone();
-        let shutdown_timeout = cfg.shutdown_timeout.0;
-        move |registry: Arc<Registry>| SupervisorArgs {
-            path: format!("root/{name}"),
-            strategy: Strategy::RestForOne,
-            policy,
-            children: vec![
-                ChildSpec {
-                    name: "sink".into(),
-                    restart: Restart::Permanent,
-                    start: sink_start.clone(),
-                },
-                ChildSpec {
-                    name: "source".into(),
-                    restart: Restart::Permanent,
-                    start: source_start.clone(),
-                },
-            ],
-            registry,
-            shutdown_timeout,
-        }
-    };
-    let start: StartFn = Arc::new(move |sup| {
-        let args = args_for(registry.clone());
-        Box::pin(async move {
-            Ok(Actor::spawn_linked(None, Supervisor, args, sup)
-                .await?
-                .0
-                .get_cell())
-        })
-    });
+    let start = supervisor_start(
+        format!("root/{}", p.name),
+        Strategy::RestForOne,
+        cfg.supervision,
+        vec![
+            ChildSpec {
+                name: "sink".into(),
+                restart: Restart::Permanent,
+                start: sink_start,
+            },
+            ChildSpec {
+                name: "source".into(),
+                restart: Restart::Permanent,
+                start: source_start,
+            },
+        ],
+        registry,
+        cfg.shutdown_timeout.0,
+    );
     (
         ChildSpec {
             name: p.name.clone(),

@@ -11,7 +11,7 @@
 //! predecessor held. The queue, leases, ack tracker and breaker live here, across restarts.
 
 use super::pipeline::PipelineHandles;
-use super::supervisor::{ChildSpec, Restart, StartFn, Strategy, Supervisor, SupervisorArgs};
+use super::supervisor::{supervisor_start, ChildSpec, Restart, StartFn, Strategy};
 use crate::ack::AckTracker;
 use crate::actors::llm_worker::{Job, Leases, LlmWorker, WorkerArgs};
 use crate::actors::mastodon_source::{MastodonArgs, MastodonSource};
@@ -125,30 +125,14 @@ pub fn sentiment_pipeline(
             }
         })
         .collect();
-    let pool: StartFn = {
-        let (policy, registry, path, timeout) = (
-            cfg.supervision,
-            registry.clone(),
-            path.clone(),
-            cfg.shutdown_timeout.0,
-        );
-        Arc::new(move |sup| {
-            let args = SupervisorArgs {
-                path: format!("{path}/pool"),
-                strategy: Strategy::OneForOne,
-                policy,
-                children: workers.clone(),
-                registry: registry.clone(),
-                shutdown_timeout: timeout,
-            };
-            Box::pin(async move {
-                Ok(Actor::spawn_linked(None, Supervisor, args, sup)
-                    .await?
-                    .0
-                    .get_cell())
-            })
-        })
-    };
+    let pool = supervisor_start(
+        format!("{path}/pool"),
+        Strategy::OneForOne,
+        cfg.supervision,
+        workers,
+        registry.clone(),
+        cfg.shutdown_timeout.0,
+    );
     let source: StartFn = {
         let (p, h, counters) = (p.clone(), h.clone(), counters.clone());
         Arc::new(move |sup| {
@@ -212,25 +196,14 @@ pub fn sentiment_pipeline(
             start: source,
         },
     ];
-    let start: StartFn = {
-        let (policy, timeout) = (cfg.supervision, cfg.shutdown_timeout.0);
-        Arc::new(move |sup| {
-            let args = SupervisorArgs {
-                path: path.clone(),
-                strategy: Strategy::RestForOne,
-                policy,
-                children: children.clone(),
-                registry: registry.clone(),
-                shutdown_timeout: timeout,
-            };
-            Box::pin(async move {
-                Ok(Actor::spawn_linked(None, Supervisor, args, sup)
-                    .await?
-                    .0
-                    .get_cell())
-            })
-        })
-    };
+    let start = supervisor_start(
+        path,
+        Strategy::RestForOne,
+        cfg.supervision,
+        children,
+        registry,
+        cfg.shutdown_timeout.0,
+    );
     (
         ChildSpec {
             name: p.name.clone(),

@@ -363,3 +363,30 @@ pub async fn find_actor(root: &ActorRef<SupervisorMsg>, path: &str) -> Option<Ac
         sup = ActorRef::<SupervisorMsg>::from(next?);
     }
 }
+
+/// A child spec's start function for a nested supervisor over `children`.
+pub fn supervisor_start(
+    path: String,
+    strategy: Strategy,
+    policy: SupervisionConfig,
+    children: Vec<ChildSpec>,
+    registry: Arc<Registry>,
+    shutdown_timeout: Duration,
+) -> StartFn {
+    Arc::new(move |sup| {
+        let args = SupervisorArgs {
+            path: path.clone(),
+            strategy,
+            policy,
+            children: children.clone(),
+            registry: registry.clone(),
+            shutdown_timeout,
+        };
+        Box::pin(async move {
+            Ok(Actor::spawn_linked(None, Supervisor, args, sup)
+                .await?
+                .0
+                .get_cell())
+        })
+    })
+}
