@@ -2,9 +2,9 @@
 //!
 //! The sentiment pipeline against the real LLM server of the test servers (llama.cpp with
 //! SmolLM2-135M), next to the server's own throughput measured in the same run by a direct
-//! client (the pipeline's `LlmClient`, same prompt and output constraint):
-//! 1. direct, one request at a time; 2. direct, C at once (a serial server gains nothing);
-//! 3. the pipeline with C workers and adaptive concurrency, from a replay file into ClickHouse.
+//! client (the pipeline's `LlmClient`, same prompt and output constraint): direct, one
+//! request at a time; direct, C at once (a serial server gains nothing); and the pipeline with
+//! C workers and adaptive concurrency, from a replay file into ClickHouse.
 //! Reports posts/s of each, the pipeline's share of the best direct figure, the limit the
 //! adaptive controller settled on, and peak RSS.
 

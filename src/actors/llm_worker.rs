@@ -138,7 +138,7 @@ impl Actor for LlmWorker {
                     status_id: status_id.clone(),
                 },
                 JobKind::Classify(post) => {
-                    SentimentItem::Classified(classify(st, post, &job.trace).await)
+                    SentimentItem::Classified(Box::new(classify(st, post, &job.trace).await))
                 }
             };
             let trace = job.trace.clone();

@@ -601,7 +601,7 @@ impl Stream {
         let mut chunk = ChunkBuilder::new();
         let rels: Vec<u32> = schemas.keys().copied().collect();
         chunk.push(&self.pipeline, ChangeItem::SnapshotBegin(rels));
-        self.send(&mut chunk, &schemas).await?;
+        self.send(&mut chunk, schemas).await?;
         client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
@@ -643,13 +643,13 @@ impl Stream {
                     PipelineCounters::add(&self.counters.snapshot_rows, 1);
                     start += pos + 1;
                     if chunk.rows >= self.cfg.chunk_rows {
-                        self.send(&mut chunk, &schemas).await?;
+                        self.send(&mut chunk, schemas).await?;
                     }
                 }
                 partial.drain(..start);
             }
             if !chunk.is_empty() {
-                self.send(&mut chunk, &schemas).await?;
+                self.send(&mut chunk, schemas).await?;
             }
             tracing::info!(pipeline = %self.pipeline, table = %s.qualified(), rows = n, "table snapshot copied");
         }

@@ -33,7 +33,7 @@ pub struct Classified {
 
 #[derive(Debug)]
 pub enum SentimentItem {
-    Classified(Classified),
+    Classified(Box<Classified>),
     /// The post was deleted on its instance.
     Deleted {
         instance: String,

@@ -579,16 +579,16 @@ async fn handle(
             Channel::Public
         };
         Some((channel, &["limit", "local", "only_media", "remote"][..]))
-    } else if let Some(tag) = path.strip_prefix("/api/v1/timelines/tag/") {
-        Some((
-            Channel::Hashtag {
-                tag: pct_decode(tag),
-                local: q_true(&query, "local"),
-            },
-            &["limit", "local", "only_media"][..],
-        ))
     } else {
-        None
+        path.strip_prefix("/api/v1/timelines/tag/").map(|tag| {
+            (
+                Channel::Hashtag {
+                    tag: pct_decode(tag),
+                    local: q_true(&query, "local"),
+                },
+                &["limit", "local", "only_media"][..],
+            )
+        })
     };
     if let Some((channel, permitted)) = timeline {
         if let Some(want) = &cfg.token {
