@@ -350,7 +350,7 @@ async fn adaptive_concurrency_fits_the_server_on_ch26() {
     for (lanes, want_low) in [(1usize, true), (0, false)] {
         let w = World::new(Target::Ch26).await;
         let llm = FakeLlm::start(LlmConfig {
-            latency: Duration::from_millis(60),
+            latency: Duration::from_millis(40),
             concurrency: lanes,
             ..Default::default()
         })
@@ -362,13 +362,18 @@ async fn adaptive_concurrency_fits_the_server_on_ch26() {
             "ollama",
             "llama3.2:1b",
         );
-        use_replay(&mut cfg, repo().join("tests/fixtures/statuses.jsonl"));
+        // 200 short posts: enough windows for the limit to settle.
+        let file = repo().join(format!("target/test-configs/{}.jsonl", unique("adaptive")));
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        let lines: Vec<String> = (0..200u64)
+            .map(|i| make_status(600_000_000_000_000_000 + i, &format!("post {i}")).to_string())
+            .collect();
+        std::fs::write(&file, lines.join("\n")).unwrap();
+        use_replay(&mut cfg, file);
         cfg.pipelines[0].llm.as_mut().unwrap().concurrency = 8;
         let run = Running::start(&cfg).await;
-        let ids: BTreeSet<String> = load_fixture()
-            .iter()
-            .filter(|s| s["reblog"].is_null())
-            .map(|s| s["id"].as_str().unwrap().to_string())
+        let ids: BTreeSet<String> = (0..200u64)
+            .map(|i| (600_000_000_000_000_000 + i).to_string())
             .collect();
         expect_rows(&w, &ids).await;
         let limit = handles(&run).limiter.limit();
