@@ -59,6 +59,13 @@ async fn real_llm(target: Target) {
         0,
         "no unparseable reply with constrained output"
     );
+    assert_eq!(
+        h.llm
+            .unparsed_retries
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "parse failures are counted, and with constrained output there are none"
+    );
     run.stop().await;
 }
 matrix!(real_llama_cpp_labels_every_post, real_llm);

@@ -256,3 +256,43 @@ async fn exits_nonzero_when_the_last_pipeline_escalates() {
     );
     w.teardown().await;
 }
+
+/// Tables without a primary key are refused before anything is created, all named at once.
+#[tokio::test]
+async fn keyless_tables_are_refused_with_their_names() {
+    let w = World::new(Target::Ch18).await;
+    let c = pg().await;
+    let (a, b, k) = (unique("nokey_a"), unique("nokey_b"), unique("haskey"));
+    c.batch_execute(&format!("CREATE TABLE {a} (x int); CREATE TABLE {b} (y text); CREATE TABLE {k} (id int PRIMARY KEY)"))
+        .await
+        .unwrap();
+    let cfg = write_config(
+        &[
+            &format!("public.{a}"),
+            &format!("public.{b}"),
+            &format!("public.{k}"),
+        ],
+        "",
+    );
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .env("PGPORT", var("TRIBUTARY_TEST_PG_PORT"))
+        .env("PGUSER", var("TRIBUTARY_TEST_PG_USER"))
+        .env("PGPASSWORD", var("TRIBUTARY_TEST_PG_PASSWORD"))
+        .env("PGDATABASE", var("TRIBUTARY_TEST_PG_DATABASE"))
+        .env("CLICKHOUSE_URL", Target::Ch18.url())
+        .env("CLICKHOUSE_DATABASE", &w.database)
+        .env("TRIBUTARY_SLOT", &w.slot)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("without a primary key")
+            && err.contains(&format!("public.{a}"))
+            && err.contains(&format!("public.{b}")),
+        "{err}"
+    );
+    assert!(!err.contains(&format!("public.{k}")), "{err}");
+}

@@ -287,9 +287,12 @@ async fn stream_gap(target: Target) {
         publish(&mut ids, true, &format!("during the gap {i}, angry"));
     }
     let connections = masto.stream_connections();
+    // The backfill meets the rate limit first: it waits Retry-After and goes on.
+    masto.rate_limit_next(2, 1);
     masto.set_stream_down(false);
     expect_rows(&w, &ids).await;
     assert!(masto.stream_connections() > connections, "it reconnected");
+    assert_eq!(masto.rate_limited(), 2, "the 429s were met and waited out");
     run.stop().await;
 }
 matrix!(dropped_stream_reconnects_and_backfills_the_gap, stream_gap);
@@ -396,3 +399,60 @@ async fn adaptive_concurrency_fits_the_server_on_ch26() {
         run.stop().await;
     }
 }
+
+/// Two instances in one pipeline: each post lands once, under its own instance.
+async fn two_instances(target: Target) {
+    let w = World::new(target).await;
+    let llm = FakeLlm::start(LlmConfig::default()).await;
+    let other = FakeMastodon::start_with(MastodonConfig {
+        heartbeat: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await;
+    let other_url = other.url();
+    let (masto, run) = live(&w, &llm, "llama3.2:1b", |c| {
+        let m = c.pipelines[0].mastodon.as_mut().unwrap();
+        m.instances.push(tributary::config::MastodonInstance {
+            url: other_url,
+            token: Default::default(),
+        });
+    })
+    .await;
+    eventually(T, "the second stream to connect", || async {
+        if other.stream_connections() >= 1 {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    })
+    .await;
+    // The same status id on both instances is two posts.
+    masto.publish(make_status(
+        700_000_000_000_000_001,
+        "first instance, happy",
+    ));
+    other.publish(make_status(
+        700_000_000_000_000_001,
+        "second instance, angry",
+    ));
+    let rows = eventually(T, "both posts", || async {
+        let rows = w
+            .try_ch_rows(&format!(
+                "SELECT instance, m_id, sentiment FROM `{}`.mastodon_sentiment FINAL WHERE _is_deleted = 0 ORDER BY sentiment",
+                w.database
+            ))
+            .await?;
+        if rows.len() == 2 { Ok(rows) } else { Err(format!("{rows:?}")) }
+    })
+    .await;
+    let host = |u: &str| u.trim_start_matches("http://").to_string();
+    assert_eq!(
+        rows,
+        vec![
+            format!("{}\t700000000000000001\tnegative", host(&other.url())),
+            format!("{}\t700000000000000001\tpositive", host(&masto.url())),
+        ]
+    );
+    run.stop().await;
+}
+matrix!(two_instances_in_one_pipeline, two_instances);
