@@ -111,6 +111,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     #[serde(default)]
     pub supervision: SupervisionConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
     /// How long SIGINT/SIGTERM may take to drain what is in flight before the process exits.
     #[serde(default = "defaults::shutdown_timeout")]
     pub shutdown_timeout: HumanDuration,
@@ -150,6 +152,23 @@ impl Default for TelemetryConfig {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// The HTTP listener: `/health`, `/ready`, `/status`, `/metrics` and the status page.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `host:port`; empty = no listener.
+    #[serde(default = "defaults::http_listen")]
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: defaults::http_listen(),
+        }
+    }
 }
 
 /// Restart policy of every supervisor (OTP's restart intensity plus exponential backoff).
@@ -476,6 +495,9 @@ pub mod defaults {
     pub fn kind() -> PipelineKind {
         PipelineKind::Cdc
     }
+    pub fn http_listen() -> String {
+        "127.0.0.1:9464".into()
+    }
     pub fn yes() -> bool {
         true
     }
@@ -618,6 +640,16 @@ impl Config {
             key,
             message,
         };
+        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(invalid(
+                "http.listen".into(),
+                format!(
+                    "`{}` is not host:port (an IP address and a port)",
+                    self.http.listen
+                ),
+            ));
+        }
         if self.pipelines.is_empty() {
             return Err(invalid(
                 "pipeline".into(),

@@ -31,6 +31,12 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Print the status of a running tributary (its `/status`), as a table.
+    Status {
+        /// The running process's HTTP listener.
+        #[arg(long, default_value = "http://127.0.0.1:9464")]
+        url: String,
+    },
     /// Measure label quality of the LLM of the config's sentiment pipeline on a labeled JSON
     /// Lines file (a status with a `label` field per line): accuracy, precision and recall
     /// per label, confusion matrix, unparseable share, latency. Several --model and --prompt
@@ -62,6 +68,7 @@ fn main() -> ExitCode {
         Command::Run { config } | Command::Check { config } | Command::Eval { config, .. } => {
             config.clone()
         }
+        Command::Status { url } => return status(url),
     };
     let cfg = match Config::load(&path) {
         Ok(c) => c,
@@ -90,6 +97,7 @@ fn main() -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Run { .. } => run(cfg).await,
+            Command::Status { .. } => unreachable!("handled above"),
             Command::Eval {
                 file,
                 model,
@@ -111,11 +119,38 @@ fn main() -> ExitCode {
 
 async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     let telemetry = tributary::telemetry::init(&cfg.telemetry).map_err(anyhow::Error::msg)?;
+    // Bound before any pipeline starts: a taken port fails the start, not a running service.
+    let listener = match cfg.http.listen.as_str() {
+        "" => None,
+        listen => Some(
+            tributary::http::bind(listen)
+                .await
+                .map_err(anyhow::Error::msg)?,
+        ),
+    };
     let registry = tributary::status::Registry::new();
-    let (root, handle, _handles) =
+    let (root, handle, handles) =
         tributary::supervisors::pipeline::start_root(&cfg, registry.clone())
             .await
             .context("starting the supervisor tree")?;
+    let _http = match listener {
+        Some(l) => {
+            let observed = tributary::observe::Observed {
+                registry: registry.clone(),
+                pipelines: cfg
+                    .pipelines
+                    .iter()
+                    .map(|p| p.name.clone())
+                    .zip(handles)
+                    .collect(),
+                started: std::time::Instant::now(),
+            };
+            let (addr, task) = tributary::http::serve(l, observed).map_err(anyhow::Error::msg)?;
+            tracing::info!(%addr, "status page at /, and /metrics, /status, /health, /ready");
+            Some(task)
+        }
+        None => None,
+    };
     tracing::info!(pipelines = cfg.pipelines.len(), "tributary running");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
@@ -130,6 +165,85 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     };
     telemetry.shutdown();
     Ok(code)
+}
+
+fn status(url: &str) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tributary: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let got = rt.block_on(async {
+        tributary::tls::install_default_provider();
+        let body = reqwest::Client::new()
+            .get(format!("{}/status", url.trim_end_matches('/')))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        Ok::<_, reqwest::Error>(body)
+    });
+    let body = match got {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("tributary status: {url}: {}", e.without_url());
+            return ExitCode::FAILURE;
+        }
+    };
+    let v: serde_json::Value = match serde_json::from_str(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("tributary status: not a status document: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "tributary {}  up {} s  ready: {}",
+        v["version"].as_str().unwrap_or("?"),
+        v["uptime_s"],
+        v["ready"]
+    );
+    for p in v["pipelines"].as_array().into_iter().flatten() {
+        println!(
+            "pipeline {} ({}): read {}  written {}  batches {}  retries {}  lag p50/p99 {}/{} ms  lsn {}",
+            p["name"].as_str().unwrap_or(""),
+            p["kind"].as_str().unwrap_or(""),
+            p["rows_read"],
+            p["rows_written"],
+            p["batches_written"],
+            p["insert_retries"],
+            p["lag_p50_ms"],
+            p["lag_p99_ms"],
+            p["confirmed_lsn"].as_str().unwrap_or("-")
+        );
+        for q in p["queues"].as_array().into_iter().flatten() {
+            println!(
+                "  queue {:<14} {}/{}",
+                q["name"].as_str().unwrap_or(""),
+                q["depth"],
+                q["capacity"]
+            );
+        }
+    }
+    println!(
+        "{:<44} {:<11} {:>8}  last error",
+        "actor", "state", "restarts"
+    );
+    for (a, s) in v["actors"].as_object().into_iter().flatten() {
+        println!(
+            "{a:<44} {:<11} {:>8}  {}",
+            s["state"].as_str().unwrap_or(""),
+            s["restarts"],
+            s["last_error"].as_str().unwrap_or("")
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 async fn eval(

@@ -39,6 +39,10 @@ fn spawn(w: &World, config: &std::path::Path, ch_url: &str) -> Child {
         .env("CLICKHOUSE_URL", ch_url)
         .env("CLICKHOUSE_DATABASE", &w.database)
         .env("RUST_LOG", "info")
+        .env(
+            "TRIBUTARY_HTTP",
+            std::env::var("TEST_HTTP").unwrap_or_default(),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -295,4 +299,105 @@ async fn keyless_tables_are_refused_with_their_names() {
         "{err}"
     );
     assert!(!err.contains(&format!("public.{k}")), "{err}");
+}
+
+/// The HTTP endpoints of a running process: health, readiness, the status document, the
+/// metrics (with the rows this test wrote) and the status page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_ready_status_and_metrics_are_served() {
+    let w = World::new(Target::Ch26).await;
+    let c = pg().await;
+    let t = unique("observed");
+    c.batch_execute(&format!("CREATE TABLE {t} (id int PRIMARY KEY, v text); INSERT INTO {t} SELECT g, 'v' FROM generate_series(1, 300) g"))
+        .await
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = write_config(&[&format!("public.{t}")], "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "${TRIBUTARY_HTTP:-127.0.0.1:9464}",
+        &format!("127.0.0.1:{port}"),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let child = spawn(&w, &cfg, &Target::Ch26.url());
+    let base = format!("http://127.0.0.1:{port}");
+    tributary::tls::install_default_provider();
+    let http = reqwest::Client::new();
+    let get = |path: &str| {
+        let (http, url) = (http.clone(), format!("{base}{path}"));
+        async move {
+            let r = http.get(url).send().await.map_err(|e| e.to_string())?;
+            let code = r.status().as_u16();
+            Ok::<_, String>((code, r.text().await.map_err(|e| e.to_string())?))
+        }
+    };
+    eventually(T, "/ready", || async {
+        match get("/ready").await? {
+            (200, _) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(get("/health").await.unwrap(), (200, "ok\n".to_string()));
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    c.batch_execute(&format!("UPDATE {t} SET v = 'w' WHERE id <= 10"))
+        .await
+        .unwrap();
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    let status: serde_json::Value = eventually(T, "the update in /status", || async {
+        let (_, body) = get("/status").await?;
+        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        if v["pipelines"][0]["rows_written"].as_u64().unwrap_or(0) >= 310 {
+            Ok(v)
+        } else {
+            Err(body)
+        }
+    })
+    .await;
+    assert_eq!(status["ready"], true);
+    assert_eq!(status["pipelines"][0]["snapshot_rows"], 300);
+    assert!(
+        status["actors"]["root/cdc/source"]["state"] == "running",
+        "{status}"
+    );
+    assert!(
+        status["pipelines"][0]["confirmed_lsn"]
+            .as_str()
+            .is_some_and(|l| l.contains('/')),
+        "{status}"
+    );
+    let (code, metrics) = get("/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in:\n{metrics}"))
+    };
+    assert!(value("tributary_rows_written_total{pipeline=\"cdc\"}") >= 310.0);
+    assert!(value("tributary_commit_lag_seconds_count{pipeline=\"cdc\"}") >= 1.0);
+    assert_eq!(value("tributary_actor_up{actor=\"root/cdc/sink\"}"), 1.0);
+    assert_eq!(
+        value("tributary_queue_capacity{pipeline=\"cdc\",queue=\"source->sink\"}"),
+        32.0
+    );
+    assert!(
+        metrics.trim_end().ends_with("# EOF"),
+        "OpenMetrics text ends with # EOF"
+    );
+    let (code, page) = get("/").await.unwrap();
+    assert!(
+        code == 200
+            && page.contains("<title>tributary</title>")
+            && page.contains("fetch(\"/status\")")
+    );
+    sigterm(&child);
+    let (status, err) = wait_exit(child, Duration::from_secs(30)).await;
+    assert!(status.success(), "{err}");
+    w.teardown().await;
 }

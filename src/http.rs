@@ -1,0 +1,127 @@
+//! The HTTP listener: `/health` (the process answers), `/ready` (every pipeline's actors
+//! run), `/status` (JSON: the actor tree, counters, queues, lag), `/metrics` (OpenMetrics
+//! text for Prometheus) and `/` (a status page that renders `/status` and refreshes itself).
+//!
+//! Must never: block on a pipeline (every answer reads shared state only), or serve on an
+//! address the config did not name.
+
+use crate::observe::{render_metrics, Observed};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+/// Binds `listen` (done before any pipeline starts, so a taken port fails the start).
+pub async fn bind(listen: &str) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("http.listen `{listen}`: {e}"))
+}
+
+/// Serves on `listener` until the task is aborted. Returns the bound address (useful with
+/// port 0).
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    observed: Observed,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                continue;
+            };
+            let o = observed.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let o = o.clone();
+                    async move { Ok::<_, Infallible>(route(&o, req)) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                    .await;
+            });
+        }
+    });
+    Ok((addr, task))
+}
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn route(o: &Observed, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != hyper::Method::GET {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
+    }
+    match req.uri().path() {
+        "/health" => reply(StatusCode::OK, "text/plain", "ok\n"),
+        "/ready" => {
+            if o.status().ready {
+                reply(StatusCode::OK, "text/plain", "ready\n")
+            } else {
+                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
+            }
+        }
+        "/status" => match serde_json::to_vec_pretty(&o.status()) {
+            Ok(b) => reply(StatusCode::OK, "application/json", b),
+            Err(e) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                e.to_string(),
+            ),
+        },
+        "/metrics" => reply(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            render_metrics(o),
+        ),
+        "/" => reply(StatusCode::OK, "text/html; charset=utf-8", PAGE),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
+}
+
+/// The status page: renders `/status` every two seconds (no external assets).
+const PAGE: &str = r##"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>tributary</title>
+<style>
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
+h1{font-size:1.3em}h2{font-size:1.1em;margin-top:1.5em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
+th{background:#f4f4f4}.running{color:#080}.restarting,.starting{color:#b60}.failed,.stopped{color:#c00}
+#ready.yes{color:#080}#ready.no{color:#c00}small{color:#666}
+</style></head><body>
+<h1>tributary <small id="version"></small></h1>
+<p>Ready: <b id="ready">…</b> · uptime <span id="uptime"></span> s · <small>refreshes every 2 s · <a href="/metrics">/metrics</a> · <a href="/status">/status</a></small></p>
+<div id="pipelines"></div>
+<h2>Actors</h2>
+<table id="actors"><thead><tr><th>actor</th><th>state</th><th>restarts</th><th>last error</th></tr></thead><tbody></tbody></table>
+<script>
+function esc(s){return String(s==null?"":s).replace(/[&<>"]/g,c=>({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;"}[c]))}
+async function refresh(){
+  try{
+    const s=await (await fetch("/status")).json();
+    document.getElementById("version").textContent="v"+s.version;
+    const r=document.getElementById("ready");r.textContent=s.ready?"yes":"no";r.className=s.ready?"yes":"no";
+    document.getElementById("uptime").textContent=s.uptime_s;
+    let h="";
+    for(const p of s.pipelines){
+      h+=`<h2>Pipeline ${esc(p.name)} <small>(${esc(p.kind)})</small></h2><table><tr><th>rows read</th><th>rows written</th><th>batches</th><th>insert retries</th><th>snapshot rows</th><th>lag p50 / p99 (ms)</th><th>confirmed LSN</th></tr>`+
+         `<tr class="counters"><td>${p.rows_read}</td><td class="written">${p.rows_written}</td><td>${p.batches_written}</td><td>${p.insert_retries}</td><td>${p.snapshot_rows}</td><td>${p.lag_p50_ms??"–"} / ${p.lag_p99_ms??"–"}</td><td>${esc(p.confirmed_lsn??"–")}</td></tr></table>`;
+      h+=`<table><tr><th>queue</th><th>depth</th><th>capacity</th></tr>`+p.queues.map(q=>`<tr><td>${esc(q.name)}</td><td>${q.depth}</td><td>${q.capacity}</td></tr>`).join("")+`</table>`;
+      if(p.llm){const l=p.llm;h+=`<table><tr><th>LLM requests</th><th>errors</th><th>unknown</th><th>circuit</th><th>limit</th><th>in flight</th></tr><tr><td>${l.requests}</td><td>${l.errors}</td><td>${l.unknown}</td><td>${l.circuit_open?"open":"closed"}</td><td>${l.concurrency_limit}</td><td>${l.in_flight}</td></tr></table>`;}
+    }
+    document.getElementById("pipelines").innerHTML=h;
+    document.querySelector("#actors tbody").innerHTML=Object.entries(s.actors).map(([a,x])=>
+      `<tr data-actor="${esc(a)}"><td>${esc(a)}</td><td class="${esc(x.state)}">${esc(x.state)}</td><td class="restarts">${x.restarts}</td><td>${esc(x.last_error??"")}</td></tr>`).join("");
+  }catch(e){document.getElementById("ready").textContent="unreachable";}
+}
+refresh();setInterval(refresh,2000);
+</script></body></html>
+"##;

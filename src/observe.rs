@@ -1,0 +1,494 @@
+//! What the process shows about itself: a snapshot of the actor tree and of every pipeline
+//! (for `/status`, the status page and `tributary status`), and the Prometheus metrics read
+//! from the same live state at scrape time (a prometheus-client collector), so the page, the
+//! JSON and the metrics can never disagree.
+//!
+//! Must never: hold a lock across I/O, or put a secret or an unbounded value in a label.
+
+use crate::status::{ActorState, ActorStatus, PipelineCounters, Registry};
+use crate::supervisors::pipeline::PipelineHandles;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Everything the HTTP endpoints read.
+#[derive(Clone)]
+pub struct Observed {
+    pub registry: Arc<Registry>,
+    pub pipelines: Vec<(String, PipelineHandles)>,
+    pub started: std::time::Instant,
+}
+
+impl std::fmt::Debug for Observed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Observed({} pipelines)", self.pipelines.len())
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Queue {
+    pub name: String,
+    pub depth: usize,
+    pub capacity: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PipelineStatus {
+    pub name: String,
+    pub kind: &'static str,
+    pub rows_read: u64,
+    pub rows_written: u64,
+    pub bytes_written: u64,
+    pub batches_written: u64,
+    pub insert_retries: u64,
+    pub snapshot_rows: u64,
+    pub values_clamped: u64,
+    pub values_unrepresentable: u64,
+    /// Last LSN confirmed to Postgres (cdc), as Postgres prints it.
+    pub confirmed_lsn: Option<String>,
+    pub lag_p50_ms: Option<u64>,
+    pub lag_p99_ms: Option<u64>,
+    pub queues: Vec<Queue>,
+    /// LLM stage (sentiment pipelines).
+    pub llm: Option<LlmStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LlmStatus {
+    pub requests: u64,
+    pub errors: u64,
+    pub unknown: u64,
+    pub classified: u64,
+    pub circuit_open: bool,
+    pub concurrency_limit: usize,
+    pub in_flight: usize,
+    pub skipped: u64,
+    pub malformed_events: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub version: &'static str,
+    pub uptime_s: u64,
+    /// Every pipeline's actors run (nothing restarting or failed).
+    pub ready: bool,
+    pub actors: BTreeMap<String, ActorStatus>,
+    pub pipelines: Vec<PipelineStatus>,
+}
+
+impl Observed {
+    pub fn status(&self) -> Status {
+        let actors = self.registry.actors();
+        let ready = !self.pipelines.is_empty()
+            && self.pipelines.iter().all(|(name, _)| {
+                let prefix = format!("root/{name}");
+                let mine: Vec<&ActorStatus> = actors
+                    .iter()
+                    .filter(|(p, _)| **p == prefix || p.starts_with(&format!("{prefix}/")))
+                    .map(|(_, s)| s)
+                    .collect();
+                !mine.is_empty() && mine.iter().all(|s| s.state == ActorState::Running)
+            });
+        let pipelines = self
+            .pipelines
+            .iter()
+            .map(|(name, h)| self.pipeline(name, h))
+            .collect();
+        Status {
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_s: self.started.elapsed().as_secs(),
+            ready,
+            actors,
+            pipelines,
+        }
+    }
+
+    fn pipeline(&self, name: &str, h: &PipelineHandles) -> PipelineStatus {
+        let c = self.registry.pipeline(name);
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let (kind, queues, llm, confirmed) = match h {
+            PipelineHandles::Cdc { edge, .. } => {
+                let lsn = get(&c.confirmed_lsn);
+                (
+                    "cdc",
+                    vec![Queue {
+                        name: "source->sink".into(),
+                        depth: edge.depth(),
+                        capacity: edge.capacity(),
+                    }],
+                    None,
+                    (lsn > 0).then(|| crate::protocol::pgoutput::fmt_lsn(lsn)),
+                )
+            }
+            PipelineHandles::Sentiment(s) => (
+                "sentiment",
+                vec![
+                    Queue {
+                        name: "source->llm".into(),
+                        depth: s.queue.depth(),
+                        capacity: s.queue.capacity(),
+                    },
+                    Queue {
+                        name: "llm->sink".into(),
+                        depth: s.sink_edge.depth(),
+                        capacity: s.sink_edge.capacity(),
+                    },
+                ],
+                Some(LlmStatus {
+                    requests: get(&s.llm.requests),
+                    errors: get(&s.llm.errors),
+                    unknown: get(&s.llm.unknown),
+                    classified: get(&s.llm.classified),
+                    circuit_open: s.breaker.is_open(),
+                    concurrency_limit: s.limiter.limit(),
+                    in_flight: s.limiter.in_flight(),
+                    skipped: get(&s.skipped),
+                    malformed_events: get(&s.malformed),
+                }),
+                None,
+            ),
+        };
+        PipelineStatus {
+            name: name.to_string(),
+            kind,
+            rows_read: get(&c.rows_read),
+            rows_written: get(&c.rows_written),
+            bytes_written: get(&c.bytes_written),
+            batches_written: get(&c.batches_written),
+            insert_retries: get(&c.insert_retries),
+            snapshot_rows: get(&c.snapshot_rows),
+            values_clamped: get(&c.values_clamped),
+            values_unrepresentable: get(&c.values_unrepresentable),
+            confirmed_lsn: confirmed,
+            lag_p50_ms: c.lag_quantile_micros(0.5).map(|us| us / 1000),
+            lag_p99_ms: c.lag_quantile_micros(0.99).map(|us| us / 1000),
+            queues,
+            llm,
+        }
+    }
+}
+
+/// One counter or gauge sample with its labels.
+fn sample<'a>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    ty: MetricType,
+    samples: impl IntoIterator<Item = (Vec<(&'a str, String)>, f64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, ty)?;
+    for (labels, v) in samples {
+        let fam = m.encode_family(&labels)?;
+        match ty {
+            MetricType::Counter => Counter(v as u64).encode(fam)?,
+            _ => Gauge(v).encode(fam)?,
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug)]
+struct Counter(u64);
+impl EncodeMetric for Counter {
+    fn encode(
+        &self,
+        mut e: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        e.encode_counter::<NoLabelSet, _, u64>(&self.0, None)
+    }
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
+}
+#[derive(Debug)]
+struct Gauge(f64);
+impl EncodeMetric for Gauge {
+    fn encode(
+        &self,
+        mut e: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        e.encode_gauge(&self.0)
+    }
+    fn metric_type(&self) -> MetricType {
+        MetricType::Gauge
+    }
+}
+
+impl Collector for Observed {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use MetricType::{Counter as C, Gauge as G};
+        let st = self.status();
+        let per = |f: &dyn Fn(&PipelineStatus) -> f64| -> Vec<(Vec<(&str, String)>, f64)> {
+            st.pipelines
+                .iter()
+                .map(|p| (vec![("pipeline", p.name.clone())], f(p)))
+                .collect()
+        };
+        sample(
+            &mut enc,
+            "tributary_rows_read",
+            "Rows (changes, posts) read from the source.",
+            C,
+            per(&|p| p.rows_read as f64),
+        )?;
+        sample(
+            &mut enc,
+            "tributary_rows_written",
+            "Rows written to ClickHouse.",
+            C,
+            per(&|p| p.rows_written as f64),
+        )?;
+        sample(
+            &mut enc,
+            "tributary_written_bytes",
+            "Bytes of row data sent to ClickHouse.",
+            C,
+            per(&|p| p.bytes_written as f64),
+        )?;
+        sample(
+            &mut enc,
+            "tributary_batches",
+            "Inserts into ClickHouse.",
+            C,
+            per(&|p| p.batches_written as f64),
+        )?;
+        sample(
+            &mut enc,
+            "tributary_insert_retries",
+            "ClickHouse inserts retried.",
+            C,
+            per(&|p| p.insert_retries as f64),
+        )?;
+        sample(
+            &mut enc,
+            "tributary_snapshot_rows",
+            "Rows copied by initial snapshots.",
+            C,
+            per(&|p| p.snapshot_rows as f64),
+        )?;
+        sample(
+            &mut enc,
+            "tributary_values_clamped",
+            "Values stored at the nearest bound of their ClickHouse type.",
+            C,
+            per(&|p| p.values_clamped as f64),
+        )?;
+        sample(
+            &mut enc,
+            "tributary_values_unrepresentable",
+            "Values the column type cannot hold, stored as NULL or default.",
+            C,
+            per(&|p| p.values_unrepresentable as f64),
+        )?;
+        let lsn: Vec<_> = self
+            .pipelines
+            .iter()
+            .filter(|(_, h)| matches!(h, PipelineHandles::Cdc { .. }))
+            .map(|(n, _)| {
+                (
+                    vec![("pipeline", n.clone())],
+                    self.registry
+                        .pipeline(n)
+                        .confirmed_lsn
+                        .load(Ordering::Relaxed) as f64,
+                )
+            })
+            .collect();
+        sample(
+            &mut enc,
+            "tributary_confirmed_lsn",
+            "Last WAL position confirmed to Postgres (bytes).",
+            G,
+            lsn,
+        )?;
+        let queues: Vec<_> = st
+            .pipelines
+            .iter()
+            .flat_map(|p| {
+                p.queues.iter().map(move |q| {
+                    (
+                        vec![("pipeline", p.name.clone()), ("queue", q.name.clone())],
+                        q.depth as f64,
+                    )
+                })
+            })
+            .collect();
+        sample(
+            &mut enc,
+            "tributary_queue_depth",
+            "Messages waiting on a bounded edge.",
+            G,
+            queues,
+        )?;
+        let caps: Vec<_> = st
+            .pipelines
+            .iter()
+            .flat_map(|p| {
+                p.queues.iter().map(move |q| {
+                    (
+                        vec![("pipeline", p.name.clone()), ("queue", q.name.clone())],
+                        q.capacity as f64,
+                    )
+                })
+            })
+            .collect();
+        sample(
+            &mut enc,
+            "tributary_queue_capacity",
+            "Capacity of a bounded edge.",
+            G,
+            caps,
+        )?;
+        let restarts: Vec<_> = st
+            .actors
+            .iter()
+            .map(|(a, s)| (vec![("actor", a.clone())], s.restarts as f64))
+            .collect();
+        sample(
+            &mut enc,
+            "tributary_actor_restarts",
+            "Restarts of an actor by its supervisor.",
+            C,
+            restarts,
+        )?;
+        let up: Vec<_> = st
+            .actors
+            .iter()
+            .map(|(a, s)| {
+                (
+                    vec![("actor", a.clone())],
+                    (s.state == ActorState::Running) as u8 as f64,
+                )
+            })
+            .collect();
+        sample(
+            &mut enc,
+            "tributary_actor_up",
+            "1 while the actor runs.",
+            G,
+            up,
+        )?;
+        sample(
+            &mut enc,
+            "tributary_ready",
+            "1 while every pipeline runs.",
+            G,
+            vec![(vec![], st.ready as u8 as f64)],
+        )?;
+        // Commit → visible lag (cdc), from the sink's log2 buckets of microseconds.
+        let mut m = enc.encode_descriptor(
+            "tributary_commit_lag_seconds",
+            "Time from a Postgres commit to its rows being in ClickHouse.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (name, h) in &self.pipelines {
+            if matches!(h, PipelineHandles::Cdc { .. }) {
+                let (sum, count, buckets) = lag_histogram(&self.registry.pipeline(name));
+                let labels = [("pipeline", name.as_str())];
+                let mut fam = m.encode_family(&labels)?;
+                fam.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+            }
+        }
+        drop(m);
+        let llm: Vec<&PipelineStatus> = st.pipelines.iter().filter(|p| p.llm.is_some()).collect();
+        let l = |f: &dyn Fn(&LlmStatus) -> f64| -> Vec<(Vec<(&str, String)>, f64)> {
+            llm.iter()
+                .filter_map(|p| {
+                    p.llm
+                        .as_ref()
+                        .map(|x| (vec![("pipeline", p.name.clone())], f(x)))
+                })
+                .collect()
+        };
+        sample(
+            &mut enc,
+            "tributary_llm_requests",
+            "LLM requests sent.",
+            C,
+            l(&|x| x.requests as f64),
+        )?;
+        sample(
+            &mut enc,
+            "tributary_llm_errors",
+            "LLM requests that failed (retried).",
+            C,
+            l(&|x| x.errors as f64),
+        )?;
+        sample(
+            &mut enc,
+            "tributary_llm_unknown",
+            "Posts stored as `unknown` after two unparseable replies.",
+            C,
+            l(&|x| x.unknown as f64),
+        )?;
+        sample(
+            &mut enc,
+            "tributary_llm_classified",
+            "Posts classified.",
+            C,
+            l(&|x| x.classified as f64),
+        )?;
+        sample(
+            &mut enc,
+            "tributary_llm_circuit_open",
+            "1 while the LLM circuit breaker is open or half-open.",
+            G,
+            l(&|x| x.circuit_open as u8 as f64),
+        )?;
+        sample(
+            &mut enc,
+            "tributary_llm_concurrency_limit",
+            "Requests the adaptive limit allows in flight.",
+            G,
+            l(&|x| x.concurrency_limit as f64),
+        )?;
+        sample(
+            &mut enc,
+            "tributary_posts_skipped",
+            "Posts skipped by the filter or unreadable.",
+            C,
+            l(&|x| x.skipped as f64),
+        )?;
+        sample(
+            &mut enc,
+            "tributary_mastodon_malformed_events",
+            "Stream events that could not be read.",
+            C,
+            l(&|x| x.malformed_events as f64),
+        )?;
+        Ok(())
+    }
+}
+
+/// (sum in seconds, count, cumulative buckets by upper bound in seconds).
+fn lag_histogram(c: &PipelineCounters) -> (f64, u64, Vec<(f64, u64)>) {
+    let mut cum = 0;
+    let mut sum = 0.0;
+    let mut buckets = Vec::new();
+    for (i, b) in c.lag_buckets.iter().enumerate() {
+        let n = b.load(Ordering::Relaxed);
+        cum += n;
+        let upper = (1u64 << i) as f64 / 1e6;
+        // Sum estimated at the bucket's middle: the buckets are all we keep.
+        sum += n as f64 * upper * 0.75;
+        if (10..=26).contains(&i) {
+            buckets.push((upper, cum));
+        }
+    }
+    buckets.push((f64::INFINITY, cum));
+    (sum, cum, buckets)
+}
+
+/// The metrics in the OpenMetrics text format.
+pub fn render_metrics(o: &Observed) -> String {
+    let mut reg = prometheus_client::registry::Registry::default();
+    reg.register_collector(Box::new(o.clone()));
+    let mut out = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
+    out
+}
