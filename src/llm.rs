@@ -22,6 +22,8 @@ pub struct LlmCounters {
     pub classified: AtomicU64,
     pub redelivered: AtomicU64,
     pub latency_ms_total: AtomicU64,
+    /// Duration of each request.
+    pub duration: crate::status::Log2Histogram,
 }
 
 /// How errors are retried.
@@ -65,7 +67,9 @@ pub async fn classify(
         attempts += 1;
         counters.requests.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!(parent: trace, "llm.call", model = %client.model(), attempt = attempts, outcome = tracing::field::Empty);
+        let sent = Instant::now();
         let reply = client.complete(text).instrument(span.clone()).await;
+        counters.duration.record(sent.elapsed());
         drop(slot);
         match reply {
             Ok(reply) => {

@@ -68,6 +68,8 @@ pub struct LlmStatus {
     pub in_flight: usize,
     pub skipped: u64,
     pub malformed_events: u64,
+    pub events: u64,
+    pub reconnects: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -148,6 +150,8 @@ impl Observed {
                     in_flight: s.limiter.in_flight(),
                     skipped: get(&s.skipped),
                     malformed_events: get(&s.malformed),
+                    events: get(&s.events),
+                    reconnects: get(&s.reconnects),
                 }),
                 None,
             ),
@@ -164,8 +168,8 @@ impl Observed {
             values_clamped: get(&c.values_clamped),
             values_unrepresentable: get(&c.values_unrepresentable),
             confirmed_lsn: confirmed,
-            lag_p50_ms: c.lag_quantile_micros(0.5).map(|us| us / 1000),
-            lag_p99_ms: c.lag_quantile_micros(0.99).map(|us| us / 1000),
+            lag_p50_ms: c.commit_lag.quantile_micros(0.5).map(|us| us / 1000),
+            lag_p99_ms: c.commit_lag.quantile_micros(0.99).map(|us| us / 1000),
             queues,
             llm,
         }
@@ -379,22 +383,58 @@ impl Collector for Observed {
             G,
             vec![(vec![], st.ready as u8 as f64)],
         )?;
-        // Commit → visible lag (cdc), from the sink's log2 buckets of microseconds.
-        let mut m = enc.encode_descriptor(
+        let cdc: Vec<(String, Arc<PipelineCounters>)> = self
+            .pipelines
+            .iter()
+            .filter(|(_, h)| matches!(h, PipelineHandles::Cdc { .. }))
+            .map(|(n, _)| (n.clone(), self.registry.pipeline(n)))
+            .collect();
+        let all: Vec<(String, Arc<PipelineCounters>)> = self
+            .pipelines
+            .iter()
+            .map(|(n, _)| (n.clone(), self.registry.pipeline(n)))
+            .collect();
+        let slot: Vec<_> = cdc
+            .iter()
+            .map(|(n, c)| {
+                (
+                    vec![("pipeline", n.clone())],
+                    c.slot_lag_bytes.load(Ordering::Relaxed) as f64,
+                )
+            })
+            .collect();
+        sample(
+            &mut enc,
+            "tributary_slot_lag_bytes",
+            "WAL the replication slot holds back (bytes).",
+            G,
+            slot,
+        )?;
+        histogram(
+            &mut enc,
             "tributary_commit_lag_seconds",
             "Time from a Postgres commit to its rows being in ClickHouse.",
-            None,
-            MetricType::Histogram,
+            cdc.iter().map(|(n, c)| (n.as_str(), &c.commit_lag)),
         )?;
-        for (name, h) in &self.pipelines {
-            if matches!(h, PipelineHandles::Cdc { .. }) {
-                let (sum, count, buckets) = lag_histogram(&self.registry.pipeline(name));
-                let labels = [("pipeline", name.as_str())];
-                let mut fam = m.encode_family(&labels)?;
-                fam.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
-            }
-        }
-        drop(m);
+        histogram(
+            &mut enc,
+            "tributary_insert_duration_seconds",
+            "Duration of one ClickHouse insert, retries included.",
+            all.iter().map(|(n, c)| (n.as_str(), &c.insert_duration)),
+        )?;
+        let esc: Vec<_> = self
+            .registry
+            .escalations()
+            .into_iter()
+            .map(|(s, n)| (vec![("supervisor", s)], n as f64))
+            .collect();
+        sample(
+            &mut enc,
+            "tributary_supervisor_escalations",
+            "Supervisors that gave up after too many restarts.",
+            C,
+            esc,
+        )?;
         let llm: Vec<&PipelineStatus> = st.pipelines.iter().filter(|p| p.llm.is_some()).collect();
         let l = |f: &dyn Fn(&LlmStatus) -> f64| -> Vec<(Vec<(&str, String)>, f64)> {
             llm.iter()
@@ -461,27 +501,52 @@ impl Collector for Observed {
             C,
             l(&|x| x.malformed_events as f64),
         )?;
+        sample(
+            &mut enc,
+            "tributary_mastodon_events",
+            "Stream events received (update, edit, delete).",
+            C,
+            l(&|x| x.events as f64),
+        )?;
+        sample(
+            &mut enc,
+            "tributary_mastodon_reconnects",
+            "Stream connections lost and opened again.",
+            C,
+            l(&|x| x.reconnects as f64),
+        )?;
+        let llm_h: Vec<(String, Arc<crate::llm::LlmCounters>)> = self
+            .pipelines
+            .iter()
+            .filter_map(|(n, h)| match h {
+                PipelineHandles::Sentiment(s) => Some((n.clone(), s.llm.clone())),
+                _ => None,
+            })
+            .collect();
+        histogram(
+            &mut enc,
+            "tributary_llm_request_duration_seconds",
+            "Duration of one LLM request.",
+            llm_h.iter().map(|(n, c)| (n.as_str(), &c.duration)),
+        )?;
         Ok(())
     }
 }
 
-/// (sum in seconds, count, cumulative buckets by upper bound in seconds).
-fn lag_histogram(c: &PipelineCounters) -> (f64, u64, Vec<(f64, u64)>) {
-    let mut cum = 0;
-    let mut sum = 0.0;
-    let mut buckets = Vec::new();
-    for (i, b) in c.lag_buckets.iter().enumerate() {
-        let n = b.load(Ordering::Relaxed);
-        cum += n;
-        let upper = (1u64 << i) as f64 / 1e6;
-        // Sum estimated at the bucket's middle: the buckets are all we keep.
-        sum += n as f64 * upper * 0.75;
-        if (10..=26).contains(&i) {
-            buckets.push((upper, cum));
-        }
+fn histogram<'a>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl Iterator<Item = (&'a str, &'a crate::status::Log2Histogram)>,
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (pipeline, h) in series {
+        let (sum, count, buckets) = h.prometheus();
+        let labels = [("pipeline", pipeline)];
+        let mut fam = m.encode_family(&labels)?;
+        fam.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
     }
-    buckets.push((f64::INFINITY, cum));
-    (sum, cum, buckets)
+    Ok(())
 }
 
 /// The metrics in the OpenMetrics text format.

@@ -24,35 +24,29 @@ pub struct ActorStatus {
     pub last_error: Option<String>,
 }
 
-/// Counters of one pipeline. Monotonic unless named otherwise.
+/// A histogram of durations in log2 buckets of microseconds (bucket i holds values below
+/// 2^i µs), cheap enough for every commit and every request.
 #[derive(Debug, Default)]
-pub struct PipelineCounters {
-    pub rows_read: AtomicU64,
-    pub rows_written: AtomicU64,
-    pub bytes_written: AtomicU64,
-    pub batches_written: AtomicU64,
-    pub insert_retries: AtomicU64,
-    pub values_clamped: AtomicU64,
-    pub values_unrepresentable: AtomicU64,
-    pub snapshot_rows: AtomicU64,
-    /// Last LSN acknowledged to Postgres (gauge).
-    pub confirmed_lsn: AtomicU64,
-    /// Commit → visible in ClickHouse latencies, microseconds, log2 buckets.
-    pub lag_buckets: [AtomicU64; 32],
+pub struct Log2Histogram {
+    pub buckets: [AtomicU64; 32],
+    pub sum_micros: AtomicU64,
 }
 
-impl PipelineCounters {
-    pub fn add(c: &AtomicU64, n: u64) {
-        c.fetch_add(n, Ordering::Relaxed);
-    }
-    pub fn record_lag_micros(&self, us: u64) {
+impl Log2Histogram {
+    pub fn record_micros(&self, us: u64) {
         let b = (64 - us.max(1).leading_zeros() as usize).min(31);
-        self.lag_buckets[b].fetch_add(1, Ordering::Relaxed);
+        self.buckets[b].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(us, Ordering::Relaxed);
     }
-    /// Upper bound (µs) of the bucket holding quantile `q` of recorded lags.
-    pub fn lag_quantile_micros(&self, q: f64) -> Option<u64> {
+
+    pub fn record(&self, d: std::time::Duration) {
+        self.record_micros(d.as_micros().min(u64::MAX as u128) as u64);
+    }
+
+    /// Upper bound (µs) of the bucket holding quantile `q`.
+    pub fn quantile_micros(&self, q: f64) -> Option<u64> {
         let counts: Vec<u64> = self
-            .lag_buckets
+            .buckets
             .iter()
             .map(|b| b.load(Ordering::Relaxed))
             .collect();
@@ -70,12 +64,58 @@ impl PipelineCounters {
         }
         None
     }
+
+    /// (sum in seconds, count, cumulative buckets by upper bound in seconds, 1 ms to ~67 s).
+    pub fn prometheus(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let mut cum = 0;
+        let mut buckets = Vec::new();
+        for (i, b) in self.buckets.iter().enumerate() {
+            cum += b.load(Ordering::Relaxed);
+            if (10..=26).contains(&i) {
+                buckets.push(((1u64 << i) as f64 / 1e6, cum));
+            }
+        }
+        buckets.push((f64::INFINITY, cum));
+        (
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            cum,
+            buckets,
+        )
+    }
+}
+
+/// Counters of one pipeline. Monotonic unless named otherwise.
+#[derive(Debug, Default)]
+pub struct PipelineCounters {
+    pub rows_read: AtomicU64,
+    pub rows_written: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub batches_written: AtomicU64,
+    pub insert_retries: AtomicU64,
+    pub values_clamped: AtomicU64,
+    pub values_unrepresentable: AtomicU64,
+    pub snapshot_rows: AtomicU64,
+    /// Last LSN acknowledged to Postgres (gauge).
+    pub confirmed_lsn: AtomicU64,
+    /// Bytes of WAL the slot holds back (gauge; sampled by the source).
+    pub slot_lag_bytes: AtomicU64,
+    /// Commit → visible in ClickHouse.
+    pub commit_lag: Log2Histogram,
+    /// One ClickHouse insert (with its retries).
+    pub insert_duration: Log2Histogram,
+}
+
+impl PipelineCounters {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 #[derive(Default)]
 pub struct Registry {
     actors: Mutex<BTreeMap<String, ActorStatus>>,
     pipelines: Mutex<BTreeMap<String, Arc<PipelineCounters>>>,
+    escalations: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Registry {
@@ -108,6 +148,23 @@ impl Registry {
 
     pub fn restarts(&self, path: &str) -> u64 {
         self.actors().get(path).map_or(0, |s| s.restarts)
+    }
+
+    /// A supervisor gave up (restart intensity exceeded).
+    pub fn escalated(&self, supervisor: &str) {
+        *self
+            .escalations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(supervisor.to_string())
+            .or_default() += 1;
+    }
+
+    pub fn escalations(&self) -> BTreeMap<String, u64> {
+        self.escalations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn pipeline(&self, name: &str) -> Arc<PipelineCounters> {

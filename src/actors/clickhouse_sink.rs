@@ -246,7 +246,7 @@ impl SinkState {
             queue_depth = self.edge.depth(),
             queue_capacity = self.edge.capacity(),
             acked_lsn = %crate::protocol::pgoutput::fmt_lsn(*self.acks.borrow()),
-            lag_p99_ms = self.counters.lag_quantile_micros(0.99).map_or(0, |us| us / 1000),
+            lag_p99_ms = self.counters.commit_lag.quantile_micros(0.99).map_or(0, |us| us / 1000),
             "progress"
         );
         self.progress = (Instant::now(), written);
@@ -526,7 +526,9 @@ impl SinkState {
             .map(|d| d.as_micros() as i64)
             .unwrap_or(0);
         for t in self.pending_commit_times.drain(..) {
-            self.counters.record_lag_micros((now_us - t).max(0) as u64);
+            self.counters
+                .commit_lag
+                .record_micros((now_us - t).max(0) as u64);
         }
         self.traces.clear();
         self.buffered_rows = 0;
@@ -543,6 +545,13 @@ impl SinkState {
         sql: &str,
         body: Bytes,
     ) -> Result<(), SinkError> {
+        let started = Instant::now();
+        let r = self.insert_attempts(table, sql, body).await;
+        self.counters.insert_duration.record(started.elapsed());
+        r
+    }
+
+    async fn insert_attempts(&self, table: &str, sql: &str, body: Bytes) -> Result<(), SinkError> {
         let mut delay = Duration::from_millis(200);
         let attempts = self.cfg.insert_attempts;
         for attempt in 1..=attempts {

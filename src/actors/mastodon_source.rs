@@ -48,6 +48,8 @@ pub struct MastodonArgs {
     pub tracker: Arc<AckTracker>,
     pub skipped: Arc<AtomicU64>,
     pub malformed: Arc<AtomicU64>,
+    pub events: Arc<AtomicU64>,
+    pub reconnects: Arc<AtomicU64>,
 }
 
 pub enum MastodonMsg {
@@ -256,6 +258,7 @@ impl Follower {
                 Ok(()) => delay = m.reconnect_initial.0,
                 Err(MastodonSourceError::QueueClosed) => return MastodonSourceError::QueueClosed,
                 Err(e) => {
+                    self.a.reconnects.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(instance = %self.inst.url, stream = %self.stream, error = %e, retry_in = ?delay, "stream interrupted")
                 }
             }
@@ -305,7 +308,14 @@ impl Follower {
                 Ok(Some(Ok(c))) => c,
             };
             for frame in parser.push(&chunk) {
-                match m::parse_event(&frame) {
+                let event = m::parse_event(&frame);
+                if matches!(
+                    event,
+                    Ok(StreamEvent::Update(_) | StreamEvent::Edit(_) | StreamEvent::Delete(_))
+                ) {
+                    self.a.events.fetch_add(1, Ordering::Relaxed);
+                }
+                match event {
                     Ok(StreamEvent::Update(s)) => {
                         if self
                             .high

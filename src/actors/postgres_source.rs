@@ -226,7 +226,7 @@ fn unix_micros_from_pg(ts: i64) -> i64 {
 impl Stream {
     async fn run(self) -> Result<(), SourceError> {
         let params = PgParams::from_config(&self.cfg);
-        let client = catalog::connect(&params).await?;
+        let client = Arc::new(catalog::connect(&params).await?);
         let wanted: Vec<(String, String)> = self
             .cfg
             .tables
@@ -345,6 +345,13 @@ impl Stream {
             self.counters.clone(),
         ));
         let _status_guard = AbortOnDrop(status);
+        let lag = tokio::spawn(slot_lag_loop(
+            client.clone(),
+            self.cfg.slot.clone(),
+            self.cfg.status_interval.0,
+            self.counters.clone(),
+        ));
+        let _lag_guard = AbortOnDrop(lag);
 
         // Last Relation seen per table, to tell schema changes from repeats.
         let mut relations: HashMap<u32, Vec<pgoutput::RelationColumn>> = HashMap::new();
@@ -662,6 +669,35 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// Samples how much WAL the slot holds back, for the `tributary_slot_lag_bytes` gauge.
+async fn slot_lag_loop(
+    client: Arc<tokio_postgres::Client>,
+    slot: String,
+    every: Duration,
+    counters: Arc<PipelineCounters>,
+) {
+    let mut tick = tokio::time::interval(every.min(Duration::from_secs(15)));
+    loop {
+        tick.tick().await;
+        let row = client
+            .query_opt(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await;
+        match row {
+            Ok(Some(r)) => {
+                let bytes: Option<i64> = r.get(0);
+                counters
+                    .slot_lag_bytes
+                    .store(bytes.unwrap_or(0).max(0) as u64, Ordering::Relaxed);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "slot lag sample failed"),
+        }
     }
 }
 

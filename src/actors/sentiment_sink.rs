@@ -332,6 +332,7 @@ impl SentimentSinkState {
         let body = Bytes::from(std::mem::take(&mut self.buf));
         let mut delay = Duration::from_millis(200);
         let mut attempt = 0;
+        let started = Instant::now();
         loop {
             attempt += 1;
             match self.ch.insert_tsv(&sql, body.clone()).await {
@@ -349,6 +350,7 @@ impl SentimentSinkState {
             }
         }
         drop(spans);
+        self.counters.insert_duration.record(started.elapsed());
         PipelineCounters::add(&self.counters.rows_written, self.rows as u64);
         PipelineCounters::add(&self.counters.bytes_written, body.len() as u64);
         PipelineCounters::add(&self.counters.batches_written, 1);

@@ -41,6 +41,9 @@ pub struct SentimentHandles {
     pub skipped: Arc<AtomicU64>,
     /// Stream events that could not be read (malformed), counted and skipped.
     pub malformed: Arc<AtomicU64>,
+    /// Stream events received, and stream reconnects.
+    pub events: Arc<AtomicU64>,
+    pub reconnects: Arc<AtomicU64>,
 }
 
 pub fn sentiment_pipeline(
@@ -68,6 +71,8 @@ pub fn sentiment_pipeline(
         llm: Arc::new(LlmCounters::default()),
         skipped: Arc::new(AtomicU64::new(0)),
         malformed: Arc::new(AtomicU64::new(0)),
+        events: Arc::new(AtomicU64::new(0)),
+        reconnects: Arc::new(AtomicU64::new(0)),
     };
     let counters = registry.pipeline(&p.name);
     let path = format!("root/{}", p.name);
@@ -163,6 +168,8 @@ pub fn sentiment_pipeline(
                             tracker: h.tracker.clone(),
                             skipped: h.skipped.clone(),
                             malformed: h.malformed.clone(),
+                            events: h.events.clone(),
+                            reconnects: h.reconnects.clone(),
                         };
                         Actor::spawn_linked(None, MastodonSource, args, sup)
                             .await?

@@ -240,6 +240,7 @@ async fn child_exited(
             state.args_path, recent, state.policy.within.0, state.policy.max_restarts
         );
         tracing::error!(supervisor = %state.args_path, "{msg}");
+        state.registry.escalated(&state.args_path);
         let all: Vec<usize> = (0..state.children.len()).collect();
         stop_children(state, &all).await;
         return Err(msg.into());
