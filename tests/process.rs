@@ -386,6 +386,11 @@ async fn health_ready_status_and_metrics_are_served() {
         value("tributary_queue_capacity{pipeline=\"cdc\",queue=\"source->sink\"}"),
         32.0
     );
+    assert!(value("tributary_insert_duration_seconds_count{pipeline=\"cdc\"}") >= 1.0);
+    assert!(
+        metrics.contains("tributary_slot_lag_bytes{pipeline=\"cdc\"}"),
+        "{metrics}"
+    );
     assert!(
         metrics.trim_end().ends_with("# EOF"),
         "OpenMetrics text ends with # EOF"
