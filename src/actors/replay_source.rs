@@ -10,7 +10,6 @@ use crate::clickhouse::ChClient;
 use crate::config::{ClickHouseConfig, ReplayConfig};
 use crate::edge::WorkQueue;
 use crate::protocol::mastodon::{Post, Status};
-use crate::status::PipelineCounters;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +21,6 @@ pub struct ReplayArgs {
     pub clickhouse: ClickHouseConfig,
     pub queue: WorkQueue<Job>,
     pub tracker: Arc<AckTracker>,
-    pub counters: Arc<PipelineCounters>,
     pub skipped: Arc<std::sync::atomic::AtomicU64>,
 }
 

@@ -139,9 +139,9 @@ pub fn sentiment_pipeline(
         cfg.shutdown_timeout.0,
     );
     let source: StartFn = {
-        let (p, h, counters) = (p.clone(), h.clone(), counters.clone());
+        let (p, h) = (p.clone(), h.clone());
         Arc::new(move |sup| {
-            let (p, h, counters) = (p.clone(), h.clone(), counters.clone());
+            let (p, h) = (p.clone(), h.clone());
             Box::pin(async move {
                 let cell = match (&p.replay, &p.mastodon) {
                     (Some(replay), _) => {
@@ -151,7 +151,6 @@ pub fn sentiment_pipeline(
                             clickhouse: p.clickhouse.clone(),
                             queue: h.queue.clone(),
                             tracker: h.tracker.clone(),
-                            counters: counters.clone(),
                             skipped: h.skipped.clone(),
                         };
                         Actor::spawn_linked(None, ReplaySource, args, sup)
