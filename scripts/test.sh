@@ -39,6 +39,9 @@ fi
 echo "test.sh: docker-compose -f docker/docker-compose.yml config"
 docker-compose -f docker/docker-compose.yml config >/dev/null || failed+=("docker/docker-compose.yml")
 
+echo "test.sh: scripts/check-monitoring.sh (promtool rules and tests, dashboard)"
+scripts/check-monitoring.sh || failed+=("scripts/check-monitoring.sh")
+
 echo "test.sh: cargo test --locked $*"
 cargo test --locked "$@" || failed+=("cargo test")
 

@@ -395,6 +395,12 @@ async fn health_ready_status_and_metrics_are_served() {
         metrics.trim_end().ends_with("# EOF"),
         "OpenMetrics text ends with # EOF"
     );
+    // Every metric the dashboard and the alert rules use is one this binary exports.
+    let names = std::fs::read_to_string(repo().join("docker/grafana/metric_names.txt")).unwrap();
+    for n in names.lines().map(str::trim).filter(|n| !n.is_empty()) {
+        let base = ["_total", "_bucket", "_sum", "_count"].iter().fold(n, |b, s| b.strip_suffix(s).unwrap_or(b));
+        assert!(metrics.contains(&format!("# TYPE {base} ")), "the dashboard uses {n}, which /metrics does not export");
+    }
     let (code, page) = get("/").await.unwrap();
     assert!(
         code == 200
