@@ -398,8 +398,13 @@ async fn health_ready_status_and_metrics_are_served() {
     // Every metric the dashboard and the alert rules use is one this binary exports.
     let names = std::fs::read_to_string(repo().join("docker/grafana/metric_names.txt")).unwrap();
     for n in names.lines().map(str::trim).filter(|n| !n.is_empty()) {
-        let base = ["_total", "_bucket", "_sum", "_count"].iter().fold(n, |b, s| b.strip_suffix(s).unwrap_or(b));
-        assert!(metrics.contains(&format!("# TYPE {base} ")), "the dashboard uses {n}, which /metrics does not export");
+        let base = ["_total", "_bucket", "_sum", "_count"]
+            .iter()
+            .fold(n, |b, s| b.strip_suffix(s).unwrap_or(b));
+        assert!(
+            metrics.contains(&format!("# TYPE {base} ")),
+            "the dashboard uses {n}, which /metrics does not export"
+        );
     }
     let (code, page) = get("/").await.unwrap();
     assert!(
@@ -411,4 +416,121 @@ async fn health_ready_status_and_metrics_are_served() {
     let (status, err) = wait_exit(child, Duration::from_secs(30)).await;
     assert!(status.success(), "{err}");
     w.teardown().await;
+}
+
+/// A real Prometheus (Debian's 2.42) scrapes a running tributary during a CDC run; its query
+/// API returns our series with the values the run produced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_a_running_pipeline() {
+    let w = World::new(Target::Ch18).await;
+    let c = pg().await;
+    let t = unique("scraped");
+    c.batch_execute(&format!("CREATE TABLE {t} (id int PRIMARY KEY, v text); INSERT INTO {t} SELECT g, 'v' FROM generate_series(1, 500) g"))
+        .await
+        .unwrap();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, prom_port) = (free(), free());
+    let cfg = write_config(&[&format!("public.{t}")], "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "${TRIBUTARY_HTTP:-127.0.0.1:9464}",
+        &format!("127.0.0.1:{port}"),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let child = spawn(&w, &cfg, &Target::Ch18.url());
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    let dir = repo()
+        .join("target/test-configs")
+        .join(unique("prometheus"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: tributary\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"),
+    )
+    .unwrap();
+    let mut prom = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("Debian's prometheus (scripts/install-deps.sh installs it)");
+    tributary::tls::install_default_provider();
+    let http = reqwest::Client::new();
+    let query = |q: &str| {
+        let (http, url) = (
+            http.clone(),
+            format!("http://127.0.0.1:{prom_port}/api/v1/query"),
+        );
+        let q = q.to_string();
+        async move {
+            let v: serde_json::Value = http
+                .get(format!("{url}?query={}", percent(&q)))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            v["data"]["result"][0]["value"][1]
+                .as_str()
+                .and_then(|s| s.parse::<f64>().ok())
+                .ok_or_else(|| v.to_string())
+        }
+    };
+    let written = eventually(T, "Prometheus to have scraped the rows written", || async {
+        let v = query("tributary_rows_written_total").await?;
+        if v >= 500.0 {
+            Ok(v)
+        } else {
+            Err(format!("{v}"))
+        }
+    })
+    .await;
+    assert!(written >= 500.0);
+    assert_eq!(query("up{job=\"tributary\"}").await.unwrap(), 1.0);
+    assert_eq!(query("tributary_ready").await.unwrap(), 1.0);
+    assert!(query("tributary_confirmed_lsn").await.unwrap() > 0.0);
+    c.batch_execute(&format!("UPDATE {t} SET v = 'w' WHERE id = 1"))
+        .await
+        .unwrap();
+    eventually(T, "a streamed commit's lag in Prometheus", || async {
+        let n = query("tributary_commit_lag_seconds_count").await?;
+        if n >= 1.0 {
+            Ok(())
+        } else {
+            Err(format!("{n}"))
+        }
+    })
+    .await;
+    let _ = prom.kill();
+    let _ = prom.wait();
+    sigterm(&child);
+    let (status, err) = wait_exit(child, Duration::from_secs(30)).await;
+    assert!(status.success(), "{err}");
+    w.teardown().await;
+}
+
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"_-.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
