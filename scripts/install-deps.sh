@@ -4,7 +4,8 @@
 #   - Debian postgresql-15, if /usr/lib/postgresql/15/bin/initdb is missing;
 #   - curl, which scripts/services.sh uses to ping the ClickHouse servers;
 #   - docker-compose (without recommends: no engine), to validate docker/docker-compose.yml;
-#   - prometheus (for promtool: the alert rules' unit tests; no server is started);
+#   - prometheus (promtool for the alert rules' unit tests, and a real scrape in a test);
+#   - chromium (headless, renders the status page in a test);
 #   - the Python packages of tests/chdb_front/requirements.txt (chdb-core: ClickHouse 26.9).
 # The Rust toolchain (cargo) is expected to be there already.
 # It never starts a server: scripts/services.sh starts private instances on their own ports.
@@ -22,7 +23,7 @@ say() { echo "install-deps: $*"; }
 deb_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
 missing=()
-for pkg in clickhouse-server clickhouse-client curl docker-compose prometheus; do
+for pkg in clickhouse-server clickhouse-client curl docker-compose prometheus chromium; do
   deb_installed "$pkg" || missing+=("$pkg")
 done
 [[ -x /usr/lib/postgresql/15/bin/initdb ]] || missing+=(postgresql-15)
@@ -43,7 +44,7 @@ if ((${#missing[@]})); then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
   if [[ -n "$guard" ]]; then rm -f "$guard"; fi
 else
-  say "Debian packages already installed: clickhouse-server clickhouse-client curl docker-compose prometheus postgresql-15"
+  say "Debian packages already installed: clickhouse-server clickhouse-client curl docker-compose prometheus chromium postgresql-15"
 fi
 say "$(dpkg-query -W -f='clickhouse-server ${Version}' clickhouse-server)"
 say "$(/usr/lib/postgresql/15/bin/postgres --version)"

@@ -534,3 +534,78 @@ fn percent(s: &str) -> String {
         })
         .collect()
 }
+
+/// The status page, rendered by headless Chromium (its script fetches /status): it shows the
+/// process ready, the rows written and every actor of the tree running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_renders_in_headless_chromium() {
+    let w = World::new(Target::Ch26).await;
+    let c = pg().await;
+    let t = unique("paged");
+    c.batch_execute(&format!("CREATE TABLE {t} (id int PRIMARY KEY, v text); INSERT INTO {t} SELECT g, 'v' FROM generate_series(1, 42) g"))
+        .await
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = write_config(&[&format!("public.{t}")], "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "${TRIBUTARY_HTTP:-127.0.0.1:9464}",
+        &format!("127.0.0.1:{port}"),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let child = spawn(&w, &cfg, &Target::Ch26.url());
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    let profile = repo().join("target/test-configs").join(unique("chromium"));
+    let dom = eventually(T, "the page to show the rows", || {
+        let profile = profile.clone();
+        async move {
+            let out = tokio::process::Command::new("chromium")
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                ])
+                .args([
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                ])
+                .arg(format!("--user-data-dir={}", profile.display()))
+                .args([
+                    "--virtual-time-budget=5000",
+                    "--dump-dom",
+                    &format!("http://127.0.0.1:{port}/"),
+                ])
+                .output()
+                .await
+                .map_err(|e| format!("chromium (scripts/install-deps.sh installs it): {e}"))?;
+            let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+            if dom.contains("class=\"written\">42<") {
+                Ok(dom)
+            } else {
+                Err(dom.chars().take(400).collect())
+            }
+        }
+    })
+    .await;
+    assert!(dom.contains("id=\"ready\" class=\"yes\""), "ready is shown");
+    for actor in ["root", "root/cdc", "root/cdc/sink", "root/cdc/source"] {
+        let row = dom
+            .split(&format!("data-actor=\"{actor}\""))
+            .nth(1)
+            .unwrap_or_else(|| panic!("{actor} missing"));
+        assert!(
+            row[..row.find("</tr>").unwrap_or(row.len())].contains("class=\"running\""),
+            "{actor} is running on the page"
+        );
+    }
+    sigterm(&child);
+    let (status, err) = wait_exit(child, Duration::from_secs(30)).await;
+    assert!(status.success(), "{err}");
+    w.teardown().await;
+}
