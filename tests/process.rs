@@ -311,18 +311,7 @@ async fn health_ready_status_and_metrics_are_served() {
     c.batch_execute(&format!("CREATE TABLE {t} (id int PRIMARY KEY, v text); INSERT INTO {t} SELECT g, 'v' FROM generate_series(1, 300) g"))
         .await
         .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = write_config(&[&format!("public.{t}")], "");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace(
-        "${TRIBUTARY_HTTP:-127.0.0.1:9464}",
-        &format!("127.0.0.1:{port}"),
-    );
-    std::fs::write(&cfg, text).unwrap();
-    let child = spawn(&w, &cfg, &Target::Ch26.url());
+    let (child, port) = spawn_with_http(&w, &t, Target::Ch26);
     let base = format!("http://127.0.0.1:{port}");
     tributary::tls::install_default_provider();
     let http = reqwest::Client::new();
@@ -428,21 +417,8 @@ async fn prometheus_scrapes_a_running_pipeline() {
     c.batch_execute(&format!("CREATE TABLE {t} (id int PRIMARY KEY, v text); INSERT INTO {t} SELECT g, 'v' FROM generate_series(1, 500) g"))
         .await
         .unwrap();
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (port, prom_port) = (free(), free());
-    let cfg = write_config(&[&format!("public.{t}")], "");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace(
-        "${TRIBUTARY_HTTP:-127.0.0.1:9464}",
-        &format!("127.0.0.1:{port}"),
-    );
-    std::fs::write(&cfg, text).unwrap();
-    let child = spawn(&w, &cfg, &Target::Ch18.url());
+    let (child, port) = spawn_with_http(&w, &t, Target::Ch18);
+    let prom_port = free_port();
     converge(&w, &c, &t, &t, "id, v", "id", T).await;
     let dir = repo()
         .join("target/test-configs")
@@ -545,18 +521,7 @@ async fn status_page_renders_in_headless_chromium() {
     c.batch_execute(&format!("CREATE TABLE {t} (id int PRIMARY KEY, v text); INSERT INTO {t} SELECT g, 'v' FROM generate_series(1, 42) g"))
         .await
         .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = write_config(&[&format!("public.{t}")], "");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace(
-        "${TRIBUTARY_HTTP:-127.0.0.1:9464}",
-        &format!("127.0.0.1:{port}"),
-    );
-    std::fs::write(&cfg, text).unwrap();
-    let child = spawn(&w, &cfg, &Target::Ch26.url());
+    let (child, port) = spawn_with_http(&w, &t, Target::Ch26);
     converge(&w, &c, &t, &t, "id, v", "id", T).await;
     let profile = repo().join("target/test-configs").join(unique("chromium"));
     let dom = eventually(T, "the page to show the rows", || {
@@ -608,4 +573,24 @@ async fn status_page_renders_in_headless_chromium() {
     let (status, err) = wait_exit(child, Duration::from_secs(30)).await;
     assert!(status.success(), "{err}");
     w.teardown().await;
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The binary replicating `public.<table>` with its HTTP listener on a free port.
+fn spawn_with_http(w: &World, table: &str, target: Target) -> (Child, u16) {
+    let port = free_port();
+    let cfg = write_config(&[&format!("public.{table}")], "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "${TRIBUTARY_HTTP:-127.0.0.1:9464}",
+        &format!("127.0.0.1:{port}"),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    (spawn(w, &cfg, &target.url()), port)
 }
