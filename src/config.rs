@@ -113,6 +113,8 @@ pub struct Config {
     pub supervision: SupervisionConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// How long SIGINT/SIGTERM may take to drain what is in flight before the process exits.
     #[serde(default = "defaults::shutdown_timeout")]
     pub shutdown_timeout: HumanDuration,
@@ -169,6 +171,17 @@ impl Default for HttpConfig {
             listen: defaults::http_listen(),
         }
     }
+}
+
+/// Fault controls on the HTTP listener (`/admin/actors`, `/admin/kill`, `/admin/stop`):
+/// off by default, and refused without the bearer token.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub token: Secret,
 }
 
 /// Restart policy of every supervisor (OTP's restart intensity plus exponential backoff).
@@ -650,6 +663,18 @@ impl Config {
                 ),
             ));
         }
+        if self.admin.enabled && self.admin.token.expose().len() < 16 {
+            return Err(invalid(
+                "admin.token".into(),
+                "the admin API needs a token of at least 16 characters".into(),
+            ));
+        }
+        if self.admin.enabled && self.http.listen.is_empty() {
+            return Err(invalid(
+                "admin.enabled".into(),
+                "the admin API is served on http.listen, which is off".into(),
+            ));
+        }
         if self.pipelines.is_empty() {
             return Err(invalid(
                 "pipeline".into(),
@@ -1032,6 +1057,15 @@ url = "http://127.0.0.1:8123"
             .unwrap_err()
             .to_string();
         assert!(e.contains("pipeline[0].mastodon.streams[0]"), "{e}");
+    }
+
+    #[test]
+    fn admin_needs_a_token() {
+        let text = MIN.to_string() + "[admin]\nenabled = true\ntoken = \"short\"\n";
+        let e = Config::from_str_named(&text, "x.toml", &env).unwrap_err().to_string();
+        assert!(e.contains("admin.token"), "{e}");
+        let ok = MIN.to_string() + "[admin]\nenabled = true\ntoken = \"0123456789abcdef\"\n";
+        assert!(!format!("{:?}", Config::from_str_named(&ok, "x.toml", &env).unwrap()).contains("0123456789abcdef"));
     }
 
     #[test]

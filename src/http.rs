@@ -36,7 +36,14 @@ pub fn serve(
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let o = o.clone();
-                    async move { Ok::<_, Infallible>(route(&o, req)) }
+                    async move {
+                        let r = if req.uri().path().starts_with("/admin/") {
+                            admin(&o, req).await
+                        } else {
+                            route(&o, req)
+                        };
+                        Ok::<_, Infallible>(r)
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
@@ -85,6 +92,97 @@ fn route(o: &Observed, req: Request<Incoming>) -> Response<Full<Bytes>> {
         "/" => reply(StatusCode::OK, "text/html; charset=utf-8", PAGE),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
+}
+
+/// `/admin/actors` (GET: the tree), `/admin/kill?actor=PATH` and `/admin/stop?actor=PATH`
+/// (POST): off unless `[admin]` is enabled, and always behind its bearer token.
+async fn admin(o: &Observed, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some(a) = &o.admin else {
+        return reply(StatusCode::NOT_FOUND, "text/plain", "not found\n");
+    };
+    let token = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if a.token.is_empty() || token != Some(a.token.expose()) {
+        return reply(
+            StatusCode::UNAUTHORIZED,
+            "text/plain",
+            "a valid bearer token is required\n",
+        );
+    }
+    let query = req.uri().query().unwrap_or("");
+    let actor = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("actor="))
+        .map(percent_decode);
+    match (req.method().as_str(), req.uri().path()) {
+        ("GET", "/admin/actors") => match serde_json::to_vec_pretty(&o.registry.actors()) {
+            Ok(b) => reply(StatusCode::OK, "application/json", b),
+            Err(e) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                e.to_string(),
+            ),
+        },
+        ("POST", path @ ("/admin/kill" | "/admin/stop")) => {
+            let Some(actor) = actor else {
+                return reply(
+                    StatusCode::BAD_REQUEST,
+                    "text/plain",
+                    "actor=PATH is required\n",
+                );
+            };
+            let Some(cell) = crate::supervisors::supervisor::find_actor(&a.root, &actor).await
+            else {
+                return reply(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    format!("no running actor `{actor}`\n"),
+                );
+            };
+            let kind = if path == "/admin/kill" {
+                "kill"
+            } else {
+                "stop"
+            };
+            tracing::warn!(actor = %actor, kind, "fault injected through the admin API");
+            o.registry.fault_injected(kind);
+            if kind == "kill" {
+                cell.kill();
+            } else {
+                cell.stop(Some("admin".into()));
+            }
+            reply(StatusCode::OK, "text/plain", format!("{kind} {actor}\n"))
+        }
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+                {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The status page: renders `/status` every two seconds (no external assets).

@@ -144,6 +144,10 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
                     .zip(handles)
                     .collect(),
                 started: std::time::Instant::now(),
+                admin: cfg.admin.enabled.then(|| tributary::observe::Admin {
+                    root: root.clone(),
+                    token: cfg.admin.token.clone(),
+                }),
             };
             let (addr, task) = tributary::http::serve(l, observed).map_err(anyhow::Error::msg)?;
             tracing::info!(%addr, "status page at /, and /metrics, /status, /health, /ready");

@@ -21,6 +21,15 @@ pub struct Observed {
     pub registry: Arc<Registry>,
     pub pipelines: Vec<(String, PipelineHandles)>,
     pub started: std::time::Instant,
+    /// The root supervisor and the admin token, when the admin API is on.
+    pub admin: Option<Admin>,
+}
+
+/// The fault controls behind `/admin/*` (off unless configured, always behind a token).
+#[derive(Clone)]
+pub struct Admin {
+    pub root: ractor::ActorRef<crate::supervisors::supervisor::SupervisorMsg>,
+    pub token: crate::config::Secret,
 }
 
 impl std::fmt::Debug for Observed {
@@ -421,6 +430,19 @@ impl Collector for Observed {
             "tributary_insert_duration_seconds",
             "Duration of one ClickHouse insert, retries included.",
             all.iter().map(|(n, c)| (n.as_str(), &c.insert_duration)),
+        )?;
+        let faults: Vec<_> = self
+            .registry
+            .faults()
+            .into_iter()
+            .map(|(k, n)| (vec![("kind", k)], n as f64))
+            .collect();
+        sample(
+            &mut enc,
+            "tributary_faults_injected",
+            "Faults injected on purpose (admin API, chaos), by kind.",
+            C,
+            faults,
         )?;
         let esc: Vec<_> = self
             .registry

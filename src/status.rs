@@ -116,6 +116,7 @@ pub struct Registry {
     actors: Mutex<BTreeMap<String, ActorStatus>>,
     pipelines: Mutex<BTreeMap<String, Arc<PipelineCounters>>>,
     escalations: Mutex<BTreeMap<String, u64>>,
+    faults: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Registry {
@@ -158,6 +159,23 @@ impl Registry {
             .unwrap_or_else(|e| e.into_inner())
             .entry(supervisor.to_string())
             .or_default() += 1;
+    }
+
+    /// A fault was injected on purpose (admin API, chaos): counted by kind.
+    pub fn fault_injected(&self, kind: &str) {
+        *self
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(kind.to_string())
+            .or_default() += 1;
+    }
+
+    pub fn faults(&self) -> BTreeMap<String, u64> {
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn escalations(&self) -> BTreeMap<String, u64> {

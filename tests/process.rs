@@ -26,7 +26,14 @@ fn write_config(tables: &[&str], extra: &str) -> std::path::PathBuf {
 }
 
 fn spawn(w: &World, config: &std::path::Path, ch_url: &str) -> Child {
+    spawn_env(w, config, ch_url, &[])
+}
+
+const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+fn spawn_env(w: &World, config: &std::path::Path, ch_url: &str, extra: &[(&str, &str)]) -> Child {
     Command::new(bin())
+        .envs(extra.iter().copied())
         .args(["run", "--config"])
         .arg(config)
         .env("PGHOST", "127.0.0.1")
@@ -512,7 +519,8 @@ fn percent(s: &str) -> String {
 }
 
 /// The status page, rendered by headless Chromium (its script fetches /status): it shows the
-/// process ready, the rows written and every actor of the tree running.
+/// process ready, the rows written and every actor of the tree running; an actor killed
+/// through the admin API shows its restart on the page and in /metrics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_renders_in_headless_chromium() {
     let w = World::new(Target::Ch26).await;
@@ -524,37 +532,12 @@ async fn status_page_renders_in_headless_chromium() {
     let (child, port) = spawn_with_http(&w, &t, Target::Ch26);
     converge(&w, &c, &t, &t, "id, v", "id", T).await;
     let profile = repo().join("target/test-configs").join(unique("chromium"));
-    let dom = eventually(T, "the page to show the rows", || {
-        let profile = profile.clone();
-        async move {
-            let out = tokio::process::Command::new("chromium")
-                .args([
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-quic",
-                    "--no-first-run",
-                ])
-                .args([
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                ])
-                .arg(format!("--user-data-dir={}", profile.display()))
-                .args([
-                    "--virtual-time-budget=5000",
-                    "--dump-dom",
-                    &format!("http://127.0.0.1:{port}/"),
-                ])
-                .output()
-                .await
-                .map_err(|e| format!("chromium (scripts/install-deps.sh installs it): {e}"))?;
-            let dom = String::from_utf8_lossy(&out.stdout).into_owned();
-            if dom.contains("class=\"written\">42<") {
-                Ok(dom)
-            } else {
-                Err(dom.chars().take(400).collect())
-            }
+    let dom = eventually(T, "the page to show the rows", || async {
+        let dom = render_page(port, &profile).await?;
+        if dom.contains("class=\"written\">42<") {
+            Ok(dom)
+        } else {
+            Err(dom.chars().take(400).collect())
         }
     })
     .await;
@@ -569,10 +552,89 @@ async fn status_page_renders_in_headless_chromium() {
             "{actor} is running on the page"
         );
     }
+    // Kill the sink through the admin API: the page and /metrics count the restart.
+    tributary::tls::install_default_provider();
+    let http = reqwest::Client::new();
+    let kill = format!("http://127.0.0.1:{port}/admin/kill?actor=root/cdc/sink");
+    assert_eq!(
+        http.post(&kill).send().await.unwrap().status().as_u16(),
+        401,
+        "no token, no kill"
+    );
+    let r = http
+        .post(&kill)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    eventually(T, "the restart on the page", || async {
+        let dom = render_page(port, &profile).await?;
+        let row = dom
+            .split("data-actor=\"root/cdc/sink\"")
+            .nth(1)
+            .unwrap_or("")
+            .to_string();
+        let row = &row[..row.find("</tr>").unwrap_or(row.len())];
+        if row.contains("class=\"restarts\">1<") && row.contains("class=\"running\"") {
+            Ok(())
+        } else {
+            Err(row.to_string())
+        }
+    })
+    .await;
+    let metrics = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tributary_actor_restarts_total{actor=\"root/cdc/sink\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tributary_faults_injected_total{kind=\"kill\"} 1"),
+        "{metrics}"
+    );
+    // The pipeline goes on after the restart.
+    c.batch_execute(&format!("INSERT INTO {t} VALUES (43, 'after the kill')"))
+        .await
+        .unwrap();
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
     sigterm(&child);
     let (status, err) = wait_exit(child, Duration::from_secs(30)).await;
     assert!(status.success(), "{err}");
     w.teardown().await;
+}
+
+/// The status page's DOM after headless Chromium ran its script.
+async fn render_page(port: u16, profile: &std::path::Path) -> Result<String, String> {
+    let out = tokio::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+        ])
+        .args([
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args([
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            &format!("http://127.0.0.1:{port}/"),
+        ])
+        .output()
+        .await
+        .map_err(|e| format!("chromium (scripts/install-deps.sh installs it): {e}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn free_port() -> u16 {
@@ -592,5 +654,9 @@ fn spawn_with_http(w: &World, table: &str, target: Target) -> (Child, u16) {
         &format!("127.0.0.1:{port}"),
     );
     std::fs::write(&cfg, text).unwrap();
-    (spawn(w, &cfg, &target.url()), port)
+    let admin = [
+        ("TRIBUTARY_ADMIN", "true"),
+        ("TRIBUTARY_ADMIN_TOKEN", ADMIN_TOKEN),
+    ];
+    (spawn_env(w, &cfg, &target.url(), &admin), port)
 }
