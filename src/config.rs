@@ -1062,10 +1062,15 @@ url = "http://127.0.0.1:8123"
     #[test]
     fn admin_needs_a_token() {
         let text = MIN.to_string() + "[admin]\nenabled = true\ntoken = \"short\"\n";
-        let e = Config::from_str_named(&text, "x.toml", &env).unwrap_err().to_string();
+        let e = Config::from_str_named(&text, "x.toml", &env)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("admin.token"), "{e}");
         let ok = MIN.to_string() + "[admin]\nenabled = true\ntoken = \"0123456789abcdef\"\n";
-        assert!(!format!("{:?}", Config::from_str_named(&ok, "x.toml", &env).unwrap()).contains("0123456789abcdef"));
+        assert!(
+            !format!("{:?}", Config::from_str_named(&ok, "x.toml", &env).unwrap())
+                .contains("0123456789abcdef")
+        );
     }
 
     #[test]

@@ -431,6 +431,52 @@ impl Collector for Observed {
             "Duration of one ClickHouse insert, retries included.",
             all.iter().map(|(n, c)| (n.as_str(), &c.insert_duration)),
         )?;
+        let mut per_table: [Vec<(Vec<(&str, String)>, f64)>; 4] = Default::default();
+        for (n, c) in &all {
+            for (table, t) in c.table_list() {
+                let labels = vec![("pipeline", n.clone()), ("table", table)];
+                for (i, v) in [
+                    &t.rows_read,
+                    &t.bytes_read,
+                    &t.rows_written,
+                    &t.bytes_written,
+                ]
+                .iter()
+                .enumerate()
+                {
+                    per_table[i].push((labels.clone(), v.load(Ordering::Relaxed) as f64));
+                }
+            }
+        }
+        let [tr, tb, tw, twb] = per_table;
+        sample(
+            &mut enc,
+            "tributary_table_rows_read",
+            "Row changes taken in, per source table.",
+            C,
+            tr,
+        )?;
+        sample(
+            &mut enc,
+            "tributary_table_read_bytes",
+            "Bytes of values taken in, per source table.",
+            C,
+            tb,
+        )?;
+        sample(
+            &mut enc,
+            "tributary_table_rows_written",
+            "Rows written to ClickHouse, per source table.",
+            C,
+            tw,
+        )?;
+        sample(
+            &mut enc,
+            "tributary_table_written_bytes",
+            "Bytes sent to ClickHouse, per source table.",
+            C,
+            twb,
+        )?;
         let faults: Vec<_> = self
             .registry
             .faults()

@@ -103,11 +103,40 @@ pub struct PipelineCounters {
     pub commit_lag: Log2Histogram,
     /// One ClickHouse insert (with its retries).
     pub insert_duration: Log2Histogram,
+    /// Per table (`schema.table`): rows and bytes taken in, rows and bytes written.
+    pub tables: Mutex<BTreeMap<String, Arc<TableCounters>>>,
+}
+
+#[derive(Debug, Default)]
+pub struct TableCounters {
+    pub rows_read: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub rows_written: AtomicU64,
+    pub bytes_written: AtomicU64,
 }
 
 impl PipelineCounters {
     pub fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The counters of one table (created on first use).
+    pub fn table(&self, name: &str) -> Arc<TableCounters> {
+        self.tables
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    pub fn table_list(&self) -> Vec<(String, Arc<TableCounters>)> {
+        self.tables
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 }
 

@@ -387,6 +387,9 @@ async fn health_ready_status_and_metrics_are_served() {
         metrics.contains("tributary_slot_lag_bytes{pipeline=\"cdc\"}"),
         "{metrics}"
     );
+    let table = |m: &str| format!("{m}{{pipeline=\"cdc\",table=\"public.{t}\"}}");
+    assert!(value(&table("tributary_table_rows_written_total")) >= 310.0);
+    assert!(value(&table("tributary_table_rows_read_total")) >= 310.0);
     assert!(
         metrics.trim_end().ends_with("# EOF"),
         "OpenMetrics text ends with # EOF"

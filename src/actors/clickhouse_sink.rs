@@ -83,6 +83,8 @@ pub struct SinkArgs {
 struct TableState {
     ch_name: String,
     cols: Vec<ChColumn>,
+    /// Per-table counters (`schema.table` in the metrics).
+    counters: Arc<crate::status::TableCounters>,
     rows: Vec<u8>,
     tombstones: Vec<u8>,
 }
@@ -267,6 +269,13 @@ impl SinkState {
                 "row for relation {rel_id} before its schema"
             )));
         };
+        let read_bytes: usize = change
+            .cells
+            .iter()
+            .map(|c| if let Cell::Text(b) = c { b.len() } else { 0 })
+            .sum();
+        PipelineCounters::add(&t.counters.rows_read, 1);
+        PipelineCounters::add(&t.counters.bytes_read, read_bytes as u64);
         if change.cells.len() != t.cols.len() {
             return Err(SinkError::Protocol(format!(
                 "row of `{}` has {} values for {} columns",
@@ -421,6 +430,7 @@ impl SinkState {
             TableState {
                 ch_name: name,
                 cols,
+                counters: self.counters.table(&s.qualified()),
                 rows: Vec::new(),
                 tombstones: Vec::new(),
             },
@@ -496,6 +506,9 @@ impl SinkState {
                     *buf = restored;
                     return Err(e);
                 }
+                let t = &self.tables[&rel];
+                PipelineCounters::add(&t.counters.rows_written, n);
+                PipelineCounters::add(&t.counters.bytes_written, body.len() as u64);
                 bytes_total += body.len() as u64;
                 rows_total += n;
             }
