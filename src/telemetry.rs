@@ -45,6 +45,49 @@ pub fn otlp_provider(
         .build())
 }
 
+/// The JSON log line, plus `trace_id` and `span_id` when the event happens inside a span that
+/// is exported (so a log line leads to its trace in Jaeger).
+struct JsonWithTrace(
+    tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Json>,
+);
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for JsonWithTrace
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let mut line = String::new();
+        self.0.format_event(
+            ctx,
+            tracing_subscriber::fmt::format::Writer::new(&mut line),
+            event,
+        )?;
+        let cx = tracing::Span::current().context();
+        let sc = cx.span().span_context().clone();
+        if sc.is_valid() {
+            if let Some(end) = line.trim_end().rfind('}') {
+                line.insert_str(
+                    end,
+                    &format!(
+                        ",\"trace_id\":\"{}\",\"span_id\":\"{}\"",
+                        sc.trace_id(),
+                        sc.span_id()
+                    ),
+                );
+            }
+        }
+        writer.write_str(&line)
+    }
+}
+
 /// Installs the global subscriber. `RUST_LOG` overrides the configured level.
 pub fn init(cfg: &TelemetryConfig) -> Result<Telemetry, String> {
     let filter =
@@ -56,7 +99,11 @@ pub fn init(cfg: &TelemetryConfig) -> Result<Telemetry, String> {
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
-            .with_current_span(true)
+            .event_format(JsonWithTrace(
+                tracing_subscriber::fmt::format()
+                    .json()
+                    .with_current_span(true),
+            ))
             .with_writer(std::io::stderr)
             .boxed(),
     }

@@ -33,7 +33,6 @@ const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 fn spawn_env(w: &World, config: &std::path::Path, ch_url: &str, extra: &[(&str, &str)]) -> Child {
     Command::new(bin())
-        .envs(extra.iter().copied())
         .args(["run", "--config"])
         .arg(config)
         .env("PGHOST", "127.0.0.1")
@@ -52,6 +51,7 @@ fn spawn_env(w: &World, config: &std::path::Path, ch_url: &str, extra: &[(&str, 
         )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        .envs(extra.iter().copied())
         .spawn()
         .expect("start tributary")
 }
@@ -662,4 +662,56 @@ fn spawn_with_http(w: &World, table: &str, target: Target) -> (Child, u16) {
         ("TRIBUTARY_ADMIN_TOKEN", ADMIN_TOKEN),
     ];
     (spawn_env(w, &cfg, &target.url(), &admin), port)
+}
+
+/// JSON logs: one object per line, and a line logged inside a change's trace carries its
+/// trace and span ids (with span export configured).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_trace_ids() {
+    let w = World::new(Target::Ch18).await;
+    let c = pg().await;
+    let t = unique("jsonlog");
+    c.batch_execute(&format!("CREATE TABLE {t} (id int PRIMARY KEY)"))
+        .await
+        .unwrap();
+    let cfg = write_config(&[&format!("public.{t}")], "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("log_format = \"text\"", "log_format = \"json\"");
+    std::fs::write(&cfg, text).unwrap();
+    // Spans need an exporter to get ids; this one goes nowhere (export errors are harmless).
+    let sink_port = free_port().to_string();
+    let otlp = format!("http://127.0.0.1:{sink_port}");
+    let child = spawn_env(
+        &w,
+        &cfg,
+        &Target::Ch18.url(),
+        &[
+            ("TRIBUTARY_OTLP_ENDPOINT", &otlp),
+            ("RUST_LOG", "tributary=debug"),
+        ],
+    );
+    converge(&w, &c, &t, &t, "id", "id", T).await;
+    c.batch_execute(&format!("INSERT INTO {t} VALUES (1)"))
+        .await
+        .unwrap();
+    converge(&w, &c, &t, &t, "id", "id", T).await;
+    sigterm(&child);
+    let (status, err) = wait_exit(child, Duration::from_secs(30)).await;
+    assert!(status.success(), "{err}");
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() > 3, "{err}");
+    let inserted = lines
+        .iter()
+        .find(|l| {
+            l["fields"]["message"] == "inserted"
+                && l["trace_id"].as_str().is_some_and(|id| id.len() == 32)
+        })
+        .unwrap_or_else(|| panic!("no `inserted` line with a trace id in:\n{err}"));
+    assert_eq!(inserted["span_id"].as_str().map(str::len), Some(16));
+    w.teardown().await;
 }

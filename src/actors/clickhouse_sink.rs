@@ -497,7 +497,13 @@ impl SinkState {
                     .map(|c| c.name.as_str());
                 let sql = insert_sql(&db, &t.ch_name, names);
                 let name = t.ch_name.clone();
-                if let Err(e) = self.insert_with_retry(&name, &sql, body.clone()).await {
+                // Inside the first chunk's insert span: its logs carry that trace id.
+                let insert = self.insert_with_retry(&name, &sql, body.clone());
+                let insert = match insert_spans.first() {
+                    Some(span) => tracing::Instrument::instrument(insert, span.clone()).await,
+                    None => insert.await,
+                };
+                if let Err(e) = insert {
                     // Keep the rows: a later flush (or the restart's replay) retries them.
                     let t = self.tables.get_mut(&rel).expect("key from map");
                     let buf = if tomb { &mut t.tombstones } else { &mut t.rows };
@@ -559,8 +565,17 @@ impl SinkState {
         body: Bytes,
     ) -> Result<(), SinkError> {
         let started = Instant::now();
+        let rows = bytecount_newlines(&body);
         let r = self.insert_attempts(table, sql, body).await;
         self.counters.insert_duration.record(started.elapsed());
+        if r.is_ok() {
+            tracing::debug!(
+                table,
+                rows,
+                ms = started.elapsed().as_millis() as u64,
+                "inserted"
+            );
+        }
         r
     }
 
