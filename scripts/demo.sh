@@ -9,6 +9,8 @@
 #        UPDATE demo_table2 SET value = 'updated' WHERE id = 1;
 #   5. shows both tables as ClickHouse has them, then stops tributary with SIGTERM.
 # DEMO_CLICKHOUSE=18 uses the ClickHouse 18.16 server instead of the current engine (26.9).
+# DEMO_KEEP=1 keeps tributary running afterwards: open the status page, change rows in
+# Postgres, kill an actor through the admin API and watch it restart; Ctrl-C stops it.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
@@ -39,6 +41,11 @@ ch "DROP DATABASE IF EXISTS demo" >/dev/null
 echo "== demo: building tributary (release)"
 cargo build --release --quiet
 LOG=target/demo.log
+export TRIBUTARY_HTTP=127.0.0.1:${DEMO_HTTP_PORT:-9464}
+if [[ "${DEMO_KEEP:-0}" == 1 ]]; then
+  export TRIBUTARY_ADMIN=true TRIBUTARY_ADMIN_TOKEN
+  TRIBUTARY_ADMIN_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+fi
 target/release/tributary run --config config/cdc.toml >"$LOG" 2>&1 &
 PID=$!
 trap 'kill -TERM $PID 2>/dev/null || true' EXIT
@@ -62,6 +69,21 @@ for t in demo_table1 demo_table2; do
   echo "== ClickHouse: SELECT * FROM demo.$t FINAL (version: $(ch 'SELECT version()'))"
   ch "SELECT * FROM demo.$t FINAL WHERE _is_deleted = 0 ORDER BY id FORMAT PrettyCompactMonoBlock"
 done
+if [[ "${DEMO_KEEP:-0}" == 1 ]]; then
+  cat <<TXT
+== demo: tributary keeps running (log: $LOG)
+   status page:   http://$TRIBUTARY_HTTP/        metrics: http://$TRIBUTARY_HTTP/metrics
+   change rows:   PGPASSWORD=$PGPASSWORD psql -h $PGHOST -p $PGPORT -U $PGUSER $PGDATABASE
+   kill the sink: curl -X POST -H "Authorization: Bearer $TRIBUTARY_ADMIN_TOKEN" "http://$TRIBUTARY_HTTP/admin/kill?actor=root/cdc/sink"
+   Ctrl-C stops it (it drains and confirms its position first).
+TXT
+  trap 'kill -TERM $PID 2>/dev/null' INT
+  wait $PID || true
+  wait $PID 2>/dev/null || true
+  echo "== demo: stopped"
+  trap - EXIT
+  exit 0
+fi
 kill -TERM $PID
 wait $PID && echo "== demo: tributary drained, confirmed its position and exited 0 (log: $LOG)"
 trap - EXIT
