@@ -85,6 +85,14 @@ impl AckTracker {
             .collect()
     }
 
+    /// The current resume point of every key.
+    pub fn positions(&self) -> Vec<(String, String)> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.1.iter()
+            .filter_map(|(k, s)| s.resume.clone().map(|r| (k.clone(), r)))
+            .collect()
+    }
+
     /// Items registered and not yet complete.
     pub fn in_flight(&self) -> usize {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());

@@ -24,6 +24,8 @@ pub struct LlmCounters {
     pub latency_ms_total: AtomicU64,
     /// Duration of each request.
     pub duration: crate::status::Log2Histogram,
+    /// Posts per stored label (`unknown` included).
+    pub labels: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 /// How errors are retried.
@@ -107,6 +109,12 @@ pub async fn classify(
     };
     let latency_ms = started.elapsed().as_millis().min(u32::MAX as u128) as u32;
     counters.classified.fetch_add(1, Ordering::Relaxed);
+    *counters
+        .labels
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(label.clone())
+        .or_default() += 1;
     counters
         .latency_ms_total
         .fetch_add(latency_ms as u64, Ordering::Relaxed);

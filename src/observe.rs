@@ -79,6 +79,11 @@ pub struct LlmStatus {
     pub malformed_events: u64,
     pub events: u64,
     pub reconnects: u64,
+    /// Posts per stored label.
+    pub labels: std::collections::BTreeMap<String, u64>,
+    /// Resume point per source key (instance and stream, or replay file): the last status id
+    /// (or line) written with everything before it.
+    pub positions: Vec<(String, String)>,
 }
 
 #[derive(Debug, Serialize)]
@@ -161,6 +166,13 @@ impl Observed {
                     malformed_events: get(&s.malformed),
                     events: get(&s.events),
                     reconnects: get(&s.reconnects),
+                    labels: s
+                        .llm
+                        .labels
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone(),
+                    positions: s.tracker.positions(),
                 }),
                 None,
             ),
@@ -476,6 +488,39 @@ impl Collector for Observed {
             "Bytes sent to ClickHouse, per source table.",
             C,
             twb,
+        )?;
+        let reasons: Vec<_> = self
+            .registry
+            .restart_reasons()
+            .into_iter()
+            .map(|(a, r, n)| (vec![("actor", a), ("reason", r.to_string())], n as f64))
+            .collect();
+        sample(
+            &mut enc,
+            "tributary_actor_restart_reasons",
+            "Restarts by actor and reason (failed, killed, start_failed, sibling).",
+            C,
+            reasons,
+        )?;
+        let labels: Vec<_> = st
+            .pipelines
+            .iter()
+            .filter_map(|p| p.llm.as_ref().map(|l| (p, l)))
+            .flat_map(|(p, l)| {
+                l.labels.iter().map(move |(k, n)| {
+                    (
+                        vec![("pipeline", p.name.clone()), ("label", k.clone())],
+                        *n as f64,
+                    )
+                })
+            })
+            .collect();
+        sample(
+            &mut enc,
+            "tributary_llm_labels",
+            "Posts stored per sentiment label.",
+            C,
+            labels,
         )?;
         let faults: Vec<_> = self
             .registry

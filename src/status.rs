@@ -146,6 +146,7 @@ pub struct Registry {
     pipelines: Mutex<BTreeMap<String, Arc<PipelineCounters>>>,
     escalations: Mutex<BTreeMap<String, u64>>,
     faults: Mutex<BTreeMap<String, u64>>,
+    restart_reasons: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 impl Registry {
@@ -188,6 +189,26 @@ impl Registry {
             .unwrap_or_else(|e| e.into_inner())
             .entry(supervisor.to_string())
             .or_default() += 1;
+    }
+
+    /// An actor is restarted because it `failed`, was `killed`, its start failed
+    /// (`start_failed`), or a sibling's failure took it down (`sibling`).
+    pub fn restarted(&self, actor: &str, reason: &'static str) {
+        *self
+            .restart_reasons
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((actor.to_string(), reason))
+            .or_default() += 1;
+    }
+
+    pub fn restart_reasons(&self) -> Vec<(String, &'static str, u64)> {
+        self.restart_reasons
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|((a, r), n)| (a.clone(), *r, *n))
+            .collect()
     }
 
     /// A fault was injected on purpose (admin API, chaos): counted by kind.

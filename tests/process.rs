@@ -599,7 +599,9 @@ async fn status_page_renders_in_headless_chromium() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("tributary_faults_injected_total{kind=\"kill\"} 1"),
+        metrics.contains("tributary_faults_injected_total{kind=\"kill\"} 1")
+            && metrics.contains("tributary_actor_restart_reasons_total{actor=\"root/cdc/sink\",reason=\"killed\"} 1")
+            && metrics.contains("tributary_actor_restart_reasons_total{actor=\"root/cdc/source\",reason=\"sibling\"} 1"),
         "{metrics}"
     );
     // The pipeline goes on after the restart.

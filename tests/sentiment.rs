@@ -335,6 +335,12 @@ async fn hostile_input(target: Target) {
         2,
         "each unparseable reply was asked once more"
     );
+    let labels = h.llm.labels.lock().unwrap().clone();
+    assert_eq!(
+        (labels.get("unknown"), labels.get("neutral")),
+        (Some(&2), Some(&1)),
+        "{labels:?}"
+    );
     assert!(
         h.malformed.load(Ordering::Relaxed) >= 2,
         "malformed events are counted"

@@ -261,6 +261,13 @@ async fn child_exited(
         state
             .registry
             .set_state(&p, ActorState::Restarting, (j == i).then(|| reason.clone()));
+        let kind = match (j == i, reason.as_str()) {
+            (false, _) => "sibling",
+            (true, "killed") => "killed",
+            (true, r) if r.starts_with("start failed") => "start_failed",
+            (true, _) => "failed",
+        };
+        state.registry.restarted(&p, kind);
     }
     let exp = recent.saturating_sub(1).min(16);
     let delay = state
