@@ -197,6 +197,9 @@ impl Observed {
     }
 }
 
+/// Label sets with their values, for one metric family.
+type Samples<'a> = Vec<(Vec<(&'a str, String)>, f64)>;
+
 /// One counter or gauge sample with its labels.
 fn sample<'a>(
     enc: &mut DescriptorEncoder,
@@ -247,7 +250,7 @@ impl Collector for Observed {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         use MetricType::{Counter as C, Gauge as G};
         let st = self.status();
-        let per = |f: &dyn Fn(&PipelineStatus) -> f64| -> Vec<(Vec<(&str, String)>, f64)> {
+        let per = |f: &dyn Fn(&PipelineStatus) -> f64| -> Samples<'_> {
             st.pipelines
                 .iter()
                 .map(|p| (vec![("pipeline", p.name.clone())], f(p)))
@@ -443,7 +446,7 @@ impl Collector for Observed {
             "Duration of one ClickHouse insert, retries included.",
             all.iter().map(|(n, c)| (n.as_str(), &c.insert_duration)),
         )?;
-        let mut per_table: [Vec<(Vec<(&str, String)>, f64)>; 4] = Default::default();
+        let mut per_table: [Samples; 4] = Default::default();
         for (n, c) in &all {
             for (table, t) in c.table_list() {
                 let labels = vec![("pipeline", n.clone()), ("table", table)];
@@ -549,7 +552,7 @@ impl Collector for Observed {
             esc,
         )?;
         let llm: Vec<&PipelineStatus> = st.pipelines.iter().filter(|p| p.llm.is_some()).collect();
-        let l = |f: &dyn Fn(&LlmStatus) -> f64| -> Vec<(Vec<(&str, String)>, f64)> {
+        let l = |f: &dyn Fn(&LlmStatus) -> f64| -> Samples<'_> {
             llm.iter()
                 .filter_map(|p| {
                     p.llm
