@@ -115,6 +115,8 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub chaos: ChaosConfig,
     /// How long SIGINT/SIGTERM may take to drain what is in flight before the process exits.
     #[serde(default = "defaults::shutdown_timeout")]
     pub shutdown_timeout: HumanDuration,
@@ -182,6 +184,34 @@ pub struct AdminConfig {
     pub enabled: bool,
     #[serde(default)]
     pub token: Secret,
+}
+
+/// Chaos for your own deployment: kills a random running actor of the chosen kinds every
+/// `interval` (off by default). Keep `interval` long enough for `supervision` not to escalate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChaosConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "defaults::chaos_interval")]
+    pub interval: HumanDuration,
+    /// Actor kinds by the last part of their path: `sink`, `source`, `worker`, `pool`.
+    #[serde(default = "defaults::chaos_kinds")]
+    pub kinds: Vec<String>,
+    /// Seed of the choice (0: from the clock).
+    #[serde(default)]
+    pub seed: u64,
+}
+
+impl Default for ChaosConfig {
+    fn default() -> Self {
+        ChaosConfig {
+            enabled: false,
+            interval: defaults::chaos_interval(),
+            kinds: defaults::chaos_kinds(),
+            seed: 0,
+        }
+    }
 }
 
 /// Restart policy of every supervisor (OTP's restart intensity plus exponential backoff).
@@ -508,6 +538,12 @@ pub mod defaults {
     pub fn kind() -> PipelineKind {
         PipelineKind::Cdc
     }
+    pub fn chaos_interval() -> HumanDuration {
+        HumanDuration(Duration::from_secs(60))
+    }
+    pub fn chaos_kinds() -> Vec<String> {
+        vec!["sink".into(), "source".into(), "worker".into()]
+    }
     pub fn http_listen() -> String {
         "127.0.0.1:9464".into()
     }
@@ -673,6 +709,12 @@ impl Config {
             return Err(invalid(
                 "admin.enabled".into(),
                 "the admin API is served on http.listen, which is off".into(),
+            ));
+        }
+        if self.chaos.enabled && (self.chaos.interval.0.is_zero() || self.chaos.kinds.is_empty()) {
+            return Err(invalid(
+                "chaos".into(),
+                "an enabled chaos needs an interval above zero and at least one kind".into(),
             ));
         }
         if self.pipelines.is_empty() {

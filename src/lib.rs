@@ -4,6 +4,7 @@
 
 pub mod ack;
 pub mod actors;
+pub mod chaos;
 pub mod check;
 pub mod circuit;
 pub mod clickhouse;

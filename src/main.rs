@@ -155,6 +155,10 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    let _chaos = cfg.chaos.enabled.then(|| {
+        tracing::warn!(interval = ?cfg.chaos.interval.0, kinds = ?cfg.chaos.kinds, "chaos is enabled: actors will be killed on purpose");
+        tokio::spawn(tributary::chaos::run(cfg.chaos.clone(), root.clone(), registry.clone()))
+    });
     tracing::info!(pipelines = cfg.pipelines.len(), "tributary running");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;

@@ -717,3 +717,65 @@ async fn json_logs_carry_trace_ids() {
     assert_eq!(inserted["span_id"].as_str().map(str::len), Some(16));
     w.teardown().await;
 }
+
+/// `[chaos]` kills random sinks and sources while rows flow: every kill is counted, and
+/// ClickHouse still ends equal to Postgres.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_kills_actors_and_nothing_is_lost() {
+    let w = World::new(Target::Ch18).await;
+    let c = pg().await;
+    let t = unique("chaos");
+    c.batch_execute(&format!("CREATE TABLE {t} (id bigint PRIMARY KEY, v text)"))
+        .await
+        .unwrap();
+    let port = free_port();
+    let cfg = write_config(&[&format!("public.{t}")], "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(
+            "${TRIBUTARY_HTTP:-127.0.0.1:9464}",
+            &format!("127.0.0.1:{port}"),
+        )
+        .replace("max_restarts = 5", "max_restarts = 1000")
+        .replace("backoff_max = \"30s\"", "backoff_max = \"1s\"");
+    std::fs::write(&cfg, text).unwrap();
+    let child = spawn_env(
+        &w,
+        &cfg,
+        &Target::Ch18.url(),
+        &[
+            ("TRIBUTARY_CHAOS", "true"),
+            ("TRIBUTARY_CHAOS_INTERVAL", "1500ms"),
+        ],
+    );
+    for i in 0..20i64 {
+        let a = i * 200;
+        c.batch_execute(&format!(
+            "BEGIN; INSERT INTO {t} SELECT g, 'v' || g FROM generate_series({a}, {b}) g; UPDATE {t} SET v = 'u' WHERE id = {a}; COMMIT;",
+            b = a + 199
+        ))
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    converge(&w, &c, &t, &t, "id, v", "id", Duration::from_secs(120)).await;
+    tributary::tls::install_default_provider();
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let kills: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("tributary_faults_injected_total{kind=\"chaos_kill\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(kills >= 3.0, "chaos killed {kills} actors:\n{metrics}");
+    sigterm(&child);
+    let (status, err) = wait_exit(child, Duration::from_secs(30)).await;
+    assert!(status.success(), "{err}");
+    assert!(err.contains("chaos: killing"), "kills are logged");
+    w.teardown().await;
+}

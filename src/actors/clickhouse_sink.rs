@@ -102,7 +102,7 @@ pub struct SinkState {
     traces: Vec<Span>,
     acks: Arc<watch::Sender<Lsn>>,
     counters: Arc<PipelineCounters>,
-    ticker: Option<tokio::task::JoinHandle<()>>,
+    ticker: Option<crate::actors::TaskGuard>,
     stats: EncodeStats,
     edge: Edge<SinkMsg>,
     /// Last progress line: when, and rows written then.
@@ -128,7 +128,9 @@ impl Actor for ClickHouseSink {
         tracing::info!(pipeline = %args.pipeline, server = %ch.addr(), version = %ch.caps.version, generation = ch.caps.generation(), "clickhouse sink connected");
         ch.ensure_state_table().await?;
         let period = (args.batch.max_age.0 / 4).max(Duration::from_millis(5));
-        let ticker = Some(myself.send_interval(period, || SinkMsg::Tick));
+        let ticker = Some(crate::actors::TaskGuard(
+            myself.send_interval(period, || SinkMsg::Tick),
+        ));
         args.edge.attach(myself.clone());
         Ok(SinkState {
             pipeline: args.pipeline,
@@ -223,9 +225,7 @@ impl Actor for ClickHouseSink {
         _myself: ActorRef<SinkMsg>,
         st: &mut SinkState,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(t) = st.ticker.take() {
-            t.abort();
-        }
+        drop(st.ticker.take());
         // Best effort: what is not flushed here is replayed from the last confirmed LSN.
         if let Err(e) = st.flush().await {
             tracing::warn!(pipeline = %st.pipeline, error = %e, "final flush failed; the data will be replayed");

@@ -57,7 +57,7 @@ pub enum MastodonMsg {
 }
 
 pub struct MastodonState {
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Vec<crate::actors::TaskGuard>,
 }
 
 pub struct MastodonSource;
@@ -91,7 +91,7 @@ impl Actor for MastodonSource {
                     high: resume,
                 };
                 let me = myself.clone();
-                tasks.push(tokio::spawn(async move {
+                tasks.push(crate::actors::TaskGuard::spawn(async move {
                     let e = follower.run().await;
                     let _ = me.cast(MastodonMsg::Failed(e.to_string()));
                 }));
@@ -117,7 +117,7 @@ impl Actor for MastodonSource {
         st: &mut MastodonState,
     ) -> Result<(), ActorProcessingErr> {
         for t in &st.tasks {
-            t.abort();
+            t.0.abort();
         }
         Ok(())
     }

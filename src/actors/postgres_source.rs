@@ -63,7 +63,7 @@ pub enum SourceMsg {
 }
 
 pub struct SourceState {
-    task: tokio::task::JoinHandle<()>,
+    task: crate::actors::TaskGuard,
     writer: Arc<Mutex<Option<ReplicationWriter>>>,
     edge: Edge<SinkMsg>,
     acks: watch::Receiver<Lsn>,
@@ -94,7 +94,7 @@ impl Actor for PostgresSource {
             idle_lsn: Arc::new(AtomicU64::new(0)),
         };
         let me = myself.clone();
-        let task = tokio::spawn(async move {
+        let task = crate::actors::TaskGuard::spawn(async move {
             let r = stream.run().await;
             let msg = match r {
                 Ok(()) => "stream ended".to_string(),
@@ -129,7 +129,7 @@ impl Actor for PostgresSource {
         st: &mut SourceState,
     ) -> Result<(), ActorProcessingErr> {
         // Stop reading first; then let the sink insert what it holds and confirm that.
-        st.task.abort();
+        st.task.0.abort();
         let writer = st.writer.lock().await.take();
         if let Some(w) = writer {
             let acked = match st.edge.call(SinkMsg::Drain, st.drain_timeout).await {
@@ -344,14 +344,14 @@ impl Stream {
             self.cfg.status_interval.0,
             self.counters.clone(),
         ));
-        let _status_guard = AbortOnDrop(status);
+        let _status_guard = crate::actors::TaskGuard(status);
         let lag = tokio::spawn(slot_lag_loop(
             client.clone(),
             self.cfg.slot.clone(),
             self.cfg.status_interval.0,
             self.counters.clone(),
         ));
-        let _lag_guard = AbortOnDrop(lag);
+        let _lag_guard = crate::actors::TaskGuard(lag);
 
         // Last Relation seen per table, to tell schema changes from repeats.
         let mut relations: HashMap<u32, Vec<pgoutput::RelationColumn>> = HashMap::new();
@@ -662,13 +662,6 @@ impl Stream {
         }
         client.batch_execute("COMMIT").await.map_err(pg)?;
         Ok(())
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

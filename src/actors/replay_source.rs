@@ -30,7 +30,7 @@ pub enum ReplayMsg {
 }
 
 pub struct ReplayState {
-    task: tokio::task::JoinHandle<()>,
+    task: crate::actors::TaskGuard,
 }
 
 pub struct ReplaySource;
@@ -58,7 +58,7 @@ impl Actor for ReplaySource {
     ) -> Result<ReplayState, ActorProcessingErr> {
         args.tracker.reset();
         let me = myself.clone();
-        let task = tokio::spawn(async move {
+        let task = crate::actors::TaskGuard::spawn(async move {
             match run(&args).await {
                 Ok(n) => {
                     let _ = me.cast(ReplayMsg::Finished(n));
@@ -91,7 +91,7 @@ impl Actor for ReplaySource {
         _me: ActorRef<ReplayMsg>,
         st: &mut ReplayState,
     ) -> Result<(), ActorProcessingErr> {
-        st.task.abort();
+        st.task.0.abort();
         Ok(())
     }
 }

@@ -74,7 +74,7 @@ pub struct SentimentSinkState {
     oldest: Option<Instant>,
     tracker: Arc<AckTracker>,
     counters: Arc<PipelineCounters>,
-    ticker: Option<tokio::task::JoinHandle<()>>,
+    ticker: Option<crate::actors::TaskGuard>,
 }
 
 pub const COLUMNS: &[&str] = &[
@@ -243,7 +243,9 @@ impl Actor for SentimentSink {
         }
         tracing::info!(pipeline = %args.pipeline, server = %ch.addr(), version = %ch.caps.version, table = %table, "sentiment sink connected");
         let period = (args.batch.max_age.0 / 4).max(Duration::from_millis(5));
-        let ticker = Some(myself.send_interval(period, || SentimentSinkMsg::Tick));
+        let ticker = Some(crate::actors::TaskGuard(
+            myself.send_interval(period, || SentimentSinkMsg::Tick),
+        ));
         args.edge.attach(myself.clone());
         Ok(SentimentSinkState {
             pipeline: args.pipeline,
@@ -302,9 +304,7 @@ impl Actor for SentimentSink {
         _me: ActorRef<SentimentSinkMsg>,
         st: &mut SentimentSinkState,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(t) = st.ticker.take() {
-            t.abort();
-        }
+        drop(st.ticker.take());
         if let Err(e) = st.flush().await {
             tracing::warn!(pipeline = %st.pipeline, error = %e, "final flush failed; the posts will be replayed");
         }

@@ -1,0 +1,70 @@
+//! Chaos on purpose: every `interval`, kill one random running actor whose kind (the last
+//! part of its path, without a trailing `-N`) is listed. Each kill is logged and counted
+//! (`tributary_faults_injected_total{kind="chaos_kill"}`) and shows on the status page.
+//!
+//! Must never: run unless enabled in the config, or kill a supervisor that was not asked for.
+
+use crate::config::ChaosConfig;
+use crate::status::{ActorState, Registry};
+use crate::supervisors::supervisor::{find_actor, SupervisorMsg};
+use ractor::ActorRef;
+use std::sync::Arc;
+
+/// The kind of an actor path: `root/cdc/sink` → `sink`, `root/s/pool/worker-3` → `worker`.
+pub fn kind_of(path: &str) -> &str {
+    let last = path.rsplit('/').next().unwrap_or(path);
+    match last.rsplit_once('-') {
+        Some((k, n)) if n.chars().all(|c| c.is_ascii_digit()) => k,
+        _ => last,
+    }
+}
+
+/// Runs until aborted.
+pub async fn run(cfg: ChaosConfig, root: ActorRef<SupervisorMsg>, registry: Arc<Registry>) {
+    let mut state = if cfg.seed != 0 {
+        cfg.seed
+    } else {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+            | 1
+    };
+    let mut tick = tokio::time::interval(cfg.interval.0);
+    tick.tick().await; // the first tick is immediate: give the pipelines one interval to start
+    loop {
+        tick.tick().await;
+        let candidates: Vec<String> = registry
+            .actors()
+            .into_iter()
+            .filter(|(p, s)| {
+                s.state == ActorState::Running && cfg.kinds.iter().any(|k| k == kind_of(p))
+            })
+            .map(|(p, _)| p)
+            .collect();
+        if candidates.is_empty() {
+            continue;
+        }
+        // xorshift64: reproducible with a seed.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let path = &candidates[(state % candidates.len() as u64) as usize];
+        if let Some(cell) = find_actor(&root, path).await {
+            tracing::warn!(actor = %path, "chaos: killing");
+            registry.fault_injected("chaos_kill");
+            cell.kill();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kinds() {
+        assert_eq!(super::kind_of("root/cdc/sink"), "sink");
+        assert_eq!(super::kind_of("root/s/pool/worker-12"), "worker");
+        assert_eq!(super::kind_of("root/my-pipe"), "my-pipe");
+        assert_eq!(super::kind_of("root"), "root");
+    }
+}
