@@ -55,7 +55,28 @@ async fn kill_sink_and_source(target: Target) {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(800)).await;
+    let active_pid = || async {
+        c.query_one(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+            &[&w.slot],
+        )
+        .await
+        .map_err(|e| e.to_string())
+        .map(|r| r.get::<_, Option<i32>>(0))
+    };
+    let before = eventually(T, "the slot to be active", || async {
+        active_pid().await?.ok_or_else(|| "inactive".to_string())
+    })
+    .await;
     run.kill("source").await;
+    // The killed source's stream is gone: the restarted one holds the slot with a new walsender.
+    eventually(T, "a new walsender on the slot", || async {
+        match active_pid().await? {
+            Some(p) if p != before => Ok(()),
+            other => Err(format!("active_pid {other:?} (was {before})")),
+        }
+    })
+    .await;
     eventually(T, "source restart", || async {
         // rest_for_one: the sink's restart restarted the source too; the kill adds one more.
         if run.registry.restarts(&run.path("source")) >= 2 {
