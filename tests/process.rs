@@ -25,14 +25,35 @@ fn write_config(tables: &[&str], extra: &str) -> std::path::PathBuf {
     path
 }
 
-fn spawn(w: &World, config: &std::path::Path, ch_url: &str) -> Child {
+fn spawn(w: &World, config: &std::path::Path, ch_url: &str) -> Spawned {
     spawn_env(w, config, ch_url, &[])
 }
 
 const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-fn spawn_env(w: &World, config: &std::path::Path, ch_url: &str, extra: &[(&str, &str)]) -> Child {
-    Command::new(bin())
+/// A running tributary. Its stderr is drained into a buffer as it comes (a full pipe would
+/// block the process), and it is killed when dropped, so a failing test leaves nothing behind.
+struct Spawned {
+    child: Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Spawned {
+    fn id(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_env(w: &World, config: &std::path::Path, ch_url: &str, extra: &[(&str, &str)]) -> Spawned {
+    let mut child = Command::new(bin())
         .args(["run", "--config"])
         .arg(config)
         .env("PGHOST", "127.0.0.1")
@@ -53,10 +74,28 @@ fn spawn_env(w: &World, config: &std::path::Path, ch_url: &str, extra: &[(&str, 
         .stderr(Stdio::piped())
         .envs(extra.iter().copied())
         .spawn()
-        .expect("start tributary")
+        .expect("start tributary");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let sink = log.clone();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    Spawned {
+        child,
+        log,
+        reader: Some(reader),
+    }
 }
 
-fn sigterm(child: &Child) {
+fn sigterm(child: &Spawned) {
     let ok = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -65,18 +104,14 @@ fn sigterm(child: &Child) {
     assert!(ok);
 }
 
-async fn wait_exit(mut child: Child, timeout: Duration) -> (std::process::ExitStatus, String) {
+async fn wait_exit(mut child: Spawned, timeout: Duration) -> (std::process::ExitStatus, String) {
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            use std::io::Read;
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
+        if let Some(status) = child.child.try_wait().unwrap() {
+            if let Some(r) = child.reader.take() {
+                let _ = r.join();
+            }
+            let err = String::from_utf8_lossy(&child.log.lock().unwrap()).into_owned();
             return (status, err);
         }
         assert!(
@@ -116,8 +151,8 @@ async fn sigkill_and_restart(target: Target) {
     for _ in 0..3 {
         let mut child = spawn(&w, &cfg, &target.url());
         tokio::time::sleep(Duration::from_millis(1200)).await;
-        child.kill().unwrap(); // SIGKILL: no drain, no final confirmation
-        child.wait().unwrap();
+        child.child.kill().unwrap(); // SIGKILL: no drain, no final confirmation
+        child.child.wait().unwrap();
     }
     load.await.unwrap();
     let child = spawn(&w, &cfg, &target.url());
@@ -651,7 +686,7 @@ fn free_port() -> u16 {
 }
 
 /// The binary replicating `public.<table>` with its HTTP listener on a free port.
-fn spawn_with_http(w: &World, table: &str, target: Target) -> (Child, u16) {
+fn spawn_with_http(w: &World, table: &str, target: Target) -> (Spawned, u16) {
     let port = free_port();
     let cfg = write_config(&[&format!("public.{table}")], "");
     let text = std::fs::read_to_string(&cfg).unwrap().replace(
