@@ -57,34 +57,14 @@ fn parse_args() -> Res<Args> {
         keep: false,
         no_drain: false,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let (key, inline) = match arg.split_once('=') {
-            Some((k, v)) if k.starts_with("--") => (k.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
+    let mut flags = common::Flags::new();
+    while let Some(key) = flags.next_flag() {
         match key.as_str() {
             // cargo bench passes --bench to harness=false benches.
             "--bench" => {}
-            "--rows" => {
-                a.rows = value("--rows")?
-                    .replace('_', "")
-                    .parse()
-                    .map_err(|e| format!("--rows: {e}"))?
-            }
-            "--txn-rows" => {
-                a.txn_rows = value("--txn-rows")?
-                    .replace('_', "")
-                    .parse()
-                    .map_err(|e| format!("--txn-rows: {e}"))?
-            }
-            "--target" => a.target = value("--target")?,
+            "--rows" => a.rows = flags.number("--rows")?,
+            "--txn-rows" => a.txn_rows = flags.number("--txn-rows")?,
+            "--target" => a.target = flags.value("--target")?,
             "--keep" => a.keep = true,
             "--no-drain" => a.no_drain = true,
             "-h" | "--help" => {

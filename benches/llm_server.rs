@@ -32,15 +32,12 @@ fn parse_args() -> Res<Args> {
         concurrency: 4,
         target: "ch26".into(),
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(k) = it.next() {
-        let mut val = || it.next().ok_or(format!("{k} needs a value"));
+    let mut flags = common::Flags::new();
+    while let Some(k) = flags.next_flag() {
         match k.as_str() {
-            "--posts" => a.posts = val()?.parse().map_err(|e| format!("--posts: {e}"))?,
-            "--concurrency" => {
-                a.concurrency = val()?.parse().map_err(|e| format!("--concurrency: {e}"))?
-            }
-            "--target" => a.target = val()?,
+            "--posts" => a.posts = flags.number("--posts")?,
+            "--concurrency" => a.concurrency = flags.number("--concurrency")?,
+            "--target" => a.target = flags.value("--target")?,
             "--bench" => {}
             other => return Err(format!("unknown argument {other}")),
         }

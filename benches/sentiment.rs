@@ -76,32 +76,15 @@ fn parse_args() -> Res<Args> {
         baseline: true,
         keep: false,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let (key, inline) = match arg.split_once('=') {
-            Some((k, v)) if k.starts_with("--") => (k.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        let num = |name: &str, v: String| {
-            v.replace('_', "")
-                .parse::<u64>()
-                .map_err(|e| format!("{name}: {e}"))
-        };
+    let mut flags = common::Flags::new();
+    while let Some(key) = flags.next_flag() {
         match key.as_str() {
             // cargo bench passes --bench to harness=false benches.
             "--bench" => {}
-            "--posts" => a.posts = num("--posts", value("--posts")?)?,
-            "--latency-ms" => a.latency_ms = num("--latency-ms", value("--latency-ms")?)?,
-            "--concurrency" => {
-                a.concurrency = num("--concurrency", value("--concurrency")?)? as usize
-            }
-            "--target" => a.target = value("--target")?,
+            "--posts" => a.posts = flags.number("--posts")?,
+            "--latency-ms" => a.latency_ms = flags.number("--latency-ms")?,
+            "--concurrency" => a.concurrency = flags.number("--concurrency")?,
+            "--target" => a.target = flags.value("--target")?,
             "--server-limit" => a.server_limit = true,
             "--no-baseline" => a.baseline = false,
             "--fixed-concurrency" => a.fixed = true,
@@ -229,15 +212,7 @@ fn write_replay(path: &std::path::Path, n: u64) -> Res<()> {
 /// RFC 3339 UTC with milliseconds, as Mastodon writes it.
 fn iso(secs: i64) -> String {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = tributary::protocol::pgtext::civil_from_days(days);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z",
         rem / 3600,

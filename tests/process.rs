@@ -157,12 +157,7 @@ async fn sigkill_and_restart(target: Target) {
     load.await.unwrap();
     let child = spawn(&w, &cfg, &target.url());
     converge(&w, &c, &t, &t, "id, v", "id", T).await;
-    sigterm(&child);
-    let (status, err) = wait_exit(child, Duration::from_secs(30)).await;
-    assert!(
-        status.success(),
-        "SIGTERM must drain and exit 0: {status:?}\n{err}"
-    );
+    let err = stop_clean(child).await;
     assert!(err.contains("confirmed on stop"), "{err}");
     // The slot was confirmed up to the end of the stream: nothing is left to replay.
     let (confirmed, current): (String, String) = {
@@ -446,9 +441,7 @@ async fn health_ready_status_and_metrics_are_served() {
             && page.contains("<title>tributary</title>")
             && page.contains("fetch(\"/status\")")
     );
-    sigterm(&child);
-    let (status, err) = wait_exit(child, Duration::from_secs(30)).await;
-    assert!(status.success(), "{err}");
+    stop_clean(child).await;
     w.teardown().await;
 }
 
@@ -538,9 +531,7 @@ async fn prometheus_scrapes_a_running_pipeline() {
     .await;
     let _ = prom.kill();
     let _ = prom.wait();
-    sigterm(&child);
-    let (status, err) = wait_exit(child, Duration::from_secs(30)).await;
-    assert!(status.success(), "{err}");
+    stop_clean(child).await;
     w.teardown().await;
 }
 
@@ -644,9 +635,7 @@ async fn status_page_renders_in_headless_chromium() {
         .await
         .unwrap();
     converge(&w, &c, &t, &t, "id, v", "id", T).await;
-    sigterm(&child);
-    let (status, err) = wait_exit(child, Duration::from_secs(30)).await;
-    assert!(status.success(), "{err}");
+    stop_clean(child).await;
     w.teardown().await;
 }
 
@@ -687,18 +676,45 @@ fn free_port() -> u16 {
 
 /// The binary replicating `public.<table>` with its HTTP listener on a free port.
 fn spawn_with_http(w: &World, table: &str, target: Target) -> (Spawned, u16) {
+    spawn_with_http_and(w, table, target, &[], &[])
+}
+
+/// As [`spawn_with_http`], with `(from, to)` replacements in the config text and extra
+/// environment variables.
+fn spawn_with_http_and(
+    w: &World,
+    table: &str,
+    target: Target,
+    edits: &[(&str, &str)],
+    env: &[(&str, &str)],
+) -> (Spawned, u16) {
     let port = free_port();
     let cfg = write_config(&[&format!("public.{table}")], "");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace(
-        "${TRIBUTARY_HTTP:-127.0.0.1:9464}",
-        &format!("127.0.0.1:{port}"),
-    );
+    let listen = format!("127.0.0.1:{port}");
+    let mut text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("${TRIBUTARY_HTTP:-127.0.0.1:9464}", &listen);
+    for (from, to) in edits {
+        text = text.replace(from, to);
+    }
     std::fs::write(&cfg, text).unwrap();
-    let admin = [
+    let mut vars = vec![
         ("TRIBUTARY_ADMIN", "true"),
         ("TRIBUTARY_ADMIN_TOKEN", ADMIN_TOKEN),
     ];
-    (spawn_env(w, &cfg, &target.url(), &admin), port)
+    vars.extend_from_slice(env);
+    (spawn_env(w, &cfg, &target.url(), &vars), port)
+}
+
+/// SIGTERM, then the process must drain and exit 0; returns its log.
+async fn stop_clean(child: Spawned) -> String {
+    sigterm(&child);
+    let (status, err) = wait_exit(child, Duration::from_secs(30)).await;
+    assert!(
+        status.success(),
+        "SIGTERM must drain and exit 0: {status:?}\n{err}"
+    );
+    err
 }
 
 /// JSON logs: one object per line, and a line logged inside a change's trace carries its
@@ -733,9 +749,7 @@ async fn json_logs_carry_trace_ids() {
         .await
         .unwrap();
     converge(&w, &c, &t, &t, "id", "id", T).await;
-    sigterm(&child);
-    let (status, err) = wait_exit(child, Duration::from_secs(30)).await;
-    assert!(status.success(), "{err}");
+    let err = stop_clean(child).await;
     let lines: Vec<serde_json::Value> = err
         .lines()
         .filter(|l| l.starts_with('{'))
@@ -763,21 +777,14 @@ async fn chaos_kills_actors_and_nothing_is_lost() {
     c.batch_execute(&format!("CREATE TABLE {t} (id bigint PRIMARY KEY, v text)"))
         .await
         .unwrap();
-    let port = free_port();
-    let cfg = write_config(&[&format!("public.{t}")], "");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace(
-            "${TRIBUTARY_HTTP:-127.0.0.1:9464}",
-            &format!("127.0.0.1:{port}"),
-        )
-        .replace("max_restarts = 5", "max_restarts = 1000")
-        .replace("backoff_max = \"30s\"", "backoff_max = \"1s\"");
-    std::fs::write(&cfg, text).unwrap();
-    let child = spawn_env(
+    let (child, port) = spawn_with_http_and(
         &w,
-        &cfg,
-        &Target::Ch18.url(),
+        &t,
+        Target::Ch18,
+        &[
+            ("max_restarts = 5", "max_restarts = 1000"),
+            ("backoff_max = \"30s\"", "backoff_max = \"1s\""),
+        ],
         &[
             ("TRIBUTARY_CHAOS", "true"),
             ("TRIBUTARY_CHAOS_INTERVAL", "1500ms"),
@@ -808,9 +815,7 @@ async fn chaos_kills_actors_and_nothing_is_lost() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
     assert!(kills >= 3.0, "chaos killed {kills} actors:\n{metrics}");
-    sigterm(&child);
-    let (status, err) = wait_exit(child, Duration::from_secs(30)).await;
-    assert!(status.success(), "{err}");
+    let err = stop_clean(child).await;
     assert!(err.contains("chaos: killing"), "kills are logged");
     w.teardown().await;
 }

@@ -93,3 +93,50 @@ pub fn proc_cpu_secs(pid: &str) -> Option<f64> {
     let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
     Some(ticks / 100.0) // USER_HZ is 100 on Linux
 }
+
+/// Command-line flags of a bench: `--key value` or `--key=value`; numbers may hold `_`.
+pub struct Flags {
+    args: std::iter::Skip<std::env::Args>,
+    inline: Option<String>,
+}
+
+impl Flags {
+    pub fn new() -> Flags {
+        Flags {
+            args: std::env::args().skip(1),
+            inline: None,
+        }
+    }
+
+    /// The next flag (`cargo bench` passes `--bench`: callers ignore it).
+    pub fn next_flag(&mut self) -> Option<String> {
+        let arg = self.args.next()?;
+        match arg.split_once('=') {
+            Some((k, v)) if k.starts_with("--") => {
+                self.inline = Some(v.to_string());
+                Some(k.to_string())
+            }
+            _ => {
+                self.inline = None;
+                Some(arg)
+            }
+        }
+    }
+
+    pub fn value(&mut self, name: &str) -> Res<String> {
+        self.inline
+            .take()
+            .or_else(|| self.args.next())
+            .ok_or_else(|| format!("{name} needs a value"))
+    }
+
+    pub fn number<T: std::str::FromStr>(&mut self, name: &str) -> Res<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.value(name)?
+            .replace('_', "")
+            .parse()
+            .map_err(|e| format!("{name}: {e}"))
+    }
+}

@@ -940,16 +940,7 @@ pub fn iso_now(offset_secs: i64, frac: usize) -> String {
         .unwrap();
     let secs = now.as_secs() as i64 + offset_secs;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = tributary::protocol::pgtext::civil_from_days(days);
     let nanos = format!("{:09}", now.subsec_nanos());
     let frac = if frac == 0 {
         String::new()
