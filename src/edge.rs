@@ -27,6 +27,9 @@ pub struct Permit {
     pub enqueued_at: Instant,
 }
 
+/// A reserved place on an edge (see [`Edge::reserve`]).
+pub struct Slot(OwnedSemaphorePermit);
+
 struct Inner<M: Message> {
     name: String,
     capacity: usize,
@@ -103,13 +106,34 @@ impl<M: Message> Edge<M> {
 
     /// Waits for a slot (backpressure), then delivers `make(permit)`.
     pub async fn send(&self, make: impl FnOnce(Permit) -> M) -> Result<(), EdgeError> {
-        let permit = self
-            .inner
+        let slot = self.reserve().await?;
+        self.send_reserved(slot, make).await
+    }
+
+    /// Waits for a slot and holds it (a sender that must do something else while the edge
+    /// is full, such as pausing a Kafka consumer, reserves first).
+    pub async fn reserve(&self) -> Result<Slot, EdgeError> {
+        self.inner
             .permits
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| EdgeError::Closed(self.inner.name.clone()))?;
+            .map(Slot)
+            .map_err(|_| EdgeError::Closed(self.inner.name.clone()))
+    }
+
+    /// A slot if one is free now.
+    pub fn try_reserve(&self) -> Option<Slot> {
+        self.inner.permits.clone().try_acquire_owned().ok().map(Slot)
+    }
+
+    /// Delivers `make(permit)` in a slot reserved before.
+    pub async fn send_reserved(
+        &self,
+        slot: Slot,
+        make: impl FnOnce(Permit) -> M,
+    ) -> Result<(), EdgeError> {
+        let permit = slot.0;
         let target = self.wait_target().await;
         target
             .cast(make(Permit {
@@ -181,6 +205,23 @@ impl<T: Send + 'static> WorkQueue<T> {
             .send(item)
             .await
             .map_err(|_| EdgeError::Closed(self.name.clone()))
+    }
+
+    /// Waits for room and holds it (cancel-safe: dropping the future loses nothing).
+    pub async fn reserve(&self) -> Result<tokio::sync::mpsc::Permit<'_, T>, EdgeError> {
+        self.tx
+            .reserve()
+            .await
+            .map_err(|_| EdgeError::Closed(self.name.clone()))
+    }
+
+    /// Enqueues if there is room now; gives the item back when the queue is full.
+    pub fn try_send(&self, item: T) -> Result<(), (T, Option<EdgeError>)> {
+        use tokio::sync::mpsc::error::TrySendError;
+        self.tx.try_send(item).map_err(|e| match e {
+            TrySendError::Full(item) => (item, None),
+            TrySendError::Closed(item) => (item, Some(EdgeError::Closed(self.name.clone()))),
+        })
     }
 
     /// The next item, or `None` when nothing arrived within `wait`.

@@ -12,6 +12,7 @@ pub mod config;
 pub mod edge;
 pub mod eval;
 pub mod http;
+pub mod kafka;
 pub mod limiter;
 pub mod llm;
 pub mod observe;

@@ -105,6 +105,21 @@ pub struct PipelineCounters {
     pub insert_duration: Log2Histogram,
     /// Per table (`schema.table`): rows and bytes taken in, rows and bytes written.
     pub tables: Mutex<BTreeMap<String, Arc<TableCounters>>>,
+    /// Kafka: messages acknowledged by the broker (sink) and taken from it (source).
+    pub kafka_produced: AtomicU64,
+    pub kafka_consumed: AtomicU64,
+    /// Messages sent to the dead-letter topic, and tombstones skipped by the source.
+    pub kafka_dead_letters: AtomicU64,
+    pub kafka_tombstones: AtomicU64,
+    /// Times the consumer paused its partitions because the edge to the sink was full.
+    pub kafka_pauses: AtomicU64,
+    /// Offset commits (after ClickHouse inserts) and their failures.
+    pub kafka_commits: AtomicU64,
+    pub kafka_commit_errors: AtomicU64,
+    /// Messages in the assigned partitions not yet committed (gauge; sampled).
+    pub kafka_consumer_lag: AtomicU64,
+    /// Messages handed to the producer and not yet acknowledged (gauge).
+    pub kafka_in_flight: AtomicU64,
 }
 
 #[derive(Debug, Default)]

@@ -104,6 +104,23 @@ async fn spans_of_a_change_and_of_a_post_share_one_trace_and_reach_the_collector
     })
     .await;
     run.stop().await;
+
+    // A change through Kafka: Postgres source → Kafka sink → broker → Kafka source →
+    // ClickHouse insert, one trace (the producer's span context travels in the headers).
+    let w3 = World::new(Target::Ch26).await;
+    let n = common::kafka::KafkaNames::new();
+    let k = unique("via_kafka");
+    c.batch_execute(&format!("CREATE TABLE {k} (id int PRIMARY KEY, v text)"))
+        .await
+        .unwrap();
+    let run = Running::start(&common::kafka::kafka_config(&w3, &n, &[&format!("public.{k}")])).await;
+    converge(&w3, &c, &k, &k, "id, v", "id", Duration::from_secs(60)).await;
+    c.batch_execute(&format!("INSERT INTO {k} VALUES (1, 'through the broker')"))
+        .await
+        .unwrap();
+    converge(&w3, &c, &k, &k, "id, v", "id", Duration::from_secs(60)).await;
+    run.stop().await;
+    w3.teardown().await;
     tokio::task::spawn_blocking(move || telemetry.shutdown())
         .await
         .unwrap();
@@ -132,6 +149,35 @@ async fn spans_of_a_change_and_of_a_post_share_one_trace_and_reach_the_collector
         );
     }
     check_cdc_spans(&spans, &t);
+    check_kafka_spans(&spans, &k);
+}
+
+fn check_kafka_spans(spans: &[Span], table: &str) {
+    let root = spans
+        .iter()
+        .find(|s| {
+            s.name == "cdc.chunk"
+                && s.parent_span_id.is_empty()
+                && s.attributes
+                    .iter()
+                    .any(|a| a.key == "tables" && format!("{:?}", a.value).contains(table))
+        })
+        .expect("the Postgres source's root span of the change");
+    let in_trace: Vec<&Span> = spans.iter().filter(|s| s.trace_id == root.trace_id).collect();
+    let produce = in_trace
+        .iter()
+        .find(|s| s.name == "kafka.produce" && s.parent_span_id == root.span_id)
+        .unwrap_or_else(|| panic!("no kafka.produce under the root: {:?}", in_trace.iter().map(|s| &s.name).collect::<Vec<_>>()));
+    let consumed = in_trace
+        .iter()
+        .find(|s| s.name == "kafka.chunk" && s.parent_span_id == produce.span_id)
+        .unwrap_or_else(|| panic!("the consumer did not continue the trace: {:?}", in_trace.iter().map(|s| &s.name).collect::<Vec<_>>()));
+    assert!(
+        in_trace
+            .iter()
+            .any(|s| s.name == "clickhouse.insert" && s.parent_span_id == consumed.span_id),
+        "the ClickHouse insert is in the producer's trace"
+    );
 }
 
 fn check_cdc_spans(spans: &[Span], t: &str) {

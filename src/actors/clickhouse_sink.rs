@@ -27,10 +27,29 @@ use tracing::Span;
 /// change; 0 for snapshot rows).
 #[derive(Debug)]
 pub struct RowChange {
-    pub delete: bool,
+    pub op: RowOp,
     pub version: u64,
     /// Every column of the table in order (for deletes: the key columns, others NULL).
     pub cells: Vec<Cell>,
+    /// The transaction's id and commit time (µs since the Unix epoch; 0 when unknown, as for
+    /// snapshot rows), for sinks that describe the source (Debezium's `source` block).
+    pub xid: u32,
+    pub commit_us: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowOp {
+    /// A row of the initial snapshot.
+    Snapshot,
+    Insert,
+    Update,
+    Delete,
+}
+
+impl RowChange {
+    pub fn is_delete(&self) -> bool {
+        self.op == RowOp::Delete
+    }
 }
 
 #[derive(Debug)]
@@ -69,6 +88,8 @@ pub enum SinkMsg {
     SnapshotDone(String, RpcReplyPort<Result<(), String>>),
     /// The recorded snapshot marker, if any.
     GetMarker(RpcReplyPort<Result<Option<String>, String>>),
+    /// A task of the sink failed (a Kafka delivery): the sink fails with this reason.
+    Fail(String),
 }
 
 pub struct SinkArgs {
@@ -216,6 +237,7 @@ impl Actor for ClickHouseSink {
                 let _ = reply.send(r.as_ref().map(|m| m.clone()).map_err(|e| e.to_string()));
                 r?;
             }
+            SinkMsg::Fail(reason) => return Err(SinkError::Protocol(reason).into()),
         }
         Ok(())
     }
@@ -291,14 +313,14 @@ impl SinkState {
             .filter(|(_, c)| matches!(c, Cell::UnchangedToast))
             .map(|(i, _)| i)
             .collect();
-        let stored = if !change.delete && !toast.is_empty() {
+        let stored = if !change.is_delete() && !toast.is_empty() {
             Some(self.stored_values(rel_id, &change.cells, &toast).await?)
         } else {
             None
         };
         let t = self.tables.get_mut(&rel_id).expect("checked above");
         self.buffered_rows += 1;
-        if change.delete {
+        if change.is_delete() {
             let out = &mut t.tombstones;
             for (c, cell) in t.cols.iter().zip(&change.cells).filter(|(c, _)| c.is_key) {
                 encode_field(out, c, cell, &mut self.stats);

@@ -10,7 +10,7 @@
 //! Must never: confirm an LSN the sink did not acknowledge (except a keepalive position
 //! while nothing is in flight), or buffer without bound.
 
-use crate::actors::clickhouse_sink::{ChangeChunk, ChangeItem, RowChange, SinkMsg};
+use crate::actors::clickhouse_sink::{ChangeChunk, ChangeItem, RowChange, RowOp, SinkMsg};
 use crate::config::PostgresConfig;
 use crate::edge::{Edge, EdgeError};
 use crate::postgres::catalog::{self, TypeResolver};
@@ -207,13 +207,15 @@ impl ChunkBuilder {
 }
 
 /// A row change for the sink.
-fn row(rel_id: u32, delete: bool, version: u64, cells: Vec<Cell>) -> ChangeItem {
+fn row(rel_id: u32, op: RowOp, version: u64, cells: Vec<Cell>, tx: (u32, i64)) -> ChangeItem {
     ChangeItem::Row {
         rel_id,
         change: RowChange {
-            delete,
+            op,
             version,
             cells,
+            xid: tx.0,
+            commit_us: tx.1,
         },
     }
 }
@@ -359,6 +361,7 @@ impl Stream {
         let mut ignored: std::collections::HashSet<u32> = std::collections::HashSet::new();
         let mut frames = Vec::new();
         let mut in_txn = false;
+        let mut tx: (u32, i64) = (0, 0);
         let mut last_sent_commit: Lsn = 0;
         loop {
             frames.clear();
@@ -393,7 +396,10 @@ impl Stream {
                     source,
                 })?;
                 match lm {
-                    LogicalMessage::Begin { .. } => in_txn = true,
+                    LogicalMessage::Begin { xid, commit_ts, .. } => {
+                        in_txn = true;
+                        tx = (xid, unix_micros_from_pg(commit_ts));
+                    }
                     LogicalMessage::Commit {
                         end_lsn, commit_ts, ..
                     } => {
@@ -447,7 +453,7 @@ impl Stream {
                         }
                     }
                     LogicalMessage::Insert { rel_id, new } => {
-                        chunk.push(&self.pipeline, row(rel_id, false, wal_start, new));
+                        chunk.push(&self.pipeline, row(rel_id, RowOp::Insert, wal_start, new, tx));
                     }
                     LogicalMessage::Update {
                         rel_id,
@@ -458,6 +464,7 @@ impl Stream {
                             .get(&rel_id)
                             .map(|s| s.key_indexes())
                             .unwrap_or_default();
+                        let mut key_changed = false;
                         if let Some(old) = old {
                             // REPLICA IDENTITY FULL sends old values: use them for unchanged TOAST.
                             for (n, o) in new.iter_mut().zip(&old) {
@@ -465,15 +472,16 @@ impl Stream {
                                     *n = o.clone();
                                 }
                             }
-                            if key.iter().any(|&i| old.get(i) != new.get(i)) {
+                            key_changed = key.iter().any(|&i| old.get(i) != new.get(i));
+                            if key_changed {
                                 // The key changed: the old row is gone.
-                                chunk.push(&self.pipeline, row(rel_id, true, wal_start, old));
+                                chunk.push(&self.pipeline, row(rel_id, RowOp::Delete, wal_start, old, tx));
                             }
                         }
-                        chunk.push(&self.pipeline, row(rel_id, false, wal_start, new));
+                        chunk.push(&self.pipeline, row(rel_id, if key_changed { RowOp::Insert } else { RowOp::Update }, wal_start, new, tx));
                     }
                     LogicalMessage::Delete { rel_id, old } => {
-                        chunk.push(&self.pipeline, row(rel_id, true, wal_start, old));
+                        chunk.push(&self.pipeline, row(rel_id, RowOp::Delete, wal_start, old, tx));
                     }
                     LogicalMessage::Truncate { mut rel_ids, .. } => {
                         rel_ids.retain(|r| !ignored.contains(r));
@@ -645,7 +653,7 @@ impl Stream {
                             s.qualified()
                         )))
                     })?;
-                    chunk.push(&self.pipeline, row(s.rel_id, false, 0, cells));
+                    chunk.push(&self.pipeline, row(s.rel_id, RowOp::Snapshot, 0, cells, (0, 0)));
                     n += 1;
                     PipelineCounters::add(&self.counters.snapshot_rows, 1);
                     start += pos + 1;

@@ -2,6 +2,7 @@
 //! Each is unit-tested here and fuzzed without a server.
 
 pub mod chtypes;
+pub mod debezium;
 pub mod llm;
 pub mod mastodon;
 pub mod pgoutput;

@@ -11,8 +11,11 @@ use super::supervisor::{
     SupervisorMsg,
 };
 use crate::actors::clickhouse_sink::{ClickHouseSink, SinkArgs, SinkMsg};
+use crate::actors::kafka_sink::{KafkaSink, KafkaSinkArgs};
+use crate::actors::kafka_source::{KafkaCdcSource, KafkaSourceArgs, TableIds};
 use crate::actors::postgres_source::{PostgresSource, SourceArgs};
-use crate::config::{Config, PipelineConfig, PostgresConfig};
+use crate::config::{Config, PipelineConfig, PipelineKind};
+use std::sync::atomic::AtomicU64;
 use crate::edge::Edge;
 use crate::protocol::pgoutput::Lsn;
 use crate::status::Registry;
@@ -41,10 +44,10 @@ impl PipelineHandles {
     }
 }
 
+/// A cdc pipeline: Postgres or Debezium topics in, ClickHouse or Debezium topics out.
 pub fn cdc_pipeline(
     cfg: &Config,
     p: &PipelineConfig,
-    pg: &PostgresConfig,
     registry: Arc<Registry>,
 ) -> (ChildSpec, PipelineHandles) {
     let edge: Edge<SinkMsg> = Edge::new(format!("{}/source->sink", p.name), p.batch.edge_capacity);
@@ -57,7 +60,25 @@ pub fn cdc_pipeline(
 
     let sink_start: StartFn = {
         let (p, edge, acks, counters) = (p.clone(), edge.clone(), acks.clone(), counters.clone());
+        let kafka = cfg.kafka.clone();
         Arc::new(move |sup| {
+            if let (Some(k), Some(ks)) = (&kafka, &p.kafka_sink) {
+                let args = KafkaSinkArgs {
+                    pipeline: p.name.clone(),
+                    kafka: k.clone(),
+                    sink: ks.clone(),
+                    database: p.postgres.as_ref().map(|pg| pg.database.clone()).unwrap_or_default(),
+                    edge: edge.clone(),
+                    acks: acks.clone(),
+                    counters: counters.clone(),
+                };
+                return Box::pin(async move {
+                    Ok(Actor::spawn_linked(None, KafkaSink, args, sup)
+                        .await?
+                        .0
+                        .get_cell())
+                });
+            }
             let args = SinkArgs {
                 pipeline: p.name.clone(),
                 clickhouse: p.clickhouse.clone(),
@@ -75,15 +96,39 @@ pub fn cdc_pipeline(
         })
     };
     let drain_timeout = cfg.shutdown_timeout.0;
+    let seq = Arc::new(AtomicU64::new(0));
+    let tables: TableIds = Arc::default();
     let source_start: StartFn = {
-        let (p, pg, edge, acks, counters) = (
-            p.clone(),
-            pg.clone(),
-            edge.clone(),
-            acks.clone(),
-            counters.clone(),
-        );
+        let (p, edge, acks, counters) = (p.clone(), edge.clone(), acks.clone(), counters.clone());
+        let kafka = cfg.kafka.clone();
         Arc::new(move |sup| {
+            let (Some(pg), None) = (&p.postgres, &p.kafka_source) else {
+                let (Some(k), Some(ks)) = (&kafka, &p.kafka_source) else {
+                    // The config's validation rules this out.
+                    return Box::pin(async {
+                        Err(ractor::SpawnErr::StartupFailed(
+                            "a cdc pipeline needs postgres, or kafka_source with [kafka]".into(),
+                        ))
+                    });
+                };
+                let args = KafkaSourceArgs {
+                    pipeline: p.name.clone(),
+                    kafka: k.clone(),
+                    source: ks.clone(),
+                    edge: edge.clone(),
+                    acks: acks.subscribe(),
+                    seq: seq.clone(),
+                    tables: tables.clone(),
+                    counters: counters.clone(),
+                    drain_timeout,
+                };
+                return Box::pin(async move {
+                    Ok(Actor::spawn_linked(None, KafkaCdcSource, args, sup)
+                        .await?
+                        .0
+                        .get_cell())
+                });
+            };
             let args = SourceArgs {
                 pipeline: p.name.clone(),
                 postgres: pg.clone(),
@@ -144,9 +189,9 @@ pub async fn start_root(
     let mut children = Vec::new();
     let mut handles = Vec::new();
     for p in &cfg.pipelines {
-        let (spec, h) = match &p.postgres {
-            Some(pg) => cdc_pipeline(cfg, p, pg, registry.clone()),
-            None => super::sentiment::sentiment_pipeline(cfg, p, registry.clone()),
+        let (spec, h) = match p.kind {
+            PipelineKind::Cdc => cdc_pipeline(cfg, p, registry.clone()),
+            PipelineKind::Sentiment => super::sentiment::sentiment_pipeline(cfg, p, registry.clone()),
         };
         children.push(spec);
         handles.push(h);

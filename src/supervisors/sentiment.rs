@@ -16,6 +16,8 @@ use crate::ack::AckTracker;
 use crate::actors::llm_worker::{Job, Leases, LlmWorker, WorkerArgs};
 use crate::actors::mastodon_source::{MastodonArgs, MastodonSource};
 use crate::actors::replay_source::{ReplayArgs, ReplaySource};
+use crate::actors::status_publisher::{PublisherArgs, StatusPublisher};
+use crate::actors::status_source::{KafkaStatusSource, StatusSourceArgs};
 use crate::actors::sentiment_sink::{SentimentSink, SentimentSinkArgs, SentimentSinkMsg};
 use crate::circuit::CircuitBreaker;
 use crate::config::{Config, PipelineConfig};
@@ -51,12 +53,17 @@ pub fn sentiment_pipeline(
     p: &PipelineConfig,
     registry: Arc<Registry>,
 ) -> (ChildSpec, PipelineHandles) {
-    let llm_cfg = p
-        .llm
-        .clone()
-        .expect("validated: a sentiment pipeline has [pipeline.llm]");
+    // A publishing pipeline has no LLM: its handles get the defaults (one slot, no limits).
+    let llm_cfg = p.llm.clone().unwrap_or_else(crate::config::defaults::llm);
     let h = SentimentHandles {
-        queue: WorkQueue::new(format!("{}/source->llm", p.name), llm_cfg.queue),
+        queue: WorkQueue::new(
+            format!(
+                "{}/source->{}",
+                p.name,
+                if p.kafka_sink.is_some() { "kafka" } else { "llm" }
+            ),
+            llm_cfg.queue,
+        ),
         sink_edge: Edge::new(format!("{}/llm->sink", p.name), p.batch.edge_capacity),
         tracker: Arc::new(AckTracker::default()),
         leases: Arc::new(Leases::new(llm_cfg.concurrency)),
@@ -139,10 +146,24 @@ pub fn sentiment_pipeline(
         cfg.shutdown_timeout.0,
     );
     let source: StartFn = {
-        let (p, h) = (p.clone(), h.clone());
+        let (p, h, counters, kafka) = (p.clone(), h.clone(), counters.clone(), cfg.kafka.clone());
         Arc::new(move |sup| {
-            let (p, h) = (p.clone(), h.clone());
+            let (p, h, counters, kafka) = (p.clone(), h.clone(), counters.clone(), kafka.clone());
             Box::pin(async move {
+                if let (Some(k), Some(ks)) = (&kafka, &p.kafka_source) {
+                    let args = StatusSourceArgs {
+                        pipeline: p.name.clone(),
+                        kafka: k.clone(),
+                        source: ks.clone(),
+                        queue: h.queue.clone(),
+                        tracker: h.tracker.clone(),
+                        counters: counters.clone(),
+                    };
+                    return Ok(Actor::spawn_linked(None, KafkaStatusSource, args, sup)
+                        .await?
+                        .0
+                        .get_cell());
+                }
                 let cell = match (&p.replay, &p.mastodon) {
                     (Some(replay), _) => {
                         let args = ReplayArgs {
@@ -185,23 +206,61 @@ pub fn sentiment_pipeline(
             })
         })
     };
-    let children = vec![
-        ChildSpec {
-            name: "sink".into(),
-            restart: Restart::Permanent,
-            start: sink,
-        },
-        ChildSpec {
-            name: "pool".into(),
-            restart: Restart::Permanent,
-            start: pool,
-        },
-        ChildSpec {
-            name: "source".into(),
-            restart: Restart::Permanent,
-            start: source,
-        },
-    ];
+    let children = match (&cfg.kafka, &p.kafka_sink) {
+        // Publishing: source → statuses topic, no LLM and no ClickHouse table.
+        (Some(k), Some(ks)) => {
+            let publisher: StartFn = {
+                let (p, h, counters, k, ks) =
+                    (p.clone(), h.clone(), counters.clone(), k.clone(), ks.clone());
+                Arc::new(move |sup| {
+                    let args = PublisherArgs {
+                        pipeline: p.name.clone(),
+                        kafka: k.clone(),
+                        sink: ks.clone(),
+                        clickhouse: p.clickhouse.clone(),
+                        queue: h.queue.clone(),
+                        tracker: h.tracker.clone(),
+                        counters: counters.clone(),
+                    };
+                    Box::pin(async move {
+                        Ok(Actor::spawn_linked(None, StatusPublisher, args, sup)
+                            .await?
+                            .0
+                            .get_cell())
+                    })
+                })
+            };
+            vec![
+                ChildSpec {
+                    name: "sink".into(),
+                    restart: Restart::Permanent,
+                    start: publisher,
+                },
+                ChildSpec {
+                    name: "source".into(),
+                    restart: Restart::Permanent,
+                    start: source,
+                },
+            ]
+        }
+        _ => vec![
+            ChildSpec {
+                name: "sink".into(),
+                restart: Restart::Permanent,
+                start: sink,
+            },
+            ChildSpec {
+                name: "pool".into(),
+                restart: Restart::Permanent,
+                start: pool,
+            },
+            ChildSpec {
+                name: "source".into(),
+                restart: Restart::Permanent,
+                start: source,
+            },
+        ],
+    };
     let start = supervisor_start(
         path,
         Strategy::RestForOne,

@@ -5,6 +5,7 @@
 
 pub mod fake_llm;
 pub mod fake_mastodon;
+pub mod kafka;
 pub mod proxy;
 
 use std::collections::HashMap;
@@ -309,17 +310,14 @@ impl Running {
         format!("root/{}/{child}", self.pipeline)
     }
 
-    pub async fn stop(self) {
-        self.root
-            .stop_and_wait(Some("test".into()), Some(Duration::from_secs(30)))
-            .await
-            .expect("graceful stop");
-        let _ = self.handle.await;
-    }
-
     /// Kills the actor at `root/<pipeline>/<child>` (as a crash would), once it runs.
     pub async fn kill(&self, child: &str) {
-        let path = self.path(child);
+        self.kill_in(&self.pipeline, child).await
+    }
+
+    /// Kills the actor at `root/<pipeline>/<child>` of any pipeline of the tree, once it runs.
+    pub async fn kill_in(&self, pipeline: &str, child: &str) {
+        let path = format!("root/{pipeline}/{child}");
         let root = self.root.clone();
         let cell = eventually(Duration::from_secs(30), &format!("{path} to run"), || {
             let (root, path) = (root.clone(), path.clone());
@@ -331,6 +329,14 @@ impl Running {
         })
         .await;
         cell.kill();
+    }
+
+    pub async fn stop(self) {
+        self.root
+            .stop_and_wait(Some("test".into()), Some(Duration::from_secs(30)))
+            .await
+            .expect("graceful stop");
+        let _ = self.handle.await;
     }
 
     pub fn counters(&self) -> Arc<tributary::status::PipelineCounters> {

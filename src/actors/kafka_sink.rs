@@ -1,0 +1,412 @@
+//! The Kafka sink of a CDC pipeline: writes each row change as a Debezium PostgreSQL change
+//! event to the table's topic (`<prefix>.<schema>.<table>`, key = the primary key, so every
+//! change of a row lands in one partition, in order), a tombstone after each delete, and a
+//! truncate event per truncated table. The producer is idempotent with acks=all.
+//!
+//! Must never: acknowledge a commit LSN (which the source then confirms to Postgres) before
+//! the broker has acknowledged every message up to it. Deliveries are awaited in the order
+//! they were produced, by one task; a failed delivery fails the sink, and the stream is
+//! replayed from the last confirmed LSN (duplicates, never gaps).
+
+use crate::actors::clickhouse_sink::{ChangeChunk, ChangeItem, RowOp, SinkMsg};
+use crate::actors::TaskGuard;
+use crate::config::{KafkaConfig, KafkaSinkConfig};
+use crate::edge::Edge;
+use crate::kafka::{self, KafkaError};
+use crate::protocol::debezium::{self, EncodeOptions, EncodeStats, Op, SnapshotFlag, SourceInfo};
+use crate::protocol::pgoutput::Lsn;
+use crate::protocol::schema::SharedSchema;
+use crate::status::PipelineCounters;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Span;
+
+pub struct KafkaSinkArgs {
+    pub pipeline: String,
+    pub kafka: KafkaConfig,
+    pub sink: KafkaSinkConfig,
+    /// The Postgres database (Debezium's `source.db`).
+    pub database: String,
+    pub edge: Edge<SinkMsg>,
+    pub acks: Arc<watch::Sender<Lsn>>,
+    pub counters: Arc<PipelineCounters>,
+}
+
+/// The deliveries of one chunk, awaited in order by the acknowledging task.
+enum Pending {
+    Chunk {
+        deliveries: Vec<DeliveryFuture>,
+        commit: Option<Lsn>,
+        commit_times: Vec<i64>,
+        trace: Span,
+    },
+    /// Answered once everything sent before it is acknowledged.
+    Barrier(oneshot::Sender<()>),
+}
+
+pub struct KafkaSinkState {
+    pipeline: String,
+    kafka: KafkaConfig,
+    cfg: KafkaSinkConfig,
+    producer: FutureProducer,
+    opts: EncodeOptions,
+    schemas: HashMap<u32, (SharedSchema, String)>,
+    topics: HashSet<String>,
+    pending: mpsc::Sender<Pending>,
+    _acker: TaskGuard,
+    acks: Arc<watch::Sender<Lsn>>,
+    counters: Arc<PipelineCounters>,
+    stats: EncodeStats,
+    /// End LSN of the last commit produced (Debezium's `sequence` starts with it).
+    last_commit: Option<Lsn>,
+}
+
+pub struct KafkaSink;
+
+impl Actor for KafkaSink {
+    type Msg = SinkMsg;
+    type State = KafkaSinkState;
+    type Arguments = KafkaSinkArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SinkMsg>,
+        a: KafkaSinkArgs,
+    ) -> Result<KafkaSinkState, ActorProcessingErr> {
+        let producer = kafka::producer(&a.kafka, a.sink.delivery_timeout.0)?;
+        // Fail here, not at the first row, when the brokers cannot be reached.
+        let p = producer.clone();
+        let k = a.kafka.clone();
+        tokio::task::spawn_blocking(move || {
+            p.client()
+                .fetch_metadata(None, Duration::from_secs(10))
+                .map(|_| ())
+                .map_err(|e| KafkaError::Client {
+                    role: "producer",
+                    message: kafka::scrub(&k, e),
+                })
+        })
+        .await??;
+        tracing::info!(pipeline = %a.pipeline, brokers = %a.kafka.brokers, prefix = %a.sink.topic_prefix, "kafka sink connected");
+        // A few chunks may wait for the broker; then the sink (and so the source) waits.
+        let (tx, rx) = mpsc::channel(8);
+        let acker = TaskGuard::spawn(acknowledge(
+            rx,
+            a.acks.clone(),
+            a.counters.clone(),
+            myself.clone(),
+        ));
+        a.edge.attach(myself);
+        Ok(KafkaSinkState {
+            opts: EncodeOptions {
+                schemas: a.sink.schemas,
+                decimal: a.sink.decimal_handling,
+                prefix: a.sink.topic_prefix.clone(),
+                database: a.database,
+            },
+            pipeline: a.pipeline,
+            kafka: a.kafka,
+            cfg: a.sink,
+            producer,
+            schemas: HashMap::new(),
+            topics: HashSet::new(),
+            pending: tx,
+            _acker: acker,
+            acks: a.acks,
+            counters: a.counters,
+            stats: EncodeStats::default(),
+            last_commit: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<SinkMsg>,
+        msg: SinkMsg,
+        st: &mut KafkaSinkState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SinkMsg::Changes(chunk, permit) => {
+                drop(permit);
+                st.produce(chunk).await?;
+            }
+            SinkMsg::Tick => {}
+            SinkMsg::Drain(reply) => {
+                st.barrier().await?;
+                let _ = reply.send(*st.acks.borrow());
+            }
+            SinkMsg::SnapshotDone(marker, reply) => {
+                let r = async {
+                    st.barrier().await?;
+                    kafka::write_state(
+                        &st.kafka,
+                        &st.producer,
+                        &st.cfg.state_topic,
+                        st.cfg.replication_factor,
+                        &format!("{}/snapshot", st.pipeline),
+                        &marker,
+                    )
+                    .await
+                }
+                .await;
+                let _ = reply.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                r?;
+            }
+            SinkMsg::GetMarker(reply) => {
+                let r = kafka::read_state(
+                    &st.kafka,
+                    &st.cfg.state_topic,
+                    &format!("{}/snapshot", st.pipeline),
+                )
+                .await;
+                let _ = reply.send(r.as_ref().map(|m| m.clone()).map_err(|e| e.to_string()));
+                r?;
+            }
+            SinkMsg::Fail(reason) => return Err(KafkaError::Consumer(reason).into()),
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SinkMsg>,
+        st: &mut KafkaSinkState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Best effort: what is not acknowledged here is replayed from the last confirmed LSN.
+        if let Err(e) = st.barrier().await {
+            tracing::warn!(pipeline = %st.pipeline, error = %e, "final flush failed; the changes will be replayed");
+        }
+        Ok(())
+    }
+}
+
+impl KafkaSinkState {
+    async fn barrier(&self) -> Result<(), KafkaError> {
+        let (tx, rx) = oneshot::channel();
+        let gone = || KafkaError::Consumer("the delivery task is gone".into());
+        self.pending
+            .send(Pending::Barrier(tx))
+            .await
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())
+    }
+
+    async fn ensure_topic(&mut self, topic: &str) -> Result<(), KafkaError> {
+        if !self.topics.contains(topic) {
+            kafka::ensure_topics(
+                &self.kafka,
+                &[topic.to_string()],
+                self.cfg.partitions,
+                self.cfg.replication_factor,
+            )
+            .await?;
+            self.topics.insert(topic.to_string());
+        }
+        Ok(())
+    }
+
+    async fn produce(&mut self, chunk: ChangeChunk) -> Result<(), KafkaError> {
+        drop(chunk.queue_span);
+        let span = tracing::info_span!(parent: &chunk.trace, "kafka.produce", messaging.system = "kafka", messages = tracing::field::Empty);
+        let headers = kafka::trace_headers(&span);
+        let now_us = now_micros();
+        let mut deliveries = Vec::new();
+        for item in chunk.items {
+            match item {
+                ChangeItem::Schema(s) => {
+                    let topic = debezium::topic_name(&self.opts.prefix, &s.schema, &s.name);
+                    self.ensure_topic(&topic).await?;
+                    self.schemas.insert(s.rel_id, (s, topic));
+                }
+                ChangeItem::Row { rel_id, change } => {
+                    let Some((schema, topic)) = self.schemas.get(&rel_id) else {
+                        return Err(KafkaError::Consumer(format!(
+                            "row for relation {rel_id} before its schema"
+                        )));
+                    };
+                    let (op, snapshot) = match change.op {
+                        RowOp::Snapshot => (Op::Read, SnapshotFlag::True),
+                        RowOp::Insert => (Op::Create, SnapshotFlag::False),
+                        RowOp::Update => (Op::Update, SnapshotFlag::False),
+                        RowOp::Delete => (Op::Delete, SnapshotFlag::False),
+                    };
+                    let src = SourceInfo {
+                        lsn: change.version,
+                        tx_id: (change.xid != 0).then_some(change.xid),
+                        commit_us: if change.commit_us != 0 { change.commit_us } else { now_us },
+                        snapshot,
+                        last_commit_lsn: self.last_commit,
+                    };
+                    let cells = &change.cells;
+                    let (before, after) = if op == Op::Delete {
+                        (Some(cells.as_slice()), None)
+                    } else {
+                        (None, Some(cells.as_slice()))
+                    };
+                    let key = debezium::encode_key(schema, cells, &self.opts, &mut self.stats);
+                    let value = debezium::encode_change(
+                        schema, op, before, after, &src, now_us, &self.opts, &mut self.stats,
+                    );
+                    let topic = topic.clone();
+                    let f = send(&self.producer, &topic, key.as_deref(), Some(&value), None, &headers).await?;
+                    deliveries.push(f);
+                    if op == Op::Delete && self.cfg.tombstones && key.is_some() {
+                        let f = send(&self.producer, &topic, key.as_deref(), None, None, &headers).await?;
+                        deliveries.push(f);
+                    }
+                }
+                ChangeItem::Truncate(rels) => {
+                    for rel in rels {
+                        let Some((schema, topic)) = self.schemas.get(&rel) else {
+                            continue;
+                        };
+                        let src = SourceInfo {
+                            lsn: self.last_commit.unwrap_or(0),
+                            tx_id: None,
+                            commit_us: now_us,
+                            snapshot: SnapshotFlag::False,
+                            last_commit_lsn: self.last_commit,
+                        };
+                        let value = debezium::encode_truncate(schema, &src, now_us, &self.opts);
+                        let topic = topic.clone();
+                        // Debezium's truncate events have no key: partition 0 keeps them in
+                        // order with the rows of a single-partition topic.
+                        let f = send(&self.producer, &topic, None, Some(&value), Some(0), &headers).await?;
+                        deliveries.push(f);
+                    }
+                }
+                // Topics cannot be emptied: a repeated snapshot writes its rows again (as
+                // Debezium does); consumers collapse them by key.
+                ChangeItem::SnapshotBegin(_) => {}
+            }
+        }
+        span.record("messages", deliveries.len());
+        PipelineCounters::add(&self.counters.kafka_in_flight, deliveries.len() as u64);
+        PipelineCounters::add(
+            &self.counters.values_unrepresentable,
+            std::mem::take(&mut self.stats.unrepresentable),
+        );
+        if let Some(lsn) = chunk.commit {
+            self.last_commit = Some(lsn);
+        }
+        drop(span);
+        self.pending
+            .send(Pending::Chunk {
+                deliveries,
+                commit: chunk.commit,
+                commit_times: chunk.commit_times,
+                trace: chunk.trace,
+            })
+            .await
+            .map_err(|_| KafkaError::Consumer("the delivery task is gone".into()))
+    }
+}
+
+/// Hands one message to the producer, waiting while its queue is full.
+async fn send(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    partition: Option<i32>,
+    headers: &OwnedHeaders,
+) -> Result<DeliveryFuture, KafkaError> {
+    loop {
+        let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers.clone());
+        if let Some(k) = key {
+            r = r.key(k);
+        }
+        if let Some(v) = value {
+            r = r.payload(v);
+        }
+        if let Some(p) = partition {
+            r = r.partition(p);
+        }
+        match producer.send_result(r) {
+            Ok(f) => return Ok(f),
+            Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((e, _)) => {
+                return Err(KafkaError::Delivery {
+                    topic: topic.to_string(),
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+}
+
+/// Awaits deliveries in production order and moves the acknowledged LSN.
+async fn acknowledge(
+    mut rx: mpsc::Receiver<Pending>,
+    acks: Arc<watch::Sender<Lsn>>,
+    counters: Arc<PipelineCounters>,
+    sink: ActorRef<SinkMsg>,
+) {
+    while let Some(p) = rx.recv().await {
+        match p {
+            Pending::Barrier(tx) => {
+                let _ = tx.send(());
+            }
+            Pending::Chunk {
+                deliveries,
+                commit,
+                commit_times,
+                trace,
+            } => {
+                let span = tracing::info_span!(parent: &trace, "kafka.ack", messages = deliveries.len());
+                let n = deliveries.len() as u64;
+                for f in deliveries {
+                    let failure = match f.await {
+                        Ok(Ok(_)) => None,
+                        Ok(Err((e, m))) => Some(format!(
+                            "delivery to `{}` failed: {e}",
+                            rdkafka::Message::topic(&m)
+                        )),
+                        Err(_) => Some("the producer was dropped".to_string()),
+                    };
+                    if let Some(reason) = failure {
+                        counters.kafka_in_flight.store(0, Ordering::Relaxed);
+                        let _ = sink.cast(SinkMsg::Fail(reason));
+                        return;
+                    }
+                    counters.kafka_in_flight.fetch_sub(1, Ordering::Relaxed);
+                }
+                drop(span);
+                PipelineCounters::add(&counters.kafka_produced, n);
+                PipelineCounters::add(&counters.rows_written, n);
+                if n > 0 {
+                    PipelineCounters::add(&counters.batches_written, 1);
+                }
+                if let Some(lsn) = commit {
+                    acks.send_if_modified(|cur| {
+                        let moved = lsn > *cur;
+                        if moved {
+                            *cur = lsn;
+                        }
+                        moved
+                    });
+                }
+                let now = now_micros();
+                for t in commit_times {
+                    counters.commit_lag.record_micros((now - t).max(0) as u64);
+                }
+            }
+        }
+    }
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,309 @@
+//! Kafka plumbing shared by the Kafka sink and the Kafka sources: client configuration
+//! (our settings, then every librdkafka property of the config on top), topic creation, the
+//! state topic, and W3C trace context in message headers.
+//!
+//! Must never: put a property value of the config (passwords, keys, tokens) in a log line or
+//! an error message; errors from librdkafka are scrubbed of every such value.
+
+use crate::config::KafkaConfig;
+use opentelemetry::propagation::TextMapPropagator;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{BorrowedHeaders, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::time::Duration;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("kafka client ({role}): {message}")]
+    Client { role: &'static str, message: String },
+    #[error("kafka topic `{topic}`: {message}")]
+    Topic { topic: String, message: String },
+    #[error("kafka delivery to `{topic}` failed: {message}")]
+    Delivery { topic: String, message: String },
+    #[error("kafka consumer: {0}")]
+    Consumer(String),
+}
+
+/// Removes every configured property value from a message (librdkafka quotes invalid values
+/// in its errors).
+pub fn scrub(k: &KafkaConfig, message: impl std::fmt::Display) -> String {
+    let mut m = message.to_string();
+    for v in k.properties.values() {
+        if v.expose().len() >= 3 {
+            m = m.replace(v.expose(), "***");
+        }
+    }
+    m
+}
+
+/// The client configuration of one role: ours, then the config's properties over it.
+pub fn client_config(k: &KafkaConfig, ours: &[(&str, &str)]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.brokers);
+    c.set("client.id", &k.client_id);
+    // librdkafka logs through the log crate otherwise; its errors reach us as results.
+    c.set("log_level", "4");
+    for (key, v) in ours {
+        c.set(*key, *v);
+    }
+    for (key, v) in &k.properties {
+        c.set(key, v.expose());
+    }
+    c
+}
+
+/// An idempotent producer (acks=all, retries without reordering or duplicates).
+/// `delivery_timeout` bounds how long a message may wait for the broker.
+pub fn producer(k: &KafkaConfig, delivery_timeout: Duration) -> Result<FutureProducer, KafkaError> {
+    let timeout_ms = delivery_timeout.as_millis().max(1).to_string();
+    client_config(
+        k,
+        &[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "5"),
+            ("compression.type", "lz4"),
+            ("message.timeout.ms", &timeout_ms),
+            // Bound the producer's own queue: memory stays flat when the broker is slow.
+            ("queue.buffering.max.kbytes", "65536"),
+            ("queue.buffering.max.messages", "100000"),
+        ],
+    )
+    .create()
+    .map_err(|e| KafkaError::Client {
+        role: "producer",
+        message: scrub(k, e),
+    })
+}
+
+/// Creates the topics that do not exist yet (existing ones are left as they are).
+pub async fn ensure_topics(
+    k: &KafkaConfig,
+    topics: &[String],
+    partitions: i32,
+    replication: i32,
+) -> Result<(), KafkaError> {
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(k, &[]).create().map_err(|e| KafkaError::Client {
+            role: "admin",
+            message: scrub(k, e),
+        })?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication)))
+        .collect();
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(15)));
+    let results = admin
+        .create_topics(new.iter(), &opts)
+        .await
+        .map_err(|e| KafkaError::Client {
+            role: "admin",
+            message: scrub(k, e),
+        })?;
+    for r in results {
+        match r {
+            Ok(t) => tracing::info!(topic = %t, partitions, "created Kafka topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaError::Topic {
+                    topic,
+                    message: code.to_string(),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Headers that carry `span`'s W3C trace context (`traceparent`, `tracestate`).
+pub fn trace_headers(span: &Span) -> OwnedHeaders {
+    let mut map: HashMap<String, String> = HashMap::new();
+    opentelemetry_sdk::propagation::TraceContextPropagator::new()
+        .inject_context(&span.context(), &mut map);
+    let mut h = OwnedHeaders::new_with_capacity(map.len());
+    for (key, value) in &map {
+        h = h.insert(Header {
+            key,
+            value: Some(value.as_bytes()),
+        });
+    }
+    h
+}
+
+/// The trace context a producer put in a message's headers, if any.
+pub fn trace_context(headers: Option<&BorrowedHeaders>) -> Option<opentelemetry::Context> {
+    use opentelemetry::trace::TraceContextExt;
+    let headers = headers?;
+    let mut map: HashMap<String, String> = HashMap::new();
+    for h in headers.iter() {
+        if h.key == "traceparent" || h.key == "tracestate" {
+            if let Some(v) = h.value.and_then(|v| std::str::from_utf8(v).ok()) {
+                map.insert(h.key.to_string(), v.to_string());
+            }
+        }
+    }
+    let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&map);
+    cx.span().span_context().is_valid().then_some(cx)
+}
+
+/// Waits for one message to be acknowledged by the broker.
+pub async fn deliver(
+    producer: &FutureProducer,
+    record: FutureRecord<'_, str, [u8]>,
+) -> Result<(), KafkaError> {
+    let topic = record.topic.to_string();
+    producer
+        .send(record, rdkafka::util::Timeout::Never)
+        .await
+        .map(|_| ())
+        .map_err(|(e, _)| KafkaError::Delivery {
+            topic,
+            message: e.to_string(),
+        })
+}
+
+/// The last value written under `key` to the (single-partition) state topic, read from the
+/// beginning up to the end as it is now. `None` when the topic is empty or missing.
+pub async fn read_state(k: &KafkaConfig, topic: &str, key: &str) -> Result<Option<String>, KafkaError> {
+    let k = k.clone();
+    let (topic, key) = (topic.to_string(), key.to_string());
+    tokio::task::spawn_blocking(move || read_state_blocking(&k, &topic, &key))
+        .await
+        .map_err(|e| KafkaError::Consumer(e.to_string()))?
+}
+
+fn read_state_blocking(k: &KafkaConfig, topic: &str, key: &str) -> Result<Option<String>, KafkaError> {
+    let consumer: BaseConsumer = client_config(
+        k,
+        &[
+            ("group.id", "tributary-state-reader"),
+            ("enable.auto.commit", "false"),
+            ("enable.partition.eof", "false"),
+        ],
+    )
+    .create()
+    .map_err(|e| KafkaError::Client {
+        role: "state reader",
+        message: scrub(k, e),
+    })?;
+    let timeout = Duration::from_secs(10);
+    let (low, high) = match consumer.fetch_watermarks(topic, 0, timeout) {
+        Ok(w) => w,
+        Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {
+            return Ok(None)
+        }
+        Err(e) => return Err(KafkaError::Consumer(scrub(k, e))),
+    };
+    if high <= low {
+        return Ok(None);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(low))
+        .map_err(|e| KafkaError::Consumer(e.to_string()))?;
+    consumer
+        .assign(&tpl)
+        .map_err(|e| KafkaError::Consumer(scrub(k, e)))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut last = None;
+    loop {
+        if std::time::Instant::now() > deadline {
+            return Err(KafkaError::Consumer(format!(
+                "state topic `{topic}`: could not read up to offset {high} within 30 s"
+            )));
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let m = m.map_err(|e| KafkaError::Consumer(scrub(k, e)))?;
+        if m.key() == Some(key.as_bytes()) {
+            last = m.payload().map(|p| String::from_utf8_lossy(p).into_owned());
+        }
+        if m.offset() >= high - 1 {
+            return Ok(last);
+        }
+    }
+}
+
+/// Writes `value` under `key` to the state topic and waits for the broker.
+pub async fn write_state(
+    k: &KafkaConfig,
+    producer: &FutureProducer,
+    topic: &str,
+    replication: i32,
+    key: &str,
+    value: &str,
+) -> Result<(), KafkaError> {
+    ensure_topics(k, &[topic.to_string()], 1, replication).await?;
+    deliver(
+        producer,
+        FutureRecord::to(topic)
+            .key(key)
+            .payload(value.as_bytes())
+            .partition(0),
+    )
+    .await
+}
+
+/// Sends a message that cannot be read to the dead-letter topic, with its original headers
+/// and the reason in Kafka Connect's `__connect.errors.*` headers, and waits for the broker.
+pub async fn dead_letter(
+    producer: &FutureProducer,
+    dlq: &str,
+    m: &rdkafka::message::OwnedMessage,
+    connector: &str,
+    class: &str,
+    reason: &str,
+) -> Result<(), KafkaError> {
+    let partition = m.partition().to_string();
+    let offset = m.offset().to_string();
+    let mut h = OwnedHeaders::new();
+    if let Some(orig) = m.headers() {
+        for x in orig.iter() {
+            h = h.insert(Header {
+                key: x.key,
+                value: x.value,
+            });
+        }
+    }
+    for (key, value) in [
+        ("__connect.errors.topic", m.topic()),
+        ("__connect.errors.partition", &partition),
+        ("__connect.errors.offset", &offset),
+        ("__connect.errors.connector.name", connector),
+        ("__connect.errors.stage", "VALUE_CONVERTER"),
+        ("__connect.errors.exception.class.name", class),
+        ("__connect.errors.exception.message", reason),
+    ] {
+        h = h.insert(Header {
+            key,
+            value: Some(value.as_bytes()),
+        });
+    }
+    let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(dlq).headers(h);
+    if let Some(k) = m.key() {
+        r = r.key(k);
+    }
+    if let Some(v) = m.payload() {
+        r = r.payload(v);
+    }
+    producer
+        .send(r, rdkafka::util::Timeout::Never)
+        .await
+        .map(|_| ())
+        .map_err(|(e, _)| KafkaError::Delivery {
+            topic: dlq.to_string(),
+            message: e.to_string(),
+        })?;
+    tracing::warn!(pipeline = %connector, topic = %m.topic(), partition = m.partition(), offset = m.offset(), reason, dead_letter_topic = %dlq, "unreadable message sent to the dead-letter topic");
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! Kafka helpers of the tests: config/kafka.toml pointed at the test broker (tansu), with
+//! unique topic names per test, and a plain librdkafka client to produce and read topics.
+
+use super::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+pub fn brokers() -> String {
+    var("TRIBUTARY_TEST_KAFKA_BROKERS")
+}
+
+/// Unique names of one Kafka test.
+pub struct KafkaNames {
+    pub prefix: String,
+    pub group: String,
+    pub dlq: String,
+    pub state: String,
+}
+
+impl KafkaNames {
+    pub fn new() -> Self {
+        let u = unique("k");
+        KafkaNames {
+            prefix: format!("{u}_cdc"),
+            group: format!("{u}_group"),
+            dlq: format!("{u}_dlq"),
+            state: format!("{u}_state"),
+        }
+    }
+    /// The topic of a Postgres table.
+    pub fn topic(&self, schema: &str, table: &str) -> String {
+        format!("{}.{schema}.{table}", self.prefix)
+    }
+}
+
+/// config/kafka.toml for this world: pipeline 0 is Postgres → Kafka, pipeline 1 is
+/// Kafka → ClickHouse (both with unique names).
+pub fn kafka_config(w: &World, n: &KafkaNames, tables: &[&str]) -> Config {
+    let text =
+        std::fs::read_to_string(repo().join("config/kafka.toml")).expect("config/kafka.toml");
+    let mut env: HashMap<&str, String> = HashMap::new();
+    env.insert("PGHOST", "127.0.0.1".into());
+    env.insert("PGPORT", var("TRIBUTARY_TEST_PG_PORT"));
+    env.insert("PGUSER", var("TRIBUTARY_TEST_PG_USER"));
+    env.insert("PGPASSWORD", var("TRIBUTARY_TEST_PG_PASSWORD"));
+    env.insert("PGDATABASE", var("TRIBUTARY_TEST_PG_DATABASE"));
+    env.insert("TRIBUTARY_SLOT", w.slot.clone());
+    env.insert("TRIBUTARY_PUBLICATION", w.publication.clone());
+    env.insert("CLICKHOUSE_URL", w.target.url());
+    env.insert("CLICKHOUSE_DATABASE", w.database.clone());
+    env.insert("KAFKA_BROKERS", brokers());
+    env.insert("TRIBUTARY_TOPIC_PREFIX", n.prefix.clone());
+    env.insert("TRIBUTARY_GROUP", n.group.clone());
+    env.insert("TRIBUTARY_DLQ", n.dlq.clone());
+    env.insert("TRIBUTARY_STATE_TOPIC", n.state.clone());
+    env.insert("TRIBUTARY_HTTP", String::new());
+    let mut cfg = Config::from_str_named(&text, "config/kafka.toml", &|k| env.get(k).cloned())
+        .expect("config/kafka.toml loads");
+    cfg.pipelines[0].name = format!("pg_{}", w.slot);
+    cfg.pipelines[1].name = format!("ch_{}", w.slot);
+    let pg = cfg.pipelines[0].postgres.as_mut().expect("[pipeline.postgres]");
+    pg.tables = tables.iter().map(|s| s.to_string()).collect();
+    pg.status_interval.0 = Duration::from_secs(1);
+    cfg.supervision.backoff_initial.0 = Duration::from_millis(100);
+    cfg.supervision.backoff_max.0 = Duration::from_secs(2);
+    cfg.shutdown_timeout.0 = Duration::from_secs(20);
+    cfg
+}
+
+pub fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("test producer")
+}
+
+/// Produces one message and waits for the broker.
+pub async fn produce(p: &FutureProducer, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>) {
+    let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).partition(0);
+    if let Some(k) = key {
+        r = r.key(k);
+    }
+    if let Some(v) = value {
+        r = r.payload(v);
+    }
+    p.send(r, Duration::from_secs(30))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce");
+}
+
+/// Every message of partition 0 of `topic`, from the beginning to the end as it is now.
+pub fn read_topic(topic: &str) -> Vec<OwnedMessage> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("test consumer");
+    let (low, high) = match c.fetch_watermarks(topic, 0, Duration::from_secs(10)) {
+        Ok(w) => w,
+        Err(_) => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    if high <= low {
+        return out;
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(low)).unwrap();
+    c.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            let last = m.offset() >= high - 1;
+            out.push(m.detach());
+            if last {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// The value of header `key` of a message, as text.
+pub fn header(m: &OwnedMessage, key: &str) -> Option<String> {
+    m.headers()?
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Waits until `topic` holds at least `n` messages; returns them.
+pub async fn await_messages(topic: &str, n: usize, timeout: Duration) -> Vec<OwnedMessage> {
+    let topic = topic.to_string();
+    eventually(timeout, &format!("{n} messages in {topic}"), || {
+        let topic = topic.clone();
+        async move {
+            let got = tokio::task::spawn_blocking(move || read_topic(&topic))
+                .await
+                .unwrap();
+            if got.len() >= n {
+                Ok(got)
+            } else {
+                Err(format!("{} messages", got.len()))
+            }
+        }
+    })
+    .await
+}

@@ -1,0 +1,314 @@
+//! CDC through Kafka against real servers: PostgreSQL 15 → tansu (a Kafka-protocol broker,
+//! durable storage) → ClickHouse in both generations. The Kafka path must give the same
+//! ClickHouse tables as the direct path, and FINAL must equal Postgres.
+
+#![recursion_limit = "256"]
+mod common;
+
+use common::kafka::*;
+use common::*;
+use rdkafka::message::Message;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(90);
+
+/// The seed's demo tables and a mixed workload through Kafka: snapshot rows, inserts,
+/// updates (also of the key and around an unchanged TOAST value), deletes with tombstones,
+/// a truncate and an ADD COLUMN; every type of the direct path. ClickHouse FINAL equals
+/// Postgres, and equals what the direct path writes for the same tables, column by column.
+async fn pg_kafka_clickhouse(target: Target) {
+    let w = World::new(target).await;
+    let direct = World::new(target).await;
+    let n = KafkaNames::new();
+    let c = pg().await;
+    let t1 = unique("demo_table1");
+    let t2 = unique("demo_table2");
+    let m = unique("mixed");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t1} (id int PRIMARY KEY, value text);
+         CREATE TABLE {t2} (id int PRIMARY KEY, value text);
+         INSERT INTO {t1} VALUES (1, 'one'), (2, 'two'), (3, 'three');
+         INSERT INTO {t2} VALUES (1, 'original'), (2, 'kept');
+         CREATE TABLE {m} (id bigint PRIMARY KEY, small smallint, n int, f4 real, f8 double precision,
+            amount numeric(12,2), big numeric, ok boolean, born date, seen timestamp(6),
+            at timestamptz, t time, u uuid, doc jsonb, j json, raw bytea, tags text[], nums int[],
+            long text, note varchar(20));
+         ALTER TABLE {m} ALTER COLUMN long SET STORAGE EXTERNAL;
+         INSERT INTO {m} SELECT g, g % 100, g * 7, g / 3.0, g / 7.0, g * 1.25, g * 1000000000.123456789,
+            g % 2 = 0, date '2024-01-01' + g, timestamp '2024-01-01 00:00:00.123456' + g * interval '1 hour',
+            timestamptz '2024-01-01 00:00:00+00' + g * interval '1 minute', time '12:34:56.5',
+            md5(g::text)::uuid, jsonb_build_object('g', g, 's', 'x\"y'), '{{\"a\": [1, 2]}}',
+            decode('00ff' || lpad(to_hex(g), 4, '0'), 'hex'), ARRAY['a b', NULL, 'c\"d'], ARRAY[g, NULL, -g],
+            repeat('toast-' || g, 2000), 'note ' || g
+            FROM generate_series(1, 200) g;"
+    ))
+    .await
+    .unwrap();
+    let tables = [
+        format!("public.{t1}"),
+        format!("public.{t2}"),
+        format!("public.{m}"),
+    ];
+    let tables: Vec<&str> = tables.iter().map(String::as_str).collect();
+    let cfg = kafka_config(&w, &n, &tables);
+    let run = Running::start(&cfg).await;
+    let direct_run = Running::start(&direct.config(&tables)).await;
+    converge(&w, &c, &t1, &t1, "id, value", "id", T).await;
+    converge(&w, &c, &m, &m, "id, n, note", "id", T).await;
+    c.batch_execute(&format!(
+        "INSERT INTO {t1} VALUES (4, 'sample');
+         UPDATE {t2} SET value = 'updated' WHERE id = 1;
+         DELETE FROM {t1} WHERE id = 2;
+         BEGIN; INSERT INTO {t2} VALUES (3, 'in a txn'); UPDATE {t2} SET value = NULL WHERE id = 2; COMMIT;
+         UPDATE {m} SET n = -1 WHERE id <= 10;
+         UPDATE {m} SET id = id + 1000 WHERE id BETWEEN 11 AND 15;
+         DELETE FROM {m} WHERE id BETWEEN 16 AND 30;
+         INSERT INTO {m} (id, n, note, amount, big, tags) VALUES (5000, 1, NULL, -0.01, 'NaN', '{{}}'), (5001, NULL, 'x', 99999.99, -1.5, NULL);
+         ALTER TABLE {m} ADD COLUMN extra text;
+         UPDATE {m} SET extra = 'added ' || id WHERE id % 10 = 0;
+         INSERT INTO {m} (id, extra) VALUES (6000, 'after alter');
+         TRUNCATE {t2};
+         INSERT INTO {t2} VALUES (10, 'after truncate');"
+    ))
+    .await
+    .unwrap();
+    converge(&w, &c, &t1, &t1, "id, value", "id", T).await;
+    converge(&w, &c, &t2, &t2, "id, value", "id", T).await;
+    converge(&w, &c, &m, &m, "id, n, note, extra", "id", T).await;
+    converge(&direct, &c, &m, &m, "id, n, note, extra", "id", T).await;
+    converge(&direct, &c, &t2, &t2, "id, value", "id", T).await;
+    // Every column, every type: the Kafka path writes what the direct path writes.
+    let cols = w
+        .ch_rows(&format!(
+            "SELECT name, type FROM system.columns WHERE database = '{}' AND table = '{m}' ORDER BY position",
+            w.database
+        ))
+        .await;
+    let direct_cols = direct
+        .ch_rows(&format!(
+            "SELECT name, type FROM system.columns WHERE database = '{}' AND table = '{m}' ORDER BY position",
+            direct.database
+        ))
+        .await;
+    assert_eq!(cols, direct_cols, "the same ClickHouse columns and types");
+    let names: Vec<String> = cols
+        .iter()
+        .filter_map(|l| l.split('\t').next())
+        .filter(|c| *c != "_version")
+        .map(|c| format!("`{c}`"))
+        .collect();
+    let all = names.join(", ");
+    let via_kafka = w.ch_live(&m, &all, "id").await;
+    let via_direct = direct.ch_live(&m, &all, "id").await;
+    assert_eq!(via_kafka.len(), 188);
+    assert_eq!(
+        first_diff(&via_kafka, &via_direct),
+        None,
+        "Kafka path vs direct path"
+    );
+    let counters = run.registry.pipeline(&cfg.pipelines[1].name);
+    assert!(counters.kafka_tombstones.load(std::sync::atomic::Ordering::Relaxed) >= 16);
+    assert_eq!(
+        counters.kafka_dead_letters.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    direct_run.stop().await;
+    run.stop().await;
+    w.teardown().await;
+    direct.teardown().await;
+}
+matrix!(through_kafka, pg_kafka_clickhouse);
+
+/// Poisoned messages (invalid JSON, an unknown op, no key, wrong types, not an envelope) go
+/// to the dead-letter topic with the reason in headers, counted; every good message around
+/// them is loaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poisoned_messages_go_to_the_dead_letter_topic() {
+    let w = World::new(Target::Ch18).await;
+    let n = KafkaNames::new();
+    let topic = n.topic("public", "poison");
+    let mut cfg = kafka_config(&w, &n, &[]);
+    cfg.pipelines.remove(0);
+    cfg.pipelines[0].kafka_source.as_mut().unwrap().topics = vec![topic.clone()];
+    let p = producer();
+    let good = |id: i64, v: &str| {
+        (
+            format!(r#"{{"id":{id}}}"#),
+            format!(
+                r#"{{"before":null,"after":{{"id":{id},"v":"{v}"}},"source":{{"version":"2.7.4.Final","connector":"postgresql","name":"x","ts_ms":1700000000000,"snapshot":"false","db":"d","schema":"public","table":"poison","txId":7,"lsn":{},"xmin":null}},"op":"c","ts_ms":1700000000001}}"#,
+                1000 + id
+            ),
+        )
+    };
+    let poison: Vec<(Option<String>, Option<String>)> = vec![
+        (Some(r#"{"id":100}"#.into()), Some("{not json".into())),
+        (
+            Some(r#"{"id":101}"#.into()),
+            Some(good(101, "x").1.replace(r#""op":"c""#, r#""op":"x""#)),
+        ),
+        (None, Some(good(102, "no key").1)),
+        (
+            Some(r#"{"id":103}"#.into()),
+            Some(r#"{"schema":{"type":"struct","fields":[{"type":"struct","fields":[{"type":"int32","optional":false,"field":"id"}],"optional":true,"name":"v.Value","field":"after"},{"type":"string","optional":false,"field":"op"}],"optional":false,"name":"v.Envelope"},"payload":{"after":{"id":"abc"},"op":"c"}}"#.into()),
+        ),
+        (Some(r#"{"id":104}"#.into()), Some("[1,2,3]".into())),
+    ];
+    let mut sent = 0;
+    for i in 0..5i64 {
+        let (k, v) = good(i, &format!("good {i}"));
+        produce(&p, &topic, Some(k.as_bytes()), Some(v.as_bytes())).await;
+        let (pk, pv) = &poison[i as usize];
+        produce(
+            &p,
+            &topic,
+            pk.as_ref().map(|s| s.as_bytes()),
+            pv.as_ref().map(|s| s.as_bytes()),
+        )
+        .await;
+        sent += 2;
+    }
+    let (k, v) = good(5, "last");
+    produce(&p, &topic, Some(k.as_bytes()), Some(v.as_bytes())).await;
+    sent += 1;
+    let run = Running::start(&cfg).await;
+    let rows = eventually(T, "the good rows in ClickHouse", || async {
+        let r = w.try_ch_live("poison", "id, v", "id").await?;
+        if r.len() == 6 {
+            Ok(r)
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .await;
+    assert_eq!(
+        rows,
+        vec!["0\tgood 0", "1\tgood 1", "2\tgood 2", "3\tgood 3", "4\tgood 4", "5\tlast"]
+    );
+    let dead = await_messages(&n.dlq, 5, T).await;
+    assert_eq!(dead.len(), 5, "exactly the poisoned messages");
+    let mut offsets = Vec::new();
+    for (m, (pk, pv)) in dead.iter().zip(&poison) {
+        assert_eq!(header(m, "__connect.errors.topic").as_deref(), Some(topic.as_str()));
+        let reason = header(m, "__connect.errors.exception.message").unwrap_or_default();
+        assert!(!reason.is_empty(), "a reason in the headers");
+        offsets.push(header(m, "__connect.errors.offset").unwrap());
+        assert_eq!(m.key(), pk.as_ref().map(|s| s.as_bytes()), "original key kept");
+        assert_eq!(m.payload(), pv.as_ref().map(|s| s.as_bytes()), "original value kept");
+    }
+    assert_eq!(offsets, vec!["1", "3", "5", "7", "9"]);
+    let counters = run.counters();
+    assert_eq!(
+        counters.kafka_dead_letters.load(std::sync::atomic::Ordering::Relaxed),
+        5
+    );
+    assert_eq!(
+        counters.kafka_consumed.load(std::sync::atomic::Ordering::Relaxed),
+        sent
+    );
+    run.stop().await;
+}
+
+/// The sentiment pipeline split in two over a topic, as the old stack ran it: a replay of
+/// statuses is published to the statuses topic (key `instance/status id`), a second
+/// pipeline consumes it, classifies every post and writes it to ClickHouse; its group's
+/// offsets reach the end of the topic only once the rows are in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentiment_over_kafka_classifies_every_post_once() {
+    use common::fake_llm::{FakeLlm, LlmConfig};
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let w = World::new(Target::Ch26).await;
+    let n = KafkaNames::new();
+    let topic = format!("{}_statuses", n.prefix);
+    let llm = FakeLlm::start(LlmConfig::default()).await;
+    // Publisher: replay → topic.
+    let mut publish = sentiment_config(&w, "http://127.0.0.1:9", &llm.url(), "openai", "m");
+    use_replay(&mut publish, repo().join("tests/fixtures/statuses.jsonl"));
+    publish.kafka = Some(tributary::config::KafkaConfig {
+        brokers: brokers(),
+        client_id: "tributary-test".into(),
+        properties: Default::default(),
+    });
+    let mut consume = publish.clone();
+    let sink: tributary::config::KafkaSinkConfig =
+        toml::from_str(&format!("topic = \"{topic}\"")).unwrap();
+    let p = &mut publish.pipelines[0];
+    p.llm = None;
+    p.kafka_sink = Some(sink);
+    // Consumer: topic → LLM → ClickHouse.
+    let c = &mut consume.pipelines[0];
+    c.name = unique("sentiment_consumer");
+    c.replay = None;
+    c.kafka_source = Some(
+        toml::from_str(&format!(
+            "group = \"{}\"\ntopics = [\"{topic}\"]\ndead_letter_topic = \"{}\"",
+            n.group, n.dlq
+        ))
+        .unwrap(),
+    );
+    publish.validate_for_tests().expect("publishing config is valid");
+    consume.validate_for_tests().expect("consuming config is valid");
+    let publisher = Running::start(&publish).await;
+    let consumer = Running::start(&consume).await;
+    let fixture = std::fs::read_to_string(repo().join("tests/fixtures/statuses.jsonl")).unwrap();
+    let ids: std::collections::BTreeSet<String> = fixture
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|s| s["reblog"].is_null())
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    let rows = eventually(T, "every post classified", || async {
+        let rows = sentiment_rows(&w).await?;
+        if rows.len() >= ids.len() {
+            Ok(rows)
+        } else {
+            Err(format!("{} of {} rows", rows.len(), ids.len()))
+        }
+    })
+    .await;
+    let got: std::collections::BTreeSet<String> = rows.iter().map(|r| r.0.clone()).collect();
+    assert_eq!(got, ids, "every post once");
+    assert!(rows.iter().all(|r| !r.1.is_empty()), "every post has a label");
+    let published = read_topic(&topic);
+    assert_eq!(published.len(), ids.len(), "one message per post");
+    for m in &published {
+        let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+        assert!(key.starts_with("replay.example/"), "{key}");
+        assert!(header(m, "traceparent").is_some(), "trace context in the headers");
+    }
+    // The group's committed offset reaches the end once every row is in.
+    let end = published.len() as i64;
+    let group = n.group.clone();
+    let t2 = topic.clone();
+    eventually(T, "the group's offset at the end of the topic", move || {
+        let (group, topic) = (group.clone(), t2.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let c: BaseConsumer = rdkafka::ClientConfig::new()
+                    .set("bootstrap.servers", brokers())
+                    .set("group.id", &group)
+                    .create()
+                    .unwrap();
+                let mut tpl = rdkafka::TopicPartitionList::new();
+                tpl.add_partition(&topic, 0);
+                let got = c
+                    .committed_offsets(tpl, Duration::from_secs(10))
+                    .map_err(|e| e.to_string())?;
+                let off = got
+                    .find_partition(&topic, 0)
+                    .and_then(|p| p.offset().to_raw())
+                    .unwrap_or(-1);
+                if off == end {
+                    Ok(())
+                } else {
+                    Err(format!("committed {off}, end {end}"))
+                }
+            })
+            .await
+            .unwrap()
+        }
+    })
+    .await;
+    consumer.stop().await;
+    publisher.stop().await;
+}
