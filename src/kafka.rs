@@ -174,7 +174,15 @@ pub async fn deliver(
 
 /// The last value written under `key` to the (single-partition) state topic, read from the
 /// beginning up to the end as it is now. `None` when the topic is empty or missing.
-pub async fn read_state(k: &KafkaConfig, topic: &str, key: &str) -> Result<Option<String>, KafkaError> {
+pub async fn read_state(
+    k: &KafkaConfig,
+    topic: &str,
+    replication: i32,
+    key: &str,
+) -> Result<Option<String>, KafkaError> {
+    // An empty state topic answers every question the same as a missing one, and reading a
+    // missing topic's watermarks is an error on some brokers: create it first.
+    ensure_topics(k, &[topic.to_string()], 1, replication).await?;
     let k = k.clone();
     let (topic, key) = (topic.to_string(), key.to_string());
     tokio::task::spawn_blocking(move || read_state_blocking(&k, &topic, &key))

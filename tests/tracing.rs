@@ -114,7 +114,17 @@ async fn spans_of_a_change_and_of_a_post_share_one_trace_and_reach_the_collector
         .await
         .unwrap();
     let run = Running::start(&common::kafka::kafka_config(&w3, &n, &[&format!("public.{k}")])).await;
-    converge(&w3, &c, &k, &k, "id, v", "id", Duration::from_secs(60)).await;
+    // Through Kafka a table reaches ClickHouse with its first row (Debezium topics carry no
+    // schema-only events): wait until the stream runs, then write.
+    eventually(Duration::from_secs(60), "the slot to be streaming", || async {
+        let active: bool = c
+            .query_one("SELECT coalesce(bool_or(active), false) FROM pg_replication_slots WHERE slot_name = $1", &[&w3.slot])
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        if active { Ok(()) } else { Err("not yet".into()) }
+    })
+    .await;
     c.batch_execute(&format!("INSERT INTO {k} VALUES (1, 'through the broker')"))
         .await
         .unwrap();

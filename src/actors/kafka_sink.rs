@@ -163,6 +163,7 @@ impl Actor for KafkaSink {
                 let r = kafka::read_state(
                     &st.kafka,
                     &st.cfg.state_topic,
+                    st.cfg.replication_factor,
                     &format!("{}/snapshot", st.pipeline),
                 )
                 .await;

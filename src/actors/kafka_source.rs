@@ -169,6 +169,8 @@ async fn connect(
             ("enable.partition.eof", "false"),
             // Bound what librdkafka prefetches: memory stays flat while the sink is slow.
             ("queued.max.messages.kbytes", "16384"),
+            // Topics created after the subscription (a regular expression) are found soon.
+            ("topic.metadata.refresh.interval.ms", "5000"),
         ],
     )
     .create()

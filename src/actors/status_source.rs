@@ -68,6 +68,8 @@ impl Actor for KafkaStatusSource {
                 ("enable.auto.offset.store", "false"),
                 ("auto.offset.reset", &a.source.start),
                 ("queued.max.messages.kbytes", "16384"),
+            // Topics created after the subscription (a regular expression) are found soon.
+            ("topic.metadata.refresh.interval.ms", "5000"),
             ],
         )
         .create()

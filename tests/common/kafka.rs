@@ -151,3 +151,19 @@ pub async fn await_messages(topic: &str, n: usize, timeout: Duration) -> Vec<Own
     })
     .await
 }
+
+/// The test broker as a [`tributary::config::KafkaConfig`].
+pub fn kafka_cluster() -> tributary::config::KafkaConfig {
+    tributary::config::KafkaConfig {
+        brokers: brokers(),
+        client_id: "tributary-test".into(),
+        properties: Default::default(),
+    }
+}
+
+/// Creates a one-partition topic (the broker does not create topics on first use).
+pub async fn create_topic(topic: &str) {
+    tributary::kafka::ensure_topics(&kafka_cluster(), &[topic.to_string()], 1, 1)
+        .await
+        .expect("create topic");
+}
