@@ -60,7 +60,13 @@ pub enum ChangeItem {
         rel_id: u32,
         change: RowChange,
     },
-    Truncate(Vec<u32>),
+    /// TRUNCATE of these tables, at `lsn` in transaction `xid` (committed at `commit_us`).
+    Truncate {
+        rels: Vec<u32>,
+        lsn: u64,
+        xid: u32,
+        commit_us: i64,
+    },
     /// A snapshot of these tables follows: clear what an earlier attempt left.
     SnapshotBegin(Vec<u32>),
 }
@@ -192,7 +198,7 @@ impl Actor for ClickHouseSink {
                             st.take_row(rel_id, change).await?;
                         }
                         ChangeItem::Schema(s) => st.apply_schema(&s).await?,
-                        ChangeItem::Truncate(rels) => {
+                        ChangeItem::Truncate { rels, .. } => {
                             st.truncate(&rels, st.cfg.on_truncate == OnTruncate::Truncate)
                                 .await?
                         }

@@ -263,15 +263,20 @@ impl KafkaSinkState {
                         deliveries.push(f);
                     }
                 }
-                ChangeItem::Truncate(rels) => {
+                ChangeItem::Truncate {
+                    rels,
+                    lsn,
+                    xid,
+                    commit_us,
+                } => {
                     for rel in rels {
                         let Some((schema, topic)) = self.schemas.get(&rel) else {
                             continue;
                         };
                         let src = SourceInfo {
-                            lsn: self.last_commit.unwrap_or(0),
-                            tx_id: None,
-                            commit_us: now_us,
+                            lsn,
+                            tx_id: (xid != 0).then_some(xid),
+                            commit_us: if commit_us != 0 { commit_us } else { now_us },
                             snapshot: SnapshotFlag::False,
                             last_commit_lsn: self.last_commit,
                         };

@@ -371,9 +371,19 @@ impl Run {
                         },
                     });
                 }
-                Ok(Decoded::Truncate { schema, table, .. }) => {
+                Ok(Decoded::Truncate {
+                    schema,
+                    table,
+                    lsn,
+                    commit_us,
+                }) => {
                     let rel = self.rel_id(&schema, &table);
-                    items.push(ChangeItem::Truncate(vec![rel]));
+                    items.push(ChangeItem::Truncate {
+                        rels: vec![rel],
+                        lsn,
+                        xid: 0,
+                        commit_us,
+                    });
                 }
                 Ok(Decoded::Tombstone) => {
                     PipelineCounters::add(&self.shared.counters.kafka_tombstones, 1)

@@ -486,7 +486,15 @@ impl Stream {
                     LogicalMessage::Truncate { mut rel_ids, .. } => {
                         rel_ids.retain(|r| !ignored.contains(r));
                         if !rel_ids.is_empty() {
-                            chunk.push(&self.pipeline, ChangeItem::Truncate(rel_ids));
+                            chunk.push(
+                                &self.pipeline,
+                                ChangeItem::Truncate {
+                                    rels: rel_ids,
+                                    lsn: wal_start,
+                                    xid: tx.0,
+                                    commit_us: tx.1,
+                                },
+                            );
                         }
                     }
                     LogicalMessage::Type { .. }
