@@ -193,6 +193,15 @@ pub struct KafkaSourceConfig {
     /// Messages taken into one chunk for the sink.
     #[serde(default = "defaults::kafka_chunk")]
     pub chunk_messages: usize,
+    /// Static group membership (`group.instance.id`): a restarted process takes its
+    /// partitions back at once instead of waiting for its old session to expire. Unique per
+    /// process in the group; empty = `<pipeline>@<hostname>`.
+    #[serde(default)]
+    pub instance_id: String,
+    /// How often inserted offsets are committed (Kafka Connect's offset.flush.interval.ms).
+    /// A crash replays at most this much (duplicates, collapsed by FINAL).
+    #[serde(default = "defaults::commit_interval")]
+    pub commit_interval: HumanDuration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -619,6 +628,9 @@ pub mod defaults {
     pub fn kafka_chunk() -> usize {
         1000
     }
+    pub fn commit_interval() -> HumanDuration {
+        HumanDuration(Duration::from_secs(1))
+    }
     /// The LLM settings of a pipeline without an LLM (a publishing one): only the queue and
     /// pool sizes are read.
     pub fn llm() -> LlmConfig {
@@ -917,17 +929,38 @@ impl Config {
                 _ => {}
             }
             if (p.kafka_sink.is_some() || p.kafka_source.is_some()) && self.kafka.is_none() {
-                return Err(invalid(at("kafka_sink"), "Kafka pipelines need a top-level [kafka] section with `brokers`".into()));
+                return Err(invalid(
+                    at("kafka_sink"),
+                    "Kafka pipelines need a top-level [kafka] section with `brokers`".into(),
+                ));
             }
             if let Some(k) = &p.kafka_source {
-                if k.group.is_empty() || k.topics.is_empty() || k.topics.iter().any(|t| t.is_empty()) {
-                    return Err(invalid(at("kafka_source"), "needs a `group` and at least one non-empty topic".into()));
+                if k.group.is_empty()
+                    || k.topics.is_empty()
+                    || k.topics.iter().any(|t| t.is_empty())
+                {
+                    return Err(invalid(
+                        at("kafka_source"),
+                        "needs a `group` and at least one non-empty topic".into(),
+                    ));
                 }
                 if !matches!(k.start.as_str(), "earliest" | "latest") {
-                    return Err(invalid(at("kafka_source.start"), format!("`{}` is not `earliest` or `latest`", k.start)));
+                    return Err(invalid(
+                        at("kafka_source.start"),
+                        format!("`{}` is not `earliest` or `latest`", k.start),
+                    ));
+                }
+                if k.commit_interval.0.is_zero() {
+                    return Err(invalid(
+                        at("kafka_source.commit_interval"),
+                        "must be above zero".into(),
+                    ));
                 }
                 if k.chunk_messages == 0 {
-                    return Err(invalid(at("kafka_source.chunk_messages"), "must be at least 1".into()));
+                    return Err(invalid(
+                        at("kafka_source.chunk_messages"),
+                        "must be at least 1".into(),
+                    ));
                 }
             }
             if let Some(k) = &p.kafka_sink {

@@ -124,7 +124,12 @@ impl<M: Message> Edge<M> {
 
     /// A slot if one is free now.
     pub fn try_reserve(&self) -> Option<Slot> {
-        self.inner.permits.clone().try_acquire_owned().ok().map(Slot)
+        self.inner
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .map(Slot)
     }
 
     /// Delivers `make(permit)` in a slot reserved before.

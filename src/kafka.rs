@@ -94,10 +94,12 @@ pub async fn ensure_topics(
         return Ok(());
     }
     let admin: AdminClient<DefaultClientContext> =
-        client_config(k, &[]).create().map_err(|e| KafkaError::Client {
-            role: "admin",
-            message: scrub(k, e),
-        })?;
+        client_config(k, &[])
+            .create()
+            .map_err(|e| KafkaError::Client {
+                role: "admin",
+                message: scrub(k, e),
+            })?;
     let new: Vec<NewTopic> = topics
         .iter()
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication)))
@@ -156,6 +158,62 @@ pub fn trace_context(headers: Option<&BorrowedHeaders>) -> Option<opentelemetry:
     cx.span().span_context().is_valid().then_some(cx)
 }
 
+/// The consumer settings both Kafka sources use: manual commits of inserted offsets only,
+/// bounded prefetch, and static group membership.
+pub fn consumer_settings(
+    s: &crate::config::KafkaSourceConfig,
+    pipeline: &str,
+) -> Vec<(&'static str, String)> {
+    let instance = if s.instance_id.is_empty() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        format!("{pipeline}@{host}")
+    } else {
+        s.instance_id.clone()
+    };
+    vec![
+        ("group.id", s.group.clone()),
+        ("group.instance.id", instance),
+        ("enable.auto.commit", "false".into()),
+        ("enable.auto.offset.store", "false".into()),
+        ("auto.offset.reset", s.start.clone()),
+        ("enable.partition.eof", "false".into()),
+        // Bound what librdkafka prefetches: memory stays flat while the sink is slow.
+        ("queued.max.messages.kbytes", "16384".into()),
+        // Topics created after the subscription (a regular expression) are found soon.
+        ("topic.metadata.refresh.interval.ms", "5000".into()),
+        // A member that died holds its partitions until its session expires: keep that
+        // short. We poll all the time (also while paused), so a short max.poll.interval is
+        // safe, and a rebalance waits at most that long.
+        ("session.timeout.ms", "10000".into()),
+        ("heartbeat.interval.ms", "2000".into()),
+        ("max.poll.interval.ms", "30000".into()),
+    ]
+}
+
+/// A consumer subscribed to the source's topics.
+pub fn subscribe(
+    k: &KafkaConfig,
+    s: &crate::config::KafkaSourceConfig,
+    pipeline: &str,
+) -> Result<rdkafka::consumer::StreamConsumer, KafkaError> {
+    let settings = consumer_settings(s, pipeline);
+    let ours: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let consumer: rdkafka::consumer::StreamConsumer =
+        client_config(k, &ours)
+            .create()
+            .map_err(|e| KafkaError::Client {
+                role: "consumer",
+                message: scrub(k, e),
+            })?;
+    let topics: Vec<&str> = s.topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topics)
+        .map_err(|e| KafkaError::Consumer(scrub(k, e)))?;
+    Ok(consumer)
+}
+
 /// Waits for one message to be acknowledged by the broker.
 pub async fn deliver(
     producer: &FutureProducer,
@@ -190,7 +248,11 @@ pub async fn read_state(
         .map_err(|e| KafkaError::Consumer(e.to_string()))?
 }
 
-fn read_state_blocking(k: &KafkaConfig, topic: &str, key: &str) -> Result<Option<String>, KafkaError> {
+fn read_state_blocking(
+    k: &KafkaConfig,
+    topic: &str,
+    key: &str,
+) -> Result<Option<String>, KafkaError> {
     let consumer: BaseConsumer = client_config(
         k,
         &[

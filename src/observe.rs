@@ -428,21 +428,68 @@ impl Collector for Observed {
             })
             .collect();
         // Kafka: one family per counter, by pipeline.
-        let kafka_family = |f: &dyn Fn(&PipelineCounters) -> u64| -> Vec<(Vec<(&'static str, String)>, f64)> {
-            all.iter()
-                .map(|(n, c)| (vec![("pipeline", n.clone())], f(c) as f64))
-                .collect()
-        };
+        let kafka_family =
+            |f: &dyn Fn(&PipelineCounters) -> u64| -> Vec<(Vec<(&'static str, String)>, f64)> {
+                all.iter()
+                    .map(|(n, c)| (vec![("pipeline", n.clone())], f(c) as f64))
+                    .collect()
+            };
         for (name, help, kind, get) in [
-            ("tributary_kafka_messages_produced", "Messages acknowledged by the Kafka broker.", C, (|c: &PipelineCounters| c.kafka_produced.load(Ordering::Relaxed)) as fn(&PipelineCounters) -> u64),
-            ("tributary_kafka_messages_consumed", "Messages taken from Kafka.", C, |c| c.kafka_consumed.load(Ordering::Relaxed)),
-            ("tributary_kafka_dead_letters", "Unreadable messages sent to the dead-letter topic.", C, |c| c.kafka_dead_letters.load(Ordering::Relaxed)),
-            ("tributary_kafka_tombstones", "Tombstones read (and skipped: the delete before them did the work).", C, |c| c.kafka_tombstones.load(Ordering::Relaxed)),
-            ("tributary_kafka_pauses", "Times the consumer paused its partitions because the sink was behind.", C, |c| c.kafka_pauses.load(Ordering::Relaxed)),
-            ("tributary_kafka_commits", "Offset commits (each after the ClickHouse insert holding the offsets).", C, |c| c.kafka_commits.load(Ordering::Relaxed)),
-            ("tributary_kafka_commit_errors", "Offset commits that failed (the next one repeats them).", C, |c| c.kafka_commit_errors.load(Ordering::Relaxed)),
-            ("tributary_kafka_consumer_lag_messages", "Messages in the assigned partitions not yet committed.", G, |c| c.kafka_consumer_lag.load(Ordering::Relaxed)),
-            ("tributary_kafka_in_flight_messages", "Messages handed to the producer, not yet acknowledged.", G, |c| c.kafka_in_flight.load(Ordering::Relaxed)),
+            (
+                "tributary_kafka_messages_produced",
+                "Messages acknowledged by the Kafka broker.",
+                C,
+                (|c: &PipelineCounters| c.kafka_produced.load(Ordering::Relaxed))
+                    as fn(&PipelineCounters) -> u64,
+            ),
+            (
+                "tributary_kafka_messages_consumed",
+                "Messages taken from Kafka.",
+                C,
+                |c| c.kafka_consumed.load(Ordering::Relaxed),
+            ),
+            (
+                "tributary_kafka_dead_letters",
+                "Unreadable messages sent to the dead-letter topic.",
+                C,
+                |c| c.kafka_dead_letters.load(Ordering::Relaxed),
+            ),
+            (
+                "tributary_kafka_tombstones",
+                "Tombstones read (and skipped: the delete before them did the work).",
+                C,
+                |c| c.kafka_tombstones.load(Ordering::Relaxed),
+            ),
+            (
+                "tributary_kafka_pauses",
+                "Times the consumer paused its partitions because the sink was behind.",
+                C,
+                |c| c.kafka_pauses.load(Ordering::Relaxed),
+            ),
+            (
+                "tributary_kafka_commits",
+                "Offset commits (each after the ClickHouse insert holding the offsets).",
+                C,
+                |c| c.kafka_commits.load(Ordering::Relaxed),
+            ),
+            (
+                "tributary_kafka_commit_errors",
+                "Offset commits that failed (the next one repeats them).",
+                C,
+                |c| c.kafka_commit_errors.load(Ordering::Relaxed),
+            ),
+            (
+                "tributary_kafka_consumer_lag_messages",
+                "Messages in the assigned partitions not yet committed.",
+                G,
+                |c| c.kafka_consumer_lag.load(Ordering::Relaxed),
+            ),
+            (
+                "tributary_kafka_in_flight_messages",
+                "Messages handed to the producer, not yet acknowledged.",
+                G,
+                |c| c.kafka_in_flight.load(Ordering::Relaxed),
+            ),
         ] {
             sample(&mut enc, name, help, kind, kafka_family(&get))?;
         }

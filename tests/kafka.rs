@@ -107,7 +107,11 @@ async fn pg_kafka_clickhouse(target: Target) {
             // NaN has no Decimal encoding: precise mode sends NULL and counts it (below).
             let nan_as_null = name == "`big`" && x == "\\N" && y == "NaN";
             if trim(x) != trim(y) && !nan_as_null && diffs.len() < 10 {
-                diffs.push(format!("{name}: kafka {:?} direct {:?}", short(x), short(y)));
+                diffs.push(format!(
+                    "{name}: kafka {:?} direct {:?}",
+                    short(x),
+                    short(y)
+                ));
             }
         }
     }
@@ -122,9 +126,16 @@ async fn pg_kafka_clickhouse(target: Target) {
         "the NaN row, counted when inserted and when updated"
     );
     let counters = run.registry.pipeline(&cfg.pipelines[1].name);
-    assert!(counters.kafka_tombstones.load(std::sync::atomic::Ordering::Relaxed) >= 16);
+    assert!(
+        counters
+            .kafka_tombstones
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 16
+    );
     assert_eq!(
-        counters.kafka_dead_letters.load(std::sync::atomic::Ordering::Relaxed),
+        counters
+            .kafka_dead_letters
+            .load(std::sync::atomic::Ordering::Relaxed),
         0
     );
     direct_run.stop().await;
@@ -207,27 +218,49 @@ async fn poisoned_messages_go_to_the_dead_letter_topic() {
     .await;
     assert_eq!(
         rows,
-        vec!["0\tgood 0", "1\tgood 1", "2\tgood 2", "3\tgood 3", "4\tgood 4", "5\tlast"]
+        vec![
+            "0\tgood 0",
+            "1\tgood 1",
+            "2\tgood 2",
+            "3\tgood 3",
+            "4\tgood 4",
+            "5\tlast"
+        ]
     );
     let dead = await_messages(&n.dlq, 5, T).await;
     assert_eq!(dead.len(), 5, "exactly the poisoned messages");
     let mut offsets = Vec::new();
     for (m, (pk, pv)) in dead.iter().zip(&poison) {
-        assert_eq!(header(m, "__connect.errors.topic").as_deref(), Some(topic.as_str()));
+        assert_eq!(
+            header(m, "__connect.errors.topic").as_deref(),
+            Some(topic.as_str())
+        );
         let reason = header(m, "__connect.errors.exception.message").unwrap_or_default();
         assert!(!reason.is_empty(), "a reason in the headers");
         offsets.push(header(m, "__connect.errors.offset").unwrap());
-        assert_eq!(m.key(), pk.as_ref().map(|s| s.as_bytes()), "original key kept");
-        assert_eq!(m.payload(), pv.as_ref().map(|s| s.as_bytes()), "original value kept");
+        assert_eq!(
+            m.key(),
+            pk.as_ref().map(|s| s.as_bytes()),
+            "original key kept"
+        );
+        assert_eq!(
+            m.payload(),
+            pv.as_ref().map(|s| s.as_bytes()),
+            "original value kept"
+        );
     }
     assert_eq!(offsets, vec!["1", "3", "5", "7", "9"]);
     let counters = run.counters();
     assert_eq!(
-        counters.kafka_dead_letters.load(std::sync::atomic::Ordering::Relaxed),
+        counters
+            .kafka_dead_letters
+            .load(std::sync::atomic::Ordering::Relaxed),
         5
     );
     assert_eq!(
-        counters.kafka_consumed.load(std::sync::atomic::Ordering::Relaxed),
+        counters
+            .kafka_consumed
+            .load(std::sync::atomic::Ordering::Relaxed),
         sent
     );
     run.stop().await;
@@ -266,8 +299,12 @@ async fn sentiment_over_kafka_classifies_every_post_once() {
         ))
         .unwrap(),
     );
-    publish.validate_for_tests().expect("publishing config is valid");
-    consume.validate_for_tests().expect("consuming config is valid");
+    publish
+        .validate_for_tests()
+        .expect("publishing config is valid");
+    consume
+        .validate_for_tests()
+        .expect("consuming config is valid");
     let publisher = Running::start(&publish).await;
     let consumer = Running::start(&consume).await;
     let fixture = std::fs::read_to_string(repo().join("tests/fixtures/statuses.jsonl")).unwrap();
@@ -289,10 +326,16 @@ async fn sentiment_over_kafka_classifies_every_post_once() {
     .await;
     let got: std::collections::BTreeSet<String> = rows.iter().map(|r| r.0.clone()).collect();
     assert_eq!(got, ids, "every post once");
-    assert!(rows.iter().all(|r| !r.1.is_empty()), "every post has a label");
+    assert!(
+        rows.iter().all(|r| !r.1.is_empty()),
+        "every post has a label"
+    );
     let published = read_topic(&topic);
     // One message per status of the replay (its two reblogs carry posts seen before).
-    assert_eq!(published.len(), fixture.lines().filter(|l| !l.trim().is_empty()).count());
+    assert_eq!(
+        published.len(),
+        fixture.lines().filter(|l| !l.trim().is_empty()).count()
+    );
     for m in &published {
         let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
         assert!(key.starts_with("replay.example/"), "{key}");
@@ -340,17 +383,30 @@ fn fixture(name: &str, prefix: &str, schema: &str, db: &str) -> serde_json::Valu
     let text = text
         .replace("PostgreSQL_server.public.", &format!("{prefix}.{schema}."))
         .replace("\"PostgreSQL_server\"", &format!("\"{prefix}\""))
-        .replace("\"schema\": \"public\"", &format!("\"schema\": \"{schema}\""))
+        .replace(
+            "\"schema\": \"public\"",
+            &format!("\"schema\": \"{schema}\""),
+        )
         .replace("\"db\": \"postgres\"", &format!("\"db\": \"{db}\""));
     serde_json::from_str(&text).unwrap()
 }
 
 /// `ours` has `fix`'s shape: the same fields (all of them when `exact`, else at least the
 /// fixture's), each of the same JSON type; values must match at the paths in `values`.
-fn same_shape(ours: &serde_json::Value, fix: &serde_json::Value, path: &str, exact: bool, values: &[&str]) -> Vec<String> {
+fn same_shape(
+    ours: &serde_json::Value,
+    fix: &serde_json::Value,
+    path: &str,
+    exact: bool,
+    values: &[&str],
+) -> Vec<String> {
     use serde_json::Value::*;
     let mut out = Vec::new();
-    if values.iter().any(|v| path == *v || path.ends_with(&format!("/{v}"))) && ours != fix {
+    if values
+        .iter()
+        .any(|v| path == *v || path.ends_with(&format!("/{v}")))
+        && ours != fix
+    {
         out.push(format!("{path}: {ours} != {fix}"));
         return out;
     }
@@ -358,7 +414,9 @@ fn same_shape(ours: &serde_json::Value, fix: &serde_json::Value, path: &str, exa
         (Object(a), Object(b)) => {
             for k in b.keys() {
                 match a.get(k) {
-                    Some(v) => out.extend(same_shape(v, &b[k], &format!("{path}/{k}"), exact, values)),
+                    Some(v) => {
+                        out.extend(same_shape(v, &b[k], &format!("{path}/{k}"), exact, values))
+                    }
                     None => out.push(format!("{path}/{k}: missing")),
                 }
             }
@@ -423,23 +481,64 @@ async fn produced_messages_match_the_debezium_fixtures() {
         run.stop().await;
         w.teardown().await;
         assert_eq!(msgs.len(), 5, "create, update, delete, tombstone, truncate");
-        let json = |b: Option<&[u8]>| b.map(|b| serde_json::from_slice::<serde_json::Value>(b).unwrap());
-        let suffix = if with_schemas { ".schema.json" } else { ".json" };
+        let json =
+            |b: Option<&[u8]>| b.map(|b| serde_json::from_slice::<serde_json::Value>(b).unwrap());
+        let suffix = if with_schemas {
+            ".schema.json"
+        } else {
+            ".json"
+        };
         let fx = |name: &str| fixture(&format!("{name}{suffix}"), &n.prefix, &schema, &db);
         let key = fx("key");
-        let row_values = ["after", "before", "op", "version", "connector", "name", "snapshot", "db", "schema", "table", "transaction"];
+        let row_values = [
+            "after",
+            "before",
+            "op",
+            "version",
+            "connector",
+            "name",
+            "snapshot",
+            "db",
+            "schema",
+            "table",
+            "transaction",
+        ];
         for (i, name) in ["create", "update", "delete"].iter().enumerate() {
             let m = &msgs[i];
-            let mut errs = same_shape(&json(m.key()).unwrap(), &key, "key", true, &["payload", "schema"]);
+            let mut errs = same_shape(
+                &json(m.key()).unwrap(),
+                &key,
+                "key",
+                true,
+                &["payload", "schema"],
+            );
             let value = json(m.payload()).unwrap();
             let fix = fx(name);
             if with_schemas {
-                errs.extend(same_shape(&value["schema"], &fix["schema"], "schema", true, &["schema"]));
-                errs.extend(same_shape(&value["payload"], &fix["payload"], "payload", true, &row_values));
+                errs.extend(same_shape(
+                    &value["schema"],
+                    &fix["schema"],
+                    "schema",
+                    true,
+                    &["schema"],
+                ));
+                errs.extend(same_shape(
+                    &value["payload"],
+                    &fix["payload"],
+                    "payload",
+                    true,
+                    &row_values,
+                ));
             } else if *name == "delete" {
                 // The documentation prints only the key in `before`; JsonConverter writes every
                 // field of the row struct (null when not sent).
-                errs.extend(same_shape(&value, &fix, "payload", false, &["op", "source/name", "source/db"]));
+                errs.extend(same_shape(
+                    &value,
+                    &fix,
+                    "payload",
+                    false,
+                    &["op", "source/name", "source/db"],
+                ));
                 assert_eq!(value["before"]["id"], 1);
             } else {
                 let (mut value, mut fix) = (value, fix);
@@ -454,14 +553,30 @@ async fn produced_messages_match_the_debezium_fixtures() {
             }
             assert!(errs.is_empty(), "{name} ({suffix}): {errs:#?}");
         }
-        assert_eq!(msgs[3].key(), msgs[2].key(), "the tombstone has the delete's key");
+        assert_eq!(
+            msgs[3].key(),
+            msgs[2].key(),
+            "the tombstone has the delete's key"
+        );
         assert_eq!(msgs[3].payload(), None, "a tombstone has no value");
         assert_eq!(msgs[4].key(), None, "truncate events have no key");
         let value = json(msgs[4].payload()).unwrap();
         let fix = fx("truncate");
         let errs = if with_schemas {
-            let mut e = same_shape(&value["schema"], &fix["schema"], "schema", true, &["schema"]);
-            e.extend(same_shape(&value["payload"], &fix["payload"], "payload", true, &row_values));
+            let mut e = same_shape(
+                &value["schema"],
+                &fix["schema"],
+                "schema",
+                true,
+                &["schema"],
+            );
+            e.extend(same_shape(
+                &value["payload"],
+                &fix["payload"],
+                "payload",
+                true,
+                &row_values,
+            ));
             e
         } else {
             // The documentation's truncate payload leaves out before/after/transaction.
@@ -478,9 +593,8 @@ async fn debezium_fixtures_load_into_clickhouse() {
     let w = World::new(Target::Ch26).await;
     let n = KafkaNames::new();
     let p = producer();
-    let key = |name: &str| {
-        serde_json::to_vec(&fixture(name, &n.prefix, "public", "postgres")).unwrap()
-    };
+    let key =
+        |name: &str| serde_json::to_vec(&fixture(name, &n.prefix, "public", "postgres")).unwrap();
     // customers, with schemas: create, update; then a second row created and deleted.
     let t_schema = n.topic("public", "customers");
     let t_plain = n.topic("public", "customers_plain");
@@ -489,8 +603,20 @@ async fn debezium_fixtures_load_into_clickhouse() {
         create_topic(t).await;
     }
     let value = |name: &str| key(name);
-    produce(&p, &t_schema, Some(&key("key.schema.json")), Some(&value("create.schema.json"))).await;
-    produce(&p, &t_schema, Some(&key("key.schema.json")), Some(&value("update.schema.json"))).await;
+    produce(
+        &p,
+        &t_schema,
+        Some(&key("key.schema.json")),
+        Some(&value("create.schema.json")),
+    )
+    .await;
+    produce(
+        &p,
+        &t_schema,
+        Some(&key("key.schema.json")),
+        Some(&value("update.schema.json")),
+    )
+    .await;
     // Without schemas, to its own table: created, then deleted (and its tombstone).
     let plain = |name: &str| {
         String::from_utf8(value(name))
@@ -498,32 +624,63 @@ async fn debezium_fixtures_load_into_clickhouse() {
             .replace("\"customers\"", "\"customers_plain\"")
             .into_bytes()
     };
-    produce(&p, &t_plain, Some(&key("key.json")), Some(&plain("create.json"))).await;
-    let two = String::from_utf8(plain("create.json")).unwrap().replace("\"id\":1", "\"id\":2");
+    produce(
+        &p,
+        &t_plain,
+        Some(&key("key.json")),
+        Some(&plain("create.json")),
+    )
+    .await;
+    let two = String::from_utf8(plain("create.json"))
+        .unwrap()
+        .replace("\"id\":1", "\"id\":2");
     produce(&p, &t_plain, Some(br#"{"id":2}"#), Some(two.as_bytes())).await;
-    produce(&p, &t_plain, Some(&key("key.json")), Some(&plain("delete.json"))).await;
+    produce(
+        &p,
+        &t_plain,
+        Some(&key("key.json")),
+        Some(&plain("delete.json")),
+    )
+    .await;
     produce(&p, &t_plain, Some(&key("key.json")), None).await;
-    produce(&p, &t_types, Some(br#"{"id":1}"#), Some(&value("types.schema.json"))).await;
+    produce(
+        &p,
+        &t_types,
+        Some(br#"{"id":1}"#),
+        Some(&value("types.schema.json")),
+    )
+    .await;
     let mut cfg = kafka_config(&w, &n, &[]);
     cfg.pipelines.remove(0);
     cfg.pipelines[0].kafka_source.as_mut().unwrap().topics =
         vec![t_schema.clone(), t_plain.clone(), t_types.clone()];
     let run = Running::start(&cfg).await;
     let rows = eventually(T, "the customers row", || async {
-        let r = w.try_ch_live("customers", "id, first_name, last_name, email", "id").await?;
+        let r = w
+            .try_ch_live("customers", "id, first_name, last_name, email", "id")
+            .await?;
         (r.len() == 1).then_some(r).ok_or("not yet".to_string())
     })
     .await;
     assert_eq!(rows, vec!["1\tAnne Marie\tKretchmar\tannek@noanswer.org"]);
     let plain_rows = eventually(T, "the plain table", || async {
         let r = w.try_ch_live("customers_plain", "id", "id").await?;
-        (r == vec!["2".to_string()]).then_some(r).ok_or("not yet".to_string())
+        (r == vec!["2".to_string()])
+            .then_some(r)
+            .ok_or("not yet".to_string())
     })
     .await;
     assert_eq!(plain_rows, vec!["2"], "row 1 deleted, row 2 kept");
     let types = eventually(T, "the all_types row", || async {
-        let r = w.try_ch_rows(&format!("SELECT count() FROM `{}`.all_types FINAL", w.database)).await?;
-        (r == vec!["1".to_string()]).then_some(r).ok_or("not yet".to_string())
+        let r = w
+            .try_ch_rows(&format!(
+                "SELECT count() FROM `{}`.all_types FINAL",
+                w.database
+            ))
+            .await?;
+        (r == vec!["1".to_string()])
+            .then_some(r)
+            .ok_or("not yet".to_string())
     })
     .await;
     assert_eq!(types, vec!["1"]);
@@ -535,7 +692,17 @@ async fn debezium_fixtures_load_into_clickhouse() {
     })
     .await;
     let counters = run.counters();
-    assert_eq!(counters.kafka_dead_letters.load(std::sync::atomic::Ordering::Relaxed), 0);
-    assert_eq!(counters.kafka_tombstones.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        counters
+            .kafka_dead_letters
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_eq!(
+        counters
+            .kafka_tombstones
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     run.stop().await;
 }

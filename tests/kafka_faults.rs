@@ -81,14 +81,15 @@ async fn kills_and_a_broker_restart_lose_nothing() {
             w.database
         ))
         .await;
-    assert_eq!(exact, vec![format!("{}\t{}", 2000 + 150 * 40, 2000 + 150 * 40)]);
-    let restarts: u64 = run
-        .registry
-        .actors()
-        .values()
-        .map(|a| a.restarts)
-        .sum();
-    assert!(restarts >= 4, "the killed actors were restarted ({restarts})");
+    assert_eq!(
+        exact,
+        vec![format!("{}\t{}", 2000 + 150 * 40, 2000 + 150 * 40)]
+    );
+    let restarts: u64 = run.registry.actors().values().map(|a| a.restarts).sum();
+    assert!(
+        restarts >= 4,
+        "the killed actors were restarted ({restarts})"
+    );
     let counters = run.registry.pipeline(&ch_pipe);
     assert!(counters.kafka_commits.load(Ordering::Relaxed) > 0);
     run.stop().await;

@@ -12,7 +12,12 @@ const T: Duration = Duration::from_secs(90);
 
 /// config/cdc.toml with its tables line replaced, written next to the test's target dir.
 fn write_config(tables: &[&str], extra: &str) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(repo().join("config/cdc.toml")).unwrap();
+    write_config_from("config/cdc.toml", tables, extra)
+}
+
+/// An example config with its tables line replaced, written next to the test's target dir.
+fn write_config_from(example: &str, tables: &[&str], extra: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(repo().join(example)).unwrap();
     let list: Vec<String> = tables.iter().map(|t| format!("{t:?}")).collect();
     let text = text.replace(
         r#"tables = ["public.demo_table1", "public.demo_table2"]"#,
@@ -172,6 +177,75 @@ async fn sigkill_and_restart(target: Target) {
     w.teardown().await;
 }
 matrix!(sigkill_mid_stream_then_restart, sigkill_and_restart);
+
+/// Through Kafka (config/kafka.toml, both halves in one process), SIGKILL three times while
+/// changes flow, with offsets committed only every 5 s: every kill lands between ClickHouse
+/// inserts and the commit of their offsets, so messages are read and inserted again. Nothing
+/// is lost and the duplicates collapse in FINAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_through_kafka_between_insert_and_commit() {
+    let w = World::new(Target::Ch18).await;
+    let n = common::kafka::KafkaNames::new();
+    let c = pg().await;
+    let t = unique("crash_kafka");
+    c.batch_execute(&format!("CREATE TABLE {t} (id bigint PRIMARY KEY, v text); INSERT INTO {t} SELECT g, 's' || g FROM generate_series(1, 3000) g"))
+        .await
+        .unwrap();
+    let cfg = write_config_from("config/kafka.toml", &[&format!("public.{t}")], "");
+    let brokers = common::kafka::brokers();
+    let env = [
+        ("KAFKA_BROKERS", brokers.as_str()),
+        ("TRIBUTARY_TOPIC_PREFIX", n.prefix.as_str()),
+        ("TRIBUTARY_GROUP", n.group.as_str()),
+        ("TRIBUTARY_DLQ", n.dlq.as_str()),
+        ("TRIBUTARY_STATE_TOPIC", n.state.as_str()),
+        ("TRIBUTARY_COMMIT_INTERVAL", "5s"),
+    ];
+    let load = {
+        let t = t.clone();
+        tokio::spawn(async move {
+            let c = pg().await;
+            for i in 0..60i64 {
+                let a = 10_000 + i * 200;
+                c.batch_execute(&format!(
+                    "BEGIN; INSERT INTO {t} SELECT g, 'v' || g FROM generate_series({a}, {b}) g; UPDATE {t} SET v = v || '+' WHERE id % 50 = {m}; DELETE FROM {t} WHERE id = {d}; COMMIT;",
+                    b = a + 199,
+                    m = i % 50,
+                    d = i * 7 + 1
+                ))
+                .await
+                .unwrap();
+                tokio::time::sleep(Duration::from_millis(60)).await;
+            }
+        })
+    };
+    for _ in 0..3 {
+        let mut child = spawn_env(&w, &cfg, &Target::Ch18.url(), &env);
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        child.child.kill().unwrap(); // SIGKILL: no drain, no final commit
+        child.child.wait().unwrap();
+    }
+    load.await.unwrap();
+    let child = spawn_env(&w, &cfg, &Target::Ch18.url(), &env);
+    let log = child.log.clone();
+    let guard = PrintLogOnPanic(log);
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    std::mem::forget(guard);
+    let err = stop_clean(child).await;
+    let counts = w
+        .ch_rows(&format!(
+            "SELECT (SELECT count() FROM `{db}`.`{t}`), (SELECT count() FROM `{db}`.`{t}` FINAL)",
+            db = w.database
+        ))
+        .await;
+    let (raw, fin) = counts[0].split_once('\t').unwrap();
+    let (raw, fin): (u64, u64) = (raw.parse().unwrap(), fin.parse().unwrap());
+    assert!(
+        raw > fin,
+        "the kills replayed inserted messages ({raw} rows stored, {fin} in FINAL)\n{err}"
+    );
+    w.teardown().await;
+}
 
 #[tokio::test]
 async fn bad_configs_name_the_key() {
@@ -704,6 +778,20 @@ fn spawn_with_http_and(
     ];
     vars.extend_from_slice(env);
     (spawn_env(w, &cfg, &target.url(), &vars), port)
+}
+
+/// Prints a child's log when the test panics while it is alive.
+struct PrintLogOnPanic(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Drop for PrintLogOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- tributary log ---\n{}",
+                String::from_utf8_lossy(&self.0.lock().unwrap())
+            );
+        }
+    }
 }
 
 /// SIGTERM, then the process must drain and exit 0; returns its log.

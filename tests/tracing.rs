@@ -113,7 +113,12 @@ async fn spans_of_a_change_and_of_a_post_share_one_trace_and_reach_the_collector
     c.batch_execute(&format!("CREATE TABLE {k} (id int PRIMARY KEY, v text)"))
         .await
         .unwrap();
-    let run = Running::start(&common::kafka::kafka_config(&w3, &n, &[&format!("public.{k}")])).await;
+    let run = Running::start(&common::kafka::kafka_config(
+        &w3,
+        &n,
+        &[&format!("public.{k}")],
+    ))
+    .await;
     // Through Kafka a table reaches ClickHouse with its first row (Debezium topics carry no
     // schema-only events): wait until the stream runs, then write.
     eventually(Duration::from_secs(60), "the slot to be streaming", || async {
@@ -173,15 +178,28 @@ fn check_kafka_spans(spans: &[Span], table: &str) {
                     .any(|a| a.key == "tables" && format!("{:?}", a.value).contains(table))
         })
         .expect("the Postgres source's root span of the change");
-    let in_trace: Vec<&Span> = spans.iter().filter(|s| s.trace_id == root.trace_id).collect();
+    let in_trace: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.trace_id == root.trace_id)
+        .collect();
     let produce = in_trace
         .iter()
         .find(|s| s.name == "kafka.produce" && s.parent_span_id == root.span_id)
-        .unwrap_or_else(|| panic!("no kafka.produce under the root: {:?}", in_trace.iter().map(|s| &s.name).collect::<Vec<_>>()));
+        .unwrap_or_else(|| {
+            panic!(
+                "no kafka.produce under the root: {:?}",
+                in_trace.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        });
     let consumed = in_trace
         .iter()
         .find(|s| s.name == "kafka.chunk" && s.parent_span_id == produce.span_id)
-        .unwrap_or_else(|| panic!("the consumer did not continue the trace: {:?}", in_trace.iter().map(|s| &s.name).collect::<Vec<_>>()));
+        .unwrap_or_else(|| {
+            panic!(
+                "the consumer did not continue the trace: {:?}",
+                in_trace.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        });
     assert!(
         in_trace
             .iter()

@@ -241,7 +241,11 @@ impl KafkaSinkState {
                     let src = SourceInfo {
                         lsn: change.version,
                         tx_id: (change.xid != 0).then_some(change.xid),
-                        commit_us: if change.commit_us != 0 { change.commit_us } else { now_us },
+                        commit_us: if change.commit_us != 0 {
+                            change.commit_us
+                        } else {
+                            now_us
+                        },
                         snapshot,
                         last_commit_lsn: self.last_commit,
                     };
@@ -253,13 +257,29 @@ impl KafkaSinkState {
                     };
                     let key = debezium::encode_key(schema, cells, &self.opts, &mut self.stats);
                     let value = debezium::encode_change(
-                        schema, op, before, after, &src, now_us, &self.opts, &mut self.stats,
+                        schema,
+                        op,
+                        before,
+                        after,
+                        &src,
+                        now_us,
+                        &self.opts,
+                        &mut self.stats,
                     );
                     let topic = topic.clone();
-                    let f = send(&self.producer, &topic, key.as_deref(), Some(&value), None, &headers).await?;
+                    let f = send(
+                        &self.producer,
+                        &topic,
+                        key.as_deref(),
+                        Some(&value),
+                        None,
+                        &headers,
+                    )
+                    .await?;
                     deliveries.push(f);
                     if op == Op::Delete && self.cfg.tombstones && key.is_some() {
-                        let f = send(&self.producer, &topic, key.as_deref(), None, None, &headers).await?;
+                        let f = send(&self.producer, &topic, key.as_deref(), None, None, &headers)
+                            .await?;
                         deliveries.push(f);
                     }
                 }
@@ -284,7 +304,15 @@ impl KafkaSinkState {
                         let topic = topic.clone();
                         // Debezium's truncate events have no key: partition 0 keeps them in
                         // order with the rows of a single-partition topic.
-                        let f = send(&self.producer, &topic, None, Some(&value), Some(0), &headers).await?;
+                        let f = send(
+                            &self.producer,
+                            &topic,
+                            None,
+                            Some(&value),
+                            Some(0),
+                            &headers,
+                        )
+                        .await?;
                         deliveries.push(f);
                     }
                 }
@@ -368,7 +396,8 @@ async fn acknowledge(
                 commit_times,
                 trace,
             } => {
-                let span = tracing::info_span!(parent: &trace, "kafka.ack", messages = deliveries.len());
+                let span =
+                    tracing::info_span!(parent: &trace, "kafka.ack", messages = deliveries.len());
                 let n = deliveries.len() as u64;
                 for f in deliveries {
                     let failure = match f.await {

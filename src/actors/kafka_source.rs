@@ -89,8 +89,15 @@ impl Actor for KafkaCdcSource {
         myself: ActorRef<KafkaSourceMsg>,
         a: KafkaSourceArgs,
     ) -> Result<KafkaSourceState, ActorProcessingErr> {
-        let (consumer, dlq) = connect(&a.kafka, &a.source).await?;
-        kafka::ensure_topics(&a.kafka, &[a.source.dead_letter_topic.clone()], 1, 1).await?;
+        let consumer = kafka::subscribe(&a.kafka, &a.source, &a.pipeline)?;
+        let dlq = kafka::producer(&a.kafka, Duration::from_secs(30))?;
+        kafka::ensure_topics(
+            &a.kafka,
+            std::slice::from_ref(&a.source.dead_letter_topic),
+            1,
+            1,
+        )
+        .await?;
         tracing::info!(pipeline = %a.pipeline, group = %a.source.group, topics = ?a.source.topics, "kafka source subscribed");
         let shared = Arc::new(Shared {
             pipeline: a.pipeline.clone(),
@@ -110,6 +117,7 @@ impl Actor for KafkaCdcSource {
             tables: a.tables,
             sent: HashMap::new(),
             stash: VecDeque::new(),
+            uncommitted: false,
         };
         let task = TaskGuard::spawn(async move {
             if let Err(e) = run.run().await {
@@ -153,37 +161,6 @@ impl Actor for KafkaCdcSource {
         }
         Ok(())
     }
-}
-
-async fn connect(
-    k: &KafkaConfig,
-    s: &KafkaSourceConfig,
-) -> Result<(StreamConsumer, FutureProducer), KafkaError> {
-    let consumer: StreamConsumer = kafka::client_config(
-        k,
-        &[
-            ("group.id", &s.group),
-            ("enable.auto.commit", "false"),
-            ("enable.auto.offset.store", "false"),
-            ("auto.offset.reset", &s.start),
-            ("enable.partition.eof", "false"),
-            // Bound what librdkafka prefetches: memory stays flat while the sink is slow.
-            ("queued.max.messages.kbytes", "16384"),
-            // Topics created after the subscription (a regular expression) are found soon.
-            ("topic.metadata.refresh.interval.ms", "5000"),
-        ],
-    )
-    .create()
-    .map_err(|e| KafkaError::Client {
-        role: "consumer",
-        message: kafka::scrub(k, e),
-    })?;
-    let topics: Vec<&str> = s.topics.iter().map(String::as_str).collect();
-    consumer
-        .subscribe(&topics)
-        .map_err(|e| KafkaError::Consumer(kafka::scrub(k, e)))?;
-    let dlq = kafka::producer(k, Duration::from_secs(30))?;
-    Ok((consumer, dlq))
 }
 
 impl Shared {
@@ -239,11 +216,14 @@ struct Run {
     sent: HashMap<u32, Vec<Column>>,
     /// Messages that arrived while the partitions were being paused.
     stash: VecDeque<OwnedMessage>,
+    /// Inserted positions not committed yet.
+    uncommitted: bool,
 }
 
 impl Run {
     async fn run(mut self) -> Result<(), KafkaError> {
         let mut lag_every = tokio::time::interval(Duration::from_secs(5));
+        let mut commit_every = tokio::time::interval(self.cfg.commit_interval.0);
         loop {
             let first = match self.stash.pop_front() {
                 Some(m) => m,
@@ -256,6 +236,10 @@ impl Run {
                     }
                     _ = lag_every.tick() => {
                         self.sample_lag().await;
+                        continue;
+                    }
+                    _ = commit_every.tick() => {
+                        self.commit_acked();
                         continue;
                     }
                     m = self.shared.consumer.recv() => match m {
@@ -293,9 +277,14 @@ impl Run {
         tracing::warn!(pipeline = %self.shared.pipeline, error = %kafka::scrub(&self.shared.kafka, e), "kafka consumer error");
     }
 
+    /// The sink inserted more: its offsets become committable (at the next commit tick).
     fn on_ack(&mut self) {
         let acked = *self.acks.borrow_and_update();
-        if self.shared.take_acked(acked) {
+        self.uncommitted |= self.shared.take_acked(acked);
+    }
+
+    fn commit_acked(&mut self) {
+        if std::mem::take(&mut self.uncommitted) {
             self.shared.commit(CommitMode::Async);
         }
     }
@@ -345,7 +334,8 @@ impl Run {
                         Op::Truncate => (RowOp::Update, None),
                     };
                     let Some(cells) = cells else {
-                        self.dead_letter(m, "the event has no row image for its op").await?;
+                        self.dead_letter(m, "the event has no row image for its op")
+                            .await?;
                         continue;
                     };
                     if self.sent.get(&rel) != Some(&c.columns) {
@@ -472,7 +462,11 @@ impl Run {
             let c = &shared.consumer;
             let assigned = c.assignment().ok()?;
             let position = c.position().ok();
-            let acked = shared.acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let acked = shared
+                .acked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             let mut lag = 0i64;
             for e in assigned.elements() {
                 let (low, high) = c

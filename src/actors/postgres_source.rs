@@ -453,7 +453,10 @@ impl Stream {
                         }
                     }
                     LogicalMessage::Insert { rel_id, new } => {
-                        chunk.push(&self.pipeline, row(rel_id, RowOp::Insert, wal_start, new, tx));
+                        chunk.push(
+                            &self.pipeline,
+                            row(rel_id, RowOp::Insert, wal_start, new, tx),
+                        );
                     }
                     LogicalMessage::Update {
                         rel_id,
@@ -475,13 +478,32 @@ impl Stream {
                             key_changed = key.iter().any(|&i| old.get(i) != new.get(i));
                             if key_changed {
                                 // The key changed: the old row is gone.
-                                chunk.push(&self.pipeline, row(rel_id, RowOp::Delete, wal_start, old, tx));
+                                chunk.push(
+                                    &self.pipeline,
+                                    row(rel_id, RowOp::Delete, wal_start, old, tx),
+                                );
                             }
                         }
-                        chunk.push(&self.pipeline, row(rel_id, if key_changed { RowOp::Insert } else { RowOp::Update }, wal_start, new, tx));
+                        chunk.push(
+                            &self.pipeline,
+                            row(
+                                rel_id,
+                                if key_changed {
+                                    RowOp::Insert
+                                } else {
+                                    RowOp::Update
+                                },
+                                wal_start,
+                                new,
+                                tx,
+                            ),
+                        );
                     }
                     LogicalMessage::Delete { rel_id, old } => {
-                        chunk.push(&self.pipeline, row(rel_id, RowOp::Delete, wal_start, old, tx));
+                        chunk.push(
+                            &self.pipeline,
+                            row(rel_id, RowOp::Delete, wal_start, old, tx),
+                        );
                     }
                     LogicalMessage::Truncate { mut rel_ids, .. } => {
                         rel_ids.retain(|r| !ignored.contains(r));
@@ -661,7 +683,10 @@ impl Stream {
                             s.qualified()
                         )))
                     })?;
-                    chunk.push(&self.pipeline, row(s.rel_id, RowOp::Snapshot, 0, cells, (0, 0)));
+                    chunk.push(
+                        &self.pipeline,
+                        row(s.rel_id, RowOp::Snapshot, 0, cells, (0, 0)),
+                    );
                     n += 1;
                     PipelineCounters::add(&self.counters.snapshot_rows, 1);
                     start += pos + 1;

@@ -58,7 +58,7 @@ impl Actor for StatusPublisher {
         let producer = kafka::producer(&a.kafka, a.sink.delivery_timeout.0)?;
         kafka::ensure_topics(
             &a.kafka,
-            &[a.sink.topic.clone()],
+            std::slice::from_ref(&a.sink.topic),
             a.sink.partitions,
             a.sink.replication_factor,
         )
@@ -89,7 +89,11 @@ impl Actor for StatusPublisher {
 /// Up to this many posts wait for the broker at once.
 const WINDOW: usize = 256;
 
-async fn publish(a: PublisherArgs, producer: FutureProducer, ch: ChClient) -> Result<(), KafkaError> {
+async fn publish(
+    a: PublisherArgs,
+    producer: FutureProducer,
+    ch: ChClient,
+) -> Result<(), KafkaError> {
     let mut waiting: std::collections::VecDeque<(Job, DeliveryFuture)> = Default::default();
     let mut recorded = std::time::Instant::now();
     let mut unrecorded = false;
@@ -113,7 +117,10 @@ async fn publish(a: PublisherArgs, producer: FutureProducer, ch: ChClient) -> Re
             let (key, value) = match &job.kind {
                 JobKind::Classify(post) => (
                     status_key(&post.instance, &post.status_id),
-                    Some(serde_json::to_vec(post).map_err(|e| KafkaError::Consumer(e.to_string()))?),
+                    Some(
+                        serde_json::to_vec(post)
+                            .map_err(|e| KafkaError::Consumer(e.to_string()))?,
+                    ),
                 ),
                 JobKind::Delete {
                     instance,
@@ -182,7 +189,9 @@ async fn publish(a: PublisherArgs, producer: FutureProducer, ch: ChClient) -> Re
             let positions = a.tracker.positions();
             match ch.write_state(&a.pipeline, &positions).await {
                 Ok(()) => unrecorded = false,
-                Err(e) => tracing::warn!(pipeline = %a.pipeline, error = %e, "could not record resume points; retried with the next ones"),
+                Err(e) => {
+                    tracing::warn!(pipeline = %a.pipeline, error = %e, "could not record resume points; retried with the next ones")
+                }
             }
             recorded = std::time::Instant::now();
         }

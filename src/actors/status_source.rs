@@ -60,29 +60,15 @@ impl Actor for KafkaStatusSource {
     ) -> Result<StatusSourceState, ActorProcessingErr> {
         // Whatever was in flight is read again from the committed offsets.
         a.tracker.reset();
-        let consumer: StreamConsumer = kafka::client_config(
-            &a.kafka,
-            &[
-                ("group.id", &a.source.group),
-                ("enable.auto.commit", "false"),
-                ("enable.auto.offset.store", "false"),
-                ("auto.offset.reset", &a.source.start),
-                ("queued.max.messages.kbytes", "16384"),
-            // Topics created after the subscription (a regular expression) are found soon.
-            ("topic.metadata.refresh.interval.ms", "5000"),
-            ],
-        )
-        .create()
-        .map_err(|e| KafkaError::Client {
-            role: "consumer",
-            message: kafka::scrub(&a.kafka, e),
-        })?;
-        let topics: Vec<&str> = a.source.topics.iter().map(String::as_str).collect();
-        consumer
-            .subscribe(&topics)
-            .map_err(|e| KafkaError::Consumer(kafka::scrub(&a.kafka, e)))?;
+        let consumer = kafka::subscribe(&a.kafka, &a.source, &a.pipeline)?;
         let dlq = kafka::producer(&a.kafka, Duration::from_secs(30))?;
-        kafka::ensure_topics(&a.kafka, &[a.source.dead_letter_topic.clone()], 1, 1).await?;
+        kafka::ensure_topics(
+            &a.kafka,
+            std::slice::from_ref(&a.source.dead_letter_topic),
+            1,
+            1,
+        )
+        .await?;
         tracing::info!(pipeline = %a.pipeline, group = %a.source.group, topics = ?a.source.topics, "kafka statuses source subscribed");
         let run = Run {
             a,
@@ -122,7 +108,7 @@ struct Run {
 
 impl Run {
     async fn run(mut self) -> Result<(), KafkaError> {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(self.a.source.commit_interval.0);
         loop {
             let m = match self.stash.pop_front() {
                 Some(m) => m,
@@ -195,7 +181,7 @@ impl Run {
         let _ = self.consumer.pause(&paused);
         PipelineCounters::add(&self.a.counters.kafka_pauses, 1);
         let queue = self.a.queue.clone();
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(self.a.source.commit_interval.0);
         {
             let reserve = queue.reserve();
             tokio::pin!(reserve);
@@ -271,8 +257,7 @@ fn job_of(m: &OwnedMessage) -> Result<JobKind, String> {
             status_id: status_id.to_string(),
         }),
         Some(v) => {
-            let post: Post =
-                serde_json::from_slice(v).map_err(|e| format!("not a post: {e}"))?;
+            let post: Post = serde_json::from_slice(v).map_err(|e| format!("not a post: {e}"))?;
             if post.instance != instance || post.status_id != status_id {
                 return Err(format!(
                     "key `{key}` does not match the post ({}/{})",

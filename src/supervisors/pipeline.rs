@@ -15,11 +15,11 @@ use crate::actors::kafka_sink::{KafkaSink, KafkaSinkArgs};
 use crate::actors::kafka_source::{KafkaCdcSource, KafkaSourceArgs, TableIds};
 use crate::actors::postgres_source::{PostgresSource, SourceArgs};
 use crate::config::{Config, PipelineConfig, PipelineKind};
-use std::sync::atomic::AtomicU64;
 use crate::edge::Edge;
 use crate::protocol::pgoutput::Lsn;
 use crate::status::Registry;
 use ractor::{Actor, ActorRef};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -67,7 +67,11 @@ pub fn cdc_pipeline(
                     pipeline: p.name.clone(),
                     kafka: k.clone(),
                     sink: ks.clone(),
-                    database: p.postgres.as_ref().map(|pg| pg.database.clone()).unwrap_or_default(),
+                    database: p
+                        .postgres
+                        .as_ref()
+                        .map(|pg| pg.database.clone())
+                        .unwrap_or_default(),
                     edge: edge.clone(),
                     acks: acks.clone(),
                     counters: counters.clone(),
@@ -191,7 +195,9 @@ pub async fn start_root(
     for p in &cfg.pipelines {
         let (spec, h) = match p.kind {
             PipelineKind::Cdc => cdc_pipeline(cfg, p, registry.clone()),
-            PipelineKind::Sentiment => super::sentiment::sentiment_pipeline(cfg, p, registry.clone()),
+            PipelineKind::Sentiment => {
+                super::sentiment::sentiment_pipeline(cfg, p, registry.clone())
+            }
         };
         children.push(spec);
         handles.push(h);

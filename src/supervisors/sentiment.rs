@@ -16,9 +16,9 @@ use crate::ack::AckTracker;
 use crate::actors::llm_worker::{Job, Leases, LlmWorker, WorkerArgs};
 use crate::actors::mastodon_source::{MastodonArgs, MastodonSource};
 use crate::actors::replay_source::{ReplayArgs, ReplaySource};
+use crate::actors::sentiment_sink::{SentimentSink, SentimentSinkArgs, SentimentSinkMsg};
 use crate::actors::status_publisher::{PublisherArgs, StatusPublisher};
 use crate::actors::status_source::{KafkaStatusSource, StatusSourceArgs};
-use crate::actors::sentiment_sink::{SentimentSink, SentimentSinkArgs, SentimentSinkMsg};
 use crate::circuit::CircuitBreaker;
 use crate::config::{Config, PipelineConfig};
 use crate::edge::{Edge, WorkQueue};
@@ -60,7 +60,11 @@ pub fn sentiment_pipeline(
             format!(
                 "{}/source->{}",
                 p.name,
-                if p.kafka_sink.is_some() { "kafka" } else { "llm" }
+                if p.kafka_sink.is_some() {
+                    "kafka"
+                } else {
+                    "llm"
+                }
             ),
             llm_cfg.queue,
         ),
@@ -210,8 +214,13 @@ pub fn sentiment_pipeline(
         // Publishing: source → statuses topic, no LLM and no ClickHouse table.
         (Some(k), Some(ks)) => {
             let publisher: StartFn = {
-                let (p, h, counters, k, ks) =
-                    (p.clone(), h.clone(), counters.clone(), k.clone(), ks.clone());
+                let (p, h, counters, k, ks) = (
+                    p.clone(),
+                    h.clone(),
+                    counters.clone(),
+                    k.clone(),
+                    ks.clone(),
+                );
                 Arc::new(move |sup| {
                     let args = PublisherArgs {
                         pipeline: p.name.clone(),

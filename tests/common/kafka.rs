@@ -60,7 +60,10 @@ pub fn kafka_config(w: &World, n: &KafkaNames, tables: &[&str]) -> Config {
         .expect("config/kafka.toml loads");
     cfg.pipelines[0].name = format!("pg_{}", w.slot);
     cfg.pipelines[1].name = format!("ch_{}", w.slot);
-    let pg = cfg.pipelines[0].postgres.as_mut().expect("[pipeline.postgres]");
+    let pg = cfg.pipelines[0]
+        .postgres
+        .as_mut()
+        .expect("[pipeline.postgres]");
     pg.tables = tables.iter().map(|s| s.to_string()).collect();
     pg.status_interval.0 = Duration::from_secs(1);
     cfg.supervision.backoff_initial.0 = Duration::from_millis(100);
@@ -109,7 +112,8 @@ pub fn read_topic(topic: &str) -> Vec<OwnedMessage> {
         return out;
     }
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Offset(low)).unwrap();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(low))
+        .unwrap();
     c.assign(&tpl).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
