@@ -706,3 +706,64 @@ async fn debezium_fixtures_load_into_clickhouse() {
     );
     run.stop().await;
 }
+
+/// A slow ClickHouse (every packet delayed through the fault proxy) behind a small edge:
+/// the consumer pauses its partitions while the sink is behind and resumes them, staying in
+/// the group: every message is read exactly once (no rebalance replays any), all rows land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_edge_pauses_the_consumer_which_stays_in_the_group() {
+    use std::sync::atomic::Ordering;
+    let w = World::new(Target::Ch18).await;
+    let n = KafkaNames::new();
+    let topic = n.topic("public", "paced");
+    create_topic(&topic).await;
+    let p = producer();
+    const N: usize = 20_000;
+    let mut pending = Vec::with_capacity(N);
+    for i in 0..N {
+        let key = format!(r#"{{"id":{i}}}"#);
+        let value = format!(
+            r#"{{"before":null,"after":{{"id":{i},"v":"row {i}"}},"source":{{"version":"2.7.4.Final","connector":"postgresql","name":"x","ts_ms":1700000000000,"snapshot":"false","db":"d","schema":"public","table":"paced","txId":7,"lsn":{i},"xmin":null}},"op":"c","ts_ms":1700000000001}}"#
+        );
+        loop {
+            let r = rdkafka::producer::FutureRecord::to(&topic)
+                .key(key.as_bytes())
+                .payload(value.as_bytes())
+                .partition(0);
+            match p.send_result(r) {
+                Ok(f) => break pending.push(f),
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    }
+    for f in pending {
+        f.await.unwrap().map_err(|(e, _)| e).unwrap();
+    }
+    let ch = common::proxy::Proxy::start(w.target.url().trim_start_matches("http://")).await;
+    ch.set_delay(Duration::from_millis(100));
+    let mut cfg = kafka_config(&w, &n, &[]);
+    cfg.pipelines.remove(0);
+    let pc = &mut cfg.pipelines[0];
+    pc.clickhouse.url = ch.url();
+    pc.batch.edge_capacity = 2;
+    pc.batch.max_rows = 500;
+    let ks = pc.kafka_source.as_mut().unwrap();
+    ks.topics = vec![topic.clone()];
+    ks.chunk_messages = 250;
+    let run = Running::start(&cfg).await;
+    eventually(Duration::from_secs(180), "every row in ClickHouse", || async {
+        let r = w
+            .try_ch_rows(&format!("SELECT count() FROM `{}`.paced FINAL", w.database))
+            .await?;
+        (r == vec![N.to_string()]).then_some(()).ok_or(format!("{r:?}"))
+    })
+    .await;
+    let c = run.counters();
+    assert!(c.kafka_pauses.load(Ordering::Relaxed) > 0, "the consumer paused");
+    assert_eq!(
+        c.kafka_consumed.load(Ordering::Relaxed),
+        N as u64,
+        "each message read once: no rebalance replayed any"
+    );
+    run.stop().await;
+}
