@@ -47,6 +47,8 @@ struct Args {
     txn_rows: u64,
     keep: bool,
     no_drain: bool,
+    /// Also run the pipeline through Kafka (and the broker's own rate), next to the direct one.
+    kafka: bool,
 }
 
 fn parse_args() -> Res<Args> {
@@ -56,6 +58,7 @@ fn parse_args() -> Res<Args> {
         txn_rows: 1000,
         keep: false,
         no_drain: false,
+        kafka: false,
     };
     let mut flags = common::Flags::new();
     while let Some(key) = flags.next_flag() {
@@ -67,8 +70,12 @@ fn parse_args() -> Res<Args> {
             "--target" => a.target = flags.value("--target")?,
             "--keep" => a.keep = true,
             "--no-drain" => a.no_drain = true,
+            "--kafka" => {
+                a.kafka = true;
+                a.no_drain = true;
+            }
             "-h" | "--help" => {
-                println!("cargo bench --bench cdc -- [--rows N (1000000)] [--target ch18|ch26] [--txn-rows 1000] [--no-drain] [--keep]");
+                println!("cargo bench --bench cdc -- [--rows N (1000000)] [--target ch18|ch26] [--txn-rows 1000] [--no-drain] [--kafka] [--keep]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -532,13 +539,26 @@ impl Tributary {
     }
 }
 
+/// Unique Kafka names of a run through Kafka.
+struct ViaKafka {
+    brokers: String,
+    prefix: String,
+}
+
+impl ViaKafka {
+    fn topic(&self, t: &str) -> String {
+        format!("{}.public.{t}", self.prefix)
+    }
+}
+
 async fn pipeline(
     pg: &Pg,
     vars: &HashMap<String, String>,
     args: &Args,
     clean: &mut Cleanup,
     ch_version: &mut String,
-) -> Res<PipelineResult> {
+    via: Option<&ViaKafka>,
+) -> Res<(PipelineResult, String)> {
     let bin = tributary_bin()?;
     let c = pg.connect().await?;
     let t = unique("bench_pipe");
@@ -551,9 +571,15 @@ async fn pipeline(
         &vars["TRIBUTARY_TEST_CH26_URL"]
     };
 
-    // The config: config/cdc.toml with this run's table; the servers through its variables.
-    let template = std::fs::read_to_string(repo().join("config/cdc.toml"))
-        .map_err(|e| format!("config/cdc.toml: {e}"))?;
+    // The config: config/cdc.toml (or config/kafka.toml: Postgres → Kafka → ClickHouse in one
+    // process) with this run's table; the servers through its variables.
+    let example = if via.is_some() {
+        "config/kafka.toml"
+    } else {
+        "config/cdc.toml"
+    };
+    let template =
+        std::fs::read_to_string(repo().join(example)).map_err(|e| format!("{example}: {e}"))?;
     let mut replaced = false;
     let text: String = template
         .lines()
@@ -568,11 +594,11 @@ async fn pipeline(
         .collect::<Vec<_>>()
         .join("\n");
     if !replaced {
-        return Err(
-            "config/cdc.toml has no `tables = ...` line to point at the bench table".into(),
-        );
+        return Err(format!(
+            "{example} has no `tables = ...` line to point at the bench table"
+        ));
     }
-    let env: Vec<(String, String)> = [
+    let mut env: Vec<(String, String)> = [
         ("PGHOST", pg.host.clone()),
         ("PGPORT", pg.port.clone()),
         ("PGUSER", pg.user.clone()),
@@ -586,6 +612,17 @@ async fn pipeline(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    if let Some(k) = via {
+        for (name, value) in [
+            ("KAFKA_BROKERS", k.brokers.clone()),
+            ("TRIBUTARY_TOPIC_PREFIX", k.prefix.clone()),
+            ("TRIBUTARY_GROUP", format!("{}_group", k.prefix)),
+            ("TRIBUTARY_DLQ", format!("{}_dlq", k.prefix)),
+            ("TRIBUTARY_STATE_TOPIC", format!("{}_state", k.prefix)),
+        ] {
+            env.push((name.to_string(), value));
+        }
+    }
     let lookup = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let cfg = Config::from_str_named(&text, "bench config", &lookup)
         .map_err(|e| format!("bench config: {e}"))?;
@@ -596,7 +633,8 @@ async fn pipeline(
     std::fs::write(&cfg_path, &text).map_err(|e| e.to_string())?;
     clean.files.push(cfg_path.clone());
 
-    let ch = ChClient::connect(&cfg.pipelines[0].clickhouse)
+    let sink_cfg = &cfg.pipelines.last().ok_or("no pipeline")?.clickhouse;
+    let ch = ChClient::connect(sink_cfg)
         .await
         .map_err(|e| format!("connect to ClickHouse {url}: {e}"))?;
     *ch_version = ch
@@ -632,7 +670,25 @@ async fn pipeline(
             "TRIBUTARY_TEST_CH26_PID"
         })
         .and_then(|p| p.parse().ok());
-    let r = drive(pg, &ch, &mut trib, &t, &db, &slot, ch_pid, args).await;
+    let mut procs: Vec<(String, u32)> = ch_pid
+        .map(|p| ("ClickHouse".to_string(), p))
+        .into_iter()
+        .collect();
+    if let Some(p) = via.and_then(|_| vars.get("TRIBUTARY_TEST_KAFKA_PID")?.parse().ok()) {
+        procs.push(("broker".into(), p));
+    }
+    let r = drive(
+        pg,
+        &ch,
+        &mut trib,
+        &t,
+        &db,
+        &slot,
+        &procs,
+        via.is_some(),
+        args,
+    )
+    .await;
     if r.is_err() {
         // Leave nothing running.
         if trib.child.is_some() {
@@ -648,7 +704,7 @@ async fn pipeline(
     } else {
         eprintln!("bench: tributary log kept: {}", log_path.display());
     }
-    r
+    r.map(|r| (r, t))
 }
 
 /// Polls `SELECT count(), max(id)` every ~20 ms until count() reaches `want`; records each new
@@ -672,10 +728,17 @@ async fn wait_for_rows(
         let tick = Instant::now();
         trib.check_alive("during the run")?;
         *max_rss = (*max_rss).max(trib.rss_kib());
-        let text = ch
-            .query_text(&poll_sql)
-            .await
-            .map_err(|e| format!("poll ClickHouse: {e}"))?;
+        let text = match ch.query_text(&poll_sql).await {
+            Ok(t) => t,
+            // Through Kafka the table is created with its first row.
+            Err(e)
+                if e.to_string().contains("doesn't exist")
+                    || e.to_string().contains("UNKNOWN_TABLE") =>
+            {
+                "0\t0".to_string()
+            }
+            Err(e) => return Err(format!("poll ClickHouse: {e}")),
+        };
         let seen_at = Instant::now();
         let mut f = text.split_whitespace();
         let count: u64 = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -754,9 +817,14 @@ async fn drive(
     t: &str,
     db: &str,
     slot: &str,
-    ch_pid: Option<u32>,
+    servers: &[(String, u32)],
+    via_kafka: bool,
     args: &Args,
 ) -> Res<PipelineResult> {
+    let ch_pid = servers
+        .iter()
+        .find(|(k, _)| k == "ClickHouse")
+        .map(|(_, p)| *p);
     let n = args.rows;
     let ctl = pg.connect().await?;
     eprintln!(
@@ -765,13 +833,20 @@ async fn drive(
         trib.log.display()
     );
     let pid = trib.start()?;
-    // The initial snapshot of the empty table is done when its ClickHouse table exists.
+    // The initial snapshot of the empty table is done when its ClickHouse table exists; through
+    // Kafka the table comes with its first row, so: when the slot streams, and the consumer
+    // has had time to join its group.
     let exists_sql =
         format!("SELECT count() FROM system.tables WHERE database = '{db}' AND name = '{t}'");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         trib.check_alive("before its snapshot was done")?;
-        if ch
+        if via_kafka {
+            if active_pid(&ctl, slot).await?.is_some() {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                break;
+            }
+        } else if ch
             .query_text(&exists_sql)
             .await
             .map(|s| s.trim() == "1")
@@ -801,9 +876,7 @@ async fn drive(
         procs.push(("walsender".into(), w));
     }
     procs.push(("tributary".into(), pid));
-    if let Some(c) = ch_pid {
-        procs.push(("ClickHouse".into(), c));
-    }
+    procs.extend(servers.iter().cloned());
     let cpu_before = cpu_of(&procs);
     let table = t.to_string();
     let txn_rows = args.txn_rows;
@@ -971,7 +1044,23 @@ async fn bench(
         src.rows_per_s, src.secs
     );
     let mut ch_version = String::new();
-    let p = pipeline(pg, vars, args, clean, &mut ch_version).await?;
+    let (p, _) = pipeline(pg, vars, args, clean, &mut ch_version, None).await?;
+    let kafka = if args.kafka {
+        let via = ViaKafka {
+            brokers: vars
+                .get("TRIBUTARY_TEST_KAFKA_BROKERS")
+                .cloned()
+                .ok_or("TRIBUTARY_TEST_KAFKA_BROKERS is not set: scripts/services.sh start")?,
+            prefix: unique("bench_kafka"),
+        };
+        eprintln!("bench: through Kafka (Postgres → Kafka → ClickHouse, one process) ...");
+        let (pk, t) = pipeline(pg, vars, args, clean, &mut ch_version, Some(&via)).await?;
+        eprintln!("bench: the broker's own rate with the same client library ...");
+        let b = broker_limit(&via, &via.topic(&t), args.rows).await?;
+        Some((pk, b))
+    } else {
+        None
+    };
     let ratio = p.rows_per_s / src.rows_per_s;
     let drain_ratio = p.drain.as_ref().map(|d| d.rows_per_s / src.rows_per_s);
     let mb = |kib: u64| kib as f64 / 1024.0;
@@ -1029,7 +1118,44 @@ async fn bench(
         }
     );
     println!("  ClickHouse                 {} rows FINAL ({} without FINAL), {} distinct ids; {} written{}", p.final_count, p.raw_count, p.final_distinct, p.written, if lost { "  <-- MISMATCH" } else { "" });
+    let mut kafka_lost = false;
+    let mut kafka_json = serde_json::Value::Null;
+    if let Some((k, b)) = &kafka {
+        kafka_lost = k.final_count != k.written || k.final_distinct != k.written;
+        let ceiling = src.rows_per_s.min(b.produce_per_s).min(b.consume_per_s);
+        println!("  through Kafka (one process: Postgres → Debezium topic → ClickHouse)");
+        println!("    broker produce           {:>8.0} msg/s  {} messages of {:.0} bytes (the pipeline's own), idempotent, acks=all", b.produce_per_s, b.messages, b.avg_bytes);
+        println!("    broker consume           {:>8.0} msg/s  the same messages read back by one consumer", b.consume_per_s);
+        println!("    pipeline via Kafka, live {:>8.0} rows/s  {:.2} of the direct path ({:.0} rows/s), {:.2} of min(source, broker) = {:.0}", k.rows_per_s, k.rows_per_s / p.rows_per_s, p.rows_per_s, k.rows_per_s / ceiling, ceiling);
+        println!("    commit → visible         p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms  (direct: p50 {:.0}, p99 {:.0} ms)", k.p50_ms, k.p99_ms, k.max_ms, p.p50_ms, p.p99_ms);
+        println!(
+            "    tributary peak RSS       {:>8.1} MB      CPU {:.2} s ({:.2} µs per row)",
+            mb(k.peak_rss_kib),
+            k.cpu_secs,
+            k.cpu_secs * 1e6 / k.written as f64
+        );
+        println!(
+            "    CPU, live phase          {}",
+            cpu_text(&k.cpu_live, k.secs)
+        );
+        println!("    ClickHouse               {} rows FINAL ({} without FINAL), {} distinct; {} written{}", k.final_count, k.raw_count, k.final_distinct, k.written, if kafka_lost { "  <-- MISMATCH" } else { "" });
+        kafka_json = serde_json::json!({
+            "broker_produce_per_s": b.produce_per_s.round(),
+            "broker_consume_per_s": b.consume_per_s.round(),
+            "message_bytes": b.avg_bytes.round(),
+            "rows_per_s": k.rows_per_s.round(),
+            "ratio_to_direct": r2(k.rows_per_s / p.rows_per_s),
+            "ratio_to_ceiling": r2(k.rows_per_s / ceiling),
+            "latency_p50_ms": k.p50_ms.round(),
+            "latency_p99_ms": k.p99_ms.round(),
+            "peak_rss_mb": (mb(k.peak_rss_kib) * 10.0).round() / 10.0,
+            "tributary_cpu_s": r2(k.cpu_secs),
+            "rows_in_clickhouse": k.final_count,
+            "clean_exit": k.exit_ok,
+        });
+    }
     let json = serde_json::json!({
+        "kafka": kafka_json,
         "bench": "cdc",
         "rows": args.rows,
         "txn_rows": args.txn_rows,
@@ -1065,8 +1191,144 @@ async fn bench(
     if !p.exit_ok {
         eprintln!("bench: FAILED: tributary did not exit 0 after SIGTERM");
     }
+    if kafka_lost {
+        eprintln!(
+            "bench: FAILED: through Kafka, ClickHouse does not hold exactly the rows written"
+        );
+    }
     let _ = std::io::stdout().flush();
-    Ok(!lost && p.exit_ok)
+    let kafka_ok = kafka.as_ref().is_none_or(|(k, _)| !kafka_lost && k.exit_ok);
+    Ok(!lost && p.exit_ok && kafka_ok)
+}
+
+struct BrokerLimit {
+    messages: u64,
+    avg_bytes: f64,
+    produce_per_s: f64,
+    consume_per_s: f64,
+}
+
+/// The broker's own rate with the client library tributary uses (librdkafka, the same
+/// producer settings): the pipeline's messages (read back from its topic) are produced again
+/// `n` times into a fresh topic, then read back by one consumer.
+async fn broker_limit(via: &ViaKafka, sample_topic: &str, n: u64) -> Res<BrokerLimit> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let cluster = tributary::config::KafkaConfig {
+        brokers: via.brokers.clone(),
+        client_id: "tributary-bench".into(),
+        properties: Default::default(),
+    };
+    let reader = |group: String| -> Res<BaseConsumer> {
+        tributary::kafka::client_config(
+            &cluster,
+            &[("group.id", &group), ("enable.auto.commit", "false")],
+        )
+        .create()
+        .map_err(|e| e.to_string())
+    };
+    // Samples: the first 1,000 messages of the pipeline's topic.
+    let samples: Vec<(Vec<u8>, Vec<u8>)> = {
+        let c = reader(unique("bench_sample"))?;
+        let (low, _) = c
+            .fetch_watermarks(sample_topic, 0, Duration::from_secs(10))
+            .map_err(|e| format!("{sample_topic}: {e}"))?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(sample_topic, 0, rdkafka::Offset::Offset(low))
+            .map_err(|e| e.to_string())?;
+        c.assign(&tpl).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while out.len() < 1000 && Instant::now() < deadline {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+                if let (Some(k), Some(v)) = (m.key(), m.payload()) {
+                    out.push((k.to_vec(), v.to_vec()));
+                }
+            }
+        }
+        out
+    };
+    if samples.is_empty() {
+        return Err(format!("no messages in {sample_topic} to sample"));
+    }
+    let avg_bytes = samples
+        .iter()
+        .map(|(k, v)| (k.len() + v.len()) as f64)
+        .sum::<f64>()
+        / samples.len() as f64;
+    let topic = format!("{}_ceiling", via.prefix);
+    tributary::kafka::ensure_topics(&cluster, std::slice::from_ref(&topic), 1, 1)
+        .await
+        .map_err(|e| e.to_string())?;
+    let producer =
+        tributary::kafka::producer(&cluster, Duration::from_secs(60)).map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let mut pending = std::collections::VecDeque::new();
+    for i in 0..n as usize {
+        let (k, v) = &samples[i % samples.len()];
+        loop {
+            let r: rdkafka::producer::FutureRecord<'_, [u8], [u8]> =
+                rdkafka::producer::FutureRecord::to(&topic)
+                    .key(k.as_slice())
+                    .payload(v.as_slice());
+            match producer.send_result(r) {
+                Ok(f) => break pending.push_back(f),
+                Err(_) => {
+                    // Queue full: wait for the oldest delivery.
+                    if let Some(f) = pending.pop_front() {
+                        f.await
+                            .map_err(|_| "producer gone".to_string())?
+                            .map_err(|(e, _)| e.to_string())?;
+                    }
+                }
+            }
+        }
+    }
+    for f in pending {
+        f.await
+            .map_err(|_| "producer gone".to_string())?
+            .map_err(|(e, _)| e.to_string())?;
+    }
+    let produce_secs = started.elapsed().as_secs_f64();
+    let self_cpu = || proc_cpu_secs("self").unwrap_or(0.0);
+    eprintln!(
+        "bench: broker: produced {n} in {produce_secs:.2}s; this process used {:.2} CPU-s so far",
+        self_cpu()
+    );
+    let c = reader(unique("bench_ceiling"))?;
+    let consume_secs = tokio::task::spawn_blocking(move || -> Res<f64> {
+        let (low, _) = c
+            .fetch_watermarks(&topic, 0, Duration::from_secs(10))
+            .map_err(|e| format!("{topic}: {e}"))?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(low))
+            .map_err(|e| e.to_string())?;
+        c.assign(&tpl).map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let mut got = 0u64;
+        while got < n {
+            if started.elapsed() > Duration::from_secs(600) {
+                return Err(format!("read {got} of {n} messages back in 600 s"));
+            }
+            if let Some(m) = c.poll(Duration::from_millis(500)) {
+                m.map_err(|e| e.to_string())?;
+                got += 1;
+            }
+        }
+        Ok(started.elapsed().as_secs_f64())
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    eprintln!(
+        "bench: broker: consumed {n} in {consume_secs:.2}s; this process used {:.2} CPU-s so far",
+        self_cpu()
+    );
+    Ok(BrokerLimit {
+        messages: n,
+        avg_bytes,
+        produce_per_s: n as f64 / produce_secs,
+        consume_per_s: n as f64 / consume_secs,
+    })
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

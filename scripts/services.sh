@@ -442,6 +442,7 @@ write_env() {
     echo "TRIBUTARY_TEST_LLM_LOG=$LLM/server.log"
     echo "TRIBUTARY_TEST_KAFKA_BROKERS=$HOST:$(<"$KAFKA/port")"
     echo "TRIBUTARY_TEST_KAFKA_LOG=$KAFKA/broker.log"
+    echo "TRIBUTARY_TEST_KAFKA_PID=$(<"$KAFKA/pid")"
   } >"$tmp"
   mv -f "$tmp" "$ENV_FILE"
 }

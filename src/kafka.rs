@@ -69,7 +69,6 @@ pub fn producer(k: &KafkaConfig, delivery_timeout: Duration) -> Result<FuturePro
             ("enable.idempotence", "true"),
             ("acks", "all"),
             ("linger.ms", "5"),
-            ("compression.type", "lz4"),
             ("message.timeout.ms", &timeout_ms),
             // Bound the producer's own queue: memory stays flat when the broker is slow.
             ("queue.buffering.max.kbytes", "65536"),

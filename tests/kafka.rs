@@ -751,15 +751,24 @@ async fn a_full_edge_pauses_the_consumer_which_stays_in_the_group() {
     ks.topics = vec![topic.clone()];
     ks.chunk_messages = 250;
     let run = Running::start(&cfg).await;
-    eventually(Duration::from_secs(180), "every row in ClickHouse", || async {
-        let r = w
-            .try_ch_rows(&format!("SELECT count() FROM `{}`.paced FINAL", w.database))
-            .await?;
-        (r == vec![N.to_string()]).then_some(()).ok_or(format!("{r:?}"))
-    })
+    eventually(
+        Duration::from_secs(180),
+        "every row in ClickHouse",
+        || async {
+            let r = w
+                .try_ch_rows(&format!("SELECT count() FROM `{}`.paced FINAL", w.database))
+                .await?;
+            (r == vec![N.to_string()])
+                .then_some(())
+                .ok_or(format!("{r:?}"))
+        },
+    )
     .await;
     let c = run.counters();
-    assert!(c.kafka_pauses.load(Ordering::Relaxed) > 0, "the consumer paused");
+    assert!(
+        c.kafka_pauses.load(Ordering::Relaxed) > 0,
+        "the consumer paused"
+    );
     assert_eq!(
         c.kafka_consumed.load(Ordering::Relaxed),
         N as u64,
