@@ -4,8 +4,16 @@
 //! receiver's address may change across restarts: it re-attaches itself in `pre_start`, and
 //! senders wait while it is away.
 //!
-//! Must never: let a sender enqueue without a permit, or drop a message silently (a send
-//! that cannot be delivered is an error the sender sees).
+//! Each attach starts a new epoch. A sender made with [`Edge::for_sender`] belongs to the
+//! epoch it was made in: once the receiver restarted, its sends fail. A source that outlived
+//! its sink's restart (it is stopped a moment later) must not deliver the rest of its stream to
+//! the new sink, which expects the stream again from the last acknowledged position: a chunk
+//! from the middle would be applied before the ones the new sink never got (an unchanged TOAST
+//! value looked up too early) and acknowledged past them.
+//!
+//! Must never: let a sender enqueue without a permit, drop a message silently (a send that
+//! cannot be delivered is an error the sender sees), or deliver to a receiver that attached
+//! after the sender was made.
 
 use ractor::{ActorRef, Message, RpcReplyPort};
 use std::sync::{Arc, RwLock};
@@ -18,6 +26,8 @@ pub enum EdgeError {
     Closed(String),
     #[error("edge `{0}`: no reply within {1:?}")]
     Timeout(String, Duration),
+    #[error("edge `{0}`: the receiver restarted after this sender was made")]
+    Stale(String),
 }
 
 /// Held by a message in flight on an edge; dropping it frees the slot.
@@ -34,18 +44,22 @@ struct Inner<M: Message> {
     name: String,
     capacity: usize,
     permits: Arc<Semaphore>,
-    target: RwLock<Option<ActorRef<M>>>,
+    /// The receiver and its epoch (incremented by every attach).
+    target: RwLock<(Option<ActorRef<M>>, u64)>,
     attached: tokio::sync::Notify,
 }
 
 pub struct Edge<M: Message> {
     inner: Arc<Inner<M>>,
+    /// The epoch a sender was made in (`None`: not bound to one).
+    epoch: Option<u64>,
 }
 
 impl<M: Message> Clone for Edge<M> {
     fn clone(&self) -> Self {
         Edge {
             inner: self.inner.clone(),
+            epoch: self.epoch,
         }
     }
 }
@@ -57,9 +71,24 @@ impl<M: Message> Edge<M> {
                 name: name.into(),
                 capacity,
                 permits: Arc::new(Semaphore::new(capacity)),
-                target: RwLock::new(None),
+                target: RwLock::new((None, 0)),
                 attached: tokio::sync::Notify::new(),
             }),
+            epoch: None,
+        }
+    }
+
+    /// A sender bound to the receiver attached now: its sends fail once the receiver restarts.
+    pub fn for_sender(&self) -> Edge<M> {
+        Edge {
+            inner: self.inner.clone(),
+            epoch: Some(
+                self.inner
+                    .target
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .1,
+            ),
         }
     }
 
@@ -69,26 +98,31 @@ impl<M: Message> Edge<M> {
 
     /// Called by the receiver when it starts (again).
     pub fn attach(&self, target: ActorRef<M>) {
-        *self.inner.target.write().unwrap_or_else(|e| e.into_inner()) = Some(target);
+        {
+            let mut t = self.inner.target.write().unwrap_or_else(|e| e.into_inner());
+            t.0 = Some(target);
+            t.1 += 1;
+        }
         self.inner.attached.notify_waiters();
     }
 
-    fn target(&self) -> Option<ActorRef<M>> {
-        self.inner
-            .target
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// The receiver, unless it restarted since this sender was made.
+    fn current(&self) -> Result<Option<ActorRef<M>>, EdgeError> {
+        let t = self.inner.target.read().unwrap_or_else(|e| e.into_inner());
+        match self.epoch {
+            Some(e) if e != t.1 => Err(EdgeError::Stale(self.inner.name.clone())),
+            _ => Ok(t.0.clone()),
+        }
     }
 
-    async fn wait_target(&self) -> ActorRef<M> {
+    async fn wait_target(&self) -> Result<ActorRef<M>, EdgeError> {
         loop {
             let notified = self.inner.attached.notified();
             if let Some(t) = self
-                .target()
+                .current()?
                 .filter(|t| t.get_status() <= ractor::ActorStatus::Running)
             {
-                return t;
+                return Ok(t);
             }
             // Re-check periodically too: a receiver that died without a replacement yet.
             let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
@@ -139,7 +173,7 @@ impl<M: Message> Edge<M> {
         make: impl FnOnce(Permit) -> M,
     ) -> Result<(), EdgeError> {
         let permit = slot.0;
-        let target = self.wait_target().await;
+        let target = self.wait_target().await?;
         target
             .cast(make(Permit {
                 _permit: permit,
@@ -158,7 +192,7 @@ impl<M: Message> Edge<M> {
         // Control calls do not wait for a receiver that is away (restarting): the caller
         // decides what a missing answer means.
         let target = self
-            .target()
+            .current()?
             .filter(|t| t.get_status() == ractor::ActorStatus::Running)
             .ok_or_else(|| EdgeError::Closed(self.inner.name.clone()))?;
         let (tx, rx) = ractor::concurrency::oneshot();

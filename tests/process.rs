@@ -4,8 +4,9 @@
 
 mod common;
 
+use common::spawn::*;
 use common::*;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(90);
@@ -32,99 +33,6 @@ fn write_config_from(example: &str, tables: &[&str], extra: &str) -> std::path::
 
 fn spawn(w: &World, config: &std::path::Path, ch_url: &str) -> Spawned {
     spawn_env(w, config, ch_url, &[])
-}
-
-const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
-
-/// A running tributary. Its stderr is drained into a buffer as it comes (a full pipe would
-/// block the process), and it is killed when dropped, so a failing test leaves nothing behind.
-struct Spawned {
-    child: Child,
-    log: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Spawned {
-    fn id(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_env(w: &World, config: &std::path::Path, ch_url: &str, extra: &[(&str, &str)]) -> Spawned {
-    let mut child = Command::new(bin())
-        .args(["run", "--config"])
-        .arg(config)
-        .env("PGHOST", "127.0.0.1")
-        .env("PGPORT", var("TRIBUTARY_TEST_PG_PORT"))
-        .env("PGUSER", var("TRIBUTARY_TEST_PG_USER"))
-        .env("PGPASSWORD", var("TRIBUTARY_TEST_PG_PASSWORD"))
-        .env("PGDATABASE", var("TRIBUTARY_TEST_PG_DATABASE"))
-        .env("TRIBUTARY_SLOT", &w.slot)
-        .env("TRIBUTARY_PUBLICATION", &w.publication)
-        .env("CLICKHOUSE_URL", ch_url)
-        .env("CLICKHOUSE_DATABASE", &w.database)
-        .env("RUST_LOG", "info")
-        .env(
-            "TRIBUTARY_HTTP",
-            std::env::var("TEST_HTTP").unwrap_or_default(),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .envs(extra.iter().copied())
-        .spawn()
-        .expect("start tributary");
-    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let sink = log.clone();
-    let reader = std::thread::spawn(move || {
-        use std::io::Read;
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = stderr.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock().unwrap().extend_from_slice(&buf[..n]);
-        }
-    });
-    Spawned {
-        child,
-        log,
-        reader: Some(reader),
-    }
-}
-
-fn sigterm(child: &Spawned) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-}
-
-async fn wait_exit(mut child: Spawned, timeout: Duration) -> (std::process::ExitStatus, String) {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.child.try_wait().unwrap() {
-            if let Some(r) = child.reader.take() {
-                let _ = r.join();
-            }
-            let err = String::from_utf8_lossy(&child.log.lock().unwrap()).into_owned();
-            return (status, err);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "tributary did not exit within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn sigkill_and_restart(target: Target) {
@@ -740,14 +648,6 @@ async fn render_page(port: u16, profile: &std::path::Path) -> Result<String, Str
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The binary replicating `public.<table>` with its HTTP listener on a free port.
 fn spawn_with_http(w: &World, table: &str, target: Target) -> (Spawned, u16) {
     spawn_with_http_and(w, table, target, &[], &[])
@@ -778,31 +678,6 @@ fn spawn_with_http_and(
     ];
     vars.extend_from_slice(env);
     (spawn_env(w, &cfg, &target.url(), &vars), port)
-}
-
-/// Prints a child's log when the test panics while it is alive.
-struct PrintLogOnPanic(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl Drop for PrintLogOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "--- tributary log ---\n{}",
-                String::from_utf8_lossy(&self.0.lock().unwrap())
-            );
-        }
-    }
-}
-
-/// SIGTERM, then the process must drain and exit 0; returns its log.
-async fn stop_clean(child: Spawned) -> String {
-    sigterm(&child);
-    let (status, err) = wait_exit(child, Duration::from_secs(30)).await;
-    assert!(
-        status.success(),
-        "SIGTERM must drain and exit 0: {status:?}\n{err}"
-    );
-    err
 }
 
 /// JSON logs: one object per line, and a line logged inside a change's trace carries its

@@ -107,11 +107,13 @@ impl Actor for KafkaCdcSource {
             acked: Mutex::new(HashMap::new()),
             counters: a.counters.clone(),
         });
+        // Bound to the sink running now (see `Edge::for_sender`).
+        let edge = a.edge.for_sender();
         let run = Run {
             shared: shared.clone(),
             dlq,
             cfg: a.source,
-            edge: a.edge.clone(),
+            edge: edge.clone(),
             acks: a.acks,
             seq: a.seq,
             tables: a.tables,
@@ -126,7 +128,7 @@ impl Actor for KafkaCdcSource {
         });
         Ok(KafkaSourceState {
             shared,
-            edge: a.edge,
+            edge,
             drain_timeout: a.drain_timeout,
             task: Some(task),
         })

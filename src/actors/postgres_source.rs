@@ -84,10 +84,13 @@ impl Actor for PostgresSource {
         args: SourceArgs,
     ) -> Result<SourceState, ActorProcessingErr> {
         let writer = Arc::new(Mutex::new(None));
+        // Bound to the sink running now: if it restarts, this source's sends fail (it is
+        // restarted too, and the stream is replayed from the last acknowledged position).
+        let edge = args.edge.for_sender();
         let stream = Stream {
             pipeline: args.pipeline.clone(),
             cfg: args.postgres,
-            edge: args.edge.clone(),
+            edge: edge.clone(),
             acks: args.acks.clone(),
             counters: args.counters,
             writer: writer.clone(),
@@ -105,7 +108,7 @@ impl Actor for PostgresSource {
         Ok(SourceState {
             task,
             writer,
-            edge: args.edge,
+            edge,
             acks: args.acks,
             drain_timeout: args.drain_timeout,
             pipeline: args.pipeline,

@@ -7,6 +7,7 @@ pub mod fake_llm;
 pub mod fake_mastodon;
 pub mod kafka;
 pub mod proxy;
+pub mod spawn;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

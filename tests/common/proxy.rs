@@ -1,5 +1,6 @@
 //! A TCP fault proxy between tributary and a real server: forwards bytes, and on demand
-//! adds latency, cuts every open connection, refuses new ones, or accepts and never answers.
+//! adds latency, throttles bandwidth, cuts every open connection, refuses new ones, or accepts
+//! and never answers.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,6 +12,8 @@ use tokio::sync::watch;
 struct State {
     upstream: String,
     delay_ms: AtomicU64,
+    /// Bytes per second each direction of each connection may pass (0 = unlimited).
+    rate: AtomicU64,
     refuse: AtomicBool,
     hang: AtomicBool,
     cut: watch::Sender<u64>,
@@ -30,6 +33,7 @@ impl Proxy {
         let state = Arc::new(State {
             upstream: upstream.to_string(),
             delay_ms: AtomicU64::new(0),
+            rate: AtomicU64::new(0),
             refuse: AtomicBool::new(false),
             hang: AtomicBool::new(false),
             cut: watch::channel(0).0,
@@ -83,6 +87,10 @@ impl Proxy {
             .delay_ms
             .store(d.as_millis() as u64, Ordering::Relaxed);
     }
+    /// Limits each direction of every connection to `bytes_per_s` (0: no limit).
+    pub fn set_rate(&self, bytes_per_s: u64) {
+        self.state.rate.store(bytes_per_s, Ordering::Relaxed);
+    }
     /// Closes every open connection now.
     pub fn cut_all(&self) {
         self.state.cut.send_modify(|g| *g += 1);
@@ -117,8 +125,22 @@ async fn pump(
         if d > 0 {
             tokio::time::sleep(Duration::from_millis(d)).await;
         }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
+        // Throttle: pass at most rate/10 bytes per 100 ms.
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            let rate = st.rate.load(Ordering::Relaxed);
+            let take = if rate == 0 {
+                rest.len()
+            } else {
+                rest.len().min((rate / 10).max(1) as usize)
+            };
+            if to.write_all(&rest[..take]).await.is_err() {
+                return;
+            }
+            rest = &rest[take..];
+            if rate > 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     }
 }

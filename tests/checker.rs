@@ -1,0 +1,348 @@
+//! The checker: a randomized workload on several tables while the harness injects faults into
+//! a running `tributary` process, then a verdict. Faults: an actor killed through the admin
+//! API every 2 s, every connection to PostgreSQL or ClickHouse cut (through fault proxies),
+//! ClickHouse refusing connections for a few seconds, PostgreSQL restarted, and the process
+//! SIGKILLed three times (and started again). Workload: multi-row transactions of inserts,
+//! updates of keys and of TOASTed values, deletes, an append-only table, one TRUNCATE and one
+//! ADD COLUMN. Verdict: each table in ClickHouse FINAL equals Postgres row for row (a checksum
+//! per row), every row of the append-only table is there exactly once, the time until
+//! ClickHouse caught up after the faults stopped, and peak RSS, printed as a short report.
+//!
+//! `TRIBUTARY_CHECKER_SECS` sets how long faults run (CI: 45 s); the long run:
+//! `TRIBUTARY_CHECKER_SECS=1800 cargo test --release --test checker -- --nocapture`.
+//! It restarts PostgreSQL, so it lives in its own test binary.
+
+mod common;
+
+use common::proxy::Proxy;
+use common::spawn::*;
+use common::*;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// A small deterministic generator (xorshift): a failing run can be replayed by its seed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// The config: config/cdc.toml for these tables, the admin API on, servers through proxies.
+fn checker_config(tables: &[String]) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(repo().join("config/cdc.toml")).unwrap();
+    let list: Vec<String> = tables.iter().map(|t| format!("\"public.{t}\"")).collect();
+    let text = text
+        .replace(
+            r#"tables = ["public.demo_table1", "public.demo_table2"]"#,
+            &format!("tables = [{}]", list.join(", ")),
+        )
+        .replace("status_interval = \"10s\"", "status_interval = \"1s\"")
+        .replace("insert_attempts = 5", "insert_attempts = 3")
+        .replace("max_restarts = 5 ", "max_restarts = 1000 ")
+        .replace("backoff_initial = \"500ms\"", "backoff_initial = \"100ms\"")
+        .replace("backoff_max = \"30s\"", "backoff_max = \"2s\"")
+        .replace("request_timeout = \"60s\"", "request_timeout = \"10s\"");
+    let dir = repo().join("target/test-configs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{}.toml", unique("checker")));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[derive(Default)]
+struct Report {
+    faults: BTreeMap<&'static str, u64>,
+    transactions: u64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checker_under_faults() {
+    let secs: u64 = std::env::var("TRIBUTARY_CHECKER_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(45);
+    let seed: u64 = std::env::var("TRIBUTARY_CHECKER_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::process::id() as u64 * 7919 + 1);
+    let w = World::new(Target::Ch18).await;
+    let c = pg().await;
+    let acct = unique("acct");
+    let events = unique("events");
+    let kv = unique("kv");
+    c.batch_execute(&format!(
+        "CREATE TABLE {acct} (id int PRIMARY KEY, balance bigint NOT NULL, note text);
+         ALTER TABLE {acct} ALTER COLUMN note SET STORAGE EXTERNAL;
+         INSERT INTO {acct} SELECT g, 1000, repeat('n' || g, 1500) FROM generate_series(1, 200) g;
+         CREATE TABLE {events} (id bigint PRIMARY KEY, body text);
+         CREATE TABLE {kv} (k text PRIMARY KEY, v int);
+         INSERT INTO {kv} SELECT 'k' || g, g FROM generate_series(1, 100) g;"
+    ))
+    .await
+    .unwrap();
+    // Every connection to PostgreSQL and ClickHouse goes through a fault proxy.
+    let pg_proxy = Proxy::start(&format!("127.0.0.1:{}", var("TRIBUTARY_TEST_PG_PORT"))).await;
+    let ch_proxy = Proxy::start(Target::Ch18.url().trim_start_matches("http://")).await;
+    let port = free_port();
+    let cfg = checker_config(&[acct.clone(), events.clone(), kv.clone()]);
+    let listen = format!("127.0.0.1:{port}");
+    let pg_port = pg_proxy.port.to_string();
+    let env = [
+        ("TRIBUTARY_HTTP", listen.as_str()),
+        ("TRIBUTARY_ADMIN", "true"),
+        ("TRIBUTARY_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("PGPORT", pg_port.as_str()),
+    ];
+    let start = |w: &World| spawn_env(w, &cfg, &ch_proxy.url(), &env);
+    let mut child = start(&w);
+    converge(
+        &w,
+        &c,
+        &acct,
+        &acct,
+        "id, balance",
+        "id",
+        Duration::from_secs(90),
+    )
+    .await;
+
+    // The workload: random transactions until the faults stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (acct, events, kv, stop) = (acct.clone(), events.clone(), kv.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut rng = Rng(seed);
+            let mut c = pg().await;
+            let mut next_event = 1i64;
+            let mut n = 0u64;
+            let mut truncated = false;
+            let mut altered = false;
+            let started = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut sql = String::from("BEGIN;");
+                for _ in 0..1 + rng.below(5) {
+                    match rng.below(6) {
+                        0 => {
+                            let (a, b) = (1 + rng.below(200), 1 + rng.below(200));
+                            sql += &format!("UPDATE {acct} SET balance = balance - 1 WHERE id = {a}; UPDATE {acct} SET balance = balance + 1 WHERE id = {b};");
+                        }
+                        1 => sql += &format!("UPDATE {acct} SET note = repeat('t{}', 1500) WHERE id = {};", rng.below(1000), 1 + rng.below(200)),
+                        2 => {
+                            let rows = 1 + rng.below(20) as i64;
+                            sql += &format!("INSERT INTO {events} SELECT g, 'e' || g FROM generate_series({next_event}, {}) g;", next_event + rows - 1);
+                            next_event += rows;
+                        }
+                        3 => sql += &format!("UPDATE {kv} SET k = k || 'x' WHERE k = 'k{}';", 1 + rng.below(100)),
+                        4 => sql += &format!("DELETE FROM {kv} WHERE v = {};", 1 + rng.below(300)),
+                        _ => sql += &format!("INSERT INTO {kv} VALUES ('n{}', {}) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v;", rng.below(1000), rng.below(300)),
+                    }
+                }
+                let half = started.elapsed().as_secs() >= secs / 2;
+                let (trunc, alter) = (half && !truncated, half && !altered);
+                if trunc {
+                    sql += &format!("TRUNCATE {kv}; INSERT INTO {kv} SELECT 'r' || g, g FROM generate_series(1, 50) g;");
+                }
+                if alter {
+                    sql += &format!("ALTER TABLE {acct} ADD COLUMN tier int DEFAULT 1;");
+                }
+                sql += "COMMIT;";
+                match c.batch_execute(&sql).await {
+                    Ok(()) => {
+                        n += 1;
+                        truncated |= trunc;
+                        altered |= alter;
+                    }
+                    Err(_) => {
+                        // PostgreSQL restarted under us: reconnect. A failed transaction did
+                        // not happen in Postgres either; the next one tries again.
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        if let Ok(fresh) = tokio::time::timeout(Duration::from_secs(10), pg()).await
+                        {
+                            c = fresh;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (n, altered)
+        })
+    };
+
+    // The faults.
+    tributary::tls::install_default_provider();
+    let http = reqwest::Client::new();
+    let mut report = Report::default();
+    let mut rng = Rng(seed ^ 0x9e37_79b9_7f4a_7c15);
+    let faults_start = Instant::now();
+    let sigkills_at: Vec<u64> = (1..=3).map(|i| secs * i / 4).collect();
+    let mut tick = 0u64;
+    while faults_start.elapsed() < Duration::from_secs(secs) {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        tick += 2;
+        let actor = if rng.below(2) == 0 {
+            "root/cdc/sink"
+        } else {
+            "root/cdc/source"
+        };
+        let killed = http
+            .post(format!("http://{listen}/admin/kill?actor={actor}"))
+            .bearer_auth(ADMIN_TOKEN)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if killed {
+            *report.faults.entry("actor kill").or_default() += 1;
+        }
+        match tick % 10 {
+            4 => {
+                pg_proxy.cut_all();
+                *report.faults.entry("postgres connections cut").or_default() += 1;
+            }
+            6 => {
+                ch_proxy.cut_all();
+                *report
+                    .faults
+                    .entry("clickhouse connections cut")
+                    .or_default() += 1;
+            }
+            8 if rng.below(2) == 0 => {
+                ch_proxy.set_refuse(true);
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                ch_proxy.set_refuse(false);
+                *report.faults.entry("clickhouse refused 3 s").or_default() += 1;
+            }
+            _ => {}
+        }
+        if tick == (secs / 2) & !1 {
+            let out = tokio::process::Command::new(var("TRIBUTARY_SERVICES_SCRIPT"))
+                .args(["restart-pg", "fast"])
+                .output()
+                .await
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            *report.faults.entry("postgres restart").or_default() += 1;
+        }
+        if sigkills_at.iter().any(|t| tick == *t & !1) {
+            child.child.kill().unwrap();
+            child.child.wait().unwrap();
+            *report.faults.entry("process SIGKILL").or_default() += 1;
+            child = start(&w);
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (transactions, altered) = load.await.unwrap();
+    report.transactions = transactions;
+    let faults_end = Instant::now();
+
+    // The verdict.
+    let guard = PrintLogOnPanic(child.log.clone());
+    let c = pg().await;
+    let t = Duration::from_secs(180);
+    // A checksum per row: md5 of the TOASTed text in both, the column added mid-run if it was.
+    let tier = if altered { "coalesce(tier, -1)" } else { "-1" };
+    converge_sql(
+        &w,
+        &c,
+        &format!("SELECT id, balance, md5(coalesce(note, '')), {tier} FROM {acct} ORDER BY id"),
+        &format!("SELECT id, balance, lower(hex(MD5(coalesce(note, '')))), {tier} FROM `{}`.`{acct}` FINAL WHERE _is_deleted = 0 ORDER BY id", w.database),
+        t,
+    )
+    .await;
+    let recovery = faults_end.elapsed();
+    let _ = std::fs::write(
+        repo().join("target/checker-last-process.log"),
+        &*child.log.lock().unwrap(),
+    );
+    converge(&w, &c, &kv, &kv, "k, v", "k", t).await;
+    converge(&w, &c, &events, &events, "id, body", "id", t).await;
+    let pg_count = |sql: String| {
+        let c = &c;
+        async move {
+            c.query_one(sql.as_str(), &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0) as u64
+        }
+    };
+    let rows_checked = pg_count(format!("SELECT (SELECT count(*) FROM {acct}) + (SELECT count(*) FROM {kv}) + (SELECT count(*) FROM {events})")).await;
+    let ev = w
+        .ch_rows(&format!(
+            "SELECT count(), uniqExact(id) FROM `{}`.`{events}` FINAL WHERE _is_deleted = 0",
+            w.database
+        ))
+        .await;
+    let (final_rows, distinct) = ev[0].split_once('\t').unwrap();
+    let (final_rows, distinct): (u64, u64) =
+        (final_rows.parse().unwrap(), distinct.parse().unwrap());
+    let pg_events = pg_count(format!("SELECT count(*) FROM {events}")).await;
+    let peak_rss_kib = rss_hwm_kib(child.id()).unwrap_or(0);
+    let log_path = repo().join("target/checker-last-process.log");
+    let _ = std::fs::write(&log_path, &*child.log.lock().unwrap());
+    let mut faults = String::new();
+    for (k, v) in &report.faults {
+        faults += &format!("{k} {v}, ");
+    }
+    eprintln!(
+        "checker report (seed {seed}): {secs} s of faults: {faults}\n  {} transactions; {rows_checked} rows checked (ClickHouse FINAL = Postgres, checksum per row); append-only table: {pg_events} rows in Postgres, {final_rows} in ClickHouse FINAL, lost {}, duplicated {}; caught up {:.1} s after the faults stopped; peak RSS of the last process {:.1} MB (its log: {})",
+        report.transactions,
+        pg_events.saturating_sub(distinct),
+        final_rows - distinct,
+        recovery.as_secs_f64(),
+        peak_rss_kib as f64 / 1024.0,
+        log_path.display()
+    );
+    assert_eq!(final_rows, distinct, "no duplicates");
+    assert_eq!(distinct, pg_events, "no loss");
+    assert!(report.faults.get("process SIGKILL").copied().unwrap_or(0) >= 3);
+    std::mem::forget(guard);
+    stop_clean(child).await;
+    w.teardown().await;
+}
+
+/// Waits until a Postgres query and a ClickHouse query give the same rows.
+async fn converge_sql(
+    w: &World,
+    c: &tokio_postgres::Client,
+    pg_sql: &str,
+    ch_sql: &str,
+    timeout: Duration,
+) {
+    eventually(timeout, pg_sql, || async {
+        let want = pg_rows(c, pg_sql).await;
+        let got = w.try_ch_rows(ch_sql).await?;
+        if want == got {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} rows in Postgres, {} in ClickHouse; first difference {:?}",
+                want.len(),
+                got.len(),
+                first_diff(&want, &got)
+            ))
+        }
+    })
+    .await
+}
+
+/// Peak resident set size (VmHWM) of a process in KiB.
+fn rss_hwm_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}

@@ -1,0 +1,140 @@
+//! The `tributary` binary as a child process of a test: started with the test servers in its
+//! environment, its stderr drained as it comes (a full pipe would block it), killed when
+//! dropped (a failing test leaves nothing behind), stopped with SIGTERM or SIGKILL.
+
+use super::*;
+use std::process::{Child, Command, Stdio};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A running tributary. Its stderr is drained into a buffer as it comes (a full pipe would
+/// block the process), and it is killed when dropped, so a failing test leaves nothing behind.
+pub struct Spawned {
+    pub child: Child,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    pub reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Spawned {
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn spawn_env(
+    w: &World,
+    config: &std::path::Path,
+    ch_url: &str,
+    extra: &[(&str, &str)],
+) -> Spawned {
+    let mut child = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(config)
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", var("TRIBUTARY_TEST_PG_PORT"))
+        .env("PGUSER", var("TRIBUTARY_TEST_PG_USER"))
+        .env("PGPASSWORD", var("TRIBUTARY_TEST_PG_PASSWORD"))
+        .env("PGDATABASE", var("TRIBUTARY_TEST_PG_DATABASE"))
+        .env("TRIBUTARY_SLOT", &w.slot)
+        .env("TRIBUTARY_PUBLICATION", &w.publication)
+        .env("CLICKHOUSE_URL", ch_url)
+        .env("CLICKHOUSE_DATABASE", &w.database)
+        .env("RUST_LOG", "info")
+        .env(
+            "TRIBUTARY_HTTP",
+            std::env::var("TEST_HTTP").unwrap_or_default(),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .envs(extra.iter().copied())
+        .spawn()
+        .expect("start tributary");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let sink = log.clone();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    Spawned {
+        child,
+        log,
+        reader: Some(reader),
+    }
+}
+
+pub fn sigterm(child: &Spawned) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+pub async fn wait_exit(
+    mut child: Spawned,
+    timeout: Duration,
+) -> (std::process::ExitStatus, String) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.child.try_wait().unwrap() {
+            if let Some(r) = child.reader.take() {
+                let _ = r.join();
+            }
+            let err = String::from_utf8_lossy(&child.log.lock().unwrap()).into_owned();
+            return (status, err);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tributary did not exit within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Prints a child's log when the test panics while it is alive.
+pub struct PrintLogOnPanic(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Drop for PrintLogOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- tributary log ---\n{}",
+                String::from_utf8_lossy(&self.0.lock().unwrap())
+            );
+        }
+    }
+}
+
+/// SIGTERM, then the process must drain and exit 0; returns its log.
+pub async fn stop_clean(child: Spawned) -> String {
+    sigterm(&child);
+    let (status, err) = wait_exit(child, Duration::from_secs(30)).await;
+    assert!(
+        status.success(),
+        "SIGTERM must drain and exit 0: {status:?}\n{err}"
+    );
+    err
+}
