@@ -239,7 +239,8 @@ pub async fn load_table(
     let rows = c
         .query(
             "SELECT a.attname::text, a.atttypid, a.atttypmod, a.attnotnull, a.attndims, \
-                    COALESCE(a.attnum = ANY(i.indkey), false) \
+                    COALESCE(a.attnum = ANY(i.indkey), false), \
+                    CASE WHEN a.atthasmissing THEN a.attmissingval::text END \
              FROM pg_attribute a \
              LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary \
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
@@ -253,12 +254,15 @@ pub async fn load_table(
         let (name, oid, typmod, notnull, ndims, is_key): (String, u32, i32, bool, i32, bool) =
             (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
         let pg_type = types.resolve(c, p, oid, typmod, ndims).await?;
+        // A column added with a constant default (also while tributary was away: a restart
+        // must not add it to ClickHouse without the value the older rows hold).
+        let missing: Option<String> = r.get(6);
         columns.push(Column {
             name,
             pg_type,
             nullable: !notnull,
             is_key,
-            added_default: None,
+            added_default: missing.as_deref().and_then(missing_value),
         });
     }
     Ok(TableSchema {
@@ -284,15 +288,21 @@ pub async fn added_default(
         )
         .await
         .map_err(|e| PgError::client(p.addr(), e))?;
-    // attmissingval is a one-element array in text form: `{5}`, `{"a b"}`.
     Ok(row
         .and_then(|r| r.get::<_, Option<String>>(0))
-        .and_then(|s| crate::protocol::pgtext::parse_array(&s))
-        .and_then(|v| v.into_iter().next())
+        .as_deref()
+        .and_then(missing_value))
+}
+
+/// `attmissingval` is a one-element array in text form: `{5}`, `{"a b"}`.
+fn missing_value(text: &str) -> Option<String> {
+    crate::protocol::pgtext::parse_array(text)?
+        .into_iter()
+        .next()
         .and_then(|e| match e {
             crate::protocol::pgtext::ArrayElem::Value(v) => Some(v),
             crate::protocol::pgtext::ArrayElem::Null => None,
-        }))
+        })
 }
 
 /// Refuses tables whose changes cannot be keyed downstream, naming all of them.

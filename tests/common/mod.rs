@@ -126,6 +126,11 @@ pub fn unique(prefix: &str) -> String {
 }
 
 pub async fn pg() -> tokio_postgres::Client {
+    try_pg().await.expect("connect to the test Postgres")
+}
+
+/// A session on the test Postgres, or why not (it may be restarting).
+pub async fn try_pg() -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let url = format!(
         "host=127.0.0.1 port={} user={} password={} dbname={}",
         var("TRIBUTARY_TEST_PG_PORT"),
@@ -133,14 +138,11 @@ pub async fn pg() -> tokio_postgres::Client {
         var("TRIBUTARY_TEST_PG_PASSWORD"),
         var("TRIBUTARY_TEST_PG_DATABASE")
     );
-    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the test Postgres");
+    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
     c.batch_execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 3")
-        .await
-        .unwrap();
-    c
+        .await?;
+    Ok(c)
 }
 
 /// One test's world: its own publication, slot and ClickHouse database.
