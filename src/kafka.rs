@@ -376,3 +376,32 @@ pub async fn dead_letter(
     tracing::warn!(pipeline = %connector, topic = %m.topic(), partition = m.partition(), offset = m.offset(), reason, dead_letter_topic = %dlq, "unreadable message sent to the dead-letter topic");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    #[test]
+    fn property_values_never_reach_an_error() {
+        let mut properties = std::collections::BTreeMap::new();
+        properties.insert("sasl.password".to_string(), Secret::new("hunter2-secret"));
+        // An invalid value: librdkafka quotes it in its error.
+        properties.insert(
+            "security.protocol".to_string(),
+            Secret::new("not-a-protocol-hunter2-secret"),
+        );
+        let k = KafkaConfig {
+            brokers: "127.0.0.1:1".into(),
+            client_id: "t".into(),
+            properties,
+        };
+        let err = producer(&k, Duration::from_secs(1))
+            .err()
+            .expect("invalid property");
+        let text = err.to_string();
+        assert!(text.contains("security.protocol"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(!format!("{k:?}").contains("hunter2"));
+    }
+}

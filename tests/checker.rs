@@ -318,31 +318,6 @@ async fn checker_under_faults() {
     w.teardown().await;
 }
 
-/// Waits until a Postgres query and a ClickHouse query give the same rows.
-async fn converge_sql(
-    w: &World,
-    c: &tokio_postgres::Client,
-    pg_sql: &str,
-    ch_sql: &str,
-    timeout: Duration,
-) {
-    eventually(timeout, pg_sql, || async {
-        let want = pg_rows(c, pg_sql).await;
-        let got = w.try_ch_rows(ch_sql).await?;
-        if want == got {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} rows in Postgres, {} in ClickHouse; first difference {:?}",
-                want.len(),
-                got.len(),
-                first_diff(&want, &got)
-            ))
-        }
-    })
-    .await
-}
-
 /// Peak resident set size (VmHWM) of a process in KiB.
 fn rss_hwm_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

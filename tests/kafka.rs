@@ -776,3 +776,127 @@ async fn a_full_edge_pauses_the_consumer_which_stays_in_the_group() {
     );
     run.stop().await;
 }
+
+/// A rebalance mid-stream: a second member joins the group while the first is loading a
+/// two-partition topic (ClickHouse slowed down, so the first is mid-way); the partitions are
+/// split, every row lands exactly once in FINAL, and the group's committed offsets reach the
+/// end of both partitions, no further.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_mid_stream_loses_nothing() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let w = World::new(Target::Ch18).await;
+    let n = KafkaNames::new();
+    let topic = n.topic("public", "rebalanced");
+    tributary::kafka::ensure_topics(&kafka_cluster(), std::slice::from_ref(&topic), 2, 1)
+        .await
+        .unwrap();
+    let p = producer();
+    const N: i64 = 4000;
+    for i in 0..N {
+        let key = format!(r#"{{"id":{i}}}"#);
+        let value = format!(
+            r#"{{"before":null,"after":{{"id":{i},"v":"row {i}"}},"source":{{"version":"2.7.4.Final","connector":"postgresql","name":"x","ts_ms":1700000000000,"snapshot":"false","db":"d","schema":"public","table":"rebalanced","txId":7,"lsn":{i},"xmin":null}},"op":"c","ts_ms":1700000000001}}"#
+        );
+        let r = rdkafka::producer::FutureRecord::to(&topic)
+            .key(key.as_bytes())
+            .payload(value.as_bytes())
+            .partition((i % 2) as i32);
+        p.send(r, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    let ch = common::proxy::Proxy::start(w.target.url().trim_start_matches("http://")).await;
+    ch.set_delay(Duration::from_millis(30));
+    let mut cfg = kafka_config(&w, &n, &[]);
+    cfg.pipelines.remove(0);
+    let pc = &mut cfg.pipelines[0];
+    pc.clickhouse.url = ch.url();
+    pc.batch.edge_capacity = 2;
+    let ks = pc.kafka_source.as_mut().unwrap();
+    ks.topics = vec![topic.clone()];
+    ks.chunk_messages = 100;
+    ks.instance_id = format!("{}-a", n.group);
+    let mut second = cfg.clone();
+    second.pipelines[0].name = format!("{}_b", cfg.pipelines[0].name);
+    second.pipelines[0]
+        .kafka_source
+        .as_mut()
+        .unwrap()
+        .instance_id = format!("{}-b", n.group);
+    let a = Running::start(&cfg).await;
+    let count = || async {
+        w.try_ch_rows(&format!(
+            "SELECT count(), uniqExact(id) FROM `{}`.rebalanced FINAL",
+            w.database
+        ))
+        .await
+    };
+    eventually(T, "the first member to be mid-way", || async {
+        let r = count().await.unwrap_or_default();
+        let c: i64 = r
+            .first()
+            .and_then(|l| l.split('\t').next())
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0);
+        (c > 0).then_some(()).ok_or(format!("{r:?}"))
+    })
+    .await;
+    let b = Running::start(&second).await;
+    eventually(Duration::from_secs(180), "every row once", || async {
+        let r = count().await?;
+        (r == vec![format!("{N}\t{N}")])
+            .then_some(())
+            .ok_or(format!("{r:?}"))
+    })
+    .await;
+    let end = N / 2;
+    let group = n.group.clone();
+    let t2 = topic.clone();
+    eventually(
+        T,
+        "the group's offsets at the end of both partitions",
+        move || {
+            let (group, topic) = (group.clone(), t2.clone());
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    let c: BaseConsumer = rdkafka::ClientConfig::new()
+                        .set("bootstrap.servers", brokers())
+                        .set("group.id", &group)
+                        .create()
+                        .unwrap();
+                    let mut tpl = rdkafka::TopicPartitionList::new();
+                    tpl.add_partition(&topic, 0);
+                    tpl.add_partition(&topic, 1);
+                    let got = c
+                        .committed_offsets(tpl, Duration::from_secs(10))
+                        .map_err(|e| e.to_string())?;
+                    let offs: Vec<i64> = (0..2)
+                        .map(|p| {
+                            got.find_partition(&topic, p)
+                                .and_then(|e| e.offset().to_raw())
+                                .unwrap_or(-1)
+                        })
+                        .collect();
+                    if offs == vec![end, end] {
+                        Ok(())
+                    } else {
+                        Err(format!("committed {offs:?}, end {end} each"))
+                    }
+                })
+                .await
+                .unwrap()
+            }
+        },
+    )
+    .await;
+    let (ca, cb) = (a.counters(), b.counters());
+    let got_b = cb.kafka_consumed.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(got_b > 0, "the second member took over a partition");
+    assert!(
+        ca.kafka_consumed.load(std::sync::atomic::Ordering::Relaxed) + got_b >= N as u64,
+        "every message was read"
+    );
+    b.stop().await;
+    a.stop().await;
+}

@@ -41,11 +41,7 @@ pub fn kafka_config(w: &World, n: &KafkaNames, tables: &[&str]) -> Config {
     let text =
         std::fs::read_to_string(repo().join("config/kafka.toml")).expect("config/kafka.toml");
     let mut env: HashMap<&str, String> = HashMap::new();
-    env.insert("PGHOST", "127.0.0.1".into());
-    env.insert("PGPORT", var("TRIBUTARY_TEST_PG_PORT"));
-    env.insert("PGUSER", var("TRIBUTARY_TEST_PG_USER"));
-    env.insert("PGPASSWORD", var("TRIBUTARY_TEST_PG_PASSWORD"));
-    env.insert("PGDATABASE", var("TRIBUTARY_TEST_PG_DATABASE"));
+    pg_env(&mut env);
     env.insert("TRIBUTARY_SLOT", w.slot.clone());
     env.insert("TRIBUTARY_PUBLICATION", w.publication.clone());
     env.insert("CLICKHOUSE_URL", w.target.url());
@@ -66,9 +62,7 @@ pub fn kafka_config(w: &World, n: &KafkaNames, tables: &[&str]) -> Config {
         .expect("[pipeline.postgres]");
     pg.tables = tables.iter().map(|s| s.to_string()).collect();
     pg.status_interval.0 = Duration::from_secs(1);
-    cfg.supervision.backoff_initial.0 = Duration::from_millis(100);
-    cfg.supervision.backoff_max.0 = Duration::from_secs(2);
-    cfg.shutdown_timeout.0 = Duration::from_secs(20);
+    fast_restarts(&mut cfg);
     cfg
 }
 

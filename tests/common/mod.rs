@@ -259,11 +259,7 @@ pub fn test_config(
 ) -> Config {
     let text = std::fs::read_to_string(repo().join("config/cdc.toml")).expect("config/cdc.toml");
     let mut env: HashMap<&str, String> = HashMap::new();
-    env.insert("PGHOST", "127.0.0.1".into());
-    env.insert("PGPORT", var("TRIBUTARY_TEST_PG_PORT"));
-    env.insert("PGUSER", var("TRIBUTARY_TEST_PG_USER"));
-    env.insert("PGPASSWORD", var("TRIBUTARY_TEST_PG_PASSWORD"));
-    env.insert("PGDATABASE", var("TRIBUTARY_TEST_PG_DATABASE"));
+    pg_env(&mut env);
     env.insert("TRIBUTARY_SLOT", slot.into());
     env.insert("TRIBUTARY_PUBLICATION", publication.into());
     env.insert("CLICKHOUSE_URL", target.url());
@@ -278,10 +274,24 @@ pub fn test_config(
         .expect("config/cdc.toml has [pipeline.postgres]");
     pg.tables = tables.iter().map(|s| s.to_string()).collect();
     pg.status_interval.0 = Duration::from_secs(1);
+    fast_restarts(&mut cfg);
+    cfg
+}
+
+/// The test Postgres in the variables the example configs read (PGHOST ... PGDATABASE).
+pub fn pg_env(env: &mut HashMap<&str, String>) {
+    env.insert("PGHOST", "127.0.0.1".into());
+    env.insert("PGPORT", var("TRIBUTARY_TEST_PG_PORT"));
+    env.insert("PGUSER", var("TRIBUTARY_TEST_PG_USER"));
+    env.insert("PGPASSWORD", var("TRIBUTARY_TEST_PG_PASSWORD"));
+    env.insert("PGDATABASE", var("TRIBUTARY_TEST_PG_DATABASE"));
+}
+
+/// Restarts within 0.1–2 s and a 20 s shutdown: tests do not wait for production backoffs.
+pub fn fast_restarts(cfg: &mut Config) {
     cfg.supervision.backoff_initial.0 = Duration::from_millis(100);
     cfg.supervision.backoff_max.0 = Duration::from_secs(2);
     cfg.shutdown_timeout.0 = Duration::from_secs(20);
-    cfg
 }
 
 /// A pipeline tree running in this process.
@@ -420,18 +430,37 @@ pub async fn converge(
     order: &str,
     timeout: Duration,
 ) {
+    let ch_sql = format!(
+        "SELECT {} FROM `{}`.`{}` FINAL WHERE _is_deleted = 0 ORDER BY {}",
+        cols.replace('"', "`"),
+        w.database,
+        ch_table.replace('`', "\\`"),
+        order.replace('"', "`")
+    );
+    converge_sql(
+        w,
+        pgc,
+        &format!("SELECT {cols} FROM {pg_table} ORDER BY {order}"),
+        &ch_sql,
+        timeout,
+    )
+    .await
+}
+
+/// Waits until a Postgres query and a ClickHouse query give the same rows.
+pub async fn converge_sql(
+    w: &World,
+    c: &tokio_postgres::Client,
+    pg_sql: &str,
+    ch_sql: &str,
+    timeout: Duration,
+) {
     eventually(
         timeout,
-        &format!("{ch_table} to equal {pg_table}"),
+        &format!("ClickHouse to equal `{pg_sql}`"),
         || async {
-            let want = pg_rows(
-                pgc,
-                &format!("SELECT {cols} FROM {pg_table} ORDER BY {order}"),
-            )
-            .await;
-            let got = w
-                .try_ch_live(ch_table, &cols.replace('"', "`"), &order.replace('"', "`"))
-                .await?;
+            let want = pg_rows(c, pg_sql).await;
+            let got = w.try_ch_rows(ch_sql).await?;
             if want == got {
                 Ok(())
             } else {
@@ -508,9 +537,7 @@ pub fn sentiment_config(
     let mut cfg = Config::from_str_named(&text, "config/sentiment.toml", &|k| env.get(k).cloned())
         .expect("config/sentiment.toml loads");
     cfg.pipelines[0].name = unique("sentiment");
-    cfg.supervision.backoff_initial.0 = Duration::from_millis(100);
-    cfg.supervision.backoff_max.0 = Duration::from_secs(2);
-    cfg.shutdown_timeout.0 = Duration::from_secs(20);
+    fast_restarts(&mut cfg);
     let p = &mut cfg.pipelines[0];
     if let Some(m) = p.mastodon.as_mut() {
         m.reconnect_initial.0 = Duration::from_millis(100);
