@@ -167,15 +167,7 @@ async fn poisoned_messages_go_to_the_dead_letter_topic() {
     cfg.pipelines[0].kafka_source.as_mut().unwrap().topics = vec![topic.clone()];
     create_topic(&topic).await;
     let p = producer();
-    let good = |id: i64, v: &str| {
-        (
-            format!(r#"{{"id":{id}}}"#),
-            format!(
-                r#"{{"before":null,"after":{{"id":{id},"v":"{v}"}},"source":{{"version":"2.7.4.Final","connector":"postgresql","name":"x","ts_ms":1700000000000,"snapshot":"false","db":"d","schema":"public","table":"poison","txId":7,"lsn":{},"xmin":null}},"op":"c","ts_ms":1700000000001}}"#,
-                1000 + id
-            ),
-        )
-    };
+    let good = |id: i64, v: &str| create_event("poison", id, v, 1000 + id);
     let poison: Vec<(Option<String>, Option<String>)> = vec![
         (Some(r#"{"id":100}"#.into()), Some("{not json".into())),
         (
@@ -721,10 +713,7 @@ async fn a_full_edge_pauses_the_consumer_which_stays_in_the_group() {
     const N: usize = 20_000;
     let mut pending = Vec::with_capacity(N);
     for i in 0..N {
-        let key = format!(r#"{{"id":{i}}}"#);
-        let value = format!(
-            r#"{{"before":null,"after":{{"id":{i},"v":"row {i}"}},"source":{{"version":"2.7.4.Final","connector":"postgresql","name":"x","ts_ms":1700000000000,"snapshot":"false","db":"d","schema":"public","table":"paced","txId":7,"lsn":{i},"xmin":null}},"op":"c","ts_ms":1700000000001}}"#
-        );
+        let (key, value) = create_event("paced", i as i64, &format!("row {i}"), i as i64);
         loop {
             let r = rdkafka::producer::FutureRecord::to(&topic)
                 .key(key.as_bytes())
@@ -793,10 +782,7 @@ async fn a_rebalance_mid_stream_loses_nothing() {
     let p = producer();
     const N: i64 = 4000;
     for i in 0..N {
-        let key = format!(r#"{{"id":{i}}}"#);
-        let value = format!(
-            r#"{{"before":null,"after":{{"id":{i},"v":"row {i}"}},"source":{{"version":"2.7.4.Final","connector":"postgresql","name":"x","ts_ms":1700000000000,"snapshot":"false","db":"d","schema":"public","table":"rebalanced","txId":7,"lsn":{i},"xmin":null}},"op":"c","ts_ms":1700000000001}}"#
-        );
+        let (key, value) = create_event("rebalanced", i as i64, &format!("row {i}"), i as i64);
         let r = rdkafka::producer::FutureRecord::to(&topic)
             .key(key.as_bytes())
             .payload(value.as_bytes())

@@ -35,6 +35,24 @@ fn spawn(w: &World, config: &std::path::Path, ch_url: &str) -> Spawned {
     spawn_env(w, config, ch_url, &[])
 }
 
+/// `txns` transactions on `t (id, v)`, one every `pause`: each inserts `rows` new rows, updates
+/// every 50th row and deletes one.
+async fn churn(t: String, txns: i64, rows: i64, pause: Duration) {
+    let c = pg().await;
+    for i in 0..txns {
+        let a = 10_000 + i * rows;
+        c.batch_execute(&format!(
+            "BEGIN; INSERT INTO {t} SELECT g, 'v' || g FROM generate_series({a}, {b}) g; UPDATE {t} SET v = v || '+' WHERE id % 50 = {m}; DELETE FROM {t} WHERE id = {d}; COMMIT;",
+            b = a + rows - 1,
+            m = i % 50,
+            d = i * 7 + 1
+        ))
+        .await
+        .unwrap();
+        tokio::time::sleep(pause).await;
+    }
+}
+
 async fn sigkill_and_restart(target: Target) {
     let w = World::new(target).await;
     let c = pg().await;
@@ -43,24 +61,7 @@ async fn sigkill_and_restart(target: Target) {
         .await
         .unwrap();
     let cfg = write_config(&[&format!("public.{t}")], "");
-    let load = {
-        let t = t.clone();
-        tokio::spawn(async move {
-            let c = pg().await;
-            for i in 0..80i64 {
-                let a = 10_000 + i * 300;
-                c.batch_execute(&format!(
-                    "BEGIN; INSERT INTO {t} SELECT g, 'v' || g FROM generate_series({a}, {b}) g; UPDATE {t} SET v = v || '+' WHERE id % 50 = {m}; DELETE FROM {t} WHERE id = {d}; COMMIT;",
-                    b = a + 299,
-                    m = i % 50,
-                    d = i * 7 + 1
-                ))
-                .await
-                .unwrap();
-                tokio::time::sleep(Duration::from_millis(40)).await;
-            }
-        })
-    };
+    let load = tokio::spawn(churn(t.clone(), 80, 300, Duration::from_millis(40)));
     for _ in 0..3 {
         let mut child = spawn(&w, &cfg, &target.url());
         tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -109,24 +110,7 @@ async fn sigkill_through_kafka_between_insert_and_commit() {
         ("TRIBUTARY_STATE_TOPIC", n.state.as_str()),
         ("TRIBUTARY_COMMIT_INTERVAL", "5s"),
     ];
-    let load = {
-        let t = t.clone();
-        tokio::spawn(async move {
-            let c = pg().await;
-            for i in 0..60i64 {
-                let a = 10_000 + i * 200;
-                c.batch_execute(&format!(
-                    "BEGIN; INSERT INTO {t} SELECT g, 'v' || g FROM generate_series({a}, {b}) g; UPDATE {t} SET v = v || '+' WHERE id % 50 = {m}; DELETE FROM {t} WHERE id = {d}; COMMIT;",
-                    b = a + 199,
-                    m = i % 50,
-                    d = i * 7 + 1
-                ))
-                .await
-                .unwrap();
-                tokio::time::sleep(Duration::from_millis(60)).await;
-            }
-        })
-    };
+    let load = tokio::spawn(churn(t.clone(), 60, 200, Duration::from_millis(60)));
     for _ in 0..3 {
         let mut child = spawn_env(&w, &cfg, &Target::Ch18.url(), &env);
         tokio::time::sleep(Duration::from_millis(2500)).await;

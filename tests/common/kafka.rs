@@ -165,3 +165,14 @@ pub async fn create_topic(topic: &str) {
         .await
         .expect("create topic");
 }
+
+/// A Debezium `c` event of `public.<table> (id, v)` without schemas, as (key, value): what a
+/// real Debezium writes with `schemas.enable=false`.
+pub fn create_event(table: &str, id: i64, v: &str, lsn: i64) -> (String, String) {
+    (
+        format!(r#"{{"id":{id}}}"#),
+        format!(
+            r#"{{"before":null,"after":{{"id":{id},"v":"{v}"}},"source":{{"version":"2.7.4.Final","connector":"postgresql","name":"x","ts_ms":1700000000000,"snapshot":"false","db":"d","schema":"public","table":"{table}","txId":7,"lsn":{lsn},"xmin":null}},"op":"c","ts_ms":1700000000001}}"#
+        ),
+    )
+}
