@@ -782,7 +782,7 @@ async fn a_rebalance_mid_stream_loses_nothing() {
     let p = producer();
     const N: i64 = 4000;
     for i in 0..N {
-        let (key, value) = create_event("rebalanced", i as i64, &format!("row {i}"), i as i64);
+        let (key, value) = create_event("rebalanced", i, &format!("row {i}"), i);
         let r = rdkafka::producer::FutureRecord::to(&topic)
             .key(key.as_bytes())
             .payload(value.as_bytes())
