@@ -582,6 +582,10 @@ pub struct BatchConfig {
     /// Messages (of up to `postgres.chunk_rows` rows) queued between source and sink.
     #[serde(default = "defaults::edge_capacity")]
     pub edge_capacity: usize,
+    /// Memory for the values of TOASTed columns the sink wrote, so that an update leaving
+    /// them unchanged needs no ClickHouse lookup (0 = always look up).
+    #[serde(default = "defaults::toast_cache_bytes")]
+    pub toast_cache_bytes: usize,
 }
 
 impl Default for BatchConfig {
@@ -591,6 +595,7 @@ impl Default for BatchConfig {
             max_bytes: defaults::max_bytes(),
             max_age: defaults::max_age(),
             edge_capacity: defaults::edge_capacity(),
+            toast_cache_bytes: defaults::toast_cache_bytes(),
         }
     }
 }
@@ -795,6 +800,9 @@ pub mod defaults {
     }
     pub fn edge_capacity() -> usize {
         32
+    }
+    pub fn toast_cache_bytes() -> usize {
+        64 << 20
     }
 }
 

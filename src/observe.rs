@@ -57,6 +57,8 @@ pub struct PipelineStatus {
     pub snapshot_rows: u64,
     pub values_clamped: u64,
     pub values_unrepresentable: u64,
+    pub toast_cache_hits: u64,
+    pub toast_lookups: u64,
     /// Last LSN confirmed to Postgres (cdc), as Postgres prints it.
     pub confirmed_lsn: Option<String>,
     pub lag_p50_ms: Option<u64>,
@@ -188,6 +190,8 @@ impl Observed {
             snapshot_rows: get(&c.snapshot_rows),
             values_clamped: get(&c.values_clamped),
             values_unrepresentable: get(&c.values_unrepresentable),
+            toast_cache_hits: get(&c.toast_cache_hits),
+            toast_lookups: get(&c.toast_lookups),
             confirmed_lsn: confirmed,
             lag_p50_ms: c.commit_lag.quantile_micros(0.5).map(|us| us / 1000),
             lag_p99_ms: c.commit_lag.quantile_micros(0.99).map(|us| us / 1000),
@@ -311,6 +315,20 @@ impl Collector for Observed {
             "Values the column type cannot hold, stored as NULL or default.",
             C,
             per(&|p| p.values_unrepresentable as f64),
+        )?;
+        sample(
+            &mut enc,
+            "tributary_toast_cache_hits",
+            "Unchanged TOAST values taken from the sink's memory of what it wrote.",
+            C,
+            per(&|p| p.toast_cache_hits as f64),
+        )?;
+        sample(
+            &mut enc,
+            "tributary_toast_lookups",
+            "Unchanged TOAST values looked up in ClickHouse (a flush and a point query each).",
+            C,
+            per(&|p| p.toast_lookups as f64),
         )?;
         let lsn: Vec<_> = self
             .pipelines

@@ -95,6 +95,9 @@ pub struct PipelineCounters {
     pub values_clamped: AtomicU64,
     pub values_unrepresentable: AtomicU64,
     pub snapshot_rows: AtomicU64,
+    /// Unchanged TOAST values taken from the sink's memory, and looked up in ClickHouse.
+    pub toast_cache_hits: AtomicU64,
+    pub toast_lookups: AtomicU64,
     /// Last LSN acknowledged to Postgres (gauge).
     pub confirmed_lsn: AtomicU64,
     /// Bytes of WAL the slot holds back (gauge; sampled by the source).

@@ -35,6 +35,9 @@ pub struct RowChange {
     /// snapshot rows), for sinks that describe the source (Debezium's `source` block).
     pub xid: u32,
     pub commit_us: i64,
+    /// For the new row of a key change: the row before it (its old key's cells, others NULL).
+    /// Its unchanged TOAST values are the old row's.
+    pub moved_from: Option<Vec<Cell>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +117,73 @@ struct TableState {
     counters: Arc<crate::status::TableCounters>,
     rows: Vec<u8>,
     tombstones: Vec<u8>,
+    toast: ToastCache,
+}
+
+/// The key columns' values of a row in ClickHouse's TSV form, tab-separated.
+fn key_tsv(cols: &[ChColumn], cells: &[Cell]) -> Vec<u8> {
+    let mut key = Vec::new();
+    for (c, cell) in cols.iter().zip(cells).filter(|(c, _)| c.is_key) {
+        if !key.is_empty() {
+            key.push(b'\t');
+        }
+        encode_field(&mut key, c, cell, &mut EncodeStats::default());
+    }
+    key
+}
+
+/// Fields of one row in ClickHouse's TSV form, by column index.
+type Fields = Vec<(usize, Vec<u8>)>;
+
+/// The values of a table's TOASTable columns as this sink last wrote them, by key (the key
+/// columns' TSV). An update that leaves a TOAST value unchanged takes it from here; only a
+/// miss costs a flush and a point query. Exact because this sink is the table's only writer
+/// and sees every change in order; an actor restart starts empty.
+#[derive(Default)]
+struct ToastCache {
+    /// Columns that came as unchanged TOAST in this table: their values are remembered.
+    cols: Vec<usize>,
+    rows: HashMap<Vec<u8>, Fields>,
+    bytes: usize,
+    /// The row deleted just before, and its remembered values: a key change arrives as the
+    /// delete of the old key, then the row under its new key with the unchanged TOAST values
+    /// of the old one.
+    last_deleted: Option<(Vec<u8>, Option<Fields>)>,
+}
+
+impl ToastCache {
+    fn remove(&mut self, key: &[u8]) -> Option<Fields> {
+        let old = self.rows.remove(key)?;
+        self.bytes -= entry_bytes(key, &old);
+        Some(old)
+    }
+
+    fn put(&mut self, key: Vec<u8>, fields: Fields) {
+        self.remove(&key);
+        self.bytes += entry_bytes(&key, &fields);
+        self.rows.insert(key, fields);
+    }
+
+    fn clear(&mut self) {
+        self.rows = HashMap::new();
+        self.bytes = 0;
+        self.last_deleted = None;
+    }
+}
+
+fn entry_bytes(key: &[u8], fields: &Fields) -> usize {
+    key.len() + fields.iter().map(|(_, v)| v.len() + 32).sum::<usize>() + 64
+}
+
+/// The fields of `want` in `have`, if it holds every one.
+fn fields_for(have: &Fields, want: &[usize]) -> Option<HashMap<usize, Vec<u8>>> {
+    want.iter()
+        .map(|i| {
+            have.iter()
+                .find(|(j, _)| j == i)
+                .map(|(_, v)| (*i, v.clone()))
+        })
+        .collect()
 }
 
 pub struct SinkState {
@@ -319,10 +389,36 @@ impl SinkState {
             .filter(|(_, c)| matches!(c, Cell::UnchangedToast))
             .map(|(i, _)| i)
             .collect();
-        let stored = if !change.is_delete() && !toast.is_empty() {
-            Some(self.stored_values(rel_id, &change.cells, &toast).await?)
-        } else {
+        let key = key_tsv(&t.cols, &change.cells);
+        let moved_key = change.moved_from.as_ref().map(|old| key_tsv(&t.cols, old));
+        let t = self.tables.get_mut(&rel_id).expect("checked above");
+        let last_deleted = t.toast.last_deleted.take();
+        let stored = if change.is_delete() || toast.is_empty() {
             None
+        } else {
+            for &i in &toast {
+                if !t.toast.cols.contains(&i) {
+                    t.toast.cols.push(i);
+                }
+            }
+            // Where the values are: under this row's key, or under the old key of a key change
+            // (whose delete usually came just before).
+            let at = moved_key.as_ref().unwrap_or(&key);
+            let remembered = match &last_deleted {
+                Some((k, prev)) if k == at => prev.as_ref(),
+                _ => t.toast.rows.get(at),
+            };
+            match remembered.and_then(|have| fields_for(have, &toast)) {
+                Some(found) => {
+                    PipelineCounters::add(&self.counters.toast_cache_hits, 1);
+                    Some(found)
+                }
+                None => {
+                    let at = at.clone();
+                    PipelineCounters::add(&self.counters.toast_lookups, 1);
+                    Some(self.stored_values(rel_id, &at, &toast).await?)
+                }
+            }
         };
         let t = self.tables.get_mut(&rel_id).expect("checked above");
         self.buffered_rows += 1;
@@ -333,47 +429,63 @@ impl SinkState {
                 out.push(b'\t');
             }
             end_row(out, change.version, true);
+            let prev = t.toast.remove(&key);
+            t.toast.last_deleted = Some((key, prev));
         } else {
             let out = &mut t.rows;
+            let mut remember: Fields = Vec::new();
             for (i, (c, cell)) in t.cols.iter().zip(&change.cells).enumerate() {
+                let from = out.len();
                 match stored.as_ref().and_then(|s| s.get(&i)) {
                     // The stored value, already in ClickHouse's TSV form.
                     Some(raw) => out.extend_from_slice(raw),
                     None => encode_field(out, c, cell, &mut self.stats),
                 }
+                if t.toast.cols.contains(&i) {
+                    remember.push((i, out[from..].to_vec()));
+                }
                 out.push(b'\t');
             }
             end_row(out, change.version, false);
+            if !remember.is_empty() {
+                t.toast.put(key, remember);
+                let total: usize = self.tables.values().map(|t| t.toast.bytes).sum();
+                if total > self.batch.toast_cache_bytes {
+                    // Over budget: forget everything (misses fall back to lookups).
+                    for t in self.tables.values_mut() {
+                        t.toast.rows = HashMap::new();
+                        t.toast.bytes = 0;
+                    }
+                }
+            }
         }
         Ok(())
     }
 
-    /// Values of unchanged TOAST columns as ClickHouse has them for this row's key, in TSV
-    /// form. Everything buffered is flushed first, so ClickHouse holds the latest version.
+    /// Values of unchanged TOAST columns as ClickHouse has them for the row of `key` (the key
+    /// columns' TSV), in TSV form: the latest version not deleted (a key change deletes the
+    /// row under its old key first). Everything buffered is flushed first, so ClickHouse holds
+    /// the latest version.
     async fn stored_values(
         &mut self,
         rel_id: u32,
-        cells: &[Cell],
+        key: &[u8],
         toast: &[usize],
     ) -> Result<HashMap<usize, Vec<u8>>, SinkError> {
         self.flush().await?;
         let t = &self.tables[&rel_id];
         let mut cond = Vec::new();
-        for (c, cell) in t.cols.iter().zip(cells).filter(|(c, _)| c.is_key) {
-            let mut v = Vec::new();
-            let mut st = EncodeStats::default();
-            encode_field(&mut v, c, cell, &mut st);
-            cond.push(key_equals_sql(
-                c,
-                &unescape_tsv(&String::from_utf8_lossy(&v)),
-            ));
+        let fields = key.split(|&b| b == b'\t');
+        for (c, v) in t.cols.iter().filter(|c| c.is_key).zip(fields) {
+            cond.push(key_equals_sql(c, &unescape_tsv(&String::from_utf8_lossy(v))));
         }
+        cond.push(format!("{} = 0", ch_ident(DELETED_COL)));
         let cols: Vec<String> = toast
             .iter()
             .map(|&i| stored_select_expr(&t.cols[i]))
             .collect();
         let sql = format!(
-            "SELECT {} FROM {}.{} FINAL WHERE {} ORDER BY {} DESC LIMIT 1",
+            "SELECT {} FROM {}.{} WHERE {} ORDER BY {} DESC LIMIT 1",
             cols.join(", "),
             ch_ident(&self.ch.database),
             ch_ident(&t.ch_name),
@@ -461,6 +573,7 @@ impl SinkState {
                 counters: self.counters.table(&s.qualified()),
                 rows: Vec::new(),
                 tombstones: Vec::new(),
+                toast: ToastCache::default(),
             },
         );
         debug_assert!(old.is_none_or(|o| o.rows.is_empty()));
@@ -478,9 +591,10 @@ impl SinkState {
     async fn truncate(&mut self, rels: &[u32], apply: bool) -> Result<(), SinkError> {
         self.flush().await?;
         for rel in rels {
-            let Some(t) = self.tables.get(rel) else {
+            let Some(t) = self.tables.get_mut(rel) else {
                 continue;
             };
+            t.toast.clear();
             if apply {
                 self.ch
                     .execute(&format!(

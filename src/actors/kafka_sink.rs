@@ -18,7 +18,7 @@ use crate::protocol::pgoutput::Lsn;
 use crate::protocol::schema::SharedSchema;
 use crate::status::PipelineCounters;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use rdkafka::message::OwnedHeaders;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use std::collections::{HashMap, HashSet};
@@ -267,13 +267,24 @@ impl KafkaSinkState {
                         &mut self.stats,
                     );
                     let topic = topic.clone();
+                    // The create event of a key change names the old key, as Debezium does.
+                    let moved = change.moved_from.as_ref().and_then(|old| {
+                        debezium::encode_key(schema, old, &self.opts, &mut self.stats)
+                    });
+                    let row_headers = match &moved {
+                        Some(old) => headers.clone().insert(Header {
+                            key: debezium::OLD_KEY_HEADER,
+                            value: Some(old.as_slice()),
+                        }),
+                        None => headers.clone(),
+                    };
                     let f = send(
                         &self.producer,
                         &topic,
                         key.as_deref(),
                         Some(&value),
                         None,
-                        &headers,
+                        &row_headers,
                     )
                     .await?;
                     deliveries.push(f);

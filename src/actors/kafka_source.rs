@@ -23,7 +23,7 @@ use crate::protocol::schema::{Column, TableSchema};
 use crate::status::PipelineCounters;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -325,7 +325,12 @@ impl Run {
             let tp = (m.topic().to_string(), m.partition());
             let off = offsets.entry(tp).or_insert(-1);
             *off = (*off).max(m.offset());
-            match debezium::decode(m.topic(), m.key(), m.payload()) {
+            let old_key = m.headers().and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == debezium::OLD_KEY_HEADER)
+                    .and_then(|h| h.value)
+            });
+            match debezium::decode_moved(m.topic(), m.key(), m.payload(), old_key) {
                 Ok(Decoded::Change(c)) => {
                     let rel = self.rel_id(&c.schema, &c.table);
                     let (op, cells) = match c.op {
@@ -360,6 +365,7 @@ impl Run {
                             cells,
                             xid: 0,
                             commit_us: c.commit_us,
+                            moved_from: c.moved_from,
                         },
                     });
                 }

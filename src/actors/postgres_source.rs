@@ -219,6 +219,7 @@ fn row(rel_id: u32, op: RowOp, version: u64, cells: Vec<Cell>, tx: (u32, i64)) -
             cells,
             xid: tx.0,
             commit_us: tx.1,
+            moved_from: None,
         },
     }
 }
@@ -470,7 +471,7 @@ impl Stream {
                             .get(&rel_id)
                             .map(|s| s.key_indexes())
                             .unwrap_or_default();
-                        let mut key_changed = false;
+                        let mut moved_from = None;
                         if let Some(old) = old {
                             // REPLICA IDENTITY FULL sends old values: use them for unchanged TOAST.
                             for (n, o) in new.iter_mut().zip(&old) {
@@ -478,29 +479,25 @@ impl Stream {
                                     *n = o.clone();
                                 }
                             }
-                            key_changed = key.iter().any(|&i| old.get(i) != new.get(i));
-                            if key_changed {
+                            if key.iter().any(|&i| old.get(i) != new.get(i)) {
                                 // The key changed: the old row is gone.
+                                moved_from = Some(old.clone());
                                 chunk.push(
                                     &self.pipeline,
                                     row(rel_id, RowOp::Delete, wal_start, old, tx),
                                 );
                             }
                         }
-                        chunk.push(
-                            &self.pipeline,
-                            row(
-                                rel_id,
-                                if key_changed {
-                                    RowOp::Insert
-                                } else {
-                                    RowOp::Update
-                                },
-                                wal_start,
-                                new,
-                                tx,
-                            ),
-                        );
+                        let op = if moved_from.is_some() {
+                            RowOp::Insert
+                        } else {
+                            RowOp::Update
+                        };
+                        let mut item = row(rel_id, op, wal_start, new, tx);
+                        if let ChangeItem::Row { change, .. } = &mut item {
+                            change.moved_from = moved_from;
+                        }
+                        chunk.push(&self.pipeline, item);
                     }
                     LogicalMessage::Delete { rel_id, old } => {
                         chunk.push(

@@ -1114,7 +1114,14 @@ pub struct Change {
     pub lsn: u64,
     pub commit_us: i64,
     pub snapshot: bool,
+    /// For the create event of a key change: the old key's cells (others NULL), from the
+    /// `__debezium.oldkey` header.
+    pub moved_from: Option<Vec<Cell>>,
 }
+
+/// The header Debezium puts on the create event of a key change: the old key, as the key
+/// converter writes keys.
+pub const OLD_KEY_HEADER: &str = "__debezium.oldkey";
 
 /// Why a message cannot be applied; the text goes into the dead-letter header.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -1397,6 +1404,17 @@ pub fn decode(
     key: Option<&[u8]>,
     value: Option<&[u8]>,
 ) -> Result<Decoded, DecodeError> {
+    decode_moved(topic, key, value, None)
+}
+
+/// [`decode`], with the message's `__debezium.oldkey` header, if any: a create event then
+/// carries the old key's cells in `moved_from`.
+pub fn decode_moved(
+    topic: &str,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    old_key: Option<&[u8]>,
+) -> Result<Decoded, DecodeError> {
     // JsonConverter reads an empty value as null, like a missing one.
     let Some(value) = value.filter(|v| !v.trim_ascii().is_empty()) else {
         return Ok(Decoded::Tombstone);
@@ -1519,6 +1537,19 @@ pub fn decode(
         fields.iter().map(cell).collect::<Result<_, _>>().map(Some)
     };
     let (before, after) = (cells(before)?, cells(after)?);
+    let moved_from = match old_key.filter(|k| op == Op::Create && !k.trim_ascii().is_empty()) {
+        None => None,
+        Some(k) => {
+            let v: Value =
+                serde_json::from_slice(k).map_err(|e| DecodeError::InvalidKey(e.to_string()))?;
+            match split_envelope(v).1 {
+                Value::Object(m) if keys.as_ref().is_some_and(|ks| ks.iter().all(|k| m.contains_key(k))) => {
+                    cells(Some(&m))?
+                }
+                _ => return Err(DecodeError::InvalidKey(format!("{OLD_KEY_HEADER} lacks the key's fields"))),
+            }
+        }
+    };
     let column = |(n, ty, optional): &(String, Ty, bool)| Column {
         name: n.clone(),
         pg_type: ty.pg_type(),
@@ -1541,6 +1572,7 @@ pub fn decode(
         lsn,
         commit_us,
         snapshot,
+        moved_from,
     }))
 }
 #[cfg(test)]
@@ -1960,6 +1992,21 @@ mod tests {
             serde_json::from_slice::<Value>(&v).unwrap()["before"]["n"],
             ""
         );
+    }
+
+    #[test]
+    fn a_create_with_the_old_key_header_carries_the_moved_from_cells() {
+        let create = fx!("create.schema.json").as_bytes();
+        let key = Some(fx!("key.schema.json").as_bytes());
+        let old = br#"{"id": 7}"#;
+        let c = change(decode_moved(TOPIC, key, Some(create), Some(old)));
+        assert_eq!(c.moved_from, Some(vec![t("7"), Cell::Null, Cell::Null, Cell::Null]));
+        assert_eq!(change(decode(TOPIC, key, Some(create))).moved_from, None);
+        // An old key without the key's fields is refused, not guessed.
+        assert!(matches!(
+            decode_moved(TOPIC, key, Some(create), Some(br#"{"other": 1}"#)),
+            Err(DecodeError::InvalidKey(_))
+        ));
     }
 
     #[test]
