@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command: starts (or reuses) the private test servers, exports their
 # addresses (TRIBUTARY_TEST_* from target/services/env), then runs the ClickHouse 26.9 front's
-# own test and `cargo test --locked`, passing any arguments on to cargo test.
+# own test and `cargo test --locked`, passing any arguments on to cargo test. Under CI=true (or
+# with TRIBUTARY_FUZZ_SECS set) it then runs every fuzz target for TRIBUTARY_FUZZ_SECS seconds
+# (default 15) with scripts/fuzz.sh: a few minutes to build them from scratch, in fuzz/target.
 # It first runs scripts/install-deps.sh, which installs only what is missing (seconds when
 # everything is there), so this one command works on a fresh Debian 12 machine.
 # The servers keep running afterwards for the next run; TRIBUTARY_STOP_SERVICES=1 stops them.
@@ -24,7 +26,8 @@ done < <(scripts/services.sh env)
 
 failed=()
 
-# The front's test first and cargo's last, so that the run closes on cargo test's summary.
+# The front's test first and cargo's next, then the short fuzz run (CI): its crash inputs become
+# regression inputs that the next cargo test replays (tests/fuzz_regressions.rs).
 FRONT_TEST=tests/chdb_front/test_front.py
 if [[ -f "$FRONT_TEST" ]]; then
   echo "test.sh: $PYTHON $FRONT_TEST"
@@ -44,6 +47,11 @@ scripts/check-monitoring.sh || failed+=("scripts/check-monitoring.sh")
 
 echo "test.sh: cargo test --locked $*"
 cargo test --locked "$@" || failed+=("cargo test")
+
+if [[ "${CI:-}" == "true" || -n "${TRIBUTARY_FUZZ_SECS:-}" ]]; then
+  echo "test.sh: scripts/fuzz.sh ${TRIBUTARY_FUZZ_SECS:-15} (every fuzz target)"
+  scripts/fuzz.sh "${TRIBUTARY_FUZZ_SECS:-15}" || failed+=("scripts/fuzz.sh")
+fi
 
 if ((${#failed[@]})); then
   echo "test.sh: FAILED: ${failed[*]}" >&2

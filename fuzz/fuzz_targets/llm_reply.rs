@@ -1,17 +1,8 @@
 //! An LLM server's reply: the HTTP body of each API, then the label parser (`<think>` blocks,
 //! JSON, prose) on the text.
+//! The body is `tributary::protocol::fuzz::llm_reply`, which tests/fuzz_regressions.rs also runs on
+//! the seeds and on every crash input kept in fuzz/regressions/llm_reply/.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tributary::protocol::llm::{extract_reply, parse_label, Api, Labels};
 
-fuzz_target!(|data: &[u8]| {
-    let labels = Labels::default();
-    for api in [Api::OllamaGenerate, Api::OllamaChat, Api::OpenAiChat] {
-        if let Ok(reply) = extract_reply(api, data) {
-            let _ = parse_label(&reply, &labels);
-        }
-    }
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = parse_label(text, &labels);
-    }
-});
+fuzz_target!(|data: &[u8]| tributary::protocol::fuzz::llm_reply(data));

@@ -3,6 +3,8 @@
 
 pub mod chtypes;
 pub mod debezium;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod llm;
 pub mod mastodon;
 pub mod pgoutput;

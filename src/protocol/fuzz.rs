@@ -1,0 +1,69 @@
+//! The bodies of the fuzz targets (fuzz/fuzz_targets/*.rs): each feeds arbitrary bytes to a
+//! parser of outside input the way tributary reads it. They live here so that the fuzz
+//! targets and tests/fuzz_regressions.rs, which replays the seeds and every crash input kept in
+//! fuzz/regressions/ on each `cargo test`, run the same code. Must never: do I/O.
+
+use crate::config::Config;
+use crate::protocol::debezium::decode_moved;
+use crate::protocol::llm::{extract_reply, parse_label, Api, Labels};
+use crate::protocol::mastodon::{html_to_text, parse_event, parse_websocket_message, SseParser};
+use crate::protocol::pgoutput::{decode_logical, decode_replication};
+
+/// The walsender's CopyData payloads and pgoutput messages.
+pub fn pgoutput(data: &[u8]) {
+    let _ = decode_replication(bytes::Bytes::copy_from_slice(data));
+    let _ = decode_logical(bytes::Bytes::copy_from_slice(data));
+}
+
+/// Debezium envelopes as a Kafka source reads them: key and value split at the first 0xFF
+/// byte (no 0xFF: no key); an empty value is a tombstone. The key is also offered as the
+/// `__debezium.oldkey` header of a key change.
+pub fn debezium(data: &[u8]) {
+    let (key, value) = match data.iter().position(|&b| b == 0xff) {
+        Some(i) => (Some(&data[..i]), &data[i + 1..]),
+        None => (None, data),
+    };
+    let value = (!value.is_empty()).then_some(value);
+    let _ = decode_moved("prefix.public.table", key, value, None);
+    let _ = decode_moved("prefix.public.table", key, value, key);
+}
+
+/// The Mastodon streaming API as it reaches us: SSE bytes in arbitrary chunks, each event
+/// parsed (statuses, deletes, edits), every status's HTML turned into text; the same bytes
+/// as a WebSocket message.
+pub fn mastodon(data: &[u8]) {
+    let mut sse = SseParser::with_max_event_bytes(64 * 1024);
+    // Chunk boundaries come from the data itself, so the fuzzer explores them too.
+    let step = data.first().map_or(1, |b| (*b as usize % 17) + 1);
+    for chunk in data.chunks(step) {
+        for frame in sse.push(chunk) {
+            let _ = parse_event(&frame);
+        }
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = parse_websocket_message(text);
+        let _ = html_to_text(text);
+    }
+}
+
+/// An LLM server's reply: the HTTP body of each API, then the label parser (`<think>` blocks,
+/// JSON, prose) on the text.
+pub fn llm_reply(data: &[u8]) {
+    let labels = Labels::default();
+    for api in [Api::OllamaGenerate, Api::OllamaChat, Api::OpenAiChat] {
+        if let Ok(reply) = extract_reply(api, data) {
+            let _ = parse_label(&reply, &labels);
+        }
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = parse_label(text, &labels);
+    }
+}
+
+/// The config loader: `${VAR:-default}` interpolation, TOML, validation. Variables resolve to
+/// a fixed value, so the fuzzer reaches validation with every shape of file.
+pub fn config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = Config::from_str_named(text, "fuzz.toml", &|_| Some("1".to_string()));
+    }
+}
