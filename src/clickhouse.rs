@@ -6,8 +6,10 @@
 
 use crate::config::{ClickHouseConfig, Compression};
 use crate::protocol::chtypes::{ch_ident, ch_literal, ServerCaps};
+use crate::status::PipelineCounters;
 use bytes::Bytes;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChError {
@@ -99,8 +101,13 @@ impl ChClient {
                 addr: self.addr.clone(),
                 after: self.timeout,
             },
-            other => ChError::Unreachable {
+            clickhouse::error::Error::Network(e) => ChError::Unreachable {
                 addr: self.addr.clone(),
+                message: e.to_string(),
+            },
+            other => ChError::Server {
+                addr: self.addr.clone(),
+                code: None,
                 message: other.to_string(),
             },
         }
@@ -143,6 +150,53 @@ impl ChClient {
             insert.end().await
         })
         .await
+    }
+
+    /// `insert_tsv` until it succeeds. A ClickHouse that cannot be reached or does not answer
+    /// is waited for, however long: nothing is acknowledged meanwhile, so the sink's edge fills
+    /// and its source stops reading, and a replayed insert is merged away by the table's
+    /// version. `clickhouse_unreachable` is 1 while it waits. An error that ClickHouse answered
+    /// is retried until `attempts` of them, then returned. Every retry counts in
+    /// `insert_retries`; the delay doubles from 200 ms to 10 s.
+    pub async fn insert_tsv_retrying(
+        &self,
+        sql: &str,
+        body: Bytes,
+        attempts: u32,
+        counters: &PipelineCounters,
+        table: &str,
+    ) -> Result<(), ChError> {
+        let mut delay = Duration::from_millis(200);
+        let mut failed = 0;
+        let mut waiting_since: Option<Instant> = None;
+        let r = loop {
+            match self.insert_tsv(sql, body.clone()).await {
+                Ok(()) => break Ok(()),
+                Err(e @ (ChError::Unreachable { .. } | ChError::Timeout { .. })) => {
+                    let since = *waiting_since.get_or_insert_with(Instant::now);
+                    counters.clickhouse_unreachable.store(1, Ordering::Relaxed);
+                    tracing::warn!(table, waited_s = since.elapsed().as_secs(), error = %e, ?delay,
+                        "ClickHouse unreachable; waiting for it (nothing is acknowledged meanwhile)");
+                }
+                Err(e) => {
+                    failed += 1;
+                    if failed >= attempts {
+                        break Err(e);
+                    }
+                    tracing::warn!(table, attempt = failed, error = %e, ?delay, "insert failed; retrying");
+                }
+            }
+            PipelineCounters::add(&counters.insert_retries, 1);
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        };
+        if let Some(since) = waiting_since {
+            counters.clickhouse_unreachable.store(0, Ordering::Relaxed);
+            if r.is_ok() {
+                tracing::info!(table, waited_s = since.elapsed().as_secs(), "ClickHouse is back; insert done");
+            }
+        }
+        r
     }
 
     /// Columns of `table` (name, type) in order, or `None` when the table does not exist.

@@ -59,6 +59,7 @@ pub struct PipelineStatus {
     pub values_unrepresentable: u64,
     pub toast_cache_hits: u64,
     pub toast_lookups: u64,
+    pub clickhouse_unreachable: bool,
     /// Last LSN confirmed to Postgres (cdc), as Postgres prints it.
     pub confirmed_lsn: Option<String>,
     pub lag_p50_ms: Option<u64>,
@@ -110,6 +111,10 @@ impl Observed {
                     .map(|(_, s)| s)
                     .collect();
                 !mine.is_empty() && mine.iter().all(|s| s.state == ActorState::Running)
+            })
+            && self.pipelines.iter().all(|(name, _)| {
+                let c = self.registry.pipeline(name);
+                c.clickhouse_unreachable.load(Ordering::Relaxed) == 0
             });
         let pipelines = self
             .pipelines
@@ -192,6 +197,7 @@ impl Observed {
             values_unrepresentable: get(&c.values_unrepresentable),
             toast_cache_hits: get(&c.toast_cache_hits),
             toast_lookups: get(&c.toast_lookups),
+            clickhouse_unreachable: get(&c.clickhouse_unreachable) > 0,
             confirmed_lsn: confirmed,
             lag_p50_ms: c.commit_lag.quantile_micros(0.5).map(|us| us / 1000),
             lag_p99_ms: c.commit_lag.quantile_micros(0.99).map(|us| us / 1000),
@@ -330,6 +336,13 @@ impl Collector for Observed {
             C,
             per(&|p| p.toast_lookups as f64),
         )?;
+        sample(
+            &mut enc,
+            "tributary_clickhouse_unreachable",
+            "1 while the sink waits for a ClickHouse it cannot reach (nothing is acknowledged).",
+            G,
+            per(&|p| p.clickhouse_unreachable as u8 as f64),
+        )?;
         let lsn: Vec<_> = self
             .pipelines
             .iter()
@@ -421,7 +434,7 @@ impl Collector for Observed {
         sample(
             &mut enc,
             "tributary_ready",
-            "1 while every pipeline runs.",
+            "1 while every pipeline runs and reaches its ClickHouse.",
             G,
             vec![(vec![], st.ready as u8 as f64)],
         )?;

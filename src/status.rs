@@ -98,6 +98,8 @@ pub struct PipelineCounters {
     /// Unchanged TOAST values taken from the sink's memory, and looked up in ClickHouse.
     pub toast_cache_hits: AtomicU64,
     pub toast_lookups: AtomicU64,
+    /// 1 while the sink waits for a ClickHouse it cannot reach (gauge).
+    pub clickhouse_unreachable: AtomicU64,
     /// Last LSN acknowledged to Postgres (gauge).
     pub confirmed_lsn: AtomicU64,
     /// Bytes of WAL the slot holds back (gauge; sampled by the source).

@@ -16,21 +16,6 @@ fn write_config(tables: &[&str], extra: &str) -> std::path::PathBuf {
     write_config_from("config/cdc.toml", tables, extra)
 }
 
-/// An example config with its tables line replaced, written next to the test's target dir.
-fn write_config_from(example: &str, tables: &[&str], extra: &str) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(repo().join(example)).unwrap();
-    let list: Vec<String> = tables.iter().map(|t| format!("{t:?}")).collect();
-    let text = text.replace(
-        r#"tables = ["public.demo_table1", "public.demo_table2"]"#,
-        &format!("tables = [{}]", list.join(", ")),
-    );
-    let dir = repo().join("target/test-configs");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{}.toml", unique("cfg")));
-    std::fs::write(&path, text + extra).unwrap();
-    path
-}
-
 fn spawn(w: &World, config: &std::path::Path, ch_url: &str) -> Spawned {
     spawn_env(w, config, ch_url, &[])
 }

@@ -722,27 +722,15 @@ impl SinkState {
     }
 
     async fn insert_attempts(&self, table: &str, sql: &str, body: Bytes) -> Result<(), SinkError> {
-        let mut delay = Duration::from_millis(200);
         let attempts = self.cfg.insert_attempts;
-        for attempt in 1..=attempts {
-            match self.ch.insert_tsv(sql, body.clone()).await {
-                Ok(()) => return Ok(()),
-                Err(e) if attempt < attempts => {
-                    PipelineCounters::add(&self.counters.insert_retries, 1);
-                    tracing::warn!(table, attempt, error = %e, ?delay, "insert failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                }
-                Err(e) => {
-                    return Err(SinkError::Insert {
-                        table: table.to_string(),
-                        attempts,
-                        source: e,
-                    })
-                }
-            }
-        }
-        unreachable!("attempts >= 1 is validated in the config")
+        self.ch
+            .insert_tsv_retrying(sql, body, attempts, &self.counters, table)
+            .await
+            .map_err(|source| SinkError::Insert {
+                table: table.to_string(),
+                attempts,
+                source,
+            })
     }
 
     async fn write_marker(&self, marker: &str) -> Result<(), SinkError> {

@@ -330,24 +330,14 @@ impl SentimentSinkState {
             cols.join(", ")
         );
         let body = Bytes::from(std::mem::take(&mut self.buf));
-        let mut delay = Duration::from_millis(200);
-        let mut attempt = 0;
         let started = Instant::now();
-        loop {
-            attempt += 1;
-            match self.ch.insert_tsv(&sql, body.clone()).await {
-                Ok(()) => break,
-                Err(e) if attempt < 5 => {
-                    PipelineCounters::add(&self.counters.insert_retries, 1);
-                    tracing::warn!(pipeline = %self.pipeline, attempt, error = %e, "insert failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                }
-                Err(e) => {
-                    self.buf = body.to_vec();
-                    return Err(e);
-                }
-            }
+        if let Err(e) = self
+            .ch
+            .insert_tsv_retrying(&sql, body.clone(), 5, &self.counters, &self.table)
+            .await
+        {
+            self.buf = body.to_vec();
+            return Err(e);
         }
         drop(spans);
         self.counters.insert_duration.record(started.elapsed());

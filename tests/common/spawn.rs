@@ -138,3 +138,49 @@ pub async fn stop_clean(child: Spawned) -> String {
     );
     err
 }
+
+/// An example config with its tables line replaced and `extra` appended, written under
+/// target/test-configs.
+pub fn write_config_from(example: &str, tables: &[&str], extra: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(repo().join(example)).unwrap();
+    let list: Vec<String> = tables.iter().map(|t| format!("{t:?}")).collect();
+    let text = text.replace(
+        r#"tables = ["public.demo_table1", "public.demo_table2"]"#,
+        &format!("tables = [{}]", list.join(", ")),
+    );
+    let dir = repo().join("target/test-configs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{}.toml", unique("cfg")));
+    std::fs::write(&path, text + extra).unwrap();
+    path
+}
+
+/// Replaces each `(from, to)` in a config file; every `from` must be there.
+pub fn edit_config(path: &std::path::Path, edits: &[(&str, &str)]) {
+    let mut text = std::fs::read_to_string(path).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{} has no {from:?}", path.display());
+        text = text.replace(from, to);
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// The sum of a metric family's samples (whose labels contain `labels`) at a live /metrics.
+pub async fn metric(listen: &str, name: &str, labels: &str) -> Option<f64> {
+    tributary::tls::install_default_provider();
+    let body = reqwest::get(format!("http://{listen}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let mut sum = None;
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let (key, value) = line.rsplit_once(' ')?;
+        let family = key.split('{').next().unwrap_or(key);
+        if family == name && key.contains(labels) {
+            *sum.get_or_insert(0.0) += value.parse::<f64>().ok()?;
+        }
+    }
+    sum
+}
