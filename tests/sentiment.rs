@@ -260,6 +260,55 @@ async fn killed_worker(target: Target) {
 }
 matrix!(killed_worker_restarts_and_retries_its_post, killed_worker);
 
+/// The pipeline stops before its first post is written (the LLM is down, so every post waits
+/// in memory) and starts again: it resumes from the point its first run recorded, not from
+/// "now", so the posts published before and during the restart all land. (Found by the
+/// checker: a SIGKILL before the first write lost every post since the start.)
+async fn restart_before_first_write(target: Target) {
+    let w = World::new(target).await;
+    let llm = FakeLlm::start(LlmConfig::default()).await;
+    llm.set_down(true);
+    let masto = FakeMastodon::start_with(MastodonConfig {
+        heartbeat: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await;
+    let before = masto.publish(make_status(500_000_000_000_000_000, "before the first run"));
+    let cfg = sentiment_config(&w, &masto.url(), &llm.url(), "ollama", "llama3.2:1b");
+    let run = Running::start(&cfg).await;
+    assert!(masto.wait_streams(1, T).await, "the stream connects");
+    let mut ids = BTreeSet::new();
+    for i in 1..=5u64 {
+        let id = 500_000_000_000_000_000 + i;
+        masto.publish(make_status(id, &format!("while the LLM is down {i}, happy")));
+        ids.insert(id.to_string());
+    }
+    let h = handles(&run);
+    eventually(T, "the posts to wait for the LLM", || async {
+        match h.queue.depth() + h.leases.busy() {
+            0 => Err("not read yet".into()),
+            _ => Ok(()),
+        }
+    })
+    .await;
+    run.root.kill();
+    let _ = run.handle.await;
+    for i in 6..=8u64 {
+        let id = 500_000_000_000_000_000 + i;
+        masto.publish(make_status(id, &format!("while it is stopped {i}, happy")));
+        ids.insert(id.to_string());
+    }
+    llm.set_down(false);
+    let run = Running::start(&cfg).await;
+    let rows = expect_rows(&w, &ids).await;
+    assert!(
+        !rows.iter().any(|r| r.0 == before),
+        "a post older than the first run is not fetched"
+    );
+    run.stop().await;
+}
+matrix!(source_restarted_before_its_first_write_loses_nothing, restart_before_first_write);
+
 /// The stream drops and stays down while posts are published: reconnect + backfill leave
 /// no gap.
 async fn stream_gap(target: Target) {

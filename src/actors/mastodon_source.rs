@@ -88,6 +88,7 @@ impl Actor for MastodonSource {
                     stream: stream.clone(),
                     key,
                     http: http.clone(),
+                    ch: ch.clone(),
                     high: resume,
                 };
                 let me = myself.clone();
@@ -221,7 +222,9 @@ struct Follower {
     stream: String,
     key: String,
     http: reqwest::Client,
-    /// Highest status id handed to the pool (or the resume point at start).
+    ch: ChClient,
+    /// Highest status id handed to the pool (or the resume point at start). `None` only
+    /// before the very first session of this stream ever: see `start_point`.
     high: Option<String>,
 }
 
@@ -270,6 +273,9 @@ impl Follower {
     /// One connection: open the stream, backfill the gap, then read events until it ends.
     async fn session(&mut self) -> Result<(), MastodonSourceError> {
         let base = self.inst.url.trim_end_matches('/').to_string();
+        if self.high.is_none() {
+            self.start_point(&base).await?;
+        }
         let (stream_path, _) = stream_paths(&self.stream);
         let resp = Self::request(&self.http, &self.inst, &format!("{base}{stream_path}"))
             .header("Accept", "text/event-stream")
@@ -335,6 +341,35 @@ impl Follower {
                 }
             }
         }
+    }
+
+    /// The very first session of a stream starts from the newest post of its timeline (or
+    /// from the beginning of an empty one), and records that point as the resume point at
+    /// once, before the stream is opened: every post published after it is then either
+    /// streamed or backfilled, even when the source restarts before its first post is written.
+    async fn start_point(&mut self, base: &str) -> Result<(), MastodonSourceError> {
+        let (_, timeline) = stream_paths(&self.stream);
+        let resp = Self::request(&self.http, &self.inst, &format!("{base}{timeline}limit=1"))
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        if !resp.status().is_success() {
+            self.wait_rate_limit(resp.headers()).await;
+            return Err(MastodonSourceError::Status {
+                instance: self.inst.url.clone(),
+                status: resp.status().as_u16(),
+                what: "timeline (start point)".into(),
+            });
+        }
+        let page: Vec<Status> = resp.json().await.map_err(|e| self.err(e))?;
+        let start = page.first().map_or_else(|| "0".to_string(), |s| s.id.clone());
+        self.ch
+            .write_state(&self.a.pipeline, &[(self.key.clone(), start.clone())])
+            .await
+            .map_err(MastodonSourceError::ClickHouse)?;
+        tracing::info!(instance = %self.inst.url, stream = %self.stream, after = %start, "first run: starting after the newest post");
+        self.high = Some(start);
+        Ok(())
     }
 
     /// Fetches every status newer than the last one handed over, oldest first.
