@@ -9,6 +9,7 @@ use crate::protocol::chtypes::{ch_ident, ch_literal, ServerCaps};
 use crate::status::PipelineCounters;
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,7 @@ pub struct ChClient {
     pub database: String,
     pub caps: ServerCaps,
     timeout: Duration,
+    outages: Option<Arc<PipelineCounters>>,
 }
 
 impl ChClient {
@@ -64,6 +66,7 @@ impl ChClient {
             database: cfg.database.clone(),
             caps: ServerCaps::from_version("0.0"),
             timeout: cfg.request_timeout.0,
+            outages: None,
         };
         let version = client.query_text("SELECT version()").await?;
         client.caps = ServerCaps::from_version(version.trim());
@@ -113,28 +116,64 @@ impl ChClient {
         }
     }
 
-    async fn timed<T>(
-        &self,
-        f: impl std::future::Future<Output = Result<T, clickhouse::error::Error>>,
-    ) -> Result<T, ChError> {
-        match tokio::time::timeout(self.timeout, f).await {
-            Ok(r) => r.map_err(|e| self.map_err(e)),
-            Err(_) => Err(ChError::Timeout {
-                addr: self.addr.clone(),
-                after: self.timeout,
-            }),
+    /// From now on a request that cannot reach ClickHouse, or gets no answer within the
+    /// request timeout, is sent again, however long ClickHouse is away: the actor that owns
+    /// this client holds still meanwhile (a sink acknowledges nothing, so its edge fills and
+    /// its source stops reading; a replayed insert is merged away by the table's version).
+    /// `counters.clickhouse_unreachable` counts the requests waiting, for the gauge and
+    /// `/ready`. `connect` itself never waits: a server missing at start is an error.
+    pub fn wait_out_outages(mut self, counters: Arc<PipelineCounters>) -> ChClient {
+        self.outages = Some(counters);
+        self
+    }
+
+    async fn timed<T, F, Fut>(&self, f: F) -> Result<T, ChError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, clickhouse::error::Error>>,
+    {
+        let mut delay = Duration::from_millis(200);
+        let mut waiting_since: Option<Instant> = None;
+        loop {
+            let r = match tokio::time::timeout(self.timeout, f()).await {
+                Ok(r) => r.map_err(|e| self.map_err(e)),
+                Err(_) => Err(ChError::Timeout {
+                    addr: self.addr.clone(),
+                    after: self.timeout,
+                }),
+            };
+            let counters = match (&r, &self.outages) {
+                (Err(ChError::Unreachable { .. } | ChError::Timeout { .. }), Some(c)) => c,
+                _ => {
+                    if let (Some(since), Some(c)) = (waiting_since, &self.outages) {
+                        c.clickhouse_unreachable.fetch_sub(1, Ordering::Relaxed);
+                        tracing::info!(server = %self.addr, waited_s = since.elapsed().as_secs(), "ClickHouse is back");
+                    }
+                    return r;
+                }
+            };
+            if waiting_since.is_none() {
+                waiting_since = Some(Instant::now());
+                counters.clickhouse_unreachable.fetch_add(1, Ordering::Relaxed);
+            }
+            if let (Err(e), Some(since)) = (&r, waiting_since) {
+                tracing::warn!(waited_s = since.elapsed().as_secs(), error = %e, retry_in = ?delay,
+                    "ClickHouse unreachable; waiting for it (nothing is acknowledged meanwhile)");
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
         }
     }
 
     /// Runs a statement that returns nothing (DDL).
     pub async fn execute(&self, sql: &str) -> Result<(), ChError> {
-        self.timed(self.inner.query(sql).execute()).await
+        self.timed(|| self.inner.query(sql).execute()).await
     }
 
     /// Runs a query and returns its TabSeparated output.
     pub async fn query_text(&self, sql: &str) -> Result<String, ChError> {
         let bytes = self
-            .timed(async {
+            .timed(|| async {
                 let mut cursor = self.inner.query(sql).fetch_bytes("TabSeparated")?;
                 cursor.collect().await
             })
@@ -144,20 +183,17 @@ impl ChClient {
 
     /// Sends an `INSERT ... FORMAT TabSeparated` with `body` and waits for success.
     pub async fn insert_tsv(&self, sql: &str, body: Bytes) -> Result<(), ChError> {
-        self.timed(async {
+        self.timed(|| async {
             let mut insert = self.inner.insert_formatted_with(sql.to_string());
-            insert.send(body).await?;
+            insert.send(body.clone()).await?;
             insert.end().await
         })
         .await
     }
 
-    /// `insert_tsv` until it succeeds. A ClickHouse that cannot be reached or does not answer
-    /// is waited for, however long: nothing is acknowledged meanwhile, so the sink's edge fills
-    /// and its source stops reading, and a replayed insert is merged away by the table's
-    /// version. `clickhouse_unreachable` is 1 while it waits. An error that ClickHouse answered
-    /// is retried until `attempts` of them, then returned. Every retry counts in
-    /// `insert_retries`; the delay doubles from 200 ms to 10 s.
+    /// `insert_tsv`, and an error that ClickHouse answered is retried until `attempts` of
+    /// them (each counted in `insert_retries`; the delay doubles from 200 ms to 10 s), then
+    /// returned. (Outages are waited out below, with `wait_out_outages`.)
     pub async fn insert_tsv_retrying(
         &self,
         sql: &str,
@@ -167,36 +203,20 @@ impl ChClient {
         table: &str,
     ) -> Result<(), ChError> {
         let mut delay = Duration::from_millis(200);
-        let mut failed = 0;
-        let mut waiting_since: Option<Instant> = None;
-        let r = loop {
+        let mut attempt = 1;
+        loop {
             match self.insert_tsv(sql, body.clone()).await {
-                Ok(()) => break Ok(()),
-                Err(e @ (ChError::Unreachable { .. } | ChError::Timeout { .. })) => {
-                    let since = *waiting_since.get_or_insert_with(Instant::now);
-                    counters.clickhouse_unreachable.store(1, Ordering::Relaxed);
-                    tracing::warn!(table, waited_s = since.elapsed().as_secs(), error = %e, ?delay,
-                        "ClickHouse unreachable; waiting for it (nothing is acknowledged meanwhile)");
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < attempts => {
+                    PipelineCounters::add(&counters.insert_retries, 1);
+                    tracing::warn!(table, attempt, error = %e, ?delay, "insert failed; retrying");
                 }
-                Err(e) => {
-                    failed += 1;
-                    if failed >= attempts {
-                        break Err(e);
-                    }
-                    tracing::warn!(table, attempt = failed, error = %e, ?delay, "insert failed; retrying");
-                }
+                Err(e) => return Err(e),
             }
-            PipelineCounters::add(&counters.insert_retries, 1);
+            attempt += 1;
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(10));
-        };
-        if let Some(since) = waiting_since {
-            counters.clickhouse_unreachable.store(0, Ordering::Relaxed);
-            if r.is_ok() {
-                tracing::info!(table, waited_s = since.elapsed().as_secs(), "ClickHouse is back; insert done");
-            }
         }
-        r
     }
 
     /// Columns of `table` (name, type) in order, or `None` when the table does not exist.

@@ -98,7 +98,7 @@ pub struct PipelineCounters {
     /// Unchanged TOAST values taken from the sink's memory, and looked up in ClickHouse.
     pub toast_cache_hits: AtomicU64,
     pub toast_lookups: AtomicU64,
-    /// 1 while the sink waits for a ClickHouse it cannot reach (gauge).
+    /// Requests waiting for a ClickHouse they cannot reach (gauge; exported as 0 or 1).
     pub clickhouse_unreachable: AtomicU64,
     /// Last LSN acknowledged to Postgres (gauge).
     pub confirmed_lsn: AtomicU64,

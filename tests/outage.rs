@@ -37,6 +37,14 @@ fn settled(outage: Duration) -> Duration {
     outage * 2 / 5
 }
 
+/// A metric of the running process that must be there: a renamed or missing one would make
+/// a check vacuous.
+async fn must_metric(listen: &str, name: &str, labels: &str) -> f64 {
+    metric(listen, name, labels)
+        .await
+        .unwrap_or_else(|| panic!("no {name} {{{labels}}} at http://{listen}/metrics"))
+}
+
 /// One sample taken during an outage.
 #[derive(Debug, Default, Clone)]
 struct Sample {
@@ -136,18 +144,18 @@ async fn clickhouse_outage_holds_memory_flat_and_loses_nothing() {
             )
             .await
             .unwrap();
-        let m = |name: &'static str| metric(&listen, name, "");
+        let m = |name: &'static str| must_metric(&listen, name, "");
         samples.push(Sample {
             at: started.elapsed(),
-            rss_kib: rss_kib(child.id()).unwrap_or(0),
+            rss_kib: rss_kib(child.id()).expect("tributary runs"),
             wal: row.get(0),
             sent: row.get::<_, Option<f64>>(1).unwrap_or(0.0),
             confirmed: row.get::<_, Option<f64>>(2).unwrap_or(0.0),
             wal_status: row.get(3),
-            slot_lag: m("tributary_slot_lag_bytes").await.unwrap_or(0.0),
-            ready: m("tributary_ready").await.unwrap_or(-1.0),
-            progress: m("tributary_rows_read").await.unwrap_or(0.0),
-            queue_depth: m("tributary_queue_depth").await.unwrap_or(0.0),
+            slot_lag: m("tributary_slot_lag_bytes").await,
+            ready: m("tributary_ready").await,
+            progress: m("tributary_rows_read_total").await,
+            queue_depth: m("tributary_queue_depth").await,
         });
     }
     let from = settled(outage);
@@ -309,35 +317,36 @@ async fn llm_outage_holds_memory_flat_and_loses_nothing() {
     llm.set_refuse(true);
     llm.cut_all();
     let started = Instant::now();
+    let capacity = must_metric(&listen, "tributary_queue_capacity", "queue=\"source->llm\"").await;
     let mut samples: Vec<Sample> = Vec::new();
-    let mut rows_at_settle = None;
+    // Settled: the first sample with a full queue (and the rows written by then).
+    let mut settled: Option<(Duration, usize)> = None;
     while started.elapsed() < outage {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let m = |name: &'static str| metric(&listen, name, "");
+        let m = |name: &'static str| must_metric(&listen, name, "");
         let s = Sample {
             at: started.elapsed(),
-            rss_kib: rss_kib(child.id()).unwrap_or(0),
-            progress: m("tributary_mastodon_events").await.unwrap_or(0.0),
-            queue_depth: metric(&listen, "tributary_queue_depth", "queue=\"source->llm\"")
-                .await
-                .unwrap_or(-1.0),
+            rss_kib: rss_kib(child.id()).expect("tributary runs"),
+            progress: m("tributary_mastodon_events_total").await,
+            queue_depth: must_metric(&listen, "tributary_queue_depth", "queue=\"source->llm\"").await,
             ..Default::default()
         };
-        if s.at >= settled(outage) && rows_at_settle.is_none() {
-            rows_at_settle = Some(sentiment_rows(&w).await.unwrap_or_default().len());
+        if s.queue_depth == capacity && settled.is_none() {
+            settled = Some((s.at, sentiment_rows(&w).await.unwrap_or_default().len()));
         }
         samples.push(s);
     }
-    let from = settled(outage);
+    let (from, rows_at_settle) = settled.expect("the queue filled during the outage");
+    assert!(
+        from <= outage / 2,
+        "the queue filled in the first half of the outage (at {from:?})"
+    );
     let settled_at = samples.iter().find(|s| s.at >= from).unwrap().clone();
     let end = samples.last().unwrap().clone();
     let (rss_base, rss_up) = rss_growth(&samples, from);
     let rows_end = sentiment_rows(&w).await.unwrap_or_default().len();
-    let capacity = metric(&listen, "tributary_queue_capacity", "queue=\"source->llm\"")
-        .await
-        .unwrap_or(0.0);
     eprintln!(
-        "LLM outage of {outage:?}: after {from:?}: Mastodon events read {} → {}, queue {}/{capacity}, rows {:?} → {rows_end}, RSS {:.1} MiB (+{:.1} MiB at peak)",
+        "LLM outage of {outage:?}: after {from:?}: Mastodon events read {} → {}, queue {}/{capacity}, rows {} → {rows_end}, RSS {:.1} MiB (+{:.1} MiB at peak)",
         settled_at.progress,
         end.progress,
         end.queue_depth,
@@ -347,8 +356,7 @@ async fn llm_outage_holds_memory_flat_and_loses_nothing() {
     );
     assert_eq!(end.queue_depth, capacity, "the queue is full");
     assert_eq!(
-        Some(rows_end),
-        rows_at_settle,
+        rows_end, rows_at_settle,
         "nothing was written while the LLM was away"
     );
     assert!(

@@ -233,7 +233,9 @@ impl Actor for ClickHouseSink {
             pipeline: args.pipeline,
             cfg: args.clickhouse,
             batch: args.batch,
-            ch,
+            // Set up, it waits out ClickHouse outages instead of failing (and restarting
+            // into a connect that cannot succeed until ClickHouse is back).
+            ch: ch.wait_out_outages(args.counters.clone()),
             tables: HashMap::new(),
             pending_commit: None,
             pending_commit_times: Vec::new(),

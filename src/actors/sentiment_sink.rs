@@ -249,7 +249,7 @@ impl Actor for SentimentSink {
         args.edge.attach(myself.clone());
         Ok(SentimentSinkState {
             pipeline: args.pipeline,
-            ch,
+            ch: ch.wait_out_outages(args.counters.clone()),
             table,
             batch: args.batch,
             buf: Vec::new(),
