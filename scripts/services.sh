@@ -443,6 +443,7 @@ write_env() {
     echo "TRIBUTARY_TEST_KAFKA_BROKERS=$HOST:$(<"$KAFKA/port")"
     echo "TRIBUTARY_TEST_KAFKA_LOG=$KAFKA/broker.log"
     echo "TRIBUTARY_TEST_KAFKA_PID=$(<"$KAFKA/pid")"
+    echo "TRIBUTARY_TEST_TANSU=$TANSU"
   } >"$tmp"
   mv -f "$tmp" "$ENV_FILE"
 }
@@ -460,6 +461,7 @@ cmd_start() {
   command -v clickhouse-server >/dev/null || die clickhouse-18 "clickhouse-server not installed: run scripts/install-deps.sh"
   [[ -x "$PG_BIN/initdb" ]] || die postgres "$PG_BIN/initdb missing: run scripts/install-deps.sh"
   if [[ -s "$ENV_FILE" ]] && all_ok; then
+    write_env
     log "all servers already answer ($ENV_FILE)"
     return 0
   fi

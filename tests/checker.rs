@@ -1,25 +1,28 @@
 //! The checker: a randomized workload while the harness injects faults into a running
-//! `tributary` process, then a verdict. The process runs two pipelines: CDC (PostgreSQL →
-//! ClickHouse) and sentiment (a fake Mastodon → the real llama.cpp server → ClickHouse); every
-//! connection to PostgreSQL, ClickHouse, the LLM and Mastodon goes through a fault proxy.
-//! Faults: an actor of either pipeline killed through the admin API every 2 s, every
-//! connection to one of the four servers cut, ClickHouse refusing connections for a few
-//! seconds, PostgreSQL restarted, and the process SIGKILLed three times (and started again).
+//! `tributary` process, then a verdict. The process runs four pipelines: CDC (PostgreSQL →
+//! ClickHouse), the same tables through Kafka (PostgreSQL → Kafka and Kafka → ClickHouse, into
+//! another database) and sentiment (a fake Mastodon → the real llama.cpp server → ClickHouse);
+//! every connection to PostgreSQL, ClickHouse, the broker (a tansu of the checker's own), the
+//! LLM and Mastodon goes through a fault proxy. Faults: an actor of any pipeline killed
+//! through the admin API every 2 s, every connection to one of the five servers cut,
+//! ClickHouse refusing connections for a few seconds, PostgreSQL restarted, the broker
+//! SIGKILLed and restarted, and the process SIGKILLed three times (and started again).
 //! Workload: multi-row transactions of inserts, updates of keys and of TOASTed values, deletes,
 //! an append-only table, one TRUNCATE and one ADD COLUMN; a Mastodon post every 500 ms.
-//! Verdict: each table in ClickHouse FINAL equals Postgres row for row (a checksum per row),
-//! every row of the append-only table is there exactly once, every post is there exactly once
-//! with a label, the time until ClickHouse caught up after the faults stopped, and peak RSS,
-//! printed as a short report.
+//! Verdict: on both paths each table in ClickHouse FINAL equals Postgres row for row (a
+//! checksum per row) and every row of the append-only table is there exactly once; every post
+//! is there exactly once with a label. The report adds the faults by kind, the time until
+//! ClickHouse caught up after the faults stopped, and peak RSS.
 //!
 //! `TRIBUTARY_CHECKER_SECS` sets how long faults run (default 120 s, the CI run); the long run:
-//! `TRIBUTARY_CHECKER_SECS=1800 cargo test --release --test checker -- --nocapture`, and
+//! `TRIBUTARY_CHECKER_SECS=1800 scripts/test.sh --release --test checker -- --nocapture`, and
 //! `TRIBUTARY_CHECKER_SEED` replays a run's workload and fault schedule.
 //! It restarts PostgreSQL, so it lives in its own test binary.
 
 mod common;
 
 use common::fake_mastodon::{make_status, FakeMastodon, MastodonConfig};
+use common::kafka::{KafkaNames, OwnBroker};
 use common::proxy::Proxy;
 use common::spawn::*;
 use common::*;
@@ -40,14 +43,22 @@ impl Rng {
     }
 }
 
-/// The config: config/cdc.toml for these tables plus the sentiment pipeline of
-/// config/sentiment.toml, the admin API on, servers through proxies (in the environment).
-fn checker_config(tables: &[String]) -> std::path::PathBuf {
-    let cdc = std::fs::read_to_string(repo().join("config/cdc.toml")).unwrap();
-    let sentiment = std::fs::read_to_string(repo().join("config/sentiment.toml")).unwrap();
+/// The config: config/cdc.toml for these tables, the sentiment pipeline of
+/// config/sentiment.toml, and the two pipelines of config/kafka.toml (the same tables through
+/// Kafka, with `kw`'s slot, publication and ClickHouse database); the admin API on, servers
+/// through proxies (in the environment).
+fn checker_config(tables: &[String], kw: &World) -> std::path::PathBuf {
+    let read = |name: &str| std::fs::read_to_string(repo().join(name)).unwrap();
+    let cdc = read("config/cdc.toml");
+    let sentiment = read("config/sentiment.toml");
     let sentiment = &sentiment[sentiment.find("[[pipeline]]").unwrap()..];
+    let kafka = read("config/kafka.toml");
+    let kafka = kafka[kafka.find("\n[kafka]").unwrap()..]
+        .replace("${TRIBUTARY_SLOT:-tributary_kafka_slot}", &kw.slot)
+        .replace("${TRIBUTARY_PUBLICATION:-tributary_pub}", &kw.publication)
+        .replace("${CLICKHOUSE_DATABASE:-default}", &kw.database);
     let list: Vec<String> = tables.iter().map(|t| format!("\"public.{t}\"")).collect();
-    let text = (cdc + "\n" + sentiment)
+    let text = (cdc + "\n" + sentiment + "\n" + &kafka)
         .replace(
             r#"tables = ["public.demo_table1", "public.demo_table2"]"#,
             &format!("tables = [{}]", list.join(", ")),
@@ -79,6 +90,10 @@ const VICTIMS: &[&str] = &[
     "root/sentiment/pool/worker-0",
     "root/sentiment/pool",
     "root/sentiment/sink",
+    "root/cdc_to_kafka/source",
+    "root/cdc_to_kafka/sink",
+    "root/kafka_to_ch/source",
+    "root/kafka_to_ch/sink",
 ];
 
 #[derive(Default)]
@@ -104,6 +119,8 @@ async fn checker_under_faults() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| std::process::id() as u64 * 7919 + 1);
     let w = World::new(Target::Ch18).await;
+    // The same tables through Kafka, into a ClickHouse database of their own.
+    let kw = World::new(Target::Ch18).await;
     let c = pg().await;
     let acct = unique("acct");
     let events = unique("events");
@@ -128,12 +145,18 @@ async fn checker_under_faults() {
     let ch_proxy = Proxy::start(Target::Ch18.url().trim_start_matches("http://")).await;
     let llm_proxy = Proxy::start(var("TRIBUTARY_TEST_LLM_URL").trim_start_matches("http://")).await;
     let masto_proxy = Proxy::start(masto.url().trim_start_matches("http://")).await;
-    let cfg = checker_config(&[acct.clone(), events.clone(), kv.clone()]);
+    // A broker of the checker's own, advertising its proxy: every connection goes through it.
+    let broker_port = free_port();
+    let kafka_proxy = Proxy::start(&format!("127.0.0.1:{broker_port}")).await;
+    let mut broker = OwnBroker::start(broker_port, kafka_proxy.port).await;
+    let names = KafkaNames::new();
+    let cfg = checker_config(&[acct.clone(), events.clone(), kv.clone()], &kw);
     let listen = format!("127.0.0.1:{}", free_port());
-    let (pg_port, masto_url, llm_url) = (
+    let (pg_port, masto_url, llm_url, brokers) = (
         pg_proxy.port.to_string(),
         masto_proxy.url(),
         llm_proxy.url(),
+        kafka_proxy.addr(),
     );
     let model = var("TRIBUTARY_TEST_LLM_MODEL");
     let env = [
@@ -148,6 +171,11 @@ async fn checker_under_faults() {
         ("LLM_MODEL", model.as_str()),
         ("LLM_STRUCTURED", "json_object_with_schema"),
         ("LLM_CONCURRENCY", "2"),
+        ("KAFKA_BROKERS", brokers.as_str()),
+        ("TRIBUTARY_TOPIC_PREFIX", names.prefix.as_str()),
+        ("TRIBUTARY_GROUP", names.group.as_str()),
+        ("TRIBUTARY_DLQ", names.dlq.as_str()),
+        ("TRIBUTARY_STATE_TOPIC", names.state.as_str()),
     ];
     let start = |w: &World| spawn_env(w, &cfg, &ch_proxy.url(), &env);
     let mut child = start(&w);
@@ -257,6 +285,7 @@ async fn checker_under_faults() {
     // A round every 2 s; the PostgreSQL restart and the SIGKILLs are due at set times, and
     // each happens in the first round at or after its time.
     let mut pg_restarted = false;
+    let mut broker_restarted = false;
     let mut sigkills = 0;
     while faults_start.elapsed() < Duration::from_secs(secs) {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -273,7 +302,7 @@ async fn checker_under_faults() {
             report.count("actor kill");
         }
         // One server's connections a round, in turn.
-        match round % 5 {
+        match round % 6 {
             1 => {
                 llm_proxy.cut_all();
                 report.count("LLM connections cut");
@@ -291,6 +320,10 @@ async fn checker_under_faults() {
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 ch_proxy.set_refuse(false);
                 report.count("ClickHouse refused 3 s");
+            }
+            5 => {
+                kafka_proxy.cut_all();
+                report.count("Kafka connections cut");
             }
             0 => {
                 masto_proxy.cut_all();
@@ -313,6 +346,11 @@ async fn checker_under_faults() {
             );
             report.count("PostgreSQL restart");
         }
+        if !broker_restarted && elapsed >= secs * 5 / 8 {
+            broker_restarted = true;
+            broker.kill_and_restart().await;
+            report.count("Kafka broker SIGKILL and restart");
+        }
         if sigkills < sigkills_at.len() && elapsed >= sigkills_at[sigkills] {
             sigkills += 1;
             peak_rss_kib = peak_rss_kib.max(rss_hwm_kib(child.id()).unwrap_or(0));
@@ -333,19 +371,11 @@ async fn checker_under_faults() {
     let log_path = repo().join("target/checker-last-process.log");
     let c = pg().await;
     let t = Duration::from_secs(300);
-    // A checksum per row: md5 of the TOASTed text in both, the column added mid-run if it was.
-    let tier = if altered { "coalesce(tier, -1)" } else { "-1" };
-    converge_sql(
-        &w,
-        &c,
-        &format!("SELECT id, balance, md5(coalesce(note, '')), {tier} FROM {acct} ORDER BY id"),
-        &format!("SELECT id, balance, lower(hex(MD5(coalesce(note, '')))), {tier} FROM `{}`.`{acct}` FINAL WHERE _is_deleted = 0 ORDER BY id", w.database),
-        t,
-    )
-    .await;
-    converge(&w, &c, &kv, &kv, "k, v", "k", t).await;
-    converge(&w, &c, &events, &events, "id, body", "id", t).await;
+    let tables = Tables { acct: &acct, events: &events, kv: &kv, altered };
+    let direct = tables.verdict(&w, &c, t).await;
     let cdc_recovery = faults_end.elapsed();
+    let through_kafka = tables.verdict(&kw, &c, t).await;
+    let kafka_recovery = faults_end.elapsed();
     // Every post once, with a label (the real model may answer any of them; "unknown" would
     // be a reply that did not parse, counted in the metrics).
     let labelled = eventually(t, "every post in ClickHouse", || async {
@@ -360,26 +390,6 @@ async fn checker_under_faults() {
     .await;
     let sentiment_recovery = faults_end.elapsed();
     let _ = std::fs::write(&log_path, &*child.log.lock().unwrap());
-    let pg_count = |sql: String| {
-        let c = &c;
-        async move {
-            c.query_one(sql.as_str(), &[])
-                .await
-                .unwrap()
-                .get::<_, i64>(0) as u64
-        }
-    };
-    let rows_checked = pg_count(format!("SELECT (SELECT count(*) FROM {acct}) + (SELECT count(*) FROM {kv}) + (SELECT count(*) FROM {events})")).await;
-    let ev = w
-        .ch_rows(&format!(
-            "SELECT count(), uniqExact(id) FROM `{}`.`{events}` FINAL WHERE _is_deleted = 0",
-            w.database
-        ))
-        .await;
-    let (final_rows, distinct) = ev[0].split_once('\t').unwrap();
-    let (final_rows, distinct): (u64, u64) =
-        (final_rows.parse().unwrap(), distinct.parse().unwrap());
-    let pg_events = pg_count(format!("SELECT count(*) FROM {events}")).await;
     let post_ids: BTreeSet<&String> = labelled.iter().map(|r| &r.0).collect();
     let posts_duplicated = labelled.len() - post_ids.len();
     let unexpected = post_ids.iter().filter(|id| !published.contains(**id)).count();
@@ -403,13 +413,12 @@ async fn checker_under_faults() {
         faults += &format!("{k} {v}, ");
     }
     eprintln!(
-        "checker report (seed {seed}): {:.0} s of faults: {}\n  CDC: {} transactions; {rows_checked} rows checked (ClickHouse FINAL = Postgres, checksum per row); append-only table: {pg_events} rows in Postgres, {final_rows} in ClickHouse FINAL, lost {}, duplicated {}; caught up {:.1} s after the faults stopped\n  sentiment: {} posts published, {} in ClickHouse FINAL with a label, lost {posts_lost}, duplicated {posts_duplicated}, {} without one of the labels, {replays} replayed rows merged away; all in {:.1} s after the faults stopped\n  peak RSS {:.1} MB (the largest of the four processes; the last one's log: {})",
+        "checker report (seed {seed}): {:.0} s of faults: {}\n  CDC: {} transactions; direct: {direct}; caught up {:.1} s after the faults stopped\n  CDC through Kafka: {through_kafka}; caught up {:.1} s after the faults stopped\n  sentiment: {} posts published, {} in ClickHouse FINAL with a label, lost {posts_lost}, duplicated {posts_duplicated}, {} without one of the labels, {replays} replayed rows merged away; all in {:.1} s after the faults stopped\n  peak RSS {:.1} MB (the largest of the four processes; the last one's log: {})",
         (faults_end - faults_start).as_secs_f64(),
         faults.trim_end_matches(", "),
         report.transactions,
-        pg_events.saturating_sub(distinct),
-        final_rows - distinct,
         cdc_recovery.as_secs_f64(),
+        kafka_recovery.as_secs_f64(),
         published.len(),
         post_ids.len(),
         unlabelled.len(),
@@ -417,8 +426,10 @@ async fn checker_under_faults() {
         peak_rss_kib as f64 / 1024.0,
         log_path.display()
     );
-    assert_eq!(final_rows, distinct, "no duplicates");
-    assert_eq!(distinct, pg_events, "no loss");
+    for (path, v) in [("direct", &direct), ("through Kafka", &through_kafka)] {
+        assert_eq!(v.duplicated, 0, "{path}: no duplicates");
+        assert_eq!(v.lost, 0, "{path}: no loss");
+    }
     assert_eq!(posts_lost, 0, "no post lost");
     assert_eq!(posts_duplicated, 0, "no post twice");
     assert_eq!(unexpected, 0, "no post that was not published");
@@ -427,6 +438,76 @@ async fn checker_under_faults() {
     std::mem::forget(guard);
     stop_clean(child).await;
     w.teardown().await;
+    kw.teardown().await;
+}
+
+/// The checker's tables in Postgres.
+struct Tables<'a> {
+    acct: &'a str,
+    events: &'a str,
+    kv: &'a str,
+    /// The ADD COLUMN happened.
+    altered: bool,
+}
+
+/// One path's verdict: every table equal, the append-only table's rows once each.
+struct Verdict {
+    rows_checked: u64,
+    events: u64,
+    final_rows: u64,
+    lost: u64,
+    duplicated: u64,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "{} rows checked (ClickHouse FINAL = Postgres, checksum per row); append-only table: {} rows in Postgres, {} in ClickHouse FINAL, lost {}, duplicated {}",
+            self.rows_checked, self.events, self.final_rows, self.lost, self.duplicated
+        )
+    }
+}
+
+impl Tables<'_> {
+    /// Waits until `w`'s ClickHouse database equals Postgres, then counts.
+    async fn verdict(&self, w: &World, c: &tokio_postgres::Client, t: Duration) -> Verdict {
+        let Tables { acct, events, kv, .. } = *self;
+        // A checksum per row: md5 of the TOASTed text in both, the column added mid-run if it
+        // was.
+        let tier = if self.altered { "coalesce(tier, -1)" } else { "-1" };
+        converge_sql(
+            w,
+            c,
+            &format!("SELECT id, balance, md5(coalesce(note, '')), {tier} FROM {acct} ORDER BY id"),
+            &format!("SELECT id, balance, lower(hex(MD5(coalesce(note, '')))), {tier} FROM `{}`.`{acct}` FINAL WHERE _is_deleted = 0 ORDER BY id", w.database),
+            t,
+        )
+        .await;
+        converge(w, c, kv, kv, "k, v", "k", t).await;
+        converge(w, c, events, events, "id, body", "id", t).await;
+        let count = |sql: String| async move {
+            c.query_one(sql.as_str(), &[]).await.unwrap().get::<_, i64>(0) as u64
+        };
+        let rows_checked = count(format!("SELECT (SELECT count(*) FROM {acct}) + (SELECT count(*) FROM {kv}) + (SELECT count(*) FROM {events})")).await;
+        let pg_events = count(format!("SELECT count(*) FROM {events}")).await;
+        let ev = w
+            .ch_rows(&format!(
+                "SELECT count(), uniqExact(id) FROM `{}`.`{events}` FINAL WHERE _is_deleted = 0",
+                w.database
+            ))
+            .await;
+        let (final_rows, distinct) = ev[0].split_once('\t').unwrap();
+        let (final_rows, distinct): (u64, u64) =
+            (final_rows.parse().unwrap(), distinct.parse().unwrap());
+        Verdict {
+            rows_checked,
+            events: pg_events,
+            final_rows,
+            lost: pg_events.saturating_sub(distinct),
+            duplicated: final_rows - distinct,
+        }
+    }
 }
 
 /// Peak resident set size (VmHWM) of a process in KiB.

@@ -176,3 +176,79 @@ pub fn create_event(table: &str, id: i64, v: &str, lsn: i64) -> (String, String)
         ),
     )
 }
+
+/// A broker of one test's own: tansu with SQLite storage in its own directory, listening on
+/// `port` and advertising `advertised`, the port of a fault proxy in front of it, so that every
+/// client connection (bootstrap and after metadata) goes through the proxy. Killed when
+/// dropped.
+pub struct OwnBroker {
+    pub port: u16,
+    advertised: u16,
+    dir: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl OwnBroker {
+    pub async fn start(port: u16, advertised: u16) -> OwnBroker {
+        let dir = repo().join("target/test-brokers").join(unique("tansu"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut b = OwnBroker {
+            port,
+            advertised,
+            dir,
+            child: None,
+        };
+        b.spawn().await;
+        b
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("broker.log"))
+            .unwrap();
+        // The sqlite path is taken relative to the working directory.
+        let child = std::process::Command::new(var("TRIBUTARY_TEST_TANSU"))
+            .current_dir(&self.dir)
+            .args(["broker", "--listener-url"])
+            .arg(format!("tcp://127.0.0.1:{}", self.port))
+            .arg("--advertised-listener-url")
+            .arg(format!("tcp://127.0.0.1:{}", self.advertised))
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start tansu");
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        eventually(Duration::from_secs(60), "the test's own broker answers", || async {
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .await;
+    }
+
+    /// SIGKILL, then the same broker again on its storage.
+    pub async fn kill_and_restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
