@@ -154,7 +154,9 @@ impl ChClient {
             };
             if waiting_since.is_none() {
                 waiting_since = Some(Instant::now());
-                counters.clickhouse_unreachable.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .clickhouse_unreachable
+                    .fetch_add(1, Ordering::Relaxed);
             }
             if let (Err(e), Some(since)) = (&r, waiting_since) {
                 tracing::warn!(waited_s = since.elapsed().as_secs(), error = %e, retry_in = ?delay,

@@ -69,7 +69,10 @@ fn checker_config(tables: &[String], kw: &World) -> std::path::PathBuf {
         .replace("backoff_initial = \"500ms\"", "backoff_initial = \"100ms\"")
         .replace("backoff_max = \"30s\"", "backoff_max = \"2s\"")
         .replace("request_timeout = \"60s\"", "request_timeout = \"10s\"")
-        .replace("reconnect_initial = \"1s\"", "reconnect_initial = \"100ms\"")
+        .replace(
+            "reconnect_initial = \"1s\"",
+            "reconnect_initial = \"100ms\"",
+        )
         .replace("reconnect_max = \"60s\"", "reconnect_max = \"2s\"")
         .replace("idle_timeout = \"90s\"", "idle_timeout = \"5s\"")
         .replace("circuit_cooldown = \"10s\"", "circuit_cooldown = \"1s\"")
@@ -259,12 +262,19 @@ async fn checker_under_faults() {
     let posts = {
         let (stop, handle) = (stop.clone(), masto.handle());
         tokio::spawn(async move {
-            let moods = ["I love this, what a great day", "This is awful, I hate it", "The train leaves at nine"];
+            let moods = [
+                "I love this, what a great day",
+                "This is awful, I hate it",
+                "The train leaves at nine",
+            ];
             let mut ids = BTreeSet::new();
             let mut i = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let id = 310_000_000_000_000_000 + i;
-                handle.publish(make_status(id, &format!("{} (post {i})", moods[i as usize % 3])));
+                handle.publish(make_status(
+                    id,
+                    &format!("{} (post {i})", moods[i as usize % 3]),
+                ));
                 ids.insert(id.to_string());
                 i += 1;
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -371,7 +381,12 @@ async fn checker_under_faults() {
     let log_path = repo().join("target/checker-last-process.log");
     let c = pg().await;
     let t = Duration::from_secs(300);
-    let tables = Tables { acct: &acct, events: &events, kv: &kv, altered };
+    let tables = Tables {
+        acct: &acct,
+        events: &events,
+        kv: &kv,
+        altered,
+    };
     let direct = tables.verdict(&w, &c, t).await;
     let cdc_recovery = faults_end.elapsed();
     let through_kafka = tables.verdict(&kw, &c, t).await;
@@ -392,7 +407,10 @@ async fn checker_under_faults() {
     let _ = std::fs::write(&log_path, &*child.log.lock().unwrap());
     let post_ids: BTreeSet<&String> = labelled.iter().map(|r| &r.0).collect();
     let posts_duplicated = labelled.len() - post_ids.len();
-    let unexpected = post_ids.iter().filter(|id| !published.contains(**id)).count();
+    let unexpected = post_ids
+        .iter()
+        .filter(|id| !published.contains(**id))
+        .count();
     let posts_lost = published.iter().filter(|id| !post_ids.contains(id)).count();
     let unlabelled: Vec<_> = labelled
         .iter()
@@ -433,7 +451,10 @@ async fn checker_under_faults() {
     assert_eq!(posts_lost, 0, "no post lost");
     assert_eq!(posts_duplicated, 0, "no post twice");
     assert_eq!(unexpected, 0, "no post that was not published");
-    assert!(unlabelled.is_empty(), "every post has a label: {unlabelled:?}");
+    assert!(
+        unlabelled.is_empty(),
+        "every post has a label: {unlabelled:?}"
+    );
     assert!(report.faults.get("process SIGKILL").copied().unwrap_or(0) >= 3);
     std::mem::forget(guard);
     stop_clean(child).await;
@@ -472,10 +493,16 @@ impl std::fmt::Display for Verdict {
 impl Tables<'_> {
     /// Waits until `w`'s ClickHouse database equals Postgres, then counts.
     async fn verdict(&self, w: &World, c: &tokio_postgres::Client, t: Duration) -> Verdict {
-        let Tables { acct, events, kv, .. } = *self;
+        let Tables {
+            acct, events, kv, ..
+        } = *self;
         // A checksum per row: md5 of the TOASTed text in both, the column added mid-run if it
         // was.
-        let tier = if self.altered { "coalesce(tier, -1)" } else { "-1" };
+        let tier = if self.altered {
+            "coalesce(tier, -1)"
+        } else {
+            "-1"
+        };
         converge_sql(
             w,
             c,
@@ -487,7 +514,10 @@ impl Tables<'_> {
         converge(w, c, kv, kv, "k, v", "k", t).await;
         converge(w, c, events, events, "id, body", "id", t).await;
         let count = |sql: String| async move {
-            c.query_one(sql.as_str(), &[]).await.unwrap().get::<_, i64>(0) as u64
+            c.query_one(sql.as_str(), &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0) as u64
         };
         let rows_checked = count(format!("SELECT (SELECT count(*) FROM {acct}) + (SELECT count(*) FROM {kv}) + (SELECT count(*) FROM {events})")).await;
         let pg_events = count(format!("SELECT count(*) FROM {events}")).await;

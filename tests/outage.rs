@@ -122,8 +122,14 @@ async fn clickhouse_outage_holds_memory_flat_and_loses_nothing() {
         })
     };
     eventually(Duration::from_secs(60), "rows flowing", || async {
-        let n = w.try_ch_rows(&format!("SELECT count() FROM `{}`.`{t}`", w.database)).await?;
-        if n[0] != "0" { Ok(()) } else { Err("none yet".into()) }
+        let n = w
+            .try_ch_rows(&format!("SELECT count() FROM `{}`.`{t}`", w.database))
+            .await?;
+        if n[0] != "0" {
+            Ok(())
+        } else {
+            Err("none yet".into())
+        }
     })
     .await;
 
@@ -217,19 +223,23 @@ async fn clickhouse_outage_holds_memory_flat_and_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     stop.store(true, Ordering::Relaxed);
     let last = load.await.unwrap();
-    let rows = eventually(Duration::from_secs(300), "every row in ClickHouse", || async {
-        let r = w
-            .try_ch_rows(&format!(
-                "SELECT count(), uniqExact(id), min(id), max(id) FROM `{}`.`{t}` FINAL",
-                w.database
-            ))
-            .await?;
-        if r[0] == format!("{last}\t{last}\t1\t{last}") {
-            Ok(r)
-        } else {
-            Err(format!("{} (want {last} rows, ids 1..={last})", r[0]))
-        }
-    })
+    let rows = eventually(
+        Duration::from_secs(300),
+        "every row in ClickHouse",
+        || async {
+            let r = w
+                .try_ch_rows(&format!(
+                    "SELECT count(), uniqExact(id), min(id), max(id) FROM `{}`.`{t}` FINAL",
+                    w.database
+                ))
+                .await?;
+            if r[0] == format!("{last}\t{last}\t1\t{last}") {
+                Ok(r)
+            } else {
+                Err(format!("{} (want {last} rows, ids 1..={last})", r[0]))
+            }
+        },
+    )
     .await;
     eprintln!(
         "  back: all {last} rows in ClickHouse FINAL {:.1} s after it returned ({rows:?}); /ready {}",
@@ -265,7 +275,10 @@ async fn llm_outage_holds_memory_flat_and_loses_nothing() {
         &cfg,
         &[
             ("queue = 64", "queue = 16"),
-            ("reconnect_initial = \"1s\"", "reconnect_initial = \"100ms\""),
+            (
+                "reconnect_initial = \"1s\"",
+                "reconnect_initial = \"100ms\"",
+            ),
             ("reconnect_max = \"60s\"", "reconnect_max = \"2s\""),
             ("circuit_cooldown = \"10s\"", "circuit_cooldown = \"2s\""),
             ("max_tokens = 512", "max_tokens = 32"),
@@ -309,7 +322,11 @@ async fn llm_outage_holds_memory_flat_and_loses_nothing() {
     };
     eventually(Duration::from_secs(120), "posts labelled", || async {
         let n = sentiment_rows(&w).await?.len();
-        if n > 0 { Ok(()) } else { Err("none yet".into()) }
+        if n > 0 {
+            Ok(())
+        } else {
+            Err("none yet".into())
+        }
     })
     .await;
 
@@ -328,7 +345,8 @@ async fn llm_outage_holds_memory_flat_and_loses_nothing() {
             at: started.elapsed(),
             rss_kib: rss_kib(child.id()).expect("tributary runs"),
             progress: m("tributary_mastodon_events_total").await,
-            queue_depth: must_metric(&listen, "tributary_queue_depth", "queue=\"source->llm\"").await,
+            queue_depth: must_metric(&listen, "tributary_queue_depth", "queue=\"source->llm\"")
+                .await,
             ..Default::default()
         };
         if s.queue_depth == capacity && settled.is_none() {

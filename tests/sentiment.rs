@@ -280,7 +280,10 @@ async fn restart_before_first_write(target: Target) {
     let mut ids = BTreeSet::new();
     for i in 1..=5u64 {
         let id = 500_000_000_000_000_000 + i;
-        masto.publish(make_status(id, &format!("while the LLM is down {i}, happy")));
+        masto.publish(make_status(
+            id,
+            &format!("while the LLM is down {i}, happy"),
+        ));
         ids.insert(id.to_string());
     }
     let h = handles(&run);
@@ -307,7 +310,10 @@ async fn restart_before_first_write(target: Target) {
     );
     run.stop().await;
 }
-matrix!(source_restarted_before_its_first_write_loses_nothing, restart_before_first_write);
+matrix!(
+    source_restarted_before_its_first_write_loses_nothing,
+    restart_before_first_write
+);
 
 /// The stream drops and stays down while posts are published: reconnect + backfill leave
 /// no gap.

@@ -392,7 +392,9 @@ async fn toast_survives_update(target: Target) {
     // Most came from the sink's memory of what it wrote; the first update of the snapshot row
     // had to be looked up.
     let p = run.registry.pipeline(&run.pipeline);
-    let hits = p.toast_cache_hits.load(std::sync::atomic::Ordering::Relaxed);
+    let hits = p
+        .toast_cache_hits
+        .load(std::sync::atomic::Ordering::Relaxed);
     let lookups = p.toast_lookups.load(std::sync::atomic::Ordering::Relaxed);
     assert!(hits >= 5 && lookups >= 1, "{hits} hits, {lookups} lookups");
     run.stop().await;

@@ -479,7 +479,10 @@ impl SinkState {
         let mut cond = Vec::new();
         let fields = key.split(|&b| b == b'\t');
         for (c, v) in t.cols.iter().filter(|c| c.is_key).zip(fields) {
-            cond.push(key_equals_sql(c, &unescape_tsv(&String::from_utf8_lossy(v))));
+            cond.push(key_equals_sql(
+                c,
+                &unescape_tsv(&String::from_utf8_lossy(v)),
+            ));
         }
         cond.push(format!("{} = 0", ch_ident(DELETED_COL)));
         let cols: Vec<String> = toast

@@ -362,7 +362,9 @@ impl Follower {
             });
         }
         let page: Vec<Status> = resp.json().await.map_err(|e| self.err(e))?;
-        let start = page.first().map_or_else(|| "0".to_string(), |s| s.id.clone());
+        let start = page
+            .first()
+            .map_or_else(|| "0".to_string(), |s| s.id.clone());
         self.ch
             .write_state(&self.a.pipeline, &[(self.key.clone(), start.clone())])
             .await

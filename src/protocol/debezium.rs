@@ -1543,10 +1543,18 @@ pub fn decode_moved(
             let v: Value =
                 serde_json::from_slice(k).map_err(|e| DecodeError::InvalidKey(e.to_string()))?;
             match split_envelope(v).1 {
-                Value::Object(m) if keys.as_ref().is_some_and(|ks| ks.iter().all(|k| m.contains_key(k))) => {
+                Value::Object(m)
+                    if keys
+                        .as_ref()
+                        .is_some_and(|ks| ks.iter().all(|k| m.contains_key(k))) =>
+                {
                     cells(Some(&m))?
                 }
-                _ => return Err(DecodeError::InvalidKey(format!("{OLD_KEY_HEADER} lacks the key's fields"))),
+                _ => {
+                    return Err(DecodeError::InvalidKey(format!(
+                        "{OLD_KEY_HEADER} lacks the key's fields"
+                    )))
+                }
             }
         }
     };
@@ -2000,7 +2008,10 @@ mod tests {
         let key = Some(fx!("key.schema.json").as_bytes());
         let old = br#"{"id": 7}"#;
         let c = change(decode_moved(TOPIC, key, Some(create), Some(old)));
-        assert_eq!(c.moved_from, Some(vec![t("7"), Cell::Null, Cell::Null, Cell::Null]));
+        assert_eq!(
+            c.moved_from,
+            Some(vec![t("7"), Cell::Null, Cell::Null, Cell::Null])
+        );
         assert_eq!(change(decode(TOPIC, key, Some(create))).moved_from, None);
         // An old key without the key's fields is refused, not guessed.
         assert!(matches!(

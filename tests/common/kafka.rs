@@ -223,12 +223,16 @@ impl OwnBroker {
             .expect("start tansu");
         self.child = Some(child);
         let addr = format!("127.0.0.1:{}", self.port);
-        eventually(Duration::from_secs(60), "the test's own broker answers", || async {
-            tokio::net::TcpStream::connect(&addr)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
-        })
+        eventually(
+            Duration::from_secs(60),
+            "the test's own broker answers",
+            || async {
+                tokio::net::TcpStream::connect(&addr)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            },
+        )
         .await;
     }
 
