@@ -5,8 +5,9 @@
 //! every connection to PostgreSQL, ClickHouse, the broker (a tansu of the checker's own), the
 //! LLM and Mastodon goes through a fault proxy. Faults: an actor of any pipeline killed
 //! through the admin API every 2 s, every connection to one of the five servers cut,
-//! ClickHouse refusing connections for a few seconds, PostgreSQL restarted, the broker
-//! SIGKILLed and restarted, and the process SIGKILLed three times (and started again).
+//! ClickHouse refusing connections, or accepting them and never answering, for a few seconds,
+//! PostgreSQL restarted, the broker SIGKILLed and restarted, and the process SIGKILLed three
+//! times (and started again).
 //! Workload: multi-row transactions of inserts, updates of keys and of TOASTed values, deletes,
 //! an append-only table, one TRUNCATE and one ADD COLUMN; a Mastodon post every 500 ms.
 //! Verdict: on both paths each table in ClickHouse FINAL equals Postgres row for row (a
@@ -325,12 +326,25 @@ async fn checker_under_faults() {
                 ch_proxy.cut_all();
                 report.count("ClickHouse connections cut");
             }
-            4 if rng.below(2) == 0 => {
-                ch_proxy.set_refuse(true);
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                ch_proxy.set_refuse(false);
-                report.count("ClickHouse refused 3 s");
-            }
+            4 => match rng.below(3) {
+                0 => {
+                    ch_proxy.set_refuse(true);
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    ch_proxy.set_refuse(false);
+                    report.count("ClickHouse refused 3 s");
+                }
+                1 => {
+                    // Every connection, open or new, is accepted and never answered for 3 s
+                    // (requests run into their timeout), then released.
+                    ch_proxy.set_hang(true);
+                    ch_proxy.cut_all();
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    ch_proxy.set_hang(false);
+                    ch_proxy.cut_all();
+                    report.count("ClickHouse silent 3 s");
+                }
+                _ => {}
+            },
             5 => {
                 kafka_proxy.cut_all();
                 report.count("Kafka connections cut");
