@@ -4,6 +4,8 @@
 # own test and `cargo test --locked`, passing any arguments on to cargo test. Under CI=true (or
 # with TRIBUTARY_FUZZ_SECS set) it then runs every fuzz target for TRIBUTARY_FUZZ_SECS seconds
 # (default 15) with scripts/fuzz.sh: a few minutes to build them from scratch, in fuzz/target.
+# Last it prints the long tests' reports (target/reports/) and closes on one line with cargo
+# test's counts over all test binaries: `tests: N passed, M failed`.
 # It first runs scripts/install-deps.sh, which installs only what is missing (seconds when
 # everything is there), so this one command works on a fresh Debian 12 machine.
 # The servers keep running afterwards for the next run; TRIBUTARY_STOP_SERVICES=1 stops them.
@@ -46,15 +48,32 @@ echo "test.sh: scripts/check-monitoring.sh (promtool rules and tests, dashboard)
 scripts/check-monitoring.sh || failed+=("scripts/check-monitoring.sh")
 
 echo "test.sh: cargo test --locked $*"
-cargo test --locked "$@" || failed+=("cargo test")
+# The long tests (checker, outages) write their reports to target/reports/, printed below.
+rm -rf target/reports
+mkdir -p target
+# (pipefail: the pipeline fails when cargo test does)
+if ! cargo test --locked "$@" 2>&1 | tee target/cargo-test.log; then
+  failed+=("cargo test")
+fi
 
 if [[ "${CI:-}" == "true" || -n "${TRIBUTARY_FUZZ_SECS:-}" ]]; then
   echo "test.sh: scripts/fuzz.sh ${TRIBUTARY_FUZZ_SECS:-15} (every fuzz target)"
   scripts/fuzz.sh "${TRIBUTARY_FUZZ_SECS:-15}" || failed+=("scripts/fuzz.sh")
 fi
 
+for r in target/reports/*.txt; do
+  [[ -f "$r" ]] || continue
+  echo "test.sh: report $r"
+  cat "$r"
+done
+# cargo test's counts over every test binary, as the closing line.
+read -r passed failures < <(awk '/^test result:/ { for (i = 2; i <= NF; i++) {
+    if ($i ~ /^passed/) p += $(i - 1); if ($i ~ /^failed/) f += $(i - 1) } }
+  END { print p + 0, f + 0 }' target/cargo-test.log)
 if ((${#failed[@]})); then
   echo "test.sh: FAILED: ${failed[*]}" >&2
+  echo "tests: $passed passed, $failures failed"
   exit 1
 fi
 echo "test.sh: all tests passed"
+echo "tests: $passed passed, $failures failed"

@@ -444,7 +444,9 @@ async fn checker_under_faults() {
     for (k, v) in &report.faults {
         faults += &format!("{k} {v}, ");
     }
-    eprintln!(
+    write_report(
+        "checker",
+        &format!(
         "checker report (seed {seed}): {:.0} s of faults: {}\n  CDC: {} transactions; direct: {direct}; caught up {:.1} s after the faults stopped\n  CDC through Kafka: {through_kafka}; caught up {:.1} s after the faults stopped\n  sentiment: {} posts published, {} in ClickHouse FINAL with a label, lost {posts_lost}, duplicated {posts_duplicated}, {} without one of the labels, {replays} replayed rows merged away; all in {:.1} s after the faults stopped\n  peak RSS {:.1} MB (the largest of the four processes; the last one's log: {})",
         (faults_end - faults_start).as_secs_f64(),
         faults.trim_end_matches(", "),
@@ -457,6 +459,7 @@ async fn checker_under_faults() {
         sentiment_recovery.as_secs_f64(),
         peak_rss_kib as f64 / 1024.0,
         log_path.display()
+        ),
     );
     for (path, v) in [("direct", &direct), ("through Kafka", &through_kafka)] {
         assert_eq!(v.duplicated, 0, "{path}: no duplicates");

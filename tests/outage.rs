@@ -170,7 +170,9 @@ async fn clickhouse_outage_holds_memory_flat_and_loses_nothing() {
     let first = samples[0].clone();
     let (rss_base, rss_up) = rss_growth(&samples, from);
     let mib = |b: f64| b / (1 << 20) as f64;
-    eprintln!(
+    write_report(
+        "outage-clickhouse",
+        &format!(
         "ClickHouse outage of {:?}: WAL written {:.1} MiB; after {from:?}: walsender sent {:.2} MiB of {:.1} MiB new WAL, slot lag metric {:.1} → {:.1} MiB, confirmed LSN moved {:.0} bytes, RSS {:.1} MiB (+{:.1} MiB at peak), queue depth {}, ready {}",
         outage,
         mib(end.wal - first.wal),
@@ -183,6 +185,7 @@ async fn clickhouse_outage_holds_memory_flat_and_loses_nothing() {
         rss_up as f64 / 1024.0,
         end.queue_depth,
         end.ready,
+        ),
     );
     let new_wal = end.wal - settled_at.wal;
     assert!(new_wal > 5e6, "the load kept writing WAL: {new_wal} bytes");
@@ -241,10 +244,13 @@ async fn clickhouse_outage_holds_memory_flat_and_loses_nothing() {
         },
     )
     .await;
-    eprintln!(
+    write_report(
+        "outage-clickhouse",
+        &format!(
         "  back: all {last} rows in ClickHouse FINAL {:.1} s after it returned ({rows:?}); /ready {}",
         back.elapsed().as_secs_f64(),
         metric(&listen, "tributary_ready", "").await.unwrap_or(-1.0)
+        ),
     );
     let raw = w
         .ch_rows(&format!("SELECT count() FROM `{}`.`{t}`", w.database))
@@ -363,7 +369,9 @@ async fn llm_outage_holds_memory_flat_and_loses_nothing() {
     let end = samples.last().unwrap().clone();
     let (rss_base, rss_up) = rss_growth(&samples, from);
     let rows_end = sentiment_rows(&w).await.unwrap_or_default().len();
-    eprintln!(
+    write_report(
+        "outage-llm",
+        &format!(
         "LLM outage of {outage:?}: after {from:?}: Mastodon events read {} → {}, queue {}/{capacity}, rows {} → {rows_end}, RSS {:.1} MiB (+{:.1} MiB at peak)",
         settled_at.progress,
         end.progress,
@@ -371,6 +379,7 @@ async fn llm_outage_holds_memory_flat_and_loses_nothing() {
         rows_at_settle,
         rss_base as f64 / 1024.0,
         rss_up as f64 / 1024.0
+        ),
     );
     assert_eq!(end.queue_depth, capacity, "the queue is full");
     assert_eq!(
@@ -410,10 +419,13 @@ async fn llm_outage_holds_memory_flat_and_loses_nothing() {
             "post {id} has label {label}"
         );
     }
-    eprintln!(
-        "  back: all {} posts labelled {:.1} s after the LLM returned",
-        ids.len(),
-        back.elapsed().as_secs_f64()
+    write_report(
+        "outage-llm",
+        &format!(
+            "  back: all {} posts labelled {:.1} s after the LLM returned",
+            ids.len(),
+            back.elapsed().as_secs_f64()
+        ),
     );
     std::mem::forget(guard);
     stop_clean(child).await;

@@ -581,3 +581,18 @@ pub fn use_replay(cfg: &mut Config, file: PathBuf) {
         filter: Default::default(),
     });
 }
+
+/// Prints a long test's report and appends it to target/reports/<name>.txt, which
+/// scripts/test.sh prints after the suite (cargo test shows a passing test's output only with
+/// --nocapture).
+pub fn write_report(name: &str, text: &str) {
+    use std::io::Write;
+    eprintln!("{text}");
+    let dir = repo().join("target/reports");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.txt")))
+        .and_then(|mut f| writeln!(f, "{text}"));
+}
