@@ -510,6 +510,10 @@ pub struct PostgresConfig {
     /// Rows per message from the source to the sink (the unit of the bounded edge).
     #[serde(default = "defaults::chunk_rows")]
     pub chunk_rows: usize,
+    /// A message is sent once its values reach this many bytes, however few its rows: the
+    /// edge holds at most about `edge_capacity` × `chunk_bytes` of wide rows.
+    #[serde(default = "defaults::chunk_bytes")]
+    pub chunk_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -761,6 +765,9 @@ pub mod defaults {
     }
     pub fn chunk_rows() -> usize {
         2000
+    }
+    pub fn chunk_bytes() -> usize {
+        1 << 20
     }
     pub fn ch_url() -> String {
         "http://127.0.0.1:8123".into()
@@ -1048,6 +1055,9 @@ fn validate_postgres(pg: &PostgresConfig) -> Result<(), (String, String)> {
     }
     if pg.chunk_rows == 0 {
         return Err(("chunk_rows".into(), "must be at least 1".into()));
+    }
+    if pg.chunk_bytes == 0 {
+        return Err(("chunk_bytes".into(), "must be at least 1".into()));
     }
     Ok(())
 }

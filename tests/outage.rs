@@ -290,19 +290,9 @@ async fn llm_outage_holds_memory_flat_and_loses_nothing() {
             ("max_tokens = 512", "max_tokens = 32"),
         ],
     );
-    let model = var("TRIBUTARY_TEST_LLM_MODEL");
-    let (masto_url, llm_url) = (masto.url(), llm.url());
-    let env = [
-        ("TRIBUTARY_HTTP", listen.as_str()),
-        ("MASTODON_URL", masto_url.as_str()),
-        ("MASTODON_STREAM", "public"),
-        ("LLM_URL", llm_url.as_str()),
-        ("LLM_BACKEND", "openai"),
-        ("LLM_MODEL", model.as_str()),
-        ("LLM_STRUCTURED", "json_object_with_schema"),
-        ("LLM_CONCURRENCY", "2"),
-    ];
-    let child = spawn_env(&w, &cfg, &w.target.url(), &env);
+    let mut env = real_llm_env(&masto.url(), &llm.url());
+    env.push(("TRIBUTARY_HTTP", listen.clone()));
+    let child = spawn_env(&w, &cfg, &w.target.url(), &env_refs(&env));
     let guard = PrintLogOnPanic(child.log.clone());
     assert!(
         masto.wait_streams(1, Duration::from_secs(60)).await,

@@ -282,14 +282,7 @@ impl Follower {
             .send()
             .await
             .map_err(|e| self.err(e))?;
-        if !resp.status().is_success() {
-            self.wait_rate_limit(resp.headers()).await;
-            return Err(MastodonSourceError::Status {
-                instance: self.inst.url.clone(),
-                status: resp.status().as_u16(),
-                what: stream_path,
-            });
-        }
+        let resp = self.success(resp, stream_path).await?;
         tracing::info!(instance = %self.inst.url, stream = %self.stream, resume_after = ?self.high, "stream connected");
         // Events published from now on wait in the connection while we backfill the gap.
         self.backfill(&base).await?;
@@ -353,14 +346,7 @@ impl Follower {
             .send()
             .await
             .map_err(|e| self.err(e))?;
-        if !resp.status().is_success() {
-            self.wait_rate_limit(resp.headers()).await;
-            return Err(MastodonSourceError::Status {
-                instance: self.inst.url.clone(),
-                status: resp.status().as_u16(),
-                what: "timeline (start point)".into(),
-            });
-        }
+        let resp = self.success(resp, "timeline (start point)".into()).await?;
         let page: Vec<Status> = resp.json().await.map_err(|e| self.err(e))?;
         let start = page
             .first()
@@ -434,6 +420,24 @@ impl Follower {
             tracing::info!(instance = %self.inst.url, stream = %self.stream, fetched, "backfilled");
         }
         Ok(())
+    }
+
+    /// `resp` when it succeeded; otherwise, after waiting out a rate limit it announces, an
+    /// error naming `what` was asked for.
+    async fn success(
+        &self,
+        resp: reqwest::Response,
+        what: String,
+    ) -> Result<reqwest::Response, MastodonSourceError> {
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        self.wait_rate_limit(resp.headers()).await;
+        Err(MastodonSourceError::Status {
+            instance: self.inst.url.clone(),
+            status: resp.status().as_u16(),
+            what,
+        })
     }
 
     async fn wait_rate_limit(&self, headers: &reqwest::header::HeaderMap) {

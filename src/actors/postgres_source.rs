@@ -168,6 +168,8 @@ struct Stream {
 struct ChunkBuilder {
     items: Vec<ChangeItem>,
     rows: usize,
+    /// Bytes of the rows' values.
+    bytes: usize,
     /// Tables of the rows (few per chunk), for the trace.
     tables: Vec<u32>,
     /// WAL position of the last change taken in.
@@ -182,6 +184,7 @@ impl ChunkBuilder {
         ChunkBuilder {
             items: Vec::new(),
             rows: 0,
+            bytes: 0,
             tables: Vec::new(),
             last_lsn: 0,
             commit: None,
@@ -192,6 +195,10 @@ impl ChunkBuilder {
     fn is_empty(&self) -> bool {
         self.items.is_empty() && self.commit.is_none()
     }
+    /// Full: `chunk_rows` rows or `chunk_bytes` of values.
+    fn is_full(&self, cfg: &PostgresConfig) -> bool {
+        self.rows >= cfg.chunk_rows || self.bytes >= cfg.chunk_bytes
+    }
     fn push(&mut self, pipeline: &str, item: ChangeItem) {
         if self.trace.is_none() {
             let root = tracing::info_span!(parent: None, "cdc.chunk", pipeline = %pipeline, rows = tracing::field::Empty, lsn = tracing::field::Empty, tables = tracing::field::Empty);
@@ -200,6 +207,16 @@ impl ChunkBuilder {
         }
         if let ChangeItem::Row { rel_id, change } = &item {
             self.rows += 1;
+            let cells = change
+                .cells
+                .iter()
+                .chain(change.moved_from.iter().flatten());
+            self.bytes += cells
+                .map(|c| match c {
+                    Cell::Text(b) => b.len(),
+                    Cell::Null | Cell::UnchangedToast => 0,
+                })
+                .sum::<usize>();
             self.last_lsn = self.last_lsn.max(change.version);
             if !self.tables.contains(rel_id) {
                 self.tables.push(*rel_id);
@@ -523,7 +540,7 @@ impl Stream {
                     | LogicalMessage::Origin
                     | LogicalMessage::Message { .. } => {}
                 }
-                if chunk.rows >= self.cfg.chunk_rows {
+                if chunk.is_full(&self.cfg) {
                     last_sent_commit = self
                         .send(&mut chunk, &schemas)
                         .await?
@@ -690,7 +707,7 @@ impl Stream {
                     n += 1;
                     PipelineCounters::add(&self.counters.snapshot_rows, 1);
                     start += pos + 1;
-                    if chunk.rows >= self.cfg.chunk_rows {
+                    if chunk.is_full(&self.cfg) {
                         self.send(&mut chunk, schemas).await?;
                     }
                 }

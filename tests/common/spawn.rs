@@ -184,3 +184,22 @@ pub async fn metric(listen: &str, name: &str, labels: &str) -> Option<f64> {
     }
     sum
 }
+
+/// The environment that points config/sentiment.toml at the Mastodon at `mastodon` and the
+/// real LLM server (llama.cpp, at `llm`): structured output, two requests at once.
+pub fn real_llm_env(mastodon: &str, llm: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("MASTODON_URL", mastodon.to_string()),
+        ("MASTODON_STREAM", "public".into()),
+        ("LLM_URL", llm.to_string()),
+        ("LLM_BACKEND", "openai".into()),
+        ("LLM_MODEL", var("TRIBUTARY_TEST_LLM_MODEL")),
+        ("LLM_STRUCTURED", "json_object_with_schema".into()),
+        ("LLM_CONCURRENCY", "2".into()),
+    ]
+}
+
+/// Borrows an owned environment for `spawn_env`.
+pub fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
