@@ -47,12 +47,12 @@ docker-compose -f docker/docker-compose.yml config >/dev/null || failed+=("docke
 echo "test.sh: scripts/check-monitoring.sh (promtool rules and tests, dashboard)"
 scripts/check-monitoring.sh || failed+=("scripts/check-monitoring.sh")
 
-echo "test.sh: cargo test --locked $*"
+echo "test.sh: cargo test --locked --no-fail-fast $*"
 # The long tests (checker, outages) write their reports to target/reports/, printed below.
 rm -rf target/reports
 mkdir -p target
 # (pipefail: the pipeline fails when cargo test does)
-if ! cargo test --locked "$@" 2>&1 | tee target/cargo-test.log; then
+if ! cargo test --locked --no-fail-fast "$@" 2>&1 | tee target/cargo-test.log; then
   failed+=("cargo test")
 fi
 

@@ -417,7 +417,13 @@ impl SinkState {
                 }
                 None => {
                     let at = at.clone();
-                    PipelineCounters::add(&self.counters.toast_lookups, 1);
+                    if let Some((k, None)) = &last_deleted {
+                        if *k == at {
+                            // The old key's delete: the lookup's flush reads the old row
+                            // before it writes the tombstone (see `flush`).
+                            t.toast.last_deleted = last_deleted;
+                        }
+                    }
                     Some(self.stored_values(rel_id, &at, &toast).await?)
                 }
             }
@@ -475,6 +481,28 @@ impl SinkState {
         toast: &[usize],
     ) -> Result<HashMap<usize, Vec<u8>>, SinkError> {
         self.flush().await?;
+        let t = self.tables.get_mut(&rel_id).expect("a known table");
+        if let Some((k, Some(prev))) = &t.toast.last_deleted {
+            if k == key {
+                if let Some(found) = fields_for(prev, toast) {
+                    t.toast.last_deleted = None;
+                    return Ok(found);
+                }
+            }
+        }
+        t.toast.last_deleted = None;
+        self.query_stored(rel_id, key, toast).await
+    }
+
+    /// The stored values of `toast` columns for the row of `key`, as ClickHouse has them now
+    /// (the latest version not deleted), in TSV form.
+    async fn query_stored(
+        &self,
+        rel_id: u32,
+        key: &[u8],
+        toast: &[usize],
+    ) -> Result<HashMap<usize, Vec<u8>>, SinkError> {
+        PipelineCounters::add(&self.counters.toast_lookups, 1);
         let t = &self.tables[&rel_id];
         let mut cond = Vec::new();
         let fields = key.split(|&b| b == b'\t');
@@ -630,6 +658,9 @@ impl SinkState {
         let rels: Vec<u32> = self.tables.keys().copied().collect();
         for rel in rels {
             for tomb in [false, true] {
+                if tomb {
+                    self.resolve_last_deleted(rel).await?;
+                }
                 let t = self.tables.get_mut(&rel).expect("key from map");
                 let buf = if tomb { &mut t.tombstones } else { &mut t.rows };
                 if buf.is_empty() {
@@ -702,6 +733,30 @@ impl SinkState {
         if rows_total > 0 {
             tracing::debug!(pipeline = %self.pipeline, rows = rows_total, bytes = bytes_total, ms = started.elapsed().as_millis() as u64, "flushed");
         }
+        Ok(())
+    }
+
+    /// The last delete of a table with TOAST columns may be the first half of a key change,
+    /// whose row under the new key (in a later chunk, through Kafka) takes the unchanged TOAST
+    /// values of the old one. When they are not remembered, read them now, with the table's
+    /// rows written and its tombstones not yet: once the tombstone is in, a merge may drop
+    /// the old row, and the new one would get NULL.
+    async fn resolve_last_deleted(&mut self, rel: u32) -> Result<(), SinkError> {
+        let t = &self.tables[&rel];
+        let key = match &t.toast.last_deleted {
+            Some((key, None)) if !t.toast.cols.is_empty() && !t.tombstones.is_empty() => {
+                key.clone()
+            }
+            _ => return Ok(()),
+        };
+        let cols = t.toast.cols.clone();
+        let found = self.query_stored(rel, &key, &cols).await?;
+        let fields: Fields = cols
+            .iter()
+            .filter_map(|i| found.get(i).map(|v| (*i, v.clone())))
+            .collect();
+        let t = self.tables.get_mut(&rel).expect("key from map");
+        t.toast.last_deleted = Some((key, Some(fields)));
         Ok(())
     }
 
