@@ -774,3 +774,37 @@ async fn status_loop(
         counters.confirmed_lsn.fetch_max(pos, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wide_row(bytes: usize) -> ChangeItem {
+        let cells = vec![
+            Cell::Text(bytes::Bytes::from_static(b"1")),
+            Cell::Text(bytes::Bytes::from(vec![b'x'; bytes])),
+        ];
+        row(1, RowOp::Insert, 1, cells, (1, 0))
+    }
+
+    #[test]
+    fn a_chunk_is_full_at_chunk_rows_or_chunk_bytes() {
+        let cfg: PostgresConfig = toml::from_str(
+            "user = \"u\"\ndatabase = \"d\"\npublication = \"p\"\nslot = \"s\"\n\
+             chunk_rows = 3\nchunk_bytes = 1000",
+        )
+        .expect("postgres config");
+        let mut c = ChunkBuilder::new();
+        c.push("p", wide_row(10));
+        c.push("p", wide_row(10));
+        assert!(!c.is_full(&cfg), "2 small rows");
+        c.push("p", wide_row(10));
+        assert!(c.is_full(&cfg), "chunk_rows reached");
+        let mut c = ChunkBuilder::new();
+        c.push("p", wide_row(600));
+        assert!(!c.is_full(&cfg), "601 bytes");
+        c.push("p", wide_row(600));
+        assert!(c.is_full(&cfg), "two wide rows pass chunk_bytes");
+        assert_eq!(c.bytes, 1202);
+    }
+}
