@@ -133,7 +133,9 @@ impl ChClient {
         Fut: std::future::Future<Output = Result<T, clickhouse::error::Error>>,
     {
         let mut delay = Duration::from_millis(200);
-        let mut waiting_since: Option<Instant> = None;
+        // Counted in `clickhouse_unreachable` while waiting; the guard uncounts it however
+        // the wait ends, also when the actor is killed in the middle of it.
+        let mut waiting: Option<(Instant, WaitGuard)> = None;
         loop {
             let r = match tokio::time::timeout(self.timeout, f()).await {
                 Ok(r) => r.map_err(|e| self.map_err(e)),
@@ -145,20 +147,15 @@ impl ChClient {
             let counters = match (&r, &self.outages) {
                 (Err(ChError::Unreachable { .. } | ChError::Timeout { .. }), Some(c)) => c,
                 _ => {
-                    if let (Some(since), Some(c)) = (waiting_since, &self.outages) {
-                        c.clickhouse_unreachable.fetch_sub(1, Ordering::Relaxed);
+                    if let Some((since, _guard)) = waiting {
                         tracing::info!(server = %self.addr, waited_s = since.elapsed().as_secs(), "ClickHouse is back");
                     }
                     return r;
                 }
             };
-            if waiting_since.is_none() {
-                waiting_since = Some(Instant::now());
-                counters
-                    .clickhouse_unreachable
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            if let (Err(e), Some(since)) = (&r, waiting_since) {
+            let (since, _) =
+                waiting.get_or_insert_with(|| (Instant::now(), WaitGuard::new(counters.clone())));
+            if let Err(e) = &r {
                 tracing::warn!(waited_s = since.elapsed().as_secs(), error = %e, retry_in = ?delay,
                     "ClickHouse unreachable; waiting for it (nothing is acknowledged meanwhile)");
             }
@@ -351,5 +348,23 @@ mod tests {
         );
         assert_eq!(parse_code("nothing"), None);
         assert_eq!(unescape_tsv("a\\tb\\\\"), "a\tb\\");
+    }
+}
+
+/// One request waiting for ClickHouse, counted in `clickhouse_unreachable` while it lives.
+struct WaitGuard(Arc<PipelineCounters>);
+
+impl WaitGuard {
+    fn new(c: Arc<PipelineCounters>) -> WaitGuard {
+        c.clickhouse_unreachable.fetch_add(1, Ordering::Relaxed);
+        WaitGuard(c)
+    }
+}
+
+impl Drop for WaitGuard {
+    fn drop(&mut self) {
+        self.0
+            .clickhouse_unreachable
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }

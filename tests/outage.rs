@@ -121,14 +121,19 @@ async fn clickhouse_outage_holds_memory_flat_and_loses_nothing() {
             next - 1
         })
     };
-    eventually(Duration::from_secs(60), "rows flowing", || async {
+    // Streaming, past the snapshot: an LSN was confirmed (the snapshot phase confirms none,
+    // and samples no slot lag).
+    eventually(Duration::from_secs(60), "rows streaming", || async {
         let n = w
             .try_ch_rows(&format!("SELECT count() FROM `{}`.`{t}`", w.database))
             .await?;
-        if n[0] != "0" {
+        let lsn = metric(&listen, "tributary_confirmed_lsn", "")
+            .await
+            .unwrap_or(0.0);
+        if n[0] != "0" && lsn > 0.0 {
             Ok(())
         } else {
-            Err("none yet".into())
+            Err(format!("{} rows, confirmed LSN {lsn}", n[0]))
         }
     })
     .await;
