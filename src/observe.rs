@@ -59,6 +59,7 @@ pub struct PipelineStatus {
     pub values_unrepresentable: u64,
     pub toast_cache_hits: u64,
     pub toast_lookups: u64,
+    pub truncate_fenced: u64,
     pub clickhouse_unreachable: bool,
     /// Last LSN confirmed to Postgres (cdc), as Postgres prints it.
     pub confirmed_lsn: Option<String>,
@@ -197,6 +198,7 @@ impl Observed {
             values_unrepresentable: get(&c.values_unrepresentable),
             toast_cache_hits: get(&c.toast_cache_hits),
             toast_lookups: get(&c.toast_lookups),
+            truncate_fenced: get(&c.truncate_fenced),
             clickhouse_unreachable: get(&c.clickhouse_unreachable) > 0,
             confirmed_lsn: confirmed,
             lag_p50_ms: c.commit_lag.quantile_micros(0.5).map(|us| us / 1000),
@@ -335,6 +337,13 @@ impl Collector for Observed {
             "Unchanged TOAST values looked up in ClickHouse (a flush and a point query each).",
             C,
             per(&|p| p.toast_lookups as f64),
+        )?;
+        sample(
+            &mut enc,
+            "tributary_truncate_fenced",
+            "Replayed changes older than their table's last TRUNCATE, skipped (the TRUNCATE removed them).",
+            C,
+            per(&|p| p.truncate_fenced as f64),
         )?;
         sample(
             &mut enc,

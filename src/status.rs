@@ -98,6 +98,8 @@ pub struct PipelineCounters {
     /// Unchanged TOAST values taken from the sink's memory, and looked up in ClickHouse.
     pub toast_cache_hits: AtomicU64,
     pub toast_lookups: AtomicU64,
+    /// Replayed changes older than their table's last TRUNCATE, skipped (it removed them).
+    pub truncate_fenced: AtomicU64,
     /// Requests waiting for a ClickHouse they cannot reach (gauge; exported as 0 or 1).
     pub clickhouse_unreachable: AtomicU64,
     /// Last LSN acknowledged to Postgres (gauge).

@@ -196,6 +196,7 @@ async fn checker_under_faults() {
             let mut next_event = 1i64;
             let mut n = 0u64;
             let mut truncated = false;
+            let mut journal = Vec::new();
             let mut altered = false;
             let started = Instant::now();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -225,8 +226,27 @@ async fn checker_under_faults() {
                 if alter {
                     sql += &format!("ALTER TABLE {acct} ADD COLUMN tier int DEFAULT 1;");
                 }
-                sql += "COMMIT;";
-                match c.batch_execute(&sql).await {
+                sql += "COMMIT; SELECT pg_current_wal_lsn()::text;";
+                let r = c.simple_query(&sql).await;
+                // For a failure's diagnosis: every transaction, when, and the WAL position
+                // just after it.
+                journal.push(format!(
+                    "{:.3} {} {sql}",
+                    started.elapsed().as_secs_f64(),
+                    match &r {
+                        Ok(m) => m
+                            .iter()
+                            .find_map(|m| match m {
+                                tokio_postgres::SimpleQueryMessage::Row(row) => {
+                                    row.get(0).map(str::to_string)
+                                }
+                                _ => None,
+                            })
+                            .unwrap_or_default(),
+                        Err(e) => format!("failed ({e})"),
+                    }
+                ));
+                match r.map(|_| ()) {
                     Ok(()) => {
                         n += 1;
                         truncated |= trunc;
@@ -245,6 +265,10 @@ async fn checker_under_faults() {
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            let _ = std::fs::write(
+                repo().join("target/checker-transactions.log"),
+                journal.join("\n"),
+            );
             (n, altered)
         })
     };
@@ -526,7 +550,21 @@ impl Tables<'_> {
             t,
         )
         .await;
-        converge(w, c, kv, kv, "k, v", "k", t).await;
+        let ch_kv = format!(
+            "SELECT k, v FROM `{}`.`{kv}` FINAL WHERE _is_deleted = 0 ORDER BY k",
+            w.database
+        );
+        if let Err(e) = try_converge_sql(
+            w,
+            c,
+            &format!("SELECT k, v FROM {kv} ORDER BY k"),
+            &ch_kv,
+            t,
+        )
+        .await
+        {
+            panic!("{e}\n{}", explain_kv(w, c, kv).await);
+        }
         converge(w, c, events, events, "id, body", "id", t).await;
         let count = |sql: String| async move {
             c.query_one(sql.as_str(), &[])
@@ -553,6 +591,68 @@ impl Tables<'_> {
             duplicated: final_rows - distinct,
         }
     }
+}
+
+/// Why `kv` differs: the keys only one side has or that differ, each with every version
+/// ClickHouse holds (`_version` is the change's WAL position), and where the TRUNCATE was.
+async fn explain_kv(w: &World, c: &tokio_postgres::Client, kv: &str) -> String {
+    let pg: BTreeMap<String, String> = pg_rows(c, &format!("SELECT k, v FROM {kv}"))
+        .await
+        .into_iter()
+        .filter_map(|r| {
+            r.split_once('\t')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    let table = format!("`{}`.`{kv}`", w.database);
+    let ch: BTreeMap<String, String> = w
+        .try_ch_rows(&format!(
+            "SELECT k, v FROM {table} FINAL WHERE _is_deleted = 0"
+        ))
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|r| {
+            r.split_once('\t')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    let keys: Vec<&String> = pg
+        .keys()
+        .chain(ch.keys())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| pg.get(*k) != ch.get(*k))
+        .collect();
+    let mut out = format!(
+        "kv diagnosis: {} keys differ (Postgres value / ClickHouse value, then every version ClickHouse holds: v, _version, _is_deleted)\n",
+        keys.len()
+    );
+    for k in keys.iter().take(12) {
+        let versions = w
+            .try_ch_rows(&format!(
+                "SELECT v, _version, _is_deleted FROM {table} WHERE k = '{}' ORDER BY _version",
+                k.replace('\\', "\\\\").replace('\'', "\\'")
+            ))
+            .await
+            .unwrap_or_default();
+        out += &format!(
+            "  {k}: {:?} / {:?}; {}\n",
+            pg.get(*k),
+            ch.get(*k),
+            versions.join(" | ").replace('\t', ",")
+        );
+    }
+    let r = w
+        .try_ch_rows(&format!(
+            "SELECT min(_version), max(_version), count() FROM {table} WHERE k LIKE 'r%' AND _is_deleted = 0"
+        ))
+        .await
+        .unwrap_or_default();
+    out += &format!(
+        "  rows of the TRUNCATE's transaction (r*): min version, max version, count: {r:?}\n"
+    );
+    out
 }
 
 /// Peak resident set size (VmHWM) of a process in KiB.

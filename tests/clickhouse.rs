@@ -35,3 +35,200 @@ async fn insert_errors_carry_the_message(target: Target) {
     assert!(err.contains("Code: 60"), "{err}");
 }
 matrix!(server_errors_are_reported, insert_errors_carry_the_message);
+
+/// The CDC sink driven directly, as a replay after a restart drives it: the slot resumes from
+/// the last position Postgres confirmed, which may lie before a TRUNCATE the sink applied.
+/// A replay must never take the table back: the rows the TRUNCATE removed must not come back
+/// when the replay stops before reaching the TRUNCATE again (Postgres may have confirmed past
+/// it meanwhile), and the replayed TRUNCATE must not remove rows written after it.
+async fn replays_never_take_a_table_back(target: Target) {
+    use std::sync::Arc;
+    use tributary::actors::clickhouse_sink::*;
+    use tributary::edge::Edge;
+    use tributary::protocol::pgoutput::Cell;
+    use tributary::protocol::schema::{Column, PgType, TableSchema};
+
+    let w = World::new(target).await;
+    let table = unique("fenced");
+    let cfg = w.config(&[]);
+    let p = &cfg.pipelines[0];
+    let schema = Arc::new(TableSchema {
+        rel_id: 4242,
+        schema: "public".into(),
+        name: table.clone(),
+        columns: vec![
+            Column {
+                name: "k".into(),
+                pg_type: PgType::Text,
+                nullable: false,
+                is_key: true,
+                added_default: None,
+            },
+            Column {
+                name: "v".into(),
+                pg_type: PgType::Int4,
+                nullable: true,
+                is_key: false,
+                added_default: None,
+            },
+        ],
+    });
+    let row = |op: RowOp, version: u64, k: &str, v: Option<i32>| ChangeItem::Row {
+        rel_id: 4242,
+        change: RowChange {
+            op,
+            version,
+            cells: vec![
+                Cell::Text(bytes::Bytes::from(k.to_string())),
+                v.map_or(Cell::Null, |v| {
+                    Cell::Text(bytes::Bytes::from(v.to_string()))
+                }),
+            ],
+            xid: 1,
+            commit_us: 0,
+            moved_from: None,
+        },
+    };
+    let truncate = |lsn: u64| ChangeItem::Truncate {
+        rels: vec![4242],
+        lsn,
+        xid: 1,
+        commit_us: 0,
+    };
+    let counters = Arc::new(tributary::status::PipelineCounters::default());
+    let acks = Arc::new(tokio::sync::watch::channel(0u64).0);
+    let edge: Edge<SinkMsg> = Edge::new("replay-test", 4);
+    // One sink instance: takes the chunks (each completing a transaction at `commit`),
+    // flushes, and stops, as a sink that is killed after its last flush.
+    let run = |chunks: Vec<(Vec<ChangeItem>, u64)>| {
+        let (edge, acks, counters) = (edge.clone(), acks.clone(), counters.clone());
+        let schema = schema.clone();
+        let args = SinkArgs {
+            pipeline: p.name.clone(),
+            clickhouse: p.clickhouse.clone(),
+            batch: p.batch.clone(),
+            edge: edge.clone(),
+            acks,
+            counters,
+        };
+        async move {
+            let (sink, handle) = ractor::Actor::spawn(None, ClickHouseSink, args)
+                .await
+                .unwrap();
+            for (mut items, commit) in chunks {
+                items.insert(0, ChangeItem::Schema(schema.clone()));
+                let chunk = ChangeChunk {
+                    items,
+                    commit: Some(commit),
+                    commit_times: Vec::new(),
+                    trace: tracing::Span::none(),
+                    queue_span: tracing::Span::none(),
+                };
+                edge.send(move |permit| SinkMsg::Changes(chunk, permit))
+                    .await
+                    .unwrap();
+            }
+            // Control calls go to a running receiver only.
+            while sink.get_status() != ractor::ActorStatus::Running {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            edge.call(SinkMsg::Drain, std::time::Duration::from_secs(60))
+                .await
+                .unwrap();
+            sink.kill();
+            handle.await.unwrap();
+        }
+    };
+    let live = || async {
+        w.ch_rows(&format!(
+            "SELECT k, v FROM `{}`.`{table}` FINAL WHERE _is_deleted = 0 ORDER BY k",
+            w.database
+        ))
+        .await
+    };
+    use RowOp::*;
+    // The stream: a1 a2 (committed at 150); a3, TRUNCATE, b1 b2, b1 deleted (at 400).
+    run(vec![
+        (
+            vec![
+                row(Insert, 100, "a1", Some(1)),
+                row(Insert, 110, "a2", Some(2)),
+            ],
+            150,
+        ),
+        (
+            vec![
+                row(Insert, 200, "a3", Some(3)),
+                truncate(300),
+                row(Insert, 310, "b1", Some(10)),
+                row(Insert, 320, "b2", Some(20)),
+                row(Delete, 330, "b1", None),
+            ],
+            400,
+        ),
+    ])
+    .await;
+    assert_eq!(live().await, ["b2\t20"]);
+    assert_eq!(*acks.borrow(), 400);
+
+    // A replay from 150 that stops before the TRUNCATE: a3 stays removed.
+    run(vec![(vec![row(Insert, 200, "a3", Some(3))], 150)]).await;
+    assert_eq!(
+        live().await,
+        ["b2\t20"],
+        "a replayed row that the TRUNCATE removed came back"
+    );
+    assert_eq!(
+        counters
+            .truncate_fenced
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+
+    // A replay that stops just after the TRUNCATE: b2, written after it, stays.
+    run(vec![(
+        vec![row(Insert, 200, "a3", Some(3)), truncate(300)],
+        150,
+    )])
+    .await;
+    assert_eq!(
+        live().await,
+        ["b2\t20"],
+        "a replayed TRUNCATE removed rows written after it"
+    );
+
+    // The whole replay, and the stream goes on.
+    run(vec![(
+        vec![
+            row(Insert, 200, "a3", Some(3)),
+            truncate(300),
+            row(Insert, 310, "b1", Some(10)),
+            row(Insert, 320, "b2", Some(20)),
+            row(Delete, 330, "b1", None),
+            row(Update, 410, "b2", Some(21)),
+            truncate(500),
+            row(Insert, 510, "c1", Some(30)),
+        ],
+        600,
+    )])
+    .await;
+    assert_eq!(live().await, ["c1\t30"]);
+
+    // A new snapshot (a new slot, maybe a new cluster whose positions start lower) clears the
+    // fence: its rows, and changes at positions below the old TRUNCATE, are written.
+    run(vec![(
+        vec![
+            ChangeItem::SnapshotBegin(vec![4242]),
+            row(Snapshot, 0, "s1", Some(40)),
+            row(Insert, 50, "s2", Some(50)),
+        ],
+        60,
+    )])
+    .await;
+    assert_eq!(live().await, ["s1\t40", "s2\t50"]);
+    w.teardown().await;
+}
+matrix!(
+    replay_never_takes_a_table_back,
+    replays_never_take_a_table_back
+);

@@ -4,9 +4,17 @@
 //! a flush does it acknowledge the last commit LSN it had taken in (the source then confirms
 //! it to Postgres).
 //!
+//! Replays are harmless: a row's versions merge by `_version`, and a TRUNCATE, which has no
+//! version, is fenced: once applied it is recorded with its LSN in the state table, a replayed
+//! change older than it is skipped and the TRUNCATE itself is not applied again. (Without the
+//! fence a replay that stops between the old rows and the TRUNCATE, while Postgres already
+//! confirmed past it, would leave truncated rows alive, or a re-applied TRUNCATE would remove
+//! rows confirmed long ago.)
+//!
 //! Must never: acknowledge a commit whose rows are not inserted, write NULL over a stored
-//! value because Postgres did not resend an unchanged TOAST column, or drop a column's data
-//! (dropped Postgres columns stay in ClickHouse).
+//! value because Postgres did not resend an unchanged TOAST column, drop a column's data
+//! (dropped Postgres columns stay in ClickHouse), or let a replay take a table back to an
+//! older state.
 
 use crate::clickhouse::{unescape_tsv, ChClient, ChError};
 use crate::config::{BatchConfig, ClickHouseConfig, OnTruncate};
@@ -118,6 +126,10 @@ struct TableState {
     rows: Vec<u8>,
     tombstones: Vec<u8>,
     toast: ToastCache,
+    /// LSN of the last TRUNCATE applied to the table (0: none): changes before it are skipped.
+    fence: u64,
+    /// A skipped change was logged (once per table and sink instance).
+    fence_logged: bool,
 }
 
 /// The key columns' values of a row in ClickHouse's TSV form, tab-separated.
@@ -192,6 +204,9 @@ pub struct SinkState {
     batch: BatchConfig,
     ch: ChClient,
     tables: HashMap<u32, TableState>,
+    /// Recorded TRUNCATE fences by ClickHouse table, as read from or written to the state
+    /// table by this sink.
+    fences: HashMap<String, u64>,
     pending_commit: Option<Lsn>,
     pending_commit_times: Vec<i64>,
     buffered_rows: usize,
@@ -237,6 +252,7 @@ impl Actor for ClickHouseSink {
             // into a connect that cannot succeed until ClickHouse is back).
             ch: ch.wait_out_outages(args.counters.clone()),
             tables: HashMap::new(),
+            fences: HashMap::new(),
             pending_commit: None,
             pending_commit_times: Vec::new(),
             buffered_rows: 0,
@@ -270,11 +286,14 @@ impl Actor for ClickHouseSink {
                             st.take_row(rel_id, change).await?;
                         }
                         ChangeItem::Schema(s) => st.apply_schema(&s).await?,
-                        ChangeItem::Truncate { rels, .. } => {
-                            st.truncate(&rels, st.cfg.on_truncate == OnTruncate::Truncate)
-                                .await?
+                        ChangeItem::Truncate { rels, lsn, .. } => {
+                            if st.cfg.on_truncate == OnTruncate::Truncate {
+                                st.truncate(&rels, Some(lsn)).await?
+                            } else {
+                                st.ignore_truncate(&rels);
+                            }
                         }
-                        ChangeItem::SnapshotBegin(rels) => st.truncate(&rels, true).await?,
+                        ChangeItem::SnapshotBegin(rels) => st.truncate(&rels, None).await?,
                     }
                 }
                 encode.record("rows", rows);
@@ -376,6 +395,17 @@ impl SinkState {
             .sum();
         PipelineCounters::add(&t.counters.rows_read, 1);
         PipelineCounters::add(&t.counters.bytes_read, read_bytes as u64);
+        if change.version > 0 && change.version < t.fence {
+            // A replay of a change the table's last TRUNCATE removed.
+            PipelineCounters::add(&self.counters.truncate_fenced, 1);
+            let t = self.tables.get_mut(&rel_id).expect("checked above");
+            if !t.fence_logged {
+                t.fence_logged = true;
+                tracing::info!(table = %t.ch_name, truncated_at = %crate::protocol::pgoutput::fmt_lsn(t.fence), version = %crate::protocol::pgoutput::fmt_lsn(change.version),
+                    "skipping replayed changes older than the table's last TRUNCATE (counted in tributary_truncate_fenced)");
+            }
+            return Ok(());
+        }
         if change.cells.len() != t.cols.len() {
             return Err(SinkError::Protocol(format!(
                 "row of `{}` has {} values for {} columns",
@@ -598,9 +628,12 @@ impl SinkState {
                 }
             }
         }
+        let fence = self.fence_of(&name).await?;
         let old = self.tables.insert(
             s.rel_id,
             TableState {
+                fence,
+                fence_logged: false,
                 ch_name: name,
                 cols,
                 counters: self.counters.table(&s.qualified()),
@@ -621,25 +654,80 @@ impl SinkState {
         Ok(())
     }
 
-    async fn truncate(&mut self, rels: &[u32], apply: bool) -> Result<(), SinkError> {
+    /// The state table's key of `table`'s TRUNCATE fence.
+    fn fence_key(table: &str) -> String {
+        format!("truncate:{table}")
+    }
+
+    /// The recorded TRUNCATE fence of `table` (0: none).
+    async fn fence_of(&mut self, table: &str) -> Result<u64, SinkError> {
+        if let Some(&f) = self.fences.get(table) {
+            return Ok(f);
+        }
+        let f = match self
+            .ch
+            .read_state(&self.pipeline, &Self::fence_key(table))
+            .await?
+        {
+            None => 0,
+            Some(v) => v.trim().parse().map_err(|_| {
+                SinkError::Protocol(format!(
+                    "unreadable TRUNCATE fence {v:?} of `{table}` in the state table"
+                ))
+            })?,
+        };
+        self.fences.insert(table.to_string(), f);
+        Ok(f)
+    }
+
+    async fn record_fence(&mut self, table: &str, lsn: u64) -> Result<(), SinkError> {
+        self.ch
+            .write_state(&self.pipeline, &[(Self::fence_key(table), lsn.to_string())])
+            .await?;
+        self.fences.insert(table.to_string(), lsn);
+        Ok(())
+    }
+
+    fn ignore_truncate(&self, rels: &[u32]) {
+        for t in rels.iter().filter_map(|r| self.tables.get(r)) {
+            tracing::info!(table = %t.ch_name, "TRUNCATE in Postgres ignored (clickhouse.on_truncate = \"ignore\")");
+        }
+    }
+
+    /// Empties the tables: a TRUNCATE at `lsn` (skipped where one at or after it was applied
+    /// already: this is a replay), or with `None` the start of a snapshot (which clears the
+    /// fence: the snapshot's rows have no version, and a new slot may restart the LSNs).
+    async fn truncate(&mut self, rels: &[u32], lsn: Option<u64>) -> Result<(), SinkError> {
         self.flush().await?;
         for rel in rels {
             let Some(t) = self.tables.get_mut(rel) else {
                 continue;
             };
-            t.toast.clear();
-            if apply {
-                self.ch
-                    .execute(&format!(
-                        "TRUNCATE TABLE {}.{}",
-                        ch_ident(&self.ch.database),
-                        ch_ident(&t.ch_name)
-                    ))
-                    .await?;
-                tracing::info!(table = %t.ch_name, "truncated");
-            } else {
-                tracing::info!(table = %t.ch_name, "TRUNCATE in Postgres ignored (clickhouse.on_truncate = \"ignore\")");
+            if let Some(lsn) = lsn {
+                if lsn <= t.fence {
+                    tracing::info!(table = %t.ch_name, lsn = %crate::protocol::pgoutput::fmt_lsn(lsn), "replayed TRUNCATE applied before: skipped");
+                    continue;
+                }
             }
+            t.toast.clear();
+            let name = t.ch_name.clone();
+            self.ch
+                .execute(&format!(
+                    "TRUNCATE TABLE {}.{}",
+                    ch_ident(&self.ch.database),
+                    ch_ident(&name)
+                ))
+                .await?;
+            // Recorded after the TRUNCATE and before any later row is written: a crash in
+            // between replays the TRUNCATE, which is then still harmless.
+            let fence = lsn.unwrap_or(0);
+            if fence != self.fence_of(&name).await? {
+                self.record_fence(&name, fence).await?;
+            }
+            if let Some(t) = self.tables.get_mut(rel) {
+                t.fence = fence;
+            }
+            tracing::info!(table = %name, "truncated");
         }
         Ok(())
     }

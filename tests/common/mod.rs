@@ -455,25 +455,48 @@ pub async fn converge_sql(
     ch_sql: &str,
     timeout: Duration,
 ) {
-    eventually(
-        timeout,
-        &format!("ClickHouse to equal `{pg_sql}`"),
-        || async {
-            let want = pg_rows(c, pg_sql).await;
-            let got = w.try_ch_rows(ch_sql).await?;
-            if want == got {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{} rows in Postgres, {} in ClickHouse; first difference: {:?}",
-                    want.len(),
-                    got.len(),
-                    first_diff(&want, &got)
-                ))
-            }
-        },
-    )
-    .await
+    if let Err(e) = try_converge_sql(w, c, pg_sql, ch_sql, timeout).await {
+        panic!("{e}");
+    }
+}
+
+/// `converge_sql` that returns the failure instead of panicking (for a caller that adds its
+/// own diagnosis).
+pub async fn try_converge_sql(
+    w: &World,
+    c: &tokio_postgres::Client,
+    pg_sql: &str,
+    ch_sql: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let what = format!("ClickHouse to equal `{pg_sql}`");
+    let deadline = Instant::now() + timeout;
+    let check = || async {
+        let want = pg_rows(c, pg_sql).await;
+        let got = w.try_ch_rows(ch_sql).await?;
+        if want == got {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} rows in Postgres, {} in ClickHouse; first difference: {:?}",
+                want.len(),
+                got.len(),
+                first_diff(&want, &got)
+            ))
+        }
+    };
+    loop {
+        let last = match check().await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if Instant::now() > deadline {
+            return Err(format!(
+                "timed out after {timeout:?} waiting for {what}; last: {last}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 pub fn first_diff(a: &[String], b: &[String]) -> Option<(usize, Option<String>, Option<String>)> {
