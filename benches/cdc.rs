@@ -710,6 +710,7 @@ async fn pipeline(
 /// Polls `SELECT count(), max(id)` every ~20 ms until count() reaches `want`; records each new
 /// max(id) with the time it was seen, and the largest sampled RSS of tributary. `until_also`
 /// must also be true before it returns (the live load has finished); its error ends the wait.
+#[allow(clippy::too_many_arguments)] // one call site per bench mode; a struct would only rename them
 async fn wait_for_rows(
     ch: &ChClient,
     trib: &mut Tributary,

@@ -333,24 +333,6 @@ pub fn unescape_tsv(s: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    #[test]
-    fn codes() {
-        assert_eq!(
-            parse_code("Code: 60. DB::Exception: x (UNKNOWN_TABLE)"),
-            Some(60)
-        );
-        assert_eq!(
-            parse_code("Code: 60, e.displayText() = DB::Exception"),
-            Some(60)
-        );
-        assert_eq!(parse_code("nothing"), None);
-        assert_eq!(unescape_tsv("a\\tb\\\\"), "a\tb\\");
-    }
-}
-
 /// One request waiting for ClickHouse, counted in `clickhouse_unreachable` while it lives.
 struct WaitGuard(Arc<PipelineCounters>);
 
@@ -366,5 +348,23 @@ impl Drop for WaitGuard {
         self.0
             .clickhouse_unreachable
             .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn codes() {
+        assert_eq!(
+            parse_code("Code: 60. DB::Exception: x (UNKNOWN_TABLE)"),
+            Some(60)
+        );
+        assert_eq!(
+            parse_code("Code: 60, e.displayText() = DB::Exception"),
+            Some(60)
+        );
+        assert_eq!(parse_code("nothing"), None);
+        assert_eq!(unescape_tsv("a\\tb\\\\"), "a\tb\\");
     }
 }

@@ -106,7 +106,7 @@ async fn replays_never_take_a_table_back(target: Target) {
         let args = SinkArgs {
             pipeline: p.name.clone(),
             clickhouse: p.clickhouse.clone(),
-            batch: p.batch.clone(),
+            batch: p.batch,
             edge: edge.clone(),
             acks,
             counters,
