@@ -34,6 +34,11 @@ impl ChError {
             _ => None,
         }
     }
+
+    /// The server could not be reached or did not answer (not an answer it gave).
+    pub fn is_outage(&self) -> bool {
+        matches!(self, ChError::Unreachable { .. } | ChError::Timeout { .. })
+    }
 }
 
 #[derive(Clone)]

@@ -191,21 +191,60 @@ pub fn consumer_settings(
     ]
 }
 
+/// The context of the sources' consumers: logs every change of the group's assignment (a
+/// member that gets no partitions reads nothing, and says so here).
+pub struct GroupLog {
+    pipeline: String,
+}
+
+impl rdkafka::client::ClientContext for GroupLog {}
+
+impl rdkafka::consumer::ConsumerContext for GroupLog {
+    fn post_rebalance(
+        &self,
+        _consumer: &BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        use rdkafka::consumer::Rebalance;
+        let list = |l: &TopicPartitionList| {
+            l.elements()
+                .iter()
+                .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match rebalance {
+            Rebalance::Assign(l) => {
+                tracing::info!(pipeline = %self.pipeline, count = l.count(), partitions = %list(l), "kafka partitions assigned")
+            }
+            Rebalance::Revoke(l) => {
+                tracing::info!(pipeline = %self.pipeline, count = l.count(), partitions = %list(l), "kafka partitions revoked")
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!(pipeline = %self.pipeline, error = %e, "kafka group rebalance failed")
+            }
+        }
+    }
+}
+
+pub type GroupConsumer = rdkafka::consumer::StreamConsumer<GroupLog>;
+
 /// A consumer subscribed to the source's topics.
 pub fn subscribe(
     k: &KafkaConfig,
     s: &crate::config::KafkaSourceConfig,
     pipeline: &str,
-) -> Result<rdkafka::consumer::StreamConsumer, KafkaError> {
+) -> Result<GroupConsumer, KafkaError> {
     let settings = consumer_settings(s, pipeline);
     let ours: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let consumer: rdkafka::consumer::StreamConsumer =
-        client_config(k, &ours)
-            .create()
-            .map_err(|e| KafkaError::Client {
-                role: "consumer",
-                message: scrub(k, e),
-            })?;
+    let consumer: GroupConsumer = client_config(k, &ours)
+        .create_with_context(GroupLog {
+            pipeline: pipeline.to_string(),
+        })
+        .map_err(|e| KafkaError::Client {
+            role: "consumer",
+            message: scrub(k, e),
+        })?;
     let topics: Vec<&str> = s.topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&topics)

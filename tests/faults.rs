@@ -137,6 +137,75 @@ async fn failing_sink_escalates_after_max_restarts() {
     w.teardown().await;
 }
 
+/// Postgres away for longer than the restart intensity allows (here 2 restarts within a
+/// minute, with restarts every 0.1–1 s): once the pipeline ran healthily, the outage is waited
+/// out (restarts counted as `outage`, not against the intensity), and everything written
+/// during and after it lands. (A server missing from the start still escalates: above.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_is_waited_out() {
+    let w = World::new(Target::Ch18).await;
+    let pg_proxy =
+        proxy::Proxy::start(&format!("127.0.0.1:{}", var("TRIBUTARY_TEST_PG_PORT"))).await;
+    let c = pg().await;
+    let t = unique("pgaway");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, v text);
+         INSERT INTO {t} SELECT g, 'v' || g FROM generate_series(1, 100) g;"
+    ))
+    .await
+    .unwrap();
+    let mut cfg = w.config(&[&format!("public.{t}")]);
+    cfg.supervision.max_restarts = 2;
+    cfg.supervision.within.0 = Duration::from_secs(60);
+    cfg.supervision.backoff_initial.0 = Duration::from_millis(100);
+    cfg.supervision.backoff_max.0 = Duration::from_secs(1);
+    let pgc = cfg.pipelines[0].postgres.as_mut().unwrap();
+    pgc.host = "127.0.0.1".into();
+    pgc.port = pg_proxy.port;
+    pgc.connect_timeout.0 = Duration::from_secs(2);
+    let run = Running::start(&cfg).await;
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    // Healthy for a while, then Postgres is away: every connection cut, new ones refused.
+    tokio::time::sleep(tributary::supervisors::supervisor::HEALTHY_AFTER).await;
+    pg_proxy.set_refuse(true);
+    pg_proxy.cut_all();
+    c.batch_execute(&format!(
+        "INSERT INTO {t} SELECT g, 'during' || g FROM generate_series(101, 200) g"
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let during = pg_proxy.accepted();
+    pg_proxy.set_refuse(false);
+    c.batch_execute(&format!(
+        "UPDATE {t} SET v = 'after' WHERE id <= 10; INSERT INTO {t} SELECT g, 'after' || g FROM generate_series(201, 300) g"
+    ))
+    .await
+    .unwrap();
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    let outage_restarts: u64 = run
+        .registry
+        .restart_reasons()
+        .iter()
+        .filter(|(a, r, _)| a.ends_with("/source") && *r == "outage")
+        .map(|(_, _, n)| n)
+        .sum();
+    assert!(
+        outage_restarts > 2,
+        "the source restarted more often than the intensity allows: {outage_restarts} ({during} connections tried)"
+    );
+    let actors = run.registry.actors();
+    let pipeline = &actors[&format!("root/{}", run.pipeline)];
+    assert_eq!(
+        pipeline.state,
+        tributary::status::ActorState::Running,
+        "the pipeline did not escalate: {:?}",
+        pipeline.last_error
+    );
+    run.stop().await;
+    w.teardown().await;
+}
+
 /// ClickHouse answers slowly: the source stops reading the replication stream (it runs at
 /// most an edge and a batch ahead of the sink, far behind what Postgres committed), memory
 /// stays flat, and everything lands once the sink is fast again.

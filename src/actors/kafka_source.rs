@@ -22,7 +22,7 @@ use crate::protocol::pgoutput::Lsn;
 use crate::protocol::schema::{Column, TableSchema};
 use crate::status::PipelineCounters;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
@@ -62,7 +62,7 @@ type TopicPartition = (String, i32);
 struct Shared {
     pipeline: String,
     kafka: KafkaConfig,
-    consumer: StreamConsumer,
+    consumer: kafka::GroupConsumer,
     /// Offsets of the messages of each chunk in flight, by sequence number.
     in_flight: Mutex<BTreeMap<u64, HashMap<TopicPartition, i64>>>,
     /// The last offset of each partition whose messages are all inserted.

@@ -47,6 +47,17 @@ pub enum SourceError {
     StreamEnded,
 }
 
+impl SourceError {
+    /// Postgres is away (see [`PgError::is_outage`]), or ended the stream (shutting down).
+    pub fn is_outage(&self) -> bool {
+        match self {
+            SourceError::Pg(e) => e.is_outage(),
+            SourceError::StreamEnded => true,
+            _ => false,
+        }
+    }
+}
+
 pub struct SourceArgs {
     pub pipeline: String,
     pub postgres: PostgresConfig,
@@ -58,8 +69,8 @@ pub struct SourceArgs {
 }
 
 pub enum SourceMsg {
-    /// The stream task ended with this error.
-    Failed(String),
+    /// The stream task ended with this error (an outage of Postgres, or not).
+    Failed(String, bool),
 }
 
 pub struct SourceState {
@@ -99,11 +110,11 @@ impl Actor for PostgresSource {
         let me = myself.clone();
         let task = crate::actors::TaskGuard::spawn(async move {
             let r = stream.run().await;
-            let msg = match r {
-                Ok(()) => "stream ended".to_string(),
-                Err(e) => e.to_string(),
+            let (msg, outage) = match r {
+                Ok(()) => ("stream ended".to_string(), false),
+                Err(e) => (e.to_string(), e.is_outage()),
             };
-            let _ = me.cast(SourceMsg::Failed(msg));
+            let _ = me.cast(SourceMsg::Failed(msg, outage));
         });
         Ok(SourceState {
             task,
@@ -122,7 +133,8 @@ impl Actor for PostgresSource {
         _st: &mut SourceState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SourceMsg::Failed(e) => Err(e.into()),
+            SourceMsg::Failed(e, true) => Err(Box::new(crate::supervisors::supervisor::Outage(e))),
+            SourceMsg::Failed(e, false) => Err(e.into()),
         }
     }
 

@@ -17,7 +17,7 @@ use crate::kafka::{self, KafkaError};
 use crate::protocol::mastodon::Post;
 use crate::status::PipelineCounters;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
@@ -99,7 +99,7 @@ impl Actor for KafkaStatusSource {
 
 struct Run {
     a: StatusSourceArgs,
-    consumer: StreamConsumer,
+    consumer: kafka::GroupConsumer,
     dlq: FutureProducer,
     stash: VecDeque<OwnedMessage>,
     /// Offsets committed last, per resume key.

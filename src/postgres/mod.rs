@@ -33,6 +33,9 @@ pub enum PgError {
     Client { addr: String, message: String },
     #[error("PostgreSQL: {0}")]
     Setup(String),
+    /// The client library could not reach the server or lost the connection.
+    #[error("PostgreSQL at {addr}: {message}")]
+    Unavailable { addr: String, message: String },
 }
 
 impl PgError {
@@ -52,8 +55,47 @@ impl PgError {
                 m
             }
         };
-        PgError::Client { addr, message }
+        if e.as_db_error().is_none() && (e.is_closed() || has_io_source(&e)) {
+            PgError::Unavailable { addr, message }
+        } else {
+            PgError::Client { addr, message }
+        }
     }
+
+    /// The server is away for now: unreachable, the connection lost, shutting down or
+    /// starting up (SQLSTATE class 08 and 57P), out of connections (53300), or the slot
+    /// still held by the walsender of a connection that was cut (55006). Not: refused
+    /// credentials, a missing object, a protocol error.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            PgError::Connect { .. }
+            | PgError::ConnectTimeout { .. }
+            | PgError::Io { .. }
+            | PgError::Unavailable { .. } => true,
+            PgError::Server { message, .. } | PgError::Client { message, .. } => sqlstate(message)
+                .is_some_and(|c| {
+                    c.starts_with("08") || c.starts_with("57P") || c == "53300" || c == "55006"
+                }),
+            _ => false,
+        }
+    }
+}
+
+/// The SQLSTATE of a message written as `SEVERITY CODE: text`.
+fn sqlstate(message: &str) -> Option<&str> {
+    let code = message.split_whitespace().nth(1)?.strip_suffix(':')?;
+    (code.len() == 5 && code.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(code)
+}
+
+fn has_io_source(e: &tokio_postgres::Error) -> bool {
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if s.downcast_ref::<std::io::Error>().is_some() {
+            return true;
+        }
+        src = s.source();
+    }
+    false
 }
 
 /// Connection parameters shared by both kinds of connection.

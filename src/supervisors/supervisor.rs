@@ -6,6 +6,12 @@
 //! ractor gives links and supervision events only: a restart here is a new spawn from the
 //! child's builder. A kill arrives as `ActorTerminated("killed")` and counts as abnormal.
 //!
+//! Outages are not crashes: a child that ran healthily once (for `HEALTHY_AFTER`) and then
+//! fails, or fails to start, because a server it needs is away (see [`is_outage`]) is
+//! restarted with backoff (up to `backoff_max`) for as long as the outage lasts, without
+//! counting against the restart intensity. A server missing from the start still escalates,
+//! with an error that names it.
+//!
 //! Must never: sleep in a handler, restart a child while its previous instance may still run
 //! (it is stopped and awaited first), or crash because a restart attempt failed (that counts
 //! as one more failure).
@@ -70,6 +76,58 @@ struct Child {
     cell: Option<ActorCell>,
     /// Exited and not to be restarted.
     done: bool,
+    /// When the running instance started.
+    started_at: Option<Instant>,
+    /// An instance ran for `HEALTHY_AFTER` at least once: its outages are waited out.
+    healthy_once: bool,
+    /// Restarts in a row because of an outage (for the backoff).
+    outage_streak: u32,
+}
+
+/// How long a child must have run before its outages stop counting as failures.
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+
+/// A failure because a server the actor needs is away: unreachable, timing out, shutting
+/// down or restarting. Actors whose errors are strings wrap them in this to say so.
+#[derive(Debug)]
+pub struct Outage(pub String);
+
+impl std::fmt::Display for Outage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Outage {}
+
+/// Whether an actor's error is an outage of a server it needs (waited out once the actor ran
+/// healthily), rather than a failure of its own or a configuration error.
+pub fn is_outage(err: &(dyn std::error::Error + 'static)) -> bool {
+    use crate::actors::clickhouse_sink::SinkError;
+    use crate::clickhouse::ChError;
+    if err.downcast_ref::<Outage>().is_some() {
+        return true;
+    }
+    if let Some(e) = err.downcast_ref::<ChError>() {
+        return e.is_outage();
+    }
+    if let Some(SinkError::ClickHouse(e) | SinkError::Insert { source: e, .. }) =
+        err.downcast_ref::<SinkError>()
+    {
+        return e.is_outage();
+    }
+    if let Some(e) = err.downcast_ref::<crate::postgres::PgError>() {
+        return e.is_outage();
+    }
+    false
+}
+
+/// `is_outage` for a failed start.
+fn start_is_outage(e: &SpawnErr) -> bool {
+    match e {
+        SpawnErr::StartupFailed(inner) => is_outage(inner.as_ref()),
+        _ => false,
+    }
 }
 
 pub struct SupervisorState {
@@ -113,6 +171,9 @@ impl Actor for Supervisor {
                     spec,
                     cell: None,
                     done: false,
+                    started_at: None,
+                    healthy_once: false,
+                    outage_streak: 0,
                 })
                 .collect(),
             restarts: VecDeque::new(),
@@ -148,11 +209,19 @@ impl Actor for Supervisor {
         evt: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, abnormal, reason) = match evt {
-            SupervisionEvent::ActorFailed(cell, err) => (cell, true, err.to_string()),
+        let (cell, abnormal, reason, outage) = match evt {
+            SupervisionEvent::ActorFailed(cell, err) => {
+                let outage = is_outage(err.as_ref());
+                (cell, true, err.to_string(), outage)
+            }
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
                 let abnormal = reason.is_some();
-                (cell, abnormal, reason.unwrap_or_else(|| "stopped".into()))
+                (
+                    cell,
+                    abnormal,
+                    reason.unwrap_or_else(|| "stopped".into()),
+                    false,
+                )
             }
             _ => return Ok(()),
         };
@@ -165,7 +234,7 @@ impl Actor for Supervisor {
             return Ok(());
         };
         state.children[i].cell = None;
-        child_exited(&myself, state, i, abnormal, reason).await
+        child_exited(&myself, state, i, abnormal, reason, outage).await
     }
 
     async fn post_stop(
@@ -188,14 +257,27 @@ async fn child_exited(
     i: usize,
     abnormal: bool,
     reason: String,
+    outage: bool,
 ) -> Result<(), ActorProcessingErr> {
     let path = state.child_path(i);
+    let child = &mut state.children[i];
+    if child
+        .started_at
+        .take()
+        .is_some_and(|t| t.elapsed() >= HEALTHY_AFTER)
+    {
+        child.healthy_once = true;
+        child.outage_streak = 0;
+    }
+    let waited_out = outage && child.healthy_once;
     let restart = match state.children[i].spec.restart {
         Restart::Permanent => true,
         Restart::Transient => abnormal,
         Restart::Temporary => false,
     };
-    if abnormal {
+    if waited_out {
+        tracing::warn!(actor = %path, reason = %reason, "a server it needs is away: restarting until it is back (not counted against the restart intensity)");
+    } else if abnormal {
         tracing::warn!(actor = %path, reason = %reason, "actor exited abnormally");
     } else {
         tracing::info!(actor = %path, "actor stopped");
@@ -220,6 +302,10 @@ async fn child_exited(
         }
         return Ok(());
     }
+    if waited_out {
+        return restart_after_outage(myself, state, i, reason).await;
+    }
+    state.children[i].outage_streak = 0;
     // Restart intensity: more than max_restarts within the window escalates.
     let now = Instant::now();
     state.restarts.push_back(now);
@@ -245,6 +331,33 @@ async fn child_exited(
         stop_children(state, &all).await;
         return Err(msg.into());
     }
+    schedule_restart(myself, state, i, &reason, recent.saturating_sub(1), None).await
+}
+
+/// A healthy child failed because a server is away: restart it (and its dependents) with a
+/// backoff of its own, without counting against the intensity.
+async fn restart_after_outage(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    i: usize,
+    reason: String,
+) -> Result<(), ActorProcessingErr> {
+    let streak = state.children[i].outage_streak;
+    state.children[i].outage_streak = streak.saturating_add(1);
+    schedule_restart(myself, state, i, &reason, streak, Some("outage")).await
+}
+
+/// Stops the children the strategy restarts with `i`, and starts them again after
+/// `backoff_initial` × 2^`exp` (at most `backoff_max`).
+async fn schedule_restart(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    i: usize,
+    reason: &str,
+    exp: u32,
+    kind: Option<&'static str>,
+) -> Result<(), ActorProcessingErr> {
+    let path = state.child_path(i);
     let affected: Vec<usize> = match state.strategy {
         Strategy::OneForOne => vec![i],
         Strategy::OneForAll => (0..state.children.len())
@@ -258,23 +371,25 @@ async fn child_exited(
     stop_children(state, &others).await;
     for &j in &affected {
         let p = state.child_path(j);
-        state
-            .registry
-            .set_state(&p, ActorState::Restarting, (j == i).then(|| reason.clone()));
-        let kind = match (j == i, reason.as_str()) {
-            (false, _) => "sibling",
-            (true, "killed") => "killed",
-            (true, r) if r.starts_with("start failed") => "start_failed",
-            (true, _) => "failed",
+        state.registry.set_state(
+            &p,
+            ActorState::Restarting,
+            (j == i).then(|| reason.to_string()),
+        );
+        let kind = match (j == i, kind, reason) {
+            (false, _, _) => "sibling",
+            (true, Some(k), _) => k,
+            (true, None, "killed") => "killed",
+            (true, None, r) if r.starts_with("start failed") => "start_failed",
+            (true, None, _) => "failed",
         };
         state.registry.restarted(&p, kind);
     }
-    let exp = recent.saturating_sub(1).min(16);
     let delay = state
         .policy
         .backoff_initial
         .0
-        .saturating_mul(1 << exp)
+        .saturating_mul(1 << exp.min(16))
         .min(state.policy.backoff_max.0);
     tracing::info!(supervisor = %state.args_path, actor = %path, ?delay, "restart scheduled");
     myself.send_after(delay, move || SupervisorMsg::Restart(affected));
@@ -295,11 +410,14 @@ async fn start_children(
         match (state.children[i].spec.start)(myself.get_cell()).await {
             Ok(cell) => {
                 state.children[i].cell = Some(cell);
+                state.children[i].started_at = Some(Instant::now());
                 state.registry.set_state(&path, ActorState::Running, None);
             }
             Err(e) => {
-                // A failed start is one more failure: it counts against the intensity and the
-                // children after it (in this batch) wait for the next attempt.
+                // A failed start is one more failure: it counts against the intensity (unless
+                // it is an outage waited out) and the children after it (in this batch) wait
+                // for the next attempt.
+                let outage = start_is_outage(&e);
                 let reason = format!("start failed: {e}");
                 let rest: Vec<usize> = indexes[n + 1..].to_vec();
                 for &j in &rest {
@@ -307,7 +425,7 @@ async fn start_children(
                         .registry
                         .set_state(&state.child_path(j), ActorState::Restarting, None);
                 }
-                return child_exited_with_pending(myself, state, i, reason, rest).await;
+                return child_exited_with_pending(myself, state, i, reason, rest, outage).await;
             }
         }
     }
@@ -321,8 +439,9 @@ async fn child_exited_with_pending(
     i: usize,
     reason: String,
     pending: Vec<usize>,
+    outage: bool,
 ) -> Result<(), ActorProcessingErr> {
-    child_exited(myself, state, i, true, reason).await?;
+    child_exited(myself, state, i, true, reason, outage).await?;
     // one_for_one only schedules `i`: the not-yet-started children must come with it.
     if state.strategy == Strategy::OneForOne && !pending.is_empty() {
         myself.send_after(state.policy.backoff_initial.0, move || {
@@ -336,6 +455,14 @@ async fn child_exited_with_pending(
 async fn stop_children(state: &mut SupervisorState, indexes: &[usize]) {
     for &i in indexes.iter().rev() {
         if let Some(cell) = state.children[i].cell.take() {
+            let child = &mut state.children[i];
+            if child
+                .started_at
+                .take()
+                .is_some_and(|t| t.elapsed() >= HEALTHY_AFTER)
+            {
+                child.healthy_once = true;
+            }
             let path = state.child_path(i);
             if cell
                 .stop_and_wait(Some("supervisor".into()), Some(state.shutdown_timeout))
@@ -397,4 +524,106 @@ pub fn supervisor_start(
                 .get_cell())
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::clickhouse_sink::SinkError;
+    use crate::clickhouse::ChError;
+    use crate::postgres::PgError;
+
+    fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> ActorProcessingErr {
+        Box::new(e)
+    }
+
+    #[test]
+    fn outages_are_told_from_failures() {
+        let addr = || "127.0.0.1:1".to_string();
+        let away = ChError::Unreachable {
+            addr: addr(),
+            message: "refused".into(),
+        };
+        let answered = ChError::Server {
+            addr: addr(),
+            code: Some(241),
+            message: "memory".into(),
+        };
+        assert!(is_outage(boxed(Outage("x".into())).as_ref()));
+        assert!(is_outage(
+            boxed(ChError::Timeout {
+                addr: addr(),
+                after: Duration::from_secs(1)
+            })
+            .as_ref()
+        ));
+        assert!(!is_outage(
+            boxed(ChError::Server {
+                addr: addr(),
+                code: None,
+                message: "x".into()
+            })
+            .as_ref()
+        ));
+        assert!(is_outage(boxed(SinkError::ClickHouse(away)).as_ref()));
+        assert!(!is_outage(
+            boxed(SinkError::Insert {
+                table: "t".into(),
+                attempts: 3,
+                source: answered
+            })
+            .as_ref()
+        ));
+        assert!(!is_outage(boxed(SinkError::Protocol("x".into())).as_ref()));
+        let server = |m: &str| PgError::Server {
+            addr: addr(),
+            message: m.into(),
+        };
+        for m in [
+            "FATAL 57P01: terminating connection due to administrator command",
+            "FATAL 57P03: the database system is starting up",
+            "FATAL 53300: sorry, too many clients already",
+            "ERROR 55006: replication slot \"s\" is active for PID 42",
+            "FATAL 08006: connection failure",
+        ] {
+            assert!(server(m).is_outage(), "{m}");
+            assert!(is_outage(boxed(server(m)).as_ref()), "{m}");
+        }
+        for m in [
+            "FATAL 28P01: password authentication failed for user \"u\"",
+            "ERROR 42P01: relation \"t\" does not exist",
+            "no code here",
+        ] {
+            assert!(!server(m).is_outage(), "{m}");
+        }
+        assert!(PgError::Io {
+            addr: addr(),
+            source: std::io::Error::other("reset")
+        }
+        .is_outage());
+        assert!(!PgError::Auth {
+            addr: addr(),
+            message: "no".into()
+        }
+        .is_outage());
+        assert!(!PgError::Protocol {
+            addr: addr(),
+            message: "bad".into()
+        }
+        .is_outage());
+        // A failed start carries the actor's error.
+        assert!(start_is_outage(&SpawnErr::StartupFailed(boxed(
+            ChError::Timeout {
+                addr: addr(),
+                after: Duration::from_secs(1)
+            }
+        ))));
+        assert!(!start_is_outage(&SpawnErr::StartupFailed(
+            "bad config".into()
+        )));
+        // Strings are not outages unless wrapped.
+        assert!(!is_outage(
+            ActorProcessingErr::from("connection refused").as_ref()
+        ));
+    }
 }
