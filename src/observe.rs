@@ -607,7 +607,7 @@ impl Collector for Observed {
         sample(
             &mut enc,
             "tributary_actor_restart_reasons",
-            "Restarts by actor and reason (failed, killed, start_failed, sibling).",
+            "Restarts by actor and reason (failed, killed, start_failed, sibling, outage: a server it needs is away).",
             C,
             reasons,
         )?;
