@@ -66,7 +66,13 @@ pub struct KafkaSinkState {
     stats: EncodeStats,
     /// End LSN of the last commit produced (Debezium's `sequence` starts with it).
     last_commit: Option<Lsn>,
+    _ticker: TaskGuard,
+    /// Last progress line: when, and messages produced then.
+    progress: (std::time::Instant, u64),
 }
+
+/// How often the sink logs its progress (messages/s, in flight, acknowledged LSN).
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
 pub struct KafkaSink;
 
@@ -103,8 +109,11 @@ impl Actor for KafkaSink {
             a.counters.clone(),
             myself.clone(),
         ));
+        let ticker = TaskGuard(myself.send_interval(PROGRESS_EVERY, || SinkMsg::Tick));
         a.edge.attach(myself);
         Ok(KafkaSinkState {
+            _ticker: ticker,
+            progress: (std::time::Instant::now(), 0),
             opts: EncodeOptions {
                 schemas: a.sink.schemas,
                 decimal: a.sink.decimal_handling,
@@ -137,7 +146,7 @@ impl Actor for KafkaSink {
                 drop(permit);
                 st.produce(chunk).await?;
             }
-            SinkMsg::Tick => {}
+            SinkMsg::Tick => st.log_progress(),
             SinkMsg::Drain(reply) => {
                 st.barrier().await?;
                 let _ = reply.send(*st.acks.borrow());
@@ -189,6 +198,21 @@ impl Actor for KafkaSink {
 }
 
 impl KafkaSinkState {
+    fn log_progress(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let produced = self.counters.kafka_produced.load(Relaxed);
+        let secs = self.progress.0.elapsed().as_secs_f64().max(0.001);
+        tracing::info!(
+            pipeline = %self.pipeline,
+            messages_per_s = ((produced - self.progress.1) as f64 / secs).round() as u64,
+            messages_produced = produced,
+            in_flight = self.counters.kafka_in_flight.load(Relaxed),
+            acked_lsn = %crate::protocol::pgoutput::fmt_lsn(*self.acks.borrow()),
+            "progress"
+        );
+        self.progress = (std::time::Instant::now(), produced);
+    }
+
     async fn barrier(&self) -> Result<(), KafkaError> {
         let (tx, rx) = oneshot::channel();
         let gone = || KafkaError::Consumer("the delivery task is gone".into());
