@@ -724,8 +724,11 @@ impl SinkState {
             if fence != self.fence_of(&name).await? {
                 self.record_fence(&name, fence).await?;
             }
-            if let Some(t) = self.tables.get_mut(rel) {
+            // Every relation written to this ClickHouse table (a table template may map
+            // several to one) is behind the fence.
+            for t in self.tables.values_mut().filter(|t| t.ch_name == name) {
                 t.fence = fence;
+                t.toast.clear();
             }
             tracing::info!(table = %name, "truncated");
         }
