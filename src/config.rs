@@ -193,9 +193,10 @@ pub struct KafkaSourceConfig {
     /// Messages taken into one chunk for the sink.
     #[serde(default = "defaults::kafka_chunk")]
     pub chunk_messages: usize,
-    /// Static group membership (`group.instance.id`): a restarted process takes its
-    /// partitions back at once instead of waiting for its old session to expire. Unique per
-    /// process in the group; empty = `<pipeline>@<hostname>`.
+    /// Static group membership (`group.instance.id`, unique per process in the group): a
+    /// restarted process takes its partitions back at once instead of waiting for its old
+    /// session to expire. Empty (the default): dynamic membership, which works with every
+    /// broker (tansu 0.6 can leave a returning static member without partitions).
     #[serde(default)]
     pub instance_id: String,
     /// How often inserted offsets are committed (Kafka Connect's offset.flush.interval.ms).

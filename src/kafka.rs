@@ -158,22 +158,19 @@ pub fn trace_context(headers: Option<&BorrowedHeaders>) -> Option<opentelemetry:
 }
 
 /// The consumer settings both Kafka sources use: manual commits of inserted offsets only,
-/// bounded prefetch, and static group membership.
+/// bounded prefetch, and dynamic group membership (static membership, `group.instance.id`,
+/// only when `instance_id` is set: a static member sends no LeaveGroup when it closes, and on
+/// brokers whose coordinator handles a returning static member poorly (tansu 0.6) the new
+/// member can end up in a join/sync loop that never assigns it anything).
 pub fn consumer_settings(
     s: &crate::config::KafkaSourceConfig,
-    pipeline: &str,
+    _pipeline: &str,
 ) -> Vec<(&'static str, String)> {
-    let instance = if s.instance_id.is_empty() {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "localhost".into());
-        format!("{pipeline}@{host}")
-    } else {
-        s.instance_id.clone()
-    };
-    vec![
-        ("group.id", s.group.clone()),
-        ("group.instance.id", instance),
+    let mut settings = vec![("group.id", s.group.clone())];
+    if !s.instance_id.is_empty() {
+        settings.push(("group.instance.id", s.instance_id.clone()));
+    }
+    settings.extend([
         ("enable.auto.commit", "false".into()),
         ("enable.auto.offset.store", "false".into()),
         ("auto.offset.reset", s.start.clone()),
@@ -188,13 +185,49 @@ pub fn consumer_settings(
         ("session.timeout.ms", "10000".into()),
         ("heartbeat.interval.ms", "2000".into()),
         ("max.poll.interval.ms", "30000".into()),
-    ]
+    ]);
+    settings
 }
 
 /// The context of the sources' consumers: logs every change of the group's assignment (a
-/// member that gets no partitions reads nothing, and says so here).
+/// member that gets no partitions reads nothing, and says so here) and keeps the number of
+/// partitions assigned now, for the sources' assignment watchdog.
 pub struct GroupLog {
     pipeline: String,
+    assigned: std::sync::atomic::AtomicUsize,
+}
+
+impl GroupLog {
+    /// Partitions assigned to this member now.
+    pub fn assigned(&self) -> usize {
+        self.assigned.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// A consumer without partitions for this long is restarted: a group coordinator can leave a
+/// member joined with nothing assigned, or in a join/sync loop that never completes (seen with
+/// tansu 0.6 after a member was killed), and a new member gets a fresh join. (A member that
+/// has nothing to read because its topics do not exist yet only restarts its consumer.)
+pub const ASSIGNMENT_WATCHDOG: Duration = Duration::from_secs(60);
+
+/// Tracks how long a consumer has been without partitions.
+#[derive(Default)]
+pub struct AssignmentWatchdog {
+    since: Option<std::time::Instant>,
+}
+
+impl AssignmentWatchdog {
+    /// Whether the consumer has had no partition for `ASSIGNMENT_WATCHDOG` (checked often).
+    pub fn starved(&mut self, assigned: usize) -> bool {
+        if assigned > 0 {
+            self.since = None;
+            return false;
+        }
+        self.since
+            .get_or_insert_with(std::time::Instant::now)
+            .elapsed()
+            >= ASSIGNMENT_WATCHDOG
+    }
 }
 
 impl rdkafka::client::ClientContext for GroupLog {}
@@ -202,7 +235,7 @@ impl rdkafka::client::ClientContext for GroupLog {}
 impl rdkafka::consumer::ConsumerContext for GroupLog {
     fn post_rebalance(
         &self,
-        _consumer: &BaseConsumer<Self>,
+        consumer: &BaseConsumer<Self>,
         rebalance: &rdkafka::consumer::Rebalance<'_>,
     ) {
         use rdkafka::consumer::Rebalance;
@@ -213,12 +246,16 @@ impl rdkafka::consumer::ConsumerContext for GroupLog {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        // What is assigned after this rebalance, whichever protocol (eager or incremental).
+        let now = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        self.assigned
+            .store(now, std::sync::atomic::Ordering::Relaxed);
         match rebalance {
             Rebalance::Assign(l) => {
-                tracing::info!(pipeline = %self.pipeline, count = l.count(), partitions = %list(l), "kafka partitions assigned")
+                tracing::info!(pipeline = %self.pipeline, count = l.count(), partitions = %list(l), assigned = now, "kafka partitions assigned")
             }
             Rebalance::Revoke(l) => {
-                tracing::info!(pipeline = %self.pipeline, count = l.count(), partitions = %list(l), "kafka partitions revoked")
+                tracing::info!(pipeline = %self.pipeline, count = l.count(), partitions = %list(l), assigned = now, "kafka partitions revoked")
             }
             Rebalance::Error(e) => {
                 tracing::warn!(pipeline = %self.pipeline, error = %e, "kafka group rebalance failed")
@@ -240,6 +277,7 @@ pub fn subscribe(
     let consumer: GroupConsumer = client_config(k, &ours)
         .create_with_context(GroupLog {
             pipeline: pipeline.to_string(),
+            assigned: std::sync::atomic::AtomicUsize::new(0),
         })
         .map_err(|e| KafkaError::Client {
             role: "consumer",

@@ -120,6 +120,7 @@ impl Actor for KafkaCdcSource {
             sent: HashMap::new(),
             stash: VecDeque::new(),
             uncommitted: false,
+            watchdog: kafka::AssignmentWatchdog::default(),
         };
         let task = TaskGuard::spawn(async move {
             if let Err(e) = run.run().await {
@@ -220,6 +221,7 @@ struct Run {
     stash: VecDeque<OwnedMessage>,
     /// Inserted positions not committed yet.
     uncommitted: bool,
+    watchdog: kafka::AssignmentWatchdog,
 }
 
 impl Run {
@@ -238,6 +240,12 @@ impl Run {
                     }
                     _ = lag_every.tick() => {
                         self.sample_lag().await;
+                        if self.watchdog.starved(self.shared.consumer.context().assigned()) {
+                            return Err(KafkaError::Consumer(format!(
+                                "no partition assigned for {:?}: restarting the consumer for a fresh group join",
+                                kafka::ASSIGNMENT_WATCHDOG
+                            )));
+                        }
                         continue;
                     }
                     _ = commit_every.tick() => {

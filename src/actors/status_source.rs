@@ -76,6 +76,7 @@ impl Actor for KafkaStatusSource {
             dlq,
             stash: VecDeque::new(),
             committed: HashMap::new(),
+            watchdog: kafka::AssignmentWatchdog::default(),
         };
         let task = TaskGuard::spawn(async move {
             if let Err(e) = run.run().await {
@@ -104,6 +105,15 @@ struct Run {
     stash: VecDeque<OwnedMessage>,
     /// Offsets committed last, per resume key.
     committed: HashMap<String, i64>,
+    watchdog: kafka::AssignmentWatchdog,
+}
+
+/// The assignment watchdog's error (see [`kafka::ASSIGNMENT_WATCHDOG`]).
+fn starved() -> KafkaError {
+    KafkaError::Consumer(format!(
+        "no partition assigned for {:?}: restarting the consumer for a fresh group join",
+        kafka::ASSIGNMENT_WATCHDOG
+    ))
 }
 
 impl Run {
@@ -115,6 +125,9 @@ impl Run {
                 None => tokio::select! {
                     _ = tick.tick() => {
                         self.commit();
+                        if self.watchdog.starved(self.consumer.context().assigned()) {
+                            return Err(starved());
+                        }
                         continue;
                     }
                     m = self.consumer.recv() => match m {

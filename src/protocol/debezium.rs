@@ -341,15 +341,23 @@ fn jstr(o: &mut String, s: &str) {
     o.push('"');
 }
 
-/// One field's schema, keys in JsonConverter's order (type, items/fields, optional, name,
-/// version, doc, parameters, field).
-fn write_schema(o: &mut String, ty: &Ty, optional: bool, field: Option<&str>) {
+/// One field's schema, keys in JsonConverter's order (type, items/fields, optional, default,
+/// name, version, doc, parameters, field). `default` is the Postgres text form of the column's
+/// default, for a column added with one (Debezium writes column defaults as the Connect
+/// schema's default value): consumers give it to rows written before the column existed.
+fn write_schema(
+    o: &mut String,
+    ty: &Ty,
+    optional: bool,
+    default: Option<&str>,
+    field: Option<&str>,
+) {
     let (t, name) = ty.connect();
     w!(o, "{{\"type\":\"{t}\"");
     match ty {
         Ty::Array(e) => {
             o.push_str(",\"items\":");
-            write_schema(o, e, true, None);
+            write_schema(o, e, true, None, None);
         }
         Ty::VarDec => o.push_str(concat!(
             r#","fields":[{"type":"int32","optional":false,"field":"scale"},"#,
@@ -358,6 +366,12 @@ fn write_schema(o: &mut String, ty: &Ty, optional: bool, field: Option<&str>) {
         _ => {}
     }
     w!(o, ",\"optional\":{optional}");
+    if let Some(d) = default {
+        let mut v = String::new();
+        if write_value(&mut v, ty, d, &mut EncodeStats::default()) {
+            w!(o, ",\"default\":{v}");
+        }
+    }
     if let Some(n) = name {
         w!(o, ",\"name\":\"{n}\",\"version\":1");
     }
@@ -396,6 +410,7 @@ fn write_struct_schema(
             o,
             &Ty::of(&c.pg_type, eo.decimal),
             c.nullable && !c.is_key,
+            c.added_default.as_deref(),
             Some(&c.name),
         );
     }
@@ -1330,8 +1345,11 @@ fn split_envelope(v: Value) -> (Option<Value>, Value) {
     }
 }
 
-/// The row struct's fields in an envelope schema: (name, type, optional).
-fn schema_fields(schema: &Value) -> Result<Vec<(String, Ty, bool)>, DecodeError> {
+/// A row struct field: name, type, optional, and the Postgres text form of its default.
+type Field = (String, Ty, bool, Option<String>);
+
+/// The row struct's fields in an envelope schema.
+fn schema_fields(schema: &Value) -> Result<Vec<Field>, DecodeError> {
     let err = |s: &str| DecodeError::InvalidSchema(s.to_string());
     let fields = schema
         .get("fields")
@@ -1351,13 +1369,20 @@ fn schema_fields(schema: &Value) -> Result<Vec<(String, Ty, bool)>, DecodeError>
                 .and_then(Value::as_str)
                 .ok_or_else(|| err("a field without a name"))?;
             let optional = f.get("optional").and_then(Value::as_bool).unwrap_or(false);
-            Ok((name.to_string(), Ty::parse(f)?, optional))
+            let ty = Ty::parse(f)?;
+            // A default that does not read as the field's type is ignored (not an error: it
+            // only fills rows written before the column existed).
+            let default = f
+                .get("default")
+                .filter(|v| !v.is_null())
+                .and_then(|v| pg_text(&ty, v, name).ok());
+            Ok((name.to_string(), ty, optional, default))
         })
         .collect()
 }
 
 /// Columns inferred from the rows' values (the first non-null value decides the type).
-fn inferred_fields(rows: &[&Map<String, Value>]) -> Vec<(String, Ty, bool)> {
+fn inferred_fields(rows: &[&Map<String, Value>]) -> Vec<Field> {
     let mut out: Vec<(String, Option<PgType>)> = Vec::new();
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (k, v) in rows.iter().flat_map(|r| r.iter()) {
@@ -1375,7 +1400,8 @@ fn inferred_fields(rows: &[&Map<String, Value>]) -> Vec<(String, Ty, bool)> {
         });
         out[i].1 = out[i].1.take().or(t);
     }
-    let infer = |(n, t): (String, Option<PgType>)| (n, Ty::Infer(t.unwrap_or(PgType::Text)), true);
+    let infer =
+        |(n, t): (String, Option<PgType>)| (n, Ty::Infer(t.unwrap_or(PgType::Text)), true, None);
     out.into_iter().map(infer).collect()
 }
 
@@ -1529,7 +1555,7 @@ pub fn decode_moved(
     let is_key = |n: &str| keys.as_ref().is_some_and(|ks| ks.contains(n));
     let cells = |r: Option<&Map<String, Value>>| -> Result<Option<Vec<Cell>>, DecodeError> {
         let Some(r) = r else { return Ok(None) };
-        let cell = |(n, ty, _): &(String, Ty, bool)| match r.get(n) {
+        let cell = |(n, ty, _, _): &Field| match r.get(n) {
             None | Some(Value::Null) => Ok(Cell::Null),
             Some(v) if is_placeholder(ty, v) => Ok(Cell::UnchangedToast),
             Some(v) => Ok(Cell::Text(Bytes::from(pg_text(ty, v, n)?))),
@@ -1558,7 +1584,7 @@ pub fn decode_moved(
             }
         }
     };
-    let column = |(n, ty, optional): &(String, Ty, bool)| Column {
+    let column = |(n, ty, optional, default): &Field| Column {
         name: n.clone(),
         pg_type: ty.pg_type(),
         nullable: if schema.is_some() {
@@ -1567,7 +1593,7 @@ pub fn decode_moved(
             !is_key(n)
         },
         is_key: is_key(n),
-        added_default: None,
+        added_default: default.clone(),
     };
     let columns = fields.iter().map(column).collect();
     Ok(Decoded::Change(Change {
@@ -1699,6 +1725,59 @@ mod tests {
             c.after.unwrap()[1].clone(),
             st.unrepresentable,
         )
+    }
+
+    /// A column added with a default carries it as the Connect schema's default value, and
+    /// the Kafka source gives it back to the sink (rows written before the column existed
+    /// read it in ClickHouse, as in Postgres).
+    #[test]
+    fn a_column_default_travels_in_the_schema() {
+        let mut tier = col("tier", Int4, false);
+        tier.added_default = Some("1".into());
+        let mut label = col("label", Text, false);
+        label.added_default = Some("it's".into());
+        let mut flag = col("flag", Bool, false);
+        flag.added_default = Some("t".into());
+        let tb = table("t", vec![col("id", Int4, true), tier, label, flag]);
+        let o = opts(true);
+        let mut st = EncodeStats::default();
+        let row = [t("1"), t("7"), t("x"), t("f")];
+        let key = encode_key(&tb, &row, &o, &mut st).unwrap();
+        let v = encode_change(
+            &tb,
+            Op::Create,
+            None,
+            Some(&row),
+            &src(1, 1, 0, 0),
+            0,
+            &o,
+            &mut st,
+        );
+        let text = String::from_utf8(v.clone()).unwrap();
+        assert!(
+            text.contains(r#"{"type":"int32","optional":true,"default":1,"field":"tier"}"#),
+            "{text}"
+        );
+        let c = change(decode("p.public.t", Some(&key), Some(&v)));
+        let defaults: Vec<Option<&str>> = c
+            .columns
+            .iter()
+            .map(|c| c.added_default.as_deref())
+            .collect();
+        assert_eq!(defaults, [None, Some("1"), Some("it's"), Some("t")]);
+        // Without schemas there is nothing to carry it.
+        let v = encode_change(
+            &tb,
+            Op::Create,
+            None,
+            Some(&row),
+            &src(1, 1, 0, 0),
+            0,
+            &opts(false),
+            &mut st,
+        );
+        let c = change(decode("p.public.t", Some(&key), Some(&v)));
+        assert!(c.columns.iter().all(|c| c.added_default.is_none()));
     }
 
     /// The TSV field ClickHouse receives for `cell` in a column of Postgres type `ty`.
