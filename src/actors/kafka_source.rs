@@ -185,16 +185,24 @@ impl Shared {
         moved
     }
 
-    /// Commits the positions whose messages are all inserted. A failed commit is repeated
-    /// by the next one (it commits every position again).
+    /// Commits the positions whose messages are all inserted, of the partitions assigned to
+    /// this member now: a partition a rebalance gave to another member is that member's to
+    /// commit (committing our older position there would move the group back). A failed
+    /// commit is repeated by the next one (it commits every position again).
     fn commit(&self, mode: CommitMode) {
         let pos = self.acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if pos.is_empty() {
             return;
         }
+        let owned = self.consumer.assignment().unwrap_or_default();
         let mut tpl = TopicPartitionList::new();
         for ((t, p), o) in &pos {
-            let _ = tpl.add_partition_offset(t, *p, Offset::Offset(o + 1));
+            if owned.find_partition(t, *p).is_some() {
+                let _ = tpl.add_partition_offset(t, *p, Offset::Offset(o + 1));
+            }
+        }
+        if tpl.count() == 0 {
+            return;
         }
         match self.consumer.commit(&tpl, mode) {
             Ok(()) => PipelineCounters::add(&self.counters.kafka_commits, 1),

@@ -218,6 +218,8 @@ impl Run {
 
     /// Commits, per partition, the offset after the last post whose row is in ClickHouse.
     fn commit(&mut self) {
+        // Only partitions assigned to this member now (see the CDC Kafka source's commit).
+        let owned = self.consumer.assignment().unwrap_or_default();
         let mut tpl = TopicPartitionList::new();
         for (key, pos) in self.a.tracker.positions() {
             let Some(tp) = key.strip_prefix(KEY_PREFIX) else {
@@ -229,6 +231,9 @@ impl Run {
             let Ok(part) = part.parse::<i32>() else {
                 continue;
             };
+            if owned.find_partition(topic, part).is_none() {
+                continue;
+            }
             if self.committed.get(&key) == Some(&off) {
                 continue;
             }
