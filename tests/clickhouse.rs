@@ -232,3 +232,160 @@ matrix!(
     replay_never_takes_a_table_back,
     replays_never_take_a_table_back
 );
+
+/// A key change through Kafka arrives as the old key's delete and, maybe in a later chunk,
+/// the row under its new key whose unchanged TOAST value is the old row's. When the sink does
+/// not remember that value, it reads the old row before it writes the tombstone: a merge right
+/// after the tombstone (forced here) drops the old row, and a later lookup would find nothing
+/// and store NULL.
+async fn a_moved_row_keeps_its_toast_value_across_a_merge(target: Target) {
+    use std::sync::Arc;
+    use tributary::actors::clickhouse_sink::*;
+    use tributary::edge::Edge;
+    use tributary::protocol::pgoutput::Cell;
+    use tributary::protocol::schema::{Column, PgType, TableSchema};
+
+    let w = World::new(target).await;
+    let table = unique("moved");
+    let cfg = w.config(&[]);
+    let p = &cfg.pipelines[0];
+    let col = |name: &str, pg_type: PgType, is_key: bool| Column {
+        name: name.into(),
+        pg_type,
+        nullable: !is_key,
+        is_key,
+        added_default: None,
+    };
+    let schema = Arc::new(TableSchema {
+        rel_id: 77,
+        schema: "public".into(),
+        name: table.clone(),
+        columns: vec![
+            col("k", PgType::Text, true),
+            col("n", PgType::Int4, false),
+            col("note", PgType::Text, false),
+        ],
+    });
+    let text = |s: &str| Cell::Text(bytes::Bytes::from(s.to_string()));
+    let row = |op: RowOp, version: u64, cells: Vec<Cell>, moved_from: Option<Vec<Cell>>| {
+        ChangeItem::Row {
+            rel_id: 77,
+            change: RowChange {
+                op,
+                version,
+                cells,
+                xid: 1,
+                commit_us: 0,
+                moved_from,
+            },
+        }
+    };
+    let big = "t".repeat(5000);
+    let counters = Arc::new(tributary::status::PipelineCounters::default());
+    let acks = Arc::new(tokio::sync::watch::channel(0u64).0);
+    let edge: Edge<SinkMsg> = Edge::new("moved-test", 4);
+    let args = SinkArgs {
+        pipeline: p.name.clone(),
+        clickhouse: p.clickhouse.clone(),
+        batch: p.batch,
+        edge: edge.clone(),
+        acks: acks.clone(),
+        counters: counters.clone(),
+    };
+    let (sink, handle) = ractor::Actor::spawn(None, ClickHouseSink, args)
+        .await
+        .unwrap();
+    // Sends one chunk and waits until it is flushed.
+    let send = |items: Vec<ChangeItem>, commit: u64| {
+        let (edge, schema, sink) = (edge.clone(), schema.clone(), sink.clone());
+        async move {
+            let mut all = vec![ChangeItem::Schema(schema)];
+            all.extend(items);
+            let chunk = ChangeChunk {
+                items: all,
+                commit: Some(commit),
+                commit_times: Vec::new(),
+                trace: tracing::Span::none(),
+                queue_span: tracing::Span::none(),
+            };
+            edge.send(move |permit| SinkMsg::Changes(chunk, permit))
+                .await
+                .unwrap();
+            while sink.get_status() != ractor::ActorStatus::Running {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            edge.call(SinkMsg::Drain, std::time::Duration::from_secs(60))
+                .await
+                .unwrap();
+        }
+    };
+    use RowOp::*;
+    send(
+        vec![
+            row(Insert, 100, vec![text("a"), text("1"), text(&big)], None),
+            row(Insert, 110, vec![text("z"), text("1"), text("small")], None),
+        ],
+        150,
+    )
+    .await;
+    // The sink learns that `note` comes unchanged (an update of another row), but does not
+    // remember a's value: it was written by an earlier instance (here: before the cache saw
+    // the column).
+    send(
+        vec![row(
+            Update,
+            200,
+            vec![text("z"), text("2"), Cell::UnchangedToast],
+            None,
+        )],
+        250,
+    )
+    .await;
+    // The old key's delete ends a chunk: flushed, the tombstone written.
+    send(
+        vec![row(
+            Delete,
+            300,
+            vec![text("a"), Cell::Null, Cell::Null],
+            None,
+        )],
+        350,
+    )
+    .await;
+    // A merge drops the old row behind its tombstone.
+    w.ch.execute(&format!("OPTIMIZE TABLE `{}`.`{table}` FINAL", w.database))
+        .await
+        .unwrap();
+    let versions = w
+        .ch_rows(&format!(
+            "SELECT _is_deleted FROM `{}`.`{table}` WHERE k = 'a'",
+            w.database
+        ))
+        .await;
+    assert_eq!(versions, ["1"], "only the tombstone is left of the old row");
+    // The row under its new key, its TOAST value unchanged.
+    send(
+        vec![row(
+            Insert,
+            300,
+            vec![text("b"), text("1"), Cell::UnchangedToast],
+            Some(vec![text("a"), Cell::Null, Cell::Null]),
+        )],
+        400,
+    )
+    .await;
+    let live = w
+        .ch_rows(&format!(
+            "SELECT k, n, length(note), note = '{big}' FROM `{}`.`{table}` FINAL WHERE _is_deleted = 0 ORDER BY k",
+            w.database
+        ))
+        .await;
+    assert_eq!(live, ["b\t1\t5000\t1", "z\t2\t5\t0"]);
+    sink.kill();
+    handle.await.unwrap();
+    w.teardown().await;
+}
+matrix!(
+    a_moved_row_keeps_its_toast_value,
+    a_moved_row_keeps_its_toast_value_across_a_merge
+);
