@@ -36,6 +36,37 @@ async fn insert_errors_carry_the_message(target: Target) {
 }
 matrix!(server_errors_are_reported, insert_errors_carry_the_message);
 
+/// Sends a CDC sink one chunk (the table's schema first, then `items`, completing a
+/// transaction at `commit`) and waits until the sink has flushed it.
+async fn send_flushed(
+    edge: &tributary::edge::Edge<tributary::actors::clickhouse_sink::SinkMsg>,
+    sink: &ractor::ActorRef<tributary::actors::clickhouse_sink::SinkMsg>,
+    schema: &tributary::protocol::schema::SharedSchema,
+    items: Vec<tributary::actors::clickhouse_sink::ChangeItem>,
+    commit: u64,
+) {
+    use tributary::actors::clickhouse_sink::*;
+    let mut all = vec![ChangeItem::Schema(schema.clone())];
+    all.extend(items);
+    let chunk = ChangeChunk {
+        items: all,
+        commit: Some(commit),
+        commit_times: Vec::new(),
+        trace: tracing::Span::none(),
+        queue_span: tracing::Span::none(),
+    };
+    edge.send(move |permit| SinkMsg::Changes(chunk, permit))
+        .await
+        .unwrap();
+    // Control calls go to a running receiver only.
+    while sink.get_status() != ractor::ActorStatus::Running {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    edge.call(SinkMsg::Drain, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+}
+
 /// The CDC sink driven directly, as a replay after a restart drives it: the slot resumes from
 /// the last position Postgres confirmed, which may lie before a TRUNCATE the sink applied.
 /// A replay must never take the table back: the rows the TRUNCATE removed must not come back
@@ -115,26 +146,9 @@ async fn replays_never_take_a_table_back(target: Target) {
             let (sink, handle) = ractor::Actor::spawn(None, ClickHouseSink, args)
                 .await
                 .unwrap();
-            for (mut items, commit) in chunks {
-                items.insert(0, ChangeItem::Schema(schema.clone()));
-                let chunk = ChangeChunk {
-                    items,
-                    commit: Some(commit),
-                    commit_times: Vec::new(),
-                    trace: tracing::Span::none(),
-                    queue_span: tracing::Span::none(),
-                };
-                edge.send(move |permit| SinkMsg::Changes(chunk, permit))
-                    .await
-                    .unwrap();
+            for (items, commit) in chunks {
+                send_flushed(&edge, &sink, &schema, items, commit).await;
             }
-            // Control calls go to a running receiver only.
-            while sink.get_status() != ractor::ActorStatus::Running {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-            edge.call(SinkMsg::Drain, std::time::Duration::from_secs(60))
-                .await
-                .unwrap();
             sink.kill();
             handle.await.unwrap();
         }
@@ -295,29 +309,9 @@ async fn a_moved_row_keeps_its_toast_value_across_a_merge(target: Target) {
     let (sink, handle) = ractor::Actor::spawn(None, ClickHouseSink, args)
         .await
         .unwrap();
-    // Sends one chunk and waits until it is flushed.
     let send = |items: Vec<ChangeItem>, commit: u64| {
         let (edge, schema, sink) = (edge.clone(), schema.clone(), sink.clone());
-        async move {
-            let mut all = vec![ChangeItem::Schema(schema)];
-            all.extend(items);
-            let chunk = ChangeChunk {
-                items: all,
-                commit: Some(commit),
-                commit_times: Vec::new(),
-                trace: tracing::Span::none(),
-                queue_span: tracing::Span::none(),
-            };
-            edge.send(move |permit| SinkMsg::Changes(chunk, permit))
-                .await
-                .unwrap();
-            while sink.get_status() != ractor::ActorStatus::Running {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-            edge.call(SinkMsg::Drain, std::time::Duration::from_secs(60))
-                .await
-                .unwrap();
-        }
+        async move { send_flushed(&edge, &sink, &schema, items, commit).await }
     };
     use RowOp::*;
     send(

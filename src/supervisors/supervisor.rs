@@ -84,6 +84,19 @@ struct Child {
     outage_streak: u32,
 }
 
+impl Child {
+    /// The running instance ended: whether it had run healthily (for `HEALTHY_AFTER`), which
+    /// makes the child's later outages waited out.
+    fn run_ended(&mut self) -> bool {
+        let healthy = self
+            .started_at
+            .take()
+            .is_some_and(|t| t.elapsed() >= HEALTHY_AFTER);
+        self.healthy_once |= healthy;
+        healthy
+    }
+}
+
 /// How long a child must have run before its outages stop counting as failures.
 pub const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 
@@ -261,12 +274,7 @@ async fn child_exited(
 ) -> Result<(), ActorProcessingErr> {
     let path = state.child_path(i);
     let child = &mut state.children[i];
-    if child
-        .started_at
-        .take()
-        .is_some_and(|t| t.elapsed() >= HEALTHY_AFTER)
-    {
-        child.healthy_once = true;
+    if child.run_ended() {
         child.outage_streak = 0;
     }
     let waited_out = outage && child.healthy_once;
@@ -455,14 +463,7 @@ async fn child_exited_with_pending(
 async fn stop_children(state: &mut SupervisorState, indexes: &[usize]) {
     for &i in indexes.iter().rev() {
         if let Some(cell) = state.children[i].cell.take() {
-            let child = &mut state.children[i];
-            if child
-                .started_at
-                .take()
-                .is_some_and(|t| t.elapsed() >= HEALTHY_AFTER)
-            {
-                child.healthy_once = true;
-            }
+            state.children[i].run_ended();
             let path = state.child_path(i);
             if cell
                 .stop_and_wait(Some("supervisor".into()), Some(state.shutdown_timeout))
