@@ -162,10 +162,7 @@ pub fn trace_context(headers: Option<&BorrowedHeaders>) -> Option<opentelemetry:
 /// only when `instance_id` is set: a static member sends no LeaveGroup when it closes, and on
 /// brokers whose coordinator handles a returning static member poorly (tansu 0.6) the new
 /// member can end up in a join/sync loop that never assigns it anything).
-pub fn consumer_settings(
-    s: &crate::config::KafkaSourceConfig,
-    _pipeline: &str,
-) -> Vec<(&'static str, String)> {
+pub fn consumer_settings(s: &crate::config::KafkaSourceConfig) -> Vec<(&'static str, String)> {
     let mut settings = vec![("group.id", s.group.clone())];
     if !s.instance_id.is_empty() {
         settings.push(("group.instance.id", s.instance_id.clone()));
@@ -272,7 +269,7 @@ pub fn subscribe(
     s: &crate::config::KafkaSourceConfig,
     pipeline: &str,
 ) -> Result<GroupConsumer, KafkaError> {
-    let settings = consumer_settings(s, pipeline);
+    let settings = consumer_settings(s);
     let ours: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let consumer: GroupConsumer = client_config(k, &ours)
         .create_with_context(GroupLog {

@@ -1707,24 +1707,26 @@ mod tests {
             ..opts(true)
         };
         let mut st = EncodeStats::default();
-        let row = [t("1"), cell];
-        let key = encode_key(&tb, &row, &o, &mut st).unwrap();
-        let v = encode_change(
-            &tb,
-            Op::Create,
-            None,
-            Some(&row),
-            &src(1, 1, 0, 0),
-            0,
-            &o,
-            &mut st,
-        );
-        let c = change(decode("p.public.t", Some(&key), Some(&v)));
+        let (_, c) = create_and_decode(&tb, &[t("1"), cell], &o, &mut st);
         (
             c.columns[1].clone(),
             c.after.unwrap()[1].clone(),
             st.unrepresentable,
         )
+    }
+
+    /// A create event of `row` in table `t` as the Kafka sink writes it (the value), and what
+    /// the Kafka source decodes from it.
+    fn create_and_decode(
+        tb: &TableSchema,
+        row: &[Cell],
+        o: &EncodeOptions,
+        st: &mut EncodeStats,
+    ) -> (String, Change) {
+        let key = encode_key(tb, row, o, st).unwrap();
+        let v = encode_change(tb, Op::Create, None, Some(row), &src(1, 1, 0, 0), 0, o, st);
+        let c = change(decode("p.public.t", Some(&key), Some(&v)));
+        (String::from_utf8(v).unwrap(), c)
     }
 
     /// A column added with a default carries it as the Connect schema's default value, and
@@ -1739,26 +1741,13 @@ mod tests {
         let mut flag = col("flag", Bool, false);
         flag.added_default = Some("t".into());
         let tb = table("t", vec![col("id", Int4, true), tier, label, flag]);
-        let o = opts(true);
         let mut st = EncodeStats::default();
         let row = [t("1"), t("7"), t("x"), t("f")];
-        let key = encode_key(&tb, &row, &o, &mut st).unwrap();
-        let v = encode_change(
-            &tb,
-            Op::Create,
-            None,
-            Some(&row),
-            &src(1, 1, 0, 0),
-            0,
-            &o,
-            &mut st,
-        );
-        let text = String::from_utf8(v.clone()).unwrap();
+        let (text, c) = create_and_decode(&tb, &row, &opts(true), &mut st);
         assert!(
             text.contains(r#"{"type":"int32","optional":true,"default":1,"field":"tier"}"#),
             "{text}"
         );
-        let c = change(decode("p.public.t", Some(&key), Some(&v)));
         let defaults: Vec<Option<&str>> = c
             .columns
             .iter()
@@ -1766,17 +1755,7 @@ mod tests {
             .collect();
         assert_eq!(defaults, [None, Some("1"), Some("it's"), Some("t")]);
         // Without schemas there is nothing to carry it.
-        let v = encode_change(
-            &tb,
-            Op::Create,
-            None,
-            Some(&row),
-            &src(1, 1, 0, 0),
-            0,
-            &opts(false),
-            &mut st,
-        );
-        let c = change(decode("p.public.t", Some(&key), Some(&v)));
+        let (_, c) = create_and_decode(&tb, &row, &opts(false), &mut st);
         assert!(c.columns.iter().all(|c| c.added_default.is_none()));
     }
 
