@@ -34,7 +34,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
-use tributary::clickhouse::ChClient;
+use tributary::clients::clickhouse::ChClient;
 use tributary::config::Config;
 
 mod common;
@@ -1221,7 +1221,7 @@ async fn broker_limit(via: &ViaKafka, sample_topic: &str, n: u64) -> Res<BrokerL
         properties: Default::default(),
     };
     let reader = |group: String| -> Res<BaseConsumer> {
-        tributary::kafka::client_config(
+        tributary::clients::kafka::client_config(
             &cluster,
             &[("group.id", &group), ("enable.auto.commit", "false")],
         )
@@ -1258,11 +1258,11 @@ async fn broker_limit(via: &ViaKafka, sample_topic: &str, n: u64) -> Res<BrokerL
         .sum::<f64>()
         / samples.len() as f64;
     let topic = format!("{}_ceiling", via.prefix);
-    tributary::kafka::ensure_topics(&cluster, std::slice::from_ref(&topic), 1, 1)
+    tributary::clients::kafka::ensure_topics(&cluster, std::slice::from_ref(&topic), 1, 1)
         .await
         .map_err(|e| e.to_string())?;
-    let producer =
-        tributary::kafka::producer(&cluster, Duration::from_secs(60)).map_err(|e| e.to_string())?;
+    let producer = tributary::clients::kafka::producer(&cluster, Duration::from_secs(60))
+        .map_err(|e| e.to_string())?;
     let started = Instant::now();
     let mut pending = std::collections::VecDeque::new();
     for i in 0..n as usize {

@@ -14,11 +14,11 @@ use common::{proc_status_kib, repo, services, unique, Res};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tributary::clickhouse::ChClient;
+use tributary::clients::clickhouse::ChClient;
+use tributary::clients::llm::LlmClient;
 use tributary::config::Config;
-use tributary::llm::LlmClient;
+use tributary::pipelines::PipelineHandles;
 use tributary::protocol::mastodon::{Post, Status};
-use tributary::supervisors::pipeline::PipelineHandles;
 
 struct Args {
     posts: usize,
@@ -139,9 +139,9 @@ async fn bench(a: &Args) -> Res<()> {
     let ch = ChClient::connect(&p.clickhouse)
         .await
         .map_err(|e| e.to_string())?;
-    let registry = tributary::status::Registry::new();
+    let registry = tributary::runtime::registry::Registry::new();
     let t0 = Instant::now();
-    let (root, handle, handles) = tributary::supervisors::pipeline::start_root(&cfg, registry)
+    let (root, handle, handles) = tributary::pipelines::start_root(&cfg, registry)
         .await
         .map_err(|e| e.to_string())?;
     let want = texts.len().to_string();

@@ -44,10 +44,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tributary::clickhouse::ChClient;
+use tributary::clients::clickhouse::ChClient;
 use tributary::config::{Config, PostFilter, ReplayConfig};
-use tributary::status::Registry;
-use tributary::supervisors::pipeline::PipelineHandles;
+use tributary::pipelines::PipelineHandles;
+use tributary::runtime::registry::Registry;
 
 mod common;
 use common::{proc_cpu_secs, proc_status_kib, repo, services, unique, Res};
@@ -385,10 +385,9 @@ async fn run_once(
     eprintln!("bench: run: N={n} L={latency_ms}ms C={c} server limit {} → ClickHouse {target} ({ch_version}), database {db}", if server_limit { c.to_string() } else { "none".into() });
     reset_peak_rss();
     let registry = Registry::new();
-    let (root, handle, handles) =
-        tributary::supervisors::pipeline::start_root(&cfg, registry.clone())
-            .await
-            .map_err(|e| format!("start the pipeline: {e}"))?;
+    let (root, handle, handles) = tributary::pipelines::start_root(&cfg, registry.clone())
+        .await
+        .map_err(|e| format!("start the pipeline: {e}"))?;
     let h = match &handles[0] {
         PipelineHandles::Sentiment(h) => h.clone(),
         _ => return Err("not a sentiment pipeline".into()),
@@ -419,7 +418,7 @@ async fn run_once(
     let mut bad_labels = Vec::new();
     for line in rows.lines() {
         let mut it = line.splitn(3, '\t');
-        let u = |s: Option<&str>| tributary::clickhouse::unescape_tsv(s.unwrap_or(""));
+        let u = |s: Option<&str>| tributary::clients::clickhouse::unescape_tsv(s.unwrap_or(""));
         let (id, label, text) = (u(it.next()), u(it.next()), u(it.next()));
         let seen: String = text.chars().take(2000).collect();
         if label != rule_label(&seen) {
@@ -489,7 +488,7 @@ struct Measured {
 async fn measure(
     ch: &ChClient,
     db: &str,
-    h: &tributary::supervisors::sentiment::SentimentHandles,
+    h: &tributary::sentiment::tree::SentimentHandles,
     llm: &FakeLlm,
     n: u64,
     latency: Duration,

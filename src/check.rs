@@ -1,9 +1,9 @@
 //! `tributary check`: validates the config, connects to every server, and prints what a run
 //! would do (publication and slot, tables, the ClickHouse DDL). It changes nothing.
 
-use crate::clickhouse::ChClient;
+use crate::clients::clickhouse::ChClient;
+use crate::clients::postgres::{catalog, PgParams};
 use crate::config::Config;
-use crate::postgres::{catalog, PgParams};
 use crate::protocol::chtypes::{create_table_sql, map_column, table_name};
 use crate::protocol::schema::split_table_name;
 use std::fmt::Write;
@@ -19,7 +19,7 @@ pub async fn run(cfg: &Config) -> Result<String, String> {
             _ => None,
         };
         if p.kind == crate::config::PipelineKind::Sentiment {
-            out.push_str(&crate::supervisors::sentiment::check(p).await?);
+            out.push_str(&crate::sentiment::tree::check(p).await?);
             out.push_str(kafka.as_deref().unwrap_or(""));
             continue;
         }
@@ -198,12 +198,18 @@ async fn kafka_line(
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let k2 = k.clone();
     let topics = tokio::task::spawn_blocking(move || -> Result<Vec<String>, String> {
-        let c: BaseConsumer = crate::kafka::client_config(&k2, &[])
+        let c: BaseConsumer = crate::clients::kafka::client_config(&k2, &[])
             .create()
-            .map_err(|e| crate::kafka::scrub(&k2, e))?;
+            .map_err(|e| crate::clients::kafka::scrub(&k2, e))?;
         let md = c
             .fetch_metadata(None, std::time::Duration::from_secs(10))
-            .map_err(|e| format!("kafka {}: {}", k2.brokers, crate::kafka::scrub(&k2, e)))?;
+            .map_err(|e| {
+                format!(
+                    "kafka {}: {}",
+                    k2.brokers,
+                    crate::clients::kafka::scrub(&k2, e)
+                )
+            })?;
         Ok(md.topics().iter().map(|t| t.name().to_string()).collect())
     })
     .await

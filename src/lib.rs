@@ -1,24 +1,30 @@
-//! tributary: keeps ClickHouse in step with PostgreSQL (logical replication) as one
-//! supervised binary. See README.md for the architecture; each module's doc says what it
-//! is for and what it must never do.
+//! tributary: keeps ClickHouse in step with PostgreSQL (logical replication) and live streams,
+//! as one supervised binary. The folders, bottom to top (a module imports only from its own
+//! folder and the ones above it in this list; `scripts/module-deps.py` checks it):
+//!
+//! - [`protocol`]: pure cores (bytes in, values out): pgoutput, Postgres text values,
+//!   ClickHouse types and DDL, Debezium envelopes, Mastodon events, LLM replies.
+//! - [`config`]: the config file, its validation, and the typed plan it yields.
+//! - [`flow`]: flow primitives shared by every pipeline: bounded edges, acknowledgement
+//!   tracking, circuit breaker, adaptive limiter.
+//! - [`runtime`]: the OTP-style supervisor, the registry of live actor states and counters,
+//!   error classes, actor-owned tasks.
+//! - [`clients`]: I/O with the servers: ClickHouse, Kafka, PostgreSQL, LLM servers, TLS.
+//! - [`cdc`]: the CDC pipeline: change types, Postgres and Kafka sources, ClickHouse and
+//!   Kafka sinks, its tree and its `check`.
+//! - [`sentiment`]: the sentiment pipeline: jobs, Mastodon / replay / Kafka sources, the
+//!   Kafka publisher, LLM workers, the ClickHouse sink, its tree, `check` and `eval`.
+//! - [`pipelines`] and [`check`]: the root of the tree over every pipeline, and `check`.
+//! - [`ops`]: operations: HTTP endpoints and status page, Prometheus metrics, OTLP
+//!   telemetry, the chaos schedule.
 
-pub mod ack;
-pub mod actors;
-pub mod chaos;
+pub mod cdc;
 pub mod check;
-pub mod circuit;
-pub mod clickhouse;
+pub mod clients;
 pub mod config;
-pub mod edge;
-pub mod eval;
-pub mod http;
-pub mod kafka;
-pub mod limiter;
-pub mod llm;
-pub mod observe;
-pub mod postgres;
+pub mod flow;
+pub mod ops;
+pub mod pipelines;
 pub mod protocol;
-pub mod status;
-pub mod supervisors;
-pub mod telemetry;
-pub mod tls;
+pub mod runtime;
+pub mod sentiment;

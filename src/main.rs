@@ -118,24 +118,23 @@ fn main() -> ExitCode {
 }
 
 async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
-    let telemetry = tributary::telemetry::init(&cfg.telemetry).map_err(anyhow::Error::msg)?;
+    let telemetry = tributary::ops::telemetry::init(&cfg.telemetry).map_err(anyhow::Error::msg)?;
     // Bound before any pipeline starts: a taken port fails the start, not a running service.
     let listener = match cfg.http.listen.as_str() {
         "" => None,
         listen => Some(
-            tributary::http::bind(listen)
+            tributary::ops::http::bind(listen)
                 .await
                 .map_err(anyhow::Error::msg)?,
         ),
     };
-    let registry = tributary::status::Registry::new();
-    let (root, handle, handles) =
-        tributary::supervisors::pipeline::start_root(&cfg, registry.clone())
-            .await
-            .context("starting the supervisor tree")?;
+    let registry = tributary::runtime::registry::Registry::new();
+    let (root, handle, handles) = tributary::pipelines::start_root(&cfg, registry.clone())
+        .await
+        .context("starting the supervisor tree")?;
     let _http = match listener {
         Some(l) => {
-            let observed = tributary::observe::Observed {
+            let observed = tributary::ops::metrics::Observed {
                 registry: registry.clone(),
                 pipelines: cfg
                     .pipelines
@@ -144,12 +143,13 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
                     .zip(handles)
                     .collect(),
                 started: std::time::Instant::now(),
-                admin: cfg.admin.enabled.then(|| tributary::observe::Admin {
+                admin: cfg.admin.enabled.then(|| tributary::ops::metrics::Admin {
                     root: root.clone(),
                     token: cfg.admin.token.clone(),
                 }),
             };
-            let (addr, task) = tributary::http::serve(l, observed).map_err(anyhow::Error::msg)?;
+            let (addr, task) =
+                tributary::ops::http::serve(l, observed).map_err(anyhow::Error::msg)?;
             tracing::info!(%addr, "status page at /, and /metrics, /status, /health, /ready");
             Some(task)
         }
@@ -157,7 +157,7 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     };
     let _chaos = cfg.chaos.enabled.then(|| {
         tracing::warn!(interval = ?cfg.chaos.interval.0, kinds = ?cfg.chaos.kinds, "chaos is enabled: actors will be killed on purpose");
-        tokio::spawn(tributary::chaos::run(cfg.chaos.clone(), root.clone(), registry.clone()))
+        tokio::spawn(tributary::ops::chaos::run(cfg.chaos.clone(), root.clone(), registry.clone()))
     });
     tracing::info!(pipelines = cfg.pipelines.len(), "tributary running");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -187,7 +187,7 @@ fn status(url: &str) -> ExitCode {
         }
     };
     let got = rt.block_on(async {
-        tributary::tls::install_default_provider();
+        tributary::clients::tls::install_default_provider();
         let body = reqwest::Client::new()
             .get(format!("{}/status", url.trim_end_matches('/')))
             .send()
@@ -267,7 +267,7 @@ async fn eval(
         .iter()
         .find_map(|p| p.llm.clone())
         .context("the config has no sentiment pipeline with an [pipeline.llm] section")?;
-    let (mut examples, bad) = tributary::eval::load(file).map_err(anyhow::Error::msg)?;
+    let (mut examples, bad) = tributary::sentiment::eval::load(file).map_err(anyhow::Error::msg)?;
     if let Some(n) = limit {
         examples.truncate(n);
     }
@@ -297,13 +297,13 @@ async fn eval(
             let mut c = base.clone();
             c.model = m.clone();
             c.prompt = t.clone();
-            let r = tributary::eval::run(&c, &examples)
+            let r = tributary::sentiment::eval::run(&c, &examples)
                 .await
                 .map_err(anyhow::Error::msg)?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
-                println!("{}", tributary::eval::render(&r));
+                println!("{}", tributary::sentiment::eval::render(&r));
             }
             summary.push(r);
         }
@@ -325,7 +325,7 @@ async fn eval(
 }
 
 async fn shutdown(
-    root: &ractor::ActorRef<tributary::supervisors::supervisor::SupervisorMsg>,
+    root: &ractor::ActorRef<tributary::runtime::supervisor::SupervisorMsg>,
     cfg: &Config,
     signal: &str,
 ) -> ExitCode {

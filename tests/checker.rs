@@ -297,7 +297,7 @@ async fn checker_under_faults() {
     };
 
     // The faults.
-    tributary::tls::install_default_provider();
+    tributary::clients::tls::install_default_provider();
     let http = reqwest::Client::new();
     let mut report = Report::default();
     let mut rng = Rng(seed ^ 0x9e37_79b9_7f4a_7c15);

@@ -39,13 +39,13 @@ matrix!(server_errors_are_reported, insert_errors_carry_the_message);
 /// Sends a CDC sink one chunk (the table's schema first, then `items`, completing a
 /// transaction at `commit`) and waits until the sink has flushed it.
 async fn send_flushed(
-    edge: &tributary::edge::Edge<tributary::actors::clickhouse_sink::SinkMsg>,
-    sink: &ractor::ActorRef<tributary::actors::clickhouse_sink::SinkMsg>,
+    edge: &tributary::flow::edge::Edge<tributary::cdc::clickhouse_sink::SinkMsg>,
+    sink: &ractor::ActorRef<tributary::cdc::clickhouse_sink::SinkMsg>,
     schema: &tributary::protocol::schema::SharedSchema,
-    items: Vec<tributary::actors::clickhouse_sink::ChangeItem>,
+    items: Vec<tributary::cdc::clickhouse_sink::ChangeItem>,
     commit: u64,
 ) {
-    use tributary::actors::clickhouse_sink::*;
+    use tributary::cdc::clickhouse_sink::*;
     let mut all = vec![ChangeItem::Schema(schema.clone())];
     all.extend(items);
     let chunk = ChangeChunk {
@@ -74,8 +74,8 @@ async fn send_flushed(
 /// it meanwhile), and the replayed TRUNCATE must not remove rows written after it.
 async fn replays_never_take_a_table_back(target: Target) {
     use std::sync::Arc;
-    use tributary::actors::clickhouse_sink::*;
-    use tributary::edge::Edge;
+    use tributary::cdc::clickhouse_sink::*;
+    use tributary::flow::edge::Edge;
     use tributary::protocol::pgoutput::Cell;
     use tributary::protocol::schema::{Column, PgType, TableSchema};
 
@@ -126,7 +126,7 @@ async fn replays_never_take_a_table_back(target: Target) {
         xid: 1,
         commit_us: 0,
     };
-    let counters = Arc::new(tributary::status::PipelineCounters::default());
+    let counters = Arc::new(tributary::runtime::registry::PipelineCounters::default());
     let acks = Arc::new(tokio::sync::watch::channel(0u64).0);
     let edge: Edge<SinkMsg> = Edge::new("replay-test", 4);
     // One sink instance: takes the chunks (each completing a transaction at `commit`),
@@ -254,8 +254,8 @@ matrix!(
 /// and store NULL.
 async fn a_moved_row_keeps_its_toast_value_across_a_merge(target: Target) {
     use std::sync::Arc;
-    use tributary::actors::clickhouse_sink::*;
-    use tributary::edge::Edge;
+    use tributary::cdc::clickhouse_sink::*;
+    use tributary::flow::edge::Edge;
     use tributary::protocol::pgoutput::Cell;
     use tributary::protocol::schema::{Column, PgType, TableSchema};
 
@@ -295,7 +295,7 @@ async fn a_moved_row_keeps_its_toast_value_across_a_merge(target: Target) {
         }
     };
     let big = "t".repeat(5000);
-    let counters = Arc::new(tributary::status::PipelineCounters::default());
+    let counters = Arc::new(tributary::runtime::registry::PipelineCounters::default());
     let acks = Arc::new(tokio::sync::watch::channel(0u64).0);
     let edge: Edge<SinkMsg> = Edge::new("moved-test", 4);
     let args = SinkArgs {

@@ -166,7 +166,7 @@ async fn a_postgres_outage_is_waited_out() {
     let run = Running::start(&cfg).await;
     converge(&w, &c, &t, &t, "id, v", "id", T).await;
     // Healthy for a while, then Postgres is away: every connection cut, new ones refused.
-    tokio::time::sleep(tributary::supervisors::supervisor::HEALTHY_AFTER).await;
+    tokio::time::sleep(tributary::runtime::supervisor::HEALTHY_AFTER).await;
     pg_proxy.set_refuse(true);
     pg_proxy.cut_all();
     c.batch_execute(&format!(
@@ -198,7 +198,7 @@ async fn a_postgres_outage_is_waited_out() {
     let pipeline = &actors[&format!("root/{}", run.pipeline)];
     assert_eq!(
         pipeline.state,
-        tributary::status::ActorState::Running,
+        tributary::runtime::registry::ActorState::Running,
         "the pipeline did not escalate: {:?}",
         pipeline.last_error
     );

@@ -780,7 +780,7 @@ async fn a_rebalance_mid_stream_loses_nothing() {
     let w = World::new(Target::Ch18).await;
     let n = KafkaNames::new();
     let topic = n.topic("public", "rebalanced");
-    tributary::kafka::ensure_topics(&kafka_cluster(), std::slice::from_ref(&topic), 2, 1)
+    tributary::clients::kafka::ensure_topics(&kafka_cluster(), std::slice::from_ref(&topic), 2, 1)
         .await
         .unwrap();
     let p = producer();

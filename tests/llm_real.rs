@@ -51,7 +51,7 @@ async fn real_llm(target: Target) {
         assert!(f[3].parse::<u32>().unwrap() > 0, "latency recorded: {r}");
     }
     let h = match &run.handles[0] {
-        tributary::supervisors::pipeline::PipelineHandles::Sentiment(h) => h.clone(),
+        tributary::pipelines::PipelineHandles::Sentiment(h) => h.clone(),
         _ => unreachable!(),
     };
     assert_eq!(

@@ -301,7 +301,7 @@ async fn health_ready_status_and_metrics_are_served() {
         .unwrap();
     let (child, port) = spawn_with_http(&w, &t, Target::Ch26);
     let base = format!("http://127.0.0.1:{port}");
-    tributary::tls::install_default_provider();
+    tributary::clients::tls::install_default_provider();
     let http = reqwest::Client::new();
     let get = |path: &str| {
         let (http, url) = (http.clone(), format!("{base}{path}"));
@@ -432,7 +432,7 @@ async fn prometheus_scrapes_a_running_pipeline() {
         .stderr(Stdio::null())
         .spawn()
         .expect("Debian's prometheus (scripts/install-deps.sh installs it)");
-    tributary::tls::install_default_provider();
+    tributary::clients::tls::install_default_provider();
     let http = reqwest::Client::new();
     let query = |q: &str| {
         let (http, url) = (
@@ -533,7 +533,7 @@ async fn status_page_renders_in_headless_chromium() {
         );
     }
     // Kill the sink through the admin API: the page and /metrics count the restart.
-    tributary::tls::install_default_provider();
+    tributary::clients::tls::install_default_provider();
     let http = reqwest::Client::new();
     let kill = format!("http://127.0.0.1:{port}/admin/kill?actor=root/cdc/sink");
     assert_eq!(
@@ -733,7 +733,7 @@ async fn chaos_kills_actors_and_nothing_is_lost() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     converge(&w, &c, &t, &t, "id, v", "id", Duration::from_secs(120)).await;
-    tributary::tls::install_default_provider();
+    tributary::clients::tls::install_default_provider();
     let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
         .unwrap()

@@ -12,8 +12,8 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tributary::supervisors::pipeline::PipelineHandles;
-use tributary::supervisors::sentiment::SentimentHandles;
+use tributary::pipelines::PipelineHandles;
+use tributary::sentiment::tree::SentimentHandles;
 
 const T: Duration = Duration::from_secs(90);
 

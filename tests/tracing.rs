@@ -66,7 +66,7 @@ async fn spans_of_a_change_and_of_a_post_share_one_trace_and_reach_the_collector
         log_level: "warn".into(),
         ..Default::default()
     };
-    let telemetry = tributary::telemetry::init(&cfg_t).expect("telemetry");
+    let telemetry = tributary::ops::telemetry::init(&cfg_t).expect("telemetry");
     let w = World::new(Target::Ch26).await;
     let c = pg().await;
     let t = unique("traced");

@@ -143,7 +143,7 @@ pub fn map_column(col: &Column, caps: &ServerCaps, json_as: JsonAs) -> ChColumn 
             &Cell::Text(bytes::Bytes::copy_from_slice(v.as_bytes())),
             &mut EncodeStats::default(),
         );
-        let text = crate::clickhouse::unescape_tsv(&String::from_utf8_lossy(&tsv));
+        let text = crate::clients::clickhouse::unescape_tsv(&String::from_utf8_lossy(&tsv));
         c.default_expr = Some(format!("CAST({} AS {})", ch_literal(&text), c.ch_type));
     }
     c

@@ -161,7 +161,7 @@ pub fn kafka_cluster() -> tributary::config::KafkaConfig {
 
 /// Creates a one-partition topic (the broker does not create topics on first use).
 pub async fn create_topic(topic: &str) {
-    tributary::kafka::ensure_topics(&kafka_cluster(), &[topic.to_string()], 1, 1)
+    tributary::clients::kafka::ensure_topics(&kafka_cluster(), &[topic.to_string()], 1, 1)
         .await
         .expect("create topic");
 }

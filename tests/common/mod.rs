@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use tributary::clickhouse::ChClient;
+use tributary::clients::clickhouse::ChClient;
 use tributary::config::Config;
-use tributary::status::Registry;
-use tributary::supervisors::supervisor::SupervisorMsg;
+use tributary::runtime::registry::Registry;
+use tributary::runtime::supervisor::SupervisorMsg;
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -300,16 +300,15 @@ pub struct Running {
     pub handle: tokio::task::JoinHandle<()>,
     pub registry: Arc<Registry>,
     pub pipeline: String,
-    pub handles: Vec<tributary::supervisors::pipeline::PipelineHandles>,
+    pub handles: Vec<tributary::pipelines::PipelineHandles>,
 }
 
 impl Running {
     pub async fn start(cfg: &Config) -> Running {
         let registry = Registry::new();
-        let (root, handle, handles) =
-            tributary::supervisors::pipeline::start_root(cfg, registry.clone())
-                .await
-                .expect("start the tree");
+        let (root, handle, handles) = tributary::pipelines::start_root(cfg, registry.clone())
+            .await
+            .expect("start the tree");
         Running {
             root,
             handle,
@@ -335,7 +334,7 @@ impl Running {
         let cell = eventually(Duration::from_secs(30), &format!("{path} to run"), || {
             let (root, path) = (root.clone(), path.clone());
             async move {
-                tributary::supervisors::supervisor::find_actor(&root, &path)
+                tributary::runtime::supervisor::find_actor(&root, &path)
                     .await
                     .ok_or("not running".to_string())
             }
@@ -352,7 +351,7 @@ impl Running {
         let _ = self.handle.await;
     }
 
-    pub fn counters(&self) -> Arc<tributary::status::PipelineCounters> {
+    pub fn counters(&self) -> Arc<tributary::runtime::registry::PipelineCounters> {
         self.registry.pipeline(&self.pipeline)
     }
 }
@@ -587,7 +586,7 @@ pub async fn sentiment_rows(w: &World) -> Result<Vec<(String, String, String)>, 
         .iter()
         .map(|l| {
             let mut it = l.splitn(3, '\t');
-            let f = |s: Option<&str>| tributary::clickhouse::unescape_tsv(s.unwrap_or(""));
+            let f = |s: Option<&str>| tributary::clients::clickhouse::unescape_tsv(s.unwrap_or(""));
             (f(it.next()), f(it.next()), f(it.next()))
         })
         .collect())

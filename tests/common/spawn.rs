@@ -167,7 +167,7 @@ pub fn edit_config(path: &std::path::Path, edits: &[(&str, &str)]) {
 
 /// The sum of a metric family's samples (whose labels contain `labels`) at a live /metrics.
 pub async fn metric(listen: &str, name: &str, labels: &str) -> Option<f64> {
-    tributary::tls::install_default_provider();
+    tributary::clients::tls::install_default_provider();
     let body = reqwest::get(format!("http://{listen}/metrics"))
         .await
         .ok()?

@@ -6,14 +6,14 @@
 //!
 //! Must never: complete a post before the broker acknowledged it.
 
-use crate::ack::AckTracker;
-use crate::actors::llm_worker::{Job, JobKind};
-use crate::actors::TaskGuard;
-use crate::clickhouse::ChClient;
+use crate::clients::clickhouse::ChClient;
+use crate::clients::kafka::{self, KafkaError};
 use crate::config::{ClickHouseConfig, KafkaConfig, KafkaSinkConfig};
-use crate::edge::WorkQueue;
-use crate::kafka::{self, KafkaError};
-use crate::status::PipelineCounters;
+use crate::flow::ack::AckTracker;
+use crate::flow::edge::WorkQueue;
+use crate::runtime::registry::PipelineCounters;
+use crate::runtime::task::TaskGuard;
+use crate::sentiment::llm_worker::{Job, JobKind};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::sync::Arc;

@@ -6,9 +6,9 @@
 //! Must never: count an `unknown` as correct, or hide items that failed to load (they are
 //! reported).
 
-use crate::circuit::CircuitBreaker;
+use crate::clients::llm::{classify, LlmClient, LlmCounters, RetryPolicy};
 use crate::config::LlmConfig;
-use crate::llm::{classify, LlmClient, LlmCounters, RetryPolicy};
+use crate::flow::circuit::CircuitBreaker;
 use crate::protocol::mastodon::{Post, Status};
 use serde::Serialize;
 use std::sync::Arc;
@@ -163,7 +163,7 @@ pub async fn run(cfg: &LlmConfig, examples: &[Example]) -> Result<Report, String
         cfg.circuit_cooldown.0,
     ));
     let counters = Arc::new(LlmCounters::default());
-    let limiter = Arc::new(crate::limiter::Limiter::new(
+    let limiter = Arc::new(crate::flow::limiter::Limiter::new(
         cfg.concurrency,
         cfg.adaptive_concurrency,
     ));

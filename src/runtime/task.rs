@@ -1,17 +1,4 @@
-//! Actors: thin shells that do the I/O around the pure cores in [`crate::protocol`].
-//! Sources read, sinks write; they meet only through the typed messages of the sink they
-//! feed ([`clickhouse_sink::SinkMsg`]) carried over a bounded [`crate::edge::Edge`].
-
-pub mod clickhouse_sink;
-pub mod kafka_sink;
-pub mod kafka_source;
-pub mod llm_worker;
-pub mod mastodon_source;
-pub mod postgres_source;
-pub mod replay_source;
-pub mod sentiment_sink;
-pub mod status_publisher;
-pub mod status_source;
+//! Tasks an actor owns. Must never: outlive the actor that spawned them.
 
 /// A task an actor owns: aborted when the guard drops, which also happens when the actor is
 /// killed (ractor then drops its state without calling `post_stop`). Without it a killed

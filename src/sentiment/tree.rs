@@ -10,20 +10,19 @@
 //! recorded position); a worker restart touches only that worker, which finishes the job its
 //! predecessor held. The queue, leases, ack tracker and breaker live here, across restarts.
 
-use super::pipeline::PipelineHandles;
-use super::supervisor::{supervisor_start, ChildSpec, Restart, StartFn, Strategy};
-use crate::ack::AckTracker;
-use crate::actors::llm_worker::{Job, Leases, LlmWorker, WorkerArgs};
-use crate::actors::mastodon_source::{MastodonArgs, MastodonSource};
-use crate::actors::replay_source::{ReplayArgs, ReplaySource};
-use crate::actors::sentiment_sink::{SentimentSink, SentimentSinkArgs, SentimentSinkMsg};
-use crate::actors::status_publisher::{PublisherArgs, StatusPublisher};
-use crate::actors::status_source::{KafkaStatusSource, StatusSourceArgs};
-use crate::circuit::CircuitBreaker;
+use crate::clients::llm::{LlmClient, LlmCounters};
 use crate::config::{Config, PipelineConfig};
-use crate::edge::{Edge, WorkQueue};
-use crate::llm::{LlmClient, LlmCounters};
-use crate::status::Registry;
+use crate::flow::ack::AckTracker;
+use crate::flow::circuit::CircuitBreaker;
+use crate::flow::edge::{Edge, WorkQueue};
+use crate::runtime::registry::Registry;
+use crate::runtime::supervisor::{supervisor_start, ChildSpec, Restart, StartFn, Strategy};
+use crate::sentiment::clickhouse_sink::{SentimentSink, SentimentSinkArgs, SentimentSinkMsg};
+use crate::sentiment::kafka_publisher::{PublisherArgs, StatusPublisher};
+use crate::sentiment::kafka_source::{KafkaStatusSource, StatusSourceArgs};
+use crate::sentiment::llm_worker::{Job, Leases, LlmWorker, WorkerArgs};
+use crate::sentiment::mastodon_source::{MastodonArgs, MastodonSource};
+use crate::sentiment::replay_source::{ReplayArgs, ReplaySource};
 use ractor::Actor;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -37,7 +36,7 @@ pub struct SentimentHandles {
     pub leases: Arc<Leases>,
     pub breaker: Arc<CircuitBreaker>,
     /// The adaptive limit on requests in flight.
-    pub limiter: Arc<crate::limiter::Limiter>,
+    pub limiter: Arc<crate::flow::limiter::Limiter>,
     pub llm: Arc<LlmCounters>,
     /// Posts skipped by the filter or unreadable.
     pub skipped: Arc<AtomicU64>,
@@ -52,7 +51,7 @@ pub fn sentiment_pipeline(
     cfg: &Config,
     p: &PipelineConfig,
     registry: Arc<Registry>,
-) -> (ChildSpec, PipelineHandles) {
+) -> (ChildSpec, SentimentHandles) {
     // A publishing pipeline has no LLM: its handles get the defaults (one slot, no limits).
     let llm_cfg = p.llm.clone().unwrap_or_else(crate::config::defaults::llm);
     let h = SentimentHandles {
@@ -75,7 +74,7 @@ pub fn sentiment_pipeline(
             llm_cfg.circuit_failures,
             llm_cfg.circuit_cooldown.0,
         )),
-        limiter: Arc::new(crate::limiter::Limiter::new(
+        limiter: Arc::new(crate::flow::limiter::Limiter::new(
             llm_cfg.concurrency,
             llm_cfg.adaptive_concurrency,
         )),
@@ -284,7 +283,7 @@ pub fn sentiment_pipeline(
             restart: Restart::Temporary,
             start,
         },
-        PipelineHandles::Sentiment(h),
+        h,
     )
 }
 
@@ -294,7 +293,7 @@ pub async fn check(p: &PipelineConfig) -> Result<String, String> {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(out, "pipeline `{}` (sentiment)", p.name);
-    let ch = crate::clickhouse::ChClient::connect(&p.clickhouse)
+    let ch = crate::clients::clickhouse::ChClient::connect(&p.clickhouse)
         .await
         .map_err(|e| e.to_string())?;
     let _ = writeln!(
@@ -307,7 +306,7 @@ pub async fn check(p: &PipelineConfig) -> Result<String, String> {
     let _ = writeln!(
         out,
         "    {}",
-        crate::actors::sentiment_sink::create_table_sql(
+        crate::sentiment::clickhouse_sink::create_table_sql(
             &ch.database,
             &p.clickhouse.sentiment_table,
             &ch.caps
@@ -324,7 +323,7 @@ pub async fn check(p: &PipelineConfig) -> Result<String, String> {
     }
     if let Some(m) = &p.mastodon {
         for inst in &m.instances {
-            let title = crate::actors::mastodon_source::probe_instance(inst)
+            let title = crate::sentiment::mastodon_source::probe_instance(inst)
                 .await
                 .map_err(|e| e.to_string())?;
             let _ = writeln!(

@@ -1,47 +1,34 @@
-//! The trees: one rest_for_one supervisor per pipeline over [sink, source] (a sink that
+//! The tree of a CDC pipeline: one rest_for_one supervisor over [sink, source] (a sink that
 //! restarts takes the source with it, so the stream is replayed from the last confirmed LSN;
-//! a source that restarts leaves the sink and its acknowledged work alone), and the root
-//! over all pipelines (a pipeline that escalates stops; the root ends when none is left).
+//! a source that restarts leaves the sink and its acknowledged work alone).
 //!
 //! The objects a restart must not lose live here, outside the actors: the edge, the
 //! acknowledgement channel and the counters.
+//!
+//! Must never: let a restart lose the edge or the acknowledged position (they outlive the
+//! actors), or start a source before its sink.
 
-use super::supervisor::{
-    supervisor_start, ChildSpec, Restart, StartFn, Strategy, Supervisor, SupervisorArgs,
-    SupervisorMsg,
-};
-use crate::actors::clickhouse_sink::{ClickHouseSink, SinkArgs, SinkMsg};
-use crate::actors::kafka_sink::{KafkaSink, KafkaSinkArgs};
-use crate::actors::kafka_source::{KafkaCdcSource, KafkaSourceArgs, TableIds};
-use crate::actors::postgres_source::{PostgresSource, SourceArgs};
-use crate::config::{Config, PipelineConfig, PipelineKind};
-use crate::edge::Edge;
+use crate::cdc::clickhouse_sink::{ClickHouseSink, SinkArgs, SinkMsg};
+use crate::cdc::kafka_sink::{KafkaSink, KafkaSinkArgs};
+use crate::cdc::kafka_source::{KafkaCdcSource, KafkaSourceArgs, TableIds};
+use crate::cdc::postgres_source::{PostgresSource, SourceArgs};
+use crate::config::{Config, PipelineConfig};
+use crate::flow::edge::Edge;
 use crate::protocol::pgoutput::Lsn;
-use crate::status::Registry;
-use ractor::{Actor, ActorRef};
+use crate::runtime::registry::Registry;
+use crate::runtime::supervisor::{supervisor_start, ChildSpec, Restart, StartFn, Strategy};
+use ractor::Actor;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::watch;
 
-/// The long-lived parts of one pipeline.
+/// The long-lived parts of a CDC pipeline.
 #[derive(Clone)]
-pub enum PipelineHandles {
-    Cdc {
-        edge: Edge<SinkMsg>,
-        acks: Arc<watch::Sender<Lsn>>,
-    },
-    Sentiment(super::sentiment::SentimentHandles),
-}
-
-impl PipelineHandles {
-    /// The source → sink edge of a cdc pipeline.
-    pub fn cdc_edge(&self) -> Option<&Edge<SinkMsg>> {
-        match self {
-            PipelineHandles::Cdc { edge, .. } => Some(edge),
-            PipelineHandles::Sentiment(_) => None,
-        }
-    }
+pub struct CdcHandles {
+    /// The source → sink edge.
+    pub edge: Edge<SinkMsg>,
+    /// The last LSN the sink acknowledged.
+    pub acks: Arc<watch::Sender<Lsn>>,
 }
 
 /// A cdc pipeline: Postgres or Debezium topics in, ClickHouse or Debezium topics out.
@@ -49,11 +36,11 @@ pub fn cdc_pipeline(
     cfg: &Config,
     p: &PipelineConfig,
     registry: Arc<Registry>,
-) -> (ChildSpec, PipelineHandles) {
+) -> (ChildSpec, CdcHandles) {
     let edge: Edge<SinkMsg> = Edge::new(format!("{}/source->sink", p.name), p.batch.edge_capacity);
     let acks = Arc::new(watch::channel(0 as Lsn).0);
     let counters = registry.pipeline(&p.name);
-    let handles = PipelineHandles::Cdc {
+    let handles = CdcHandles {
         edge: edge.clone(),
         acks: acks.clone(),
     };
@@ -176,41 +163,4 @@ pub fn cdc_pipeline(
         },
         handles,
     )
-}
-
-/// Starts the root supervisor with every pipeline of the config.
-pub async fn start_root(
-    cfg: &Config,
-    registry: Arc<Registry>,
-) -> Result<
-    (
-        ActorRef<SupervisorMsg>,
-        tokio::task::JoinHandle<()>,
-        Vec<PipelineHandles>,
-    ),
-    ractor::SpawnErr,
-> {
-    let mut children = Vec::new();
-    let mut handles = Vec::new();
-    for p in &cfg.pipelines {
-        let (spec, h) = match p.kind {
-            PipelineKind::Cdc => cdc_pipeline(cfg, p, registry.clone()),
-            PipelineKind::Sentiment => {
-                super::sentiment::sentiment_pipeline(cfg, p, registry.clone())
-            }
-        };
-        children.push(spec);
-        handles.push(h);
-    }
-    let args = SupervisorArgs {
-        path: "root".into(),
-        strategy: Strategy::OneForOne,
-        policy: cfg.supervision,
-        children,
-        registry,
-        // A pipeline's own children each get the shutdown timeout; give the pipeline room.
-        shutdown_timeout: cfg.shutdown_timeout.0 * 2 + Duration::from_secs(1),
-    };
-    let (r, h) = Actor::spawn(None, Supervisor, args).await?;
-    Ok((r, h, handles))
 }

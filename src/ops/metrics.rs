@@ -5,8 +5,8 @@
 //!
 //! Must never: hold a lock across I/O, or put a secret or an unbounded value in a label.
 
-use crate::status::{ActorState, ActorStatus, PipelineCounters, Registry};
-use crate::supervisors::pipeline::PipelineHandles;
+use crate::pipelines::PipelineHandles;
+use crate::runtime::registry::{ActorState, ActorStatus, PipelineCounters, Registry};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -28,7 +28,7 @@ pub struct Observed {
 /// The fault controls behind `/admin/*` (off unless configured, always behind a token).
 #[derive(Clone)]
 pub struct Admin {
-    pub root: ractor::ActorRef<crate::supervisors::supervisor::SupervisorMsg>,
+    pub root: ractor::ActorRef<crate::runtime::supervisor::SupervisorMsg>,
     pub token: crate::config::Secret,
 }
 
@@ -135,7 +135,8 @@ impl Observed {
         let c = self.registry.pipeline(name);
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let (kind, queues, llm, confirmed) = match h {
-            PipelineHandles::Cdc { edge, .. } => {
+            PipelineHandles::Cdc(h) => {
+                let edge = &h.edge;
                 let lsn = get(&c.confirmed_lsn);
                 (
                     "cdc",
@@ -355,7 +356,7 @@ impl Collector for Observed {
         let lsn: Vec<_> = self
             .pipelines
             .iter()
-            .filter(|(_, h)| matches!(h, PipelineHandles::Cdc { .. }))
+            .filter(|(_, h)| matches!(h, PipelineHandles::Cdc(_)))
             .map(|(n, _)| {
                 (
                     vec![("pipeline", n.clone())],
@@ -450,7 +451,7 @@ impl Collector for Observed {
         let cdc: Vec<(String, Arc<PipelineCounters>)> = self
             .pipelines
             .iter()
-            .filter(|(_, h)| matches!(h, PipelineHandles::Cdc { .. }))
+            .filter(|(_, h)| matches!(h, PipelineHandles::Cdc(_)))
             .map(|(n, _)| (n.clone(), self.registry.pipeline(n)))
             .collect();
         let all: Vec<(String, Arc<PipelineCounters>)> = self
@@ -737,7 +738,7 @@ impl Collector for Observed {
             C,
             l(&|x| x.reconnects as f64),
         )?;
-        let llm_h: Vec<(String, Arc<crate::llm::LlmCounters>)> = self
+        let llm_h: Vec<(String, Arc<crate::clients::llm::LlmCounters>)> = self
             .pipelines
             .iter()
             .filter_map(|(n, h)| match h {
@@ -759,7 +760,7 @@ fn histogram<'a>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    series: impl Iterator<Item = (&'a str, &'a crate::status::Log2Histogram)>,
+    series: impl Iterator<Item = (&'a str, &'a crate::runtime::registry::Log2Histogram)>,
 ) -> Result<(), std::fmt::Error> {
     let mut m = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
     for (pipeline, h) in series {

@@ -8,15 +8,15 @@
 //! they were produced, by one task; a failed delivery fails the sink, and the stream is
 //! replayed from the last confirmed LSN (duplicates, never gaps).
 
-use crate::actors::clickhouse_sink::{ChangeChunk, ChangeItem, RowOp, SinkMsg};
-use crate::actors::TaskGuard;
+use crate::cdc::clickhouse_sink::{ChangeChunk, ChangeItem, RowOp, SinkMsg};
+use crate::clients::kafka::{self, KafkaError};
 use crate::config::{KafkaConfig, KafkaSinkConfig};
-use crate::edge::Edge;
-use crate::kafka::{self, KafkaError};
+use crate::flow::edge::Edge;
 use crate::protocol::debezium::{self, EncodeOptions, EncodeStats, Op, SnapshotFlag, SourceInfo};
 use crate::protocol::pgoutput::Lsn;
 use crate::protocol::schema::SharedSchema;
-use crate::status::PipelineCounters;
+use crate::runtime::registry::PipelineCounters;
+use crate::runtime::task::TaskGuard;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};

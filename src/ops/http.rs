@@ -5,7 +5,7 @@
 //! Must never: block on a pipeline (every answer reads shared state only), or serve on an
 //! address the config did not name.
 
-use crate::observe::{render_metrics, Observed};
+use crate::ops::metrics::{render_metrics, Observed};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -134,8 +134,7 @@ async fn admin(o: &Observed, req: Request<Incoming>) -> Response<Full<Bytes>> {
                     "actor=PATH is required\n",
                 );
             };
-            let Some(cell) = crate::supervisors::supervisor::find_actor(&a.root, &actor).await
-            else {
+            let Some(cell) = crate::runtime::supervisor::find_actor(&a.root, &actor).await else {
                 return reply(
                     StatusCode::NOT_FOUND,
                     "text/plain",

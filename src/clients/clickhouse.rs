@@ -6,7 +6,7 @@
 
 use crate::config::{ClickHouseConfig, Compression};
 use crate::protocol::chtypes::{ch_ident, ch_literal, ServerCaps};
-use crate::status::PipelineCounters;
+use crate::runtime::registry::PipelineCounters;
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! The Kafka source of a sentiment pipeline: a consumer group member that reads the
 //! statuses topic (written by a publishing pipeline, see
-//! [`crate::actors::status_publisher`]) and queues each post for the LLM workers; a tombstone
+//! [`crate::sentiment::kafka_publisher`]) and queues each post for the LLM workers; a tombstone
 //! deletes the status's row. Offsets are committed from the acknowledgement tracker: a
 //! partition's offset moves only past posts whose sentiment rows are in ClickHouse.
 //! When the queue is full the consumer pauses its partitions and keeps polling.
@@ -8,14 +8,14 @@
 //! Must never: commit past a post whose row is not in ClickHouse, or drop a message
 //! silently (unreadable ones go to the dead-letter topic, counted).
 
-use crate::ack::AckTracker;
-use crate::actors::llm_worker::{Job, JobKind};
-use crate::actors::TaskGuard;
+use crate::clients::kafka::{self, KafkaError};
 use crate::config::{KafkaConfig, KafkaSourceConfig};
-use crate::edge::WorkQueue;
-use crate::kafka::{self, KafkaError};
+use crate::flow::ack::AckTracker;
+use crate::flow::edge::WorkQueue;
 use crate::protocol::mastodon::Post;
-use crate::status::PipelineCounters;
+use crate::runtime::registry::PipelineCounters;
+use crate::runtime::task::TaskGuard;
+use crate::sentiment::llm_worker::{Job, JobKind};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
@@ -151,7 +151,7 @@ impl Run {
                         &self.a.source.dead_letter_topic,
                         &m,
                         &self.a.pipeline,
-                        "tributary::actors::status_source::UnreadableStatus",
+                        "tributary::sentiment::kafka_source::UnreadableStatus",
                         &reason,
                     )
                     .await?;

@@ -5,8 +5,8 @@
 //! Must never: run unless enabled in the config, or kill a supervisor that was not asked for.
 
 use crate::config::ChaosConfig;
-use crate::status::{ActorState, Registry};
-use crate::supervisors::supervisor::{find_actor, SupervisorMsg};
+use crate::runtime::registry::{ActorState, Registry};
+use crate::runtime::supervisor::{find_actor, SupervisorMsg};
 use ractor::ActorRef;
 use std::sync::Arc;
 

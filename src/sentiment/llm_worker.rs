@@ -7,13 +7,13 @@
 //! Must never: drop a post (errors are retried until it is classified), or hold more than one
 //! job.
 
-use crate::ack::Ticket;
-use crate::actors::sentiment_sink::{Classified, SentimentItem, SentimentSinkMsg};
-use crate::circuit::CircuitBreaker;
-use crate::edge::{Edge, WorkQueue};
-use crate::llm::{LlmClient, LlmCounters};
+use crate::clients::llm::{LlmClient, LlmCounters};
+use crate::flow::ack::Ticket;
+use crate::flow::circuit::CircuitBreaker;
+use crate::flow::edge::{Edge, WorkQueue};
 use crate::protocol::mastodon::Post;
-use crate::status::PipelineCounters;
+use crate::runtime::registry::PipelineCounters;
+use crate::sentiment::clickhouse_sink::{Classified, SentimentItem, SentimentSinkMsg};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -84,7 +84,7 @@ pub struct WorkerArgs {
     pub leases: Arc<Leases>,
     pub client: Arc<LlmClient>,
     pub breaker: Arc<CircuitBreaker>,
-    pub limiter: Arc<crate::limiter::Limiter>,
+    pub limiter: Arc<crate::flow::limiter::Limiter>,
     pub sink: Edge<SentimentSinkMsg>,
     pub counters: Arc<LlmCounters>,
     pub pipeline_counters: Arc<PipelineCounters>,
@@ -163,11 +163,11 @@ impl Actor for LlmWorker {
 }
 
 async fn classify(st: &WorkerArgs, post: &Post, trace: &Span) -> Classified {
-    let policy = crate::llm::RetryPolicy {
+    let policy = crate::clients::llm::RetryPolicy {
         backoff_initial: st.backoff_initial,
         backoff_max: st.backoff_max,
     };
-    let out = crate::llm::classify(
+    let out = crate::clients::llm::classify(
         &st.client,
         &st.breaker,
         &st.limiter,

@@ -5,8 +5,8 @@
 //! Must never: put the API key in a log or an error, or wait longer than the configured
 //! timeout.
 
-use crate::circuit::CircuitBreaker;
 use crate::config::{LlmBackend, LlmConfig, OllamaEndpoint};
+use crate::flow::circuit::CircuitBreaker;
 use crate::protocol::llm::{self as core, Api, Labels, Request};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ pub struct LlmCounters {
     pub redelivered: AtomicU64,
     pub latency_ms_total: AtomicU64,
     /// Duration of each request.
-    pub duration: crate::status::Log2Histogram,
+    pub duration: crate::runtime::registry::Log2Histogram,
     /// Posts per stored label (`unknown` included).
     pub labels: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
@@ -53,7 +53,7 @@ pub struct Outcome {
 pub async fn classify(
     client: &LlmClient,
     breaker: &CircuitBreaker,
-    limiter: &crate::limiter::Limiter,
+    limiter: &crate::flow::limiter::Limiter,
     counters: &LlmCounters,
     policy: &RetryPolicy,
     text: &str,
@@ -161,7 +161,7 @@ pub struct LlmClient {
 
 impl LlmClient {
     pub fn new(cfg: &LlmConfig) -> Result<LlmClient, LlmClientError> {
-        crate::tls::install_default_provider();
+        crate::clients::tls::install_default_provider();
         let labels = Labels::new(cfg.labels.iter().cloned())
             .map_err(|e| LlmClientError::Config(e.to_string()))?;
         let template = if cfg.prompt.is_empty() {

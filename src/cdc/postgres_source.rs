@@ -10,19 +10,19 @@
 //! Must never: confirm an LSN the sink did not acknowledge (except a keepalive position
 //! while nothing is in flight), or buffer without bound.
 
-use crate::actors::clickhouse_sink::{ChangeChunk, ChangeItem, RowChange, RowOp, SinkMsg};
+use crate::cdc::clickhouse_sink::{ChangeChunk, ChangeItem, RowChange, RowOp, SinkMsg};
+use crate::clients::postgres::catalog::{self, TypeResolver};
+use crate::clients::postgres::replication::{ReplicationConn, ReplicationWriter};
+use crate::clients::postgres::{PgError, PgParams};
 use crate::config::PostgresConfig;
-use crate::edge::{Edge, EdgeError};
-use crate::postgres::catalog::{self, TypeResolver};
-use crate::postgres::replication::{ReplicationConn, ReplicationWriter};
-use crate::postgres::{PgError, PgParams};
+use crate::flow::edge::{Edge, EdgeError};
 use crate::protocol::pgoutput::{
     self, fmt_lsn, parse_lsn, Cell, DecodeError, LogicalMessage, Lsn, ReplicationMessage,
 };
 use crate::protocol::schema::{
     pg_ident, pg_literal, split_table_name, Column, SharedSchema, TableSchema,
 };
-use crate::status::PipelineCounters;
+use crate::runtime::registry::PipelineCounters;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,7 +74,7 @@ pub enum SourceMsg {
 }
 
 pub struct SourceState {
-    task: crate::actors::TaskGuard,
+    task: crate::runtime::task::TaskGuard,
     writer: Arc<Mutex<Option<ReplicationWriter>>>,
     edge: Edge<SinkMsg>,
     acks: watch::Receiver<Lsn>,
@@ -108,7 +108,7 @@ impl Actor for PostgresSource {
             idle_lsn: Arc::new(AtomicU64::new(0)),
         };
         let me = myself.clone();
-        let task = crate::actors::TaskGuard::spawn(async move {
+        let task = crate::runtime::task::TaskGuard::spawn(async move {
             let r = stream.run().await;
             let (msg, outage) = match r {
                 Ok(()) => ("stream ended".to_string(), false),
@@ -133,7 +133,7 @@ impl Actor for PostgresSource {
         _st: &mut SourceState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SourceMsg::Failed(e, true) => Err(Box::new(crate::supervisors::supervisor::Outage(e))),
+            SourceMsg::Failed(e, true) => Err(Box::new(crate::runtime::supervisor::Outage(e))),
             SourceMsg::Failed(e, false) => Err(e.into()),
         }
     }
@@ -379,14 +379,14 @@ impl Stream {
             self.cfg.status_interval.0,
             self.counters.clone(),
         ));
-        let _status_guard = crate::actors::TaskGuard(status);
+        let _status_guard = crate::runtime::task::TaskGuard(status);
         let lag = tokio::spawn(slot_lag_loop(
             client.clone(),
             self.cfg.slot.clone(),
             self.cfg.status_interval.0,
             self.counters.clone(),
         ));
-        let _lag_guard = crate::actors::TaskGuard(lag);
+        let _lag_guard = crate::runtime::task::TaskGuard(lag);
 
         // Last Relation seen per table, to tell schema changes from repeats.
         let mut relations: HashMap<u32, Vec<pgoutput::RelationColumn>> = HashMap::new();

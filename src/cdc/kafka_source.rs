@@ -12,15 +12,15 @@
 //! topic), or drop a message silently: a message that cannot be read goes to the dead-letter
 //! topic, with the reason in Kafka Connect's `__connect.errors.*` headers, and is counted.
 
-use crate::actors::clickhouse_sink::{ChangeChunk, ChangeItem, RowChange, RowOp, SinkMsg};
-use crate::actors::TaskGuard;
+use crate::cdc::clickhouse_sink::{ChangeChunk, ChangeItem, RowChange, RowOp, SinkMsg};
+use crate::clients::kafka::{self, KafkaError};
 use crate::config::{KafkaConfig, KafkaSourceConfig};
-use crate::edge::Edge;
-use crate::kafka::{self, KafkaError};
+use crate::flow::edge::Edge;
 use crate::protocol::debezium::{self, Decoded, Op};
 use crate::protocol::pgoutput::Lsn;
 use crate::protocol::schema::{Column, TableSchema};
-use crate::status::PipelineCounters;
+use crate::runtime::registry::PipelineCounters;
+use crate::runtime::task::TaskGuard;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
@@ -432,7 +432,7 @@ impl Run {
 
     /// The edge is full: pause every assigned partition and keep polling (heartbeats,
     /// rebalances, acknowledgements) until a slot frees, then resume.
-    async fn wait_paused(&mut self) -> Result<crate::edge::Slot, KafkaError> {
+    async fn wait_paused(&mut self) -> Result<crate::flow::edge::Slot, KafkaError> {
         let c = &self.shared.consumer;
         let paused = c.assignment().unwrap_or_default();
         if let Err(e) = c.pause(&paused) {

@@ -17,7 +17,7 @@
 //! as one more failure).
 
 use crate::config::SupervisionConfig;
-use crate::status::{ActorState, Registry};
+use crate::runtime::registry::{ActorState, Registry};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -116,8 +116,8 @@ impl std::error::Error for Outage {}
 /// Whether an actor's error is an outage of a server it needs (waited out once the actor ran
 /// healthily), rather than a failure of its own or a configuration error.
 pub fn is_outage(err: &(dyn std::error::Error + 'static)) -> bool {
-    use crate::actors::clickhouse_sink::SinkError;
-    use crate::clickhouse::ChError;
+    use crate::cdc::clickhouse_sink::SinkError;
+    use crate::clients::clickhouse::ChError;
     if err.downcast_ref::<Outage>().is_some() {
         return true;
     }
@@ -129,7 +129,7 @@ pub fn is_outage(err: &(dyn std::error::Error + 'static)) -> bool {
     {
         return e.is_outage();
     }
-    if let Some(e) = err.downcast_ref::<crate::postgres::PgError>() {
+    if let Some(e) = err.downcast_ref::<crate::clients::postgres::PgError>() {
         return e.is_outage();
     }
     false
@@ -530,9 +530,9 @@ pub fn supervisor_start(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actors::clickhouse_sink::SinkError;
-    use crate::clickhouse::ChError;
-    use crate::postgres::PgError;
+    use crate::cdc::clickhouse_sink::SinkError;
+    use crate::clients::clickhouse::ChError;
+    use crate::clients::postgres::PgError;
 
     fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> ActorProcessingErr {
         Box::new(e)

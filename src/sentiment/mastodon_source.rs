@@ -10,13 +10,13 @@
 //! Must never: log the access token, stop on a malformed event (it is counted and skipped),
 //! or move a resume point backwards.
 
-use crate::ack::AckTracker;
-use crate::actors::llm_worker::{Job, JobKind};
-use crate::actors::replay_source::accept;
-use crate::clickhouse::ChClient;
+use crate::clients::clickhouse::ChClient;
 use crate::config::{ClickHouseConfig, MastodonConfig, MastodonInstance};
-use crate::edge::WorkQueue;
+use crate::flow::ack::AckTracker;
+use crate::flow::edge::WorkQueue;
 use crate::protocol::mastodon::{self as m, Post, SseParser, Status, StreamEvent};
+use crate::sentiment::llm_worker::{Job, JobKind};
+use crate::sentiment::replay_source::accept;
 use futures_util::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::cmp::Ordering as Cmp;
@@ -35,7 +35,7 @@ pub enum MastodonSourceError {
         what: String,
     },
     #[error(transparent)]
-    ClickHouse(#[from] crate::clickhouse::ChError),
+    ClickHouse(#[from] crate::clients::clickhouse::ChError),
     #[error("the LLM queue is closed")]
     QueueClosed,
 }
@@ -57,7 +57,7 @@ pub enum MastodonMsg {
 }
 
 pub struct MastodonState {
-    tasks: Vec<crate::actors::TaskGuard>,
+    tasks: Vec<crate::runtime::task::TaskGuard>,
 }
 
 pub struct MastodonSource;
@@ -92,7 +92,7 @@ impl Actor for MastodonSource {
                     high: resume,
                 };
                 let me = myself.clone();
-                tasks.push(crate::actors::TaskGuard::spawn(async move {
+                tasks.push(crate::runtime::task::TaskGuard::spawn(async move {
                     let e = follower.run().await;
                     let _ = me.cast(MastodonMsg::Failed(e.to_string()));
                 }));
@@ -129,7 +129,7 @@ pub fn resume_key(instance_url: &str, stream: &str) -> String {
 }
 
 fn http_client() -> Result<reqwest::Client, reqwest::Error> {
-    crate::tls::install_default_provider();
+    crate::clients::tls::install_default_provider();
     reqwest::Client::builder()
         .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))

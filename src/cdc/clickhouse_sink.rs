@@ -16,13 +16,13 @@
 //! (dropped Postgres columns stay in ClickHouse), or let a replay take a table back to an
 //! older state.
 
-use crate::clickhouse::{unescape_tsv, ChClient, ChError};
+use crate::clients::clickhouse::{unescape_tsv, ChClient, ChError};
 use crate::config::{BatchConfig, ClickHouseConfig, OnTruncate};
-use crate::edge::{Edge, Permit};
+use crate::flow::edge::{Edge, Permit};
 use crate::protocol::chtypes::*;
 use crate::protocol::pgoutput::{Cell, Lsn};
 use crate::protocol::schema::SharedSchema;
-use crate::status::PipelineCounters;
+use crate::runtime::registry::PipelineCounters;
 use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::HashMap;
@@ -122,7 +122,7 @@ struct TableState {
     ch_name: String,
     cols: Vec<ChColumn>,
     /// Per-table counters (`schema.table` in the metrics).
-    counters: Arc<crate::status::TableCounters>,
+    counters: Arc<crate::runtime::registry::TableCounters>,
     rows: Vec<u8>,
     tombstones: Vec<u8>,
     toast: ToastCache,
@@ -214,7 +214,7 @@ pub struct SinkState {
     traces: Vec<Span>,
     acks: Arc<watch::Sender<Lsn>>,
     counters: Arc<PipelineCounters>,
-    ticker: Option<crate::actors::TaskGuard>,
+    ticker: Option<crate::runtime::task::TaskGuard>,
     stats: EncodeStats,
     edge: Edge<SinkMsg>,
     /// Last progress line: when, and rows written then.
@@ -240,7 +240,7 @@ impl Actor for ClickHouseSink {
         tracing::info!(pipeline = %args.pipeline, server = %ch.addr(), version = %ch.caps.version, generation = ch.caps.generation(), "clickhouse sink connected");
         ch.ensure_state_table().await?;
         let period = (args.batch.max_age.0 / 4).max(Duration::from_millis(5));
-        let ticker = Some(crate::actors::TaskGuard(
+        let ticker = Some(crate::runtime::task::TaskGuard(
             myself.send_interval(period, || SinkMsg::Tick),
         ));
         args.edge.attach(myself.clone());

@@ -4,12 +4,12 @@
 //!
 //! Must never: stop on a bad line (it is counted and skipped), or read ahead of the queue.
 
-use crate::ack::AckTracker;
-use crate::actors::llm_worker::{Job, JobKind};
-use crate::clickhouse::ChClient;
+use crate::clients::clickhouse::ChClient;
 use crate::config::{ClickHouseConfig, ReplayConfig};
-use crate::edge::WorkQueue;
+use crate::flow::ack::AckTracker;
+use crate::flow::edge::WorkQueue;
 use crate::protocol::mastodon::{Post, Status};
+use crate::sentiment::llm_worker::{Job, JobKind};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +30,7 @@ pub enum ReplayMsg {
 }
 
 pub struct ReplayState {
-    task: crate::actors::TaskGuard,
+    task: crate::runtime::task::TaskGuard,
 }
 
 pub struct ReplaySource;
@@ -58,7 +58,7 @@ impl Actor for ReplaySource {
     ) -> Result<ReplayState, ActorProcessingErr> {
         args.tracker.reset();
         let me = myself.clone();
-        let task = crate::actors::TaskGuard::spawn(async move {
+        let task = crate::runtime::task::TaskGuard::spawn(async move {
             match run(&args).await {
                 Ok(n) => {
                     let _ = me.cast(ReplayMsg::Finished(n));

@@ -5,14 +5,14 @@
 //!
 //! Must never: complete a ticket before ClickHouse answered success.
 
-use crate::ack::{AckTracker, Ticket};
-use crate::clickhouse::ChClient;
+use crate::clients::clickhouse::ChClient;
 use crate::config::{BatchConfig, ClickHouseConfig};
-use crate::edge::{Edge, Permit};
+use crate::flow::ack::{AckTracker, Ticket};
+use crate::flow::edge::{Edge, Permit};
 use crate::protocol::chtypes::{ch_ident, ServerCaps};
 use crate::protocol::mastodon::Post;
 use crate::protocol::pgtext::{parse_timestamp_micros, tsv_escape, write_datetime_micros};
-use crate::status::PipelineCounters;
+use crate::runtime::registry::PipelineCounters;
 use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::Arc;
@@ -74,7 +74,7 @@ pub struct SentimentSinkState {
     oldest: Option<Instant>,
     tracker: Arc<AckTracker>,
     counters: Arc<PipelineCounters>,
-    ticker: Option<crate::actors::TaskGuard>,
+    ticker: Option<crate::runtime::task::TaskGuard>,
 }
 
 pub const COLUMNS: &[&str] = &[
@@ -243,7 +243,7 @@ impl Actor for SentimentSink {
         }
         tracing::info!(pipeline = %args.pipeline, server = %ch.addr(), version = %ch.caps.version, table = %table, "sentiment sink connected");
         let period = (args.batch.max_age.0 / 4).max(Duration::from_millis(5));
-        let ticker = Some(crate::actors::TaskGuard(
+        let ticker = Some(crate::runtime::task::TaskGuard(
             myself.send_interval(period, || SentimentSinkMsg::Tick),
         ));
         args.edge.attach(myself.clone());
@@ -313,7 +313,7 @@ impl Actor for SentimentSink {
 }
 
 impl SentimentSinkState {
-    async fn flush(&mut self) -> Result<(), crate::clickhouse::ChError> {
+    async fn flush(&mut self) -> Result<(), crate::clients::clickhouse::ChError> {
         if self.rows == 0 {
             return Ok(());
         }

@@ -29,7 +29,7 @@ pub fn otlp_provider(
 ) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, String> {
     use opentelemetry_otlp::WithExportConfig;
     // The exporter's HTTP client is reqwest with rustls: its crypto provider must be in place.
-    crate::tls::install_default_provider();
+    crate::clients::tls::install_default_provider();
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))

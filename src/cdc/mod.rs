@@ -1,0 +1,9 @@
+//! The CDC pipeline: PostgreSQL (or Debezium topics) in, ClickHouse (or Debezium topics)
+//! out. Sources turn the stream into the change types of [`change`]; sinks take them from a
+//! bounded edge and acknowledge what they wrote.
+
+pub mod clickhouse_sink;
+pub mod kafka_sink;
+pub mod kafka_source;
+pub mod postgres_source;
+pub mod tree;

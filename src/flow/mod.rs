@@ -1,0 +1,8 @@
+//! Flow primitives shared by every pipeline, each small and tested on its own: bounded
+//! edges between actors, in-order acknowledgement tracking, a circuit breaker and an
+//! adaptive concurrency limiter. Must never: import a pipeline, a client or the config.
+
+pub mod ack;
+pub mod circuit;
+pub mod edge;
+pub mod limiter;
