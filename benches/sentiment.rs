@@ -418,7 +418,7 @@ async fn run_once(
     let mut bad_labels = Vec::new();
     for line in rows.lines() {
         let mut it = line.splitn(3, '\t');
-        let u = |s: Option<&str>| tributary::clients::clickhouse::unescape_tsv(s.unwrap_or(""));
+        let u = |s: Option<&str>| tributary::protocol::pgtext::unescape_tsv(s.unwrap_or(""));
         let (id, label, text) = (u(it.next()), u(it.next()), u(it.next()));
         let seen: String = text.chars().take(2000).collect();
         if label != rule_label(&seen) {

@@ -5,6 +5,7 @@
 //! Must never: print a secret (passwords are [`Secret`], whose `Debug` is redacted), or accept
 //! a config that would only fail later at run time when a check here could catch it.
 
+pub use crate::protocol::chtypes::JsonAs;
 use serde::Deserialize;
 use std::{collections::HashSet, fmt, path::Path, time::Duration};
 
@@ -550,13 +551,6 @@ pub struct ClickHouseConfig {
     pub insert_attempts: u32,
     #[serde(default = "defaults::request_timeout")]
     pub request_timeout: HumanDuration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JsonAs {
-    String,
-    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -1206,6 +1200,21 @@ fn comment_start(line: &str) -> Option<usize> {
         prev = c;
     }
     None
+}
+
+/// The body of the config fuzz target (fuzz/fuzz_targets/config.rs), shared with
+/// tests/fuzz_regressions.rs. Must never: do I/O.
+#[doc(hidden)]
+pub mod fuzz {
+    use super::Config;
+
+    /// The config loader: `${VAR:-default}` interpolation, TOML, validation. Variables resolve to
+    /// a fixed value, so the fuzzer reaches validation with every shape of file.
+    pub fn config(data: &[u8]) {
+        if let Ok(text) = std::str::from_utf8(data) {
+            let _ = Config::from_str_named(text, "fuzz.toml", &|_| Some("1".to_string()));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -83,5 +83,5 @@ fn llm_reply() {
 
 #[test]
 fn config() {
-    replay("config", fuzz::config);
+    replay("config", tributary::config::fuzz::config);
 }

@@ -16,12 +16,14 @@
 //! (dropped Postgres columns stay in ClickHouse), or let a replay take a table back to an
 //! older state.
 
-use crate::clients::clickhouse::{unescape_tsv, ChClient, ChError};
+use crate::clients::clickhouse::{ChClient, ChError};
 use crate::config::{BatchConfig, ClickHouseConfig, OnTruncate};
 use crate::flow::edge::{Edge, Permit};
 use crate::protocol::chtypes::*;
 use crate::protocol::pgoutput::{Cell, Lsn};
+use crate::protocol::pgtext::unescape_tsv;
 use crate::protocol::schema::SharedSchema;
+use crate::runtime::fault::ErrorClass;
 use crate::runtime::registry::PipelineCounters;
 use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -915,4 +917,61 @@ pub enum SinkError {
     },
     #[error("sink protocol: {0}")]
     Protocol(String),
+}
+
+impl SinkError {
+    /// ClickHouse's errors by their own class (see [`ChError::class`]); a protocol error
+    /// between source and sink is transient (the restart replays the stream).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            SinkError::ClickHouse(e) | SinkError::Insert { source: e, .. } => e.class(),
+            SinkError::Protocol(_) => ErrorClass::Transient,
+        }
+    }
+}
+
+/// The class of the sink's errors: [`SinkError::class`], a bare [`ChError`] by its own, and
+/// anything else by [`crate::runtime::fault::classify`].
+pub fn classify(err: &(dyn std::error::Error + 'static)) -> ErrorClass {
+    match err.downcast_ref::<SinkError>() {
+        Some(e) => e.class(),
+        None => crate::clients::clickhouse::classify(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_classify_by_their_clickhouse_cause() {
+        let addr = || "127.0.0.1:1".to_string();
+        let boxed = |e: SinkError| -> Box<dyn std::error::Error> { Box::new(e) };
+        let away = ChError::Unreachable {
+            addr: addr(),
+            message: "refused".into(),
+        };
+        let answered = ChError::Server {
+            addr: addr(),
+            code: Some(241),
+            message: "memory".into(),
+        };
+        assert_eq!(
+            classify(boxed(SinkError::ClickHouse(away)).as_ref()),
+            ErrorClass::Outage
+        );
+        let insert = SinkError::Insert {
+            table: "t".into(),
+            attempts: 3,
+            source: answered,
+        };
+        assert_eq!(classify(boxed(insert).as_ref()), ErrorClass::Transient);
+        let protocol = SinkError::Protocol("x".into());
+        assert_eq!(classify(boxed(protocol).as_ref()), ErrorClass::Transient);
+        let timeout: Box<dyn std::error::Error> = Box::new(ChError::Timeout {
+            addr: addr(),
+            after: Duration::from_secs(1),
+        });
+        assert_eq!(classify(timeout.as_ref()), ErrorClass::Outage);
+    }
 }

@@ -22,6 +22,7 @@ use crate::protocol::pgoutput::{
 use crate::protocol::schema::{
     pg_ident, pg_literal, split_table_name, Column, SharedSchema, TableSchema,
 };
+use crate::runtime::fault::{classified, ErrorClass};
 use crate::runtime::registry::PipelineCounters;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
@@ -48,12 +49,13 @@ pub enum SourceError {
 }
 
 impl SourceError {
-    /// Postgres is away (see [`PgError::is_outage`]), or ended the stream (shutting down).
-    pub fn is_outage(&self) -> bool {
+    /// An outage when Postgres is away or ended the stream (shutting down); a Postgres
+    /// error by its own class (see [`PgError::class`]); transient otherwise.
+    pub fn class(&self) -> ErrorClass {
         match self {
-            SourceError::Pg(e) => e.is_outage(),
-            SourceError::StreamEnded => true,
-            _ => false,
+            SourceError::Pg(e) => e.class(),
+            SourceError::StreamEnded => ErrorClass::Outage,
+            _ => ErrorClass::Transient,
         }
     }
 }
@@ -69,8 +71,8 @@ pub struct SourceArgs {
 }
 
 pub enum SourceMsg {
-    /// The stream task ended with this error (an outage of Postgres, or not).
-    Failed(String, bool),
+    /// The stream task ended with this error, of this class.
+    Failed(String, ErrorClass),
 }
 
 pub struct SourceState {
@@ -110,11 +112,11 @@ impl Actor for PostgresSource {
         let me = myself.clone();
         let task = crate::runtime::task::TaskGuard::spawn(async move {
             let r = stream.run().await;
-            let (msg, outage) = match r {
-                Ok(()) => ("stream ended".to_string(), false),
-                Err(e) => (e.to_string(), e.is_outage()),
+            let (msg, class) = match r {
+                Ok(()) => ("stream ended".to_string(), ErrorClass::Transient),
+                Err(e) => (e.to_string(), e.class()),
             };
-            let _ = me.cast(SourceMsg::Failed(msg, outage));
+            let _ = me.cast(SourceMsg::Failed(msg, class));
         });
         Ok(SourceState {
             task,
@@ -133,8 +135,7 @@ impl Actor for PostgresSource {
         _st: &mut SourceState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SourceMsg::Failed(e, true) => Err(Box::new(crate::runtime::supervisor::Outage(e))),
-            SourceMsg::Failed(e, false) => Err(e.into()),
+            SourceMsg::Failed(e, class) => Err(classified(e, class)),
         }
     }
 

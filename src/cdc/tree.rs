@@ -16,8 +16,9 @@ use crate::config::{Config, PipelineConfig};
 use crate::flow::edge::Edge;
 use crate::protocol::pgoutput::Lsn;
 use crate::runtime::registry::Registry;
-use crate::runtime::supervisor::{supervisor_start, ChildSpec, Restart, StartFn, Strategy};
-use ractor::Actor;
+use crate::runtime::supervisor::{
+    spawn_child, supervisor_start, ChildSpec, Restart, StartFn, Strategy,
+};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -63,12 +64,7 @@ pub fn cdc_pipeline(
                     acks: acks.clone(),
                     counters: counters.clone(),
                 };
-                return Box::pin(async move {
-                    Ok(Actor::spawn_linked(None, KafkaSink, args, sup)
-                        .await?
-                        .0
-                        .get_cell())
-                });
+                return spawn_child(KafkaSink, args, sup);
             }
             let args = SinkArgs {
                 pipeline: p.name.clone(),
@@ -78,12 +74,7 @@ pub fn cdc_pipeline(
                 acks: acks.clone(),
                 counters: counters.clone(),
             };
-            Box::pin(async move {
-                Ok(Actor::spawn_linked(None, ClickHouseSink, args, sup)
-                    .await?
-                    .0
-                    .get_cell())
-            })
+            spawn_child(ClickHouseSink, args, sup)
         })
     };
     let drain_timeout = cfg.shutdown_timeout.0;
@@ -113,12 +104,7 @@ pub fn cdc_pipeline(
                     counters: counters.clone(),
                     drain_timeout,
                 };
-                return Box::pin(async move {
-                    Ok(Actor::spawn_linked(None, KafkaCdcSource, args, sup)
-                        .await?
-                        .0
-                        .get_cell())
-                });
+                return spawn_child(KafkaCdcSource, args, sup);
             };
             let args = SourceArgs {
                 pipeline: p.name.clone(),
@@ -128,12 +114,7 @@ pub fn cdc_pipeline(
                 counters: counters.clone(),
                 drain_timeout,
             };
-            Box::pin(async move {
-                Ok(Actor::spawn_linked(None, PostgresSource, args, sup)
-                    .await?
-                    .0
-                    .get_cell())
-            })
+            spawn_child(PostgresSource, args, sup)
         })
     };
     let start = supervisor_start(
@@ -141,26 +122,16 @@ pub fn cdc_pipeline(
         Strategy::RestForOne,
         cfg.supervision,
         vec![
-            ChildSpec {
-                name: "sink".into(),
-                restart: Restart::Permanent,
-                start: sink_start,
-            },
-            ChildSpec {
-                name: "source".into(),
-                restart: Restart::Permanent,
-                start: source_start,
-            },
+            ChildSpec::new("sink", Restart::Permanent, sink_start)
+                .classified_by(crate::cdc::clickhouse_sink::classify),
+            ChildSpec::new("source", Restart::Permanent, source_start)
+                .classified_by(crate::clients::postgres::classify),
         ],
         registry,
         cfg.shutdown_timeout.0,
     );
     (
-        ChildSpec {
-            name: p.name.clone(),
-            restart: Restart::Temporary,
-            start,
-        },
+        ChildSpec::new(p.name.clone(), Restart::Temporary, start),
         handles,
     )
 }

@@ -5,7 +5,9 @@
 //! or report an insert as done before the server answered success.
 
 use crate::config::{ClickHouseConfig, Compression};
-use crate::protocol::chtypes::{ch_ident, ch_literal, ServerCaps};
+use crate::protocol::chtypes::{ch_ident, ch_literal, parse_code, ServerCaps};
+use crate::protocol::pgtext::unescape_tsv;
+use crate::runtime::fault::ErrorClass;
 use crate::runtime::registry::PipelineCounters;
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
@@ -38,6 +40,26 @@ impl ChError {
     /// The server could not be reached or did not answer (not an answer it gave).
     pub fn is_outage(&self) -> bool {
         matches!(self, ChError::Unreachable { .. } | ChError::Timeout { .. })
+    }
+
+    /// Outage when the server is away; permanent when it refused our credentials
+    /// (AUTHENTICATION_FAILED 516; UNKNOWN_USER 192, WRONG_PASSWORD 193 and
+    /// REQUIRED_PASSWORD 194 on older servers); transient otherwise.
+    pub fn class(&self) -> ErrorClass {
+        match self.code() {
+            _ if self.is_outage() => ErrorClass::Outage,
+            Some(192..=194 | 516) => ErrorClass::Permanent,
+            _ => ErrorClass::Transient,
+        }
+    }
+}
+
+/// The class of an error of an actor that talks to ClickHouse: a [`ChError`] by its
+/// [`ChError::class`], anything else by [`crate::runtime::fault::classify`].
+pub fn classify(err: &(dyn std::error::Error + 'static)) -> ErrorClass {
+    match err.downcast_ref::<ChError>() {
+        Some(e) => e.class(),
+        None => crate::runtime::fault::classify(err),
     }
 }
 
@@ -306,38 +328,6 @@ impl ChClient {
     }
 }
 
-/// `Code: 60. DB::Exception` (current) or `Code: 60, e.displayText()` (18.16).
-pub fn parse_code(text: &str) -> Option<u32> {
-    let rest = &text[text.find("Code: ")? + 6..];
-    let end = rest
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
-}
-
-/// Reverses TabSeparated escaping of one field.
-pub fn unescape_tsv(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut it = s.chars();
-    while let Some(c) = it.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match it.next() {
-            Some('t') => out.push('\t'),
-            Some('n') => out.push('\n'),
-            Some('r') => out.push('\r'),
-            Some('0') => out.push('\0'),
-            Some('b') => out.push('\u{8}'),
-            Some('f') => out.push('\u{c}'),
-            Some(o) => out.push(o),
-            None => out.push('\\'),
-        }
-    }
-    out
-}
-
 /// One request waiting for ClickHouse, counted in `clickhouse_unreachable` while it lives.
 struct WaitGuard(Arc<PipelineCounters>);
 
@@ -359,17 +349,41 @@ impl Drop for WaitGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> Box<dyn std::error::Error> {
+        Box::new(e)
+    }
+
     #[test]
-    fn codes() {
+    fn outages_are_told_from_answers() {
+        let addr = || "127.0.0.1:1".to_string();
+        let server = |code| ChError::Server {
+            addr: addr(),
+            code,
+            message: "x".into(),
+        };
+        let timeout = ChError::Timeout {
+            addr: addr(),
+            after: Duration::from_secs(1),
+        };
+        let refused = ChError::Unreachable {
+            addr: addr(),
+            message: "refused".into(),
+        };
+        assert_eq!(classify(boxed(timeout).as_ref()), ErrorClass::Outage);
+        assert_eq!(classify(boxed(refused).as_ref()), ErrorClass::Outage);
         assert_eq!(
-            parse_code("Code: 60. DB::Exception: x (UNKNOWN_TABLE)"),
-            Some(60)
+            classify(boxed(server(None)).as_ref()),
+            ErrorClass::Transient
         );
         assert_eq!(
-            parse_code("Code: 60, e.displayText() = DB::Exception"),
-            Some(60)
+            classify(boxed(server(Some(241))).as_ref()),
+            ErrorClass::Transient
         );
-        assert_eq!(parse_code("nothing"), None);
-        assert_eq!(unescape_tsv("a\\tb\\\\"), "a\tb\\");
+        for code in [192, 193, 194, 516] {
+            assert_eq!(server(Some(code)).class(), ErrorClass::Permanent, "{code}");
+        }
+        let wrapped = crate::runtime::fault::Outage("x".into());
+        assert_eq!(classify(boxed(wrapped).as_ref()), ErrorClass::Outage);
     }
 }

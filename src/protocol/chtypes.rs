@@ -9,7 +9,7 @@
 use super::pgoutput::Cell;
 use super::pgtext::*;
 use super::schema::{Column, PgType, TableSchema};
-use crate::config::JsonAs;
+use serde::Deserialize;
 
 /// What a ClickHouse server supports, from `SELECT version()`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +112,15 @@ const DT64_MAX: i64 = 10_413_791_999_999_999; // 2299-12-31 23:59:59.999999
 const D32_MIN: i64 = -25_567; // 1900-01-01
 const D32_MAX: i64 = 120_529; // 2299-12-31
 
+/// How json/jsonb columns are stored: as `String` (every server) or as the `JSON` type
+/// (ClickHouse ≥ 24.8; String on older servers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JsonAs {
+    String,
+    Json,
+}
+
 pub fn map_column(col: &Column, caps: &ServerCaps, json_as: JsonAs) -> ChColumn {
     let (base, codec, note) = map_type(&col.pg_type, caps, json_as);
     // Arrays cannot be Nullable in ClickHouse: a NULL array is stored as [].
@@ -143,7 +152,7 @@ pub fn map_column(col: &Column, caps: &ServerCaps, json_as: JsonAs) -> ChColumn 
             &Cell::Text(bytes::Bytes::copy_from_slice(v.as_bytes())),
             &mut EncodeStats::default(),
         );
-        let text = crate::clients::clickhouse::unescape_tsv(&String::from_utf8_lossy(&tsv));
+        let text = unescape_tsv(&String::from_utf8_lossy(&tsv));
         c.default_expr = Some(format!("CAST({} AS {})", ch_literal(&text), c.ch_type));
     }
     c
@@ -585,8 +594,31 @@ pub fn stored_field_tsv(col: &ChColumn, field: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// `Code: 60. DB::Exception` (current) or `Code: 60, e.displayText()` (18.16): the error code
+/// in a ClickHouse server's error text.
+pub fn parse_code(text: &str) -> Option<u32> {
+    let rest = &text[text.find("Code: ")? + 6..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn codes() {
+        assert_eq!(
+            parse_code("Code: 60. DB::Exception: x (UNKNOWN_TABLE)"),
+            Some(60)
+        );
+        assert_eq!(
+            parse_code("Code: 60, e.displayText() = DB::Exception"),
+            Some(60)
+        );
+        assert_eq!(parse_code("nothing"), None);
+    }
+
     use super::*;
     use bytes::Bytes;
 

@@ -1762,7 +1762,7 @@ mod tests {
     /// The TSV field ClickHouse receives for `cell` in a column of Postgres type `ty`.
     fn ch(ty: &PgType, cell: &Cell) -> String {
         let caps = chtypes::ServerCaps::from_version("24.8");
-        let json_as = crate::config::JsonAs::String;
+        let json_as = crate::protocol::chtypes::JsonAs::String;
         let c = chtypes::map_column(&col("v", ty.clone(), false), &caps, json_as);
         let mut out = Vec::new();
         chtypes::encode_field(&mut out, &c, cell, &mut chtypes::EncodeStats::default());

@@ -262,8 +262,36 @@ pub fn float_text(s: &str) -> &str {
     }
 }
 
+/// Reverses TabSeparated escaping of one field.
+pub fn unescape_tsv(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match it.next() {
+            Some('t') => out.push('\t'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('0') => out.push('\0'),
+            Some('b') => out.push('\u{8}'),
+            Some('f') => out.push('\u{c}'),
+            Some(o) => out.push(o),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn unescapes_tsv() {
+        assert_eq!(unescape_tsv("a\\tb\\\\"), "a\tb\\");
+    }
+
     use super::*;
 
     #[test]

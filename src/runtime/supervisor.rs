@@ -6,16 +6,18 @@
 //! ractor gives links and supervision events only: a restart here is a new spawn from the
 //! child's builder. A kill arrives as `ActorTerminated("killed")` and counts as abnormal.
 //!
-//! Outages are not crashes: a child that ran healthily once (for `HEALTHY_AFTER`) and then
-//! fails, or fails to start, because a server it needs is away (see [`is_outage`]) is
+//! Each child's errors are classified by the child's own [`Classify`] function (see
+//! [`super::fault`]). Outages are not crashes: a child that ran healthily once (for
+//! `HEALTHY_AFTER`) and then fails, or fails to start, because a server it needs is away is
 //! restarted with backoff (up to `backoff_max`) for as long as the outage lasts, without
 //! counting against the restart intensity. A server missing from the start still escalates,
-//! with an error that names it.
+//! with an error that names it. A permanent error escalates at once.
 //!
 //! Must never: sleep in a handler, restart a child while its previous instance may still run
 //! (it is stopped and awaited first), or crash because a restart attempt failed (that counts
 //! as one more failure).
 
+use super::fault::{Classify, ErrorClass};
 use crate::config::SupervisionConfig;
 use crate::runtime::registry::{ActorState, Registry};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
@@ -51,6 +53,26 @@ pub struct ChildSpec {
     pub name: String,
     pub restart: Restart,
     pub start: StartFn,
+    /// The class of the child's errors (its own error types; see [`super::fault`]).
+    pub classify: Classify,
+}
+
+impl ChildSpec {
+    /// A child whose errors are classified by [`super::fault::classify`] (an
+    /// [`super::fault::Outage`] is an outage, anything else transient).
+    pub fn new(name: impl Into<String>, restart: Restart, start: StartFn) -> ChildSpec {
+        ChildSpec {
+            name: name.into(),
+            restart,
+            start,
+            classify: super::fault::classify,
+        }
+    }
+
+    /// The same child, its errors classified by the actor's own function.
+    pub fn classified_by(self, classify: Classify) -> ChildSpec {
+        ChildSpec { classify, ..self }
+    }
 }
 
 pub struct SupervisorArgs {
@@ -100,46 +122,11 @@ impl Child {
 /// How long a child must have run before its outages stop counting as failures.
 pub const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 
-/// A failure because a server the actor needs is away: unreachable, timing out, shutting
-/// down or restarting. Actors whose errors are strings wrap them in this to say so.
-#[derive(Debug)]
-pub struct Outage(pub String);
-
-impl std::fmt::Display for Outage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Outage {}
-
-/// Whether an actor's error is an outage of a server it needs (waited out once the actor ran
-/// healthily), rather than a failure of its own or a configuration error.
-pub fn is_outage(err: &(dyn std::error::Error + 'static)) -> bool {
-    use crate::cdc::clickhouse_sink::SinkError;
-    use crate::clients::clickhouse::ChError;
-    if err.downcast_ref::<Outage>().is_some() {
-        return true;
-    }
-    if let Some(e) = err.downcast_ref::<ChError>() {
-        return e.is_outage();
-    }
-    if let Some(SinkError::ClickHouse(e) | SinkError::Insert { source: e, .. }) =
-        err.downcast_ref::<SinkError>()
-    {
-        return e.is_outage();
-    }
-    if let Some(e) = err.downcast_ref::<crate::clients::postgres::PgError>() {
-        return e.is_outage();
-    }
-    false
-}
-
-/// `is_outage` for a failed start.
-fn start_is_outage(e: &SpawnErr) -> bool {
+/// The class of a failed start: the actor's error, classified by the child's function.
+fn start_class(e: &SpawnErr, classify: Classify) -> ErrorClass {
     match e {
-        SpawnErr::StartupFailed(inner) => is_outage(inner.as_ref()),
-        _ => false,
+        SpawnErr::StartupFailed(inner) => classify(inner.as_ref()),
+        _ => ErrorClass::Transient,
     }
 }
 
@@ -222,10 +209,10 @@ impl Actor for Supervisor {
         evt: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, abnormal, reason, outage) = match evt {
+        let (cell, abnormal, reason, err) = match evt {
             SupervisionEvent::ActorFailed(cell, err) => {
-                let outage = is_outage(err.as_ref());
-                (cell, true, err.to_string(), outage)
+                let reason = err.to_string();
+                (cell, true, reason, Some(err))
             }
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
                 let abnormal = reason.is_some();
@@ -233,7 +220,7 @@ impl Actor for Supervisor {
                     cell,
                     abnormal,
                     reason.unwrap_or_else(|| "stopped".into()),
-                    false,
+                    None,
                 )
             }
             _ => return Ok(()),
@@ -247,7 +234,10 @@ impl Actor for Supervisor {
             return Ok(());
         };
         state.children[i].cell = None;
-        child_exited(&myself, state, i, abnormal, reason, outage).await
+        let class = err.map_or(ErrorClass::Transient, |e| {
+            (state.children[i].spec.classify)(e.as_ref())
+        });
+        child_exited(&myself, state, i, abnormal, reason, class).await
     }
 
     async fn post_stop(
@@ -270,14 +260,21 @@ async fn child_exited(
     i: usize,
     abnormal: bool,
     reason: String,
-    outage: bool,
+    class: ErrorClass,
 ) -> Result<(), ActorProcessingErr> {
     let path = state.child_path(i);
     let child = &mut state.children[i];
     if child.run_ended() {
         child.outage_streak = 0;
     }
-    let waited_out = outage && child.healthy_once;
+    if class == ErrorClass::Permanent {
+        let msg = format!(
+            "{}: {path} failed with an error a restart cannot cure; stopping: {reason}",
+            state.args_path
+        );
+        return give_up(state, &path, &reason, msg).await;
+    }
+    let waited_out = class == ErrorClass::Outage && child.healthy_once;
     let restart = match state.children[i].spec.restart {
         Restart::Permanent => true,
         Restart::Transient => abnormal,
@@ -326,20 +323,30 @@ async fn child_exited(
     }
     let recent = state.restarts.len() as u32;
     if recent > state.policy.max_restarts {
-        state
-            .registry
-            .set_state(&path, ActorState::Failed, Some(reason.clone()));
         let msg = format!(
             "{}: {} restarts within {:?} (limit {}); giving up. Last failure of {path}: {reason}",
             state.args_path, recent, state.policy.within.0, state.policy.max_restarts
         );
-        tracing::error!(supervisor = %state.args_path, "{msg}");
-        state.registry.escalated(&state.args_path);
-        let all: Vec<usize> = (0..state.children.len()).collect();
-        stop_children(state, &all).await;
-        return Err(msg.into());
+        return give_up(state, &path, &reason, msg).await;
     }
     schedule_restart(myself, state, i, &reason, recent.saturating_sub(1), None).await
+}
+
+/// Escalates to the parent: marks the child failed, stops every child, and fails with `msg`.
+async fn give_up(
+    state: &mut SupervisorState,
+    path: &str,
+    reason: &str,
+    msg: String,
+) -> Result<(), ActorProcessingErr> {
+    state
+        .registry
+        .set_state(path, ActorState::Failed, Some(reason.to_string()));
+    tracing::error!(supervisor = %state.args_path, "{msg}");
+    state.registry.escalated(&state.args_path);
+    let all: Vec<usize> = (0..state.children.len()).collect();
+    stop_children(state, &all).await;
+    Err(msg.into())
 }
 
 /// A healthy child failed because a server is away: restart it (and its dependents) with a
@@ -425,7 +432,7 @@ async fn start_children(
                 // A failed start is one more failure: it counts against the intensity (unless
                 // it is an outage waited out) and the children after it (in this batch) wait
                 // for the next attempt.
-                let outage = start_is_outage(&e);
+                let class = start_class(&e, state.children[i].spec.classify);
                 let reason = format!("start failed: {e}");
                 let rest: Vec<usize> = indexes[n + 1..].to_vec();
                 for &j in &rest {
@@ -433,7 +440,7 @@ async fn start_children(
                         .registry
                         .set_state(&state.child_path(j), ActorState::Restarting, None);
                 }
-                return child_exited_with_pending(myself, state, i, reason, rest, outage).await;
+                return child_exited_with_pending(myself, state, i, reason, rest, class).await;
             }
         }
     }
@@ -447,9 +454,9 @@ async fn child_exited_with_pending(
     i: usize,
     reason: String,
     pending: Vec<usize>,
-    outage: bool,
+    class: ErrorClass,
 ) -> Result<(), ActorProcessingErr> {
-    child_exited(myself, state, i, true, reason, outage).await?;
+    child_exited(myself, state, i, true, reason, class).await?;
     // one_for_one only schedules `i`: the not-yet-started children must come with it.
     if state.strategy == Strategy::OneForOne && !pending.is_empty() {
         myself.send_after(state.policy.backoff_initial.0, move || {
@@ -500,6 +507,16 @@ pub async fn find_actor(root: &ActorRef<SupervisorMsg>, path: &str) -> Option<Ac
     }
 }
 
+/// Spawns `actor` linked to the supervisor `sup`: the body of every child's start function.
+pub fn spawn_child<A: Actor>(actor: A, args: A::Arguments, sup: ActorCell) -> StartFuture {
+    Box::pin(async move {
+        Ok(Actor::spawn_linked(None, actor, args, sup)
+            .await?
+            .0
+            .get_cell())
+    })
+}
+
 /// A child spec's start function for a nested supervisor over `children`.
 pub fn supervisor_start(
     path: String,
@@ -518,113 +535,63 @@ pub fn supervisor_start(
             registry: registry.clone(),
             shutdown_timeout,
         };
-        Box::pin(async move {
-            Ok(Actor::spawn_linked(None, Supervisor, args, sup)
-                .await?
-                .0
-                .get_cell())
-        })
+        spawn_child(Supervisor, args, sup)
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cdc::clickhouse_sink::SinkError;
-    use crate::clients::clickhouse::ChError;
-    use crate::clients::postgres::PgError;
+    use crate::runtime::fault::{classified, ErrorClass};
 
-    fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> ActorProcessingErr {
-        Box::new(e)
+    /// Fails to start with an error of the given class; counts its starts.
+    struct Failing;
+
+    impl Actor for Failing {
+        type Msg = ();
+        type State = ();
+        type Arguments = (ErrorClass, Arc<std::sync::atomic::AtomicU32>);
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<()>,
+            (class, starts): Self::Arguments,
+        ) -> Result<(), ActorProcessingErr> {
+            starts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(classified("refused".into(), class))
+        }
     }
 
-    #[test]
-    fn outages_are_told_from_failures() {
-        let addr = || "127.0.0.1:1".to_string();
-        let away = ChError::Unreachable {
-            addr: addr(),
-            message: "refused".into(),
+    /// Runs a supervisor over one `Failing` child until it gives up; returns its starts.
+    async fn starts_until_escalation(class: ErrorClass) -> u32 {
+        let starts = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let s = starts.clone();
+        let start: StartFn = Arc::new(move |sup| spawn_child(Failing, (class, s.clone()), sup));
+        let mut policy = SupervisionConfig::default();
+        policy.max_restarts = 3;
+        policy.within.0 = Duration::from_secs(60);
+        policy.backoff_initial.0 = Duration::from_millis(1);
+        policy.backoff_max.0 = Duration::from_millis(1);
+        let args = SupervisorArgs {
+            path: format!("test-{class:?}"),
+            strategy: Strategy::OneForOne,
+            policy,
+            children: vec![ChildSpec::new("child", Restart::Permanent, start)],
+            registry: Registry::new(),
+            shutdown_timeout: Duration::from_secs(1),
         };
-        let answered = ChError::Server {
-            addr: addr(),
-            code: Some(241),
-            message: "memory".into(),
-        };
-        assert!(is_outage(boxed(Outage("x".into())).as_ref()));
-        assert!(is_outage(
-            boxed(ChError::Timeout {
-                addr: addr(),
-                after: Duration::from_secs(1)
-            })
-            .as_ref()
-        ));
-        assert!(!is_outage(
-            boxed(ChError::Server {
-                addr: addr(),
-                code: None,
-                message: "x".into()
-            })
-            .as_ref()
-        ));
-        assert!(is_outage(boxed(SinkError::ClickHouse(away)).as_ref()));
-        assert!(!is_outage(
-            boxed(SinkError::Insert {
-                table: "t".into(),
-                attempts: 3,
-                source: answered
-            })
-            .as_ref()
-        ));
-        assert!(!is_outage(boxed(SinkError::Protocol("x".into())).as_ref()));
-        let server = |m: &str| PgError::Server {
-            addr: addr(),
-            message: m.into(),
-        };
-        for m in [
-            "FATAL 57P01: terminating connection due to administrator command",
-            "FATAL 57P03: the database system is starting up",
-            "FATAL 53300: sorry, too many clients already",
-            "ERROR 55006: replication slot \"s\" is active for PID 42",
-            "FATAL 08006: connection failure",
-        ] {
-            assert!(server(m).is_outage(), "{m}");
-            assert!(is_outage(boxed(server(m)).as_ref()), "{m}");
+        match Actor::spawn(None, Supervisor, args).await {
+            // The first start fails inside the supervisor's own start.
+            Err(_) => {}
+            Ok((_, handle)) => handle.await.expect("supervisor task"),
         }
-        for m in [
-            "FATAL 28P01: password authentication failed for user \"u\"",
-            "ERROR 42P01: relation \"t\" does not exist",
-            "no code here",
-        ] {
-            assert!(!server(m).is_outage(), "{m}");
-        }
-        assert!(PgError::Io {
-            addr: addr(),
-            source: std::io::Error::other("reset")
-        }
-        .is_outage());
-        assert!(!PgError::Auth {
-            addr: addr(),
-            message: "no".into()
-        }
-        .is_outage());
-        assert!(!PgError::Protocol {
-            addr: addr(),
-            message: "bad".into()
-        }
-        .is_outage());
-        // A failed start carries the actor's error.
-        assert!(start_is_outage(&SpawnErr::StartupFailed(boxed(
-            ChError::Timeout {
-                addr: addr(),
-                after: Duration::from_secs(1)
-            }
-        ))));
-        assert!(!start_is_outage(&SpawnErr::StartupFailed(
-            "bad config".into()
-        )));
-        // Strings are not outages unless wrapped.
-        assert!(!is_outage(
-            ActorProcessingErr::from("connection refused").as_ref()
-        ));
+        starts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn a_permanent_error_escalates_without_a_restart() {
+        assert_eq!(starts_until_escalation(ErrorClass::Permanent).await, 1);
+        // A transient one is restarted until the intensity is exceeded.
+        assert_eq!(starts_until_escalation(ErrorClass::Transient).await, 4);
     }
 }

@@ -16,7 +16,9 @@ use crate::flow::ack::AckTracker;
 use crate::flow::circuit::CircuitBreaker;
 use crate::flow::edge::{Edge, WorkQueue};
 use crate::runtime::registry::Registry;
-use crate::runtime::supervisor::{supervisor_start, ChildSpec, Restart, StartFn, Strategy};
+use crate::runtime::supervisor::{
+    spawn_child, supervisor_start, ChildSpec, Restart, StartFn, Strategy,
+};
 use crate::sentiment::clickhouse_sink::{SentimentSink, SentimentSinkArgs, SentimentSinkMsg};
 use crate::sentiment::kafka_publisher::{PublisherArgs, StatusPublisher};
 use crate::sentiment::kafka_source::{KafkaStatusSource, StatusSourceArgs};
@@ -98,12 +100,7 @@ pub fn sentiment_pipeline(
                 tracker: h.tracker.clone(),
                 counters: counters.clone(),
             };
-            Box::pin(async move {
-                Ok(Actor::spawn_linked(None, SentimentSink, args, sup)
-                    .await?
-                    .0
-                    .get_cell())
-            })
+            spawn_child(SentimentSink, args, sup)
         })
     };
     let workers: Vec<ChildSpec> = (0..llm_cfg.concurrency)
@@ -133,11 +130,7 @@ pub fn sentiment_pipeline(
                         .get_cell())
                 })
             });
-            ChildSpec {
-                name: format!("worker-{index}"),
-                restart: Restart::Permanent,
-                start,
-            }
+            ChildSpec::new(format!("worker-{index}"), Restart::Permanent, start)
         })
         .collect();
     let pool = supervisor_start(
@@ -230,43 +223,22 @@ pub fn sentiment_pipeline(
                         tracker: h.tracker.clone(),
                         counters: counters.clone(),
                     };
-                    Box::pin(async move {
-                        Ok(Actor::spawn_linked(None, StatusPublisher, args, sup)
-                            .await?
-                            .0
-                            .get_cell())
-                    })
+                    spawn_child(StatusPublisher, args, sup)
                 })
             };
             vec![
-                ChildSpec {
-                    name: "sink".into(),
-                    restart: Restart::Permanent,
-                    start: publisher,
-                },
-                ChildSpec {
-                    name: "source".into(),
-                    restart: Restart::Permanent,
-                    start: source,
-                },
+                ChildSpec::new("sink", Restart::Permanent, publisher)
+                    .classified_by(crate::clients::clickhouse::classify),
+                ChildSpec::new("source", Restart::Permanent, source)
+                    .classified_by(crate::clients::clickhouse::classify),
             ]
         }
         _ => vec![
-            ChildSpec {
-                name: "sink".into(),
-                restart: Restart::Permanent,
-                start: sink,
-            },
-            ChildSpec {
-                name: "pool".into(),
-                restart: Restart::Permanent,
-                start: pool,
-            },
-            ChildSpec {
-                name: "source".into(),
-                restart: Restart::Permanent,
-                start: source,
-            },
+            ChildSpec::new("sink", Restart::Permanent, sink)
+                .classified_by(crate::clients::clickhouse::classify),
+            ChildSpec::new("pool", Restart::Permanent, pool),
+            ChildSpec::new("source", Restart::Permanent, source)
+                .classified_by(crate::clients::clickhouse::classify),
         ],
     };
     let start = supervisor_start(
@@ -277,14 +249,7 @@ pub fn sentiment_pipeline(
         registry,
         cfg.shutdown_timeout.0,
     );
-    (
-        ChildSpec {
-            name: p.name.clone(),
-            restart: Restart::Temporary,
-            start,
-        },
-        h,
-    )
+    (ChildSpec::new(p.name.clone(), Restart::Temporary, start), h)
 }
 
 /// `tributary check` for a sentiment pipeline: reaches ClickHouse, the LLM and every

@@ -586,7 +586,7 @@ pub async fn sentiment_rows(w: &World) -> Result<Vec<(String, String, String)>, 
         .iter()
         .map(|l| {
             let mut it = l.splitn(3, '\t');
-            let f = |s: Option<&str>| tributary::clients::clickhouse::unescape_tsv(s.unwrap_or(""));
+            let f = |s: Option<&str>| tributary::protocol::pgtext::unescape_tsv(s.unwrap_or(""));
             (f(it.next()), f(it.next()), f(it.next()))
         })
         .collect())

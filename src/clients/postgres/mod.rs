@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod replication;
 
 use crate::config::{PostgresConfig, Secret};
+use crate::runtime::fault::ErrorClass;
 use std::time::Duration;
 
 /// Why talking to Postgres failed. Messages name the server (`host:port`), never the password.
@@ -79,6 +80,30 @@ impl PgError {
             _ => false,
         }
     }
+
+    /// Outage when the server is away (see [`PgError::is_outage`]); permanent when it
+    /// refused our credentials (authentication, SQLSTATE class 28); transient otherwise.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            _ if self.is_outage() => ErrorClass::Outage,
+            PgError::Auth { .. } => ErrorClass::Permanent,
+            PgError::Server { message, .. } | PgError::Client { message, .. }
+                if sqlstate(message).is_some_and(|c| c.starts_with("28")) =>
+            {
+                ErrorClass::Permanent
+            }
+            _ => ErrorClass::Transient,
+        }
+    }
+}
+
+/// The class of an error of an actor that talks to Postgres: a [`PgError`] by its
+/// [`PgError::class`], anything else by [`crate::runtime::fault::classify`].
+pub fn classify(err: &(dyn std::error::Error + 'static)) -> ErrorClass {
+    match err.downcast_ref::<PgError>() {
+        Some(e) => e.class(),
+        None => crate::runtime::fault::classify(err),
+    }
 }
 
 /// The SQLSTATE of a message written as `SEVERITY CODE: text`.
@@ -136,3 +161,51 @@ pub const SESSION_SETTINGS: &[(&str, &str)] = &[
     ("client_encoding", "UTF8"),
     ("application_name", "tributary"),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outages_are_told_from_failures() {
+        let addr = || "127.0.0.1:1".to_string();
+        let server = |m: &str| PgError::Server {
+            addr: addr(),
+            message: m.into(),
+        };
+        for m in [
+            "FATAL 57P01: terminating connection due to administrator command",
+            "FATAL 57P03: the database system is starting up",
+            "FATAL 53300: sorry, too many clients already",
+            "ERROR 55006: replication slot \"s\" is active for PID 42",
+            "FATAL 08006: connection failure",
+        ] {
+            assert!(server(m).is_outage(), "{m}");
+            let boxed: Box<dyn std::error::Error> = Box::new(server(m));
+            assert_eq!(classify(boxed.as_ref()), ErrorClass::Outage, "{m}");
+        }
+        for m in ["ERROR 42P01: relation \"t\" does not exist", "no code here"] {
+            assert!(!server(m).is_outage(), "{m}");
+            assert_eq!(server(m).class(), ErrorClass::Transient, "{m}");
+        }
+        let refused = "FATAL 28P01: password authentication failed for user \"u\"";
+        assert!(!server(refused).is_outage());
+        assert_eq!(server(refused).class(), ErrorClass::Permanent);
+        assert!(PgError::Io {
+            addr: addr(),
+            source: std::io::Error::other("reset")
+        }
+        .is_outage());
+        let auth = PgError::Auth {
+            addr: addr(),
+            message: "no".into(),
+        };
+        assert!(!auth.is_outage());
+        assert_eq!(auth.class(), ErrorClass::Permanent);
+        assert!(!PgError::Protocol {
+            addr: addr(),
+            message: "bad".into()
+        }
+        .is_outage());
+    }
+}
