@@ -2,9 +2,10 @@
 //! as one supervised binary. The folders, bottom to top (a module imports only from its own
 //! folder and the ones above it in this list; `scripts/module-deps.py` checks it):
 //!
-//! - [`protocol`]: pure cores (bytes in, values out): pgoutput, Postgres text values,
-//!   ClickHouse types and DDL, Debezium envelopes, Mastodon events, LLM replies.
-//! - [`config`]: the config file, its validation, and the typed plan it yields.
+//! - [`protocol`] (crates/protocol): pure cores (bytes in, values out): pgoutput, Postgres
+//!   text values, ClickHouse types and DDL, Debezium envelopes, Mastodon events, LLM replies.
+//! - [`config`] (crates/config): the config file, its validation, and the typed plan it
+//!   yields.
 //! - [`flow`]: flow primitives shared by every pipeline: bounded edges, acknowledgement
 //!   tracking, circuit breaker, adaptive limiter.
 //! - [`runtime`]: the OTP-style supervisor, the registry of live actor states and counters,
@@ -18,13 +19,14 @@
 //! - [`ops`]: operations: HTTP endpoints and status page, Prometheus metrics, OTLP
 //!   telemetry, the chaos schedule.
 
+pub use tributary_config as config;
+pub use tributary_protocol as protocol;
+
 pub mod cdc;
 pub mod check;
 pub mod clients;
-pub mod config;
 pub mod flow;
 pub mod ops;
 pub mod pipelines;
-pub mod protocol;
 pub mod runtime;
 pub mod sentiment;

@@ -1,8 +1,8 @@
 //! The config loader: `${VAR:-default}` interpolation, TOML, validation. Variables resolve to
 //! a fixed value, so the fuzzer reaches validation with every shape of file.
-//! The body is `tributary::config::fuzz::config`, which tests/fuzz_regressions.rs also runs on
+//! The body is `tributary_config::fuzz::config`, which tests/fuzz_regressions.rs also runs on
 //! the seeds and on every crash input kept in fuzz/regressions/config/.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| tributary::config::fuzz::config(data));
+fuzz_target!(|data: &[u8]| tributary_config::fuzz::config(data));

@@ -1612,12 +1612,12 @@ pub fn decode_moved(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::chtypes;
+    use crate::chtypes;
     use PgType::*;
 
     macro_rules! fx {
         ($name:literal) => {
-            include_str!(concat!("../../tests/fixtures/debezium/", $name))
+            include_str!(concat!("../../../tests/fixtures/debezium/", $name))
         };
     }
     const TOPIC: &str = "PostgreSQL_server.public.customers";
@@ -1762,7 +1762,7 @@ mod tests {
     /// The TSV field ClickHouse receives for `cell` in a column of Postgres type `ty`.
     fn ch(ty: &PgType, cell: &Cell) -> String {
         let caps = chtypes::ServerCaps::from_version("24.8");
-        let json_as = crate::protocol::chtypes::JsonAs::String;
+        let json_as = crate::chtypes::JsonAs::String;
         let c = chtypes::map_column(&col("v", ty.clone(), false), &caps, json_as);
         let mut out = Vec::new();
         chtypes::encode_field(&mut out, &c, cell, &mut chtypes::EncodeStats::default());

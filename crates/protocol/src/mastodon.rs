@@ -12,7 +12,7 @@ use std::cmp::Ordering;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::protocol::pgtext::days_from_civil;
+use crate::pgtext::days_from_civil;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MastodonError {

@@ -5,9 +5,9 @@
 //! Must never: print a secret (passwords are [`Secret`], whose `Debug` is redacted), or accept
 //! a config that would only fail later at run time when a check here could catch it.
 
-pub use crate::protocol::chtypes::JsonAs;
 use serde::Deserialize;
 use std::{collections::HashSet, fmt, path::Path, time::Duration};
+pub use tributary_protocol::chtypes::JsonAs;
 
 /// Why a config could not be used. Every variant names the file; parse and validation
 /// errors name the key.
@@ -158,7 +158,7 @@ pub struct KafkaSinkConfig {
     pub tombstones: bool,
     /// Debezium's `decimal.handling.mode`: `precise` (bytes), `string` or `double`.
     #[serde(default = "defaults::decimal_handling")]
-    pub decimal_handling: crate::protocol::debezium::DecimalMode,
+    pub decimal_handling: tributary_protocol::debezium::DecimalMode,
     /// Partitions and replication factor of the topics tributary creates (existing topics
     /// are used as they are). One partition keeps a TRUNCATE in order with every row.
     #[serde(default = "defaults::one")]
@@ -455,7 +455,7 @@ pub struct LlmConfig {
     /// Output constrained to the labels: `off`, `json_schema` (OpenAI, vLLM, Ollama) or
     /// `json_object_with_schema` (llama.cpp's server). Ollama uses its `format` either way.
     #[serde(default = "defaults::structured")]
-    pub structured: crate::protocol::llm::Structured,
+    pub structured: tributary_protocol::llm::Structured,
     /// Token budget of a reply (room for a reasoning model's `<think>` block).
     #[serde(default = "defaults::max_tokens")]
     pub max_tokens: u32,
@@ -611,8 +611,8 @@ pub mod defaults {
     pub fn one() -> i32 {
         1
     }
-    pub fn decimal_handling() -> crate::protocol::debezium::DecimalMode {
-        crate::protocol::debezium::DecimalMode::Precise
+    pub fn decimal_handling() -> tributary_protocol::debezium::DecimalMode {
+        tributary_protocol::debezium::DecimalMode::Precise
     }
     pub fn kafka_state_topic() -> String {
         "tributary.state".into()
@@ -719,8 +719,8 @@ pub mod defaults {
     pub fn labels() -> Vec<String> {
         vec!["positive".into(), "negative".into(), "neutral".into()]
     }
-    pub fn structured() -> crate::protocol::llm::Structured {
-        crate::protocol::llm::Structured::JsonSchema
+    pub fn structured() -> tributary_protocol::llm::Structured {
+        tributary_protocol::llm::Structured::JsonSchema
     }
     pub fn max_tokens() -> u32 {
         512
@@ -1041,7 +1041,7 @@ fn validate_postgres(pg: &PostgresConfig) -> Result<(), (String, String)> {
         ));
     }
     for (j, t) in pg.tables.iter().enumerate() {
-        if crate::protocol::schema::split_table_name(t).is_none() {
+        if tributary_protocol::schema::split_table_name(t).is_none() {
             return Err((
                 format!("tables[{j}]"),
                 format!("`{t}` is not `schema.table` or `table`"),
@@ -1294,7 +1294,9 @@ url = "http://127.0.0.1:8123"
             _ => None,
         };
         for f in ["config/cdc.toml", "config/sentiment.toml"] {
-            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../..")
+                .join(f);
             let text = std::fs::read_to_string(&path).unwrap();
             Config::from_str_named(&text, f, &env).unwrap_or_else(|e| panic!("{e}"));
         }
@@ -1303,7 +1305,9 @@ url = "http://127.0.0.1:8123"
     #[test]
     fn sentiment_needs_one_source_and_an_llm() {
         let base = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sentiment.toml"),
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../..")
+                .join("config/sentiment.toml"),
         )
         .unwrap();
         let no_llm = base.replace("[pipeline.llm]", "[pipeline.llm_x]");

@@ -3,10 +3,10 @@
 //! targets and tests/fuzz_regressions.rs, which replays the seeds and every crash input kept in
 //! fuzz/regressions/ on each `cargo test`, run the same code. Must never: do I/O.
 
-use crate::protocol::debezium::decode_moved;
-use crate::protocol::llm::{extract_reply, parse_label, Api, Labels};
-use crate::protocol::mastodon::{html_to_text, parse_event, parse_websocket_message, SseParser};
-use crate::protocol::pgoutput::{decode_logical, decode_replication};
+use crate::debezium::decode_moved;
+use crate::llm::{extract_reply, parse_label, Api, Labels};
+use crate::mastodon::{html_to_text, parse_event, parse_websocket_message, SseParser};
+use crate::pgoutput::{decode_logical, decode_replication};
 
 /// The walsender's CopyData payloads and pgoutput messages.
 pub fn pgoutput(data: &[u8]) {
