@@ -1,16 +1,13 @@
 //! `tributary check`: validates the config, connects to every server, and prints what a run
 //! would do (publication and slot, tables, the ClickHouse DDL). It changes nothing.
 
-use crate::clients::clickhouse::ChClient;
-use crate::clients::postgres::{catalog, PgParams};
-use crate::config::Config;
-use crate::protocol::chtypes::{create_table_sql, map_column, table_name};
-use crate::protocol::schema::split_table_name;
+use crate::config::{Config, PipelinePlan};
 use std::fmt::Write;
 
 pub async fn run(cfg: &Config) -> Result<String, String> {
     let mut out = String::new();
     for p in &cfg.pipelines {
+        let plan = cfg.plan_of(p).map_err(|e| e.to_string())?;
         let kafka = match (
             &cfg.kafka,
             p.kafka_sink.is_some() || p.kafka_source.is_some(),
@@ -18,172 +15,13 @@ pub async fn run(cfg: &Config) -> Result<String, String> {
             (Some(k), true) => Some(kafka_line(k, p).await?),
             _ => None,
         };
-        if p.kind == crate::config::PipelineKind::Sentiment {
-            out.push_str(&crate::sentiment::tree::check(p).await?);
-            out.push_str(kafka.as_deref().unwrap_or(""));
-            continue;
-        }
-        let Some(pg) = &p.postgres else {
-            // Debezium topics into ClickHouse.
-            let _ = writeln!(out, "pipeline `{}` (cdc from Kafka)", p.name);
-            out.push_str(kafka.as_deref().unwrap_or(""));
-            let ch = ChClient::connect(&p.clickhouse)
-                .await
-                .map_err(|e| e.to_string())?;
-            let _ = writeln!(
-                out,
-                "  clickhouse {}: version {} ({} types); tables are created from the events' schemas",
-                ch.addr(),
-                ch.caps.version,
-                ch.caps.generation()
-            );
-            continue;
-        };
-        let _ = writeln!(
-            out,
-            "pipeline `{}` (cdc{})",
-            p.name,
-            if kafka.is_some() { " to Kafka" } else { "" }
-        );
-        let params = PgParams::from_config(pg);
-        let client = catalog::connect(&params).await.map_err(|e| e.to_string())?;
-        let _ = writeln!(out, "  postgres {}: connected", params.addr());
-        let ch = match &kafka {
-            Some(line) => {
-                out.push_str(line);
-                None
+        match plan {
+            PipelinePlan::Sentiment(plan) => {
+                out.push_str(&crate::sentiment::check::check(p, &plan).await?);
+                out.push_str(kafka.as_deref().unwrap_or(""));
             }
-            None => {
-                let ch = ChClient::connect(&p.clickhouse)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let _ = writeln!(
-                    out,
-                    "  clickhouse {}: version {} ({} types)",
-                    ch.addr(),
-                    ch.caps.version,
-                    ch.caps.generation()
-                );
-                Some(ch)
-            }
-        };
-        let wanted: Vec<(String, String)> = pg
-            .tables
-            .iter()
-            .filter_map(|t| split_table_name(t))
-            .collect();
-        let published = catalog::published_tables(&client, &params, &pg.publication)
-            .await
-            .map_err(|e| e.to_string())?;
-        let exists = !published.is_empty();
-        let _ = writeln!(
-            out,
-            "  publication `{}`: {}",
-            pg.publication,
-            if exists { "exists" } else { "will be created" }
-        );
-        let mut targets = Vec::new();
-        for (s, t) in &wanted {
-            let oid: Option<u32> = client
-                .query_opt(
-                    "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
-                    &[s, t],
-                )
-                .await
-                .map_err(|e| e.to_string())?
-                .map(|r| r.get(0));
-            match oid {
-                Some(oid) => targets.push(catalog::PublishedTable {
-                    schema: s.clone(),
-                    name: t.clone(),
-                    oid,
-                }),
-                None => {
-                    return Err(format!(
-                        "pipeline `{}`: table {s}.{t} does not exist in Postgres",
-                        p.name
-                    ))
-                }
-            }
-        }
-        if wanted.is_empty() {
-            targets = published;
-        }
-        let mut types = catalog::TypeResolver::default();
-        let mut schemas = Vec::new();
-        for t in &targets {
-            schemas.push(
-                catalog::load_table(&client, &params, &mut types, t)
-                    .await
-                    .map_err(|e| e.to_string())?,
-            );
-        }
-        catalog::check_keys(&schemas).map_err(|e| e.to_string())?;
-        let slot = catalog::slot_state(&client, &params, &pg.slot)
-            .await
-            .map_err(|e| e.to_string())?;
-        let _ = writeln!(
-            out,
-            "  slot `{}`: {}",
-            pg.slot,
-            match slot {
-                Some(s) => format!(
-                    "exists (plugin {}, confirmed {:?}, active {})",
-                    s.plugin,
-                    s.confirmed_flush.map(crate::protocol::pgoutput::fmt_lsn),
-                    s.active
-                ),
-                None => "will be created, with an initial snapshot".into(),
-            }
-        );
-        let Some(ch) = ch else {
-            let prefix = p
-                .kafka_sink
-                .as_ref()
-                .map(|k| k.topic_prefix.as_str())
-                .unwrap_or("");
-            for s in &schemas {
-                let _ = writeln!(
-                    out,
-                    "  {} -> topic {}",
-                    s.qualified(),
-                    crate::protocol::debezium::topic_name(prefix, &s.schema, &s.name)
-                );
-            }
-            continue;
-        };
-        for s in &schemas {
-            let cols: Vec<_> = s
-                .columns
-                .iter()
-                .map(|c| map_column(c, &ch.caps, p.clickhouse.json_as))
-                .collect();
-            let name = table_name(&p.clickhouse.table_template, s);
-            let exists = ch
-                .table_columns(&name)
-                .await
-                .map_err(|e| e.to_string())?
-                .is_some();
-            let _ = writeln!(
-                out,
-                "  {} -> {}.{} ({})",
-                s.qualified(),
-                ch.database,
-                name,
-                if exists { "exists" } else { "will be created" }
-            );
-            let _ = writeln!(
-                out,
-                "    {}",
-                create_table_sql(&ch.database, &name, &cols, &ch.caps)
-            );
-            for c in cols.iter().filter(|c| c.note.is_some()) {
-                let _ = writeln!(
-                    out,
-                    "    note: {}: {}",
-                    c.name,
-                    c.note.as_deref().unwrap_or("")
-                );
+            PipelinePlan::Cdc(plan) => {
+                out.push_str(&crate::cdc::check::check(p, &plan, kafka).await?)
             }
         }
     }

@@ -6,7 +6,7 @@
 
 use crate::cdc::clickhouse_sink::SinkMsg;
 use crate::cdc::tree::{cdc_pipeline, CdcHandles};
-use crate::config::{Config, PipelineKind};
+use crate::config::{Config, PipelinePlan};
 use crate::flow::edge::Edge;
 use crate::runtime::registry::Registry;
 use crate::runtime::supervisor::{Strategy, Supervisor, SupervisorArgs, SupervisorMsg};
@@ -47,13 +47,16 @@ pub async fn start_root(
     let mut children = Vec::new();
     let mut handles = Vec::new();
     for p in &cfg.pipelines {
-        let (spec, h) = match p.kind {
-            PipelineKind::Cdc => {
-                let (spec, h) = cdc_pipeline(cfg, p, registry.clone());
+        let plan = cfg
+            .plan_of(p)
+            .map_err(|e| ractor::SpawnErr::StartupFailed(e.to_string().into()))?;
+        let (spec, h) = match plan {
+            PipelinePlan::Cdc(plan) => {
+                let (spec, h) = cdc_pipeline(cfg, p, plan, registry.clone());
                 (spec, PipelineHandles::Cdc(h))
             }
-            PipelineKind::Sentiment => {
-                let (spec, h) = sentiment_pipeline(cfg, p, registry.clone());
+            PipelinePlan::Sentiment(plan) => {
+                let (spec, h) = sentiment_pipeline(cfg, p, plan, registry.clone());
                 (spec, PipelineHandles::Sentiment(h))
             }
         };

@@ -12,9 +12,10 @@ use crate::cdc::clickhouse_sink::{ClickHouseSink, SinkArgs, SinkMsg};
 use crate::cdc::kafka_sink::{KafkaSink, KafkaSinkArgs};
 use crate::cdc::kafka_source::{KafkaCdcSource, KafkaSourceArgs, TableIds};
 use crate::cdc::postgres_source::{PostgresSource, SourceArgs};
-use crate::config::{Config, PipelineConfig};
+use crate::config::{CdcPlan, CdcSink, CdcSource, Config, PipelineConfig};
 use crate::flow::edge::Edge;
 use crate::protocol::pgoutput::Lsn;
+use crate::runtime::fault::Classify;
 use crate::runtime::registry::Registry;
 use crate::runtime::supervisor::{
     spawn_child, supervisor_start, ChildSpec, Restart, StartFn, Strategy,
@@ -32,10 +33,12 @@ pub struct CdcHandles {
     pub acks: Arc<watch::Sender<Lsn>>,
 }
 
-/// A cdc pipeline: Postgres or Debezium topics in, ClickHouse or Debezium topics out.
+/// A cdc pipeline: Postgres or Debezium topics in, ClickHouse or Debezium topics out, as
+/// its `plan` says.
 pub fn cdc_pipeline(
     cfg: &Config,
     p: &PipelineConfig,
+    plan: CdcPlan,
     registry: Arc<Registry>,
 ) -> (ChildSpec, CdcHandles) {
     let edge: Edge<SinkMsg> = Edge::new(format!("{}/source->sink", p.name), p.batch.edge_capacity);
@@ -45,58 +48,63 @@ pub fn cdc_pipeline(
         edge: edge.clone(),
         acks: acks.clone(),
     };
+    let pipeline = p.name.clone();
 
     let sink_start: StartFn = {
-        let (p, edge, acks, counters) = (p.clone(), edge.clone(), acks.clone(), counters.clone());
-        let kafka = cfg.kafka.clone();
-        Arc::new(move |sup| {
-            if let (Some(k), Some(ks)) = (&kafka, &p.kafka_sink) {
+        let (pipeline, edge, acks, counters) = (
+            pipeline.clone(),
+            edge.clone(),
+            acks.clone(),
+            counters.clone(),
+        );
+        let (sink, batch) = (plan.sink.clone(), p.batch);
+        Arc::new(move |sup| match &sink {
+            CdcSink::Kafka {
+                kafka,
+                sink,
+                database,
+            } => {
                 let args = KafkaSinkArgs {
-                    pipeline: p.name.clone(),
-                    kafka: k.clone(),
-                    sink: ks.clone(),
-                    database: p
-                        .postgres
-                        .as_ref()
-                        .map(|pg| pg.database.clone())
-                        .unwrap_or_default(),
+                    pipeline: pipeline.clone(),
+                    kafka: kafka.clone(),
+                    sink: sink.clone(),
+                    database: database.clone(),
                     edge: edge.clone(),
                     acks: acks.clone(),
                     counters: counters.clone(),
                 };
-                return spawn_child(KafkaSink, args, sup);
+                spawn_child(KafkaSink, args, sup)
             }
-            let args = SinkArgs {
-                pipeline: p.name.clone(),
-                clickhouse: p.clickhouse.clone(),
-                batch: p.batch,
-                edge: edge.clone(),
-                acks: acks.clone(),
-                counters: counters.clone(),
-            };
-            spawn_child(ClickHouseSink, args, sup)
+            CdcSink::ClickHouse(clickhouse) => {
+                let args = SinkArgs {
+                    pipeline: pipeline.clone(),
+                    clickhouse: clickhouse.clone(),
+                    batch,
+                    edge: edge.clone(),
+                    acks: acks.clone(),
+                    counters: counters.clone(),
+                };
+                spawn_child(ClickHouseSink, args, sup)
+            }
         })
     };
     let drain_timeout = cfg.shutdown_timeout.0;
     let seq = Arc::new(AtomicU64::new(0));
     let tables: TableIds = Arc::default();
     let source_start: StartFn = {
-        let (p, edge, acks, counters) = (p.clone(), edge.clone(), acks.clone(), counters.clone());
-        let kafka = cfg.kafka.clone();
-        Arc::new(move |sup| {
-            let (Some(pg), None) = (&p.postgres, &p.kafka_source) else {
-                let (Some(k), Some(ks)) = (&kafka, &p.kafka_source) else {
-                    // The config's validation rules this out.
-                    return Box::pin(async {
-                        Err(ractor::SpawnErr::StartupFailed(
-                            "a cdc pipeline needs postgres, or kafka_source with [kafka]".into(),
-                        ))
-                    });
-                };
+        let (pipeline, edge, acks, counters) = (
+            pipeline.clone(),
+            edge.clone(),
+            acks.clone(),
+            counters.clone(),
+        );
+        let source = plan.source.clone();
+        Arc::new(move |sup| match &source {
+            CdcSource::Kafka { kafka, source } => {
                 let args = KafkaSourceArgs {
-                    pipeline: p.name.clone(),
-                    kafka: k.clone(),
-                    source: ks.clone(),
+                    pipeline: pipeline.clone(),
+                    kafka: kafka.clone(),
+                    source: source.clone(),
                     edge: edge.clone(),
                     acks: acks.subscribe(),
                     seq: seq.clone(),
@@ -104,28 +112,39 @@ pub fn cdc_pipeline(
                     counters: counters.clone(),
                     drain_timeout,
                 };
-                return spawn_child(KafkaCdcSource, args, sup);
-            };
-            let args = SourceArgs {
-                pipeline: p.name.clone(),
-                postgres: pg.clone(),
-                edge: edge.clone(),
-                acks: acks.subscribe(),
-                counters: counters.clone(),
-                drain_timeout,
-            };
-            spawn_child(PostgresSource, args, sup)
+                spawn_child(KafkaCdcSource, args, sup)
+            }
+            CdcSource::Postgres(pg) => {
+                let args = SourceArgs {
+                    pipeline: pipeline.clone(),
+                    postgres: pg.clone(),
+                    edge: edge.clone(),
+                    acks: acks.subscribe(),
+                    counters: counters.clone(),
+                    drain_timeout,
+                };
+                spawn_child(PostgresSource, args, sup)
+            }
         })
     };
+    // Each actor's errors are classified by its own function.
+    let (sink_class, source_class): (Classify, Classify) = (
+        match plan.sink {
+            CdcSink::ClickHouse(_) => crate::cdc::clickhouse_sink::classify,
+            CdcSink::Kafka { .. } => crate::runtime::fault::classify,
+        },
+        match plan.source {
+            CdcSource::Postgres(_) => crate::clients::postgres::classify,
+            CdcSource::Kafka { .. } => crate::runtime::fault::classify,
+        },
+    );
     let start = supervisor_start(
         format!("root/{}", p.name),
         Strategy::RestForOne,
         cfg.supervision,
         vec![
-            ChildSpec::new("sink", Restart::Permanent, sink_start)
-                .classified_by(crate::cdc::clickhouse_sink::classify),
-            ChildSpec::new("source", Restart::Permanent, source_start)
-                .classified_by(crate::clients::postgres::classify),
+            ChildSpec::new("sink", Restart::Permanent, sink_start).classified_by(sink_class),
+            ChildSpec::new("source", Restart::Permanent, source_start).classified_by(source_class),
         ],
         registry,
         cfg.shutdown_timeout.0,

@@ -2,6 +2,7 @@
 //! by LLM workers into ClickHouse `mastodon_sentiment`, or published to Kafka; and `eval`,
 //! which measures label quality per model, prompt and mode.
 
+pub mod check;
 pub mod clickhouse_sink;
 pub mod eval;
 pub mod kafka_publisher;

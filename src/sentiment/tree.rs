@@ -11,7 +11,7 @@
 //! predecessor held. The queue, leases, ack tracker and breaker live here, across restarts.
 
 use crate::clients::llm::{LlmClient, LlmCounters};
-use crate::config::{Config, PipelineConfig};
+use crate::config::{Config, PipelineConfig, PostSink, PostSource, SentimentPlan};
 use crate::flow::ack::AckTracker;
 use crate::flow::circuit::CircuitBreaker;
 use crate::flow::edge::{Edge, WorkQueue};
@@ -25,7 +25,6 @@ use crate::sentiment::kafka_source::{KafkaStatusSource, StatusSourceArgs};
 use crate::sentiment::llm_worker::{Job, Leases, LlmWorker, WorkerArgs};
 use crate::sentiment::mastodon_source::{MastodonArgs, MastodonSource};
 use crate::sentiment::replay_source::{ReplayArgs, ReplaySource};
-use ractor::Actor;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -52,19 +51,22 @@ pub struct SentimentHandles {
 pub fn sentiment_pipeline(
     cfg: &Config,
     p: &PipelineConfig,
+    plan: SentimentPlan,
     registry: Arc<Registry>,
 ) -> (ChildSpec, SentimentHandles) {
     // A publishing pipeline has no LLM: its handles get the defaults (one slot, no limits).
-    let llm_cfg = p.llm.clone().unwrap_or_else(crate::config::defaults::llm);
+    let llm_cfg = match &plan.sink {
+        PostSink::Classify { llm, .. } => llm.clone(),
+        PostSink::Publish { .. } => crate::config::defaults::llm(),
+    };
     let h = SentimentHandles {
         queue: WorkQueue::new(
             format!(
                 "{}/source->{}",
                 p.name,
-                if p.kafka_sink.is_some() {
-                    "kafka"
-                } else {
-                    "llm"
+                match plan.sink {
+                    PostSink::Publish { .. } => "kafka",
+                    PostSink::Classify { .. } => "llm",
                 }
             ),
             llm_cfg.queue,
@@ -121,14 +123,12 @@ pub fn sentiment_pipeline(
                     backoff_initial: llm_cfg.backoff_initial.0,
                     backoff_max: llm_cfg.circuit_cooldown.0.max(llm_cfg.backoff_initial.0),
                 });
-                Box::pin(async move {
-                    let args =
-                        args.map_err(|e| ractor::SpawnErr::StartupFailed(e.to_string().into()))?;
-                    Ok(Actor::spawn_linked(None, LlmWorker, args, sup)
-                        .await?
-                        .0
-                        .get_cell())
-                })
+                match args {
+                    Ok(args) => spawn_child(LlmWorker, args, sup),
+                    Err(e) => Box::pin(async move {
+                        Err(ractor::SpawnErr::StartupFailed(e.to_string().into()))
+                    }),
+                }
             });
             ChildSpec::new(format!("worker-{index}"), Restart::Permanent, start)
         })
@@ -142,69 +142,50 @@ pub fn sentiment_pipeline(
         cfg.shutdown_timeout.0,
     );
     let source: StartFn = {
-        let (p, h, counters, kafka) = (p.clone(), h.clone(), counters.clone(), cfg.kafka.clone());
-        Arc::new(move |sup| {
-            let (p, h, counters, kafka) = (p.clone(), h.clone(), counters.clone(), kafka.clone());
-            Box::pin(async move {
-                if let (Some(k), Some(ks)) = (&kafka, &p.kafka_source) {
-                    let args = StatusSourceArgs {
-                        pipeline: p.name.clone(),
-                        kafka: k.clone(),
-                        source: ks.clone(),
-                        queue: h.queue.clone(),
-                        tracker: h.tracker.clone(),
-                        counters: counters.clone(),
-                    };
-                    return Ok(Actor::spawn_linked(None, KafkaStatusSource, args, sup)
-                        .await?
-                        .0
-                        .get_cell());
-                }
-                let cell = match (&p.replay, &p.mastodon) {
-                    (Some(replay), _) => {
-                        let args = ReplayArgs {
-                            pipeline: p.name.clone(),
-                            replay: replay.clone(),
-                            clickhouse: p.clickhouse.clone(),
-                            queue: h.queue.clone(),
-                            tracker: h.tracker.clone(),
-                            skipped: h.skipped.clone(),
-                        };
-                        Actor::spawn_linked(None, ReplaySource, args, sup)
-                            .await?
-                            .0
-                            .get_cell()
-                    }
-                    (None, Some(m)) => {
-                        let args = MastodonArgs {
-                            pipeline: p.name.clone(),
-                            mastodon: m.clone(),
-                            clickhouse: p.clickhouse.clone(),
-                            queue: h.queue.clone(),
-                            tracker: h.tracker.clone(),
-                            skipped: h.skipped.clone(),
-                            malformed: h.malformed.clone(),
-                            events: h.events.clone(),
-                            reconnects: h.reconnects.clone(),
-                        };
-                        Actor::spawn_linked(None, MastodonSource, args, sup)
-                            .await?
-                            .0
-                            .get_cell()
-                    }
-                    (None, None) => {
-                        return Err(ractor::SpawnErr::StartupFailed(
-                            "no source configured".into(),
-                        ))
-                    }
+        let (p, h, counters) = (p.clone(), h.clone(), counters.clone());
+        let source = plan.source.clone();
+        Arc::new(move |sup| match &source {
+            PostSource::Kafka { kafka, source } => {
+                let args = StatusSourceArgs {
+                    pipeline: p.name.clone(),
+                    kafka: kafka.clone(),
+                    source: source.clone(),
+                    queue: h.queue.clone(),
+                    tracker: h.tracker.clone(),
+                    counters: counters.clone(),
                 };
-                Ok(cell)
-            })
+                spawn_child(KafkaStatusSource, args, sup)
+            }
+            PostSource::Replay(replay) => {
+                let args = ReplayArgs {
+                    pipeline: p.name.clone(),
+                    replay: replay.clone(),
+                    clickhouse: p.clickhouse.clone(),
+                    queue: h.queue.clone(),
+                    tracker: h.tracker.clone(),
+                    skipped: h.skipped.clone(),
+                };
+                spawn_child(ReplaySource, args, sup)
+            }
+            PostSource::Mastodon(m) => {
+                let args = MastodonArgs {
+                    pipeline: p.name.clone(),
+                    mastodon: m.clone(),
+                    clickhouse: p.clickhouse.clone(),
+                    queue: h.queue.clone(),
+                    tracker: h.tracker.clone(),
+                    skipped: h.skipped.clone(),
+                    malformed: h.malformed.clone(),
+                    events: h.events.clone(),
+                    reconnects: h.reconnects.clone(),
+                };
+                spawn_child(MastodonSource, args, sup)
+            }
         })
     };
-    let children = match (&cfg.kafka, &p.kafka_sink) {
+    let children = match &plan.sink {
         // Publishing: source → statuses topic, no LLM and no ClickHouse table.
-        (Some(k), Some(ks)) => {
+        PostSink::Publish { kafka: k, sink: ks } => {
             let publisher: StartFn = {
                 let (p, h, counters, k, ks) = (
                     p.clone(),
@@ -233,7 +214,7 @@ pub fn sentiment_pipeline(
                     .classified_by(crate::clients::clickhouse::classify),
             ]
         }
-        _ => vec![
+        PostSink::Classify { .. } => vec![
             ChildSpec::new("sink", Restart::Permanent, sink)
                 .classified_by(crate::clients::clickhouse::classify),
             ChildSpec::new("pool", Restart::Permanent, pool),
@@ -250,68 +231,4 @@ pub fn sentiment_pipeline(
         cfg.shutdown_timeout.0,
     );
     (ChildSpec::new(p.name.clone(), Restart::Temporary, start), h)
-}
-
-/// `tributary check` for a sentiment pipeline: reaches ClickHouse, the LLM and every
-/// Mastodon instance, and prints what it would use.
-pub async fn check(p: &PipelineConfig) -> Result<String, String> {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let _ = writeln!(out, "pipeline `{}` (sentiment)", p.name);
-    let ch = crate::clients::clickhouse::ChClient::connect(&p.clickhouse)
-        .await
-        .map_err(|e| e.to_string())?;
-    let _ = writeln!(
-        out,
-        "  clickhouse {}: version {} ({} types)",
-        ch.addr(),
-        ch.caps.version,
-        ch.caps.generation()
-    );
-    let _ = writeln!(
-        out,
-        "    {}",
-        crate::sentiment::clickhouse_sink::create_table_sql(
-            &ch.database,
-            &p.clickhouse.sentiment_table,
-            &ch.caps
-        )
-    );
-    if let Some(l) = &p.llm {
-        let client = LlmClient::new(l).map_err(|e| e.to_string())?;
-        let models = client.probe().await.map_err(|e| e.to_string())?;
-        let _ = writeln!(
-            out,
-            "  llm {:?} {}: reachable; model `{}`{}",
-            l.backend, l.url, l.model, models
-        );
-    }
-    if let Some(m) = &p.mastodon {
-        for inst in &m.instances {
-            let title = crate::sentiment::mastodon_source::probe_instance(inst)
-                .await
-                .map_err(|e| e.to_string())?;
-            let _ = writeln!(
-                out,
-                "  mastodon {}: {title}; streams {:?}",
-                inst.url, m.streams
-            );
-        }
-    }
-    if let Some(r) = &p.replay {
-        let meta = std::fs::metadata(&r.file)
-            .map_err(|e| format!("replay file {}: {e}", r.file.display()))?;
-        let _ = writeln!(
-            out,
-            "  replay {} ({} bytes, rate {})",
-            r.file.display(),
-            meta.len(),
-            if r.rate > 0.0 {
-                format!("{}/s", r.rate)
-            } else {
-                "full speed".into()
-            }
-        );
-    }
-    Ok(out)
 }

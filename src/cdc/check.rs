@@ -1,0 +1,183 @@
+//! `tributary check` for a CDC pipeline: connects to Postgres, ClickHouse or Kafka, and
+//! prints the publication and slot it would use or create, each table it would create (the
+//! exact DDL) and every type mapping fallback. Must never: change anything.
+
+use crate::clients::clickhouse::ChClient;
+use crate::clients::postgres::{catalog, PgParams};
+use crate::config::{CdcPlan, CdcSource, PipelineConfig};
+use crate::protocol::chtypes::{create_table_sql, map_column, table_name};
+use crate::protocol::schema::split_table_name;
+use std::fmt::Write;
+
+/// What a run of CDC pipeline `p` would do; `kafka` is the line that describes its topics.
+pub async fn check(
+    p: &PipelineConfig,
+    plan: &CdcPlan,
+    kafka: Option<String>,
+) -> Result<String, String> {
+    let mut out = String::new();
+    let CdcSource::Postgres(pg) = &plan.source else {
+        // Debezium topics into ClickHouse.
+        let _ = writeln!(out, "pipeline `{}` (cdc from Kafka)", p.name);
+        out.push_str(kafka.as_deref().unwrap_or(""));
+        let ch = ChClient::connect(&p.clickhouse)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = writeln!(
+            out,
+            "  clickhouse {}: version {} ({} types); tables are created from the events' schemas",
+            ch.addr(),
+            ch.caps.version,
+            ch.caps.generation()
+        );
+        return Ok(out);
+    };
+    let _ = writeln!(
+        out,
+        "pipeline `{}` (cdc{})",
+        p.name,
+        if kafka.is_some() { " to Kafka" } else { "" }
+    );
+    let params = PgParams::from_config(pg);
+    let client = catalog::connect(&params).await.map_err(|e| e.to_string())?;
+    let _ = writeln!(out, "  postgres {}: connected", params.addr());
+    let ch = match &kafka {
+        Some(line) => {
+            out.push_str(line);
+            None
+        }
+        None => {
+            let ch = ChClient::connect(&p.clickhouse)
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = writeln!(
+                out,
+                "  clickhouse {}: version {} ({} types)",
+                ch.addr(),
+                ch.caps.version,
+                ch.caps.generation()
+            );
+            Some(ch)
+        }
+    };
+    let wanted: Vec<(String, String)> = pg
+        .tables
+        .iter()
+        .filter_map(|t| split_table_name(t))
+        .collect();
+    let published = catalog::published_tables(&client, &params, &pg.publication)
+        .await
+        .map_err(|e| e.to_string())?;
+    let exists = !published.is_empty();
+    let _ = writeln!(
+        out,
+        "  publication `{}`: {}",
+        pg.publication,
+        if exists { "exists" } else { "will be created" }
+    );
+    let mut targets = Vec::new();
+    for (s, t) in &wanted {
+        let oid: Option<u32> = client
+            .query_opt(
+                "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+                &[s, t],
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|r| r.get(0));
+        match oid {
+            Some(oid) => targets.push(catalog::PublishedTable {
+                schema: s.clone(),
+                name: t.clone(),
+                oid,
+            }),
+            None => {
+                return Err(format!(
+                    "pipeline `{}`: table {s}.{t} does not exist in Postgres",
+                    p.name
+                ))
+            }
+        }
+    }
+    if wanted.is_empty() {
+        targets = published;
+    }
+    let mut types = catalog::TypeResolver::default();
+    let mut schemas = Vec::new();
+    for t in &targets {
+        schemas.push(
+            catalog::load_table(&client, &params, &mut types, t)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    catalog::check_keys(&schemas).map_err(|e| e.to_string())?;
+    let slot = catalog::slot_state(&client, &params, &pg.slot)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = writeln!(
+        out,
+        "  slot `{}`: {}",
+        pg.slot,
+        match slot {
+            Some(s) => format!(
+                "exists (plugin {}, confirmed {:?}, active {})",
+                s.plugin,
+                s.confirmed_flush.map(crate::protocol::pgoutput::fmt_lsn),
+                s.active
+            ),
+            None => "will be created, with an initial snapshot".into(),
+        }
+    );
+    let Some(ch) = ch else {
+        let prefix = p
+            .kafka_sink
+            .as_ref()
+            .map(|k| k.topic_prefix.as_str())
+            .unwrap_or("");
+        for s in &schemas {
+            let _ = writeln!(
+                out,
+                "  {} -> topic {}",
+                s.qualified(),
+                crate::protocol::debezium::topic_name(prefix, &s.schema, &s.name)
+            );
+        }
+        return Ok(out);
+    };
+    for s in &schemas {
+        let cols: Vec<_> = s
+            .columns
+            .iter()
+            .map(|c| map_column(c, &ch.caps, p.clickhouse.json_as))
+            .collect();
+        let name = table_name(&p.clickhouse.table_template, s);
+        let exists = ch
+            .table_columns(&name)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some();
+        let _ = writeln!(
+            out,
+            "  {} -> {}.{} ({})",
+            s.qualified(),
+            ch.database,
+            name,
+            if exists { "exists" } else { "will be created" }
+        );
+        let _ = writeln!(
+            out,
+            "    {}",
+            create_table_sql(&ch.database, &name, &cols, &ch.caps)
+        );
+        for c in cols.iter().filter(|c| c.note.is_some()) {
+            let _ = writeln!(
+                out,
+                "    note: {}: {}",
+                c.name,
+                c.note.as_deref().unwrap_or("")
+            );
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,69 @@
+//! `tributary check` for a sentiment pipeline: reaches ClickHouse, the LLM and every
+//! Mastodon instance, and prints what a run would use. Must never: change anything.
+
+use crate::clients::llm::LlmClient;
+use crate::config::{PipelineConfig, PostSink, PostSource, SentimentPlan};
+use std::fmt::Write;
+
+/// `tributary check` for a sentiment pipeline: reaches ClickHouse, the LLM and every
+/// Mastodon instance, and prints what it would use.
+pub async fn check(p: &PipelineConfig, plan: &SentimentPlan) -> Result<String, String> {
+    let mut out = String::new();
+    let _ = writeln!(out, "pipeline `{}` (sentiment)", p.name);
+    let ch = crate::clients::clickhouse::ChClient::connect(&p.clickhouse)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = writeln!(
+        out,
+        "  clickhouse {}: version {} ({} types)",
+        ch.addr(),
+        ch.caps.version,
+        ch.caps.generation()
+    );
+    let _ = writeln!(
+        out,
+        "    {}",
+        crate::sentiment::clickhouse_sink::create_table_sql(
+            &ch.database,
+            &p.clickhouse.sentiment_table,
+            &ch.caps
+        )
+    );
+    if let PostSink::Classify { llm: l, .. } = &plan.sink {
+        let client = LlmClient::new(l).map_err(|e| e.to_string())?;
+        let models = client.probe().await.map_err(|e| e.to_string())?;
+        let _ = writeln!(
+            out,
+            "  llm {:?} {}: reachable; model `{}`{}",
+            l.backend, l.url, l.model, models
+        );
+    }
+    if let PostSource::Mastodon(m) = &plan.source {
+        for inst in &m.instances {
+            let title = crate::sentiment::mastodon_source::probe_instance(inst)
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = writeln!(
+                out,
+                "  mastodon {}: {title}; streams {:?}",
+                inst.url, m.streams
+            );
+        }
+    }
+    if let PostSource::Replay(r) = &plan.source {
+        let meta = std::fs::metadata(&r.file)
+            .map_err(|e| format!("replay file {}: {e}", r.file.display()))?;
+        let _ = writeln!(
+            out,
+            "  replay {} ({} bytes, rate {})",
+            r.file.display(),
+            meta.len(),
+            if r.rate > 0.0 {
+                format!("{}/s", r.rate)
+            } else {
+                "full speed".into()
+            }
+        );
+    }
+    Ok(out)
+}
