@@ -19,7 +19,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 # Bottom to top: a file may import from its own layer and the layers before it. Within a
 # layer, files may import each other as long as there is no cycle.
 LAYERS = [
-    "protocol",  # pure cores (crates/protocol, or src/protocol)
+    "protocol",  # pure cores (crates/protocol)
     "config",
     "flow",
     "runtime",

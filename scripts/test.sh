@@ -44,6 +44,9 @@ fi
 echo "test.sh: docker-compose -f docker/docker-compose.yml config"
 docker-compose -f docker/docker-compose.yml config >/dev/null || failed+=("docker/docker-compose.yml")
 
+echo "test.sh: scripts/module-deps.py (no import cycle, no import from a folder above)"
+"$PYTHON" scripts/module-deps.py || failed+=("scripts/module-deps.py")
+
 echo "test.sh: scripts/check-monitoring.sh (promtool rules and tests, dashboard)"
 scripts/check-monitoring.sh || failed+=("scripts/check-monitoring.sh")
 
