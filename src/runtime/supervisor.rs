@@ -567,11 +567,13 @@ mod tests {
         let starts = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let s = starts.clone();
         let start: StartFn = Arc::new(move |sup| spawn_child(Failing, (class, s.clone()), sup));
-        let mut policy = SupervisionConfig::default();
-        policy.max_restarts = 3;
-        policy.within.0 = Duration::from_secs(60);
-        policy.backoff_initial.0 = Duration::from_millis(1);
-        policy.backoff_max.0 = Duration::from_millis(1);
+        let ms = crate::config::HumanDuration(Duration::from_millis(1));
+        let policy = SupervisionConfig {
+            max_restarts: 3,
+            within: crate::config::HumanDuration(Duration::from_secs(60)),
+            backoff_initial: ms,
+            backoff_max: ms,
+        };
         let args = SupervisorArgs {
             path: format!("test-{class:?}"),
             strategy: Strategy::OneForOne,
