@@ -274,7 +274,7 @@ fn key_fields(key: Option<&[u8]>) -> Result<Option<HashSet<String>>, DecodeError
 }
 
 /// Decodes one Kafka message of a Debezium topic. `topic` is used for schema/table when the
-/// source block lacks them ("<prefix>.<schema>.<table>"). `value == None` → Tombstone. c/u/r
+/// source block lacks them (`"<prefix>.<schema>.<table>"`). `value == None` → Tombstone. c/u/r
 /// events need a key (a JSON object, with or without schema envelope) whose fields are all in
 /// the row: else MissingKey. d needs `before`, c/r/u need `after`.
 pub fn decode(
