@@ -4,7 +4,7 @@
 //!
 //! Must never: let one pipeline's failure stop another.
 
-use crate::cdc::clickhouse_sink::SinkMsg;
+use crate::cdc::change::SinkMsg;
 use crate::cdc::tree::{cdc_pipeline, CdcHandles};
 use crate::config::{Config, PipelinePlan};
 use crate::flow::edge::Edge;

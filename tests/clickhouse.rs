@@ -39,13 +39,13 @@ matrix!(server_errors_are_reported, insert_errors_carry_the_message);
 /// Sends a CDC sink one chunk (the table's schema first, then `items`, completing a
 /// transaction at `commit`) and waits until the sink has flushed it.
 async fn send_flushed(
-    edge: &tributary::flow::edge::Edge<tributary::cdc::clickhouse_sink::SinkMsg>,
-    sink: &ractor::ActorRef<tributary::cdc::clickhouse_sink::SinkMsg>,
+    edge: &tributary::flow::edge::Edge<tributary::cdc::change::SinkMsg>,
+    sink: &ractor::ActorRef<tributary::cdc::change::SinkMsg>,
     schema: &tributary::protocol::schema::SharedSchema,
-    items: Vec<tributary::cdc::clickhouse_sink::ChangeItem>,
+    items: Vec<tributary::cdc::change::ChangeItem>,
     commit: u64,
 ) {
-    use tributary::cdc::clickhouse_sink::*;
+    use tributary::cdc::change::*;
     let mut all = vec![ChangeItem::Schema(schema.clone())];
     all.extend(items);
     let chunk = ChangeChunk {
@@ -74,6 +74,7 @@ async fn send_flushed(
 /// it meanwhile), and the replayed TRUNCATE must not remove rows written after it.
 async fn replays_never_take_a_table_back(target: Target) {
     use std::sync::Arc;
+    use tributary::cdc::change::*;
     use tributary::cdc::clickhouse_sink::*;
     use tributary::flow::edge::Edge;
     use tributary::protocol::pgoutput::Cell;
@@ -254,6 +255,7 @@ matrix!(
 /// and store NULL.
 async fn a_moved_row_keeps_its_toast_value_across_a_merge(target: Target) {
     use std::sync::Arc;
+    use tributary::cdc::change::*;
     use tributary::cdc::clickhouse_sink::*;
     use tributary::flow::edge::Edge;
     use tributary::protocol::pgoutput::Cell;

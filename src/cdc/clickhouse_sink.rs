@@ -16,9 +16,10 @@
 //! (dropped Postgres columns stay in ClickHouse), or let a replay take a table back to an
 //! older state.
 
+use crate::cdc::change::{ChangeItem, RowChange, SinkMsg};
 use crate::clients::clickhouse::{ChClient, ChError};
 use crate::config::{BatchConfig, ClickHouseConfig, OnTruncate};
-use crate::flow::edge::{Edge, Permit};
+use crate::flow::edge::Edge;
 use crate::protocol::chtypes::*;
 use crate::protocol::pgoutput::{Cell, Lsn};
 use crate::protocol::pgtext::unescape_tsv;
@@ -26,90 +27,12 @@ use crate::protocol::schema::SharedSchema;
 use crate::runtime::fault::ErrorClass;
 use crate::runtime::registry::PipelineCounters;
 use bytes::Bytes;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::Span;
-
-/// One change of one row. `version` orders the changes of a row (the WAL position of the
-/// change; 0 for snapshot rows).
-#[derive(Debug)]
-pub struct RowChange {
-    pub op: RowOp,
-    pub version: u64,
-    /// Every column of the table in order (for deletes: the key columns, others NULL).
-    pub cells: Vec<Cell>,
-    /// The transaction's id and commit time (µs since the Unix epoch; 0 when unknown, as for
-    /// snapshot rows), for sinks that describe the source (Debezium's `source` block).
-    pub xid: u32,
-    pub commit_us: i64,
-    /// For the new row of a key change: the row before it (its old key's cells, others NULL).
-    /// Its unchanged TOAST values are the old row's.
-    pub moved_from: Option<Vec<Cell>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RowOp {
-    /// A row of the initial snapshot.
-    Snapshot,
-    Insert,
-    Update,
-    Delete,
-}
-
-impl RowChange {
-    pub fn is_delete(&self) -> bool {
-        self.op == RowOp::Delete
-    }
-}
-
-#[derive(Debug)]
-pub enum ChangeItem {
-    /// The table's schema, before its first row or after it changed.
-    Schema(SharedSchema),
-    Row {
-        rel_id: u32,
-        change: RowChange,
-    },
-    /// TRUNCATE of these tables, at `lsn` in transaction `xid` (committed at `commit_us`).
-    Truncate {
-        rels: Vec<u32>,
-        lsn: u64,
-        xid: u32,
-        commit_us: i64,
-    },
-    /// A snapshot of these tables follows: clear what an earlier attempt left.
-    SnapshotBegin(Vec<u32>),
-}
-
-/// An ordered slice of the change stream.
-pub struct ChangeChunk {
-    pub items: Vec<ChangeItem>,
-    /// End LSN of the last transaction that this chunk completes, if any.
-    pub commit: Option<Lsn>,
-    /// Commit times (µs since the Unix epoch) of the transactions completed here.
-    pub commit_times: Vec<i64>,
-    /// Root span of this chunk's trace (created at the source).
-    pub trace: Span,
-    /// Open from the moment the chunk was offered to the edge until the sink took it.
-    pub queue_span: Span,
-}
-
-pub enum SinkMsg {
-    Changes(ChangeChunk, Permit),
-    /// Flush timer.
-    Tick,
-    /// Flush everything taken in; reply with the acknowledged LSN.
-    Drain(RpcReplyPort<Lsn>),
-    /// The snapshot is complete: flush, then record `marker` durably.
-    SnapshotDone(String, RpcReplyPort<Result<(), String>>),
-    /// The recorded snapshot marker, if any.
-    GetMarker(RpcReplyPort<Result<Option<String>, String>>),
-    /// A task of the sink failed (a Kafka delivery): the sink fails with this reason.
-    Fail(String),
-}
 
 pub struct SinkArgs {
     pub pipeline: String,

@@ -8,7 +8,7 @@
 //! they were produced, by one task; a failed delivery fails the sink, and the stream is
 //! replayed from the last confirmed LSN (duplicates, never gaps).
 
-use crate::cdc::clickhouse_sink::{ChangeChunk, ChangeItem, RowOp, SinkMsg};
+use crate::cdc::change::{ChangeChunk, ChangeItem, RowOp, SinkMsg};
 use crate::clients::kafka::{self, KafkaError};
 use crate::config::{KafkaConfig, KafkaSinkConfig};
 use crate::flow::edge::Edge;

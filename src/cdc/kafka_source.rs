@@ -12,7 +12,7 @@
 //! topic), or drop a message silently: a message that cannot be read goes to the dead-letter
 //! topic, with the reason in Kafka Connect's `__connect.errors.*` headers, and is counted.
 
-use crate::cdc::clickhouse_sink::{ChangeChunk, ChangeItem, RowChange, RowOp, SinkMsg};
+use crate::cdc::change::{ChangeChunk, ChangeItem, RowChange, RowOp, SinkMsg};
 use crate::clients::kafka::{self, KafkaError};
 use crate::config::{KafkaConfig, KafkaSourceConfig};
 use crate::flow::edge::Edge;

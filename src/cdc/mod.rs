@@ -2,6 +2,7 @@
 //! out. Sources turn the stream into the change types of [`change`]; sinks take them from a
 //! bounded edge and acknowledge what they wrote.
 
+pub mod change;
 pub mod check;
 pub mod clickhouse_sink;
 pub mod kafka_sink;

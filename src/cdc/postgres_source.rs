@@ -10,7 +10,7 @@
 //! Must never: confirm an LSN the sink did not acknowledge (except a keepalive position
 //! while nothing is in flight), or buffer without bound.
 
-use crate::cdc::clickhouse_sink::{ChangeChunk, ChangeItem, RowChange, RowOp, SinkMsg};
+use crate::cdc::change::{ChangeChunk, ChangeItem, RowChange, RowOp, SinkMsg};
 use crate::clients::postgres::catalog::{self, TypeResolver};
 use crate::clients::postgres::replication::{ReplicationConn, ReplicationWriter};
 use crate::clients::postgres::{PgError, PgParams};

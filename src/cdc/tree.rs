@@ -8,7 +8,8 @@
 //! Must never: let a restart lose the edge or the acknowledged position (they outlive the
 //! actors), or start a source before its sink.
 
-use crate::cdc::clickhouse_sink::{ClickHouseSink, SinkArgs, SinkMsg};
+use crate::cdc::change::SinkMsg;
+use crate::cdc::clickhouse_sink::{ClickHouseSink, SinkArgs};
 use crate::cdc::kafka_sink::{KafkaSink, KafkaSinkArgs};
 use crate::cdc::kafka_source::{KafkaCdcSource, KafkaSourceArgs, TableIds};
 use crate::cdc::postgres_source::{PostgresSource, SourceArgs};
