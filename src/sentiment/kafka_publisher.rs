@@ -13,7 +13,7 @@ use crate::flow::ack::AckTracker;
 use crate::flow::edge::WorkQueue;
 use crate::runtime::registry::PipelineCounters;
 use crate::runtime::task::TaskGuard;
-use crate::sentiment::llm_worker::{Job, JobKind};
+use crate::sentiment::job::{Job, JobKind};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::sync::Arc;

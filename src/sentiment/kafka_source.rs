@@ -15,7 +15,7 @@ use crate::flow::edge::WorkQueue;
 use crate::protocol::mastodon::Post;
 use crate::runtime::registry::PipelineCounters;
 use crate::runtime::task::TaskGuard;
-use crate::sentiment::llm_worker::{Job, JobKind};
+use crate::sentiment::job::{Job, JobKind};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Message, OwnedMessage};

@@ -8,34 +8,17 @@
 //! job.
 
 use crate::clients::llm::{LlmClient, LlmCounters};
-use crate::flow::ack::Ticket;
 use crate::flow::circuit::CircuitBreaker;
 use crate::flow::edge::{Edge, WorkQueue};
 use crate::protocol::mastodon::Post;
 use crate::runtime::registry::PipelineCounters;
 use crate::sentiment::clickhouse_sink::{Classified, SentimentItem, SentimentSinkMsg};
+use crate::sentiment::job::{Job, JobKind};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::Span;
-
-/// Work for the pool.
-#[derive(Debug, Clone)]
-pub struct Job {
-    pub kind: JobKind,
-    pub ticket: Option<Ticket>,
-    /// Root span of this post's trace (created by the source).
-    pub trace: Span,
-    /// Open while the job waits in the queue; the worker that takes it closes it.
-    pub queued: Option<Span>,
-}
-
-#[derive(Debug, Clone)]
-pub enum JobKind {
-    Classify(Post),
-    Delete { instance: String, status_id: String },
-}
 
 /// The job each worker slot holds, for redelivery after a crash.
 #[derive(Default)]

@@ -15,7 +15,7 @@ use crate::config::{ClickHouseConfig, MastodonConfig, MastodonInstance};
 use crate::flow::ack::AckTracker;
 use crate::flow::edge::WorkQueue;
 use crate::protocol::mastodon::{self as m, Post, SseParser, Status, StreamEvent};
-use crate::sentiment::llm_worker::{Job, JobKind};
+use crate::sentiment::job::{Job, JobKind};
 use crate::sentiment::replay_source::accept;
 use futures_util::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};

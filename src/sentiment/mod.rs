@@ -5,6 +5,7 @@
 pub mod check;
 pub mod clickhouse_sink;
 pub mod eval;
+pub mod job;
 pub mod kafka_publisher;
 pub mod kafka_source;
 pub mod llm_worker;

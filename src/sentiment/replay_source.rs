@@ -9,7 +9,7 @@ use crate::config::{ClickHouseConfig, ReplayConfig};
 use crate::flow::ack::AckTracker;
 use crate::flow::edge::WorkQueue;
 use crate::protocol::mastodon::{Post, Status};
-use crate::sentiment::llm_worker::{Job, JobKind};
+use crate::sentiment::job::{Job, JobKind};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
 use std::time::Duration;

@@ -20,9 +20,10 @@ use crate::runtime::supervisor::{
     spawn_child, supervisor_start, ChildSpec, Restart, StartFn, Strategy,
 };
 use crate::sentiment::clickhouse_sink::{SentimentSink, SentimentSinkArgs, SentimentSinkMsg};
+use crate::sentiment::job::Job;
 use crate::sentiment::kafka_publisher::{PublisherArgs, StatusPublisher};
 use crate::sentiment::kafka_source::{KafkaStatusSource, StatusSourceArgs};
-use crate::sentiment::llm_worker::{Job, Leases, LlmWorker, WorkerArgs};
+use crate::sentiment::llm_worker::{Leases, LlmWorker, WorkerArgs};
 use crate::sentiment::mastodon_source::{MastodonArgs, MastodonSource};
 use crate::sentiment::replay_source::{ReplayArgs, ReplaySource};
 use std::sync::atomic::AtomicU64;
