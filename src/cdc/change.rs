@@ -62,6 +62,24 @@ pub enum ChangeItem {
     SnapshotBegin(Vec<u32>),
 }
 
+impl ChangeItem {
+    /// A row change of table `rel_id` in transaction `tx` (xid, commit time in µs since the
+    /// Unix epoch; `(0, 0)` for snapshot rows).
+    pub fn row(rel_id: u32, op: RowOp, version: u64, cells: Vec<Cell>, tx: (u32, i64)) -> Self {
+        ChangeItem::Row {
+            rel_id,
+            change: RowChange {
+                op,
+                version,
+                cells,
+                xid: tx.0,
+                commit_us: tx.1,
+                moved_from: None,
+            },
+        }
+    }
+}
+
 /// An ordered slice of the change stream.
 pub struct ChangeChunk {
     pub items: Vec<ChangeItem>,

@@ -7,5 +7,6 @@ pub mod check;
 pub mod clickhouse_sink;
 pub mod kafka_sink;
 pub mod kafka_source;
+pub mod pg_changes;
 pub mod postgres_source;
 pub mod tree;

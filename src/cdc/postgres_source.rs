@@ -10,14 +10,15 @@
 //! Must never: confirm an LSN the sink did not acknowledge (except a keepalive position
 //! while nothing is in flight), or buffer without bound.
 
-use crate::cdc::change::{ChangeChunk, ChangeItem, RowChange, RowOp, SinkMsg};
+use crate::cdc::change::{ChangeChunk, ChangeItem, RowOp, SinkMsg};
+use crate::cdc::pg_changes::{PgChanges, Step};
 use crate::clients::postgres::catalog::{self, TypeResolver};
 use crate::clients::postgres::replication::{ReplicationConn, ReplicationWriter};
 use crate::clients::postgres::{PgError, PgParams};
 use crate::config::PostgresConfig;
 use crate::flow::edge::{Edge, EdgeError};
 use crate::protocol::pgoutput::{
-    self, fmt_lsn, parse_lsn, Cell, DecodeError, LogicalMessage, Lsn, ReplicationMessage,
+    self, fmt_lsn, parse_lsn, Cell, DecodeError, Lsn, ReplicationMessage,
 };
 use crate::protocol::schema::{
     pg_ident, pg_literal, split_table_name, Column, SharedSchema, TableSchema,
@@ -239,26 +240,6 @@ impl ChunkBuilder {
     }
 }
 
-/// A row change for the sink.
-fn row(rel_id: u32, op: RowOp, version: u64, cells: Vec<Cell>, tx: (u32, i64)) -> ChangeItem {
-    ChangeItem::Row {
-        rel_id,
-        change: RowChange {
-            op,
-            version,
-            cells,
-            xid: tx.0,
-            commit_us: tx.1,
-            moved_from: None,
-        },
-    }
-}
-
-/// pgoutput's commit timestamps are µs since 2000-01-01.
-fn unix_micros_from_pg(ts: i64) -> i64 {
-    ts + 946_684_800_000_000
-}
-
 impl Stream {
     async fn run(self) -> Result<(), SourceError> {
         let params = PgParams::from_config(&self.cfg);
@@ -389,13 +370,10 @@ impl Stream {
         ));
         let _lag_guard = crate::runtime::task::TaskGuard(lag);
 
-        // Last Relation seen per table, to tell schema changes from repeats.
-        let mut relations: HashMap<u32, Vec<pgoutput::RelationColumn>> = HashMap::new();
-        // Tables the publication streams but the config does not list: their changes are skipped.
-        let mut ignored: std::collections::HashSet<u32> = std::collections::HashSet::new();
+        // The translation from pgoutput to change items is pure (pg_changes.rs); this loop
+        // does the I/O around it.
+        let mut changes = PgChanges::new(wanted, schemas);
         let mut frames = Vec::new();
-        let mut in_txn = false;
-        let mut tx: (u32, i64) = (0, 0);
         let mut last_sent_commit: Lsn = 0;
         loop {
             frames.clear();
@@ -416,7 +394,10 @@ impl Stream {
                         wal_end,
                         reply_requested,
                     } => {
-                        if !in_txn && chunk.is_empty() && *self.acks.borrow() >= last_sent_commit {
+                        if !changes.in_txn()
+                            && chunk.is_empty()
+                            && *self.acks.borrow() >= last_sent_commit
+                        {
                             self.idle_lsn.fetch_max(wal_end, Ordering::Relaxed);
                         }
                         if reply_requested {
@@ -429,140 +410,50 @@ impl Stream {
                     lsn: fmt_lsn(wal_start),
                     source,
                 })?;
-                match lm {
-                    LogicalMessage::Begin { xid, commit_ts, .. } => {
-                        in_txn = true;
-                        tx = (xid, unix_micros_from_pg(commit_ts));
-                    }
-                    LogicalMessage::Commit {
-                        end_lsn, commit_ts, ..
-                    } => {
-                        in_txn = false;
+                let mut load = None;
+                changes.on_message(wal_start, lm, &mut |step| match step {
+                    Step::Item(item) => chunk.push(&self.pipeline, item),
+                    Step::Commit { end_lsn, commit_us } => {
                         chunk.commit = Some(end_lsn);
-                        chunk.commit_times.push(unix_micros_from_pg(commit_ts));
+                        chunk.commit_times.push(commit_us);
                     }
-                    LogicalMessage::Relation {
-                        rel_id,
-                        namespace,
-                        name,
-                        ..
-                    } if !schemas.contains_key(&rel_id)
-                        && !wanted.is_empty()
-                        && !wanted.iter().any(|(s, t)| *s == namespace && *t == name) =>
-                    {
-                        if ignored.insert(rel_id) {
-                            tracing::info!(pipeline = %self.pipeline, table = %format!("{namespace}.{name}"), "published but not in postgres.tables: skipped");
-                        }
-                    }
-                    LogicalMessage::Insert { rel_id, .. }
-                    | LogicalMessage::Update { rel_id, .. }
-                    | LogicalMessage::Delete { rel_id, .. }
-                        if ignored.contains(&rel_id) => {}
-                    LogicalMessage::Relation {
+                    Step::LoadRelation {
                         rel_id,
                         namespace,
                         name,
                         columns,
-                        ..
-                    } => {
-                        if relations.get(&rel_id) != Some(&columns) {
-                            let s = self
-                                .schema_from_relation(
-                                    &client,
-                                    &params,
-                                    &mut types,
-                                    schemas.get(&rel_id),
-                                    rel_id,
-                                    namespace,
-                                    name,
-                                    &columns,
-                                )
-                                .await?;
-                            relations.insert(rel_id, columns);
-                            if schemas.get(&rel_id).map(|x| x.as_ref()) != Some(&s) {
-                                let s = Arc::new(s);
-                                schemas.insert(rel_id, s.clone());
-                                chunk.push(&self.pipeline, ChangeItem::Schema(s));
-                            }
-                        }
+                    } => load = Some((rel_id, namespace, name, columns)),
+                    Step::Skipped { table } => {
+                        tracing::info!(pipeline = %self.pipeline, table = %table, "published but not in postgres.tables: skipped");
                     }
-                    LogicalMessage::Insert { rel_id, new } => {
-                        chunk.push(
-                            &self.pipeline,
-                            row(rel_id, RowOp::Insert, wal_start, new, tx),
-                        );
-                    }
-                    LogicalMessage::Update {
-                        rel_id,
-                        old,
-                        mut new,
-                    } => {
-                        let key = schemas
-                            .get(&rel_id)
-                            .map(|s| s.key_indexes())
-                            .unwrap_or_default();
-                        let mut moved_from = None;
-                        if let Some(old) = old {
-                            // REPLICA IDENTITY FULL sends old values: use them for unchanged TOAST.
-                            for (n, o) in new.iter_mut().zip(&old) {
-                                if matches!(n, Cell::UnchangedToast) && matches!(o, Cell::Text(_)) {
-                                    *n = o.clone();
-                                }
-                            }
-                            if key.iter().any(|&i| old.get(i) != new.get(i)) {
-                                // The key changed: the old row is gone.
-                                moved_from = Some(old.clone());
-                                chunk.push(
-                                    &self.pipeline,
-                                    row(rel_id, RowOp::Delete, wal_start, old, tx),
-                                );
-                            }
-                        }
-                        let op = if moved_from.is_some() {
-                            RowOp::Insert
-                        } else {
-                            RowOp::Update
-                        };
-                        let mut item = row(rel_id, op, wal_start, new, tx);
-                        if let ChangeItem::Row { change, .. } = &mut item {
-                            change.moved_from = moved_from;
-                        }
+                });
+                if let Some((rel_id, namespace, name, columns)) = load {
+                    let s = self
+                        .schema_from_relation(
+                            &client,
+                            &params,
+                            &mut types,
+                            changes.schemas().get(&rel_id),
+                            rel_id,
+                            namespace,
+                            name,
+                            &columns,
+                        )
+                        .await?;
+                    if let Some(item) = changes.relation_loaded(rel_id, columns, s) {
                         chunk.push(&self.pipeline, item);
                     }
-                    LogicalMessage::Delete { rel_id, old } => {
-                        chunk.push(
-                            &self.pipeline,
-                            row(rel_id, RowOp::Delete, wal_start, old, tx),
-                        );
-                    }
-                    LogicalMessage::Truncate { mut rel_ids, .. } => {
-                        rel_ids.retain(|r| !ignored.contains(r));
-                        if !rel_ids.is_empty() {
-                            chunk.push(
-                                &self.pipeline,
-                                ChangeItem::Truncate {
-                                    rels: rel_ids,
-                                    lsn: wal_start,
-                                    xid: tx.0,
-                                    commit_us: tx.1,
-                                },
-                            );
-                        }
-                    }
-                    LogicalMessage::Type { .. }
-                    | LogicalMessage::Origin
-                    | LogicalMessage::Message { .. } => {}
                 }
                 if chunk.is_full(&self.cfg) {
                     last_sent_commit = self
-                        .send(&mut chunk, &schemas)
+                        .send(&mut chunk, changes.schemas())
                         .await?
                         .unwrap_or(last_sent_commit);
                 }
             }
             if !chunk.is_empty() {
                 last_sent_commit = self
-                    .send(&mut chunk, &schemas)
+                    .send(&mut chunk, changes.schemas())
                     .await?
                     .unwrap_or(last_sent_commit);
             }
@@ -715,7 +606,7 @@ impl Stream {
                     })?;
                     chunk.push(
                         &self.pipeline,
-                        row(s.rel_id, RowOp::Snapshot, 0, cells, (0, 0)),
+                        ChangeItem::row(s.rel_id, RowOp::Snapshot, 0, cells, (0, 0)),
                     );
                     n += 1;
                     PipelineCounters::add(&self.counters.snapshot_rows, 1);
@@ -797,7 +688,7 @@ mod tests {
             Cell::Text(bytes::Bytes::from_static(b"1")),
             Cell::Text(bytes::Bytes::from(vec![b'x'; bytes])),
         ];
-        row(1, RowOp::Insert, 1, cells, (1, 0))
+        ChangeItem::row(1, RowOp::Insert, 1, cells, (1, 0))
     }
 
     #[test]
