@@ -13,6 +13,7 @@ use prometheus_client::metrics::MetricType;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 /// Everything the HTTP endpoints read.
@@ -259,121 +260,197 @@ impl EncodeMetric for Gauge {
     }
 }
 
+/// A metric family with one sample per pipeline, read from the pipeline's counters.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    ty: MetricType,
+    /// Only CDC pipelines have it (a sentiment pipeline has no WAL position).
+    cdc_only: bool,
+    value: fn(&PipelineCounters) -> u64,
+}
+
+/// Every per-pipeline family, in one table: a new counter is one row here.
+const PIPELINE_FAMILIES: &[Family] = &[
+    Family {
+        name: "tributary_rows_read",
+        help: "Rows (changes, posts) read from the source.",
+        ty: MetricType::Counter,
+        cdc_only: false,
+        value: |c| c.rows_read.load(Relaxed),
+    },
+    Family {
+        name: "tributary_rows_written",
+        help: "Rows written to ClickHouse.",
+        ty: MetricType::Counter,
+        cdc_only: false,
+        value: |c| c.rows_written.load(Relaxed),
+    },
+    Family {
+        name: "tributary_written_bytes",
+        help: "Bytes of row data sent to ClickHouse.",
+        ty: MetricType::Counter,
+        cdc_only: false,
+        value: |c| c.bytes_written.load(Relaxed),
+    },
+    Family {
+        name: "tributary_batches",
+        help: "Inserts into ClickHouse.",
+        ty: MetricType::Counter,
+        cdc_only: false,
+        value: |c| c.batches_written.load(Relaxed),
+    },
+    Family {
+        name: "tributary_insert_retries",
+        help: "ClickHouse inserts retried.",
+        ty: MetricType::Counter,
+        cdc_only: false,
+        value: |c| c.insert_retries.load(Relaxed),
+    },
+    Family {
+        name: "tributary_snapshot_rows",
+        help: "Rows copied by initial snapshots.",
+        ty: MetricType::Counter,
+        cdc_only: false,
+        value: |c| c.snapshot_rows.load(Relaxed),
+    },
+    Family {
+        name: "tributary_values_clamped",
+        help: "Values stored at the nearest bound of their ClickHouse type.",
+        ty: MetricType::Counter,
+        cdc_only: false,
+        value: |c| c.values_clamped.load(Relaxed),
+    },
+    Family {
+        name: "tributary_values_unrepresentable",
+        help: "Values the column type cannot hold, stored as NULL or default.",
+        ty: MetricType::Counter,
+        cdc_only: false,
+        value: |c| c.values_unrepresentable.load(Relaxed),
+    },
+    Family {
+        name: "tributary_toast_cache_hits",
+        help: "Unchanged TOAST values taken from the sink's memory of what it wrote.",
+        ty: MetricType::Counter,
+        cdc_only: false,
+        value: |c| c.toast_cache_hits.load(Relaxed),
+    },
+    Family {
+        name: "tributary_toast_lookups",
+        help: "Unchanged TOAST values looked up in ClickHouse (a flush and a point query each).",
+        ty: MetricType::Counter,
+        cdc_only: false,
+        value: |c| c.toast_lookups.load(Relaxed),
+    },
+    Family {
+        name: "tributary_truncate_fenced",
+        help: "Replayed changes older than their table's last TRUNCATE, skipped (the TRUNCATE removed them).",
+        ty: MetricType::Counter,
+        cdc_only: false,
+        value: |c| c.truncate_fenced.load(Relaxed),
+    },
+    Family {
+        name: "tributary_clickhouse_unreachable",
+        help: "1 while the sink waits for a ClickHouse it cannot reach (nothing is acknowledged).",
+        ty: MetricType::Gauge,
+        cdc_only: false,
+        value: |c| (c.clickhouse_unreachable.load(Relaxed) > 0) as u64,
+    },
+    Family {
+        name: "tributary_confirmed_lsn",
+        help: "Last WAL position confirmed to Postgres (bytes).",
+        ty: MetricType::Gauge,
+        cdc_only: true,
+        value: |c| c.confirmed_lsn.load(Relaxed),
+    },
+    Family {
+        name: "tributary_kafka_messages_produced",
+        help: "Messages acknowledged by the Kafka broker.",
+        ty: MetricType::Counter,
+        cdc_only: false,
+        value: |c| c.kafka_produced.load(Relaxed),
+    },
+    Family {
+        name: "tributary_kafka_messages_consumed",
+        help: "Messages taken from Kafka.",
+        ty: MetricType::Counter,
+        cdc_only: false,
+        value: |c| c.kafka_consumed.load(Relaxed),
+    },
+    Family {
+        name: "tributary_kafka_dead_letters",
+        help: "Unreadable messages sent to the dead-letter topic.",
+        ty: MetricType::Counter,
+        cdc_only: false,
+        value: |c| c.kafka_dead_letters.load(Relaxed),
+    },
+    Family {
+        name: "tributary_kafka_tombstones",
+        help: "Tombstones read (and skipped: the delete before them did the work).",
+        ty: MetricType::Counter,
+        cdc_only: false,
+        value: |c| c.kafka_tombstones.load(Relaxed),
+    },
+    Family {
+        name: "tributary_kafka_pauses",
+        help: "Times the consumer paused its partitions because the sink was behind.",
+        ty: MetricType::Counter,
+        cdc_only: false,
+        value: |c| c.kafka_pauses.load(Relaxed),
+    },
+    Family {
+        name: "tributary_kafka_commits",
+        help: "Offset commits (each after the ClickHouse insert holding the offsets).",
+        ty: MetricType::Counter,
+        cdc_only: false,
+        value: |c| c.kafka_commits.load(Relaxed),
+    },
+    Family {
+        name: "tributary_kafka_commit_errors",
+        help: "Offset commits that failed (the next one repeats them).",
+        ty: MetricType::Counter,
+        cdc_only: false,
+        value: |c| c.kafka_commit_errors.load(Relaxed),
+    },
+    Family {
+        name: "tributary_kafka_consumer_lag_messages",
+        help: "Messages in the assigned partitions not yet committed.",
+        ty: MetricType::Gauge,
+        cdc_only: false,
+        value: |c| c.kafka_consumer_lag.load(Relaxed),
+    },
+    Family {
+        name: "tributary_kafka_in_flight_messages",
+        help: "Messages handed to the producer, not yet acknowledged.",
+        ty: MetricType::Gauge,
+        cdc_only: false,
+        value: |c| c.kafka_in_flight.load(Relaxed),
+    },
+    Family {
+        name: "tributary_slot_lag_bytes",
+        help: "WAL the replication slot holds back (bytes).",
+        ty: MetricType::Gauge,
+        cdc_only: true,
+        value: |c| c.slot_lag_bytes.load(Relaxed),
+    },
+];
+
 impl Collector for Observed {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         use MetricType::{Counter as C, Gauge as G};
         let st = self.status();
-        let per = |f: &dyn Fn(&PipelineStatus) -> f64| -> Samples<'_> {
-            st.pipelines
+        // Every family with one sample per pipeline, from the table.
+        for f in PIPELINE_FAMILIES {
+            let samples = self
+                .pipelines
                 .iter()
-                .map(|p| (vec![("pipeline", p.name.clone())], f(p)))
-                .collect()
-        };
-        sample(
-            &mut enc,
-            "tributary_rows_read",
-            "Rows (changes, posts) read from the source.",
-            C,
-            per(&|p| p.rows_read as f64),
-        )?;
-        sample(
-            &mut enc,
-            "tributary_rows_written",
-            "Rows written to ClickHouse.",
-            C,
-            per(&|p| p.rows_written as f64),
-        )?;
-        sample(
-            &mut enc,
-            "tributary_written_bytes",
-            "Bytes of row data sent to ClickHouse.",
-            C,
-            per(&|p| p.bytes_written as f64),
-        )?;
-        sample(
-            &mut enc,
-            "tributary_batches",
-            "Inserts into ClickHouse.",
-            C,
-            per(&|p| p.batches_written as f64),
-        )?;
-        sample(
-            &mut enc,
-            "tributary_insert_retries",
-            "ClickHouse inserts retried.",
-            C,
-            per(&|p| p.insert_retries as f64),
-        )?;
-        sample(
-            &mut enc,
-            "tributary_snapshot_rows",
-            "Rows copied by initial snapshots.",
-            C,
-            per(&|p| p.snapshot_rows as f64),
-        )?;
-        sample(
-            &mut enc,
-            "tributary_values_clamped",
-            "Values stored at the nearest bound of their ClickHouse type.",
-            C,
-            per(&|p| p.values_clamped as f64),
-        )?;
-        sample(
-            &mut enc,
-            "tributary_values_unrepresentable",
-            "Values the column type cannot hold, stored as NULL or default.",
-            C,
-            per(&|p| p.values_unrepresentable as f64),
-        )?;
-        sample(
-            &mut enc,
-            "tributary_toast_cache_hits",
-            "Unchanged TOAST values taken from the sink's memory of what it wrote.",
-            C,
-            per(&|p| p.toast_cache_hits as f64),
-        )?;
-        sample(
-            &mut enc,
-            "tributary_toast_lookups",
-            "Unchanged TOAST values looked up in ClickHouse (a flush and a point query each).",
-            C,
-            per(&|p| p.toast_lookups as f64),
-        )?;
-        sample(
-            &mut enc,
-            "tributary_truncate_fenced",
-            "Replayed changes older than their table's last TRUNCATE, skipped (the TRUNCATE removed them).",
-            C,
-            per(&|p| p.truncate_fenced as f64),
-        )?;
-        sample(
-            &mut enc,
-            "tributary_clickhouse_unreachable",
-            "1 while the sink waits for a ClickHouse it cannot reach (nothing is acknowledged).",
-            G,
-            per(&|p| p.clickhouse_unreachable as u8 as f64),
-        )?;
-        let lsn: Vec<_> = self
-            .pipelines
-            .iter()
-            .filter(|(_, h)| matches!(h, PipelineHandles::Cdc(_)))
-            .map(|(n, _)| {
-                (
-                    vec![("pipeline", n.clone())],
-                    self.registry
-                        .pipeline(n)
-                        .confirmed_lsn
-                        .load(Ordering::Relaxed) as f64,
-                )
-            })
-            .collect();
-        sample(
-            &mut enc,
-            "tributary_confirmed_lsn",
-            "Last WAL position confirmed to Postgres (bytes).",
-            G,
-            lsn,
-        )?;
+                .filter(|(_, h)| !f.cdc_only || matches!(h, PipelineHandles::Cdc(_)))
+                .map(|(n, _)| {
+                    let v = (f.value)(&self.registry.pipeline(n));
+                    (vec![("pipeline", n.clone())], v as f64)
+                });
+            sample(&mut enc, f.name, f.help, f.ty, samples)?;
+        }
         let queues: Vec<_> = st
             .pipelines
             .iter()
@@ -459,88 +536,6 @@ impl Collector for Observed {
             .iter()
             .map(|(n, _)| (n.clone(), self.registry.pipeline(n)))
             .collect();
-        let slot: Vec<_> = cdc
-            .iter()
-            .map(|(n, c)| {
-                (
-                    vec![("pipeline", n.clone())],
-                    c.slot_lag_bytes.load(Ordering::Relaxed) as f64,
-                )
-            })
-            .collect();
-        // Kafka: one family per counter, by pipeline.
-        let kafka_family =
-            |f: &dyn Fn(&PipelineCounters) -> u64| -> Vec<(Vec<(&'static str, String)>, f64)> {
-                all.iter()
-                    .map(|(n, c)| (vec![("pipeline", n.clone())], f(c) as f64))
-                    .collect()
-            };
-        for (name, help, kind, get) in [
-            (
-                "tributary_kafka_messages_produced",
-                "Messages acknowledged by the Kafka broker.",
-                C,
-                (|c: &PipelineCounters| c.kafka_produced.load(Ordering::Relaxed))
-                    as fn(&PipelineCounters) -> u64,
-            ),
-            (
-                "tributary_kafka_messages_consumed",
-                "Messages taken from Kafka.",
-                C,
-                |c| c.kafka_consumed.load(Ordering::Relaxed),
-            ),
-            (
-                "tributary_kafka_dead_letters",
-                "Unreadable messages sent to the dead-letter topic.",
-                C,
-                |c| c.kafka_dead_letters.load(Ordering::Relaxed),
-            ),
-            (
-                "tributary_kafka_tombstones",
-                "Tombstones read (and skipped: the delete before them did the work).",
-                C,
-                |c| c.kafka_tombstones.load(Ordering::Relaxed),
-            ),
-            (
-                "tributary_kafka_pauses",
-                "Times the consumer paused its partitions because the sink was behind.",
-                C,
-                |c| c.kafka_pauses.load(Ordering::Relaxed),
-            ),
-            (
-                "tributary_kafka_commits",
-                "Offset commits (each after the ClickHouse insert holding the offsets).",
-                C,
-                |c| c.kafka_commits.load(Ordering::Relaxed),
-            ),
-            (
-                "tributary_kafka_commit_errors",
-                "Offset commits that failed (the next one repeats them).",
-                C,
-                |c| c.kafka_commit_errors.load(Ordering::Relaxed),
-            ),
-            (
-                "tributary_kafka_consumer_lag_messages",
-                "Messages in the assigned partitions not yet committed.",
-                G,
-                |c| c.kafka_consumer_lag.load(Ordering::Relaxed),
-            ),
-            (
-                "tributary_kafka_in_flight_messages",
-                "Messages handed to the producer, not yet acknowledged.",
-                G,
-                |c| c.kafka_in_flight.load(Ordering::Relaxed),
-            ),
-        ] {
-            sample(&mut enc, name, help, kind, kafka_family(&get))?;
-        }
-        sample(
-            &mut enc,
-            "tributary_slot_lag_bytes",
-            "WAL the replication slot holds back (bytes).",
-            G,
-            slot,
-        )?;
         histogram(
             &mut enc,
             "tributary_commit_lag_seconds",
