@@ -1,9 +1,11 @@
 //! The dates HTTP response headers carry, as Unix seconds: IMF-fixdate (`Retry-After`) and
-//! RFC 3339 (Mastodon's `X-RateLimit-Reset`). Nothing in it is Mastodon-specific.
+//! RFC 3339 (Mastodon's `X-RateLimit-Reset`, read by the protocol crate's one RFC 3339
+//! parser, [`crate::time::parse_rfc3339_micros`]). Nothing in it is Mastodon-specific.
 //!
 //! Must never: panic on a malformed date (every parser returns `None`).
 
 use crate::pgtext::days_from_civil;
+use crate::time::parse_rfc3339_micros;
 
 /// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) as Unix seconds.
 pub fn parse_http_date_unix(s: &str) -> Option<i64> {
@@ -34,53 +36,11 @@ pub fn parse_http_date_unix(s: &str) -> Option<i64> {
 }
 
 /// An RFC 3339 / ISO 8601 time (`2024-01-31T12:35:00.123Z`, `…+02:00`, space instead of
-/// `T` accepted) as Unix seconds, fractions dropped.
+/// `T` accepted) as Unix seconds, fractions dropped (rounded towards the past, so
+/// `1969-12-31T23:59:59.5Z` is `-1`). The forms accepted are those of
+/// [`parse_rfc3339_micros`], the crate's one RFC 3339 parser.
 pub fn parse_rfc3339_unix(s: &str) -> Option<i64> {
-    let s = s.trim();
-    if s.len() < 19 || !s.is_char_boundary(10) || !s.is_char_boundary(11) {
-        return None;
-    }
-    let (date, time) = (&s[..10], &s[11..]);
-    if !matches!(s.as_bytes()[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let mut d = date.split('-');
-    let y: i64 = d.next()?.parse().ok()?;
-    let mo: u32 = d.next()?.parse().ok()?;
-    let da: u32 = d.next()?.parse().ok()?;
-    if !(1..=12).contains(&mo)
-        || !(1..=31).contains(&da)
-        || time.len() < 8
-        || !time.is_char_boundary(8)
-    {
-        return None;
-    }
-    let (h, mi, sec) = parse_hms(&time[..8])?;
-    let mut tz = &time[8..];
-    if let Some(frac) = tz.strip_prefix('.') {
-        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if n == 0 {
-            return None;
-        }
-        tz = &frac[n..];
-    }
-    let offset = match tz {
-        "Z" | "z" | "" => 0,
-        _ => {
-            let sign = match tz.as_bytes()[0] {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let (oh, om) = tz[1..].split_once(':').unwrap_or((&tz[1..], "0"));
-            let (oh, om): (i64, i64) = (oh.parse().ok()?, om.parse().ok()?);
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            sign * (oh * 3600 + om * 60)
-        }
-    };
-    Some(days_from_civil(y, mo, da) * 86_400 + h * 3600 + mi * 60 + sec - offset)
+    parse_rfc3339_micros(s).map(|us| us.div_euclid(1_000_000))
 }
 
 fn parse_hms(s: &str) -> Option<(i64, i64, i64)> {
@@ -110,13 +70,33 @@ mod tests {
             "",
             "2024-13-01T00:00:00Z",
             "2024-01-01X00:00:00Z",
-            "2024-01-01T00:00Z",
-            "2024-01-01T00:00:00.Z",
             "2024-01-01T00:00:00+ab",
             "2024-01-01T00:00:00é",
             "2024-01-01é0:00:00",
         ] {
             assert_eq!(parse_rfc3339_unix(bad), None, "{bad}");
+        }
+        // Read since the parser is shared with Debezium's: no seconds, an empty fraction.
+        assert_eq!(parse_rfc3339_unix("2024-01-01T00:00Z"), Some(1_704_067_200));
+        assert_eq!(
+            parse_rfc3339_unix("2024-01-01T00:00:00.Z"),
+            Some(1_704_067_200)
+        );
+    }
+
+    #[test]
+    fn rfc3339_seconds_round_towards_the_past() {
+        for (s, secs) in [
+            ("1970-01-01T00:00:00.999999999Z", 0),
+            ("1970-01-01T00:00:01.5Z", 1),
+            ("1969-12-31T23:59:59Z", -1),
+            ("1969-12-31T23:59:59.5Z", -1),
+            ("1969-12-31T23:59:59.999999999Z", -1),
+            ("1969-12-31T23:59:58.000001Z", -2),
+            ("1970-01-01T00:00:00.5+00:00:01", -1),
+            ("0001-01-01T00:00:00.1Z", -62_135_596_800),
+        ] {
+            assert_eq!(parse_rfc3339_unix(s), Some(secs), "{s}");
         }
     }
 }
