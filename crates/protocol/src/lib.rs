@@ -10,3 +10,4 @@ pub mod mastodon;
 pub mod pgoutput;
 pub mod pgtext;
 pub mod schema;
+pub mod time;

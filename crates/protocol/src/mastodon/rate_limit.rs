@@ -1,0 +1,114 @@
+//! What the rate-limit headers of a REST response (`X-RateLimit-*`, `Retry-After`) say, and
+//! how long to wait, relative to the "now" the caller passes.
+//!
+//! Must never: read a clock, or turn an unparsable header into a wait (it counts as absent).
+
+use super::dates::{parse_http_date_unix, parse_rfc3339_unix};
+
+/// What the rate-limit headers of a response say, relative to the caller's "now".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RateLimit {
+    /// `X-RateLimit-Limit`.
+    pub limit: Option<u64>,
+    /// `X-RateLimit-Remaining`.
+    pub remaining: Option<u64>,
+    /// Seconds until `X-RateLimit-Reset` (an ISO 8601 time), 0 when it has passed.
+    pub reset_in_secs: Option<u64>,
+    /// `Retry-After` in seconds (given as seconds or as an HTTP date).
+    pub retry_after_secs: Option<u64>,
+}
+
+impl RateLimit {
+    /// Reads the headers through `header`, which is asked for lower-case names
+    /// (`retry-after`, `x-ratelimit-limit`, `x-ratelimit-remaining`, `x-ratelimit-reset`)
+    /// and returns the value if present. `now_unix` is the caller's clock, in seconds.
+    /// Unparsable values are treated as absent.
+    pub fn from_headers<'a>(header: impl Fn(&str) -> Option<&'a str>, now_unix: i64) -> RateLimit {
+        let num = |name: &str| header(name).and_then(|v| v.trim().parse::<u64>().ok());
+        RateLimit {
+            limit: num("x-ratelimit-limit"),
+            remaining: num("x-ratelimit-remaining"),
+            reset_in_secs: header("x-ratelimit-reset")
+                .and_then(parse_rfc3339_unix)
+                .map(|t| secs_until(t, now_unix)),
+            retry_after_secs: header("retry-after").and_then(|v| parse_retry_after(v, now_unix)),
+        }
+    }
+
+    /// How long to wait before the next request, if at all: `Retry-After` when given,
+    /// else the time to the reset when no requests remain.
+    pub fn wait_secs(&self) -> Option<u64> {
+        self.retry_after_secs.or(match self.remaining {
+            Some(0) => Some(self.reset_in_secs.unwrap_or(0)),
+            _ => None,
+        })
+    }
+}
+
+fn secs_until(t: i64, now: i64) -> u64 {
+    u64::try_from(t.saturating_sub(now)).unwrap_or(0)
+}
+
+/// `Retry-After` as seconds from now: delay-seconds, or an HTTP date (IMF-fixdate).
+pub fn parse_retry_after(value: &str, now_unix: i64) -> Option<u64> {
+    let v = value.trim();
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(v.parse().unwrap_or(u64::MAX));
+    }
+    parse_http_date_unix(v).map(|t| secs_until(t, now_unix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_from_headers() {
+        let now = parse_rfc3339_unix("2024-01-31T12:30:00Z").unwrap();
+        let headers = [
+            ("x-ratelimit-limit", "300"),
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", "2024-01-31T12:35:00.123456Z"),
+        ];
+        let get = |n: &str| headers.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+        let rl = RateLimit::from_headers(get, now);
+        assert_eq!(
+            rl,
+            RateLimit {
+                limit: Some(300),
+                remaining: Some(0),
+                reset_in_secs: Some(300),
+                retry_after_secs: None
+            }
+        );
+        assert_eq!(rl.wait_secs(), Some(300));
+        let rl = RateLimit::from_headers(|n| (n == "retry-after").then_some("12"), now);
+        assert_eq!(rl.wait_secs(), Some(12));
+        let rl = RateLimit::from_headers(|n| (n == "x-ratelimit-remaining").then_some("5"), now);
+        assert_eq!(rl.wait_secs(), None);
+        let rl = RateLimit::from_headers(|_| Some("garbage"), now);
+        assert_eq!(rl, RateLimit::default());
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = parse_http_date_unix("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        assert_eq!(now, 784_111_777);
+        assert_eq!(parse_retry_after("120", now), Some(120));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:50:37 GMT", now),
+            Some(60)
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:40:00 GMT", now),
+            Some(0),
+            "past dates wait 0"
+        );
+        assert_eq!(parse_retry_after("-5", now), None);
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now),
+            Some(u64::MAX)
+        );
+    }
+}
