@@ -11,7 +11,8 @@ use crate::flow::ack::{AckTracker, Ticket};
 use crate::flow::edge::{Edge, Permit};
 use crate::protocol::chtypes::{ch_ident, ServerCaps};
 use crate::protocol::mastodon::Post;
-use crate::protocol::pgtext::{parse_timestamp_micros, tsv_escape, write_datetime_micros};
+use crate::protocol::pgtext::{tsv_escape, write_datetime_micros};
+use crate::protocol::time::parse_rfc3339_micros;
 use crate::runtime::registry::PipelineCounters;
 use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -125,16 +126,6 @@ pub fn create_table_sql(db: &str, table: &str, caps: &ServerCaps) -> String {
     )
 }
 
-/// Microseconds since the epoch of an RFC 3339 time (`2024-01-02T03:04:05.678Z`).
-pub fn rfc3339_micros(s: &str) -> Option<i64> {
-    let t = s.replacen('T', " ", 1);
-    let t = match t.strip_suffix('Z') {
-        Some(x) => format!("{x}+00"),
-        None => t,
-    };
-    parse_timestamp_micros(&t)
-}
-
 fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -160,8 +151,8 @@ pub fn encode_row(out: &mut Vec<u8>, item: &SentimentItem, caps: &ServerCaps) {
     match item {
         SentimentItem::Classified(c) => {
             let p = &c.post;
-            let created = rfc3339_micros(&p.created_at).unwrap_or(0);
-            let edited = p.edited_at.as_deref().and_then(rfc3339_micros);
+            let created = parse_rfc3339_micros(&p.created_at).unwrap_or(0);
+            let edited = p.edited_at.as_deref().and_then(parse_rfc3339_micros);
             field(out, &p.status_id);
             ts(out, created);
             out.push(b'\t');

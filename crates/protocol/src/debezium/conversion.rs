@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 
 use super::DAY_US;
-use crate::pgtext::{civil_from_days, days_from_civil};
+use crate::pgtext::civil_from_days;
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -212,28 +212,6 @@ pub(super) fn parse_time_with_offset(s: &str) -> Option<i64> {
     let i = s.find(['Z', 'z', '+', '-'])?;
     let us = parse_clock(&s[..i])? - parse_offset(&s[i..])? * 1_000_000;
     Some(us.rem_euclid(DAY_US))
-}
-
-/// ISO-8601 with an offset (`+21016-11-04T06:51:30.123456Z`) as µs since the epoch.
-pub(super) fn parse_iso_timestamp(s: &str) -> Option<i64> {
-    let (date, rest) = s.split_once(['T', 't', ' '])?;
-    let (neg, d) = match date.strip_prefix('-') {
-        Some(d) => (true, d),
-        None => (false, date.strip_prefix('+').unwrap_or(date)),
-    };
-    let mut it = d.splitn(3, '-');
-    let (y, m, day) = (num(it.next()?)?, num(it.next()?)?, num(it.next()?)?);
-    if y > 999_999 || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
-        return None;
-    }
-    let (clock, off) = match rest.find(['Z', 'z', '+', '-']) {
-        Some(i) => (&rest[..i], parse_offset(&rest[i..])?),
-        None => (rest, 0),
-    };
-    let days = days_from_civil(if neg { -y } else { y }, m as u32, day as u32);
-    days.checked_mul(DAY_US)?
-        .checked_add(parse_clock(clock)?)?
-        .checked_sub(off * 1_000_000)
 }
 
 /// Postgres-style interval output (`1 year 2 mons 3 days 04:05:06.5`) as Debezium's

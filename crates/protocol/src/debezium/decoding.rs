@@ -11,13 +11,14 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use super::conversion::{b64_decode, clock_text, decimal_text, parse_iso_timestamp};
+use super::conversion::{b64_decode, clock_text, decimal_text};
 use super::conversion::{parse_time_with_offset, pg_date, pg_interval, pg_timestamp};
 use super::field_type::Ty;
 use super::{Change, DecodeError, Decoded, Op, OLD_KEY_HEADER};
 use super::{DAY_US, MAX_DECIMAL_BYTES, TS_NEG_INF, TS_POS_INF, UNAVAILABLE};
 use crate::pgoutput::Cell;
 use crate::schema::{Column, PgType};
+use crate::time::parse_rfc3339_micros;
 
 fn json_type(v: &Value) -> &'static str {
     match v {
@@ -98,7 +99,7 @@ fn pg_text(ty: &Ty, v: &Value, field: &str) -> Result<String, DecodeError> {
         (Ty::Tstz, Value::String(s)) if matches!(s.as_str(), "infinity" | "-infinity") => s.clone(),
         (Ty::Tstz, _) => {
             let us =
-                parse_iso_timestamp(string()?).ok_or_else(|| bad("not an ISO-8601 timestamp"))?;
+                parse_rfc3339_micros(string()?).ok_or_else(|| bad("not an ISO-8601 timestamp"))?;
             pg_timestamp(us, true)
         }
         (Ty::Timetz, _) => {
