@@ -37,8 +37,18 @@ use tokio_postgres::Client;
 use tributary::clients::clickhouse::ChClient;
 use tributary::config::Config;
 
-mod common;
-use common::{proc_cpu_secs, proc_status_kib, repo, services, unique, Res};
+use tributary_testkit::flags::Flags;
+use tributary_testkit::procfs::{proc_cpu_secs, proc_status_kib};
+use tributary_testkit::services::services;
+
+/// The servers every bench needs (started or reused through scripts/services.sh).
+const BENCH_SERVICES: &[&str] = &[
+    "TRIBUTARY_TEST_PG_PORT",
+    "TRIBUTARY_TEST_CH18_URL",
+    "TRIBUTARY_TEST_CH26_URL",
+    "TRIBUTARY_TEST_LLM_URL",
+];
+use tributary_testkit::{repo, unique, Res};
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -60,7 +70,7 @@ fn parse_args() -> Res<Args> {
         no_drain: false,
         kafka: false,
     };
-    let mut flags = common::Flags::new();
+    let mut flags = Flags::new();
     while let Some(key) = flags.next_flag() {
         match key.as_str() {
             // cargo bench passes --bench to harness=false benches.
@@ -1341,7 +1351,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let vars = match services() {
+    let vars = match services(BENCH_SERVICES) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("bench: {e}");

@@ -8,9 +8,17 @@
 //! Reports posts/s of each, the pipeline's share of the best direct figure, the limit the
 //! adaptive controller settled on, and peak RSS.
 
-mod common;
+use tributary_testkit::flags::Flags;
+use tributary_testkit::procfs::proc_status_kib;
+use tributary_testkit::services::services;
 
-use common::{proc_status_kib, repo, services, unique, Res};
+/// The servers every bench needs (started or reused through scripts/services.sh).
+const BENCH_SERVICES: &[&str] = &[
+    "TRIBUTARY_TEST_PG_PORT",
+    "TRIBUTARY_TEST_CH18_URL",
+    "TRIBUTARY_TEST_CH26_URL",
+    "TRIBUTARY_TEST_LLM_URL",
+];
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +27,7 @@ use tributary::clients::llm::LlmClient;
 use tributary::config::Config;
 use tributary::pipelines::PipelineHandles;
 use tributary::protocol::mastodon::{Post, Status};
+use tributary_testkit::{repo, unique, Res};
 
 struct Args {
     posts: usize,
@@ -32,7 +41,7 @@ fn parse_args() -> Res<Args> {
         concurrency: 4,
         target: "ch26".into(),
     };
-    let mut flags = common::Flags::new();
+    let mut flags = Flags::new();
     while let Some(k) = flags.next_flag() {
         match k.as_str() {
             "--posts" => a.posts = flags.number("--posts")?,
@@ -103,7 +112,7 @@ async fn direct(client: Arc<LlmClient>, texts: &[String], at_once: usize) -> Res
 }
 
 async fn bench(a: &Args) -> Res<()> {
-    let vars = services()?;
+    let vars = services(BENCH_SERVICES)?;
     let db = unique("bench_llm");
     let cfg = config(&vars, &a.target, &db, a.concurrency)?;
     let llm_cfg = cfg.pipelines[0].llm.clone().ok_or("no llm")?;

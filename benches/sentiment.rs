@@ -29,14 +29,6 @@
 //! The ClickHouse database and the temp files are removed at the end (unless `--keep`).
 //! TRIBUTARY_BENCH_LOG=<filter> (e.g. tributary=debug) prints the pipeline's logs.
 
-#[allow(dead_code)]
-#[path = "../tests/common/fake_llm.rs"]
-mod fake_llm;
-#[allow(dead_code)]
-#[path = "../tests/common/fake_mastodon.rs"]
-mod fake_mastodon; // fake_llm uses its clock helper
-
-use fake_llm::{rule_label, FakeLlm, LlmConfig};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::Write;
@@ -48,9 +40,20 @@ use tributary::clients::clickhouse::ChClient;
 use tributary::config::{Config, PostFilter, ReplayConfig};
 use tributary::pipelines::PipelineHandles;
 use tributary::runtime::registry::Registry;
+use tributary_testkit::fake_llm::{rule_label, FakeLlm, LlmConfig};
 
-mod common;
-use common::{proc_cpu_secs, proc_status_kib, repo, services, unique, Res};
+use tributary_testkit::flags::Flags;
+use tributary_testkit::procfs::{proc_cpu_secs, proc_status_kib};
+use tributary_testkit::services::services;
+
+/// The servers every bench needs (started or reused through scripts/services.sh).
+const BENCH_SERVICES: &[&str] = &[
+    "TRIBUTARY_TEST_PG_PORT",
+    "TRIBUTARY_TEST_CH18_URL",
+    "TRIBUTARY_TEST_CH26_URL",
+    "TRIBUTARY_TEST_LLM_URL",
+];
+use tributary_testkit::{repo, unique, Res};
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -76,7 +79,7 @@ fn parse_args() -> Res<Args> {
         baseline: true,
         keep: false,
     };
-    let mut flags = common::Flags::new();
+    let mut flags = Flags::new();
     while let Some(key) = flags.next_flag() {
         match key.as_str() {
             // cargo bench passes --bench to harness=false benches.
@@ -778,7 +781,7 @@ async fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .try_init();
     }
-    let vars = match services() {
+    let vars = match services(BENCH_SERVICES) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("bench: {e}");

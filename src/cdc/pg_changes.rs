@@ -260,8 +260,11 @@ mod tests {
         out
     }
 
-    /// The rows of `steps` as (op, version, cells, moved_from, xid).
-    fn rows(steps: Vec<Step>) -> Vec<(RowOp, u64, Vec<Cell>, Option<Vec<Cell>>, u32)> {
+    /// A row as the tests compare it: (op, version, cells, moved_from, xid).
+    type Row = (RowOp, u64, Vec<Cell>, Option<Vec<Cell>>, u32);
+
+    /// The rows of `steps`.
+    fn rows(steps: Vec<Step>) -> Vec<Row> {
         steps
             .into_iter()
             .filter_map(|s| match s {

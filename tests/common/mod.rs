@@ -3,15 +3,15 @@
 //! servers, pipelines run in-process, and polling with a deadline.
 #![allow(dead_code)]
 
-pub mod fake_llm;
-pub mod fake_mastodon;
 pub mod kafka;
-pub mod proxy;
 pub mod spawn;
+
+// The kit shared with the benches (crates/testkit); not every test binary uses every part.
+#[allow(unused_imports)]
+pub use tributary_testkit::{fake_llm, fake_mastodon, procfs::rss_kib, proxy, unique};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tributary::clients::clickhouse::ChClient;
@@ -23,48 +23,18 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Addresses of the test servers (TRIBUTARY_TEST_* variables).
+/// Addresses of the test servers (TRIBUTARY_TEST_* variables): exported by scripts/test.sh,
+/// or the servers are started (or reused) here. A server that cannot start fails the test;
+/// nothing is skipped.
 pub fn services() -> &'static HashMap<String, String> {
     static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
     ENV.get_or_init(|| {
-        let mut vars: HashMap<String, String> = std::env::vars()
-            .filter(|(k, _)| k.starts_with("TRIBUTARY_TEST_") || k == "TRIBUTARY_SERVICES_SCRIPT")
-            .collect();
-        if !vars.contains_key("TRIBUTARY_TEST_CH26_URL")
-            || !vars.contains_key("TRIBUTARY_TEST_PG_PORT")
-        {
-            // Not started by scripts/test.sh: start (or reuse) the servers ourselves. A server
-            // that cannot start fails the test; nothing is skipped.
-            let out = std::process::Command::new(repo().join("scripts/services.sh"))
-                .arg("start")
-                .output()
-                .expect("running scripts/services.sh start");
-            assert!(
-                out.status.success(),
-                "scripts/services.sh start failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let env = std::process::Command::new(repo().join("scripts/services.sh"))
-                .arg("env")
-                .output()
-                .expect("services env");
-            for line in String::from_utf8_lossy(&env.stdout).lines() {
-                if let Some((k, v)) = line.split_once('=') {
-                    vars.insert(k.to_string(), v.to_string());
-                }
-            }
-        }
-        for k in [
+        let required = [
             "TRIBUTARY_TEST_PG_PORT",
             "TRIBUTARY_TEST_CH18_URL",
             "TRIBUTARY_TEST_CH26_URL",
-        ] {
-            assert!(
-                vars.contains_key(k),
-                "{k} is not set: the test servers are not running"
-            );
-        }
-        vars
+        ];
+        tributary_testkit::services::services(&required).unwrap_or_else(|e| panic!("{e}"))
     })
 }
 
@@ -107,22 +77,6 @@ macro_rules! matrix {
             }
         }
     };
-}
-
-/// A name no other test (or earlier run) uses: lower case, for slots and tables.
-pub fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        % 100_000_000;
-    format!(
-        "{prefix}_{}_{}_{}",
-        std::process::id(),
-        t,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 pub async fn pg() -> tokio_postgres::Client {
@@ -506,17 +460,6 @@ pub fn first_diff(a: &[String], b: &[String]) -> Option<(usize, Option<String>, 
 
 pub fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_tributary"))
-}
-
-/// Resident set size of a process in KiB (from /proc).
-pub fn rss_kib(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 /// Drops inactive slots left by test processes that are gone (a failed test skips its

@@ -980,5 +980,5 @@ fn rand_id() -> u64 {
 
 /// Ollama's created_at: RFC 3339 with nanoseconds.
 fn iso_nanos() -> String {
-    super::fake_mastodon::iso_now(0, 9)
+    crate::fake_mastodon::iso_now(0, 9)
 }

@@ -940,7 +940,7 @@ pub fn iso_now(offset_secs: i64, frac: usize) -> String {
         .unwrap();
     let secs = now.as_secs() as i64 + offset_secs;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = tributary::protocol::pgtext::civil_from_days(days);
+    let (y, m, d) = tributary_protocol::pgtext::civil_from_days(days);
     let nanos = format!("{:09}", now.subsec_nanos());
     let frac = if frac == 0 {
         String::new()

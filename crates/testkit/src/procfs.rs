@@ -1,0 +1,40 @@
+//! Readings of a process from /proc: memory and CPU time, for outage tests and benches.
+//!
+//! Must never: fail a caller for a process that is gone (it reads `None`).
+
+/// A `/proc/<pid>/status` value in KiB (`pid` may be `self`), e.g. `VmHWM:`.
+pub fn proc_status_kib(pid: &str, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with(key))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Resident set size of a process in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    proc_status_kib(&pid.to_string(), "VmRSS:")
+}
+
+/// utime + stime of a process in seconds (`pid` may be `self`).
+pub fn proc_cpu_secs(pid: &str) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0) // USER_HZ is 100 on Linux
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        assert!(rss_kib(std::process::id()).is_some_and(|k| k > 0));
+        assert!(proc_cpu_secs("self").is_some());
+        assert_eq!(rss_kib(u32::MAX), None);
+    }
+}
