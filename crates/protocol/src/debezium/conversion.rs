@@ -204,7 +204,8 @@ fn parse_offset(s: &str) -> Option<i64> {
         (hm, None, None) if hm.len() == 4 => (num(hm.get(..2)?)?, num(hm.get(2..)?)?, 0),
         (h, m, s) => (num(h)?, m.map_or(Some(0), num)?, s.map_or(Some(0), num)?),
     };
-    (h <= 18 && m < 60 && sec < 60).then_some(sign * (h * 3600 + m * 60 + sec))
+    // Range first: the arithmetic would overflow on a huge hour (a panic in debug builds).
+    (h <= 18 && m < 60 && sec < 60).then(|| sign * (h * 3600 + m * 60 + sec))
 }
 
 /// A time with an offset (`13:51:30.5+02`, `11:51:30Z`) as microseconds past midnight UTC.
@@ -320,6 +321,14 @@ pub(super) fn pg_interval(us: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_offset_is_no_time_not_a_panic() {
+        assert_eq!(parse_offset("+02:00"), Some(7200));
+        assert_eq!(parse_offset("+999999999999999999"), None);
+        assert_eq!(parse_offset("-99999999999999999:59"), None);
+        assert!(parse_time_with_offset("12:00:00+999999999999999999").is_none());
+    }
 
     #[test]
     fn numerics_are_twos_complement_like_java_biginteger() {

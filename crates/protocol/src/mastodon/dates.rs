@@ -29,7 +29,12 @@ pub fn parse_http_date_unix(s: &str) -> Option<i64> {
     };
     let year: i64 = it.next()?.parse().ok()?;
     let (h, m, sec) = parse_hms(it.next()?)?;
-    if !matches!(it.next(), Some("GMT") | Some("UTC") | None) || !(1..=31).contains(&day) {
+    // HTTP dates have four-digit years; a larger one would overflow the arithmetic below
+    // (a panic in debug builds, on a server's header).
+    if !matches!(it.next(), Some("GMT") | Some("UTC") | None)
+        || !(1..=31).contains(&day)
+        || !(0..=9999).contains(&year)
+    {
         return None;
     }
     Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec)
@@ -57,6 +62,19 @@ fn parse_hms(s: &str) -> Option<(i64, i64, i64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_year_is_no_date_not_a_panic() {
+        assert_eq!(
+            parse_http_date_unix("Thu, 01 Jan 1970 00:00:00 GMT"),
+            Some(0)
+        );
+        assert_eq!(
+            parse_http_date_unix("Thu, 01 Jan 9999999999999999 00:00:00 GMT"),
+            None
+        );
+        assert_eq!(parse_http_date_unix("Thu, 01 Jan -5 00:00:00 GMT"), None);
+    }
 
     #[test]
     fn rfc3339_forms() {
