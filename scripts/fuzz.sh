@@ -7,7 +7,7 @@
 #   scripts/fuzz.sh [SECONDS_PER_TARGET (default 30)] [TARGET...]
 # A crash fails the run (after the other targets ran): libFuzzer writes the input to
 # fuzz/artifacts/<target>/crash-*, and this script copies it to fuzz/regressions/<target>/, to be
-# committed: tests/fuzz_regressions.rs replays every file there on each `cargo test`, so it fails
+# committed: tests/integration/fuzz_regressions.rs replays every file there on each `cargo test`, so it fails
 # until the panic is fixed, and stays as a regression test afterwards.
 # cargo-fuzz runs on the stable toolchain here with RUSTC_BOOTSTRAP=1 (it needs -Z flags), and
 # without a sanitizer: the code under test has no `unsafe`, what we look for are panics.
@@ -37,7 +37,7 @@ keep_crashes() {
     else
       cp "$f" "regressions/$t/$name"
       echo "fuzz: $t: fuzz/regressions/$t/$name is now a regression input: commit it" \
-        "(tests/fuzz_regressions.rs replays it) and fix the panic"
+        "(tests/integration/fuzz_regressions.rs replays it) and fix the panic"
     fi
   done < <(find "artifacts/$t" -maxdepth 1 -type f -name 'crash-*' -newer "$since" -print0 2>/dev/null)
   ((found))

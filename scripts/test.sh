@@ -29,7 +29,7 @@ done < <(scripts/services.sh env)
 failed=()
 
 # The front's test first and cargo's next, then the short fuzz run (CI): its crash inputs become
-# regression inputs that the next cargo test replays (tests/fuzz_regressions.rs).
+# regression inputs that the next cargo test replays (tests/integration/fuzz_regressions.rs).
 FRONT_TEST=tests/chdb_front/test_front.py
 if [[ -f "$FRONT_TEST" ]]; then
   echo "test.sh: $PYTHON $FRONT_TEST"

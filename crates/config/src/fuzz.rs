@@ -1,5 +1,5 @@
 //! The body of the config fuzz target (fuzz/fuzz_targets/config.rs), shared with
-//! tests/fuzz_regressions.rs. Must never: do I/O.
+//! tests/integration/fuzz_regressions.rs. Must never: do I/O.
 
 use crate::Config;
 

@@ -1,6 +1,6 @@
 //! The bodies of the fuzz targets (fuzz/fuzz_targets/*.rs): each feeds arbitrary bytes to a
 //! protocol parser the way tributary reads it (the config file's target is `config::fuzz`). They live here so that the fuzz
-//! targets and tests/fuzz_regressions.rs, which replays the seeds and every crash input kept in
+//! targets and tests/integration/fuzz_regressions.rs, which replays the seeds and every crash input kept in
 //! fuzz/regressions/ on each `cargo test`, run the same code. Must never: do I/O.
 
 use crate::debezium::decode_moved;

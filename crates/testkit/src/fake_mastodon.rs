@@ -30,8 +30,7 @@ type Body = UnsyncBoxBody<Bytes, io::Error>;
 
 /// The fixture: 66 Mastodon statuses as the REST API returns them, in id order.
 pub fn load_fixture() -> Vec<Value> {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/statuses.jsonl");
+    let path = crate::repo().join("tests/fixtures/statuses.jsonl");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines()
         .filter(|l| !l.trim().is_empty())

@@ -8,9 +8,8 @@
 //! and row 3 is inserted as NULLs then updated to the literals while streaming. TOAST and a
 //! 1 MB value have their own tests.
 
-mod common;
-
-use common::*;
+use crate::common::*;
+use crate::matrix;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 

@@ -1,13 +1,11 @@
-#![recursion_limit = "256"]
 //! The sentiment pipeline against a real ClickHouse (both generations) and faithful fakes of
 //! what cannot run here (Mastodon, Ollama): every post lands exactly once with the label the
 //! LLM gave it, through errors, outages, killed workers and dropped streams.
 
-mod common;
-
-use common::fake_llm::{rule_label, FakeLlm, LlmConfig, Reply, Style};
-use common::fake_mastodon::{load_fixture, make_status, FakeMastodon, MastodonConfig};
-use common::*;
+use crate::common::fake_llm::{rule_label, FakeLlm, LlmConfig, Reply, Style};
+use crate::common::fake_mastodon::{load_fixture, make_status, FakeMastodon, MastodonConfig};
+use crate::common::*;
+use crate::matrix;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;

@@ -2,9 +2,8 @@
 //! (18.16 server, 26.9 engine behind our front). Every test compares ClickHouse's live rows
 //! (FINAL, deleted rows filtered) with Postgres's.
 
-mod common;
-
-use common::*;
+use crate::common::*;
+use crate::matrix;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);

@@ -1,9 +1,8 @@
 //! The ClickHouse client against both generations: errors carry the server's message (code
 //! and text) for queries and for inserts, with LZ4 on (the default).
 
-mod common;
-
-use common::*;
+use crate::common::*;
+use crate::matrix;
 
 async fn insert_errors_carry_the_message(target: Target) {
     let w = World::new(target).await;

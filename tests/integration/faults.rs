@@ -2,9 +2,8 @@
 //! and nothing is lost; a sink that always fails escalates; a slow sink holds the source back
 //! with flat memory.
 
-mod common;
-
-use common::*;
+use crate::common::*;
+use crate::matrix;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 

@@ -3,10 +3,8 @@
 //! the LLM's Ollama and OpenAI reply shapes, styles, formats, and its faults (latency,
 //! concurrency limit, error rates, hangs, down).
 
-mod common;
-
-use common::fake_llm::{extract_post, rule_label, FakeLlm, LlmConfig, Reply, Style};
-use common::fake_mastodon::{load_fixture, make_status, FakeMastodon, MastodonConfig};
+use crate::common::fake_llm::{extract_post, rule_label, FakeLlm, LlmConfig, Reply, Style};
+use crate::common::fake_mastodon::{load_fixture, make_status, FakeMastodon, MastodonConfig};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 

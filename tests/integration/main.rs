@@ -1,0 +1,17 @@
+//! The in-process integration tests against the real servers, in one test binary (one link
+//! instead of seven): CDC scenarios, the ClickHouse sink driven directly, every type, faults and
+//! supervision, the fakes themselves, the fuzz regressions, and the sentiment pipeline. Tests
+//! that need a process of their own (global telemetry, a broker restart, long measurements)
+//! stay binaries of their own: tracing.rs, kafka_faults.rs, checker.rs, outage.rs.
+#![recursion_limit = "256"]
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod cdc;
+mod clickhouse;
+mod fakes;
+mod faults;
+mod fuzz_regressions;
+mod sentiment;
+mod types;
