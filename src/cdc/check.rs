@@ -20,16 +20,8 @@ pub async fn check(
         // Debezium topics into ClickHouse.
         let _ = writeln!(out, "pipeline `{}` (cdc from Kafka)", p.name);
         out.push_str(kafka.as_deref().unwrap_or(""));
-        let ch = ChClient::connect(&p.clickhouse)
-            .await
-            .map_err(|e| e.to_string())?;
-        let _ = writeln!(
-            out,
-            "  clickhouse {}: version {} ({} types); tables are created from the events' schemas",
-            ch.addr(),
-            ch.caps.version,
-            ch.caps.generation()
-        );
+        let (_, line) = ChClient::connect_described(&p.clickhouse).await?;
+        let _ = writeln!(out, "{line}; tables are created from the events' schemas");
         return Ok(out);
     };
     let _ = writeln!(
@@ -47,16 +39,8 @@ pub async fn check(
             None
         }
         None => {
-            let ch = ChClient::connect(&p.clickhouse)
-                .await
-                .map_err(|e| e.to_string())?;
-            let _ = writeln!(
-                out,
-                "  clickhouse {}: version {} ({} types)",
-                ch.addr(),
-                ch.caps.version,
-                ch.caps.generation()
-            );
+            let (ch, line) = ChClient::connect_described(&p.clickhouse).await?;
+            let _ = writeln!(out, "{line}");
             Some(ch)
         }
     };

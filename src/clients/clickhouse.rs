@@ -74,6 +74,19 @@ pub struct ChClient {
 }
 
 impl ChClient {
+    /// Connects for `tributary check`: the client and the line that describes the server
+    /// (`clickhouse <addr>: version <v> (<generation> types)`), errors as text.
+    pub async fn connect_described(cfg: &ClickHouseConfig) -> Result<(ChClient, String), String> {
+        let ch = ChClient::connect(cfg).await.map_err(|e| e.to_string())?;
+        let line = format!(
+            "  clickhouse {}: version {} ({} types)",
+            ch.addr(),
+            ch.caps.version,
+            ch.caps.generation()
+        );
+        Ok((ch, line))
+    }
+
     /// Connects and probes `SELECT version()`. The database is created when missing.
     pub async fn connect(cfg: &ClickHouseConfig) -> Result<ChClient, ChError> {
         let addr = cfg.url.split('?').next().unwrap_or(&cfg.url).to_string();
@@ -383,7 +396,7 @@ mod tests {
         for code in [192, 193, 194, 516] {
             assert_eq!(server(Some(code)).class(), ErrorClass::Permanent, "{code}");
         }
-        let wrapped = crate::runtime::fault::Outage("x".into());
-        assert_eq!(classify(boxed(wrapped).as_ref()), ErrorClass::Outage);
+        let wrapped = crate::runtime::fault::classified("x".into(), ErrorClass::Outage);
+        assert_eq!(classify(wrapped.as_ref()), ErrorClass::Outage);
     }
 }

@@ -451,44 +451,27 @@ impl Collector for Observed {
                 });
             sample(&mut enc, f.name, f.help, f.ty, samples)?;
         }
-        let queues: Vec<_> = st
-            .pipelines
-            .iter()
-            .flat_map(|p| {
+        // Each bounded edge's depth and capacity, by pipeline and queue.
+        for (name, help, value) in [
+            (
+                "tributary_queue_depth",
+                "Messages waiting on a bounded edge.",
+                (|q: &Queue| q.depth) as fn(&Queue) -> usize,
+            ),
+            (
+                "tributary_queue_capacity",
+                "Capacity of a bounded edge.",
+                |q| q.capacity,
+            ),
+        ] {
+            let samples = st.pipelines.iter().flat_map(|p| {
                 p.queues.iter().map(move |q| {
-                    (
-                        vec![("pipeline", p.name.clone()), ("queue", q.name.clone())],
-                        q.depth as f64,
-                    )
+                    let labels = vec![("pipeline", p.name.clone()), ("queue", q.name.clone())];
+                    (labels, value(q) as f64)
                 })
-            })
-            .collect();
-        sample(
-            &mut enc,
-            "tributary_queue_depth",
-            "Messages waiting on a bounded edge.",
-            G,
-            queues,
-        )?;
-        let caps: Vec<_> = st
-            .pipelines
-            .iter()
-            .flat_map(|p| {
-                p.queues.iter().map(move |q| {
-                    (
-                        vec![("pipeline", p.name.clone()), ("queue", q.name.clone())],
-                        q.capacity as f64,
-                    )
-                })
-            })
-            .collect();
-        sample(
-            &mut enc,
-            "tributary_queue_capacity",
-            "Capacity of a bounded edge.",
-            G,
-            caps,
-        )?;
+            });
+            sample(&mut enc, name, help, G, samples)?;
+        }
         let restarts: Vec<_> = st
             .actors
             .iter()

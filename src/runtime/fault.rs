@@ -23,50 +23,35 @@ pub enum ErrorClass {
 /// The class of an error an actor failed with (or failed to start with).
 pub type Classify = fn(&(dyn Error + 'static)) -> ErrorClass;
 
-/// A failure because a server the actor needs is away. Actors whose errors are strings wrap
-/// them in this to say so; [`classify`] knows it.
+/// A failure of a known class, for actors whose errors are strings (an outage of a server
+/// they need, or a permanent error); [`classify`] reads its class.
 #[derive(Debug)]
-pub struct Outage(pub String);
+pub struct Classified {
+    pub class: ErrorClass,
+    pub message: String,
+}
 
-impl std::fmt::Display for Outage {
+impl std::fmt::Display for Classified {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
-impl Error for Outage {}
-
-/// A failure a restart cannot cure, for actors whose errors are strings.
-#[derive(Debug)]
-pub struct Permanent(pub String);
-
-impl std::fmt::Display for Permanent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl Error for Permanent {}
+impl Error for Classified {}
 
 /// Wraps a message in the type that carries its class (a transient one stays a string).
 pub fn classified(message: String, class: ErrorClass) -> Box<dyn Error + Send + Sync> {
     match class {
-        ErrorClass::Outage => Box::new(Outage(message)),
-        ErrorClass::Permanent => Box::new(Permanent(message)),
         ErrorClass::Transient => message.into(),
+        class => Box::new(Classified { class, message }),
     }
 }
 
-/// The classes every actor shares: [`Outage`] is an outage, [`Permanent`] permanent, anything
-/// else transient. An actor's own classifier handles its error types and falls back to this.
+/// The classes every actor shares: a [`Classified`] error has its class, anything else is
+/// transient. An actor's own classifier handles its error types and falls back to this.
 pub fn classify(err: &(dyn Error + 'static)) -> ErrorClass {
-    if err.downcast_ref::<Outage>().is_some() {
-        ErrorClass::Outage
-    } else if err.downcast_ref::<Permanent>().is_some() {
-        ErrorClass::Permanent
-    } else {
-        ErrorClass::Transient
-    }
+    err.downcast_ref::<Classified>()
+        .map_or(ErrorClass::Transient, |c| c.class)
 }
 
 #[cfg(test)]
@@ -75,7 +60,7 @@ mod tests {
 
     #[test]
     fn only_wrapped_outages_are_outages() {
-        let e: Box<dyn Error + Send + Sync> = Box::new(Outage("x".into()));
+        let e = classified("x".into(), ErrorClass::Outage);
         assert_eq!(classify(e.as_ref()), ErrorClass::Outage);
         // Strings are not outages unless wrapped.
         let s: Box<dyn Error + Send + Sync> = "connection refused".into();

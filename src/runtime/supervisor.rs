@@ -58,8 +58,8 @@ pub struct ChildSpec {
 }
 
 impl ChildSpec {
-    /// A child whose errors are classified by [`super::fault::classify`] (an
-    /// [`super::fault::Outage`] is an outage, anything else transient).
+    /// A child whose errors are classified by [`super::fault::classify`] (a
+    /// [`super::fault::Classified`] error has its class, anything else is transient).
     pub fn new(name: impl Into<String>, restart: Restart, start: StartFn) -> ChildSpec {
         ChildSpec {
             name: name.into(),

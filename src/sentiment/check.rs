@@ -10,16 +10,8 @@ use std::fmt::Write;
 pub async fn check(p: &PipelineConfig, plan: &SentimentPlan) -> Result<String, String> {
     let mut out = String::new();
     let _ = writeln!(out, "pipeline `{}` (sentiment)", p.name);
-    let ch = crate::clients::clickhouse::ChClient::connect(&p.clickhouse)
-        .await
-        .map_err(|e| e.to_string())?;
-    let _ = writeln!(
-        out,
-        "  clickhouse {}: version {} ({} types)",
-        ch.addr(),
-        ch.caps.version,
-        ch.caps.generation()
-    );
+    let (ch, line) = crate::clients::clickhouse::ChClient::connect_described(&p.clickhouse).await?;
+    let _ = writeln!(out, "{line}");
     let _ = writeln!(
         out,
         "    {}",

@@ -24,3 +24,18 @@ pub enum JobKind {
     Classify(Post),
     Delete { instance: String, status_id: String },
 }
+
+impl Job {
+    /// A post to classify as it enters the pipeline: the root span of its trace
+    /// (`sentiment.post`) and the span of its wait in the queue start now.
+    pub fn classify(post: Post, ticket: Ticket, pipeline: &str) -> Job {
+        let trace = tracing::info_span!(parent: None, "sentiment.post", pipeline = %pipeline, instance = %post.instance, status = %post.status_id);
+        let queued = Some(tracing::info_span!(parent: &trace, "edge.queue", stage = "llm"));
+        Job {
+            kind: JobKind::Classify(post),
+            ticket: Some(ticket),
+            trace,
+            queued,
+        }
+    }
+}

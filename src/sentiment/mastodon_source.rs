@@ -469,16 +469,9 @@ impl Follower {
             return Ok(());
         }
         let ticket = self.a.tracker.register(&self.key, &pos);
-        let trace = tracing::info_span!(parent: None, "sentiment.post", pipeline = %self.a.pipeline, instance = %post.instance, status = %post.status_id);
-        let queued = Some(tracing::info_span!(parent: &trace, "edge.queue", stage = "llm"));
         self.a
             .queue
-            .send(Job {
-                kind: JobKind::Classify(post),
-                ticket: Some(ticket),
-                trace,
-                queued,
-            })
+            .send(Job::classify(post, ticket, &self.a.pipeline))
             .await
             .map_err(|_| MastodonSourceError::QueueClosed)?;
         self.high = Some(pos);

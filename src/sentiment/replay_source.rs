@@ -9,7 +9,7 @@ use crate::config::{ClickHouseConfig, ReplayConfig};
 use crate::flow::ack::AckTracker;
 use crate::flow::edge::WorkQueue;
 use crate::protocol::mastodon::{Post, Status};
-use crate::sentiment::job::{Job, JobKind};
+use crate::sentiment::job::Job;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
 use std::time::Duration;
@@ -149,15 +149,8 @@ async fn run(a: &ReplayArgs) -> Result<u64, String> {
             t.tick().await;
         }
         let ticket = a.tracker.register(&key, &n.to_string());
-        let trace = tracing::info_span!(parent: None, "sentiment.post", pipeline = %a.pipeline, instance = %post.instance, status = %post.status_id);
-        let queued = Some(tracing::info_span!(parent: &trace, "edge.queue", stage = "llm"));
         a.queue
-            .send(Job {
-                kind: JobKind::Classify(post),
-                ticket: Some(ticket),
-                trace,
-                queued,
-            })
+            .send(Job::classify(post, ticket, &a.pipeline))
             .await
             .map_err(|e| e.to_string())?;
         sent += 1;

@@ -10,4 +10,6 @@ pub mod mastodon;
 pub mod pgoutput;
 pub mod pgtext;
 pub mod schema;
+#[cfg(test)]
+mod testing;
 pub mod time;

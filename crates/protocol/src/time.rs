@@ -77,7 +77,7 @@ fn parse_date(s: &str) -> Option<i64> {
 }
 
 /// `h:m[:s[.f]]` as microseconds past midnight (fraction digits past the sixth dropped).
-fn parse_clock(s: &str) -> Option<i64> {
+pub(crate) fn parse_clock(s: &str) -> Option<i64> {
     let mut it = s.splitn(3, ':');
     let (h, m) = (digits(it.next()?)?, digits(it.next()?)?);
     let (sec, frac) = match it.next() {
@@ -99,7 +99,7 @@ fn parse_clock(s: &str) -> Option<i64> {
 }
 
 /// `Z`, `z`, `±hhmm` (exactly four digits) or `±h[:m[:s]]` as seconds east of UTC.
-fn parse_offset(s: &str) -> Option<i64> {
+pub(crate) fn parse_offset(s: &str) -> Option<i64> {
     if s == "Z" || s == "z" {
         return Some(0);
     }

@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 
 use super::DAY_US;
 use crate::pgtext::civil_from_days;
+use crate::time::{parse_clock, parse_offset};
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -168,44 +169,6 @@ pub(super) fn decimal_text(bytes: &[u8], scale: i64) -> String {
 fn num(s: &str) -> Option<i64> {
     let ok = !s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit());
     ok.then(|| s.parse().ok()).flatten()
-}
-
-/// `HH:MM[:SS[.fraction]]` as microseconds (digits past the sixth are dropped).
-pub(super) fn parse_clock(s: &str) -> Option<i64> {
-    let mut it = s.splitn(3, ':');
-    let (h, m) = (num(it.next()?)?, num(it.next()?)?);
-    let (sec, frac) = it
-        .next()
-        .map_or(("0", ""), |r| r.split_once('.').unwrap_or((r, "")));
-    let sec = num(sec)?;
-    if h > 24 || m > 59 || sec > 60 || frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let frac_us = frac
-        .bytes()
-        .chain([b'0'; 6])
-        .take(6)
-        .fold(0, |a, b| a * 10 + (b - b'0') as i64);
-    Some(((h * 60 + m) * 60 + sec) * 1_000_000 + frac_us)
-}
-
-/// `Z`, `+HH`, `+HHMM` or `+HH:MM[:SS]` as seconds east of UTC.
-fn parse_offset(s: &str) -> Option<i64> {
-    if s == "Z" || s == "z" {
-        return Some(0);
-    }
-    let (sign, r) = match s.split_at_checked(1)? {
-        ("+", r) => (1, r),
-        ("-", r) => (-1, r),
-        _ => return None,
-    };
-    let mut it = r.splitn(3, ':');
-    let (h, m, sec) = match (it.next()?, it.next(), it.next()) {
-        (hm, None, None) if hm.len() == 4 => (num(hm.get(..2)?)?, num(hm.get(2..)?)?, 0),
-        (h, m, s) => (num(h)?, m.map_or(Some(0), num)?, s.map_or(Some(0), num)?),
-    };
-    // Range first: the arithmetic would overflow on a huge hour (a panic in debug builds).
-    (h <= 18 && m < 60 && sec < 60).then(|| sign * (h * 3600 + m * 60 + sec))
 }
 
 /// A time with an offset (`13:51:30.5+02`, `11:51:30Z`) as microseconds past midnight UTC.

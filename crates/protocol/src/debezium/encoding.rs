@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use super::conversion::{b64_quoted, clock_text, decimal_parts, iso_timestamp, parse_clock};
+use super::conversion::{b64_quoted, clock_text, decimal_parts, iso_timestamp};
 use super::conversion::{parse_interval_micros, parse_time_with_offset, twos_complement};
 use super::field_type::Ty;
 use super::{EncodeOptions, EncodeStats, Op, SnapshotFlag, SourceInfo};
@@ -17,6 +17,7 @@ use crate::pgoutput::Cell;
 use crate::pgtext::ArrayElem;
 use crate::pgtext::{parse_array, parse_bytea_hex, parse_date_days, parse_timestamp_micros};
 use crate::schema::{Column, TableSchema};
+use crate::time::parse_clock;
 
 /// Appends `s` as a JSON string.
 fn jstr(o: &mut String, s: &str) {

@@ -74,18 +74,7 @@ mod tests {
 
     // -- no panics -------------------------------------------------------------------
 
-    /// xorshift: deterministic pseudo-random bytes without a dependency.
-    pub(crate) fn noise(seed: u64, len: usize, alphabet: &[u8]) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                alphabet[(x % alphabet.len() as u64) as usize]
-            })
-            .collect()
-    }
+    pub(crate) use crate::testing::noise;
 
     #[test]
     fn random_and_truncated_input_never_panics() {

@@ -1,0 +1,14 @@
+//! Helpers of the crate's unit tests. Must never: be compiled outside tests.
+
+/// xorshift: deterministic pseudo-random bytes without a dependency.
+pub(crate) fn noise(seed: u64, len: usize, alphabet: &[u8]) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            alphabet[(x % alphabet.len() as u64) as usize]
+        })
+        .collect()
+}
