@@ -77,15 +77,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tributary: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(rt) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
     };
     let result = rt.block_on(async {
         match cli.command {
@@ -175,16 +168,18 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
-fn status(url: &str) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
+/// The tokio runtime from `builder`, or `None` after saying why it could not start.
+fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    builder
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tributary: {e}");
-            return ExitCode::FAILURE;
-        }
+        .map_err(|e| eprintln!("tributary: cannot start the runtime: {e}"))
+        .ok()
+}
+
+fn status(url: &str) -> ExitCode {
+    let Some(rt) = runtime(tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
     };
     let got = rt.block_on(async {
         tributary::clients::tls::install_default_provider();

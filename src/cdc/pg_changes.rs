@@ -276,6 +276,14 @@ mod tests {
             .collect()
     }
 
+    fn update_msg(old: Option<Vec<Cell>>, new: Vec<Cell>) -> LogicalMessage {
+        LogicalMessage::Update {
+            rel_id: 7,
+            old,
+            new,
+        }
+    }
+
     fn begin(c: &mut PgChanges, xid: u32) {
         let begin = LogicalMessage::Begin {
             final_lsn: 0,
@@ -319,11 +327,10 @@ mod tests {
         let mut c = translator(&[]);
         begin(&mut c, 5);
         // REPLICA IDENTITY DEFAULT sends the old key (other columns NULL) when it changed.
-        let update = LogicalMessage::Update {
-            rel_id: 7,
-            old: Some(vec![t("1"), Cell::Null]),
-            new: vec![t("2"), Cell::UnchangedToast],
-        };
+        let update = update_msg(
+            Some(vec![t("1"), Cell::Null]),
+            vec![t("2"), Cell::UnchangedToast],
+        );
         assert_eq!(
             rows(feed(&mut c, 200, update)),
             vec![
@@ -343,21 +350,16 @@ mod tests {
     fn replica_identity_full_fills_unchanged_toast_from_the_old_row() {
         let mut c = translator(&[]);
         begin(&mut c, 6);
-        let update = LogicalMessage::Update {
-            rel_id: 7,
-            old: Some(vec![t("1"), t("long value")]),
-            new: vec![t("1"), Cell::UnchangedToast],
-        };
+        let update = update_msg(
+            Some(vec![t("1"), t("long value")]),
+            vec![t("1"), Cell::UnchangedToast],
+        );
         assert_eq!(
             rows(feed(&mut c, 300, update)),
             vec![(RowOp::Update, 300, vec![t("1"), t("long value")], None, 6)]
         );
         // Without the old row, the value stays unchanged TOAST (the sink fills it).
-        let update = LogicalMessage::Update {
-            rel_id: 7,
-            old: None,
-            new: vec![t("1"), Cell::UnchangedToast],
-        };
+        let update = update_msg(None, vec![t("1"), Cell::UnchangedToast]);
         assert_eq!(
             rows(feed(&mut c, 310, update)),
             vec![(

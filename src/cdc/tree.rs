@@ -50,14 +50,18 @@ pub fn cdc_pipeline(
         acks: acks.clone(),
     };
     let pipeline = p.name.clone();
-
-    let sink_start: StartFn = {
-        let (pipeline, edge, acks, counters) = (
+    // What both start functions capture.
+    let shared = || {
+        (
             pipeline.clone(),
             edge.clone(),
             acks.clone(),
             counters.clone(),
-        );
+        )
+    };
+
+    let sink_start: StartFn = {
+        let (pipeline, edge, acks, counters) = shared();
         let (sink, batch) = (plan.sink.clone(), p.batch);
         Arc::new(move |sup| match &sink {
             CdcSink::Kafka {
@@ -93,12 +97,7 @@ pub fn cdc_pipeline(
     let seq = Arc::new(AtomicU64::new(0));
     let tables: TableIds = Arc::default();
     let source_start: StartFn = {
-        let (pipeline, edge, acks, counters) = (
-            pipeline.clone(),
-            edge.clone(),
-            acks.clone(),
-            counters.clone(),
-        );
+        let (pipeline, edge, acks, counters) = shared();
         let source = plan.source.clone();
         Arc::new(move |sup| match &source {
             CdcSource::Kafka { kafka, source } => {

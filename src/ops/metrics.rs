@@ -610,32 +610,26 @@ impl Collector for Observed {
             C,
             labels,
         )?;
-        let faults: Vec<_> = self
-            .registry
-            .faults()
-            .into_iter()
-            .map(|(k, n)| (vec![("kind", k)], n as f64))
-            .collect();
-        sample(
-            &mut enc,
-            "tributary_faults_injected",
-            "Faults injected on purpose (admin API, chaos), by kind.",
-            C,
-            faults,
-        )?;
-        let esc: Vec<_> = self
-            .registry
-            .escalations()
-            .into_iter()
-            .map(|(s, n)| (vec![("supervisor", s)], n as f64))
-            .collect();
-        sample(
-            &mut enc,
-            "tributary_supervisor_escalations",
-            "Supervisors that gave up after too many restarts.",
-            C,
-            esc,
-        )?;
+        // Counts by a name the registry keeps: faults by kind, escalations by supervisor.
+        for (name, help, label, counts) in [
+            (
+                "tributary_faults_injected",
+                "Faults injected on purpose (admin API, chaos), by kind.",
+                "kind",
+                self.registry.faults(),
+            ),
+            (
+                "tributary_supervisor_escalations",
+                "Supervisors that gave up after too many restarts.",
+                "supervisor",
+                self.registry.escalations(),
+            ),
+        ] {
+            let samples = counts
+                .into_iter()
+                .map(|(k, n)| (vec![(label, k)], n as f64));
+            sample(&mut enc, name, help, C, samples)?;
+        }
         let llm: Vec<&PipelineStatus> = st.pipelines.iter().filter(|p| p.llm.is_some()).collect();
         let l = |f: &dyn Fn(&LlmStatus) -> f64| -> Samples<'_> {
             llm.iter()
