@@ -1,5 +1,5 @@
 //! The configuration file: one TOML document, parsed with unknown keys rejected, `${ENV}`
-//! interpolation inside strings ([`interpolate`]), defaults in one place ([`defaults`]), a
+//! interpolation inside strings (`interpolate.rs`), defaults in one place ([`defaults`]), a
 //! validation pass that runs before anything connects (`validate.rs`), and the typed plan of
 //! each pipeline ([`plan`]). The sections are in `service.rs` (the process), `sources.rs`,
 //! `sinks.rs` and `llm.rs` (a pipeline's parts) and `pipeline.rs`.
