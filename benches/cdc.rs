@@ -39,7 +39,7 @@ use tributary::config::Config;
 
 use tributary_testkit::flags::Flags;
 use tributary_testkit::procfs::{proc_cpu_secs, proc_status_kib};
-use tributary_testkit::services::services;
+use tributary_testkit::services::{services, Lookup};
 
 /// The servers every bench needs (started or reused through scripts/services.sh).
 const BENCH_SERVICES: &[&str] = &[
@@ -1351,7 +1351,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let vars = match services(BENCH_SERVICES) {
+    let vars = match services(BENCH_SERVICES, Lookup::Script) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("bench: {e}");

@@ -10,7 +10,7 @@
 
 use tributary_testkit::flags::Flags;
 use tributary_testkit::procfs::proc_status_kib;
-use tributary_testkit::services::services;
+use tributary_testkit::services::{services, Lookup};
 
 /// The servers every bench needs (started or reused through scripts/services.sh).
 const BENCH_SERVICES: &[&str] = &[
@@ -112,7 +112,7 @@ async fn direct(client: Arc<LlmClient>, texts: &[String], at_once: usize) -> Res
 }
 
 async fn bench(a: &Args) -> Res<()> {
-    let vars = services(BENCH_SERVICES)?;
+    let vars = services(BENCH_SERVICES, Lookup::Script)?;
     let db = unique("bench_llm");
     let cfg = config(&vars, &a.target, &db, a.concurrency)?;
     let llm_cfg = cfg.pipelines[0].llm.clone().ok_or("no llm")?;

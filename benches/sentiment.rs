@@ -44,7 +44,7 @@ use tributary_testkit::fake_llm::{rule_label, FakeLlm, LlmConfig};
 
 use tributary_testkit::flags::Flags;
 use tributary_testkit::procfs::{proc_cpu_secs, proc_status_kib};
-use tributary_testkit::services::services;
+use tributary_testkit::services::{services, Lookup};
 
 /// The servers every bench needs (started or reused through scripts/services.sh).
 const BENCH_SERVICES: &[&str] = &[
@@ -781,7 +781,7 @@ async fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .try_init();
     }
-    let vars = match services(BENCH_SERVICES) {
+    let vars = match services(BENCH_SERVICES, Lookup::Script) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("bench: {e}");

@@ -151,7 +151,9 @@ impl Run {
                         &self.a.source.dead_letter_topic,
                         &m,
                         &self.a.pipeline,
-                        "tributary::sentiment::kafka_source::UnreadableStatus",
+                        // A stable name for dead-letter consumers (the type's path before
+                        // the code moved): filters on it keep matching.
+                        "tributary::actors::status_source::UnreadableStatus",
                         &reason,
                     )
                     .await?;

@@ -34,7 +34,11 @@ pub fn services() -> &'static HashMap<String, String> {
             "TRIBUTARY_TEST_CH18_URL",
             "TRIBUTARY_TEST_CH26_URL",
         ];
-        tributary_testkit::services::services(&required).unwrap_or_else(|e| panic!("{e}"))
+        tributary_testkit::services::services(
+            &required,
+            tributary_testkit::services::Lookup::Environment,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
     })
 }
 

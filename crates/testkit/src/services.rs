@@ -15,14 +15,27 @@ pub fn repo() -> PathBuf {
     root.canonicalize().unwrap_or(root)
 }
 
-/// The test servers' addresses (`TRIBUTARY_TEST_*`): from the environment when
-/// scripts/test.sh exported them, else from `scripts/services.sh env` after
+/// Where [`services`] takes the addresses from first.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// The environment, when scripts/test.sh exported every required name (the tests).
+    Environment,
+    /// Always `scripts/services.sh start` (which checks and reuses the servers that run)
+    /// and `scripts/services.sh env` (the benches: nothing stale from a shell).
+    Script,
+}
+
+/// The test servers' addresses (`TRIBUTARY_TEST_*`): from the environment when `from` allows
+/// and scripts/test.sh exported them, else from `scripts/services.sh env` after
 /// `scripts/services.sh start` (which reuses the servers that run). Every name in `required`
 /// must be there.
-pub fn services(required: &[&str]) -> Res<HashMap<String, String>> {
-    let mut vars: HashMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("TRIBUTARY_TEST_") || k == "TRIBUTARY_SERVICES_SCRIPT")
-        .collect();
+pub fn services(required: &[&str], from: Lookup) -> Res<HashMap<String, String>> {
+    let mut vars: HashMap<String, String> = match from {
+        Lookup::Environment => std::env::vars()
+            .filter(|(k, _)| k.starts_with("TRIBUTARY_TEST_") || k == "TRIBUTARY_SERVICES_SCRIPT")
+            .collect(),
+        Lookup::Script => HashMap::new(),
+    };
     if !required.iter().all(|k| vars.contains_key(*k)) {
         let script = repo().join("scripts/services.sh");
         let run = |arg: &str| {
