@@ -1,6 +1,6 @@
 //! tributary: keeps ClickHouse in step with PostgreSQL (logical replication) and live streams,
-//! as one supervised binary. The folders, bottom to top (a module imports only from its own
-//! folder and the ones above it in this list; `scripts/module-deps.py` checks it):
+//! as one supervised binary. The folders, from the bottom layer up (a module imports only from
+//! its own folder and the ones listed before it; `scripts/module-deps.py` checks it):
 //!
 //! - [`protocol`] (crates/protocol): pure cores (bytes in, values out): pgoutput, Postgres
 //!   text values, ClickHouse types and DDL, Debezium envelopes, Mastodon events, LLM replies.
