@@ -43,6 +43,8 @@ fi
 
 echo "test.sh: docker-compose -f docker/docker-compose.yml config"
 docker-compose -f docker/docker-compose.yml config >/dev/null || failed+=("docker/docker-compose.yml")
+echo "test.sh: scripts/check-docker-context.sh (the Dockerfile copies the whole workspace)"
+scripts/check-docker-context.sh || failed+=("docker/Dockerfile")
 
 echo "test.sh: scripts/module-deps.py (no import cycle, no import from a folder above)"
 "$PYTHON" scripts/module-deps.py || failed+=("scripts/module-deps.py")
