@@ -456,15 +456,7 @@ async fn produced_messages_match_the_debezium_fixtures() {
         cfg.pipelines[0].kafka_sink.as_mut().unwrap().schemas = with_schemas;
         let topic = n.topic(&schema, "customers");
         let run = Running::start(&cfg).await;
-        eventually(T, "the slot to be streaming", || async {
-            let active: bool = c
-                .query_one("SELECT coalesce(bool_or(active), false) FROM pg_replication_slots WHERE slot_name = $1", &[&w.slot])
-                .await
-                .map_err(|e| e.to_string())?
-                .get(0);
-            if active { Ok(()) } else { Err("not yet".into()) }
-        })
-        .await;
+        wait_streaming(&c, &w.slot).await;
         c.batch_execute(&format!(
             "INSERT INTO {schema}.customers VALUES (1, 'Anne', 'Kretchmar', 'annek@noanswer.org');
              UPDATE {schema}.customers SET first_name = 'Anne Marie' WHERE id = 1;

@@ -75,6 +75,9 @@ async fn spans_of_a_change_and_of_a_post_share_one_trace_and_reach_the_collector
         .unwrap();
     let run = Running::start(&w.config(&[&format!("public.{t}")])).await;
     converge(&w, &c, &t, &t, "id, v", "id", Duration::from_secs(60)).await;
+    // The row must be streamed (its chunk carries an LSN), not copied by the snapshot: the
+    // sink creates the table before the slot and its snapshot exist.
+    wait_streaming(&c, &w.slot).await;
     c.batch_execute(&format!("INSERT INTO {t} VALUES (1, 'traced')"))
         .await
         .unwrap();
@@ -121,15 +124,7 @@ async fn spans_of_a_change_and_of_a_post_share_one_trace_and_reach_the_collector
     .await;
     // Through Kafka a table reaches ClickHouse with its first row (Debezium topics carry no
     // schema-only events): wait until the stream runs, then write.
-    eventually(Duration::from_secs(60), "the slot to be streaming", || async {
-        let active: bool = c
-            .query_one("SELECT coalesce(bool_or(active), false) FROM pg_replication_slots WHERE slot_name = $1", &[&w3.slot])
-            .await
-            .map_err(|e| e.to_string())?
-            .get(0);
-        if active { Ok(()) } else { Err("not yet".into()) }
-    })
-    .await;
+    wait_streaming(&c, &w3.slot).await;
     c.batch_execute(&format!("INSERT INTO {k} VALUES (1, 'through the broker')"))
         .await
         .unwrap();

@@ -83,6 +83,27 @@ macro_rules! matrix {
     };
 }
 
+/// Waits until a walsender holds `slot`: the slot and its snapshot exist, so a row written
+/// from now on is streamed (with its WAL position), not copied by the snapshot.
+pub async fn wait_streaming(c: &tokio_postgres::Client, slot: &str) {
+    eventually(Duration::from_secs(60), "the slot to be streaming", || async {
+        let active: bool = c
+            .query_one(
+                "SELECT coalesce(bool_or(active), false) FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        if active {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    })
+    .await
+}
+
 pub async fn pg() -> tokio_postgres::Client {
     try_pg().await.expect("connect to the test Postgres")
 }
