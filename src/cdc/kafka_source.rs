@@ -89,16 +89,8 @@ impl Actor for KafkaCdcSource {
         myself: ActorRef<KafkaSourceMsg>,
         a: KafkaSourceArgs,
     ) -> Result<KafkaSourceState, ActorProcessingErr> {
-        let consumer = kafka::subscribe(&a.kafka, &a.source, &a.pipeline)?;
-        let dlq = kafka::producer(&a.kafka, Duration::from_secs(30))?;
-        kafka::ensure_topics(
-            &a.kafka,
-            std::slice::from_ref(&a.source.dead_letter_topic),
-            1,
-            1,
-        )
-        .await?;
-        tracing::info!(pipeline = %a.pipeline, group = %a.source.group, topics = ?a.source.topics, "kafka source subscribed");
+        let (consumer, dlq) =
+            kafka::subscribe_with_dead_letters(&a.kafka, &a.source, &a.pipeline).await?;
         let shared = Arc::new(Shared {
             pipeline: a.pipeline.clone(),
             kafka: a.kafka.clone(),

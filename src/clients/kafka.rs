@@ -287,6 +287,20 @@ pub fn subscribe(
     Ok(consumer)
 }
 
+/// A source's consumer, subscribed to its topics, and the producer of its dead-letter topic
+/// (created when missing): what every Kafka source starts with.
+pub async fn subscribe_with_dead_letters(
+    k: &KafkaConfig,
+    s: &crate::config::KafkaSourceConfig,
+    pipeline: &str,
+) -> Result<(GroupConsumer, FutureProducer), KafkaError> {
+    let consumer = subscribe(k, s, pipeline)?;
+    let dlq = producer(k, Duration::from_secs(30))?;
+    ensure_topics(k, std::slice::from_ref(&s.dead_letter_topic), 1, 1).await?;
+    tracing::info!(pipeline = %pipeline, group = %s.group, topics = ?s.topics, "kafka source subscribed");
+    Ok((consumer, dlq))
+}
+
 /// Waits for one message to be acknowledged by the broker.
 pub async fn deliver(
     producer: &FutureProducer,

@@ -60,16 +60,8 @@ impl Actor for KafkaStatusSource {
     ) -> Result<StatusSourceState, ActorProcessingErr> {
         // Whatever was in flight is read again from the committed offsets.
         a.tracker.reset();
-        let consumer = kafka::subscribe(&a.kafka, &a.source, &a.pipeline)?;
-        let dlq = kafka::producer(&a.kafka, Duration::from_secs(30))?;
-        kafka::ensure_topics(
-            &a.kafka,
-            std::slice::from_ref(&a.source.dead_letter_topic),
-            1,
-            1,
-        )
-        .await?;
-        tracing::info!(pipeline = %a.pipeline, group = %a.source.group, topics = ?a.source.topics, "kafka statuses source subscribed");
+        let (consumer, dlq) =
+            kafka::subscribe_with_dead_letters(&a.kafka, &a.source, &a.pipeline).await?;
         let run = Run {
             a,
             consumer,
