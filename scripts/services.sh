@@ -9,9 +9,13 @@
 # ${TRIBUTARY_SERVICES_DIR:-<repo>/target/services}. It never touches the machine's own
 # clusters or the system ClickHouse service, and it installs nothing (scripts/install-deps.sh).
 #
+# TLS, so that tests connect with real TLS: `start` makes a test CA and certificates with openssl
+# in <dir>/tls (once; kept across starts, see tls_make for the files). PostgreSQL takes TLS
+# (ssl = on) next to plain TCP, with one role per way of logging in (pg_write_config).
+#
 # Usage: scripts/services.sh start|stop|status|env|restart-pg [fast|immediate]|clean
 #   start       start whatever is not already answering (idempotent), then write <dir>/env
-#   stop        stop all three and remove <dir>/env (data is kept)
+#   stop        stop all of them and remove <dir>/env (data and certificates are kept)
 #   status      one line per server; exit 1 unless all answer
 #   env         print <dir>/env: KEY=VALUE lines, no quoting (read them line by line)
 #   restart-pg  stop PostgreSQL (-m fast by default, `immediate` simulates a crash) and start it
@@ -28,6 +32,7 @@ DIR=${TRIBUTARY_SERVICES_DIR:-$REPO/target/services}
 mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd)
 ENV_FILE="$DIR/env"
+TLS="$DIR/tls"
 PG_BIN=/usr/lib/postgresql/15/bin
 PYTHON=${PYTHON:-python3}
 FRONT="$REPO/tests/chdb_front/front.py"
@@ -125,6 +130,109 @@ http_ping() {
   [[ "$(curl -sS --max-time 2 "http://$HOST:$1/ping" 2>/dev/null)" == "Ok." ]]
 }
 
+# ---------------------------------------------------------------- TLS certificates
+
+# Extensions of the certificates we sign (openssl x509 -extfile / openssl ca -extfile).
+TLS_EXT='[server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+[client]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid'
+
+# tls_key NAME: a new EC P-256 key in NAME.key, mode 600 from the start (umask).
+tls_key() {
+  (umask 077 && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$TLS/$1.key") \
+    >>"$TLS/openssl.log" 2>&1 || die tls "openssl genpkey failed for $1.key" "$TLS/openssl.log"
+}
+
+# tls_ca NAME CN: a self-signed CA, NAME.pem and NAME.key.
+tls_ca() {
+  local name=$1 cn=$2
+  log "tls: making $name.pem (CN=$cn)"
+  tls_key "$name"
+  openssl req -x509 -new -key "$TLS/$name.key" -subj "/CN=$cn" -days 3650 \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -out "$TLS/$name.pem" >>"$TLS/openssl.log" 2>&1 ||
+    die tls "openssl req failed for $name.pem" "$TLS/openssl.log"
+}
+
+# tls_leaf NAME CN SECTION [expired]: NAME.pem and NAME.key, signed by ca, with the extensions
+# of SECTION in TLS_EXT. `expired`: valid only on 2020-01-01; openssl 3.0's x509 cannot set a
+# start date (-days -1 gives notAfter < notBefore, which some parsers reject as malformed rather
+# than expired), `openssl ca` can, with a throwaway database.
+tls_leaf() {
+  local name=$1 cn=$2 section=$3 expired=${4:-} tmp
+  log "tls: making $name.pem (CN=$cn)"
+  tls_key "$name"
+  tmp=$(mktemp -d "$TLS/.tmp.XXXXXX")
+  echo "$TLS_EXT" >"$tmp/ext.cnf"
+  openssl req -new -key "$TLS/$name.key" -subj "/CN=$cn" -out "$tmp/req.csr" >>"$TLS/openssl.log" 2>&1 ||
+    die tls "openssl req failed for $name.csr" "$TLS/openssl.log"
+  if [[ -z "$expired" ]]; then
+    openssl x509 -req -in "$tmp/req.csr" -CA "$TLS/ca.pem" -CAkey "$TLS/ca.key" -days 3650 \
+      -extfile "$tmp/ext.cnf" -extensions "$section" -out "$TLS/$name.pem" >>"$TLS/openssl.log" 2>&1 ||
+      die tls "openssl x509 failed for $name.pem" "$TLS/openssl.log"
+  else
+    : >"$tmp/index.txt"
+    cat >"$tmp/ca.cnf" <<EOF
+[ca]
+default_ca = test
+[test]
+database = $tmp/index.txt
+new_certs_dir = $tmp
+serial = $tmp/serial
+default_md = sha256
+policy = any
+unique_subject = no
+[any]
+commonName = supplied
+EOF
+    openssl ca -batch -notext -config "$tmp/ca.cnf" -create_serial -cert "$TLS/ca.pem" \
+      -keyfile "$TLS/ca.key" -in "$tmp/req.csr" -startdate 20200101000000Z -enddate 20200102000000Z \
+      -extfile "$tmp/ext.cnf" -extensions "$section" -out "$TLS/$name.pem" >>"$TLS/openssl.log" 2>&1 ||
+      die tls "openssl ca failed for $name.pem" "$TLS/openssl.log"
+  fi
+  rm -rf "$tmp"
+}
+
+# tls_have NAME: NAME.pem and NAME.key are there (the .pem is written last).
+tls_have() { [[ -s "$TLS/$1.pem" && -s "$TLS/$1.key" ]]; }
+
+# tls_make: the certificates in $TLS, made once and kept (so a running server and the tests
+# always agree on them); whatever is missing is made again. Tests read the .pem files and
+# client.key (root runs them); none needs ca.key.
+#   ca.pem/.key        the test CA, "tributary test CA": the root tests trust
+#   server.pem/.key    signed by ca, CN localhost, subjectAltName IP:127.0.0.1, DNS:localhost;
+#                      PostgreSQL serves it
+#   client.pem/.key    signed by ca, CN tributary_cert, extendedKeyUsage clientAuth: logs in
+#                      to PostgreSQL as tributary_cert (cert auth, CN = user)
+#   other-ca.pem/.key  an unrelated CA, "tributary other test CA": the wrong CA for tests
+#   expired.pem/.key   signed by ca like server.pem, but valid only on 2020-01-01
+tls_make() {
+  command -v openssl >/dev/null || die tls "openssl not installed: run scripts/install-deps.sh"
+  mkdir -p "$TLS"
+  chmod 755 "$TLS"
+  if ! tls_have ca; then
+    # A new CA: what the old one signed no longer verifies.
+    rm -f "$TLS"/{server,client,expired}.{pem,key}
+    tls_ca ca "tributary test CA"
+  fi
+  tls_have other-ca || tls_ca other-ca "tributary other test CA"
+  tls_have server || tls_leaf server localhost server
+  tls_have client || tls_leaf client tributary_cert client
+  tls_have expired || tls_leaf expired localhost server expired
+  chmod 644 "$TLS"/*.pem
+  chmod 600 "$TLS"/*.key
+}
+
 # ---------------------------------------------------------------- PostgreSQL 15
 
 # The cluster lives under $DIR/pg, unless the postgres user cannot reach $DIR (a clone under
@@ -170,24 +278,130 @@ pg_ok() {
       -U tributary -d tributary -c 'SELECT 1' 2>/dev/null)" == "1" ]]
 }
 
+# pg_tls_ok: TLS login as tributary_tls, verifying the server's certificate against our CA.
+pg_tls_ok() {
+  pg_paths
+  local port
+  [[ -s "$PG_PORT_FILE" && -s "$TLS/ca.pem" ]] || return 1
+  port=$(<"$PG_PORT_FILE")
+  [[ "$(PGPASSWORD=tributary PGCONNECT_TIMEOUT=3 psql -X -q -A -t \
+      "host=$HOST port=$port user=tributary_tls dbname=tributary sslmode=verify-full sslrootcert=$TLS/ca.pem" \
+      -c 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()' 2>/dev/null)" == "t" ]]
+}
+
 pg_init() {
   log "postgres: initdb in $PG_DATA"
   as_pg "$PG_BIN/initdb" -D "$PG_DATA" -U postgres --encoding=UTF8 --no-locale \
     --auth-local=trust --auth-host=scram-sha-256 >"$PG_ROOT/initdb.log" 2>&1 ||
     die postgres "initdb failed" "$PG_ROOT/initdb.log"
-  # Settings that change per start (port, socket) go in tributary.conf, rewritten each start.
+  # Settings that change per start (port, socket) go in tributary.conf, rewritten each start
+  # with pg_hba.conf (pg_write_config).
   echo "include = 'tributary.conf'" >>"$PG_DATA/postgresql.conf"
-  cat >"$PG_DATA/pg_hba.conf" <<'EOF'
-# tributary test cluster: the unix socket lives in a private folder, TCP needs the password.
-local   all           all                      trust
-local   replication   all                      trust
-host    all           all       127.0.0.1/32   scram-sha-256
-host    replication   all       127.0.0.1/32   scram-sha-256
-EOF
-  chown postgres: "$PG_DATA/pg_hba.conf"
 }
 
-# pg_start [PORT]: start the cluster (initdb first if needed), create role and database.
+# pg_put SRC DST: moves SRC to DST (owner postgres, mode 600) unless DST already holds the same
+# bytes; sets PG_CHANGED=1 when it replaced DST.
+PG_CHANGED=0
+pg_put() {
+  local src=$1 dst=$2
+  if cmp -s "$src" "$dst"; then
+    rm -f "$src"
+  else
+    install -o postgres -g postgres -m 600 "$src" "$dst"
+    rm -f "$src"
+    PG_CHANGED=1
+  fi
+}
+
+# pg_write_config PORT: tributary.conf, pg_hba.conf and the server's copies of the certificates,
+# on every start: a cluster made by an older version of this script gets them too. Sets
+# PG_CHANGED=1 when a file changed (a running server then needs a reload).
+pg_write_config() {
+  local port=$1 tmp f
+  tmp=$(mktemp -d "$PG_ROOT/.config.XXXXXX")
+  # Copies the server reads: the key must be owned by postgres with mode 600 (PostgreSQL refuses
+  # a key others can read), and postgres may not reach $DIR at all (see pg_root).
+  mkdir -p "$PG_DATA/tls"
+  chown postgres: "$PG_DATA/tls"
+  chmod 700 "$PG_DATA/tls"
+  for f in server.pem server.key ca.pem; do
+    cp "$TLS/$f" "$tmp/$f"
+    pg_put "$tmp/$f" "$PG_DATA/tls/$f"
+  done
+  cat >"$tmp/tributary.conf" <<EOF
+# Written by scripts/services.sh on every start.
+listen_addresses = '$HOST'
+port = $port
+unix_socket_directories = '$PG_SOCK'
+wal_level = logical
+max_replication_slots = 20
+max_wal_senders = 20
+max_connections = 200
+password_encryption = 'scram-sha-256'
+# A throwaway test cluster: durability on an OS crash does not matter, speed does.
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+# Slots left behind by a killed test must not fill the disk with WAL.
+max_slot_wal_keep_size = '8GB'
+# TLS next to plain TCP: pg_hba.conf decides per role which one it takes.
+ssl = on
+ssl_cert_file = '$PG_DATA/tls/server.pem'
+ssl_key_file = '$PG_DATA/tls/server.key'
+ssl_ca_file = '$PG_DATA/tls/ca.pem'
+EOF
+  pg_put "$tmp/tributary.conf" "$PG_DATA/tributary.conf"
+  # First match wins. Every role logs in to database tributary; "replication" lines are for
+  # physical replication connections (replication=database ones match the "all" lines).
+  #   tributary_cert   TLS with a client certificate of our CA whose CN is the role name
+  #   tributary_tls    TLS with its SCRAM password; refused without TLS
+  #   tributary_clear  the server asks for the password in clear text (tributary must refuse to
+  #                    send it without TLS)
+  #   tributary_md5    MD5 (its password is stored as MD5: with a SCRAM secret, md5 lines do SCRAM)
+  #   tributary, ...   SCRAM, with or without TLS (most tests use plain TCP)
+  cat >"$tmp/pg_hba.conf" <<'EOF'
+# Written by scripts/services.sh on every start.
+# tributary test cluster: the unix socket lives in a private folder, TCP needs the password.
+local     all           all                             trust
+local     replication   all                             trust
+hostssl   all           tributary_cert    127.0.0.1/32  cert
+hostssl   replication   tributary_cert    127.0.0.1/32  cert
+hostssl   all           tributary_tls     127.0.0.1/32  scram-sha-256
+hostssl   replication   tributary_tls     127.0.0.1/32  scram-sha-256
+hostnossl all           tributary_tls     127.0.0.1/32  reject
+hostnossl replication   tributary_tls     127.0.0.1/32  reject
+host      all           tributary_clear   127.0.0.1/32  password
+host      replication   tributary_clear   127.0.0.1/32  password
+host      all           tributary_md5     127.0.0.1/32  md5
+host      replication   tributary_md5     127.0.0.1/32  md5
+host      all           all               127.0.0.1/32  scram-sha-256
+host      replication   all               127.0.0.1/32  scram-sha-256
+EOF
+  pg_put "$tmp/pg_hba.conf" "$PG_DATA/pg_hba.conf"
+  rm -rf "$tmp"
+}
+
+# pg_roles PORT: the roles and the database, idempotent (run on every start).
+pg_roles() {
+  local port=$1
+  psql -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCK" -p "$port" -U postgres -d postgres >/dev/null <<'EOF' ||
+SELECT format('CREATE ROLE %I LOGIN REPLICATION SUPERUSER', r)
+FROM unnest(ARRAY['tributary', 'tributary_cert', 'tributary_tls', 'tributary_clear', 'tributary_md5']) AS r
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) \gexec
+ALTER ROLE tributary LOGIN REPLICATION SUPERUSER PASSWORD 'tributary';
+ALTER ROLE tributary_cert LOGIN REPLICATION SUPERUSER PASSWORD NULL;
+ALTER ROLE tributary_tls LOGIN REPLICATION SUPERUSER PASSWORD 'tributary';
+ALTER ROLE tributary_clear LOGIN REPLICATION SUPERUSER PASSWORD 'tributary';
+SET password_encryption = 'md5';
+ALTER ROLE tributary_md5 LOGIN REPLICATION SUPERUSER PASSWORD 'tributary';
+RESET password_encryption;
+SELECT 'CREATE DATABASE tributary OWNER tributary'
+WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'tributary') \gexec
+EOF
+    die postgres "could not create the roles and database tributary" "$PG_LOG"
+}
+
+# pg_start [PORT]: start the cluster (initdb first if needed), create roles and database.
 pg_start() {
   pg_paths
   local port=${1:-}
@@ -204,38 +418,41 @@ pg_start() {
     port=$PORT
   fi
   echo "$port" >"$PG_PORT_FILE"
-  cat >"$PG_DATA/tributary.conf" <<EOF
-# Written by scripts/services.sh on every start.
-listen_addresses = '$HOST'
-port = $port
-unix_socket_directories = '$PG_SOCK'
-wal_level = logical
-max_replication_slots = 20
-max_wal_senders = 20
-max_connections = 200
-password_encryption = 'scram-sha-256'
-# A throwaway test cluster: durability on an OS crash does not matter, speed does.
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-# Slots left behind by a killed test must not fill the disk with WAL.
-max_slot_wal_keep_size = '8GB'
-EOF
-  chown postgres: "$PG_DATA/tributary.conf"
+  tls_make
+  pg_write_config "$port"
   log "postgres: starting on $HOST:$port (log $PG_LOG)"
   # 9>&-: the server must not inherit our lock.
   as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t "$TIMEOUT" start >/dev/null 9>&- ||
     die postgres "pg_ctl start failed" "$PG_LOG"
-  psql -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCK" -p "$port" -U postgres -d postgres >/dev/null <<'EOF' ||
-SELECT 'CREATE ROLE tributary LOGIN REPLICATION SUPERUSER'
-WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tributary') \gexec
-ALTER ROLE tributary LOGIN REPLICATION SUPERUSER PASSWORD 'tributary';
-SELECT 'CREATE DATABASE tributary OWNER tributary'
-WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'tributary') \gexec
-EOF
-    die postgres "could not create role/database tributary" "$PG_LOG"
+  pg_roles "$port"
   pg_ok || die postgres "psql over TCP with the password failed (postgres://tributary@$HOST:$port/tributary)" "$PG_LOG"
-  log "postgres: ready on $HOST:$port"
+  pg_tls_ok || die postgres "psql with TLS (verify-full, $TLS/ca.pem) as tributary_tls failed" "$PG_LOG"
+  log "postgres: ready on $HOST:$port (TLS too)"
+}
+
+# pg_refresh: a cluster that already answers (maybe started by an older version of this script)
+# gets this version's configuration and roles. Changed files need a reload (ssl, its files and
+# pg_hba.conf all reload on SIGHUP); if TLS still does not answer after it, a restart.
+pg_refresh() {
+  pg_paths
+  local port i
+  port=$(<"$PG_PORT_FILE")
+  tls_make
+  PG_CHANGED=0
+  pg_write_config "$port"
+  if ((PG_CHANGED)); then
+    log "postgres: configuration changed: reloading"
+    as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" reload >/dev/null 9>&- || die postgres "pg_ctl reload failed" "$PG_LOG"
+  fi
+  pg_roles "$port"
+  # The postmaster applies a reload asynchronously: wait for the first TLS login.
+  for ((i = 0; i < 50; i++)); do
+    pg_tls_ok && return 0
+    sleep 0.1
+  done
+  log "postgres: TLS does not answer after the reload: restarting it"
+  pg_stop fast
+  pg_start "$port"
 }
 
 pg_stop() {
@@ -428,6 +645,7 @@ write_env() {
     echo "TRIBUTARY_TEST_PG_BIN=$PG_BIN"
     echo "TRIBUTARY_TEST_PG_LOG=$PG_LOG"
     echo "TRIBUTARY_TEST_PG_PID=$pg_pid"
+    echo "TRIBUTARY_TEST_TLS_DIR=$TLS"
     echo "TRIBUTARY_TEST_CH18_URL=http://$HOST:$(<"$CH18/http_port")"
     echo "TRIBUTARY_TEST_CH18_TCP_PORT=$(<"$CH18/tcp_port")"
     echo "TRIBUTARY_TEST_CH18_PID=$(<"$CH18/pid")"
@@ -450,6 +668,7 @@ write_env() {
 
 all_ok() {
   pg_ok || return 1
+  pg_tls_ok || return 1
   ch18_ok || return 1
   if [[ -f "$FRONT" ]]; then ch26_ok || return 1; fi
   llm_ok || return 1
@@ -460,6 +679,8 @@ all_ok() {
 cmd_start() {
   command -v clickhouse-server >/dev/null || die clickhouse-18 "clickhouse-server not installed: run scripts/install-deps.sh"
   [[ -x "$PG_BIN/initdb" ]] || die postgres "$PG_BIN/initdb missing: run scripts/install-deps.sh"
+  # First: the servers' checks verify against ca.pem.
+  tls_make
   if [[ -s "$ENV_FILE" ]] && all_ok; then
     write_env
     log "all servers already answer ($ENV_FILE)"
@@ -478,7 +699,12 @@ cmd_start() {
   ((ch26)) && PICKED+="$(<"$CH26/port") "
   ((llm)) && PICKED+="$(<"$LLM/port") "
   ((kafka)) && PICKED+="$(<"$KAFKA/port") "
-  if ((pg)); then log "postgres: already answers"; else pg_start; fi
+  if ((pg)); then
+    log "postgres: already answers"
+    pg_refresh
+  else
+    pg_start
+  fi
   if ((ch18)); then log "clickhouse-18: already answers"; else ch18_start; fi
   if ((want26)); then
     if ((ch26)); then log "clickhouse-26: already answers"; else ch26_start; fi
@@ -502,8 +728,10 @@ cmd_stop() {
 cmd_status() {
   local rc=0
   pg_paths
-  if pg_ok; then
-    echo "postgres      up    postgres://tributary@$HOST:$(<"$PG_PORT_FILE")/tributary  data $PG_DATA  log $PG_LOG"
+  if pg_ok && pg_tls_ok; then
+    echo "postgres      up    postgres://tributary@$HOST:$(<"$PG_PORT_FILE")/tributary  TLS too (CA $TLS/ca.pem)  data $PG_DATA  log $PG_LOG"
+  elif pg_ok; then
+    echo "postgres      NO TLS  postgres://tributary@$HOST:$(<"$PG_PORT_FILE")/tributary answers, TLS as tributary_tls does not (run start)  log $PG_LOG"; rc=1
   else
     echo "postgres      DOWN  data $PG_DATA  log $PG_LOG"; rc=1
   fi
