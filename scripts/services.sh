@@ -11,7 +11,8 @@
 #
 # TLS, so that tests connect with real TLS: `start` makes a test CA and certificates with openssl
 # in <dir>/tls (once; kept across starts, see tls_make for the files). PostgreSQL takes TLS
-# (ssl = on) next to plain TCP, with one role per way of logging in (pg_write_config).
+# (ssl = on) next to plain TCP, with one role per way of logging in (pg_write_config); ClickHouse
+# 18.16 also listens on an https_port with the server certificate.
 #
 # Usage: scripts/services.sh start|stop|status|env|restart-pg [fast|immediate]|clean
 #   start       start whatever is not already answering (idempotent), then write <dir>/env
@@ -130,6 +131,11 @@ http_ping() {
   [[ "$(curl -sS --max-time 2 "http://$HOST:$1/ping" 2>/dev/null)" == "Ok." ]]
 }
 
+# https_ping PORT: answers over TLS with a certificate of our CA (not one left from an older CA).
+https_ping() {
+  [[ "$(curl -sS --max-time 2 --cacert "$TLS/ca.pem" "https://$HOST:$1/ping" 2>/dev/null)" == "Ok." ]]
+}
+
 # ---------------------------------------------------------------- TLS certificates
 
 # Extensions of the certificates we sign (openssl x509 -extfile / openssl ca -extfile).
@@ -211,7 +217,7 @@ tls_have() { [[ -s "$TLS/$1.pem" && -s "$TLS/$1.key" ]]; }
 # client.key (root runs them); none needs ca.key.
 #   ca.pem/.key        the test CA, "tributary test CA": the root tests trust
 #   server.pem/.key    signed by ca, CN localhost, subjectAltName IP:127.0.0.1, DNS:localhost;
-#                      PostgreSQL serves it
+#                      PostgreSQL and ClickHouse 18.16 serve it
 #   client.pem/.key    signed by ca, CN tributary_cert, extendedKeyUsage clientAuth: logs in
 #                      to PostgreSQL as tributary_cert (cert auth, CN = user)
 #   other-ca.pem/.key  an unrelated CA, "tributary other test CA": the wrong CA for tests
@@ -468,14 +474,22 @@ pg_stop() {
 # ---------------------------------------------------------------- ClickHouse 18.16
 
 CH18="$DIR/ch18"
-ch18_ok() { alive "$CH18/pid" "$CH18/config.xml" && http_ping "$(<"$CH18/http_port")"; }
+# HTTPS too: a server started by an older version of this script has no https_port (and one
+# started before the certificates were made again serves a certificate of the old CA): restarted.
+ch18_ok() {
+  alive "$CH18/pid" "$CH18/config.xml" && http_ping "$(<"$CH18/http_port")" &&
+    [[ -s "$CH18/https_port" ]] && https_ping "$(<"$CH18/https_port")"
+}
 
 ch18_start() {
-  local http tcp pid i
+  local http https tcp pid i
   stop_pid clickhouse-18 "$CH18/pid" "$CH18/config.xml"
   mkdir -p "$CH18"/{data,tmp,user_files,format_schemas,log}
+  tls_make
   pick_port "$CH18/http_port"
   http=$PORT
+  pick_port "$CH18/https_port"
+  https=$PORT
   pick_port "$CH18/tcp_port"
   tcp=$PORT
   # No interserver_http_port: without it the server opens no interserver listener.
@@ -492,7 +506,22 @@ ch18_start() {
     </logger>
     <listen_host>$HOST</listen_host>
     <http_port>$http</http_port>
+    <https_port>$https</https_port>
     <tcp_port>$tcp</tcp_port>
+    <!-- https_port's certificate (openSSL/server). No dhParamsFile: the ECDHE ciphers that an EC
+         key takes need none (checked: TLS 1.3 and TLS 1.2 ECDHE-ECDSA). verificationMode none:
+         the server asks clients for no certificate. -->
+    <openSSL>
+        <server>
+            <certificateFile>$TLS/server.pem</certificateFile>
+            <privateKeyFile>$TLS/server.key</privateKeyFile>
+            <verificationMode>none</verificationMode>
+            <loadDefaultCAFile>false</loadDefaultCAFile>
+            <cacheSessions>true</cacheSessions>
+            <disableProtocols>sslv2,sslv3</disableProtocols>
+            <preferServerCiphers>true</preferServerCiphers>
+        </server>
+    </openSSL>
     <path>$CH18/data/</path>
     <tmp_path>$CH18/tmp/</tmp_path>
     <user_files_path>$CH18/user_files/</user_files_path>
@@ -508,7 +537,7 @@ ch18_start() {
     <uncompressed_cache_size>536870912</uncompressed_cache_size>
 </yandex>
 EOF
-  log "clickhouse-18: starting on http $HOST:$http, tcp $tcp (log $CH18/log/clickhouse-server.log)"
+  log "clickhouse-18: starting on http $HOST:$http, https $https, tcp $tcp (log $CH18/log/clickhouse-server.log)"
   # setsid: own session, so a Ctrl-C in the terminal that ran the tests does not reach it.
   # It runs fine as root; no flag needed.
   setsid clickhouse-server --config-file="$CH18/config.xml" \
@@ -525,7 +554,11 @@ EOF
   http_ping "$http" ||
     die clickhouse-18 "no answer on http://$HOST:$http/ping after ${TIMEOUT}s" \
       "$CH18/log/stdout.log" "$CH18/log/clickhouse-server.err.log" "$CH18/log/clickhouse-server.log"
-  log "clickhouse-18: ready on http://$HOST:$http"
+  # The listeners open together: https answers once http does, or not at all.
+  https_ping "$https" ||
+    die clickhouse-18 "no answer on https://$HOST:$https/ping (curl --cacert $TLS/ca.pem)" \
+      "$CH18/log/stdout.log" "$CH18/log/clickhouse-server.err.log" "$CH18/log/clickhouse-server.log"
+  log "clickhouse-18: ready on http://$HOST:$http and https://$HOST:$https"
 }
 
 # ---------------------------------------------------------------- ClickHouse 26.9 (chdb front)
@@ -647,6 +680,7 @@ write_env() {
     echo "TRIBUTARY_TEST_PG_PID=$pg_pid"
     echo "TRIBUTARY_TEST_TLS_DIR=$TLS"
     echo "TRIBUTARY_TEST_CH18_URL=http://$HOST:$(<"$CH18/http_port")"
+    echo "TRIBUTARY_TEST_CH18_HTTPS_URL=https://$HOST:$(<"$CH18/https_port")"
     echo "TRIBUTARY_TEST_CH18_TCP_PORT=$(<"$CH18/tcp_port")"
     echo "TRIBUTARY_TEST_CH18_PID=$(<"$CH18/pid")"
     echo "TRIBUTARY_TEST_CH18_LOG=$CH18/log/clickhouse-server.log"
@@ -695,7 +729,7 @@ cmd_start() {
   kafka_ok && kafka=1
   # Ports held by servers we keep must not be handed to the ones we start.
   ((pg)) && PICKED+="$(<"$PG_PORT_FILE") "
-  ((ch18)) && PICKED+="$(<"$CH18/http_port") $(<"$CH18/tcp_port") "
+  ((ch18)) && PICKED+="$(<"$CH18/http_port") $(<"$CH18/https_port") $(<"$CH18/tcp_port") "
   ((ch26)) && PICKED+="$(<"$CH26/port") "
   ((llm)) && PICKED+="$(<"$LLM/port") "
   ((kafka)) && PICKED+="$(<"$KAFKA/port") "
@@ -736,7 +770,7 @@ cmd_status() {
     echo "postgres      DOWN  data $PG_DATA  log $PG_LOG"; rc=1
   fi
   if ch18_ok 2>/dev/null; then
-    echo "clickhouse-18 up    http://$HOST:$(<"$CH18/http_port")  pid $(<"$CH18/pid")  log $CH18/log/clickhouse-server.log"
+    echo "clickhouse-18 up    http://$HOST:$(<"$CH18/http_port")  https://$HOST:$(<"$CH18/https_port")  pid $(<"$CH18/pid")  log $CH18/log/clickhouse-server.log"
   else
     echo "clickhouse-18 DOWN  log $CH18/log/clickhouse-server.log"; rc=1
   fi
