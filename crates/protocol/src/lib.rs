@@ -7,6 +7,7 @@ pub mod debezium;
 pub mod fuzz;
 pub mod llm;
 pub mod mastodon;
+pub mod pgauth;
 pub mod pgoutput;
 pub mod pgtext;
 pub mod schema;
