@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every fuzz target (fuzz/fuzz_targets) for a while: the pgoutput decoder, the Debezium
-# envelope parser, the Mastodon stream (SSE, events, HTML to text), the LLM reply parser and the
-# config loader. Each starts from its seeds (fuzz/seeds/<target>, taken from the tests' fixtures)
-# plus what earlier runs found (fuzz/corpus/<target>) and the regression inputs
-# (fuzz/regressions/<target>).
+# envelope parser, the Mastodon stream (SSE, events, HTML to text), the LLM reply parser, the
+# X.509 certificate reader and the config loader. Each starts from its seeds
+# (fuzz/seeds/<target>, taken from the tests' fixtures) plus what earlier runs found
+# (fuzz/corpus/<target>) and the regression inputs (fuzz/regressions/<target>).
 #   scripts/fuzz.sh [SECONDS_PER_TARGET (default 30)] [TARGET...]
 # A crash fails the run (after the other targets ran): libFuzzer writes the input to
 # fuzz/artifacts/<target>/crash-*, and this script copies it to fuzz/regressions/<target>/, to be
@@ -16,7 +16,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 secs=${1:-30}
 [[ $# -gt 0 ]] && shift
 targets=("$@")
-((${#targets[@]})) || targets=(pgoutput debezium mastodon llm_reply config)
+((${#targets[@]})) || targets=(pgoutput debezium mastodon llm_reply x509 config)
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "fuzz: cargo install cargo-fuzz (once)"
   cargo install cargo-fuzz --version 0.13.2 --locked --quiet

@@ -82,6 +82,11 @@ fn llm_reply() {
 }
 
 #[test]
+fn x509() {
+    replay("x509", fuzz::x509);
+}
+
+#[test]
 fn config() {
     replay("config", tributary::config::fuzz::config);
 }

@@ -7,6 +7,7 @@ use crate::debezium::decode_moved;
 use crate::llm::{extract_reply, parse_label, Api, Labels};
 use crate::mastodon::{html_to_text, parse_event, parse_websocket_message, SseParser};
 use crate::pgoutput::{decode_logical, decode_replication};
+use crate::x509::{format_utc, summarize};
 
 /// The walsender's CopyData payloads and pgoutput messages.
 pub fn pgoutput(data: &[u8]) {
@@ -56,5 +57,17 @@ pub fn llm_reply(data: &[u8]) {
     }
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = parse_label(text, &labels);
+    }
+}
+
+/// A TLS server's certificate as the client reads it (DER), its validity formatted; the first
+/// eight bytes also as a time to format.
+pub fn x509(data: &[u8]) {
+    if let Ok(summary) = summarize(data) {
+        let _ = format_utc(summary.not_before);
+        let _ = format_utc(summary.not_after);
+    }
+    if let Some(secs) = data.first_chunk::<8>() {
+        let _ = format_utc(i64::from_le_bytes(*secs));
     }
 }

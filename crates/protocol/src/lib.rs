@@ -14,3 +14,4 @@ pub mod schema;
 #[cfg(test)]
 mod testing;
 pub mod time;
+pub mod x509;
