@@ -4,8 +4,9 @@
 //! each pipeline ([`plan`]). The sections are in `service.rs` (the process), `sources.rs`,
 //! `sinks.rs` and `llm.rs` (a pipeline's parts) and `pipeline.rs`.
 //!
-//! Must never: print a secret (passwords are [`Secret`], whose `Debug` is redacted), or accept
-//! a config that would only fail later at run time when a check here could catch it.
+//! Must never: print a secret (passwords are [`Secret`], whose `Debug` is redacted, and a
+//! TOML error shows where it is, not the line), or accept a config that would only fail later
+//! at run time when a check here could catch it.
 
 use serde::Deserialize;
 use std::path::Path;
@@ -103,10 +104,7 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let text = interpolate(raw, file, env)?;
-        let cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            file: file.to_string(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
+        let cfg: Config = toml::from_str(&text).map_err(|e| parse_error(&text, file, &e))?;
         cfg.validate(file)?;
         Ok(cfg)
     }
@@ -124,5 +122,54 @@ impl Config {
                 key: format!("pipeline `{}`.{}", p.name, e.key),
                 message: e.message.into(),
             })
+    }
+}
+
+/// A TOML error that says where (line, column, and the key or table header there) but does
+/// not quote the line, as toml's own rendering does: the line may hold a secret.
+fn parse_error(text: &str, file: &str, e: &toml::de::Error) -> ConfigError {
+    let message = e.message().trim_end();
+    let message = match e.span().and_then(|s| text.get(..s.start)) {
+        Some(before) => {
+            let start = before.rfind('\n').map_or(0, |i| i + 1);
+            let line = before.matches('\n').count() + 1;
+            let column = before[start..].chars().count() + 1;
+            let source = text[start..].lines().next().unwrap_or("");
+            format!(
+                "line {line}, column {column}{}: {message}",
+                what_is_at(source)
+            )
+        }
+        None => message.to_string(),
+    };
+    ConfigError::Parse {
+        file: file.to_string(),
+        message,
+    }
+}
+
+/// ` (`key`)` for a `key = value` line, ` (`[table]`)` for a header, or nothing: never a value.
+fn what_is_at(line: &str) -> String {
+    let line = line.trim();
+    let name = if line.starts_with('[') {
+        line.find(']').map(|end| {
+            let end = end + usize::from(line[end + 1..].starts_with(']'));
+            &line[..=end]
+        })
+    } else {
+        line.split_once('=').map(|(key, _)| key.trim())
+    };
+    match name {
+        Some(n)
+            if !n.is_empty()
+                && n.len() <= 100
+                && n.chars().all(|c| {
+                    c.is_ascii_alphanumeric()
+                        || matches!(c, '_' | '-' | '.' | '"' | ' ' | '[' | ']')
+                }) =>
+        {
+            format!(" (`{n}`)")
+        }
+        _ => String::new(),
     }
 }

@@ -136,3 +136,31 @@ fn comment_interpolation_is_ignored() {
     let text = MIN.to_string() + "# e.g. ${NOT_SET}\n";
     Config::from_str_named(&text, "x.toml", &env).unwrap();
 }
+
+#[test]
+fn toml_errors_say_where() {
+    let bad = MIN.replace("slot = \"s\"", "slot = \"s\"\nchunk_rows = \"many\"");
+    let e = Config::from_str_named(&bad, "x.toml", &env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("x.toml: line 10, column 14 (`chunk_rows`): invalid type"),
+        "{e}"
+    );
+    let bad = MIN.replace("url = \"http://127.0.0.1:8123\"", "url = 1");
+    let e = Config::from_str_named(&bad, "x.toml", &env)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("line 12, column 7 (`url`)"), "{e}");
+    let e = Config::from_str_named(
+        "[[pipeline]]\nname = \"x\"\n[pipeline.postgres]\nuser = \"u\"\ndatabase = \"d\"\n",
+        "x.toml",
+        &env,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("(`[pipeline.postgres]`)") && e.contains("publication"),
+        "{e}"
+    );
+}
