@@ -151,6 +151,14 @@ pub fn pg_host() -> String {
 pub fn pg_port() -> u16 {
     5432
 }
+/// libpq's default.
+pub fn pg_sslmode() -> SslMode {
+    SslMode::Prefer
+}
+/// libpq's default.
+pub fn pg_channel_binding() -> ChannelBinding {
+    ChannelBinding::Prefer
+}
 pub fn status_interval() -> HumanDuration {
     HumanDuration(Duration::from_secs(10))
 }

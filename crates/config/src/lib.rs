@@ -1,8 +1,9 @@
 //! The configuration file: one TOML document, parsed with unknown keys rejected, `${ENV}`
 //! interpolation inside strings (`interpolate.rs`), defaults in one place ([`defaults`]), a
 //! validation pass that runs before anything connects (`validate.rs`), and the typed plan of
-//! each pipeline ([`plan`]). The sections are in `service.rs` (the process), `sources.rs`,
-//! `sinks.rs` and `llm.rs` (a pipeline's parts) and `pipeline.rs`.
+//! each pipeline ([`plan`]). The sections are in `service.rs` (the process), `sources.rs`
+//! (with libpq connection strings in [`pgconn`]), `sinks.rs` and `llm.rs` (a pipeline's parts)
+//! and `pipeline.rs`.
 //!
 //! Must never: print a secret (passwords are [`Secret`], whose `Debug` is redacted, and a
 //! TOML error shows where it is, not the line), or accept a config that would only fail later
@@ -15,6 +16,7 @@ pub mod defaults;
 pub mod fuzz;
 mod interpolate;
 pub mod llm;
+pub mod pgconn;
 pub mod pipeline;
 pub mod plan;
 pub mod service;

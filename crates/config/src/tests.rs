@@ -137,6 +137,332 @@ fn comment_interpolation_is_ignored() {
     Config::from_str_named(&text, "x.toml", &env).unwrap();
 }
 
+// ---- [pipeline.postgres]: `url`, the keys, TLS -------------------------------------------
+
+const PW: &str = "hunter2-SECRET";
+
+/// MIN with `[pipeline.postgres]` made of `keys` (plus publication and slot).
+fn pg_config(keys: &str) -> String {
+    format!(
+        "[[pipeline]]\nname = \"cdc\"\n[pipeline.postgres]\n{keys}\npublication = \"p\"\nslot = \"s\"\n\
+         [pipeline.clickhouse]\nurl = \"http://127.0.0.1:8123\"\n"
+    )
+}
+
+fn pg(keys: &str) -> PostgresConfig {
+    let c = Config::from_str_named(&pg_config(keys), "x.toml", &|_| None)
+        .unwrap_or_else(|e| panic!("{keys}: {e}"));
+    c.pipelines[0].postgres.clone().unwrap()
+}
+
+/// The error of `[pipeline.postgres]` made of `keys`, checked to hold no piece of [`PW`].
+fn pg_err(keys: &str) -> String {
+    let e = Config::from_str_named(&pg_config(keys), "x.toml", &|_| None)
+        .expect_err(keys)
+        .to_string();
+    for piece in [PW, "hunter2", "SECRET"] {
+        assert!(!e.contains(piece), "the error shows the password: {e}");
+    }
+    e
+}
+
+#[test]
+fn postgres_keys_alone_work_as_before() {
+    let p = pg("user = \"u\"\ndatabase = \"d\"");
+    assert_eq!((p.host.as_str(), p.port), ("127.0.0.1", 5432));
+    assert_eq!((p.user.as_str(), p.database.as_str()), ("u", "d"));
+    assert!(p.password.is_empty());
+    assert_eq!(p.sslmode, SslMode::Prefer);
+    assert_eq!(p.channel_binding, ChannelBinding::Prefer);
+    assert_eq!(p.sslrootcert, None);
+    assert_eq!(
+        (p.sslcert.clone(), p.sslkey.clone(), p.hostaddr.clone()),
+        (None, None, None)
+    );
+    assert!(!p.allow_insecure_password);
+    assert_eq!(p.connect_timeout.0, Duration::from_secs(10));
+    let p = pg("host = \"db\"\nport = 6543\nuser = \"u\"\npassword = \"pw\"\ndatabase = \"d\"\nconnect_timeout = \"3s\"");
+    assert_eq!(
+        (p.host.as_str(), p.port, p.password.expose()),
+        ("db", 6543, "pw")
+    );
+    assert_eq!(p.connect_timeout.0, Duration::from_secs(3));
+}
+
+#[test]
+fn postgres_url_gives_the_connection() {
+    let p = pg("url = \"postgresql://postgres:pw@db.abc.eu-west-1.rds.amazonaws.com:5432/postgres?sslmode=verify-full&sslrootcert=/etc/ssl/rds.pem&connect_timeout=5\"");
+    assert_eq!(p.host, "db.abc.eu-west-1.rds.amazonaws.com");
+    assert_eq!(
+        (p.user.as_str(), p.password.expose(), p.database.as_str()),
+        ("postgres", "pw", "postgres")
+    );
+    assert_eq!(p.sslmode, SslMode::VerifyFull);
+    assert_eq!(
+        p.sslrootcert.as_deref(),
+        Some(std::path::Path::new("/etc/ssl/rds.pem"))
+    );
+    assert_eq!(p.connect_timeout.0, Duration::from_secs(5));
+    // No port in the url: the default.
+    let p = pg("url = \"postgresql://u:p@ep-x-123.eu-central-1.aws.neon.tech/neondb?sslmode=require&channel_binding=require\"");
+    assert_eq!(p.port, 5432);
+    assert_eq!(p.channel_binding, ChannelBinding::Require);
+    // The keyword form, with libpq's quoting.
+    let p = pg(r#"url = "host=h port=5433 user=u password='p w\\'x' dbname=d sslmode=disable""#);
+    assert_eq!(
+        (p.host.as_str(), p.port, p.password.expose()),
+        ("h", 5433, "p w'x")
+    );
+    assert_eq!(p.sslmode, SslMode::Disable);
+    // Neither host nor port: the defaults.
+    let p = pg("url = \"postgresql:///d?user=u\"");
+    assert_eq!((p.host.as_str(), p.port), ("127.0.0.1", 5432));
+}
+
+#[test]
+fn postgres_keys_override_the_url() {
+    let p = pg("url = \"postgresql://a:pa@h1:1111/d1?sslmode=require&connect_timeout=5&channel_binding=disable\"\n\
+                host = \"h2\"\nport = 2222\nuser = \"b\"\npassword = \"pb\"\ndatabase = \"d2\"\n\
+                sslmode = \"verify-ca\"\nconnect_timeout = \"7s\"\nchannel_binding = \"require\"");
+    assert_eq!((p.host.as_str(), p.port), ("h2", 2222));
+    assert_eq!(
+        (p.user.as_str(), p.password.expose(), p.database.as_str()),
+        ("b", "pb", "d2")
+    );
+    assert_eq!(p.sslmode, SslMode::VerifyCa);
+    assert_eq!(p.connect_timeout.0, Duration::from_secs(7));
+    assert_eq!(p.channel_binding, ChannelBinding::Require);
+    // An empty key (an unset `${VAR:-}`) counts as not given: the url's value stays.
+    let p = pg("url = \"postgresql://a:pa@h1/d1\"\nhost = \"\"\nuser = \"\"\npassword = \"\"\ndatabase = \"\"");
+    assert_eq!(
+        (
+            p.host.as_str(),
+            p.user.as_str(),
+            p.password.expose(),
+            p.database.as_str()
+        ),
+        ("h1", "a", "pa", "d1")
+    );
+    // Part from each.
+    let p = pg("url = \"postgresql://h1:1111\"\nuser = \"u\"\ndatabase = \"d\"");
+    assert_eq!(
+        (p.host.as_str(), p.port, p.user.as_str()),
+        ("h1", 1111, "u")
+    );
+}
+
+#[test]
+fn postgres_user_and_database_are_required() {
+    let e = pg_err("url = \"postgresql://h/d\"");
+    assert!(
+        e.contains("pipeline[0].postgres.user") && e.contains("missing"),
+        "{e}"
+    );
+    let e = pg_err("url = \"postgresql://u@h\"");
+    assert!(
+        e.contains("pipeline[0].postgres.database") && e.contains("missing"),
+        "{e}"
+    );
+    let e = pg_err("user = \"u\"");
+    assert!(e.contains("pipeline[0].postgres.database"), "{e}");
+}
+
+#[test]
+fn postgres_url_errors_name_the_key_and_hide_the_password() {
+    for (url, needle) in [
+        ("postgresql://u:hunter2-SECRET@h1,h2/d", "one host"),
+        (
+            "postgresql://u:hunter2-SECRET@h/d?host=/var/run/postgresql",
+            "TCP only",
+        ),
+        ("postgresql://u:hunter2-SECRET@h/d?sslmode=allow", "prefer"),
+        (
+            "postgresql://u:hunter2-SECRET@h/d?pgbouncer=true",
+            "`pgbouncer`",
+        ),
+        ("postgresql://u:hunter2/SECRET@h/d", "port"),
+        ("postgresql://u:hunter2%GGSECRET@h/d", "percent"),
+        ("postgresql://u:hunter2-SECRET@[::1/d", "]"),
+        ("host=h password='hunter2-SECRET", "closing"),
+        ("host=h password=hunter2 SECRET", "without `=`"),
+        ("mysql://u:hunter2-SECRET@h/d", "postgresql://"),
+    ] {
+        let e = pg_err(&format!("url = \"{url}\""));
+        assert!(
+            e.contains("pipeline[0].postgres.url") && e.contains(needle),
+            "{url}: {e}"
+        );
+    }
+    // Keys take the same checks.
+    let e = pg_err("user = \"u\"\ndatabase = \"d\"\nhost = \"a,b\"");
+    assert!(
+        e.contains("pipeline[0].postgres.host") && e.contains("one host"),
+        "{e}"
+    );
+    let e = pg_err("user = \"u\"\ndatabase = \"d\"\nhost = \"/tmp\"");
+    assert!(e.contains("TCP only"), "{e}");
+}
+
+#[test]
+fn postgres_sslmode() {
+    for (word, mode) in [
+        ("disable", SslMode::Disable),
+        ("prefer", SslMode::Prefer),
+        ("require", SslMode::Require),
+        ("verify-ca", SslMode::VerifyCa),
+        ("verify-full", SslMode::VerifyFull),
+    ] {
+        let p = pg(&format!(
+            "user = \"u\"\ndatabase = \"d\"\nsslmode = \"{word}\""
+        ));
+        assert_eq!(p.sslmode, mode);
+        assert_eq!(mode.to_string(), word);
+    }
+    let e = pg_err("user = \"u\"\ndatabase = \"d\"\nsslmode = \"allow\"");
+    assert!(
+        e.contains("pipeline[0].postgres.sslmode") && e.contains("`prefer`"),
+        "{e}"
+    );
+    let e = pg_err("user = \"u\"\ndatabase = \"d\"\nsslmode = \"verify_full\"");
+    assert!(
+        e.contains("`verify_full`") && e.contains("verify-full"),
+        "{e}"
+    );
+    let e = pg_err("user = \"u\"\ndatabase = \"d\"\nchannel_binding = \"on\"");
+    assert!(e.contains("pipeline[0].postgres.channel_binding"), "{e}");
+}
+
+#[test]
+fn postgres_sslrootcert() {
+    let base = "user = \"u\"\ndatabase = \"d\"\n";
+    let p = pg(&format!(
+        "{base}sslmode = \"verify-ca\"\nsslrootcert = \"/etc/ca.pem\""
+    ));
+    assert_eq!(
+        p.sslrootcert.as_deref(),
+        Some(std::path::Path::new("/etc/ca.pem"))
+    );
+    // `system`: the system's roots (None), and verify-full (libpq's rule).
+    let p = pg(&format!("{base}sslrootcert = \"system\""));
+    assert_eq!(
+        (p.sslrootcert.clone(), p.sslmode),
+        (None, SslMode::VerifyFull)
+    );
+    let p = pg("url = \"postgresql://u@h/d?sslrootcert=system&sslmode=verify-full\"");
+    assert_eq!(
+        (p.sslrootcert.clone(), p.sslmode),
+        (None, SslMode::VerifyFull)
+    );
+    let e = pg_err(&format!(
+        "{base}sslrootcert = \"system\"\nsslmode = \"require\""
+    ));
+    assert!(
+        e.contains("pipeline[0].postgres.sslrootcert") && e.contains("verify-full"),
+        "{e}"
+    );
+    // The key `system` overrides the url's path.
+    let p = pg("url = \"postgresql://u@h/d?sslrootcert=/a.pem\"\nsslrootcert = \"system\"");
+    assert_eq!(p.sslrootcert, None);
+    // Certificates without TLS would be ignored.
+    let e = pg_err(&format!(
+        "{base}sslmode = \"disable\"\nsslrootcert = \"/ca.pem\""
+    ));
+    assert!(e.contains("pipeline[0].postgres.sslmode"), "{e}");
+}
+
+#[test]
+fn postgres_client_certificate_comes_in_pairs() {
+    let base = "user = \"u\"\ndatabase = \"d\"\n";
+    let p = pg(&format!("{base}sslcert = \"/c.pem\"\nsslkey = \"/k.pem\""));
+    assert_eq!(p.sslcert.as_deref(), Some(std::path::Path::new("/c.pem")));
+    assert_eq!(p.sslkey.as_deref(), Some(std::path::Path::new("/k.pem")));
+    let e = pg_err(&format!("{base}sslcert = \"/c.pem\""));
+    assert!(
+        e.contains("pipeline[0].postgres.sslcert") && e.contains("sslkey"),
+        "{e}"
+    );
+    let e = pg_err("url = \"postgresql://u@h/d?sslkey=/k.pem\"");
+    assert!(
+        e.contains("pipeline[0].postgres.sslkey") && e.contains("sslcert"),
+        "{e}"
+    );
+    // One from the url, the other from a key.
+    let p = pg("url = \"postgresql://u@h/d?sslkey=/k.pem\"\nsslcert = \"/c.pem\"");
+    assert!(p.sslcert.is_some() && p.sslkey.is_some());
+}
+
+#[test]
+fn postgres_hostaddr_and_channel_binding() {
+    let base = "user = \"u\"\ndatabase = \"d\"\n";
+    let p = pg(&format!(
+        "{base}host = \"db.example.com\"\nhostaddr = \"10.1.2.3\""
+    ));
+    assert_eq!(
+        (p.host.as_str(), p.hostaddr.as_deref()),
+        ("db.example.com", Some("10.1.2.3"))
+    );
+    // Without a host, the address is the host.
+    let p = pg(&format!("{base}hostaddr = \"[2001:db8::7]\""));
+    assert_eq!(
+        (p.host.as_str(), p.hostaddr.as_deref()),
+        ("2001:db8::7", Some("2001:db8::7"))
+    );
+    let e = pg_err(&format!("{base}hostaddr = \"db.example.com\""));
+    assert!(
+        e.contains("pipeline[0].postgres.hostaddr") && e.contains("IP address"),
+        "{e}"
+    );
+    let e = pg_err(&format!(
+        "{base}sslmode = \"disable\"\nchannel_binding = \"require\""
+    ));
+    assert!(e.contains("pipeline[0].postgres.channel_binding"), "{e}");
+    let p = pg(&format!(
+        "{base}allow_insecure_password = true\nchannel_binding = \"disable\""
+    ));
+    assert!(p.allow_insecure_password);
+    assert_eq!(p.channel_binding, ChannelBinding::Disable);
+}
+
+#[test]
+fn postgres_unknown_keys_are_still_refused() {
+    let e = pg_err("user = \"u\"\ndatabase = \"d\"\nsslmod = \"require\"");
+    assert!(e.contains("unknown field `sslmod`"), "{e}");
+}
+
+// ---- no secret in any error or Debug -----------------------------------------------------
+
+#[test]
+fn passwords_never_reach_errors_or_debug() {
+    // Given in a url, in a keyword string, in the key: redacted in Debug.
+    for keys in [
+        format!("url = \"postgresql://u:{PW}@h/d\""),
+        format!("url = \"host=h user=u password='{PW}' dbname=d\""),
+        format!("user = \"u\"\ndatabase = \"d\"\npassword = \"{PW}\""),
+    ] {
+        let p = pg(&keys);
+        assert_eq!(p.password.expose(), PW);
+        let c = Config::from_str_named(&pg_config(&keys), "x.toml", &|_| None).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"), "{keys}");
+    }
+    // A TOML error on a line holding a password shows where, not the line.
+    for text in [
+        pg_config("url = \"postgresql://u:hunter2-SECRET@h/d"),
+        pg_config("url = \"postgresql://u:hunter2-SECRET@h/d\" junk"),
+        pg_config("password = \"hunter2-SECRET\", port = 1"),
+        // Inline: toml would quote the whole table.
+        "[[pipeline]]\nname = \"cdc\"\npostgres = { url = \"postgresql://u:hunter2-SECRET@h/d\", sslmode = 1, publication = \"p\", slot = \"s\" }\n".into(),
+        "[[pipeline]]\nname = \"cdc\"\npostgres = { url = \"postgresql://u:hunter2-SECRET@h/d\", publication = \"p\" }\n".into(),
+        "[[pipeline]]\nname = \"cdc\"\npostgres = { url = \"postgresql://u:hunter2-SECRET@h/d\", sslmode = \"allow\", publication = \"p\", slot = \"s\" }\n".into(),
+    ] {
+        let e = Config::from_str_named(&text, "x.toml", &|_| None).unwrap_err().to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(
+            e.contains("line ") || e.contains("pipeline[0].postgres.sslmode"),
+            "{e}"
+        );
+    }
+}
+
 #[test]
 fn toml_errors_say_where() {
     let bad = MIN.replace("slot = \"s\"", "slot = \"s\"\nchunk_rows = \"many\"");

@@ -160,6 +160,9 @@ impl Config {
 }
 
 fn validate_postgres(pg: &PostgresConfig) -> Result<(), (String, String)> {
+    if let Some((key, message)) = pg.problem() {
+        return Err((key.into(), message.into()));
+    }
     for (k, v) in [("publication", &pg.publication), ("slot", &pg.slot)] {
         if v.is_empty() || v.len() > 63 {
             return Err((k.into(), "must be 1 to 63 characters".into()));
