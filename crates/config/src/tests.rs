@@ -429,6 +429,65 @@ fn postgres_unknown_keys_are_still_refused() {
     assert!(e.contains("unknown field `sslmod`"), "{e}");
 }
 
+// ---- [pipeline.clickhouse]: TLS ------------------------------------------------------------
+
+fn ch_config(keys: &str) -> String {
+    MIN.replace("url = \"http://127.0.0.1:8123\"\n", &format!("{keys}\n"))
+}
+
+#[test]
+fn clickhouse_tls() {
+    let c = Config::from_str_named(
+        &ch_config("url = \"https://ch.example.com:8443\"\nca_cert = \"/ca.pem\"\nclient_cert = \"/c.pem\"\nclient_key = \"/k.pem\""),
+        "x.toml",
+        &env,
+    )
+    .unwrap();
+    let ch = &c.pipelines[0].clickhouse;
+    assert_eq!(ch.ca_cert.as_deref(), Some(std::path::Path::new("/ca.pem")));
+    assert!(ch.client_cert.is_some() && ch.client_key.is_some());
+    // Empty paths (an unset `${VAR:-}`) count as not given, on plain http too.
+    let c = Config::from_str_named(
+        &ch_config(
+            "url = \"http://h:8123\"\nca_cert = \"\"\nclient_cert = \"\"\nclient_key = \"\"",
+        ),
+        "x.toml",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(c.pipelines[0].clickhouse.ca_cert, None);
+    for (keys, key, needle) in [
+        (
+            "url = \"http://h:8123\"\nca_cert = \"/ca.pem\"",
+            "clickhouse.ca_cert",
+            "https://",
+        ),
+        (
+            "url = \"http://h:8123\"\nclient_cert = \"/c.pem\"\nclient_key = \"/k.pem\"",
+            "clickhouse.client_cert",
+            "https://",
+        ),
+        (
+            "url = \"https://h\"\nclient_cert = \"/c.pem\"",
+            "clickhouse.client_cert",
+            "client_key",
+        ),
+        (
+            "url = \"https://h\"\nclient_key = \"/k.pem\"",
+            "clickhouse.client_key",
+            "client_cert",
+        ),
+    ] {
+        let e = Config::from_str_named(&ch_config(keys), "x.toml", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("pipeline[0].{key}")) && e.contains(needle),
+            "{keys}: {e}"
+        );
+    }
+}
+
 // ---- no secret in any error or Debug -----------------------------------------------------
 
 #[test]

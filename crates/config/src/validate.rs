@@ -132,6 +132,8 @@ impl Config {
                     format!("`{}` must start with http:// or https://", ch.url),
                 ));
             }
+            validate_clickhouse_tls(ch)
+                .map_err(|(k, msg)| invalid(at(&format!("clickhouse.{k}")), msg))?;
             if !ch.table_template.contains("{table}") {
                 return Err(invalid(
                     at("clickhouse.table_template"),
@@ -192,6 +194,38 @@ fn validate_postgres(pg: &PostgresConfig) -> Result<(), (String, String)> {
     }
     if pg.chunk_bytes == 0 {
         return Err(("chunk_bytes".into(), "must be at least 1".into()));
+    }
+    Ok(())
+}
+
+fn validate_clickhouse_tls(ch: &ClickHouseConfig) -> Result<(), (String, String)> {
+    match (&ch.client_cert, &ch.client_key) {
+        (Some(_), None) => {
+            return Err((
+                "client_cert".into(),
+                "needs `client_key` too (the client certificate's private key)".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err((
+                "client_key".into(),
+                "needs `client_cert` too (the client certificate)".into(),
+            ))
+        }
+        _ => {}
+    }
+    if !ch.url.starts_with("https://") {
+        for (key, set) in [
+            ("ca_cert", ch.ca_cert.is_some()),
+            ("client_cert", ch.client_cert.is_some()),
+        ] {
+            if set {
+                return Err((
+                    key.into(),
+                    "is for TLS, and needs an https:// url (`url` is http://)".into(),
+                ));
+            }
+        }
     }
     Ok(())
 }
