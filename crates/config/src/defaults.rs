@@ -46,6 +46,7 @@ pub fn clickhouse() -> ClickHouseConfig {
         database: ch_database(),
         user: ch_user(),
         password: Secret::default(),
+        password_file: None,
         ca_cert: None,
         client_cert: None,
         client_key: None,

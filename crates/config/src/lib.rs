@@ -1,9 +1,9 @@
 //! The configuration file: one TOML document, parsed with unknown keys rejected, `${ENV}`
 //! interpolation inside strings (`interpolate.rs`), defaults in one place ([`defaults`]), a
-//! validation pass that runs before anything connects (`validate.rs`), and the typed plan of
-//! each pipeline ([`plan`]). The sections are in `service.rs` (the process), `sources.rs`
-//! (with libpq connection strings in [`pgconn`]), `sinks.rs` and `llm.rs` (a pipeline's parts)
-//! and `pipeline.rs`.
+//! validation pass that runs before anything connects (`validate.rs`), secrets read from
+//! files (`secret_files.rs`), and the typed plan of each pipeline ([`plan`]). The sections are
+//! in `service.rs` (the process), `sources.rs` (with libpq connection strings in [`pgconn`]),
+//! `sinks.rs` and `llm.rs` (a pipeline's parts) and `pipeline.rs`.
 //!
 //! Must never: print a secret (passwords are [`Secret`], whose `Debug` is redacted, and a
 //! TOML error shows where it is, not the line), or accept a config that would only fail later
@@ -19,6 +19,7 @@ pub mod llm;
 pub mod pgconn;
 pub mod pipeline;
 pub mod plan;
+mod secret_files;
 pub mod service;
 pub mod sinks;
 pub mod sources;
@@ -89,17 +90,22 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads, interpolates, parses and validates `path`. Nothing connects.
+    /// Reads, interpolates, parses and validates `path`, then reads the secrets it names
+    /// (`*_file`, [`Config::read_secret_files`]) and validates again. Nothing connects.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let raw = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             file: file.clone(),
             source,
         })?;
-        Self::from_str_named(&raw, &file, &|k| std::env::var(k).ok())
+        let mut cfg = Self::from_str_named(&raw, &file, &|k| std::env::var(k).ok())?;
+        cfg.read_secret_files(&file, &|p| std::fs::read_to_string(p))?;
+        Ok(cfg)
     }
 
-    /// As [`Config::load`], for text already read; `env` looks variables up.
+    /// As [`Config::load`], for text already read, and without I/O: `env` looks variables
+    /// up, and the `*_file` secrets are left unread (a check on a secret given by file waits
+    /// for [`Config::read_secret_files`]).
     pub fn from_str_named(
         raw: &str,
         file: &str,

@@ -55,6 +55,10 @@ pub struct ClickHouseConfig {
     pub user: String,
     #[serde(default)]
     pub password: Secret,
+    /// A file holding the password instead (a Docker or Kubernetes secret): read by
+    /// [`crate::Config::load`], one trailing newline dropped.
+    #[serde(default, deserialize_with = "empty_path_is_none")]
+    pub password_file: Option<PathBuf>,
     /// Roots (PEM) that sign the server's certificate, trusted instead of the system's for an
     /// `https://` url.
     #[serde(default, deserialize_with = "empty_path_is_none")]

@@ -77,6 +77,10 @@ pub struct MastodonInstance {
     /// Access token (optional for public streams on most instances).
     #[serde(default)]
     pub token: Secret,
+    /// A file holding the token instead (a Docker or Kubernetes secret): read by
+    /// [`crate::Config::load`], one trailing newline dropped.
+    #[serde(default, deserialize_with = "empty_path_is_none")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// Which posts are classified at all.
@@ -145,6 +149,10 @@ pub struct PostgresConfig {
     /// Sends a cleartext or MD5 password over a connection without TLS. Off: such a request
     /// from the server is refused unless the connection is encrypted (SCRAM is always allowed).
     pub allow_insecure_password: bool,
+    /// A file holding the password (a Docker or Kubernetes secret), read by
+    /// [`crate::Config::load`], one trailing newline dropped. Not with `password`, nor with a
+    /// password in `url`.
+    pub password_file: Option<PathBuf>,
     /// Publication to read; created (for `tables`) when missing.
     pub publication: String,
     /// Logical replication slot (pgoutput); created when missing.
@@ -283,6 +291,8 @@ struct RawPostgresConfig {
     user: Option<String>,
     #[serde(default)]
     password: Secret,
+    #[serde(default, deserialize_with = "empty_path_is_none")]
+    password_file: Option<PathBuf>,
     database: Option<String>,
     sslmode: Option<String>,
     sslrootcert: Option<String>,
@@ -368,6 +378,19 @@ impl From<RawPostgresConfig> for PostgresConfig {
             );
             String::new()
         });
+        if r.password_file.is_some() {
+            if !r.password.is_empty() {
+                problems.add(
+                    "password_file",
+                    "`password` is set too: give the password in one of the two",
+                );
+            } else if url.password.is_some() {
+                problems.add(
+                    "password_file",
+                    "`url` has a password too: give the password in one place",
+                );
+            }
+        }
         let password = if r.password.is_empty() {
             url.password.unwrap_or_default()
         } else {
@@ -447,6 +470,7 @@ impl From<RawPostgresConfig> for PostgresConfig {
             sslkey,
             channel_binding,
             allow_insecure_password: r.allow_insecure_password,
+            password_file: r.password_file,
             publication: r.publication,
             slot: r.slot,
             tables: r.tables,

@@ -180,6 +180,7 @@ fn postgres_keys_alone_work_as_before() {
         (None, None, None)
     );
     assert!(!p.allow_insecure_password);
+    assert_eq!(p.password_file, None);
     assert_eq!(p.connect_timeout.0, Duration::from_secs(10));
     let p = pg("host = \"db\"\nport = 6543\nuser = \"u\"\npassword = \"pw\"\ndatabase = \"d\"\nconnect_timeout = \"3s\"");
     assert_eq!(
@@ -486,6 +487,242 @@ fn clickhouse_tls() {
             "{keys}: {e}"
         );
     }
+}
+
+// ---- secrets from files ------------------------------------------------------------------
+
+/// A reader over a few fixed files: `/s/<name>` holds what the table says.
+fn fake_read(path: &std::path::Path) -> std::io::Result<String> {
+    let text = match path.to_str().unwrap_or("") {
+        "/s/pg" => "pg-from-file\n",
+        "/s/ch" => "ch-from-file\r\n",
+        "/s/two-newlines" => "kept\n\n",
+        "/s/admin" => "0123456789abcdef-admin\n",
+        "/s/short" => "short\n",
+        "/s/kafka" => "kafka-from-file",
+        "/s/secret" => "hunter2-SECRET\n",
+        "/s/empty" => "",
+        "/s/newline-only" => "\n",
+        _ => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the reader's own text: hunter2-SECRET",
+            ))
+        }
+    };
+    Ok(text.to_string())
+}
+
+const SENTIMENT: &str = r#"
+[[pipeline]]
+name = "s"
+kind = "sentiment"
+[pipeline.mastodon]
+[[pipeline.mastodon.instance]]
+url = "https://a.example"
+token_file = "/s/secret"
+[[pipeline.mastodon.instance]]
+url = "https://b.example"
+token = "plain-token"
+[pipeline.llm]
+backend = "openai"
+url = "http://127.0.0.1:8000"
+model = "m"
+api_key_file = "/s/kafka"
+"#;
+
+fn with_files(text: &str) -> Result<Config, ConfigError> {
+    let mut c = Config::from_str_named(text, "x.toml", &env)?;
+    c.read_secret_files("x.toml", &fake_read)?;
+    Ok(c)
+}
+
+#[test]
+fn secrets_are_read_from_files() {
+    let text = MIN
+        .replace("password = \"${PGPASS}\"", "password_file = \"/s/pg\"")
+        .replace(
+            "url = \"http://127.0.0.1:8123\"",
+            "url = \"http://127.0.0.1:8123\"\npassword_file = \"/s/ch\"",
+        )
+        + "[admin]\nenabled = true\ntoken_file = \"/s/admin\"\n\
+           [kafka]\nbrokers = \"b:9092\"\n[kafka.properties]\n\"sasl.username\" = \"u\"\n\
+           [kafka.secret_files]\n\"sasl.password\" = \"/s/kafka\"\n";
+    // Unread, the secrets are empty (and the admin token's length is not checked yet).
+    let c = Config::from_str_named(&text, "x.toml", &env).unwrap();
+    assert!(c.pipelines[0]
+        .postgres
+        .as_ref()
+        .unwrap()
+        .password
+        .is_empty());
+    let c = with_files(&text).unwrap();
+    let p = &c.pipelines[0];
+    assert_eq!(
+        p.postgres.as_ref().unwrap().password.expose(),
+        "pg-from-file"
+    );
+    assert_eq!(p.clickhouse.password.expose(), "ch-from-file");
+    assert_eq!(c.admin.token.expose(), "0123456789abcdef-admin");
+    let k = c.kafka.as_ref().unwrap();
+    assert_eq!(k.properties["sasl.password"].expose(), "kafka-from-file");
+    assert_eq!(k.properties["sasl.username"].expose(), "u");
+    assert_eq!(
+        p.postgres.as_ref().unwrap().password_file.as_deref(),
+        Some(std::path::Path::new("/s/pg"))
+    );
+    // Only one newline is dropped.
+    let c = with_files(&MIN.replace(
+        "password = \"${PGPASS}\"",
+        "password_file = \"/s/two-newlines\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.pipelines[0].postgres.as_ref().unwrap().password.expose(),
+        "kept\n"
+    );
+
+    let c = with_files(SENTIMENT).unwrap();
+    let p = &c.pipelines[0];
+    let m = p.mastodon.as_ref().unwrap();
+    assert_eq!(m.instances[0].token.expose(), PW);
+    assert_eq!(m.instances[1].token.expose(), "plain-token");
+    assert_eq!(p.llm.as_ref().unwrap().api_key.expose(), "kafka-from-file");
+    assert!(
+        !format!("{c:?}").contains(PW),
+        "a secret from a file leaked into Debug"
+    );
+}
+
+#[test]
+fn a_secret_given_twice_is_refused() {
+    let pg_url = MIN.replace(
+        "password = \"${PGPASS}\"",
+        "url = \"postgresql://u:hunter2-SECRET@h/d\"\npassword_file = \"/s/pg\"",
+    );
+    let pg_key = MIN.replace(
+        "password = \"${PGPASS}\"",
+        "password = \"x\"\npassword_file = \"/s/pg\"",
+    );
+    let ch = MIN.replace(
+        "url = \"http://127.0.0.1:8123\"",
+        "url = \"http://127.0.0.1:8123\"\npassword = \"x\"\npassword_file = \"/s/ch\"",
+    );
+    let admin =
+        MIN.to_string() + "[admin]\ntoken = \"0123456789abcdef\"\ntoken_file = \"/s/admin\"\n";
+    let kafka = MIN.to_string()
+        + "[kafka]\nbrokers = \"b:9092\"\n[kafka.properties]\n\"sasl.password\" = \"x\"\n\
+           [kafka.secret_files]\n\"sasl.password\" = \"/s/kafka\"\n";
+    let masto = SENTIMENT.replace(
+        "token = \"plain-token\"",
+        "token = \"t\"\ntoken_file = \"/s/admin\"",
+    );
+    let llm = SENTIMENT.replace("api_key_file", "api_key = \"k\"\napi_key_file");
+    for (text, key, other) in [
+        (pg_url, "pipeline[0].postgres.password_file", "`url`"),
+        (pg_key, "pipeline[0].postgres.password_file", "`password`"),
+        (
+            ch,
+            "pipeline[0].clickhouse.password_file",
+            "pipeline[0].clickhouse.password`",
+        ),
+        (admin, "admin.token_file", "`admin.token`"),
+        (
+            kafka,
+            "kafka.secret_files.\"sasl.password\"",
+            "kafka.properties.\"sasl.password\"",
+        ),
+        (
+            masto,
+            "pipeline[0].mastodon.instance[1].token_file",
+            "mastodon.instance[1].token`",
+        ),
+        (
+            llm,
+            "pipeline[0].llm.api_key_file",
+            "pipeline[0].llm.api_key`",
+        ),
+    ] {
+        // Refused before any file is read: by the IO-free parse, and by the reading step.
+        let e = Config::from_str_named(&text, "x.toml", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(key) && e.contains(other), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+    // An empty value (an unset `${VAR:-}`) is not a second one.
+    let c = with_files(&MIN.replace(
+        "password = \"${PGPASS}\"",
+        "password = \"\"\npassword_file = \"/s/pg\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.pipelines[0].postgres.as_ref().unwrap().password.expose(),
+        "pg-from-file"
+    );
+}
+
+#[test]
+fn unreadable_or_empty_secret_files_are_named() {
+    for (path, needle) in [
+        ("/s/missing", "cannot read `/s/missing`"),
+        ("/s/empty", "`/s/empty` is empty"),
+        ("/s/newline-only", "`/s/newline-only` is empty"),
+    ] {
+        let text = MIN.replace(
+            "password = \"${PGPASS}\"",
+            &format!("password_file = \"{path}\""),
+        );
+        let e = with_files(&text).unwrap_err();
+        assert!(matches!(e, ConfigError::Invalid { .. }), "{e:?}");
+        let e = e.to_string();
+        assert!(
+            e.contains("pipeline[0].postgres.password_file") && e.contains(needle),
+            "{e}"
+        );
+        assert!(
+            !e.contains("hunter2"),
+            "the reader's text reached the error: {e}"
+        );
+    }
+}
+
+#[test]
+fn the_admin_token_from_a_file_is_checked() {
+    let text = MIN.to_string() + "[admin]\nenabled = true\ntoken_file = \"/s/short\"\n";
+    Config::from_str_named(&text, "x.toml", &env).expect("unread: not checked yet");
+    let e = with_files(&text).unwrap_err().to_string();
+    assert!(
+        e.contains("admin.token_file") && e.contains("16 characters"),
+        "{e}"
+    );
+}
+
+#[test]
+fn load_reads_the_secret_files() {
+    let dir = std::env::temp_dir().join(format!("tributary-config-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("pg-password");
+    std::fs::write(&secret, format!("{PW}\n")).unwrap();
+    let cfg = dir.join("cdc.toml");
+    let text = MIN.replace(
+        "password = \"${PGPASS}\"",
+        &format!("password_file = \"{}\"", secret.display()),
+    );
+    std::fs::write(&cfg, &text).unwrap();
+    let loaded = Config::load(&cfg);
+    std::fs::write(&cfg, text.replace("pg-password", "absent")).unwrap();
+    let missing = Config::load(&cfg).unwrap_err().to_string();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let c = loaded.unwrap();
+    assert_eq!(
+        c.pipelines[0].postgres.as_ref().unwrap().password.expose(),
+        PW
+    );
+    assert!(
+        missing.contains("password_file") && missing.contains("absent"),
+        "{missing}"
+    );
 }
 
 // ---- no secret in any error or Debug -----------------------------------------------------

@@ -8,7 +8,15 @@ use crate::*;
 use std::collections::HashSet;
 
 impl Config {
+    /// Every check: how secrets are given, then the values.
     pub(crate) fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        self.check_secret_sources(file)?;
+        self.validate_values(file)
+    }
+
+    /// The checks on values. A secret given by a file not read yet (an empty value beside its
+    /// `*_file`) is checked once [`Config::read_secret_files`] has read it.
+    pub(crate) fn validate_values(&self, file: &str) -> Result<(), ConfigError> {
         let invalid = |key: String, message: String| ConfigError::Invalid {
             file: file.to_string(),
             key,
@@ -24,9 +32,15 @@ impl Config {
                 ),
             ));
         }
-        if self.admin.enabled && self.admin.token.expose().len() < 16 {
+        let token_unread = self.admin.token.is_empty() && self.admin.token_file.is_some();
+        if self.admin.enabled && !token_unread && self.admin.token.expose().len() < 16 {
+            let key = if self.admin.token_file.is_some() {
+                "admin.token_file"
+            } else {
+                "admin.token"
+            };
             return Err(invalid(
-                "admin.token".into(),
+                key.into(),
                 "the admin API needs a token of at least 16 characters".into(),
             ));
         }
