@@ -46,6 +46,10 @@ pub fn clickhouse() -> ClickHouseConfig {
         database: ch_database(),
         user: ch_user(),
         password: Secret::default(),
+        password_file: None,
+        ca_cert: None,
+        client_cert: None,
+        client_key: None,
         table_template: table_template(),
         json_as: json_as(),
         compression: compression(),
@@ -150,6 +154,14 @@ pub fn pg_host() -> String {
 }
 pub fn pg_port() -> u16 {
     5432
+}
+/// libpq's default.
+pub fn pg_sslmode() -> SslMode {
+    SslMode::Prefer
+}
+/// libpq's default.
+pub fn pg_channel_binding() -> ChannelBinding {
+    ChannelBinding::Prefer
 }
 pub fn status_interval() -> HumanDuration {
     HumanDuration(Duration::from_secs(10))

@@ -3,8 +3,9 @@
 //! Must never: hold a default of its own (they are all in [`crate::defaults`]).
 
 use crate::defaults;
-use crate::value::{HumanDuration, Secret};
+use crate::value::{empty_path_is_none, HumanDuration, Secret};
 use serde::Deserialize;
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -32,6 +33,10 @@ pub struct LlmConfig {
     pub model: String,
     #[serde(default)]
     pub api_key: Secret,
+    /// A file holding the key instead (a Docker or Kubernetes secret): read by
+    /// [`crate::Config::load`], one trailing newline dropped.
+    #[serde(default, deserialize_with = "empty_path_is_none")]
+    pub api_key_file: Option<PathBuf>,
     #[serde(default = "defaults::ollama_endpoint")]
     pub endpoint: OllamaEndpoint,
     /// Prompt template with `{labels}` and `{text}`; empty = the built-in one.

@@ -73,6 +73,9 @@ pub enum PostSource {
     },
 }
 
+// One per pipeline, built once at start: boxing the larger variant would save nothing and
+// make every match on it clumsier.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum PostSink {
     /// Classified by the LLM into ClickHouse.

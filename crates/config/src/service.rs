@@ -5,8 +5,9 @@
 //! Must never: hold a default of its own (they are all in [`crate::defaults`]).
 
 use crate::defaults;
-use crate::value::{HumanDuration, Secret};
+use crate::value::{empty_path_is_none, HumanDuration, Secret};
 use serde::Deserialize;
+use std::path::PathBuf;
 
 /// A Kafka cluster (any Kafka-protocol broker). Every librdkafka property can be set in
 /// `properties` (SASL, TLS, timeouts); their values are secrets: never logged, and removed
@@ -21,6 +22,11 @@ pub struct KafkaConfig {
     /// librdkafka properties, passed through as they are (they override ours).
     #[serde(default)]
     pub properties: std::collections::BTreeMap<String, Secret>,
+    /// librdkafka properties whose value is read from a file (a Docker or Kubernetes
+    /// secret), e.g. `{ "sasl.password" = "/run/secrets/kafka" }`: read into `properties` by
+    /// [`crate::Config::load`], one trailing newline dropped.
+    #[serde(default)]
+    pub secret_files: std::collections::BTreeMap<String, PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,6 +89,10 @@ pub struct AdminConfig {
     pub enabled: bool,
     #[serde(default)]
     pub token: Secret,
+    /// A file holding the token instead (a Docker or Kubernetes secret): read by
+    /// [`crate::Config::load`], one trailing newline dropped.
+    #[serde(default, deserialize_with = "empty_path_is_none")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// Chaos for your own deployment: kills a random running actor of the chosen kinds every

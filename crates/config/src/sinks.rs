@@ -4,8 +4,9 @@
 //! Must never: hold a default of its own (they are all in [`crate::defaults`]).
 
 use crate::defaults;
-use crate::value::{HumanDuration, Secret};
+use crate::value::{empty_path_is_none, HumanDuration, Secret};
 use serde::Deserialize;
+use std::path::PathBuf;
 use tributary_protocol::chtypes::JsonAs;
 
 /// CDC into Kafka: one Debezium-compatible topic per table, `<topic_prefix>.<schema>.<table>`;
@@ -54,6 +55,19 @@ pub struct ClickHouseConfig {
     pub user: String,
     #[serde(default)]
     pub password: Secret,
+    /// A file holding the password instead (a Docker or Kubernetes secret): read by
+    /// [`crate::Config::load`], one trailing newline dropped.
+    #[serde(default, deserialize_with = "empty_path_is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Roots (PEM) that sign the server's certificate, trusted instead of the system's for an
+    /// `https://` url.
+    #[serde(default, deserialize_with = "empty_path_is_none")]
+    pub ca_cert: Option<PathBuf>,
+    /// A client certificate and its key (PEM), both or neither, for an `https://` url.
+    #[serde(default, deserialize_with = "empty_path_is_none")]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default, deserialize_with = "empty_path_is_none")]
+    pub client_key: Option<PathBuf>,
     /// Name of the ClickHouse table for a Postgres table: `{schema}` and `{table}` are
     /// replaced.
     #[serde(default = "defaults::table_template")]

@@ -8,7 +8,15 @@ use crate::*;
 use std::collections::HashSet;
 
 impl Config {
+    /// Every check: how secrets are given, then the values.
     pub(crate) fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        self.check_secret_sources(file)?;
+        self.validate_values(file)
+    }
+
+    /// The checks on values. A secret given by a file not read yet (an empty value beside its
+    /// `*_file`) is checked once [`Config::read_secret_files`] has read it.
+    pub(crate) fn validate_values(&self, file: &str) -> Result<(), ConfigError> {
         let invalid = |key: String, message: String| ConfigError::Invalid {
             file: file.to_string(),
             key,
@@ -24,9 +32,15 @@ impl Config {
                 ),
             ));
         }
-        if self.admin.enabled && self.admin.token.expose().len() < 16 {
+        let token_unread = self.admin.token.is_empty() && self.admin.token_file.is_some();
+        if self.admin.enabled && !token_unread && self.admin.token.expose().len() < 16 {
+            let key = if self.admin.token_file.is_some() {
+                "admin.token_file"
+            } else {
+                "admin.token"
+            };
             return Err(invalid(
-                "admin.token".into(),
+                key.into(),
                 "the admin API needs a token of at least 16 characters".into(),
             ));
         }
@@ -132,6 +146,8 @@ impl Config {
                     format!("`{}` must start with http:// or https://", ch.url),
                 ));
             }
+            validate_clickhouse_tls(ch)
+                .map_err(|(k, msg)| invalid(at(&format!("clickhouse.{k}")), msg))?;
             if !ch.table_template.contains("{table}") {
                 return Err(invalid(
                     at("clickhouse.table_template"),
@@ -160,6 +176,9 @@ impl Config {
 }
 
 fn validate_postgres(pg: &PostgresConfig) -> Result<(), (String, String)> {
+    if let Some((key, message)) = pg.problem() {
+        return Err((key.into(), message.into()));
+    }
     for (k, v) in [("publication", &pg.publication), ("slot", &pg.slot)] {
         if v.is_empty() || v.len() > 63 {
             return Err((k.into(), "must be 1 to 63 characters".into()));
@@ -189,6 +208,38 @@ fn validate_postgres(pg: &PostgresConfig) -> Result<(), (String, String)> {
     }
     if pg.chunk_bytes == 0 {
         return Err(("chunk_bytes".into(), "must be at least 1".into()));
+    }
+    Ok(())
+}
+
+fn validate_clickhouse_tls(ch: &ClickHouseConfig) -> Result<(), (String, String)> {
+    match (&ch.client_cert, &ch.client_key) {
+        (Some(_), None) => {
+            return Err((
+                "client_cert".into(),
+                "needs `client_key` too (the client certificate's private key)".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err((
+                "client_key".into(),
+                "needs `client_cert` too (the client certificate)".into(),
+            ))
+        }
+        _ => {}
+    }
+    if !ch.url.starts_with("https://") {
+        for (key, set) in [
+            ("ca_cert", ch.ca_cert.is_some()),
+            ("client_cert", ch.client_cert.is_some()),
+        ] {
+            if set {
+                return Err((
+                    key.into(),
+                    "is for TLS, and needs an https:// url (`url` is http://)".into(),
+                ));
+            }
+        }
     }
     Ok(())
 }

@@ -72,3 +72,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
     Ok(Duration::from_secs_f64(secs))
 }
+
+/// An optional path where an empty string counts as not given, so that
+/// `ca_cert = "${CA_CERT:-}"` can leave it unset.
+pub(crate) fn empty_path_is_none<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::path::PathBuf>, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    Ok(s.filter(|s| !s.is_empty()).map(Into::into))
+}
