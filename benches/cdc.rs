@@ -1,7 +1,7 @@
 //! The CDC benchmark: how close the pipeline (PostgreSQL → tributary → ClickHouse) comes to
 //! the source limit, measured in the same run on the same servers.
 //!
-//! `cargo bench --bench cdc -- [--rows N] [--target ch18|ch26] [--txn-rows 1000] [--no-drain] [--keep]`
+//! `cargo bench --bench cdc -- [--rows N] [--target ch18|ch26] [--txn-rows 1000] [--no-drain] [--kafka] [--tls] [--keep]`
 //!
 //! 1. Source limit: a fresh table, publication and pgoutput slot (created with SQL); N rows are
 //!    written in transactions of `--txn-rows`, then `pg_recvlogical` (as it is, proto_version 1,
@@ -20,6 +20,9 @@
 //!    (process start and connection included): the like-for-like comparison with the source
 //!    limit. (Freezing it with SIGSTOP instead would not do: the kernel keeps accepting up to
 //!    tcp_rmem's 32 MB of pgoutput for the frozen socket, so the walsender works ahead.)
+//!    With `--tls` (ch18 only), 2 and 3 run again with TLS on both sides (Postgres
+//!    `verify-full` as a SCRAM user, so with channel binding; ClickHouse over HTTPS with the
+//!    test CA): the report gives the TLS run's rates as ratios of the plain run's (target ≥ 0.9).
 //! 4. A report, and the same as one JSON line. Exits non-zero if ClickHouse does not end up with
 //!    exactly the rows written (lost or duplicated) or tributary did not exit 0 on SIGTERM. The
 //!    targets (≥ 0.8 of the source limit, ≤ 150 MB RSS) are reported, not asserted.
@@ -59,6 +62,9 @@ struct Args {
     no_drain: bool,
     /// Also run the pipeline through Kafka (and the broker's own rate), next to the direct one.
     kafka: bool,
+    /// Also run the pipeline with TLS on both sides (Postgres verify-full, ClickHouse HTTPS),
+    /// next to the plain one: the ratio of the two is the cost of TLS.
+    tls: bool,
 }
 
 fn parse_args() -> Res<Args> {
@@ -68,6 +74,7 @@ fn parse_args() -> Res<Args> {
         txn_rows: 1000,
         keep: false,
         no_drain: false,
+        tls: false,
         kafka: false,
     };
     let mut flags = Flags::new();
@@ -79,13 +86,14 @@ fn parse_args() -> Res<Args> {
             "--txn-rows" => a.txn_rows = flags.number("--txn-rows")?,
             "--target" => a.target = flags.value("--target")?,
             "--keep" => a.keep = true,
+            "--tls" => a.tls = true,
             "--no-drain" => a.no_drain = true,
             "--kafka" => {
                 a.kafka = true;
                 a.no_drain = true;
             }
             "-h" | "--help" => {
-                println!("cargo bench --bench cdc -- [--rows N (1000000)] [--target ch18|ch26] [--txn-rows 1000] [--no-drain] [--kafka] [--keep]");
+                println!("cargo bench --bench cdc -- [--rows N (1000000)] [--target ch18|ch26] [--txn-rows 1000] [--no-drain] [--kafka] [--tls] [--keep]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -93,6 +101,9 @@ fn parse_args() -> Res<Args> {
     }
     if a.target != "ch18" && a.target != "ch26" {
         return Err(format!("--target must be ch18 or ch26, not {:?}", a.target));
+    }
+    if a.tls && a.target != "ch18" {
+        return Err("--tls needs --target ch18 (the ClickHouse 26.9 front has no HTTPS)".into());
     }
     if a.rows == 0 || a.txn_rows == 0 {
         return Err("--rows and --txn-rows must be positive".into());
@@ -568,6 +579,7 @@ async fn pipeline(
     clean: &mut Cleanup,
     ch_version: &mut String,
     via: Option<&ViaKafka>,
+    tls: bool,
 ) -> Res<(PipelineResult, String)> {
     let bin = tributary_bin()?;
     let c = pg.connect().await?;
@@ -575,11 +587,18 @@ async fn pipeline(
     let publication = unique("bench_pipe_pub");
     let slot = unique("bench_pipe_slot");
     let db = unique("bench_db");
-    let url = if args.target == "ch18" {
+    let url = if tls {
+        vars.get("TRIBUTARY_TEST_CH18_HTTPS_URL")
+            .ok_or("TRIBUTARY_TEST_CH18_HTTPS_URL is not set: scripts/services.sh start")?
+    } else if args.target == "ch18" {
         &vars["TRIBUTARY_TEST_CH18_URL"]
     } else {
         &vars["TRIBUTARY_TEST_CH26_URL"]
     };
+    let ca = vars
+        .get("TRIBUTARY_TEST_TLS_DIR")
+        .map(|d| format!("{d}/ca.pem"))
+        .unwrap_or_default();
 
     // The config: config/cdc.toml (or config/kafka.toml: Postgres → Kafka → ClickHouse in one
     // process) with this run's table; the servers through its variables.
@@ -597,6 +616,11 @@ async fn pipeline(
             if l.trim_start().starts_with("tables =") {
                 replaced = true;
                 format!("tables = [\"public.{t}\"]")
+            } else if tls && l.trim() == "[pipeline.postgres]" {
+                // The test CA, the SCRAM user that may only come in over TLS.
+                format!("{l}\nsslmode = \"verify-full\"\nsslrootcert = \"{ca}\"")
+            } else if tls && l.trim() == "[pipeline.clickhouse]" {
+                format!("{l}\nca_cert = \"{ca}\"")
             } else {
                 l.to_string()
             }
@@ -611,7 +635,14 @@ async fn pipeline(
     let mut env: Vec<(String, String)> = [
         ("PGHOST", pg.host.clone()),
         ("PGPORT", pg.port.clone()),
-        ("PGUSER", pg.user.clone()),
+        (
+            "PGUSER",
+            if tls {
+                "tributary_tls".to_string()
+            } else {
+                pg.user.clone()
+            },
+        ),
         ("PGPASSWORD", pg.password.clone()),
         ("PGDATABASE", pg.database.clone()),
         ("TRIBUTARY_SLOT", slot.clone()),
@@ -1055,7 +1086,19 @@ async fn bench(
         src.rows_per_s, src.secs
     );
     let mut ch_version = String::new();
-    let (p, _) = pipeline(pg, vars, args, clean, &mut ch_version, None).await?;
+    let (p, _) = pipeline(pg, vars, args, clean, &mut ch_version, None, false).await?;
+    let with_tls = if args.tls {
+        eprintln!(
+            "bench: the same with TLS on both sides (Postgres verify-full, ClickHouse HTTPS) ..."
+        );
+        Some(
+            pipeline(pg, vars, args, clean, &mut ch_version, None, true)
+                .await?
+                .0,
+        )
+    } else {
+        None
+    };
     let kafka = if args.kafka {
         let via = ViaKafka {
             brokers: vars
@@ -1065,7 +1108,7 @@ async fn bench(
             prefix: unique("bench_kafka"),
         };
         eprintln!("bench: through Kafka (Postgres → Kafka → ClickHouse, one process) ...");
-        let (pk, t) = pipeline(pg, vars, args, clean, &mut ch_version, Some(&via)).await?;
+        let (pk, t) = pipeline(pg, vars, args, clean, &mut ch_version, Some(&via), false).await?;
         eprintln!("bench: the broker's own rate with the same client library ...");
         let b = broker_limit(&via, &via.topic(&t), args.rows).await?;
         Some((pk, b))
@@ -1165,7 +1208,51 @@ async fn bench(
             "clean_exit": k.exit_ok,
         });
     }
+    let mut tls_lost = false;
+    let mut tls_json = serde_json::Value::Null;
+    if let Some(t) = &with_tls {
+        tls_lost = t.final_count != t.written || t.final_distinct != t.written;
+        let live = t.rows_per_s / p.rows_per_s;
+        let drain = t
+            .drain
+            .as_ref()
+            .zip(p.drain.as_ref())
+            .map(|(a, b)| a.rows_per_s / b.rows_per_s);
+        let per_row = |r: &PipelineResult| r.cpu_secs * 1e6 / r.written as f64;
+        println!("  with TLS on both sides (Postgres verify-full + SCRAM-SHA-256-PLUS, ClickHouse HTTPS)");
+        println!("    pipeline, live           {:>8.0} rows/s  {:.2} of the plain run ({:.0} rows/s)  (target ≥ 0.90)", t.rows_per_s, live, p.rows_per_s);
+        if let (Some(d), Some(r)) = (&t.drain, drain) {
+            println!("    pipeline, drain          {:>8.0} rows/s  {:.2} of the plain run  (target ≥ 0.90)", d.rows_per_s, r);
+        }
+        println!("    commit → visible         p50 {:.0} ms, p99 {:.0} ms  (plain: p50 {:.0}, p99 {:.0} ms)", t.p50_ms, t.p99_ms, p.p50_ms, p.p99_ms);
+        println!(
+            "    tributary CPU            {:.2} µs per row (plain {:.2}); peak RSS {:.1} MB",
+            per_row(t),
+            per_row(&p),
+            mb(t.peak_rss_kib)
+        );
+        println!(
+            "    ClickHouse               {} rows FINAL, {} distinct; {} written{}",
+            t.final_count,
+            t.final_distinct,
+            t.written,
+            if tls_lost { "  <-- MISMATCH" } else { "" }
+        );
+        tls_json = serde_json::json!({
+            "rows_per_s": t.rows_per_s.round(),
+            "ratio_live": r2(live),
+            "drain_rows_per_s": t.drain.as_ref().map(|d| d.rows_per_s.round()),
+            "ratio_drain": drain.map(r2),
+            "cpu_us_per_row": r2(per_row(t)),
+            "cpu_us_per_row_plain": r2(per_row(&p)),
+            "latency_p50_ms": t.p50_ms.round(),
+            "peak_rss_mb": (mb(t.peak_rss_kib) * 10.0).round() / 10.0,
+            "rows_in_clickhouse": t.final_count,
+            "clean_exit": t.exit_ok,
+        });
+    }
     let json = serde_json::json!({
+        "tls": tls_json,
         "kafka": kafka_json,
         "bench": "cdc",
         "rows": args.rows,
@@ -1208,8 +1295,12 @@ async fn bench(
         );
     }
     let _ = std::io::stdout().flush();
+    if tls_lost {
+        eprintln!("bench: FAILED: with TLS, ClickHouse does not hold exactly the rows written");
+    }
     let kafka_ok = kafka.as_ref().is_none_or(|(k, _)| !kafka_lost && k.exit_ok);
-    Ok(!lost && p.exit_ok && kafka_ok)
+    let tls_ok = with_tls.as_ref().is_none_or(|t| !tls_lost && t.exit_ok);
+    Ok(!lost && p.exit_ok && kafka_ok && tls_ok)
 }
 
 struct BrokerLimit {
@@ -1229,6 +1320,7 @@ async fn broker_limit(via: &ViaKafka, sample_topic: &str, n: u64) -> Res<BrokerL
         brokers: via.brokers.clone(),
         client_id: "tributary-bench".into(),
         properties: Default::default(),
+        secret_files: Default::default(),
     };
     let reader = |group: String| -> Res<BaseConsumer> {
         tributary::clients::kafka::client_config(

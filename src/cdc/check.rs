@@ -3,7 +3,9 @@
 //! exact DDL) and every type mapping fallback. Must never: change anything.
 
 use crate::clients::clickhouse::ChClient;
+use crate::clients::postgres::replication::ReplicationConn;
 use crate::clients::postgres::{catalog, PgParams};
+use crate::clients::tls::TlsInfo;
 use crate::config::{CdcPlan, CdcSource, PipelineConfig};
 use crate::protocol::chtypes::{create_table_sql, map_column, table_name};
 use crate::protocol::schema::split_table_name;
@@ -31,8 +33,26 @@ pub async fn check(
         if kafka.is_some() { " to Kafka" } else { "" }
     );
     let params = PgParams::from_config(pg);
-    let client = catalog::connect(&params).await.map_err(|e| e.to_string())?;
+    let (client, tls) = catalog::connect_described(&params)
+        .await
+        .map_err(|e| e.to_string())?;
     let _ = writeln!(out, "  postgres {}: connected", params.addr());
+    let _ = writeln!(
+        out,
+        "    catalog connection: {}",
+        describe_tls(tls.as_ref())
+    );
+    // The replication connection has pg_hba.conf lines of its own (`replication`).
+    let repl = ReplicationConn::connect(&params)
+        .await
+        .map_err(|e| format!("replication connection: {e}"))?;
+    let _ = writeln!(
+        out,
+        "    replication connection: {}; authenticated by {}",
+        describe_tls(repl.tls.as_ref()),
+        repl.auth
+    );
+    repl.close().await;
     let ch = match &kafka {
         Some(line) => {
             out.push_str(line);
@@ -164,4 +184,12 @@ pub async fn check(
         }
     }
     Ok(out)
+}
+
+/// `tls: TLS 1.3 (…); certificate …, expires …; verified: …`, or that there is no TLS.
+fn describe_tls(tls: Option<&TlsInfo>) -> String {
+    match tls {
+        Some(t) => format!("tls: {}", t.describe()),
+        None => "no TLS (sslmode = disable, or `prefer` and the server has none)".into(),
+    }
 }

@@ -4,6 +4,7 @@
 //! Must never: put credentials in a URL, a log line or an error (they travel as headers),
 //! or report an insert as done before the server answered success.
 
+use crate::clients::tls;
 use crate::config::{ClickHouseConfig, Compression};
 use crate::protocol::chtypes::{ch_ident, ch_literal, parse_code, ServerCaps};
 use crate::protocol::pgtext::unescape_tsv;
@@ -26,6 +27,10 @@ pub enum ChError {
     Unreachable { addr: String, message: String },
     #[error("ClickHouse at {addr}: no answer within {after:?}")]
     Timeout { addr: String, after: Duration },
+    /// TLS could not be set up (a certificate file) or was refused (the server's
+    /// certificate, or ours): the same would happen again.
+    #[error("ClickHouse at {addr}: {message}")]
+    Tls { addr: String, message: String },
 }
 
 impl ChError {
@@ -48,6 +53,7 @@ impl ChError {
     pub fn class(&self) -> ErrorClass {
         match self.code() {
             _ if self.is_outage() => ErrorClass::Outage,
+            _ if matches!(self, ChError::Tls { .. }) => ErrorClass::Permanent,
             Some(192..=194 | 516) => ErrorClass::Permanent,
             _ => ErrorClass::Transient,
         }
@@ -63,10 +69,71 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> ErrorClass {
     }
 }
 
+/// The HTTP connector under the `clickhouse` crate, with its own defaults: TCP keepalive
+/// 60 s, no delay.
+fn http_connector() -> hyper_util::client::legacy::connect::HttpConnector {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    http.set_nodelay(true);
+    http
+}
+
+/// An HTTP client as the `clickhouse` crate builds it (idle connections kept 2 s, under the
+/// server's 3 s keep-alive), over a connector. (A macro: the crate's body type has no name
+/// outside it, so only inference at the call can give it.)
+macro_rules! http_client {
+    ($connector:expr) => {
+        clickhouse::Client::with_http_client(
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(2))
+                .build($connector),
+        )
+    };
+}
+
+/// The `clickhouse` client of `url`: plain HTTP, or HTTPS by our rustls configuration
+/// (custom CA, client certificate).
+fn base_client(tls: Option<&Arc<rustls::ClientConfig>>) -> clickhouse::Client {
+    match tls {
+        None => http_client!(http_connector()),
+        Some(c) => {
+            // hyper-rustls sets ALPN itself (http/1.1 with enable_http1).
+            let config = (**c).clone();
+            let mut http = http_connector();
+            http.enforce_http(false);
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(config)
+                .https_only()
+                .enable_http1()
+                .wrap_connector(http);
+            http_client!(https)
+        }
+    }
+}
+
+/// An error and its causes on one line.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut m = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !m.contains(&t) {
+            m.push_str(": ");
+            m.push_str(&t);
+        }
+        src = s.source();
+    }
+    m
+}
+
 #[derive(Clone)]
 pub struct ChClient {
     inner: clickhouse::Client,
     addr: String,
+    host: String,
+    port: u16,
+    /// The TLS client configuration of an https:// URL.
+    tls: Option<Arc<rustls::ClientConfig>>,
     pub database: String,
     pub caps: ServerCaps,
     timeout: Duration,
@@ -74,23 +141,49 @@ pub struct ChClient {
 }
 
 impl ChClient {
-    /// Connects for `tributary check`: the client and the line that describes the server
-    /// (`clickhouse <addr>: version <v> (<generation> types)`), errors as text.
+    /// Connects for `tributary check`: the client and the lines that describe the server
+    /// (`clickhouse <addr>: version <v> (<generation> types)`, and its TLS), errors as text.
     pub async fn connect_described(cfg: &ClickHouseConfig) -> Result<(ChClient, String), String> {
         let ch = ChClient::connect(cfg).await.map_err(|e| e.to_string())?;
-        let line = format!(
+        let mut line = format!(
             "  clickhouse {}: version {} ({} types)",
             ch.addr(),
             ch.caps.version,
             ch.caps.generation()
         );
+        if let Some(tls) = &ch.tls {
+            let info = tls::probe(&ch.host, ch.port, tls.clone(), tls::Verify::Full)
+                .await
+                .map_err(|e| format!("ClickHouse at {}: {e}", ch.addr()))?;
+            line.push_str(&format!("\n    tls: {}", info.describe()));
+        }
         Ok((ch, line))
     }
 
     /// Connects and probes `SELECT version()`. The database is created when missing.
     pub async fn connect(cfg: &ClickHouseConfig) -> Result<ChClient, ChError> {
         let addr = cfg.url.split('?').next().unwrap_or(&cfg.url).to_string();
-        let inner = clickhouse::Client::default()
+        let url = reqwest::Url::parse(&cfg.url).map_err(|e| ChError::Tls {
+            addr: addr.clone(),
+            message: format!("not a URL: {e}"),
+        })?;
+        let host = url.host_str().unwrap_or("").to_string();
+        let port = url.port_or_known_default().unwrap_or(8123);
+        let tls = match url.scheme() {
+            "https" => Some(Arc::new(
+                tls::client_config(&tls::TlsSettings {
+                    verify: tls::Verify::Full,
+                    roots: cfg.ca_cert.clone(),
+                    client_cert: cfg.client_cert.clone().zip(cfg.client_key.clone()),
+                })
+                .map_err(|e| ChError::Tls {
+                    addr: addr.clone(),
+                    message: e.to_string(),
+                })?,
+            )),
+            _ => None,
+        };
+        let inner = base_client(tls.as_ref())
             .with_url(&cfg.url)
             .with_user(&cfg.user)
             .with_password(cfg.password.expose())
@@ -103,6 +196,9 @@ impl ChClient {
         let mut client = ChClient {
             inner,
             addr,
+            host,
+            port,
+            tls,
             database: cfg.database.clone(),
             caps: ServerCaps::from_version("0.0"),
             timeout: cfg.request_timeout.0,
@@ -144,9 +240,15 @@ impl ChClient {
                 addr: self.addr.clone(),
                 after: self.timeout,
             },
-            clickhouse::error::Error::Network(e) => ChError::Unreachable {
-                addr: self.addr.clone(),
-                message: e.to_string(),
+            clickhouse::error::Error::Network(e) => match tls::rustls_cause(&*e) {
+                Some(r) if tls::is_refusal(r) => ChError::Tls {
+                    addr: self.addr.clone(),
+                    message: tls::explain(&self.host, r),
+                },
+                _ => ChError::Unreachable {
+                    addr: self.addr.clone(),
+                    message: error_chain(&*e),
+                },
             },
             other => ChError::Server {
                 addr: self.addr.clone(),

@@ -483,6 +483,7 @@ mod tests {
             brokers: "127.0.0.1:1".into(),
             client_id: "t".into(),
             properties,
+            secret_files: Default::default(),
         };
         let err = producer(&k, Duration::from_secs(1))
             .err()

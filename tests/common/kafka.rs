@@ -156,6 +156,7 @@ pub fn kafka_cluster() -> tributary::config::KafkaConfig {
         brokers: brokers(),
         client_id: "tributary-test".into(),
         properties: Default::default(),
+        secret_files: Default::default(),
     }
 }
 

@@ -14,4 +14,5 @@ mod fakes;
 mod faults;
 mod fuzz_regressions;
 mod sentiment;
+mod tls;
 mod types;

@@ -474,6 +474,7 @@ async fn two_instances(target: Target) {
         m.instances.push(tributary::config::MastodonInstance {
             url: other_url,
             token: Default::default(),
+            token_file: None,
         });
     })
     .await;

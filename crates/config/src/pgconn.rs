@@ -9,9 +9,9 @@
 //! parameter tributary would silently ignore (only `application_name` is), several hosts, or
 //! a Unix socket.
 
-use crate::sources::{ChannelBinding, SslMode};
 use crate::value::Secret;
 use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 /// What a connection string sets; `None` where it says nothing (an empty value, as in libpq,
@@ -392,6 +392,95 @@ fn parse_keywords(s: &str) -> Result<ConnParams, ConnError> {
             }
         }
         p.set(&name, value)?;
+    }
+}
+
+/// libpq's `sslmode` (`allow` excepted): how the connection uses TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    /// As written in the file (kebab-case, as libpq).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error does not repeat the text (it may come from a connection string).
+impl FromStr for SslMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            "allow" => {
+                return Err("`allow` (TLS only if a plain connection is refused) is not supported: use `prefer` (TLS whenever the server offers it) or stronger".into())
+            }
+            _ => {
+                return Err(
+                    "must be disable, prefer, require, verify-ca or verify-full".into(),
+                )
+            }
+        })
+    }
+}
+
+/// libpq's `channel_binding`: whether SCRAM authentication binds to the TLS channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelBinding {
+    Disable,
+    Prefer,
+    Require,
+}
+
+impl ChannelBinding {
+    /// As written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelBinding::Disable => "disable",
+            ChannelBinding::Prefer => "prefer",
+            ChannelBinding::Require => "require",
+        }
+    }
+}
+
+impl fmt::Display for ChannelBinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error does not repeat the text (it may come from a connection string).
+impl FromStr for ChannelBinding {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "disable" => ChannelBinding::Disable,
+            "prefer" => ChannelBinding::Prefer,
+            "require" => ChannelBinding::Require,
+            _ => return Err("must be disable, prefer or require".into()),
+        })
     }
 }
 

@@ -10,11 +10,10 @@
 
 use crate::defaults;
 use crate::pgconn::{self, ConnParams};
+pub use crate::pgconn::{ChannelBinding, SslMode};
 use crate::value::{empty_path_is_none, HumanDuration, Secret};
 use serde::Deserialize;
-use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 
 /// A consumer group that reads Debezium topics (cdc) or a statuses topic (sentiment).
 #[derive(Debug, Clone, Deserialize)]
@@ -186,95 +185,6 @@ impl PostgresConfig {
     /// The key and the message of what makes this section unusable, if anything does.
     pub(crate) fn problem(&self) -> Option<(&'static str, &str)> {
         self.problem.as_ref().map(|p| (p.key, p.message.as_str()))
-    }
-}
-
-/// libpq's `sslmode` (`allow` excepted): how the connection uses TLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SslMode {
-    Disable,
-    Prefer,
-    Require,
-    VerifyCa,
-    VerifyFull,
-}
-
-impl SslMode {
-    /// As written in the file (kebab-case, as libpq).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SslMode::Disable => "disable",
-            SslMode::Prefer => "prefer",
-            SslMode::Require => "require",
-            SslMode::VerifyCa => "verify-ca",
-            SslMode::VerifyFull => "verify-full",
-        }
-    }
-}
-
-impl fmt::Display for SslMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The error does not repeat the text (it may come from a connection string).
-impl FromStr for SslMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "disable" => SslMode::Disable,
-            "prefer" => SslMode::Prefer,
-            "require" => SslMode::Require,
-            "verify-ca" => SslMode::VerifyCa,
-            "verify-full" => SslMode::VerifyFull,
-            "allow" => {
-                return Err("`allow` (TLS only if a plain connection is refused) is not supported: use `prefer` (TLS whenever the server offers it) or stronger".into())
-            }
-            _ => {
-                return Err(
-                    "must be disable, prefer, require, verify-ca or verify-full".into(),
-                )
-            }
-        })
-    }
-}
-
-/// libpq's `channel_binding`: whether SCRAM authentication binds to the TLS channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChannelBinding {
-    Disable,
-    Prefer,
-    Require,
-}
-
-impl ChannelBinding {
-    /// As written in the file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChannelBinding::Disable => "disable",
-            ChannelBinding::Prefer => "prefer",
-            ChannelBinding::Require => "require",
-        }
-    }
-}
-
-impl fmt::Display for ChannelBinding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The error does not repeat the text (it may come from a connection string).
-impl FromStr for ChannelBinding {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "disable" => ChannelBinding::Disable,
-            "prefer" => ChannelBinding::Prefer,
-            "require" => ChannelBinding::Require,
-            _ => return Err("must be disable, prefer or require".into()),
-        })
     }
 }
 

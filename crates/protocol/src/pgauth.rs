@@ -135,8 +135,9 @@ impl PlainAuthWatch {
                     if self.have < want {
                         return None;
                     }
-                    let len = u32::from_be_bytes([self.hdr[1], self.hdr[2], self.hdr[3], self.hdr[4]])
-                        as usize;
+                    let len =
+                        u32::from_be_bytes([self.hdr[1], self.hdr[2], self.hdr[3], self.hdr[4]])
+                            as usize;
                     if self.hdr[0] != b'R' {
                         // An error, a notice, a protocol negotiation: authentication is
                         // decided without a password request we could still stop.
@@ -152,7 +153,8 @@ impl PlainAuthWatch {
                         self.state = State::Done;
                         return None;
                     }
-                    let code = u32::from_be_bytes([self.hdr[5], self.hdr[6], self.hdr[7], self.hdr[8]]);
+                    let code =
+                        u32::from_be_bytes([self.hdr[5], self.hdr[6], self.hdr[7], self.hdr[8]]);
                     self.have = 0;
                     match code {
                         0 => {
@@ -211,8 +213,14 @@ mod tests {
     #[test]
     fn cleartext_and_md5_asks_are_caught_however_split() {
         for step in 1..12 {
-            assert_eq!(run(&startup(), &auth(3, &[]), step).0, Some(PlainAsk::Cleartext));
-            assert_eq!(run(&startup(), &auth(5, b"salt"), step).0, Some(PlainAsk::Md5));
+            assert_eq!(
+                run(&startup(), &auth(3, &[]), step).0,
+                Some(PlainAsk::Cleartext)
+            );
+            assert_eq!(
+                run(&startup(), &auth(5, b"salt"), step).0,
+                Some(PlainAsk::Md5)
+            );
             // After a refused TLS request too.
             let mut s = vec![b'N'];
             s.extend(auth(3, &[]));

@@ -4,15 +4,23 @@
 //! Must never: build SQL from names without quoting them, or accept a table whose updates
 //! and deletes could not be applied downstream (no primary key).
 
+use super::transport::{self, Guarded, PgTls};
 use super::{PgError, PgParams, SESSION_SETTINGS};
+use crate::clients::tls::TlsInfo;
+use crate::config::{ChannelBinding, SslMode};
 use crate::protocol::pgoutput::{parse_lsn, Cell, Lsn};
 use crate::protocol::schema::{pg_ident, Column, PgType, TableSchema};
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 /// Opens an ordinary SQL connection with the session settings that fix value formats.
 pub async fn connect(p: &PgParams) -> Result<Client, PgError> {
+    Ok(connect_described(p).await?.0)
+}
+
+/// As [`connect`], with what the TLS handshake told (`None` without TLS).
+pub async fn connect_described(p: &PgParams) -> Result<(Client, Option<TlsInfo>), PgError> {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(&p.host)
         .port(p.port)
@@ -20,20 +28,69 @@ pub async fn connect(p: &PgParams) -> Result<Client, PgError> {
         .password(p.password.expose())
         .dbname(&p.database)
         .connect_timeout(p.connect_timeout)
-        .application_name("tributary");
+        .application_name("tributary")
+        .ssl_mode(match p.sslmode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        })
+        .channel_binding(match p.channel_binding {
+            ChannelBinding::Disable => tokio_postgres::config::ChannelBinding::Disable,
+            ChannelBinding::Prefer => tokio_postgres::config::ChannelBinding::Prefer,
+            ChannelBinding::Require => tokio_postgres::config::ChannelBinding::Require,
+        });
     let options: Vec<String> = SESSION_SETTINGS
         .iter()
         .filter(|(k, _)| *k != "application_name" && *k != "client_encoding")
         .map(|(k, v)| format!("-c {}={}", k, v.replace(' ', "\\ ")))
         .collect();
     cfg.options(options.join(" "));
-    let (client, conn) = cfg.connect(NoTls).await.map_err(|e| classify(p, e))?;
+    let tls = PgTls::new(p)?;
+    let info = tls.info.clone();
+    let opened = async {
+        let stream = Guarded::new(transport::tcp(p).await?, p.allow_insecure_password);
+        let refused = stream.refused.clone();
+        cfg.connect_raw(stream, tls).await.map_err(|e| {
+            if let Some(ask) = refused.lock().ok().and_then(|r| *r) {
+                return PgError::InsecurePassword {
+                    addr: p.addr(),
+                    method: ask.name(),
+                };
+            }
+            if let Some(r) = crate::clients::tls::rustls_cause(&e) {
+                if crate::clients::tls::is_refusal(r) {
+                    return PgError::Tls {
+                        addr: p.addr(),
+                        message: crate::clients::tls::explain(&p.host, r),
+                    };
+                }
+            }
+            // tokio-postgres's words when the server answers `N` and TLS is required.
+            if e.to_string().contains("does not support TLS") {
+                return PgError::Tls {
+                    addr: p.addr(),
+                    message: format!(
+                        "the server does not accept TLS, and sslmode = {:?} requires it",
+                        p.sslmode
+                    ),
+                };
+            }
+            classify(p, e)
+        })
+    };
+    let (client, conn) = tokio::time::timeout(p.connect_timeout, opened)
+        .await
+        .map_err(|_| PgError::ConnectTimeout {
+            addr: p.addr(),
+            after: p.connect_timeout,
+        })??;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "postgres connection ended");
         }
     });
-    Ok(client)
+    let info = info.lock().ok().and_then(|mut i| i.take());
+    Ok((client, info))
 }
 
 fn classify(p: &PgParams, e: tokio_postgres::Error) -> PgError {

@@ -1,11 +1,14 @@
-//! Everything that talks to PostgreSQL: the replication-protocol connection (walsender),
+//! Everything that talks to PostgreSQL: the byte stream under every connection (TCP, then
+//! TLS as `sslmode` says: `transport.rs`), the replication-protocol connection (walsender),
 //! the catalog and snapshot queries (tokio-postgres), and their errors. Sinks never see any
 //! of it: they receive [`crate::protocol::schema`] types and rows.
 
 pub mod catalog;
 pub mod replication;
+pub mod transport;
 
-use crate::config::{PostgresConfig, Secret};
+use crate::clients::tls::{TlsSettings, Verify};
+use crate::config::{ChannelBinding, PostgresConfig, Secret, SslMode};
 use crate::runtime::fault::ErrorClass;
 use std::time::Duration;
 
@@ -37,6 +40,14 @@ pub enum PgError {
     /// The client library could not reach the server or lost the connection.
     #[error("PostgreSQL at {addr}: {message}")]
     Unavailable { addr: String, message: String },
+    /// TLS could not be set up or was refused: a certificate file, the server's certificate,
+    /// a server without TLS where `sslmode` requires it. The same would happen again.
+    #[error("PostgreSQL at {addr}: {message}")]
+    Tls { addr: String, message: String },
+    /// The server asked for a password in a form a listener could use, over a connection
+    /// without TLS; it was not sent.
+    #[error("PostgreSQL at {addr}: the server asks for the password in {method} form over a connection without TLS; it was not sent (anyone on the path could read it): set sslmode = \"require\" or stronger (or allow_insecure_password = true on a trusted network)")]
+    InsecurePassword { addr: String, method: &'static str },
 }
 
 impl PgError {
@@ -86,7 +97,9 @@ impl PgError {
     pub fn class(&self) -> ErrorClass {
         match self {
             _ if self.is_outage() => ErrorClass::Outage,
-            PgError::Auth { .. } => ErrorClass::Permanent,
+            PgError::Auth { .. } | PgError::Tls { .. } | PgError::InsecurePassword { .. } => {
+                ErrorClass::Permanent
+            }
             PgError::Server { message, .. } | PgError::Client { message, .. }
                 if sqlstate(message).is_some_and(|c| c.starts_with("28")) =>
             {
@@ -126,27 +139,68 @@ fn has_io_source(e: &tokio_postgres::Error) -> bool {
 /// Connection parameters shared by both kinds of connection.
 #[derive(Clone)]
 pub struct PgParams {
+    /// The server's name: verified in its certificate and sent as SNI.
     pub host: String,
+    /// Where to connect instead of resolving `host` (libpq's `hostaddr`).
+    pub hostaddr: Option<String>,
     pub port: u16,
     pub user: String,
     pub password: Secret,
     pub database: String,
     pub connect_timeout: Duration,
+    pub sslmode: SslMode,
+    pub sslrootcert: Option<std::path::PathBuf>,
+    pub sslcert: Option<std::path::PathBuf>,
+    pub sslkey: Option<std::path::PathBuf>,
+    pub channel_binding: ChannelBinding,
+    pub allow_insecure_password: bool,
 }
 
 impl PgParams {
     pub fn from_config(c: &PostgresConfig) -> Self {
         PgParams {
             host: c.host.clone(),
+            hostaddr: c.hostaddr.clone(),
             port: c.port,
             user: c.user.clone(),
             password: c.password.clone(),
             database: c.database.clone(),
             connect_timeout: c.status_interval.0.max(c.connect_timeout.0),
+            sslmode: c.sslmode,
+            sslrootcert: c.sslrootcert.clone(),
+            sslcert: c.sslcert.clone(),
+            sslkey: c.sslkey.clone(),
+            channel_binding: c.channel_binding,
+            allow_insecure_password: c.allow_insecure_password,
         }
     }
+
+    /// `host:port` (and the address connected to, when `hostaddr` is set): names the server
+    /// in every message, never with credentials.
     pub fn addr(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+        match &self.hostaddr {
+            Some(a) => format!("{}:{} ({a})", self.host, self.port),
+            None => format!("{}:{}", self.host, self.port),
+        }
+    }
+
+    /// What TLS checks, by libpq's rules: `prefer` and `require` encrypt without verifying,
+    /// except that `require` with a root certificate file verifies the chain (as libpq does);
+    /// `verify-ca` the chain; `verify-full` the chain and the host name. `None`: no TLS.
+    pub fn tls_settings(&self) -> Option<TlsSettings> {
+        let verify = match self.sslmode {
+            SslMode::Disable => return None,
+            SslMode::Prefer => Verify::Nothing,
+            SslMode::Require if self.sslrootcert.is_some() => Verify::Chain,
+            SslMode::Require => Verify::Nothing,
+            SslMode::VerifyCa => Verify::Chain,
+            SslMode::VerifyFull => Verify::Full,
+        };
+        Some(TlsSettings {
+            verify,
+            roots: self.sslrootcert.clone(),
+            client_cert: self.sslcert.clone().zip(self.sslkey.clone()),
+        })
     }
 }
 

@@ -1,5 +1,7 @@
 //! A walsender connection (`replication=database`) spoken directly on the wire with
-//! postgres-protocol: startup and authentication (cleartext, MD5, SCRAM-SHA-256), simple
+//! postgres-protocol, over the stream of `transport.rs` (TCP or TLS): startup and
+//! authentication (cleartext and MD5 only over TLS unless allowed; SCRAM-SHA-256, and
+//! SCRAM-SHA-256-PLUS with channel binding to the server's certificate over TLS), simple
 //! queries (CREATE_REPLICATION_SLOT ... EXPORT_SNAPSHOT, IDENTIFY_SYSTEM), then
 //! START_REPLICATION and the CopyBoth stream.
 //!
@@ -8,25 +10,32 @@
 //! pgoutput message. The write half is shared so that status updates go out while the
 //! reader is held back by backpressure.
 //!
-//! Must never: log or return the password, or report a flush position it was not given.
+//! Must never: log or return the password, send it in cleartext or MD5 form without TLS
+//! unless `allow_insecure_password` says so, accept a login without channel binding when
+//! `channel_binding = require`, or report a flush position it was not given.
 
+use super::transport::{self, PgStream};
 use super::{PgError, PgParams, SESSION_SETTINGS};
+use crate::clients::tls::TlsInfo;
+use crate::config::ChannelBinding as Binding;
 use crate::protocol::pgoutput::{encode_standby_status, fmt_lsn, Lsn};
 use bytes::{Bytes, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::{backend::Message, frontend};
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::Mutex;
 
 const READ_CHUNK: usize = 256 * 1024;
 
 pub struct ReplicationConn {
     addr: String,
-    stream: TcpStream,
+    stream: PgStream,
     buf: BytesMut,
+    /// What the TLS handshake told; `None` without TLS.
+    pub tls: Option<TlsInfo>,
+    /// How the server authenticated us (`SCRAM-SHA-256-PLUS`, `trust`, ...).
+    pub auth: &'static str,
 }
 
 /// Result rows of a simple query, as text.
@@ -35,24 +44,18 @@ pub type TextRows = Vec<Vec<Option<String>>>;
 impl ReplicationConn {
     pub async fn connect(p: &PgParams) -> Result<Self, PgError> {
         let addr = p.addr();
-        let stream = tokio::time::timeout(
-            p.connect_timeout,
-            TcpStream::connect((p.host.as_str(), p.port)),
-        )
-        .await
-        .map_err(|_| PgError::ConnectTimeout {
-            addr: addr.clone(),
-            after: p.connect_timeout,
-        })?
-        .map_err(|source| PgError::Connect {
-            addr: addr.clone(),
-            source,
-        })?;
-        stream.set_nodelay(true).ok();
+        let (stream, tls) = tokio::time::timeout(p.connect_timeout, transport::open(p))
+            .await
+            .map_err(|_| PgError::ConnectTimeout {
+                addr: addr.clone(),
+                after: p.connect_timeout,
+            })??;
         let mut conn = ReplicationConn {
             addr,
             stream,
             buf: BytesMut::with_capacity(READ_CHUNK),
+            tls,
+            auth: "trust",
         };
         tokio::time::timeout(p.connect_timeout, conn.startup(p))
             .await
@@ -75,16 +78,44 @@ impl ReplicationConn {
             .map_err(|e| self.proto(e.to_string()))?;
         self.write(&out).await?;
         let mut scram: Option<ScramSha256> = None;
+        let addr = self.addr.clone();
+        let insecure = |method| PgError::InsecurePassword {
+            addr: addr.clone(),
+            method,
+        };
+        // Channel binding to the server's certificate, when TLS is on and it has a hash.
+        let end_point = match p.channel_binding {
+            Binding::Disable => None,
+            _ => self.tls.as_ref().and_then(|t| t.server_end_point()),
+        };
         loop {
             match self.read_message().await? {
-                Message::AuthenticationOk => {}
+                Message::AuthenticationOk => {
+                    if p.channel_binding == Binding::Require && self.auth != "SCRAM-SHA-256-PLUS" {
+                        return Err(PgError::Auth {
+                            addr: self.addr.clone(),
+                            message: format!(
+                                "channel_binding = require, but the server authenticated us by {} (no channel binding)",
+                                self.auth
+                            ),
+                        });
+                    }
+                }
                 Message::AuthenticationCleartextPassword => {
+                    if self.tls.is_none() && !p.allow_insecure_password {
+                        return Err(insecure("cleartext"));
+                    }
+                    self.auth = "password";
                     let mut out = BytesMut::new();
                     frontend::password_message(p.password.expose().as_bytes(), &mut out)
                         .map_err(|e| self.proto(e.to_string()))?;
                     self.write(&out).await?;
                 }
                 Message::AuthenticationMd5Password(body) => {
+                    if self.tls.is_none() && !p.allow_insecure_password {
+                        return Err(insecure("MD5"));
+                    }
+                    self.auth = "md5";
                     let hash = postgres_protocol::authentication::md5_hash(
                         p.user.as_bytes(),
                         p.password.expose().as_bytes(),
@@ -97,23 +128,47 @@ impl ReplicationConn {
                 }
                 Message::AuthenticationSasl(body) => {
                     let mut mechs = body.mechanisms();
-                    let mut has_scram = false;
+                    let (mut has_scram, mut has_plus) = (false, false);
                     while let Ok(Some(m)) = fallible_next(&mut mechs) {
                         has_scram |= m == "SCRAM-SHA-256";
+                        has_plus |= m == "SCRAM-SHA-256-PLUS";
                     }
-                    if !has_scram {
-                        return Err(PgError::Auth {
-                            addr: self.addr.clone(),
-                            message: "server offers no SASL mechanism we support (SCRAM-SHA-256)"
-                                .into(),
-                        });
-                    }
-                    let s = ScramSha256::new(
-                        p.password.expose().as_bytes(),
-                        ChannelBinding::unsupported(),
-                    );
+                    let (mechanism, binding) = match (&end_point, has_plus) {
+                        (Some(h), true) => (
+                            "SCRAM-SHA-256-PLUS",
+                            ChannelBinding::tls_server_end_point(h.clone()),
+                        ),
+                        _ if p.channel_binding == Binding::Require => {
+                            return Err(PgError::Auth {
+                                addr: self.addr.clone(),
+                                message: if self.tls.is_none() {
+                                    "channel_binding = require needs TLS".into()
+                                } else if !has_plus {
+                                    "channel_binding = require, but the server does not offer SCRAM-SHA-256-PLUS".into()
+                                } else {
+                                    "channel_binding = require, but the server's certificate has no usable hash (Ed25519?)".into()
+                                },
+                            })
+                        }
+                        // "y": we could bind but the server (or the certificate) cannot; "n":
+                        // no TLS. SCRAM then detects a server that hid the PLUS mechanism.
+                        _ if has_scram && self.tls.is_some() && end_point.is_some() => {
+                            ("SCRAM-SHA-256", ChannelBinding::unrequested())
+                        }
+                        _ if has_scram => ("SCRAM-SHA-256", ChannelBinding::unsupported()),
+                        _ => {
+                            return Err(PgError::Auth {
+                                addr: self.addr.clone(),
+                                message:
+                                    "server offers no SASL mechanism we support (SCRAM-SHA-256)"
+                                        .into(),
+                            })
+                        }
+                    };
+                    self.auth = mechanism;
+                    let s = ScramSha256::new(p.password.expose().as_bytes(), binding);
                     let mut out = BytesMut::new();
-                    frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)
+                    frontend::sasl_initial_response(mechanism, s.message(), &mut out)
                         .map_err(|e| self.proto(e.to_string()))?;
                     self.write(&out).await?;
                     scram = Some(s);
@@ -163,6 +218,14 @@ impl ReplicationConn {
                 _ => return Err(self.proto("unexpected message during startup".into())),
             }
         }
+    }
+
+    /// Ends the session politely (Terminate), for connections that never stream.
+    pub async fn close(mut self) {
+        let mut out = BytesMut::new();
+        frontend::terminate(&mut out);
+        let _ = self.stream.write_all(&out).await;
+        let _ = self.stream.shutdown().await;
     }
 
     /// Runs one statement with the simple query protocol and returns its rows as text.
@@ -239,7 +302,7 @@ impl ReplicationConn {
                 _ => return Err(self.proto("unexpected reply to START_REPLICATION".into())),
             }
         }
-        let (rd, wr) = self.stream.into_split();
+        let (rd, wr) = tokio::io::split(self.stream);
         Ok((
             ReplicationReader {
                 addr: self.addr.clone(),
@@ -325,7 +388,7 @@ fn frame_len(buf: &[u8]) -> Option<usize> {
 /// The read half of a replication stream.
 pub struct ReplicationReader {
     addr: String,
-    rd: OwnedReadHalf,
+    rd: ReadHalf<PgStream>,
     buf: BytesMut,
 }
 
@@ -384,7 +447,7 @@ impl ReplicationReader {
 #[derive(Clone)]
 pub struct ReplicationWriter {
     addr: String,
-    wr: Arc<Mutex<OwnedWriteHalf>>,
+    wr: Arc<Mutex<WriteHalf<PgStream>>>,
 }
 
 impl ReplicationWriter {

@@ -1,0 +1,373 @@
+//! TLS against the real servers, with certificates made at test time by scripts/services.sh
+//! (a CA, a server certificate for 127.0.0.1 and localhost, a client certificate for the
+//! `tributary_cert` user, an unrelated CA): CDC with `verify-full` for a client-certificate
+//! user and a SCRAM user (with channel binding), ClickHouse 18.16 over HTTPS with our CA for
+//! the CDC and sentiment sinks, every refusal named and final, passwords never sent in the
+//! clear, and the chaos proxies carrying TLS unchanged.
+
+use crate::common::*;
+use std::path::PathBuf;
+use std::time::Duration;
+use tributary::clients::clickhouse::ChClient;
+use tributary::clients::postgres::replication::ReplicationConn;
+use tributary::clients::postgres::{catalog, PgError, PgParams};
+use tributary::config::{Config, SslMode};
+use tributary::runtime::fault::ErrorClass;
+use tributary_testkit::proxy;
+
+const T: Duration = Duration::from_secs(60);
+
+fn tls_file(name: &str) -> PathBuf {
+    PathBuf::from(var("TRIBUTARY_TEST_TLS_DIR")).join(name)
+}
+
+/// A CDC config for `w` whose Postgres is reached as `user` with `sslmode`, trusting the
+/// test CA, and whose ClickHouse is 18.16 over HTTPS with the test CA.
+fn tls_config(w: &World, tables: &[&str], user: &str, sslmode: SslMode) -> Config {
+    let mut cfg = w.config(tables);
+    let p = &mut cfg.pipelines[0];
+    let pg = p.postgres.as_mut().unwrap();
+    pg.user = user.into();
+    pg.sslmode = sslmode;
+    pg.sslrootcert = Some(tls_file("ca.pem"));
+    if user == "tributary_cert" {
+        pg.password = Default::default();
+        pg.sslcert = Some(tls_file("client.pem"));
+        pg.sslkey = Some(tls_file("client.key"));
+    }
+    p.clickhouse.url = var("TRIBUTARY_TEST_CH18_HTTPS_URL");
+    p.clickhouse.ca_cert = Some(tls_file("ca.pem"));
+    cfg.validate_for_tests().expect("a valid TLS config");
+    cfg
+}
+
+fn params(cfg: &Config) -> PgParams {
+    PgParams::from_config(cfg.pipelines[0].postgres.as_ref().unwrap())
+}
+
+/// The TLS of the walsender serving `slot` (as the server sees it): (ssl, version).
+async fn server_side_tls(c: &tokio_postgres::Client, slot: &str) -> (bool, String) {
+    let r = c
+        .query_one(
+            "SELECT s.ssl, coalesce(s.version, '') FROM pg_stat_ssl s \
+             JOIN pg_replication_slots r ON r.active_pid = s.pid WHERE r.slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+/// Snapshot and stream over TLS on both sides: 200 rows copied, then inserts, updates and
+/// deletes streamed; ClickHouse FINAL equals Postgres; the server saw TLS 1.3.
+async fn replicate_over_tls(user: &str) {
+    let w = World::new(Target::Ch18).await;
+    let c = pg().await;
+    let t = unique("tls");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, v text, n numeric);
+         INSERT INTO {t} SELECT g, 'v' || g, g * 1.5 FROM generate_series(1, 200) g;"
+    ))
+    .await
+    .unwrap();
+    let cfg = tls_config(&w, &[&format!("public.{t}")], user, SslMode::VerifyFull);
+    let run = Running::start(&cfg).await;
+    converge(&w, &c, &t, &t, "id, v, n", "id", T).await;
+    wait_streaming(&c, &w.slot).await;
+    c.batch_execute(&format!(
+        "INSERT INTO {t} SELECT g, 'late' || g, g FROM generate_series(201, 300) g;
+         UPDATE {t} SET v = 'upd' WHERE id % 7 = 0; DELETE FROM {t} WHERE id % 11 = 0;"
+    ))
+    .await
+    .unwrap();
+    converge(&w, &c, &t, &t, "id, v, n", "id", T).await;
+    let (ssl, version) = server_side_tls(&c, &w.slot).await;
+    assert!(ssl, "the walsender's connection is TLS");
+    assert_eq!(version, "TLSv1.3");
+    run.stop().await;
+    w.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdc_over_verify_full_with_a_client_certificate() {
+    replicate_over_tls("tributary_cert").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdc_over_verify_full_with_scram() {
+    replicate_over_tls("tributary_tls").await;
+}
+
+/// `tributary check` tells, per connection, the TLS version, the server's certificate and
+/// its expiry, whether it was verified, and how we logged in (SCRAM with channel binding).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_describes_each_connection() {
+    let w = World::new(Target::Ch18).await;
+    let c = pg().await;
+    let t = unique("tlscheck");
+    c.batch_execute(&format!("CREATE TABLE {t} (id int PRIMARY KEY)"))
+        .await
+        .unwrap();
+    let cfg = tls_config(
+        &w,
+        &[&format!("public.{t}")],
+        "tributary_tls",
+        SslMode::VerifyFull,
+    );
+    let out = tributary::check::run(&cfg).await.expect("check passes");
+    for needle in [
+        "catalog connection: tls: TLS 1.3",
+        "replication connection: tls: TLS 1.3",
+        "certificate CN=localhost, expires 20",
+        "verified: chain and host name",
+        "authenticated by SCRAM-SHA-256-PLUS",
+    ] {
+        assert!(out.contains(needle), "`{needle}` in:\n{out}");
+    }
+    // The ClickHouse line says the same of HTTPS.
+    let ch_line = out
+        .lines()
+        .skip_while(|l| !l.contains("clickhouse https://"))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        ch_line.contains("tls: TLS 1.3") && ch_line.contains("verified: chain and host name"),
+        "{out}"
+    );
+    // verify-ca: the chain only; require: nothing.
+    let mut ca = cfg.clone();
+    ca.pipelines[0].postgres.as_mut().unwrap().sslmode = SslMode::VerifyCa;
+    let out = tributary::check::run(&ca).await.unwrap();
+    assert!(out.contains("verified: chain (not the host name)"), "{out}");
+    let mut req = cfg.clone();
+    let pg = req.pipelines[0].postgres.as_mut().unwrap();
+    pg.sslmode = SslMode::Require;
+    pg.sslrootcert = None;
+    let out = tributary::check::run(&req).await.unwrap();
+    assert!(
+        out.contains("tls: TLS 1.3") && out.contains("not verified"),
+        "{out}"
+    );
+    w.teardown().await;
+}
+
+/// What the error of a connection attempt says, both kinds of connection (catalog first).
+async fn both_refuse(p: &PgParams) -> (PgError, PgError) {
+    let a = catalog::connect(p)
+        .await
+        .expect_err("the catalog connection is refused");
+    let b = ReplicationConn::connect(p)
+        .await
+        .err()
+        .expect("the replication connection is refused");
+    (a, b)
+}
+
+/// A wrong CA, a wrong host name and `sslmode = disable` against a TLS-only user each fail
+/// with an error that names the server and the cause, classed permanent (no restart loop);
+/// a pipeline with a wrong CA stops at once with that one error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_refusals_are_named_and_final() {
+    let w = World::new(Target::Ch18).await;
+    let t = unique("tlsbad");
+    pg().await
+        .batch_execute(&format!("CREATE TABLE {t} (id int PRIMARY KEY)"))
+        .await
+        .unwrap();
+    let good = tls_config(
+        &w,
+        &[&format!("public.{t}")],
+        "tributary_tls",
+        SslMode::VerifyFull,
+    );
+
+    let mut wrong_ca = params(&good);
+    wrong_ca.sslrootcert = Some(tls_file("other-ca.pem"));
+    for e in <[PgError; 2]>::from(both_refuse(&wrong_ca).await) {
+        let m = e.to_string();
+        assert!(
+            m.contains("127.0.0.1") && m.contains("unknown issuer"),
+            "{m}"
+        );
+        assert_eq!(e.class(), ErrorClass::Permanent, "{m}");
+    }
+
+    let mut wrong_name = params(&good);
+    wrong_name.host = "db.wrong.example".into();
+    wrong_name.hostaddr = Some("127.0.0.1".into());
+    for e in <[PgError; 2]>::from(both_refuse(&wrong_name).await) {
+        let m = e.to_string();
+        assert!(
+            m.contains("db.wrong.example") && m.contains("name mismatch"),
+            "{m}"
+        );
+        assert_eq!(e.class(), ErrorClass::Permanent, "{m}");
+    }
+    // verify-ca accepts the same certificate under another name.
+    wrong_name.sslmode = SslMode::VerifyCa;
+    catalog::connect(&wrong_name)
+        .await
+        .expect("verify-ca ignores the name");
+
+    let mut plain = params(&good);
+    plain.sslmode = SslMode::Disable;
+    for e in <[PgError; 2]>::from(both_refuse(&plain).await) {
+        let m = e.to_string();
+        assert!(
+            m.contains("no encryption") && m.contains("127.0.0.1"),
+            "{m}"
+        );
+        assert_eq!(e.class(), ErrorClass::Permanent, "{m}");
+    }
+
+    // A wrong CA for ClickHouse: named, permanent.
+    let mut ch = good.pipelines[0].clickhouse.clone();
+    ch.ca_cert = Some(tls_file("other-ca.pem"));
+    let e = ChClient::connect(&ch).await.err().expect("refused");
+    let m = e.to_string();
+    assert!(
+        m.contains("127.0.0.1") && m.contains("unknown issuer"),
+        "{m}"
+    );
+    assert_eq!(e.class(), ErrorClass::Permanent, "{m}");
+
+    // The whole pipeline with a wrong Postgres CA: one error, no restart.
+    let mut cfg = good.clone();
+    cfg.pipelines[0].postgres.as_mut().unwrap().sslrootcert = Some(tls_file("other-ca.pem"));
+    cfg.supervision.max_restarts = 50;
+    let run = Running::start(&cfg).await;
+    tokio::time::timeout(Duration::from_secs(30), run.handle)
+        .await
+        .expect("the pipeline stops at once")
+        .unwrap();
+    let actors = run.registry.actors();
+    let err = actors[&format!("root/{}", run.pipeline)]
+        .last_error
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        err.contains("a restart cannot cure") && err.contains("unknown issuer"),
+        "{err}"
+    );
+    let restarts: u64 = actors.values().map(|a| a.restarts).sum();
+    assert_eq!(restarts, 0, "no restart loop: {actors:?}");
+    w.teardown().await;
+}
+
+/// A server that asks for a cleartext (or MD5) password over plain TCP does not get it, on
+/// either kind of connection; it does over TLS, or when the config allows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_are_not_sent_in_the_clear() {
+    let w = World::new(Target::Ch18).await;
+    let good = tls_config(&w, &[], "tributary_clear", SslMode::Require);
+    for (user, method) in [("tributary_clear", "cleartext"), ("tributary_md5", "MD5")] {
+        let mut p = params(&good);
+        p.user = user.into();
+        p.password = tributary::config::Secret::new("tributary");
+        p.sslmode = SslMode::Disable;
+        for e in <[PgError; 2]>::from(both_refuse(&p).await) {
+            let m = e.to_string();
+            assert!(
+                matches!(e, PgError::InsecurePassword { .. })
+                    && m.contains(method)
+                    && m.contains("not sent"),
+                "{m}"
+            );
+            assert_eq!(e.class(), ErrorClass::Permanent);
+            assert!(!m.contains("tributary\""), "{m}");
+        }
+        // Over TLS the same server gets it.
+        p.sslmode = SslMode::Require;
+        catalog::connect(&p).await.expect("over TLS");
+        let r = ReplicationConn::connect(&p).await.expect("over TLS");
+        assert!(r.tls.is_some());
+        r.close().await;
+        // Without TLS, only when allowed.
+        p.sslmode = SslMode::Disable;
+        p.allow_insecure_password = true;
+        catalog::connect(&p).await.expect("allowed");
+        let r = ReplicationConn::connect(&p).await.expect("allowed");
+        assert!(r.tls.is_none());
+        r.close().await;
+    }
+    // SCRAM over plain TCP is fine: nothing a listener can use.
+    let mut p = params(&good);
+    p.user = var("TRIBUTARY_TEST_PG_USER");
+    p.password = tributary::config::Secret::new(var("TRIBUTARY_TEST_PG_PASSWORD"));
+    p.sslmode = SslMode::Disable;
+    catalog::connect(&p).await.expect("scram without TLS");
+    let _ = w;
+}
+
+/// The sentiment sink writes over HTTPS with the test CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentiment_sink_over_https() {
+    let w = World::new(Target::Ch18).await;
+    let llm = tributary_testkit::fake_llm::FakeLlm::start(Default::default()).await;
+    let mut cfg = sentiment_config(&w, "http://127.0.0.1:9", &llm.url(), "openai", "fake");
+    let fixture = repo().join("tests/fixtures/statuses.jsonl");
+    let want: std::collections::BTreeSet<String> = std::fs::read_to_string(&fixture)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|s| s["reblog"].is_null())
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    use_replay(&mut cfg, fixture);
+    cfg.pipelines[0].clickhouse.url = var("TRIBUTARY_TEST_CH18_HTTPS_URL");
+    cfg.pipelines[0].clickhouse.ca_cert = Some(tls_file("ca.pem"));
+    let run = Running::start(&cfg).await;
+    eventually(T, "every post over HTTPS", || async {
+        let got: std::collections::BTreeSet<String> =
+            sentiment_rows(&w).await?.into_iter().map(|r| r.0).collect();
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("{} of {} rows", got.len(), want.len()))
+        }
+    })
+    .await;
+    run.stop().await;
+}
+
+/// The chaos proxies carry TLS unchanged: a pipeline through proxies on both sides with
+/// verify-full converges, keeps converging after every connection is cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_carry_tls() {
+    let w = World::new(Target::Ch18).await;
+    let pg_proxy =
+        proxy::Proxy::start(&format!("127.0.0.1:{}", var("TRIBUTARY_TEST_PG_PORT"))).await;
+    let ch_proxy =
+        proxy::Proxy::start(var("TRIBUTARY_TEST_CH18_HTTPS_URL").trim_start_matches("https://"))
+            .await;
+    let c = pg().await;
+    let t = unique("tlsproxy");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, v text);
+         INSERT INTO {t} SELECT g, 'v' || g FROM generate_series(1, 100) g;"
+    ))
+    .await
+    .unwrap();
+    let mut cfg = tls_config(
+        &w,
+        &[&format!("public.{t}")],
+        "tributary_cert",
+        SslMode::VerifyFull,
+    );
+    cfg.pipelines[0].postgres.as_mut().unwrap().port = pg_proxy.port;
+    cfg.pipelines[0].clickhouse.url = format!("https://{}", ch_proxy.addr());
+    let run = Running::start(&cfg).await;
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    wait_streaming(&c, &w.slot).await;
+    pg_proxy.cut_all();
+    ch_proxy.cut_all();
+    c.batch_execute(&format!(
+        "INSERT INTO {t} SELECT g, 'after' || g FROM generate_series(101, 200) g; UPDATE {t} SET v = 'u' WHERE id < 10"
+    ))
+    .await
+    .unwrap();
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    assert!(pg_proxy.accepted() >= 2 && ch_proxy.accepted() >= 1);
+    run.stop().await;
+    w.teardown().await;
+}
