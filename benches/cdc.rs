@@ -617,8 +617,8 @@ async fn pipeline(
                 replaced = true;
                 format!("tables = [\"public.{t}\"]")
             } else if tls && l.trim() == "[pipeline.postgres]" {
-                // The test CA, the SCRAM user that may only come in over TLS.
-                format!("{l}\nsslmode = \"verify-full\"\nsslrootcert = \"{ca}\"")
+                // The test CA (sslmode comes from PGSSLMODE below).
+                format!("{l}\nsslrootcert = \"{ca}\"")
             } else if tls && l.trim() == "[pipeline.clickhouse]" {
                 format!("{l}\nca_cert = \"{ca}\"")
             } else {
@@ -644,6 +644,11 @@ async fn pipeline(
             },
         ),
         ("PGPASSWORD", pg.password.clone()),
+        // The plain run is plain: the test server offers TLS, which `prefer` would take.
+        (
+            "PGSSLMODE",
+            if tls { "verify-full" } else { "disable" }.to_string(),
+        ),
         ("PGDATABASE", pg.database.clone()),
         ("TRIBUTARY_SLOT", slot.clone()),
         ("TRIBUTARY_PUBLICATION", publication.clone()),

@@ -192,6 +192,14 @@ async fn tls_refusals_are_named_and_final() {
         assert_eq!(e.class(), ErrorClass::Permanent, "{m}");
     }
 
+    // No sslrootcert: the system's roots, which do not hold the test CA.
+    let mut system = params(&good);
+    system.sslrootcert = None;
+    for e in <[PgError; 2]>::from(both_refuse(&system).await) {
+        let m = e.to_string();
+        assert!(m.contains("unknown issuer"), "{m}");
+    }
+
     let mut wrong_name = params(&good);
     wrong_name.host = "db.wrong.example".into();
     wrong_name.hostaddr = Some("127.0.0.1".into());
@@ -370,4 +378,211 @@ async fn proxies_carry_tls() {
     assert!(pg_proxy.accepted() >= 2 && ch_proxy.accepted() >= 1);
     run.stop().await;
     w.teardown().await;
+}
+
+/// `channel_binding = require`: a SCRAM login over TLS binds (both connections); a login
+/// that cannot bind (a client certificate, SCRAM without TLS) is refused by both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_binding_required() {
+    use tributary::config::ChannelBinding;
+    let w = World::new(Target::Ch18).await;
+    let good = tls_config(&w, &[], "tributary_tls", SslMode::VerifyFull);
+    let mut p = params(&good);
+    p.channel_binding = ChannelBinding::Require;
+    catalog::connect(&p).await.expect("SCRAM-PLUS over TLS");
+    let r = ReplicationConn::connect(&p)
+        .await
+        .expect("SCRAM-PLUS over TLS");
+    assert_eq!(r.auth, "SCRAM-SHA-256-PLUS");
+    r.close().await;
+
+    let mut cert = params(&tls_config(&w, &[], "tributary_cert", SslMode::VerifyFull));
+    cert.channel_binding = ChannelBinding::Require;
+    let (a, b) = both_refuse(&cert).await;
+    assert!(a.to_string().contains("channel binding"), "{a}");
+    assert!(
+        b.to_string().contains("channel binding") || b.to_string().contains("channel_binding"),
+        "{b}"
+    );
+
+    let mut plain = params(&good);
+    plain.user = var("TRIBUTARY_TEST_PG_USER");
+    plain.sslmode = SslMode::Disable;
+    plain.sslrootcert = None;
+    plain.channel_binding = ChannelBinding::Require;
+    let (a, b) = both_refuse(&plain).await;
+    assert!(a.to_string().contains("channel binding"), "{a}");
+    assert!(b.to_string().contains("needs TLS"), "{b}");
+}
+
+/// A console's connection string in `postgres.url` and the password in a file: loaded as
+/// a file is (`Config::load` reads the secret file), then `check` logs in with them over
+/// verify-full; a wrong password in the file is refused without showing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_and_password_file() {
+    let w = World::new(Target::Ch18).await;
+    let t = unique("tlsurl");
+    pg().await
+        .batch_execute(&format!("CREATE TABLE {t} (id int PRIMARY KEY)"))
+        .await
+        .unwrap();
+    let dir = repo().join("target/test-configs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join(format!("{t}.password"));
+    let config = dir.join(format!("{t}.toml"));
+    let write = |password: &str| {
+        std::fs::write(&secret, format!("{password}\n")).unwrap();
+        std::fs::write(
+            &config,
+            format!(
+                r#"[http]
+listen = ""
+
+[[pipeline]]
+name = "{t}"
+
+[pipeline.postgres]
+url = "postgresql://tributary_tls@127.0.0.1:{port}/tributary?sslmode=verify-full&sslrootcert={ca}"
+password_file = "{secret}"
+publication = "{publication}"
+slot = "{slot}"
+tables = ["public.{t}"]
+
+[pipeline.clickhouse]
+url = "{https}"
+ca_cert = "{ca}"
+database = "{db}"
+"#,
+                port = var("TRIBUTARY_TEST_PG_PORT"),
+                ca = tls_file("ca.pem").display(),
+                secret = secret.display(),
+                publication = w.publication,
+                slot = w.slot,
+                https = var("TRIBUTARY_TEST_CH18_HTTPS_URL"),
+                db = w.database,
+            ),
+        )
+        .unwrap();
+        Config::load(&config).expect("the config loads")
+    };
+    let out = tributary::check::run(&write("tributary"))
+        .await
+        .expect("check passes");
+    assert!(
+        out.contains("authenticated by SCRAM-SHA-256-PLUS")
+            && out.contains("verified: chain and host name"),
+        "{out}"
+    );
+    let err = tributary::check::run(&write("wrong-Secret-42"))
+        .await
+        .expect_err("a wrong password is refused");
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(!err.contains("wrong-Secret-42"), "{err}");
+    let _ = std::fs::remove_file(&secret);
+    let _ = std::fs::remove_file(&config);
+}
+
+/// SNI: the name in `host` goes out in the ClientHello (providers such as Neon route by it),
+/// also when `hostaddr` says where to connect. A listener that speaks the start of the
+/// PostgreSQL protocol (accepts the SSLRequest) reads what the real client sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_name_is_sent_as_sni() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut req = [0u8; 8];
+        s.read_exact(&mut req).await.unwrap();
+        assert_eq!(
+            req,
+            [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f],
+            "an SSLRequest first"
+        );
+        s.write_all(b"S").await.unwrap();
+        let mut hello = vec![0u8; 4096];
+        let n = s.read(&mut hello).await.unwrap();
+        hello.truncate(n);
+        hello
+    });
+    let w = World::new(Target::Ch18).await;
+    let mut p = params(&tls_config(&w, &[], "tributary_tls", SslMode::VerifyFull));
+    p.host = "ep-cool-name-123.eu-central-1.aws.neon.tech".into();
+    p.hostaddr = Some("127.0.0.1".into());
+    p.port = port;
+    p.connect_timeout = Duration::from_secs(2);
+    let _ = ReplicationConn::connect(&p).await; // the listener never completes the handshake
+    let hello = server.await.unwrap();
+    assert_eq!(hello.first(), Some(&0x16), "a TLS handshake record");
+    assert!(
+        hello.windows(p.host.len()).any(|x| x == p.host.as_bytes()),
+        "the ClientHello names the host"
+    );
+}
+
+/// A ClickHouse behind a TLS front that requires a client certificate of the test CA (as an
+/// nginx or a load balancer would): with `client_cert`/`client_key` the sink writes through it;
+/// without, the handshake is refused, and the error says so, permanently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_with_a_client_certificate() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    tributary::clients::tls::install_default_provider();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(tls_file("server.pem"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(tls_file("server.key")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(tls_file("ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder(roots.into())
+        .build()
+        .unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let upstream = Target::Ch18.url().trim_start_matches("http://").to_string();
+    let front = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut ch) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut ch).await;
+            });
+        }
+    });
+    let w = World::new(Target::Ch18).await;
+    let mut ch = w.config(&[]).pipelines[0].clickhouse.clone();
+    ch.url = format!("https://127.0.0.1:{port}");
+    ch.ca_cert = Some(tls_file("ca.pem"));
+    let e = ChClient::connect(&ch)
+        .await
+        .err()
+        .expect("no client certificate: refused");
+    assert_eq!(e.class(), ErrorClass::Permanent, "{e}");
+    assert!(e.to_string().contains("127.0.0.1"), "{e}");
+    ch.client_cert = Some(tls_file("client.pem"));
+    ch.client_key = Some(tls_file("client.key"));
+    let client = ChClient::connect(&ch)
+        .await
+        .expect("with the client certificate");
+    assert_eq!(
+        client.query_text("SELECT 40 + 2").await.unwrap().trim(),
+        "42"
+    );
+    front.abort();
 }
