@@ -7,7 +7,9 @@ use crate::clients::postgres::replication::ReplicationConn;
 use crate::clients::postgres::{catalog, PgParams};
 use crate::clients::tls::TlsInfo;
 use crate::config::{CdcPlan, CdcSource, PipelineConfig};
-use crate::protocol::chtypes::{create_table_sql, map_column, table_name};
+use crate::protocol::chtypes::{
+    create_table_sql, map_column, name_clash, reserved_column, table_name,
+};
 use crate::protocol::schema::split_table_name;
 use std::fmt::Write;
 
@@ -149,6 +151,38 @@ pub async fn check(
         }
         return Ok(out);
     };
+    // The clashes the sink would refuse at start, all named at once.
+    let names: Vec<String> = schemas
+        .iter()
+        .map(|s| table_name(&p.clickhouse.table_template, s))
+        .collect();
+    let mut clashes = Vec::new();
+    for (i, s) in schemas.iter().enumerate() {
+        if let Some(col) = reserved_column(s) {
+            clashes.push(format!(
+                "{}: column `{col}` has the name of a column tributary adds",
+                s.qualified()
+            ));
+        }
+        for j in i + 1..schemas.len() {
+            if let Some(why) = name_clash(&names[i], &names[j]) {
+                clashes.push(format!(
+                    "{} (`{}`) and {} (`{}`): {why}",
+                    s.qualified(),
+                    names[i],
+                    schemas[j].qualified(),
+                    names[j]
+                ));
+            }
+        }
+    }
+    if !clashes.is_empty() {
+        return Err(format!(
+            "pipeline `{}`: tables that cannot be replicated as named (use clickhouse.table_template, e.g. \"{{schema}}_{{table}}\", or rename):\n  {}",
+            p.name,
+            clashes.join("\n  ")
+        ));
+    }
     for s in &schemas {
         let cols: Vec<_> = s
             .columns

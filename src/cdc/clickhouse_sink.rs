@@ -44,6 +44,8 @@ pub struct SinkArgs {
 }
 
 struct TableState {
+    /// `schema.table` in Postgres.
+    pg_name: String,
     ch_name: String,
     cols: Vec<ChColumn>,
     /// Per-table counters (`schema.table` in the metrics).
@@ -513,6 +515,27 @@ impl SinkState {
         // Rows taken in so far were encoded for the previous column set.
         self.flush().await?;
         let name = table_name(&self.cfg.table_template, s);
+        if let Some(col) = reserved_column(s) {
+            return Err(SinkError::Schema(format!(
+                "{}: column `{col}` has the name of a column tributary adds to every ClickHouse table; rename it in Postgres",
+                s.qualified()
+            )));
+        }
+        for other in self
+            .tables
+            .iter()
+            .filter(|(r, _)| **r != s.rel_id)
+            .map(|(_, t)| t)
+        {
+            if let Some(why) = name_clash(&name, &other.ch_name) {
+                return Err(SinkError::Schema(format!(
+                    "{} (ClickHouse `{name}`) and {} (ClickHouse `{}`): {why}; give them distinct names with clickhouse.table_template (e.g. \"{{schema}}_{{table}}\")",
+                    s.qualified(),
+                    other.pg_name,
+                    other.ch_name
+                )));
+            }
+        }
         for c in cols.iter().filter(|c| c.note.is_some()) {
             tracing::warn!(table = %s.qualified(), column = %c.name, note = c.note.as_deref().unwrap_or(""), "type mapping fallback");
         }
@@ -526,6 +549,17 @@ impl SinkState {
                 self.recreate_view(&db, &name).await?;
             }
             Some(existing) => {
+                // Ours have both our columns; anything else was not created by us and is
+                // neither written to nor truncated.
+                let ours = [VERSION_COL, DELETED_COL]
+                    .iter()
+                    .all(|m| existing.iter().any(|(n, _)| n == m));
+                if !ours {
+                    return Err(SinkError::Schema(format!(
+                        "{}: ClickHouse `{db}`.`{name}` exists and is not a table tributary created (no `{VERSION_COL}`/`{DELETED_COL}` columns); choose another database or table_template",
+                        s.qualified()
+                    )));
+                }
                 let mut added = 0;
                 for c in &cols {
                     if !existing.iter().any(|(n, _)| n == &c.name) {
@@ -559,6 +593,7 @@ impl SinkState {
             TableState {
                 fence,
                 fence_logged: false,
+                pg_name: s.qualified(),
                 ch_name: name,
                 cols,
                 counters: self.counters.table(&s.qualified()),
@@ -573,6 +608,17 @@ impl SinkState {
 
     async fn recreate_view(&self, db: &str, name: &str) -> Result<(), SinkError> {
         // Views keep the column list they were created with: rebuild after schema changes.
+        // Only a view is dropped: a table of that name is someone's data (a replicated
+        // `<t>_live` beside `t` is refused before; this guards the rest).
+        let view = format!("{name}{LIVE_VIEW_SUFFIX}");
+        match self.ch.table_engine(&view).await? {
+            Some(engine) if engine != "View" => {
+                return Err(SinkError::Schema(format!(
+                    "ClickHouse `{db}`.`{view}` (the live view of `{name}`) exists as a {engine} table, not a view; it is left alone: rename it or choose another table_template"
+                )))
+            }
+            _ => {}
+        }
         let (drop, create) = live_view_sql(db, name);
         self.ch.execute(&drop).await?;
         self.ch.execute(&create).await?;
@@ -840,6 +886,10 @@ pub enum SinkError {
     },
     #[error("sink protocol: {0}")]
     Protocol(String),
+    /// A table that cannot be replicated as it is (a name clash, a reserved column, a
+    /// ClickHouse object we did not create in the way): the same would be found again.
+    #[error("{0}")]
+    Schema(String),
 }
 
 impl SinkError {
@@ -849,6 +899,7 @@ impl SinkError {
         match self {
             SinkError::ClickHouse(e) | SinkError::Insert { source: e, .. } => e.class(),
             SinkError::Protocol(_) => ErrorClass::Transient,
+            SinkError::Schema(_) => ErrorClass::Permanent,
         }
     }
 }

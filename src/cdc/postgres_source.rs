@@ -536,11 +536,15 @@ impl Stream {
                         Some(_) => catalog::added_default(client, params, rel_id, &rc.name).await?,
                         None => None,
                     };
+                    // A column added to a known table is never part of its key (a key needs
+                    // its own ALTER); pgoutput flags every column as identity under REPLICA
+                    // IDENTITY FULL, so its flag would turn an update into a key change.
+                    let is_key = rc.is_key && known.is_none();
                     out.push(Column {
                         name: rc.name.clone(),
                         pg_type,
-                        nullable: !rc.is_key,
-                        is_key: rc.is_key,
+                        nullable: !is_key,
+                        is_key,
                         added_default,
                     })
                 }
@@ -599,10 +603,10 @@ impl Stream {
                     let line = &partial[start..start + pos];
                     let mut cells = Vec::with_capacity(s.columns.len());
                     catalog::parse_copy_line(line, &mut cells).ok_or_else(|| {
-                        SourceError::Pg(PgError::Setup(format!(
-                            "unreadable COPY line in {}",
-                            s.qualified()
-                        )))
+                        SourceError::Pg(PgError::Protocol {
+                            addr: params.addr(),
+                            message: format!("unreadable COPY line in {}", s.qualified()),
+                        })
                     })?;
                     chunk.push(
                         &self.pipeline,

@@ -380,6 +380,20 @@ impl ChClient {
     }
 }
 
+impl ChClient {
+    /// The engine of `table` in this client's database (`View`, `ReplacingMergeTree`, ...),
+    /// `None` when there is no such table.
+    pub async fn table_engine(&self, table: &str) -> Result<Option<String>, ChError> {
+        let sql = format!(
+            "SELECT engine FROM system.tables WHERE database = {} AND name = {}",
+            ch_literal(&self.database),
+            ch_literal(table)
+        );
+        let text = self.query_text(&sql).await?;
+        Ok(text.lines().next().map(unescape_tsv))
+    }
+}
+
 /// The table where pipelines keep their durable positions (snapshot markers, resume points).
 pub const STATE_TABLE: &str = "_tributary_state";
 

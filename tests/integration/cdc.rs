@@ -214,3 +214,279 @@ async fn unlisted_tables(target: Target) {
     w.teardown().await;
 }
 matrix!(unlisted_published_tables_are_skipped, unlisted_tables);
+
+/// A column's type changed to text (#20): whatever text now arrives for the old integer
+/// column cannot split the TSV row: no other row is overwritten, no `_version` forged, and
+/// a value that is no integer is counted and written as NULL instead of failing every
+/// insert for ever.
+async fn changed_type_cannot_forge_rows(target: Target) {
+    let w = World::new(target).await;
+    let c = pg().await;
+    let t = unique("tc");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, n int); INSERT INTO {t} VALUES (1, 10), (2, 20)"
+    ))
+    .await
+    .unwrap();
+    let run = Running::start(&w.config(&[&format!("public.{t}")])).await;
+    converge(&w, &c, &t, &t, "id, n", "id", T).await;
+    wait_streaming(&c, &w.slot).await;
+    c.batch_execute(&format!(
+        "ALTER TABLE {t} ALTER COLUMN n TYPE text;
+         UPDATE {t} SET n = E'5\\t9999999999999\\t0\\n2\\t77' WHERE id = 1;
+         INSERT INTO {t} VALUES (3, '30');
+         UPDATE {t} SET n = 'N/A' WHERE id = 3;
+         INSERT INTO {t} VALUES (4, '40');"
+    ))
+    .await
+    .unwrap();
+    let rows = eventually(T, "row 4 to land after the bad values", || async {
+        let r = w.try_ch_live(&t, "id, n", "id").await?;
+        if r.len() == 4 {
+            Ok(r)
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .await;
+    assert_eq!(rows, vec!["1\t\\N", "2\t20", "3\t\\N", "4\t40"]);
+    let max_version = w
+        .ch_rows(&format!("SELECT max(_version) FROM `{}`.`{t}`", w.database))
+        .await;
+    assert_ne!(max_version, vec!["9999999999999"]);
+    assert!(
+        run.counters()
+            .values_unrepresentable
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2,
+        "the values that were not integers are counted"
+    );
+    run.stop().await;
+    w.teardown().await;
+}
+matrix!(
+    a_changed_type_cannot_forge_rows,
+    changed_type_cannot_forge_rows
+);
+
+/// A table without a primary key (#20) is refused once, by name: the pipeline stops with
+/// that error instead of restarting the source until the restart intensity gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyless_table_stops_the_pipeline_at_once() {
+    let w = World::new(Target::Ch18).await;
+    let c = pg().await;
+    let t = unique("nokey");
+    c.batch_execute(&format!("CREATE TABLE {t} (x int)"))
+        .await
+        .unwrap();
+    let mut cfg = w.config(&[&format!("public.{t}")]);
+    cfg.supervision.max_restarts = 50;
+    let run = Running::start(&cfg).await;
+    tokio::time::timeout(Duration::from_secs(30), run.handle)
+        .await
+        .expect("the pipeline stops at once")
+        .unwrap();
+    let actors = run.registry.actors();
+    let err = actors[&format!("root/{}", run.pipeline)]
+        .last_error
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        err.contains("a restart cannot cure") && err.contains(&format!("public.{t}")),
+        "{err}"
+    );
+    let restarts: u64 = actors.values().map(|a| a.restarts).sum();
+    assert_eq!(restarts, 0, "{actors:?}");
+    w.teardown().await;
+}
+
+/// REPLICA IDENTITY FULL on a table with a primary key, then a column added while
+/// streaming (#20): pgoutput flags every column as identity, yet the added column is no key
+/// column: the updates stay updates (no row vanishes) and the rows not updated read NULL.
+async fn identity_full_add_column(target: Target) {
+    let w = World::new(target).await;
+    let c = pg().await;
+    let t = unique("rif");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, v text); ALTER TABLE {t} REPLICA IDENTITY FULL;
+         INSERT INTO {t} SELECT g, 'v' || g FROM generate_series(1, 5) g"
+    ))
+    .await
+    .unwrap();
+    let run = Running::start(&w.config(&[&format!("public.{t}")])).await;
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    wait_streaming(&c, &w.slot).await;
+    c.batch_execute(&format!(
+        "ALTER TABLE {t} ADD COLUMN c text; UPDATE {t} SET c = 'x' WHERE id <= 3; DELETE FROM {t} WHERE id = 2"
+    ))
+    .await
+    .unwrap();
+    converge(&w, &c, &t, &t, "id, v, c", "id", T).await;
+    assert_eq!(
+        w.ch_live(&t, "id, c", "id").await,
+        vec!["1\tx", "3\tx", "4\t\\N", "5\t\\N"]
+    );
+    run.stop().await;
+    w.teardown().await;
+}
+matrix!(identity_full_then_add_column, identity_full_add_column);
+
+/// Runs `cfg` until it stops by itself; the pipeline's error (no restart on the way).
+async fn stops_at_once(cfg: &tributary::config::Config) -> String {
+    let run = Running::start(cfg).await;
+    tokio::time::timeout(Duration::from_secs(30), run.handle)
+        .await
+        .expect("the pipeline stops at once")
+        .unwrap();
+    let actors = run.registry.actors();
+    let restarts: u64 = actors.values().map(|a| a.restarts).sum();
+    assert_eq!(restarts, 0, "{actors:?}");
+    actors[&format!("root/{}", run.pipeline)]
+        .last_error
+        .clone()
+        .unwrap_or_default()
+}
+
+/// Names that cannot all be used (#20): a table `t_live` beside `t` (whose live view is
+/// `t_live`), a ClickHouse table of someone else where a live view would go, a column named
+/// `_version`. `check` names them; a run stops at once with the same words; nothing that
+/// tributary did not create is dropped or written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clashing_names_are_refused_and_nothing_is_dropped() {
+    let w = World::new(Target::Ch18).await;
+    let c = pg().await;
+    let t = unique("clash");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY); CREATE TABLE {t}_live (id int PRIMARY KEY);
+         INSERT INTO {t} VALUES (1); INSERT INTO {t}_live VALUES (2);"
+    ))
+    .await
+    .unwrap();
+    let mut cfg = w.config(&[&format!("public.{t}"), &format!("public.{t}_live")]);
+    cfg.supervision.max_restarts = 50;
+    let err = tributary::check::run(&cfg)
+        .await
+        .expect_err("check refuses");
+    assert!(
+        err.contains(&format!("public.{t}_live")) && err.contains("live view"),
+        "{err}"
+    );
+    let err = stops_at_once(&cfg).await;
+    assert!(
+        err.contains("a restart cannot cure") && err.contains("live view"),
+        "{err}"
+    );
+    w.teardown().await;
+
+    // Someone's table where the live view of `u` would go: left alone, with its row.
+    let w = World::new(Target::Ch18).await;
+    let u = unique("theirs");
+    c.batch_execute(&format!(
+        "CREATE TABLE {u} (id int PRIMARY KEY); INSERT INTO {u} VALUES (1)"
+    ))
+    .await
+    .unwrap();
+    w.ch.execute(&format!(
+        "CREATE TABLE `{}`.`{u}_live` (x UInt8) ENGINE = MergeTree ORDER BY x",
+        w.database
+    ))
+    .await
+    .unwrap();
+    w.ch.execute(&format!(
+        "INSERT INTO `{}`.`{u}_live` VALUES (7)",
+        w.database
+    ))
+    .await
+    .unwrap();
+    let mut cfg = w.config(&[&format!("public.{u}")]);
+    cfg.supervision.max_restarts = 50;
+    let err = stops_at_once(&cfg).await;
+    assert!(err.contains("left alone"), "{err}");
+    assert_eq!(
+        w.ch_rows(&format!("SELECT x FROM `{}`.`{u}_live`", w.database))
+            .await,
+        vec!["7"]
+    );
+    w.teardown().await;
+
+    // A column named like one of ours.
+    let w = World::new(Target::Ch18).await;
+    let v = unique("ver");
+    c.batch_execute(&format!(
+        "CREATE TABLE {v} (id int PRIMARY KEY, _version int)"
+    ))
+    .await
+    .unwrap();
+    let cfg = w.config(&[&format!("public.{v}")]);
+    let err = tributary::check::run(&cfg)
+        .await
+        .expect_err("check refuses");
+    assert!(err.contains("`_version`"), "{err}");
+    w.teardown().await;
+}
+
+/// A partitioned table listed by its own name (#20): published through its root, it lands
+/// in one ClickHouse table (snapshot and stream, a row moving between partitions included).
+/// An existing publication that publishes the partitions instead is refused once, with the
+/// statement that fixes it.
+async fn partitioned(target: Target) {
+    let w = World::new(target).await;
+    let c = pg().await;
+    let t = unique("parted");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int, k int, v text, PRIMARY KEY (id, k)) PARTITION BY RANGE (k);
+         CREATE TABLE {t}_a PARTITION OF {t} FOR VALUES FROM (0) TO (100);
+         CREATE TABLE {t}_b PARTITION OF {t} FOR VALUES FROM (100) TO (200);
+         INSERT INTO {t} SELECT g, g % 200, 'v' || g FROM generate_series(1, 300) g;"
+    ))
+    .await
+    .unwrap();
+    let run = Running::start(&w.config(&[&format!("public.{t}")])).await;
+    converge(&w, &c, &t, &t, "id, k, v", "id, k", T).await;
+    wait_streaming(&c, &w.slot).await;
+    c.batch_execute(&format!(
+        "INSERT INTO {t} SELECT g, g % 200, 'new' || g FROM generate_series(301, 400) g;
+         UPDATE {t} SET v = 'upd' WHERE id % 5 = 0;
+         UPDATE {t} SET k = 150 WHERE id = 50;
+         DELETE FROM {t} WHERE id % 7 = 0;"
+    ))
+    .await
+    .unwrap();
+    converge(&w, &c, &t, &t, "id, k, v", "id, k", T).await;
+    let tables = w
+        .ch_rows(&format!(
+            "SELECT name FROM system.tables WHERE database = '{}' ORDER BY name",
+            w.database
+        ))
+        .await;
+    assert!(
+        !tables
+            .iter()
+            .any(|n| n == &format!("{t}_a") || n == &format!("{t}_b")),
+        "no table per partition: {tables:?}"
+    );
+    run.stop().await;
+    w.teardown().await;
+
+    let w = World::new(target).await;
+    c.batch_execute(&format!(
+        "CREATE PUBLICATION \"{}\" FOR TABLE {t}",
+        w.publication
+    ))
+    .await
+    .unwrap();
+    let mut cfg = w.config(&[&format!("public.{t}")]);
+    cfg.supervision.max_restarts = 50;
+    let run = Running::start(&cfg).await;
+    tokio::time::timeout(Duration::from_secs(30), run.handle)
+        .await
+        .expect("the pipeline stops at once")
+        .unwrap();
+    let err = run.registry.actors()[&format!("root/{}", run.pipeline)]
+        .last_error
+        .clone()
+        .unwrap_or_default();
+    assert!(err.contains("publish_via_partition_root = true"), "{err}");
+    w.teardown().await;
+}
+matrix!(a_partitioned_table_lands_as_one, partitioned);

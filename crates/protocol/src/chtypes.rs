@@ -250,6 +250,29 @@ pub const DELETED_COL: &str = "_is_deleted";
 /// Suffix of the view that shows the live rows (FINAL, deleted rows filtered out).
 pub const LIVE_VIEW_SUFFIX: &str = "_live";
 
+/// Why the ClickHouse names of two replicated tables cannot both be used: the same table,
+/// or one is the other's live view. `None` when they can.
+pub fn name_clash(a: &str, b: &str) -> Option<&'static str> {
+    if a == b {
+        Some("both map to the same ClickHouse table")
+    } else if a.strip_suffix(LIVE_VIEW_SUFFIX) == Some(b)
+        || b.strip_suffix(LIVE_VIEW_SUFFIX) == Some(a)
+    {
+        Some("one's ClickHouse table is the other's live view (`<table>_live`)")
+    } else {
+        None
+    }
+}
+
+/// A column whose name is one of tributary's own (`_version`, `_is_deleted`).
+pub fn reserved_column(schema: &TableSchema) -> Option<&str> {
+    schema
+        .columns
+        .iter()
+        .map(|c| c.name.as_str())
+        .find(|n| *n == VERSION_COL || *n == DELETED_COL)
+}
+
 pub fn create_table_sql(db: &str, table: &str, cols: &[ChColumn], caps: &ServerCaps) -> String {
     let mut defs: Vec<String> = cols
         .iter()
@@ -412,6 +435,28 @@ fn encode_value(out: &mut Vec<u8>, col: &ChColumn, v: &[u8], stats: &mut EncodeS
     }
 }
 
+/// Postgres's text of an integer: an optional minus sign and digits.
+fn is_integer_text(v: &[u8]) -> bool {
+    let d = v.strip_prefix(b"-").unwrap_or(v);
+    !d.is_empty() && d.iter().all(u8::is_ascii_digit)
+}
+
+/// Postgres's text of a finite numeric: an optional minus sign, digits, and optionally a
+/// point and digits.
+fn is_decimal_text(v: &[u8]) -> bool {
+    let d = v.strip_prefix(b"-").unwrap_or(v);
+    match d.iter().position(|&b| b == b'.') {
+        None => is_integer_text(d) && !d.starts_with(b"-"),
+        Some(i) => {
+            let (int, frac) = (&d[..i], &d[i + 1..]);
+            !int.is_empty()
+                && !frac.is_empty()
+                && int.iter().all(u8::is_ascii_digit)
+                && frac.iter().all(u8::is_ascii_digit)
+        }
+    }
+}
+
 /// Writes one value; `quoted` is the form inside an array. Returns false when the value
 /// cannot be represented (the caller writes NULL or the default instead).
 fn encode_scalar(
@@ -431,14 +476,18 @@ fn encode_scalar(
     };
     match codec {
         Codec::Text => put(out, v),
-        Codec::Number => out.extend_from_slice(v),
+        // Written as they come only when they are what the column's type prints: after a
+        // type change (an int column now text) anything may arrive, and a tab or newline in
+        // it would split the row and forge columns of the next ones.
+        Codec::Number if is_integer_text(v) => out.extend_from_slice(v),
+        Codec::Number => return false,
         Codec::Float => match text() {
             Some(t) => out.extend_from_slice(float_text(t).as_bytes()),
             None => return false,
         },
         Codec::Decimal => {
-            if matches!(v, b"NaN" | b"Infinity" | b"-Infinity") {
-                return false;
+            if !is_decimal_text(v) {
+                return false; // NaN, ±Infinity (no Decimal has them), or not a number at all
             }
             out.extend_from_slice(v)
         }
@@ -725,6 +774,15 @@ mod tests {
     }
 
     #[test]
+    fn clashing_names_are_told() {
+        assert!(name_clash("t", "t").is_some());
+        assert!(name_clash("t", "t_live").is_some());
+        assert!(name_clash("t_live", "t").is_some());
+        assert!(name_clash("t", "t_live_live").is_none());
+        assert!(name_clash("users", "users2").is_none());
+    }
+
+    #[test]
     fn encodes_values() {
         assert_eq!(enc(Codec::Text, true, Some("a\tb")).0, "a\\tb\t7\t0\n");
         assert_eq!(enc(Codec::Text, true, None).0, "\\N\t7\t0\n");
@@ -750,6 +808,36 @@ mod tests {
         );
         let (s, st) = enc(Codec::Decimal, true, Some("NaN"));
         assert_eq!((s.as_str(), st.unrepresentable), ("\\N\t7\t0\n", 1));
+        assert_eq!(
+            enc(Codec::Decimal, true, Some("-12.50")).0,
+            "-12.50\t7\t0\n"
+        );
+        assert_eq!(enc(Codec::Number, true, Some("-42")).0, "-42\t7\t0\n");
+        // After a type change anything may come for a number column: a value that would
+        // split the row (and forge another row's columns) is not written, it is counted.
+        for forged in [
+            "5\t9999999999999\t0\n2\t77",
+            "N/A",
+            "",
+            "-",
+            "1e5",
+            "1.",
+            ".5",
+            "--1",
+        ] {
+            let (s, st) = enc(Codec::Number, true, Some(forged));
+            assert_eq!(
+                (s.as_str(), st.unrepresentable),
+                ("\\N\t7\t0\n", 1),
+                "{forged:?}"
+            );
+            let (s, st) = enc(Codec::Decimal, false, Some(forged));
+            assert_eq!(
+                (s.as_str(), st.unrepresentable),
+                ("0\t7\t0\n", 1),
+                "{forged:?}"
+            );
+        }
         assert_eq!(enc(Codec::Bytea, true, Some("\\x0941")).0, "\\tA\t7\t0\n");
         assert_eq!(
             enc(

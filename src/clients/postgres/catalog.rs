@@ -114,14 +114,39 @@ pub async fn ensure_publication(
     publication: &str,
     tables: &[(String, String)],
 ) -> Result<Vec<PublishedTable>, PgError> {
-    let exists = c
+    // Some(publish_via_partition_root) when the publication exists.
+    let via_root: Option<bool> = c
         .query_opt(
-            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            "SELECT pubviaroot FROM pg_publication WHERE pubname = $1",
             &[&publication],
         )
         .await
         .map_err(|e| classify(p, e))?
-        .is_some();
+        .map(|r| r.get(0));
+    let exists = via_root.is_some();
+    // A partitioned table is replicated as one table: its changes must come under its own
+    // name (publish_via_partition_root), not under each partition's.
+    let (schemas, names): (Vec<String>, Vec<String>) = tables.iter().cloned().unzip();
+    let partitioned: Vec<String> = c
+        .query(
+            "SELECT n.nspname::text || '.' || cl.relname::text FROM pg_class cl \
+             JOIN pg_namespace n ON n.oid = cl.relnamespace \
+             WHERE cl.relkind = 'p' AND (n.nspname::text, cl.relname::text) IN \
+               (SELECT * FROM unnest($1::text[], $2::text[]))",
+            &[&schemas, &names],
+        )
+        .await
+        .map_err(|e| classify(p, e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if via_root == Some(false) && !partitioned.is_empty() {
+        return Err(PgError::Setup(format!(
+            "publication `{publication}` publishes the partitions of {} under their own names: run ALTER PUBLICATION {} SET (publish_via_partition_root = true) so that each is replicated as one table",
+            partitioned.join(", "),
+            pg_ident(publication)
+        )));
+    }
     let list = |ts: &[(String, String)]| {
         ts.iter()
             .map(|(s, t)| format!("{}.{}", pg_ident(s), pg_ident(t)))
@@ -135,9 +160,14 @@ pub async fn ensure_publication(
             )));
         }
         let sql = format!(
-            "CREATE PUBLICATION {} FOR TABLE {}",
+            "CREATE PUBLICATION {} FOR TABLE {}{}",
             pg_ident(publication),
-            list(tables)
+            list(tables),
+            if partitioned.is_empty() {
+                ""
+            } else {
+                " WITH (publish_via_partition_root = true)"
+            }
         );
         c.batch_execute(&sql).await.map_err(|e| classify(p, e))?;
         tracing::info!(publication, tables = tables.len(), "created publication");

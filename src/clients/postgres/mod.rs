@@ -35,6 +35,8 @@ pub enum PgError {
     Protocol { addr: String, message: String },
     #[error("PostgreSQL at {addr}: {message}")]
     Client { addr: String, message: String },
+    /// The config or the schema cannot be replicated as it is (a table without a key, an
+    /// empty publication): permanent, the same would be found again.
     #[error("PostgreSQL: {0}")]
     Setup(String),
     /// The client library could not reach the server or lost the connection.
@@ -93,13 +95,17 @@ impl PgError {
     }
 
     /// Outage when the server is away (see [`PgError::is_outage`]); permanent when it
-    /// refused our credentials (authentication, SQLSTATE class 28); transient otherwise.
+    /// refused our credentials (authentication, SQLSTATE class 28, TLS) or the config or
+    /// schema cannot work ([`PgError::Setup`]); transient otherwise.
     pub fn class(&self) -> ErrorClass {
         match self {
             _ if self.is_outage() => ErrorClass::Outage,
-            PgError::Auth { .. } | PgError::Tls { .. } | PgError::InsecurePassword { .. } => {
-                ErrorClass::Permanent
-            }
+            // Refused credentials or TLS, a config or schema the pipeline cannot run with
+            // (a table without a key, an empty publication): a restart would meet them again.
+            PgError::Auth { .. }
+            | PgError::Tls { .. }
+            | PgError::InsecurePassword { .. }
+            | PgError::Setup(_) => ErrorClass::Permanent,
             PgError::Server { message, .. } | PgError::Client { message, .. }
                 if sqlstate(message).is_some_and(|c| c.starts_with("28")) =>
             {
