@@ -65,6 +65,8 @@ struct Args {
     /// Also run the pipeline with TLS on both sides (Postgres verify-full, ClickHouse HTTPS),
     /// next to the plain one: the ratio of the two is the cost of TLS.
     tls: bool,
+    /// Which side the TLS run encrypts: `both` (default), `pg` or `ch` (to see what each costs).
+    tls_side: String,
 }
 
 fn parse_args() -> Res<Args> {
@@ -75,6 +77,7 @@ fn parse_args() -> Res<Args> {
         keep: false,
         no_drain: false,
         tls: false,
+        tls_side: "both".into(),
         kafka: false,
     };
     let mut flags = Flags::new();
@@ -87,13 +90,17 @@ fn parse_args() -> Res<Args> {
             "--target" => a.target = flags.value("--target")?,
             "--keep" => a.keep = true,
             "--tls" => a.tls = true,
+            "--tls-side" => {
+                a.tls = true;
+                a.tls_side = flags.value("--tls-side")?;
+            }
             "--no-drain" => a.no_drain = true,
             "--kafka" => {
                 a.kafka = true;
                 a.no_drain = true;
             }
             "-h" | "--help" => {
-                println!("cargo bench --bench cdc -- [--rows N (1000000)] [--target ch18|ch26] [--txn-rows 1000] [--no-drain] [--kafka] [--tls] [--keep]");
+                println!("cargo bench --bench cdc -- [--rows N (1000000)] [--target ch18|ch26] [--txn-rows 1000] [--no-drain] [--kafka] [--tls] [--tls-side both|pg|ch] [--keep]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -104,6 +111,12 @@ fn parse_args() -> Res<Args> {
     }
     if a.tls && a.target != "ch18" {
         return Err("--tls needs --target ch18 (the ClickHouse 26.9 front has no HTTPS)".into());
+    }
+    if !["both", "pg", "ch"].contains(&a.tls_side.as_str()) {
+        return Err(format!(
+            "--tls-side must be both, pg or ch, not {:?}",
+            a.tls_side
+        ));
     }
     if a.rows == 0 || a.txn_rows == 0 {
         return Err("--rows and --txn-rows must be positive".into());
@@ -279,7 +292,13 @@ struct SourceResult {
     walsender_cpu: f64,
 }
 
-async fn source_limit(pg: &Pg, args: &Args, clean: &mut Cleanup) -> Res<SourceResult> {
+/// `tls`: the test CA, to drain as the TLS-only SCRAM user with `sslmode=verify-full`.
+async fn source_limit(
+    pg: &Pg,
+    args: &Args,
+    clean: &mut Cleanup,
+    tls: Option<&str>,
+) -> Res<SourceResult> {
     let c = pg.connect().await?;
     let t = unique("bench_src");
     let publication = unique("bench_src_pub");
@@ -317,13 +336,18 @@ async fn source_limit(pg: &Pg, args: &Args, clean: &mut Cleanup) -> Res<SourceRe
         return Err(format!("{} not found", recv.display()));
     }
     let mut cmd = Command::new(&recv);
+    let user = if tls.is_some() {
+        "tributary_tls"
+    } else {
+        &pg.user
+    };
     cmd.args([
         "-h",
         &pg.host,
         "-p",
         &pg.port,
         "-U",
-        &pg.user,
+        user,
         "-d",
         &pg.database,
         "--slot",
@@ -342,7 +366,15 @@ async fn source_limit(pg: &Pg, args: &Args, clean: &mut Cleanup) -> Res<SourceRe
         "/dev/null",
     ])
     .env("PGPASSWORD", &pg.password)
-    .env("PGSSLMODE", "disable")
+    .env(
+        "PGSSLMODE",
+        if tls.is_some() {
+            "verify-full"
+        } else {
+            "disable"
+        },
+    )
+    .env("PGSSLROOTCERT", tls.unwrap_or(""))
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
     let started = Instant::now();
@@ -583,11 +615,13 @@ async fn pipeline(
 ) -> Res<(PipelineResult, String)> {
     let bin = tributary_bin()?;
     let c = pg.connect().await?;
+    let pg_tls = tls && args.tls_side != "ch";
+    let ch_tls = tls && args.tls_side != "pg";
     let t = unique("bench_pipe");
     let publication = unique("bench_pipe_pub");
     let slot = unique("bench_pipe_slot");
     let db = unique("bench_db");
-    let url = if tls {
+    let url = if ch_tls {
         vars.get("TRIBUTARY_TEST_CH18_HTTPS_URL")
             .ok_or("TRIBUTARY_TEST_CH18_HTTPS_URL is not set: scripts/services.sh start")?
     } else if args.target == "ch18" {
@@ -616,10 +650,10 @@ async fn pipeline(
             if l.trim_start().starts_with("tables =") {
                 replaced = true;
                 format!("tables = [\"public.{t}\"]")
-            } else if tls && l.trim() == "[pipeline.postgres]" {
+            } else if pg_tls && l.trim() == "[pipeline.postgres]" {
                 // The test CA (sslmode comes from PGSSLMODE below).
                 format!("{l}\nsslrootcert = \"{ca}\"")
-            } else if tls && l.trim() == "[pipeline.clickhouse]" {
+            } else if ch_tls && l.trim() == "[pipeline.clickhouse]" {
                 format!("{l}\nca_cert = \"{ca}\"")
             } else {
                 l.to_string()
@@ -637,7 +671,7 @@ async fn pipeline(
         ("PGPORT", pg.port.clone()),
         (
             "PGUSER",
-            if tls {
+            if pg_tls {
                 "tributary_tls".to_string()
             } else {
                 pg.user.clone()
@@ -647,7 +681,7 @@ async fn pipeline(
         // The plain run is plain: the test server offers TLS, which `prefer` would take.
         (
             "PGSSLMODE",
-            if tls { "verify-full" } else { "disable" }.to_string(),
+            if pg_tls { "verify-full" } else { "disable" }.to_string(),
         ),
         ("PGDATABASE", pg.database.clone()),
         ("TRIBUTARY_SLOT", slot.clone()),
@@ -1085,7 +1119,7 @@ async fn bench(
     pg: &Pg,
     vars: &HashMap<String, String>,
 ) -> Res<bool> {
-    let src = source_limit(pg, args, clean).await?;
+    let src = source_limit(pg, args, clean, None).await?;
     eprintln!(
         "bench: source limit: {:.0} rows/s ({:.2}s)",
         src.rows_per_s, src.secs
@@ -1093,14 +1127,19 @@ async fn bench(
     let mut ch_version = String::new();
     let (p, _) = pipeline(pg, vars, args, clean, &mut ch_version, None, false).await?;
     let with_tls = if args.tls {
+        let ca = vars
+            .get("TRIBUTARY_TEST_TLS_DIR")
+            .map(|d| format!("{d}/ca.pem"))
+            .ok_or("TRIBUTARY_TEST_TLS_DIR is not set: scripts/services.sh start")?;
+        eprintln!("bench: the source limit with TLS (pg_recvlogical, verify-full) ...");
+        let src_tls = source_limit(pg, args, clean, Some(&ca)).await?;
         eprintln!(
             "bench: the same with TLS on both sides (Postgres verify-full, ClickHouse HTTPS) ..."
         );
-        Some(
-            pipeline(pg, vars, args, clean, &mut ch_version, None, true)
-                .await?
-                .0,
-        )
+        let p = pipeline(pg, vars, args, clean, &mut ch_version, None, true)
+            .await?
+            .0;
+        Some((p, src_tls))
     } else {
         None
     };
@@ -1215,7 +1254,7 @@ async fn bench(
     }
     let mut tls_lost = false;
     let mut tls_json = serde_json::Value::Null;
-    if let Some(t) = &with_tls {
+    if let Some((t, src_tls)) = &with_tls {
         tls_lost = t.final_count != t.written || t.final_distinct != t.written;
         let live = t.rows_per_s / p.rows_per_s;
         let drain = t
@@ -1225,9 +1264,11 @@ async fn bench(
             .map(|(a, b)| a.rows_per_s / b.rows_per_s);
         let per_row = |r: &PipelineResult| r.cpu_secs * 1e6 / r.written as f64;
         println!("  with TLS on both sides (Postgres verify-full + SCRAM-SHA-256-PLUS, ClickHouse HTTPS)");
+        println!("    source limit with TLS    {:>8.0} rows/s  {:.2} of the plain source limit (pg_recvlogical, verify-full: what TLS costs the walsender; walsender {:.2} CPU s, plain {:.2})", src_tls.rows_per_s, src_tls.rows_per_s / src.rows_per_s, src_tls.walsender_cpu, src.walsender_cpu);
         println!("    pipeline, live           {:>8.0} rows/s  {:.2} of the plain run ({:.0} rows/s)  (target ≥ 0.90)", t.rows_per_s, live, p.rows_per_s);
         if let (Some(d), Some(r)) = (&t.drain, drain) {
-            println!("    pipeline, drain          {:>8.0} rows/s  {:.2} of the plain run  (target ≥ 0.90)", d.rows_per_s, r);
+            println!("    pipeline, drain          {:>8.0} rows/s  {:.2} of the plain run  (target ≥ 0.90); {:.2} of the source limit with TLS", d.rows_per_s, r, d.rows_per_s / src_tls.rows_per_s);
+            println!("    CPU, drain phase         {}", cpu_text(&d.cpu, d.secs));
         }
         println!("    commit → visible         p50 {:.0} ms, p99 {:.0} ms  (plain: p50 {:.0}, p99 {:.0} ms)", t.p50_ms, t.p99_ms, p.p50_ms, p.p99_ms);
         println!(
@@ -1244,6 +1285,8 @@ async fn bench(
             if tls_lost { "  <-- MISMATCH" } else { "" }
         );
         tls_json = serde_json::json!({
+            "source_rows_per_s": src_tls.rows_per_s.round(),
+            "source_ratio": r2(src_tls.rows_per_s / src.rows_per_s),
             "rows_per_s": t.rows_per_s.round(),
             "ratio_live": r2(live),
             "drain_rows_per_s": t.drain.as_ref().map(|d| d.rows_per_s.round()),
@@ -1304,7 +1347,9 @@ async fn bench(
         eprintln!("bench: FAILED: with TLS, ClickHouse does not hold exactly the rows written");
     }
     let kafka_ok = kafka.as_ref().is_none_or(|(k, _)| !kafka_lost && k.exit_ok);
-    let tls_ok = with_tls.as_ref().is_none_or(|t| !tls_lost && t.exit_ok);
+    let tls_ok = with_tls
+        .as_ref()
+        .is_none_or(|(t, _)| !tls_lost && t.exit_ok);
     Ok(!lost && p.exit_ok && kafka_ok && tls_ok)
 }
 
