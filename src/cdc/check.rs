@@ -8,7 +8,7 @@ use crate::clients::postgres::{catalog, PgParams};
 use crate::clients::tls::TlsInfo;
 use crate::config::{CdcPlan, CdcSource, PipelineConfig};
 use crate::protocol::chtypes::{
-    create_table_sql, map_column, name_clash, reserved_column, table_name,
+    create_table_sql, map_column, name_clash, reserved_column, table_name, type_change, TypeChange,
 };
 use crate::protocol::schema::split_table_name;
 use std::fmt::Write;
@@ -190,11 +190,8 @@ pub async fn check(
             .map(|c| map_column(c, &ch.caps, p.clickhouse.json_as))
             .collect();
         let name = table_name(&p.clickhouse.table_template, s);
-        let exists = ch
-            .table_columns(&name)
-            .await
-            .map_err(|e| e.to_string())?
-            .is_some();
+        let existing = ch.table_columns(&name).await.map_err(|e| e.to_string())?;
+        let exists = existing.is_some();
         let _ = writeln!(
             out,
             "  {} -> {}.{} ({})",
@@ -215,6 +212,25 @@ pub async fn check(
                 c.name,
                 c.note.as_deref().unwrap_or("")
             );
+        }
+        // What a start would change in (or refuse of) a table that exists.
+        for (c, have) in cols.iter().filter_map(|c| {
+            let have = existing.as_ref()?.iter().find(|(n, _)| n == &c.name)?;
+            Some((c, &have.1))
+        }) {
+            match type_change(have, &c.ch_type) {
+                TypeChange::Same => {}
+                TypeChange::Widen(to) => {
+                    let _ = writeln!(out, "    will widen {}: {have} -> {to}", c.name);
+                }
+                TypeChange::Incompatible => {
+                    let _ = writeln!(
+                        out,
+                        "    refused: {} is {have} in ClickHouse; Postgres's type now maps to {} (not a widening): the pipeline would stop",
+                        c.name, c.ch_type
+                    );
+                }
+            }
         }
     }
     Ok(out)

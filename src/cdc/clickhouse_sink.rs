@@ -562,6 +562,27 @@ impl SinkState {
                 }
                 let mut added = 0;
                 for c in &cols {
+                    if let Some((_, have)) = existing.iter().find(|(n, _)| n == &c.name) {
+                        match type_change(have, &c.ch_type) {
+                            TypeChange::Same => {}
+                            TypeChange::Widen(to) => {
+                                self.ch
+                                    .execute(&modify_column_sql(&db, &name, &c.name, &to))
+                                    .await?;
+                                tracing::info!(table = %name, column = %c.name, from = %have, to = %to, "widened column");
+                                added += 1;
+                            }
+                            TypeChange::Incompatible => {
+                                return Err(SinkError::Schema(format!(
+                                    "{}: column `{}` changed type in Postgres and now maps to {}; the ClickHouse column `{name}`.`{}` is {have} and cannot take it without losing or changing values (only widenings are applied: a wider integer, Float32 to Float64, a Decimal with no fewer digits). Add a new column in Postgres instead, or recreate the ClickHouse table",
+                                    s.qualified(),
+                                    c.name,
+                                    c.ch_type,
+                                    c.name
+                                )));
+                            }
+                        }
+                    }
                     if !existing.iter().any(|(n, _)| n == &c.name) {
                         self.ch.execute(&add_column_sql(&db, &name, c)).await?;
                         tracing::info!(table = %name, column = %c.name, r#type = %c.ch_type, "added column");

@@ -524,12 +524,16 @@ impl Stream {
                 .await?;
             match existing {
                 Some(c) => {
-                    // The ClickHouse column keeps its type (documented): encode as before.
+                    // A type change goes to the sink, which widens the ClickHouse column
+                    // or refuses the change.
                     if c.pg_type != pg_type {
-                        tracing::warn!(table = %format!("{namespace}.{name}"), column = %c.name, from = ?c.pg_type, to = ?pg_type,
-                            "column type changed in Postgres; the ClickHouse column keeps its type");
+                        tracing::info!(table = %format!("{namespace}.{name}"), column = %c.name, from = ?c.pg_type, to = ?pg_type,
+                            "column type changed in Postgres");
                     }
-                    out.push(c.clone())
+                    out.push(Column {
+                        pg_type,
+                        ..c.clone()
+                    })
                 }
                 None => {
                     let added_default = match known {

@@ -215,10 +215,10 @@ async fn unlisted_tables(target: Target) {
 }
 matrix!(unlisted_published_tables_are_skipped, unlisted_tables);
 
-/// A column's type changed to text (#20): whatever text now arrives for the old integer
-/// column cannot split the TSV row: no other row is overwritten, no `_version` forged, and
-/// a value that is no integer is counted and written as NULL instead of failing every
-/// insert for ever.
+/// A column's type changed to text (#20): ClickHouse's Int32 column cannot take text, so the
+/// pipeline stops at once with the table, the column and both types named, before any of
+/// the new values is written: nothing forged, no other row overwritten, no insert retried
+/// for ever. (The encoder also refuses such text for a number column: see chtypes' tests.)
 async fn changed_type_cannot_forge_rows(target: Target) {
     let w = World::new(target).await;
     let c = pg().await;
@@ -228,46 +228,94 @@ async fn changed_type_cannot_forge_rows(target: Target) {
     ))
     .await
     .unwrap();
-    let run = Running::start(&w.config(&[&format!("public.{t}")])).await;
+    let mut cfg = w.config(&[&format!("public.{t}")]);
+    cfg.supervision.max_restarts = 50;
+    let run = Running::start(&cfg).await;
     converge(&w, &c, &t, &t, "id, n", "id", T).await;
     wait_streaming(&c, &w.slot).await;
     c.batch_execute(&format!(
         "ALTER TABLE {t} ALTER COLUMN n TYPE text;
          UPDATE {t} SET n = E'5\\t9999999999999\\t0\\n2\\t77' WHERE id = 1;
-         INSERT INTO {t} VALUES (3, '30');
-         UPDATE {t} SET n = 'N/A' WHERE id = 3;
-         INSERT INTO {t} VALUES (4, '40');"
+         UPDATE {t} SET n = 'N/A' WHERE id = 2;"
     ))
     .await
     .unwrap();
-    let rows = eventually(T, "row 4 to land after the bad values", || async {
-        let r = w.try_ch_live(&t, "id, n", "id").await?;
-        if r.len() == 4 {
-            Ok(r)
-        } else {
-            Err(format!("{r:?}"))
-        }
-    })
-    .await;
-    assert_eq!(rows, vec!["1\t\\N", "2\t20", "3\t\\N", "4\t40"]);
+    tokio::time::timeout(Duration::from_secs(30), run.handle)
+        .await
+        .expect("the pipeline stops at once")
+        .unwrap();
+    let actors = run.registry.actors();
+    let err = actors[&format!("root/{}", run.pipeline)]
+        .last_error
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        err.contains("a restart cannot cure")
+            && err.contains("`n`")
+            && err.contains(&format!("public.{t}")),
+        "{err}"
+    );
+    assert_eq!(actors.values().map(|a| a.restarts).sum::<u64>(), 0);
+    assert_eq!(w.ch_live(&t, "id, n", "id").await, vec!["1\t10", "2\t20"]);
     let max_version = w
         .ch_rows(&format!("SELECT max(_version) FROM `{}`.`{t}`", w.database))
         .await;
     assert_ne!(max_version, vec!["9999999999999"]);
-    assert!(
-        run.counters()
-            .values_unrepresentable
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 2,
-        "the values that were not integers are counted"
-    );
-    run.stop().await;
     w.teardown().await;
 }
 matrix!(
     a_changed_type_cannot_forge_rows,
     changed_type_cannot_forge_rows
 );
+
+/// Widenings while streaming (#20): int → bigint, numeric(5,2) → numeric(12,4), real →
+/// double precision, varchar(5) → text: the ClickHouse columns are widened with MODIFY
+/// COLUMN and the values that need the new width land exactly.
+async fn widenings(target: Target) {
+    let w = World::new(target).await;
+    let c = pg().await;
+    let t = unique("widen");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, n int, d numeric(5,2), f real, s varchar(5));
+         INSERT INTO {t} VALUES (1, 10, 1.25, 1.5, 'abc')"
+    ))
+    .await
+    .unwrap();
+    let run = Running::start(&w.config(&[&format!("public.{t}")])).await;
+    converge(&w, &c, &t, &t, "id, n, s", "id", T).await;
+    wait_streaming(&c, &w.slot).await;
+    c.batch_execute(&format!(
+        "ALTER TABLE {t} ALTER COLUMN n TYPE bigint, ALTER COLUMN d TYPE numeric(12,4),
+           ALTER COLUMN f TYPE double precision, ALTER COLUMN s TYPE text;
+         INSERT INTO {t} VALUES (2, 9999999999, 12345678.1234, 0.1, 'longer than five');
+         UPDATE {t} SET n = -9999999999 WHERE id = 1;"
+    ))
+    .await
+    .unwrap();
+    // (Decimals are compared as numbers below: current servers print no trailing zeros.)
+    converge(&w, &c, &t, &t, "id, n, s", "id", T).await;
+    let types = w
+        .ch_rows(&format!(
+            "SELECT name, type FROM system.columns WHERE database = '{}' AND table = '{t}' AND name IN ('n', 'd', 'f') ORDER BY name",
+            w.database
+        ))
+        .await;
+    assert_eq!(
+        types,
+        vec![
+            "d\tNullable(Decimal(12, 4))",
+            "f\tNullable(Float64)",
+            "n\tNullable(Int64)"
+        ]
+    );
+    assert_eq!(
+        w.ch_live(&t, "id, toFloat64(d), f", "id").await,
+        vec!["1\t1.25\t1.5", "2\t12345678.1234\t0.1"]
+    );
+    run.stop().await;
+    w.teardown().await;
+}
+matrix!(widenings_while_streaming, widenings);
 
 /// A table without a primary key (#20) is refused once, by name: the pipeline stops with
 /// that error instead of restarting the source until the restart intensity gives up.

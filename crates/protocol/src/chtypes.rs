@@ -264,6 +264,83 @@ pub fn name_clash(a: &str, b: &str) -> Option<&'static str> {
     }
 }
 
+/// What a ClickHouse column of type `old` needs when its Postgres column now maps to `new`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TypeChange {
+    /// Nothing: the same type (`varchar(10)` → `text` are both String), or one that holds
+    /// every value of the new type already.
+    Same,
+    /// `ALTER TABLE … MODIFY COLUMN` to this type keeps every stored value exactly:
+    /// a wider integer, Float32 → Float64, a Decimal with no fewer integer or fraction digits.
+    Widen(String),
+    /// Values of the new type may not fit, or would read differently.
+    Incompatible,
+}
+
+/// Decides [`TypeChange`] between two ClickHouse types as tributary writes them (or as the
+/// server prints them: spaces do not matter). Nullability follows the old column (a column
+/// that took NULLs keeps taking them).
+pub fn type_change(old: &str, new: &str) -> TypeChange {
+    let norm = |t: &str| t.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+    let (old, new) = (norm(old), norm(new));
+    if old == new {
+        return TypeChange::Same;
+    }
+    let unwrap = |t: &str| -> (bool, String) {
+        match t
+            .strip_prefix("Nullable(")
+            .and_then(|r| r.strip_suffix(')'))
+        {
+            Some(inner) => (true, inner.to_string()),
+            None => (false, t.to_string()),
+        }
+    };
+    let ((old_null, old_base), (_, new_base)) = (unwrap(&old), unwrap(&new));
+    let wrap = |base: &str| {
+        if old_null {
+            format!("Nullable({base})")
+        } else {
+            base.to_string()
+        }
+    };
+    if old_base == new_base {
+        return TypeChange::Same;
+    }
+    let int_rank = |t: &str| ["Int16", "Int32", "Int64"].iter().position(|x| *x == t);
+    let decimal = |t: &str| -> Option<(i64, i64)> {
+        let (p, s) = t
+            .strip_prefix("Decimal(")?
+            .strip_suffix(')')?
+            .split_once(',')?;
+        Some((p.parse().ok()?, s.parse().ok()?))
+    };
+    match (old_base.as_str(), new_base.as_str()) {
+        (o, n) if int_rank(o).zip(int_rank(n)).is_some_and(|(a, b)| b > a) => {
+            TypeChange::Widen(wrap(n))
+        }
+        (o, n) if int_rank(o).zip(int_rank(n)).is_some() => TypeChange::Same,
+        ("Float32", "Float64") => TypeChange::Widen(wrap("Float64")),
+        ("Float64", "Float32") => TypeChange::Same,
+        (o, n) => match (decimal(o), decimal(n)) {
+            (Some((p1, s1)), Some((p2, s2))) if s2 >= s1 && p2 - s2 >= p1 - s1 => {
+                TypeChange::Widen(wrap(&format!("Decimal({p2}, {s2})")))
+            }
+            _ => TypeChange::Incompatible,
+        },
+    }
+}
+
+/// `ALTER TABLE db.table MODIFY COLUMN col type`.
+pub fn modify_column_sql(db: &str, table: &str, col: &str, ch_type: &str) -> String {
+    format!(
+        "ALTER TABLE {}.{} MODIFY COLUMN {} {}",
+        ch_ident(db),
+        ch_ident(table),
+        ch_ident(col),
+        ch_type
+    )
+}
+
 /// A column whose name is one of tributary's own (`_version`, `_is_deleted`).
 pub fn reserved_column(schema: &TableSchema) -> Option<&str> {
     schema
@@ -771,6 +848,56 @@ mod tests {
         let mut st = EncodeStats::default();
         encode_row(&mut out, std::iter::once((&c, &cell)), 7, false, &mut st);
         (String::from_utf8(out).unwrap(), st)
+    }
+
+    #[test]
+    fn type_changes_widen_or_refuse() {
+        use TypeChange::*;
+        assert_eq!(type_change("Int32", "Int64"), Widen("Int64".into()));
+        assert_eq!(
+            type_change("Nullable(Int16)", "Nullable(Int64)"),
+            Widen("Nullable(Int64)".into())
+        );
+        // A column that took NULLs keeps taking them.
+        assert_eq!(
+            type_change("Nullable(Int16)", "Int32"),
+            Widen("Nullable(Int32)".into())
+        );
+        assert_eq!(
+            type_change("Int64", "Int32"),
+            Same,
+            "a narrower type fits the wider column"
+        );
+        assert_eq!(type_change("String", "String"), Same);
+        assert_eq!(type_change("Decimal(10, 2)", "Decimal(10,2)"), Same);
+        assert_eq!(
+            type_change("Nullable(Decimal(5, 2))", "Nullable(Decimal(12, 4))"),
+            Widen("Nullable(Decimal(12, 4))".into())
+        );
+        assert_eq!(
+            type_change("Decimal(10, 2)", "Decimal(10, 4)"),
+            Incompatible
+        );
+        assert_eq!(
+            type_change("Decimal(10, 4)", "Decimal(12, 2)"),
+            Incompatible
+        );
+        assert_eq!(type_change("Float32", "Float64"), Widen("Float64".into()));
+        assert_eq!(type_change("Decimal(5, 9)", "Decimal(1, 20)"), Incompatible);
+        assert_eq!(
+            type_change("Nullable(Int32)", "Nullable(String)"),
+            Incompatible
+        );
+        assert_eq!(type_change("String", "Int32"), Incompatible);
+        assert_eq!(type_change("Int64", "DateTime64(6, 'UTC')"), Incompatible);
+        assert_eq!(
+            type_change("DateTime64(6, 'UTC')", "DateTime64(6,'UTC')"),
+            Same
+        );
+        assert_eq!(
+            modify_column_sql("d", "t", "n", "Int64"),
+            "ALTER TABLE `d`.`t` MODIFY COLUMN `n` Int64"
+        );
     }
 
     #[test]
