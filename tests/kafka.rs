@@ -882,3 +882,44 @@ async fn a_rebalance_mid_stream_loses_nothing() {
     b.stop().await;
     a.stop().await;
 }
+
+/// The state topic (snapshot markers) is created compacted (#20): with the broker's default
+/// `delete` policy a marker would expire after `retention.ms` and the next start would
+/// snapshot again, its snapshot events losing to what was streamed before them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_topic_is_compacted() {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let k = kafka_cluster();
+    let topic = unique("state");
+    let producer =
+        tributary::clients::kafka::producer(&k, Duration::from_secs(30)).expect("a producer");
+    tributary::clients::kafka::write_state(&k, &producer, &topic, 1, "p/snapshot", "s@0/1")
+        .await
+        .expect("the marker is written");
+    assert_eq!(
+        tributary::clients::kafka::read_state(&k, &topic, 1, "p/snapshot")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("s@0/1")
+    );
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let configs = admin
+        .describe_configs(
+            [&ResourceSpecifier::Topic(&topic)],
+            &AdminOptions::new().request_timeout(Some(Duration::from_secs(15))),
+        )
+        .await
+        .expect("describe configs");
+    let resource = configs
+        .into_iter()
+        .next()
+        .unwrap()
+        .expect("the topic's config");
+    let policy = resource.get("cleanup.policy").and_then(|e| e.value.clone());
+    assert_eq!(policy.as_deref(), Some("compact"), "{:?}", resource.entries);
+}

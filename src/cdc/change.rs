@@ -99,7 +99,8 @@ pub enum SinkMsg {
     Tick,
     /// Flush everything taken in; reply with the acknowledged LSN.
     Drain(RpcReplyPort<Lsn>),
-    /// The snapshot is complete: flush, then record `marker` durably.
+    /// Flush, then record `marker` durably: `<slot>@<lsn>` when the snapshot is complete,
+    /// `pending:<slot>` before a new one starts (an earlier marker no longer holds).
     SnapshotDone(String, RpcReplyPort<Result<(), String>>),
     /// The recorded snapshot marker, if any.
     GetMarker(RpcReplyPort<Result<Option<String>, String>>),

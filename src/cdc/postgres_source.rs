@@ -296,6 +296,18 @@ impl Stream {
             _ => true,
         };
         if snapshot_needed {
+            // The marker of an earlier slot must not survive into this one: a snapshot cut
+            // short below would otherwise read as complete at the next start (the new slot
+            // has the same name) and its missing rows would never be copied.
+            if marker.is_some() {
+                self.edge
+                    .call(
+                        |r| SinkMsg::SnapshotDone(format!("pending:{}", self.cfg.slot), r),
+                        Duration::from_secs(60),
+                    )
+                    .await?
+                    .map_err(SourceError::Sink)?;
+            }
             if let Some(s) = &slot {
                 if s.active {
                     return Err(SourceError::Slot {
@@ -334,7 +346,8 @@ impl Stream {
                     message: "no exported snapshot".into(),
                 })?;
             tracing::info!(pipeline = %self.pipeline, slot = %self.cfg.slot, consistent = %fmt_lsn(consistent), "created slot; snapshot starts");
-            self.snapshot(&client, &params, &snapshot, &schemas).await?;
+            self.snapshot(&client, &params, &snapshot, &schemas, consistent)
+                .await?;
             self.edge
                 .call(
                     |r| {
@@ -562,13 +575,18 @@ impl Stream {
         })
     }
 
-    /// Copies every table inside the exported snapshot, as rows with version 0.
+    /// Copies every table inside the exported snapshot, as rows whose version is the slot's
+    /// consistent point: every change streamed from the slot comes after it (and wins in
+    /// FINAL), and every version left in ClickHouse by an earlier slot comes before it (a
+    /// re-snapshot wins over what was streamed before it; version 0 would lose to it, and
+    /// would be fenced by an earlier TRUNCATE's mark).
     async fn snapshot(
         &self,
         client: &tokio_postgres::Client,
         params: &PgParams,
         snapshot: &str,
         schemas: &HashMap<u32, SharedSchema>,
+        version: Lsn,
     ) -> Result<(), SourceError> {
         use futures_util::StreamExt;
         let pg = |e: tokio_postgres::Error| SourceError::Pg(PgError::client(params.addr(), e));
@@ -614,7 +632,7 @@ impl Stream {
                     })?;
                     chunk.push(
                         &self.pipeline,
-                        ChangeItem::row(s.rel_id, RowOp::Snapshot, 0, cells, (0, 0)),
+                        ChangeItem::row(s.rel_id, RowOp::Snapshot, version, cells, (0, 0)),
                     );
                     n += 1;
                     PipelineCounters::add(&self.counters.snapshot_rows, 1);

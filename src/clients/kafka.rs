@@ -89,6 +89,23 @@ pub async fn ensure_topics(
     partitions: i32,
     replication: i32,
 ) -> Result<(), KafkaError> {
+    ensure_topics_with(k, topics, partitions, replication, &[]).await
+}
+
+/// The topic configuration of a state topic: compacted, so the last value of every key is
+/// kept for ever (with the broker's default `delete` policy a snapshot marker would expire
+/// after `retention.ms`, 7 days, and the next start would snapshot again).
+pub const STATE_TOPIC_CONFIG: &[(&str, &str)] = &[("cleanup.policy", "compact")];
+
+/// As [`ensure_topics`], creating missing topics with `config` (existing topics are left as
+/// they are).
+pub async fn ensure_topics_with(
+    k: &KafkaConfig,
+    topics: &[String],
+    partitions: i32,
+    replication: i32,
+    config: &[(&str, &str)],
+) -> Result<(), KafkaError> {
     if topics.is_empty() {
         return Ok(());
     }
@@ -101,7 +118,12 @@ pub async fn ensure_topics(
             })?;
     let new: Vec<NewTopic> = topics
         .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication)))
+        .map(|t| {
+            config.iter().fold(
+                NewTopic::new(t, partitions, TopicReplication::Fixed(replication)),
+                |n, (key, value)| n.set(key, value),
+            )
+        })
         .collect();
     let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(15)));
     let results = admin
@@ -327,7 +349,7 @@ pub async fn read_state(
 ) -> Result<Option<String>, KafkaError> {
     // An empty state topic answers every question the same as a missing one, and reading a
     // missing topic's watermarks is an error on some brokers: create it first.
-    ensure_topics(k, &[topic.to_string()], 1, replication).await?;
+    ensure_topics_with(k, &[topic.to_string()], 1, replication, STATE_TOPIC_CONFIG).await?;
     let k = k.clone();
     let (topic, key) = (topic.to_string(), key.to_string());
     tokio::task::spawn_blocking(move || read_state_blocking(&k, &topic, &key))
@@ -400,7 +422,7 @@ pub async fn write_state(
     key: &str,
     value: &str,
 ) -> Result<(), KafkaError> {
-    ensure_topics(k, &[topic.to_string()], 1, replication).await?;
+    ensure_topics_with(k, &[topic.to_string()], 1, replication, STATE_TOPIC_CONFIG).await?;
     deliver(
         producer,
         FutureRecord::to(topic)

@@ -538,3 +538,34 @@ async fn partitioned(target: Target) {
     w.teardown().await;
 }
 matrix!(a_partitioned_table_lands_as_one, partitioned);
+
+/// A table without a primary key whose REPLICA IDENTITY is a unique index (#20): the index
+/// columns are its key; updates (one changing the key) and deletes land.
+async fn identity_using_index(target: Target) {
+    let w = World::new(target).await;
+    let c = pg().await;
+    let t = unique("ridx");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (code text NOT NULL, v text);
+         CREATE UNIQUE INDEX {t}_code ON {t} (code);
+         ALTER TABLE {t} REPLICA IDENTITY USING INDEX {t}_code;
+         INSERT INTO {t} SELECT 'c' || g, 'v' || g FROM generate_series(1, 50) g;"
+    ))
+    .await
+    .unwrap();
+    let run = Running::start(&w.config(&[&format!("public.{t}")])).await;
+    converge(&w, &c, &t, &t, "code, v", "code", T).await;
+    wait_streaming(&c, &w.slot).await;
+    c.batch_execute(&format!(
+        "UPDATE {t} SET v = 'upd' WHERE code IN ('c1', 'c2');
+         UPDATE {t} SET code = 'renamed' WHERE code = 'c3';
+         DELETE FROM {t} WHERE code IN ('c4', 'c5');
+         INSERT INTO {t} VALUES ('c99', 'new');"
+    ))
+    .await
+    .unwrap();
+    converge(&w, &c, &t, &t, "code, v", "code", T).await;
+    run.stop().await;
+    w.teardown().await;
+}
+matrix!(replica_identity_using_index, identity_using_index);

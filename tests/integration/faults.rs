@@ -271,3 +271,47 @@ async fn slow_sink(target: Target) {
     w.teardown().await;
 }
 matrix!(slow_sink_holds_back_the_source, slow_sink);
+
+/// The slot is lost after a completed snapshot, rows are written meanwhile, and the new
+/// snapshot is cut short by a crash of the source (#20): the earlier marker must not make the
+/// restarted source take the half-done snapshot for complete. Every row lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_resnapshot_is_not_taken_for_complete() {
+    let w = World::new(Target::Ch18).await;
+    let c = pg().await;
+    let t = unique("resnap");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, v text);
+         INSERT INTO {t} SELECT g, 'v' || g FROM generate_series(1, 100) g;"
+    ))
+    .await
+    .unwrap();
+    let cfg = w.config(&[&format!("public.{t}")]);
+    let run = Running::start(&cfg).await;
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    run.stop().await;
+    // The slot is gone (dropped, or invalidated); rows are written that no slot holds.
+    c.execute("SELECT pg_drop_replication_slot($1)", &[&w.slot])
+        .await
+        .unwrap();
+    c.batch_execute(&format!(
+        "INSERT INTO {t} SELECT g, 'gap' || g FROM generate_series(101, 300000) g"
+    ))
+    .await
+    .unwrap();
+    let run = Running::start(&cfg).await;
+    let counters = run.counters();
+    let before = counters.snapshot_rows.load(Ordering::Relaxed);
+    eventually(T, "the new snapshot to be under way", || async {
+        if counters.snapshot_rows.load(Ordering::Relaxed) > before {
+            Ok(())
+        } else {
+            Err("not yet".to_string())
+        }
+    })
+    .await;
+    run.kill("source").await;
+    converge(&w, &c, &t, &t, "id, v", "id", Duration::from_secs(120)).await;
+    run.stop().await;
+    w.teardown().await;
+}

@@ -91,7 +91,8 @@ pub struct Column {
     pub pg_type: PgType,
     /// Postgres allows NULL here (columns added while streaming are assumed nullable).
     pub nullable: bool,
-    /// Part of the primary key (the ClickHouse ORDER BY).
+    /// Part of the key: the primary key, or the replica identity index (the ClickHouse
+    /// ORDER BY).
     pub is_key: bool,
     /// For a column added while streaming with a constant default: the value (text form) that
     /// the rows written before the ALTER now hold in Postgres (`pg_attribute.attmissingval`).

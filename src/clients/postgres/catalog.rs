@@ -1,8 +1,11 @@
 //! Ordinary SQL against Postgres through tokio-postgres: publication set-up, the schema of
 //! each published table (types resolved through pg_type), slot state, and the snapshot COPY.
 //!
+//! A table's key is what pgoutput identifies its rows by: the replica identity index under
+//! REPLICA IDENTITY USING INDEX, else the primary key.
+//!
 //! Must never: build SQL from names without quoting them, or accept a table whose updates
-//! and deletes could not be applied downstream (no primary key).
+//! and deletes could not be applied downstream (no key).
 
 use super::transport::{self, Guarded, PgTls};
 use super::{PgError, PgParams, SESSION_SETTINGS};
@@ -329,7 +332,9 @@ pub async fn load_table(
                     COALESCE(a.attnum = ANY(i.indkey), false), \
                     CASE WHEN a.atthasmissing THEN a.attmissingval::text END \
              FROM pg_attribute a \
-             LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary \
+             JOIN pg_class cl ON cl.oid = a.attrelid \
+             LEFT JOIN pg_index i ON i.indrelid = a.attrelid \
+               AND CASE WHEN cl.relreplident = 'i' THEN i.indisreplident ELSE i.indisprimary END \
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
              ORDER BY a.attnum",
             &[&t.oid],
@@ -403,7 +408,7 @@ pub fn check_keys(tables: &[TableSchema]) -> Result<(), PgError> {
         Ok(())
     } else {
         Err(PgError::Setup(format!(
-            "tables without a primary key cannot be replicated (ClickHouse orders and deduplicates by it): {}; add a primary key or remove them from the publication",
+            "tables without a primary key cannot be replicated (ClickHouse orders and deduplicates by it): {}; add a primary key, or set REPLICA IDENTITY USING INDEX on a unique index of NOT NULL columns, or remove them from the publication",
             bad.join(", ")
         )))
     }
