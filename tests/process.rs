@@ -246,6 +246,11 @@ async fn exits_nonzero_when_the_last_pipeline_escalates() {
             && err.contains("no pipeline is left"),
         "{err}"
     );
+    // Logs to a pipe carry no terminal colour codes (#17).
+    assert!(
+        !err.contains('\u{1b}'),
+        "escape sequences in a non-terminal log: {err:?}"
+    );
     w.teardown().await;
 }
 
@@ -318,6 +323,42 @@ async fn health_ready_status_and_metrics_are_served() {
         }
     })
     .await;
+    assert_eq!(get("/health").await.unwrap(), (200, "ok\n".to_string()));
+    // Idle clients (#17): more than the cap are closed at once, the rest when the header
+    // timeout ends; the endpoints answer throughout.
+    let mut idle = Vec::new();
+    for _ in 0..(tributary::ops::http::MAX_CONNECTIONS + 36) {
+        idle.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut closed_at_once = 0;
+    for s in &mut idle {
+        use tokio::io::AsyncReadExt;
+        let mut b = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(20), s.read(&mut b)).await {
+            closed_at_once += 1;
+        }
+    }
+    assert!(
+        closed_at_once >= 36,
+        "{closed_at_once} of the connections over the cap closed"
+    );
+    let started = std::time::Instant::now();
+    for s in &mut idle {
+        use tokio::io::AsyncReadExt;
+        let mut b = [0u8; 1];
+        let r = tokio::time::timeout(Duration::from_secs(15), s.read(&mut b)).await;
+        assert!(
+            matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+            "an idle connection stays open: {r:?}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(14));
+    drop(idle);
     assert_eq!(get("/health").await.unwrap(), (200, "ok\n".to_string()));
     converge(&w, &c, &t, &t, "id, v", "id", T).await;
     c.batch_execute(&format!("UPDATE {t} SET v = 'w' WHERE id <= 10"))

@@ -114,11 +114,17 @@ impl Actor for KafkaCdcSource {
             uncommitted: false,
             watchdog: kafka::AssignmentWatchdog::default(),
         };
-        let task = TaskGuard::spawn(async move {
-            if let Err(e) = run.run().await {
-                let _ = myself.cast(KafkaSourceMsg::Failed(e.to_string()));
-            }
-        });
+        let me = myself.clone();
+        let task = TaskGuard::spawn_watched(
+            async move {
+                if let Err(e) = run.run().await {
+                    let _ = myself.cast(KafkaSourceMsg::Failed(e.to_string()));
+                }
+            },
+            move |why| {
+                let _ = me.cast(KafkaSourceMsg::Failed(why));
+            },
+        );
         Ok(KafkaSourceState {
             shared,
             edge,

@@ -111,14 +111,20 @@ impl Actor for PostgresSource {
             idle_lsn: Arc::new(AtomicU64::new(0)),
         };
         let me = myself.clone();
-        let task = crate::runtime::task::TaskGuard::spawn(async move {
-            let r = stream.run().await;
-            let (msg, class) = match r {
-                Ok(()) => ("stream ended".to_string(), ErrorClass::Transient),
-                Err(e) => (e.to_string(), e.class()),
-            };
-            let _ = me.cast(SourceMsg::Failed(msg, class));
-        });
+        let me2 = myself.clone();
+        let task = crate::runtime::task::TaskGuard::spawn_watched(
+            async move {
+                let r = stream.run().await;
+                let (msg, class) = match r {
+                    Ok(()) => ("stream ended".to_string(), ErrorClass::Transient),
+                    Err(e) => (e.to_string(), e.class()),
+                };
+                let _ = me.cast(SourceMsg::Failed(msg, class));
+            },
+            move |why| {
+                let _ = me2.cast(SourceMsg::Failed(why, ErrorClass::Transient));
+            },
+        );
         Ok(SourceState {
             task,
             writer,

@@ -27,6 +27,10 @@ pub enum ChError {
     Unreachable { addr: String, message: String },
     #[error("ClickHouse at {addr}: no answer within {after:?}")]
     Timeout { addr: String, after: Duration },
+    /// The server answers a ping, but this request did not finish in time: not an outage
+    /// (waiting would send it again for ever), a request too big or a server too busy.
+    #[error("ClickHouse at {addr}: the server answers, but this request did not finish within {after:?} (clickhouse.request_timeout): raise it, or lower batch.max_rows / batch.max_bytes")]
+    TooSlow { addr: String, after: Duration },
     /// TLS could not be set up (a certificate file) or was refused (the server's
     /// certificate, or ours): the same would happen again.
     #[error("ClickHouse at {addr}: {message}")]
@@ -286,6 +290,20 @@ impl ChClient {
                     after: self.timeout,
                 }),
             };
+            // A timeout while the server answers a ping is this request's, not an outage.
+            if matches!(r, Err(ChError::Timeout { .. })) && self.outages.is_some() {
+                let ping = tokio::time::timeout(
+                    self.timeout.min(Duration::from_secs(5)),
+                    self.inner.query("SELECT 1").execute(),
+                )
+                .await;
+                if matches!(ping, Ok(Ok(()))) {
+                    return Err(ChError::TooSlow {
+                        addr: self.addr.clone(),
+                        after: self.timeout,
+                    });
+                }
+            }
             let counters = match (&r, &self.outages) {
                 (Err(ChError::Unreachable { .. } | ChError::Timeout { .. }), Some(c)) => c,
                 _ => {

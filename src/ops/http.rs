@@ -2,8 +2,13 @@
 //! run), `/status` (JSON: the actor tree, counters, queues, lag), `/metrics` (OpenMetrics
 //! text for Prometheus) and `/` (a status page that renders `/status` and refreshes itself).
 //!
-//! Must never: block on a pipeline (every answer reads shared state only), or serve on an
-//! address the config did not name.
+//! Connections are capped ([`MAX_CONNECTIONS`]; more are closed at once) and a client gets
+//! [`HEADER_TIMEOUT`] to send a request's headers, so idle or slow clients cannot take the
+//! file descriptors the pipelines' connections need; an accept error (out of descriptors)
+//! backs off instead of spinning.
+//!
+//! Must never: block on a pipeline (every answer reads shared state only), serve on an
+//! address the config did not name, or compare the admin token in time that depends on it.
 
 use crate::ops::metrics::{render_metrics, Observed};
 use bytes::Bytes;
@@ -12,6 +17,11 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+
+/// Connections served at once; more are closed as they come.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time a client has to send a request's headers (an idle keep-alive connection included).
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Binds `listen` (done before any pipeline starts, so a taken port fails the start).
 pub async fn bind(listen: &str) -> Result<tokio::net::TcpListener, String> {
@@ -27,13 +37,33 @@ pub fn serve(
     observed: Observed,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let task = tokio::spawn(async move {
+        let mut refused_logged = false;
         loop {
-            let Ok((sock, _)) = listener.accept().await else {
+            let sock = match listener.accept().await {
+                Ok((sock, _)) => sock,
+                Err(e) => {
+                    // EMFILE and the like: retrying at once would spin a core.
+                    tracing::warn!(error = %e, "http listener: accept failed; retrying in 100 ms");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                if !refused_logged {
+                    refused_logged = true;
+                    tracing::warn!(
+                        max = MAX_CONNECTIONS,
+                        "http listener: too many connections; closing new ones"
+                    );
+                }
+                drop(sock);
                 continue;
             };
             let o = observed.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let svc = hyper::service::service_fn(move |req| {
                     let o = o.clone();
                     async move {
@@ -46,6 +76,8 @@ pub fn serve(
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
                     .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
                     .await;
             });
@@ -105,7 +137,7 @@ async fn admin(o: &Observed, req: Request<Incoming>) -> Response<Full<Bytes>> {
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if a.token.is_empty() || token != Some(a.token.expose()) {
+    if a.token.is_empty() || !token.is_some_and(|t| same_secret(t, a.token.expose())) {
         return reply(
             StatusCode::UNAUTHORIZED,
             "text/plain",
@@ -222,3 +254,22 @@ async function refresh(){
 refresh();setInterval(refresh,2000);
 </script></body></html>
 "##;
+
+/// Compares two secrets in time that depends on their lengths only.
+fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_by_value() {
+        assert!(same_secret("a-long-admin-token", "a-long-admin-token"));
+        assert!(!same_secret("a-long-admin-token", "a-long-admin-tokeN"));
+        assert!(!same_secret("short", "a-long-admin-token"));
+        assert!(!same_secret("", "x"));
+    }
+}

@@ -9,10 +9,58 @@ impl TaskGuard {
     pub fn spawn(f: impl std::future::Future<Output = ()> + Send + 'static) -> TaskGuard {
         TaskGuard(tokio::spawn(f))
     }
+
+    /// As [`TaskGuard::spawn`], and a panic of `f` is handed to `on_panic` (which tells the
+    /// owning actor, so that it fails and its supervisor restarts it) instead of ending the
+    /// task in silence while the actor looks alive.
+    pub fn spawn_watched(
+        f: impl std::future::Future<Output = ()> + Send + 'static,
+        on_panic: impl FnOnce(String) + Send + 'static,
+    ) -> TaskGuard {
+        use futures_util::FutureExt;
+        TaskGuard(tokio::spawn(async move {
+            if let Err(panic) = std::panic::AssertUnwindSafe(f).catch_unwind().await {
+                let text = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                tracing::error!(panic = %text, "an actor's task panicked");
+                on_panic(format!("its task panicked: {text}"));
+            }
+        }))
+    }
 }
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_task_is_reported() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _g = TaskGuard::spawn_watched(
+            async {
+                let v: Vec<u8> = Vec::new();
+                let _ = v[usize::from(v.is_empty())]; // out of bounds
+            },
+            move |why| {
+                let _ = tx.send(why);
+            },
+        );
+        let why = tokio::time::timeout(std::time::Duration::from_secs(5), rx)
+            .await
+            .expect("reported")
+            .unwrap();
+        assert!(
+            why.contains("panicked") && why.contains("index out of bounds"),
+            "{why}"
+        );
     }
 }

@@ -66,11 +66,17 @@ impl Actor for StatusPublisher {
         let ch = ChClient::connect(&a.clickhouse).await?;
         ch.ensure_state_table().await?;
         tracing::info!(pipeline = %a.pipeline, topic = %a.sink.topic, "publishing statuses to Kafka");
-        let task = TaskGuard::spawn(async move {
-            if let Err(e) = publish(a, producer, ch).await {
-                let _ = myself.cast(PublisherMsg::Failed(e.to_string()));
-            }
-        });
+        let me = myself.clone();
+        let task = TaskGuard::spawn_watched(
+            async move {
+                if let Err(e) = publish(a, producer, ch).await {
+                    let _ = myself.cast(PublisherMsg::Failed(e.to_string()));
+                }
+            },
+            move |why| {
+                let _ = me.cast(PublisherMsg::Failed(why));
+            },
+        );
         Ok(PublisherState { _task: task })
     }
 

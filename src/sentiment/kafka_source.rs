@@ -70,11 +70,17 @@ impl Actor for KafkaStatusSource {
             committed: HashMap::new(),
             watchdog: kafka::AssignmentWatchdog::default(),
         };
-        let task = TaskGuard::spawn(async move {
-            if let Err(e) = run.run().await {
-                let _ = myself.cast(StatusSourceMsg::Failed(e.to_string()));
-            }
-        });
+        let me = myself.clone();
+        let task = TaskGuard::spawn_watched(
+            async move {
+                if let Err(e) = run.run().await {
+                    let _ = myself.cast(StatusSourceMsg::Failed(e.to_string()));
+                }
+            },
+            move |why| {
+                let _ = me.cast(StatusSourceMsg::Failed(why));
+            },
+        );
         Ok(StatusSourceState { _task: task })
     }
 

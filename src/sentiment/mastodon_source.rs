@@ -91,11 +91,16 @@ impl Actor for MastodonSource {
                     ch: ch.clone(),
                     high: resume,
                 };
-                let me = myself.clone();
-                tasks.push(crate::runtime::task::TaskGuard::spawn(async move {
-                    let e = follower.run().await;
-                    let _ = me.cast(MastodonMsg::Failed(e.to_string()));
-                }));
+                let (me, me2) = (myself.clone(), myself.clone());
+                tasks.push(crate::runtime::task::TaskGuard::spawn_watched(
+                    async move {
+                        let e = follower.run().await;
+                        let _ = me.cast(MastodonMsg::Failed(e.to_string()));
+                    },
+                    move |why| {
+                        let _ = me2.cast(MastodonMsg::Failed(why));
+                    },
+                ));
             }
         }
         Ok(MastodonState { tasks })

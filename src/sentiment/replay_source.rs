@@ -57,17 +57,22 @@ impl Actor for ReplaySource {
         args: ReplayArgs,
     ) -> Result<ReplayState, ActorProcessingErr> {
         args.tracker.reset();
-        let me = myself.clone();
-        let task = crate::runtime::task::TaskGuard::spawn(async move {
-            match run(&args).await {
-                Ok(n) => {
-                    let _ = me.cast(ReplayMsg::Finished(n));
+        let (me, me2) = (myself.clone(), myself.clone());
+        let task = crate::runtime::task::TaskGuard::spawn_watched(
+            async move {
+                match run(&args).await {
+                    Ok(n) => {
+                        let _ = me.cast(ReplayMsg::Finished(n));
+                    }
+                    Err(e) => {
+                        let _ = me.cast(ReplayMsg::Failed(e));
+                    }
                 }
-                Err(e) => {
-                    let _ = me.cast(ReplayMsg::Failed(e));
-                }
-            }
-        });
+            },
+            move |why| {
+                let _ = me2.cast(ReplayMsg::Failed(why));
+            },
+        );
         Ok(ReplayState { task })
     }
 

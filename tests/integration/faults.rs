@@ -209,6 +209,10 @@ async fn a_postgres_outage_is_waited_out() {
 /// most an edge and a batch ahead of the sink, far behind what Postgres committed), memory
 /// stays flat, and everything lands once the sink is fast again.
 async fn slow_sink(target: Target) {
+    // The two generations' runs measure this process's memory: one at a time (the other's
+    // catch-up drain would be counted as this one's growth).
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _measuring = ONE_AT_A_TIME.lock().await;
     let w = World::new(target).await;
     let proxy = proxy::Proxy::start(target.url().trim_start_matches("http://")).await;
     let c = pg().await;
@@ -291,14 +295,29 @@ async fn an_interrupted_resnapshot_is_not_taken_for_complete() {
     converge(&w, &c, &t, &t, "id, v", "id", T).await;
     run.stop().await;
     // The slot is gone (dropped, or invalidated); rows are written that no slot holds.
-    c.execute("SELECT pg_drop_replication_slot($1)", &[&w.slot])
-        .await
-        .unwrap();
+    // (Its walsender may take a moment to end after the stop.)
+    eventually(T, "the slot to be dropped", || async {
+        c.execute("SELECT pg_drop_replication_slot($1)", &[&w.slot])
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
     c.batch_execute(&format!(
-        "INSERT INTO {t} SELECT g, 'gap' || g FROM generate_series(101, 300000) g"
+        "INSERT INTO {t} SELECT g, 'gap' || g FROM generate_series(101, 20000) g"
     ))
     .await
     .unwrap();
+    // A slow ClickHouse and small chunks keep the new snapshot under way for seconds, with
+    // little memory (this process runs other tests that measure theirs).
+    let proxy = proxy::Proxy::start(Target::Ch18.url().trim_start_matches("http://")).await;
+    proxy.set_delay(Duration::from_millis(100));
+    let mut cfg = cfg;
+    let p = &mut cfg.pipelines[0];
+    p.clickhouse.url = proxy.url();
+    p.postgres.as_mut().unwrap().chunk_rows = 500;
+    p.batch.edge_capacity = 2;
+    p.batch.max_rows = 1000;
     let run = Running::start(&cfg).await;
     let counters = run.counters();
     let before = counters.snapshot_rows.load(Ordering::Relaxed);
@@ -311,7 +330,83 @@ async fn an_interrupted_resnapshot_is_not_taken_for_complete() {
     })
     .await;
     run.kill("source").await;
+    proxy.set_delay(Duration::ZERO);
     converge(&w, &c, &t, &t, "id, v", "id", Duration::from_secs(120)).await;
     run.stop().await;
+    w.teardown().await;
+}
+
+/// The Postgres sockets keep alive (#17): a half-open connection is found by the kernel
+/// within about a minute. `ss` shows the keepalive timer on this process's connection to
+/// the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sockets_keep_alive() {
+    let w = World::new(Target::Ch18).await;
+    let p = tributary::clients::postgres::PgParams::from_config(
+        w.config(&[]).pipelines[0].postgres.as_ref().unwrap(),
+    );
+    let conn = tributary::clients::postgres::replication::ReplicationConn::connect(&p)
+        .await
+        .expect("connect");
+    let out = std::process::Command::new("ss")
+        .args(["-tnpoH", "dst", &format!("127.0.0.1:{}", p.port)])
+        .output()
+        .expect("ss");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mine: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(&format!("pid={},", std::process::id())))
+        .collect();
+    assert!(
+        !mine.is_empty(),
+        "no connection of this process in:\n{text}"
+    );
+    // Ours probes after 30 s (tokio-postgres's own connections, also in this process, after
+    // two hours: "119min").
+    let ours = mine.iter().any(|l| {
+        l.split("timer:(keepalive,")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .is_some_and(|t| t.ends_with("sec") && !t.contains("min"))
+    });
+    assert!(ours, "no connection with a 30 s keepalive: {mine:?}");
+    conn.close().await;
+}
+
+/// An insert that always takes longer than `request_timeout` while ClickHouse answers pings
+/// (#17): not an outage to wait out for ever (re-sending it), but a failure that names the
+/// cause; the pipeline escalates with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_too_slow_for_the_timeout_is_not_an_outage() {
+    let w = World::new(Target::Ch18).await;
+    let proxy = proxy::Proxy::start(Target::Ch18.url().trim_start_matches("http://")).await;
+    let c = pg().await;
+    let t = unique("tooslow");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, v text);
+         INSERT INTO {t} SELECT g, repeat('x', 200) FROM generate_series(1, 5000) g;"
+    ))
+    .await
+    .unwrap();
+    let mut cfg = w.config(&[&format!("public.{t}")]);
+    cfg.supervision.max_restarts = 1;
+    let p = &mut cfg.pipelines[0];
+    p.clickhouse.url = proxy.url();
+    p.clickhouse.request_timeout.0 = Duration::from_secs(2);
+    p.clickhouse.insert_attempts = 1;
+    p.clickhouse.compression = tributary::config::Compression::None;
+    // 1 MB of rows at 50 kB/s: 20 s an insert; a ping is a few hundred bytes.
+    proxy.set_rate(50_000);
+    let run = Running::start(&cfg).await;
+    tokio::time::timeout(Duration::from_secs(120), run.handle)
+        .await
+        .expect("the pipeline gives up instead of waiting for ever")
+        .unwrap();
+    let actors = run.registry.actors();
+    let err = actors[&format!("root/{}", run.pipeline)]
+        .last_error
+        .clone()
+        .unwrap_or_default();
+    assert!(err.contains("did not finish within"), "{err}");
     w.teardown().await;
 }

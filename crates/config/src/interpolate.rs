@@ -44,20 +44,29 @@ pub(crate) fn interpolate(
                     })
                 }
             };
-            for c in value.chars() {
-                match c {
-                    '"' => out.push_str("\\\""),
-                    '\\' => out.push_str("\\\\"),
-                    '\n' => out.push_str("\\n"),
-                    c => out.push(c),
-                }
-            }
+            escape_basic(&mut out, &value);
             consumed += start + 2 + end + 1;
             rest = &after[end + 1..];
         }
         out.push_str(rest);
     }
     Ok(out)
+}
+
+/// Appends `value` escaped for a TOML basic string: quotes, backslashes and every control
+/// character (TOML refuses them raw, and the parse error would point into a secret).
+fn escape_basic(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
 }
 
 /// Byte offset of a `#` that starts a comment (outside a string), if any.
@@ -73,4 +82,21 @@ fn comment_start(line: &str) -> Option<usize> {
         prev = c;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_in_values_stay_inside_the_string() {
+        let value = "a\"b\\c\nd\te\rf\u{1}g\u{7f}h\u{1b}[0m";
+        let text = interpolate("k = \"${S}\"\n", "f", &|_| Some(value.to_string())).unwrap();
+        #[derive(serde::Deserialize)]
+        struct K {
+            k: String,
+        }
+        let parsed: K = toml::from_str(&text).expect("parses");
+        assert_eq!(parsed.k, value);
+    }
 }

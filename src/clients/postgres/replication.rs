@@ -281,7 +281,7 @@ impl ReplicationConn {
         self.write(&out).await?;
         loop {
             // CopyBothResponse ('W') is not in postgres-protocol's message enum: frame it here.
-            match frame_len(&self.buf) {
+            match frame_len(&self.buf).map_err(|m| self.proto(m))? {
                 None => {
                     self.fill().await?;
                     continue;
@@ -329,7 +329,7 @@ impl ReplicationConn {
 
     async fn read_message(&mut self) -> Result<Message, PgError> {
         loop {
-            if frame_len(&self.buf).is_some() && self.buf[0] == b'W' {
+            if frame_len(&self.buf).map_err(|m| self.proto(m))?.is_some() && self.buf[0] == b'W' {
                 return Err(self.proto("unexpected CopyBothResponse".into()));
             }
             if let Some(m) = Message::parse(&mut self.buf).map_err(|e| self.proto(e.to_string()))? {
@@ -378,12 +378,25 @@ async fn read_more<R: tokio::io::AsyncRead + Unpin>(
 }
 
 /// Length of the complete frame at the start of `buf`, if it is all there.
-fn frame_len(buf: &[u8]) -> Option<usize> {
+/// The largest message we take: a 1 GiB value (Postgres's limit for one field) and its row.
+const MAX_FRAME: usize = (1 << 30) + (1 << 20);
+
+/// Length of the complete frame at the start of `buf`, if it is all there. A length no
+/// server sends (below 4, the length field's own size, or above [`MAX_FRAME`]) is an error:
+/// it would cut a frame short of its header or wait for gigabytes.
+fn frame_len(buf: &[u8]) -> Result<Option<usize>, String> {
     if buf.len() < 5 {
-        return None;
+        return Ok(None);
     }
-    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize + 1;
-    (buf.len() >= len).then_some(len)
+    let field = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if !(4..=MAX_FRAME).contains(&field) {
+        return Err(format!(
+            "message {:?} with length {field} (a server sends 4 to {MAX_FRAME})",
+            buf[0] as char
+        ));
+    }
+    let len = field + 1;
+    Ok((buf.len() >= len).then_some(len))
 }
 
 /// The read half of a replication stream.
@@ -398,7 +411,10 @@ impl ReplicationReader {
     /// payload of the buffer into `out`. Returns false when the server ended the stream.
     pub async fn next_batch(&mut self, out: &mut Vec<Bytes>) -> Result<bool, PgError> {
         loop {
-            while let Some(len) = frame_len(&self.buf) {
+            while let Some(len) = frame_len(&self.buf).map_err(|message| PgError::Protocol {
+                addr: self.addr.clone(),
+                message,
+            })? {
                 let tag = self.buf[0];
                 let frame = self.buf.split_to(len).freeze();
                 match tag {
@@ -517,4 +533,22 @@ fn error_text(mut fields: postgres_protocol::message::backend::ErrorFields<'_>) 
         }
     }
     format!("{severity} {code}: {message}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_lengths_no_server_sends_are_refused() {
+        assert_eq!(frame_len(b"d\0\0"), Ok(None));
+        assert_eq!(frame_len(b"d\0\0\0\x05x"), Ok(Some(6)));
+        assert_eq!(frame_len(b"d\0\0\0\x06x"), Ok(None), "incomplete");
+        assert_eq!(frame_len(b"c\0\0\0\x04"), Ok(Some(5)), "an empty body");
+        // A length below its own 4 bytes would cut the frame short of its header.
+        for bad in [b"d\0\0\0\x00", b"d\0\0\0\x03"] {
+            assert!(frame_len(bad).is_err());
+        }
+        assert!(frame_len(b"d\xff\xff\xff\xff").is_err(), "4 GiB");
+    }
 }

@@ -20,6 +20,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -84,6 +85,16 @@ pub async fn tcp(p: &PgParams) -> Result<TcpStream, PgError> {
             source,
         })?;
     stream.set_nodelay(true).ok();
+    // A half-open connection (a server or a NAT gone without a word) is noticed within about
+    // a minute instead of the kernel's two hours: the replication stream waits for data for
+    // as long as Postgres has nothing to send, so only the kernel can tell.
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    socket2::SockRef::from(&stream)
+        .set_tcp_keepalive(&keepalive)
+        .ok();
     Ok(stream)
 }
 
