@@ -330,6 +330,29 @@ impl Running {
         let _ = self.handle.await;
     }
 
+    /// Waits (at most `within`) for the tree to end by itself: the pipeline's last error, and
+    /// the restarts of all its actors on the way.
+    pub async fn until_stopped(self, within: Duration) -> (String, u64) {
+        tokio::time::timeout(within, self.handle)
+            .await
+            .expect("the pipeline stops by itself")
+            .unwrap();
+        let actors = self.registry.actors();
+        let restarts = actors.values().map(|a| a.restarts).sum();
+        let err = actors[&format!("root/{}", self.pipeline)]
+            .last_error
+            .clone()
+            .unwrap_or_default();
+        (err, restarts)
+    }
+
+    /// The tree must end within 30 s without a restart (a permanent error): its error.
+    pub async fn stops_at_once(self) -> String {
+        let (err, restarts) = self.until_stopped(Duration::from_secs(30)).await;
+        assert_eq!(restarts, 0, "restarted on the way to: {err}");
+        err
+    }
+
     pub fn counters(&self) -> Arc<tributary::runtime::registry::PipelineCounters> {
         self.registry.pipeline(&self.pipeline)
     }
@@ -585,4 +608,10 @@ pub fn write_report(name: &str, text: &str) {
         .append(true)
         .open(dir.join(format!("{name}.txt")))
         .and_then(|mut f| writeln!(f, "{text}"));
+}
+
+/// Runs `cfg`, which must stop at once: within 30 s and without a restart (a permanent
+/// error). Its error.
+pub async fn stops_at_once(cfg: &Config) -> String {
+    Running::start(cfg).await.stops_at_once().await
 }

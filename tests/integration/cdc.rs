@@ -240,22 +240,13 @@ async fn changed_type_cannot_forge_rows(target: Target) {
     ))
     .await
     .unwrap();
-    tokio::time::timeout(Duration::from_secs(30), run.handle)
-        .await
-        .expect("the pipeline stops at once")
-        .unwrap();
-    let actors = run.registry.actors();
-    let err = actors[&format!("root/{}", run.pipeline)]
-        .last_error
-        .clone()
-        .unwrap_or_default();
+    let err = run.stops_at_once().await;
     assert!(
         err.contains("a restart cannot cure")
             && err.contains("`n`")
             && err.contains(&format!("public.{t}")),
         "{err}"
     );
-    assert_eq!(actors.values().map(|a| a.restarts).sum::<u64>(), 0);
     assert_eq!(w.ch_live(&t, "id, n", "id").await, vec!["1\t10", "2\t20"]);
     let max_version = w
         .ch_rows(&format!("SELECT max(_version) FROM `{}`.`{t}`", w.database))
@@ -329,22 +320,11 @@ async fn a_keyless_table_stops_the_pipeline_at_once() {
         .unwrap();
     let mut cfg = w.config(&[&format!("public.{t}")]);
     cfg.supervision.max_restarts = 50;
-    let run = Running::start(&cfg).await;
-    tokio::time::timeout(Duration::from_secs(30), run.handle)
-        .await
-        .expect("the pipeline stops at once")
-        .unwrap();
-    let actors = run.registry.actors();
-    let err = actors[&format!("root/{}", run.pipeline)]
-        .last_error
-        .clone()
-        .unwrap_or_default();
+    let err = stops_at_once(&cfg).await;
     assert!(
         err.contains("a restart cannot cure") && err.contains(&format!("public.{t}")),
         "{err}"
     );
-    let restarts: u64 = actors.values().map(|a| a.restarts).sum();
-    assert_eq!(restarts, 0, "{actors:?}");
     w.teardown().await;
 }
 
@@ -378,22 +358,6 @@ async fn identity_full_add_column(target: Target) {
     w.teardown().await;
 }
 matrix!(identity_full_then_add_column, identity_full_add_column);
-
-/// Runs `cfg` until it stops by itself; the pipeline's error (no restart on the way).
-async fn stops_at_once(cfg: &tributary::config::Config) -> String {
-    let run = Running::start(cfg).await;
-    tokio::time::timeout(Duration::from_secs(30), run.handle)
-        .await
-        .expect("the pipeline stops at once")
-        .unwrap();
-    let actors = run.registry.actors();
-    let restarts: u64 = actors.values().map(|a| a.restarts).sum();
-    assert_eq!(restarts, 0, "{actors:?}");
-    actors[&format!("root/{}", run.pipeline)]
-        .last_error
-        .clone()
-        .unwrap_or_default()
-}
 
 /// Names that cannot all be used (#20): a table `t_live` beside `t` (whose live view is
 /// `t_live`), a ClickHouse table of someone else where a live view would go, a column named
@@ -525,15 +489,7 @@ async fn partitioned(target: Target) {
     .unwrap();
     let mut cfg = w.config(&[&format!("public.{t}")]);
     cfg.supervision.max_restarts = 50;
-    let run = Running::start(&cfg).await;
-    tokio::time::timeout(Duration::from_secs(30), run.handle)
-        .await
-        .expect("the pipeline stops at once")
-        .unwrap();
-    let err = run.registry.actors()[&format!("root/{}", run.pipeline)]
-        .last_error
-        .clone()
-        .unwrap_or_default();
+    let err = stops_at_once(&cfg).await;
     assert!(err.contains("publish_via_partition_root = true"), "{err}");
     w.teardown().await;
 }
