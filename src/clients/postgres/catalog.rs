@@ -73,7 +73,7 @@ pub async fn connect_described(p: &PgParams) -> Result<(Client, Option<TlsInfo>)
                 return PgError::Tls {
                     addr: p.addr(),
                     message: format!(
-                        "the server does not accept TLS, and sslmode = {:?} requires it",
+                        "the server does not accept TLS, and sslmode = {} requires it",
                         p.sslmode
                     ),
                 };

@@ -156,7 +156,7 @@ pub async fn open(p: &PgParams) -> Result<(PgStream, Option<TlsInfo>), PgError> 
             return Err(PgError::Tls {
                 addr: p.addr(),
                 message: format!(
-                    "the server does not accept TLS, and sslmode = {:?} requires it",
+                    "the server does not accept TLS, and sslmode = {} requires it",
                     p.sslmode
                 ),
             })
