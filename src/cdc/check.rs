@@ -200,6 +200,7 @@ pub async fn check(
             name,
             if exists { "exists" } else { "will be created" }
         );
+        let _ = writeln!(out, "    key: {}", identity(&client, s).await?);
         let _ = writeln!(
             out,
             "    {}",
@@ -242,4 +243,33 @@ fn describe_tls(tls: Option<&TlsInfo>) -> String {
         Some(t) => format!("tls: {}", t.describe()),
         None => "no TLS (sslmode = disable, or `prefer` and the server has none)".into(),
     }
+}
+
+/// How the rows of `s` are identified: `primary key (id)`, or `replica identity index
+/// (code)`, and what Postgres sends of an old row (`REPLICA IDENTITY FULL`: every column).
+async fn identity(
+    client: &tokio_postgres::Client,
+    s: &crate::protocol::schema::TableSchema,
+) -> Result<String, String> {
+    let ident: i8 = client
+        .query_one(
+            "SELECT relreplident::\"char\" FROM pg_class WHERE oid = $1",
+            &[&s.rel_id],
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .get(0);
+    let keys: Vec<&str> = s
+        .columns
+        .iter()
+        .filter(|c| c.is_key)
+        .map(|c| c.name.as_str())
+        .collect();
+    let keys = keys.join(", ");
+    Ok(match ident as u8 {
+        b'i' => format!("replica identity index ({keys})"),
+        b'f' => format!("primary key ({keys}); REPLICA IDENTITY FULL (old rows sent whole)"),
+        b'n' => format!("primary key ({keys}); REPLICA IDENTITY NOTHING (updates and deletes cannot be replicated)"),
+        _ => format!("primary key ({keys})"),
+    })
 }

@@ -509,7 +509,10 @@ async fn identity_using_index(target: Target) {
     ))
     .await
     .unwrap();
-    let run = Running::start(&w.config(&[&format!("public.{t}")])).await;
+    let cfg = w.config(&[&format!("public.{t}")]);
+    let out = tributary::check::run(&cfg).await.expect("check passes");
+    assert!(out.contains("key: replica identity index (code)"), "{out}");
+    let run = Running::start(&cfg).await;
     converge(&w, &c, &t, &t, "code, v", "code", T).await;
     wait_streaming(&c, &w.slot).await;
     c.batch_execute(&format!(
