@@ -528,3 +528,31 @@ async fn identity_using_index(target: Target) {
     w.teardown().await;
 }
 matrix!(replica_identity_using_index, identity_using_index);
+
+/// DROP NOT NULL while tributary is away (#20): at the restart the ClickHouse column
+/// becomes Nullable, so a NULL lands as NULL (not as the column's default 0).
+async fn drop_not_null_between_runs(target: Target) {
+    let w = World::new(target).await;
+    let c = pg().await;
+    let t = unique("nn");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, n int NOT NULL); INSERT INTO {t} VALUES (1, 10)"
+    ))
+    .await
+    .unwrap();
+    let cfg = w.config(&[&format!("public.{t}")]);
+    let run = Running::start(&cfg).await;
+    converge(&w, &c, &t, &t, "id, n", "id", T).await;
+    run.stop().await;
+    c.batch_execute(&format!(
+        "ALTER TABLE {t} ALTER COLUMN n DROP NOT NULL; INSERT INTO {t} VALUES (2, NULL)"
+    ))
+    .await
+    .unwrap();
+    let run = Running::start(&cfg).await;
+    converge(&w, &c, &t, &t, "id, n", "id", T).await;
+    assert_eq!(w.ch_live(&t, "id, n", "id").await, vec!["1\t10", "2\t\\N"]);
+    run.stop().await;
+    w.teardown().await;
+}
+matrix!(drop_not_null_while_away, drop_not_null_between_runs);

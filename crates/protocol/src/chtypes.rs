@@ -286,16 +286,26 @@ pub fn type_change(old: &str, new: &str) -> TypeChange {
     if old == new {
         return TypeChange::Same;
     }
+    // The type under its Nullable and LowCardinality wrappers, and whether it was Nullable.
     let unwrap = |t: &str| -> (bool, String) {
-        match t
-            .strip_prefix("Nullable(")
-            .and_then(|r| r.strip_suffix(')'))
-        {
-            Some(inner) => (true, inner.to_string()),
-            None => (false, t.to_string()),
+        let (mut t, mut nullable) = (t, false);
+        loop {
+            if let Some(inner) = t
+                .strip_prefix("Nullable(")
+                .and_then(|r| r.strip_suffix(')'))
+            {
+                (t, nullable) = (inner, true);
+            } else if let Some(inner) = t
+                .strip_prefix("LowCardinality(")
+                .and_then(|r| r.strip_suffix(')'))
+            {
+                t = inner;
+            } else {
+                return (nullable, t.to_string());
+            }
         }
     };
-    let ((old_null, old_base), (_, new_base)) = (unwrap(&old), unwrap(&new));
+    let ((old_null, old_base), (new_null, new_base)) = (unwrap(&old), unwrap(&new));
     let wrap = |base: &str| {
         if old_null {
             format!("Nullable({base})")
@@ -304,7 +314,13 @@ pub fn type_change(old: &str, new: &str) -> TypeChange {
         }
     };
     if old_base == new_base {
-        return TypeChange::Same;
+        // A column that now takes NULLs (DROP NOT NULL, seen at a restart) must hold them:
+        // a NULL in a column that is not Nullable would be written as its default.
+        return if new_null && !old_null {
+            TypeChange::Widen(new)
+        } else {
+            TypeChange::Same
+        };
     }
     let int_rank = |t: &str| ["Int16", "Int32", "Int64"].iter().position(|x| *x == t);
     let decimal = |t: &str| -> Option<(i64, i64)> {
@@ -869,6 +885,20 @@ mod tests {
             "a narrower type fits the wider column"
         );
         assert_eq!(type_change("String", "String"), Same);
+        // SET NOT NULL needs nothing; DROP NOT NULL makes the column Nullable, also under
+        // LowCardinality (enums).
+        assert_eq!(
+            type_change("LowCardinality(Nullable(String))", "LowCardinality(String)"),
+            Same
+        );
+        assert_eq!(
+            type_change("LowCardinality(String)", "LowCardinality(Nullable(String))"),
+            Widen("LowCardinality(Nullable(String))".into())
+        );
+        assert_eq!(
+            type_change("Int32", "Nullable(Int32)"),
+            Widen("Nullable(Int32)".into())
+        );
         assert_eq!(type_change("Decimal(10, 2)", "Decimal(10,2)"), Same);
         assert_eq!(
             type_change("Nullable(Decimal(5, 2))", "Nullable(Decimal(12, 4))"),
