@@ -565,6 +565,17 @@ impl SinkState {
                     if let Some((_, have)) = existing.iter().find(|(n, _)| n == &c.name) {
                         match type_change(have, &c.ch_type) {
                             TypeChange::Same => {}
+                            // ClickHouse refuses to change an ORDER BY column's type (18.16
+                            // and 26.9 both: the sorted representation would change).
+                            TypeChange::Widen(to) if c.is_key => {
+                                return Err(SinkError::Schema(format!(
+                                    "{}: key column `{}` changed type in Postgres and now maps to {to}; ClickHouse cannot change the type of a column of the table's ORDER BY (`{name}`.`{}` is {have}). Re-create the ClickHouse table: drop it and this pipeline's `snapshot` row in `{}`, then start again (a full copy)",
+                                    s.qualified(),
+                                    c.name,
+                                    c.name,
+                                    crate::clients::clickhouse::STATE_TABLE
+                                )));
+                            }
                             TypeChange::Widen(to) => {
                                 self.ch
                                     .execute(&modify_column_sql(&db, &name, &c.name, &to))

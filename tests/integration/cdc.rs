@@ -556,3 +556,35 @@ async fn drop_not_null_between_runs(target: Target) {
     w.teardown().await;
 }
 matrix!(drop_not_null_while_away, drop_not_null_between_runs);
+
+/// A key column widened in Postgres (int → bigint, #20): ClickHouse cannot change an ORDER BY
+/// column's type, so the pipeline stops at once and says how to re-create the table, instead
+/// of failing the ALTER in a restart loop.
+async fn key_widening(target: Target) {
+    let w = World::new(target).await;
+    let c = pg().await;
+    let t = unique("keyw");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, v text); INSERT INTO {t} VALUES (1, 'a')"
+    ))
+    .await
+    .unwrap();
+    let mut cfg = w.config(&[&format!("public.{t}")]);
+    cfg.supervision.max_restarts = 50;
+    let run = Running::start(&cfg).await;
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    wait_streaming(&c, &w.slot).await;
+    c.batch_execute(&format!(
+        "ALTER TABLE {t} ALTER COLUMN id TYPE bigint; INSERT INTO {t} VALUES (9999999999, 'big')"
+    ))
+    .await
+    .unwrap();
+    let err = run.stops_at_once().await;
+    assert!(
+        err.contains("key column `id`") && err.contains("ORDER BY"),
+        "{err}"
+    );
+    assert_eq!(w.ch_live(&t, "id, v", "id").await, vec!["1\ta"]);
+    w.teardown().await;
+}
+matrix!(a_widened_key_column_stops_with_the_remedy, key_widening);
