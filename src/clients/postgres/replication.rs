@@ -20,7 +20,6 @@ use crate::clients::tls::TlsInfo;
 use crate::config::ChannelBinding as Binding;
 use crate::protocol::pgoutput::{encode_standby_status, fmt_lsn, Lsn};
 use bytes::{Bytes, BytesMut};
-use futures_util::FutureExt;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::{backend::Message, frontend};
 use std::sync::Arc;
@@ -456,18 +455,6 @@ impl ReplicationReader {
                 "server closed the replication stream",
             )
             .await?;
-            // Take what else is ready now, up to a chunk: over TLS one read yields one record
-            // (at most 16 KiB), and a batch per record would cost a hand-off each.
-            while self.buf.len() < READ_CHUNK {
-                if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-                    self.buf.reserve(READ_CHUNK);
-                }
-                match self.rd.read_buf(&mut self.buf).now_or_never() {
-                    Some(Ok(n)) if n > 0 => {}
-                    // The end, an error (the next read reports it) or nothing ready yet.
-                    _ => break,
-                }
-            }
         }
     }
 }

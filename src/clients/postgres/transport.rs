@@ -21,20 +21,15 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 /// A connection to the server: plain, or TLS over TCP.
 pub enum PgStream {
     Plain(TcpStream),
-    Tls(Box<TlsStream<BufReader<TcpStream>>>),
+    Tls(Box<TlsStream<TcpStream>>),
 }
-
-/// Bytes read from the socket at once under TLS. rustls asks for 4 KiB at a time: read
-/// straight from the socket that is a system call (and a poll) per 4 KiB of a stream of
-/// hundreds of MB; from this buffer it is a copy.
-const TLS_READ_BUFFER: usize = 256 * 1024;
 
 impl AsyncRead for PgStream {
     fn poll_read(
@@ -175,7 +170,7 @@ pub async fn open(p: &PgParams) -> Result<(PgStream, Option<TlsInfo>), PgError> 
         }
     }
     let stream = tokio_rustls::TlsConnector::from(config)
-        .connect(name, BufReader::with_capacity(TLS_READ_BUFFER, tcp))
+        .connect(name, tcp)
         .await
         .map_err(|e| handshake_error(p, e))?;
     let info = TlsInfo::of(stream.get_ref().1, verify);
@@ -202,7 +197,7 @@ impl PgTls {
 
 /// A TLS stream for tokio-postgres, with the channel binding data of its server certificate.
 pub struct PgTlsStream<S> {
-    inner: TlsStream<BufReader<S>>,
+    inner: TlsStream<S>,
     end_point: Option<Vec<u8>>,
 }
 
@@ -220,7 +215,7 @@ where
                 return Err(io::Error::other("TLS is off (sslmode = disable)"));
             };
             let inner = tokio_rustls::TlsConnector::from(config)
-                .connect(name, BufReader::with_capacity(TLS_READ_BUFFER, stream))
+                .connect(name, stream)
                 .await?;
             let info = TlsInfo::of(inner.get_ref().1, verify);
             let end_point = info.server_end_point();
