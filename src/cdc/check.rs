@@ -2,15 +2,18 @@
 //! prints the publication and slot it would use or create, each table it would create (the
 //! exact DDL) and every type mapping fallback. Must never: change anything.
 
+use crate::cdc::clickhouse_sink::{layout_of, target_table};
+use crate::cdc::pg_tables;
 use crate::clients::clickhouse::ChClient;
+use crate::clients::postgres::publication::{self, Apply};
 use crate::clients::postgres::replication::ReplicationConn;
 use crate::clients::postgres::{catalog, PgParams};
 use crate::clients::tls::TlsInfo;
-use crate::config::{CdcPlan, CdcSource, PipelineConfig};
+use crate::config::{mapping_for, CdcPlan, CdcSource, PipelineConfig};
 use crate::protocol::chtypes::{
-    create_table_sql, map_column, name_clash, reserved_column, table_name, type_change, TypeChange,
+    create_table_sql, layout_mismatch, map_table, name_clash, reserved_column, type_change,
+    TypeChange,
 };
-use crate::protocol::schema::split_table_name;
 use std::fmt::Write;
 
 /// What a run of CDC pipeline `p` would do; `kafka` is the line that describes its topics.
@@ -66,56 +69,48 @@ pub async fn check(
             Some(ch)
         }
     };
-    let wanted: Vec<(String, String)> = pg
-        .tables
-        .iter()
-        .filter_map(|t| split_table_name(t))
-        .collect();
-    let published = catalog::published_tables(&client, &params, &pg.publication)
+    let exists: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
+            &[&pg.publication],
+        )
         .await
-        .map_err(|e| e.to_string())?;
-    let exists = !published.is_empty();
+        .map_err(|e| e.to_string())?
+        .get(0);
     let _ = writeln!(
         out,
         "  publication `{}`: {}",
         pg.publication,
         if exists { "exists" } else { "will be created" }
     );
-    let mut targets = Vec::new();
-    for (s, t) in &wanted {
-        let oid: Option<u32> = client
-            .query_opt(
-                "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
-                &[s, t],
-            )
-            .await
-            .map_err(|e| e.to_string())?
-            .map(|r| r.get(0));
-        match oid {
-            Some(oid) => targets.push(catalog::PublishedTable {
-                schema: s.clone(),
-                name: t.clone(),
-                oid,
-            }),
-            None => {
-                return Err(format!(
-                    "pipeline `{}`: table {s}.{t} does not exist in Postgres",
-                    p.name
-                ))
-            }
-        }
-    }
-    if wanted.is_empty() {
-        targets = published;
-    }
+    // What a run would publish, worked out by doing it in a transaction rolled back.
+    let wanted = pg_tables::wanted(pg, &p.tables);
     let mut types = catalog::TypeResolver::default();
+    let fail = |e: crate::clients::postgres::PgError| format!("pipeline `{}`: {e}", p.name);
+    let specs = pg_tables::specs(&client, &params, &mut types, &wanted, &p.tables)
+        .await
+        .map_err(fail)?;
+    let published =
+        publication::ensure_publication(&client, &params, &pg.publication, &specs, Apply::DryRun)
+            .await
+            .map_err(fail)?;
     let mut schemas = Vec::new();
-    for t in &targets {
+    for t in &published {
         schemas.push(
-            catalog::load_table(&client, &params, &mut types, t)
+            pg_tables::replicated(&client, &params, &mut types, t, &p.tables)
                 .await
-                .map_err(|e| e.to_string())?,
+                .map_err(fail)?,
         );
+        if let Some(cols) = t
+            .columns
+            .as_ref()
+            .filter(|_| mapping_for(&p.tables, &t.schema, &t.name).is_some())
+        {
+            let _ = writeln!(out, "    {}: columns ({})", t.qualified(), cols.join(", "));
+        }
+        if let Some(f) = &t.filter {
+            let _ = writeln!(out, "    {}: rows WHERE {f}", t.qualified());
+        }
     }
     catalog::check_keys(&schemas).map_err(|e| e.to_string())?;
     let slot = catalog::slot_state(&client, &params, &pg.slot)
@@ -154,7 +149,13 @@ pub async fn check(
     // The clashes the sink would refuse at start, all named at once.
     let names: Vec<String> = schemas
         .iter()
-        .map(|s| table_name(&p.clickhouse.table_template, s))
+        .map(|s| {
+            target_table(
+                mapping_for(&p.tables, &s.schema, &s.name),
+                &p.clickhouse.table_template,
+                s,
+            )
+        })
         .collect();
     let mut clashes = Vec::new();
     for (i, s) in schemas.iter().enumerate() {
@@ -184,12 +185,10 @@ pub async fn check(
         ));
     }
     for s in &schemas {
-        let cols: Vec<_> = s
-            .columns
-            .iter()
-            .map(|c| map_column(c, &ch.caps, p.clickhouse.json_as))
-            .collect();
-        let name = table_name(&p.clickhouse.table_template, s);
+        let mapping = mapping_for(&p.tables, &s.schema, &s.name);
+        let cols = map_table(s, &ch.caps, p.clickhouse.json_as);
+        let layout = layout_of(mapping, s);
+        let name = target_table(mapping, &p.clickhouse.table_template, s);
         let existing = ch.table_columns(&name).await.map_err(|e| e.to_string())?;
         let exists = existing.is_some();
         let _ = writeln!(
@@ -204,7 +203,7 @@ pub async fn check(
         let _ = writeln!(
             out,
             "    {}",
-            create_table_sql(&ch.database, &name, &cols, &ch.caps)
+            create_table_sql(&ch.database, &name, &cols, &ch.caps, &layout)
         );
         for c in cols.iter().filter(|c| c.note.is_some()) {
             let _ = writeln!(
@@ -215,6 +214,18 @@ pub async fn check(
             );
         }
         // What a start would change in (or refuse of) a table that exists.
+        if exists {
+            if let Some((sorting, partition)) =
+                ch.table_keys(&name).await.map_err(|e| e.to_string())?
+            {
+                if let Some(why) = layout_mismatch(&cols, &layout, &sorting, &partition) {
+                    let _ = writeln!(
+                        out,
+                        "    refused: the ClickHouse table {why} (the pipeline would stop)"
+                    );
+                }
+            }
+        }
         for (c, have) in cols.iter().filter_map(|c| {
             let have = existing.as_ref()?.iter().find(|(n, _)| n == &c.name)?;
             Some((c, &have.1))

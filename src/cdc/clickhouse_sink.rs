@@ -18,12 +18,12 @@
 
 use crate::cdc::change::{ChangeItem, RowChange, SinkMsg};
 use crate::clients::clickhouse::{ChClient, ChError};
-use crate::config::{BatchConfig, ClickHouseConfig, OnTruncate};
+use crate::config::{mapping_for, BatchConfig, ClickHouseConfig, OnTruncate, TableMapping};
 use crate::flow::edge::Edge;
 use crate::protocol::chtypes::*;
 use crate::protocol::pgoutput::{Cell, Lsn};
 use crate::protocol::pgtext::unescape_tsv;
-use crate::protocol::schema::SharedSchema;
+use crate::protocol::schema::{SharedSchema, TableSchema};
 use crate::runtime::fault::ErrorClass;
 use crate::runtime::registry::PipelineCounters;
 use bytes::Bytes;
@@ -38,6 +38,8 @@ pub struct SinkArgs {
     pub pipeline: String,
     pub clickhouse: ClickHouseConfig,
     pub batch: BatchConfig,
+    /// `[[pipeline.table]]`: target names and ClickHouse layouts.
+    pub tables: Vec<TableMapping>,
     pub edge: Edge<SinkMsg>,
     pub acks: Arc<watch::Sender<Lsn>>,
     pub counters: Arc<PipelineCounters>,
@@ -47,6 +49,7 @@ struct TableState {
     /// `schema.table` in Postgres.
     pg_name: String,
     ch_name: String,
+    /// Every column; `is_key` marks the sort key's (the key, or the mapping's order_by).
     cols: Vec<ChColumn>,
     /// Per-table counters (`schema.table` in the metrics).
     counters: Arc<crate::runtime::registry::TableCounters>,
@@ -129,6 +132,7 @@ pub struct SinkState {
     pipeline: String,
     cfg: ClickHouseConfig,
     batch: BatchConfig,
+    mappings: Vec<TableMapping>,
     ch: ChClient,
     tables: HashMap<u32, TableState>,
     /// Recorded TRUNCATE fences by ClickHouse table, as read from or written to the state
@@ -175,6 +179,7 @@ impl Actor for ClickHouseSink {
             pipeline: args.pipeline,
             cfg: args.clickhouse,
             batch: args.batch,
+            mappings: args.tables,
             // Set up, it waits out ClickHouse outages instead of failing (and restarting
             // into a connect that cannot succeed until ClickHouse is back).
             ch: ch.wait_out_outages(args.counters.clone()),
@@ -504,17 +509,27 @@ impl SinkState {
     }
 
     async fn apply_schema(&mut self, s: &SharedSchema) -> Result<(), SinkError> {
-        let cols: Vec<ChColumn> = s
-            .columns
-            .iter()
-            .map(|c| map_column(c, &self.ch.caps, self.cfg.json_as))
-            .collect();
+        let mapping = mapping_for(&self.mappings, &s.schema, &s.name).cloned();
+        let mapping = mapping.as_ref();
+        // A source that knows nothing of mappings (Debezium topics) leaves the sort key to
+        // the sink.
+        let shaped;
+        let s: &TableSchema = match mapping {
+            Some(m) if s.order_by.is_empty() && !m.order_by.is_empty() => {
+                shaped = crate::protocol::mapping::shape((**s).clone(), None, &m.order_by)
+                    .map_err(SinkError::Schema)?;
+                &shaped
+            }
+            _ => s,
+        };
+        let layout = layout_of(mapping, s);
+        let cols = map_table(s, &self.ch.caps, self.cfg.json_as);
         if self.tables.get(&s.rel_id).is_some_and(|t| t.cols == cols) {
             return Ok(());
         }
         // Rows taken in so far were encoded for the previous column set.
         self.flush().await?;
-        let name = table_name(&self.cfg.table_template, s);
+        let name = target_table(mapping, &self.cfg.table_template, s);
         if let Some(col) = reserved_column(s) {
             return Err(SinkError::Schema(format!(
                 "{}: column `{col}` has the name of a column tributary adds to every ClickHouse table; rename it in Postgres",
@@ -543,10 +558,10 @@ impl SinkState {
         match self.ch.table_columns(&name).await? {
             None => {
                 self.ch
-                    .execute(&create_table_sql(&db, &name, &cols, &self.ch.caps))
+                    .execute(&create_table_sql(&db, &name, &cols, &self.ch.caps, &layout))
                     .await?;
                 tracing::info!(table = %name, columns = cols.len(), "created ClickHouse table");
-                self.recreate_view(&db, &name).await?;
+                self.recreate_view(&db, &name, &cols, &layout).await?;
             }
             Some(existing) => {
                 // Ours have both our columns; anything else was not created by us and is
@@ -559,6 +574,17 @@ impl SinkState {
                         "{}: ClickHouse `{db}`.`{name}` exists and is not a table tributary created (no `{VERSION_COL}`/`{DELETED_COL}` columns); choose another database or table_template",
                         s.qualified()
                     )));
+                }
+                // Its sort and partition keys cannot be changed: a mapping that asks for
+                // others needs a new table.
+                if let Some((sorting, partition)) = self.ch.table_keys(&name).await? {
+                    if let Some(why) = layout_mismatch(&cols, &layout, &sorting, &partition) {
+                        return Err(SinkError::Schema(format!(
+                            "{}: ClickHouse `{db}`.`{name}` {why}; ClickHouse cannot change that in place. Re-create it: drop it and this pipeline's `snapshot` row in `{}`, then start again (a full copy), or give the mapping another target",
+                            s.qualified(),
+                            crate::clients::clickhouse::STATE_TABLE
+                        )));
+                    }
                 }
                 let mut added = 0;
                 for c in &cols {
@@ -615,7 +641,7 @@ impl SinkState {
                         .await?
                         .is_none()
                 {
-                    self.recreate_view(&db, &name).await?;
+                    self.recreate_view(&db, &name, &cols, &layout).await?;
                 }
             }
         }
@@ -638,7 +664,13 @@ impl SinkState {
         Ok(())
     }
 
-    async fn recreate_view(&self, db: &str, name: &str) -> Result<(), SinkError> {
+    async fn recreate_view(
+        &self,
+        db: &str,
+        name: &str,
+        cols: &[ChColumn],
+        layout: &TableLayout,
+    ) -> Result<(), SinkError> {
         // Views keep the column list they were created with: rebuild after schema changes.
         // Only a view is dropped: a table of that name is someone's data (a replicated
         // `<t>_live` beside `t` is refused before; this guards the rest).
@@ -651,7 +683,7 @@ impl SinkState {
             }
             _ => {}
         }
-        let (drop, create) = live_view_sql(db, name);
+        let (drop, create) = live_view_sql(db, name, cols, layout);
         self.ch.execute(&drop).await?;
         self.ch.execute(&create).await?;
         Ok(())
@@ -899,6 +931,22 @@ impl SinkState {
 
     async fn read_marker(&self) -> Result<Option<String>, SinkError> {
         Ok(self.ch.read_state(&self.pipeline, "snapshot").await?)
+    }
+}
+
+/// The ClickHouse table of `s`: its mapping's target, else the table template's name.
+pub fn target_table(mapping: Option<&TableMapping>, template: &str, s: &TableSchema) -> String {
+    match mapping.and_then(|m| m.target.clone()) {
+        Some(target) => target,
+        None => table_name(template, s),
+    }
+}
+
+/// The ClickHouse layout of `s`: its mapping's partitions and engine, its sort key.
+pub fn layout_of(mapping: Option<&TableMapping>, s: &TableSchema) -> TableLayout {
+    TableLayout {
+        order_by: s.order_by.clone(),
+        ..mapping.map(|m| m.layout()).unwrap_or_default()
     }
 }
 

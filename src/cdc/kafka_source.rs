@@ -366,6 +366,7 @@ impl Run {
                             schema: c.schema.clone(),
                             name: c.table.clone(),
                             columns: c.columns,
+                            ..Default::default()
                         })));
                     }
                     if c.commit_us > 0 {

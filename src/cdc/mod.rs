@@ -8,5 +8,6 @@ pub mod clickhouse_sink;
 pub mod kafka_sink;
 pub mod kafka_source;
 pub mod pg_changes;
+pub mod pg_tables;
 pub mod postgres_source;
 pub mod tree;

@@ -30,6 +30,8 @@ pub enum Step {
         rel_id: u32,
         namespace: String,
         name: String,
+        /// `relreplident`: `d`, `n`, `f` or `i`.
+        replica_identity: u8,
         columns: Vec<RelationColumn>,
     },
     /// A published table the config does not list, seen for the first time: its changes
@@ -120,14 +122,15 @@ impl PgChanges {
                 rel_id,
                 namespace,
                 name,
+                replica_identity,
                 columns,
-                ..
             } => {
                 if self.relations.get(&rel_id) != Some(&columns) {
                     step(Step::LoadRelation {
                         rel_id,
                         namespace,
                         name,
+                        replica_identity,
                         columns,
                     });
                 }
@@ -149,12 +152,14 @@ impl PgChanges {
                         }
                     }
                     let changed = |i: &usize| old.get(*i) != new.get(*i);
+                    // The sort key: the key, or a mapping's order_by (whose other columns
+                    // come in the old row only under REPLICA IDENTITY FULL).
                     let key_changed = self
                         .schemas
                         .get(&rel_id)
-                        .is_some_and(|s| s.key_indexes().iter().any(changed));
+                        .is_some_and(|s| s.sort_indexes().iter().any(changed));
                     if key_changed {
-                        // The key changed: the old row is gone.
+                        // The (sort) key changed: the row under the old one is gone.
                         moved_from = Some(old.clone());
                         step(self.row(rel_id, RowOp::Delete, wal_start, old, None));
                     }
@@ -245,6 +250,7 @@ mod tests {
                 col("id", true, PgType::Int8),
                 col("body", false, PgType::Text),
             ],
+            ..Default::default()
         }
     }
 

@@ -12,17 +12,17 @@
 
 use crate::cdc::change::{ChangeChunk, ChangeItem, RowOp, SinkMsg};
 use crate::cdc::pg_changes::{PgChanges, Step};
+use crate::cdc::pg_tables;
 use crate::clients::postgres::catalog::{self, TypeResolver};
+use crate::clients::postgres::publication;
 use crate::clients::postgres::replication::{ReplicationConn, ReplicationWriter};
 use crate::clients::postgres::{PgError, PgParams};
-use crate::config::PostgresConfig;
+use crate::config::{mapping_for, PostgresConfig, TableMapping};
 use crate::flow::edge::{Edge, EdgeError};
 use crate::protocol::pgoutput::{
     self, fmt_lsn, parse_lsn, Cell, DecodeError, Lsn, ReplicationMessage,
 };
-use crate::protocol::schema::{
-    pg_ident, pg_literal, split_table_name, Column, SharedSchema, TableSchema,
-};
+use crate::protocol::schema::{pg_ident, pg_literal, Column, SharedSchema, TableSchema};
 use crate::runtime::fault::{classified, ErrorClass};
 use crate::runtime::registry::PipelineCounters;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -64,6 +64,8 @@ impl SourceError {
 pub struct SourceArgs {
     pub pipeline: String,
     pub postgres: PostgresConfig,
+    /// `[[pipeline.table]]`: column lists, row filters and sort keys.
+    pub tables: Vec<TableMapping>,
     pub edge: Edge<SinkMsg>,
     pub acks: watch::Receiver<Lsn>,
     pub counters: Arc<PipelineCounters>,
@@ -104,6 +106,7 @@ impl Actor for PostgresSource {
         let stream = Stream {
             pipeline: args.pipeline.clone(),
             cfg: args.postgres,
+            mappings: args.tables,
             edge: edge.clone(),
             acks: args.acks.clone(),
             counters: args.counters,
@@ -176,6 +179,7 @@ impl Actor for PostgresSource {
 struct Stream {
     pipeline: String,
     cfg: PostgresConfig,
+    mappings: Vec<TableMapping>,
     edge: Edge<SinkMsg>,
     acks: watch::Receiver<Lsn>,
     counters: Arc<PipelineCounters>,
@@ -250,14 +254,17 @@ impl Stream {
     async fn run(self) -> Result<(), SourceError> {
         let params = PgParams::from_config(&self.cfg);
         let client = Arc::new(catalog::connect(&params).await?);
-        let wanted: Vec<(String, String)> = self
-            .cfg
-            .tables
-            .iter()
-            .filter_map(|t| split_table_name(t))
-            .collect();
-        let published =
-            catalog::ensure_publication(&client, &params, &self.cfg.publication, &wanted).await?;
+        let wanted = pg_tables::wanted(&self.cfg, &self.mappings);
+        let mut types = TypeResolver::default();
+        let specs = pg_tables::specs(&client, &params, &mut types, &wanted, &self.mappings).await?;
+        let published = publication::ensure_publication(
+            &client,
+            &params,
+            &self.cfg.publication,
+            &specs,
+            publication::Apply::Commit,
+        )
+        .await?;
         if published.is_empty() {
             return Err(PgError::Setup(format!(
                 "publication `{}` publishes no table",
@@ -265,11 +272,17 @@ impl Stream {
             ))
             .into());
         }
-        let mut types = TypeResolver::default();
         let mut schemas: HashMap<u32, SharedSchema> = HashMap::new();
         let mut tables = Vec::new();
+        // The snapshot copies what the stream sends: the published columns and rows.
+        let mut filters: HashMap<u32, String> = HashMap::new();
         for t in &published {
-            tables.push(catalog::load_table(&client, &params, &mut types, t).await?);
+            tables.push(
+                pg_tables::replicated(&client, &params, &mut types, t, &self.mappings).await?,
+            );
+            if let Some(f) = &t.filter {
+                filters.insert(t.oid, f.clone());
+            }
         }
         catalog::check_keys(&tables)?;
         let mut chunk = ChunkBuilder::new();
@@ -352,7 +365,7 @@ impl Stream {
                     message: "no exported snapshot".into(),
                 })?;
             tracing::info!(pipeline = %self.pipeline, slot = %self.cfg.slot, consistent = %fmt_lsn(consistent), "created slot; snapshot starts");
-            self.snapshot(&client, &params, &snapshot, &schemas, consistent)
+            self.snapshot(&client, &params, &snapshot, &schemas, &filters, consistent)
                 .await?;
             self.edge
                 .call(
@@ -440,13 +453,14 @@ impl Stream {
                         rel_id,
                         namespace,
                         name,
+                        replica_identity,
                         columns,
-                    } => load = Some((rel_id, namespace, name, columns)),
+                    } => load = Some((rel_id, namespace, name, replica_identity, columns)),
                     Step::Skipped { table } => {
                         tracing::info!(pipeline = %self.pipeline, table = %table, "published but not in postgres.tables: skipped");
                     }
                 });
-                if let Some((rel_id, namespace, name, columns)) = load {
+                if let Some((rel_id, namespace, name, replica_identity, columns)) = load {
                     let s = self
                         .schema_from_relation(
                             &client,
@@ -459,6 +473,7 @@ impl Stream {
                             &columns,
                         )
                         .await?;
+                    let s = self.with_mapping(s, replica_identity)?;
                     if let Some(item) = changes.relation_loaded(rel_id, columns, s) {
                         chunk.push(&self.pipeline, item);
                     }
@@ -523,6 +538,23 @@ impl Stream {
         Ok(commit)
     }
 
+    /// A schema learned from a Relation message, with the table's identity and its mapping's
+    /// sort key (checked again: the identity may have changed).
+    fn with_mapping(
+        &self,
+        s: TableSchema,
+        replica_identity: u8,
+    ) -> Result<TableSchema, SourceError> {
+        let s = TableSchema {
+            identity: catalog::identity_of(replica_identity, true),
+            ..s
+        };
+        let order_by = mapping_for(&self.mappings, &s.schema, &s.name)
+            .map(|m| m.order_by.as_slice())
+            .unwrap_or(&[]);
+        Ok(crate::protocol::mapping::shape(s, None, order_by).map_err(PgError::Setup)?)
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn schema_from_relation(
         &self,
@@ -578,6 +610,8 @@ impl Stream {
             schema: namespace,
             name,
             columns: out,
+            identity: known.map(|k| k.identity).unwrap_or_default(),
+            order_by: known.map(|k| k.order_by.clone()).unwrap_or_default(),
         })
     }
 
@@ -592,6 +626,7 @@ impl Stream {
         params: &PgParams,
         snapshot: &str,
         schemas: &HashMap<u32, SharedSchema>,
+        filters: &HashMap<u32, String>,
         version: Lsn,
     ) -> Result<(), SourceError> {
         use futures_util::StreamExt;
@@ -614,10 +649,14 @@ impl Stream {
         for s in schemas.values() {
             let cols: Vec<String> = s.columns.iter().map(|c| pg_ident(&c.name)).collect();
             let sql = format!(
-                "COPY (SELECT {} FROM {}.{}) TO STDOUT",
+                "COPY (SELECT {} FROM {}.{}{}) TO STDOUT",
                 cols.join(", "),
                 pg_ident(&s.schema),
-                pg_ident(&s.name)
+                pg_ident(&s.name),
+                filters
+                    .get(&s.rel_id)
+                    .map(|f| format!(" WHERE {f}"))
+                    .unwrap_or_default()
             );
             let stream = client.copy_out(sql.as_str()).await.map_err(pg)?;
             futures_util::pin_mut!(stream);

@@ -62,7 +62,7 @@ pub fn cdc_pipeline(
 
     let sink_start: StartFn = {
         let (pipeline, edge, acks, counters) = shared();
-        let (sink, batch) = (plan.sink.clone(), p.batch);
+        let (sink, batch, mappings) = (plan.sink.clone(), p.batch, p.tables.clone());
         Arc::new(move |sup| match &sink {
             CdcSink::Kafka {
                 kafka,
@@ -85,6 +85,7 @@ pub fn cdc_pipeline(
                     pipeline: pipeline.clone(),
                     clickhouse: clickhouse.clone(),
                     batch,
+                    tables: mappings.clone(),
                     edge: edge.clone(),
                     acks: acks.clone(),
                     counters: counters.clone(),
@@ -99,6 +100,7 @@ pub fn cdc_pipeline(
     let source_start: StartFn = {
         let (pipeline, edge, acks, counters) = shared();
         let source = plan.source.clone();
+        let mappings = p.tables.clone();
         Arc::new(move |sup| match &source {
             CdcSource::Kafka { kafka, source } => {
                 let args = KafkaSourceArgs {
@@ -118,6 +120,7 @@ pub fn cdc_pipeline(
                 let args = SourceArgs {
                     pipeline: pipeline.clone(),
                     postgres: pg.clone(),
+                    tables: mappings.clone(),
                     edge: edge.clone(),
                     acks: acks.subscribe(),
                     counters: counters.clone(),

@@ -410,6 +410,21 @@ impl ChClient {
         let text = self.query_text(&sql).await?;
         Ok(text.lines().next().map(unescape_tsv))
     }
+
+    /// The sorting key and partition key of `table` as `system.tables` prints them, `None`
+    /// when there is no such table.
+    pub async fn table_keys(&self, table: &str) -> Result<Option<(String, String)>, ChError> {
+        let sql = format!(
+            "SELECT sorting_key, partition_key FROM system.tables WHERE database = {} AND name = {}",
+            ch_literal(&self.database),
+            ch_literal(table)
+        );
+        let text = self.query_text(&sql).await?;
+        Ok(text.lines().next().map(|l| {
+            let (s, p) = l.split_once('\t').unwrap_or((l, ""));
+            (unescape_tsv(s), unescape_tsv(p))
+        }))
+    }
 }
 
 /// The table where pipelines keep their durable positions (snapshot markers, resume points).

@@ -220,7 +220,12 @@ impl Actor for SentimentSink {
         let table = args.clickhouse.sentiment_table.clone();
         ch.execute(&create_table_sql(&ch.database, &table, &ch.caps))
             .await?;
-        let (drop, create) = crate::protocol::chtypes::live_view_sql(&ch.database, &table);
+        let (drop, create) = crate::protocol::chtypes::live_view_sql(
+            &ch.database,
+            &table,
+            &[],
+            &crate::protocol::chtypes::TableLayout::default(),
+        );
         if ch
             .table_columns(&format!(
                 "{table}{}",

@@ -103,6 +103,7 @@ async fn replays_never_take_a_table_back(target: Target) {
                 added_default: None,
             },
         ],
+        ..Default::default()
     });
     let row = |op: RowOp, version: u64, k: &str, v: Option<i32>| ChangeItem::Row {
         rel_id: 4242,
@@ -138,6 +139,7 @@ async fn replays_never_take_a_table_back(target: Target) {
             pipeline: p.name.clone(),
             clickhouse: p.clickhouse.clone(),
             batch: p.batch,
+            tables: Vec::new(),
             edge: edge.clone(),
             acks,
             counters,
@@ -280,6 +282,7 @@ async fn a_moved_row_keeps_its_toast_value_across_a_merge(target: Target) {
             col("n", PgType::Int4, false),
             col("note", PgType::Text, false),
         ],
+        ..Default::default()
     });
     let text = |s: &str| Cell::Text(bytes::Bytes::from(s.to_string()));
     let row = |op: RowOp, version: u64, cells: Vec<Cell>, moved_from: Option<Vec<Cell>>| {
@@ -303,6 +306,7 @@ async fn a_moved_row_keeps_its_toast_value_across_a_merge(target: Target) {
         pipeline: p.name.clone(),
         clickhouse: p.clickhouse.clone(),
         batch: p.batch,
+        tables: Vec::new(),
         edge: edge.clone(),
         acks: acks.clone(),
         counters: counters.clone(),

@@ -13,6 +13,7 @@ mod clickhouse;
 mod fakes;
 mod faults;
 mod fuzz_regressions;
+mod mapping;
 mod sentiment;
 mod tls;
 mod types;

@@ -23,6 +23,7 @@ mod secret_files;
 pub mod service;
 pub mod sinks;
 pub mod sources;
+pub mod tables;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -34,7 +35,9 @@ pub use plan::*;
 pub use service::*;
 pub use sinks::*;
 pub use sources::*;
+pub use tables::*;
 pub use tributary_protocol::chtypes::JsonAs;
+pub use tributary_protocol::chtypes::TableEngine;
 pub use value::*;
 
 use interpolate::interpolate;

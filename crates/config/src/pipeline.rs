@@ -5,6 +5,7 @@ use crate::defaults;
 use crate::llm::LlmConfig;
 use crate::sinks::{BatchConfig, ClickHouseConfig, KafkaSinkConfig};
 use crate::sources::{KafkaSourceConfig, MastodonConfig, PostgresConfig, ReplayConfig};
+use crate::tables::TableMapping;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -33,6 +34,9 @@ pub struct PipelineConfig {
     pub clickhouse: ClickHouseConfig,
     #[serde(default)]
     pub batch: BatchConfig,
+    /// Per-table mappings of a `cdc` pipeline (`[[pipeline.table]]`).
+    #[serde(default, rename = "table")]
+    pub tables: Vec<TableMapping>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -786,3 +786,58 @@ fn toml_errors_say_where() {
         "{e}"
     );
 }
+
+#[test]
+fn table_mappings_load_and_their_errors_name_the_key() {
+    let with = |extra: &str| format!("{MIN}{extra}");
+    let ok = with(
+        r#"
+[[pipeline.table]]
+name = "public.orders"
+target = "orders_v2"
+exclude_columns = ["secret"]
+filter = "id > 10"
+order_by = ["tenant", "id"]
+partition_by = "intDiv(tenant, 100)"
+engine = "append"
+
+[[pipeline.table]]
+name = "events"
+"#,
+    );
+    let c = Config::from_str_named(&ok, "x.toml", &env).unwrap();
+    let t = &c.pipelines[0].tables;
+    assert_eq!(t.len(), 2);
+    assert_eq!(t[0].target.as_deref(), Some("orders_v2"));
+    assert_eq!(t[0].engine, TableEngine::Append);
+    assert_eq!(t[0].layout().order_by, vec!["tenant", "id"]);
+    assert!(t[0].selects() && !t[1].selects());
+    assert_eq!(
+        mapping_for(t, "public", "events").map(|m| m.name.as_str()),
+        Some("events")
+    );
+    assert!(mapping_for(t, "other", "events").is_none());
+    let err = |extra: &str| {
+        Config::from_str_named(&with(extra), "x.toml", &env)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err("[[pipeline.table]]\nname = \"t\"\ncolumns = [\"a\"]\nexclude_columns = [\"b\"]\n");
+    assert!(
+        e.contains("pipeline[0].table[0].columns") && e.contains("not both"),
+        "{e}"
+    );
+    let e = err("[[pipeline.table]]\nname = \"a.b.c\"\n");
+    assert!(e.contains("pipeline[0].table[0].name"), "{e}");
+    let e = err("[[pipeline.table]]\nname = \"t\"\n[[pipeline.table]]\nname = \"public.t\"\n");
+    assert!(
+        e.contains("table[1].name") && e.contains("two mappings"),
+        "{e}"
+    );
+    let e = err("[[pipeline.table]]\nname = \"t\"\nengine = \"summing\"\n");
+    assert!(e.contains("summing"), "{e}");
+    let e = err("[[pipeline.table]]\nname = \"t\"\nfilter = \" \"\n");
+    assert!(e.contains("table[0].filter"), "{e}");
+    let e = err("[[pipeline.table]]\nname = \"t\"\ntarget = \"\"\n");
+    assert!(e.contains("table[0].target"), "{e}");
+}

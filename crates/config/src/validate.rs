@@ -139,6 +139,31 @@ impl Config {
                 validate_postgres(pg)
                     .map_err(|(k, msg)| invalid(at(&format!("postgres.{k}")), msg))?;
             }
+            let mut mapped = HashSet::new();
+            for (j, m) in p.tables.iter().enumerate() {
+                let at_t = |k: &str| at(&format!("table[{j}].{k}"));
+                if p.kind != PipelineKind::Cdc {
+                    return Err(invalid(
+                        at_t("name"),
+                        "table mappings belong to cdc pipelines".into(),
+                    ));
+                }
+                if let Some((k, msg)) = m.problem() {
+                    return Err(invalid(at_t(k), msg));
+                }
+                if !mapped.insert(m.source()) {
+                    return Err(invalid(
+                        at_t("name"),
+                        format!("`{}` has two mappings", m.name),
+                    ));
+                }
+                if m.selects() && p.postgres.is_none() {
+                    return Err(invalid(
+                        at_t("columns"),
+                        "columns, exclude_columns and filter are publication settings: they need a postgres source".into(),
+                    ));
+                }
+            }
             let ch = &p.clickhouse;
             if !(ch.url.starts_with("http://") || ch.url.starts_with("https://")) {
                 return Err(invalid(

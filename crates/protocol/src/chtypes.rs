@@ -366,14 +366,88 @@ pub fn reserved_column(schema: &TableSchema) -> Option<&str> {
         .find(|n| *n == VERSION_COL || *n == DELETED_COL)
 }
 
-pub fn create_table_sql(db: &str, table: &str, cols: &[ChColumn], caps: &ServerCaps) -> String {
+/// How a replicated table is laid out in ClickHouse (a table mapping's `order_by`,
+/// `partition_by` and `engine`; the default is the key, no partitions, `replacing`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableLayout {
+    /// ORDER BY columns, in order; empty: the key columns.
+    pub order_by: Vec<String>,
+    /// A ClickHouse `PARTITION BY` expression, as the user wrote it.
+    pub partition_by: Option<String>,
+    pub engine: TableEngine,
+}
+
+/// What a replicated table keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableEngine {
+    /// The latest version of each row (ReplacingMergeTree on `_version`; FINAL equals
+    /// Postgres).
+    #[default]
+    Replacing,
+    /// Every change: each version of a row stays, deletes as rows with `_is_deleted = 1`
+    /// (ReplacingMergeTree ordered by the key and `_version`, so replays still collapse).
+    Append,
+}
+
+/// The ClickHouse columns of a table: every column mapped, `is_key` set on the sort key's
+/// columns ([`TableSchema::sort_indexes`]: the key, or a mapping's `order_by`).
+pub fn map_table(s: &TableSchema, caps: &ServerCaps, json_as: JsonAs) -> Vec<ChColumn> {
+    let sort = s.sort_indexes();
+    s.columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let in_sort = sort.contains(&i);
+            if in_sort == c.is_key {
+                map_column(c, caps, json_as)
+            } else {
+                let c = Column {
+                    is_key: in_sort,
+                    ..c.clone()
+                };
+                map_column(&c, caps, json_as)
+            }
+        })
+        .collect()
+}
+
+/// The ORDER BY of a table: the sort key's columns (in `layout.order_by`'s order where it
+/// names them), then `_version` for an append table.
+fn sort_key_sql(cols: &[ChColumn], layout: &TableLayout) -> Vec<String> {
+    let mut keys: Vec<&str> = layout
+        .order_by
+        .iter()
+        .filter(|n| cols.iter().any(|c| c.is_key && &&c.name == n))
+        .map(String::as_str)
+        .collect();
+    for c in cols.iter().filter(|c| c.is_key) {
+        if !keys.contains(&c.name.as_str()) {
+            keys.push(&c.name);
+        }
+    }
+    let mut out: Vec<String> = keys.into_iter().map(ch_ident).collect();
+    if layout.engine == TableEngine::Append {
+        out.push(ch_ident(VERSION_COL));
+    }
+    out
+}
+
+pub fn create_table_sql(
+    db: &str,
+    table: &str,
+    cols: &[ChColumn],
+    caps: &ServerCaps,
+    layout: &TableLayout,
+) -> String {
     let mut defs: Vec<String> = cols
         .iter()
         .map(|c| format!("{} {}", ch_ident(&c.name), c.ch_type))
         .collect();
     defs.push(format!("{} UInt64", ch_ident(VERSION_COL)));
     defs.push(format!("{} UInt8", ch_ident(DELETED_COL)));
-    let engine = if caps.is_deleted_engine {
+    // An append table keeps deleted versions: FINAL must not drop them.
+    let engine = if caps.is_deleted_engine && layout.engine == TableEngine::Replacing {
         format!(
             "ReplacingMergeTree({}, {})",
             ch_ident(VERSION_COL),
@@ -382,34 +456,89 @@ pub fn create_table_sql(db: &str, table: &str, cols: &[ChColumn], caps: &ServerC
     } else {
         format!("ReplacingMergeTree({})", ch_ident(VERSION_COL))
     };
-    let keys: Vec<String> = cols
-        .iter()
-        .filter(|c| c.is_key)
-        .map(|c| ch_ident(&c.name))
-        .collect();
+    let partition = layout
+        .partition_by
+        .as_ref()
+        .map(|p| format!(" PARTITION BY {p}"))
+        .unwrap_or_default();
     format!(
-        "CREATE TABLE IF NOT EXISTS {}.{} ({}) ENGINE = {} ORDER BY ({})",
+        "CREATE TABLE IF NOT EXISTS {}.{} ({}) ENGINE = {}{} ORDER BY ({})",
         ch_ident(db),
         ch_ident(table),
         defs.join(", "),
         engine,
-        keys.join(", ")
+        partition,
+        sort_key_sql(cols, layout).join(", ")
     )
 }
 
-pub fn live_view_sql(db: &str, table: &str) -> (String, String) {
+/// The view `<table>_live` of a table's live rows: FINAL without deleted rows, and for an
+/// append table the latest version of each row.
+pub fn live_view_sql(
+    db: &str,
+    table: &str,
+    cols: &[ChColumn],
+    layout: &TableLayout,
+) -> (String, String) {
     let view = format!("{table}{LIVE_VIEW_SUFFIX}");
-    (
-        format!("DROP TABLE IF EXISTS {}.{}", ch_ident(db), ch_ident(&view)),
-        format!(
-            "CREATE VIEW {}.{} AS SELECT * FROM {}.{} FINAL WHERE {} = 0",
-            ch_ident(db),
-            ch_ident(&view),
-            ch_ident(db),
-            ch_ident(table),
+    let from = format!("{}.{}", ch_ident(db), ch_ident(table));
+    let body = match layout.engine {
+        TableEngine::Replacing => format!(
+            "SELECT * FROM {from} FINAL WHERE {} = 0",
             ch_ident(DELETED_COL)
         ),
+        TableEngine::Append => {
+            let mut keys = sort_key_sql(cols, layout);
+            keys.pop();
+            format!(
+                "SELECT * FROM (SELECT * FROM {from} FINAL ORDER BY {} DESC LIMIT 1 BY {}) WHERE {} = 0",
+                ch_ident(VERSION_COL),
+                keys.join(", "),
+                ch_ident(DELETED_COL)
+            )
+        }
+    };
+    (
+        format!("DROP TABLE IF EXISTS {}.{}", ch_ident(db), ch_ident(&view)),
+        format!("CREATE VIEW {}.{} AS {body}", ch_ident(db), ch_ident(&view)),
     )
+}
+
+/// Why an existing ClickHouse table does not have the layout a mapping asks for (its
+/// `system.tables` sorting and partition keys), or `None` when it has it. Keys compare
+/// without spaces and quotes.
+pub fn layout_mismatch(
+    cols: &[ChColumn],
+    layout: &TableLayout,
+    sorting_key: &str,
+    partition_key: &str,
+) -> Option<String> {
+    // Servers print `(id)` or `id`, `tenant, id` or `(tenant, id)`.
+    let norm = |s: &str| {
+        let s: String = s
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '`' && *c != '"')
+            .collect();
+        match s.strip_prefix('(').and_then(|r| r.strip_suffix(')')) {
+            Some(inner) if !inner.contains(['(', ')']) => inner.to_string(),
+            _ => s,
+        }
+    };
+    let want_sort = norm(&sort_key_sql(cols, layout).join(","));
+    let want_part = norm(layout.partition_by.as_deref().unwrap_or(""));
+    if norm(sorting_key) != want_sort {
+        return Some(format!(
+            "is sorted by ({sorting_key}), the mapping asks for ({})",
+            sort_key_sql(cols, layout).join(", ")
+        ));
+    }
+    if norm(partition_key) != want_part {
+        return Some(format!(
+            "is partitioned by `{partition_key}`, the mapping asks for `{}`",
+            layout.partition_by.as_deref().unwrap_or("")
+        ));
+    }
+    None
 }
 
 pub fn add_column_sql(db: &str, table: &str, col: &ChColumn) -> String {
@@ -836,14 +965,89 @@ mod tests {
                 JsonAs::String,
             ),
         ];
-        let sql = create_table_sql("db", "t; DROP", &cols, &new);
+        let sql = create_table_sql("db", "t; DROP", &cols, &new, &TableLayout::default());
         assert_eq!(
             sql,
             "CREATE TABLE IF NOT EXISTS `db`.`t; DROP` (`i\\`d` Int64, `we\"ird; c` Nullable(String), `_version` UInt64, `_is_deleted` UInt8) ENGINE = ReplacingMergeTree(`_version`, `_is_deleted`) ORDER BY (`i\\`d`)"
         );
         let old = ServerCaps::from_version("18.16.1");
-        assert!(create_table_sql("db", "t", &cols, &old)
-            .contains("ReplacingMergeTree(`_version`) ORDER BY"));
+        assert!(
+            create_table_sql("db", "t", &cols, &old, &TableLayout::default())
+                .contains("ReplacingMergeTree(`_version`) ORDER BY")
+        );
+    }
+
+    #[test]
+    fn layouts_set_the_sort_key_partitions_and_engine() {
+        let new = ServerCaps::from_version("26.9.1");
+        let c = |name: &str, is_key: bool, nullable: bool| Column {
+            name: name.into(),
+            pg_type: PgType::Int4,
+            nullable,
+            is_key,
+            added_default: None,
+        };
+        let t = TableSchema {
+            rel_id: 1,
+            schema: "public".into(),
+            name: "t".into(),
+            columns: vec![
+                c("id", true, false),
+                c("tenant", false, false),
+                c("v", false, true),
+            ],
+            identity: crate::schema::Identity::Full,
+            order_by: vec!["tenant".into(), "id".into()],
+        };
+        let cols = map_table(&t, &new, JsonAs::String);
+        // The sort key's columns are the ChColumns' keys, and not Nullable.
+        assert_eq!(
+            cols.iter()
+                .map(|c| (c.is_key, c.ch_type.as_str()))
+                .collect::<Vec<_>>(),
+            vec![(true, "Int32"), (true, "Int32"), (false, "Nullable(Int32)")]
+        );
+        let layout = TableLayout {
+            order_by: t.order_by.clone(),
+            partition_by: Some("intDiv(`tenant`, 10)".into()),
+            engine: TableEngine::Replacing,
+        };
+        let sql = create_table_sql("db", "t", &cols, &new, &layout);
+        assert!(
+            sql.ends_with("ENGINE = ReplacingMergeTree(`_version`, `_is_deleted`) PARTITION BY intDiv(`tenant`, 10) ORDER BY (`tenant`, `id`)"),
+            "{sql}"
+        );
+        assert_eq!(
+            layout_mismatch(&cols, &layout, "tenant, id", "intDiv(tenant, 10)"),
+            None
+        );
+        assert_eq!(
+            layout_mismatch(&cols, &layout, "(tenant, id)", "intDiv(tenant, 10)"),
+            None
+        );
+        assert!(layout_mismatch(&cols, &layout, "id", "intDiv(tenant, 10)").is_some());
+        assert!(layout_mismatch(&cols, &layout, "tenant, id", "").is_some());
+        let append = TableLayout {
+            engine: TableEngine::Append,
+            ..TableLayout::default()
+        };
+        let t = TableSchema {
+            order_by: vec![],
+            ..t
+        };
+        let cols = map_table(&t, &new, JsonAs::String);
+        let sql = create_table_sql("db", "t", &cols, &new, &append);
+        // Every version stays: no is_deleted engine parameter, `_version` in the sort key.
+        assert!(
+            sql.ends_with("ENGINE = ReplacingMergeTree(`_version`) ORDER BY (`id`, `_version`)"),
+            "{sql}"
+        );
+        let (_, view) = live_view_sql("db", "t", &cols, &append);
+        assert_eq!(
+            view,
+            "CREATE VIEW `db`.`t_live` AS SELECT * FROM (SELECT * FROM `db`.`t` FINAL ORDER BY `_version` DESC LIMIT 1 BY `id`) WHERE `_is_deleted` = 0"
+        );
+        assert_eq!(layout_mismatch(&cols, &append, "id, _version", ""), None);
     }
 
     fn enc(codec: Codec, nullable: bool, v: Option<&str>) -> (String, EncodeStats) {

@@ -6,6 +6,7 @@ pub mod debezium;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod llm;
+pub mod mapping;
 pub mod mastodon;
 pub mod pgauth;
 pub mod pgoutput;

@@ -99,14 +99,31 @@ pub struct Column {
     pub added_default: Option<String>,
 }
 
+/// What Postgres sends of the old row of an update or delete (`REPLICA IDENTITY`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Identity {
+    /// The key columns (primary key, or the replica identity index): `DEFAULT` or `USING
+    /// INDEX`, or not known (a table learned from Debezium events).
+    #[default]
+    Key,
+    /// Every column (`REPLICA IDENTITY FULL`).
+    Full,
+    /// Nothing (`REPLICA IDENTITY NOTHING`, or `DEFAULT` without a primary key).
+    Nothing,
+}
+
 /// A replicated table as the source knows it at one point of the stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TableSchema {
     /// pgoutput relation id (the table's OID).
     pub rel_id: u32,
     pub schema: String,
     pub name: String,
     pub columns: Vec<Column>,
+    pub identity: Identity,
+    /// The ClickHouse sort key, by column name, when a table mapping sets one (`order_by`);
+    /// empty: the key columns. Rows are the same row downstream when these are equal.
+    pub order_by: Vec<String>,
 }
 
 impl TableSchema {
@@ -119,6 +136,19 @@ impl TableSchema {
             .enumerate()
             .filter(|(_, c)| c.is_key)
             .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// The sort key's columns, in sort order: `order_by` where set (names not among the
+    /// columns are left out), else the key columns. Two versions of a row are the same row
+    /// downstream when these are equal; an update that changes one moves the row.
+    pub fn sort_indexes(&self) -> Vec<usize> {
+        if self.order_by.is_empty() {
+            return self.key_indexes();
+        }
+        self.order_by
+            .iter()
+            .filter_map(|n| self.columns.iter().position(|c| &c.name == n))
             .collect()
     }
 }

@@ -1,5 +1,6 @@
-//! Ordinary SQL against Postgres through tokio-postgres: publication set-up, the schema of
-//! each published table (types resolved through pg_type), slot state, and the snapshot COPY.
+//! Ordinary SQL against Postgres through tokio-postgres: the schema of each replicated table
+//! (types resolved through pg_type, its replica identity), slot state, and the snapshot COPY
+//! lines. The publication is in `publication.rs`.
 //!
 //! A table's key is what pgoutput identifies its rows by: the replica identity index under
 //! REPLICA IDENTITY USING INDEX, else the primary key.
@@ -12,7 +13,7 @@ use super::{PgError, PgParams, SESSION_SETTINGS};
 use crate::clients::tls::TlsInfo;
 use crate::config::{ChannelBinding, SslMode};
 use crate::protocol::pgoutput::{parse_lsn, Cell, Lsn};
-use crate::protocol::schema::{pg_ident, Column, PgType, TableSchema};
+use crate::protocol::schema::{Column, Identity, PgType, TableSchema};
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use tokio_postgres::Client;
@@ -101,130 +102,21 @@ fn classify(p: &PgParams, e: tokio_postgres::Error) -> PgError {
     PgError::client(p.addr(), e)
 }
 
-/// A published table: schema, name and OID.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublishedTable {
-    pub schema: String,
-    pub name: String,
-    pub oid: u32,
-}
-
-/// Creates the publication for `tables` when it does not exist, adds configured tables it
-/// lacks, and returns what it publishes.
-pub async fn ensure_publication(
+/// The OID of table `schema`.`name`, if it exists.
+pub async fn table_oid(
     c: &Client,
     p: &PgParams,
-    publication: &str,
-    tables: &[(String, String)],
-) -> Result<Vec<PublishedTable>, PgError> {
-    // Some(publish_via_partition_root) when the publication exists.
-    let via_root: Option<bool> = c
-        .query_opt(
-            "SELECT pubviaroot FROM pg_publication WHERE pubname = $1",
-            &[&publication],
-        )
-        .await
-        .map_err(|e| classify(p, e))?
-        .map(|r| r.get(0));
-    let exists = via_root.is_some();
-    // A partitioned table is replicated as one table: its changes must come under its own
-    // name (publish_via_partition_root), not under each partition's.
-    let (schemas, names): (Vec<String>, Vec<String>) = tables.iter().cloned().unzip();
-    let partitioned: Vec<String> = c
-        .query(
-            "SELECT n.nspname::text || '.' || cl.relname::text FROM pg_class cl \
-             JOIN pg_namespace n ON n.oid = cl.relnamespace \
-             WHERE cl.relkind = 'p' AND (n.nspname::text, cl.relname::text) IN \
-               (SELECT * FROM unnest($1::text[], $2::text[]))",
-            &[&schemas, &names],
-        )
-        .await
-        .map_err(|e| classify(p, e))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    if via_root == Some(false) && !partitioned.is_empty() {
-        return Err(PgError::Setup(format!(
-            "publication `{publication}` publishes the partitions of {} under their own names: run ALTER PUBLICATION {} SET (publish_via_partition_root = true) so that each is replicated as one table",
-            partitioned.join(", "),
-            pg_ident(publication)
-        )));
-    }
-    let list = |ts: &[(String, String)]| {
-        ts.iter()
-            .map(|(s, t)| format!("{}.{}", pg_ident(s), pg_ident(t)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    if !exists {
-        if tables.is_empty() {
-            return Err(PgError::Setup(format!(
-                "publication `{publication}` does not exist and postgres.tables is empty: list the tables to replicate"
-            )));
-        }
-        let sql = format!(
-            "CREATE PUBLICATION {} FOR TABLE {}{}",
-            pg_ident(publication),
-            list(tables),
-            if partitioned.is_empty() {
-                ""
-            } else {
-                " WITH (publish_via_partition_root = true)"
-            }
-        );
-        c.batch_execute(&sql).await.map_err(|e| classify(p, e))?;
-        tracing::info!(publication, tables = tables.len(), "created publication");
-    }
-    let mut published = published_tables(c, p, publication).await?;
-    let missing: Vec<(String, String)> = tables
-        .iter()
-        .filter(|(s, t)| !published.iter().any(|x| &x.schema == s && &x.name == t))
-        .cloned()
-        .collect();
-    if !missing.is_empty() {
-        let sql = format!(
-            "ALTER PUBLICATION {} ADD TABLE {}",
-            pg_ident(publication),
-            list(&missing)
-        );
-        c.batch_execute(&sql).await.map_err(|e| classify(p, e))?;
-        tracing::info!(
-            publication,
-            added = missing.len(),
-            "added tables to publication"
-        );
-        published = published_tables(c, p, publication).await?;
-    }
-    if !tables.is_empty() {
-        published.retain(|x| tables.iter().any(|(s, t)| &x.schema == s && &x.name == t));
-    }
-    Ok(published)
-}
-
-pub async fn published_tables(
-    c: &Client,
-    p: &PgParams,
-    publication: &str,
-) -> Result<Vec<PublishedTable>, PgError> {
-    let rows = c
-        .query(
-            "SELECT pt.schemaname::text, pt.tablename::text, cl.oid \
-             FROM pg_publication_tables pt \
-             JOIN pg_namespace n ON n.nspname = pt.schemaname \
-             JOIN pg_class cl ON cl.relnamespace = n.oid AND cl.relname = pt.tablename \
-             WHERE pt.pubname = $1 ORDER BY 1, 2",
-            &[&publication],
-        )
-        .await
-        .map_err(|e| classify(p, e))?;
-    Ok(rows
-        .iter()
-        .map(|r| PublishedTable {
-            schema: r.get(0),
-            name: r.get(1),
-            oid: r.get::<_, u32>(2),
-        })
-        .collect())
+    schema: &str,
+    name: &str,
+) -> Result<Option<u32>, PgError> {
+    Ok(c.query_opt(
+        "SELECT cl.oid FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace \
+             WHERE n.nspname = $1 AND cl.relname = $2 AND cl.relkind IN ('r', 'p')",
+        &[&schema, &name],
+    )
+    .await
+    .map_err(|e| classify(p, e))?
+    .map(|r| r.get(0)))
 }
 
 /// Resolves Postgres types by OID, caching what it learned.
@@ -319,13 +211,26 @@ fn type_label(t: &PgType) -> String {
     }
 }
 
-/// The schema of one table now: columns in attnum order, key = primary key.
+/// The schema of table `oid` now: every column in attnum order, key = primary key (or the
+/// replica identity index), and its replica identity.
 pub async fn load_table(
     c: &Client,
     p: &PgParams,
     types: &mut TypeResolver,
-    t: &PublishedTable,
+    oid: u32,
 ) -> Result<TableSchema, PgError> {
+    let head = c
+        .query_opt(
+            "SELECT n.nspname::text, cl.relname::text, cl.relreplident::\"char\", \
+                    EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = cl.oid AND i.indisprimary) \
+             FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace WHERE cl.oid = $1",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| classify(p, e))?
+        .ok_or_else(|| PgError::Setup(format!("table with OID {oid} is gone")))?;
+    let (schema, name, ident, has_pk): (String, String, i8, bool) =
+        (head.get(0), head.get(1), head.get(2), head.get(3));
     let rows = c
         .query(
             "SELECT a.attname::text, a.atttypid, a.atttypmod, a.attnotnull, a.attndims, \
@@ -337,7 +242,7 @@ pub async fn load_table(
                AND CASE WHEN cl.relreplident = 'i' THEN i.indisreplident ELSE i.indisprimary END \
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
              ORDER BY a.attnum",
-            &[&t.oid],
+            &[&oid],
         )
         .await
         .map_err(|e| classify(p, e))?;
@@ -358,11 +263,23 @@ pub async fn load_table(
         });
     }
     Ok(TableSchema {
-        rel_id: t.oid,
-        schema: t.schema.clone(),
-        name: t.name.clone(),
+        rel_id: oid,
+        schema,
+        name,
         columns,
+        identity: identity_of(ident as u8, has_pk),
+        ..Default::default()
     })
+}
+
+/// The [`Identity`] of `pg_class.relreplident` (also pgoutput's Relation byte).
+pub fn identity_of(relreplident: u8, has_pk: bool) -> Identity {
+    match relreplident {
+        b'f' => Identity::Full,
+        b'n' => Identity::Nothing,
+        b'd' if !has_pk => Identity::Nothing,
+        _ => Identity::Key,
+    }
 }
 
 /// The value that rows written before `ADD COLUMN ... DEFAULT <constant>` hold for `column`
@@ -536,6 +453,7 @@ mod tests {
             schema: "public".into(),
             name: "nokey".into(),
             columns: vec![],
+            ..Default::default()
         };
         let e = check_keys(&[t]).unwrap_err().to_string();
         assert!(e.contains("public.nokey"), "{e}");

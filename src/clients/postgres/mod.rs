@@ -4,6 +4,7 @@
 //! of it: they receive [`crate::protocol::schema`] types and rows.
 
 pub mod catalog;
+pub mod publication;
 pub mod replication;
 pub mod transport;
 

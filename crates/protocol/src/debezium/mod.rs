@@ -237,6 +237,7 @@ mod tests {
             schema: "public".into(),
             name: name.into(),
             columns,
+            ..Default::default()
         }
     }
     pub(super) fn opts(schemas: bool) -> EncodeOptions {
