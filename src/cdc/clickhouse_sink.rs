@@ -575,8 +575,23 @@ impl SinkState {
                         s.qualified()
                     )));
                 }
-                // Its sort and partition keys cannot be changed: a mapping that asks for
-                // others needs a new table.
+                // ClickHouse cannot rename a sort key column, nor change the sort or
+                // partition key: a new table is needed.
+                if let Some(c) = cols.iter().find(|c| {
+                    c.is_key
+                        && !existing.iter().any(|(n, _)| n == &c.name)
+                        && c.renamed_from
+                            .as_ref()
+                            .is_some_and(|old| existing.iter().any(|(n, _)| n == old))
+                }) {
+                    return Err(SinkError::Schema(format!(
+                        "{}: key column `{}` was renamed to `{}` in Postgres; ClickHouse cannot rename a column of the table's ORDER BY (`{name}`). Re-create the ClickHouse table: drop it and this pipeline's `snapshot` row in `{}`, then start again (a full copy)",
+                        s.qualified(),
+                        c.renamed_from.as_deref().unwrap_or(""),
+                        c.name,
+                        crate::clients::clickhouse::STATE_TABLE
+                    )));
+                }
                 if let Some((sorting, partition)) = self.ch.table_keys(&name).await? {
                     if let Some(why) = layout_mismatch(&cols, &layout, &sorting, &partition) {
                         return Err(SinkError::Schema(format!(
@@ -621,6 +636,26 @@ impl SinkState {
                         }
                     }
                     if !existing.iter().any(|(n, _)| n == &c.name) {
+                        let renamed = c
+                            .renamed_from
+                            .as_ref()
+                            .and_then(|old| existing.iter().find(|(n, _)| n == old));
+                        if let Some((old, old_type)) = renamed {
+                            self.ch
+                                .execute(&rename_column_sql(
+                                    &db,
+                                    &name,
+                                    old,
+                                    c,
+                                    old_type,
+                                    &self.ch.caps,
+                                ))
+                                .await?;
+                            tracing::info!(table = %name, from = %old, to = %c.name, renamed = self.ch.caps.rename_column,
+                                "column renamed (on servers before 20.4: added with DEFAULT of the old column, which keeps the history)");
+                            added += 1;
+                            continue;
+                        }
                         self.ch.execute(&add_column_sql(&db, &name, c)).await?;
                         tracing::info!(table = %name, column = %c.name, r#type = %c.ch_type, "added column");
                         added += 1;

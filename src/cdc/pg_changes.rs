@@ -241,6 +241,7 @@ mod tests {
             nullable: !is_key,
             is_key,
             added_default: None,
+            renamed_from: None,
         };
         TableSchema {
             rel_id: 7,

@@ -285,6 +285,13 @@ impl Stream {
             }
         }
         catalog::check_keys(&tables)?;
+        // Each replicated column's attribute number, to tell a rename from a drop and an add.
+        let mut attnums: HashMap<u32, Vec<(i16, String)>> = HashMap::new();
+        for t in &tables {
+            let mut now = catalog::attnums(&client, &params, t.rel_id).await?;
+            now.retain(|(_, n)| t.columns.iter().any(|c| &c.name == n));
+            attnums.insert(t.rel_id, now);
+        }
         let mut chunk = ChunkBuilder::new();
         for t in tables {
             let s = Arc::new(t);
@@ -467,6 +474,7 @@ impl Stream {
                             &params,
                             &mut types,
                             changes.schemas().get(&rel_id),
+                            &mut attnums,
                             rel_id,
                             namespace,
                             name,
@@ -562,14 +570,46 @@ impl Stream {
         params: &PgParams,
         types: &mut TypeResolver,
         known: Option<&SharedSchema>,
+        attnums: &mut HashMap<u32, Vec<(i16, String)>>,
         rel_id: u32,
         namespace: String,
         name: String,
         columns: &[pgoutput::RelationColumn],
     ) -> Result<TableSchema, SourceError> {
+        // Renames, by attribute number: the catalog now against the last schema's. Only
+        // when the catalog still has the columns this Relation lists (a later ALTER may have
+        // changed it already; then a renamed column arrives as an added one).
+        let now = catalog::attnums(client, params, rel_id).await?;
+        let listed: Option<Vec<(i16, String)>> = columns
+            .iter()
+            .map(|rc| now.iter().find(|(_, n)| *n == rc.name).cloned())
+            .collect();
+        let renames = match (listed, attnums.get(&rel_id), known) {
+            (Some(listed), Some(before), Some(_)) => {
+                let r = crate::protocol::schema::renamed(before, &listed);
+                attnums.insert(rel_id, listed);
+                r
+            }
+            (Some(listed), _, _) => {
+                attnums.insert(rel_id, listed);
+                Vec::new()
+            }
+            (None, _, _) => {
+                tracing::warn!(table = %format!("{namespace}.{name}"), "the catalog changed again before this schema change was streamed: a column renamed now is replicated as an added column");
+                attnums.remove(&rel_id);
+                Vec::new()
+            }
+        };
         let mut out = Vec::with_capacity(columns.len());
         for rc in columns {
-            let existing = known.and_then(|k| k.columns.iter().find(|c| c.name == rc.name));
+            let renamed_from = renames
+                .iter()
+                .find(|(_, new)| *new == rc.name)
+                .map(|(old, _)| old.clone());
+            let existing = known.and_then(|k| {
+                let name = renamed_from.as_ref().unwrap_or(&rc.name);
+                k.columns.iter().find(|c| &c.name == name)
+            });
             let pg_type = types
                 .resolve(client, params, rc.type_oid, rc.type_mod, 1)
                 .await?;
@@ -581,8 +621,13 @@ impl Stream {
                         tracing::info!(table = %format!("{namespace}.{name}"), column = %c.name, from = ?c.pg_type, to = ?pg_type,
                             "column type changed in Postgres");
                     }
+                    if let Some(old) = &renamed_from {
+                        tracing::info!(table = %format!("{namespace}.{name}"), from = %old, to = %rc.name, "column renamed in Postgres");
+                    }
                     out.push(Column {
+                        name: rc.name.clone(),
                         pg_type,
+                        renamed_from,
                         ..c.clone()
                     })
                 }
@@ -601,6 +646,7 @@ impl Stream {
                         nullable: !is_key,
                         is_key,
                         added_default,
+                        renamed_from: None,
                     })
                 }
             }

@@ -588,3 +588,53 @@ async fn key_widening(target: Target) {
     w.teardown().await;
 }
 matrix!(a_widened_key_column_stops_with_the_remedy, key_widening);
+
+/// RENAME COLUMN while streaming (#20): the ClickHouse column is renamed (26.9), or on 18.16,
+/// which cannot rename, the new name is added with a DEFAULT that reads the old column, so the
+/// rows written before read their value under the new name. A drop and an add are no rename.
+/// A renamed key column stops the pipeline with the remedy.
+async fn rename_column(target: Target) {
+    let w = World::new(target).await;
+    let c = pg().await;
+    let t = unique("ren");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, a text, n int, gone text);
+         INSERT INTO {t} SELECT g, 'a' || g, g, 'x' FROM generate_series(1, 20) g;"
+    ))
+    .await
+    .unwrap();
+    let mut cfg = w.config(&[&format!("public.{t}")]);
+    cfg.supervision.max_restarts = 50;
+    let run = Running::start(&cfg).await;
+    converge(&w, &c, &t, &t, "id, a, n", "id", T).await;
+    wait_streaming(&c, &w.slot).await;
+    c.batch_execute(&format!(
+        "ALTER TABLE {t} RENAME COLUMN a TO b;
+         ALTER TABLE {t} DROP COLUMN gone;
+         ALTER TABLE {t} ADD COLUMN fresh text;
+         UPDATE {t} SET b = 'upd', fresh = 'f' WHERE id <= 3;
+         INSERT INTO {t} VALUES (100, 'new', 100, 'f');"
+    ))
+    .await
+    .unwrap();
+    converge(&w, &c, &t, &t, "id, b, n, fresh", "id", T).await;
+    // A second rename of the same column, while streaming.
+    c.batch_execute(&format!(
+        "ALTER TABLE {t} RENAME COLUMN b TO c; UPDATE {t} SET c = 'again' WHERE id = 4"
+    ))
+    .await
+    .unwrap();
+    converge(&w, &c, &t, &t, "id, c, n, fresh", "id", T).await;
+    c.batch_execute(&format!(
+        "ALTER TABLE {t} RENAME COLUMN id TO key; UPDATE {t} SET n = 0 WHERE key = 5"
+    ))
+    .await
+    .unwrap();
+    let err = run.stops_at_once().await;
+    assert!(
+        err.contains("key column `id` was renamed to `key`"),
+        "{err}"
+    );
+    w.teardown().await;
+}
+matrix!(renamed_columns_while_streaming, rename_column);

@@ -94,6 +94,7 @@ async fn replays_never_take_a_table_back(target: Target) {
                 nullable: false,
                 is_key: true,
                 added_default: None,
+                renamed_from: None,
             },
             Column {
                 name: "v".into(),
@@ -101,6 +102,7 @@ async fn replays_never_take_a_table_back(target: Target) {
                 nullable: true,
                 is_key: false,
                 added_default: None,
+                renamed_from: None,
             },
         ],
         ..Default::default()
@@ -272,6 +274,7 @@ async fn a_moved_row_keeps_its_toast_value_across_a_merge(target: Target) {
         nullable: !is_key,
         is_key,
         added_default: None,
+        renamed_from: None,
     };
     let schema = Arc::new(TableSchema {
         rel_id: 77,

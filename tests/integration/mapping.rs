@@ -230,7 +230,10 @@ async fn harmful_mappings_are_refused_at_once() {
         ..mapping(&t)
     }))
     .await;
-    assert!(err.contains("is sorted by (id)"), "{err}");
+    assert!(
+        err.contains("is sorted by id, tributary would sort it by (`tenant`, `id`)"),
+        "{err}"
+    );
     assert_eq!(w.ch_live(&t, "id, tenant, v", "id").await, vec!["1\t1\tb"]);
     w.teardown().await;
 }

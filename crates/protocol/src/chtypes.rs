@@ -21,6 +21,8 @@ pub struct ServerCaps {
     pub low_cardinality: bool,
     /// `ReplacingMergeTree(ver, is_deleted)`.
     pub is_deleted_engine: bool,
+    /// `ALTER TABLE … RENAME COLUMN`.
+    pub rename_column: bool,
     pub json_type: bool,
     /// Largest Decimal precision (0 = no Decimal).
     pub decimal_max_precision: u32,
@@ -41,6 +43,7 @@ impl ServerCaps {
             bool_type: at_least(22, 1),
             low_cardinality: at_least(19, 0),
             is_deleted_engine: at_least(23, 2),
+            rename_column: at_least(20, 4),
             json_type: at_least(25, 3),
             decimal_max_precision: if at_least(20, 8) { 76 } else { 38 },
         }
@@ -104,6 +107,8 @@ pub struct ChColumn {
     pub note: Option<String>,
     /// `DEFAULT` expression for an added column whose earlier rows hold a value in Postgres.
     pub default_expr: Option<String>,
+    /// The column's previous name, when it was renamed while streaming.
+    pub renamed_from: Option<String>,
 }
 
 /// Bounds of DateTime64 and Date32, in microseconds / days since the epoch.
@@ -141,6 +146,7 @@ pub fn map_column(col: &Column, caps: &ServerCaps, json_as: JsonAs) -> ChColumn 
         is_key: col.is_key,
         note,
         default_expr: None,
+        renamed_from: col.renamed_from.clone(),
     };
     if let Some(v) = &col.added_default {
         // The value in ClickHouse's text form, cast to the column type: ClickHouse computes a
@@ -346,6 +352,42 @@ pub fn type_change(old: &str, new: &str) -> TypeChange {
     }
 }
 
+/// What renames column `old` of a ClickHouse table to `col.name`: `RENAME COLUMN` where the
+/// server has it; before 20.4 (18.16) the new column is added with `DEFAULT old`, so rows
+/// written before read their value under the new name (and merges store it), while `old`
+/// stays with the history and takes NULL/default in new rows.
+pub fn rename_column_sql(
+    db: &str,
+    table: &str,
+    old: &str,
+    col: &ChColumn,
+    old_type: &str,
+    caps: &ServerCaps,
+) -> String {
+    if caps.rename_column {
+        return format!(
+            "ALTER TABLE {}.{} RENAME COLUMN {} TO {}",
+            ch_ident(db),
+            ch_ident(table),
+            ch_ident(old),
+            ch_ident(&col.name)
+        );
+    }
+    let default = if old_type.replace(' ', "") == col.ch_type.replace(' ', "") {
+        ch_ident(old)
+    } else {
+        format!("CAST({} AS {})", ch_ident(old), col.ch_type)
+    };
+    add_column_sql(
+        db,
+        table,
+        &ChColumn {
+            default_expr: Some(default),
+            ..col.clone()
+        },
+    )
+}
+
 /// `ALTER TABLE db.table MODIFY COLUMN col type`.
 pub fn modify_column_sql(db: &str, table: &str, col: &str, ch_type: &str) -> String {
     format!(
@@ -528,13 +570,13 @@ pub fn layout_mismatch(
     let want_part = norm(layout.partition_by.as_deref().unwrap_or(""));
     if norm(sorting_key) != want_sort {
         return Some(format!(
-            "is sorted by ({sorting_key}), the mapping asks for ({})",
+            "is sorted by {sorting_key}, tributary would sort it by ({})",
             sort_key_sql(cols, layout).join(", ")
         ));
     }
     if norm(partition_key) != want_part {
         return Some(format!(
-            "is partitioned by `{partition_key}`, the mapping asks for `{}`",
+            "is partitioned by `{partition_key}`, tributary would partition it by `{}`",
             layout.partition_by.as_deref().unwrap_or("")
         ));
     }
@@ -900,6 +942,7 @@ mod tests {
             nullable,
             is_key: key,
             added_default: None,
+            renamed_from: None,
         }
     }
 
@@ -978,6 +1021,34 @@ mod tests {
     }
 
     #[test]
+    fn renames_use_rename_column_or_a_default_on_old_servers() {
+        let c = ChColumn {
+            name: "new".into(),
+            ch_type: "Nullable(String)".into(),
+            codec: Codec::Text,
+            nullable: true,
+            is_key: false,
+            note: None,
+            default_expr: None,
+            renamed_from: Some("old".into()),
+        };
+        let new = ServerCaps::from_version("26.9.1");
+        let old = ServerCaps::from_version("18.16.1");
+        assert_eq!(
+            rename_column_sql("d", "t", "old", &c, "Nullable(String)", &new),
+            "ALTER TABLE `d`.`t` RENAME COLUMN `old` TO `new`"
+        );
+        assert_eq!(
+            rename_column_sql("d", "t", "old", &c, "Nullable(String)", &old),
+            "ALTER TABLE `d`.`t` ADD COLUMN `new` Nullable(String) DEFAULT `old`"
+        );
+        assert_eq!(
+            rename_column_sql("d", "t", "old", &c, "Nullable(Int32)", &old),
+            "ALTER TABLE `d`.`t` ADD COLUMN `new` Nullable(String) DEFAULT CAST(`old` AS Nullable(String))"
+        );
+    }
+
+    #[test]
     fn layouts_set_the_sort_key_partitions_and_engine() {
         let new = ServerCaps::from_version("26.9.1");
         let c = |name: &str, is_key: bool, nullable: bool| Column {
@@ -986,6 +1057,7 @@ mod tests {
             nullable,
             is_key,
             added_default: None,
+            renamed_from: None,
         };
         let t = TableSchema {
             rel_id: 1,
@@ -1059,6 +1131,7 @@ mod tests {
             is_key: false,
             note: None,
             default_expr: None,
+            renamed_from: None,
         };
         let cell = match v {
             Some(v) => Cell::Text(Bytes::copy_from_slice(v.as_bytes())),
@@ -1270,6 +1343,7 @@ mod tests {
             is_key: false,
             note: None,
             default_expr: None,
+            renamed_from: None,
         };
         let b = c(Codec::Bytea);
         assert_eq!(stored_select_expr(&b), "hex(`b`)");

@@ -205,6 +205,7 @@ mod tests {
             nullable,
             is_key,
             added_default: None,
+            renamed_from: None,
         };
         TableSchema {
             rel_id: 1,

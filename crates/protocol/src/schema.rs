@@ -97,6 +97,9 @@ pub struct Column {
     /// For a column added while streaming with a constant default: the value (text form) that
     /// the rows written before the ALTER now hold in Postgres (`pg_attribute.attmissingval`).
     pub added_default: Option<String>,
+    /// For a column renamed while streaming: the name it had before (a hint for the sinks,
+    /// which rename their column instead of adding one).
+    pub renamed_from: Option<String>,
 }
 
 /// What Postgres sends of the old row of an update or delete (`REPLICA IDENTITY`).
@@ -196,6 +199,18 @@ pub fn split_table_name(s: &str) -> Option<(String, String)> {
     }
 }
 
+/// Columns renamed between two states of one table, told apart from a drop and an add by the
+/// attribute number (a rename keeps it, an added column gets a new one): (old, new) names.
+/// `before` and `now` are (attnum, name) pairs.
+pub fn renamed(before: &[(i16, String)], now: &[(i16, String)]) -> Vec<(String, String)> {
+    now.iter()
+        .filter_map(|(n, name)| {
+            let (_, old) = before.iter().find(|(b, _)| b == n)?;
+            (old != name).then(|| (old.clone(), name.clone()))
+        })
+        .collect()
+}
+
 /// Quotes a Postgres identifier (`"a ""b"""`), always.
 pub fn pg_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
@@ -231,6 +246,21 @@ mod tests {
             Some(PgType::Numeric(Some((10, 2))))
         );
         assert_eq!(PgType::builtin(1700, -1), Some(PgType::Numeric(None)));
+    }
+
+    #[test]
+    fn renames_are_told_by_attribute_number() {
+        let cols = |v: &[(i16, &str)]| -> Vec<(i16, String)> {
+            v.iter().map(|(n, s)| (*n, s.to_string())).collect()
+        };
+        let before = cols(&[(1, "id"), (2, "a"), (3, "b")]);
+        // a renamed to x; b dropped and a new b added (attnum 4): no rename.
+        let now = cols(&[(1, "id"), (2, "x"), (4, "b")]);
+        assert_eq!(
+            renamed(&before, &now),
+            vec![("a".to_string(), "x".to_string())]
+        );
+        assert!(renamed(&before, &before).is_empty());
     }
 
     #[test]

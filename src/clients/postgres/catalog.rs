@@ -260,6 +260,7 @@ pub async fn load_table(
             nullable: !notnull,
             is_key,
             added_default: missing.as_deref().and_then(missing_value),
+            renamed_from: None,
         });
     }
     Ok(TableSchema {
@@ -280,6 +281,20 @@ pub fn identity_of(relreplident: u8, has_pk: bool) -> Identity {
         b'd' if !has_pk => Identity::Nothing,
         _ => Identity::Key,
     }
+}
+
+/// (attnum, name) of every column of table `oid` now, in attnum order.
+pub async fn attnums(c: &Client, p: &PgParams, oid: u32) -> Result<Vec<(i16, String)>, PgError> {
+    Ok(c.query(
+        "SELECT attnum, attname::text FROM pg_attribute \
+             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        &[&oid],
+    )
+    .await
+    .map_err(|e| classify(p, e))?
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect())
 }
 
 /// The value that rows written before `ADD COLUMN ... DEFAULT <constant>` hold for `column`

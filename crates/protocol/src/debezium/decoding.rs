@@ -447,6 +447,7 @@ pub fn decode_moved(
         },
         is_key: is_key(n),
         added_default: default.clone(),
+        renamed_from: None,
     };
     let columns = fields.iter().map(column).collect();
     Ok(Decoded::Change(Change {

@@ -229,6 +229,7 @@ mod tests {
             nullable,
             is_key: key,
             added_default: None,
+            renamed_from: None,
         }
     }
     pub(super) fn table(name: &str, columns: Vec<Column>) -> TableSchema {
