@@ -16,7 +16,7 @@
 //! (dropped Postgres columns stay in ClickHouse), or let a replay take a table back to an
 //! older state.
 
-use crate::cdc::change::{ChangeItem, RowChange, SinkMsg};
+use crate::cdc::change::{ChangeItem, RowChange, RowOp, SinkMsg};
 use crate::clients::clickhouse::{ChClient, ChError};
 use crate::config::{mapping_for, BatchConfig, ClickHouseConfig, OnTruncate, TableMapping};
 use crate::flow::edge::Edge;
@@ -60,6 +60,10 @@ struct TableState {
     fence: u64,
     /// A skipped change was logged (once per table and sink instance).
     fence_logged: bool,
+    /// No key (REPLICA IDENTITY FULL): every change is a row, counted by content.
+    keyless: bool,
+    /// Snapshot rows of a keyless table taken in so far (their `_seq`).
+    snapshot_seq: u64,
 }
 
 /// The key columns' values of a row in ClickHouse's TSV form, tab-separated.
@@ -346,6 +350,9 @@ impl SinkState {
                 t.cols.len()
             )));
         }
+        if t.keyless {
+            return self.take_keyless_row(rel_id, change);
+        }
         let toast: Vec<usize> = change
             .cells
             .iter()
@@ -429,6 +436,40 @@ impl SinkState {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A change of a keyless table: its whole row (the old content for a delete, which
+    /// REPLICA IDENTITY FULL sends), numbered within its version so that it is a row of its
+    /// own and a replay of it collapses with it: a delete 0, an insert 1 (an update is both,
+    /// at one WAL position), snapshot rows from 2 on.
+    fn take_keyless_row(&mut self, rel_id: u32, change: RowChange) -> Result<(), SinkError> {
+        let t = self.tables.get_mut(&rel_id).expect("checked by the caller");
+        if change
+            .cells
+            .iter()
+            .any(|c| matches!(c, Cell::UnchangedToast))
+        {
+            return Err(SinkError::Protocol(format!(
+                "a change of keyless table `{}` without its whole row",
+                t.ch_name
+            )));
+        }
+        let seq = match change.op {
+            RowOp::Delete => 0,
+            RowOp::Insert | RowOp::Update => 1,
+            RowOp::Snapshot => {
+                t.snapshot_seq += 1;
+                1 + t.snapshot_seq
+            }
+        };
+        let out = &mut t.rows;
+        for (c, cell) in t.cols.iter().zip(&change.cells) {
+            encode_field(out, c, cell, &mut self.stats);
+            out.push(b'\t');
+        }
+        end_row_seq(out, change.version, change.is_delete(), seq);
+        self.buffered_rows += 1;
         Ok(())
     }
 
@@ -686,6 +727,8 @@ impl SinkState {
             TableState {
                 fence,
                 fence_logged: false,
+                keyless: s.keyless(),
+                snapshot_seq: 0,
                 pg_name: s.qualified(),
                 ch_name: name,
                 cols,
@@ -799,6 +842,7 @@ impl SinkState {
             for t in self.tables.values_mut().filter(|t| t.ch_name == name) {
                 t.fence = fence;
                 t.toast.clear();
+                t.snapshot_seq = 0;
             }
             tracing::info!(table = %name, "truncated");
         }
@@ -834,7 +878,7 @@ impl SinkState {
                     .iter()
                     .filter(|c| !tomb || c.is_key)
                     .map(|c| c.name.as_str());
-                let sql = insert_sql(&db, &t.ch_name, names);
+                let sql = insert_sql(&db, &t.ch_name, names, t.keyless);
                 let name = t.ch_name.clone();
                 // Inside the first chunk's insert span: its logs carry that trace id.
                 let insert = self.insert_with_retry(&name, &sql, body.clone());
@@ -981,6 +1025,7 @@ pub fn target_table(mapping: Option<&TableMapping>, template: &str, s: &TableSch
 pub fn layout_of(mapping: Option<&TableMapping>, s: &TableSchema) -> TableLayout {
     TableLayout {
         order_by: s.order_by.clone(),
+        keyless: s.keyless(),
         ..mapping.map(|m| m.layout()).unwrap_or_default()
     }
 }

@@ -152,13 +152,20 @@ impl PgChanges {
                         }
                     }
                     let changed = |i: &usize| old.get(*i) != new.get(*i);
+                    // A keyless table's row is its content: an update is the old content's
+                    // delete and the new content's insert, and one that changes nothing is
+                    // nothing.
+                    let keyless = self.schemas.get(&rel_id).is_some_and(|s| s.keyless());
+                    if keyless && old == new {
+                        return;
+                    }
                     // The sort key: the key, or a mapping's order_by (whose other columns
                     // come in the old row only under REPLICA IDENTITY FULL).
                     let key_changed = self
                         .schemas
                         .get(&rel_id)
                         .is_some_and(|s| s.sort_indexes().iter().any(changed));
-                    if key_changed {
+                    if key_changed || keyless {
                         // The (sort) key changed: the row under the old one is gone.
                         moved_from = Some(old.clone());
                         step(self.row(rel_id, RowOp::Delete, wal_start, old, None));

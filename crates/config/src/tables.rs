@@ -51,6 +51,7 @@ impl TableMapping {
             order_by: self.order_by.clone(),
             partition_by: self.partition_by.clone(),
             engine: self.engine,
+            keyless: false,
         }
     }
 

@@ -253,6 +253,10 @@ pub fn table_name(template: &str, schema: &TableSchema) -> String {
 
 pub const VERSION_COL: &str = "_version";
 pub const DELETED_COL: &str = "_is_deleted";
+/// A keyless table's event number within its `_version` (see [`TableLayout::keyless`]).
+pub const SEQ_COL: &str = "_seq";
+/// The live view of a keyless table: how many rows of Postgres have that content.
+pub const COUNT_COL: &str = "_count";
 /// Suffix of the view that shows the live rows (FINAL, deleted rows filtered out).
 pub const LIVE_VIEW_SUFFIX: &str = "_live";
 
@@ -399,13 +403,14 @@ pub fn modify_column_sql(db: &str, table: &str, col: &str, ch_type: &str) -> Str
     )
 }
 
-/// A column whose name is one of tributary's own (`_version`, `_is_deleted`).
+/// A column whose name is one of tributary's own (`_version`, `_is_deleted`, and `_seq` in a
+/// keyless table).
 pub fn reserved_column(schema: &TableSchema) -> Option<&str> {
     schema
         .columns
         .iter()
         .map(|c| c.name.as_str())
-        .find(|n| *n == VERSION_COL || *n == DELETED_COL)
+        .find(|n| *n == VERSION_COL || *n == DELETED_COL || (schema.keyless() && *n == SEQ_COL))
 }
 
 /// How a replicated table is laid out in ClickHouse (a table mapping's `order_by`,
@@ -417,6 +422,10 @@ pub struct TableLayout {
     /// A ClickHouse `PARTITION BY` expression, as the user wrote it.
     pub partition_by: Option<String>,
     pub engine: TableEngine,
+    /// A table without a key (REPLICA IDENTITY FULL): every change is a row of its own,
+    /// `_is_deleted = 1` for a delete of that content, unique by (`_version`, `_seq`) so that
+    /// replays collapse; the live rows are the contents whose inserts outnumber their deletes.
+    pub keyless: bool,
 }
 
 /// What a replicated table keeps.
@@ -469,8 +478,11 @@ fn sort_key_sql(cols: &[ChColumn], layout: &TableLayout) -> Vec<String> {
         }
     }
     let mut out: Vec<String> = keys.into_iter().map(ch_ident).collect();
-    if layout.engine == TableEngine::Append {
+    if layout.engine == TableEngine::Append || layout.keyless {
         out.push(ch_ident(VERSION_COL));
+    }
+    if layout.keyless {
+        out.push(ch_ident(SEQ_COL));
     }
     out
 }
@@ -488,16 +500,20 @@ pub fn create_table_sql(
         .collect();
     defs.push(format!("{} UInt64", ch_ident(VERSION_COL)));
     defs.push(format!("{} UInt8", ch_ident(DELETED_COL)));
-    // An append table keeps deleted versions: FINAL must not drop them.
-    let engine = if caps.is_deleted_engine && layout.engine == TableEngine::Replacing {
-        format!(
-            "ReplacingMergeTree({}, {})",
-            ch_ident(VERSION_COL),
-            ch_ident(DELETED_COL)
-        )
-    } else {
-        format!("ReplacingMergeTree({})", ch_ident(VERSION_COL))
-    };
+    if layout.keyless {
+        defs.push(format!("{} UInt64", ch_ident(SEQ_COL)));
+    }
+    // Append and keyless tables keep deleted versions: FINAL must not drop them.
+    let engine =
+        if caps.is_deleted_engine && layout.engine == TableEngine::Replacing && !layout.keyless {
+            format!(
+                "ReplacingMergeTree({}, {})",
+                ch_ident(VERSION_COL),
+                ch_ident(DELETED_COL)
+            )
+        } else {
+            format!("ReplacingMergeTree({})", ch_ident(VERSION_COL))
+        };
     let partition = layout
         .partition_by
         .as_ref()
@@ -525,6 +541,16 @@ pub fn live_view_sql(
     let view = format!("{table}{LIVE_VIEW_SUFFIX}");
     let from = format!("{}.{}", ch_ident(db), ch_ident(table));
     let body = match layout.engine {
+        _ if layout.keyless => {
+            let names: Vec<String> = cols.iter().map(|c| ch_ident(&c.name)).collect();
+            let names = names.join(", ");
+            format!(
+                "SELECT {names}, sum(if({} = 1, -1, 1)) AS {} FROM {from} FINAL GROUP BY {names} HAVING {} > 0",
+                ch_ident(DELETED_COL),
+                ch_ident(COUNT_COL),
+                ch_ident(COUNT_COL)
+            )
+        }
         TableEngine::Replacing => format!(
             "SELECT * FROM {from} FINAL WHERE {} = 0",
             ch_ident(DELETED_COL)
@@ -600,10 +626,19 @@ pub fn add_column_sql(db: &str, table: &str, col: &ChColumn) -> String {
 }
 
 /// `INSERT INTO db.t (cols..., _version, _is_deleted) FORMAT TabSeparated`
-pub fn insert_sql<'a>(db: &str, table: &str, cols: impl Iterator<Item = &'a str>) -> String {
+/// `INSERT INTO db.table (cols…, _version, _is_deleted[, _seq])`, `_seq` for a keyless table.
+pub fn insert_sql<'a>(
+    db: &str,
+    table: &str,
+    cols: impl Iterator<Item = &'a str>,
+    keyless: bool,
+) -> String {
     let mut names: Vec<String> = cols.map(ch_ident).collect();
     names.push(ch_ident(VERSION_COL));
     names.push(ch_ident(DELETED_COL));
+    if keyless {
+        names.push(ch_ident(SEQ_COL));
+    }
     format!(
         "INSERT INTO {}.{} ({}) FORMAT TabSeparated",
         ch_ident(db),
@@ -651,6 +686,16 @@ pub fn end_row(out: &mut Vec<u8>, version: u64, deleted: bool) {
     let mut b = itoa_u64(version);
     out.extend_from_slice(b.as_bytes_mut());
     out.extend_from_slice(if deleted { b"\t1\n" } else { b"\t0\n" });
+}
+
+/// [`end_row`] for a keyless table: `_seq` after `_is_deleted`.
+pub fn end_row_seq(out: &mut Vec<u8>, version: u64, deleted: bool, seq: u64) {
+    end_row(out, version, deleted);
+    out.pop();
+    out.push(b'\t');
+    let mut b = itoa_u64(seq);
+    out.extend_from_slice(b.as_bytes_mut());
+    out.push(b'\n');
 }
 
 struct Digits([u8; 20], usize);
@@ -1021,6 +1066,44 @@ mod tests {
     }
 
     #[test]
+    fn keyless_tables_keep_every_change_and_count_contents() {
+        let new = ServerCaps::from_version("26.9.1");
+        let c = |name: &str| Column {
+            name: name.into(),
+            pg_type: PgType::Int4,
+            nullable: true,
+            is_key: false,
+            added_default: None,
+            renamed_from: None,
+        };
+        let t = TableSchema {
+            rel_id: 1,
+            schema: "public".into(),
+            name: "k".into(),
+            columns: vec![c("a"), c("b")],
+            identity: crate::schema::Identity::Full,
+            order_by: vec![],
+        };
+        assert!(t.keyless());
+        let cols = map_table(&t, &new, JsonAs::String);
+        let layout = TableLayout {
+            keyless: true,
+            ..TableLayout::default()
+        };
+        let sql = create_table_sql("db", "k", &cols, &new, &layout);
+        assert!(
+            sql.ends_with("`_is_deleted` UInt8, `_seq` UInt64) ENGINE = ReplacingMergeTree(`_version`) ORDER BY (`_version`, `_seq`)"),
+            "{sql}"
+        );
+        let (_, view) = live_view_sql("db", "k", &cols, &layout);
+        assert_eq!(view, "CREATE VIEW `db`.`k_live` AS SELECT `a`, `b`, sum(if(`_is_deleted` = 1, -1, 1)) AS `_count` FROM `db`.`k` FINAL GROUP BY `a`, `b` HAVING `_count` > 0");
+        assert!(insert_sql("db", "k", ["a"].into_iter(), true).contains("`_is_deleted`, `_seq`)"));
+        let mut out = Vec::new();
+        end_row_seq(&mut out, 42, true, 7);
+        assert_eq!(out, b"42\t1\t7\n");
+    }
+
+    #[test]
     fn renames_use_rename_column_or_a_default_on_old_servers() {
         let c = ChColumn {
             name: "new".into(),
@@ -1083,6 +1166,7 @@ mod tests {
             order_by: t.order_by.clone(),
             partition_by: Some("intDiv(`tenant`, 10)".into()),
             engine: TableEngine::Replacing,
+            keyless: false,
         };
         let sql = create_table_sql("db", "t", &cols, &new, &layout);
         assert!(

@@ -142,6 +142,12 @@ impl TableSchema {
             .collect()
     }
 
+    /// A table without key columns under REPLICA IDENTITY FULL: its rows are known only by
+    /// their content (duplicates allowed), so ClickHouse keeps a count per content.
+    pub fn keyless(&self) -> bool {
+        self.identity == Identity::Full && !self.columns.iter().any(|c| c.is_key)
+    }
+
     /// The sort key's columns, in sort order: `order_by` where set (names not among the
     /// columns are left out), else the key columns. Two versions of a row are the same row
     /// downstream when these are equal; an update that changes one moves the row.

@@ -329,18 +329,19 @@ fn missing_value(text: &str) -> Option<String> {
         })
 }
 
-/// Refuses tables whose changes cannot be keyed downstream, naming all of them.
+/// Refuses tables whose changes cannot be keyed downstream, naming all of them: no key and
+/// not REPLICA IDENTITY FULL (a keyless FULL table is replicated by content).
 pub fn check_keys(tables: &[TableSchema]) -> Result<(), PgError> {
     let bad: Vec<String> = tables
         .iter()
-        .filter(|t| !t.columns.iter().any(|c| c.is_key))
+        .filter(|t| !t.keyless() && !t.columns.iter().any(|c| c.is_key))
         .map(|t| t.qualified())
         .collect();
     if bad.is_empty() {
         Ok(())
     } else {
         Err(PgError::Setup(format!(
-            "tables without a primary key cannot be replicated (ClickHouse orders and deduplicates by it): {}; add a primary key, or set REPLICA IDENTITY USING INDEX on a unique index of NOT NULL columns, or remove them from the publication",
+            "tables without a primary key cannot be replicated as they are (Postgres sends nothing that identifies the row of an update or delete): {}; add a primary key, or set REPLICA IDENTITY USING INDEX on a unique index of NOT NULL columns, or REPLICA IDENTITY FULL (rows are then known by their content, duplicates counted), or remove them from the publication",
             bad.join(", ")
         )))
     }
