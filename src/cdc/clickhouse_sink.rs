@@ -563,6 +563,14 @@ impl SinkState {
             }
             _ => s,
         };
+        if !s.keyless() && s.sort_indexes().is_empty() {
+            // From Debezium topics a table without a key cannot be told apart from one whose
+            // key is not known: its rows would collapse into one.
+            return Err(SinkError::Schema(format!(
+                "{}: no key columns, and not known to be a REPLICA IDENTITY FULL table replicated by content (through Kafka, give the table a primary key)",
+                s.qualified()
+            )));
+        }
         let layout = layout_of(mapping, s);
         let cols = map_table(s, &self.ch.caps, self.cfg.json_as);
         if self.tables.get(&s.rel_id).is_some_and(|t| t.cols == cols) {
