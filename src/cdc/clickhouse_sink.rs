@@ -572,6 +572,21 @@ impl SinkState {
             )));
         }
         let layout = layout_of(mapping, s);
+        if layout.purge_after_secs.is_some() && (layout.keyless || !self.ch.caps.cleanup_merges) {
+            return Err(SinkError::Schema(format!(
+                "{}: purge_deleted_after {}",
+                s.qualified(),
+                if layout.keyless {
+                    "does not apply to a keyless table (its deletes are counts, not tombstones)"
+                        .to_string()
+                } else {
+                    format!(
+                        "needs ClickHouse 24.1 or later (cleanup merges); this server is {}",
+                        self.ch.caps.version
+                    )
+                }
+            )));
+        }
         let cols = map_table(s, &self.ch.caps, self.cfg.json_as);
         if self.tables.get(&s.rel_id).is_some_and(|t| t.cols == cols) {
             return Ok(());
@@ -649,6 +664,19 @@ impl SinkState {
                             crate::clients::clickhouse::STATE_TABLE
                         )));
                     }
+                }
+                // Purging is a table setting: set on a table created without it too.
+                if let Some(settings) = layout
+                    .purge_after_secs
+                    .and_then(|secs| purge_settings(secs, &self.ch.caps))
+                {
+                    self.ch
+                        .execute(&format!(
+                            "ALTER TABLE {}.{} MODIFY SETTING {settings}",
+                            ch_ident(&db),
+                            ch_ident(&name)
+                        ))
+                        .await?;
                 }
                 let mut added = 0;
                 for c in &cols {

@@ -45,6 +45,9 @@ pub enum SourceError {
     Sink(String),
     #[error("replication slot `{slot}`: {message}")]
     Slot { slot: String, message: String },
+    /// A slot that can never be used as it is (another plugin, invalidated): permanent.
+    #[error("replication slot `{slot}`: {message}")]
+    SlotUnusable { slot: String, message: String },
     #[error("the server ended the replication stream")]
     StreamEnded,
 }
@@ -56,6 +59,7 @@ impl SourceError {
         match self {
             SourceError::Pg(e) => e.class(),
             SourceError::StreamEnded => ErrorClass::Outage,
+            SourceError::SlotUnusable { .. } => ErrorClass::Permanent,
             _ => ErrorClass::Transient,
         }
     }
@@ -311,10 +315,25 @@ impl Stream {
         let snapshot_needed = match (&slot, &marker) {
             (Some(s), Some(m)) if m.starts_with(&format!("{}@", self.cfg.slot)) => {
                 if s.plugin != "pgoutput" {
-                    return Err(SourceError::Slot {
+                    return Err(SourceError::SlotUnusable {
                         slot: self.cfg.slot.clone(),
                         message: format!("uses plugin `{}`, not pgoutput", s.plugin),
                     });
+                }
+                match s.wal_status.as_deref() {
+                    Some("lost") => {
+                        return Err(SourceError::SlotUnusable {
+                            slot: self.cfg.slot.clone(),
+                            message: format!(
+                                "was invalidated by Postgres (wal_status = lost: it fell further behind than max_slot_wal_keep_size allows), so the changes since tributary last confirmed are gone. Drop it (SELECT pg_drop_replication_slot({})) and start again: a new slot and a new snapshot, which copies every table anew",
+                                pg_literal(&self.cfg.slot)
+                            ),
+                        })
+                    }
+                    Some("unreserved") => {
+                        tracing::warn!(pipeline = %self.pipeline, slot = %self.cfg.slot, "the slot is past max_slot_wal_keep_size (wal_status = unreserved): it is lost at the next checkpoint unless it catches up")
+                    }
+                    _ => {}
                 }
                 tracing::info!(pipeline = %self.pipeline, slot = %self.cfg.slot, confirmed = %s.confirmed_flush.map(fmt_lsn).unwrap_or_default(), "resuming");
                 false

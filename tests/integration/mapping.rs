@@ -237,3 +237,65 @@ async fn harmful_mappings_are_refused_at_once() {
     assert_eq!(w.ch_live(&t, "id, tenant, v", "id").await, vec!["1\t1\tb"]);
     w.teardown().await;
 }
+
+/// `purge_deleted_after` (#20): on 26.9 ClickHouse's cleanup merge drops deleted rows and the
+/// versions they replaced once the table's parts are all that old, and FINAL still equals
+/// Postgres; 18.16 has no cleanup merges, so the mapping is refused at start, named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_rows_are_purged_where_the_server_can() {
+    let c = pg().await;
+    let t = unique("purged");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, v text);
+         INSERT INTO {t} SELECT g, 'v' || g FROM generate_series(1, 20) g;"
+    ))
+    .await
+    .unwrap();
+    let purge = || TableMapping {
+        purge_deleted_after: Some(tributary::config::HumanDuration(Duration::from_secs(60))),
+        ..mapping(&t)
+    };
+
+    let old = World::new(Target::Ch18).await;
+    let mut cfg = old.config(&[]);
+    cfg.supervision.max_restarts = 50;
+    cfg.pipelines[0].tables = vec![purge()];
+    let err = stops_at_once(&cfg).await;
+    assert!(
+        err.contains("purge_deleted_after needs ClickHouse 24.1"),
+        "{err}"
+    );
+    old.teardown().await;
+
+    let w = World::new(Target::Ch26).await;
+    let mut cfg = w.config(&[]);
+    cfg.pipelines[0].tables = vec![purge()];
+    let run = Running::start(&cfg).await;
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    wait_streaming(&c, &w.slot).await;
+    c.batch_execute(&format!(
+        "DELETE FROM {t} WHERE id <= 5; UPDATE {t} SET v = 'upd' WHERE id > 17"
+    ))
+    .await
+    .unwrap();
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    // Without FINAL: only the live rows' latest versions are left.
+    let stored = eventually(Duration::from_secs(150), "the cleanup merge", || async {
+        let r = w
+            .try_ch_rows(&format!(
+                "SELECT count(), countIf(_is_deleted = 1) FROM `{}`.`{t}`",
+                w.database
+            ))
+            .await?;
+        if r == ["15\t0"] {
+            Ok(r)
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .await;
+    assert_eq!(stored, ["15\t0"]);
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    run.stop().await;
+    w.teardown().await;
+}

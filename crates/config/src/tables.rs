@@ -6,6 +6,7 @@
 //! Must never: let a mapping reach a table it does not name (the names are matched exactly,
 //! after the same `schema.table` parsing as `postgres.tables`).
 
+use crate::value::HumanDuration;
 use serde::Deserialize;
 use tributary_protocol::chtypes::{TableEngine, TableLayout};
 use tributary_protocol::schema::split_table_name;
@@ -37,6 +38,10 @@ pub struct TableMapping {
     /// `replacing` (the latest version of each row) or `append` (every change kept).
     #[serde(default)]
     pub engine: TableEngine,
+    /// Purge deleted rows (ClickHouse 24.1 and later) once their partition has had no new
+    /// data for this long; default: deleted rows stay (as tombstones).
+    #[serde(default)]
+    pub purge_deleted_after: Option<HumanDuration>,
 }
 
 impl TableMapping {
@@ -52,6 +57,7 @@ impl TableMapping {
             partition_by: self.partition_by.clone(),
             engine: self.engine,
             keyless: false,
+            purge_after_secs: self.purge_deleted_after.map(|d| d.0.as_secs()),
         }
     }
 

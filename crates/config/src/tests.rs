@@ -840,4 +840,10 @@ name = "events"
     assert!(e.contains("table[0].filter"), "{e}");
     let e = err("[[pipeline.table]]\nname = \"t\"\ntarget = \"\"\n");
     assert!(e.contains("table[0].target"), "{e}");
+    let e = err(
+        "[[pipeline.table]]\nname = \"t\"\nengine = \"append\"\npurge_deleted_after = \"1h\"\n",
+    );
+    assert!(e.contains("table[0].purge_deleted_after"), "{e}");
+    let e = err("[[pipeline.table]]\nname = \"t\"\npurge_deleted_after = \"5s\"\n");
+    assert!(e.contains("at least 60s"), "{e}");
 }

@@ -23,6 +23,9 @@ pub struct ServerCaps {
     pub is_deleted_engine: bool,
     /// `ALTER TABLE … RENAME COLUMN`.
     pub rename_column: bool,
+    /// ReplacingMergeTree drops deleted rows in merges of a whole partition whose parts are
+    /// all older than `min_age_to_force_merge_seconds` (`enable_replacing_merge_with_cleanup_for_min_age_to_force_merge`).
+    pub cleanup_merges: bool,
     pub json_type: bool,
     /// Largest Decimal precision (0 = no Decimal).
     pub decimal_max_precision: u32,
@@ -44,6 +47,7 @@ impl ServerCaps {
             low_cardinality: at_least(19, 0),
             is_deleted_engine: at_least(23, 2),
             rename_column: at_least(20, 4),
+            cleanup_merges: at_least(24, 1),
             json_type: at_least(25, 3),
             decimal_max_precision: if at_least(20, 8) { 76 } else { 38 },
         }
@@ -426,6 +430,23 @@ pub struct TableLayout {
     /// `_is_deleted = 1` for a delete of that content, unique by (`_version`, `_seq`) so that
     /// replays collapse; the live rows are the contents whose inserts outnumber their deletes.
     pub keyless: bool,
+    /// Deleted rows are purged (with the versions they replaced) once their partition has
+    /// had no new part for this many seconds (see [`purge_settings`]).
+    pub purge_after_secs: Option<u64>,
+}
+
+/// The table settings that purge deleted rows of a replacing table: a merge of a whole
+/// partition whose parts are all older than `secs` drops each row whose latest version is
+/// deleted. Safe against replays: a replay reaches back only to the last confirmed position,
+/// long after a tombstone that old was written. `None` where the server cannot (before 24.1).
+pub fn purge_settings(secs: u64, caps: &ServerCaps) -> Option<String> {
+    caps.cleanup_merges.then(|| {
+        format!(
+            "allow_experimental_replacing_merge_with_cleanup = 1, \
+             enable_replacing_merge_with_cleanup_for_min_age_to_force_merge = 1, \
+             min_age_to_force_merge_seconds = {secs}, min_age_to_force_merge_on_partition_only = 1"
+        )
+    })
 }
 
 /// What a replicated table keeps.
@@ -519,14 +540,20 @@ pub fn create_table_sql(
         .as_ref()
         .map(|p| format!(" PARTITION BY {p}"))
         .unwrap_or_default();
+    let settings = layout
+        .purge_after_secs
+        .and_then(|secs| purge_settings(secs, caps))
+        .map(|s| format!(" SETTINGS {s}"))
+        .unwrap_or_default();
     format!(
-        "CREATE TABLE IF NOT EXISTS {}.{} ({}) ENGINE = {}{} ORDER BY ({})",
+        "CREATE TABLE IF NOT EXISTS {}.{} ({}) ENGINE = {}{} ORDER BY ({}){}",
         ch_ident(db),
         ch_ident(table),
         defs.join(", "),
         engine,
         partition,
-        sort_key_sql(cols, layout).join(", ")
+        sort_key_sql(cols, layout).join(", "),
+        settings
     )
 }
 
@@ -1167,12 +1194,14 @@ mod tests {
             partition_by: Some("intDiv(`tenant`, 10)".into()),
             engine: TableEngine::Replacing,
             keyless: false,
+            purge_after_secs: Some(3600),
         };
         let sql = create_table_sql("db", "t", &cols, &new, &layout);
         assert!(
-            sql.ends_with("ENGINE = ReplacingMergeTree(`_version`, `_is_deleted`) PARTITION BY intDiv(`tenant`, 10) ORDER BY (`tenant`, `id`)"),
+            sql.ends_with("ENGINE = ReplacingMergeTree(`_version`, `_is_deleted`) PARTITION BY intDiv(`tenant`, 10) ORDER BY (`tenant`, `id`) SETTINGS allow_experimental_replacing_merge_with_cleanup = 1, enable_replacing_merge_with_cleanup_for_min_age_to_force_merge = 1, min_age_to_force_merge_seconds = 3600, min_age_to_force_merge_on_partition_only = 1"),
             "{sql}"
         );
+        assert!(purge_settings(60, &ServerCaps::from_version("18.16.1")).is_none());
         assert_eq!(
             layout_mismatch(&cols, &layout, "tenant, id", "intDiv(tenant, 10)"),
             None

@@ -354,6 +354,9 @@ pub struct SlotState {
     pub database: String,
     pub confirmed_flush: Option<Lsn>,
     pub active: bool,
+    /// `reserved`, `extended`, `unreserved` (about to be lost) or `lost` (Postgres 13 and
+    /// later; `None` before).
+    pub wal_status: Option<String>,
 }
 
 pub async fn slot_state(
@@ -363,7 +366,8 @@ pub async fn slot_state(
 ) -> Result<Option<SlotState>, PgError> {
     let row = c
         .query_opt(
-            "SELECT plugin::text, database::text, confirmed_flush_lsn::text, active FROM pg_replication_slots WHERE slot_name = $1",
+            "SELECT plugin::text, database::text, confirmed_flush_lsn::text, active, to_jsonb(s) ->> 'wal_status' \
+             FROM pg_replication_slots s WHERE slot_name = $1",
             &[&slot],
         )
         .await
@@ -373,6 +377,7 @@ pub async fn slot_state(
         database: r.get::<_, Option<String>>(1).unwrap_or_default(),
         confirmed_flush: r.get::<_, Option<String>>(2).and_then(|s| parse_lsn(&s)),
         active: r.get(3),
+        wal_status: r.get(4),
     }))
 }
 
