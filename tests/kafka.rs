@@ -898,11 +898,10 @@ async fn the_state_topic_is_compacted() {
         .await
         .expect("the marker is written");
     assert_eq!(
-        tributary::clients::kafka::read_state(&k, &topic, 1, "p/snapshot")
+        tributary::clients::kafka::read_state(&k, &topic, 1, &["p/snapshot".to_string()])
             .await
-            .unwrap()
-            .as_deref(),
-        Some("s@0/1")
+            .unwrap(),
+        vec![Some("s@0/1".to_string())]
     );
     let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers())

@@ -99,11 +99,16 @@ pub enum SinkMsg {
     Tick,
     /// Flush everything taken in; reply with the acknowledged LSN.
     Drain(RpcReplyPort<Lsn>),
-    /// Flush, then record `marker` durably: `<slot>@<lsn>` when the snapshot is complete,
-    /// `pending:<slot>` before a new one starts (an earlier marker no longer holds).
-    SnapshotDone(String, RpcReplyPort<Result<(), String>>),
-    /// The recorded snapshot marker, if any.
-    GetMarker(RpcReplyPort<Result<Option<String>, String>>),
+    /// Flush everything taken in, then record these (key, value) pairs durably in the
+    /// pipeline's state (`snapshot`: the marker, `<slot>@<lsn>` once the snapshot is complete
+    /// and `pending:<slot>` before a new one starts; `table:<schema>.<table>`: a table's copy,
+    /// see `postgres_source.rs`).
+    WriteState(Vec<(String, String)>, RpcReplyPort<Result<(), String>>),
+    /// The recorded values of these keys, in order.
+    ReadState(
+        Vec<String>,
+        RpcReplyPort<Result<Vec<Option<String>>, String>>,
+    ),
     /// A task of the sink failed (a Kafka delivery): the sink fails with this reason.
     Fail(String),
 }

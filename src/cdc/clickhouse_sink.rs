@@ -256,17 +256,17 @@ impl Actor for ClickHouseSink {
                 st.flush().await?;
                 let _ = reply.send(*st.acks.borrow());
             }
-            SinkMsg::SnapshotDone(marker, reply) => {
+            SinkMsg::WriteState(entries, reply) => {
                 let r = async {
                     st.flush().await?;
-                    st.write_marker(&marker).await
+                    Ok::<_, SinkError>(st.ch.write_state(&st.pipeline, &entries).await?)
                 }
                 .await;
                 let _ = reply.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
                 r?;
             }
-            SinkMsg::GetMarker(reply) => {
-                let r = st.read_marker().await;
+            SinkMsg::ReadState(keys, reply) => {
+                let r = st.ch.read_states(&st.pipeline, &keys).await;
                 let _ = reply.send(r.as_ref().map(|m| m.clone()).map_err(|e| e.to_string()));
                 r?;
             }
@@ -1032,20 +1032,6 @@ impl SinkState {
                 attempts,
                 source,
             })
-    }
-
-    async fn write_marker(&self, marker: &str) -> Result<(), SinkError> {
-        Ok(self
-            .ch
-            .write_state(
-                &self.pipeline,
-                &[("snapshot".to_string(), marker.to_string())],
-            )
-            .await?)
-    }
-
-    async fn read_marker(&self) -> Result<Option<String>, SinkError> {
-        Ok(self.ch.read_state(&self.pipeline, "snapshot").await?)
     }
 }
 

@@ -151,29 +151,36 @@ impl Actor for KafkaSink {
                 st.barrier().await?;
                 let _ = reply.send(*st.acks.borrow());
             }
-            SinkMsg::SnapshotDone(marker, reply) => {
+            SinkMsg::WriteState(entries, reply) => {
                 let r = async {
                     st.barrier().await?;
-                    kafka::write_state(
-                        &st.kafka,
-                        &st.producer,
-                        &st.cfg.state_topic,
-                        st.cfg.replication_factor,
-                        &format!("{}/snapshot", st.pipeline),
-                        &marker,
-                    )
-                    .await
+                    for (key, value) in &entries {
+                        kafka::write_state(
+                            &st.kafka,
+                            &st.producer,
+                            &st.cfg.state_topic,
+                            st.cfg.replication_factor,
+                            &format!("{}/{key}", st.pipeline),
+                            value,
+                        )
+                        .await?;
+                    }
+                    Ok::<_, KafkaError>(())
                 }
                 .await;
                 let _ = reply.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
                 r?;
             }
-            SinkMsg::GetMarker(reply) => {
+            SinkMsg::ReadState(keys, reply) => {
+                let keys: Vec<String> = keys
+                    .iter()
+                    .map(|k| format!("{}/{k}", st.pipeline))
+                    .collect();
                 let r = kafka::read_state(
                     &st.kafka,
                     &st.cfg.state_topic,
                     st.cfg.replication_factor,
-                    &format!("{}/snapshot", st.pipeline),
+                    &keys,
                 )
                 .await;
                 let _ = reply.send(r.as_ref().map(|m| m.clone()).map_err(|e| e.to_string()));

@@ -2,6 +2,7 @@
 //! out. Sources turn the stream into the change types of [`change`]; sinks take them from a
 //! bounded edge and acknowledge what they wrote.
 
+pub mod backfill;
 pub mod change;
 pub mod check;
 pub mod clickhouse_sink;
@@ -10,4 +11,5 @@ pub mod kafka_source;
 pub mod pg_changes;
 pub mod pg_tables;
 pub mod postgres_source;
+pub mod table_state;
 pub mod tree;

@@ -10,9 +10,11 @@
 //! Must never: confirm an LSN the sink did not acknowledge (except a keepalive position
 //! while nothing is in flight), or buffer without bound.
 
+use crate::cdc::backfill::{self, BackfillError, CopyShared, Job};
 use crate::cdc::change::{ChangeChunk, ChangeItem, RowOp, SinkMsg};
 use crate::cdc::pg_changes::{PgChanges, Step};
 use crate::cdc::pg_tables;
+use crate::cdc::table_state::{state_key, TableCopy};
 use crate::clients::postgres::catalog::{self, TypeResolver};
 use crate::clients::postgres::publication;
 use crate::clients::postgres::replication::{ReplicationConn, ReplicationWriter};
@@ -50,6 +52,8 @@ pub enum SourceError {
     SlotUnusable { slot: String, message: String },
     #[error("the server ended the replication stream")]
     StreamEnded,
+    #[error("copying a table added while running: {0}")]
+    Backfill(#[from] BackfillError),
 }
 
 impl SourceError {
@@ -60,6 +64,8 @@ impl SourceError {
             SourceError::Pg(e) => e.class(),
             SourceError::StreamEnded => ErrorClass::Outage,
             SourceError::SlotUnusable { .. } => ErrorClass::Permanent,
+            SourceError::Backfill(BackfillError::Pg(e)) => e.class(),
+            SourceError::Backfill(BackfillError::Unsupported(_)) => ErrorClass::Permanent,
             _ => ErrorClass::Transient,
         }
     }
@@ -116,6 +122,7 @@ impl Actor for PostgresSource {
             counters: args.counters,
             writer: writer.clone(),
             idle_lsn: Arc::new(AtomicU64::new(0)),
+            copy: CopyShared::default(),
         };
         let me = myself.clone();
         let me2 = myself.clone();
@@ -190,6 +197,8 @@ struct Stream {
     writer: Arc<Mutex<Option<ReplicationWriter>>>,
     /// A keepalive position that may be confirmed because nothing was in flight then.
     idle_lsn: Arc<AtomicU64>,
+    /// Shared with the copies of tables added while running.
+    copy: CopyShared,
 }
 
 /// Builds the next chunk for the sink.
@@ -305,11 +314,20 @@ impl Stream {
         self.send(&mut chunk, &schemas).await?;
 
         let slot = catalog::slot_state(&client, &params, &self.cfg.slot).await?;
-        let marker = self
+        // The snapshot marker and each table's copy, in one read.
+        let mut keys = vec!["snapshot".to_string(), "copies".to_string()];
+        let mut rels: Vec<u32> = schemas.keys().copied().collect();
+        rels.sort_unstable();
+        keys.extend(rels.iter().map(|r| state_key(&schemas[r].qualified())));
+        let mut states = self
             .edge
-            .call(SinkMsg::GetMarker, Duration::from_secs(60))
+            .call(|r| SinkMsg::ReadState(keys, r), Duration::from_secs(60))
             .await?
-            .map_err(SourceError::Sink)?;
+            .map_err(SourceError::Sink)?
+            .into_iter();
+        let marker = states.next().flatten();
+        let copies = states.next().flatten();
+        let table_states: Vec<Option<String>> = states.collect();
         let mut repl = ReplicationConn::connect(&params).await?;
         let mut start = 0;
         let snapshot_needed = match (&slot, &marker) {
@@ -345,11 +363,9 @@ impl Stream {
             // short below would otherwise read as complete at the next start (the new slot
             // has the same name) and its missing rows would never be copied.
             if marker.is_some() {
+                let pending = vec![("snapshot".to_string(), format!("pending:{}", self.cfg.slot))];
                 self.edge
-                    .call(
-                        |r| SinkMsg::SnapshotDone(format!("pending:{}", self.cfg.slot), r),
-                        Duration::from_secs(60),
-                    )
+                    .call(|r| SinkMsg::WriteState(pending, r), Duration::from_secs(60))
                     .await?
                     .map_err(SourceError::Sink)?;
             }
@@ -393,21 +409,47 @@ impl Stream {
             tracing::info!(pipeline = %self.pipeline, slot = %self.cfg.slot, consistent = %fmt_lsn(consistent), "created slot; snapshot starts");
             self.snapshot(&client, &params, &snapshot, &schemas, &filters, consistent)
                 .await?;
+            // The marker, that tables' copies are recorded, and every table copied.
+            let incarnation = format!("{}@{}", self.cfg.slot, fmt_lsn(consistent));
+            let mut done = vec![
+                ("snapshot".to_string(), incarnation.clone()),
+                ("copies".to_string(), incarnation.clone()),
+            ];
+            for r in &rels {
+                done.push((
+                    state_key(&schemas[r].qualified()),
+                    TableCopy::Done.format(&incarnation).unwrap_or_default(),
+                ));
+            }
             self.edge
-                .call(
-                    |r| {
-                        SinkMsg::SnapshotDone(
-                            format!("{}@{}", self.cfg.slot, fmt_lsn(consistent)),
-                            r,
-                        )
-                    },
-                    Duration::from_secs(600),
-                )
+                .call(|r| SinkMsg::WriteState(done, r), Duration::from_secs(600))
                 .await?
                 .map_err(SourceError::Sink)?;
             tracing::info!(pipeline = %self.pipeline, rows = self.counters.snapshot_rows.load(Ordering::Relaxed), "snapshot complete");
             start = consistent;
         }
+        // Tables without a complete copy in this incarnation (added to the config since) are
+        // copied while everything streams.
+        let jobs = if snapshot_needed {
+            Vec::new()
+        } else {
+            let incarnation = marker.clone().unwrap_or_default();
+            self.copy_jobs(
+                &client,
+                &params,
+                &incarnation,
+                copies.as_deref() == Some(incarnation.as_str()),
+                &rels,
+                &table_states,
+                &schemas,
+                &filters,
+            )
+            .await?
+        };
+        let incarnation = match snapshot_needed {
+            true => format!("{}@{}", self.cfg.slot, fmt_lsn(start)),
+            false => marker.clone().unwrap_or_default(),
+        };
         let (mut reader, writer) = repl
             .start_replication(&self.cfg.slot, start, &self.cfg.publication)
             .await?;
@@ -433,43 +475,46 @@ impl Stream {
         let mut changes = PgChanges::new(wanted, schemas);
         let mut frames = Vec::new();
         let mut last_sent_commit: Lsn = 0;
-        loop {
-            frames.clear();
-            if !reader.next_batch(&mut frames).await? {
-                return Err(SourceError::StreamEnded);
-            }
-            for frame in frames.drain(..) {
-                let msg =
-                    pgoutput::decode_replication(frame).map_err(|source| SourceError::Decode {
-                        lsn: "?".into(),
-                        source,
+        let streaming = async {
+            loop {
+                frames.clear();
+                if !reader.next_batch(&mut frames).await? {
+                    return Err::<(), _>(SourceError::StreamEnded);
+                }
+                for frame in frames.drain(..) {
+                    let msg = pgoutput::decode_replication(frame).map_err(|source| {
+                        SourceError::Decode {
+                            lsn: "?".into(),
+                            source,
+                        }
                     })?;
-                let (wal_start, data) = match msg {
-                    ReplicationMessage::XLogData {
-                        wal_start, data, ..
-                    } => (wal_start, data),
-                    ReplicationMessage::Keepalive {
-                        wal_end,
-                        reply_requested,
-                    } => {
-                        if !changes.in_txn()
-                            && chunk.is_empty()
-                            && *self.acks.borrow() >= last_sent_commit
-                        {
-                            self.idle_lsn.fetch_max(wal_end, Ordering::Relaxed);
+                    let (wal_start, data) = match msg {
+                        ReplicationMessage::XLogData {
+                            wal_start, data, ..
+                        } => (wal_start, data),
+                        ReplicationMessage::Keepalive {
+                            wal_end,
+                            reply_requested,
+                        } => {
+                            if !changes.in_txn()
+                                && chunk.is_empty()
+                                && *self.acks.borrow() >= last_sent_commit
+                            {
+                                self.idle_lsn.fetch_max(wal_end, Ordering::Relaxed);
+                            }
+                            if reply_requested {
+                                writer.send_status(self.confirmable(), false).await?;
+                            }
+                            continue;
                         }
-                        if reply_requested {
-                            writer.send_status(self.confirmable(), false).await?;
-                        }
-                        continue;
-                    }
-                };
-                let lm = pgoutput::decode_logical(data).map_err(|source| SourceError::Decode {
-                    lsn: fmt_lsn(wal_start),
-                    source,
-                })?;
-                let mut load = None;
-                changes.on_message(wal_start, lm, &mut |step| match step {
+                    };
+                    let lm =
+                        pgoutput::decode_logical(data).map_err(|source| SourceError::Decode {
+                            lsn: fmt_lsn(wal_start),
+                            source,
+                        })?;
+                    let mut load = None;
+                    changes.on_message(wal_start, lm, &mut |step| match step {
                     Step::Item(item) => chunk.push(&self.pipeline, item),
                     Step::Commit { end_lsn, commit_us } => {
                         chunk.commit = Some(end_lsn);
@@ -486,39 +531,132 @@ impl Stream {
                         tracing::info!(pipeline = %self.pipeline, table = %table, "published but not in postgres.tables: skipped");
                     }
                 });
-                if let Some((rel_id, namespace, name, replica_identity, columns)) = load {
-                    let s = self
-                        .schema_from_relation(
-                            &client,
-                            &params,
-                            &mut types,
-                            changes.schemas().get(&rel_id),
-                            &mut attnums,
-                            rel_id,
-                            namespace,
-                            name,
-                            &columns,
-                        )
-                        .await?;
-                    let s = self.with_mapping(s, replica_identity)?;
-                    if let Some(item) = changes.relation_loaded(rel_id, columns, s) {
-                        chunk.push(&self.pipeline, item);
+                    if let Some((rel_id, namespace, name, replica_identity, columns)) = load {
+                        let s = self
+                            .schema_from_relation(
+                                &client,
+                                &params,
+                                &mut types,
+                                changes.schemas().get(&rel_id),
+                                &mut attnums,
+                                rel_id,
+                                namespace,
+                                name,
+                                &columns,
+                            )
+                            .await?;
+                        let s = self.with_mapping(s, replica_identity)?;
+                        if let Some(item) = changes.relation_loaded(rel_id, columns, s) {
+                            chunk.push(&self.pipeline, item);
+                        }
+                    }
+                    if chunk.is_full(&self.cfg) {
+                        if self.copy.any() {
+                            self.fill_toast(&client, &params, &mut chunk, changes.schemas())
+                                .await?;
+                        }
+                        last_sent_commit = self
+                            .send(&mut chunk, changes.schemas())
+                            .await?
+                            .unwrap_or(last_sent_commit);
                     }
                 }
-                if chunk.is_full(&self.cfg) {
+                if !chunk.is_empty() {
+                    if self.copy.any() {
+                        self.fill_toast(&client, &params, &mut chunk, changes.schemas())
+                            .await?;
+                    }
                     last_sent_commit = self
                         .send(&mut chunk, changes.schemas())
                         .await?
                         .unwrap_or(last_sent_commit);
                 }
             }
-            if !chunk.is_empty() {
-                last_sent_commit = self
-                    .send(&mut chunk, changes.schemas())
-                    .await?
-                    .unwrap_or(last_sent_commit);
+        };
+        let backfill = async {
+            let ctx = backfill::Ctx {
+                pipeline: &self.pipeline,
+                params: &params,
+                edge: &self.edge,
+                shared: &self.copy,
+                counters: &self.counters,
+                incarnation: &incarnation,
+                chunk_rows: self.cfg.snapshot_chunk_rows,
+                message_rows: self.cfg.chunk_rows,
+            };
+            backfill::run(ctx, jobs).await?;
+            std::future::pending::<Result<(), SourceError>>().await
+        };
+        tokio::select! {
+            r = streaming => r,
+            r = backfill => r,
+        }
+    }
+
+    /// Fills the unchanged TOAST values of the chunk's rows of tables being copied.
+    async fn fill_toast(
+        &self,
+        client: &tokio_postgres::Client,
+        params: &PgParams,
+        chunk: &mut ChunkBuilder,
+        schemas: &HashMap<u32, SharedSchema>,
+    ) -> Result<(), SourceError> {
+        for item in chunk.items.iter_mut() {
+            if let ChangeItem::Row { rel_id, change } = item {
+                if change.is_delete() {
+                    continue;
+                }
+                if let Some(s) = schemas.get(rel_id) {
+                    backfill::fill_unchanged_toast(client, params, &self.copy, s, change).await?;
+                }
             }
         }
+        Ok(())
+    }
+
+    /// The tables to copy while streaming: those without a complete copy in `incarnation`.
+    /// A pipeline whose copies were not recorded per table yet (`recorded` false: an earlier
+    /// version's complete snapshot) records every table as copied instead.
+    #[allow(clippy::too_many_arguments)]
+    async fn copy_jobs(
+        &self,
+        client: &tokio_postgres::Client,
+        params: &PgParams,
+        incarnation: &str,
+        recorded: bool,
+        rels: &[u32],
+        states: &[Option<String>],
+        schemas: &HashMap<u32, SharedSchema>,
+        filters: &HashMap<u32, String>,
+    ) -> Result<Vec<Job>, SourceError> {
+        if !recorded {
+            let mut done = vec![("copies".to_string(), incarnation.to_string())];
+            for r in rels {
+                done.push((
+                    state_key(&schemas[r].qualified()),
+                    TableCopy::Done.format(incarnation).unwrap_or_default(),
+                ));
+            }
+            self.edge
+                .call(|r| SinkMsg::WriteState(done, r), Duration::from_secs(600))
+                .await?
+                .map_err(SourceError::Sink)?;
+            return Ok(Vec::new());
+        }
+        let jobs: Vec<Job> = rels
+            .iter()
+            .zip(states)
+            .map(|(r, v)| Job {
+                schema: schemas[r].clone(),
+                filter: filters.get(r).cloned(),
+                from: TableCopy::parse(v.as_deref(), incarnation),
+            })
+            .filter(|j| j.from != TableCopy::Done)
+            .collect();
+        // Registered before the stream starts: its unchanged TOAST values of these tables
+        // are filled from Postgres from the first change on.
+        backfill::register(client, params, &self.copy, &jobs).await?;
+        Ok(jobs)
     }
 
     fn confirmable(&self) -> Lsn {
@@ -532,6 +670,10 @@ impl Stream {
         schemas: &HashMap<u32, SharedSchema>,
     ) -> Result<Option<Lsn>, SourceError> {
         let c = std::mem::replace(chunk, ChunkBuilder::new());
+        // A TRUNCATE of a table being copied makes the chunks read before it stale; the copy
+        // checks under the same lock before it sends one.
+        let _held = self.copy.send_lock.lock().await;
+        self.copy.truncating(&c.items);
         let commit = c.commit;
         PipelineCounters::add(&self.counters.rows_read, c.rows as u64);
         let (trace, decode) = c.trace.unwrap_or_else(|| (tracing::info_span!(parent: None, "cdc.chunk", pipeline = %self.pipeline, rows = tracing::field::Empty, lsn = tracing::field::Empty, tables = tracing::field::Empty), Span::none()));

@@ -458,6 +458,32 @@ impl ChClient {
             .map(unescape_tsv))
     }
 
+    /// The last values written for (`pipeline`, each of `keys`), in order (one query).
+    pub async fn read_states(
+        &self,
+        pipeline: &str,
+        keys: &[String],
+    ) -> Result<Vec<Option<String>>, ChError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = keys.iter().map(|k| ch_literal(k)).collect();
+        let sql = format!(
+            "SELECT `key`, argMax(`value`, `updated_ms`) FROM {}.{} FINAL WHERE `pipeline` = {} AND `key` IN ({}) GROUP BY `key`",
+            ch_ident(&self.database),
+            ch_ident(STATE_TABLE),
+            ch_literal(pipeline),
+            list.join(", ")
+        );
+        let text = self.query_text(&sql).await?;
+        let found: std::collections::HashMap<String, String> = text
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(k, v)| (unescape_tsv(k), unescape_tsv(v)))
+            .collect();
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+    }
+
     /// Records values for (`pipeline`, key) durably (one insert for all).
     pub async fn write_state(
         &self,

@@ -345,14 +345,14 @@ pub async fn read_state(
     k: &KafkaConfig,
     topic: &str,
     replication: i32,
-    key: &str,
-) -> Result<Option<String>, KafkaError> {
+    keys: &[String],
+) -> Result<Vec<Option<String>>, KafkaError> {
     // An empty state topic answers every question the same as a missing one, and reading a
     // missing topic's watermarks is an error on some brokers: create it first.
     ensure_topics_with(k, &[topic.to_string()], 1, replication, STATE_TOPIC_CONFIG).await?;
     let k = k.clone();
-    let (topic, key) = (topic.to_string(), key.to_string());
-    tokio::task::spawn_blocking(move || read_state_blocking(&k, &topic, &key))
+    let (topic, keys) = (topic.to_string(), keys.to_vec());
+    tokio::task::spawn_blocking(move || read_state_blocking(&k, &topic, &keys))
         .await
         .map_err(|e| KafkaError::Consumer(e.to_string()))?
 }
@@ -360,8 +360,9 @@ pub async fn read_state(
 fn read_state_blocking(
     k: &KafkaConfig,
     topic: &str,
-    key: &str,
-) -> Result<Option<String>, KafkaError> {
+    keys: &[String],
+) -> Result<Vec<Option<String>>, KafkaError> {
+    let mut last: Vec<Option<String>> = vec![None; keys.len()];
     let consumer: BaseConsumer = client_config(
         k,
         &[
@@ -379,12 +380,12 @@ fn read_state_blocking(
     let (low, high) = match consumer.fetch_watermarks(topic, 0, timeout) {
         Ok(w) => w,
         Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {
-            return Ok(None)
+            return Ok(last)
         }
         Err(e) => return Err(KafkaError::Consumer(scrub(k, e))),
     };
     if high <= low {
-        return Ok(None);
+        return Ok(last);
     }
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Offset(low))
@@ -393,7 +394,6 @@ fn read_state_blocking(
         .assign(&tpl)
         .map_err(|e| KafkaError::Consumer(scrub(k, e)))?;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut last = None;
     loop {
         if std::time::Instant::now() > deadline {
             return Err(KafkaError::Consumer(format!(
@@ -404,8 +404,8 @@ fn read_state_blocking(
             continue;
         };
         let m = m.map_err(|e| KafkaError::Consumer(scrub(k, e)))?;
-        if m.key() == Some(key.as_bytes()) {
-            last = m.payload().map(|p| String::from_utf8_lossy(p).into_owned());
+        if let Some(i) = keys.iter().position(|k| m.key() == Some(k.as_bytes())) {
+            last[i] = m.payload().map(|p| String::from_utf8_lossy(p).into_owned());
         }
         if m.offset() >= high - 1 {
             return Ok(last);

@@ -8,6 +8,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod backfill;
 mod cdc;
 mod clickhouse;
 mod fakes;

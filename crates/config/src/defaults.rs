@@ -172,6 +172,9 @@ pub fn connect_timeout() -> HumanDuration {
 pub fn chunk_rows() -> usize {
     2000
 }
+pub fn snapshot_chunk_rows() -> usize {
+    50_000
+}
 pub fn chunk_bytes() -> usize {
     1 << 20
 }

@@ -170,6 +170,9 @@ pub struct PostgresConfig {
     /// A message is sent once its values reach this many bytes, however few its rows: the
     /// edge holds at most about `edge_capacity` × `chunk_bytes` of wide rows.
     pub chunk_bytes: usize,
+    /// Rows per chunk when a table added to a running pipeline is copied: one statement, and
+    /// the unit a restart resumes after.
+    pub snapshot_chunk_rows: usize,
     /// What makes this section unusable, for validation to report (the first found).
     problem: Option<Problem>,
 }
@@ -224,6 +227,8 @@ struct RawPostgresConfig {
     chunk_rows: usize,
     #[serde(default = "defaults::chunk_bytes")]
     chunk_bytes: usize,
+    #[serde(default = "defaults::snapshot_chunk_rows")]
+    snapshot_chunk_rows: usize,
 }
 
 /// The first problem found while resolving.
@@ -388,6 +393,7 @@ impl From<RawPostgresConfig> for PostgresConfig {
             connect_timeout,
             chunk_rows: r.chunk_rows,
             chunk_bytes: r.chunk_bytes,
+            snapshot_chunk_rows: r.snapshot_chunk_rows,
             problem: problems.0,
         }
     }

@@ -231,6 +231,9 @@ fn validate_postgres(pg: &PostgresConfig) -> Result<(), (String, String)> {
     if pg.chunk_rows == 0 {
         return Err(("chunk_rows".into(), "must be at least 1".into()));
     }
+    if pg.snapshot_chunk_rows == 0 {
+        return Err(("snapshot_chunk_rows".into(), "must be at least 1".into()));
+    }
     if pg.chunk_bytes == 0 {
         return Err(("chunk_bytes".into(), "must be at least 1".into()));
     }

@@ -283,6 +283,24 @@ pub fn identity_of(relreplident: u8, has_pk: bool) -> Identity {
     }
 }
 
+/// (name, type as `format_type` prints it) of every column of table `oid` now.
+pub async fn column_types(
+    c: &Client,
+    p: &PgParams,
+    oid: u32,
+) -> Result<Vec<(String, String)>, PgError> {
+    Ok(c.query(
+        "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute \
+             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
+        &[&oid],
+    )
+    .await
+    .map_err(|e| classify(p, e))?
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect())
+}
+
 /// (attnum, name) of every column of table `oid` now, in attnum order.
 pub async fn attnums(c: &Client, p: &PgParams, oid: u32) -> Result<Vec<(i16, String)>, PgError> {
     Ok(c.query(

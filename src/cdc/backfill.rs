@@ -1,0 +1,438 @@
+//! Copies a table whose rows the stream alone would not bring (a table added to a running
+//! pipeline) while every table keeps streaming: in chunks in key order, each one statement
+//! (its own short snapshot, so nothing pins the xmin horizon for the whole copy), each
+//! recorded in the pipeline state once the sink has written it, so that a restart resumes
+//! after the last recorded chunk.
+//!
+//! Why rows read at any time are right: the table is in the publication and the slot streams
+//! every change committed after that; copied rows carry `_version = 0`, so any streamed change
+//! of the same key wins in FINAL, and a copied row is never older than what the stream sent
+//! before it was read. Two cases need care and get it here:
+//! - a TRUNCATE streamed while a chunk read before it is on its way: the stream bumps the
+//!   table's generation under the send lock, and a chunk whose table's generation moved since
+//!   it was read is dropped and the copy starts over;
+//! - an update whose TOAST value is unchanged, for a row the copy has not reached: the
+//!   sink has no value to take, so the stream fills it from Postgres first
+//!   ([`fill_unchanged_toast`]).
+//!
+//! Must never: send a chunk read before a TRUNCATE that the sink has applied, record a chunk
+//! as copied before the sink wrote it, or let a streamed unchanged TOAST value of a table
+//! being copied reach the sink unfilled.
+
+use crate::cdc::change::{ChangeChunk, ChangeItem, RowChange, RowOp, SinkMsg};
+use crate::cdc::table_state::{state_key, TableCopy};
+use crate::clients::postgres::{catalog, PgError, PgParams};
+use crate::flow::edge::{Edge, EdgeError};
+use crate::protocol::pgoutput::Cell;
+use crate::protocol::schema::{pg_ident, pg_literal, SharedSchema, TableSchema};
+use crate::runtime::registry::PipelineCounters;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// What the stream loop and the copies share.
+#[derive(Default)]
+pub struct CopyShared {
+    /// Held while a chunk goes onto the edge, by the stream and by the copies.
+    pub send_lock: tokio::sync::Mutex<()>,
+    /// The tables being copied, each with its generation (bumped by a streamed TRUNCATE)
+    /// and its columns' SQL types (for lookups by key).
+    pub tables: std::sync::Mutex<HashMap<u32, Copying>>,
+}
+
+pub struct Copying {
+    pub generation: u64,
+    /// Every column's type as `format_type` prints it, by name.
+    pub types: HashMap<String, String>,
+}
+
+impl CopyShared {
+    /// Whether any table is being copied.
+    pub fn any(&self) -> bool {
+        self.tables.lock().map(|t| !t.is_empty()).unwrap_or(false)
+    }
+
+    /// Called with the send lock held, for a chunk the stream is about to send: every table
+    /// it truncates that is being copied moves to a new generation.
+    pub fn truncating(&self, items: &[ChangeItem]) {
+        let Ok(mut tables) = self.tables.lock() else {
+            return;
+        };
+        for item in items {
+            if let ChangeItem::Truncate { rels, .. } = item {
+                for r in rels {
+                    if let Some(c) = tables.get_mut(r) {
+                        c.generation += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    fn generation(&self, rel: u32) -> u64 {
+        self.tables
+            .lock()
+            .ok()
+            .and_then(|t| t.get(&rel).map(|c| c.generation))
+            .unwrap_or(0)
+    }
+
+    fn types(&self, rel: u32) -> Option<HashMap<String, String>> {
+        self.tables
+            .lock()
+            .ok()
+            .and_then(|t| t.get(&rel).map(|c| c.types.clone()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    #[error(transparent)]
+    Pg(#[from] PgError),
+    #[error(transparent)]
+    Edge(#[from] EdgeError),
+    #[error("sink: {0}")]
+    Sink(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// One table to copy: its schema, its publication row filter, where its copy stands.
+pub struct Job {
+    pub schema: SharedSchema,
+    pub filter: Option<String>,
+    pub from: TableCopy,
+}
+
+/// What a copy needs of its pipeline.
+pub struct Ctx<'a> {
+    pub pipeline: &'a str,
+    pub params: &'a PgParams,
+    pub edge: &'a Edge<SinkMsg>,
+    pub shared: &'a CopyShared,
+    pub counters: &'a PipelineCounters,
+    pub incarnation: &'a str,
+    /// Rows per chunk (one statement, one state record).
+    pub chunk_rows: usize,
+    /// Rows per message to the sink.
+    pub message_rows: usize,
+}
+
+/// Makes `jobs` known to the stream (which fills their unchanged TOAST values) before it
+/// starts; refuses a keyless table, which cannot be copied while it streams.
+pub async fn register(
+    client: &tokio_postgres::Client,
+    params: &PgParams,
+    shared: &CopyShared,
+    jobs: &[Job],
+) -> Result<(), BackfillError> {
+    for j in jobs {
+        if j.schema.key_indexes().is_empty() {
+            return Err(BackfillError::Unsupported(format!(
+                "{} has no key (REPLICA IDENTITY FULL without a primary key) and was added to a running pipeline: its rows are counted by content, and a copy taken while it streams would count some twice. A new snapshot copies it: drop the slot (SELECT pg_drop_replication_slot(…)) to take one",
+                j.schema.qualified()
+            )));
+        }
+        let types = catalog::column_types(client, params, j.schema.rel_id).await?;
+        shared.tables.lock().expect("not poisoned").insert(
+            j.schema.rel_id,
+            Copying {
+                generation: 0,
+                types: types.into_iter().collect(),
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Copies `jobs` (registered with [`register`]) one after another over a connection of
+/// their own.
+pub async fn run(ctx: Ctx<'_>, jobs: Vec<Job>) -> Result<(), BackfillError> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let client = catalog::connect(ctx.params).await?;
+    for j in jobs {
+        copy_table(&ctx, &client, &j).await?;
+        ctx.shared
+            .tables
+            .lock()
+            .expect("not poisoned")
+            .remove(&j.schema.rel_id);
+    }
+    Ok(())
+}
+
+async fn copy_table(
+    ctx: &Ctx<'_>,
+    client: &tokio_postgres::Client,
+    j: &Job,
+) -> Result<(), BackfillError> {
+    use futures_util::StreamExt;
+    let s = &j.schema;
+    let rel = s.rel_id;
+    let types = ctx.shared.types(rel).unwrap_or_default();
+    let keys: Vec<&str> = s
+        .key_indexes()
+        .iter()
+        .map(|&i| s.columns[i].name.as_str())
+        .collect();
+    let key_list: Vec<String> = keys.iter().map(|k| pg_ident(k)).collect();
+    let key_list = key_list.join(", ");
+    let cols: Vec<String> = s.columns.iter().map(|c| pg_ident(&c.name)).collect();
+    let mut after = match &j.from {
+        TableCopy::Done => return Ok(()),
+        TableCopy::Copying { after } => {
+            tracing::info!(pipeline = %ctx.pipeline, table = %s.qualified(), "resuming the copy of a table added while running");
+            Some(after.clone())
+        }
+        TableCopy::Pending => None,
+    };
+    if after.is_none() {
+        // What an earlier life of the table left in ClickHouse may be older than anything
+        // streamed now: start from an empty table.
+        tracing::info!(pipeline = %ctx.pipeline, table = %s.qualified(), "copying a table added while running, as it streams");
+        send(ctx, rel, None, vec![ChangeItem::SnapshotBegin(vec![rel])]).await?;
+    }
+    let pg = |e: tokio_postgres::Error| BackfillError::Pg(PgError::client(ctx.params.addr(), e));
+    let mut copied = 0u64;
+    loop {
+        let generation = ctx.shared.generation(rel);
+        let mut conds: Vec<String> = j.filter.iter().map(|f| format!("({f})")).collect();
+        if let Some(a) = &after {
+            let lits: Vec<String> = keys
+                .iter()
+                .zip(a)
+                .map(|(k, v)| typed_literal(v, types.get(*k)))
+                .collect();
+            conds.push(format!("({key_list}) > ({})", lits.join(", ")));
+        }
+        let sql = format!(
+            "COPY (SELECT {} FROM {}.{}{} ORDER BY {key_list} LIMIT {}) TO STDOUT",
+            cols.join(", "),
+            pg_ident(&s.schema),
+            pg_ident(&s.name),
+            if conds.is_empty() {
+                String::new()
+            } else {
+                format!(" WHERE {}", conds.join(" AND "))
+            },
+            ctx.chunk_rows
+        );
+        let stream = client.copy_out(sql.as_str()).await.map_err(pg)?;
+        futures_util::pin_mut!(stream);
+        let mut rows: Vec<Vec<Cell>> = Vec::new();
+        let mut partial: Vec<u8> = Vec::new();
+        while let Some(buf) = stream.next().await {
+            partial.extend_from_slice(&buf.map_err(pg)?);
+            let mut start = 0;
+            while let Some(pos) = partial[start..].iter().position(|&b| b == b'\n') {
+                let mut cells = Vec::with_capacity(s.columns.len());
+                catalog::parse_copy_line(&partial[start..start + pos], &mut cells).ok_or_else(
+                    || {
+                        BackfillError::Pg(PgError::Protocol {
+                            addr: ctx.params.addr(),
+                            message: format!("unreadable COPY line in {}", s.qualified()),
+                        })
+                    },
+                )?;
+                rows.push(cells);
+                start += pos + 1;
+            }
+            partial.drain(..start);
+        }
+        let n = rows.len();
+        let last_key: Option<Vec<String>> = rows.last().map(|r| {
+            s.key_indexes()
+                .iter()
+                .map(|&i| match &r[i] {
+                    Cell::Text(b) => String::from_utf8_lossy(b).into_owned(),
+                    _ => String::new(),
+                })
+                .collect()
+        });
+        let mut restarted = false;
+        let mut batch = Vec::with_capacity(ctx.message_rows.min(n));
+        let mut it = rows.into_iter().peekable();
+        while it.peek().is_some() {
+            batch.clear();
+            for cells in it.by_ref().take(ctx.message_rows) {
+                batch.push(ChangeItem::row(rel, RowOp::Snapshot, 0, cells, (0, 0)));
+            }
+            let items = std::mem::take(&mut batch);
+            let k = items.len() as u64;
+            if !send(ctx, rel, Some(generation), items).await? {
+                restarted = true;
+                break;
+            }
+            PipelineCounters::add(&ctx.counters.snapshot_rows, k);
+            copied += k;
+        }
+        if restarted {
+            tracing::info!(pipeline = %ctx.pipeline, table = %s.qualified(), "TRUNCATE streamed during the copy: the copy starts over");
+            after = None;
+            record(ctx, s, TableCopy::Pending).await?;
+            continue;
+        }
+        if n < ctx.chunk_rows {
+            record(ctx, s, TableCopy::Done).await?;
+            tracing::info!(pipeline = %ctx.pipeline, table = %s.qualified(), rows = copied, "copy of a table added while running complete");
+            return Ok(());
+        }
+        after = last_key;
+        record(
+            ctx,
+            s,
+            TableCopy::Copying {
+                after: after.clone().unwrap_or_default(),
+            },
+        )
+        .await?;
+    }
+}
+
+/// Sends `items` with the send lock held; with `generation`, only while the table is still
+/// in it (a streamed TRUNCATE moves it on). Whether they were sent.
+async fn send(
+    ctx: &Ctx<'_>,
+    rel: u32,
+    generation: Option<u64>,
+    items: Vec<ChangeItem>,
+) -> Result<bool, BackfillError> {
+    let _held = ctx.shared.send_lock.lock().await;
+    if generation.is_some_and(|g| g != ctx.shared.generation(rel)) {
+        return Ok(false);
+    }
+    let trace = tracing::info_span!(parent: None, "cdc.backfill", pipeline = %ctx.pipeline, rows = items.len());
+    let queue_span = tracing::info_span!(parent: &trace, "edge.queue");
+    let chunk = ChangeChunk {
+        items,
+        commit: None,
+        commit_times: Vec::new(),
+        trace,
+        queue_span,
+    };
+    ctx.edge
+        .send(move |permit| SinkMsg::Changes(chunk, permit))
+        .await?;
+    Ok(true)
+}
+
+/// Records the table's copy once the sink has written everything sent before (the state
+/// write flushes first).
+async fn record(ctx: &Ctx<'_>, s: &TableSchema, copy: TableCopy) -> Result<(), BackfillError> {
+    let value = copy.format(ctx.incarnation).unwrap_or_default();
+    let entries = vec![(state_key(&s.qualified()), value)];
+    ctx.edge
+        .call(
+            |r| SinkMsg::WriteState(entries, r),
+            Duration::from_secs(600),
+        )
+        .await?
+        .map_err(BackfillError::Sink)
+}
+
+/// `'text'::type`, or the bare literal where the type is not known.
+fn typed_literal(v: &str, ty: Option<&String>) -> String {
+    match ty {
+        Some(t) => format!("{}::{t}", pg_literal(v)),
+        None => pg_literal(v),
+    }
+}
+
+/// Fills the unchanged TOAST values of a streamed change of a table being copied, from the
+/// row as Postgres has it now (the sink may not have the row yet: its chunk may come later).
+/// A value newer than the change is corrected by the later change that set it; a row gone
+/// since is deleted by a later change. Left unfilled when the row is gone.
+pub async fn fill_unchanged_toast(
+    client: &tokio_postgres::Client,
+    params: &PgParams,
+    shared: &CopyShared,
+    schema: &TableSchema,
+    change: &mut RowChange,
+) -> Result<(), PgError> {
+    let missing: Vec<usize> = change
+        .cells
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| matches!(c, Cell::UnchangedToast))
+        .map(|(i, _)| i)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let Some(types) = shared.types(schema.rel_id) else {
+        return Ok(());
+    };
+    let mut conds = Vec::new();
+    for i in schema.key_indexes() {
+        let c = &schema.columns[i];
+        match change.cells.get(i) {
+            Some(Cell::Text(v)) => conds.push(format!(
+                "{} = {}",
+                pg_ident(&c.name),
+                typed_literal(&String::from_utf8_lossy(v), types.get(&c.name))
+            )),
+            _ => return Ok(()),
+        }
+    }
+    let cols: Vec<String> = missing
+        .iter()
+        .map(|&i| format!("{}::text", pg_ident(&schema.columns[i].name)))
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM {}.{} WHERE {}",
+        cols.join(", "),
+        pg_ident(&schema.schema),
+        pg_ident(&schema.name),
+        conds.join(" AND ")
+    );
+    let row = client
+        .query_opt(sql.as_str(), &[])
+        .await
+        .map_err(|e| PgError::client(params.addr(), e))?;
+    if let Some(r) = row {
+        for (k, &i) in missing.iter().enumerate() {
+            let v: Option<String> = r.get(k);
+            change.cells[i] = match v {
+                Some(v) => Cell::Text(bytes::Bytes::from(v)),
+                None => Cell::Null,
+            };
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_are_quoted_and_typed() {
+        assert_eq!(
+            typed_literal("it's", Some(&"text".to_string())),
+            "'it''s'::text"
+        );
+        assert_eq!(typed_literal("5", None), "'5'");
+    }
+
+    #[test]
+    fn a_truncate_moves_only_tables_being_copied() {
+        let shared = CopyShared::default();
+        shared.tables.lock().unwrap().insert(
+            7,
+            Copying {
+                generation: 0,
+                types: HashMap::new(),
+            },
+        );
+        shared.truncating(&[ChangeItem::Truncate {
+            rels: vec![7, 8],
+            lsn: 1,
+            xid: 1,
+            commit_us: 0,
+        }]);
+        assert_eq!(shared.generation(7), 1);
+        assert!(!shared.tables.lock().unwrap().contains_key(&8));
+        assert!(shared.any());
+    }
+}

@@ -1,0 +1,176 @@
+//! Tables added to a running pipeline (#15) against PostgreSQL 15 and both ClickHouse
+//! generations: copied in chunks while everything streams, with concurrent updates (unchanged
+//! TOAST values of rows not copied yet among them), deletes and inserts; a source killed
+//! mid-copy resumes after the last recorded chunk; a TRUNCATE streamed during the copy leaves
+//! no row of before it. After each, ClickHouse FINAL equals Postgres, no NULL where Postgres
+//! has a value.
+
+use crate::common::*;
+use crate::matrix;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(120);
+
+/// `id, n, length(big), md5(big)` on both sides: a NULL where Postgres has a value shows.
+fn compare(w: &World, t: &str) -> (String, String) {
+    (
+        format!("SELECT id, n, length(big), md5(big) FROM {t} ORDER BY id"),
+        format!(
+            "SELECT id, n, length(big), lower(hex(MD5(big))) FROM `{}`.`{t}` FINAL WHERE _is_deleted = 0 ORDER BY id",
+            w.database
+        ),
+    )
+}
+
+async fn added_table(target: Target) {
+    let w = World::new(target).await;
+    let c = pg().await;
+    let first = unique("first");
+    let added = unique("added");
+    c.batch_execute(&format!(
+        "CREATE TABLE {first} (id int PRIMARY KEY, v text);
+         INSERT INTO {first} VALUES (1, 'a');
+         CREATE TABLE {added} (id int PRIMARY KEY, n int, big text);
+         ALTER TABLE {added} ALTER COLUMN big SET STORAGE EXTERNAL;
+         INSERT INTO {added} SELECT g, g, CASE WHEN g % 100 = 0 THEN repeat(md5(g::text), 100) ELSE 'small' || g END
+           FROM generate_series(1, 100000) g;"
+    ))
+    .await
+    .unwrap();
+    let mut cfg = w.config(&[&format!("public.{first}")]);
+    let run = Running::start(&cfg).await;
+    converge(&w, &c, &first, &first, "id, v", "id", T).await;
+    run.stop().await;
+
+    // The table joins the config of the running pipeline (a restart with the new config).
+    cfg.pipelines[0]
+        .postgres
+        .as_mut()
+        .unwrap()
+        .tables
+        .push(format!("public.{added}"));
+    cfg.pipelines[0]
+        .postgres
+        .as_mut()
+        .unwrap()
+        .snapshot_chunk_rows = 5000;
+    let run = Running::start(&cfg).await;
+    let counters = run.counters();
+    // Updates that leave the TOAST value unchanged, of rows near the end (not copied yet)
+    // and near the start, while the copy goes on; deletes and inserts too.
+    let writer = {
+        let added = added.clone();
+        tokio::spawn(async move {
+            let c = pg().await;
+            for i in 0..40 {
+                let hi = 100_000 - i * 100;
+                c.batch_execute(&format!(
+                    "UPDATE {added} SET n = -n WHERE id IN ({hi}, {lo});
+                     DELETE FROM {added} WHERE id = {d};
+                     INSERT INTO {added} VALUES ({new}, 0, repeat('n', 5000));",
+                    lo = 100 + i * 100,
+                    d = 50_001 + i,
+                    new = 200_000 + i
+                ))
+                .await
+                .unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    // Killed mid-copy, the source resumes after the last recorded chunk.
+    eventually(T, "the copy to be under way", || {
+        let counters = counters.clone();
+        async move {
+            let n = counters.snapshot_rows.load(Ordering::Relaxed);
+            if n >= 30_000 {
+                Ok(n)
+            } else {
+                Err(format!("{n} rows copied"))
+            }
+        }
+    })
+    .await;
+    run.kill("source").await;
+    writer.await.unwrap();
+    converge(&w, &c, &first, &first, "id, v", "id", T).await;
+    let (pg_sql, ch_sql) = compare(&w, &added);
+    converge_sql(&w, &c, &pg_sql, &ch_sql, T).await;
+    let copied = counters.snapshot_rows.load(Ordering::Relaxed);
+    assert!(
+        (100_000..100_000 + 3 * 5000).contains(&copied),
+        "resumed, not copied again from zero: {copied} rows copied"
+    );
+    // Another restart copies nothing more.
+    run.stop().await;
+    let run = Running::start(&cfg).await;
+    c.batch_execute(&format!("UPDATE {added} SET n = 7 WHERE id = 100"))
+        .await
+        .unwrap();
+    converge_sql(&w, &c, &pg_sql, &ch_sql, T).await;
+    assert_eq!(run.counters().snapshot_rows.load(Ordering::Relaxed), 0);
+    run.stop().await;
+    w.teardown().await;
+}
+matrix!(
+    a_table_added_while_running_is_copied_as_it_streams,
+    added_table
+);
+
+/// A TRUNCATE streamed while a table added to a running pipeline is being copied: no row of
+/// before it survives, and the rows written after it land.
+async fn truncate_during_copy(target: Target) {
+    let w = World::new(target).await;
+    let c = pg().await;
+    let first = unique("first");
+    let added = unique("trunc");
+    c.batch_execute(&format!(
+        "CREATE TABLE {first} (id int PRIMARY KEY, v text);
+         INSERT INTO {first} VALUES (1, 'a');
+         CREATE TABLE {added} (id int PRIMARY KEY, n int, big text);
+         ALTER TABLE {added} ALTER COLUMN big SET STORAGE EXTERNAL;
+         INSERT INTO {added} SELECT g, g, repeat('b', 2000) FROM generate_series(1, 40000) g;"
+    ))
+    .await
+    .unwrap();
+    let mut cfg = w.config(&[&format!("public.{first}")]);
+    let run = Running::start(&cfg).await;
+    converge(&w, &c, &first, &first, "id, v", "id", T).await;
+    run.stop().await;
+    let pg_cfg = cfg.pipelines[0].postgres.as_mut().unwrap();
+    pg_cfg.tables.push(format!("public.{added}"));
+    // Chunks of wide rows, slow to read: the TRUNCATE comes while the second one is read,
+    // which must not follow it into ClickHouse.
+    pg_cfg.snapshot_chunk_rows = 20_000;
+    let run = Running::start(&cfg).await;
+    // Right after the first chunk is recorded, while the second one is read.
+    let key = format!("table:public.{added}");
+    eventually(T, "the first chunk to be recorded", || async {
+        let v = w
+            .try_ch_rows(&format!(
+                "SELECT value FROM `{}`.`_tributary_state` FINAL WHERE key = '{key}'",
+                w.database
+            ))
+            .await?;
+        if v.iter().any(|v| v.contains("|copying|")) {
+            Ok(())
+        } else {
+            Err(format!("{v:?}"))
+        }
+    })
+    .await;
+    c.batch_execute(&format!(
+        "TRUNCATE {added}; INSERT INTO {added} SELECT g, -g, 'after' FROM generate_series(1, 3000) g;"
+    ))
+    .await
+    .unwrap();
+    let (pg_sql, ch_sql) = compare(&w, &added);
+    converge_sql(&w, &c, &pg_sql, &ch_sql, T).await;
+    run.stop().await;
+    w.teardown().await;
+}
+matrix!(
+    a_truncate_during_the_copy_leaves_nothing_of_before,
+    truncate_during_copy
+);
