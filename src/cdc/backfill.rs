@@ -37,12 +37,18 @@ pub struct CopyShared {
     /// The tables being copied, each with its generation (bumped by a streamed TRUNCATE)
     /// and its columns' SQL types (for lookups by key).
     pub tables: std::sync::Mutex<HashMap<u32, Copying>>,
+    /// The partitions (OIDs) each partitioned table's copy covers: its own copy's, and each
+    /// attached since and copied.
+    pub partitions: std::sync::Mutex<HashMap<u32, std::collections::BTreeSet<u32>>>,
 }
 
 pub struct Copying {
     pub generation: u64,
     /// Every column's type as `format_type` prints it, by name.
     pub types: HashMap<String, String>,
+    /// Jobs of the table registered and not finished (a partitioned table may have several:
+    /// one per partition attached while running).
+    pub jobs: usize,
 }
 
 impl CopyShared {
@@ -66,6 +72,20 @@ impl CopyShared {
                 }
             }
         }
+    }
+
+    /// Records that `partition` of `table` is copied; the state entry that says which
+    /// partitions the table's copy covers now.
+    pub fn partition_copied(
+        &self,
+        table: &TableSchema,
+        partition: u32,
+        incarnation: &str,
+    ) -> (String, String) {
+        let mut all = self.partitions.lock().expect("not poisoned");
+        let set = all.entry(table.rel_id).or_default();
+        set.insert(partition);
+        partitions_entry(&table.qualified(), incarnation, set)
     }
 
     fn generation(&self, rel: u32) -> u64 {
@@ -101,6 +121,28 @@ pub struct Job {
     pub schema: SharedSchema,
     pub filter: Option<String>,
     pub from: TableCopy,
+    /// A partition attached to the (partitioned) table while running: only its rows are
+    /// copied, read from it, as rows of the table.
+    pub partition: Option<Partition>,
+}
+
+/// A partition of a replicated partitioned table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+}
+
+impl Job {
+    /// Where its copy is recorded: `table:<schema>.<table>`, or for a partition
+    /// `table:<schema>.<table>#<partition oid>`.
+    pub fn state_key(&self) -> String {
+        match &self.partition {
+            None => state_key(&self.schema.qualified()),
+            Some(p) => format!("{}#{}", state_key(&self.schema.qualified()), p.oid),
+        }
+    }
 }
 
 /// What a copy needs of its pipeline.
@@ -133,33 +175,49 @@ pub async fn register(
             )));
         }
         let types = catalog::column_types(client, params, j.schema.rel_id).await?;
-        shared.tables.lock().expect("not poisoned").insert(
-            j.schema.rel_id,
-            Copying {
+        shared
+            .tables
+            .lock()
+            .expect("not poisoned")
+            .entry(j.schema.rel_id)
+            .or_insert_with(|| Copying {
                 generation: 0,
                 types: types.into_iter().collect(),
-            },
-        );
+                jobs: 0,
+            })
+            .jobs += 1;
     }
     Ok(())
 }
 
-/// Copies `jobs` (registered with [`register`]) one after another over a connection of
-/// their own.
-pub async fn run(ctx: Ctx<'_>, jobs: Vec<Job>) -> Result<(), BackfillError> {
-    if jobs.is_empty() {
-        return Ok(());
+/// Copies `jobs`, then each job that comes in on `more` (all registered with [`register`]),
+/// one after another over a connection of their own.
+pub async fn run(
+    ctx: Ctx<'_>,
+    jobs: Vec<Job>,
+    mut more: tokio::sync::mpsc::UnboundedReceiver<Job>,
+) -> Result<(), BackfillError> {
+    let mut queue: std::collections::VecDeque<Job> = jobs.into();
+    let mut client = None;
+    loop {
+        while let Some(j) = queue.pop_front() {
+            if client.is_none() {
+                client = Some(catalog::connect(ctx.params).await?);
+            }
+            copy_table(&ctx, client.as_ref().expect("connected above"), &j).await?;
+            let mut tables = ctx.shared.tables.lock().expect("not poisoned");
+            if let Some(c) = tables.get_mut(&j.schema.rel_id) {
+                c.jobs = c.jobs.saturating_sub(1);
+                if c.jobs == 0 {
+                    tables.remove(&j.schema.rel_id);
+                }
+            }
+        }
+        match more.recv().await {
+            Some(j) => queue.push_back(j),
+            None => return Ok(()),
+        }
     }
-    let client = catalog::connect(ctx.params).await?;
-    for j in jobs {
-        copy_table(&ctx, &client, &j).await?;
-        ctx.shared
-            .tables
-            .lock()
-            .expect("not poisoned")
-            .remove(&j.schema.rel_id);
-    }
-    Ok(())
 }
 
 async fn copy_table(
@@ -179,15 +237,27 @@ async fn copy_table(
     let key_list: Vec<String> = keys.iter().map(|k| pg_ident(k)).collect();
     let key_list = key_list.join(", ");
     let cols: Vec<String> = s.columns.iter().map(|c| pg_ident(&c.name)).collect();
+    // A partition attached while running is read from itself; a table from itself.
+    let (from_schema, from_name) = match &j.partition {
+        Some(p) => (p.schema.as_str(), p.name.as_str()),
+        None => (s.schema.as_str(), s.name.as_str()),
+    };
+    let what = match &j.partition {
+        Some(p) => format!("partition {}.{} of {}", p.schema, p.name, s.qualified()),
+        None => s.qualified(),
+    };
     let mut after = match &j.from {
         TableCopy::Done => return Ok(()),
         TableCopy::Copying { after } => {
-            tracing::info!(pipeline = %ctx.pipeline, table = %s.qualified(), "resuming the copy of a table added while running");
+            tracing::info!(pipeline = %ctx.pipeline, table = %what, "resuming the copy of a table added while running");
             Some(after.clone())
         }
         TableCopy::Pending => None,
     };
-    if after.is_none() {
+    if after.is_none() && j.partition.is_some() {
+        tracing::info!(pipeline = %ctx.pipeline, table = %what, "copying a partition attached while running, as it streams");
+    }
+    if after.is_none() && j.partition.is_none() {
         // What an earlier life of the table left in ClickHouse may be older than anything
         // streamed now: start from an empty table.
         tracing::info!(pipeline = %ctx.pipeline, table = %s.qualified(), "copying a table added while running, as it streams");
@@ -209,8 +279,8 @@ async fn copy_table(
         let sql = format!(
             "COPY (SELECT {} FROM {}.{}{} ORDER BY {key_list} LIMIT {}) TO STDOUT",
             cols.join(", "),
-            pg_ident(&s.schema),
-            pg_ident(&s.name),
+            pg_ident(from_schema),
+            pg_ident(from_name),
             if conds.is_empty() {
                 String::new()
             } else {
@@ -268,20 +338,20 @@ async fn copy_table(
             copied += k;
         }
         if restarted {
-            tracing::info!(pipeline = %ctx.pipeline, table = %s.qualified(), "TRUNCATE streamed during the copy: the copy starts over");
+            tracing::info!(pipeline = %ctx.pipeline, table = %what, "TRUNCATE streamed during the copy: the copy starts over");
             after = None;
-            record(ctx, s, TableCopy::Pending).await?;
+            record(ctx, j, TableCopy::Pending).await?;
             continue;
         }
         if n < ctx.chunk_rows {
-            record(ctx, s, TableCopy::Done).await?;
-            tracing::info!(pipeline = %ctx.pipeline, table = %s.qualified(), rows = copied, "copy of a table added while running complete");
+            record(ctx, j, TableCopy::Done).await?;
+            tracing::info!(pipeline = %ctx.pipeline, table = %what, rows = copied, "copy of a table added while running complete");
             return Ok(());
         }
         after = last_key;
         record(
             ctx,
-            s,
+            j,
             TableCopy::Copying {
                 after: after.clone().unwrap_or_default(),
             },
@@ -319,9 +389,16 @@ async fn send(
 
 /// Records the table's copy once the sink has written everything sent before (the state
 /// write flushes first).
-async fn record(ctx: &Ctx<'_>, s: &TableSchema, copy: TableCopy) -> Result<(), BackfillError> {
+async fn record(ctx: &Ctx<'_>, j: &Job, copy: TableCopy) -> Result<(), BackfillError> {
     let value = copy.format(ctx.incarnation).unwrap_or_default();
-    let entries = vec![(state_key(&s.qualified()), value)];
+    let mut entries = vec![(j.state_key(), value)];
+    // A partition copied is one the table's copy now covers.
+    if let (Some(p), TableCopy::Done) = (&j.partition, &copy) {
+        entries.push(
+            ctx.shared
+                .partition_copied(&j.schema, p.oid, ctx.incarnation),
+        );
+    }
     ctx.edge
         .call(
             |r| SinkMsg::WriteState(entries, r),
@@ -329,6 +406,30 @@ async fn record(ctx: &Ctx<'_>, s: &TableSchema, copy: TableCopy) -> Result<(), B
         )
         .await?
         .map_err(BackfillError::Sink)
+}
+
+/// The state entry of the partitions a partitioned table's copy covers:
+/// `partitions:<schema>.<table>` = `<incarnation>|<oid>,<oid>…`.
+pub fn partitions_entry(
+    qualified: &str,
+    incarnation: &str,
+    oids: &std::collections::BTreeSet<u32>,
+) -> (String, String) {
+    let list: Vec<String> = oids.iter().map(|o| o.to_string()).collect();
+    (
+        format!("partitions:{qualified}"),
+        format!("{incarnation}|{}", list.join(",")),
+    )
+}
+
+/// The partitions recorded by [`partitions_entry`] in `incarnation` (`None`: none recorded in
+/// it).
+pub fn parse_partitions(
+    value: Option<&str>,
+    incarnation: &str,
+) -> Option<std::collections::BTreeSet<u32>> {
+    let list = value?.strip_prefix(incarnation)?.strip_prefix('|')?;
+    Some(list.split(',').filter_map(|o| o.parse().ok()).collect())
 }
 
 /// `'text'::type`, or the bare literal where the type is not known.
@@ -407,6 +508,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn partition_lists_round_trip_in_their_incarnation() {
+        let set: std::collections::BTreeSet<u32> = [5, 3].into_iter().collect();
+        let (k, v) = partitions_entry("public.p", "s@0/1", &set);
+        assert_eq!(
+            (k.as_str(), v.as_str()),
+            ("partitions:public.p", "s@0/1|3,5")
+        );
+        assert_eq!(parse_partitions(Some(&v), "s@0/1"), Some(set));
+        assert_eq!(parse_partitions(Some(&v), "s@0/2"), None);
+        assert_eq!(parse_partitions(None, "s@0/1"), None);
+        let empty = partitions_entry("public.p", "s@0/1", &Default::default()).1;
+        assert_eq!(
+            parse_partitions(Some(&empty), "s@0/1"),
+            Some(Default::default())
+        );
+    }
+
+    #[test]
     fn literals_are_quoted_and_typed() {
         assert_eq!(
             typed_literal("it's", Some(&"text".to_string())),
@@ -423,6 +542,7 @@ mod tests {
             Copying {
                 generation: 0,
                 types: HashMap::new(),
+                jobs: 1,
             },
         );
         shared.truncating(&[ChangeItem::Truncate {

@@ -8,6 +8,7 @@ pub mod check;
 pub mod clickhouse_sink;
 pub mod kafka_sink;
 pub mod kafka_source;
+pub mod partitions;
 pub mod pg_changes;
 pub mod pg_tables;
 pub mod postgres_source;

@@ -10,8 +10,9 @@
 //! Must never: confirm an LSN the sink did not acknowledge (except a keepalive position
 //! while nothing is in flight), or buffer without bound.
 
-use crate::cdc::backfill::{self, BackfillError, CopyShared, Job};
+use crate::cdc::backfill::{self, BackfillError, CopyShared, Job, Partition};
 use crate::cdc::change::{ChangeChunk, ChangeItem, RowOp, SinkMsg};
+use crate::cdc::partitions;
 use crate::cdc::pg_changes::{PgChanges, Step};
 use crate::cdc::pg_tables;
 use crate::cdc::table_state::{state_key, TableCopy};
@@ -28,7 +29,7 @@ use crate::protocol::schema::{pg_ident, pg_literal, Column, SharedSchema, TableS
 use crate::runtime::fault::{classified, ErrorClass};
 use crate::runtime::registry::PipelineCounters;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,6 +99,9 @@ pub struct SourceState {
 }
 
 pub struct PostgresSource;
+
+/// How often the catalog is asked for partitions attached to replicated partitioned tables.
+const PARTITION_POLL: Duration = Duration::from_secs(1);
 
 impl Actor for PostgresSource {
     type Msg = SourceMsg;
@@ -328,6 +332,12 @@ impl Stream {
         let marker = states.next().flatten();
         let copies = states.next().flatten();
         let table_states: Vec<Option<String>> = states.collect();
+        // The partitions of partitioned tables now: what a copy of them covers.
+        let parents = partitions::partitioned(&client, &params, &rels).await?;
+        let mut current: HashMap<u32, Vec<Partition>> = HashMap::new();
+        for p in &parents {
+            current.insert(*p, partitions::leaves(&client, &params, *p).await?);
+        }
         let mut repl = ReplicationConn::connect(&params).await?;
         let mut start = 0;
         let snapshot_needed = match (&slot, &marker) {
@@ -421,6 +431,19 @@ impl Stream {
                     TableCopy::Done.format(&incarnation).unwrap_or_default(),
                 ));
             }
+            for (p, leaves) in &current {
+                let oids: BTreeSet<u32> = leaves.iter().map(|l| l.oid).collect();
+                done.push(backfill::partitions_entry(
+                    &schemas[p].qualified(),
+                    &incarnation,
+                    &oids,
+                ));
+                self.copy
+                    .partitions
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(*p, oids);
+            }
             self.edge
                 .call(|r| SinkMsg::WriteState(done, r), Duration::from_secs(600))
                 .await?
@@ -434,18 +457,34 @@ impl Stream {
             Vec::new()
         } else {
             let incarnation = marker.clone().unwrap_or_default();
-            self.copy_jobs(
-                &client,
-                &params,
-                &incarnation,
-                copies.as_deref() == Some(incarnation.as_str()),
-                &rels,
-                &table_states,
-                &schemas,
-                &filters,
-            )
-            .await?
+            let mut jobs = self
+                .copy_jobs(
+                    &client,
+                    &params,
+                    &incarnation,
+                    copies.as_deref() == Some(incarnation.as_str()),
+                    &rels,
+                    &table_states,
+                    &schemas,
+                    &filters,
+                )
+                .await?;
+            jobs.extend(
+                self.partition_jobs(&client, &params, &incarnation, &current, &schemas, &filters)
+                    .await?,
+            );
+            jobs
         };
+        let watched: Vec<partitions::Watched> = current
+            .iter()
+            .map(|(p, leaves)| partitions::Watched {
+                table: schemas[p].clone(),
+                filter: filters.get(p).cloned(),
+                seen: leaves.iter().map(|l| l.oid).collect(),
+            })
+            .collect();
+        let start_rels = rels.clone();
+        let (jobs_tx, jobs_rx) = tokio::sync::mpsc::unbounded_channel();
         let incarnation = match snapshot_needed {
             true => format!("{}@{}", self.cfg.slot, fmt_lsn(start)),
             false => marker.clone().unwrap_or_default(),
@@ -532,6 +571,11 @@ impl Stream {
                     }
                 });
                     if let Some((rel_id, namespace, name, replica_identity, columns)) = load {
+                        // A table the stream shows for the first time (a FOR ALL TABLES
+                        // publication's new table, or one added to the publication while
+                        // running) may hold rows that were never changes: it is copied.
+                        let first_seen = changes.schemas().get(&rel_id).is_none()
+                            && !start_rels.contains(&rel_id);
                         let s = self
                             .schema_from_relation(
                                 &client,
@@ -547,6 +591,18 @@ impl Stream {
                             .await?;
                         let s = self.with_mapping(s, replica_identity)?;
                         if let Some(item) = changes.relation_loaded(rel_id, columns, s) {
+                            if let (true, ChangeItem::Schema(schema)) = (first_seen, &item) {
+                                let job =
+                                    self.new_table_job(&client, &params, schema.clone()).await?;
+                                backfill::register(
+                                    &client,
+                                    &params,
+                                    &self.copy,
+                                    std::slice::from_ref(&job),
+                                )
+                                .await?;
+                                let _ = jobs_tx.send(job);
+                            }
                             chunk.push(&self.pipeline, item);
                         }
                     }
@@ -584,13 +640,116 @@ impl Stream {
                 chunk_rows: self.cfg.snapshot_chunk_rows,
                 message_rows: self.cfg.chunk_rows,
             };
-            backfill::run(ctx, jobs).await?;
+            backfill::run(ctx, jobs, jobs_rx).await?;
+            std::future::pending::<Result<(), SourceError>>().await
+        };
+        let watcher = async {
+            if !watched.is_empty() {
+                partitions::watch(
+                    &client,
+                    &params,
+                    &self.copy,
+                    &jobs_tx,
+                    watched,
+                    PARTITION_POLL,
+                )
+                .await?;
+            }
             std::future::pending::<Result<(), SourceError>>().await
         };
         tokio::select! {
             r = streaming => r,
             r = backfill => r,
+            r = watcher => r,
         }
+    }
+
+    /// Copy jobs for the partitions attached while tributary was away (not in the recorded
+    /// list of what each partitioned table's copy covers); records the list where there is
+    /// none yet (the table's own copy, done or to come, covers the partitions there now).
+    async fn partition_jobs(
+        &self,
+        client: &tokio_postgres::Client,
+        params: &PgParams,
+        incarnation: &str,
+        current: &HashMap<u32, Vec<Partition>>,
+        schemas: &HashMap<u32, SharedSchema>,
+        filters: &HashMap<u32, String>,
+    ) -> Result<Vec<Job>, SourceError> {
+        let mut jobs = Vec::new();
+        for (p, leaves) in current {
+            let table = &schemas[p];
+            let mut keys = vec![format!("partitions:{}", table.qualified())];
+            keys.extend(
+                leaves
+                    .iter()
+                    .map(|l| format!("{}#{}", state_key(&table.qualified()), l.oid)),
+            );
+            let mut values = self
+                .edge
+                .call(|r| SinkMsg::ReadState(keys, r), Duration::from_secs(60))
+                .await?
+                .map_err(SourceError::Sink)?
+                .into_iter();
+            let recorded =
+                backfill::parse_partitions(values.next().flatten().as_deref(), incarnation);
+            let progress: HashMap<u32, TableCopy> = leaves
+                .iter()
+                .zip(values)
+                .map(|(l, v)| (l.oid, TableCopy::parse(v.as_deref(), incarnation)))
+                .collect();
+            let now: BTreeSet<u32> = leaves.iter().map(|l| l.oid).collect();
+            match &recorded {
+                None => {
+                    let entry = vec![backfill::partitions_entry(
+                        &table.qualified(),
+                        incarnation,
+                        &now,
+                    )];
+                    self.edge
+                        .call(|r| SinkMsg::WriteState(entry, r), Duration::from_secs(60))
+                        .await?
+                        .map_err(SourceError::Sink)?;
+                }
+                Some(rec) => {
+                    for gone in rec.difference(&now) {
+                        tracing::warn!(pipeline = %self.pipeline, table = %table.qualified(), partition_oid = gone, "a partition was detached (or dropped) while tributary was away: its rows stay in ClickHouse; resync the table to remove them");
+                    }
+                }
+            }
+            let table_jobs =
+                partitions::jobs_for(table, filters.get(p), leaves, recorded.as_ref(), &progress);
+            self.copy
+                .partitions
+                .lock()
+                .expect("not poisoned")
+                .insert(*p, recorded.unwrap_or(now));
+            backfill::register(client, params, &self.copy, &table_jobs).await?;
+            jobs.extend(table_jobs);
+        }
+        Ok(jobs)
+    }
+
+    /// The copy job of a table the stream shows for the first time, with the publication's
+    /// row filter for it.
+    async fn new_table_job(
+        &self,
+        client: &tokio_postgres::Client,
+        params: &PgParams,
+        schema: SharedSchema,
+    ) -> Result<Job, SourceError> {
+        let filter = publication::published_tables(client, params, &self.cfg.publication)
+            .await?
+            .into_iter()
+            .find(|t| t.oid == schema.rel_id)
+            .and_then(|t| t.filter);
+        tracing::info!(pipeline = %self.pipeline, table = %schema.qualified(), "a table new to the stream: its rows are copied");
+        Ok(Job {
+            schema,
+            filter,
+            from: TableCopy::Pending,
+            partition: None,
+        })
     }
 
     /// Fills the unchanged TOAST values of the chunk's rows of tables being copied.
@@ -650,6 +809,7 @@ impl Stream {
                 schema: schemas[r].clone(),
                 filter: filters.get(r).cloned(),
                 from: TableCopy::parse(v.as_deref(), incarnation),
+                partition: None,
             })
             .filter(|j| j.from != TableCopy::Done)
             .collect();

@@ -174,3 +174,82 @@ matrix!(
     a_truncate_during_the_copy_leaves_nothing_of_before,
     truncate_during_copy
 );
+
+/// ATTACH PARTITION of a filled table into a replicated partitioned table (#15, #20): its
+/// rows were never changes, so they are copied: while running (the catalog is polled) and
+/// when attached while tributary was away (found against the recorded partitions).
+async fn attached_partition(target: Target) {
+    let w = World::new(target).await;
+    let c = pg().await;
+    let t = unique("att");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int, k int, v text, PRIMARY KEY (id, k)) PARTITION BY RANGE (k);
+         CREATE TABLE {t}_a PARTITION OF {t} FOR VALUES FROM (0) TO (100);
+         INSERT INTO {t} SELECT g, g % 100, 'a' || g FROM generate_series(1, 1000) g;
+         CREATE TABLE {t}_b (id int, k int, v text, PRIMARY KEY (id, k));
+         INSERT INTO {t}_b SELECT g, 100 + g % 100, 'b' || g FROM generate_series(1, 5000) g;
+         CREATE TABLE {t}_c (id int, k int, v text, PRIMARY KEY (id, k));
+         INSERT INTO {t}_c SELECT g, 200 + g % 100, 'c' || g FROM generate_series(1, 3000) g;"
+    ))
+    .await
+    .unwrap();
+    let cfg = w.config(&[&format!("public.{t}")]);
+    let run = Running::start(&cfg).await;
+    converge(&w, &c, &t, &t, "id, k, v", "id, k", T).await;
+    wait_streaming(&c, &w.slot).await;
+    c.batch_execute(&format!(
+        "ALTER TABLE {t} ATTACH PARTITION {t}_b FOR VALUES FROM (100) TO (200);
+         UPDATE {t} SET v = 'upd' WHERE id % 500 = 0;
+         DELETE FROM {t} WHERE id % 777 = 0;"
+    ))
+    .await
+    .unwrap();
+    converge(&w, &c, &t, &t, "id, k, v", "id, k", T).await;
+    run.stop().await;
+    // Attached while tributary is away.
+    c.batch_execute(&format!(
+        "ALTER TABLE {t} ATTACH PARTITION {t}_c FOR VALUES FROM (200) TO (300)"
+    ))
+    .await
+    .unwrap();
+    let run = Running::start(&cfg).await;
+    converge(&w, &c, &t, &t, "id, k, v", "id, k", T).await;
+    run.stop().await;
+    w.teardown().await;
+}
+matrix!(an_attached_partition_is_copied, attached_partition);
+
+/// A table added to a publication tributary did not create, while running, with
+/// `postgres.tables` empty (every table of the publication): its rows are copied.
+async fn published_while_running(target: Target) {
+    let w = World::new(target).await;
+    let c = pg().await;
+    let a = unique("puba");
+    let b = unique("pubb");
+    c.batch_execute(&format!(
+        "CREATE TABLE {a} (id int PRIMARY KEY, v text); INSERT INTO {a} VALUES (1, 'a');
+         CREATE TABLE {b} (id int PRIMARY KEY, v text);
+         INSERT INTO {b} SELECT g, 'b' || g FROM generate_series(1, 2000) g;
+         CREATE PUBLICATION \"{}\" FOR TABLE {a};",
+        w.publication
+    ))
+    .await
+    .unwrap();
+    let cfg = w.config(&[]);
+    let run = Running::start(&cfg).await;
+    converge(&w, &c, &a, &a, "id, v", "id", T).await;
+    wait_streaming(&c, &w.slot).await;
+    c.batch_execute(&format!(
+        "ALTER PUBLICATION \"{}\" ADD TABLE {b}; UPDATE {b} SET v = 'upd' WHERE id = 7;",
+        w.publication
+    ))
+    .await
+    .unwrap();
+    converge(&w, &c, &b, &b, "id, v", "id", T).await;
+    run.stop().await;
+    w.teardown().await;
+}
+matrix!(
+    a_table_published_while_running_is_copied,
+    published_while_running
+);
