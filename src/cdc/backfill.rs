@@ -155,8 +155,9 @@ pub struct Ctx<'a> {
     pub incarnation: &'a str,
     /// Rows per chunk (one statement, one state record).
     pub chunk_rows: usize,
-    /// Rows per message to the sink.
+    /// Rows per message to the sink, and bytes (a message goes once either is reached).
     pub message_rows: usize,
+    pub message_bytes: usize,
 }
 
 /// Makes `jobs` known to the stream (which fills their unchanged TOAST values) before it
@@ -290,9 +291,13 @@ async fn copy_table(
         );
         let stream = client.copy_out(sql.as_str()).await.map_err(pg)?;
         futures_util::pin_mut!(stream);
-        let mut rows: Vec<Vec<Cell>> = Vec::new();
+        // Sent as read, a message at a time: memory holds one message, however wide the rows.
+        let mut batch: Vec<ChangeItem> = Vec::new();
+        let (mut batch_bytes, mut n) = (0usize, 0usize);
+        let mut last_key: Option<Vec<String>> = None;
+        let mut restarted = false;
         let mut partial: Vec<u8> = Vec::new();
-        while let Some(buf) = stream.next().await {
+        'read: while let Some(buf) = stream.next().await {
             partial.extend_from_slice(&buf.map_err(pg)?);
             let mut start = 0;
             while let Some(pos) = partial[start..].iter().position(|&b| b == b'\n') {
@@ -305,37 +310,32 @@ async fn copy_table(
                         })
                     },
                 )?;
-                rows.push(cells);
+                batch_bytes += pos;
                 start += pos + 1;
+                n += 1;
+                last_key = Some(key_of(s, &cells));
+                batch.push(ChangeItem::row(rel, RowOp::Snapshot, 0, cells, (0, 0)));
+                if batch.len() >= ctx.message_rows || batch_bytes >= ctx.message_bytes {
+                    let k = batch.len() as u64;
+                    if !send(ctx, rel, Some(generation), std::mem::take(&mut batch)).await? {
+                        restarted = true;
+                        break 'read;
+                    }
+                    batch_bytes = 0;
+                    PipelineCounters::add(&ctx.counters.snapshot_rows, k);
+                    copied += k;
+                }
             }
             partial.drain(..start);
         }
-        let n = rows.len();
-        let last_key: Option<Vec<String>> = rows.last().map(|r| {
-            s.key_indexes()
-                .iter()
-                .map(|&i| match &r[i] {
-                    Cell::Text(b) => String::from_utf8_lossy(b).into_owned(),
-                    _ => String::new(),
-                })
-                .collect()
-        });
-        let mut restarted = false;
-        let mut batch = Vec::with_capacity(ctx.message_rows.min(n));
-        let mut it = rows.into_iter().peekable();
-        while it.peek().is_some() {
-            batch.clear();
-            for cells in it.by_ref().take(ctx.message_rows) {
-                batch.push(ChangeItem::row(rel, RowOp::Snapshot, 0, cells, (0, 0)));
-            }
-            let items = std::mem::take(&mut batch);
-            let k = items.len() as u64;
-            if !send(ctx, rel, Some(generation), items).await? {
+        if !restarted && !batch.is_empty() {
+            let k = batch.len() as u64;
+            if send(ctx, rel, Some(generation), std::mem::take(&mut batch)).await? {
+                PipelineCounters::add(&ctx.counters.snapshot_rows, k);
+                copied += k;
+            } else {
                 restarted = true;
-                break;
             }
-            PipelineCounters::add(&ctx.counters.snapshot_rows, k);
-            copied += k;
         }
         if restarted {
             tracing::info!(pipeline = %ctx.pipeline, table = %what, "TRUNCATE streamed during the copy: the copy starts over");
@@ -358,6 +358,17 @@ async fn copy_table(
         )
         .await?;
     }
+}
+
+/// The key columns' values of a copied row, in key order (Postgres text).
+fn key_of(s: &TableSchema, cells: &[Cell]) -> Vec<String> {
+    s.key_indexes()
+        .iter()
+        .map(|&i| match cells.get(i) {
+            Some(Cell::Text(b)) => String::from_utf8_lossy(b).into_owned(),
+            _ => String::new(),
+        })
+        .collect()
 }
 
 /// Sends `items` with the send lock held; with `generation`, only while the table is still

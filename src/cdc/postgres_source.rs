@@ -15,7 +15,7 @@ use crate::cdc::change::{ChangeChunk, ChangeItem, RowOp, SinkMsg};
 use crate::cdc::partitions;
 use crate::cdc::pg_changes::{PgChanges, Step};
 use crate::cdc::pg_tables;
-use crate::cdc::table_state::{state_key, TableCopy};
+use crate::cdc::table_state::{parse_tables, state_key, tables_entry, TableCopy};
 use crate::clients::postgres::catalog::{self, TypeResolver};
 use crate::clients::postgres::publication;
 use crate::clients::postgres::replication::{ReplicationConn, ReplicationWriter};
@@ -319,7 +319,11 @@ impl Stream {
 
         let slot = catalog::slot_state(&client, &params, &self.cfg.slot).await?;
         // The snapshot marker and each table's copy, in one read.
-        let mut keys = vec!["snapshot".to_string(), "copies".to_string()];
+        let mut keys = vec![
+            "snapshot".to_string(),
+            "copies".to_string(),
+            "tables".to_string(),
+        ];
         let mut rels: Vec<u32> = schemas.keys().copied().collect();
         rels.sort_unstable();
         keys.extend(rels.iter().map(|r| state_key(&schemas[r].qualified())));
@@ -331,6 +335,7 @@ impl Stream {
             .into_iter();
         let marker = states.next().flatten();
         let copies = states.next().flatten();
+        let listed = states.next().flatten();
         let table_states: Vec<Option<String>> = states.collect();
         // The partitions of partitioned tables now: what a copy of them covers.
         let parents = partitions::partitioned(&client, &params, &rels).await?;
@@ -424,6 +429,14 @@ impl Stream {
             let mut done = vec![
                 ("snapshot".to_string(), incarnation.clone()),
                 ("copies".to_string(), incarnation.clone()),
+                tables_entry(
+                    &incarnation,
+                    rels.iter()
+                        .map(|r| schemas[r].qualified())
+                        .collect::<Vec<_>>()
+                        .iter()
+                        .map(String::as_str),
+                ),
             ];
             for r in &rels {
                 done.push((
@@ -463,6 +476,7 @@ impl Stream {
                     &params,
                     &incarnation,
                     copies.as_deref() == Some(incarnation.as_str()),
+                    parse_tables(listed.as_deref(), &incarnation),
                     &rels,
                     &table_states,
                     &schemas,
@@ -639,6 +653,7 @@ impl Stream {
                 incarnation: &incarnation,
                 chunk_rows: self.cfg.snapshot_chunk_rows,
                 message_rows: self.cfg.chunk_rows,
+                message_bytes: self.cfg.chunk_bytes,
             };
             backfill::run(ctx, jobs, jobs_rx).await?;
             std::future::pending::<Result<(), SourceError>>().await
@@ -783,13 +798,16 @@ impl Stream {
         params: &PgParams,
         incarnation: &str,
         recorded: bool,
+        listed: Option<Vec<String>>,
         rels: &[u32],
         states: &[Option<String>],
         schemas: &HashMap<u32, SharedSchema>,
         filters: &HashMap<u32, String>,
     ) -> Result<Vec<Job>, SourceError> {
+        let names: Vec<String> = rels.iter().map(|r| schemas[r].qualified()).collect();
+        let this_start = tables_entry(incarnation, names.iter().map(String::as_str));
         if !recorded {
-            let mut done = vec![("copies".to_string(), incarnation.to_string())];
+            let mut done = vec![("copies".to_string(), incarnation.to_string()), this_start];
             for r in rels {
                 done.push((
                     state_key(&schemas[r].qualified()),
@@ -805,14 +823,32 @@ impl Stream {
         let jobs: Vec<Job> = rels
             .iter()
             .zip(states)
-            .map(|(r, v)| Job {
-                schema: schemas[r].clone(),
-                filter: filters.get(r).cloned(),
-                from: TableCopy::parse(v.as_deref(), incarnation),
-                partition: None,
+            .map(|(r, v)| {
+                let mut from = TableCopy::parse(v.as_deref(), incarnation);
+                let name = schemas[r].qualified();
+                if from == TableCopy::Done && listed.as_ref().is_some_and(|l| !l.contains(&name)) {
+                    tracing::info!(pipeline = %self.pipeline, table = %name, "the table was not replicated for a while (out of the configuration): it is copied again");
+                    from = TableCopy::Pending;
+                }
+                Job {
+                    schema: schemas[r].clone(),
+                    filter: filters.get(r).cloned(),
+                    from,
+                    partition: None,
+                }
             })
             .filter(|j| j.from != TableCopy::Done)
             .collect();
+        // The tables of this start, with the copies to take again marked as not started in the
+        // same write (a crash before they end must not find them complete).
+        let mut entries = vec![this_start];
+        for j in jobs.iter().filter(|j| j.from == TableCopy::Pending) {
+            entries.push((j.state_key(), String::new()));
+        }
+        self.edge
+            .call(|r| SinkMsg::WriteState(entries, r), Duration::from_secs(60))
+            .await?
+            .map_err(SourceError::Sink)?;
         // Registered before the stream starts: its unchanged TOAST values of these tables
         // are filled from Postgres from the first change on.
         backfill::register(client, params, &self.copy, &jobs).await?;

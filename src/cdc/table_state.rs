@@ -66,6 +66,36 @@ impl TableCopy {
     }
 }
 
+/// The `tables` state entry: which tables the pipeline replicated at its last start, in
+/// `incarnation`. A table with a complete copy that was not among them was out of the
+/// configuration for a while: its changes of that time were not streamed, so it is copied
+/// again.
+pub fn tables_entry<'a>(
+    incarnation: &str,
+    tables: impl Iterator<Item = &'a str>,
+) -> (String, String) {
+    let mut v = format!("{incarnation}|");
+    for (i, t) in tables.enumerate() {
+        if i > 0 {
+            v.push('\n');
+        }
+        let mut esc = Vec::new();
+        tsv_escape(&mut esc, t.as_bytes());
+        v.push_str(&String::from_utf8_lossy(&esc));
+    }
+    ("tables".to_string(), v)
+}
+
+/// The tables of a [`tables_entry`] recorded in `incarnation` (`None`: none recorded in it).
+pub fn parse_tables(value: Option<&str>, incarnation: &str) -> Option<Vec<String>> {
+    let list = value?.strip_prefix(incarnation)?.strip_prefix('|')?;
+    Some(if list.is_empty() {
+        Vec::new()
+    } else {
+        list.split('\n').map(unescape_tsv).collect()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +119,18 @@ mod tests {
         assert_eq!(TableCopy::parse(Some("garbage"), inc), TableCopy::Pending);
         assert_eq!(TableCopy::Pending.format(inc), None);
         assert_eq!(state_key("public.t"), "table:public.t");
+    }
+
+    #[test]
+    fn table_lists_round_trip_in_their_incarnation() {
+        let (k, v) = tables_entry("s@0/1", ["public.a", "my s.we\nird"].into_iter());
+        assert_eq!(k, "tables");
+        assert_eq!(
+            parse_tables(Some(&v), "s@0/1"),
+            Some(vec!["public.a".to_string(), "my s.we\nird".to_string()])
+        );
+        assert_eq!(parse_tables(Some(&v), "s@0/2"), None);
+        let (_, empty) = tables_entry("s@0/1", std::iter::empty());
+        assert_eq!(parse_tables(Some(&empty), "s@0/1"), Some(Vec::new()));
     }
 }

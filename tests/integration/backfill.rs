@@ -253,3 +253,41 @@ matrix!(
     a_table_published_while_running_is_copied,
     published_while_running
 );
+
+/// A table taken out of the configuration and put back (#15): its changes of the time it was
+/// out were not streamed, so its complete copy of before no longer holds: it is copied again.
+async fn out_and_back(target: Target) {
+    let w = World::new(target).await;
+    let c = pg().await;
+    let a = unique("stay");
+    let b = unique("back");
+    c.batch_execute(&format!(
+        "CREATE TABLE {a} (id int PRIMARY KEY, v text); INSERT INTO {a} VALUES (1, 'a');
+         CREATE TABLE {b} (id int PRIMARY KEY, v text);
+         INSERT INTO {b} SELECT g, 'b' || g FROM generate_series(1, 100) g;"
+    ))
+    .await
+    .unwrap();
+    let both = w.config(&[&format!("public.{a}"), &format!("public.{b}")]);
+    let run = Running::start(&both).await;
+    converge(&w, &c, &b, &b, "id, v", "id", T).await;
+    run.stop().await;
+    let run = Running::start(&w.config(&[&format!("public.{a}")])).await;
+    wait_streaming(&c, &w.slot).await;
+    c.batch_execute(&format!(
+        "UPDATE {b} SET v = 'while out' WHERE id <= 10; DELETE FROM {b} WHERE id > 90;
+         INSERT INTO {a} VALUES (2, 'a2');"
+    ))
+    .await
+    .unwrap();
+    converge(&w, &c, &a, &a, "id, v", "id", T).await;
+    run.stop().await;
+    let run = Running::start(&both).await;
+    converge(&w, &c, &b, &b, "id, v", "id", T).await;
+    run.stop().await;
+    w.teardown().await;
+}
+matrix!(
+    a_table_out_of_the_config_and_back_is_copied_again,
+    out_and_back
+);
