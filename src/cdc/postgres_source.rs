@@ -528,6 +528,7 @@ impl Stream {
         let mut changes = PgChanges::new(wanted, schemas);
         let mut frames = Vec::new();
         let mut last_sent_commit: Lsn = 0;
+        let mut new_jobs: Vec<Job> = Vec::new();
         let streaming = async {
             loop {
                 frames.clear();
@@ -615,7 +616,9 @@ impl Stream {
                                     std::slice::from_ref(&job),
                                 )
                                 .await?;
-                                let _ = jobs_tx.send(job);
+                                // To the copy once the chunk with its schema is sent: the
+                                // sink must know the table before the copy's first message.
+                                new_jobs.push(job);
                             }
                             chunk.push(&self.pipeline, item);
                         }
@@ -629,6 +632,9 @@ impl Stream {
                             .send(&mut chunk, changes.schemas())
                             .await?
                             .unwrap_or(last_sent_commit);
+                        for j in new_jobs.drain(..) {
+                            let _ = jobs_tx.send(j);
+                        }
                     }
                 }
                 if !chunk.is_empty() {
@@ -640,6 +646,9 @@ impl Stream {
                         .send(&mut chunk, changes.schemas())
                         .await?
                         .unwrap_or(last_sent_commit);
+                }
+                for j in new_jobs.drain(..) {
+                    let _ = jobs_tx.send(j);
                 }
             }
         };
