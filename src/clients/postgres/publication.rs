@@ -232,8 +232,10 @@ pub async fn ensure_publication(
     Ok(published)
 }
 
-/// A table the publication has already: its column list must be the one asked for, and a
-/// filter must be there when one is asked for (and none when none is). Filters compare in
+/// A table the publication has already: where the mapping asks for a column list or a
+/// filter, the publication must have that one. What the mapping leaves open is taken as the
+/// publication has it (a list or filter someone set there is followed by the copy too; and
+/// Postgres lists every column but generated ones when there is no list). Filters compare in
 /// a loose normal form (Postgres prints them back with parentheses and casts).
 fn check_unchanged(
     publication: &str,
@@ -242,11 +244,11 @@ fn check_unchanged(
 ) -> Result<(), PgError> {
     let all: Vec<String> = want.table.columns.iter().map(|c| c.name.clone()).collect();
     let want_cols = want.columns.as_ref().unwrap_or(&all);
-    let cols_differ = have.columns.as_ref().is_some_and(|h| h != want_cols);
+    let cols_differ = want.columns.is_some() && have.columns.as_ref() != Some(want_cols);
     let filters_differ = match (&want.filter, &have.filter) {
-        (None, None) => false,
         (Some(w), Some(h)) => loose_sql(w) != loose_sql(h),
-        _ => true,
+        (Some(_), None) => true,
+        _ => false,
     };
     if !cols_differ && !filters_differ {
         return Ok(());
@@ -376,6 +378,68 @@ mod tests {
             loose_sql("((status = 'open'::text) AND (id > 3))")
         );
         assert_ne!(loose_sql("id > 10"), loose_sql("(id > 11)"));
+    }
+
+    #[test]
+    fn a_mapping_constrains_only_what_it_sets() {
+        use crate::protocol::schema::{Column, PgType};
+        let col = |n: &str| Column {
+            name: n.into(),
+            pg_type: PgType::Int4,
+            nullable: false,
+            is_key: n == "id",
+            added_default: None,
+            renamed_from: None,
+        };
+        let table = TableSchema {
+            schema: "public".into(),
+            name: "t".into(),
+            columns: vec![col("id"), col("v"), col("generated")],
+            ..Default::default()
+        };
+        let have = |columns: &[&str], filter: Option<&str>| PublishedTable {
+            schema: "public".into(),
+            name: "t".into(),
+            oid: 1,
+            columns: Some(columns.iter().map(|c| c.to_string()).collect()),
+            filter: filter.map(String::from),
+        };
+        let want = |columns: Option<&[&str]>, filter: Option<&str>| PublishSpec {
+            table: table.clone(),
+            columns: columns.map(|c| c.iter().map(|x| x.to_string()).collect()),
+            filter: filter.map(String::from),
+        };
+        // No mapping: whatever the publication has (no generated column, someone's filter).
+        assert!(check_unchanged(
+            "p",
+            &want(None, None),
+            &have(&["id", "v"], Some("(id > 1)"))
+        )
+        .is_ok());
+        assert!(check_unchanged(
+            "p",
+            &want(None, Some("id > 1")),
+            &have(&["id", "v"], Some("(id > 1)"))
+        )
+        .is_ok());
+        let e = check_unchanged(
+            "p",
+            &want(None, Some("id > 2")),
+            &have(&["id", "v"], Some("(id > 1)")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("WHERE (id > 1)") && e.contains("WHERE id > 2"),
+            "{e}"
+        );
+        assert!(
+            check_unchanged("p", &want(None, Some("id > 2")), &have(&["id", "v"], None)).is_err()
+        );
+        assert!(check_unchanged("p", &want(Some(&["id"]), None), &have(&["id"], None)).is_ok());
+        assert!(
+            check_unchanged("p", &want(Some(&["id"]), None), &have(&["id", "v"], None)).is_err()
+        );
     }
 
     #[test]
