@@ -87,6 +87,21 @@ impl TableMapping {
         if self.target.as_deref() == Some("") {
             return Some(("target", "must not be empty".into()));
         }
+        if let Some(d) = self.purge_deleted_after {
+            if self.engine != TableEngine::Replacing {
+                return Some((
+                    "purge_deleted_after",
+                    "an append table keeps every change; purging needs engine = \"replacing\""
+                        .into(),
+                ));
+            }
+            if d.0 < std::time::Duration::from_secs(60) {
+                return Some((
+                    "purge_deleted_after",
+                    "must be at least 60s (a deleted row must outlive any replay)".into(),
+                ));
+            }
+        }
         for (key, v) in [
             ("filter", &self.filter),
             ("partition_by", &self.partition_by),
