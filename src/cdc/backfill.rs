@@ -63,6 +63,10 @@ impl CopyShared {
         let Ok(mut tables) = self.tables.lock() else {
             return;
         };
+        // On the stream's hot path: nothing to look for while nothing is copied.
+        if tables.is_empty() {
+            return;
+        }
         for item in items {
             if let ChangeItem::Truncate { rels, .. } = item {
                 for r in rels {
@@ -462,13 +466,7 @@ pub async fn fill_unchanged_toast(
     schema: &TableSchema,
     change: &mut RowChange,
 ) -> Result<(), PgError> {
-    let missing: Vec<usize> = change
-        .cells
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| matches!(c, Cell::UnchangedToast))
-        .map(|(i, _)| i)
-        .collect();
+    let missing = change.unchanged_toast();
     if missing.is_empty() {
         return Ok(());
     }

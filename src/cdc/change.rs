@@ -41,6 +41,16 @@ impl RowChange {
     pub fn is_delete(&self) -> bool {
         self.op == RowOp::Delete
     }
+
+    /// The columns whose value Postgres did not resend (unchanged TOAST values).
+    pub fn unchanged_toast(&self) -> Vec<usize> {
+        self.cells
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c, Cell::UnchangedToast))
+            .map(|(i, _)| i)
+            .collect()
+    }
 }
 
 #[derive(Debug)]

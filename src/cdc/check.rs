@@ -97,7 +97,7 @@ pub async fn check(
     let mut schemas = Vec::new();
     for t in &published {
         schemas.push(
-            pg_tables::replicated(&client, &params, &mut types, t, &p.tables)
+            pg_tables::replicated(&client, &params, &mut types, t, &specs, &p.tables)
                 .await
                 .map_err(fail)?,
         );

@@ -353,13 +353,7 @@ impl SinkState {
         if t.keyless {
             return self.take_keyless_row(rel_id, change);
         }
-        let toast: Vec<usize> = change
-            .cells
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| matches!(c, Cell::UnchangedToast))
-            .map(|(i, _)| i)
-            .collect();
+        let toast = change.unchanged_toast();
         let key = key_tsv(&t.cols, &change.cells);
         let moved_key = change.moved_from.as_ref().map(|old| key_tsv(&t.cols, old));
         let t = self.tables.get_mut(&rel_id).expect("checked above");

@@ -64,14 +64,19 @@ pub async fn specs(
 }
 
 /// The replicated shape of a published table: its published columns, its mapping's sort key.
+/// The table as [`specs`] loaded it is taken from `specs` (no second catalog read).
 pub async fn replicated(
     c: &Client,
     p: &PgParams,
     types: &mut TypeResolver,
     t: &PublishedTable,
+    specs: &[PublishSpec],
     mappings: &[TableMapping],
 ) -> Result<TableSchema, PgError> {
-    let full = catalog::load_table(c, p, types, t.oid).await?;
+    let full = match specs.iter().find(|s| s.table.rel_id == t.oid) {
+        Some(s) => s.table.clone(),
+        None => catalog::load_table(c, p, types, t.oid).await?,
+    };
     let order_by = mapping_for(mappings, &full.schema, &full.name)
         .map(|m| m.order_by.as_slice())
         .unwrap_or(&[]);

@@ -295,7 +295,8 @@ impl Stream {
         let mut filters: HashMap<u32, String> = HashMap::new();
         for t in &published {
             tables.push(
-                pg_tables::replicated(&client, &params, &mut types, t, &self.mappings).await?,
+                pg_tables::replicated(&client, &params, &mut types, t, &specs, &self.mappings)
+                    .await?,
             );
             if let Some(f) = &t.filter {
                 filters.insert(t.oid, f.clone());
@@ -624,31 +625,25 @@ impl Stream {
                         }
                     }
                     if chunk.is_full(&self.cfg) {
-                        if self.copy.any() {
-                            self.fill_toast(&client, &params, &mut chunk, changes.schemas())
-                                .await?;
-                        }
                         last_sent_commit = self
-                            .send(&mut chunk, changes.schemas())
+                            .send_streamed(&client, &params, &mut chunk, changes.schemas())
                             .await?
                             .unwrap_or(last_sent_commit);
+                        // A new table's copy starts once the chunk with its schema is sent:
+                        // the sink must know the table before the copy's first message.
                         for j in new_jobs.drain(..) {
                             let _ = jobs_tx.send(j);
                         }
                     }
                 }
                 if !chunk.is_empty() {
-                    if self.copy.any() {
-                        self.fill_toast(&client, &params, &mut chunk, changes.schemas())
-                            .await?;
-                    }
                     last_sent_commit = self
-                        .send(&mut chunk, changes.schemas())
+                        .send_streamed(&client, &params, &mut chunk, changes.schemas())
                         .await?
                         .unwrap_or(last_sent_commit);
-                }
-                for j in new_jobs.drain(..) {
-                    let _ = jobs_tx.send(j);
+                    for j in new_jobs.drain(..) {
+                        let _ = jobs_tx.send(j);
+                    }
                 }
             }
         };
@@ -774,6 +769,21 @@ impl Stream {
             from: TableCopy::Pending,
             partition: None,
         })
+    }
+
+    /// Sends a chunk of the stream, the unchanged TOAST values of tables being copied filled
+    /// first; returns its commit LSN.
+    async fn send_streamed(
+        &self,
+        client: &tokio_postgres::Client,
+        params: &PgParams,
+        chunk: &mut ChunkBuilder,
+        schemas: &HashMap<u32, SharedSchema>,
+    ) -> Result<Option<Lsn>, SourceError> {
+        if self.copy.any() {
+            self.fill_toast(client, params, chunk, schemas).await?;
+        }
+        self.send(chunk, schemas).await
     }
 
     /// Fills the unchanged TOAST values of the chunk's rows of tables being copied.

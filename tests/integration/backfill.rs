@@ -23,6 +23,26 @@ fn compare(w: &World, t: &str) -> (String, String) {
     )
 }
 
+/// Runs `first` alone until it is in ClickHouse, then returns the config with `added` joined
+/// (a restart with the new config adds it to the running pipeline), copied `chunk_rows` at a
+/// time.
+async fn then_added(
+    w: &World,
+    c: &tokio_postgres::Client,
+    first: &str,
+    added: &str,
+    chunk_rows: usize,
+) -> tributary::config::Config {
+    let mut cfg = w.config(&[&format!("public.{first}")]);
+    let run = Running::start(&cfg).await;
+    converge(w, c, first, first, "id, v", "id", T).await;
+    run.stop().await;
+    let pg_cfg = cfg.pipelines[0].postgres.as_mut().unwrap();
+    pg_cfg.tables.push(format!("public.{added}"));
+    pg_cfg.snapshot_chunk_rows = chunk_rows;
+    cfg
+}
+
 async fn added_table(target: Target) {
     let w = World::new(target).await;
     let c = pg().await;
@@ -38,23 +58,7 @@ async fn added_table(target: Target) {
     ))
     .await
     .unwrap();
-    let mut cfg = w.config(&[&format!("public.{first}")]);
-    let run = Running::start(&cfg).await;
-    converge(&w, &c, &first, &first, "id, v", "id", T).await;
-    run.stop().await;
-
-    // The table joins the config of the running pipeline (a restart with the new config).
-    cfg.pipelines[0]
-        .postgres
-        .as_mut()
-        .unwrap()
-        .tables
-        .push(format!("public.{added}"));
-    cfg.pipelines[0]
-        .postgres
-        .as_mut()
-        .unwrap()
-        .snapshot_chunk_rows = 5000;
+    let cfg = then_added(&w, &c, &first, &added, 5000).await;
     let run = Running::start(&cfg).await;
     let counters = run.counters();
     // Updates that leave the TOAST value unchanged, of rows near the end (not copied yet)
@@ -134,15 +138,9 @@ async fn truncate_during_copy(target: Target) {
     ))
     .await
     .unwrap();
-    let mut cfg = w.config(&[&format!("public.{first}")]);
-    let run = Running::start(&cfg).await;
-    converge(&w, &c, &first, &first, "id, v", "id", T).await;
-    run.stop().await;
-    let pg_cfg = cfg.pipelines[0].postgres.as_mut().unwrap();
-    pg_cfg.tables.push(format!("public.{added}"));
     // Chunks of wide rows, slow to read: the TRUNCATE comes while the second one is read,
     // which must not follow it into ClickHouse.
-    pg_cfg.snapshot_chunk_rows = 20_000;
+    let cfg = then_added(&w, &c, &first, &added, 20_000).await;
     let run = Running::start(&cfg).await;
     // Right after the first chunk is recorded, while the second one is read.
     let key = format!("table:public.{added}");
