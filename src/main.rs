@@ -225,6 +225,14 @@ fn status(url: &str) -> ExitCode {
             p["lag_p99_ms"],
             p["confirmed_lsn"].as_str().unwrap_or("-")
         );
+        for t in p["stopped_tables"].as_array().into_iter().flatten() {
+            println!(
+                "  STOPPED {}: {} ({} changes skipped)",
+                t["table"].as_str().unwrap_or(""),
+                t["reason"].as_str().unwrap_or(""),
+                t["rows_skipped"]
+            );
+        }
         for q in p["queues"].as_array().into_iter().flatten() {
             println!(
                 "  queue {:<14} {}/{}",

@@ -11,12 +11,19 @@
 //! confirmed past it, would leave truncated rows alive, or a re-applied TRUNCATE would remove
 //! rows confirmed long ago.)
 //!
+//! A schema change ClickHouse cannot follow (a key column renamed or retyped, a column's type
+//! changed other than by widening) stops that table alone: recorded in the state, its changes
+//! skipped and counted, the other tables going on; the next copy of it (which the source takes
+//! at its next start) lifts the stop.
+//!
 //! Must never: acknowledge a commit whose rows are not inserted, write NULL over a stored
 //! value because Postgres did not resend an unchanged TOAST column, drop a column's data
-//! (dropped Postgres columns stay in ClickHouse), or let a replay take a table back to an
-//! older state.
+//! (dropped Postgres columns stay in ClickHouse), let a replay take a table back to an older
+//! state, skip a change of a stopped table before the stop is recorded, or let a copy recorded
+//! as complete hide a stop.
 
 use crate::cdc::change::{ChangeItem, RowChange, RowOp, SinkMsg};
+use crate::cdc::table_state::{state_key, stopped_reason, stopped_value};
 use crate::clients::clickhouse::{ChClient, ChError};
 use crate::config::{mapping_for, BatchConfig, ClickHouseConfig, OnTruncate, TableMapping};
 use crate::flow::edge::Edge;
@@ -64,6 +71,15 @@ struct TableState {
     keyless: bool,
     /// Snapshot rows of a keyless table taken in so far (their `_seq`).
     snapshot_seq: u64,
+}
+
+/// A table the sink stopped: a schema change ClickHouse cannot follow (a key column renamed
+/// or retyped, a column's type changed other than by widening). Its changes are skipped
+/// (counted) while the other tables go on; the start of a new copy of it lifts the stop.
+struct StoppedTable {
+    /// The table's latest schema (applied again when its copy begins).
+    schema: SharedSchema,
+    counters: Arc<crate::runtime::registry::TableCounters>,
 }
 
 /// The key columns' values of a row in ClickHouse's TSV form, tab-separated.
@@ -139,6 +155,10 @@ pub struct SinkState {
     mappings: Vec<TableMapping>,
     ch: ChClient,
     tables: HashMap<u32, TableState>,
+    /// Tables stopped by a schema change, by relation.
+    stopped: HashMap<u32, StoppedTable>,
+    /// Relations whose recorded stop was looked up (once per sink instance).
+    stops_read: std::collections::HashSet<u32>,
     /// Recorded TRUNCATE fences by ClickHouse table, as read from or written to the state
     /// table by this sink.
     fences: HashMap<String, u64>,
@@ -188,6 +208,8 @@ impl Actor for ClickHouseSink {
             // into a connect that cannot succeed until ClickHouse is back).
             ch: ch.wait_out_outages(args.counters.clone()),
             tables: HashMap::new(),
+            stopped: HashMap::new(),
+            stops_read: Default::default(),
             fences: HashMap::new(),
             pending_commit: None,
             pending_commit_times: Vec::new(),
@@ -221,7 +243,7 @@ impl Actor for ClickHouseSink {
                             rows += 1;
                             st.take_row(rel_id, change).await?;
                         }
-                        ChangeItem::Schema(s) => st.apply_schema(&s).await?,
+                        ChangeItem::Schema(s) => st.on_schema(&s).await?,
                         ChangeItem::Truncate { rels, lsn, .. } => {
                             if st.cfg.on_truncate == OnTruncate::Truncate {
                                 st.truncate(&rels, Some(lsn)).await?
@@ -229,7 +251,10 @@ impl Actor for ClickHouseSink {
                                 st.ignore_truncate(&rels);
                             }
                         }
-                        ChangeItem::SnapshotBegin(rels) => st.truncate(&rels, None).await?,
+                        ChangeItem::SnapshotBegin(rels) => {
+                            st.copy_begins(&rels).await?;
+                            st.truncate(&rels, None).await?
+                        }
                     }
                 }
                 encode.record("rows", rows);
@@ -256,7 +281,8 @@ impl Actor for ClickHouseSink {
                 st.flush().await?;
                 let _ = reply.send(*st.acks.borrow());
             }
-            SinkMsg::WriteState(entries, reply) => {
+            SinkMsg::WriteState(mut entries, reply) => {
+                st.keep_stops(&mut entries);
                 let r = async {
                     st.flush().await?;
                     Ok::<_, SinkError>(st.ch.write_state(&st.pipeline, &entries).await?)
@@ -319,6 +345,10 @@ impl SinkState {
     }
 
     async fn take_row(&mut self, rel_id: u32, change: RowChange) -> Result<(), SinkError> {
+        if let Some(stop) = self.stopped.get(&rel_id) {
+            PipelineCounters::add(&stop.counters.rows_skipped, 1);
+            return Ok(());
+        }
         let Some(t) = self.tables.get(&rel_id) else {
             return Err(SinkError::Protocol(format!(
                 "row for relation {rel_id} before its schema"
@@ -543,7 +573,96 @@ impl SinkState {
         Ok(out)
     }
 
-    async fn apply_schema(&mut self, s: &SharedSchema) -> Result<(), SinkError> {
+    /// A table's schema, first or changed: applied, or the table stopped where ClickHouse
+    /// cannot follow the change (or a stop recorded before still holds).
+    async fn on_schema(&mut self, s: &SharedSchema) -> Result<(), SinkError> {
+        if let Some(stop) = self.stopped.get_mut(&s.rel_id) {
+            // Still stopped: its copy, when it begins, takes the latest schema.
+            stop.schema = s.clone();
+            return Ok(());
+        }
+        if !self.tables.contains_key(&s.rel_id) && self.stops_read.insert(s.rel_id) {
+            let key = state_key(&s.qualified());
+            let recorded = self.ch.read_state(&self.pipeline, &key).await?;
+            if let Some(reason) = recorded.as_deref().and_then(stopped_reason) {
+                tracing::error!(pipeline = %self.pipeline, table = %s.qualified(), reason = %reason,
+                    "table stays stopped (recorded before): its changes are skipped until a copy of it begins");
+                self.mark_stopped(s, reason.to_string());
+                return Ok(());
+            }
+        }
+        if let Some(reason) = self.apply_schema(s).await? {
+            self.stop_table(s, reason).await?;
+        }
+        Ok(())
+    }
+
+    fn mark_stopped(&mut self, s: &SharedSchema, reason: String) {
+        let counters = self.counters.table(&s.qualified());
+        *counters.stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+        self.tables.remove(&s.rel_id);
+        self.stopped.insert(
+            s.rel_id,
+            StoppedTable {
+                schema: s.clone(),
+                counters,
+            },
+        );
+    }
+
+    /// Stops table `s`: recorded in the state before any of its changes is skipped, so that
+    /// the next start copies it anew.
+    async fn stop_table(&mut self, s: &SharedSchema, reason: String) -> Result<(), SinkError> {
+        // What was taken in before the change is written (encoded for the old columns).
+        self.flush().await?;
+        let key = state_key(&s.qualified());
+        let current = self.ch.read_state(&self.pipeline, &key).await?;
+        let value = stopped_value(current.as_deref(), &reason);
+        self.ch.write_state(&self.pipeline, &[(key, value)]).await?;
+        tracing::error!(pipeline = %self.pipeline, table = %s.qualified(), reason = %reason,
+            "table stopped: its changes are skipped from here while the other tables go on. Drop (or fix) its ClickHouse table, then restart tributary: the table is created and copied anew from Postgres (through Kafka: snapshot it again at the producer)");
+        self.mark_stopped(s, reason);
+        Ok(())
+    }
+
+    /// A copy of these tables begins (a snapshot, or a table's copy while streaming): a stopped
+    /// one among them is taken up again, with its latest schema.
+    async fn copy_begins(&mut self, rels: &[u32]) -> Result<(), SinkError> {
+        for rel in rels {
+            if let Some(stop) = self.stopped.remove(rel) {
+                *stop
+                    .counters
+                    .stopped
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = None;
+                tracing::info!(pipeline = %self.pipeline, table = %stop.schema.qualified(), "a copy of the stopped table begins: it is taken up again");
+                self.on_schema(&stop.schema).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A stopped table's copy recorded by the source stays a stop: the sink skipped its
+    /// changes, so only a copy begun after the stop makes it whole.
+    fn keep_stops(&self, entries: &mut [(String, String)]) {
+        for stop in self.stopped.values() {
+            let key = state_key(&stop.schema.qualified());
+            let reason = stop
+                .counters
+                .stopped
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .unwrap_or_default();
+            for (_, v) in entries.iter_mut().filter(|(k, _)| *k == key) {
+                *v = stopped_value(Some(v), &reason);
+            }
+        }
+    }
+
+    /// Applies a table's schema; `Some(reason)` where ClickHouse cannot follow a change of it
+    /// (the table is to be stopped).
+    async fn apply_schema(&mut self, s: &SharedSchema) -> Result<Option<String>, SinkError> {
         let mapping = mapping_for(&self.mappings, &s.schema, &s.name).cloned();
         let mapping = mapping.as_ref();
         // A source that knows nothing of mappings (Debezium topics) leaves the sort key to
@@ -583,7 +702,7 @@ impl SinkState {
         }
         let cols = map_table(s, &self.ch.caps, self.cfg.json_as);
         if self.tables.get(&s.rel_id).is_some_and(|t| t.cols == cols) {
-            return Ok(());
+            return Ok(None);
         }
         // Rows taken in so far were encoded for the previous column set.
         self.flush().await?;
@@ -620,6 +739,21 @@ impl SinkState {
                     .await?;
                 tracing::info!(table = %name, columns = cols.len(), "created ClickHouse table");
                 self.recreate_view(&db, &name, &cols, &layout).await?;
+                // A table whose copy is recorded had its ClickHouse table dropped (to re-create
+                // it, say): its rows are to be copied again. Recorded before any row is
+                // written, so the source's read of the copies (at its start, after the
+                // schemas) finds it to take.
+                let key = state_key(&s.qualified());
+                let recorded = self.ch.read_state(&self.pipeline, &key).await?;
+                if recorded
+                    .as_deref()
+                    .is_some_and(|v| !v.is_empty() && stopped_reason(v).is_none())
+                {
+                    self.ch
+                        .write_state(&self.pipeline, &[(key, String::new())])
+                        .await?;
+                    tracing::warn!(pipeline = %self.pipeline, table = %s.qualified(), "its ClickHouse table was missing and is created anew: the table is copied again (at this start, or if the table was dropped while running, at the next)");
+                }
             }
             Some(existing) => {
                 // Ours have both our columns; anything else was not created by us and is
@@ -642,20 +776,17 @@ impl SinkState {
                             .as_ref()
                             .is_some_and(|old| existing.iter().any(|(n, _)| n == old))
                 }) {
-                    return Err(SinkError::Schema(format!(
-                        "{}: key column `{}` was renamed to `{}` in Postgres; ClickHouse cannot rename a column of the table's ORDER BY (`{name}`). Re-create the ClickHouse table: drop it and this pipeline's `snapshot` row in `{}`, then start again (a full copy)",
-                        s.qualified(),
+                    return Ok(Some(format!(
+                        "key column `{}` was renamed to `{}` in Postgres; ClickHouse cannot rename a column of the table's ORDER BY (`{db}`.`{name}`)",
                         c.renamed_from.as_deref().unwrap_or(""),
                         c.name,
-                        crate::clients::clickhouse::STATE_TABLE
                     )));
                 }
                 if let Some((sorting, partition)) = self.ch.table_keys(&name).await? {
                     if let Some(why) = layout_mismatch(&cols, &layout, &sorting, &partition) {
                         return Err(SinkError::Schema(format!(
-                            "{}: ClickHouse `{db}`.`{name}` {why}; ClickHouse cannot change that in place. Re-create it: drop it and this pipeline's `snapshot` row in `{}`, then start again (a full copy), or give the mapping another target",
+                            "{}: ClickHouse `{db}`.`{name}` {why}; ClickHouse cannot change that in place. Drop it and start again (it is created and copied anew), or give the mapping another target",
                             s.qualified(),
-                            crate::clients::clickhouse::STATE_TABLE
                         )));
                     }
                 }
@@ -680,12 +811,10 @@ impl SinkState {
                             // ClickHouse refuses to change an ORDER BY column's type (18.16
                             // and 26.9 both: the sorted representation would change).
                             TypeChange::Widen(to) if c.is_key => {
-                                return Err(SinkError::Schema(format!(
-                                    "{}: key column `{}` changed type in Postgres and now maps to {to}; ClickHouse cannot change the type of a column of the table's ORDER BY (`{name}`.`{}` is {have}). Re-create the ClickHouse table: drop it and this pipeline's `snapshot` row in `{}`, then start again (a full copy)",
-                                    s.qualified(),
+                                return Ok(Some(format!(
+                                    "key column `{}` changed type in Postgres and now maps to {to}; ClickHouse cannot change the type of a column of the table's ORDER BY (`{db}`.`{name}`.`{}` is {have})",
                                     c.name,
                                     c.name,
-                                    crate::clients::clickhouse::STATE_TABLE
                                 )));
                             }
                             TypeChange::Widen(to) => {
@@ -696,9 +825,8 @@ impl SinkState {
                                 added += 1;
                             }
                             TypeChange::Incompatible => {
-                                return Err(SinkError::Schema(format!(
-                                    "{}: column `{}` changed type in Postgres and now maps to {}; the ClickHouse column `{name}`.`{}` is {have} and cannot take it without losing or changing values (only widenings are applied: a wider integer, Float32 to Float64, a Decimal with no fewer digits). Add a new column in Postgres instead, or recreate the ClickHouse table",
-                                    s.qualified(),
+                                return Ok(Some(format!(
+                                    "column `{}` changed type in Postgres and now maps to {}; the ClickHouse column `{db}`.`{name}`.`{}` is {have} and cannot take it without losing or changing values (only widenings are applied: a wider integer, Float32 to Float64, a Decimal with no fewer digits)",
                                     c.name,
                                     c.ch_type,
                                     c.name
@@ -769,7 +897,7 @@ impl SinkState {
             },
         );
         debug_assert!(old.is_none_or(|o| o.rows.is_empty()));
-        Ok(())
+        Ok(None)
     }
 
     async fn recreate_view(

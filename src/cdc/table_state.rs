@@ -86,6 +86,26 @@ pub fn tables_entry<'a>(
     ("tables".to_string(), v)
 }
 
+/// A table the sink stopped (a schema change ClickHouse cannot follow) is recorded as
+/// `<incarnation>|stopped|<reason>`: its changes are skipped from then on, and a copy of the
+/// table is what brings it back (a later start copies it again: read as [`TableCopy::Pending`]).
+/// The value to record for a stop, `current` being the table's recorded value (its
+/// incarnation is kept; none recorded: none).
+pub fn stopped_value(current: Option<&str>, reason: &str) -> String {
+    let inc = current.and_then(|v| v.split('|').next()).unwrap_or("");
+    // One line: the reason is shown as it is on the status page and in logs.
+    let reason: String = reason
+        .chars()
+        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
+        .collect();
+    format!("{inc}|stopped|{reason}")
+}
+
+/// The reason of a recorded stop, if `value` records one (in any incarnation).
+pub fn stopped_reason(value: &str) -> Option<&str> {
+    value.split_once("|stopped|").map(|(_, r)| r)
+}
+
 /// The tables of a [`tables_entry`] recorded in `incarnation` (`None`: none recorded in it).
 pub fn parse_tables(value: Option<&str>, incarnation: &str) -> Option<Vec<String>> {
     let list = value?.strip_prefix(incarnation)?.strip_prefix('|')?;
@@ -119,6 +139,17 @@ mod tests {
         assert_eq!(TableCopy::parse(Some("garbage"), inc), TableCopy::Pending);
         assert_eq!(TableCopy::Pending.format(inc), None);
         assert_eq!(state_key("public.t"), "table:public.t");
+    }
+
+    #[test]
+    fn a_stop_keeps_the_incarnation_and_reads_as_a_copy_to_take() {
+        let inc = "s@0/16B3748";
+        let v = stopped_value(Some("s@0/16B3748|copying|5"), "type\nchanged");
+        assert_eq!(v, "s@0/16B3748|stopped|type changed");
+        assert_eq!(stopped_reason(&v), Some("type changed"));
+        assert_eq!(TableCopy::parse(Some(&v), inc), TableCopy::Pending);
+        assert_eq!(stopped_value(None, "r"), "|stopped|r");
+        assert_eq!(stopped_reason("s@0/1|done"), None);
     }
 
     #[test]

@@ -244,6 +244,7 @@ async function refresh(){
       h+=`<h2>Pipeline ${esc(p.name)} <small>(${esc(p.kind)})</small></h2><table><tr><th>rows read</th><th>rows written</th><th>batches</th><th>insert retries</th><th>snapshot rows</th><th>lag p50 / p99 (ms)</th><th>confirmed LSN</th></tr>`+
          `<tr class="counters"><td>${p.rows_read}</td><td class="written">${p.rows_written}</td><td>${p.batches_written}</td><td>${p.insert_retries}</td><td>${p.snapshot_rows}</td><td>${p.lag_p50_ms??"–"} / ${p.lag_p99_ms??"–"}</td><td>${esc(p.confirmed_lsn??"–")}</td></tr></table>`;
       h+=`<table><tr><th>queue</th><th>depth</th><th>capacity</th></tr>`+p.queues.map(q=>`<tr><td>${esc(q.name)}</td><td>${q.depth}</td><td>${q.capacity}</td></tr>`).join("")+`</table>`;
+      if(p.stopped_tables&&p.stopped_tables.length){h+=`<table class="stopped"><tr><th>stopped table</th><th>why</th><th>changes skipped</th></tr>`+p.stopped_tables.map(t=>`<tr><td class="failed">${esc(t.table)}</td><td>${esc(t.reason)}</td><td>${t.rows_skipped}</td></tr>`).join("")+`</table>`;}
       if(p.llm){const l=p.llm;h+=`<table><tr><th>LLM requests</th><th>errors</th><th>unknown</th><th>circuit</th><th>limit</th><th>in flight</th></tr><tr><td>${l.requests}</td><td>${l.errors}</td><td>${l.unknown}</td><td>${l.circuit_open?"open":"closed"}</td><td>${l.concurrency_limit}</td><td>${l.in_flight}</td></tr></table>`;}
     }
     document.getElementById("pipelines").innerHTML=h;

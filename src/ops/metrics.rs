@@ -67,8 +67,18 @@ pub struct PipelineStatus {
     pub lag_p50_ms: Option<u64>,
     pub lag_p99_ms: Option<u64>,
     pub queues: Vec<Queue>,
+    /// Tables the sink stopped (a schema change ClickHouse cannot follow), with why.
+    pub stopped_tables: Vec<StoppedTable>,
     /// LLM stage (sentiment pipelines).
     pub llm: Option<LlmStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StoppedTable {
+    pub table: String,
+    pub reason: String,
+    /// Its changes skipped since it stopped.
+    pub rows_skipped: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -206,6 +216,22 @@ impl Observed {
             lag_p50_ms: c.commit_lag.quantile_micros(0.5).map(|us| us / 1000),
             lag_p99_ms: c.commit_lag.quantile_micros(0.99).map(|us| us / 1000),
             queues,
+            stopped_tables: c
+                .table_list()
+                .into_iter()
+                .filter_map(|(table, t)| {
+                    let reason = t
+                        .stopped
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone()?;
+                    Some(StoppedTable {
+                        table,
+                        reason,
+                        rows_skipped: t.rows_skipped.load(Ordering::Relaxed),
+                    })
+                })
+                .collect(),
             llm,
         }
     }
@@ -531,24 +557,31 @@ impl Collector for Observed {
             "Duration of one ClickHouse insert, retries included.",
             all.iter().map(|(n, c)| (n.as_str(), &c.insert_duration)),
         )?;
-        let mut per_table: [Samples; 4] = Default::default();
+        let mut per_table: [Samples; 6] = Default::default();
         for (n, c) in &all {
             for (table, t) in c.table_list() {
                 let labels = vec![("pipeline", n.clone()), ("table", table)];
+                let stopped = t
+                    .stopped
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_some();
                 for (i, v) in [
                     &t.rows_read,
                     &t.bytes_read,
                     &t.rows_written,
                     &t.bytes_written,
+                    &t.rows_skipped,
                 ]
                 .iter()
                 .enumerate()
                 {
                     per_table[i].push((labels.clone(), v.load(Ordering::Relaxed) as f64));
                 }
+                per_table[5].push((labels, if stopped { 1.0 } else { 0.0 }));
             }
         }
-        let [tr, tb, tw, twb] = per_table;
+        let [tr, tb, tw, twb, tskip, tstop] = per_table;
         sample(
             &mut enc,
             "tributary_table_rows_read",
@@ -576,6 +609,20 @@ impl Collector for Observed {
             "Bytes sent to ClickHouse, per source table.",
             C,
             twb,
+        )?;
+        sample(
+            &mut enc,
+            "tributary_table_rows_skipped",
+            "Changes of a stopped table skipped, per source table.",
+            C,
+            tskip,
+        )?;
+        sample(
+            &mut enc,
+            "tributary_table_stopped",
+            "1 while the sink has stopped the table (a schema change ClickHouse cannot follow; see /status for why).",
+            G,
+            tstop,
         )?;
         let reasons: Vec<_> = self
             .registry

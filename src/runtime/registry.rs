@@ -135,6 +135,10 @@ pub struct TableCounters {
     pub bytes_read: AtomicU64,
     pub rows_written: AtomicU64,
     pub bytes_written: AtomicU64,
+    /// Changes of the table skipped while it is stopped.
+    pub rows_skipped: AtomicU64,
+    /// Why the sink stopped the table (a schema change ClickHouse cannot follow), while it is.
+    pub stopped: Mutex<Option<String>>,
 }
 
 impl PipelineCounters {

@@ -289,3 +289,39 @@ matrix!(
     a_table_out_of_the_config_and_back_is_copied_again,
     out_and_back
 );
+
+/// A ClickHouse table dropped while tributary was away (to re-create it with another layout,
+/// or to remedy a stopped table): at the next start it is created and its rows are copied
+/// again, instead of coming back empty but for the changes made after.
+async fn dropped_in_clickhouse(target: Target) {
+    let w = World::new(target).await;
+    let c = pg().await;
+    let t = unique("dropped");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, v text);
+         INSERT INTO {t} SELECT g, 'v' || g FROM generate_series(1, 500) g;"
+    ))
+    .await
+    .unwrap();
+    let cfg = w.config(&[&format!("public.{t}")]);
+    let run = Running::start(&cfg).await;
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    run.stop().await;
+    w.ch.execute(&format!("DROP TABLE `{}`.`{t}`", w.database))
+        .await
+        .unwrap();
+    c.batch_execute(&format!(
+        "UPDATE {t} SET v = 'away' WHERE id <= 5; INSERT INTO {t} VALUES (1000, 'new');"
+    ))
+    .await
+    .unwrap();
+    let run = Running::start(&cfg).await;
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    assert_eq!(w.ch_live(&t, "count()", "1").await, vec!["501"]);
+    run.stop().await;
+    w.teardown().await;
+}
+matrix!(
+    a_table_dropped_in_clickhouse_is_copied_again,
+    dropped_in_clickhouse
+);
