@@ -92,6 +92,20 @@ impl CopyShared {
         partitions_entry(&table.qualified(), incarnation, set)
     }
 
+    /// Records that `partition` of `table` left it (its rows deleted from ClickHouse); the
+    /// state entry that says which partitions the table's copy covers now.
+    pub fn partition_retired(
+        &self,
+        table: &TableSchema,
+        partition: u32,
+        incarnation: &str,
+    ) -> (String, String) {
+        let mut all = self.partitions.lock().expect("not poisoned");
+        let set = all.entry(table.rel_id).or_default();
+        set.remove(&partition);
+        partitions_entry(&table.qualified(), incarnation, set)
+    }
+
     fn generation(&self, rel: u32) -> u64 {
         self.tables
             .lock()
@@ -128,6 +142,9 @@ pub struct Job {
     /// A partition attached to the (partitioned) table while running: only its rows are
     /// copied, read from it, as rows of the table.
     pub partition: Option<Partition>,
+    /// The partition was detached (or dropped): its rows are deleted from ClickHouse instead
+    /// of copied (see [`crate::cdc::partitions::retire`]).
+    pub detached: bool,
 }
 
 /// A partition of a replicated partitioned table.
@@ -209,7 +226,12 @@ pub async fn run(
             if client.is_none() {
                 client = Some(catalog::connect(ctx.params).await?);
             }
-            copy_table(&ctx, client.as_ref().expect("connected above"), &j).await?;
+            let c = client.as_ref().expect("connected above");
+            if j.detached {
+                crate::cdc::partitions::retire(&ctx, c, &j).await?;
+                continue;
+            }
+            copy_table(&ctx, c, &j).await?;
             let mut tables = ctx.shared.tables.lock().expect("not poisoned");
             if let Some(c) = tables.get_mut(&j.schema.rel_id) {
                 c.jobs = c.jobs.saturating_sub(1);
@@ -377,7 +399,7 @@ fn key_of(s: &TableSchema, cells: &[Cell]) -> Vec<String> {
 
 /// Sends `items` with the send lock held; with `generation`, only while the table is still
 /// in it (a streamed TRUNCATE moves it on). Whether they were sent.
-async fn send(
+pub(crate) async fn send(
     ctx: &Ctx<'_>,
     rel: u32,
     generation: Option<u64>,

@@ -5,11 +5,19 @@
 //! [`crate::cdc::backfill::partitions_entry`]); at start a partition not in that record is
 //! copied, and while running the catalog is polled for new ones.
 //!
-//! A detached partition's rows leave the table in Postgres without a change event: they stay
-//! in ClickHouse (logged; a resync of the table removes them).
+//! A detached partition's rows leave the table in Postgres without a change event either:
+//! [`retire`] deletes them from ClickHouse, each key that the table does not hold again, with
+//! a version between every change made before the detach and every change after it. A
+//! partition dropped outright cannot be read any more: its rows stay (logged; dropping the
+//! ClickHouse table makes the next start copy it anew).
 //!
-//! Must never: leave an attached partition's rows uncopied once it is seen, or copy a
-//! partition as a table of its own.
+//! Must never: leave an attached partition's rows uncopied once it is seen, copy a partition
+//! as a table of its own, delete a key the table holds again, or forget a detach before its
+//! rows are deleted.
+
+use crate::cdc::change::{ChangeItem, RowOp};
+use crate::protocol::pgoutput::Cell;
+use crate::protocol::schema::pg_ident;
 
 use crate::cdc::backfill::{self, CopyShared, Job, Partition};
 use crate::cdc::table_state::TableCopy;
@@ -74,6 +82,7 @@ pub fn jobs_for(
             filter: filter.cloned(),
             from: progress.get(&p.oid).cloned().unwrap_or(TableCopy::Pending),
             partition: Some(p.clone()),
+            detached: false,
         })
         .collect()
 }
@@ -109,6 +118,7 @@ pub async fn watch(
                     filter: w.filter.clone(),
                     from: TableCopy::Pending,
                     partition: Some(part.clone()),
+                    detached: false,
                 };
                 backfill::register(c, p, shared, std::slice::from_ref(&job)).await?;
                 if jobs.send(job).is_err() {
@@ -123,16 +133,170 @@ pub async fn watch(
                 .filter(|o| !now.iter().any(|x| x.oid == *o))
                 .collect();
             for oid in gone {
-                tracing::warn!(table = %w.table.qualified(), partition_oid = oid, "partition detached (or dropped): its rows stay in ClickHouse; resync the table to remove them");
                 w.seen.remove(&oid);
-                if let Ok(mut all) = shared.partitions.lock() {
-                    if let Some(set) = all.get_mut(&w.table.rel_id) {
-                        set.remove(&oid);
-                    }
+                if jobs.send(retire_job(&w.table, oid)).is_err() {
+                    return Ok(());
                 }
             }
         }
     }
+}
+
+/// The job that retires partition `oid`, gone from `table`.
+pub fn retire_job(table: &SharedSchema, oid: u32) -> Job {
+    Job {
+        schema: table.clone(),
+        filter: None,
+        from: TableCopy::Done,
+        partition: Some(Partition {
+            oid,
+            schema: String::new(),
+            name: String::new(),
+        }),
+        detached: true,
+    }
+}
+
+/// Deletes from ClickHouse the rows of a partition gone from its table: every key the
+/// detached partition holds that the table does not hold now. The deletes carry version
+/// `L - 1`, `L` being Postgres's WAL insert position read once every transaction running then
+/// has ended: every change made in the partition before it was detached is at a position
+/// below `L - 1` (WAL records are 8-byte aligned), and a change of the same key made since,
+/// if committed by then, keeps the key out of the deletes, else is at `L` or beyond and wins.
+/// Recorded (the partition leaves the table's list) once the sink has written the deletes.
+pub async fn retire(
+    ctx: &backfill::Ctx<'_>,
+    client: &Client,
+    j: &Job,
+) -> Result<(), backfill::BackfillError> {
+    use futures_util::StreamExt;
+    let s = &j.schema;
+    let oid = j.partition.as_ref().map_or(0, |p| p.oid);
+    let pg = |e: tokio_postgres::Error| PgError::client(ctx.params.addr(), e);
+    let now = client
+        .query_opt(
+            "SELECT n.nspname::text, c.relname::text FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
+            &[&oid],
+        )
+        .await
+        .map_err(pg)?;
+    let keys = s.key_indexes();
+    let Some(now) = now.filter(|_| !keys.is_empty()) else {
+        tracing::warn!(pipeline = %ctx.pipeline, table = %s.qualified(), partition_oid = oid,
+            "a partition was dropped (or left a table without a key): its rows stay in ClickHouse. To remove them, drop the ClickHouse table and restart: it is copied anew");
+        return record_retired(ctx, s, oid).await;
+    };
+    let (schema, name): (String, String) = (now.get(0), now.get(1));
+    // Every transaction that could have written below `at` has ended before the read below.
+    let at: String = client
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .map_err(pg)?
+        .get(0);
+    let running: Vec<String> = client
+        .query_one(
+            "SELECT coalesce(array_agg(x::text), '{}') FROM pg_snapshot_xip(pg_current_snapshot()) x",
+            &[],
+        )
+        .await
+        .map_err(pg)?
+        .get(0);
+    let waiting = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        let left: i64 = client
+            .query_one(
+                "SELECT count(*) FROM unnest($1::text[]) x WHERE pg_xact_status(x::xid8) = 'in progress'",
+                &[&running],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        if left == 0 {
+            break;
+        }
+        if !said && waiting.elapsed() > Duration::from_secs(10) {
+            tracing::info!(pipeline = %ctx.pipeline, table = %s.qualified(), transactions = left,
+                "a partition was detached: waiting for the transactions running then to end before its rows are deleted");
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let version = crate::protocol::pgoutput::parse_lsn(&at)
+        .unwrap_or(1)
+        .saturating_sub(1);
+    let cols: Vec<String> = keys.iter().map(|&i| pg_ident(&s.columns[i].name)).collect();
+    let same: Vec<String> = cols.iter().map(|c| format!("t.{c} = d.{c}")).collect();
+    let sql = format!(
+        "COPY (SELECT {} FROM ONLY {}.{} d WHERE NOT EXISTS (SELECT 1 FROM {}.{} t WHERE {})) TO STDOUT",
+        cols.iter().map(|c| format!("d.{c}")).collect::<Vec<_>>().join(", "),
+        pg_ident(&schema),
+        pg_ident(&name),
+        pg_ident(&s.schema),
+        pg_ident(&s.name),
+        same.join(" AND ")
+    );
+    let stream = client.copy_out(sql.as_str()).await.map_err(pg)?;
+    futures_util::pin_mut!(stream);
+    let (mut batch, mut partial, mut deleted) = (Vec::new(), Vec::new(), 0u64);
+    while let Some(buf) = stream.next().await {
+        partial.extend_from_slice(&buf.map_err(pg)?);
+        let mut start = 0;
+        while let Some(pos) = partial[start..].iter().position(|&b| b == b'\n') {
+            let mut key = Vec::with_capacity(keys.len());
+            crate::clients::postgres::catalog::parse_copy_line(
+                &partial[start..start + pos],
+                &mut key,
+            )
+            .filter(|_| key.len() == keys.len())
+            .ok_or_else(|| PgError::Protocol {
+                addr: ctx.params.addr(),
+                message: format!("unreadable COPY line of keys of {schema}.{name}"),
+            })?;
+            start += pos + 1;
+            let mut cells = vec![Cell::Null; s.columns.len()];
+            for (&i, v) in keys.iter().zip(key) {
+                cells[i] = v;
+            }
+            batch.push(ChangeItem::row(
+                s.rel_id,
+                RowOp::Delete,
+                version,
+                cells,
+                (0, 0),
+            ));
+            if batch.len() >= ctx.message_rows {
+                deleted += batch.len() as u64;
+                backfill::send(ctx, s.rel_id, None, std::mem::take(&mut batch)).await?;
+            }
+        }
+        partial.drain(..start);
+    }
+    if !batch.is_empty() {
+        deleted += batch.len() as u64;
+        backfill::send(ctx, s.rel_id, None, batch).await?;
+    }
+    record_retired(ctx, s, oid).await?;
+    tracing::info!(pipeline = %ctx.pipeline, table = %s.qualified(), partition = %format!("{schema}.{name}"), rows = deleted,
+        "a partition was detached: its rows are deleted from ClickHouse");
+    Ok(())
+}
+
+/// Records, once the sink wrote everything sent before, that `oid` no longer belongs to `s`.
+async fn record_retired(
+    ctx: &backfill::Ctx<'_>,
+    s: &SharedSchema,
+    oid: u32,
+) -> Result<(), backfill::BackfillError> {
+    let entry = vec![ctx.shared.partition_retired(s, oid, ctx.incarnation)];
+    ctx.edge
+        .call(
+            |r| crate::cdc::change::SinkMsg::WriteState(entry, r),
+            Duration::from_secs(600),
+        )
+        .await?
+        .map_err(backfill::BackfillError::Sink)
 }
 
 #[cfg(test)]

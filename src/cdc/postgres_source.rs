@@ -730,14 +730,17 @@ impl Stream {
                         .await?
                         .map_err(SourceError::Sink)?;
                 }
-                Some(rec) => {
-                    for gone in rec.difference(&now) {
-                        tracing::warn!(pipeline = %self.pipeline, table = %table.qualified(), partition_oid = gone, "a partition was detached (or dropped) while tributary was away: its rows stay in ClickHouse; resync the table to remove them");
-                    }
-                }
+                Some(_) => {}
             }
             let table_jobs =
                 partitions::jobs_for(table, filters.get(p), leaves, recorded.as_ref(), &progress);
+            // Partitions detached while tributary was away: their rows leave ClickHouse (they
+            // stay in the recorded list until they have).
+            let gone = recorded
+                .iter()
+                .flat_map(|rec| rec.difference(&now))
+                .map(|&oid| partitions::retire_job(table, oid));
+            let gone: Vec<Job> = gone.collect();
             self.copy
                 .partitions
                 .lock()
@@ -745,6 +748,7 @@ impl Stream {
                 .insert(*p, recorded.unwrap_or(now));
             backfill::register(client, params, &self.copy, &table_jobs).await?;
             jobs.extend(table_jobs);
+            jobs.extend(gone);
         }
         Ok(jobs)
     }
@@ -768,6 +772,7 @@ impl Stream {
             filter,
             from: TableCopy::Pending,
             partition: None,
+            detached: false,
         })
     }
 
@@ -854,6 +859,7 @@ impl Stream {
                     filter: filters.get(r).cloned(),
                     from,
                     partition: None,
+                    detached: false,
                 }
             })
             .filter(|j| j.from != TableCopy::Done)
