@@ -718,19 +718,16 @@ impl Stream {
                 .map(|(l, v)| (l.oid, TableCopy::parse(v.as_deref(), incarnation)))
                 .collect();
             let now: BTreeSet<u32> = leaves.iter().map(|l| l.oid).collect();
-            match &recorded {
-                None => {
-                    let entry = vec![backfill::partitions_entry(
-                        &table.qualified(),
-                        incarnation,
-                        &now,
-                    )];
-                    self.edge
-                        .call(|r| SinkMsg::WriteState(entry, r), Duration::from_secs(60))
-                        .await?
-                        .map_err(SourceError::Sink)?;
-                }
-                Some(_) => {}
+            if recorded.is_none() {
+                let entry = vec![backfill::partitions_entry(
+                    &table.qualified(),
+                    incarnation,
+                    &now,
+                )];
+                self.edge
+                    .call(|r| SinkMsg::WriteState(entry, r), Duration::from_secs(60))
+                    .await?
+                    .map_err(SourceError::Sink)?;
             }
             let table_jobs =
                 partitions::jobs_for(table, filters.get(p), leaves, recorded.as_ref(), &progress);
