@@ -1,13 +1,18 @@
-//! Copies a table whose rows the stream alone would not bring (a table added to a running
-//! pipeline) while every table keeps streaming: in chunks in key order, each one statement
-//! (its own short snapshot, so nothing pins the xmin horizon for the whole copy), each
-//! recorded in the pipeline state once the sink has written it, so that a restart resumes
-//! after the last recorded chunk.
+//! Copies the tables whose rows the stream alone would not bring (every table at the first
+//! start, a table added to a running pipeline, an attached partition) while every table keeps
+//! streaming, several at once (`postgres.snapshot_workers`): in chunks in key order, each one
+//! statement (its own short snapshot, so nothing pins the xmin horizon for the whole copy),
+//! each recorded in the pipeline state once the sink has written it, so that a restart resumes
+//! after the last recorded chunk. (Debezium's incremental snapshots and Netflix's DBLog
+//! interleave chunks with the stream the same way; here ClickHouse's versions take the place
+//! of their watermarks.)
 //!
 //! Why rows read at any time are right: the table is in the publication and the slot streams
-//! every change committed after that; copied rows carry `_version = 0`, so any streamed change
-//! of the same key wins in FINAL, and a copied row is never older than what the stream sent
-//! before it was read. Two cases need care and get it here:
+//! every change committed after that; copied rows carry the version of a [`read_position`]
+//! taken before the copy reads, so a streamed change the copy missed wins in FINAL, and the
+//! copy wins over every change it includes and every version an earlier life of the table left
+//! (a re-copy through Kafka, deletes of a detached partition). Two cases need care and get it
+//! here:
 //! - a TRUNCATE streamed while a chunk read before it is on its way: the stream bumps the
 //!   table's generation under the send lock, and a chunk whose table's generation moved since
 //!   it was read is dropped and the copy starts over;
@@ -212,17 +217,86 @@ pub async fn register(
     Ok(())
 }
 
+/// The version of rows read from now on: `L - 1`, `L` being Postgres's WAL insert position,
+/// returned once every transaction running at `L` has ended. A read that starts after that
+/// reflects every change written below `L`, and a change it does not reflect is written at `L`
+/// or beyond (WAL records are 8-byte aligned, so none starts at `L - 1`): rows read carry a
+/// version above every change they include and below every streamed change they miss, which
+/// then wins in FINAL. Waits as long as those transactions run (logged after 10 s).
+///
+/// The running transactions are those holding the lock on their own transaction id: taken
+/// when the id is assigned (before its first WAL record) and released only once the end is
+/// visible to new snapshots. (A snapshot's `xip` list would miss the ones at or above its
+/// `xmax`, and the commit log says "committed" a moment before new snapshots see it.)
+pub async fn read_position(
+    client: &tokio_postgres::Client,
+    params: &PgParams,
+    pipeline: &str,
+    what: &str,
+) -> Result<u64, PgError> {
+    let pg = |e: tokio_postgres::Error| PgError::client(params.addr(), e);
+    let at: String = client
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .map_err(pg)?
+        .get(0);
+    const RUNNING: &str = "SELECT transactionid::text FROM pg_locks \
+        WHERE locktype = 'transactionid' AND mode = 'ExclusiveLock' AND granted";
+    let running: Vec<String> = client
+        .query_one(
+            &format!("SELECT coalesce(array_agg(transactionid), '{{}}') FROM ({RUNNING}) r"),
+            &[],
+        )
+        .await
+        .map_err(pg)?
+        .get(0);
+    let waiting = std::time::Instant::now();
+    let mut said = false;
+    while !running.is_empty() {
+        let left: i64 = client
+            .query_one(
+                &format!("SELECT count(*) FROM ({RUNNING}) r WHERE transactionid = ANY($1)"),
+                &[&running],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        if left == 0 {
+            break;
+        }
+        if !said && waiting.elapsed() > Duration::from_secs(10) {
+            tracing::info!(pipeline = %pipeline, table = %what, transactions = left,
+                "waiting for transactions that were running to end before the table is read");
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(crate::protocol::pgoutput::parse_lsn(&at)
+        .unwrap_or(1)
+        .saturating_sub(1))
+}
+
 /// Copies `jobs`, then each job that comes in on `more` (all registered with [`register`]),
-/// one after another over a connection of their own.
+/// `workers` at a time, each over a connection of its own.
 pub async fn run(
     ctx: Ctx<'_>,
     jobs: Vec<Job>,
-    mut more: tokio::sync::mpsc::UnboundedReceiver<Job>,
+    more: tokio::sync::mpsc::UnboundedReceiver<Job>,
+    workers: usize,
 ) -> Result<(), BackfillError> {
-    let mut queue: std::collections::VecDeque<Job> = jobs.into();
-    let mut client = None;
-    loop {
-        while let Some(j) = queue.pop_front() {
+    let queue = std::sync::Mutex::new(std::collections::VecDeque::from(jobs));
+    let more = tokio::sync::Mutex::new(more);
+    let worker = || async {
+        let mut client = None;
+        loop {
+            let next = queue.lock().expect("not poisoned").pop_front();
+            let j = match next {
+                Some(j) => j,
+                None => match more.lock().await.recv().await {
+                    Some(j) => j,
+                    None => return Ok::<(), BackfillError>(()),
+                },
+            };
             if client.is_none() {
                 client = Some(catalog::connect(ctx.params).await?);
             }
@@ -240,11 +314,9 @@ pub async fn run(
                 }
             }
         }
-        match more.recv().await {
-            Some(j) => queue.push_back(j),
-            None => return Ok(()),
-        }
-    }
+    };
+    futures_util::future::try_join_all((0..workers.max(1)).map(|_| worker())).await?;
+    Ok(())
 }
 
 async fn copy_table(
@@ -276,7 +348,7 @@ async fn copy_table(
     let mut after = match &j.from {
         TableCopy::Done => return Ok(()),
         TableCopy::Copying { after } => {
-            tracing::info!(pipeline = %ctx.pipeline, table = %what, "resuming the copy of a table added while running");
+            tracing::info!(pipeline = %ctx.pipeline, table = %what, "resuming the table's copy after its last recorded chunk");
             Some(after.clone())
         }
         TableCopy::Pending => None,
@@ -287,11 +359,12 @@ async fn copy_table(
     if after.is_none() && j.partition.is_none() {
         // What an earlier life of the table left in ClickHouse may be older than anything
         // streamed now: start from an empty table.
-        tracing::info!(pipeline = %ctx.pipeline, table = %s.qualified(), "copying a table added while running, as it streams");
+        tracing::info!(pipeline = %ctx.pipeline, table = %s.qualified(), "copying the table, as it streams");
         send(ctx, rel, None, vec![ChangeItem::SnapshotBegin(vec![rel])]).await?;
     }
     let pg = |e: tokio_postgres::Error| BackfillError::Pg(PgError::client(ctx.params.addr(), e));
     let mut copied = 0u64;
+    let mut version = read_position(client, ctx.params, ctx.pipeline, &what).await?;
     loop {
         let generation = ctx.shared.generation(rel);
         let mut conds: Vec<String> = j.filter.iter().map(|f| format!("({f})")).collect();
@@ -340,7 +413,13 @@ async fn copy_table(
                 start += pos + 1;
                 n += 1;
                 last_key = Some(key_of(s, &cells));
-                batch.push(ChangeItem::row(rel, RowOp::Snapshot, 0, cells, (0, 0)));
+                batch.push(ChangeItem::row(
+                    rel,
+                    RowOp::Snapshot,
+                    version,
+                    cells,
+                    (0, 0),
+                ));
                 if batch.len() >= ctx.message_rows || batch_bytes >= ctx.message_bytes {
                     let k = batch.len() as u64;
                     if !send(ctx, rel, Some(generation), std::mem::take(&mut batch)).await? {
@@ -367,11 +446,13 @@ async fn copy_table(
             tracing::info!(pipeline = %ctx.pipeline, table = %what, "TRUNCATE streamed during the copy: the copy starts over");
             after = None;
             record(ctx, j, TableCopy::Pending).await?;
+            // Read anew, after the TRUNCATE: above its fence.
+            version = read_position(client, ctx.params, ctx.pipeline, &what).await?;
             continue;
         }
         if n < ctx.chunk_rows {
             record(ctx, j, TableCopy::Done).await?;
-            tracing::info!(pipeline = %ctx.pipeline, table = %what, rows = copied, "copy of a table added while running complete");
+            tracing::info!(pipeline = %ctx.pipeline, table = %what, rows = copied, "table copied");
             return Ok(());
         }
         after = last_key;

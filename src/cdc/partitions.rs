@@ -158,11 +158,10 @@ pub fn retire_job(table: &SharedSchema, oid: u32) -> Job {
 }
 
 /// Deletes from ClickHouse the rows of a partition gone from its table: every key the
-/// detached partition holds that the table does not hold now. The deletes carry version
-/// `L - 1`, `L` being Postgres's WAL insert position read once every transaction running then
-/// has ended: every change made in the partition before it was detached is at a position
-/// below `L - 1` (WAL records are 8-byte aligned), and a change of the same key made since,
-/// if committed by then, keeps the key out of the deletes, else is at `L` or beyond and wins.
+/// detached partition holds that the table does not hold now, read at a
+/// [`backfill::read_position`]: every change made in the partition before it was detached is
+/// older, and a change of the same key made since either keeps the key out of the deletes
+/// (committed by the read) or is newer and wins.
 /// Recorded (the partition leaves the table's list) once the sink has written the deletes.
 pub async fn retire(
     ctx: &backfill::Ctx<'_>,
@@ -188,44 +187,7 @@ pub async fn retire(
         return record_retired(ctx, s, oid).await;
     };
     let (schema, name): (String, String) = (now.get(0), now.get(1));
-    // Every transaction that could have written below `at` has ended before the read below.
-    let at: String = client
-        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-        .await
-        .map_err(pg)?
-        .get(0);
-    let running: Vec<String> = client
-        .query_one(
-            "SELECT coalesce(array_agg(x::text), '{}') FROM pg_snapshot_xip(pg_current_snapshot()) x",
-            &[],
-        )
-        .await
-        .map_err(pg)?
-        .get(0);
-    let waiting = std::time::Instant::now();
-    let mut said = false;
-    loop {
-        let left: i64 = client
-            .query_one(
-                "SELECT count(*) FROM unnest($1::text[]) x WHERE pg_xact_status(x::xid8) = 'in progress'",
-                &[&running],
-            )
-            .await
-            .map_err(pg)?
-            .get(0);
-        if left == 0 {
-            break;
-        }
-        if !said && waiting.elapsed() > Duration::from_secs(10) {
-            tracing::info!(pipeline = %ctx.pipeline, table = %s.qualified(), transactions = left,
-                "a partition was detached: waiting for the transactions running then to end before its rows are deleted");
-            said = true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let version = crate::protocol::pgoutput::parse_lsn(&at)
-        .unwrap_or(1)
-        .saturating_sub(1);
+    let version = backfill::read_position(client, ctx.params, ctx.pipeline, &s.qualified()).await?;
     let cols: Vec<String> = keys.iter().map(|&i| pg_ident(&s.columns[i].name)).collect();
     let same: Vec<String> = cols.iter().map(|c| format!("t.{c} = d.{c}")).collect();
     let sql = format!(

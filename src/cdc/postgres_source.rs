@@ -346,6 +346,7 @@ impl Stream {
         }
         let mut repl = ReplicationConn::connect(&params).await?;
         let mut start = 0;
+        let mut initial: Vec<Job> = Vec::new();
         let snapshot_needed = match (&slot, &marker) {
             (Some(s), Some(m)) if m.starts_with(&format!("{}@", self.cfg.slot)) => {
                 if s.plugin != "pgoutput" {
@@ -423,9 +424,21 @@ impl Stream {
                     message: "no exported snapshot".into(),
                 })?;
             tracing::info!(pipeline = %self.pipeline, slot = %self.cfg.slot, consistent = %fmt_lsn(consistent), "created slot; snapshot starts");
-            self.snapshot(&client, &params, &snapshot, &schemas, &filters, consistent)
-                .await?;
-            // The marker, that tables' copies are recorded, and every table copied.
+            // Keyless tables are counted by content: a copy taken while they stream would
+            // count some rows twice, so they are read inside the slot's exported snapshot,
+            // before anything streams. Every other table is copied in chunks while everything
+            // streams, resumable (see backfill.rs).
+            let keyless: HashMap<u32, SharedSchema> = schemas
+                .iter()
+                .filter(|(_, s)| s.keyless())
+                .map(|(r, s)| (*r, s.clone()))
+                .collect();
+            if !keyless.is_empty() {
+                self.snapshot(&client, &params, &snapshot, &keyless, &filters, consistent)
+                    .await?;
+            }
+            // The marker, that tables' copies are recorded, and each table's copy: done for
+            // the keyless ones, to take for the others.
             let incarnation = format!("{}@{}", self.cfg.slot, fmt_lsn(consistent));
             let mut done = vec![
                 ("snapshot".to_string(), incarnation.clone()),
@@ -440,10 +453,24 @@ impl Stream {
                 ),
             ];
             for r in &rels {
+                let copied = keyless.contains_key(r);
                 done.push((
                     state_key(&schemas[r].qualified()),
-                    TableCopy::Done.format(&incarnation).unwrap_or_default(),
+                    if copied {
+                        TableCopy::Done.format(&incarnation).unwrap_or_default()
+                    } else {
+                        String::new()
+                    },
                 ));
+                if !copied {
+                    initial.push(Job {
+                        schema: schemas[r].clone(),
+                        filter: filters.get(r).cloned(),
+                        from: TableCopy::Pending,
+                        partition: None,
+                        detached: false,
+                    });
+                }
             }
             for (p, leaves) in &current {
                 let oids: BTreeSet<u32> = leaves.iter().map(|l| l.oid).collect();
@@ -462,13 +489,14 @@ impl Stream {
                 .call(|r| SinkMsg::WriteState(done, r), Duration::from_secs(600))
                 .await?
                 .map_err(SourceError::Sink)?;
-            tracing::info!(pipeline = %self.pipeline, rows = self.counters.snapshot_rows.load(Ordering::Relaxed), "snapshot complete");
+            backfill::register(&client, &params, &self.copy, &initial).await?;
+            tracing::info!(pipeline = %self.pipeline, tables = initial.len(), workers = self.cfg.snapshot_workers, "snapshot: the tables are copied while everything streams");
             start = consistent;
         }
         // Tables without a complete copy in this incarnation (added to the config since) are
         // copied while everything streams.
         let jobs = if snapshot_needed {
-            Vec::new()
+            std::mem::take(&mut initial)
         } else {
             let incarnation = marker.clone().unwrap_or_default();
             let mut jobs = self
@@ -659,7 +687,7 @@ impl Stream {
                 message_rows: self.cfg.chunk_rows,
                 message_bytes: self.cfg.chunk_bytes,
             };
-            backfill::run(ctx, jobs, jobs_rx).await?;
+            backfill::run(ctx, jobs, jobs_rx, self.cfg.snapshot_workers).await?;
             std::future::pending::<Result<(), SourceError>>().await
         };
         let watcher = async {

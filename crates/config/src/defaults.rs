@@ -175,6 +175,14 @@ pub fn chunk_rows() -> usize {
 pub fn snapshot_chunk_rows() -> usize {
     50_000
 }
+/// Tables copied at once: one per core, at least 2 (one reads while another's rows are
+/// written), at most 4.
+pub fn snapshot_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 4)
+}
 pub fn chunk_bytes() -> usize {
     1 << 20
 }

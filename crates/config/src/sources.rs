@@ -173,6 +173,8 @@ pub struct PostgresConfig {
     /// Rows per chunk when a table added to a running pipeline is copied: one statement, and
     /// the unit a restart resumes after.
     pub snapshot_chunk_rows: usize,
+    /// Tables copied at once, each over a connection of its own.
+    pub snapshot_workers: usize,
     /// What makes this section unusable, for validation to report (the first found).
     problem: Option<Problem>,
 }
@@ -229,6 +231,8 @@ struct RawPostgresConfig {
     chunk_bytes: usize,
     #[serde(default = "defaults::snapshot_chunk_rows")]
     snapshot_chunk_rows: usize,
+    #[serde(default = "defaults::snapshot_workers")]
+    snapshot_workers: usize,
 }
 
 /// The first problem found while resolving.
@@ -394,6 +398,7 @@ impl From<RawPostgresConfig> for PostgresConfig {
             chunk_rows: r.chunk_rows,
             chunk_bytes: r.chunk_bytes,
             snapshot_chunk_rows: r.snapshot_chunk_rows,
+            snapshot_workers: r.snapshot_workers,
             problem: problems.0,
         }
     }

@@ -234,6 +234,12 @@ fn validate_postgres(pg: &PostgresConfig) -> Result<(), (String, String)> {
     if pg.snapshot_chunk_rows == 0 {
         return Err(("snapshot_chunk_rows".into(), "must be at least 1".into()));
     }
+    if !(1..=64).contains(&pg.snapshot_workers) {
+        return Err((
+            "snapshot_workers".into(),
+            "must be between 1 and 64 (each is a Postgres connection)".into(),
+        ));
+    }
     if pg.chunk_bytes == 0 {
         return Err(("chunk_bytes".into(), "must be at least 1".into()));
     }
