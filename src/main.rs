@@ -225,6 +225,32 @@ fn status(url: &str) -> ExitCode {
             p["lag_p99_ms"],
             p["confirmed_lsn"].as_str().unwrap_or("-")
         );
+        let copies: Vec<&serde_json::Value> =
+            p["copies"].as_array().into_iter().flatten().collect();
+        let done = copies.iter().filter(|c| c["state"] == "done").count();
+        if !copies.is_empty() {
+            println!("  copies: {done} of {} done", copies.len());
+        }
+        for c in copies.iter().filter(|c| c["state"] != "done") {
+            let (rows, est) = (
+                c["rows_copied"].as_u64().unwrap_or(0),
+                c["rows_estimated"].as_u64().unwrap_or(0),
+            );
+            println!(
+                "  copy {:<40} {:<8} {rows}/~{est} rows{}  {} rows/s  eta {}",
+                c["table"].as_str().unwrap_or(""),
+                c["state"].as_str().unwrap_or(""),
+                if est > 0 {
+                    format!(" ({} %)", (100 * rows / est).min(100))
+                } else {
+                    String::new()
+                },
+                c["rows_per_s"],
+                c["eta_s"]
+                    .as_u64()
+                    .map_or("-".to_string(), |s| format!("{s} s"))
+            );
+        }
         for t in p["stopped_tables"].as_array().into_iter().flatten() {
             println!(
                 "  STOPPED {}: {} ({} changes skipped)",

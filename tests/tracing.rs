@@ -78,6 +78,7 @@ async fn spans_of_a_change_and_of_a_post_share_one_trace_and_reach_the_collector
     // The row must be streamed (its chunk carries an LSN), not copied by the snapshot: the
     // sink creates the table before the slot and its snapshot exist.
     wait_streaming(&c, &w.slot).await;
+    run.copies_done().await;
     c.batch_execute(&format!("INSERT INTO {t} VALUES (1, 'traced')"))
         .await
         .unwrap();
@@ -125,6 +126,7 @@ async fn spans_of_a_change_and_of_a_post_share_one_trace_and_reach_the_collector
     // Through Kafka a table reaches ClickHouse with its first row (Debezium topics carry no
     // schema-only events): wait until the stream runs, then write.
     wait_streaming(&c, &w3.slot).await;
+    run.copies_done().await;
     c.batch_execute(&format!("INSERT INTO {k} VALUES (1, 'through the broker')"))
         .await
         .unwrap();

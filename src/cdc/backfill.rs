@@ -30,7 +30,10 @@ use crate::clients::postgres::{catalog, PgError, PgParams};
 use crate::flow::edge::{Edge, EdgeError};
 use crate::protocol::pgoutput::Cell;
 use crate::protocol::schema::{pg_ident, pg_literal, SharedSchema, TableSchema};
-use crate::runtime::registry::PipelineCounters;
+use crate::runtime::registry::{CopyProgress, CopyState, PipelineCounters};
+
+/// How often a copy logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -161,6 +164,20 @@ pub struct Partition {
 }
 
 impl Job {
+    /// The table as progress shows it: `schema.table`, or for a partition
+    /// `schema.table (partition schema.name)`.
+    pub fn display(&self) -> String {
+        match &self.partition {
+            None => self.schema.qualified(),
+            Some(p) => format!(
+                "{} (partition {}.{})",
+                self.schema.qualified(),
+                p.schema,
+                p.name
+            ),
+        }
+    }
+
     /// Where its copy is recorded: `table:<schema>.<table>`, or for a partition
     /// `table:<schema>.<table>#<partition oid>`.
     pub fn state_key(&self) -> String {
@@ -192,6 +209,7 @@ pub async fn register(
     client: &tokio_postgres::Client,
     params: &PgParams,
     shared: &CopyShared,
+    counters: &PipelineCounters,
     jobs: &[Job],
 ) -> Result<(), BackfillError> {
     for j in jobs {
@@ -202,6 +220,12 @@ pub async fn register(
             )));
         }
         let types = catalog::column_types(client, params, j.schema.rel_id).await?;
+        if let Ok(mut copies) = counters.copies.lock() {
+            copies.insert(
+                j.display(),
+                crate::runtime::registry::CopyProgress::queued(),
+            );
+        }
         shared
             .tables
             .lock()
@@ -346,7 +370,12 @@ async fn copy_table(
         None => s.qualified(),
     };
     let mut after = match &j.from {
-        TableCopy::Done => return Ok(()),
+        TableCopy::Done => {
+            if let Ok(mut copies) = ctx.counters.copies.lock() {
+                copies.remove(&j.display());
+            }
+            return Ok(());
+        }
         TableCopy::Copying { after } => {
             tracing::info!(pipeline = %ctx.pipeline, table = %what, "resuming the table's copy after its last recorded chunk");
             Some(after.clone())
@@ -364,6 +393,35 @@ async fn copy_table(
     }
     let pg = |e: tokio_postgres::Error| BackfillError::Pg(PgError::client(ctx.params.addr(), e));
     let mut copied = 0u64;
+    let estimate: i64 = client
+        .query_one(
+            "SELECT CASE WHEN c.relkind = 'p' THEN \
+               (SELECT coalesce(sum(greatest(l.reltuples, 0)), 0) FROM pg_partition_tree(c.oid) t \
+                JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf) \
+             ELSE greatest(c.reltuples, 0) END::bigint \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2",
+            &[&from_schema, &from_name],
+        )
+        .await
+        .map_err(pg)?
+        .get(0);
+    let shown = j.display();
+    let progress = |f: &dyn Fn(&mut CopyProgress)| {
+        if let Ok(mut copies) = ctx.counters.copies.lock() {
+            f(copies
+                .entry(shown.clone())
+                .or_insert_with(CopyProgress::queued));
+        }
+    };
+    progress(&|p| {
+        p.state = CopyState::Copying;
+        p.estimate = estimate.max(0) as u64;
+        p.resumed = after.is_some();
+        p.started = Some(std::time::Instant::now());
+        p.rows = 0;
+    });
+    let mut logged = std::time::Instant::now();
     let mut version = read_position(client, ctx.params, ctx.pipeline, &what).await?;
     loop {
         let generation = ctx.shared.generation(rel);
@@ -429,6 +487,7 @@ async fn copy_table(
                     batch_bytes = 0;
                     PipelineCounters::add(&ctx.counters.snapshot_rows, k);
                     copied += k;
+                    progress(&|p| p.rows = copied);
                 }
             }
             partial.drain(..start);
@@ -438,6 +497,7 @@ async fn copy_table(
             if send(ctx, rel, Some(generation), std::mem::take(&mut batch)).await? {
                 PipelineCounters::add(&ctx.counters.snapshot_rows, k);
                 copied += k;
+                progress(&|p| p.rows = copied);
             } else {
                 restarted = true;
             }
@@ -452,6 +512,10 @@ async fn copy_table(
         }
         if n < ctx.chunk_rows {
             record(ctx, j, TableCopy::Done).await?;
+            progress(&|p| {
+                p.state = CopyState::Done;
+                p.seconds = p.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+            });
             tracing::info!(pipeline = %ctx.pipeline, table = %what, rows = copied, "table copied");
             return Ok(());
         }
@@ -464,6 +528,19 @@ async fn copy_table(
             },
         )
         .await?;
+        if logged.elapsed() >= PROGRESS_EVERY {
+            logged = std::time::Instant::now();
+            let now = ctx
+                .counters
+                .copies
+                .lock()
+                .ok()
+                .and_then(|c| c.get(&shown).cloned());
+            if let Some(p) = now {
+                tracing::info!(pipeline = %ctx.pipeline, table = %what, rows = p.rows, estimated = p.estimate,
+                    rows_per_s = p.rate().round() as u64, eta_s = p.eta_s().unwrap_or(0), "copy progress");
+            }
+        }
     }
 }
 

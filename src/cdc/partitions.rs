@@ -100,6 +100,7 @@ pub async fn watch(
     c: &Client,
     p: &PgParams,
     shared: &CopyShared,
+    counters: &crate::runtime::registry::PipelineCounters,
     jobs: &UnboundedSender<Job>,
     mut watched: Vec<Watched>,
     every: Duration,
@@ -120,7 +121,7 @@ pub async fn watch(
                     partition: Some(part.clone()),
                     detached: false,
                 };
-                backfill::register(c, p, shared, std::slice::from_ref(&job)).await?;
+                backfill::register(c, p, shared, counters, std::slice::from_ref(&job)).await?;
                 if jobs.send(job).is_err() {
                     return Ok(());
                 }

@@ -489,7 +489,7 @@ impl Stream {
                 .call(|r| SinkMsg::WriteState(done, r), Duration::from_secs(600))
                 .await?
                 .map_err(SourceError::Sink)?;
-            backfill::register(&client, &params, &self.copy, &initial).await?;
+            backfill::register(&client, &params, &self.copy, &self.counters, &initial).await?;
             tracing::info!(pipeline = %self.pipeline, tables = initial.len(), workers = self.cfg.snapshot_workers, "snapshot: the tables are copied while everything streams");
             start = consistent;
         }
@@ -642,6 +642,7 @@ impl Stream {
                                     &client,
                                     &params,
                                     &self.copy,
+                                    &self.counters,
                                     std::slice::from_ref(&job),
                                 )
                                 .await?;
@@ -696,6 +697,7 @@ impl Stream {
                     &client,
                     &params,
                     &self.copy,
+                    &self.counters,
                     &jobs_tx,
                     watched,
                     PARTITION_POLL,
@@ -771,7 +773,7 @@ impl Stream {
                 .lock()
                 .expect("not poisoned")
                 .insert(*p, recorded.unwrap_or(now));
-            backfill::register(client, params, &self.copy, &table_jobs).await?;
+            backfill::register(client, params, &self.copy, &self.counters, &table_jobs).await?;
             jobs.extend(table_jobs);
             jobs.extend(gone);
         }
@@ -901,7 +903,7 @@ impl Stream {
             .map_err(SourceError::Sink)?;
         // Registered before the stream starts: its unchanged TOAST values of these tables
         // are filled from Postgres from the first change on.
-        backfill::register(client, params, &self.copy, &jobs).await?;
+        backfill::register(client, params, &self.copy, &self.counters, &jobs).await?;
         Ok(jobs)
     }
 

@@ -69,8 +69,25 @@ pub struct PipelineStatus {
     pub queues: Vec<Queue>,
     /// Tables the sink stopped (a schema change ClickHouse cannot follow), with why.
     pub stopped_tables: Vec<StoppedTable>,
+    /// Tables' copies since this start (the first snapshot, tables added, partitions
+    /// attached): queued and running first, then done.
+    pub copies: Vec<CopyStatus>,
     /// LLM stage (sentiment pipelines).
     pub llm: Option<LlmStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CopyStatus {
+    pub table: String,
+    pub state: crate::runtime::registry::CopyState,
+    pub rows_copied: u64,
+    /// Postgres's estimate of the table's rows (0: not known).
+    pub rows_estimated: u64,
+    pub rows_per_s: u64,
+    /// Seconds left at the current rate, while copying with an estimate.
+    pub eta_s: Option<u64>,
+    /// Resumed after the last chunk an earlier run recorded.
+    pub resumed: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -216,6 +233,25 @@ impl Observed {
             lag_p50_ms: c.commit_lag.quantile_micros(0.5).map(|us| us / 1000),
             lag_p99_ms: c.commit_lag.quantile_micros(0.99).map(|us| us / 1000),
             queues,
+            copies: {
+                let mut v: Vec<CopyStatus> = c
+                    .copies
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .map(|(table, p)| CopyStatus {
+                        table: table.clone(),
+                        state: p.state,
+                        rows_copied: p.rows,
+                        rows_estimated: p.estimate,
+                        rows_per_s: p.rate().round() as u64,
+                        eta_s: p.eta_s(),
+                        resumed: p.resumed,
+                    })
+                    .collect();
+                v.sort_by_key(|c| c.state == crate::runtime::registry::CopyState::Done);
+                v
+            },
             stopped_tables: c
                 .table_list()
                 .into_iter()
@@ -623,6 +659,41 @@ impl Collector for Observed {
             "1 while the sink has stopped the table (a schema change ClickHouse cannot follow; see /status for why).",
             G,
             tstop,
+        )?;
+        let (mut copied, mut estimated, mut open) = (Vec::new(), Vec::new(), Vec::new());
+        for (n, c) in &all {
+            let copies = c.copies.lock().unwrap_or_else(|e| e.into_inner());
+            for (table, p) in copies.iter() {
+                let labels = vec![("pipeline", n.clone()), ("table", table.clone())];
+                copied.push((labels.clone(), p.rows as f64));
+                estimated.push((labels, p.estimate as f64));
+            }
+            let left = copies
+                .values()
+                .filter(|p| p.state != crate::runtime::registry::CopyState::Done)
+                .count();
+            open.push((vec![("pipeline", n.clone())], left as f64));
+        }
+        sample(
+            &mut enc,
+            "tributary_copy_rows",
+            "Rows a table's copy has sent in this run (the first snapshot, a table added, a partition attached).",
+            G,
+            copied,
+        )?;
+        sample(
+            &mut enc,
+            "tributary_copy_rows_estimated",
+            "Rows Postgres estimates a table being copied holds (pg_class.reltuples; 0: not known).",
+            G,
+            estimated,
+        )?;
+        sample(
+            &mut enc,
+            "tributary_copies_unfinished",
+            "Tables' copies queued or running.",
+            G,
+            open,
         )?;
         let reasons: Vec<_> = self
             .registry

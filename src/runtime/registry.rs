@@ -112,6 +112,9 @@ pub struct PipelineCounters {
     pub insert_duration: Log2Histogram,
     /// Per table (`schema.table`): rows and bytes taken in, rows and bytes written.
     pub tables: Mutex<BTreeMap<String, Arc<TableCounters>>>,
+    /// Tables' copies since this start (the first snapshot, tables added, partitions
+    /// attached), by table (`schema.table`, a partition as `schema.table (partition s.p)`).
+    pub copies: Mutex<BTreeMap<String, CopyProgress>>,
     /// Kafka: messages acknowledged by the broker (sink) and taken from it (source).
     pub kafka_produced: AtomicU64,
     pub kafka_consumed: AtomicU64,
@@ -163,6 +166,64 @@ impl PipelineCounters {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopyState {
+    Queued,
+    Copying,
+    Done,
+}
+
+/// How far one table's copy has come in this run.
+#[derive(Debug, Clone)]
+pub struct CopyProgress {
+    pub state: CopyState,
+    /// Rows copied in this run (a copy resumed after a restart counts from there).
+    pub rows: u64,
+    /// Rows Postgres estimates the table holds (`pg_class.reltuples`; 0: not known).
+    pub estimate: u64,
+    /// Resumed after the last chunk an earlier run recorded.
+    pub resumed: bool,
+    pub started: Option<std::time::Instant>,
+    /// Seconds the copy took, once done.
+    pub seconds: f64,
+}
+
+impl CopyProgress {
+    pub fn queued() -> Self {
+        CopyProgress {
+            state: CopyState::Queued,
+            rows: 0,
+            estimate: 0,
+            resumed: false,
+            started: None,
+            seconds: 0.0,
+        }
+    }
+
+    /// Rows per second since the copy started.
+    pub fn rate(&self) -> f64 {
+        let secs = match (self.state, self.started) {
+            (CopyState::Done, _) => self.seconds,
+            (_, Some(t)) => t.elapsed().as_secs_f64(),
+            _ => 0.0,
+        };
+        if secs > 0.0 {
+            self.rows as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    /// Seconds left at the current rate, where the estimate says (a resumed copy's rows
+    /// before the restart are not counted, so its estimate overstates what is left).
+    pub fn eta_s(&self) -> Option<u64> {
+        let rate = self.rate();
+        (self.state == CopyState::Copying && self.estimate > 0 && rate > 0.0)
+            .then(|| (self.estimate.saturating_sub(self.rows) as f64 / rate).ceil() as u64)
     }
 }
 

@@ -353,6 +353,30 @@ impl Running {
         err
     }
 
+    /// Waits until every table's copy of this run is done (the first snapshot's, or those
+    /// of tables added): a row written after that reaches ClickHouse as a streamed change.
+    pub async fn copies_done(&self) {
+        use tributary::runtime::registry::CopyState;
+        let c = self.counters();
+        eventually(Duration::from_secs(60), "the copies to finish", || {
+            let c = c.clone();
+            async move {
+                let copies = c.copies.lock().unwrap();
+                let left: Vec<&String> = copies
+                    .iter()
+                    .filter(|(_, p)| p.state != CopyState::Done)
+                    .map(|(t, _)| t)
+                    .collect();
+                if !copies.is_empty() && left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("not copied yet: {left:?}"))
+                }
+            }
+        })
+        .await
+    }
+
     pub fn counters(&self) -> Arc<tributary::runtime::registry::PipelineCounters> {
         self.registry.pipeline(&self.pipeline)
     }

@@ -54,7 +54,8 @@ async fn added_table(target: Target) {
          CREATE TABLE {added} (id int PRIMARY KEY, n int, big text);
          ALTER TABLE {added} ALTER COLUMN big SET STORAGE EXTERNAL;
          INSERT INTO {added} SELECT g, g, CASE WHEN g % 100 = 0 THEN repeat(md5(g::text), 100) ELSE 'small' || g END
-           FROM generate_series(1, 100000) g;"
+           FROM generate_series(1, 100000) g;
+         ANALYZE {added};"
     ))
     .await
     .unwrap();
@@ -105,6 +106,26 @@ async fn added_table(target: Target) {
     assert!(
         (100_000..100_000 + 3 * 5000).contains(&copied),
         "resumed, not copied again from zero: {copied} rows copied"
+    );
+    // Its progress, as /status shows it: done, resumed, against Postgres's estimate.
+    let status = tributary::ops::metrics::Observed {
+        registry: run.registry.clone(),
+        pipelines: vec![(run.pipeline.clone(), run.handles[0].clone())],
+        started: std::time::Instant::now(),
+        admin: None,
+    }
+    .status();
+    let p = status.pipelines[0]
+        .copies
+        .iter()
+        .find(|p| p.table == format!("public.{added}"))
+        .expect("the copy's progress");
+    assert_eq!(p.state, tributary::runtime::registry::CopyState::Done);
+    assert!(p.resumed, "{p:?}");
+    assert!((90_000..=110_000).contains(&p.rows_estimated), "{p:?}");
+    assert!(
+        p.rows_copied > 0 && p.rows_copied < 100_000,
+        "counted from the resume: {p:?}"
     );
     // Another restart copies nothing more.
     run.stop().await;
