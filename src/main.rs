@@ -240,11 +240,9 @@ fn status(url: &str) -> ExitCode {
                 "  copy {:<40} {:<8} {rows}/~{est} rows{}  {} rows/s  eta {}",
                 c["table"].as_str().unwrap_or(""),
                 c["state"].as_str().unwrap_or(""),
-                if est > 0 {
-                    format!(" ({} %)", (100 * rows / est).min(100))
-                } else {
-                    String::new()
-                },
+                (100 * rows)
+                    .checked_div(est)
+                    .map_or(String::new(), |pct| format!(" ({} %)", pct.min(100))),
                 c["rows_per_s"],
                 c["eta_s"]
                     .as_u64()

@@ -567,6 +567,16 @@ async fn status_page_renders_in_headless_chromium() {
     })
     .await;
     assert!(dom.contains("id=\"ready\" class=\"yes\""), "ready is shown");
+    // The first snapshot's copy, done: counted under the copies' table.
+    let dom = eventually(T, "the copy shown done", || async {
+        let dom = render_page(port, &profile).await?;
+        if dom.contains("1 of 1 copied") {
+            Ok(dom)
+        } else {
+            Err(dom.chars().take(400).collect())
+        }
+    })
+    .await;
     for actor in ["root", "root/cdc", "root/cdc/sink", "root/cdc/source"] {
         let row = dom
             .split(&format!("data-actor=\"{actor}\""))
