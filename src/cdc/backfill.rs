@@ -45,6 +45,9 @@ pub struct CopyShared {
     /// The tables being copied, each with its generation (bumped by a streamed TRUNCATE)
     /// and its columns' SQL types (for lookups by key).
     pub tables: std::sync::Mutex<HashMap<u32, Copying>>,
+    /// Each table's schema as the stream sent it last (set under the send lock): a copy
+    /// reads the columns the sink expects, and drops a chunk read under an older schema.
+    pub schemas: std::sync::Mutex<HashMap<u32, SharedSchema>>,
     /// The partitions (OIDs) each partitioned table's copy covers: its own copy's, and each
     /// attached since and copied.
     pub partitions: std::sync::Mutex<HashMap<u32, std::collections::BTreeSet<u32>>>,
@@ -84,6 +87,23 @@ impl CopyShared {
                 }
             }
         }
+    }
+
+    /// Called with the send lock held, for the schemas of a chunk the stream is about to send.
+    pub fn schemas_sent(&self, sent: &[SharedSchema]) {
+        if sent.is_empty() {
+            return;
+        }
+        if let Ok(mut now) = self.schemas.lock() {
+            for s in sent {
+                now.insert(s.rel_id, s.clone());
+            }
+        }
+    }
+
+    /// Table `rel`'s schema as the stream sent it last.
+    pub fn schema(&self, rel: u32) -> Option<SharedSchema> {
+        self.schemas.lock().ok().and_then(|m| m.get(&rel).cloned())
     }
 
     /// Records that `partition` of `table` is copied; the state entry that says which
@@ -352,14 +372,6 @@ async fn copy_table(
     let s = &j.schema;
     let rel = s.rel_id;
     let types = ctx.shared.types(rel).unwrap_or_default();
-    let keys: Vec<&str> = s
-        .key_indexes()
-        .iter()
-        .map(|&i| s.columns[i].name.as_str())
-        .collect();
-    let key_list: Vec<String> = keys.iter().map(|k| pg_ident(k)).collect();
-    let key_list = key_list.join(", ");
-    let cols: Vec<String> = s.columns.iter().map(|c| pg_ident(&c.name)).collect();
     // A partition attached while running is read from itself; a table from itself.
     let (from_schema, from_name) = match &j.partition {
         Some(p) => (p.schema.as_str(), p.name.as_str()),
@@ -425,6 +437,17 @@ async fn copy_table(
     let mut version = read_position(client, ctx.params, ctx.pipeline, &what).await?;
     loop {
         let generation = ctx.shared.generation(rel);
+        // The columns the sink expects now: a schema change streamed during the copy
+        // (ADD COLUMN, say) applies from the next chunk on.
+        let s: SharedSchema = ctx.shared.schema(rel).unwrap_or_else(|| j.schema.clone());
+        let keys: Vec<&str> = s
+            .key_indexes()
+            .iter()
+            .map(|&i| s.columns[i].name.as_str())
+            .collect();
+        let key_list: Vec<String> = keys.iter().map(|k| pg_ident(k)).collect();
+        let key_list = key_list.join(", ");
+        let cols: Vec<String> = s.columns.iter().map(|c| pg_ident(&c.name)).collect();
         let mut conds: Vec<String> = j.filter.iter().map(|f| format!("({f})")).collect();
         if let Some(a) = &after {
             let lits: Vec<String> = keys
@@ -452,7 +475,7 @@ async fn copy_table(
         let mut batch: Vec<ChangeItem> = Vec::new();
         let (mut batch_bytes, mut n) = (0usize, 0usize);
         let mut last_key: Option<Vec<String>> = None;
-        let mut restarted = false;
+        let mut outcome = Sent::Yes;
         let mut partial: Vec<u8> = Vec::new();
         'read: while let Some(buf) = stream.next().await {
             partial.extend_from_slice(&buf.map_err(pg)?);
@@ -470,7 +493,7 @@ async fn copy_table(
                 batch_bytes += pos;
                 start += pos + 1;
                 n += 1;
-                last_key = Some(key_of(s, &cells));
+                last_key = Some(key_of(&s, &cells));
                 batch.push(ChangeItem::row(
                     rel,
                     RowOp::Snapshot,
@@ -480,8 +503,9 @@ async fn copy_table(
                 ));
                 if batch.len() >= ctx.message_rows || batch_bytes >= ctx.message_bytes {
                     let k = batch.len() as u64;
-                    if !send(ctx, rel, Some(generation), std::mem::take(&mut batch)).await? {
-                        restarted = true;
+                    outcome =
+                        send(ctx, rel, Some((generation, &s)), std::mem::take(&mut batch)).await?;
+                    if outcome != Sent::Yes {
                         break 'read;
                     }
                     batch_bytes = 0;
@@ -492,17 +516,22 @@ async fn copy_table(
             }
             partial.drain(..start);
         }
-        if !restarted && !batch.is_empty() {
+        if outcome == Sent::Yes && !batch.is_empty() {
             let k = batch.len() as u64;
-            if send(ctx, rel, Some(generation), std::mem::take(&mut batch)).await? {
+            outcome = send(ctx, rel, Some((generation, &s)), std::mem::take(&mut batch)).await?;
+            if outcome == Sent::Yes {
                 PipelineCounters::add(&ctx.counters.snapshot_rows, k);
                 copied += k;
                 progress(&|p| p.rows = copied);
-            } else {
-                restarted = true;
             }
         }
-        if restarted {
+        if outcome == Sent::SchemaChanged {
+            // The chunk is read again with the new columns (what was sent of it is sent
+            // again: the same rows at the same version).
+            tracing::info!(pipeline = %ctx.pipeline, table = %what, "the table's schema changed during the copy: the chunk is read again");
+            continue;
+        }
+        if outcome == Sent::Truncated {
             tracing::info!(pipeline = %ctx.pipeline, table = %what, "TRUNCATE streamed during the copy: the copy starts over");
             after = None;
             record(ctx, j, TableCopy::Pending).await?;
@@ -555,17 +584,37 @@ fn key_of(s: &TableSchema, cells: &[Cell]) -> Vec<String> {
         .collect()
 }
 
-/// Sends `items` with the send lock held; with `generation`, only while the table is still
-/// in it (a streamed TRUNCATE moves it on). Whether they were sent.
+/// Whether a copy's message was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sent {
+    Yes,
+    /// Not sent: a TRUNCATE streamed since the rows were read (the copy starts over).
+    Truncated,
+    /// Not sent: the stream sent another schema of the table since (the chunk is read again).
+    SchemaChanged,
+}
+
+/// Sends `items` with the send lock held; with `read_under` (the table's generation and
+/// schema when the rows were read), only while the table is still in both (a streamed
+/// TRUNCATE moves its generation on, a streamed schema change its schema).
 pub(crate) async fn send(
     ctx: &Ctx<'_>,
     rel: u32,
-    generation: Option<u64>,
+    read_under: Option<(u64, &SharedSchema)>,
     items: Vec<ChangeItem>,
-) -> Result<bool, BackfillError> {
+) -> Result<Sent, BackfillError> {
     let _held = ctx.shared.send_lock.lock().await;
-    if generation.is_some_and(|g| g != ctx.shared.generation(rel)) {
-        return Ok(false);
+    if let Some((generation, schema)) = read_under {
+        if generation != ctx.shared.generation(rel) {
+            return Ok(Sent::Truncated);
+        }
+        if ctx
+            .shared
+            .schema(rel)
+            .is_some_and(|now| !std::sync::Arc::ptr_eq(&now, schema))
+        {
+            return Ok(Sent::SchemaChanged);
+        }
     }
     let trace = tracing::info_span!(parent: None, "cdc.backfill", pipeline = %ctx.pipeline, rows = items.len());
     let queue_span = tracing::info_span!(parent: &trace, "edge.queue");
@@ -579,7 +628,7 @@ pub(crate) async fn send(
     ctx.edge
         .send(move |permit| SinkMsg::Changes(chunk, permit))
         .await?;
-    Ok(true)
+    Ok(Sent::Yes)
 }
 
 /// Records the table's copy once the sink has written everything sent before (the state

@@ -218,6 +218,8 @@ struct ChunkBuilder {
     commit: Option<Lsn>,
     commit_times: Vec<i64>,
     trace: Option<(Span, Span)>,
+    /// Schemas among the items (rare): the copies read with the one sent last.
+    schemas: Vec<SharedSchema>,
 }
 
 impl ChunkBuilder {
@@ -231,6 +233,7 @@ impl ChunkBuilder {
             commit: None,
             commit_times: Vec::new(),
             trace: None,
+            schemas: Vec::new(),
         }
     }
     fn is_empty(&self) -> bool {
@@ -262,6 +265,9 @@ impl ChunkBuilder {
             if !self.tables.contains(rel_id) {
                 self.tables.push(*rel_id);
             }
+        }
+        if let ChangeItem::Schema(s) = &item {
+            self.schemas.push(s.clone());
         }
         self.items.push(item);
     }
@@ -922,6 +928,7 @@ impl Stream {
         // checks under the same lock before it sends one.
         let _held = self.copy.send_lock.lock().await;
         self.copy.truncating(&c.items);
+        self.copy.schemas_sent(&c.schemas);
         let commit = c.commit;
         PipelineCounters::add(&self.counters.rows_read, c.rows as u64);
         let (trace, decode) = c.trace.unwrap_or_else(|| (tracing::info_span!(parent: None, "cdc.chunk", pipeline = %self.pipeline, rows = tracing::field::Empty, lsn = tracing::field::Empty, tables = tracing::field::Empty), Span::none()));
