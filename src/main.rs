@@ -31,6 +31,19 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Make a table's ClickHouse copy equal to Postgres again, while everything streams: the
+    /// running tributary of this config copies the table over what ClickHouse has, then
+    /// deletes the rows Postgres no longer has (through its admin API: `[admin]` enabled).
+    Resync {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// `schema.table` (or a table of `public`).
+        #[arg(short, long)]
+        table: String,
+        /// The pipeline, where several replicate tables of that name.
+        #[arg(long)]
+        pipeline: Option<String>,
+    },
     /// Print the status of a running tributary (its `/status`), as a table.
     Status {
         /// The running process's HTTP listener.
@@ -65,9 +78,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let path = match &cli.command {
-        Command::Run { config } | Command::Check { config } | Command::Eval { config, .. } => {
-            config.clone()
-        }
+        Command::Run { config }
+        | Command::Check { config }
+        | Command::Eval { config, .. }
+        | Command::Resync { config, .. } => config.clone(),
         Command::Status { url } => return status(url),
     };
     let cfg = match Config::load(&path) {
@@ -90,6 +104,9 @@ fn main() -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Run { .. } => run(cfg).await,
+            Command::Resync {
+                table, pipeline, ..
+            } => resync(&cfg, &table, pipeline.as_deref()).await,
             Command::Status { .. } => unreachable!("handled above"),
             Command::Eval {
                 file,
@@ -175,6 +192,61 @@ fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runti
         .build()
         .map_err(|e| eprintln!("tributary: cannot start the runtime: {e}"))
         .ok()
+}
+
+/// Asks the running tributary of `cfg` (its HTTP listener and admin token) to resync `table`.
+async fn resync(cfg: &Config, table: &str, pipeline: Option<&str>) -> anyhow::Result<ExitCode> {
+    if !cfg.admin.enabled || cfg.admin.token.is_empty() {
+        anyhow::bail!(
+            "resync goes through the running tributary's admin API: set [admin] enabled = true and a token in the config, and restart it"
+        );
+    }
+    if cfg.http.listen.is_empty() {
+        anyhow::bail!(
+            "resync goes through the running tributary's HTTP listener: http.listen is empty"
+        );
+    }
+    tributary::clients::tls::install_default_provider();
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let mut url = format!(
+        "http://{}/admin/resync?table={}",
+        cfg.http.listen,
+        enc(table)
+    );
+    if let Some(p) = pipeline {
+        url.push_str(&format!("&pipeline={}", enc(p)));
+    }
+    let r = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(cfg.admin.token.expose())
+        .timeout(std::time::Duration::from_secs(900))
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "no running tributary answers at {}: {}",
+                cfg.http.listen,
+                e.without_url()
+            )
+        })?;
+    let status = r.status();
+    let body = r.text().await.unwrap_or_default();
+    if status.is_success() {
+        print!("{body}");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprint!("tributary resync: {body}");
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 fn status(url: &str) -> ExitCode {

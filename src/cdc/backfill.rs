@@ -173,6 +173,10 @@ pub struct Job {
     /// The partition was detached (or dropped): its rows are deleted from ClickHouse instead
     /// of copied (see [`crate::cdc::partitions::retire`]).
     pub detached: bool,
+    /// A resync: the table is copied over what ClickHouse has (no TRUNCATE: it stays
+    /// readable), then the rows whose latest version is below this (the resync's first read
+    /// position) are deleted: Postgres no longer has them.
+    pub purge_below: Option<u64>,
 }
 
 /// A partition of a replicated partitioned table.
@@ -206,6 +210,38 @@ impl Job {
             Some(p) => format!("{}#{}", state_key(&self.schema.qualified()), p.oid),
         }
     }
+}
+
+/// A request to resync a table (`schema.table`, or a table of `public`), answered with what
+/// was queued or why not.
+pub struct ResyncRequest {
+    pub table: String,
+    pub reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+}
+
+/// Where a pipeline's Postgres source takes resync requests while it streams (`None` while it
+/// does not).
+pub type ResyncPort =
+    std::sync::Arc<std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<ResyncRequest>>>>;
+
+/// Asks the pipeline behind `port` to resync `table`; waits for its answer.
+pub async fn request_resync(port: &ResyncPort, table: &str) -> Result<String, String> {
+    let sender = port
+        .lock()
+        .map_err(|_| "the source's port is poisoned".to_string())?
+        .clone()
+        .ok_or_else(|| "the pipeline's Postgres source is not streaming now".to_string())?;
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    sender
+        .send(ResyncRequest {
+            table: table.to_string(),
+            reply,
+        })
+        .map_err(|_| "the pipeline's Postgres source is restarting".to_string())?;
+    tokio::time::timeout(Duration::from_secs(600), answer)
+        .await
+        .map_err(|_| "no answer from the source within 10 minutes".to_string())?
+        .map_err(|_| "the pipeline's Postgres source restarted".to_string())?
 }
 
 /// What a copy needs of its pipeline.
@@ -397,7 +433,7 @@ async fn copy_table(
     if after.is_none() && j.partition.is_some() {
         tracing::info!(pipeline = %ctx.pipeline, table = %what, "copying a partition attached while running, as it streams");
     }
-    if after.is_none() && j.partition.is_none() {
+    if after.is_none() && j.partition.is_none() && j.purge_below.is_none() {
         // What an earlier life of the table left in ClickHouse may be older than anything
         // streamed now: start from an empty table.
         tracing::info!(pipeline = %ctx.pipeline, table = %s.qualified(), "copying the table, as it streams");
@@ -540,6 +576,17 @@ async fn copy_table(
             continue;
         }
         if n < ctx.chunk_rows {
+            if let Some(below) = j.purge_below {
+                let purged = ctx
+                    .edge
+                    .call(
+                        |reply| SinkMsg::Purge { rel, below, reply },
+                        Duration::from_secs(3600),
+                    )
+                    .await?
+                    .map_err(BackfillError::Sink)?;
+                tracing::info!(pipeline = %ctx.pipeline, table = %what, rows = copied, deleted = purged, "resync complete");
+            }
             record(ctx, j, TableCopy::Done).await?;
             progress(&|p| {
                 p.state = CopyState::Done;
@@ -636,6 +683,10 @@ pub(crate) async fn send(
 async fn record(ctx: &Ctx<'_>, j: &Job, copy: TableCopy) -> Result<(), BackfillError> {
     let value = copy.format(ctx.incarnation).unwrap_or_default();
     let mut entries = vec![(j.state_key(), value)];
+    // A resync is over once its copy is complete (and the rows left over are deleted).
+    if copy == TableCopy::Done && j.purge_below.is_some() {
+        entries.push((resync_key(&j.schema.qualified()), String::new()));
+    }
     // A partition copied is one the table's copy now covers.
     if let (Some(p), TableCopy::Done) = (&j.partition, &copy) {
         entries.push(
@@ -650,6 +701,21 @@ async fn record(ctx: &Ctx<'_>, j: &Job, copy: TableCopy) -> Result<(), BackfillE
         )
         .await?
         .map_err(BackfillError::Sink)
+}
+
+/// The state key of a resync of table `qualified` under way: `resync:<schema>.<table>` =
+/// `<incarnation>|<version>` (the version below which rows left over are deleted at its end).
+pub fn resync_key(qualified: &str) -> String {
+    format!("resync:{qualified}")
+}
+
+/// The version of a resync recorded in `incarnation`.
+pub fn parse_resync(value: Option<&str>, incarnation: &str) -> Option<u64> {
+    value?
+        .strip_prefix(incarnation)?
+        .strip_prefix('|')?
+        .parse()
+        .ok()
 }
 
 /// The state entry of the partitions a partitioned table's copy covers:

@@ -119,6 +119,14 @@ pub enum SinkMsg {
         Vec<String>,
         RpcReplyPort<Result<Vec<Option<String>>, String>>,
     ),
+    /// Flush everything taken in, then delete from table `rel` every row whose latest version
+    /// is below `below` (a resync's copy wrote every row Postgres has at `below` or above:
+    /// the rest are rows Postgres no longer has); reply with how many.
+    Purge {
+        rel: u32,
+        below: u64,
+        reply: RpcReplyPort<Result<u64, String>>,
+    },
     /// A task of the sink failed (a Kafka delivery): the sink fails with this reason.
     Fail(String),
 }

@@ -296,6 +296,15 @@ impl Actor for ClickHouseSink {
                 let _ = reply.send(r.as_ref().map(|m| m.clone()).map_err(|e| e.to_string()));
                 r?;
             }
+            SinkMsg::Purge { rel, below, reply } => {
+                let r = st.purge(rel, below).await;
+                let _ = reply.send(r.as_ref().map(|n| *n).map_err(|e| e.to_string()));
+                if let Err(e) = r {
+                    if !matches!(e, SinkError::Schema(_)) {
+                        return Err(e.into());
+                    }
+                }
+            }
             SinkMsg::Fail(reason) => return Err(SinkError::Protocol(reason).into()),
         }
         Ok(())
@@ -923,6 +932,48 @@ impl SinkState {
         self.ch.execute(&drop).await?;
         self.ch.execute(&create).await?;
         Ok(())
+    }
+
+    /// Deletes the rows of table `rel` whose latest version is below `below` (see
+    /// [`SinkMsg::Purge`]), with tombstones at `below`: a change streamed since has a higher
+    /// version and wins over them. How many.
+    async fn purge(&mut self, rel: u32, below: u64) -> Result<u64, SinkError> {
+        self.flush().await?;
+        let Some(t) = self.tables.get_mut(&rel) else {
+            return Err(SinkError::Schema(format!(
+                "relation {rel} is not a table this sink writes (stopped, or not replicated)"
+            )));
+        };
+        if t.keyless {
+            return Err(SinkError::Schema(format!(
+                "{}: a keyless table is counted by content, and cannot be resynced while it streams (a new snapshot copies it)",
+                t.pg_name
+            )));
+        }
+        t.toast.clear();
+        let (db, name) = (ch_ident(&self.ch.database), ch_ident(&t.ch_name));
+        // The whole row: a tombstone lands in the row's partition whatever the partition
+        // key reads.
+        let keys: Vec<String> = t.cols.iter().map(|c| ch_ident(&c.name)).collect();
+        let keys = keys.join(", ");
+        let (ver, del) = (ch_ident(VERSION_COL), ch_ident(DELETED_COL));
+        let stale = format!("FROM {db}.{name} FINAL WHERE {ver} < {below} AND {del} = 0");
+        let n: u64 = self
+            .ch
+            .query_text(&format!("SELECT count() {stale}"))
+            .await?
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        if n > 0 {
+            self.ch
+                .execute(&format!(
+                    "INSERT INTO {db}.{name} ({keys}, {ver}, {del}) SELECT {keys}, {below}, 1 {stale}"
+                ))
+                .await?;
+        }
+        tracing::info!(pipeline = %self.pipeline, table = %t.ch_name, rows = n, "resync: rows Postgres no longer has deleted");
+        Ok(n)
     }
 
     /// The state table's key of `table`'s TRUNCATE fence.

@@ -186,6 +186,13 @@ impl Actor for KafkaSink {
                 let _ = reply.send(r.as_ref().map(|m| m.clone()).map_err(|e| e.to_string()));
                 r?;
             }
+            SinkMsg::Purge { reply, .. } => {
+                // Topics cannot take rows back: what the resync copied went out as `r` events
+                // at a version above every earlier one, and rows Postgres no longer has stay
+                // downstream.
+                tracing::warn!(pipeline = %st.pipeline, "resync through Kafka: rows Postgres no longer has are not removed downstream");
+                let _ = reply.send(Ok(0));
+            }
             SinkMsg::Fail(reason) => return Err(KafkaError::Consumer(reason).into()),
         }
         Ok(())

@@ -83,6 +83,7 @@ pub fn jobs_for(
             from: progress.get(&p.oid).cloned().unwrap_or(TableCopy::Pending),
             partition: Some(p.clone()),
             detached: false,
+            purge_below: None,
         })
         .collect()
 }
@@ -120,6 +121,7 @@ pub async fn watch(
                     from: TableCopy::Pending,
                     partition: Some(part.clone()),
                     detached: false,
+                    purge_below: None,
                 };
                 backfill::register(c, p, shared, counters, std::slice::from_ref(&job)).await?;
                 if jobs.send(job).is_err() {
@@ -155,6 +157,7 @@ pub fn retire_job(table: &SharedSchema, oid: u32) -> Job {
             name: String::new(),
         }),
         detached: true,
+        purge_below: None,
     }
 }
 

@@ -82,6 +82,8 @@ pub struct SourceArgs {
     pub counters: Arc<PipelineCounters>,
     /// How long a graceful stop may wait for the sink to drain.
     pub drain_timeout: Duration,
+    /// Where resync requests come in.
+    pub resync: backfill::ResyncPort,
 }
 
 pub enum SourceMsg {
@@ -127,6 +129,7 @@ impl Actor for PostgresSource {
             writer: writer.clone(),
             idle_lsn: Arc::new(AtomicU64::new(0)),
             copy: CopyShared::default(),
+            resync: args.resync,
         };
         let me = myself.clone();
         let me2 = myself.clone();
@@ -203,6 +206,7 @@ struct Stream {
     idle_lsn: Arc<AtomicU64>,
     /// Shared with the copies of tables added while running.
     copy: CopyShared,
+    resync: backfill::ResyncPort,
 }
 
 /// Builds the next chunk for the sink.
@@ -334,6 +338,10 @@ impl Stream {
         let mut rels: Vec<u32> = schemas.keys().copied().collect();
         rels.sort_unstable();
         keys.extend(rels.iter().map(|r| state_key(&schemas[r].qualified())));
+        keys.extend(
+            rels.iter()
+                .map(|r| backfill::resync_key(&schemas[r].qualified())),
+        );
         let mut states = self
             .edge
             .call(|r| SinkMsg::ReadState(keys, r), Duration::from_secs(60))
@@ -343,7 +351,8 @@ impl Stream {
         let marker = states.next().flatten();
         let copies = states.next().flatten();
         let listed = states.next().flatten();
-        let table_states: Vec<Option<String>> = states.collect();
+        let mut table_states: Vec<Option<String>> = states.collect();
+        let resyncs = table_states.split_off(rels.len());
         // The partitions of partitioned tables now: what a copy of them covers.
         let parents = partitions::partitioned(&client, &params, &rels).await?;
         let mut current: HashMap<u32, Vec<Partition>> = HashMap::new();
@@ -475,6 +484,7 @@ impl Stream {
                         from: TableCopy::Pending,
                         partition: None,
                         detached: false,
+                        purge_below: None,
                     });
                 }
             }
@@ -514,6 +524,7 @@ impl Stream {
                     parse_tables(listed.as_deref(), &incarnation),
                     &rels,
                     &table_states,
+                    &resyncs,
                     &schemas,
                     &filters,
                 )
@@ -712,11 +723,108 @@ impl Stream {
             }
             std::future::pending::<Result<(), SourceError>>().await
         };
+        let (resync_tx, mut resync_rx) = tokio::sync::mpsc::unbounded_channel();
+        if let Ok(mut port) = self.resync.lock() {
+            *port = Some(resync_tx);
+        }
+        let requests = async {
+            while let Some(req) = resync_rx.recv().await {
+                let answer = match self
+                    .resync_job(&client, &params, &req.table, &incarnation, &filters)
+                    .await
+                {
+                    Ok(job) => {
+                        let shown = job.display();
+                        let _ = jobs_tx.send(job);
+                        Ok(format!("resync of {shown} queued"))
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = req.reply.send(answer);
+            }
+            std::future::pending::<Result<(), SourceError>>().await
+        };
         tokio::select! {
             r = streaming => r,
             r = backfill => r,
             r = watcher => r,
+            r = requests => r,
         }
+    }
+
+    /// The job that resyncs `table` (`schema.table`, or a table of `public`): copied over what
+    /// ClickHouse has, the rows left over deleted at the end (see [`Job::purge_below`]),
+    /// recorded so that a restart resumes it. Why not, for a table that cannot be resynced.
+    async fn resync_job(
+        &self,
+        client: &tokio_postgres::Client,
+        params: &PgParams,
+        table: &str,
+        incarnation: &str,
+        filters: &HashMap<u32, String>,
+    ) -> Result<Job, String> {
+        let found = self
+            .copy
+            .schemas
+            .lock()
+            .map_err(|_| "poisoned".to_string())?
+            .values()
+            .find(|s| {
+                s.qualified() == table
+                    || (!table.contains('.') && s.schema == "public" && s.name == table)
+            })
+            .cloned();
+        let Some(schema) = found else {
+            return Err(format!("`{table}` is not a table this pipeline replicates"));
+        };
+        if schema.keyless() {
+            return Err(format!(
+                "{}: a keyless table is counted by content and cannot be copied while it streams (a new snapshot copies it)",
+                schema.qualified()
+            ));
+        }
+        if self
+            .copy
+            .tables
+            .lock()
+            .map_err(|_| "poisoned".to_string())?
+            .contains_key(&schema.rel_id)
+        {
+            return Err(format!("{} is being copied already", schema.qualified()));
+        }
+        let below = backfill::read_position(client, params, &self.pipeline, &schema.qualified())
+            .await
+            .map_err(|e| e.to_string())?;
+        let entries = vec![
+            (
+                backfill::resync_key(&schema.qualified()),
+                format!("{incarnation}|{below}"),
+            ),
+            (state_key(&schema.qualified()), String::new()),
+        ];
+        self.edge
+            .call(|r| SinkMsg::WriteState(entries, r), Duration::from_secs(60))
+            .await
+            .map_err(|e| e.to_string())??;
+        let job = Job {
+            schema: schema.clone(),
+            filter: filters.get(&schema.rel_id).cloned(),
+            from: TableCopy::Pending,
+            partition: None,
+            detached: false,
+            purge_below: Some(below),
+        };
+        backfill::register(
+            client,
+            params,
+            &self.copy,
+            &self.counters,
+            std::slice::from_ref(&job),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        tracing::info!(pipeline = %self.pipeline, table = %schema.qualified(), "resync requested: the table is copied over what ClickHouse has, then the rows Postgres no longer has are deleted");
+        Ok(job)
     }
 
     /// Copy jobs for the partitions attached while tributary was away (not in the recorded
@@ -806,6 +914,7 @@ impl Stream {
             from: TableCopy::Pending,
             partition: None,
             detached: false,
+            purge_below: None,
         })
     }
 
@@ -858,6 +967,7 @@ impl Stream {
         listed: Option<Vec<String>>,
         rels: &[u32],
         states: &[Option<String>],
+        resyncs: &[Option<String>],
         schemas: &HashMap<u32, SharedSchema>,
         filters: &HashMap<u32, String>,
     ) -> Result<Vec<Job>, SourceError> {
@@ -880,8 +990,11 @@ impl Stream {
         let jobs: Vec<Job> = rels
             .iter()
             .zip(states)
-            .map(|(r, v)| {
+            .zip(resyncs)
+            .map(|((r, v), resync)| {
                 let mut from = TableCopy::parse(v.as_deref(), incarnation);
+                // A resync under way resumes (and still deletes what is left over at its end).
+                let purge_below = backfill::parse_resync(resync.as_deref(), incarnation);
                 let name = schemas[r].qualified();
                 if from == TableCopy::Done && listed.as_ref().is_some_and(|l| !l.contains(&name)) {
                     tracing::info!(pipeline = %self.pipeline, table = %name, "the table was not replicated for a while (out of the configuration): it is copied again");
@@ -893,6 +1006,7 @@ impl Stream {
                     from,
                     partition: None,
                     detached: false,
+                    purge_below,
                 }
             })
             .filter(|j| j.from != TableCopy::Done)

@@ -32,6 +32,8 @@ pub struct CdcHandles {
     pub edge: Edge<SinkMsg>,
     /// The last LSN the sink acknowledged.
     pub acks: Arc<watch::Sender<Lsn>>,
+    /// Resync requests to the Postgres source (never set with a Kafka source).
+    pub resync: crate::cdc::backfill::ResyncPort,
 }
 
 /// A cdc pipeline: Postgres or Debezium topics in, ClickHouse or Debezium topics out, as
@@ -45,9 +47,11 @@ pub fn cdc_pipeline(
     let edge: Edge<SinkMsg> = Edge::new(format!("{}/source->sink", p.name), p.batch.edge_capacity);
     let acks = Arc::new(watch::channel(0 as Lsn).0);
     let counters = registry.pipeline(&p.name);
+    let resync = crate::cdc::backfill::ResyncPort::default();
     let handles = CdcHandles {
         edge: edge.clone(),
         acks: acks.clone(),
+        resync: resync.clone(),
     };
     let pipeline = p.name.clone();
     // What both start functions capture.
@@ -125,6 +129,7 @@ pub fn cdc_pipeline(
                     acks: acks.subscribe(),
                     counters: counters.clone(),
                     drain_timeout,
+                    resync: resync.clone(),
                 };
                 spawn_child(PostgresSource, args, sup)
             }

@@ -127,7 +127,9 @@ fn route(o: &Observed, req: Request<Incoming>) -> Response<Full<Bytes>> {
 }
 
 /// `/admin/actors` (GET: the tree), `/admin/kill?actor=PATH` and `/admin/stop?actor=PATH`
-/// (POST): off unless `[admin]` is enabled, and always behind its bearer token.
+/// (POST), `/admin/resync?table=SCHEMA.TABLE[&pipeline=NAME]` (POST: copy the table over what
+/// ClickHouse has while it streams, then delete the rows Postgres no longer has): off unless
+/// `[admin]` is enabled, and always behind its bearer token.
 async fn admin(o: &Observed, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let Some(a) = &o.admin else {
         return reply(StatusCode::NOT_FOUND, "text/plain", "not found\n");
@@ -186,6 +188,50 @@ async fn admin(o: &Observed, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 cell.stop(Some("admin".into()));
             }
             reply(StatusCode::OK, "text/plain", format!("{kind} {actor}\n"))
+        }
+        ("POST", "/admin/resync") => {
+            let param = |name: &str| {
+                query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                    .map(percent_decode)
+            };
+            let Some(table) = param("table") else {
+                return reply(
+                    StatusCode::BAD_REQUEST,
+                    "text/plain",
+                    "table=SCHEMA.TABLE is required\n",
+                );
+            };
+            let pipeline = param("pipeline");
+            let mut why = Vec::new();
+            for (name, h) in &o.pipelines {
+                let crate::pipelines::PipelineHandles::Cdc(h) = h else {
+                    continue;
+                };
+                if pipeline.as_ref().is_some_and(|p| p != name) {
+                    continue;
+                }
+                match crate::cdc::backfill::request_resync(&h.resync, &table).await {
+                    Ok(done) => {
+                        tracing::info!(pipeline = %name, table = %table, "resync requested through the admin API");
+                        return reply(
+                            StatusCode::ACCEPTED,
+                            "text/plain",
+                            format!("{name}: {done}\n"),
+                        );
+                    }
+                    Err(e) => why.push(format!("{name}: {e}")),
+                }
+            }
+            if why.is_empty() {
+                why.push("no cdc pipeline with a Postgres source matches".into());
+            }
+            reply(
+                StatusCode::CONFLICT,
+                "text/plain",
+                format!("{}\n", why.join("\n")),
+            )
         }
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
