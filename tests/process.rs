@@ -806,3 +806,78 @@ async fn chaos_kills_actors_and_nothing_is_lost() {
     assert!(err.contains("chaos: killing"), "kills are logged");
     w.teardown().await;
 }
+
+/// `tributary resync` (#15) as a user runs it beside the running service of the same config:
+/// it asks the service through its admin API, which copies the table over the damaged
+/// ClickHouse table and deletes the row Postgres never had; an unknown table is refused with
+/// the reason and exit status 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_from_the_command_line() {
+    let w = World::new(Target::Ch18).await;
+    let c = pg().await;
+    let t = unique("cliresync");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, v text); INSERT INTO {t} SELECT g, 'v' || g FROM generate_series(1, 500) g"
+    ))
+    .await
+    .unwrap();
+    let port = free_port();
+    let cfg = write_config(&[&format!("public.{t}")], "");
+    let listen = format!("127.0.0.1:{port}");
+    edit_config(&cfg, &[("${TRIBUTARY_HTTP:-127.0.0.1:9464}", listen.as_str())]);
+    let admin = [
+        ("TRIBUTARY_ADMIN", "true"),
+        ("TRIBUTARY_ADMIN_TOKEN", ADMIN_TOKEN),
+    ];
+    let child = spawn_env(&w, &cfg, &Target::Ch18.url(), &admin);
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    w.ch.execute(&format!(
+        "INSERT INTO `{}`.`{t}` (id, v, _version, _is_deleted) VALUES (9000, 'ghost', 5, 0)",
+        w.database
+    ))
+    .await
+    .unwrap();
+    let resync = |table: String| {
+        let mut cmd = Command::new(bin());
+        cmd.args(["resync", "--config"])
+            .arg(&cfg)
+            .args(["--table", &table])
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", var("TRIBUTARY_TEST_PG_PORT"))
+            .env("PGUSER", var("TRIBUTARY_TEST_PG_USER"))
+            .env("PGPASSWORD", var("TRIBUTARY_TEST_PG_PASSWORD"))
+            .env("PGDATABASE", var("TRIBUTARY_TEST_PG_DATABASE"))
+            .env("TRIBUTARY_SLOT", &w.slot)
+            .env("TRIBUTARY_PUBLICATION", &w.publication)
+            .env("CLICKHOUSE_URL", Target::Ch18.url())
+            .env("CLICKHOUSE_DATABASE", &w.database)
+            .envs(admin);
+        async move {
+            tokio::task::spawn_blocking(move || cmd.output().unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    // The source answers once it streams.
+    let out = eventually(T, "the resync to be queued", || {
+        let run = resync(format!("public.{t}"));
+        async move {
+            let out = run.await;
+            if out.status.success() {
+                Ok(out)
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        }
+    })
+    .await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(&format!("resync of public.{t} queued")), "{said}");
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    let out = resync("public.nothing_here".into()).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a table this pipeline replicates"), "{err}");
+    stop_clean(child).await;
+    w.teardown().await;
+}
