@@ -3,6 +3,9 @@
 //!
 //! `cargo bench --bench cdc -- [--rows N] [--target ch18|ch26] [--txn-rows 1000] [--no-drain] [--kafka] [--tls] [--keep]`
 //!
+//! (`-- --snapshot [--tables 4] [--rows N] [--workers N]`: the first snapshot of filled tables
+//! instead; see `cdc/snapshot.rs`.)
+//!
 //! 1. Source limit: a fresh table, publication and pgoutput slot (created with SQL); N rows are
 //!    written in transactions of `--txn-rows`, then `pg_recvlogical` (as it is, proto_version 1,
 //!    output to /dev/null) drains the slot up to the WAL position after the load. Rows/s =
@@ -53,6 +56,9 @@ const BENCH_SERVICES: &[&str] = &[
 ];
 use tributary_testkit::{repo, unique, Res};
 
+#[path = "cdc/snapshot.rs"]
+mod snapshot;
+
 #[derive(Debug, Clone)]
 struct Args {
     rows: u64,
@@ -67,6 +73,11 @@ struct Args {
     tls: bool,
     /// Which side the TLS run encrypts: `both` (default), `pg` or `ch` (to see what each costs).
     tls_side: String,
+    /// The first snapshot of `tables` filled tables instead (`postgres.snapshot_workers` =
+    /// `workers` when given).
+    snapshot: bool,
+    tables: u64,
+    workers: Option<u64>,
 }
 
 fn parse_args() -> Res<Args> {
@@ -79,6 +90,9 @@ fn parse_args() -> Res<Args> {
         tls: false,
         tls_side: "both".into(),
         kafka: false,
+        snapshot: false,
+        tables: 4,
+        workers: None,
     };
     let mut flags = Flags::new();
     while let Some(key) = flags.next_flag() {
@@ -95,12 +109,16 @@ fn parse_args() -> Res<Args> {
                 a.tls_side = flags.value("--tls-side")?;
             }
             "--no-drain" => a.no_drain = true,
+            "--snapshot" => a.snapshot = true,
+            "--tables" => a.tables = flags.number("--tables")?,
+            "--workers" => a.workers = Some(flags.number("--workers")?),
             "--kafka" => {
                 a.kafka = true;
                 a.no_drain = true;
             }
             "-h" | "--help" => {
                 println!("cargo bench --bench cdc -- [--rows N (1000000)] [--target ch18|ch26] [--txn-rows 1000] [--no-drain] [--kafka] [--tls] [--tls-side both|pg|ch] [--keep]");
+                println!("cargo bench --bench cdc -- --snapshot [--tables 4] [--rows N (1000000 per table)] [--target ch18|ch26] [--workers N] [--keep]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -1502,7 +1520,11 @@ async fn main() -> ExitCode {
     };
     let pg = Pg::from(&vars);
     let mut clean = Cleanup::default();
-    let result = bench(&args, &mut clean, &pg, &vars).await;
+    let result = if args.snapshot {
+        snapshot::run(&args, &mut clean, &pg, &vars).await
+    } else {
+        bench(&args, &mut clean, &pg, &vars).await
+    };
     if args.keep {
         eprintln!(
             "bench: --keep: left slots {:?}, publications {:?}, tables {:?}",

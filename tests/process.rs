@@ -824,7 +824,10 @@ async fn resync_from_the_command_line() {
     let port = free_port();
     let cfg = write_config(&[&format!("public.{t}")], "");
     let listen = format!("127.0.0.1:{port}");
-    edit_config(&cfg, &[("${TRIBUTARY_HTTP:-127.0.0.1:9464}", listen.as_str())]);
+    edit_config(
+        &cfg,
+        &[("${TRIBUTARY_HTTP:-127.0.0.1:9464}", listen.as_str())],
+    );
     let admin = [
         ("TRIBUTARY_ADMIN", "true"),
         ("TRIBUTARY_ADMIN_TOKEN", ADMIN_TOKEN),
@@ -872,12 +875,18 @@ async fn resync_from_the_command_line() {
     })
     .await;
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(said.contains(&format!("resync of public.{t} queued")), "{said}");
+    assert!(
+        said.contains(&format!("resync of public.{t} queued")),
+        "{said}"
+    );
     converge(&w, &c, &t, &t, "id, v", "id", T).await;
     let out = resync("public.nothing_here".into()).await;
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not a table this pipeline replicates"), "{err}");
+    assert!(
+        err.contains("not a table this pipeline replicates"),
+        "{err}"
+    );
     stop_clean(child).await;
     w.teardown().await;
 }
@@ -908,7 +917,10 @@ async fn sigkill_during_a_multi_table_snapshot() {
         &cfg,
         &[
             ("${TRIBUTARY_HTTP:-127.0.0.1:9464}", listen.as_str()),
-            ("\nchunk_rows = 2000", "\nchunk_rows = 2000\nsnapshot_chunk_rows = 2000"),
+            (
+                "\nchunk_rows = 2000",
+                "\nchunk_rows = 2000\nsnapshot_chunk_rows = 2000",
+            ),
         ],
     );
     let load = tokio::spawn(churn(tables[1].clone(), 60, 50, Duration::from_millis(50)));
