@@ -286,11 +286,10 @@ pub async fn run(
                 .unwrap_or(0);
             if got > seen_max {
                 let now = Instant::now();
-                for (id, at) in committed
+                for (_, at) in committed
                     .iter()
                     .filter(|(id, _)| *id > seen_max && *id <= got)
                 {
-                    let _ = id;
                     lags.push(now.duration_since(*at).as_secs_f64() * 1000.0);
                 }
                 seen_max = got;
@@ -299,8 +298,7 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let rows_per_s = total as f64 / secs;
-    let (stop_secs, exit_ok) = trib.stop().await;
-    let _ = stop_secs;
+    let (_, exit_ok) = trib.stop().await;
     let mut exact = true;
     for t in &tables {
         let n: u64 = ch
