@@ -7,7 +7,8 @@
 //! through the admin API every 2 s, every connection to one of the five servers cut,
 //! ClickHouse refusing connections, or accepting them and never answering, for a few seconds,
 //! PostgreSQL restarted, the broker SIGKILLed and restarted, and the process SIGKILLed three
-//! times (and started again).
+//! times (and started again); at the first restart a filled table written all along joins
+//! the config (copied while the faults go on).
 //! Workload: multi-row transactions of inserts, updates of keys and of TOASTed values, deletes,
 //! an append-only table, one TRUNCATE and one ADD COLUMN; a Mastodon post every second.
 //! Verdict: on both paths each table in ClickHouse FINAL equals Postgres row for row (a
@@ -129,6 +130,13 @@ async fn checker_under_faults() {
     let acct = unique("acct");
     let events = unique("events");
     let kv = unique("kv");
+    let late = unique("late");
+    c.batch_execute(&format!(
+        "CREATE TABLE {late} (id int PRIMARY KEY, v text);
+         INSERT INTO {late} SELECT g, 'l' || g FROM generate_series(1, 20000) g;"
+    ))
+    .await
+    .unwrap();
     c.batch_execute(&format!(
         "CREATE TABLE {acct} (id int PRIMARY KEY, balance bigint NOT NULL, note text);
          ALTER TABLE {acct} ALTER COLUMN note SET STORAGE EXTERNAL;
@@ -189,7 +197,13 @@ async fn checker_under_faults() {
     // The workload: random transactions and a post every second until the faults stop.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {
-        let (acct, events, kv, stop) = (acct.clone(), events.clone(), kv.clone(), stop.clone());
+        let (acct, events, kv, late, stop) = (
+            acct.clone(),
+            events.clone(),
+            kv.clone(),
+            late.clone(),
+            stop.clone(),
+        );
         tokio::spawn(async move {
             let mut rng = Rng(seed);
             let mut c = pg().await;
@@ -217,6 +231,15 @@ async fn checker_under_faults() {
                         4 => sql += &format!("DELETE FROM {kv} WHERE v = {};", 1 + rng.below(300)),
                         _ => sql += &format!("INSERT INTO {kv} VALUES ('n{}', {}) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v;", rng.below(1000), rng.below(300)),
                     }
+                }
+                // The table that joins the config at the first restart, written all along.
+                if rng.below(3) == 0 {
+                    sql += &format!(
+                        "UPDATE {late} SET v = 'u{n}' WHERE id = {}; INSERT INTO {late} VALUES ({}, 'n') ON CONFLICT (id) DO NOTHING; DELETE FROM {late} WHERE id = {};",
+                        1 + rng.below(20000),
+                        20001 + rng.below(100000),
+                        1 + rng.below(20000)
+                    );
                 }
                 let half = started.elapsed().as_secs() >= secs / 2;
                 let (trunc, alter) = (half && !truncated, half && !altered);
@@ -393,6 +416,17 @@ async fn checker_under_faults() {
             child.child.kill().unwrap();
             child.child.wait().unwrap();
             report.count("process SIGKILL");
+            if sigkills == 1 {
+                // A filled table joins the config of both paths: copied under the faults.
+                edit_config(
+                    &cfg,
+                    &[(
+                        format!("\"public.{acct}\"").as_str(),
+                        format!("\"public.{acct}\", \"public.{late}\"").as_str(),
+                    )],
+                );
+                report.count("table added to the config");
+            }
             child = start(&w);
         }
     }
@@ -411,6 +445,7 @@ async fn checker_under_faults() {
         acct: &acct,
         events: &events,
         kv: &kv,
+        late: &late,
         altered,
     };
     let direct = tables.verdict(&w, &c, t).await;
@@ -506,6 +541,8 @@ struct Tables<'a> {
     acct: &'a str,
     events: &'a str,
     kv: &'a str,
+    /// Joins the config at the first restart.
+    late: &'a str,
     /// The ADD COLUMN happened.
     altered: bool,
 }
@@ -533,7 +570,11 @@ impl Tables<'_> {
     /// Waits until `w`'s ClickHouse database equals Postgres, then counts.
     async fn verdict(&self, w: &World, c: &tokio_postgres::Client, t: Duration) -> Verdict {
         let Tables {
-            acct, events, kv, ..
+            acct,
+            events,
+            kv,
+            late,
+            ..
         } = *self;
         // A checksum per row: md5 of the TOASTed text in both, the column added mid-run if it
         // was.
@@ -566,13 +607,14 @@ impl Tables<'_> {
             panic!("{e}\n{}", explain_kv(w, c, kv).await);
         }
         converge(w, c, events, events, "id, body", "id", t).await;
+        converge(w, c, late, late, "id, v", "id", t).await;
         let count = |sql: String| async move {
             c.query_one(sql.as_str(), &[])
                 .await
                 .unwrap()
                 .get::<_, i64>(0) as u64
         };
-        let rows_checked = count(format!("SELECT (SELECT count(*) FROM {acct}) + (SELECT count(*) FROM {kv}) + (SELECT count(*) FROM {events})")).await;
+        let rows_checked = count(format!("SELECT (SELECT count(*) FROM {acct}) + (SELECT count(*) FROM {kv}) + (SELECT count(*) FROM {events}) + (SELECT count(*) FROM {late})")).await;
         let pg_events = count(format!("SELECT count(*) FROM {events}")).await;
         let ev = w
             .ch_rows(&format!(

@@ -939,9 +939,14 @@ impl SinkState {
     /// version and wins over them. How many.
     async fn purge(&mut self, rel: u32, below: u64) -> Result<u64, SinkError> {
         self.flush().await?;
+        if let Some(stop) = self.stopped.get(&rel) {
+            // Its copy was skipped: it stays stopped (recorded), and nothing is deleted.
+            tracing::warn!(pipeline = %self.pipeline, table = %stop.schema.qualified(), "resync of a stopped table: it stays stopped (drop or fix its ClickHouse table, then restart)");
+            return Ok(0);
+        }
         let Some(t) = self.tables.get_mut(&rel) else {
             return Err(SinkError::Schema(format!(
-                "relation {rel} is not a table this sink writes (stopped, or not replicated)"
+                "relation {rel} is not a table this sink writes"
             )));
         };
         if t.keyless {
