@@ -134,7 +134,7 @@ impl CopyShared {
         partitions_entry(&table.qualified(), incarnation, set)
     }
 
-    fn generation(&self, rel: u32) -> u64 {
+    pub(crate) fn generation(&self, rel: u32) -> u64 {
         self.tables
             .lock()
             .ok()
@@ -320,8 +320,14 @@ pub async fn read_position(
         .await
         .map_err(pg)?
         .get(0);
-    const RUNNING: &str = "SELECT transactionid::text FROM pg_locks \
-        WHERE locktype = 'transactionid' AND mode = 'ExclusiveLock' AND granted";
+    // Of this database only (another's changes are never decoded here): a session's by its
+    // backend, a prepared transaction's (no backend) by pg_prepared_xacts.
+    const RUNNING: &str = "SELECT l.transactionid::text AS transactionid FROM pg_locks l \
+        LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
+        WHERE l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' AND l.granted \
+          AND (a.datname = current_database() \
+               OR (l.pid IS NULL AND l.transactionid IN \
+                   (SELECT transaction FROM pg_prepared_xacts WHERE database = current_database())))";
     let running: Vec<String> = client
         .query_one(
             &format!("SELECT coalesce(array_agg(transactionid), '{{}}') FROM ({RUNNING}) r"),
@@ -331,7 +337,7 @@ pub async fn read_position(
         .map_err(pg)?
         .get(0);
     let waiting = std::time::Instant::now();
-    let mut said = false;
+    let mut said = Duration::ZERO;
     while !running.is_empty() {
         let left: i64 = client
             .query_one(
@@ -344,10 +350,12 @@ pub async fn read_position(
         if left == 0 {
             break;
         }
-        if !said && waiting.elapsed() > Duration::from_secs(10) {
-            tracing::info!(pipeline = %pipeline, table = %what, transactions = left,
-                "waiting for transactions that were running to end before the table is read");
-            said = true;
+        // After 10 s, then every minute: a forgotten prepared transaction or an idle writer
+        // holds every copy here.
+        if waiting.elapsed() > Duration::from_secs(10) && waiting.elapsed() >= said {
+            tracing::warn!(pipeline = %pipeline, table = %what, transactions = left, waited_s = waiting.elapsed().as_secs(),
+                "waiting for transactions of this database that were running to end before the table is read (see pg_stat_activity and pg_prepared_xacts)");
+            said = waiting.elapsed() + Duration::from_secs(60);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -433,6 +441,8 @@ async fn copy_table(
     if after.is_none() && j.partition.is_some() {
         tracing::info!(pipeline = %ctx.pipeline, table = %what, "copying a partition attached while running, as it streams");
     }
+    // Before the TRUNCATE below: the table is not left empty in ClickHouse while this waits.
+    let mut version = read_position(client, ctx.params, ctx.pipeline, &what).await?;
     if after.is_none() && j.partition.is_none() && j.purge_below.is_none() {
         // What an earlier life of the table left in ClickHouse may be older than anything
         // streamed now: start from an empty table.
@@ -470,7 +480,6 @@ async fn copy_table(
         p.rows = 0;
     });
     let mut logged = std::time::Instant::now();
-    let mut version = read_position(client, ctx.params, ctx.pipeline, &what).await?;
     loop {
         let generation = ctx.shared.generation(rel);
         // The columns the sink expects now: a schema change streamed during the copy

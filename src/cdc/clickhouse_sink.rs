@@ -754,9 +754,11 @@ impl SinkState {
                 // schemas) finds it to take.
                 let key = state_key(&s.qualified());
                 let recorded = self.ch.read_state(&self.pipeline, &key).await?;
-                if recorded
-                    .as_deref()
-                    .is_some_and(|v| !v.is_empty() && stopped_reason(v).is_none())
+                // (A keyless table cannot be copied while it streams: a new snapshot copies it.)
+                if !s.keyless()
+                    && recorded
+                        .as_deref()
+                        .is_some_and(|v| !v.is_empty() && stopped_reason(v).is_none())
                 {
                     self.ch
                         .write_state(&self.pipeline, &[(key, String::new())])

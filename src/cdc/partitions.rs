@@ -16,7 +16,6 @@
 //! rows are deleted.
 
 use crate::cdc::change::{ChangeItem, RowOp};
-use crate::protocol::pgoutput::Cell;
 use crate::protocol::schema::pg_ident;
 
 use crate::cdc::backfill::{self, CopyShared, Job, Partition};
@@ -192,57 +191,82 @@ pub async fn retire(
     };
     let (schema, name): (String, String) = (now.get(0), now.get(1));
     let version = backfill::read_position(client, ctx.params, ctx.pipeline, &s.qualified()).await?;
-    let cols: Vec<String> = keys.iter().map(|&i| pg_ident(&s.columns[i].name)).collect();
-    let same: Vec<String> = cols.iter().map(|c| format!("t.{c} = d.{c}")).collect();
-    let sql = format!(
-        "COPY (SELECT {} FROM ONLY {}.{} d WHERE NOT EXISTS (SELECT 1 FROM {}.{} t WHERE {})) TO STDOUT",
-        cols.iter().map(|c| format!("d.{c}")).collect::<Vec<_>>().join(", "),
-        pg_ident(&schema),
-        pg_ident(&name),
-        pg_ident(&s.schema),
-        pg_ident(&s.name),
-        same.join(" AND ")
-    );
-    let stream = client.copy_out(sql.as_str()).await.map_err(pg)?;
-    futures_util::pin_mut!(stream);
-    let (mut batch, mut partial, mut deleted) = (Vec::new(), Vec::new(), 0u64);
-    while let Some(buf) = stream.next().await {
-        partial.extend_from_slice(&buf.map_err(pg)?);
-        let mut start = 0;
-        while let Some(pos) = partial[start..].iter().position(|&b| b == b'\n') {
-            let mut key = Vec::with_capacity(keys.len());
-            crate::clients::postgres::catalog::parse_copy_line(
-                &partial[start..start + pos],
-                &mut key,
-            )
-            .filter(|_| key.len() == keys.len())
-            .ok_or_else(|| PgError::Protocol {
-                addr: ctx.params.addr(),
-                message: format!("unreadable COPY line of keys of {schema}.{name}"),
-            })?;
-            start += pos + 1;
-            let mut cells = vec![Cell::Null; s.columns.len()];
-            for (&i, v) in keys.iter().zip(key) {
-                cells[i] = v;
+    let deleted = 'again: loop {
+        // Whole rows, in the columns the sink expects now: a tombstone needs every column of
+        // the sort and partition keys, which may reach beyond the key.
+        let generation = ctx.shared.generation(s.rel_id);
+        let now = ctx.shared.schema(s.rel_id).unwrap_or_else(|| s.clone());
+        let keys = now.key_indexes();
+        let cols: Vec<String> = now.columns.iter().map(|c| pg_ident(&c.name)).collect();
+        let same: Vec<String> = keys
+            .iter()
+            .map(|&i| {
+                let c = pg_ident(&now.columns[i].name);
+                format!("t.{c} = d.{c}")
+            })
+            .collect();
+        let sql = format!(
+            "COPY (SELECT {} FROM ONLY {}.{} d WHERE NOT EXISTS (SELECT 1 FROM {}.{} t WHERE {})) TO STDOUT",
+            cols.iter().map(|c| format!("d.{c}")).collect::<Vec<_>>().join(", "),
+            pg_ident(&schema),
+            pg_ident(&name),
+            pg_ident(&now.schema),
+            pg_ident(&now.name),
+            same.join(" AND ")
+        );
+        let stream = client.copy_out(sql.as_str()).await.map_err(pg)?;
+        futures_util::pin_mut!(stream);
+        let (mut batch, mut partial, mut deleted) = (Vec::new(), Vec::new(), 0u64);
+        while let Some(buf) = stream.next().await {
+            partial.extend_from_slice(&buf.map_err(pg)?);
+            let mut start = 0;
+            while let Some(pos) = partial[start..].iter().position(|&b| b == b'\n') {
+                let mut cells = Vec::with_capacity(cols.len());
+                crate::clients::postgres::catalog::parse_copy_line(
+                    &partial[start..start + pos],
+                    &mut cells,
+                )
+                .filter(|_| cells.len() == cols.len())
+                .ok_or_else(|| PgError::Protocol {
+                    addr: ctx.params.addr(),
+                    message: format!("unreadable COPY line of {schema}.{name}"),
+                })?;
+                start += pos + 1;
+                batch.push(ChangeItem::row(
+                    now.rel_id,
+                    RowOp::Delete,
+                    version,
+                    cells,
+                    (0, 0),
+                ));
+                if batch.len() >= ctx.message_rows {
+                    deleted += batch.len() as u64;
+                    let sent = backfill::send(
+                        ctx,
+                        now.rel_id,
+                        Some((generation, &now)),
+                        std::mem::take(&mut batch),
+                    )
+                    .await?;
+                    if sent != backfill::Sent::Yes {
+                        // A schema change or TRUNCATE streamed meanwhile: read again (the
+                        // deletes sent so far are sent again, the same at the same version).
+                        continue 'again;
+                    }
+                }
             }
-            batch.push(ChangeItem::row(
-                s.rel_id,
-                RowOp::Delete,
-                version,
-                cells,
-                (0, 0),
-            ));
-            if batch.len() >= ctx.message_rows {
-                deleted += batch.len() as u64;
-                backfill::send(ctx, s.rel_id, None, std::mem::take(&mut batch)).await?;
+            partial.drain(..start);
+        }
+        if !batch.is_empty() {
+            deleted += batch.len() as u64;
+            if backfill::send(ctx, now.rel_id, Some((generation, &now)), batch).await?
+                != backfill::Sent::Yes
+            {
+                continue 'again;
             }
         }
-        partial.drain(..start);
-    }
-    if !batch.is_empty() {
-        deleted += batch.len() as u64;
-        backfill::send(ctx, s.rel_id, None, batch).await?;
-    }
+        break deleted;
+    };
     record_retired(ctx, s, oid).await?;
     tracing::info!(pipeline = %ctx.pipeline, table = %s.qualified(), partition = %format!("{schema}.{name}"), rows = deleted,
         "a partition was detached: its rows are deleted from ClickHouse");

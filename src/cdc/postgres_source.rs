@@ -1010,6 +1010,15 @@ impl Stream {
                 }
             })
             .filter(|j| j.from != TableCopy::Done)
+            .filter(|j| {
+                // Counted by content, a keyless table cannot be copied while it streams (its
+                // rows would count twice): only a new snapshot copies it. The other tables go on.
+                if j.schema.keyless() {
+                    tracing::error!(pipeline = %self.pipeline, table = %j.schema.qualified(),
+                        "a keyless table's copy is to be taken again (stopped, its ClickHouse table dropped, or out of the configuration for a while), which only a new snapshot can do: drop the slot (SELECT pg_drop_replication_slot(...)) and restart; until then it streams as it is, or stays stopped");
+                }
+                !j.schema.keyless()
+            })
             .collect();
         // The tables of this start, with the copies to take again marked as not started in the
         // same write (a crash before they end must not find them complete).

@@ -103,7 +103,8 @@ pub fn stopped_value(current: Option<&str>, reason: &str) -> String {
 
 /// The reason of a recorded stop, if `value` records one (in any incarnation).
 pub fn stopped_reason(value: &str) -> Option<&str> {
-    value.split_once("|stopped|").map(|(_, r)| r)
+    // The incarnation has no `|`; a copy's recorded key may hold anything after it.
+    value.split_once('|')?.1.strip_prefix("stopped|")
 }
 
 /// The tables of a [`tables_entry`] recorded in `incarnation` (`None`: none recorded in it).
@@ -150,6 +151,8 @@ mod tests {
         assert_eq!(TableCopy::parse(Some(&v), inc), TableCopy::Pending);
         assert_eq!(stopped_value(None, "r"), "|stopped|r");
         assert_eq!(stopped_reason("s@0/1|done"), None);
+        // A copy position whose key holds the word is no stop.
+        assert_eq!(stopped_reason("s@0/1|copying|a|stopped|b"), None);
     }
 
     #[test]

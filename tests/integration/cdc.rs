@@ -791,3 +791,46 @@ async fn keyless_full(target: Target) {
     w.teardown().await;
 }
 matrix!(keyless_identity_full_tables_count_contents, keyless_full);
+
+/// A keyless REPLICA IDENTITY FULL table stopped by a type change (#20): a restart cannot
+/// copy it while streaming (its rows are counted), so it stays stopped and says what would
+/// copy it (a new snapshot); the pipeline and its other tables go on, also after the restart.
+async fn keyless_stop_over_a_restart(target: Target) {
+    let w = World::new(target).await;
+    let c = pg().await;
+    let kl = unique("klstop");
+    let ok = unique("klok");
+    c.batch_execute(&format!(
+        "CREATE TABLE {kl} (a int, b int); ALTER TABLE {kl} REPLICA IDENTITY FULL;
+         INSERT INTO {kl} VALUES (1, 1), (1, 1);
+         CREATE TABLE {ok} (id int PRIMARY KEY, v text); INSERT INTO {ok} VALUES (1, 'a');"
+    ))
+    .await
+    .unwrap();
+    let cfg = w.config(&[&format!("public.{kl}"), &format!("public.{ok}")]);
+    let run = Running::start(&cfg).await;
+    converge(&w, &c, &ok, &ok, "id, v", "id", T).await;
+    wait_streaming(&c, &w.slot).await;
+    run.copies_done().await;
+    c.batch_execute(&format!(
+        "ALTER TABLE {kl} ALTER COLUMN b TYPE text; INSERT INTO {kl} VALUES (2, 'x');"
+    ))
+    .await
+    .unwrap();
+    let why = stopped(&run, &kl).await;
+    assert!(why.contains("`b`"), "{why}");
+    run.stop().await;
+    let run = Running::start(&cfg).await;
+    stopped(&run, &kl).await;
+    c.batch_execute(&format!("INSERT INTO {ok} VALUES (2, 'after the restart')"))
+        .await
+        .unwrap();
+    converge(&w, &c, &ok, &ok, "id, v", "id", T).await;
+    no_restarts(&run);
+    run.stop().await;
+    w.teardown().await;
+}
+matrix!(
+    a_stopped_keyless_table_stays_stopped,
+    keyless_stop_over_a_restart
+);
