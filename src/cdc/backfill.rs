@@ -171,7 +171,7 @@ pub struct Job {
     /// copied, read from it, as rows of the table.
     pub partition: Option<Partition>,
     /// The partition was detached (or dropped): its rows are deleted from ClickHouse instead
-    /// of copied (see [`crate::cdc::partitions::retire`]).
+    /// of copied (see `partitions::retire`).
     pub detached: bool,
     /// A resync: the table is copied over what ClickHouse has (no TRUNCATE: it stays
     /// readable), then the rows whose latest version is below this (the resync's first read
@@ -364,50 +364,8 @@ pub async fn read_position(
         .saturating_sub(1))
 }
 
-/// Copies `jobs`, then each job that comes in on `more` (all registered with [`register`]),
-/// `workers` at a time, each over a connection of its own.
-pub async fn run(
-    ctx: Ctx<'_>,
-    jobs: Vec<Job>,
-    more: tokio::sync::mpsc::UnboundedReceiver<Job>,
-    workers: usize,
-) -> Result<(), BackfillError> {
-    let queue = std::sync::Mutex::new(std::collections::VecDeque::from(jobs));
-    let more = tokio::sync::Mutex::new(more);
-    let worker = || async {
-        let mut client = None;
-        loop {
-            let next = queue.lock().expect("not poisoned").pop_front();
-            let j = match next {
-                Some(j) => j,
-                None => match more.lock().await.recv().await {
-                    Some(j) => j,
-                    None => return Ok::<(), BackfillError>(()),
-                },
-            };
-            if client.is_none() {
-                client = Some(catalog::connect(ctx.params).await?);
-            }
-            let c = client.as_ref().expect("connected above");
-            if j.detached {
-                crate::cdc::partitions::retire(&ctx, c, &j).await?;
-                continue;
-            }
-            copy_table(&ctx, c, &j).await?;
-            let mut tables = ctx.shared.tables.lock().expect("not poisoned");
-            if let Some(c) = tables.get_mut(&j.schema.rel_id) {
-                c.jobs = c.jobs.saturating_sub(1);
-                if c.jobs == 0 {
-                    tables.remove(&j.schema.rel_id);
-                }
-            }
-        }
-    };
-    futures_util::future::try_join_all((0..workers.max(1)).map(|_| worker())).await?;
-    Ok(())
-}
-
-async fn copy_table(
+/// Copies one table (or partition) as the job says, resuming after its recorded chunk.
+pub(crate) async fn copy_table(
     ctx: &Ctx<'_>,
     client: &tokio_postgres::Client,
     j: &Job,

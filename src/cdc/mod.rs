@@ -6,6 +6,7 @@ pub mod backfill;
 pub mod change;
 pub mod check;
 pub mod clickhouse_sink;
+pub mod copy_workers;
 pub mod kafka_sink;
 pub mod kafka_source;
 pub mod partitions;

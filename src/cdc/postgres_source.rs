@@ -705,7 +705,7 @@ impl Stream {
                 message_rows: self.cfg.chunk_rows,
                 message_bytes: self.cfg.chunk_bytes,
             };
-            backfill::run(ctx, jobs, jobs_rx, self.cfg.snapshot_workers).await?;
+            crate::cdc::copy_workers::run(ctx, jobs, jobs_rx, self.cfg.snapshot_workers).await?;
             std::future::pending::<Result<(), SourceError>>().await
         };
         let watcher = async {
