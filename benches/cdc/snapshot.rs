@@ -35,9 +35,15 @@ fn create_sql(t: &str) -> String {
 }
 
 /// The rows of table `t`, in a form ClickHouse's TabSeparated reads for the types tributary
-/// gives them (the timestamp without its zone suffix).
-fn copy_sql(t: &str) -> String {
-    format!("COPY (SELECT id, payload, amount, created_at AT TIME ZONE 'UTC' FROM {t}) TO STDOUT")
+/// gives them: the timestamp without its zone suffix (DateTime64), or as microseconds since
+/// the epoch where the server has no DateTime64 (18.16: Int64).
+fn copy_sql(t: &str, micros: bool) -> String {
+    let ts = if micros {
+        "(extract(epoch FROM created_at) * 1000000)::bigint"
+    } else {
+        "created_at AT TIME ZONE 'UTC'"
+    };
+    format!("COPY (SELECT id, payload, amount, {ts} FROM {t}) TO STDOUT")
 }
 
 fn free_port() -> Res<u16> {
@@ -65,7 +71,14 @@ async fn copies(http: &reqwest::Client, listen: &str) -> Option<(usize, usize, u
 }
 
 /// One `COPY | curl` pipe per table, all at once; seconds until every one has ended.
-async fn baseline(pg: &Pg, url: &str, db: &str, tables: &[String], at_once: bool) -> Res<f64> {
+async fn baseline(
+    pg: &Pg,
+    url: &str,
+    db: &str,
+    tables: &[String],
+    at_once: bool,
+    micros: bool,
+) -> Res<f64> {
     let started = Instant::now();
     let mut pending = Vec::new();
     for t in tables {
@@ -87,7 +100,7 @@ async fn baseline(pg: &Pg, url: &str, db: &str, tables: &[String], at_once: bool
             pg.port,
             pg.user,
             pg.database,
-            copy_sql(t)
+            copy_sql(t, micros)
         );
         let mut cmd = tokio::process::Command::new("bash");
         cmd.args(["-c", &pipe])
@@ -150,10 +163,15 @@ pub async fn run(
         c.batch_execute(&format!(
             "INSERT INTO {t} SELECT g, md5(g::text) || md5((g + 1)::text), (g % 1000000) / 100.0, \
              timestamptz '2026-01-01 00:00:00+00' + g * interval '1 second' \
-             FROM generate_series(1, {rows}) g; VACUUM ANALYZE {t}"
+             FROM generate_series(1, {rows}) g"
         ))
         .await
-        .map_err(|e| format!("load {t}: {e}"))?;
+        .map_err(|e| format!("load {t}: {e:?}"))?;
+        // Hint bits set and `reltuples` known before anything is timed (VACUUM runs outside
+        // a transaction block: a statement of its own).
+        c.batch_execute(&format!("VACUUM ANALYZE {t}"))
+            .await
+            .map_err(|e| format!("vacuum {t}: {e:?}"))?;
     }
     eprintln!(
         "bench: snapshot: loaded in {:.1} s",
@@ -250,6 +268,7 @@ pub async fn run(
     eprintln!("bench: snapshot: tributary ({workers} workers) ...");
     let started = Instant::now();
     trib.start()?;
+    tributary::clients::tls::install_default_provider();
     let http = reqwest::Client::new();
     // Rows committed into the live table while the copies run, and when each became visible.
     let mut committed: Vec<(i64, Instant)> = Vec::new();
@@ -321,14 +340,23 @@ pub async fn run(
             .map_err(|e| format!("create the baseline's table: {e}"))?;
     }
     eprintln!("bench: snapshot: baseline, one table after another ...");
-    let serial = baseline(pg, &url, &db, &tables, false).await?;
+    let micros = ch
+        .query_text(&format!(
+            "SELECT type FROM system.columns WHERE database = '{db}' AND table = '{}' AND name = 'created_at'",
+            tables[0]
+        ))
+        .await
+        .map_err(|e| e.to_string())?
+        .trim()
+        == "Int64";
+    let serial = baseline(pg, &url, &db, &tables, false, micros).await?;
     for t in &tables {
         ch.execute(&format!("TRUNCATE TABLE `{db}`.`copy_{t}`"))
             .await
             .map_err(|e| e.to_string())?;
     }
     eprintln!("bench: snapshot: baseline, all tables at once ...");
-    let parallel = baseline(pg, &url, &db, &tables, true).await?;
+    let parallel = baseline(pg, &url, &db, &tables, true, micros).await?;
     let copied: u64 = ch
         .query_text(&format!(
             "SELECT sum(rows) FROM system.parts WHERE database = '{db}' AND table LIKE 'copy\\_%' AND active"
