@@ -106,31 +106,23 @@ impl CopyShared {
         self.schemas.lock().ok().and_then(|m| m.get(&rel).cloned())
     }
 
-    /// Records that `partition` of `table` is copied; the state entry that says which
-    /// partitions the table's copy covers now.
-    pub fn partition_copied(
-        &self,
-        table: &TableSchema,
-        partition: u32,
-        incarnation: &str,
-    ) -> (String, String) {
-        let mut all = self.partitions.lock().expect("not poisoned");
-        let set = all.entry(table.rel_id).or_default();
-        set.insert(partition);
-        partitions_entry(&table.qualified(), incarnation, set)
-    }
-
-    /// Records that `partition` of `table` left it (its rows deleted from ClickHouse); the
+    /// Records that `partition` of `table` is covered by the table's copy (`true`: copied)
+    /// or no longer (`false`: it left the table and its rows were deleted from ClickHouse); the
     /// state entry that says which partitions the table's copy covers now.
-    pub fn partition_retired(
+    pub fn partition_covered(
         &self,
         table: &TableSchema,
         partition: u32,
+        covered: bool,
         incarnation: &str,
     ) -> (String, String) {
         let mut all = self.partitions.lock().expect("not poisoned");
         let set = all.entry(table.rel_id).or_default();
-        set.remove(&partition);
+        if covered {
+            set.insert(partition);
+        } else {
+            set.remove(&partition);
+        }
         partitions_entry(&table.qualified(), incarnation, set)
     }
 
@@ -658,7 +650,7 @@ async fn record(ctx: &Ctx<'_>, j: &Job, copy: TableCopy) -> Result<(), BackfillE
     if let (Some(p), TableCopy::Done) = (&j.partition, &copy) {
         entries.push(
             ctx.shared
-                .partition_copied(&j.schema, p.oid, ctx.incarnation),
+                .partition_covered(&j.schema, p.oid, true, ctx.incarnation),
         );
     }
     ctx.edge

@@ -279,7 +279,7 @@ async fn record_retired(
     s: &SharedSchema,
     oid: u32,
 ) -> Result<(), backfill::BackfillError> {
-    let entry = vec![ctx.shared.partition_retired(s, oid, ctx.incarnation)];
+    let entry = vec![ctx.shared.partition_covered(s, oid, false, ctx.incarnation)];
     ctx.edge
         .call(
             |r| crate::cdc::change::SinkMsg::WriteState(entry, r),

@@ -23,6 +23,19 @@ fn compare(w: &World, t: &str) -> (String, String) {
     )
 }
 
+/// Waits until the pipeline has copied at least `rows` rows.
+async fn copy_under_way(counters: &tributary::runtime::registry::PipelineCounters, rows: u64) {
+    eventually(T, "the copy to be under way", || async {
+        let n = counters.snapshot_rows.load(Ordering::Relaxed);
+        if n >= rows {
+            Ok(n)
+        } else {
+            Err(format!("{n} rows copied"))
+        }
+    })
+    .await;
+}
+
 /// Runs `first` alone until it is in ClickHouse, then returns the config with `added` joined
 /// (a restart with the new config adds it to the running pipeline), copied `chunk_rows` at a
 /// time.
@@ -85,18 +98,7 @@ async fn added_table(target: Target) {
         })
     };
     // Killed mid-copy, the source resumes after the last recorded chunk.
-    eventually(T, "the copy to be under way", || {
-        let counters = counters.clone();
-        async move {
-            let n = counters.snapshot_rows.load(Ordering::Relaxed);
-            if n >= 30_000 {
-                Ok(n)
-            } else {
-                Err(format!("{n} rows copied"))
-            }
-        }
-    })
-    .await;
+    copy_under_way(&counters, 30_000).await;
     run.kill("source").await;
     writer.await.unwrap();
     converge(&w, &c, &first, &first, "id, v", "id", T).await;
@@ -416,18 +418,7 @@ async fn column_added_during_copy(target: Target) {
     let cfg = then_added(&w, &c, &first, &added, 1000).await;
     let run = Running::start(&cfg).await;
     let counters = run.counters();
-    eventually(T, "the copy to be under way", || {
-        let counters = counters.clone();
-        async move {
-            let n = counters.snapshot_rows.load(Ordering::Relaxed);
-            if n >= 5_000 {
-                Ok(n)
-            } else {
-                Err(format!("{n} rows copied"))
-            }
-        }
-    })
-    .await;
+    copy_under_way(&counters, 5_000).await;
     c.batch_execute(&format!(
         "ALTER TABLE {added} ADD COLUMN extra text DEFAULT 'd';
          UPDATE {added} SET extra = 'x' || id WHERE id % 1000 = 0;"
