@@ -78,6 +78,8 @@ struct Args {
     snapshot: bool,
     tables: u64,
     workers: Option<u64>,
+    /// `postgres.snapshot_chunk_rows` for the snapshot run, when given.
+    chunk_rows: Option<u64>,
 }
 
 fn parse_args() -> Res<Args> {
@@ -93,6 +95,7 @@ fn parse_args() -> Res<Args> {
         snapshot: false,
         tables: 4,
         workers: None,
+        chunk_rows: None,
     };
     let mut flags = Flags::new();
     while let Some(key) = flags.next_flag() {
@@ -112,13 +115,14 @@ fn parse_args() -> Res<Args> {
             "--snapshot" => a.snapshot = true,
             "--tables" => a.tables = flags.number("--tables")?,
             "--workers" => a.workers = Some(flags.number("--workers")?),
+            "--chunk-rows" => a.chunk_rows = Some(flags.number("--chunk-rows")?),
             "--kafka" => {
                 a.kafka = true;
                 a.no_drain = true;
             }
             "-h" | "--help" => {
                 println!("cargo bench --bench cdc -- [--rows N (1000000)] [--target ch18|ch26] [--txn-rows 1000] [--no-drain] [--kafka] [--tls] [--tls-side both|pg|ch] [--keep]");
-                println!("cargo bench --bench cdc -- --snapshot [--tables 4] [--rows N (1000000 per table)] [--target ch18|ch26] [--workers N] [--keep]");
+                println!("cargo bench --bench cdc -- --snapshot [--tables 4] [--rows N (1000000 per table)] [--target ch18|ch26] [--workers N] [--chunk-rows N] [--keep]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),

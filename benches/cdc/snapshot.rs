@@ -205,6 +205,9 @@ pub async fn run(
                 if let Some(w) = args.workers {
                     line.push_str(&format!("\nsnapshot_workers = {w}"));
                 }
+                if let Some(n) = args.chunk_rows {
+                    line.push_str(&format!("\nsnapshot_chunk_rows = {n}"));
+                }
                 line
             } else {
                 l.to_string()
