@@ -593,10 +593,24 @@ impl SinkState {
         if !self.tables.contains_key(&s.rel_id) && self.stops_read.insert(s.rel_id) {
             let key = state_key(&s.qualified());
             let recorded = self.ch.read_state(&self.pipeline, &key).await?;
-            if let Some(reason) = recorded.as_deref().and_then(stopped_reason) {
-                tracing::error!(pipeline = %self.pipeline, table = %s.qualified(), reason = %reason,
-                    "table stays stopped (recorded before): its changes are skipped until a copy of it begins");
-                self.mark_stopped(s, reason.to_string());
+            if recorded.as_deref().and_then(stopped_reason).is_some() {
+                // Stopped before: lifted once its ClickHouse table takes the schema (dropped
+                // and created now, or fixed by hand), and then copied anew (the source reads
+                // the copy to take after the schemas); kept otherwise, and not copied.
+                match self.apply_schema(s).await? {
+                    Some(reason) => {
+                        tracing::error!(pipeline = %self.pipeline, table = %s.qualified(), reason = %reason,
+                            "table stays stopped: its changes are skipped. Drop (or fix) its ClickHouse table and restart: it is created and copied anew");
+                        self.mark_stopped(s, reason);
+                    }
+                    None => {
+                        self.ch
+                            .write_state(&self.pipeline, &[(key, String::new())])
+                            .await?;
+                        tracing::warn!(pipeline = %self.pipeline, table = %s.qualified(),
+                            "the stopped table's ClickHouse table takes its schema now: the stop is lifted and the table is copied anew (through Kafka: the changes skipped meanwhile come back only with a snapshot at the producer)");
+                    }
+                }
                 return Ok(());
             }
         }

@@ -1011,6 +1011,18 @@ impl Stream {
             })
             .filter(|j| j.from != TableCopy::Done)
             .filter(|j| {
+                // Still stopped (the sink kept the stop when it took the schemas): its copy
+                // would only be skipped.
+                let stopped = states[rels.iter().position(|r| *r == j.schema.rel_id).unwrap_or(0)]
+                    .as_deref()
+                    .and_then(crate::cdc::table_state::stopped_reason)
+                    .is_some();
+                if stopped {
+                    tracing::warn!(pipeline = %self.pipeline, table = %j.schema.qualified(), "the table stays stopped: not copied");
+                }
+                !stopped
+            })
+            .filter(|j| {
                 // Counted by content, a keyless table cannot be copied while it streams (its
                 // rows would count twice): only a new snapshot copies it. The other tables go on.
                 if j.schema.keyless() {

@@ -308,6 +308,15 @@ async fn changed_type_stops_the_table(target: Target) {
     assert!(why.contains("`n`"), "{why}");
     converge(&w, &c, &other, &other, "id, v", "id", T).await;
     assert_eq!(w.ch_live(&t, "id, n", "id").await, vec!["1\t10", "2\t20"]);
+    // Not read again while it stays stopped (its copy would only be skipped).
+    assert!(
+        !run.counters()
+            .copies
+            .lock()
+            .unwrap()
+            .contains_key(&format!("public.{t}")),
+        "a still-stopped table is not copied"
+    );
     no_restarts(&run);
     run.stop().await;
 
