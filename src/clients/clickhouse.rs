@@ -208,7 +208,22 @@ impl ChClient {
             timeout: cfg.request_timeout.0,
             outages: None,
         };
-        let version = client.query_text("SELECT version()").await?;
+        let version = match client.query_text("SELECT version()").await {
+            Ok(v) => v,
+            Err(e) => {
+                // A refused client certificate can reach the HTTP client as a connection that
+                // closed before the request (an outage, by its look): TLS alone tells.
+                if let (Some(tls), false) = (&client.tls, e.class() == ErrorClass::Permanent) {
+                    if let Some(why) = tls::refused(&client.host, client.port, tls.clone()).await {
+                        return Err(ChError::Tls {
+                            addr: client.addr.clone(),
+                            message: why,
+                        });
+                    }
+                }
+                return Err(e);
+            }
+        };
         client.caps = ServerCaps::from_version(version.trim());
         if client.caps.version.is_empty() || client.caps.version == "0.0" {
             return Err(ChError::Server {

@@ -362,6 +362,37 @@ pub async fn probe(
     Ok(TlsInfo::of(stream.get_ref().1, verify))
 }
 
+/// Why the server at `host:port` refuses TLS with `config`, if it does: in the handshake, or
+/// (TLS 1.3) with an alert just after it, when it rejects the client certificate. A client
+/// that sent its request at once may see only a closed connection; this asks TLS alone. `None`
+/// when the server takes the connection (or cannot be reached: that is an outage, not this).
+pub async fn refused(host: &str, port: u16, config: Arc<ClientConfig>) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let name = server_name(host).ok()?;
+    let target = host.trim_start_matches('[').trim_end_matches(']');
+    let wait = std::time::Duration::from_secs(5);
+    let tcp = tokio::time::timeout(wait, tokio::net::TcpStream::connect((target, port)))
+        .await
+        .ok()?
+        .ok()?;
+    let mut stream = match tokio::time::timeout(
+        wait,
+        tokio_rustls::TlsConnector::from(config).connect(name, tcp),
+    )
+    .await
+    .ok()?
+    {
+        Ok(s) => s,
+        Err(e) => return rustls_cause(&e).map(|r| explain(host, r)),
+    };
+    // An HTTP server says nothing until asked: a quiet second means it took the connection.
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(std::time::Duration::from_secs(1), stream.read(&mut byte)).await {
+        Ok(Err(e)) => rustls_cause(&e).map(|r| explain(host, r)),
+        _ => None,
+    }
+}
+
 /// The rustls error under `err`, if a TLS failure caused it.
 pub fn rustls_cause<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);

@@ -564,6 +564,28 @@ async fn clickhouse_with_a_client_certificate() {
         .expect("no client certificate: refused");
     assert_eq!(e.class(), ErrorClass::Permanent, "{e}");
     assert!(e.to_string().contains("127.0.0.1"), "{e}");
+    // What makes that permanent whichever way the refusal reaches the HTTP client (as the
+    // server's alert, or as a connection closed before the request): TLS asked alone.
+    use tributary::clients::tls;
+    let no_cert = |client_cert| {
+        std::sync::Arc::new(
+            tls::client_config(&tls::TlsSettings {
+                verify: tls::Verify::Full,
+                roots: Some(tls_file("ca.pem").into()),
+                client_cert,
+            })
+            .unwrap(),
+        )
+    };
+    let why = tls::refused("127.0.0.1", port, no_cert(None))
+        .await
+        .expect("refused without a client certificate");
+    assert!(why.contains("127.0.0.1"), "{why}");
+    let with_cert = Some((tls_file("client.pem").into(), tls_file("client.key").into()));
+    assert_eq!(
+        tls::refused("127.0.0.1", port, no_cert(with_cert)).await,
+        None
+    );
     ch.client_cert = Some(tls_file("client.pem"));
     ch.client_key = Some(tls_file("client.key"));
     let client = ChClient::connect(&ch)
