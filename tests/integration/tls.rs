@@ -571,7 +571,7 @@ async fn clickhouse_with_a_client_certificate() {
         std::sync::Arc::new(
             tls::client_config(&tls::TlsSettings {
                 verify: tls::Verify::Full,
-                roots: Some(tls_file("ca.pem").into()),
+                roots: Some(tls_file("ca.pem")),
                 client_cert,
             })
             .unwrap(),
@@ -581,7 +581,7 @@ async fn clickhouse_with_a_client_certificate() {
         .await
         .expect("refused without a client certificate");
     assert!(why.contains("127.0.0.1"), "{why}");
-    let with_cert = Some((tls_file("client.pem").into(), tls_file("client.key").into()));
+    let with_cert = Some((tls_file("client.pem"), tls_file("client.key")));
     assert_eq!(
         tls::refused("127.0.0.1", port, no_cert(with_cert)).await,
         None
