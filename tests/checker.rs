@@ -416,6 +416,11 @@ async fn checker_under_faults() {
             child.child.kill().unwrap();
             child.child.wait().unwrap();
             report.count("process SIGKILL");
+            // Each killed process's log, for a failure's diagnosis (the last one is printed).
+            let _ = std::fs::write(
+                repo().join(format!("target/checker-process-{sigkills}.log")),
+                &*child.log.lock().unwrap(),
+            );
             if sigkills == 1 {
                 // A filled table joins the config of both paths: copied under the faults.
                 edit_config(
