@@ -845,15 +845,7 @@ async fn resync_from_the_command_line() {
         cmd.args(["resync", "--config"])
             .arg(&cfg)
             .args(["--table", &table])
-            .env("PGHOST", "127.0.0.1")
-            .env("PGPORT", var("TRIBUTARY_TEST_PG_PORT"))
-            .env("PGUSER", var("TRIBUTARY_TEST_PG_USER"))
-            .env("PGPASSWORD", var("TRIBUTARY_TEST_PG_PASSWORD"))
-            .env("PGDATABASE", var("TRIBUTARY_TEST_PG_DATABASE"))
-            .env("TRIBUTARY_SLOT", &w.slot)
-            .env("TRIBUTARY_PUBLICATION", &w.publication)
-            .env("CLICKHOUSE_URL", Target::Ch18.url())
-            .env("CLICKHOUSE_DATABASE", &w.database)
+            .envs(world_env(&w, &Target::Ch18.url()))
             .envs(admin);
         async move {
             tokio::task::spawn_blocking(move || cmd.output().unwrap())

@@ -28,6 +28,21 @@ impl Drop for Spawned {
     }
 }
 
+/// The environment config/*.toml reads for `w`'s servers, slot, publication and database.
+pub fn world_env(w: &World, ch_url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("PGHOST", "127.0.0.1".to_string()),
+        ("PGPORT", var("TRIBUTARY_TEST_PG_PORT")),
+        ("PGUSER", var("TRIBUTARY_TEST_PG_USER")),
+        ("PGPASSWORD", var("TRIBUTARY_TEST_PG_PASSWORD")),
+        ("PGDATABASE", var("TRIBUTARY_TEST_PG_DATABASE")),
+        ("TRIBUTARY_SLOT", w.slot.clone()),
+        ("TRIBUTARY_PUBLICATION", w.publication.clone()),
+        ("CLICKHOUSE_URL", ch_url.to_string()),
+        ("CLICKHOUSE_DATABASE", w.database.clone()),
+    ]
+}
+
 pub fn spawn_env(
     w: &World,
     config: &std::path::Path,
@@ -37,15 +52,7 @@ pub fn spawn_env(
     let mut child = Command::new(bin())
         .args(["run", "--config"])
         .arg(config)
-        .env("PGHOST", "127.0.0.1")
-        .env("PGPORT", var("TRIBUTARY_TEST_PG_PORT"))
-        .env("PGUSER", var("TRIBUTARY_TEST_PG_USER"))
-        .env("PGPASSWORD", var("TRIBUTARY_TEST_PG_PASSWORD"))
-        .env("PGDATABASE", var("TRIBUTARY_TEST_PG_DATABASE"))
-        .env("TRIBUTARY_SLOT", &w.slot)
-        .env("TRIBUTARY_PUBLICATION", &w.publication)
-        .env("CLICKHOUSE_URL", ch_url)
-        .env("CLICKHOUSE_DATABASE", &w.database)
+        .envs(world_env(w, ch_url))
         .env("RUST_LOG", "info")
         .env(
             "TRIBUTARY_HTTP",
