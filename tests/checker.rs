@@ -161,6 +161,7 @@ async fn checker_under_faults() {
     let broker_port = free_port();
     let kafka_proxy = Proxy::start(&format!("127.0.0.1:{broker_port}")).await;
     let mut broker = OwnBroker::start(broker_port, kafka_proxy.port).await;
+    broker.keep_log_at = Some(repo().join("target/checker-broker.log"));
     let names = KafkaNames::new();
     let cfg = checker_config(&[acct.clone(), events.clone(), kv.clone()], &kw);
     let listen = format!("127.0.0.1:{}", free_port());
@@ -453,9 +454,23 @@ async fn checker_under_faults() {
         late: &late,
         altered,
     };
-    let direct = tables.verdict(&w, &c, t).await;
+    let diagnosis = |pipeline: &'static str| {
+        let (listen, log) = (listen.clone(), child.log.clone());
+        async move { path_diagnosis(&listen, &log, pipeline).await }
+    };
+    let direct = match tables.verdict(&w, &c, t).await {
+        Ok(v) => v,
+        Err(e) => panic!("direct path: {e}\n{}", diagnosis("cdc").await),
+    };
     let cdc_recovery = faults_end.elapsed();
-    let through_kafka = tables.verdict(&kw, &c, t).await;
+    let through_kafka = match tables.verdict(&kw, &c, t).await {
+        Ok(v) => v,
+        Err(e) => panic!(
+            "through Kafka: {e}\n{}{}",
+            diagnosis("cdc_to_kafka").await,
+            diagnosis("kafka_to_ch").await
+        ),
+    };
     let kafka_recovery = faults_end.elapsed();
     // Every post once, with a label (the real model may answer any of them; "unknown" would
     // be a reply that did not parse, counted in the metrics). The real LLM may have a backlog
@@ -572,8 +587,14 @@ impl std::fmt::Display for Verdict {
 }
 
 impl Tables<'_> {
-    /// Waits until `w`'s ClickHouse database equals Postgres, then counts.
-    async fn verdict(&self, w: &World, c: &tokio_postgres::Client, t: Duration) -> Verdict {
+    /// Waits until `w`'s ClickHouse database equals Postgres, then counts; the first table
+    /// that does not converge, with its diagnosis.
+    async fn verdict(
+        &self,
+        w: &World,
+        c: &tokio_postgres::Client,
+        t: Duration,
+    ) -> Result<Verdict, String> {
         let Tables {
             acct,
             events,
@@ -588,14 +609,14 @@ impl Tables<'_> {
         } else {
             "-1"
         };
-        converge_sql(
+        try_converge_sql(
             w,
             c,
             &format!("SELECT id, balance, md5(coalesce(note, '')), {tier} FROM {acct} ORDER BY id"),
             &format!("SELECT id, balance, lower(hex(MD5(coalesce(note, '')))), {tier} FROM `{}`.`{acct}` FINAL WHERE _is_deleted = 0 ORDER BY id", w.database),
             t,
         )
-        .await;
+        .await?;
         let ch_kv = format!(
             "SELECT k, v FROM `{}`.`{kv}` FINAL WHERE _is_deleted = 0 ORDER BY k",
             w.database
@@ -609,10 +630,21 @@ impl Tables<'_> {
         )
         .await
         {
-            panic!("{e}\n{}", explain_kv(w, c, kv).await);
+            return Err(format!("{e}\n{}", explain_kv(w, c, kv).await));
         }
-        converge(w, c, events, events, "id, body", "id", t).await;
-        converge(w, c, late, late, "id, v", "id", t).await;
+        for (table, cols) in [(events, "id, body"), (late, "id, v")] {
+            try_converge_sql(
+                w,
+                c,
+                &format!("SELECT {cols} FROM {table} ORDER BY id"),
+                &format!(
+                    "SELECT {cols} FROM `{}`.`{table}` FINAL WHERE _is_deleted = 0 ORDER BY id",
+                    w.database
+                ),
+                t,
+            )
+            .await?;
+        }
         let count = |sql: String| async move {
             c.query_one(sql.as_str(), &[])
                 .await
@@ -630,14 +662,50 @@ impl Tables<'_> {
         let (final_rows, distinct) = ev[0].split_once('\t').unwrap();
         let (final_rows, distinct): (u64, u64) =
             (final_rows.parse().unwrap(), distinct.parse().unwrap());
-        Verdict {
+        Ok(Verdict {
             rows_checked,
             events: pg_events,
             final_rows,
             lost: pg_events.saturating_sub(distinct),
             duplicated: final_rows - distinct,
-        }
+        })
     }
+}
+
+/// A path's state when it did not converge, first in the failure's message (CI shows the
+/// start of a failure's output): the pipeline's metrics now, and its last log lines (without
+/// librdkafka's own).
+async fn path_diagnosis(
+    listen: &str,
+    log: &std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    pipeline: &str,
+) -> String {
+    let label = format!("pipeline=\"{pipeline}\"");
+    let metrics = match reqwest::get(format!("http://{listen}/metrics")).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(e) => format!("(no /metrics: {e})"),
+    };
+    let mut out = format!("--- {pipeline}: metrics now ---\n");
+    for line in metrics
+        .lines()
+        .filter(|l| l.contains(&label) && !l.starts_with('#') && !l.contains("_bucket"))
+        .filter(|l| !l.ends_with(" 0") && !l.ends_with(" 0.0"))
+    {
+        out += line;
+        out.push('\n');
+    }
+    let log = String::from_utf8_lossy(&log.lock().unwrap()).to_string();
+    let mine: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("pipeline={pipeline} ")) || l.contains(&format!("root/{pipeline}/")))
+        .filter(|l| !l.contains("librdkafka"))
+        .collect();
+    out += &format!("--- {pipeline}: its last log lines ---\n");
+    for l in &mine[mine.len().saturating_sub(25)..] {
+        out += &l.chars().take(400).collect::<String>();
+        out.push('\n');
+    }
+    out
 }
 
 /// Why `kv` differs: the keys only one side has or that differ, each with every version

@@ -454,6 +454,23 @@ async fn prometheus_scrapes_a_running_pipeline() {
     let (child, port) = spawn_with_http(&w, &t, Target::Ch18);
     let prom_port = free_port();
     converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    // The slot's position from the start, before any streamed commit is acknowledged (was 0
+    // until the first status update, 10 s in: a scrape then saw none).
+    let slot_at: i64 = c
+        .query_one(
+            "SELECT pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::bigint FROM pg_replication_slots WHERE slot_name = $1",
+            &[&w.slot],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let confirmed = metric(&format!("127.0.0.1:{port}"), "tributary_confirmed_lsn", "")
+        .await
+        .unwrap_or(0.0);
+    assert!(
+        confirmed > 0.0 && slot_at > 0,
+        "confirmed LSN {confirmed} from the start (the slot's is {slot_at})"
+    );
     let dir = repo()
         .join("target/test-configs")
         .join(unique("prometheus"));

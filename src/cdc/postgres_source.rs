@@ -386,6 +386,11 @@ impl Stream {
                     _ => {}
                 }
                 tracing::info!(pipeline = %self.pipeline, slot = %self.cfg.slot, confirmed = %s.confirmed_flush.map(fmt_lsn).unwrap_or_default(), "resuming");
+                // The slot's position until the first acknowledgement moves it (metrics and
+                // status show where the slot stands from the start, not 0).
+                self.counters
+                    .confirmed_lsn
+                    .fetch_max(s.confirmed_flush.unwrap_or(0), Ordering::Relaxed);
                 false
             }
             _ => true,
@@ -439,6 +444,9 @@ impl Stream {
                     message: "no exported snapshot".into(),
                 })?;
             tracing::info!(pipeline = %self.pipeline, slot = %self.cfg.slot, consistent = %fmt_lsn(consistent), "created slot; snapshot starts");
+            self.counters
+                .confirmed_lsn
+                .fetch_max(consistent, Ordering::Relaxed);
             // Keyless tables are counted by content: a copy taken while they stream would
             // count some rows twice, so they are read inside the slot's exported snapshot,
             // before anything streams. Every other table is copied in chunks while everything
@@ -603,7 +611,9 @@ impl Stream {
                                 self.idle_lsn.fetch_max(wal_end, Ordering::Relaxed);
                             }
                             if reply_requested {
-                                writer.send_status(self.confirmable(), false).await?;
+                                let pos = self.confirmable();
+                                writer.send_status(pos, false).await?;
+                                self.counters.confirmed_lsn.fetch_max(pos, Ordering::Relaxed);
                             }
                             continue;
                         }

@@ -187,6 +187,9 @@ pub struct OwnBroker {
     advertised: u16,
     dir: PathBuf,
     child: Option<std::process::Child>,
+    /// Where the broker's log is copied when it is dropped (its group coordinator's
+    /// decisions, for a failure's diagnosis).
+    pub keep_log_at: Option<PathBuf>,
 }
 
 impl OwnBroker {
@@ -198,6 +201,7 @@ impl OwnBroker {
             advertised,
             dir,
             child: None,
+            keep_log_at: None,
         };
         b.spawn().await;
         b
@@ -217,6 +221,8 @@ impl OwnBroker {
             .arg("--advertised-listener-url")
             .arg(format!("tcp://127.0.0.1:{}", self.advertised))
             .args(["--storage-engine", "sqlite://tansu.db"])
+            // Errors, and the group coordinator's decisions (members joined, expired).
+            .env("RUST_LOG", "error,tansu_broker::coordinator=info")
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -254,6 +260,9 @@ impl OwnBroker {
 impl Drop for OwnBroker {
     fn drop(&mut self) {
         self.kill();
+        if let Some(to) = &self.keep_log_at {
+            let _ = std::fs::copy(self.dir.join("broker.log"), to);
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
