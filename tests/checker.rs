@@ -697,7 +697,9 @@ async fn path_diagnosis(
     let log = String::from_utf8_lossy(&log.lock().unwrap()).to_string();
     let mine: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains(&format!("pipeline={pipeline} ")) || l.contains(&format!("root/{pipeline}/")))
+        .filter(|l| {
+            l.contains(&format!("pipeline={pipeline} ")) || l.contains(&format!("root/{pipeline}/"))
+        })
         .filter(|l| !l.contains("librdkafka"))
         .collect();
     out += &format!("--- {pipeline}: its last log lines ---\n");

@@ -24,6 +24,10 @@
 
 use crate::cdc::change::{ChangeItem, RowChange, RowOp, SinkMsg};
 use crate::cdc::table_state::{state_key, stopped_reason, stopped_value};
+use crate::cdc::toast::{
+    fields_for, key_tsv, lookup_sql, parse_lookup, plan_lookups, Fields, TableView, ToastCache,
+    LOOKUP_BATCH,
+};
 use crate::clients::clickhouse::{ChClient, ChError};
 use crate::config::{mapping_for, BatchConfig, ClickHouseConfig, OnTruncate, TableMapping};
 use crate::flow::edge::Edge;
@@ -83,71 +87,6 @@ struct StoppedTable {
 }
 
 /// The key columns' values of a row in ClickHouse's TSV form, tab-separated.
-fn key_tsv(cols: &[ChColumn], cells: &[Cell]) -> Vec<u8> {
-    let mut key = Vec::new();
-    for (c, cell) in cols.iter().zip(cells).filter(|(c, _)| c.is_key) {
-        if !key.is_empty() {
-            key.push(b'\t');
-        }
-        encode_field(&mut key, c, cell, &mut EncodeStats::default());
-    }
-    key
-}
-
-/// Fields of one row in ClickHouse's TSV form, by column index.
-type Fields = Vec<(usize, Vec<u8>)>;
-
-/// The values of a table's TOASTable columns as this sink last wrote them, by key (the key
-/// columns' TSV). An update that leaves a TOAST value unchanged takes it from here; only a
-/// miss costs a flush and a point query. Exact because this sink is the table's only writer
-/// and sees every change in order; an actor restart starts empty.
-#[derive(Default)]
-struct ToastCache {
-    /// Columns that came as unchanged TOAST in this table: their values are remembered.
-    cols: Vec<usize>,
-    rows: HashMap<Vec<u8>, Fields>,
-    bytes: usize,
-    /// The row deleted just before, and its remembered values: a key change arrives as the
-    /// delete of the old key, then the row under its new key with the unchanged TOAST values
-    /// of the old one.
-    last_deleted: Option<(Vec<u8>, Option<Fields>)>,
-}
-
-impl ToastCache {
-    fn remove(&mut self, key: &[u8]) -> Option<Fields> {
-        let old = self.rows.remove(key)?;
-        self.bytes -= entry_bytes(key, &old);
-        Some(old)
-    }
-
-    fn put(&mut self, key: Vec<u8>, fields: Fields) {
-        self.remove(&key);
-        self.bytes += entry_bytes(&key, &fields);
-        self.rows.insert(key, fields);
-    }
-
-    fn clear(&mut self) {
-        self.rows = HashMap::new();
-        self.bytes = 0;
-        self.last_deleted = None;
-    }
-}
-
-fn entry_bytes(key: &[u8], fields: &Fields) -> usize {
-    key.len() + fields.iter().map(|(_, v)| v.len() + 32).sum::<usize>() + 64
-}
-
-/// The fields of `want` in `have`, if it holds every one.
-fn fields_for(have: &Fields, want: &[usize]) -> Option<HashMap<usize, Vec<u8>>> {
-    want.iter()
-        .map(|i| {
-            have.iter()
-                .find(|(j, _)| j == i)
-                .map(|(_, v)| (*i, v.clone()))
-        })
-        .collect()
-}
-
 pub struct SinkState {
     pipeline: String,
     cfg: ClickHouseConfig,
@@ -162,6 +101,9 @@ pub struct SinkState {
     /// Recorded TRUNCATE fences by ClickHouse table, as read from or written to the state
     /// table by this sink.
     fences: HashMap<String, u64>,
+    /// The stored TOAST values of the chunk being taken in, read before its first row: by
+    /// relation and key, the values (`None`: ClickHouse has no such row). Each is taken once.
+    prefetched: HashMap<(u32, Vec<u8>), Option<Fields>>,
     pending_commit: Option<Lsn>,
     pending_commit_times: Vec<i64>,
     buffered_rows: usize,
@@ -211,6 +153,7 @@ impl Actor for ClickHouseSink {
             stopped: HashMap::new(),
             stops_read: Default::default(),
             fences: HashMap::new(),
+            prefetched: HashMap::new(),
             pending_commit: None,
             pending_commit_times: Vec::new(),
             buffered_rows: 0,
@@ -237,6 +180,7 @@ impl Actor for ClickHouseSink {
                 drop(permit);
                 let encode = tracing::info_span!(parent: &chunk.trace, "sink.encode", rows = tracing::field::Empty);
                 let mut rows = 0u64;
+                st.prefetch_toast(&chunk.items).await?;
                 for item in chunk.items {
                     match item {
                         ChangeItem::Row { rel_id, change } => {
@@ -257,6 +201,7 @@ impl Actor for ClickHouseSink {
                         }
                     }
                 }
+                st.prefetched.clear();
                 encode.record("rows", rows);
                 drop(encode);
                 if let Some(lsn) = chunk.commit {
@@ -410,7 +355,7 @@ impl SinkState {
             let at = moved_key.as_ref().unwrap_or(&key);
             let remembered = match &last_deleted {
                 Some((k, prev)) if k == at => prev.as_ref(),
-                _ => t.toast.rows.get(at),
+                _ => t.toast.get(at),
             };
             match remembered.and_then(|have| fields_for(have, &toast)) {
                 Some(found) => {
@@ -419,14 +364,28 @@ impl SinkState {
                 }
                 None => {
                     let at = at.clone();
-                    if let Some((k, None)) = &last_deleted {
-                        if *k == at {
-                            // The old key's delete: the lookup's flush reads the old row
-                            // before it writes the tombstone (see `flush`).
-                            t.toast.last_deleted = last_deleted;
+                    // Read before the chunk's first row (see `prefetch_toast`), or now.
+                    let prefetched = match self.prefetched.remove(&(rel_id, at.clone())) {
+                        Some(Some(have)) => fields_for(&have, &toast),
+                        Some(None) => {
+                            tracing::warn!(table = %t.ch_name, "unchanged TOAST value of a row ClickHouse does not have: stored as NULL");
+                            Some(HashMap::new())
                         }
+                        None => None,
+                    };
+                    if prefetched.is_some() {
+                        PipelineCounters::add(&self.counters.toast_lookups, 1);
+                        prefetched
+                    } else {
+                        if let Some((k, None)) = &last_deleted {
+                            if *k == at {
+                                // The old key's delete: the lookup's flush reads the old row
+                                // before it writes the tombstone (see `flush`).
+                                t.toast.last_deleted = last_deleted;
+                            }
+                        }
+                        Some(self.stored_values(rel_id, &at, &toast).await?)
                     }
-                    Some(self.stored_values(rel_id, &at, &toast).await?)
                 }
             }
         };
@@ -458,13 +417,12 @@ impl SinkState {
             }
             end_row(out, change.version, false);
             if !remember.is_empty() {
-                t.toast.put(key, remember);
+                t.toast.put(key, change.version, remember);
                 let total: usize = self.tables.values().map(|t| t.toast.bytes).sum();
                 if total > self.batch.toast_cache_bytes {
                     // Over budget: forget everything (misses fall back to lookups).
                     for t in self.tables.values_mut() {
-                        t.toast.rows = HashMap::new();
-                        t.toast.bytes = 0;
+                        t.toast.forget_rows();
                     }
                 }
             }
@@ -580,6 +538,44 @@ impl SinkState {
             }
         }
         Ok(out)
+    }
+
+    /// Reads back, before a chunk's first row, the stored TOAST values its rows will need
+    /// and the cache does not hold: one flush, then one query per table and batch of keys,
+    /// instead of a flush and a query per row.
+    async fn prefetch_toast(&mut self, items: &[ChangeItem]) -> Result<(), SinkError> {
+        self.prefetched.clear();
+        let plan = plan_lookups(items, |rel| {
+            if self.stopped.contains_key(&rel) {
+                return None;
+            }
+            self.tables
+                .get(&rel)
+                .filter(|t| !t.keyless)
+                .map(|t| TableView {
+                    cols: &t.cols,
+                    cache: &t.toast,
+                    fence: t.fence,
+                })
+        });
+        if plan.is_empty() {
+            return Ok(());
+        }
+        // ClickHouse holds every row taken in before this chunk.
+        self.flush().await?;
+        for (rel, lookups) in plan {
+            let t = &self.tables[&rel];
+            for keys in lookups.keys.chunks(LOOKUP_BATCH) {
+                let sql = lookup_sql(&self.ch.database, &t.ch_name, &t.cols, keys, &lookups.cols);
+                let text = self.ch.query_text(&sql).await?;
+                let mut found = parse_lookup(&text, &t.cols, keys.len(), &lookups.cols)
+                    .map_err(|e| SinkError::Protocol(format!("`{}`: {e}", t.ch_name)))?;
+                for (i, key) in keys.iter().enumerate() {
+                    self.prefetched.insert((rel, key.clone()), found.remove(&i));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A table's schema, first or changed: applied, or the table stopped where ClickHouse

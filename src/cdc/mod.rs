@@ -14,4 +14,5 @@ pub mod pg_changes;
 pub mod pg_tables;
 pub mod postgres_source;
 pub mod table_state;
+pub mod toast;
 pub mod tree;

@@ -613,7 +613,9 @@ impl Stream {
                             if reply_requested {
                                 let pos = self.confirmable();
                                 writer.send_status(pos, false).await?;
-                                self.counters.confirmed_lsn.fetch_max(pos, Ordering::Relaxed);
+                                self.counters
+                                    .confirmed_lsn
+                                    .fetch_max(pos, Ordering::Relaxed);
                             }
                             continue;
                         }
