@@ -25,8 +25,8 @@
 use crate::cdc::change::{ChangeItem, RowChange, RowOp, SinkMsg};
 use crate::cdc::table_state::{state_key, stopped_reason, stopped_value};
 use crate::cdc::toast::{
-    fields_for, key_tsv, lookup_sql, parse_lookup, plan_lookups, Fields, TableView, ToastCache,
-    LOOKUP_BATCH,
+    fields_for, key_tsv, lookup_batches, lookup_sql, parse_lookup, plan_lookups, Fields, TableView,
+    ToastCache,
 };
 use crate::clients::clickhouse::{ChClient, ChError};
 use crate::config::{mapping_for, BatchConfig, ClickHouseConfig, OnTruncate, TableMapping};
@@ -565,7 +565,7 @@ impl SinkState {
         self.flush().await?;
         for (rel, lookups) in plan {
             let t = &self.tables[&rel];
-            for keys in lookups.keys.chunks(LOOKUP_BATCH) {
+            for keys in lookup_batches(&lookups.keys) {
                 let sql = lookup_sql(&self.ch.database, &t.ch_name, &t.cols, keys, &lookups.cols);
                 let text = self.ch.query_text(&sql).await?;
                 let mut found = parse_lookup(&text, &t.cols, keys.len(), &lookups.cols)

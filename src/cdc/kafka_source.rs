@@ -246,11 +246,20 @@ impl Run {
                     }
                     _ = lag_every.tick() => {
                         self.sample_lag().await;
-                        if self.watchdog.starved(self.shared.consumer.context().assigned()) {
-                            return Err(KafkaError::Consumer(format!(
-                                "no partition assigned for {:?}: restarting the consumer for a fresh group join",
-                                kafka::ASSIGNMENT_WATCHDOG
-                            )));
+                        match self.watchdog.check(self.shared.consumer.context().assigned()) {
+                            kafka::Starvation::Fed => {}
+                            kafka::Starvation::Restart => return Err(kafka::starved_error(false)),
+                            kafka::Starvation::IfAlone => {
+                                let (shared, group) = (self.shared.clone(), self.cfg.group.clone());
+                                let alone = tokio::task::spawn_blocking(move || {
+                                    kafka::alone_in_group(&shared.consumer, &group)
+                                })
+                                .await
+                                .unwrap_or(false);
+                                if alone {
+                                    return Err(kafka::starved_error(true));
+                                }
+                            }
                         }
                         continue;
                     }

@@ -24,8 +24,27 @@ use std::collections::{HashMap, HashSet};
 /// Fields of one row in ClickHouse's TSV form, by column index.
 pub type Fields = Vec<(usize, Vec<u8>)>;
 
-/// Keys per lookup query: the query carries one condition per key.
+/// Keys per lookup query, and bytes of their text: the query carries every key twice, and
+/// ClickHouse parses at most `max_query_size` (256 KiB by default) of it.
 pub const LOOKUP_BATCH: usize = 500;
+pub const LOOKUP_BATCH_BYTES: usize = 48 << 10;
+
+/// `keys` cut into the batches of one lookup query each.
+pub fn lookup_batches(keys: &[Vec<u8>]) -> Vec<&[Vec<u8>]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, k) in keys.iter().enumerate() {
+        if i > start && (i - start == LOOKUP_BATCH || bytes + k.len() > LOOKUP_BATCH_BYTES) {
+            out.push(&keys[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += k.len();
+    }
+    if start < keys.len() {
+        out.push(&keys[start..]);
+    }
+    out
+}
 
 /// The key columns' TSV of a row: how the cache and the lookups name a row.
 pub fn key_tsv(cols: &[ChColumn], cells: &[Cell]) -> Vec<u8> {
@@ -367,6 +386,21 @@ mod tests {
         );
         // A table unknown to the sink, or rows after its schema changed: none.
         assert!(plan_lookups(&items, |_| None).is_empty());
+    }
+
+    #[test]
+    fn lookups_are_cut_by_keys_and_by_bytes() {
+        let small: Vec<Vec<u8>> = (0..1201).map(|i| i.to_string().into_bytes()).collect();
+        let sizes: Vec<usize> = lookup_batches(&small).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, vec![500, 500, 201]);
+        let wide: Vec<Vec<u8>> = (0..5).map(|_| vec![b'k'; 20 << 10]).collect();
+        let sizes: Vec<usize> = lookup_batches(&wide).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, vec![2, 2, 1]);
+        // One key over the budget still gets its query.
+        let huge = vec![vec![b'k'; 60 << 10], b"1".to_vec()];
+        let sizes: Vec<usize> = lookup_batches(&huge).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, vec![1, 1]);
+        assert!(lookup_batches(&[]).is_empty());
     }
 
     #[test]

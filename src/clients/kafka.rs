@@ -229,6 +229,23 @@ impl GroupLog {
 /// has nothing to read because its topics do not exist yet only restarts its consumer.)
 pub const ASSIGNMENT_WATCHDOG: Duration = Duration::from_secs(60);
 
+/// Sooner for a consumer that is the only member of its group: nobody else holds the
+/// partitions, so having none is the coordinator's failure (tansu 0.6, when the member it
+/// expired was the group's leader, leaves the one that is left with an empty assignment and
+/// never asks it to join again). Two session timeouts: a dead member has expired by then.
+pub const ASSIGNMENT_WATCHDOG_ALONE: Duration = Duration::from_secs(20);
+
+/// What the watchdog makes of a consumer's assignment now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Starvation {
+    /// It has partitions, or has been without them for less than the short watchdog.
+    Fed,
+    /// Without partitions past the short watchdog: restart it if it is alone in its group.
+    IfAlone,
+    /// Without partitions past the long watchdog: restart it.
+    Restart,
+}
+
 /// Tracks how long a consumer has been without partitions.
 #[derive(Default)]
 pub struct AssignmentWatchdog {
@@ -236,17 +253,55 @@ pub struct AssignmentWatchdog {
 }
 
 impl AssignmentWatchdog {
-    /// Whether the consumer has had no partition for `ASSIGNMENT_WATCHDOG` (checked often).
-    pub fn starved(&mut self, assigned: usize) -> bool {
+    /// The verdict on a consumer with `assigned` partitions now (checked often).
+    pub fn check(&mut self, assigned: usize) -> Starvation {
         if assigned > 0 {
             self.since = None;
-            return false;
+            return Starvation::Fed;
         }
-        self.since
+        let starving = self
+            .since
             .get_or_insert_with(std::time::Instant::now)
-            .elapsed()
-            >= ASSIGNMENT_WATCHDOG
+            .elapsed();
+        Self::verdict(starving)
     }
+
+    fn verdict(starving: Duration) -> Starvation {
+        if starving >= ASSIGNMENT_WATCHDOG {
+            Starvation::Restart
+        } else if starving >= ASSIGNMENT_WATCHDOG_ALONE {
+            Starvation::IfAlone
+        } else {
+            Starvation::Fed
+        }
+    }
+}
+
+/// Whether `consumer` is the only member of `group` as its coordinator describes it (a
+/// blocking call, of at most 2 s); false when the coordinator does not say.
+pub fn alone_in_group<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    group: &str,
+) -> bool {
+    consumer
+        .fetch_group_list(Some(group), Duration::from_secs(2))
+        .ok()
+        .and_then(|l| {
+            l.groups()
+                .iter()
+                .find(|g| g.name() == group)
+                .map(|g| g.members().len() <= 1)
+        })
+        .unwrap_or(false)
+}
+
+/// The error that restarts a starved consumer.
+pub fn starved_error(alone: bool) -> KafkaError {
+    KafkaError::Consumer(if alone {
+        format!("no partition assigned for {ASSIGNMENT_WATCHDOG_ALONE:?} while alone in the group: restarting the consumer for a fresh group join")
+    } else {
+        format!("no partition assigned for {ASSIGNMENT_WATCHDOG:?}: restarting the consumer for a fresh group join")
+    })
 }
 
 impl rdkafka::client::ClientContext for GroupLog {}
@@ -491,6 +546,21 @@ pub async fn dead_letter(
 mod tests {
     use super::*;
     use crate::config::Secret;
+
+    #[test]
+    fn a_starved_consumer_restarts_sooner_when_alone_in_its_group() {
+        let at = |s| AssignmentWatchdog::verdict(Duration::from_secs(s));
+        assert_eq!(at(0), Starvation::Fed);
+        assert_eq!(at(19), Starvation::Fed);
+        assert_eq!(at(20), Starvation::IfAlone);
+        assert_eq!(at(59), Starvation::IfAlone);
+        assert_eq!(at(60), Starvation::Restart);
+        let mut w = AssignmentWatchdog::default();
+        assert_eq!(w.check(0), Starvation::Fed);
+        assert!(w.since.is_some());
+        assert_eq!(w.check(3), Starvation::Fed);
+        assert!(w.since.is_none(), "partitions reset it");
+    }
 
     #[test]
     fn property_values_never_reach_an_error() {

@@ -64,7 +64,7 @@ impl Actor for KafkaStatusSource {
             kafka::subscribe_with_dead_letters(&a.kafka, &a.source, &a.pipeline).await?;
         let run = Run {
             a,
-            consumer,
+            consumer: std::sync::Arc::new(consumer),
             dlq,
             stash: VecDeque::new(),
             committed: HashMap::new(),
@@ -98,20 +98,13 @@ impl Actor for KafkaStatusSource {
 
 struct Run {
     a: StatusSourceArgs,
-    consumer: kafka::GroupConsumer,
+    /// Shared with the blocking group lookup of the assignment watchdog.
+    consumer: std::sync::Arc<kafka::GroupConsumer>,
     dlq: FutureProducer,
     stash: VecDeque<OwnedMessage>,
     /// Offsets committed last, per resume key.
     committed: HashMap<String, i64>,
     watchdog: kafka::AssignmentWatchdog,
-}
-
-/// The assignment watchdog's error (see [`kafka::ASSIGNMENT_WATCHDOG`]).
-fn starved() -> KafkaError {
-    KafkaError::Consumer(format!(
-        "no partition assigned for {:?}: restarting the consumer for a fresh group join",
-        kafka::ASSIGNMENT_WATCHDOG
-    ))
 }
 
 impl Run {
@@ -123,8 +116,21 @@ impl Run {
                 None => tokio::select! {
                     _ = tick.tick() => {
                         self.commit();
-                        if self.watchdog.starved(self.consumer.context().assigned()) {
-                            return Err(starved());
+                        match self.watchdog.check(self.consumer.context().assigned()) {
+                            kafka::Starvation::Fed => {}
+                            kafka::Starvation::Restart => return Err(kafka::starved_error(false)),
+                            kafka::Starvation::IfAlone => {
+                                let (consumer, group) =
+                                    (self.consumer.clone(), self.a.source.group.clone());
+                                let alone = tokio::task::spawn_blocking(move || {
+                                    kafka::alone_in_group(&*consumer, &group)
+                                })
+                                .await
+                                .unwrap_or(false);
+                                if alone {
+                                    return Err(kafka::starved_error(true));
+                                }
+                            }
                         }
                         continue;
                     }
