@@ -118,6 +118,9 @@ fn main() -> ExitCode {
             } => eval(&cfg, &file, model, prompt, limit, json).await,
         }
     });
+    // Blocking calls still out (a Kafka client's close on an unreachable broker, say) do
+    // not hold the exit for ever.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -154,7 +154,17 @@ impl Actor for KafkaCdcSource {
         match st.edge.call(SinkMsg::Drain, st.drain_timeout).await {
             Ok(acked) => {
                 st.shared.take_acked(acked);
-                st.shared.commit(CommitMode::Sync);
+                // A synchronous commit blocks its thread while the coordinator does not
+                // answer: off the runtime, and waited for at most 10 s (not committed, the
+                // messages are read again).
+                let shared = st.shared.clone();
+                let commit = tokio::task::spawn_blocking(move || shared.commit(CommitMode::Sync));
+                if tokio::time::timeout(Duration::from_secs(10), commit)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(pipeline = %st.shared.pipeline, "the final offset commit did not finish in 10 s; uncommitted messages will be read again");
+                }
             }
             Err(e) => {
                 tracing::warn!(pipeline = %st.shared.pipeline, error = %e, "no final drain; uncommitted messages will be read again")

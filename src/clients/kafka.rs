@@ -277,28 +277,28 @@ impl AssignmentWatchdog {
     }
 }
 
-/// Whether `consumer` is the only member of `group` as its coordinator describes it (a
-/// blocking call, of at most 2 s); false when the coordinator does not say.
+/// Whether `consumer` is the only member of `group` as its coordinator describes it, or
+/// the coordinator does not answer (a blocking call, of at most 2 s): either way a consumer
+/// without partitions is better restarted than left waiting. False only when the coordinator
+/// names other members, which may hold the partitions.
 pub fn alone_in_group<C: rdkafka::consumer::ConsumerContext>(
     consumer: &impl Consumer<C>,
     group: &str,
 ) -> bool {
-    consumer
-        .fetch_group_list(Some(group), Duration::from_secs(2))
-        .ok()
-        .and_then(|l| {
-            l.groups()
-                .iter()
-                .find(|g| g.name() == group)
-                .map(|g| g.members().len() <= 1)
-        })
-        .unwrap_or(false)
+    match consumer.fetch_group_list(Some(group), Duration::from_secs(2)) {
+        Ok(l) => l
+            .groups()
+            .iter()
+            .find(|g| g.name() == group)
+            .is_none_or(|g| g.members().len() <= 1),
+        Err(_) => true,
+    }
 }
 
 /// The error that restarts a starved consumer.
 pub fn starved_error(alone: bool) -> KafkaError {
     KafkaError::Consumer(if alone {
-        format!("no partition assigned for {ASSIGNMENT_WATCHDOG_ALONE:?} while alone in the group: restarting the consumer for a fresh group join")
+        format!("no partition assigned for {ASSIGNMENT_WATCHDOG_ALONE:?}, and no other member in the group (or no answer from its coordinator): restarting the consumer for a fresh group join")
     } else {
         format!("no partition assigned for {ASSIGNMENT_WATCHDOG:?}: restarting the consumer for a fresh group join")
     })

@@ -105,10 +105,15 @@ pub async fn wait_exit(
             let err = String::from_utf8_lossy(&child.log.lock().unwrap()).into_owned();
             return (status, err);
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "tributary did not exit within {timeout:?}"
-        );
+        if std::time::Instant::now() >= deadline {
+            // What it was doing: its last lines (librdkafka's own left out).
+            let log = String::from_utf8_lossy(&child.log.lock().unwrap()).into_owned();
+            let lines: Vec<&str> = log.lines().filter(|l| !l.contains("librdkafka")).collect();
+            panic!(
+                "tributary did not exit within {timeout:?}; its last log lines:\n{}",
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
