@@ -471,13 +471,15 @@ pub(crate) async fn copy_table(
         let (mut batch_bytes, mut n) = (0usize, 0usize);
         let mut last_key: Option<Vec<String>> = None;
         let mut outcome = Sent::Yes;
-        let mut partial: Vec<u8> = Vec::new();
+        // Lines are split off the read buffer without a copy; their plain fields are slices
+        // of it.
+        let mut partial = bytes::BytesMut::new();
         'read: while let Some(buf) = stream.next().await {
             partial.extend_from_slice(&buf.map_err(pg)?);
-            let mut start = 0;
-            while let Some(pos) = partial[start..].iter().position(|&b| b == b'\n') {
+            while let Some(pos) = partial.iter().position(|&b| b == b'\n') {
+                let line = partial.split_to(pos + 1).freeze();
                 let mut cells = Vec::with_capacity(s.columns.len());
-                catalog::parse_copy_line(&partial[start..start + pos], &mut cells).ok_or_else(
+                catalog::parse_copy_line_shared(&line.slice(..pos), &mut cells).ok_or_else(
                     || {
                         BackfillError::Pg(PgError::Protocol {
                             addr: ctx.params.addr(),
@@ -486,7 +488,6 @@ pub(crate) async fn copy_table(
                     },
                 )?;
                 batch_bytes += pos;
-                start += pos + 1;
                 n += 1;
                 last_key = Some(key_of(&s, &cells));
                 batch.push(ChangeItem::row(
@@ -509,7 +510,6 @@ pub(crate) async fn copy_table(
                     progress(&|p| p.rows = copied);
                 }
             }
-            partial.drain(..start);
         }
         if outcome == Sent::Yes && !batch.is_empty() {
             let k = batch.len() as u64;

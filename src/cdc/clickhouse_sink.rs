@@ -338,7 +338,17 @@ impl SinkState {
             return self.take_keyless_row(rel_id, change);
         }
         let toast = change.unchanged_toast();
-        let key = key_tsv(&t.cols, &change.cells);
+        // The key names the row in the TOAST cache: not needed (nor encoded) for a row of a
+        // table without TOAST values to remember, the common case of a copy.
+        let key = if change.is_delete()
+            || !toast.is_empty()
+            || !t.toast.cols.is_empty()
+            || change.moved_from.is_some()
+        {
+            key_tsv(&t.cols, &change.cells)
+        } else {
+            Vec::new()
+        };
         let moved_key = change.moved_from.as_ref().map(|old| key_tsv(&t.cols, old));
         let t = self.tables.get_mut(&rel_id).expect("checked above");
         let last_deleted = t.toast.last_deleted.take();

@@ -149,7 +149,26 @@ pub fn plan_lookups<'a>(
     items: &[ChangeItem],
     table: impl Fn(u32) -> Option<TableView<'a>>,
 ) -> HashMap<u32, TableLookups> {
+    // On every chunk's path: the tables with a row of unchanged TOAST values first, found
+    // without allocating; a chunk with none (most) costs this scan alone.
+    let wanted: HashSet<u32> = items
+        .iter()
+        .filter_map(|item| match item {
+            ChangeItem::Row { rel_id, change }
+                if change
+                    .cells
+                    .iter()
+                    .any(|c| matches!(c, Cell::UnchangedToast)) =>
+            {
+                Some(*rel_id)
+            }
+            _ => None,
+        })
+        .collect();
     let mut plan: HashMap<u32, TableLookups> = HashMap::new();
+    if wanted.is_empty() {
+        return plan;
+    }
     let mut seen: HashSet<(u32, Vec<u8>)> = HashSet::new();
     let mut changed: HashSet<u32> = HashSet::new();
     for item in items {
@@ -164,7 +183,7 @@ pub fn plan_lookups<'a>(
                 continue;
             }
         };
-        if changed.contains(&rel) {
+        if changed.contains(&rel) || !wanted.contains(&rel) {
             continue;
         }
         let Some(t) = table(rel) else { continue };

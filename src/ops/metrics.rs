@@ -399,7 +399,7 @@ const PIPELINE_FAMILIES: &[Family] = &[
     },
     Family {
         name: "tributary_toast_lookups",
-        help: "Unchanged TOAST values looked up in ClickHouse (a flush and a point query each).",
+        help: "Rows whose unchanged TOAST values were read back from ClickHouse (planned per chunk: a flush and a query per table and batch of keys).",
         ty: MetricType::Counter,
         cdc_only: false,
         value: |c| c.toast_lookups.load(Relaxed),

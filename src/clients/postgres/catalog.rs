@@ -401,13 +401,27 @@ pub async fn slot_state(
 
 /// Splits a COPY text-format line (without its newline) into cells.
 pub fn parse_copy_line(line: &[u8], out: &mut Vec<Cell>) -> Option<()> {
+    parse_copy_fields(line, out, |f| Bytes::copy_from_slice(f))
+}
+
+/// [`parse_copy_line`] of a line held in `Bytes`: a field without escapes is a slice of it
+/// (no copy, no allocation).
+pub fn parse_copy_line_shared(line: &Bytes, out: &mut Vec<Cell>) -> Option<()> {
+    parse_copy_fields(line, out, |f| line.slice_ref(f))
+}
+
+fn parse_copy_fields(
+    line: &[u8],
+    out: &mut Vec<Cell>,
+    plain: impl Fn(&[u8]) -> Bytes,
+) -> Option<()> {
     for field in line.split(|&b| b == b'\t') {
         if field == b"\\N" {
             out.push(Cell::Null);
             continue;
         }
         if !field.contains(&b'\\') {
-            out.push(Cell::Text(Bytes::copy_from_slice(field)));
+            out.push(Cell::Text(plain(field)));
             continue;
         }
         let mut v = BytesMut::with_capacity(field.len());
@@ -483,6 +497,16 @@ mod tests {
         );
         let mut out = Vec::new();
         assert!(parse_copy_line(b"bad\\", &mut out).is_none());
+        // The same cells from a shared line, its plain fields slices of it.
+        let line = Bytes::from_static(b"1\t\\N\ta\\tb\\\\c\\n\t\\101");
+        let (mut owned, mut shared) = (Vec::new(), Vec::new());
+        parse_copy_line(&line, &mut owned).unwrap();
+        parse_copy_line_shared(&line, &mut shared).unwrap();
+        assert_eq!(owned, shared);
+        match &shared[0] {
+            Cell::Text(b) => assert_eq!(b.as_ptr(), line.as_ptr()),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
