@@ -401,7 +401,7 @@ pub async fn slot_state(
 
 /// Splits a COPY text-format line (without its newline) into cells.
 pub fn parse_copy_line(line: &[u8], out: &mut Vec<Cell>) -> Option<()> {
-    parse_copy_fields(line, out, |f| Bytes::copy_from_slice(f))
+    parse_copy_fields(line, out, Bytes::copy_from_slice)
 }
 
 /// [`parse_copy_line`] of a line held in `Bytes`: a field without escapes is a slice of it
