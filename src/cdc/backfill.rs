@@ -476,7 +476,7 @@ pub(crate) async fn copy_table(
         let mut partial = bytes::BytesMut::new();
         'read: while let Some(buf) = stream.next().await {
             partial.extend_from_slice(&buf.map_err(pg)?);
-            while let Some(pos) = partial.iter().position(|&b| b == b'\n') {
+            while let Some(pos) = memchr::memchr(b'\n', &partial) {
                 let line = partial.split_to(pos + 1).freeze();
                 let mut cells = Vec::with_capacity(s.columns.len());
                 catalog::parse_copy_line_shared(&line.slice(..pos), &mut cells).ok_or_else(

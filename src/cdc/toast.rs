@@ -12,7 +12,7 @@
 //! row earlier in the same chunk writes (its values are that row's, not ClickHouse's), or
 //! attribute a reply row to any key but the one its query condition matched.
 
-use crate::cdc::change::ChangeItem;
+use crate::cdc::change::{ChangeItem, RowOp};
 use crate::protocol::chtypes::{
     ch_ident, encode_field, key_equals_sql, stored_field_tsv, stored_select_expr, ChColumn,
     EncodeStats, DELETED_COL, VERSION_COL,
@@ -154,11 +154,13 @@ pub fn plan_lookups<'a>(
     let wanted: HashSet<u32> = items
         .iter()
         .filter_map(|item| match item {
+            // (A copy's rows are whole.)
             ChangeItem::Row { rel_id, change }
-                if change
-                    .cells
-                    .iter()
-                    .any(|c| matches!(c, Cell::UnchangedToast)) =>
+                if change.op != RowOp::Snapshot
+                    && change
+                        .cells
+                        .iter()
+                        .any(|c| matches!(c, Cell::UnchangedToast)) =>
             {
                 Some(*rel_id)
             }
@@ -301,7 +303,7 @@ pub fn parse_lookup(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cdc::change::{RowChange, RowOp};
+    use crate::cdc::change::RowChange;
     use crate::protocol::chtypes::Codec;
     use bytes::Bytes;
 

@@ -193,9 +193,9 @@ impl ChClient {
             .with_password(cfg.password.expose())
             // 18.16 has no RowBinaryWithNamesAndTypes; we send and read TabSeparated only.
             .with_validation(false)
-            .with_compression(match cfg.compression {
-                Compression::Lz4 => clickhouse::Compression::Lz4,
+            .with_compression(match cfg.compression.for_host(&host) {
                 Compression::None => clickhouse::Compression::None,
+                Compression::Lz4 | Compression::Auto => clickhouse::Compression::Lz4,
             });
         let mut client = ChClient {
             inner,

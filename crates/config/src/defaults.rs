@@ -202,7 +202,7 @@ pub fn json_as() -> JsonAs {
     JsonAs::String
 }
 pub fn compression() -> Compression {
-    Compression::Lz4
+    Compression::Auto
 }
 pub fn on_truncate() -> OnTruncate {
     OnTruncate::Truncate

@@ -76,7 +76,8 @@ pub struct ClickHouseConfig {
     /// falls back to String on older servers).
     #[serde(default = "defaults::json_as")]
     pub json_as: JsonAs,
-    /// `lz4` or `none`.
+    /// `auto` (lz4, except to a server on this machine: compressing costs both ends CPU
+    /// and saves no network there), `lz4` or `none`.
     #[serde(default = "defaults::compression")]
     pub compression: Compression,
     /// Table of a `sentiment` pipeline.
@@ -95,8 +96,29 @@ pub struct ClickHouseConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
+    Auto,
     Lz4,
     None,
+}
+
+impl Compression {
+    /// What `self` means for a server at `host`: `auto` is lz4 but to a loopback address.
+    pub fn for_host(self, host: &str) -> Compression {
+        match self {
+            Compression::Auto => {
+                let h = host.trim_start_matches('[').trim_end_matches(']');
+                let loopback = h.eq_ignore_ascii_case("localhost")
+                    || h.parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback());
+                if loopback {
+                    Compression::None
+                } else {
+                    Compression::Lz4
+                }
+            }
+            c => c,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -847,3 +847,27 @@ name = "events"
     let e = err("[[pipeline.table]]\nname = \"t\"\npurge_deleted_after = \"5s\"\n");
     assert!(e.contains("at least 60s"), "{e}");
 }
+
+#[test]
+fn compression_auto_is_none_to_this_machine_only() {
+    for host in [
+        "localhost",
+        "127.0.0.1",
+        "127.8.9.1",
+        "::1",
+        "[::1]",
+        "LocalHost",
+    ] {
+        assert_eq!(
+            Compression::Auto.for_host(host),
+            Compression::None,
+            "{host}"
+        );
+    }
+    for host in ["clickhouse", "10.0.0.5", "abc.clickhouse.cloud", "::2", ""] {
+        assert_eq!(Compression::Auto.for_host(host), Compression::Lz4, "{host}");
+    }
+    assert_eq!(Compression::Lz4.for_host("localhost"), Compression::Lz4);
+    assert_eq!(Compression::None.for_host("remote"), Compression::None);
+    assert_eq!(defaults::compression(), Compression::Auto);
+}

@@ -856,7 +856,8 @@ fn encode_scalar(
             let Some(d) = text().and_then(parse_date_days) else {
                 return false;
             };
-            out.extend_from_slice(d.to_string().as_bytes());
+            // Written in place: no string per value.
+            let _ = std::io::Write::write_fmt(out, format_args!("{d}"));
         }
         Codec::DateTime64 => {
             let Some(mut us) = text().and_then(parse_timestamp_micros) else {
@@ -874,7 +875,7 @@ fn encode_scalar(
             let Some(us) = text().and_then(parse_timestamp_micros) else {
                 return false;
             };
-            out.extend_from_slice(us.to_string().as_bytes());
+            let _ = std::io::Write::write_fmt(out, format_args!("{us}"));
         }
         Codec::Bytea => {
             let Some(raw) = parse_bytea_hex(v) else {

@@ -415,12 +415,19 @@ fn parse_copy_fields(
     out: &mut Vec<Cell>,
     plain: impl Fn(&[u8]) -> Bytes,
 ) -> Option<()> {
-    for field in line.split(|&b| b == b'\t') {
+    for field in memchr::memchr_iter(b'\t', line)
+        .chain(std::iter::once(line.len()))
+        .scan(0, |start, end| {
+            let f = &line[*start..end];
+            *start = end + 1;
+            Some(f)
+        })
+    {
         if field == b"\\N" {
             out.push(Cell::Null);
             continue;
         }
-        if !field.contains(&b'\\') {
+        if memchr::memchr(b'\\', field).is_none() {
             out.push(Cell::Text(plain(field)));
             continue;
         }
