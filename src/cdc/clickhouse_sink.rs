@@ -86,7 +86,6 @@ struct StoppedTable {
     counters: Arc<crate::runtime::registry::TableCounters>,
 }
 
-/// The key columns' values of a row in ClickHouse's TSV form, tab-separated.
 pub struct SinkState {
     pipeline: String,
     cfg: ClickHouseConfig,
