@@ -374,26 +374,28 @@ impl SinkState {
                 None => {
                     let at = at.clone();
                     // Read before the chunk's first row (see `prefetch_toast`), or now.
-                    let prefetched = match self.prefetched.remove(&(rel_id, at.clone())) {
-                        Some(Some(have)) => fields_for(&have, &toast),
-                        Some(None) => {
-                            tracing::warn!(table = %t.ch_name, "unchanged TOAST value of a row ClickHouse does not have: stored as NULL");
-                            Some(HashMap::new())
+                    let prefetched =
+                        self.prefetched
+                            .remove(&(rel_id, at.clone()))
+                            .and_then(|p| match p {
+                                Some(have) => fields_for(&have, &toast),
+                                None => Some(absent_row(&t.ch_name)),
+                            });
+                    match prefetched {
+                        Some(found) => {
+                            PipelineCounters::add(&self.counters.toast_lookups, 1);
+                            Some(found)
                         }
-                        None => None,
-                    };
-                    if prefetched.is_some() {
-                        PipelineCounters::add(&self.counters.toast_lookups, 1);
-                        prefetched
-                    } else {
-                        if let Some((k, None)) = &last_deleted {
-                            if *k == at {
-                                // The old key's delete: the lookup's flush reads the old row
-                                // before it writes the tombstone (see `flush`).
-                                t.toast.last_deleted = last_deleted;
+                        None => {
+                            if let Some((k, None)) = &last_deleted {
+                                if *k == at {
+                                    // The old key's delete: the lookup's flush reads the old
+                                    // row before it writes the tombstone (see `flush`).
+                                    t.toast.last_deleted = last_deleted;
+                                }
                             }
+                            Some(self.stored_values(rel_id, &at, &toast).await?)
                         }
-                        Some(self.stored_values(rel_id, &at, &toast).await?)
                     }
                 }
             }
@@ -542,9 +544,7 @@ impl SinkState {
                     out.insert(i, tsv);
                 }
             }
-            None => {
-                tracing::warn!(table = %t.ch_name, "unchanged TOAST value of a row ClickHouse does not have: stored as NULL")
-            }
+            None => out = absent_row(&t.ch_name),
         }
         Ok(out)
     }
@@ -1235,6 +1235,13 @@ impl SinkState {
 }
 
 /// The ClickHouse table of `s`: its mapping's target, else the table template's name.
+/// The values of unchanged TOAST columns of a row ClickHouse does not have: none (NULL),
+/// said once per row.
+fn absent_row(table: &str) -> HashMap<usize, Vec<u8>> {
+    tracing::warn!(table = %table, "unchanged TOAST value of a row ClickHouse does not have: stored as NULL");
+    HashMap::new()
+}
+
 pub fn target_table(mapping: Option<&TableMapping>, template: &str, s: &TableSchema) -> String {
     match mapping.and_then(|m| m.target.clone()) {
         Some(target) => target,
