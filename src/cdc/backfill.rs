@@ -25,7 +25,7 @@
 //! being copied reach the sink unfilled.
 
 use crate::cdc::change::{ChangeChunk, ChangeItem, RowChange, RowOp, SinkMsg};
-use crate::cdc::table_state::{state_key, TableCopy};
+use crate::cdc::table_state::{state_key, RangeCopy, TableCopy};
 use crate::clients::postgres::{catalog, PgError, PgParams};
 use crate::flow::edge::{Edge, EdgeError};
 use crate::protocol::pgoutput::Cell;
@@ -246,6 +246,9 @@ pub struct Ctx<'a> {
     pub incarnation: &'a str,
     /// Rows per chunk (one statement, one state record).
     pub chunk_rows: usize,
+    /// Workers copying at once (a table of several chunks is split into key ranges when
+    /// more than one).
+    pub workers: usize,
     /// Rows per message to the sink, and bytes (a message goes once either is reached).
     pub message_rows: usize,
     pub message_bytes: usize,
@@ -356,227 +359,483 @@ pub async fn read_position(
         .saturating_sub(1))
 }
 
-/// Copies one table (or partition) as the job says, resuming after its recorded chunk.
+/// What a worker got done of a job.
+pub(crate) enum Copied {
+    /// The job is complete: the table's copy is recorded done.
+    Done,
+    /// The table is copied in key ranges, by any worker: these of `run`'s ranges are left.
+    Split(std::sync::Arc<TableRun>, Vec<usize>),
+}
+
+/// A table copied in key ranges, several at once: the ranges as recorded, how many are not
+/// done, and the version rows read from the start on carry.
+pub(crate) struct TableRun {
+    pub job: Job,
+    /// Held while a range's progress is recorded, so records land in the order they were
+    /// made (the value holds every range).
+    ranges: tokio::sync::Mutex<Vec<RangeCopy>>,
+    left: std::sync::atomic::AtomicUsize,
+    version: u64,
+    logged: std::sync::Mutex<std::time::Instant>,
+}
+
+/// At most this many ranges per worker: a worker that finishes early takes another.
+const RANGES_PER_WORKER: usize = 2;
+/// About this many pages of a table are sampled for its range bounds.
+const SAMPLE_PAGES: i64 = 300;
+
+/// Copies one table (or partition) as the job says: resumes after its recorded chunk (or
+/// ranges), splits a table of several chunks into key ranges when more than one worker
+/// copies, or copies it in order.
 pub(crate) async fn copy_table(
     ctx: &Ctx<'_>,
     client: &tokio_postgres::Client,
-    j: &Job,
-) -> Result<(), BackfillError> {
-    use futures_util::StreamExt;
+    j: Job,
+) -> Result<Copied, BackfillError> {
     let s = &j.schema;
     let rel = s.rel_id;
-    let types = ctx.shared.types(rel).unwrap_or_default();
-    // A partition attached while running is read from itself; a table from itself.
-    let (from_schema, from_name) = match &j.partition {
-        Some(p) => (p.schema.as_str(), p.name.as_str()),
-        None => (s.schema.as_str(), s.name.as_str()),
-    };
-    let what = match &j.partition {
-        Some(p) => format!("partition {}.{} of {}", p.schema, p.name, s.qualified()),
-        None => s.qualified(),
-    };
+    let what = what(&j);
     let mut after = match &j.from {
         TableCopy::Done => {
             if let Ok(mut copies) = ctx.counters.copies.lock() {
                 copies.remove(&j.display());
             }
-            return Ok(());
+            return Ok(Copied::Done);
         }
         TableCopy::Copying { after } => {
             tracing::info!(pipeline = %ctx.pipeline, table = %what, "resuming the table's copy after its last recorded chunk");
             Some(after.clone())
         }
+        TableCopy::Ranges(_) => {
+            tracing::info!(pipeline = %ctx.pipeline, table = %what, "resuming the table's copy in ranges after their last recorded chunks");
+            None
+        }
         TableCopy::Pending => None,
     };
-    if after.is_none() && j.partition.is_some() {
+    if after.is_none() && j.partition.is_some() && j.from == TableCopy::Pending {
         tracing::info!(pipeline = %ctx.pipeline, table = %what, "copying a partition attached while running, as it streams");
     }
     // Before the TRUNCATE below: the table is not left empty in ClickHouse while this waits.
     let mut version = read_position(client, ctx.params, ctx.pipeline, &what).await?;
-    if after.is_none() && j.partition.is_none() && j.purge_below.is_none() {
+    if j.from == TableCopy::Pending && j.partition.is_none() && j.purge_below.is_none() {
         // What an earlier life of the table left in ClickHouse may be older than anything
         // streamed now: start from an empty table.
         tracing::info!(pipeline = %ctx.pipeline, table = %s.qualified(), "copying the table, as it streams");
         send(ctx, rel, None, vec![ChangeItem::SnapshotBegin(vec![rel])]).await?;
     }
     let pg = |e: tokio_postgres::Error| BackfillError::Pg(PgError::client(ctx.params.addr(), e));
-    let mut copied = 0u64;
-    let estimate: i64 = client
+    let (from_schema, from_name) = source_of(&j);
+    let size = client
         .query_one(
             "SELECT CASE WHEN c.relkind = 'p' THEN \
                (SELECT coalesce(sum(greatest(l.reltuples, 0)), 0) FROM pg_partition_tree(c.oid) t \
                 JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf) \
-             ELSE greatest(c.reltuples, 0) END::bigint \
+             ELSE greatest(c.reltuples, 0) END::bigint, \
+             (CASE WHEN c.relkind = 'p' THEN \
+               (SELECT coalesce(sum(pg_relation_size(t.relid)), 0) FROM pg_partition_tree(c.oid) t WHERE t.isleaf) \
+             ELSE pg_relation_size(c.oid) END / current_setting('block_size')::bigint)::bigint \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = $1 AND c.relname = $2",
             &[&from_schema, &from_name],
         )
         .await
-        .map_err(pg)?
-        .get(0);
+        .map_err(pg)?;
+    let (estimate, pages): (i64, i64) = (size.get(0), size.get(1));
     let shown = j.display();
-    let progress = |f: &dyn Fn(&mut CopyProgress)| {
-        if let Ok(mut copies) = ctx.counters.copies.lock() {
-            f(copies
-                .entry(shown.clone())
-                .or_insert_with(CopyProgress::queued));
-        }
-    };
-    progress(&|p| {
+    progress(ctx, &shown, &|p| {
         p.state = CopyState::Copying;
         p.estimate = estimate.max(0) as u64;
-        p.resumed = after.is_some();
+        p.resumed = j.from != TableCopy::Pending;
         p.started = Some(std::time::Instant::now());
         p.rows = 0;
     });
+    let ranges = match &j.from {
+        TableCopy::Ranges(r) => Some(r.clone()),
+        TableCopy::Pending if ctx.workers > 1 => {
+            let bounds = range_bounds(ctx, client, &j, pages).await?;
+            if bounds.is_empty() {
+                None
+            } else {
+                let r = RangeCopy::between(&bounds);
+                tracing::info!(pipeline = %ctx.pipeline, table = %what, ranges = r.len(), "copying the table in key ranges, several at once");
+                record(ctx, &j, TableCopy::Ranges(r.clone())).await?;
+                Some(r)
+            }
+        }
+        _ => None,
+    };
+    if let Some(ranges) = ranges {
+        let open: Vec<usize> = (0..ranges.len()).filter(|&i| !ranges[i].done).collect();
+        let run = std::sync::Arc::new(TableRun {
+            job: j,
+            left: std::sync::atomic::AtomicUsize::new(open.len()),
+            ranges: tokio::sync::Mutex::new(ranges),
+            version,
+            logged: std::sync::Mutex::new(std::time::Instant::now()),
+        });
+        if open.is_empty() {
+            finish(ctx, &run.job).await?;
+            return Ok(Copied::Done);
+        }
+        return Ok(Copied::Split(run, open));
+    }
     let mut logged = std::time::Instant::now();
     loop {
-        let generation = ctx.shared.generation(rel);
-        // The columns the sink expects now: a schema change streamed during the copy
-        // (ADD COLUMN, say) applies from the next chunk on.
-        let s: SharedSchema = ctx.shared.schema(rel).unwrap_or_else(|| j.schema.clone());
-        let keys: Vec<&str> = s
-            .key_indexes()
-            .iter()
-            .map(|&i| s.columns[i].name.as_str())
-            .collect();
-        let key_list: Vec<String> = keys.iter().map(|k| pg_ident(k)).collect();
-        let key_list = key_list.join(", ");
-        let cols: Vec<String> = s.columns.iter().map(|c| pg_ident(&c.name)).collect();
-        let mut conds: Vec<String> = j.filter.iter().map(|f| format!("({f})")).collect();
-        if let Some(a) = &after {
-            let lits: Vec<String> = keys
-                .iter()
-                .zip(a)
-                .map(|(k, v)| typed_literal(v, types.get(*k)))
-                .collect();
-            conds.push(format!("({key_list}) > ({})", lits.join(", ")));
-        }
-        let sql = format!(
-            "COPY (SELECT {} FROM {}.{}{} ORDER BY {key_list} LIMIT {}) TO STDOUT",
-            cols.join(", "),
-            pg_ident(from_schema),
-            pg_ident(from_name),
-            if conds.is_empty() {
-                String::new()
-            } else {
-                format!(" WHERE {}", conds.join(" AND "))
-            },
-            ctx.chunk_rows
-        );
-        let stream = client.copy_out(sql.as_str()).await.map_err(pg)?;
-        futures_util::pin_mut!(stream);
-        // Sent as read, a message at a time: memory holds one message, however wide the rows.
-        let mut batch: Vec<ChangeItem> = Vec::new();
-        let (mut batch_bytes, mut n) = (0usize, 0usize);
-        let mut last_key: Option<Vec<String>> = None;
-        let mut outcome = Sent::Yes;
-        // Lines are split off the read buffer without a copy; their plain fields are slices
-        // of it.
-        let mut partial = bytes::BytesMut::new();
-        'read: while let Some(buf) = stream.next().await {
-            partial.extend_from_slice(&buf.map_err(pg)?);
-            while let Some(pos) = memchr::memchr(b'\n', &partial) {
-                let line = partial.split_to(pos + 1).freeze();
-                let mut cells = Vec::with_capacity(s.columns.len());
-                catalog::parse_copy_line_shared(&line.slice(..pos), &mut cells).ok_or_else(
-                    || {
-                        BackfillError::Pg(PgError::Protocol {
-                            addr: ctx.params.addr(),
-                            message: format!("unreadable COPY line in {}", s.qualified()),
-                        })
-                    },
-                )?;
-                batch_bytes += pos;
-                n += 1;
-                last_key = Some(key_of(&s, &cells));
-                batch.push(ChangeItem::row(
-                    rel,
-                    RowOp::Snapshot,
-                    version,
-                    cells,
-                    (0, 0),
-                ));
-                if batch.len() >= ctx.message_rows || batch_bytes >= ctx.message_bytes {
-                    let k = batch.len() as u64;
-                    outcome =
-                        send(ctx, rel, Some((generation, &s)), std::mem::take(&mut batch)).await?;
-                    if outcome != Sent::Yes {
-                        break 'read;
-                    }
-                    batch_bytes = 0;
-                    PipelineCounters::add(&ctx.counters.snapshot_rows, k);
-                    copied += k;
-                    progress(&|p| p.rows = copied);
-                }
-            }
-        }
-        if outcome == Sent::Yes && !batch.is_empty() {
-            let k = batch.len() as u64;
-            outcome = send(ctx, rel, Some((generation, &s)), std::mem::take(&mut batch)).await?;
-            if outcome == Sent::Yes {
-                PipelineCounters::add(&ctx.counters.snapshot_rows, k);
-                copied += k;
-                progress(&|p| p.rows = copied);
-            }
-        }
-        if outcome == Sent::SchemaChanged {
+        let chunk = copy_chunk(ctx, client, &j, after.as_ref(), None, version).await?;
+        match chunk.outcome {
             // The chunk is read again with the new columns (what was sent of it is sent
             // again: the same rows at the same version).
-            tracing::info!(pipeline = %ctx.pipeline, table = %what, "the table's schema changed during the copy: the chunk is read again");
-            continue;
-        }
-        if outcome == Sent::Truncated {
-            tracing::info!(pipeline = %ctx.pipeline, table = %what, "TRUNCATE streamed during the copy: the copy starts over");
-            after = None;
-            record(ctx, j, TableCopy::Pending).await?;
-            // Read anew, after the TRUNCATE: above its fence.
-            version = read_position(client, ctx.params, ctx.pipeline, &what).await?;
-            continue;
-        }
-        if n < ctx.chunk_rows {
-            if let Some(below) = j.purge_below {
-                let purged = ctx
-                    .edge
-                    .call(
-                        |reply| SinkMsg::Purge { rel, below, reply },
-                        Duration::from_secs(3600),
-                    )
-                    .await?
-                    .map_err(BackfillError::Sink)?;
-                tracing::info!(pipeline = %ctx.pipeline, table = %what, rows = copied, deleted = purged, "resync complete");
+            Sent::SchemaChanged => {
+                tracing::info!(pipeline = %ctx.pipeline, table = %what, "the table's schema changed during the copy: the chunk is read again");
+                continue;
             }
-            record(ctx, j, TableCopy::Done).await?;
-            progress(&|p| {
-                p.state = CopyState::Done;
-                p.seconds = p.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
-            });
-            tracing::info!(pipeline = %ctx.pipeline, table = %what, rows = copied, "table copied");
-            return Ok(());
+            Sent::Truncated => {
+                tracing::info!(pipeline = %ctx.pipeline, table = %what, "TRUNCATE streamed during the copy: the copy starts over");
+                after = None;
+                record(ctx, &j, TableCopy::Pending).await?;
+                // Read anew, after the TRUNCATE: above its fence.
+                version = read_position(client, ctx.params, ctx.pipeline, &what).await?;
+                continue;
+            }
+            Sent::Yes => {}
         }
-        after = last_key;
+        if chunk.rows < ctx.chunk_rows {
+            finish(ctx, &j).await?;
+            return Ok(Copied::Done);
+        }
+        after = chunk.last_key;
         record(
             ctx,
-            j,
+            &j,
             TableCopy::Copying {
                 after: after.clone().unwrap_or_default(),
             },
         )
         .await?;
-        if logged.elapsed() >= PROGRESS_EVERY {
-            logged = std::time::Instant::now();
-            let now = ctx
-                .counters
-                .copies
-                .lock()
-                .ok()
-                .and_then(|c| c.get(&shown).cloned());
-            if let Some(p) = now {
-                tracing::info!(pipeline = %ctx.pipeline, table = %what, rows = p.rows, estimated = p.estimate,
-                    rows_per_s = p.rate().round() as u64, eta_s = p.eta_s().unwrap_or(0), "copy progress");
+        log_progress(ctx, &j, &mut logged);
+    }
+}
+
+/// Copies range `i` of `run` (resuming after its last recorded chunk); `true` when it was
+/// the table's last range not done (the table's copy is then recorded done).
+pub(crate) async fn copy_range(
+    ctx: &Ctx<'_>,
+    client: &tokio_postgres::Client,
+    run: &TableRun,
+    i: usize,
+) -> Result<bool, BackfillError> {
+    let j = &run.job;
+    let what = what(j);
+    let (mut after, hi) = {
+        let r = &run.ranges.lock().await[i];
+        (r.after().cloned(), r.hi.clone())
+    };
+    let mut version = run.version;
+    loop {
+        let chunk = copy_chunk(ctx, client, j, after.as_ref(), hi.as_ref(), version).await?;
+        match chunk.outcome {
+            Sent::SchemaChanged => continue,
+            Sent::Truncated => {
+                // This range starts over, above the TRUNCATE's fence; a range done before it
+                // has nothing to take again (its rows were sent before the TRUNCATE, and
+                // every row added since streams).
+                tracing::info!(pipeline = %ctx.pipeline, table = %what, "TRUNCATE streamed during the copy: the range starts over");
+                version = read_position(client, ctx.params, ctx.pipeline, &what).await?;
+                after = record_range(ctx, run, i, |r| r.at = None).await?;
+                continue;
+            }
+            Sent::Yes => {}
+        }
+        if chunk.rows < ctx.chunk_rows {
+            record_range(ctx, run, i, |r| r.done = true).await?;
+            let last = run.left.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1;
+            if last {
+                finish(ctx, j).await?;
+            }
+            return Ok(last);
+        }
+        after = chunk.last_key.clone();
+        record_range(ctx, run, i, |r| r.at = chunk.last_key.clone()).await?;
+        if let Ok(mut logged) = run.logged.lock() {
+            log_progress(ctx, j, &mut logged);
+        }
+    }
+}
+
+/// Changes range `i` of `run` as `f` says and records every range; where the range's next
+/// chunk starts.
+async fn record_range(
+    ctx: &Ctx<'_>,
+    run: &TableRun,
+    i: usize,
+    f: impl FnOnce(&mut RangeCopy),
+) -> Result<Option<Vec<String>>, BackfillError> {
+    let mut ranges = run.ranges.lock().await;
+    f(&mut ranges[i]);
+    record(ctx, &run.job, TableCopy::Ranges(ranges.clone())).await?;
+    Ok(ranges[i].after().cloned())
+}
+
+/// Up to `RANGES_PER_WORKER` per worker key bounds splitting the job's table into ranges of
+/// about a chunk or more each, from a sample of its pages (`TABLESAMPLE SYSTEM`); none when
+/// the table holds under two chunks.
+async fn range_bounds(
+    ctx: &Ctx<'_>,
+    client: &tokio_postgres::Client,
+    j: &Job,
+    pages: i64,
+) -> Result<Vec<Vec<String>>, BackfillError> {
+    if pages <= 0 {
+        return Ok(Vec::new());
+    }
+    let s: SharedSchema = ctx
+        .shared
+        .schema(j.schema.rel_id)
+        .unwrap_or_else(|| j.schema.clone());
+    let keys: Vec<String> = s
+        .key_indexes()
+        .iter()
+        .map(|&i| pg_ident(&s.columns[i].name))
+        .collect();
+    let buckets = (ctx.workers * RANGES_PER_WORKER).max(2);
+    let percent = (100.0 * SAMPLE_PAGES as f64 / pages as f64).min(100.0);
+    let (from_schema, from_name) = source_of(j);
+    let sql = format!(
+        "SELECT DISTINCT ON (b) n, {texts} FROM (SELECT {list}, ntile({buckets}) OVER (ORDER BY {list}) AS b, count(*) OVER () AS n \
+           FROM {}.{} TABLESAMPLE SYSTEM ({percent:.6}){filter}) s \
+         ORDER BY b, {desc}",
+        pg_ident(from_schema),
+        pg_ident(from_name),
+        texts = keys
+            .iter()
+            .map(|k| format!("{k}::text"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        list = keys.join(", "),
+        filter = j
+            .filter
+            .as_ref()
+            .map(|f| format!(" WHERE ({f})"))
+            .unwrap_or_default(),
+        desc = keys
+            .iter()
+            .map(|k| format!("{k} DESC"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    let rows = client
+        .query(sql.as_str(), &[])
+        .await
+        .map_err(|e| BackfillError::Pg(PgError::client(ctx.params.addr(), e)))?;
+    let sampled: i64 = rows.first().map_or(0, |r| r.get(0));
+    // The last bucket's highest key bounds nothing.
+    let maxima: Vec<Vec<String>> = rows
+        .iter()
+        .take(rows.len().saturating_sub(1))
+        .map(|r| (1..=keys.len()).map(|c| r.get::<_, String>(c)).collect())
+        .collect();
+    let rows_estimate = sampled as f64 * 100.0 / percent;
+    let wanted = (rows_estimate / ctx.chunk_rows.max(1) as f64) as usize;
+    Ok(pick_bounds(maxima, wanted.min(buckets)))
+}
+
+/// Of the ascending `bounds` (each the highest key of one of `bounds.len() + 1` buckets),
+/// those that split the table into `ranges` ranges of about equal size; none under two.
+fn pick_bounds(bounds: Vec<Vec<String>>, ranges: usize) -> Vec<Vec<String>> {
+    let buckets = bounds.len() + 1;
+    let ranges = ranges.min(buckets);
+    if ranges < 2 {
+        return Vec::new();
+    }
+    (1..ranges)
+        .map(|i| bounds[i * buckets / ranges - 1].clone())
+        .collect()
+}
+
+/// Records the job's copy done (a resync's rows left over deleted first) and shows it.
+async fn finish(ctx: &Ctx<'_>, j: &Job) -> Result<(), BackfillError> {
+    let what = what(j);
+    let rel = j.schema.rel_id;
+    if let Some(below) = j.purge_below {
+        let purged = ctx
+            .edge
+            .call(
+                |reply| SinkMsg::Purge { rel, below, reply },
+                Duration::from_secs(3600),
+            )
+            .await?
+            .map_err(BackfillError::Sink)?;
+        tracing::info!(pipeline = %ctx.pipeline, table = %what, deleted = purged, "resync complete");
+    }
+    record(ctx, j, TableCopy::Done).await?;
+    let mut rows = 0;
+    progress(ctx, &j.display(), &|p| {
+        p.state = CopyState::Done;
+        p.seconds = p.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    });
+    if let Ok(copies) = ctx.counters.copies.lock() {
+        rows = copies.get(&j.display()).map_or(0, |p| p.rows);
+    }
+    tracing::info!(pipeline = %ctx.pipeline, table = %what, rows, "table copied");
+    Ok(())
+}
+
+/// The table's progress as `/status` shows it, changed by `f`.
+fn progress(ctx: &Ctx<'_>, shown: &str, f: &dyn Fn(&mut CopyProgress)) {
+    if let Ok(mut copies) = ctx.counters.copies.lock() {
+        f(copies
+            .entry(shown.to_string())
+            .or_insert_with(CopyProgress::queued));
+    }
+}
+
+/// Logs the job's progress if it was last logged `PROGRESS_EVERY` ago.
+fn log_progress(ctx: &Ctx<'_>, j: &Job, logged: &mut std::time::Instant) {
+    if logged.elapsed() < PROGRESS_EVERY {
+        return;
+    }
+    *logged = std::time::Instant::now();
+    let now = ctx
+        .counters
+        .copies
+        .lock()
+        .ok()
+        .and_then(|c| c.get(&j.display()).cloned());
+    if let Some(p) = now {
+        tracing::info!(pipeline = %ctx.pipeline, table = %what(j), rows = p.rows, estimated = p.estimate,
+            rows_per_s = p.rate().round() as u64, eta_s = p.eta_s().unwrap_or(0), "copy progress");
+    }
+}
+
+/// The job as logs name it.
+fn what(j: &Job) -> String {
+    match &j.partition {
+        Some(p) => format!("partition {}.{} of {}", p.schema, p.name, j.schema.qualified()),
+        None => j.schema.qualified(),
+    }
+}
+
+/// Where the job's rows are read: an attached partition from itself, a table from itself.
+fn source_of(j: &Job) -> (&str, &str) {
+    match &j.partition {
+        Some(p) => (p.schema.as_str(), p.name.as_str()),
+        None => (j.schema.schema.as_str(), j.schema.name.as_str()),
+    }
+}
+
+/// One chunk read and sent.
+struct Chunk {
+    rows: usize,
+    last_key: Option<Vec<String>>,
+    outcome: Sent,
+}
+
+/// Reads and sends up to a chunk of the job's rows with a key above `after` and up to `hi`,
+/// in key order, as snapshot rows at `version`; stops at the first message not sent.
+async fn copy_chunk(
+    ctx: &Ctx<'_>,
+    client: &tokio_postgres::Client,
+    j: &Job,
+    after: Option<&Vec<String>>,
+    hi: Option<&Vec<String>>,
+    version: u64,
+) -> Result<Chunk, BackfillError> {
+    use futures_util::StreamExt;
+    let rel = j.schema.rel_id;
+    let types = ctx.shared.types(rel).unwrap_or_default();
+    let (from_schema, from_name) = source_of(j);
+    let pg = |e: tokio_postgres::Error| BackfillError::Pg(PgError::client(ctx.params.addr(), e));
+    let generation = ctx.shared.generation(rel);
+    // The columns the sink expects now: a schema change streamed during the copy (ADD
+    // COLUMN, say) applies from the next chunk on.
+    let s: SharedSchema = ctx.shared.schema(rel).unwrap_or_else(|| j.schema.clone());
+    let keys: Vec<&str> = s
+        .key_indexes()
+        .iter()
+        .map(|&i| s.columns[i].name.as_str())
+        .collect();
+    let key_list: Vec<String> = keys.iter().map(|k| pg_ident(k)).collect();
+    let key_list = key_list.join(", ");
+    let cols: Vec<String> = s.columns.iter().map(|c| pg_ident(&c.name)).collect();
+    let mut conds: Vec<String> = j.filter.iter().map(|f| format!("({f})")).collect();
+    let key_literal = |key: &Vec<String>| {
+        keys.iter()
+            .zip(key)
+            .map(|(k, v)| typed_literal(v, types.get(*k)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(a) = after {
+        conds.push(format!("({key_list}) > ({})", key_literal(a)));
+    }
+    if let Some(h) = hi {
+        conds.push(format!("({key_list}) <= ({})", key_literal(h)));
+    }
+    let sql = format!(
+        "COPY (SELECT {} FROM {}.{}{} ORDER BY {key_list} LIMIT {}) TO STDOUT",
+        cols.join(", "),
+        pg_ident(from_schema),
+        pg_ident(from_name),
+        if conds.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conds.join(" AND "))
+        },
+        ctx.chunk_rows
+    );
+    let stream = client.copy_out(sql.as_str()).await.map_err(pg)?;
+    futures_util::pin_mut!(stream);
+    let shown = j.display();
+    let sent = |k: usize| {
+        PipelineCounters::add(&ctx.counters.snapshot_rows, k as u64);
+        progress(ctx, &shown, &|p| p.rows += k as u64);
+    };
+    // Sent as read, a message at a time: memory holds one message, however wide the rows.
+    let mut batch: Vec<ChangeItem> = Vec::new();
+    let (mut batch_bytes, mut n) = (0usize, 0usize);
+    let mut last_key: Option<Vec<String>> = None;
+    // Lines are split off the read buffer without a copy; their plain fields are slices of it.
+    let mut partial = bytes::BytesMut::new();
+    while let Some(buf) = stream.next().await {
+        partial.extend_from_slice(&buf.map_err(pg)?);
+        while let Some(pos) = memchr::memchr(b'\n', &partial) {
+            let line = partial.split_to(pos + 1).freeze();
+            let mut cells = Vec::with_capacity(s.columns.len());
+            catalog::parse_copy_line_shared(&line.slice(..pos), &mut cells).ok_or_else(|| {
+                BackfillError::Pg(PgError::Protocol {
+                    addr: ctx.params.addr(),
+                    message: format!("unreadable COPY line in {}", s.qualified()),
+                })
+            })?;
+            batch_bytes += pos;
+            n += 1;
+            last_key = Some(key_of(&s, &cells));
+            batch.push(ChangeItem::row(rel, RowOp::Snapshot, version, cells, (0, 0)));
+            if batch.len() >= ctx.message_rows || batch_bytes >= ctx.message_bytes {
+                let k = batch.len();
+                let outcome =
+                    send(ctx, rel, Some((generation, &s)), std::mem::take(&mut batch)).await?;
+                if outcome != Sent::Yes {
+                    return Ok(Chunk { rows: n, last_key, outcome });
+                }
+                batch_bytes = 0;
+                sent(k);
             }
         }
     }
+    let mut outcome = Sent::Yes;
+    if !batch.is_empty() {
+        let k = batch.len();
+        outcome = send(ctx, rel, Some((generation, &s)), batch).await?;
+        if outcome == Sent::Yes {
+            sent(k);
+        }
+    }
+    Ok(Chunk {
+        rows: n,
+        last_key,
+        outcome,
+    })
 }
 
 /// The key columns' values of a copied row, in key order (Postgres text).
@@ -786,6 +1045,20 @@ mod tests {
             parse_partitions(Some(&empty), "s@0/1"),
             Some(Default::default())
         );
+    }
+
+    #[test]
+    fn bounds_split_into_even_ranges() {
+        let b = |v: &[&str]| -> Vec<Vec<String>> { v.iter().map(|k| vec![k.to_string()]).collect() };
+        // Eight buckets (seven bounds) into four ranges: every second bound.
+        let seven = b(&["1", "2", "3", "4", "5", "6", "7"]);
+        assert_eq!(pick_bounds(seven.clone(), 4), b(&["2", "4", "6"]));
+        assert_eq!(pick_bounds(seven.clone(), 8), seven);
+        // More ranges than buckets: one per bucket.
+        assert_eq!(pick_bounds(b(&["1", "2"]), 8), b(&["1", "2"]));
+        // Under two ranges (a table of under two chunks, or an empty sample): none.
+        assert!(pick_bounds(seven, 1).is_empty());
+        assert!(pick_bounds(Vec::new(), 4).is_empty());
     }
 
     #[test]

@@ -714,6 +714,7 @@ impl Stream {
                 counters: &self.counters,
                 incarnation: &incarnation,
                 chunk_rows: self.cfg.snapshot_chunk_rows,
+                workers: self.cfg.snapshot_workers,
                 message_rows: self.cfg.chunk_rows,
                 message_bytes: self.cfg.chunk_bytes,
             };

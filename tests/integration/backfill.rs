@@ -97,8 +97,21 @@ async fn added_table(target: Target) {
             }
         })
     };
-    // Killed mid-copy, the source resumes after the last recorded chunk.
+    // Killed mid-copy, the source resumes after the last recorded chunk of each key range
+    // (two workers copy the table's ranges at once).
     copy_under_way(&counters, 30_000).await;
+    let state = w
+        .ch_rows(&format!(
+            "SELECT value FROM `{}`.`_tributary_state` FINAL WHERE key = 'table:public.{added}'",
+            w.database
+        ))
+        .await;
+    assert!(
+        state
+            .iter()
+            .any(|v| v.contains("|ranges|") && v.matches("\\n").count() >= 1),
+        "copied in key ranges: {state:?}"
+    );
     run.kill("source").await;
     writer.await.unwrap();
     converge(&w, &c, &first, &first, "id, v", "id", T).await;
@@ -174,7 +187,20 @@ async fn truncate_during_copy(target: Target) {
                 w.database
             ))
             .await?;
-        if v.iter().any(|v| v.contains("|copying|")) {
+        // A chunk recorded: in order, or in one of its key ranges (a line `d` or with a
+        // position, `c\t<lo>\t=<at>`).
+        // (TSV as ClickHouse sends it: the lines' newlines and tabs escaped; the keys
+        // here are numbers.)
+        let recorded = |v: &String| {
+            let v = v.replace("\\n", "\n").replace("\\t", "\t");
+            v.contains("|copying|")
+                || (v.contains("|ranges|")
+                    && v.split('\n').any(|l| {
+                        let l = l.rsplit('|').next().unwrap_or(l);
+                        l.starts_with("d\t") || l.split('\t').nth(2).is_some_and(|at| at != "*")
+                    }))
+        };
+        if v.iter().any(recorded) {
             Ok(())
         } else {
             Err(format!("{v:?}"))
