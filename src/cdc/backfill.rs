@@ -504,7 +504,7 @@ pub(crate) async fn copy_table(
             return Ok(Copied::Done);
         }
         after = chunk.last_key;
-        record(
+        record_later(
             ctx,
             &j,
             TableCopy::Copying {
@@ -572,7 +572,7 @@ async fn record_range(
 ) -> Result<Option<Vec<String>>, BackfillError> {
     let mut ranges = run.ranges.lock().await;
     f(&mut ranges[i]);
-    record(ctx, &run.job, TableCopy::Ranges(ranges.clone())).await?;
+    record_later(ctx, &run.job, TableCopy::Ranges(ranges.clone())).await?;
     Ok(ranges[i].after().cloned())
 }
 
@@ -919,6 +919,17 @@ async fn record(ctx: &Ctx<'_>, j: &Job, copy: TableCopy) -> Result<(), BackfillE
         )
         .await?
         .map_err(BackfillError::Sink)
+}
+
+/// Records a chunk's progress with the sink's next flush (the one that writes the chunk or
+/// a later one), without waiting: the copy reads on, and the sink's inserts keep their size.
+async fn record_later(ctx: &Ctx<'_>, j: &Job, copy: TableCopy) -> Result<(), BackfillError> {
+    let value = copy.format(ctx.incarnation).unwrap_or_default();
+    let entries = vec![(j.state_key(), value)];
+    ctx.edge
+        .send(move |permit| SinkMsg::RecordState(entries, permit))
+        .await?;
+    Ok(())
 }
 
 /// The state key of a resync of table `qualified` under way: `resync:<schema>.<table>` =

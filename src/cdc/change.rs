@@ -114,6 +114,10 @@ pub enum SinkMsg {
     /// and `pending:<slot>` before a new one starts; `table:<schema>.<table>`: a table's copy,
     /// see `postgres_source.rs`).
     WriteState(Vec<(String, String)>, RpcReplyPort<Result<(), String>>),
+    /// Record these (key, value) pairs with the next flush, after everything taken in before
+    /// them is written, without a flush of their own (a copy's progress: fewer, larger
+    /// inserts). A later value of a key replaces one not yet recorded.
+    RecordState(Vec<(String, String)>, Permit),
     /// The recorded values of these keys, in order.
     ReadState(
         Vec<String>,

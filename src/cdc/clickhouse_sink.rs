@@ -28,7 +28,7 @@ use crate::cdc::toast::{
     fields_for, key_tsv, lookup_batches, lookup_sql, parse_lookup, plan_lookups, Fields, TableView,
     ToastCache,
 };
-use crate::clients::clickhouse::{ChClient, ChError};
+use crate::clients::clickhouse::{ChClient, ChError, OpenInsert};
 use crate::config::{mapping_for, BatchConfig, ClickHouseConfig, OnTruncate, TableMapping};
 use crate::flow::edge::Edge;
 use crate::protocol::chtypes::*;
@@ -105,6 +105,11 @@ pub struct SinkState {
     prefetched: HashMap<(u32, Vec<u8>), Option<Fields>>,
     pending_commit: Option<Lsn>,
     pending_commit_times: Vec<i64>,
+    /// State entries to record with the next flush, after its inserts.
+    pending_state: Vec<(String, String)>,
+    /// Inserts under way, by table: rows already sent on (see [`SinkState::send_pieces`]),
+    /// committed by the next flush.
+    open: HashMap<u32, Streamed>,
     buffered_rows: usize,
     oldest: Option<Instant>,
     traces: Vec<Span>,
@@ -155,6 +160,8 @@ impl Actor for ClickHouseSink {
             prefetched: HashMap::new(),
             pending_commit: None,
             pending_commit_times: Vec::new(),
+            pending_state: Vec::new(),
+            open: HashMap::new(),
             buffered_rows: 0,
             oldest: None,
             traces: Vec::new(),
@@ -211,6 +218,8 @@ impl Actor for ClickHouseSink {
                 st.oldest.get_or_insert_with(Instant::now);
                 if st.should_flush() {
                     st.flush().await?;
+                } else {
+                    st.send_pieces().await;
                 }
             }
             SinkMsg::Tick => {
@@ -234,6 +243,17 @@ impl Actor for ClickHouseSink {
                 .await;
                 let _ = reply.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
                 r?;
+            }
+            SinkMsg::RecordState(mut entries, _permit) => {
+                st.keep_stops(&mut entries);
+                for (k, v) in entries {
+                    match st.pending_state.iter_mut().find(|(pk, _)| *pk == k) {
+                        Some(e) => e.1 = v,
+                        None => st.pending_state.push((k, v)),
+                    }
+                }
+                // Recorded by the next flush: by size, or by age at the latest.
+                st.oldest.get_or_insert_with(Instant::now);
             }
             SinkMsg::ReadState(keys, reply) => {
                 let r = st.ch.read_states(&st.pipeline, &keys).await;
@@ -293,7 +313,8 @@ impl SinkState {
             .tables
             .values()
             .map(|t| t.rows.len() + t.tombstones.len())
-            .sum();
+            .sum::<usize>()
+            + self.open.values().map(|s| s.insert.len()).sum::<usize>();
         self.buffered_rows >= self.batch.max_rows || bytes >= self.batch.max_bytes
     }
 
@@ -1084,6 +1105,30 @@ impl SinkState {
         Ok(())
     }
 
+    /// Sends each table's rows taken in so far on to an insert under way (opened with the
+    /// first piece), once they make a piece: ClickHouse parses them while more are encoded,
+    /// and the flush has only the last piece to send (the insert stays one part; nothing of
+    /// it is committed before the flush ends it).
+    async fn send_pieces(&mut self) {
+        let db = &self.ch.database;
+        for (rel, t) in self.tables.iter_mut() {
+            if t.rows.len() < PIECE_BYTES {
+                continue;
+            }
+            let piece = Bytes::from(std::mem::take(&mut t.rows));
+            let open = self.open.entry(*rel).or_insert_with(|| {
+                let names = t.cols.iter().map(|c| c.name.as_str());
+                let sql = insert_sql(db, &t.ch_name, names, t.keyless);
+                Streamed {
+                    insert: self.ch.open_insert(&sql),
+                    rows: 0,
+                }
+            });
+            open.rows += bytecount_newlines(&piece);
+            open.insert.send(piece).await;
+        }
+    }
+
     /// Inserts everything buffered, then acknowledges the last commit taken in.
     async fn flush(&mut self) -> Result<(), SinkError> {
         let started = Instant::now();
@@ -1103,10 +1148,36 @@ impl SinkState {
                 }
                 let t = self.tables.get_mut(&rel).expect("key from map");
                 let buf = if tomb { &mut t.tombstones } else { &mut t.rows };
-                if buf.is_empty() {
+                let open = if tomb { None } else { self.open.remove(&rel) };
+                if buf.is_empty() && open.is_none() {
                     continue;
                 }
-                let body = Bytes::from(std::mem::take(buf));
+                let mut body = Bytes::from(std::mem::take(buf));
+                if let Some(open) = open {
+                    let streamed = open.insert.len();
+                    let started = Instant::now();
+                    match open.insert.end(body.clone()).await {
+                        Ok(()) => {
+                            self.counters.insert_duration.record(started.elapsed());
+                            let n = bytecount_newlines(&body) + open.rows;
+                            PipelineCounters::add(&t.counters.rows_written, n);
+                            let bytes = (streamed + body.len()) as u64;
+                            PipelineCounters::add(&t.counters.bytes_written, bytes);
+                            bytes_total += bytes;
+                            rows_total += n;
+                            continue;
+                        }
+                        // Inserted again below, whole, with the retries and outage waits.
+                        Err(whole) => {
+                            PipelineCounters::add(&self.counters.insert_retries, 1);
+                            tracing::warn!(table = %t.ch_name, "an insert sent in pieces failed; inserting its rows again");
+                            body = whole;
+                        }
+                    }
+                }
+                if body.is_empty() {
+                    continue;
+                }
                 let n = bytecount_newlines(&body);
                 let names = t
                     .cols
@@ -1138,6 +1209,23 @@ impl SinkState {
             }
         }
         drop(insert_spans);
+        // An insert of a table no longer taken in (tables leave only after a flush, so none
+        // normally): ended too, or the sink restarts and the stream is replayed.
+        for (_, s) in self.open.drain() {
+            if s.insert.end(Bytes::new()).await.is_err() {
+                return Err(SinkError::Protocol(
+                    "an insert of a table that left the sink failed".into(),
+                ));
+            }
+        }
+        if !self.pending_state.is_empty() {
+            let entries = std::mem::take(&mut self.pending_state);
+            if let Err(e) = self.ch.write_state(&self.pipeline, &entries).await {
+                // Kept for the next flush (or lost with the sink: a copy then resumes earlier).
+                self.pending_state = entries;
+                return Err(e.into());
+            }
+        }
         let c = &self.counters;
         PipelineCounters::add(&c.rows_written, rows_total);
         PipelineCounters::add(&c.bytes_written, bytes_total);
@@ -1232,6 +1320,16 @@ impl SinkState {
                 source,
             })
     }
+}
+
+/// Rows taken in for a table are sent on to an insert under way once they make this many
+/// bytes.
+const PIECE_BYTES: usize = 1 << 20;
+
+/// A table's insert under way, and how many rows it has been sent.
+struct Streamed {
+    insert: OpenInsert,
+    rows: u64,
 }
 
 /// The ClickHouse table of `s`: its mapping's target, else the table template's name.

@@ -171,6 +171,21 @@ impl Actor for KafkaSink {
                 let _ = reply.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
                 r?;
             }
+            // Written at once (the producer batches on its own).
+            SinkMsg::RecordState(entries, _permit) => {
+                st.barrier().await?;
+                for (key, value) in &entries {
+                    kafka::write_state(
+                        &st.kafka,
+                        &st.producer,
+                        &st.cfg.state_topic,
+                        st.cfg.replication_factor,
+                        &format!("{}/{key}", st.pipeline),
+                        value,
+                    )
+                    .await?;
+                }
+            }
             SinkMsg::ReadState(keys, reply) => {
                 let keys: Vec<String> = keys
                     .iter()

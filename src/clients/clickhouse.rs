@@ -144,6 +144,60 @@ pub struct ChClient {
     outages: Option<Arc<PipelineCounters>>,
 }
 
+/// An insert under way (see [`ChClient::open_insert`]). Every piece sent is kept until the
+/// end: an insert that fails (ClickHouse away, an error, a timeout) gives back the whole body
+/// for the ordinary insert with its retries and outage waits. Dropped unended, it is aborted
+/// (ClickHouse commits nothing of it).
+pub struct OpenInsert {
+    /// `None` once a piece failed to go out: the rest is only kept.
+    insert: Option<clickhouse::insert_formatted::InsertFormatted>,
+    pieces: Vec<Bytes>,
+    timeout: Duration,
+}
+
+impl OpenInsert {
+    /// Sends `piece` (whole rows) on.
+    pub async fn send(&mut self, piece: Bytes) {
+        if let Some(insert) = self.insert.as_mut() {
+            let sent = tokio::time::timeout(self.timeout, insert.send(piece.clone())).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                self.insert = None;
+            }
+        }
+        self.pieces.push(piece);
+    }
+
+    /// Bytes sent (or kept) so far.
+    pub fn len(&self) -> usize {
+        self.pieces.iter().map(Bytes::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    /// Sends `rest` and ends the insert: `Ok` once ClickHouse has committed it, else the
+    /// whole body (every piece and `rest`) to insert again.
+    pub async fn end(mut self, rest: Bytes) -> Result<(), Bytes> {
+        if !rest.is_empty() {
+            self.send(rest).await;
+        }
+        if let Some(insert) = self.insert.take() {
+            if matches!(
+                tokio::time::timeout(self.timeout, insert.end()).await,
+                Ok(Ok(()))
+            ) {
+                return Ok(());
+            }
+        }
+        let mut whole = bytes::BytesMut::with_capacity(self.len());
+        for p in &self.pieces {
+            whole.extend_from_slice(p);
+        }
+        Err(whole.freeze())
+    }
+}
+
 impl ChClient {
     /// Connects for `tributary check`: the client and the lines that describe the server
     /// (`clickhouse <addr>: version <v> (<generation> types)`, and its TLS), errors as text.
@@ -363,6 +417,16 @@ impl ChClient {
             insert.end().await
         })
         .await
+    }
+
+    /// An `INSERT ... FORMAT TabSeparated` whose body is sent in pieces while more rows are
+    /// encoded (ClickHouse parses them meanwhile), ended by [`OpenInsert::end`].
+    pub fn open_insert(&self, sql: &str) -> OpenInsert {
+        OpenInsert {
+            insert: Some(self.inner.insert_formatted_with(sql.to_string())),
+            pieces: Vec::new(),
+            timeout: self.timeout,
+        }
     }
 
     /// `insert_tsv`, and an error that ClickHouse answered is retried until `attempts` of
