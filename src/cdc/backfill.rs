@@ -809,10 +809,11 @@ async fn copy_chunk(
             })?;
             batch_bytes += pos;
             n += 1;
-            last_key = Some(key_of(&s, &cells));
             batch.push(ChangeItem::row(rel, RowOp::Snapshot, version, cells, (0, 0)));
             if batch.len() >= ctx.message_rows || batch_bytes >= ctx.message_bytes {
                 let k = batch.len();
+                // Of a message's last row only (a key's text costs an allocation).
+                last_key = last_key_of(&s, &batch).or(last_key);
                 let outcome =
                     send(ctx, rel, Some((generation, &s)), std::mem::take(&mut batch)).await?;
                 if outcome != Sent::Yes {
@@ -826,6 +827,7 @@ async fn copy_chunk(
     let mut outcome = Sent::Yes;
     if !batch.is_empty() {
         let k = batch.len();
+        last_key = last_key_of(&s, &batch).or(last_key);
         outcome = send(ctx, rel, Some((generation, &s)), batch).await?;
         if outcome == Sent::Yes {
             sent(k);
@@ -836,6 +838,14 @@ async fn copy_chunk(
         last_key,
         outcome,
     })
+}
+
+/// The key of the last row of `batch`.
+fn last_key_of(s: &TableSchema, batch: &[ChangeItem]) -> Option<Vec<String>> {
+    match batch.last()? {
+        ChangeItem::Row { change, .. } => Some(key_of(s, &change.cells)),
+        _ => None,
+    }
 }
 
 /// The key columns' values of a copied row, in key order (Postgres text).

@@ -1115,7 +1115,9 @@ impl SinkState {
             if t.rows.len() < PIECE_BYTES {
                 continue;
             }
-            let piece = Bytes::from(std::mem::take(&mut t.rows));
+            // The next piece's room taken at once: no copy as the buffer grows to it.
+            let next = Vec::with_capacity(PIECE_BYTES + PIECE_BYTES / 4);
+            let piece = Bytes::from(std::mem::replace(&mut t.rows, next));
             let open = self.open.entry(*rel).or_insert_with(|| {
                 let names = t.cols.iter().map(|c| c.name.as_str());
                 let sql = insert_sql(db, &t.ch_name, names, t.keyless);

@@ -857,7 +857,7 @@ fn encode_scalar(
                 return false;
             };
             // Written in place: no string per value.
-            let _ = std::io::Write::write_fmt(out, format_args!("{d}"));
+            write_i64(out, d as i64);
         }
         Codec::DateTime64 => {
             let Some(mut us) = text().and_then(parse_timestamp_micros) else {
@@ -867,15 +867,20 @@ fn encode_scalar(
                 stats.clamped += 1;
                 us = us.clamp(DT64_MIN, DT64_MAX);
             }
-            let mut tmp = Vec::with_capacity(28);
-            write_datetime_micros(&mut tmp, us);
-            put(out, &tmp);
+            // Digits, '-', ' ', ':' and '.': nothing to escape, only quotes inside arrays.
+            if quoted {
+                out.push(b'\'');
+            }
+            write_datetime_micros(out, us);
+            if quoted {
+                out.push(b'\'');
+            }
         }
         Codec::TimestampMicros => {
             let Some(us) = text().and_then(parse_timestamp_micros) else {
                 return false;
             };
-            let _ = std::io::Write::write_fmt(out, format_args!("{us}"));
+            write_i64(out, us);
         }
         Codec::Bytea => {
             let Some(raw) = parse_bytea_hex(v) else {

@@ -145,13 +145,53 @@ pub fn write_datetime_micros(out: &mut Vec<u8>, micros: i64) {
     let days = secs.div_euclid(86_400);
     let tod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{frac:06}",
-        tod / 3600,
-        tod % 3600 / 60,
-        tod % 60
-    );
+    if !(0..=9999).contains(&y) {
+        let _ = write!(
+            out,
+            "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{frac:06}",
+            tod / 3600,
+            tod % 3600 / 60,
+            tod % 60
+        );
+        return;
+    }
+    // On the copy's hot path: the digits written directly, without the formatting machinery.
+    let mut b = *b"0000-00-00 00:00:00.000000";
+    put_digits(&mut b[0..4], y as u64);
+    put_digits(&mut b[5..7], m as u64);
+    put_digits(&mut b[8..10], d as u64);
+    put_digits(&mut b[11..13], (tod / 3600) as u64);
+    put_digits(&mut b[14..16], (tod % 3600 / 60) as u64);
+    put_digits(&mut b[17..19], (tod % 60) as u64);
+    put_digits(&mut b[20..26], frac as u64);
+    out.extend_from_slice(&b);
+}
+
+/// Writes `v` in decimal (the copy's hot path: without the formatting machinery).
+pub fn write_i64(out: &mut Vec<u8>, v: i64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Writes `v`'s lowest decimal digits into `slot`, zero-padded.
+fn put_digits(slot: &mut [u8], mut v: u64) {
+    for c in slot.iter_mut().rev() {
+        *c = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
 }
 
 /// Writes a day number as `YYYY-MM-DD`.
@@ -348,6 +388,18 @@ mod tests {
         );
         assert_eq!(parse_timestamp_micros("2024-01-01"), None);
         assert_eq!(parse_timestamp_micros("2024-01-01 xx:00:00"), None);
+    }
+
+    #[test]
+    fn integers_are_written_as_display_does() {
+        for v in [0, 7, -7, 10, 1_000_000, i64::MAX, i64::MIN, -1] {
+            let mut o = Vec::new();
+            write_i64(&mut o, v);
+            assert_eq!(String::from_utf8(o).unwrap(), v.to_string());
+        }
+        let mut o = Vec::new();
+        write_datetime_micros(&mut o, -1);
+        assert_eq!(String::from_utf8(o).unwrap(), "1969-12-31 23:59:59.999999");
     }
 
     #[test]
