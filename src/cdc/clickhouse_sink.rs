@@ -110,6 +110,9 @@ pub struct SinkState {
     /// Inserts under way, by table: rows already sent on (see [`SinkState::send_pieces`]),
     /// committed by the next flush.
     open: HashMap<u32, Streamed>,
+    /// The last batch-size flush's inserts ending in the background, and what lands with
+    /// them (acknowledgement, state, counts): settled before anything else reaches ClickHouse.
+    sealed: Option<Sealed>,
     buffered_rows: usize,
     oldest: Option<Instant>,
     traces: Vec<Span>,
@@ -162,6 +165,7 @@ impl Actor for ClickHouseSink {
             pending_commit_times: Vec::new(),
             pending_state: Vec::new(),
             open: HashMap::new(),
+            sealed: None,
             buffered_rows: 0,
             oldest: None,
             traces: Vec::new(),
@@ -217,14 +221,17 @@ impl Actor for ClickHouseSink {
                 st.traces.push(chunk.trace);
                 st.oldest.get_or_insert_with(Instant::now);
                 if st.should_flush() {
-                    st.flush().await?;
+                    st.flush_as(false).await?;
                 } else {
                     st.send_pieces().await;
                 }
             }
             SinkMsg::Tick => {
                 if st.oldest.is_some_and(|t| t.elapsed() >= st.batch.max_age.0) {
-                    st.flush().await?;
+                    st.flush_as(false).await?;
+                } else if st.sealed.as_ref().is_some_and(Sealed::ended) {
+                    // Acknowledged as soon as its inserts are in, more rows or not.
+                    st.settle().await?;
                 }
                 if st.progress.0.elapsed() >= PROGRESS_EVERY {
                     st.log_progress();
@@ -256,6 +263,7 @@ impl Actor for ClickHouseSink {
                 st.oldest.get_or_insert_with(Instant::now);
             }
             SinkMsg::ReadState(keys, reply) => {
+                st.settle().await?;
                 let r = st.ch.read_states(&st.pipeline, &keys).await;
                 let _ = reply.send(r.as_ref().map(|m| m.clone()).map_err(|e| e.to_string()));
                 r?;
@@ -1124,6 +1132,7 @@ impl SinkState {
                 Streamed {
                     insert: self.ch.open_insert(&sql),
                     rows: 0,
+                    sql,
                 }
             });
             open.rows += bytecount_newlines(&piece);
@@ -1133,6 +1142,18 @@ impl SinkState {
 
     /// Inserts everything buffered, then acknowledges the last commit taken in.
     async fn flush(&mut self) -> Result<(), SinkError> {
+        self.flush_as(true).await?;
+        self.settle().await
+    }
+
+    /// Inserts everything buffered. With `wait`, acknowledges the last commit taken in (and
+    /// records the state entries taken in) once every insert is in; without (the flush by
+    /// size or age), the inserts sent in pieces end in the background while more rows are
+    /// taken in, and all that lands with them when they are settled: at the next flush, at
+    /// anything else that reaches ClickHouse, or at a tick once they have ended. A table with
+    /// tombstones has its rows in before them (see `resolve_last_deleted`).
+    async fn flush_as(&mut self, wait: bool) -> Result<(), SinkError> {
+        self.settle().await?;
         let started = Instant::now();
         let db = self.ch.database.clone();
         let insert_spans: Vec<Span> = self
@@ -1142,6 +1163,7 @@ impl SinkState {
             .collect();
         let mut bytes_total = 0u64;
         let mut rows_total = 0u64;
+        let mut ending = Vec::new();
         let rels: Vec<u32> = self.tables.keys().copied().collect();
         for rel in rels {
             for tomb in [false, true] {
@@ -1156,17 +1178,28 @@ impl SinkState {
                 }
                 let mut body = Bytes::from(std::mem::take(buf));
                 if let Some(open) = open {
-                    let streamed = open.insert.len();
+                    let rows = bytecount_newlines(&body) + open.rows;
+                    let bytes = (open.insert.len() + body.len()) as u64;
+                    if !wait && t.tombstones.is_empty() {
+                        ending.push(Ending {
+                            table: t.ch_name.clone(),
+                            sql: open.sql,
+                            rows,
+                            bytes,
+                            counters: t.counters.clone(),
+                            started: Instant::now(),
+                            handle: tokio::spawn(open.insert.end(body)),
+                        });
+                        continue;
+                    }
                     let started = Instant::now();
                     match open.insert.end(body.clone()).await {
                         Ok(()) => {
                             self.counters.insert_duration.record(started.elapsed());
-                            let n = bytecount_newlines(&body) + open.rows;
-                            PipelineCounters::add(&t.counters.rows_written, n);
-                            let bytes = (streamed + body.len()) as u64;
+                            PipelineCounters::add(&t.counters.rows_written, rows);
                             PipelineCounters::add(&t.counters.bytes_written, bytes);
                             bytes_total += bytes;
-                            rows_total += n;
+                            rows_total += rows;
                             continue;
                         }
                         // Inserted again below, whole, with the retries and outage waits.
@@ -1220,26 +1253,71 @@ impl SinkState {
                 ));
             }
         }
-        if !self.pending_state.is_empty() {
-            let entries = std::mem::take(&mut self.pending_state);
-            if let Err(e) = self.ch.write_state(&self.pipeline, &entries).await {
-                // Kept for the next flush (or lost with the sink: a copy then resumes earlier).
-                self.pending_state = entries;
-                return Err(e.into());
-            }
-        }
         let c = &self.counters;
-        PipelineCounters::add(&c.rows_written, rows_total);
-        PipelineCounters::add(&c.bytes_written, bytes_total);
-        if rows_total > 0 {
-            PipelineCounters::add(&c.batches_written, 1);
-        }
         PipelineCounters::add(&c.values_clamped, std::mem::take(&mut self.stats.clamped));
         PipelineCounters::add(
             &c.values_unrepresentable,
             std::mem::take(&mut self.stats.unrepresentable),
         );
-        if let Some(lsn) = self.pending_commit.take() {
+        let landed = Landed {
+            rows: rows_total,
+            bytes: bytes_total,
+            commit: self.pending_commit.take(),
+            commit_times: std::mem::take(&mut self.pending_commit_times),
+            state: std::mem::take(&mut self.pending_state),
+        };
+        self.traces.clear();
+        self.buffered_rows = 0;
+        self.oldest = None;
+        if rows_total > 0 || !ending.is_empty() {
+            tracing::debug!(pipeline = %self.pipeline, rows = rows_total, bytes = bytes_total, ending = ending.len(), ms = started.elapsed().as_millis() as u64, "flushed");
+        }
+        if ending.is_empty() {
+            return self.land(landed).await;
+        }
+        self.sealed = Some(Sealed { ending, landed });
+        Ok(())
+    }
+
+    /// Waits for the inserts the last flush left ending (one that failed is inserted again,
+    /// whole, with the retries and outage waits), then lands what came with them.
+    async fn settle(&mut self) -> Result<(), SinkError> {
+        let Some(sealed) = self.sealed.take() else {
+            return Ok(());
+        };
+        let mut landed = sealed.landed;
+        for mut e in sealed.ending {
+            let ended = (&mut e.handle).await.map_err(|err| {
+                SinkError::Protocol(format!("an insert into `{}` was lost: {err}", e.table))
+            })?;
+            if let Err(whole) = ended {
+                PipelineCounters::add(&self.counters.insert_retries, 1);
+                tracing::warn!(table = %e.table, "an insert sent in pieces failed; inserting its rows again");
+                self.insert_with_retry(&e.table, &e.sql, whole).await?;
+            } else {
+                self.counters.insert_duration.record(e.started.elapsed());
+            }
+            PipelineCounters::add(&e.counters.rows_written, e.rows);
+            PipelineCounters::add(&e.counters.bytes_written, e.bytes);
+            landed.rows += e.rows;
+            landed.bytes += e.bytes;
+        }
+        self.land(landed).await
+    }
+
+    /// What a flush makes true once its inserts are in: the state entries taken in are
+    /// recorded, the counts added, the last commit acknowledged.
+    async fn land(&mut self, landed: Landed) -> Result<(), SinkError> {
+        if !landed.state.is_empty() {
+            self.ch.write_state(&self.pipeline, &landed.state).await?;
+        }
+        let c = &self.counters;
+        PipelineCounters::add(&c.rows_written, landed.rows);
+        PipelineCounters::add(&c.bytes_written, landed.bytes);
+        if landed.rows > 0 {
+            PipelineCounters::add(&c.batches_written, 1);
+        }
+        if let Some(lsn) = landed.commit {
             self.acks.send_if_modified(|cur| {
                 let moved = lsn > *cur;
                 if moved {
@@ -1252,16 +1330,10 @@ impl SinkState {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as i64)
             .unwrap_or(0);
-        for t in self.pending_commit_times.drain(..) {
+        for t in landed.commit_times {
             self.counters
                 .commit_lag
                 .record_micros((now_us - t).max(0) as u64);
-        }
-        self.traces.clear();
-        self.buffered_rows = 0;
-        self.oldest = None;
-        if rows_total > 0 {
-            tracing::debug!(pipeline = %self.pipeline, rows = rows_total, bytes = bytes_total, ms = started.elapsed().as_millis() as u64, "flushed");
         }
         Ok(())
     }
@@ -1332,6 +1404,50 @@ const PIECE_BYTES: usize = 1 << 20;
 struct Streamed {
     insert: OpenInsert,
     rows: u64,
+    sql: String,
+}
+
+/// A flush whose inserts sent in pieces end in the background (see [`SinkState::flush_as`]).
+struct Sealed {
+    ending: Vec<Ending>,
+    landed: Landed,
+}
+
+impl Sealed {
+    /// Every insert has its answer.
+    fn ended(&self) -> bool {
+        self.ending.iter().all(|e| e.handle.is_finished())
+    }
+}
+
+/// One insert ending in the background.
+struct Ending {
+    table: String,
+    sql: String,
+    rows: u64,
+    bytes: u64,
+    counters: Arc<crate::runtime::registry::TableCounters>,
+    started: Instant,
+    /// The whole body back when it failed.
+    handle: tokio::task::JoinHandle<Result<(), Bytes>>,
+}
+
+/// A sink that stops (killed, failed) takes its unsettled inserts with it, as it would an
+/// insert it was waiting for: none lands after a restart has replayed past it.
+impl Drop for Ending {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+/// What a flush makes true once its inserts are in: rows and bytes written (besides the
+/// ending inserts'), the commit to acknowledge, the commits' times, the state to record.
+struct Landed {
+    rows: u64,
+    bytes: u64,
+    commit: Option<Lsn>,
+    commit_times: Vec<i64>,
+    state: Vec<(String, String)>,
 }
 
 /// The ClickHouse table of `s`: its mapping's target, else the table template's name.
