@@ -480,6 +480,7 @@ pub(crate) async fn copy_table(
         return Ok(Copied::Split(run, open));
     }
     let mut logged = std::time::Instant::now();
+    let mut unrecorded = Unrecorded::default();
     loop {
         let chunk = copy_chunk(ctx, client, &j, after.as_ref(), None, version).await?;
         match chunk.outcome {
@@ -504,7 +505,7 @@ pub(crate) async fn copy_table(
             return Ok(Copied::Done);
         }
         after = chunk.last_key;
-        record_later(
+        let recorded = record_later(
             ctx,
             &j,
             TableCopy::Copying {
@@ -512,6 +513,7 @@ pub(crate) async fn copy_table(
             },
         )
         .await?;
+        unrecorded.push(recorded).await?;
         log_progress(ctx, &j, &mut logged);
     }
 }
@@ -531,6 +533,7 @@ pub(crate) async fn copy_range(
         (r.after().cloned(), r.hi.clone())
     };
     let mut version = run.version;
+    let mut unrecorded = Unrecorded::default();
     loop {
         let chunk = copy_chunk(ctx, client, j, after.as_ref(), hi.as_ref(), version).await?;
         match chunk.outcome {
@@ -541,7 +544,9 @@ pub(crate) async fn copy_range(
                 // every row added since streams).
                 tracing::info!(pipeline = %ctx.pipeline, table = %what, "TRUNCATE streamed during the copy: the range starts over");
                 version = read_position(client, ctx.params, ctx.pipeline, &what).await?;
-                after = record_range(ctx, run, i, |r| r.at = None).await?;
+                let (from, recorded) = record_range(ctx, run, i, |r| r.at = None).await?;
+                after = from;
+                unrecorded.push(recorded).await?;
                 continue;
             }
             Sent::Yes => {}
@@ -555,25 +560,61 @@ pub(crate) async fn copy_range(
             return Ok(last);
         }
         after = chunk.last_key.clone();
-        record_range(ctx, run, i, |r| r.at = chunk.last_key.clone()).await?;
+        let (_, recorded) = record_range(ctx, run, i, |r| r.at = chunk.last_key.clone()).await?;
+        unrecorded.push(recorded).await?;
         if let Ok(mut logged) = run.logged.lock() {
             log_progress(ctx, j, &mut logged);
         }
     }
 }
 
-/// Changes range `i` of `run` as `f` says and records every range; where the range's next
-/// chunk starts.
+/// Changes range `i` of `run` as `f` says and records every range (see [`record_later`]);
+/// where the range's next chunk starts.
 async fn record_range(
     ctx: &Ctx<'_>,
     run: &TableRun,
     i: usize,
     f: impl FnOnce(&mut RangeCopy),
-) -> Result<Option<Vec<String>>, BackfillError> {
+) -> Result<(Option<Vec<String>>, Recorded), BackfillError> {
     let mut ranges = run.ranges.lock().await;
     f(&mut ranges[i]);
-    record_later(ctx, &run.job, TableCopy::Ranges(ranges.clone())).await?;
-    Ok(ranges[i].after().cloned())
+    let recorded = record_later(ctx, &run.job, TableCopy::Ranges(ranges.clone())).await?;
+    Ok((ranges[i].after().cloned(), recorded))
+}
+
+/// Said once a record sent with [`record_later`] is in the state.
+type Recorded = tokio::sync::oneshot::Receiver<()>;
+
+/// Chunks a copy may read ahead of its last record in the state: what a crash makes it read
+/// again (the records land with the sink's flushes, by size or `batch.max_age`).
+const RECORDS_AHEAD: usize = 2;
+
+/// A copy's records not yet in the state, oldest first.
+#[derive(Default)]
+struct Unrecorded(std::collections::VecDeque<Recorded>);
+
+impl Unrecorded {
+    /// Adds one; waits while more than [`RECORDS_AHEAD`] are out.
+    async fn push(&mut self, r: Recorded) -> Result<(), BackfillError> {
+        self.0.push_back(r);
+        while self.0.len() > RECORDS_AHEAD {
+            let oldest = self.0.pop_front().expect("more than one");
+            match tokio::time::timeout(Duration::from_secs(600), oldest).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    return Err(BackfillError::Sink(
+                        "the sink stopped before the copy's progress was recorded".into(),
+                    ))
+                }
+                Err(_) => {
+                    return Err(BackfillError::Sink(
+                        "the copy's progress was not recorded within 10 minutes".into(),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Up to `RANGES_PER_WORKER` per worker key bounds splitting the job's table into ranges of
@@ -933,13 +974,18 @@ async fn record(ctx: &Ctx<'_>, j: &Job, copy: TableCopy) -> Result<(), BackfillE
 
 /// Records a chunk's progress with the sink's next flush (the one that writes the chunk or
 /// a later one), without waiting: the copy reads on, and the sink's inserts keep their size.
-async fn record_later(ctx: &Ctx<'_>, j: &Job, copy: TableCopy) -> Result<(), BackfillError> {
+async fn record_later(
+    ctx: &Ctx<'_>,
+    j: &Job,
+    copy: TableCopy,
+) -> Result<Recorded, BackfillError> {
     let value = copy.format(ctx.incarnation).unwrap_or_default();
     let entries = vec![(j.state_key(), value)];
+    let (tell, recorded) = tokio::sync::oneshot::channel();
     ctx.edge
-        .send(move |permit| SinkMsg::RecordState(entries, permit))
+        .send(move |permit| SinkMsg::RecordState(entries, permit, tell))
         .await?;
-    Ok(())
+    Ok(recorded)
 }
 
 /// The state key of a resync of table `qualified` under way: `resync:<schema>.<table>` =

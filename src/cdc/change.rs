@@ -116,8 +116,13 @@ pub enum SinkMsg {
     WriteState(Vec<(String, String)>, RpcReplyPort<Result<(), String>>),
     /// Record these (key, value) pairs with the next flush, after everything taken in before
     /// them is written, without a flush of their own (a copy's progress: fewer, larger
-    /// inserts). A later value of a key replaces one not yet recorded.
-    RecordState(Vec<(String, String)>, Permit),
+    /// inserts), then say so on the sender. A later value of a key replaces one not yet
+    /// recorded.
+    RecordState(
+        Vec<(String, String)>,
+        Permit,
+        tokio::sync::oneshot::Sender<()>,
+    ),
     /// The recorded values of these keys, in order.
     ReadState(
         Vec<String>,

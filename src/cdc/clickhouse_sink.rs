@@ -4,6 +4,13 @@
 //! a flush does it acknowledge the last commit LSN it had taken in (the source then confirms
 //! it to Postgres).
 //!
+//! Large batches (a copy, a backlog) are pipelined: a table's rows go on to an open insert in
+//! 1 MiB pieces as they are encoded, so ClickHouse parses them meanwhile, and a flush by size
+//! or age leaves those inserts ending in the background while the next batch is taken in;
+//! what depends on them (the acknowledgement, state entries recorded with the flush, a copy's
+//! progress among them) lands only once they have ended, and anything else that reaches
+//! ClickHouse (a query, a TRUNCATE, DDL, a state read or write) waits for them first.
+//!
 //! Replays are harmless: a row's versions merge by `_version`, and a TRUNCATE, which has no
 //! version, is fenced: once applied it is recorded with its LSN in the state table, a replayed
 //! change older than it is skipped and the TRUNCATE itself is not applied again. (Without the
@@ -16,7 +23,8 @@
 //! skipped and counted, the other tables going on; the next copy of it (which the source takes
 //! at its next start) lifts the stop.
 //!
-//! Must never: acknowledge a commit whose rows are not inserted, write NULL over a stored
+//! Must never: acknowledge a commit whose rows are not inserted (or record state that depends
+//! on them), let an insert of a stopped sink land after its restart, write NULL over a stored
 //! value because Postgres did not resend an unchanged TOAST column, drop a column's data
 //! (dropped Postgres columns stay in ClickHouse), let a replay take a table back to an older
 //! state, skip a change of a stopped table before the stop is recorded, or let a copy recorded
@@ -107,6 +115,8 @@ pub struct SinkState {
     pending_commit_times: Vec<i64>,
     /// State entries to record with the next flush, after its inserts.
     pending_state: Vec<(String, String)>,
+    /// Told once `pending_state` is recorded.
+    state_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
     /// Inserts under way, by table: rows already sent on (see [`SinkState::send_pieces`]),
     /// committed by the next flush.
     open: HashMap<u32, Streamed>,
@@ -164,6 +174,7 @@ impl Actor for ClickHouseSink {
             pending_commit: None,
             pending_commit_times: Vec::new(),
             pending_state: Vec::new(),
+            state_waiters: Vec::new(),
             open: HashMap::new(),
             sealed: None,
             buffered_rows: 0,
@@ -251,8 +262,9 @@ impl Actor for ClickHouseSink {
                 let _ = reply.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
                 r?;
             }
-            SinkMsg::RecordState(mut entries, _permit) => {
+            SinkMsg::RecordState(mut entries, _permit, recorded) => {
                 st.keep_stops(&mut entries);
+                st.state_waiters.push(recorded);
                 for (k, v) in entries {
                     match st.pending_state.iter_mut().find(|(pk, _)| *pk == k) {
                         Some(e) => e.1 = v,
@@ -1265,6 +1277,7 @@ impl SinkState {
             commit: self.pending_commit.take(),
             commit_times: std::mem::take(&mut self.pending_commit_times),
             state: std::mem::take(&mut self.pending_state),
+            state_waiters: std::mem::take(&mut self.state_waiters),
         };
         self.traces.clear();
         self.buffered_rows = 0;
@@ -1310,6 +1323,9 @@ impl SinkState {
     async fn land(&mut self, landed: Landed) -> Result<(), SinkError> {
         if !landed.state.is_empty() {
             self.ch.write_state(&self.pipeline, &landed.state).await?;
+        }
+        for w in landed.state_waiters {
+            let _ = w.send(());
         }
         let c = &self.counters;
         PipelineCounters::add(&c.rows_written, landed.rows);
@@ -1448,6 +1464,7 @@ struct Landed {
     commit: Option<Lsn>,
     commit_times: Vec<i64>,
     state: Vec<(String, String)>,
+    state_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// The ClickHouse table of `s`: its mapping's target, else the table template's name.

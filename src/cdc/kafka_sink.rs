@@ -152,39 +152,14 @@ impl Actor for KafkaSink {
                 let _ = reply.send(*st.acks.borrow());
             }
             SinkMsg::WriteState(entries, reply) => {
-                let r = async {
-                    st.barrier().await?;
-                    for (key, value) in &entries {
-                        kafka::write_state(
-                            &st.kafka,
-                            &st.producer,
-                            &st.cfg.state_topic,
-                            st.cfg.replication_factor,
-                            &format!("{}/{key}", st.pipeline),
-                            value,
-                        )
-                        .await?;
-                    }
-                    Ok::<_, KafkaError>(())
-                }
-                .await;
+                let r = st.write_states(&entries).await;
                 let _ = reply.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
                 r?;
             }
             // Written at once (the producer batches on its own).
-            SinkMsg::RecordState(entries, _permit) => {
-                st.barrier().await?;
-                for (key, value) in &entries {
-                    kafka::write_state(
-                        &st.kafka,
-                        &st.producer,
-                        &st.cfg.state_topic,
-                        st.cfg.replication_factor,
-                        &format!("{}/{key}", st.pipeline),
-                        value,
-                    )
-                    .await?;
-                }
+            SinkMsg::RecordState(entries, _permit, recorded) => {
+                st.write_states(&entries).await?;
+                let _ = recorded.send(());
             }
             SinkMsg::ReadState(keys, reply) => {
                 let keys: Vec<String> = keys
@@ -240,6 +215,23 @@ impl KafkaSinkState {
             "progress"
         );
         self.progress = (std::time::Instant::now(), produced);
+    }
+
+    /// Records `entries` in the state topic once everything produced before is delivered.
+    async fn write_states(&self, entries: &[(String, String)]) -> Result<(), KafkaError> {
+        self.barrier().await?;
+        for (key, value) in entries {
+            kafka::write_state(
+                &self.kafka,
+                &self.producer,
+                &self.cfg.state_topic,
+                self.cfg.replication_factor,
+                &format!("{}/{key}", self.pipeline),
+                value,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     async fn barrier(&self) -> Result<(), KafkaError> {

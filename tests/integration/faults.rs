@@ -405,3 +405,68 @@ async fn an_insert_too_slow_for_the_timeout_is_not_an_outage() {
     assert!(err.contains("did not finish within"), "{err}");
     w.teardown().await;
 }
+
+/// A large transaction's rows go to ClickHouse in pieces of an insert left open while more
+/// are encoded; the connection is cut while the pieces flow (the insert fails half sent):
+/// the whole body is inserted again, nothing is lost or doubled, and the retry is counted.
+async fn cut_during_a_streamed_insert(target: Target) {
+    let w = World::new(target).await;
+    let proxy = proxy::Proxy::start(target.url().trim_start_matches("http://")).await;
+    let c = pg().await;
+    let t = unique("pieces");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id bigint PRIMARY KEY, v text); INSERT INTO {t} VALUES (0, 'first')"
+    ))
+    .await
+    .unwrap();
+    let mut cfg = w.config(&[&format!("public.{t}")]);
+    let p = &mut cfg.pipelines[0];
+    p.clickhouse.url = proxy.url();
+    // One batch for the whole transaction: its pieces are sent long before the flush.
+    p.batch.max_age = tributary::config::HumanDuration(Duration::from_secs(30));
+    let run = Running::start(&cfg).await;
+    // The copy is over (its one row is in): what follows streams.
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    // About 12 MB of rows at 2 MB/s: the pieces are under way for seconds.
+    proxy.set_rate(2 << 20);
+    c.batch_execute(&format!(
+        "INSERT INTO {t} SELECT g, repeat(md5(g::text), 6) FROM generate_series(1, 50000) g"
+    ))
+    .await
+    .unwrap();
+    let counters = run.counters();
+    eventually(T, "the rows to be read", || async {
+        let n = counters.rows_read.load(Ordering::Relaxed);
+        if n >= 10_000 {
+            Ok(())
+        } else {
+            Err(format!("{n} rows read"))
+        }
+    })
+    .await;
+    // The insert stays open until the flush (30 s, or 32 MB): the cut falls inside it.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    proxy.cut_all();
+    proxy.set_rate(0);
+    c.batch_execute(&format!("UPDATE {t} SET v = 'after' WHERE id % 1000 = 0"))
+        .await
+        .unwrap();
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    let counts = w
+        .ch_rows(&format!(
+            "SELECT count(), uniqExact(id) FROM `{}`.`{t}` FINAL WHERE _is_deleted = 0",
+            w.database
+        ))
+        .await;
+    assert_eq!(counts, vec!["50001\t50001".to_string()]);
+    assert!(
+        counters.insert_retries.load(Ordering::Relaxed) >= 1,
+        "the cut insert was retried"
+    );
+    run.stop().await;
+    w.teardown().await;
+}
+matrix!(
+    an_insert_cut_while_its_pieces_flow_is_sent_again_whole,
+    cut_during_a_streamed_insert
+);
