@@ -857,7 +857,7 @@ fn encode_scalar(
                 return false;
             };
             // Written in place: no string per value.
-            write_i64(out, d as i64);
+            write_i64(out, d);
         }
         Codec::DateTime64 => {
             let Some(mut us) = text().and_then(parse_timestamp_micros) else {
