@@ -966,3 +966,37 @@ async fn sigkill_during_a_multi_table_snapshot() {
     stop_clean(child).await;
     w.teardown().await;
 }
+
+/// Creating the slot waits for every transaction with an id that runs when it begins (#17):
+/// one left open in another session holds the pipeline's start, and the log says so (after
+/// 10 s, naming where to look) instead of staying silent; once it ends, the pipeline starts and
+/// copies the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_waiting_for_an_open_transaction_says_so() {
+    let w = World::new(Target::Ch18).await;
+    let c = pg().await;
+    let t = unique("slotwait");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id bigint PRIMARY KEY, v text); INSERT INTO {t} VALUES (1, 'a')"
+    ))
+    .await
+    .unwrap();
+    // A transaction with an id, left open.
+    let idle = pg().await;
+    idle.batch_execute("BEGIN; SELECT txid_current();").await.unwrap();
+    let cfg = write_config(&[&format!("public.{t}")], "");
+    let child = spawn(&w, &cfg, &Target::Ch18.url());
+    eventually(Duration::from_secs(40), "the wait to be logged", || async {
+        let log = String::from_utf8_lossy(&child.log.lock().unwrap()).into_owned();
+        if log.contains("creating the replication slot waits") && log.contains("pg_stat_activity") {
+            Ok(())
+        } else {
+            Err(log.lines().rev().take(5).collect::<Vec<_>>().join("\n"))
+        }
+    })
+    .await;
+    idle.batch_execute("COMMIT").await.unwrap();
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    stop_clean(child).await;
+    w.teardown().await;
+}

@@ -419,12 +419,21 @@ impl Stream {
                     .await
                     .map_err(|e| PgError::client(params.addr(), e))?;
             }
-            let rows = repl
-                .simple_query(&format!(
+            // Postgres builds the slot's snapshot once every transaction with an id running now
+            // has ended, in any database: a forgotten one holds this for ever.
+            let rows = crate::runtime::task::say_while_waiting(
+                repl.simple_query(&format!(
                     "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
                     self.cfg.slot
-                ))
-                .await?;
+                )),
+                Duration::from_secs(10),
+                Duration::from_secs(60),
+                |waited| {
+                    tracing::warn!(pipeline = %self.pipeline, slot = %self.cfg.slot, waited_s = waited.as_secs(),
+                        "creating the replication slot waits for the transactions running when it began to end (in any database: see pg_stat_activity's xact_start and pg_prepared_xacts)");
+                },
+            )
+            .await?;
             let row = rows.first().ok_or_else(|| SourceError::Slot {
                 slot: self.cfg.slot.clone(),
                 message: "CREATE_REPLICATION_SLOT returned nothing".into(),

@@ -1,4 +1,29 @@
-//! Tasks an actor owns. Must never: outlive the actor that spawned them.
+//! Tasks an actor owns, and waits that say they are waiting. Must never: outlive the actor
+//! that spawned them, or wait in silence for something that may never come.
+
+use std::time::Duration;
+
+/// Awaits `fut`; while it runs, calls `said` with the time waited so far after `first`, then
+/// every `every` (a wait on another party, e.g. transactions Postgres waits for, is logged).
+pub async fn say_while_waiting<F: std::future::Future>(
+    fut: F,
+    first: Duration,
+    every: Duration,
+    mut said: impl FnMut(Duration),
+) -> F::Output {
+    tokio::pin!(fut);
+    let start = tokio::time::Instant::now();
+    let mut next = start + first;
+    loop {
+        tokio::select! {
+            out = &mut fut => return out,
+            _ = tokio::time::sleep_until(next) => {
+                said(start.elapsed());
+                next += every;
+            }
+        }
+    }
+}
 
 /// A task an actor owns: aborted when the guard drops, which also happens when the actor is
 /// killed (ractor then drops its state without calling `post_stop`). Without it a killed
@@ -41,6 +66,26 @@ impl Drop for TaskGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_wait_is_said_at_the_first_mark_then_at_every_period() {
+        let mut said = Vec::new();
+        let out = say_while_waiting(
+            async {
+                tokio::time::sleep(Duration::from_secs(35)).await;
+                7
+            },
+            Duration::from_secs(10),
+            Duration::from_secs(10),
+            |waited| said.push(waited.as_secs()),
+        )
+        .await;
+        assert_eq!((out, said), (7, vec![10, 20, 30]));
+        // Over before the first mark: nothing said.
+        let mut quiet = 0;
+        say_while_waiting(async {}, Duration::from_secs(10), Duration::from_secs(10), |_| quiet += 1).await;
+        assert_eq!(quiet, 0);
+    }
 
     #[tokio::test]
     async fn a_panicking_task_is_reported() {
