@@ -1,6 +1,6 @@
 //! Live state of the actor tree and pipeline counters, shared by actors (writers) and the
 //! CLI, tests and (later) the HTTP status page (readers). Plain data behind a mutex and
-//! atomics: nothing here does I/O.
+//! atomics: nothing here does I/O. Must never: keep row data in an error it shows.
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -252,8 +252,9 @@ impl Registry {
             e.restarts += 1;
         }
         e.state = state;
-        if error.is_some() {
-            e.last_error = error;
+        if let Some(error) = error {
+            // Shown on /status: no row data of a ClickHouse parse error.
+            e.last_error = Some(crate::protocol::chtypes::hide_row_data(&error));
         }
     }
 
@@ -329,5 +330,20 @@ impl Registry {
             .entry(name.to_string())
             .or_default()
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_shown_keeps_no_row_data() {
+        let r = Registry::new();
+        let err = "insert into `t` failed after 5 attempts: Code: 27. DB::Exception: Cannot parse input: expected '\\t' before: 'card-4111\\t7\\n': (at row 1)\n: \nRow 1:\nColumn 0,   name: id, type: Int64,  ERROR: text \"card-4111<TAB>7\" is not like Int64\n\n: While executing File. (CANNOT_PARSE_INPUT_ASSERTION_FAILED)";
+        r.set_state("root/cdc/sink", ActorState::Restarting, Some(err.into()));
+        let shown = r.actors()["root/cdc/sink"].last_error.clone().unwrap();
+        assert!(!shown.contains("4111"), "{shown}");
+        assert!(shown.contains("insert into `t` failed") && shown.contains("CANNOT_PARSE_INPUT_ASSERTION_FAILED"), "{shown}");
     }
 }

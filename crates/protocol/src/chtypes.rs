@@ -995,8 +995,61 @@ pub fn parse_code(text: &str) -> Option<u32> {
     rest[..end].parse().ok()
 }
 
+/// A ClickHouse error text without the row data it quotes (a parse error shows the input
+/// after the failing point and a per-column diagnosis of the row): fit for `/status`, which
+/// anyone who can reach the listener reads. The rest (code, reason, column names and types,
+/// the error code's name) stays.
+pub fn hide_row_data(text: &str) -> String {
+    const HIDDEN: &str = "<row data hidden>";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    // `… before: <input>: (at row N)`: the input up to the position, or to the end.
+    while let Some(i) = rest.find("before: ") {
+        out.push_str(&rest[..i + "before: ".len()]);
+        out.push_str(HIDDEN);
+        rest = &rest[i + "before: ".len()..];
+        rest = rest.find(": (at row").map_or("", |e| &rest[e..]);
+    }
+    out.push_str(rest);
+    // The diagnosis: `Row 1:` then a `Column …` line per column, quoting each value.
+    out.lines()
+        .filter(|l| {
+            let l = l.trim_start();
+            !(l.starts_with("Column ") || (l.starts_with("Row ") && l.ends_with(':')))
+        })
+        .map(|l| match l.find("text \"") {
+            Some(i) => format!("{}text {HIDDEN}", &l[..i]),
+            None => l.to_string(),
+        })
+        .filter(|l| !l.trim().is_empty() && l.trim() != ":")
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parse_errors_lose_their_row_data() {
+        // As the servers answer (captured from each).
+        let ch18 = "Code: 27, e.displayText() = DB::Exception: Cannot parse input: expected \\t before: secret42\\tpassword-value\\n: (at row 1)\n\nRow 1:\nColumn 0,   name: id, type: Int64,  ERROR: text \"secret42<TAB>p\" is not like Int64\n\n, e.what() = DB::Exception";
+        let ch26 = "Code: 27. DB::Exception: Cannot parse input: expected '\\t' before: 'secret42\\tpassword-value\\n': (at row 1)\n: \nRow 1:\nColumn 0,   name: id, type: Int64,  ERROR: text \"secret42<TAB>p\" is not like Int64\n\n: While executing ParallelParsingBlockInputFormat: While executing File. (CANNOT_PARSE_INPUT_ASSERTION_FAILED) (version 26.9.2.1 (chdb))";
+        for text in [ch18, ch26] {
+            let shown = super::hide_row_data(text);
+            assert!(!shown.contains("secret42") && !shown.contains("password"), "{shown}");
+            assert!(shown.contains("Code: 27") && shown.contains("Cannot parse input") && shown.contains("(at row 1)"), "{shown}");
+        }
+        assert!(super::hide_row_data(ch26).contains("(CANNOT_PARSE_INPUT_ASSERTION_FAILED)"));
+        // Without row data: as it was (on one line).
+        let plain = "Code: 60. DB::Exception: Table db.t does not exist. (UNKNOWN_TABLE)";
+        assert_eq!(super::hide_row_data(plain), plain);
+        // Input to the end of the text, and a stray `text "…"` elsewhere.
+        assert_eq!(super::hide_row_data("x before: abc"), "x before: <row data hidden>");
+        assert_eq!(
+            super::hide_row_data("bad: text \"v\" here"),
+            "bad: text <row data hidden>"
+        );
+    }
+
     #[test]
     fn codes() {
         assert_eq!(
