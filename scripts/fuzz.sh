@@ -16,7 +16,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 secs=${1:-30}
 [[ $# -gt 0 ]] && shift
 targets=("$@")
-((${#targets[@]})) || targets=(pgoutput debezium mastodon llm_reply x509 config)
+((${#targets[@]})) || targets=(pgoutput pgframe debezium mastodon llm_reply x509 config)
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "fuzz: cargo install cargo-fuzz (once)"
   cargo install cargo-fuzz --version 0.13.2 --locked --quiet

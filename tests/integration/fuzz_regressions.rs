@@ -67,6 +67,11 @@ fn pgoutput() {
 }
 
 #[test]
+fn pgframe() {
+    replay("pgframe", fuzz::pgframe);
+}
+
+#[test]
 fn debezium() {
     replay("debezium", fuzz::debezium);
 }

@@ -6,6 +6,7 @@
 use crate::debezium::decode_moved;
 use crate::llm::{extract_reply, parse_label, Api, Labels};
 use crate::mastodon::{html_to_text, parse_event, parse_websocket_message, SseParser};
+use crate::pgframe::frame_len;
 use crate::pgoutput::{decode_logical, decode_replication};
 use crate::x509::{format_utc, summarize};
 
@@ -13,6 +14,19 @@ use crate::x509::{format_utc, summarize};
 pub fn pgoutput(data: &[u8]) {
     let _ = decode_replication(bytes::Bytes::copy_from_slice(data));
     let _ = decode_logical(bytes::Bytes::copy_from_slice(data));
+}
+
+/// The replication connection's byte stream as its reader splits it: frames off the front
+/// while complete (a length no server sends ends it), each CopyData body decoded.
+pub fn pgframe(data: &[u8]) {
+    let mut buf = bytes::BytesMut::from(data);
+    while let Ok(Some(len)) = frame_len(&buf) {
+        assert!((5..=buf.len()).contains(&len), "a frame of {len} bytes");
+        let frame = buf.split_to(len).freeze();
+        if frame[0] == b'd' {
+            let _ = decode_replication(frame.slice(5..));
+        }
+    }
 }
 
 /// Debezium envelopes as a Kafka source reads them: key and value split at the first 0xFF

@@ -9,6 +9,7 @@ pub mod llm;
 pub mod mapping;
 pub mod mastodon;
 pub mod pgauth;
+pub mod pgframe;
 pub mod pgoutput;
 pub mod pgtext;
 pub mod schema;

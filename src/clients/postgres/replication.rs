@@ -18,6 +18,7 @@ use super::transport::{self, PgStream};
 use super::{PgError, PgParams, SESSION_SETTINGS};
 use crate::clients::tls::TlsInfo;
 use crate::config::ChannelBinding as Binding;
+use crate::protocol::pgframe::frame_len;
 use crate::protocol::pgoutput::{encode_standby_status, fmt_lsn, Lsn};
 use bytes::{Bytes, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
@@ -376,28 +377,6 @@ async fn read_more<R: tokio::io::AsyncRead + Unpin>(
     Ok(())
 }
 
-/// Length of the complete frame at the start of `buf`, if it is all there.
-/// The largest message we take: a 1 GiB value (Postgres's limit for one field) and its row.
-const MAX_FRAME: usize = (1 << 30) + (1 << 20);
-
-/// Length of the complete frame at the start of `buf`, if it is all there. A length no
-/// server sends (below 4, the length field's own size, or above [`MAX_FRAME`]) is an error:
-/// it would cut a frame short of its header or wait for gigabytes.
-fn frame_len(buf: &[u8]) -> Result<Option<usize>, String> {
-    if buf.len() < 5 {
-        return Ok(None);
-    }
-    let field = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-    if !(4..=MAX_FRAME).contains(&field) {
-        return Err(format!(
-            "message {:?} with length {field} (a server sends 4 to {MAX_FRAME})",
-            buf[0] as char
-        ));
-    }
-    let len = field + 1;
-    Ok((buf.len() >= len).then_some(len))
-}
-
 /// The read half of a replication stream.
 pub struct ReplicationReader {
     addr: String,
@@ -522,20 +501,3 @@ fn error_text(mut fields: postgres_protocol::message::backend::ErrorFields<'_>) 
     format!("{severity} {code}: {message}")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frame_lengths_no_server_sends_are_refused() {
-        assert_eq!(frame_len(b"d\0\0"), Ok(None));
-        assert_eq!(frame_len(b"d\0\0\0\x05x"), Ok(Some(6)));
-        assert_eq!(frame_len(b"d\0\0\0\x06x"), Ok(None), "incomplete");
-        assert_eq!(frame_len(b"c\0\0\0\x04"), Ok(Some(5)), "an empty body");
-        // A length below its own 4 bytes would cut the frame short of its header.
-        for bad in [b"d\0\0\0\x00", b"d\0\0\0\x03"] {
-            assert!(frame_len(bad).is_err());
-        }
-        assert!(frame_len(b"d\xff\xff\xff\xff").is_err(), "4 GiB");
-    }
-}
