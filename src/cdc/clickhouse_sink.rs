@@ -275,7 +275,9 @@ impl Actor for ClickHouseSink {
                 st.oldest.get_or_insert_with(Instant::now);
             }
             SinkMsg::ReadState(keys, reply) => {
-                st.settle().await?;
+                // Everything taken in before is recorded first: a source restarted alone reads
+                // the progress its last life sent (a copy's records wait for a flush).
+                st.flush().await?;
                 let r = st.ch.read_states(&st.pipeline, &keys).await;
                 let _ = reply.send(r.as_ref().map(|m| m.clone()).map_err(|e| e.to_string()));
                 r?;
