@@ -1,8 +1,9 @@
-//! `Link` header pagination (RFC 8288) and URL query parameters, as the REST API pages with
-//! them; nothing in it is Mastodon-specific.
+//! `Link` header pagination (RFC 8288), URL query parameters and origins, as the REST API
+//! pages with them; nothing in it is Mastodon-specific.
 //!
 //! Must never: panic on a malformed header or URL (bad parts are skipped or kept as written),
-//! or split a link at a comma inside `<…>` or quotes.
+//! split a link at a comma inside `<…>` or quotes, or take two URLs for the same origin
+//! unless both are plain enough that every URL parser reads the same host from them.
 
 /// The links of a `Link` header as `(url, rel)` pairs, one per rel value (a link with
 /// `rel="prev next"` gives two). Rel values are lower-cased. Links without `<url>` or rel
@@ -49,6 +50,57 @@ pub fn link_for_rel(header: &str, rel: &str) -> Option<String> {
         .into_iter()
         .find(|(_, r)| r.eq_ignore_ascii_case(rel))
         .map(|(u, _)| u)
+}
+
+/// The origin of a URL (RFC 6454): scheme and host lower-cased, the port explicit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// The origin of an absolute `http` or `https` URL; `None` for anything else. Only plain
+/// forms are read: a host of letters, digits, `.` and `-` (or an `[IPv6]` literal) and an
+/// optional decimal port, ended by `/`, `?`, `#` or the end. Userinfo, backslashes,
+/// percent-escapes, whitespace and non-ASCII hosts give `None`: a parser (reqwest's
+/// included) may read another host from them than a simple split does.
+pub fn origin(url: &str) -> Option<Origin> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6.split_once(']')?;
+        let ok = !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        (ok.then(|| format!("[{}]", h.to_ascii_lowercase()))?, after)
+    } else {
+        let (h, after) = authority.split_at(authority.find(':').unwrap_or(authority.len()));
+        let ok = !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+        (ok.then(|| h.to_ascii_lowercase())?, after)
+    };
+    let port = match port.strip_prefix(':') {
+        None if port.is_empty() => default_port,
+        None => return None,
+        Some("") => default_port,
+        Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => p.parse().ok()?,
+        Some(_) => return None,
+    };
+    Some(Origin { scheme, host, port })
+}
+
+/// Whether both URLs have the same origin (scheme, host, port): `https://A.example` and
+/// `https://a.example:443/x` do; a URL [`origin`] cannot read never has.
+pub fn same_origin(a: &str, b: &str) -> bool {
+    matches!((origin(a), origin(b)), (Some(x), Some(y)) if x == y)
 }
 
 /// The value of a query parameter of a URL (`min_id` of a `prev` link), undecoded except
@@ -113,6 +165,68 @@ mod tests {
         let prev = link_for_rel(h, "PREV").unwrap();
         assert_eq!(query_param(&prev, "min_id").as_deref(), Some("123"));
         assert_eq!(query_param(&prev, "max_id"), None);
+    }
+
+    #[test]
+    fn origins_compare_scheme_host_and_port() {
+        let base = "https://mastodon.example";
+        for same in [
+            "https://mastodon.example/api/v1/timelines/public?min_id=1",
+            "HTTPS://Mastodon.EXAMPLE:443/x",
+            "https://mastodon.example:/",
+            "https://mastodon.example?x#y",
+            "https://mastodon.example:00443",
+        ] {
+            assert!(same_origin(base, same), "{same}");
+            assert!(same_origin(same, base), "{same}");
+        }
+        for other in [
+            "http://mastodon.example/",
+            "https://mastodon.example:8443/",
+            "https://evil.example/",
+            "https://mastodon.example.evil.example/",
+            "https://mastodon.example./",
+            "/api/v1/timelines/public?min_id=1",
+            "//mastodon.example/",
+            "ftp://mastodon.example/",
+            " https://mastodon.example/",
+            "https:mastodon.example/",
+            "https://token@mastodon.example/",
+            "https://mastodon.example@evil.example/",
+            "https://evil.example\\@mastodon.example/",
+            "https://evil.example\\.mastodon.example/",
+            "https://mastodon%2Eexample/",
+            "https://mast\todon.example/",
+            "https://mastodon.example:99999/",
+            "https://mastodon.example:44a3/",
+            "https://mästodon.example/",
+            "",
+        ] {
+            assert!(!same_origin(base, other), "{other:?}");
+        }
+        assert!(same_origin(
+            "http://127.0.0.1:8080",
+            "http://127.0.0.1:8080/api"
+        ));
+        assert!(!same_origin(
+            "http://127.0.0.1:8080",
+            "http://127.0.0.1:8081/api"
+        ));
+        assert!(same_origin("http://[::1]:80/", "HTTP://[::1]/x"));
+        assert!(!same_origin("http://[::1]/", "http://[::2]/"));
+        assert!(
+            !same_origin("http://[::1/", "http://[::1/"),
+            "unclosed literal"
+        );
+        assert!(!same_origin("http://[::1]x/", "http://[::1]x/"));
+        assert_eq!(
+            origin("HTTP://A.Example:8080/p"),
+            Some(Origin {
+                scheme: "http".into(),
+                host: "a.example".into(),
+                port: 8080
+            })
+        );
     }
 
     #[test]

@@ -2,10 +2,10 @@
 //! entities we read (`Status`, `Account`), a sans-IO Server-Sent Events parser for the
 //! streaming API, the mapping from stream frames to [`StreamEvent`]s, HTML-to-text for
 //! status content, the [`Post`] that flows through the pipeline, Mastodon's id order, `Link`
-//! header pagination and rate-limit headers.
+//! header pagination, origins and rate-limit headers (with the backoff after a 429).
 //!
 //! The generic web parsing, nothing Mastodon-specific, has its own files: `sse` (Server-Sent
-//! Events), `link` (`Link` header pagination and query parameters) and `dates` (HTTP and
+//! Events), `link` (`Link` header pagination, query parameters, origins) and `dates` (HTTP and
 //! RFC 3339 dates). The Mastodon parts are `status` (entities), `events` (stream events and
 //! their errors), `html` (HTML to text), `post`, `ids` and `rate_limit`. All public items are
 //! re-exported here: their paths are `mastodon::SseParser`, `mastodon::parse_event`, ….
@@ -28,9 +28,11 @@ pub use dates::{parse_http_date_unix, parse_rfc3339_unix};
 pub use events::{parse_event, parse_websocket_message, MastodonError, StreamEvent};
 pub use html::{html_to_text, named_entity};
 pub use ids::{compare_ids, max_id};
-pub use link::{link_for_rel, parse_link_header, query_param};
+pub use link::{link_for_rel, origin, parse_link_header, query_param, same_origin, Origin};
 pub use post::{instance_host, Post};
-pub use rate_limit::{parse_retry_after, RateLimit};
+pub use rate_limit::{
+    backoff_secs, parse_retry_after, RateLimit, BACKOFF_INITIAL_SECS, BACKOFF_MAX_SECS,
+};
 pub use sse::{SseEvent, SseFrame, SseParser, DEFAULT_MAX_EVENT_BYTES};
 pub use status::{Account, Status, Tag};
 
@@ -102,6 +104,7 @@ mod tests {
             let _ = parse_http_date_unix(&text);
             let _ = parse_retry_after(&text, 0);
             let _ = query_param(&text, "a");
+            let _ = same_origin(&text, "https://a.example/");
             let _ = instance_host(&text);
             let _ = compare_ids(&text, "123");
             let _ = parse_websocket_message(&text);

@@ -1,7 +1,14 @@
 //! What the rate-limit headers of a REST response (`X-RateLimit-*`, `Retry-After`) say, and
-//! how long to wait, relative to the "now" the caller passes.
+//! how long to wait, relative to the "now" the caller passes; after a 429, at least a backoff
+//! that doubles with each 429 in a row.
 //!
-//! Must never: read a clock, or turn an unparsable header into a wait (it counts as absent).
+//! Must never: read a clock, turn an unparsable header into a wait (it counts as absent), or
+//! let a 429 be retried at once, whatever its headers say (or do not say).
+
+/// The wait after the first 429 in a row that announces a shorter one (or none).
+pub const BACKOFF_INITIAL_SECS: u64 = 1;
+/// The longest wait of the backoff after 429s in a row.
+pub const BACKOFF_MAX_SECS: u64 = 300;
 
 use super::dates::{parse_http_date_unix, parse_rfc3339_unix};
 
@@ -42,6 +49,22 @@ impl RateLimit {
             Some(0) => Some(self.reset_in_secs.unwrap_or(0)),
             _ => None,
         })
+    }
+
+    /// How long to wait after a 429, the `in_a_row`th since the last success (counting from
+    /// 1): what the headers announce, but at least [`backoff_secs`], so a 429 without
+    /// headers, or one that announces 0 s or a reset already past, is not retried at once.
+    pub fn wait_after_429_secs(&self, in_a_row: u32) -> u64 {
+        self.wait_secs().unwrap_or(0).max(backoff_secs(in_a_row))
+    }
+}
+
+/// The backoff after the `in_a_row`th 429 in a row: 1 s after the first, doubling, at most
+/// 5 minutes; 0 before any.
+pub fn backoff_secs(in_a_row: u32) -> u64 {
+    match in_a_row {
+        0 => 0,
+        n => (BACKOFF_INITIAL_SECS << (n - 1).min(16)).min(BACKOFF_MAX_SECS),
     }
 }
 
@@ -88,6 +111,56 @@ mod tests {
         assert_eq!(rl.wait_secs(), None);
         let rl = RateLimit::from_headers(|_| Some("garbage"), now);
         assert_eq!(rl, RateLimit::default());
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap() {
+        let waits: Vec<u64> = (0..=11).map(backoff_secs).collect();
+        assert_eq!(waits, [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(backoff_secs(u32::MAX), BACKOFF_MAX_SECS);
+    }
+
+    #[test]
+    fn a_429_waits_at_least_the_backoff() {
+        let now = 1_700_000_000;
+        let bare = RateLimit::default();
+        assert_eq!(bare.wait_secs(), None);
+        assert_eq!(
+            (1..=4)
+                .map(|n| bare.wait_after_429_secs(n))
+                .collect::<Vec<_>>(),
+            [1, 2, 4, 8],
+            "no headers: the backoff alone"
+        );
+        let announced = RateLimit::from_headers(|n| (n == "retry-after").then_some("30"), now);
+        assert_eq!(
+            announced.wait_after_429_secs(1),
+            30,
+            "a longer announced wait wins"
+        );
+        assert_eq!(
+            announced.wait_after_429_secs(7),
+            64,
+            "a longer backoff wins"
+        );
+        let zero = RateLimit::from_headers(|n| (n == "retry-after").then_some("0"), now);
+        assert_eq!(
+            zero.wait_after_429_secs(1),
+            1,
+            "\"retry now\" is not taken at its word"
+        );
+        let past = RateLimit::from_headers(
+            |n| match n {
+                "x-ratelimit-remaining" => Some("0"),
+                "x-ratelimit-reset" => Some("2000-01-01T00:00:00Z"),
+                _ => None,
+            },
+            now,
+        );
+        assert_eq!(
+            (past.wait_secs(), past.wait_after_429_secs(2)),
+            (Some(0), 2)
+        );
     }
 
     #[test]
