@@ -113,6 +113,12 @@ pub fn reconnect_max() -> HumanDuration {
 pub fn idle_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(90))
 }
+pub fn mastodon_request_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+pub fn mastodon_max_response_bytes() -> usize {
+    16 << 20
+}
 pub fn replay_instance() -> String {
     "replay".into()
 }

@@ -64,6 +64,16 @@ pub struct MastodonConfig {
     /// A stream silent (not even a heartbeat) for this long is reconnected.
     #[serde(default = "defaults::idle_timeout")]
     pub idle_timeout: HumanDuration,
+    /// How long a REST request (the start point, a backfill page) may take, its body
+    /// included, and how long opening the stream may take until its response headers arrive
+    /// (from then on its body has `idle_timeout`). A request that takes longer fails the
+    /// connection, which reconnects with backoff.
+    #[serde(default = "defaults::mastodon_request_timeout")]
+    pub request_timeout: HumanDuration,
+    /// The largest REST response body read (a page of 40 statuses is some hundred KiB): a
+    /// larger one fails the connection, and no more of it is read.
+    #[serde(default = "defaults::mastodon_max_response_bytes")]
+    pub max_response_bytes: usize,
     #[serde(default)]
     pub filter: PostFilter,
 }

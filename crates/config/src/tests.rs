@@ -110,6 +110,36 @@ fn sentiment_needs_one_source_and_an_llm() {
 }
 
 #[test]
+fn mastodon_requests_are_bounded_by_default() {
+    let c = Config::from_str_named(SENTIMENT, "s.toml", &env).unwrap();
+    let m = c.pipelines[0].mastodon.as_ref().unwrap();
+    assert_eq!(m.request_timeout.0, Duration::from_secs(30));
+    assert_eq!(m.max_response_bytes, 16 << 20);
+    for (key, value) in [("request_timeout", "\"0s\""), ("max_response_bytes", "0")] {
+        let text = SENTIMENT.replace(
+            "[pipeline.mastodon]\n",
+            &format!("[pipeline.mastodon]\n{key} = {value}\n"),
+        );
+        let e = Config::from_str_named(&text, "s.toml", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("pipeline[0].mastodon.{key}")), "{e}");
+    }
+    for url in [
+        "https://user:pw@a.example",
+        "https://mästodon.example",
+        "https://",
+    ] {
+        let text = SENTIMENT.replace("https://a.example", url);
+        let e = Config::from_str_named(&text, "s.toml", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pipeline[0].mastodon.instance[0].url"), "{e}");
+        assert!(!e.contains("pw"), "{e}");
+    }
+}
+
+#[test]
 fn admin_needs_a_token() {
     let text = MIN.to_string() + "[admin]\nenabled = true\ntoken = \"short\"\n";
     let e = Config::from_str_named(&text, "x.toml", &env)

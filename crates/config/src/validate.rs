@@ -292,6 +292,13 @@ fn validate_mastodon(m: &MastodonConfig) -> Result<(), (String, String)> {
                 format!("`{}` must start with https:// (or http://)", inst.url),
             ));
         }
+        // The token goes only to this origin: it must be one every URL parser reads alike.
+        if tributary_protocol::mastodon::origin(&inst.url).is_none() {
+            return Err((
+                format!("instance[{i}].url"),
+                "must be https://host[:port] with a plain host name (an international one in its xn-- form), without a user or password".into(),
+            ));
+        }
     }
     if m.streams.is_empty() {
         return Err(("streams".into(), "at least one stream is required".into()));
@@ -315,6 +322,12 @@ fn validate_mastodon(m: &MastodonConfig) -> Result<(), (String, String)> {
             "reconnect_initial".into(),
             "must be above zero and at most reconnect_max".into(),
         ));
+    }
+    if m.request_timeout.0.is_zero() {
+        return Err(("request_timeout".into(), "must be above zero".into()));
+    }
+    if m.max_response_bytes == 0 {
+        return Err(("max_response_bytes".into(), "must be above zero".into()));
     }
     Ok(())
 }
