@@ -1,5 +1,6 @@
 //! The fake servers themselves, driven by a plain reqwest client: Mastodon's SSE framing,
-//! heartbeats, auth, stream cuts and outages, timeline pagination and its Link headers, 429s;
+//! heartbeats, auth, stream cuts and outages, timeline pagination and its Link headers, 429s,
+//! the misbehaviours on demand (stalls, bare 429s, huge bodies, foreign Links);
 //! the LLM's Ollama and OpenAI reply shapes, styles, formats, and its faults (latency,
 //! concurrency limit, error rates, hangs, down).
 
@@ -466,6 +467,78 @@ async fn mastodon_rate_limit() {
     assert_eq!(r.status(), 200);
     assert_eq!(ids(&r.json().await.unwrap()), ["5"]);
     assert_eq!((m.rate_limited(), m.rest_requests()), (2, 3));
+}
+
+/// The misbehaviours on demand: bare 429s, stalled requests, a huge body, foreign Links.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mastodon_misbehaviour() {
+    let m = FakeMastodon::start().await;
+    let c = client();
+    let timeline = format!("{}/api/v1/timelines/public", m.url());
+    m.publish_silently(make_status(5, "x"));
+    m.rate_limit_bare_next(1);
+    let r = c.get(&timeline).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    for h in [
+        "retry-after",
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+    ] {
+        assert!(!r.headers().contains_key(h), "{h}");
+    }
+    assert_eq!(m.rate_limited(), 1);
+
+    m.stall_rest_next(1);
+    let stalled = c
+        .get(&timeline)
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(stalled.is_timeout(), "{stalled}");
+    assert_eq!(c.get(&timeline).send().await.unwrap().status(), 200);
+    m.stall_streams_next(1);
+    let stream = format!("{}/api/v1/streaming/public", m.url());
+    let stalled = c
+        .get(&stream)
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(stalled.is_timeout(), "{stalled}");
+    assert_eq!((m.stalled(), m.stream_connections()), (2, 0));
+    Sse::open(&c, &stream, None).await;
+
+    m.huge_body_next(1, 3 << 20);
+    let r = c.get(&timeline).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.content_length(),
+        None,
+        "chunked: the size is not announced"
+    );
+    let body = r.bytes().await.unwrap();
+    assert_eq!(body.len(), 3 << 20);
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), json!([]));
+    assert_eq!(m.huge_bytes_sent(), 3 << 20);
+    let r = c.get(&timeline).send().await.unwrap();
+    assert_eq!(
+        ids(&r.json().await.unwrap()),
+        ["5"],
+        "only the next request"
+    );
+
+    m.set_link_base(Some("https://elsewhere.example:8443/"));
+    let r = c.get(format!("{timeline}?limit=1")).send().await.unwrap();
+    let l = links(r.headers()["link"].to_str().unwrap());
+    assert_eq!(
+        l[1],
+        (
+            "prev".to_string(),
+            "https://elsewhere.example:8443/api/v1/timelines/public?limit=1&min_id=5".to_string()
+        )
+    );
 }
 
 async fn post(c: &reqwest::Client, url: String, body: Value) -> (u16, Value) {

@@ -4,6 +4,11 @@
 //! Tests publish, edit and delete statuses, cut or refuse streams, inject malformed events and
 //! read counters. The server stops when the `FakeMastodon` is dropped.
 //!
+//! It also misbehaves on demand, as a broken or hostile instance would: requests never
+//! answered (`stall_rest_next`, `stall_streams_next`), 429s without any header that says how
+//! long to wait (`rate_limit_bare_next`), endless response bodies (`huge_body_next`) and `Link`
+//! headers that point at another origin (`set_link_base`).
+//!
 //! Which statuses a stream or timeline carries follows Mastodon: public timelines and streams
 //! carry `visibility: public` statuses that are not reblogs (unless `public_reblogs`); `local`
 //! means an `account.acct` without `@`; hashtag ones match `tags[].name` case-insensitively;
@@ -199,7 +204,15 @@ struct Shared {
     edits: Mutex<Vec<Value>>,
     subs: Mutex<Vec<Sub>>,
     stream_down: AtomicBool,
-    rate_limit: Mutex<(u64, u64)>,
+    /// Requests left to answer 429, and the `Retry-After` they carry (`None`: no header at all).
+    rate_limit: Mutex<(u64, Option<u64>)>,
+    stall_rest: AtomicU64,
+    stall_streams: AtomicU64,
+    stalled: AtomicU64,
+    /// REST requests left to answer with a huge body, and its size.
+    huge_body: Mutex<(u64, usize)>,
+    huge_bytes_sent: AtomicU64,
+    link_base: Mutex<Option<String>>,
     stream_connections: AtomicU64,
     stream_refused: AtomicU64,
     rest_requests: AtomicU64,
@@ -249,7 +262,13 @@ impl FakeMastodon {
             edits: Mutex::new(Vec::new()),
             subs: Mutex::new(Vec::new()),
             stream_down: AtomicBool::new(false),
-            rate_limit: Mutex::new((0, 0)),
+            rate_limit: Mutex::new((0, None)),
+            stall_rest: AtomicU64::new(0),
+            stall_streams: AtomicU64::new(0),
+            stalled: AtomicU64::new(0),
+            huge_body: Mutex::new((0, 0)),
+            huge_bytes_sent: AtomicU64::new(0),
+            link_base: Mutex::new(None),
             stream_connections: AtomicU64::new(0),
             stream_refused: AtomicU64::new(0),
             rest_requests: AtomicU64::new(0),
@@ -396,7 +415,48 @@ impl MastodonHandle {
 
     /// The next `n` REST requests get 429 with `Retry-After` and `X-RateLimit-*` headers.
     pub fn rate_limit_next(&self, n: u64, retry_after_secs: u64) {
-        *self.shared.rate_limit.lock().unwrap() = (n, retry_after_secs);
+        *self.shared.rate_limit.lock().unwrap() = (n, Some(retry_after_secs));
+    }
+
+    /// The next `n` REST requests get 429 without any header that says how long to wait (no
+    /// `Retry-After`, no `X-RateLimit-*`), as some proxies answer. Zero ends what is left.
+    pub fn rate_limit_bare_next(&self, n: u64) {
+        *self.shared.rate_limit.lock().unwrap() = (n, None);
+    }
+
+    /// The next `n` REST requests are read and never answered: the connection stays open,
+    /// silent, until the client gives up (or the fake is dropped).
+    pub fn stall_rest_next(&self, n: u64) {
+        self.shared.stall_rest.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` stream requests never get their response headers.
+    pub fn stall_streams_next(&self, n: u64) {
+        self.shared.stall_streams.store(n, Ordering::SeqCst);
+    }
+
+    /// Requests held unanswered so far (REST and stream).
+    pub fn stalled(&self) -> u64 {
+        self.shared.stalled.load(Ordering::SeqCst)
+    }
+
+    /// The next `n` REST requests are answered 200 with a JSON array `bytes` long (an empty
+    /// one, padded with spaces: valid JSON, so only a size limit refuses it), streamed in
+    /// chunks without a `Content-Length`.
+    pub fn huge_body_next(&self, n: u64, bytes: usize) {
+        *self.shared.huge_body.lock().unwrap() = (n, bytes.max(2));
+    }
+
+    /// Bytes of huge bodies handed to connections so far (what the client read, plus what
+    /// the socket buffers took before it hung up).
+    pub fn huge_bytes_sent(&self) -> u64 {
+        self.shared.huge_bytes_sent.load(Ordering::SeqCst)
+    }
+
+    /// Timeline `Link` headers point at this origin (e.g. `http://127.0.0.1:1234`) instead of
+    /// the fake's own; `None` restores them.
+    pub fn set_link_base(&self, base: Option<&str>) {
+        *self.shared.link_base.lock().unwrap() = base.map(|b| b.trim_end_matches('/').to_string());
     }
 
     /// Heartbeat interval of streams opened from now on (zero: none).
@@ -533,9 +593,17 @@ async fn handle(
     let token =
         bearer(auth.as_deref()).or_else(|| q_get(&query, "access_token").map(str::to_string));
     if is_stream {
+        if take_one(&st.stall_streams) {
+            st.stalled.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<()>().await;
+        }
         return stream(st, &path, &query, token);
     }
     st.rest_requests.fetch_add(1, Ordering::SeqCst);
+    if take_one(&st.stall_rest) {
+        st.stalled.fetch_add(1, Ordering::SeqCst);
+        std::future::pending::<()>().await;
+    }
     {
         let mut rl = st.rate_limit.lock().unwrap();
         if rl.0 > 0 {
@@ -545,16 +613,28 @@ async fn handle(
                 StatusCode::TOO_MANY_REQUESTS,
                 &json!({"error": "Too many requests"}),
             );
-            let h = r.headers_mut();
-            h.insert("Retry-After", HeaderValue::from(rl.1));
-            h.insert("X-RateLimit-Limit", HeaderValue::from_static("300"));
-            h.insert("X-RateLimit-Remaining", HeaderValue::from_static("0"));
-            h.insert(
-                "X-RateLimit-Reset",
-                HeaderValue::from_str(&iso_now(rl.1 as i64, 6)).unwrap(),
-            );
+            if let Some(secs) = rl.1 {
+                let h = r.headers_mut();
+                h.insert("Retry-After", HeaderValue::from(secs));
+                h.insert("X-RateLimit-Limit", HeaderValue::from_static("300"));
+                h.insert("X-RateLimit-Remaining", HeaderValue::from_static("0"));
+                h.insert(
+                    "X-RateLimit-Reset",
+                    HeaderValue::from_str(&iso_now(secs as i64, 6)).unwrap(),
+                );
+            }
             return Ok(r);
         }
+    }
+    let huge = {
+        let mut h = st.huge_body.lock().unwrap();
+        (h.0 > 0).then(|| {
+            h.0 -= 1;
+            h.1
+        })
+    };
+    if let Some(bytes) = huge {
+        return Ok(huge_response(st.clone(), bytes));
     }
     if req.method() != Method::GET {
         return Ok(json_response(
@@ -569,6 +649,12 @@ async fn handle(
         .map(str::to_string)
         .unwrap_or_else(|| format!("127.0.0.1:{port}"));
     let cfg = st.cfg.lock().unwrap().clone();
+    let link_base = st
+        .link_base
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap_or_else(|| format!("http://{host}"));
     let timeline = if path == "/api/v1/timelines/public" {
         let channel = if q_true(&query, "local") {
             Channel::PublicLocal
@@ -613,7 +699,7 @@ async fn handle(
             &channel,
             &query,
             permitted,
-            &format!("http://{host}{path}"),
+            &format!("{link_base}{path}"),
         ));
     }
     if let Some(id) = path.strip_prefix("/api/v1/statuses/") {
@@ -744,6 +830,48 @@ fn stream(
         .header(CACHE_CONTROL, "no-store")
         .body(BodyExt::boxed_unsync(StreamBody::new(body)))
         .unwrap())
+}
+
+/// Takes one from a "next n requests" counter; false when it is zero.
+fn take_one(n: &AtomicU64) -> bool {
+    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
+        .is_ok()
+}
+
+/// `[`, spaces, `]`: `bytes` long in all, in 64 KiB chunks produced as the connection takes
+/// them (a client that hangs up stops it), chunked (no `Content-Length`).
+fn huge_response(st: Arc<Shared>, bytes: usize) -> Response<Body> {
+    const CHUNK: usize = 64 << 10;
+    let spaces = Bytes::from(vec![b' '; CHUNK]);
+    let body = futures_util::stream::unfold(0usize, move |sent| {
+        let (st, spaces) = (st.clone(), spaces.clone());
+        async move {
+            if sent >= bytes {
+                return None;
+            }
+            let n = CHUNK.min(bytes - sent);
+            let chunk = if sent == 0 {
+                let mut v = spaces[..n].to_vec();
+                v[0] = b'[';
+                if n == bytes {
+                    v[n - 1] = b']';
+                }
+                Bytes::from(v)
+            } else if sent + n == bytes {
+                let mut v = spaces[..n].to_vec();
+                v[n - 1] = b']';
+                Bytes::from(v)
+            } else {
+                spaces.slice(..n)
+            };
+            st.huge_bytes_sent.fetch_add(n as u64, Ordering::SeqCst);
+            Some((Ok::<_, io::Error>(Frame::data(chunk)), sent + n))
+        }
+    });
+    Response::builder()
+        .header(CONTENT_TYPE, "application/json; charset=utf-8")
+        .body(BodyExt::boxed_unsync(StreamBody::new(body)))
+        .unwrap()
 }
 
 async fn tick(hb: &mut Option<tokio::time::Interval>) {
