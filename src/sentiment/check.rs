@@ -2,6 +2,7 @@
 //! Mastodon instance, and prints what a run would use. Must never: change anything.
 
 use crate::clients::llm::LlmClient;
+use crate::clients::mastodon;
 use crate::config::{PipelineConfig, PostSink, PostSource, SentimentPlan};
 use std::fmt::Write;
 
@@ -32,7 +33,9 @@ pub async fn check(p: &PipelineConfig, plan: &SentimentPlan) -> Result<String, S
     }
     if let PostSource::Mastodon(m) = &plan.source {
         for inst in &m.instances {
-            let title = crate::sentiment::mastodon_source::probe_instance(inst)
+            let http = mastodon::http_client().map_err(|e| e.to_string())?;
+            let title = mastodon::MastodonClient::new(http, inst, m)
+                .instance_title()
                 .await
                 .map_err(|e| e.to_string())?;
             let _ = writeln!(

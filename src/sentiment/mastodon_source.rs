@@ -7,10 +7,15 @@
 //! The resume point of each (instance, stream) is the id of the last post written to
 //! ClickHouse with everything before it, kept in ClickHouse's `_tributary_state`.
 //!
-//! Must never: log the access token, stop on a malformed event (it is counted and skipped),
-//! or move a resume point backwards.
+//! Requests go through [`MastodonClient`] (timeouts, body limit, rate-limit waits); a failed
+//! one ends the connection, which reconnects with backoff.
+//!
+//! Must never: log the access token, follow a `Link` to another origin than the instance's
+//! (the next page's request would carry the token there), stop on a malformed event (it is
+//! counted and skipped), or move a resume point backwards.
 
 use crate::clients::clickhouse::ChClient;
+use crate::clients::mastodon::{http_client, MastodonClient, MastodonHttpError};
 use crate::config::{ClickHouseConfig, MastodonConfig, MastodonInstance};
 use crate::flow::ack::AckTracker;
 use crate::flow::edge::WorkQueue;
@@ -22,18 +27,11 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::cmp::Ordering as Cmp;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MastodonSourceError {
-    #[error("Mastodon {instance}: {message}")]
-    Http { instance: String, message: String },
-    #[error("Mastodon {instance}: HTTP {status} for {what}")]
-    Status {
-        instance: String,
-        status: u16,
-        what: String,
-    },
+    #[error(transparent)]
+    Http(#[from] MastodonHttpError),
     #[error(transparent)]
     ClickHouse(#[from] crate::clients::clickhouse::ChError),
     #[error("the LLM queue is closed")]
@@ -87,7 +85,7 @@ impl Actor for MastodonSource {
                     inst: inst.clone(),
                     stream: stream.clone(),
                     key,
-                    http: http.clone(),
+                    client: MastodonClient::new(http.clone(), inst, &a.mastodon),
                     ch: ch.clone(),
                     high: resume,
                 };
@@ -131,14 +129,6 @@ impl Actor for MastodonSource {
 
 pub fn resume_key(instance_url: &str, stream: &str) -> String {
     format!("mastodon:{}:{}", m::instance_host(instance_url), stream)
-}
-
-fn http_client() -> Result<reqwest::Client, reqwest::Error> {
-    crate::clients::tls::install_default_provider();
-    reqwest::Client::builder()
-        .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(10))
-        .build()
 }
 
 /// The streaming path and the timeline path (with query) of a stream name.
@@ -189,44 +179,12 @@ pub fn stream_paths(stream: &str) -> (String, String) {
     }
 }
 
-/// `GET /api/v1/instance` → the instance's title, for `tributary check`.
-pub async fn probe_instance(inst: &MastodonInstance) -> Result<String, MastodonSourceError> {
-    let http = http_client().map_err(|e| MastodonSourceError::Http {
-        instance: inst.url.clone(),
-        message: e.to_string(),
-    })?;
-    let f = Follower::request(
-        &http,
-        inst,
-        &format!("{}/api/v1/instance", inst.url.trim_end_matches('/')),
-    );
-    let resp = f.send().await.map_err(|e| MastodonSourceError::Http {
-        instance: inst.url.clone(),
-        message: e.without_url().to_string(),
-    })?;
-    if !resp.status().is_success() {
-        return Err(MastodonSourceError::Status {
-            instance: inst.url.clone(),
-            status: resp.status().as_u16(),
-            what: "/api/v1/instance".into(),
-        });
-    }
-    let v: serde_json::Value = resp.json().await.map_err(|e| MastodonSourceError::Http {
-        instance: inst.url.clone(),
-        message: e.to_string(),
-    })?;
-    Ok(v.get("title")
-        .and_then(|t| t.as_str())
-        .unwrap_or("reachable")
-        .to_string())
-}
-
 struct Follower {
     a: Arc<MastodonArgs>,
     inst: MastodonInstance,
     stream: String,
     key: String,
-    http: reqwest::Client,
+    client: MastodonClient,
     ch: ChClient,
     /// Highest status id handed to the pool (or the resume point at start). `None` only
     /// before the very first session of this stream ever: see `start_point`.
@@ -234,27 +192,6 @@ struct Follower {
 }
 
 impl Follower {
-    fn request(
-        http: &reqwest::Client,
-        inst: &MastodonInstance,
-        url: &str,
-    ) -> reqwest::RequestBuilder {
-        let r = http.get(url);
-        if inst.token.is_empty() {
-            r
-        } else {
-            r.bearer_auth(inst.token.expose())
-        }
-    }
-
-    fn err(&self, e: reqwest::Error) -> MastodonSourceError {
-        // Without the URL: it may carry a query we do not want in logs; the instance is named.
-        MastodonSourceError::Http {
-            instance: self.inst.url.clone(),
-            message: e.without_url().to_string(),
-        }
-    }
-
     /// Follows the stream for ever; returns only when the queue is closed (or ClickHouse
     /// fails), which fails the actor.
     async fn run(mut self) -> MastodonSourceError {
@@ -277,17 +214,15 @@ impl Follower {
 
     /// One connection: open the stream, backfill the gap, then read events until it ends.
     async fn session(&mut self) -> Result<(), MastodonSourceError> {
-        let base = self.inst.url.trim_end_matches('/').to_string();
+        let base = self.client.base().to_string();
         if self.high.is_none() {
             self.start_point(&base).await?;
         }
         let (stream_path, _) = stream_paths(&self.stream);
-        let resp = Self::request(&self.http, &self.inst, &format!("{base}{stream_path}"))
-            .header("Accept", "text/event-stream")
-            .send()
-            .await
-            .map_err(|e| self.err(e))?;
-        let resp = self.success(resp, stream_path).await?;
+        let resp = self
+            .client
+            .open_stream(&format!("{base}{stream_path}"), &stream_path)
+            .await?;
         tracing::info!(instance = %self.inst.url, stream = %self.stream, resume_after = ?self.high, "stream connected");
         // Events published from now on wait in the connection while we backfill the gap.
         self.backfill(&base).await?;
@@ -296,19 +231,11 @@ impl Follower {
         let idle = self.a.mastodon.idle_timeout.0;
         loop {
             let chunk = match tokio::time::timeout(idle, body.next()).await {
-                Err(_) => {
-                    return Err(MastodonSourceError::Http {
-                        instance: self.inst.url.clone(),
-                        message: format!("no data for {idle:?}"),
-                    })
+                Err(_) => return Err(self.client.error(format!("no data for {idle:?}")).into()),
+                Ok(None) => return Err(self.client.error("stream closed by the server").into()),
+                Ok(Some(Err(e))) => {
+                    return Err(self.client.error(e.without_url().to_string()).into())
                 }
-                Ok(None) => {
-                    return Err(MastodonSourceError::Http {
-                        instance: self.inst.url.clone(),
-                        message: "stream closed by the server".into(),
-                    })
-                }
-                Ok(Some(Err(e))) => return Err(self.err(e)),
                 Ok(Some(Ok(c))) => c,
             };
             for frame in parser.push(&chunk) {
@@ -347,12 +274,13 @@ impl Follower {
     /// streamed or backfilled, even when the source restarts before its first post is written.
     async fn start_point(&mut self, base: &str) -> Result<(), MastodonSourceError> {
         let (_, timeline) = stream_paths(&self.stream);
-        let resp = Self::request(&self.http, &self.inst, &format!("{base}{timeline}limit=1"))
-            .send()
-            .await
-            .map_err(|e| self.err(e))?;
-        let resp = self.success(resp, "timeline (start point)".into()).await?;
-        let page: Vec<Status> = resp.json().await.map_err(|e| self.err(e))?;
+        let (page, _): (Vec<Status>, _) = self
+            .client
+            .get_json(
+                &format!("{base}{timeline}limit=1"),
+                "timeline (start point)",
+            )
+            .await?;
         let start = page
             .first()
             .map_or_else(|| "0".to_string(), |s| s.id.clone());
@@ -365,7 +293,8 @@ impl Follower {
         Ok(())
     }
 
-    /// Fetches every status newer than the last one handed over, oldest first.
+    /// Fetches every status newer than the last one handed over, oldest first. Pages follow
+    /// the `prev` link while it stays on the instance's origin, else `min_id` of the newest.
     async fn backfill(&mut self, base: &str) -> Result<(), MastodonSourceError> {
         let Some(since) = self.high.clone() else {
             return Ok(());
@@ -374,27 +303,17 @@ impl Follower {
         let mut url = format!("{base}{timeline}min_id={since}&limit=40");
         let mut fetched = 0usize;
         loop {
-            let resp = Self::request(&self.http, &self.inst, &url)
-                .send()
-                .await
-                .map_err(|e| self.err(e))?;
-            if resp.status().as_u16() == 429 {
-                self.wait_rate_limit(resp.headers()).await;
-                continue;
-            }
-            if !resp.status().is_success() {
-                return Err(MastodonSourceError::Status {
-                    instance: self.inst.url.clone(),
-                    status: resp.status().as_u16(),
-                    what: "timeline backfill".into(),
-                });
-            }
-            let prev = resp
-                .headers()
+            let (page, headers): (Vec<Status>, _) =
+                match self.client.get_json(&url, "timeline backfill").await {
+                    // Waited out (at least the backoff): ask again.
+                    Err(e) if e.status() == Some(429) => continue,
+                    r => r?,
+                };
+            let prev = headers
                 .get("link")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|l| m::link_for_rel(l, "prev"));
-            let page: Vec<Status> = resp.json().await.map_err(|e| self.err(e))?;
+                .and_then(|l| m::link_for_rel(l, "prev"))
+                .and_then(|p| self.on_own_origin(p, base));
             if page.is_empty() {
                 break;
             }
@@ -427,35 +346,15 @@ impl Follower {
         Ok(())
     }
 
-    /// `resp` when it succeeded; otherwise, after waiting out a rate limit it announces, an
-    /// error naming `what` was asked for.
-    async fn success(
-        &self,
-        resp: reqwest::Response,
-        what: String,
-    ) -> Result<reqwest::Response, MastodonSourceError> {
-        if resp.status().is_success() {
-            return Ok(resp);
+    /// `link` when it has the instance's origin. A link elsewhere is not followed (its
+    /// request would carry the token there): the next page is asked for by `min_id`.
+    fn on_own_origin(&self, link: String, base: &str) -> Option<String> {
+        if m::same_origin(&link, base) {
+            return Some(link);
         }
-        self.wait_rate_limit(resp.headers()).await;
-        Err(MastodonSourceError::Status {
-            instance: self.inst.url.clone(),
-            status: resp.status().as_u16(),
-            what,
-        })
-    }
-
-    async fn wait_rate_limit(&self, headers: &reqwest::header::HeaderMap) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        let rl = m::RateLimit::from_headers(|n| headers.get(n).and_then(|v| v.to_str().ok()), now);
-        if let Some(secs) = rl.wait_secs() {
-            let wait = Duration::from_secs(secs.min(900));
-            tracing::warn!(instance = %self.inst.url, ?wait, "rate limited");
-            tokio::time::sleep(wait).await;
-        }
+        let to = m::origin(&link).map(|o| format!("{}://{}:{}", o.scheme, o.host, o.port));
+        tracing::warn!(instance = %self.inst.url, stream = %self.stream, link_to = ?to, "a Link to another origin is not followed");
+        None
     }
 
     fn position(&self, id: &str) -> String {

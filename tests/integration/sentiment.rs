@@ -15,7 +15,7 @@ use tributary::sentiment::tree::SentimentHandles;
 
 const T: Duration = Duration::from_secs(90);
 
-fn handles(run: &Running) -> SentimentHandles {
+pub(crate) fn handles(run: &Running) -> SentimentHandles {
     match &run.handles[0] {
         PipelineHandles::Sentiment(h) => h.clone(),
         _ => panic!("not a sentiment pipeline"),
