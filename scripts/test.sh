@@ -6,8 +6,10 @@
 # (default 15) with scripts/fuzz.sh: a few minutes to build them from scratch, in fuzz/target.
 # Last it prints the long tests' reports (target/reports/) and closes on one line with cargo
 # test's counts over all test binaries: `tests: N passed, M failed`.
-# It first runs scripts/install-deps.sh, which installs only what is missing (seconds when
-# everything is there), so this one command works on a fresh Debian 12 machine.
+# It first runs scripts/install-deps.sh with no argument (everything the suite needs), which
+# installs only what is missing (seconds when everything is there), so this one command works on
+# a fresh Debian 12 machine; it prints a line per install step with its elapsed seconds and keeps
+# the output of apt-get, pip and cargo in target/logs/install-deps.log.
 # The servers keep running afterwards for the next run; TRIBUTARY_STOP_SERVICES=1 stops them.
 set -euo pipefail
 
@@ -23,7 +25,7 @@ scripts/install-deps.sh
 scripts/services.sh start
 # KEY=VALUE lines, no quoting: read them line by line (values may hold spaces).
 while IFS= read -r line; do
-  if [[ "$line" == *=* ]]; then export "$line"; fi
+  if [[ "$line" == *=* ]]; then export "${line?}"; fi
 done < <(scripts/services.sh env)
 
 failed=()
