@@ -14,11 +14,15 @@
 # (ssl = on) next to plain TCP, with one role per way of logging in (pg_write_config); ClickHouse
 # 18.16 also listens on an https_port with the server certificate.
 #
-# Usage: scripts/services.sh start|stop|status|env|restart-pg [fast|immediate]|clean
-#   start       start whatever is not already answering (idempotent), then write <dir>/env
+# Usage: scripts/services.sh start [SERVER...]|stop|status|env|restart-pg [fast|immediate]|clean
+#   start       start whatever is not already answering (idempotent), then write <dir>/env;
+#               SERVERs (postgres clickhouse18 clickhouse26 llm kafka) start only those (the
+#               demos); none = all of them (the tests)
 #   stop        stop all of them and remove <dir>/env (data and certificates are kept)
 #   status      one line per server; exit 1 unless all answer
-#   env         print <dir>/env: KEY=VALUE lines, no quoting (read them line by line)
+#   env         print <dir>/env: KEY=VALUE lines, no quoting (read them line by line): the
+#               variables of every server that runs (after a `start` of some, those; a later
+#               `start` of all adds the others)
 #   restart-pg  stop PostgreSQL (-m fast by default, `immediate` simulates a crash) and start it
 #               again on the same port with the same data
 #   restart-kafka  stop the broker (SIGTERM, or SIGKILL with `kill`) and start it again on the
@@ -244,6 +248,11 @@ tls_make() {
 # The cluster lives under $DIR/pg, unless the postgres user cannot reach $DIR (a clone under
 # /root, say): then under /tmp, in a folder named after $DIR so that each checkout has its own.
 pg_root() {
+  # No postgres user: PostgreSQL is not installed (a demo without it), nothing runs there.
+  if ! id -u postgres >/dev/null 2>&1; then
+    echo "$DIR/pg"
+    return 0
+  fi
   chown postgres: "$DIR/pg"
   if runuser -u postgres -- test -w "$DIR/pg" 2>/dev/null; then
     echo "$DIR/pg"
@@ -566,7 +575,8 @@ EOF
 CH26="$DIR/ch26"
 ch26_ok() { alive "$CH26/pid" "$FRONT" && http_ping "$(<"$CH26/port")"; }
 
-# Outside CI a missing front.py only skips this server; under CI=true it fails the run.
+# Outside CI a missing front.py only skips this server (in a start of all of them); under
+# CI=true it fails the run.
 ch26_wanted() {
   [[ -f "$FRONT" ]] && return 0
   [[ "${CI:-}" == "true" ]] && die clickhouse-26 "$FRONT is missing"
@@ -659,94 +669,135 @@ kafka_start() {
 
 # ---------------------------------------------------------------- commands
 
+# write_env: <dir>/env with the variables of every server that runs (its process is there and
+# its ports are recorded): after a start of some servers, theirs and those of any left running.
 write_env() {
-  pg_paths
   local tmp="$ENV_FILE.tmp.$$" pg_port pg_pid=""
-  pg_port=$(<"$PG_PORT_FILE")
-  [[ -f "$PG_DATA/postmaster.pid" ]] && pg_pid=$(head -n1 "$PG_DATA/postmaster.pid")
   {
     echo "TRIBUTARY_SERVICES_DIR=$DIR"
     echo "TRIBUTARY_SERVICES_SCRIPT=$SELF"
-    echo "TRIBUTARY_TEST_PG_URL=postgres://tributary:tributary@$HOST:$pg_port/tributary"
-    echo "TRIBUTARY_TEST_PG_HOST=$HOST"
-    echo "TRIBUTARY_TEST_PG_PORT=$pg_port"
-    echo "TRIBUTARY_TEST_PG_USER=tributary"
-    echo "TRIBUTARY_TEST_PG_PASSWORD=tributary"
-    echo "TRIBUTARY_TEST_PG_DATABASE=tributary"
-    echo "TRIBUTARY_TEST_PG_DATA=$PG_DATA"
-    echo "TRIBUTARY_TEST_PG_SOCKET_DIR=$PG_SOCK"
-    echo "TRIBUTARY_TEST_PG_BIN=$PG_BIN"
-    echo "TRIBUTARY_TEST_PG_LOG=$PG_LOG"
-    echo "TRIBUTARY_TEST_PG_PID=$pg_pid"
-    echo "TRIBUTARY_TEST_TLS_DIR=$TLS"
-    echo "TRIBUTARY_TEST_CH18_URL=http://$HOST:$(<"$CH18/http_port")"
-    echo "TRIBUTARY_TEST_CH18_HTTPS_URL=https://$HOST:$(<"$CH18/https_port")"
-    echo "TRIBUTARY_TEST_CH18_TCP_PORT=$(<"$CH18/tcp_port")"
-    echo "TRIBUTARY_TEST_CH18_PID=$(<"$CH18/pid")"
-    echo "TRIBUTARY_TEST_CH18_LOG=$CH18/log/clickhouse-server.log"
+    # Only where PostgreSQL ran once (its port is recorded): a demo without it has no cluster.
+    if [[ -s "$DIR/pg/port" ]] && pg_running; then
+      pg_port=$(<"$PG_PORT_FILE")
+      [[ -f "$PG_DATA/postmaster.pid" ]] && pg_pid=$(head -n1 "$PG_DATA/postmaster.pid")
+      echo "TRIBUTARY_TEST_PG_URL=postgres://tributary:tributary@$HOST:$pg_port/tributary"
+      echo "TRIBUTARY_TEST_PG_HOST=$HOST"
+      echo "TRIBUTARY_TEST_PG_PORT=$pg_port"
+      echo "TRIBUTARY_TEST_PG_USER=tributary"
+      echo "TRIBUTARY_TEST_PG_PASSWORD=tributary"
+      echo "TRIBUTARY_TEST_PG_DATABASE=tributary"
+      echo "TRIBUTARY_TEST_PG_DATA=$PG_DATA"
+      echo "TRIBUTARY_TEST_PG_SOCKET_DIR=$PG_SOCK"
+      echo "TRIBUTARY_TEST_PG_BIN=$PG_BIN"
+      echo "TRIBUTARY_TEST_PG_LOG=$PG_LOG"
+      echo "TRIBUTARY_TEST_PG_PID=$pg_pid"
+    fi
+    if tls_have ca; then echo "TRIBUTARY_TEST_TLS_DIR=$TLS"; fi
+    if alive "$CH18/pid" "$CH18/config.xml" && [[ -s "$CH18/http_port" && -s "$CH18/https_port" && -s "$CH18/tcp_port" ]]; then
+      echo "TRIBUTARY_TEST_CH18_URL=http://$HOST:$(<"$CH18/http_port")"
+      echo "TRIBUTARY_TEST_CH18_HTTPS_URL=https://$HOST:$(<"$CH18/https_port")"
+      echo "TRIBUTARY_TEST_CH18_TCP_PORT=$(<"$CH18/tcp_port")"
+      echo "TRIBUTARY_TEST_CH18_PID=$(<"$CH18/pid")"
+      echo "TRIBUTARY_TEST_CH18_LOG=$CH18/log/clickhouse-server.log"
+    fi
     if ch26_ok 2>/dev/null; then
       echo "TRIBUTARY_TEST_CH26_URL=http://$HOST:$(<"$CH26/port")"
       echo "TRIBUTARY_TEST_CH26_PID=$(<"$CH26/pid")"
       echo "TRIBUTARY_TEST_CH26_LOG=$CH26/front.log"
     fi
-    echo "TRIBUTARY_TEST_LLM_URL=http://$HOST:$(<"$LLM/port")"
-    echo "TRIBUTARY_TEST_LLM_MODEL=smollm2"
-    echo "TRIBUTARY_TEST_LLM_LOG=$LLM/server.log"
-    echo "TRIBUTARY_TEST_KAFKA_BROKERS=$HOST:$(<"$KAFKA/port")"
-    echo "TRIBUTARY_TEST_KAFKA_LOG=$KAFKA/broker.log"
-    echo "TRIBUTARY_TEST_KAFKA_PID=$(<"$KAFKA/pid")"
-    echo "TRIBUTARY_TEST_TANSU=$TANSU"
+    if alive "$LLM/pid" "llama_cpp.server" && [[ -s "$LLM/port" ]]; then
+      echo "TRIBUTARY_TEST_LLM_URL=http://$HOST:$(<"$LLM/port")"
+      echo "TRIBUTARY_TEST_LLM_MODEL=smollm2"
+      echo "TRIBUTARY_TEST_LLM_LOG=$LLM/server.log"
+    fi
+    if alive "$KAFKA/pid" "tansu" && [[ -s "$KAFKA/port" ]]; then
+      echo "TRIBUTARY_TEST_KAFKA_BROKERS=$HOST:$(<"$KAFKA/port")"
+      echo "TRIBUTARY_TEST_KAFKA_LOG=$KAFKA/broker.log"
+      echo "TRIBUTARY_TEST_KAFKA_PID=$(<"$KAFKA/pid")"
+      echo "TRIBUTARY_TEST_TANSU=$TANSU"
+    fi
   } >"$tmp"
   mv -f "$tmp" "$ENV_FILE"
 }
 
+SERVERS=(postgres clickhouse18 clickhouse26 llm kafka)
+# The servers this start is about (set by cmd_start), between spaces.
+WANT=" ${SERVERS[*]} "
+wants() { [[ "$WANT" == *" $1 "* ]]; }
+
+# all_ok: every wanted server answers (clickhouse26 only where front.py exists).
 all_ok() {
-  pg_ok || return 1
-  pg_tls_ok || return 1
-  ch18_ok || return 1
-  if [[ -f "$FRONT" ]]; then ch26_ok || return 1; fi
-  llm_ok || return 1
-  kafka_ok || return 1
+  if wants postgres; then pg_ok && pg_tls_ok || return 1; fi
+  if wants clickhouse18; then ch18_ok || return 1; fi
+  if wants clickhouse26 && [[ -f "$FRONT" ]]; then ch26_ok || return 1; fi
+  if wants llm; then llm_ok || return 1; fi
+  if wants kafka; then kafka_ok || return 1; fi
   return 0
 }
 
+# cmd_start [SERVER...]: the named servers, or all of them; those that answer are kept.
 cmd_start() {
-  command -v clickhouse-server >/dev/null || die clickhouse-18 "clickhouse-server not installed: run scripts/install-deps.sh"
-  [[ -x "$PG_BIN/initdb" ]] || die postgres "$PG_BIN/initdb missing: run scripts/install-deps.sh"
-  # First: the servers' checks verify against ca.pem.
-  tls_make
+  local all=1 s what="all servers"
+  if (($#)); then
+    all=0
+    what="$*"
+    for s in "$@"; do
+      [[ " ${SERVERS[*]} " == *" $s "* ]] || { log "start: no server named $s (${SERVERS[*]})"; exit 2; }
+    done
+    WANT=" $* "
+  fi
+  if wants clickhouse18; then
+    command -v clickhouse-server >/dev/null || die clickhouse-18 "clickhouse-server not installed: run scripts/install-deps.sh clickhouse18"
+  fi
+  if wants postgres; then
+    [[ -x "$PG_BIN/initdb" ]] || die postgres "$PG_BIN/initdb missing: run scripts/install-deps.sh postgres"
+  fi
+  # Named, it must run: a missing front.py is an error, not a skip.
+  if ((!all)) && wants clickhouse26 && [[ ! -f "$FRONT" ]]; then die clickhouse-26 "$FRONT is missing"; fi
+  # First: the servers' checks verify against ca.pem (PostgreSQL and ClickHouse 18.16 serve TLS).
+  if wants postgres || wants clickhouse18; then tls_make; fi
   if [[ -s "$ENV_FILE" ]] && all_ok; then
     write_env
-    log "all servers already answer ($ENV_FILE)"
+    if ((all)); then log "all servers already answer ($ENV_FILE)"; else log "$what already answer ($ENV_FILE)"; fi
     return 0
   fi
   local t0=$SECONDS pg=0 ch18=0 ch26=0 want26=0 llm=0 kafka=0
-  pg_ok && pg=1
-  ch18_ok && ch18=1
-  ch26_wanted && want26=1
-  ((want26)) && ch26_ok && ch26=1
-  llm_ok && llm=1
-  kafka_ok && kafka=1
+  if wants postgres && pg_ok; then pg=1; fi
+  if wants clickhouse18 && ch18_ok; then ch18=1; fi
+  if wants clickhouse26; then
+    if ((!all)) || ch26_wanted; then want26=1; fi
+  fi
+  if ((want26)) && ch26_ok; then ch26=1; fi
+  if wants llm && llm_ok; then llm=1; fi
+  if wants kafka && kafka_ok; then kafka=1; fi
   # Ports held by servers we keep must not be handed to the ones we start.
   ((pg)) && PICKED+="$(<"$PG_PORT_FILE") "
   ((ch18)) && PICKED+="$(<"$CH18/http_port") $(<"$CH18/https_port") $(<"$CH18/tcp_port") "
   ((ch26)) && PICKED+="$(<"$CH26/port") "
   ((llm)) && PICKED+="$(<"$LLM/port") "
   ((kafka)) && PICKED+="$(<"$KAFKA/port") "
-  if ((pg)); then
-    log "postgres: already answers"
-    pg_refresh
-  else
-    pg_start
+  if wants postgres; then
+    if ((pg)); then
+      log "postgres: already answers"
+      pg_refresh
+    else
+      pg_start
+    fi
   fi
-  if ((ch18)); then log "clickhouse-18: already answers"; else ch18_start; fi
+  if wants clickhouse18; then
+    if ((ch18)); then log "clickhouse-18: already answers"; else ch18_start; fi
+  fi
   if ((want26)); then
     if ((ch26)); then log "clickhouse-26: already answers"; else ch26_start; fi
   fi
-  if ((llm)); then log "llm: already answers"; else llm_start; fi
-  if ((kafka)); then log "kafka: already answers"; else kafka_start; fi
+  if wants llm; then
+    if ((llm)); then log "llm: already answers"; else llm_start; fi
+  fi
+  if wants kafka; then
+    if ((kafka)); then log "kafka: already answers"; else kafka_start; fi
+  fi
   write_env
-  log "all servers up in $((SECONDS - t0)) s; environment in $ENV_FILE"
+  log "$what up in $((SECONDS - t0)) s; environment in $ENV_FILE"
 }
 
 cmd_stop() {
@@ -839,7 +890,7 @@ main() {
   case "$cmd" in
     start | stop | status | env | restart-pg | restart-kafka | clean) ;;
     *)
-      echo "usage: $0 start|stop|status|env|restart-pg [fast|immediate]|restart-kafka [term|kill]|clean" >&2
+      echo "usage: $0 start [${SERVERS[*]}]...|stop|status|env|restart-pg [fast|immediate]|restart-kafka [term|kill]|clean" >&2
       exit 2
       ;;
   esac
@@ -847,7 +898,7 @@ main() {
   exec 9>"$DIR/.lock"
   flock -w 600 9 || { log "could not take $DIR/.lock in 600 s"; exit 1; }
   case "$cmd" in
-    start) cmd_start ;;
+    start) cmd_start "$@" ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
     env) cmd_env ;;
