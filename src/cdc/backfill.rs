@@ -753,7 +753,12 @@ fn log_progress(ctx: &Ctx<'_>, j: &Job, logged: &mut std::time::Instant) {
 /// The job as logs name it.
 fn what(j: &Job) -> String {
     match &j.partition {
-        Some(p) => format!("partition {}.{} of {}", p.schema, p.name, j.schema.qualified()),
+        Some(p) => format!(
+            "partition {}.{} of {}",
+            p.schema,
+            p.name,
+            j.schema.qualified()
+        ),
         None => j.schema.qualified(),
     }
 }
@@ -852,7 +857,13 @@ async fn copy_chunk(
             })?;
             batch_bytes += pos;
             n += 1;
-            batch.push(ChangeItem::row(rel, RowOp::Snapshot, version, cells, (0, 0)));
+            batch.push(ChangeItem::row(
+                rel,
+                RowOp::Snapshot,
+                version,
+                cells,
+                (0, 0),
+            ));
             if batch.len() >= ctx.message_rows || batch_bytes >= ctx.message_bytes {
                 let k = batch.len();
                 // Of a message's last row only (a key's text costs an allocation).
@@ -860,7 +871,11 @@ async fn copy_chunk(
                 let outcome =
                     send(ctx, rel, Some((generation, &s)), std::mem::take(&mut batch)).await?;
                 if outcome != Sent::Yes {
-                    return Ok(Chunk { rows: n, last_key, outcome });
+                    return Ok(Chunk {
+                        rows: n,
+                        last_key,
+                        outcome,
+                    });
                 }
                 batch_bytes = 0;
                 sent(k);
@@ -976,11 +991,7 @@ async fn record(ctx: &Ctx<'_>, j: &Job, copy: TableCopy) -> Result<(), BackfillE
 
 /// Records a chunk's progress with the sink's next flush (the one that writes the chunk or
 /// a later one), without waiting: the copy reads on, and the sink's inserts keep their size.
-async fn record_later(
-    ctx: &Ctx<'_>,
-    j: &Job,
-    copy: TableCopy,
-) -> Result<Recorded, BackfillError> {
+async fn record_later(ctx: &Ctx<'_>, j: &Job, copy: TableCopy) -> Result<Recorded, BackfillError> {
     let value = copy.format(ctx.incarnation).unwrap_or_default();
     let entries = vec![(j.state_key(), value)];
     let (tell, recorded) = tokio::sync::oneshot::channel();
@@ -1118,7 +1129,8 @@ mod tests {
 
     #[test]
     fn bounds_split_into_even_ranges() {
-        let b = |v: &[&str]| -> Vec<Vec<String>> { v.iter().map(|k| vec![k.to_string()]).collect() };
+        let b =
+            |v: &[&str]| -> Vec<Vec<String>> { v.iter().map(|k| vec![k.to_string()]).collect() };
         // Eight buckets (seven bounds) into four ranges: every second bound.
         let seven = b(&["1", "2", "3", "4", "5", "6", "7"]);
         assert_eq!(pick_bounds(seven.clone(), 4), b(&["2", "4", "6"]));

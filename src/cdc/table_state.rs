@@ -264,9 +264,18 @@ mod tests {
         ];
         let mut ranges = RangeCopy::between(&bounds);
         assert_eq!(ranges.len(), 4);
-        assert_eq!((ranges[0].lo.as_ref(), ranges[0].hi.as_ref()), (None, Some(&bounds[0])));
-        assert_eq!((ranges[1].lo.as_ref(), ranges[1].hi.as_ref()), (Some(&bounds[0]), Some(&bounds[1])));
-        assert_eq!((ranges[3].lo.as_ref(), ranges[3].hi.as_ref()), (Some(&bounds[2]), None));
+        assert_eq!(
+            (ranges[0].lo.as_ref(), ranges[0].hi.as_ref()),
+            (None, Some(&bounds[0]))
+        );
+        assert_eq!(
+            (ranges[1].lo.as_ref(), ranges[1].hi.as_ref()),
+            (Some(&bounds[0]), Some(&bounds[1]))
+        );
+        assert_eq!(
+            (ranges[3].lo.as_ref(), ranges[3].hi.as_ref()),
+            (Some(&bounds[2]), None)
+        );
         assert_eq!(ranges[1].after(), Some(&bounds[0]));
         ranges[1].at = Some(vec!["8".into(), "x|ranges|y".into()]);
         ranges[2].done = true;
@@ -276,10 +285,24 @@ mod tests {
         assert_eq!(TableCopy::parse(Some(&v), inc), c, "{v}");
         assert_eq!(TableCopy::parse(Some(&v), "s@0/2"), TableCopy::Pending);
         // One range line that does not read: no progress at all.
-        assert_eq!(TableCopy::parse(Some(&format!("{v}\nx")), inc), TableCopy::Pending);
-        assert_eq!(TableCopy::parse(Some(&format!("{inc}|ranges|c\t*\t*\tnot-a-key")), inc), TableCopy::Pending);
+        assert_eq!(
+            TableCopy::parse(Some(&format!("{v}\nx")), inc),
+            TableCopy::Pending
+        );
+        assert_eq!(
+            TableCopy::parse(Some(&format!("{inc}|ranges|c\t*\t*\tnot-a-key")), inc),
+            TableCopy::Pending
+        );
         // No bounds: one range over the whole table.
-        assert_eq!(RangeCopy::between(&[]), vec![RangeCopy { lo: None, at: None, hi: None, done: false }]);
+        assert_eq!(
+            RangeCopy::between(&[]),
+            vec![RangeCopy {
+                lo: None,
+                at: None,
+                hi: None,
+                done: false
+            }]
+        );
     }
 
     #[test]

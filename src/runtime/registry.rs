@@ -344,6 +344,10 @@ mod tests {
         r.set_state("root/cdc/sink", ActorState::Restarting, Some(err.into()));
         let shown = r.actors()["root/cdc/sink"].last_error.clone().unwrap();
         assert!(!shown.contains("4111"), "{shown}");
-        assert!(shown.contains("insert into `t` failed") && shown.contains("CANNOT_PARSE_INPUT_ASSERTION_FAILED"), "{shown}");
+        assert!(
+            shown.contains("insert into `t` failed")
+                && shown.contains("CANNOT_PARSE_INPUT_ASSERTION_FAILED"),
+            "{shown}"
+        );
     }
 }

@@ -83,7 +83,13 @@ mod tests {
         assert_eq!((out, said), (7, vec![10, 20, 30]));
         // Over before the first mark: nothing said.
         let mut quiet = 0;
-        say_while_waiting(async {}, Duration::from_secs(10), Duration::from_secs(10), |_| quiet += 1).await;
+        say_while_waiting(
+            async {},
+            Duration::from_secs(10),
+            Duration::from_secs(10),
+            |_| quiet += 1,
+        )
+        .await;
         assert_eq!(quiet, 0);
     }
 

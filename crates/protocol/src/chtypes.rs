@@ -1035,15 +1035,26 @@ mod tests {
         let ch26 = "Code: 27. DB::Exception: Cannot parse input: expected '\\t' before: 'secret42\\tpassword-value\\n': (at row 1)\n: \nRow 1:\nColumn 0,   name: id, type: Int64,  ERROR: text \"secret42<TAB>p\" is not like Int64\n\n: While executing ParallelParsingBlockInputFormat: While executing File. (CANNOT_PARSE_INPUT_ASSERTION_FAILED) (version 26.9.2.1 (chdb))";
         for text in [ch18, ch26] {
             let shown = super::hide_row_data(text);
-            assert!(!shown.contains("secret42") && !shown.contains("password"), "{shown}");
-            assert!(shown.contains("Code: 27") && shown.contains("Cannot parse input") && shown.contains("(at row 1)"), "{shown}");
+            assert!(
+                !shown.contains("secret42") && !shown.contains("password"),
+                "{shown}"
+            );
+            assert!(
+                shown.contains("Code: 27")
+                    && shown.contains("Cannot parse input")
+                    && shown.contains("(at row 1)"),
+                "{shown}"
+            );
         }
         assert!(super::hide_row_data(ch26).contains("(CANNOT_PARSE_INPUT_ASSERTION_FAILED)"));
         // Without row data: as it was (on one line).
         let plain = "Code: 60. DB::Exception: Table db.t does not exist. (UNKNOWN_TABLE)";
         assert_eq!(super::hide_row_data(plain), plain);
         // Input to the end of the text, and a stray `text "…"` elsewhere.
-        assert_eq!(super::hide_row_data("x before: abc"), "x before: <row data hidden>");
+        assert_eq!(
+            super::hide_row_data("x before: abc"),
+            "x before: <row data hidden>"
+        );
         assert_eq!(
             super::hide_row_data("bad: text \"v\" here"),
             "bad: text <row data hidden>"

@@ -500,4 +500,3 @@ fn error_text(mut fields: postgres_protocol::message::backend::ErrorFields<'_>) 
     }
     format!("{severity} {code}: {message}")
 }
-
