@@ -983,7 +983,9 @@ async fn a_slot_waiting_for_an_open_transaction_says_so() {
     .unwrap();
     // A transaction with an id, left open.
     let idle = pg().await;
-    idle.batch_execute("BEGIN; SELECT txid_current();").await.unwrap();
+    idle.batch_execute("BEGIN; SELECT txid_current();")
+        .await
+        .unwrap();
     let cfg = write_config(&[&format!("public.{t}")], "");
     let child = spawn(&w, &cfg, &Target::Ch18.url());
     eventually(Duration::from_secs(40), "the wait to be logged", || async {
