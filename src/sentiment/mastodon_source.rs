@@ -27,6 +27,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::cmp::Ordering as Cmp;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MastodonSourceError {
@@ -88,6 +89,7 @@ impl Actor for MastodonSource {
                     client: MastodonClient::new(http.clone(), inst, &a.mastodon),
                     ch: ch.clone(),
                     high: resume,
+                    connected: false,
                 };
                 let (me, me2) = (myself.clone(), myself.clone());
                 tasks.push(crate::runtime::task::TaskGuard::spawn_watched(
@@ -189,6 +191,37 @@ struct Follower {
     /// Highest status id handed to the pool (or the resume point at start). `None` only
     /// before the very first session of this stream ever: see `start_point`.
     high: Option<String>,
+    /// The last session got its stream (the reconnect backoff starts over after it).
+    connected: bool,
+}
+
+/// The wait before the next reconnect: doubling from `initial` up to `max` while sessions
+/// fail before their stream connects; back to `initial` after one that connected (hours of
+/// streaming are not a failure streak).
+struct Reconnect {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Reconnect {
+    fn new(initial: Duration, max: Duration) -> Reconnect {
+        Reconnect {
+            initial,
+            max,
+            next: initial,
+        }
+    }
+
+    /// The wait after a session that ended (`connected`: it got its stream first).
+    fn after(&mut self, connected: bool) -> Duration {
+        if connected {
+            self.next = self.initial;
+        }
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.max);
+        wait
+    }
 }
 
 impl Follower {
@@ -197,10 +230,13 @@ impl Follower {
     async fn run(mut self) -> MastodonSourceError {
         let a = self.a.clone();
         let m = &a.mastodon;
-        let mut delay = m.reconnect_initial.0;
+        let mut backoff = Reconnect::new(m.reconnect_initial.0, m.reconnect_max.0);
         loop {
-            match self.session().await {
-                Ok(()) => delay = m.reconnect_initial.0,
+            self.connected = false;
+            let ended = self.session().await;
+            let delay = backoff.after(self.connected);
+            match ended {
+                Ok(()) => {}
                 Err(MastodonSourceError::QueueClosed) => return MastodonSourceError::QueueClosed,
                 Err(e) => {
                     self.a.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -208,7 +244,6 @@ impl Follower {
                 }
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(m.reconnect_max.0);
         }
     }
 
@@ -224,6 +259,7 @@ impl Follower {
             .open_stream(&format!("{base}{stream_path}"), &stream_path)
             .await?;
         tracing::info!(instance = %self.inst.url, stream = %self.stream, resume_after = ?self.high, "stream connected");
+        self.connected = true;
         // Events published from now on wait in the connection while we backfill the gap.
         self.backfill(&base).await?;
         let mut body = resp.bytes_stream();
@@ -401,5 +437,21 @@ impl Follower {
             .await
             .map_err(|_| MastodonSourceError::QueueClosed)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reconnect_wait_starts_over_after_a_session_that_connected() {
+        let s = Duration::from_secs;
+        let mut r = Reconnect::new(s(1), s(60));
+        let failing: Vec<u64> = (0..8).map(|_| r.after(false).as_secs()).collect();
+        assert_eq!(failing, vec![1, 2, 4, 8, 16, 32, 60, 60]);
+        // A stream that connected (and streamed for hours) then dropped: back to the start.
+        assert_eq!(r.after(true), s(1));
+        assert_eq!(r.after(false), s(2));
     }
 }
