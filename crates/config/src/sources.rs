@@ -93,7 +93,7 @@ pub struct MastodonInstance {
 }
 
 /// Which posts are classified at all.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostFilter {
     /// Only these languages (ISO 639-1); empty = all.
@@ -103,6 +103,17 @@ pub struct PostFilter {
     pub skip_bots: bool,
     #[serde(default = "defaults::yes")]
     pub skip_reblogs: bool,
+}
+
+/// Without a `filter` table: the same defaults as an empty one (reblogs skipped).
+impl Default for PostFilter {
+    fn default() -> Self {
+        PostFilter {
+            languages: Vec::new(),
+            skip_bots: false,
+            skip_reblogs: defaults::yes(),
+        }
+    }
 }
 
 /// Statuses from a JSON Lines file (one status per line, as the API returns them).

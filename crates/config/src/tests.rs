@@ -75,12 +75,38 @@ fn example_configs_load() {
         "PGPASSWORD" => Some("x".to_string()),
         _ => None,
     };
-    for f in ["config/cdc.toml", "config/sentiment.toml"] {
+    for f in [
+        "config/cdc.toml",
+        "config/sentiment.toml",
+        "config/sentiment-demo.toml",
+    ] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../..")
             .join(f);
         let text = std::fs::read_to_string(&path).unwrap();
         Config::from_str_named(&text, f, &env).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[test]
+fn a_missing_filter_table_skips_reblogs_as_an_empty_one_does() {
+    let base = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join("config/sentiment.toml"),
+    )
+    .unwrap();
+    let start = base.find("[pipeline.mastodon.filter]").unwrap();
+    let end = start + base[start..].find("\n\n").unwrap();
+    for text in [
+        base.clone(),
+        base.replace(&base[start..end], ""),
+        base.replace(&base[start..end], "[pipeline.mastodon.filter]"),
+    ] {
+        let c =
+            Config::from_str_named(&text, "s.toml", &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        let m = c.pipelines[0].mastodon.as_ref().unwrap();
+        assert!(m.filter.skip_reblogs && !m.filter.skip_bots);
     }
 }
 
