@@ -615,7 +615,11 @@ pub fn use_replay(cfg: &mut Config, file: PathBuf) {
         file,
         rate: 0.0,
         instance: "replay.example".into(),
-        filter: Default::default(),
+        // Every status, reblogs too (the tests follow the reblogs of posts seen before).
+        filter: tributary::config::PostFilter {
+            skip_reblogs: false,
+            ..Default::default()
+        },
     });
 }
 
