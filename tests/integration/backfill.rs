@@ -177,9 +177,10 @@ async fn truncate_during_copy(target: Target) {
     ))
     .await
     .unwrap();
-    // Chunks of wide rows, slow to read: the TRUNCATE comes while the second one is read,
-    // which must not follow it into ClickHouse.
-    let cfg = then_added(&w, &c, &first, &added, 20_000).await;
+    // Chunks of wide rows, slow to read: the TRUNCATE comes while later ones are read (in key
+    // ranges, two at once), which must not follow it into ClickHouse. Small chunks: a chunk's
+    // record lands with a flush, well before the copy ends.
+    let cfg = then_added(&w, &c, &first, &added, 5_000).await;
     let run = Running::start(&cfg).await;
     // Right after the first chunk is recorded, while the second one is read.
     let key = format!("table:public.{added}");
