@@ -262,6 +262,85 @@ async fn poisoned_messages_go_to_the_dead_letter_topic() {
     run.stop().await;
 }
 
+/// A change larger than the producer's `message.max.bytes` (librdkafka's 1,000,000 by
+/// default) cannot be sent by retrying: a letter naming it (its key, sizes and reason, no row
+/// data) goes to the dead-letter topic, counted, and the pipeline streams on. The row is
+/// missing downstream until it changes again, and then arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_too_large_for_the_broker_goes_to_the_dead_letter_topic() {
+    let w = World::new(Target::Ch18).await;
+    let n = KafkaNames::new();
+    let c = pg().await;
+    let t = unique("oversize");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, body text);
+         INSERT INTO {t} VALUES (1, 'before');"
+    ))
+    .await
+    .unwrap();
+    let table = format!("public.{t}");
+    let cfg = kafka_config(&w, &n, &[&table]);
+    let run = Running::start(&cfg).await;
+    converge(&w, &c, &t, &t, "id, body", "id", T).await;
+    // 1.5 MB of text that TOAST compresses in Postgres but not in the change event.
+    c.batch_execute(&format!(
+        "INSERT INTO {t} SELECT 2, string_agg(md5(g::text), '') FROM generate_series(1, 47000) g;
+         INSERT INTO {t} VALUES (3, 'after');"
+    ))
+    .await
+    .unwrap();
+    let rows = eventually(T, "the rows around the oversized one", || async {
+        let r = w.try_ch_live(&t, "id, body", "id").await?;
+        if r.len() == 2 {
+            Ok(r)
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .await;
+    assert_eq!(rows, vec!["1\tbefore", "3\tafter"]);
+    let dead = await_messages(&n.dlq, 1, T).await;
+    assert_eq!(dead.len(), 1, "one letter: {dead:?}");
+    let m = &dead[0];
+    let topic = format!("{}.public.{t}", n.prefix);
+    assert_eq!(
+        header(m, "__connect.errors.topic").as_deref(),
+        Some(topic.as_str())
+    );
+    assert_eq!(
+        header(m, "__connect.errors.stage").as_deref(),
+        Some("KAFKA_PRODUCE")
+    );
+    let key: serde_json::Value = serde_json::from_slice(m.key().expect("the row's key")).unwrap();
+    assert_eq!(key["payload"]["id"], 2, "the key names the row: {key}");
+    let summary: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+    assert_eq!(summary["topic"], topic.as_str());
+    let bytes = summary["value_bytes"].as_u64().unwrap();
+    assert!(
+        bytes > 1_500_000,
+        "the size of the refused change: {summary}"
+    );
+    assert!(
+        m.payload().unwrap().len() < 1000,
+        "a summary, not the row: {} bytes",
+        m.payload().unwrap().len()
+    );
+    let counters = run.registry.pipeline(&cfg.pipelines[0].name);
+    assert_eq!(
+        counters
+            .kafka_dead_letters
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // Once the row fits again it arrives, and ClickHouse FINAL equals Postgres.
+    c.batch_execute(&format!("UPDATE {t} SET body = 'small again' WHERE id = 2"))
+        .await
+        .unwrap();
+    converge(&w, &c, &t, &t, "id, body", "id", T).await;
+    run.stop().await;
+    w.teardown().await;
+}
+
 /// The sentiment pipeline split in two over a topic, as the old stack ran it: a replay of
 /// statuses is published to the statuses topic (key `instance/status id`), a second
 /// pipeline consumes it, classifies every post and writes it to ClickHouse; its group's

@@ -1,12 +1,16 @@
 //! The Kafka sink of a CDC pipeline: writes each row change as a Debezium PostgreSQL change
 //! event to the table's topic (`<prefix>.<schema>.<table>`, key = the primary key, so every
 //! change of a row lands in one partition, in order), a tombstone after each delete, and a
-//! truncate event per truncated table. The producer is idempotent with acks=all.
+//! truncate event per truncated table. The producer is idempotent with acks=all. A change
+//! the producer or the broker refuses as larger than `message.max.bytes` cannot be sent by
+//! retrying: a letter standing for it (its key, the sizes and the reason, never the row) goes
+//! to the dead-letter topic instead, counted, and the stream moves on.
 //!
 //! Must never: acknowledge a commit LSN (which the source then confirms to Postgres) before
 //! the broker has acknowledged every message up to it. Deliveries are awaited in the order
 //! they were produced, by one task; a failed delivery fails the sink, and the stream is
-//! replayed from the last confirmed LSN (duplicates, never gaps).
+//! replayed from the last confirmed LSN (duplicates, never gaps); an oversized change counts
+//! as delivered only once its dead letter is.
 
 use crate::cdc::change::{ChangeChunk, ChangeItem, RowOp, SinkMsg};
 use crate::clients::kafka::{self, KafkaError};
@@ -18,7 +22,7 @@ use crate::protocol::schema::SharedSchema;
 use crate::runtime::registry::PipelineCounters;
 use crate::runtime::task::TaskGuard;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use std::collections::{HashMap, HashSet};
@@ -60,6 +64,7 @@ pub struct KafkaSinkState {
     schemas: HashMap<u32, (SharedSchema, String)>,
     topics: HashSet<String>,
     pending: mpsc::Sender<Pending>,
+    letters: Letters,
     _acker: TaskGuard,
     acks: Arc<watch::Sender<Lsn>>,
     counters: Arc<PipelineCounters>,
@@ -103,8 +108,21 @@ impl Actor for KafkaSink {
         tracing::info!(pipeline = %a.pipeline, brokers = %a.kafka.brokers, prefix = %a.sink.topic_prefix, "kafka sink connected");
         // A few chunks may wait for the broker; then the sink (and so the source) waits.
         let (tx, rx) = mpsc::channel(8);
+        kafka::ensure_topics(
+            &a.kafka,
+            std::slice::from_ref(&a.sink.dead_letter_topic),
+            1,
+            a.sink.replication_factor,
+        )
+        .await?;
+        let letters = Letters {
+            producer: producer.clone(),
+            topic: a.sink.dead_letter_topic.clone(),
+            pipeline: a.pipeline.clone(),
+        };
         let acker = TaskGuard::spawn(acknowledge(
             rx,
+            letters.clone(),
             a.acks.clone(),
             a.counters.clone(),
             myself.clone(),
@@ -127,6 +145,7 @@ impl Actor for KafkaSink {
             schemas: HashMap::new(),
             topics: HashSet::new(),
             pending: tx,
+            letters,
             _acker: acker,
             acks: a.acks,
             counters: a.counters,
@@ -323,18 +342,22 @@ impl KafkaSinkState {
                         }),
                         None => headers.clone(),
                     };
-                    let f = send(
-                        &self.producer,
-                        &topic,
-                        key.as_deref(),
-                        Some(&value),
-                        None,
-                        &row_headers,
-                    )
-                    .await?;
+                    let f = self
+                        .letters
+                        .send(
+                            &self.counters,
+                            &topic,
+                            key.as_deref(),
+                            Some(&value),
+                            None,
+                            &row_headers,
+                        )
+                        .await?;
                     deliveries.push(f);
                     if op == Op::Delete && self.cfg.tombstones && key.is_some() {
-                        let f = send(&self.producer, &topic, key.as_deref(), None, None, &headers)
+                        let f = self
+                            .letters
+                            .send(&self.counters, &topic, key.as_deref(), None, None, &headers)
                             .await?;
                         deliveries.push(f);
                     }
@@ -360,15 +383,17 @@ impl KafkaSinkState {
                         let topic = topic.clone();
                         // Debezium's truncate events have no key: partition 0 keeps them in
                         // order with the rows of a single-partition topic.
-                        let f = send(
-                            &self.producer,
-                            &topic,
-                            None,
-                            Some(&value),
-                            Some(0),
-                            &headers,
-                        )
-                        .await?;
+                        let f = self
+                            .letters
+                            .send(
+                                &self.counters,
+                                &topic,
+                                None,
+                                Some(&value),
+                                Some(0),
+                                &headers,
+                            )
+                            .await?;
                         deliveries.push(f);
                     }
                 }
@@ -399,6 +424,127 @@ impl KafkaSinkState {
     }
 }
 
+/// The dead-letter topic of changes too large to produce.
+#[derive(Clone)]
+struct Letters {
+    producer: FutureProducer,
+    topic: String,
+    pipeline: String,
+}
+
+impl Letters {
+    /// Hands one change to the producer; one it refuses as too large is replaced by its
+    /// letter.
+    async fn send(
+        &self,
+        counters: &PipelineCounters,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        partition: Option<i32>,
+        headers: &OwnedHeaders,
+    ) -> Result<DeliveryFuture, KafkaError> {
+        match send(&self.producer, topic, key, value, partition, headers).await? {
+            Sent::Queued(f) => Ok(f),
+            Sent::TooLarge(reason) => {
+                let len = value.map_or(0, <[u8]>::len);
+                self.letter(counters, topic, key, len, Some(headers), &reason)
+                    .await
+            }
+        }
+    }
+
+    /// Queues the letter that stands for a change of `topic` that could not be produced.
+    async fn letter(
+        &self,
+        counters: &PipelineCounters,
+        topic: &str,
+        key: Option<&[u8]>,
+        value_bytes: usize,
+        headers: Option<&OwnedHeaders>,
+        reason: &str,
+    ) -> Result<DeliveryFuture, KafkaError> {
+        let key_bytes = key.map_or(0, <[u8]>::len);
+        let (h, v) = oversize_letter(
+            &self.pipeline,
+            topic,
+            key_bytes,
+            value_bytes,
+            headers,
+            reason,
+        );
+        tracing::warn!(pipeline = %self.pipeline, topic, key_bytes, value_bytes, reason, dead_letter_topic = %self.topic, "a change too large for message.max.bytes went to the dead-letter topic; the row is missing downstream until it changes again or its table is resynced");
+        PipelineCounters::add(&counters.kafka_dead_letters, 1);
+        // A key too large on its own: the letter goes without it.
+        for k in [key, None] {
+            if let Sent::Queued(f) =
+                send(&self.producer, &self.topic, k, Some(&v), None, &h).await?
+            {
+                return Ok(f);
+            }
+        }
+        Err(KafkaError::Delivery {
+            topic: self.topic.clone(),
+            message: "even the dead letter is larger than message.max.bytes".into(),
+        })
+    }
+}
+
+/// The headers and value of a dead letter for a change too large to produce: the change's
+/// own headers (trace context), Kafka Connect's `__connect.errors.*` headers, and a JSON
+/// summary as its value. No row data: only sizes and names.
+fn oversize_letter(
+    pipeline: &str,
+    topic: &str,
+    key_bytes: usize,
+    value_bytes: usize,
+    headers: Option<&OwnedHeaders>,
+    reason: &str,
+) -> (OwnedHeaders, Vec<u8>) {
+    let mut h = OwnedHeaders::new();
+    if let Some(orig) = headers {
+        for x in orig.iter() {
+            h = h.insert(Header {
+                key: x.key,
+                value: x.value,
+            });
+        }
+    }
+    for (key, value) in [
+        ("__connect.errors.topic", topic),
+        ("__connect.errors.connector.name", pipeline),
+        ("__connect.errors.stage", "KAFKA_PRODUCE"),
+        (
+            "__connect.errors.exception.class.name",
+            "org.apache.kafka.common.errors.RecordTooLargeException",
+        ),
+        ("__connect.errors.exception.message", reason),
+    ] {
+        h = h.insert(Header {
+            key,
+            value: Some(value.as_bytes()),
+        });
+    }
+    let summary = serde_json::json!({
+        "topic": topic,
+        "key_bytes": key_bytes,
+        "value_bytes": value_bytes,
+        "reason": reason,
+    });
+    (h, summary.to_string().into_bytes())
+}
+
+/// What became of a message handed to the producer.
+enum Sent {
+    Queued(DeliveryFuture),
+    /// Refused as larger than `message.max.bytes`: retrying cannot help.
+    TooLarge(String),
+}
+
+fn too_large(e: &rdkafka::error::KafkaError) -> bool {
+    e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge)
+}
+
 /// Hands one message to the producer, waiting while its queue is full.
 async fn send(
     producer: &FutureProducer,
@@ -407,7 +553,7 @@ async fn send(
     value: Option<&[u8]>,
     partition: Option<i32>,
     headers: &OwnedHeaders,
-) -> Result<DeliveryFuture, KafkaError> {
+) -> Result<Sent, KafkaError> {
     loop {
         let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers.clone());
         if let Some(k) = key {
@@ -420,10 +566,11 @@ async fn send(
             r = r.partition(p);
         }
         match producer.send_result(r) {
-            Ok(f) => return Ok(f),
+            Ok(f) => return Ok(Sent::Queued(f)),
             Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
+            Err((e, _)) if too_large(&e) => return Ok(Sent::TooLarge(e.to_string())),
             Err((e, _)) => {
                 return Err(KafkaError::Delivery {
                     topic: topic.to_string(),
@@ -437,6 +584,7 @@ async fn send(
 /// Awaits deliveries in production order and moves the acknowledged LSN.
 async fn acknowledge(
     mut rx: mpsc::Receiver<Pending>,
+    letters: Letters,
     acks: Arc<watch::Sender<Lsn>>,
     counters: Arc<PipelineCounters>,
     sink: ActorRef<SinkMsg>,
@@ -458,6 +606,31 @@ async fn acknowledge(
                 for f in deliveries {
                     let failure = match f.await {
                         Ok(Ok(_)) => None,
+                        // The broker's limit (the topic's `max.message.bytes`) is below the
+                        // producer's: the letter is delivered before the change counts.
+                        Ok(Err((e, m))) if too_large(&e) => {
+                            let letter = letters
+                                .letter(
+                                    &counters,
+                                    m.topic(),
+                                    m.key(),
+                                    m.payload().map_or(0, <[u8]>::len),
+                                    m.headers(),
+                                    &e.to_string(),
+                                )
+                                .await;
+                            match letter {
+                                Ok(f) => match f.await {
+                                    Ok(Ok(_)) => None,
+                                    Ok(Err((e, _))) => Some(format!(
+                                        "dead letter to `{}` failed: {e}",
+                                        letters.topic
+                                    )),
+                                    Err(_) => Some("the producer was dropped".to_string()),
+                                },
+                                Err(e) => Some(e.to_string()),
+                            }
+                        }
                         Ok(Err((e, m))) => Some(format!(
                             "delivery to `{}` failed: {e}",
                             rdkafka::Message::topic(&m)
@@ -500,4 +673,32 @@ fn now_micros() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_letter_of_an_oversized_change_names_it_without_its_row() {
+        let orig = OwnedHeaders::new().insert(Header {
+            key: "traceparent",
+            value: Some(b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".as_slice()),
+        });
+        let (h, v) = oversize_letter("p", "t.public.big", 9, 2_000_000, Some(&orig), "too large");
+        let headers: HashMap<&str, &[u8]> = h
+            .iter()
+            .map(|x| (x.key, x.value.unwrap_or_default()))
+            .collect();
+        assert!(headers["traceparent"].starts_with(b"00-0af7"), "trace kept");
+        assert_eq!(headers["__connect.errors.topic"], b"t.public.big");
+        assert_eq!(headers["__connect.errors.stage"], b"KAFKA_PRODUCE");
+        assert_eq!(headers["__connect.errors.connector.name"], b"p");
+        assert_eq!(headers["__connect.errors.exception.message"], b"too large");
+        let j: serde_json::Value = serde_json::from_slice(&v).unwrap();
+        assert_eq!(
+            j,
+            serde_json::json!({"topic": "t.public.big", "key_bytes": 9, "value_bytes": 2_000_000, "reason": "too large"})
+        );
+    }
 }

@@ -42,6 +42,10 @@ pub struct KafkaSinkConfig {
     /// (and the stream is replayed from the last confirmed position).
     #[serde(default = "defaults::delivery_timeout")]
     pub delivery_timeout: HumanDuration,
+    /// Where a change goes that the producer or the broker refuses as too large
+    /// (`message.max.bytes`): a summary with its key, sizes and the reason, never the row.
+    #[serde(default = "defaults::dead_letter_topic")]
+    pub dead_letter_topic: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
