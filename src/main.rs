@@ -63,9 +63,20 @@ enum Command {
         /// Models to compare (default: the config's).
         #[arg(long)]
         model: Vec<String>,
-        /// Prompt template files to compare (default: the config's prompt).
+        /// Prompt files to compare (default: the config's prompt): a template with `{text}`
+        /// and `{labels}`, or a `.toml` file with `prompt` and `system_prompt`.
         #[arg(long)]
         prompt: Vec<PathBuf>,
+        /// Modes to compare, `generate` and/or `score` (default: the config's).
+        #[arg(long, value_delimiter = ',')]
+        mode: Vec<String>,
+        /// For each score-mode run, also fit calibrations (contextual, and on the labeled
+        /// set), report them as extra rows and print them as config.
+        #[arg(long)]
+        calibrate: bool,
+        /// Write every post's result of every run as JSON Lines to this file.
+        #[arg(long)]
+        jsonl: Option<PathBuf>,
         /// Use only the first N examples.
         #[arg(long)]
         limit: Option<usize>,
@@ -112,10 +123,24 @@ fn main() -> ExitCode {
                 file,
                 model,
                 prompt,
+                mode,
+                calibrate,
+                jsonl,
                 limit,
                 json,
                 ..
-            } => eval(&cfg, &file, model, prompt, limit, json).await,
+            } => {
+                let opts = EvalOptions {
+                    models: model,
+                    prompts: prompt,
+                    modes: mode,
+                    calibrate,
+                    jsonl,
+                    limit,
+                    json,
+                };
+                eval(&cfg, &file, opts).await
+            }
         }
     });
     // Blocking calls still out (a Kafka client's close on an unreachable broker, say) do
@@ -356,21 +381,45 @@ fn status(url: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn eval(
-    cfg: &Config,
-    file: &std::path::Path,
+struct EvalOptions {
     models: Vec<String>,
     prompts: Vec<PathBuf>,
+    modes: Vec<String>,
+    calibrate: bool,
+    jsonl: Option<PathBuf>,
     limit: Option<usize>,
     json: bool,
-) -> anyhow::Result<ExitCode> {
+}
+
+/// A prompt file of `tributary eval --prompt`: (template, system prompt).
+fn prompt_file(p: &std::path::Path) -> anyhow::Result<(String, String)> {
+    let text =
+        std::fs::read_to_string(p).with_context(|| format!("prompt file {}", p.display()))?;
+    if p.extension().is_some_and(|e| e == "toml") {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct PromptFile {
+            #[serde(default)]
+            prompt: String,
+            #[serde(default)]
+            system_prompt: String,
+        }
+        let f: PromptFile =
+            toml::from_str(&text).with_context(|| format!("prompt file {}", p.display()))?;
+        return Ok((f.prompt, f.system_prompt));
+    }
+    Ok((text, String::new()))
+}
+
+async fn eval(cfg: &Config, file: &std::path::Path, o: EvalOptions) -> anyhow::Result<ExitCode> {
+    use tributary::sentiment::eval as ev;
     let base = cfg
         .pipelines
         .iter()
         .find_map(|p| p.llm.clone())
         .context("the config has no sentiment pipeline with an [pipeline.llm] section")?;
-    let (mut examples, bad) = tributary::sentiment::eval::load(file).map_err(anyhow::Error::msg)?;
-    if let Some(n) = limit {
+    let (mut examples, bad) = ev::load(file).map_err(anyhow::Error::msg)?;
+    if let Some(n) = o.limit {
         examples.truncate(n);
     }
     if bad > 0 {
@@ -379,47 +428,106 @@ async fn eval(
             file.display()
         );
     }
-    let models = if models.is_empty() {
+    let models = if o.models.is_empty() {
         vec![base.model.clone()]
     } else {
-        models
+        o.models
     };
-    let mut templates = Vec::new();
-    for p in &prompts {
-        templates.push(
-            std::fs::read_to_string(p).with_context(|| format!("prompt file {}", p.display()))?,
-        );
+    let mut prompts = Vec::new();
+    for p in &o.prompts {
+        prompts.push(prompt_file(p)?);
     }
-    if templates.is_empty() {
-        templates.push(base.prompt.clone());
+    if prompts.is_empty() {
+        prompts.push((base.prompt.clone(), base.system_prompt.clone()));
     }
+    let mut modes = Vec::new();
+    for m in &o.modes {
+        modes.push(match m.as_str() {
+            "generate" => tributary::config::LlmMode::Generate,
+            "score" => tributary::config::LlmMode::Score,
+            other => anyhow::bail!("--mode {other:?}: generate or score"),
+        });
+    }
+    if modes.is_empty() {
+        modes.push(base.mode);
+    }
+    let mut out = match &o.jsonl {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("--jsonl {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let labels = &base.labels;
     let mut summary = Vec::new();
+    let mut calibrations = Vec::new();
     for m in &models {
-        for t in &templates {
-            let mut c = base.clone();
-            c.model = m.clone();
-            c.prompt = t.clone();
-            let r = tributary::sentiment::eval::run(&c, &examples)
-                .await
-                .map_err(anyhow::Error::msg)?;
-            if json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                println!("{}", tributary::sentiment::eval::render(&r));
+        for (template, system) in &prompts {
+            for mode in &modes {
+                let mut c = base.clone();
+                c.model = m.clone();
+                c.prompt = template.clone();
+                c.system_prompt = system.clone();
+                c.mode = *mode;
+                if *mode == tributary::config::LlmMode::Score
+                    && c.backend != tributary::config::LlmBackend::Openai
+                {
+                    anyhow::bail!("--mode score needs backend = \"openai\" (it reads logprobs from /v1/chat/completions)");
+                }
+                let (r, outs) = ev::run(&c, &examples).await.map_err(anyhow::Error::msg)?;
+                let mut reports = vec![r];
+                if o.calibrate && *mode == tributary::config::LlmMode::Score {
+                    for labeled in [false, true] {
+                        if let Some((off, rc)) =
+                            ev::recalibrate(&reports[0], labels, &examples, &outs, labeled)
+                        {
+                            calibrations.push((
+                                rc.mode.clone(),
+                                rc.prompt_id.clone(),
+                                ev::calibration_line(labels, &off),
+                            ));
+                            reports.push(rc);
+                        }
+                    }
+                }
+                if let Some(w) = out.as_mut() {
+                    use std::io::Write;
+                    let r = &reports[0];
+                    for (ex, oc) in examples.iter().zip(&outs) {
+                        let line = serde_json::json!({
+                            "model": r.model, "mode": r.mode, "prompt_id": r.prompt_id,
+                            "language": ex.language, "gold": ex.gold, "label": oc.label,
+                            "confidence": oc.confidence, "scores": oc.scores.as_ref().map(|s| &s.0),
+                            "error": oc.error, "latency_ms": oc.latency_ms,
+                            "text": ex.text.chars().take(280).collect::<String>(),
+                        });
+                        writeln!(w, "{line}")?;
+                    }
+                }
+                for r in reports {
+                    if o.json {
+                        println!("{}", serde_json::to_string(&r)?);
+                    } else {
+                        println!("{}", ev::render(&r));
+                    }
+                    summary.push(r);
+                }
             }
-            summary.push(r);
         }
     }
-    if summary.len() > 1 && !json {
-        println!("side by side:");
-        for r in &summary {
+    if let Some(mut w) = out {
+        use std::io::Write;
+        w.flush()?;
+    }
+    if !o.json {
+        if summary.len() > 1 {
+            println!("side by side:\n{}", ev::SUMMARY_HEADER);
+            for r in &summary {
+                println!("{}", ev::summary_line(r));
+            }
+        }
+        for (mode, prompt, line) in &calibrations {
             println!(
-                "  {:<28} prompt {}  accuracy {:>5.1}%  unparseable {:>4.1}%  p50 {} ms",
-                r.model,
-                r.prompt_id,
-                r.accuracy * 100.0,
-                r.unparseable_share * 100.0,
-                r.latency_p50_ms
+                "\n# {mode}, prompt {prompt}: in [pipeline.llm] with mode = \"score\"\n{line}"
             );
         }
     }

@@ -1,6 +1,7 @@
 //! The sentiment pipeline against a real LLM server: llama.cpp's OpenAI-compatible server with
 //! SmolLM2-135M (both from PyPI, started by scripts/services.sh), with output constrained to
-//! the labels. Every post lands in ClickHouse with a valid label, its latency and its model.
+//! the labels, or in score mode (one token, its logprobs, a calibration). Every post lands in
+//! ClickHouse with a valid label, its latency and its model; in score mode with its confidence.
 
 mod common;
 
@@ -8,6 +9,10 @@ use common::*;
 use std::time::Duration;
 
 async fn real_llm(target: Target) {
+    real_llm_in(target, false).await
+}
+
+async fn real_llm_in(target: Target, score: bool) {
     let w = World::new(target).await;
     let llm_url = var("TRIBUTARY_TEST_LLM_URL");
     let model = var("TRIBUTARY_TEST_LLM_MODEL");
@@ -30,11 +35,17 @@ async fn real_llm(target: Target) {
     l.concurrency = 1;
     l.max_tokens = 32;
     l.timeout.0 = Duration::from_secs(60);
+    if score {
+        l.mode = tributary::config::LlmMode::Score;
+        l.calibration = [("negative".to_string(), 1.5), ("neutral".to_string(), 2.5)]
+            .into_iter()
+            .collect();
+    }
     let run = Running::start(&cfg).await;
     let rows = eventually(Duration::from_secs(240), "every post labelled by the real model", || async {
         let rows = w
             .try_ch_rows(&format!(
-                "SELECT m_id, sentiment, model, llm_latency_ms FROM `{}`.mastodon_sentiment FINAL WHERE _is_deleted = 0",
+                "SELECT m_id, sentiment, model, llm_latency_ms, toString(confidence) FROM `{}`.mastodon_sentiment FINAL WHERE _is_deleted = 0",
                 w.database
             ))
             .await?;
@@ -49,6 +60,23 @@ async fn real_llm(target: Target) {
         );
         assert_eq!(f[2], model);
         assert!(f[3].parse::<u32>().unwrap() > 0, "latency recorded: {r}");
+        if score {
+            let c: f64 = f[4].parse().unwrap_or(-1.0);
+            assert!(c > 0.0 && c <= 1.0, "a probability among the labels: {r}");
+        } else {
+            assert_eq!(f[4], "\\N", "no confidence when generating: {r}");
+        }
+    }
+    if score {
+        // Each post was one request for one token.
+        let h = match &run.handles[0] {
+            tributary::pipelines::PipelineHandles::Sentiment(h) => h.clone(),
+            _ => unreachable!(),
+        };
+        assert_eq!(
+            h.llm.requests.load(std::sync::atomic::Ordering::Relaxed),
+            lines.len() as u64
+        );
     }
     let h = match &run.handles[0] {
         tributary::pipelines::PipelineHandles::Sentiment(h) => h.clone(),
@@ -69,3 +97,8 @@ async fn real_llm(target: Target) {
     run.stop().await;
 }
 matrix!(real_llama_cpp_labels_every_post, real_llm);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_llama_cpp_labels_every_post_by_label_scores() {
+    real_llm_in(Target::Ch18, true).await
+}

@@ -1,13 +1,15 @@
 //! The LLM client of the sentiment workers: one HTTP request per post to Ollama
 //! (`/api/generate`, `/api/chat`) or an OpenAI-compatible server (`/v1/chat/completions`),
-//! built and read by the pure core in [`crate::protocol::llm`].
+//! built and read by the pure core in [`crate::protocol::llm`]; in score mode one token's
+//! log-probabilities, read by [`crate::protocol::llm_score`].
 //!
 //! Must never: put the API key in a log or an error, or wait longer than the configured
 //! timeout.
 
-use crate::config::{LlmBackend, LlmConfig, OllamaEndpoint};
+use crate::config::{LlmBackend, LlmConfig, LlmMode, OllamaEndpoint};
 use crate::flow::circuit::CircuitBreaker;
 use crate::protocol::llm::{self as core, Api, Labels, Request};
+use crate::protocol::llm_score::{self, LabelScores};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tracing::{Instrument, Span};
@@ -20,6 +22,12 @@ pub struct LlmCounters {
     pub unparsed_retries: AtomicU64,
     pub unknown: AtomicU64,
     pub classified: AtomicU64,
+    /// Posts the server refused for good (a 4xx other than 408/429), stored as `unknown`.
+    pub rejected: AtomicU64,
+    /// Sum of the confidences of posts classified in score mode, in millionths, and their
+    /// number: the mean confidence.
+    pub confidence_micros: AtomicU64,
+    pub scored: AtomicU64,
     pub redelivered: AtomicU64,
     pub latency_ms_total: AtomicU64,
     /// Duration of each request.
@@ -44,6 +52,28 @@ pub struct Outcome {
     pub latency_ms: u32,
     /// Replies that gave no label.
     pub unparsed: u32,
+    /// Score mode: the label's probability among the labels.
+    pub confidence: Option<f32>,
+    /// Why the label is `unknown`, when the server refused the post or never named a label.
+    pub error: Option<String>,
+    /// Score mode: the label scores of the last reply (for `tributary eval --calibrate`).
+    pub scores: Option<LabelScores>,
+}
+
+/// A reply of the server.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// Generated text (generate mode).
+    Text(String),
+    /// The labels' log-probabilities (score mode).
+    Scores(LabelScores),
+}
+
+/// The label a reply gives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub label: String,
+    pub confidence: Option<f32>,
 }
 
 /// Classifies `text` the way the pipeline does: errors are retried with backoff behind the
@@ -63,6 +93,9 @@ pub async fn classify(
     let mut attempts = 0u32;
     let mut unparsed = 0u32;
     let mut delay = policy.backoff_initial;
+    let mut confidence = None;
+    let mut error = None;
+    let mut scores = None;
     let label = loop {
         breaker.ready().await;
         let slot = limiter.acquire().await;
@@ -77,10 +110,20 @@ pub async fn classify(
             Ok(reply) => {
                 breaker.success();
                 limiter.completed();
+                if let Reply::Scores(s) = &reply {
+                    scores = Some(s.clone());
+                }
                 match client.parse(&reply) {
-                    Ok(label) => {
+                    Ok(v) => {
                         span.record("outcome", "label");
-                        break label;
+                        if let Some(c) = v.confidence {
+                            confidence = Some(c);
+                            counters.scored.fetch_add(1, Ordering::Relaxed);
+                            counters
+                                .confidence_micros
+                                .fetch_add((c as f64 * 1e6) as u64, Ordering::Relaxed);
+                        }
+                        break v.label;
                     }
                     Err(why) if unparsed == 0 => {
                         span.record("outcome", "unparsed");
@@ -93,9 +136,27 @@ pub async fn classify(
                         unparsed += 1;
                         counters.unknown.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(reason = %why, "unparseable reply twice: stored as `unknown`");
+                        error = Some(format!("no label: {why}"));
                         break "unknown".to_string();
                     }
                 }
+            }
+            // The server refuses this post for good (a content filter, too large): asking
+            // again cannot help, and the server itself is fine.
+            Err(LlmClientError::Status {
+                status, excerpt, ..
+            }) if permanent(status) => {
+                span.record("outcome", "rejected");
+                breaker.success();
+                limiter.completed();
+                counters.rejected.fetch_add(1, Ordering::Relaxed);
+                counters.unknown.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    status,
+                    "the LLM server refused the post: stored as `unknown`"
+                );
+                error = Some(format!("HTTP {status}: {excerpt}"));
+                break "unknown".to_string();
             }
             Err(e) => {
                 span.record("outcome", "error");
@@ -123,7 +184,18 @@ pub async fn classify(
         attempts,
         latency_ms,
         unparsed,
+        confidence,
+        error,
+        scores,
     }
+}
+
+/// A status that says this one request will never succeed as it is: a 4xx other than 408
+/// (timeout) and 429 (rate limit). Not those that refuse every request alike (401, 403, 404,
+/// 405, 407: a key, a model name or a URL that is wrong): storing every post as `unknown`
+/// would lose them all, so those are retried behind the circuit until the config is fixed.
+fn permanent(status: u16) -> bool {
+    (400..500).contains(&status) && !matches!(status, 401 | 403 | 404 | 405 | 407 | 408 | 429)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,12 +223,18 @@ pub struct LlmClient {
     model: String,
     api_key: crate::config::Secret,
     template: String,
+    system: String,
     labels: Labels,
     structured: core::Structured,
     max_tokens: u32,
     max_text_chars: usize,
     timeout: Duration,
     prompt_id: String,
+    mode: LlmMode,
+    /// Score mode: the calibration offset of each label, in label order.
+    offsets: Vec<f64>,
+    /// Few-shot turns: each example's prompt and its answer.
+    examples: Vec<(String, String)>,
 }
 
 impl LlmClient {
@@ -169,7 +247,21 @@ impl LlmClient {
         } else {
             cfg.prompt.clone()
         };
-        core::validate_template(&template).map_err(|e| LlmClientError::Config(e.to_string()))?;
+        let system_template = if cfg.system_prompt.is_empty() {
+            core::DEFAULT_SYSTEM_PROMPT
+        } else {
+            &cfg.system_prompt
+        };
+        // The model learns the labels from `{labels}` in either prompt, or from the JSON
+        // schema when the reply is constrained to it; otherwise it could not know them.
+        match core::validate_template(&template) {
+            Err(core::PromptError::NoLabels)
+                if system_template.contains("{labels}")
+                    || (cfg.structured != core::Structured::Off
+                        && cfg.mode == LlmMode::Generate) => {}
+            r => r.map_err(|e| LlmClientError::Config(e.to_string()))?,
+        }
+        let system = system_template.replace("{labels}", &labels.joined());
         let api = match (cfg.backend, cfg.endpoint) {
             (LlmBackend::Ollama, OllamaEndpoint::Generate) => Api::OllamaGenerate,
             (LlmBackend::Ollama, OllamaEndpoint::Chat) => Api::OllamaChat,
@@ -181,12 +273,40 @@ impl LlmClient {
             .timeout(cfg.timeout.0)
             .build()
             .map_err(|e| LlmClientError::Config(e.to_string()))?;
-        // A short, stable id of the prompt as sent (template and labels), stored with every
-        // row so that prompts can be compared later.
-        let prompt_id = format!(
-            "{:016x}",
-            fnv1a(format!("{template}\u{0}{}", labels.joined()).as_bytes())
-        );
+        let examples = match &cfg.examples {
+            None => Vec::new(),
+            Some(path) => load_examples(path, &labels)?
+                .into_iter()
+                .map(|(text, label)| {
+                    let prompt = core::build_prompt(&template, &text, &labels, cfg.max_text_chars);
+                    let answer = if cfg.mode == LlmMode::Generate
+                        && cfg.structured != core::Structured::Off
+                    {
+                        serde_json::json!({ "sentiment": label }).to_string()
+                    } else {
+                        label
+                    };
+                    (prompt, answer)
+                })
+                .collect(),
+        };
+        let offsets: Vec<f64> = labels
+            .iter()
+            .map(|l| cfg.calibration.get(l).copied().unwrap_or(0.0))
+            .collect();
+        // A short, stable id of the prompt as sent (template, labels, mode, examples and
+        // calibration), stored with every row so that prompts can be compared later.
+        let mut what = format!("{template}\u{0}{}", labels.joined());
+        if !cfg.system_prompt.is_empty() {
+            what.push_str(&format!("\u{0}system\u{0}{system}"));
+        }
+        if cfg.mode == LlmMode::Score {
+            what.push_str(&format!("\u{0}score{offsets:?}"));
+        }
+        for (p, a) in &examples {
+            what.push_str(&format!("\u{0}{p}\u{0}{a}"));
+        }
+        let prompt_id = format!("{:016x}", fnv1a(what.as_bytes()));
         Ok(LlmClient {
             http,
             api,
@@ -194,13 +314,21 @@ impl LlmClient {
             model: cfg.model.clone(),
             api_key: cfg.api_key.clone(),
             template,
+            system,
             labels,
             structured: cfg.structured,
             max_tokens: cfg.max_tokens,
             max_text_chars: cfg.max_text_chars,
             timeout: cfg.timeout.0,
             prompt_id,
+            mode: cfg.mode,
+            offsets,
+            examples,
         })
+    }
+
+    pub fn mode(&self) -> LlmMode {
+        self.mode
     }
 
     pub fn model(&self) -> &str {
@@ -215,18 +343,21 @@ impl LlmClient {
         &self.labels
     }
 
-    /// Asks the model about `text`; returns its raw reply.
-    pub async fn complete(&self, text: &str) -> Result<String, LlmClientError> {
+    /// Asks the model about `text`; returns its reply: the text, or in score mode the label
+    /// scores.
+    pub async fn complete(&self, text: &str) -> Result<Reply, LlmClientError> {
         let prompt = core::build_prompt(&self.template, text, &self.labels, self.max_text_chars);
         let body = core::request_body(
             self.api,
             &Request {
                 model: &self.model,
-                system: Some(core::DEFAULT_SYSTEM_PROMPT),
+                system: Some(&self.system),
                 prompt: &prompt,
                 labels: &self.labels,
                 structured: self.structured,
                 max_tokens: Some(self.max_tokens),
+                examples: &self.examples,
+                top_logprobs: (self.mode == LlmMode::Score).then_some(llm_score::TOP_LOGPROBS),
             },
         );
         let url = format!("{}{}", self.base, self.api.path());
@@ -248,15 +379,48 @@ impl LlmClient {
                 excerpt,
             });
         }
-        core::extract_reply(self.api, &bytes).map_err(|source| LlmClientError::Reply {
-            url: self.base.clone(),
-            source,
-        })
+        if self.mode == LlmMode::Score {
+            return match llm_score::label_scores(&bytes, &self.labels) {
+                Ok(s) => Ok(Reply::Scores(s)),
+                // No label among the likely tokens: an answer, just not a usable one.
+                Err(llm_score::ScoreError::NoLabelToken(n)) => Ok(Reply::Text(format!(
+                    "(none of the {n} most likely first tokens begins a label)"
+                ))),
+                Err(e) => {
+                    // The server's own error message, when it sent one.
+                    core::extract_reply(self.api, &bytes).map_err(|source| {
+                        LlmClientError::Reply {
+                            url: self.base.clone(),
+                            source,
+                        }
+                    })?;
+                    Err(LlmClientError::Config(e.to_string()))
+                }
+            };
+        }
+        core::extract_reply(self.api, &bytes)
+            .map(Reply::Text)
+            .map_err(|source| LlmClientError::Reply {
+                url: self.base.clone(),
+                source,
+            })
     }
 
     /// The label in a reply, or why there is none.
-    pub fn parse(&self, reply: &str) -> Result<String, core::Unparsed> {
-        core::parse_label(reply, &self.labels)
+    pub fn parse(&self, reply: &Reply) -> Result<Verdict, core::Unparsed> {
+        match reply {
+            Reply::Text(t) => core::parse_label(t, &self.labels).map(|label| Verdict {
+                label,
+                confidence: None,
+            }),
+            Reply::Scores(s) => {
+                let (i, p) = llm_score::decide(s, &self.offsets);
+                Ok(Verdict {
+                    label: self.labels.as_slice()[i].clone(),
+                    confidence: Some(p as f32),
+                })
+            }
+        }
     }
 
     /// Reaches the server's model list (`/api/tags` or `/v1/models`), for `tributary check`;
@@ -299,6 +463,38 @@ impl LlmClient {
             }
         }
     }
+}
+
+/// Reads a few-shot file: JSON Lines of `{"text": …, "label": …}`, each label one of
+/// `labels`.
+pub fn load_examples(
+    path: &std::path::Path,
+    labels: &Labels,
+) -> Result<Vec<(String, String)>, LlmClientError> {
+    let bad = |line: usize, why: &str| {
+        LlmClientError::Config(format!("llm.examples {}:{line}: {why}", path.display()))
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| LlmClientError::Config(format!("llm.examples {}: {e}", path.display())))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|_| bad(i + 1, "not a JSON object"))?;
+        let (Some(t), Some(l)) = (
+            v.get("text").and_then(|t| t.as_str()),
+            v.get("label").and_then(|l| l.as_str()),
+        ) else {
+            return Err(bad(i + 1, "needs string fields `text` and `label`"));
+        };
+        let Some(label) = labels.find(l) else {
+            return Err(bad(i + 1, &format!("`{l}` is not one of the labels")));
+        };
+        out.push((t.to_string(), label.to_string()));
+    }
+    Ok(out)
 }
 
 fn fnv1a(b: &[u8]) -> u64 {

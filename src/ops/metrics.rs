@@ -104,6 +104,11 @@ pub struct LlmStatus {
     pub errors: u64,
     pub unknown: u64,
     pub classified: u64,
+    /// Posts the server refused for good (stored as `unknown` with the reason).
+    pub rejected: u64,
+    /// Score mode: posts classified by label scores, and the mean confidence of them.
+    pub scored: u64,
+    pub mean_confidence: Option<f64>,
     pub circuit_open: bool,
     pub concurrency_limit: usize,
     pub in_flight: usize,
@@ -196,6 +201,12 @@ impl Observed {
                     errors: get(&s.llm.errors),
                     unknown: get(&s.llm.unknown),
                     classified: get(&s.llm.classified),
+                    rejected: get(&s.llm.rejected),
+                    scored: get(&s.llm.scored),
+                    mean_confidence: {
+                        let n = get(&s.llm.scored);
+                        (n > 0).then(|| get(&s.llm.confidence_micros) as f64 / 1e6 / n as f64)
+                    },
                     circuit_open: s.breaker.is_open(),
                     concurrency_limit: s.limiter.limit(),
                     in_flight: s.limiter.in_flight(),
@@ -775,7 +786,7 @@ impl Collector for Observed {
         sample(
             &mut enc,
             "tributary_llm_unknown",
-            "Posts stored as `unknown` after two unparseable replies.",
+            "Posts stored as `unknown`: two unparseable replies, or refused by the server (tributary_llm_rejected_total).",
             C,
             l(&|x| x.unknown as f64),
         )?;
@@ -785,6 +796,27 @@ impl Collector for Observed {
             "Posts classified.",
             C,
             l(&|x| x.classified as f64),
+        )?;
+        sample(
+            &mut enc,
+            "tributary_llm_rejected",
+            "Posts the LLM server refused for good (a 4xx other than 408/429), stored as `unknown` with the reason.",
+            C,
+            l(&|x| x.rejected as f64),
+        )?;
+        sample(
+            &mut enc,
+            "tributary_llm_scored",
+            "Posts classified by label scores (llm.mode = score).",
+            C,
+            l(&|x| x.scored as f64),
+        )?;
+        sample(
+            &mut enc,
+            "tributary_llm_scored_confidence",
+            "Sum of the confidences (label probabilities) of posts classified by label scores: divided by tributary_llm_scored_total, the mean confidence.",
+            C,
+            l(&|x| x.mean_confidence.unwrap_or(0.0) * x.scored as f64),
         )?;
         sample(
             &mut enc,

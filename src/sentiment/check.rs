@@ -30,6 +30,21 @@ pub async fn check(p: &PipelineConfig, plan: &SentimentPlan) -> Result<String, S
             "  llm {:?} {}: reachable; model `{}`{}",
             l.backend, l.url, l.model, models
         );
+        // Score mode needs logprobs: one real request says whether the server gives them.
+        if client.mode() == crate::config::LlmMode::Score {
+            let reply = client
+                .complete("What a lovely morning, thank you all!")
+                .await
+                .map_err(|e| format!("llm.mode = \"score\": {e}"))?;
+            let verdict = client
+                .parse(&reply)
+                .map(|v| format!("`{}` ({:.2})", v.label, v.confidence.unwrap_or(0.0)))
+                .unwrap_or_else(|e| format!("no label ({e}): check the prompt asks for one word"));
+            let _ = writeln!(
+                out,
+                "  llm score mode: logprobs returned; a test post scored {verdict}"
+            );
+        }
     }
     if let PostSource::Mastodon(m) = &plan.source {
         for inst in &m.instances {

@@ -30,6 +30,10 @@ pub struct Classified {
     pub prompt_id: String,
     pub latency_ms: u32,
     pub attempts: u32,
+    /// Score mode: the label's probability among the labels.
+    pub confidence: Option<f32>,
+    /// Why the label is `unknown` (the server refused the post, or named no label).
+    pub llm_error: Option<String>,
 }
 
 #[derive(Debug)]
@@ -94,9 +98,35 @@ pub const COLUMNS: &[&str] = &[
     "llm_latency_ms",
     "llm_attempts",
     "classified_at",
+    "confidence",
+    "llm_error",
     "_version",
     "_is_deleted",
 ];
+
+/// Columns added after the first release, with their types: added to an existing table.
+pub const ADDED_COLUMNS: &[(&str, &str)] =
+    &[("confidence", "Nullable(Float32)"), ("llm_error", "String")];
+
+/// `ALTER TABLE … ADD COLUMN` for each added column `existing` lacks (in order, after
+/// `classified_at`, so the table's columns read as a fresh one's).
+pub fn missing_columns_sql(db: &str, table: &str, existing: &[(String, String)]) -> Vec<String> {
+    let mut after = "classified_at";
+    let mut out = Vec::new();
+    for (name, ty) in ADDED_COLUMNS {
+        if !existing.iter().any(|(n, _)| n == name) {
+            out.push(format!(
+                "ALTER TABLE {}.{} ADD COLUMN {} {ty} AFTER {}",
+                ch_ident(db),
+                ch_ident(table),
+                ch_ident(name),
+                ch_ident(after)
+            ));
+        }
+        after = name;
+    }
+    out
+}
 
 /// DDL of the sentiment table for a server generation. Timestamps: DateTime64(3, 'UTC') on
 /// current servers, Int64 milliseconds since the epoch on legacy ones.
@@ -120,7 +150,7 @@ pub fn create_table_sql(db: &str, table: &str, caps: &ServerCaps) -> String {
         "CREATE TABLE IF NOT EXISTS {}.{} (`m_id` String, `created_at` {ts}, `username` String, `bot` {bool_t}, \
          `mastodon_text` String, `sentiment` {lc}, `instance` {lc}, `language` {lc}, `url` String, `edited_at` {nts}, \
          `model` {lc}, `prompt_id` String, `llm_latency_ms` UInt32, `llm_attempts` UInt16, `classified_at` {ts}, \
-         `_version` UInt64, `_is_deleted` UInt8) ENGINE = {engine} ORDER BY (`instance`, `m_id`)",
+         `confidence` Nullable(Float32), `llm_error` String, `_version` UInt64, `_is_deleted` UInt8) ENGINE = {engine} ORDER BY (`instance`, `m_id`)",
         ch_ident(db),
         ch_ident(table)
     )
@@ -174,6 +204,11 @@ pub fn encode_row(out: &mut Vec<u8>, item: &SentimentItem, caps: &ServerCaps) {
             field(out, &c.attempts.min(u16::MAX as u32).to_string());
             ts(out, now_micros());
             out.push(b'\t');
+            match c.confidence.filter(|c| c.is_finite()) {
+                Some(x) => field(out, &format!("{x:.4}")),
+                None => out.extend_from_slice(b"\\N\t"),
+            }
+            field(out, c.llm_error.as_deref().unwrap_or(""));
             let version = edited.unwrap_or(created).max(0) as u64;
             out.extend_from_slice(format!("{version}\t0\n").as_bytes());
         }
@@ -198,6 +233,8 @@ pub fn encode_row(out: &mut Vec<u8>, item: &SentimentItem, caps: &ServerCaps) {
             field(out, "0");
             ts(out, now_micros());
             out.push(b'\t');
+            out.extend_from_slice(b"\\N\t");
+            field(out, "");
             out.extend_from_slice(format!("{}\t1\n", now_micros().max(0)).as_bytes());
         }
     }
@@ -220,19 +257,27 @@ impl Actor for SentimentSink {
         let table = args.clickhouse.sentiment_table.clone();
         ch.execute(&create_table_sql(&ch.database, &table, &ch.caps))
             .await?;
+        // A table made by an earlier release gains the columns added since.
+        let existing = ch.table_columns(&table).await?.unwrap_or_default();
+        let added = missing_columns_sql(&ch.database, &table, &existing);
+        for sql in &added {
+            ch.execute(sql).await?;
+        }
         let (drop, create) = crate::protocol::chtypes::live_view_sql(
             &ch.database,
             &table,
             &[],
             &crate::protocol::chtypes::TableLayout::default(),
         );
-        if ch
-            .table_columns(&format!(
-                "{table}{}",
-                crate::protocol::chtypes::LIVE_VIEW_SUFFIX
-            ))
-            .await?
-            .is_none()
+        // The view lists the table's columns: made again when they changed.
+        if !added.is_empty()
+            || ch
+                .table_columns(&format!(
+                    "{table}{}",
+                    crate::protocol::chtypes::LIVE_VIEW_SUFFIX
+                ))
+                .await?
+                .is_none()
         {
             ch.execute(&drop).await?;
             ch.execute(&create).await?;

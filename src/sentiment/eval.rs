@@ -1,14 +1,17 @@
-//! `tributary eval`: measures label quality of a model and prompt on a labeled JSON Lines
-//! file, with the same client, retry policy and parser as the pipeline and the pipeline's
-//! concurrency. Scoring is pure ([`score`]): accuracy, per-label precision and recall, a
-//! confusion matrix, the share of unparseable replies, latency p50/p99.
+//! `tributary eval`: measures label quality of a model, prompt and mode on a labeled JSON
+//! Lines file, with the same client, retry policy and parser as the pipeline and the
+//! pipeline's concurrency. Scoring is pure ([`score`]): accuracy, per-label precision and
+//! recall, per-language accuracy, a confusion matrix, the share of unparseable replies, mean
+//! confidence, latency p50/p99. Score-mode runs keep every post's label scores, so that
+//! calibrations are compared on them without asking the model again ([`recalibrate`]).
 //!
 //! Must never: count an `unknown` as correct, or hide items that failed to load (they are
 //! reported).
 
-use crate::clients::llm::{classify, LlmClient, LlmCounters, RetryPolicy};
+use crate::clients::llm::{classify, LlmClient, LlmCounters, Outcome, RetryPolicy};
 use crate::config::LlmConfig;
 use crate::flow::circuit::CircuitBreaker;
+use crate::protocol::llm_score::{self, LabelScores};
 use crate::protocol::mastodon::{Post, Status};
 use serde::Serialize;
 use std::sync::Arc;
@@ -19,6 +22,8 @@ use std::time::Instant;
 pub struct Example {
     pub text: String,
     pub gold: String,
+    /// The post's language (`""` when unknown).
+    pub language: String,
 }
 
 /// Reads a labeled file: each line a Mastodon status with an extra `label` field, or
@@ -43,6 +48,11 @@ pub fn load(path: &std::path::Path) -> Result<(Vec<Example>, usize), String> {
             bad += 1;
             continue;
         };
+        let language = v
+            .get("language")
+            .and_then(|l| l.as_str())
+            .unwrap_or("")
+            .to_string();
         let text = match v.get("text").and_then(|t| t.as_str()) {
             Some(t) => t.to_string(),
             None => match serde_json::from_value::<Status>(v.clone()) {
@@ -53,7 +63,11 @@ pub fn load(path: &std::path::Path) -> Result<(Vec<Example>, usize), String> {
                 }
             },
         };
-        out.push(Example { text, gold });
+        out.push(Example {
+            text,
+            gold,
+            language,
+        });
     }
     Ok((out, bad))
 }
@@ -70,6 +84,12 @@ pub struct LabelScore {
 pub struct Report {
     pub model: String,
     pub prompt_id: String,
+    /// `generate`, `score`, or `score` with a calibration (`score+contextual`…).
+    pub mode: String,
+    /// Mean probability of the chosen labels (score mode).
+    pub mean_confidence: Option<f64>,
+    /// Accuracy per language, most examples first: (language, examples, accuracy).
+    pub per_language: Vec<(String, usize, f64)>,
     pub examples: usize,
     pub accuracy: f64,
     pub per_label: Vec<LabelScore>,
@@ -82,6 +102,26 @@ pub struct Report {
     pub requests: u64,
     pub errors: u64,
     pub posts_per_s: f64,
+}
+
+/// Accuracy per language, most examples first (pure).
+pub fn per_language(
+    langs: &[String],
+    gold: &[String],
+    pred: &[String],
+) -> Vec<(String, usize, f64)> {
+    let mut by: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    for ((l, g), p) in langs.iter().zip(gold).zip(pred) {
+        let e = by.entry(if l.is_empty() { "?" } else { l }).or_default();
+        e.0 += 1;
+        e.1 += usize::from(g == p);
+    }
+    let mut out: Vec<(String, usize, f64)> = by
+        .into_iter()
+        .map(|(l, (n, ok))| (l.to_string(), n, ok as f64 / n as f64))
+        .collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    out
 }
 
 /// Scores predictions against gold labels (pure).
@@ -133,6 +173,9 @@ pub fn score(labels: &[String], gold: &[String], pred: &[String], latencies_ms: 
     Report {
         model: String::new(),
         prompt_id: String::new(),
+        mode: String::new(),
+        mean_confidence: None,
+        per_language: Vec::new(),
         examples: n,
         accuracy: if n == 0 {
             0.0
@@ -155,8 +198,9 @@ pub fn score(labels: &[String], gold: &[String], pred: &[String], latencies_ms: 
     }
 }
 
-/// Classifies every example with `cfg` (concurrency = `cfg.concurrency`).
-pub async fn run(cfg: &LlmConfig, examples: &[Example]) -> Result<Report, String> {
+/// Classifies every example with `cfg` (concurrency = `cfg.concurrency`); returns the report
+/// and each example's outcome.
+pub async fn run(cfg: &LlmConfig, examples: &[Example]) -> Result<(Report, Vec<Outcome>), String> {
     let client = Arc::new(LlmClient::new(cfg).map_err(|e| e.to_string())?);
     let breaker = Arc::new(CircuitBreaker::new(
         cfg.circuit_failures,
@@ -216,6 +260,18 @@ pub async fn run(cfg: &LlmConfig, examples: &[Example]) -> Result<Report, String
     let mut r = score(&labels, &gold, &pred, &lat);
     r.model = cfg.model.clone();
     r.prompt_id = client.prompt_id().to_string();
+    r.mode = match cfg.mode {
+        crate::config::LlmMode::Generate => "generate".into(),
+        crate::config::LlmMode::Score if cfg.calibration.is_empty() => "score".into(),
+        crate::config::LlmMode::Score => "score+calibration".into(),
+    };
+    let langs: Vec<String> = examples.iter().map(|e| e.language.clone()).collect();
+    r.per_language = per_language(&langs, &gold, &pred);
+    let conf: Vec<f64> = outs
+        .iter()
+        .filter_map(|o| o.confidence.map(f64::from))
+        .collect();
+    r.mean_confidence = (!conf.is_empty()).then(|| conf.iter().sum::<f64>() / conf.len() as f64);
     r.requests = counters.requests.load(std::sync::atomic::Ordering::Relaxed);
     r.errors = counters.errors.load(std::sync::atomic::Ordering::Relaxed);
     r.posts_per_s = if elapsed > 0.0 {
@@ -223,8 +279,125 @@ pub async fn run(cfg: &LlmConfig, examples: &[Example]) -> Result<Report, String
     } else {
         0.0
     };
-    Ok(r)
+    Ok((r, outs))
 }
+
+/// A calibration fitted on a score-mode run: its offsets (fitted on every example) and the
+/// report of the run decided again with offsets fitted without each example's own gold
+/// label (contextual: needs none; labeled: 2-fold, each half decided with the offsets
+/// fitted on the other), so that the accuracy is not the fit's own.
+pub fn recalibrate(
+    base: &Report,
+    labels: &[String],
+    examples: &[Example],
+    outs: &[Outcome],
+    labeled: bool,
+) -> Option<(Vec<f64>, Report)> {
+    let scores: Vec<LabelScores> = outs.iter().filter_map(|o| o.scores.clone()).collect();
+    if scores.len() != outs.len() || scores.is_empty() {
+        return None;
+    }
+    let gold_idx: Vec<usize> = examples
+        .iter()
+        .map(|e| {
+            labels
+                .iter()
+                .position(|l| *l == e.gold)
+                .unwrap_or(usize::MAX)
+        })
+        .collect();
+    let fit = |idx: &[usize]| -> Vec<f64> {
+        let s: Vec<LabelScores> = idx.iter().map(|&i| scores[i].clone()).collect();
+        if labeled {
+            let g: Vec<usize> = idx.iter().map(|&i| gold_idx[i]).collect();
+            llm_score::fit_labeled(&s, &g)
+        } else {
+            llm_score::fit_contextual(&s)
+        }
+    };
+    let all: Vec<usize> = (0..scores.len()).collect();
+    let offsets = fit(&all);
+    let mut pred = vec![String::new(); scores.len()];
+    let mut conf = vec![0.0; scores.len()];
+    let halves: Vec<Vec<usize>> = if labeled {
+        vec![
+            all.iter().copied().filter(|i| i % 2 == 0).collect(),
+            all.iter().copied().filter(|i| i % 2 == 1).collect(),
+        ]
+    } else {
+        vec![all.clone()]
+    };
+    for (h, part) in halves.iter().enumerate() {
+        let off = if labeled {
+            fit(&halves[1 - h])
+        } else {
+            offsets.clone()
+        };
+        for &i in part {
+            let (l, p) = llm_score::decide(&scores[i], &off);
+            pred[i] = labels[l].clone();
+            conf[i] = p;
+        }
+    }
+    // An `unknown` stays one: a refused post has no scores to decide again.
+    for (i, o) in outs.iter().enumerate() {
+        if o.label == "unknown" {
+            pred[i] = o.label.clone();
+        }
+    }
+    let gold: Vec<String> = examples.iter().map(|e| e.gold.clone()).collect();
+    let lat: Vec<u32> = outs.iter().map(|o| o.latency_ms).collect();
+    let mut r = score(labels, &gold, &pred, &lat);
+    let langs: Vec<String> = examples.iter().map(|e| e.language.clone()).collect();
+    r.per_language = per_language(&langs, &gold, &pred);
+    r.model = base.model.clone();
+    r.prompt_id = base.prompt_id.clone();
+    r.mode = if labeled {
+        "score+labeled (2-fold)".into()
+    } else {
+        "score+contextual".into()
+    };
+    r.mean_confidence = Some(conf.iter().sum::<f64>() / conf.len() as f64);
+    r.requests = base.requests;
+    r.errors = base.errors;
+    r.posts_per_s = base.posts_per_s;
+    Some((offsets, r))
+}
+
+/// The `[pipeline.llm]` line that applies `offsets`.
+pub fn calibration_line(labels: &[String], offsets: &[f64]) -> String {
+    let parts: Vec<String> = labels
+        .iter()
+        .zip(offsets)
+        .map(|(l, o)| format!("{l} = {o:.3}"))
+        .collect();
+    format!("calibration = {{ {} }}", parts.join(", "))
+}
+
+/// One line of the side-by-side table.
+pub fn summary_line(r: &Report) -> String {
+    let langs: Vec<String> = r
+        .per_language
+        .iter()
+        .take(4)
+        .map(|(l, n, a)| format!("{l} {:.0}% ({n})", a * 100.0))
+        .collect();
+    format!(
+        "{:<16} {:<24} {:<16} {:>8.1}% {:>11.1}% {:>10} {:>8.2}  {}",
+        r.model,
+        r.mode,
+        r.prompt_id,
+        r.accuracy * 100.0,
+        r.unparseable_share * 100.0,
+        r.mean_confidence
+            .map_or("-".to_string(), |c| format!("{:.2}", c)),
+        r.posts_per_s,
+        langs.join(", ")
+    )
+}
+
+/// The header of [`summary_line`]s.
+pub const SUMMARY_HEADER: &str = "model            mode                     prompt           accuracy  unparseable confidence  posts/s  by language";
 
 /// The report as a terminal table.
 pub fn render(r: &Report) -> String {
@@ -232,8 +405,8 @@ pub fn render(r: &Report) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "model {}  prompt {}  examples {}",
-        r.model, r.prompt_id, r.examples
+        "model {}  mode {}  prompt {}  examples {}",
+        r.model, r.mode, r.prompt_id, r.examples
     );
     let _ = writeln!(
         o,
@@ -246,6 +419,17 @@ pub fn render(r: &Report) -> String {
         r.requests,
         r.errors
     );
+    if let Some(c) = r.mean_confidence {
+        let _ = writeln!(o, "mean confidence {c:.3}");
+    }
+    let langs: Vec<String> = r
+        .per_language
+        .iter()
+        .map(|(l, n, a)| format!("{l} {:.1}% ({n})", a * 100.0))
+        .collect();
+    if !langs.is_empty() {
+        let _ = writeln!(o, "by language: {}", langs.join(", "));
+    }
     let _ = writeln!(
         o,
         "{:<12} {:>9} {:>7} {:>8}",
@@ -309,6 +493,65 @@ mod tests {
         assert_eq!(r.unparseable_share, 0.25);
         assert_eq!((r.latency_p50_ms, r.latency_p99_ms), (20, 400));
         assert!(render(&r).contains("accuracy 50.0%"));
+    }
+
+    #[test]
+    fn accuracy_per_language_most_examples_first() {
+        let langs = s(&["en", "de", "en", "", "en"]);
+        let gold = s(&["a", "a", "b", "a", "a"]);
+        let pred = s(&["a", "b", "b", "a", "b"]);
+        assert_eq!(
+            per_language(&langs, &gold, &pred),
+            vec![
+                ("en".to_string(), 3, 2.0 / 3.0),
+                ("?".to_string(), 1, 1.0),
+                ("de".to_string(), 1, 0.0)
+            ]
+        );
+    }
+
+    #[test]
+    fn recalibration_decides_again_from_the_kept_scores() {
+        let labels = s(&["positive", "negative", "neutral"]);
+        // Every post leans positive; the gold label is the runner-up's margin.
+        let mk = |g: usize| {
+            let mut v = vec![-0.3, -2.0, -2.2];
+            if g > 0 {
+                v[g] += 1.5;
+            }
+            LabelScores(v)
+        };
+        let golds: Vec<usize> = (0..40).map(|i| i % 3).collect();
+        let examples: Vec<Example> = golds
+            .iter()
+            .map(|&g| Example {
+                text: String::new(),
+                gold: labels[g].clone(),
+                language: "en".into(),
+            })
+            .collect();
+        let outs: Vec<Outcome> = golds
+            .iter()
+            .map(|&g| Outcome {
+                label: "positive".into(),
+                attempts: 1,
+                latency_ms: 5,
+                unparsed: 0,
+                confidence: Some(0.6),
+                error: None,
+                scores: Some(mk(g)),
+            })
+            .collect();
+        let pred: Vec<String> = outs.iter().map(|o| o.label.clone()).collect();
+        let gold: Vec<String> = examples.iter().map(|e| e.gold.clone()).collect();
+        let base = score(&labels, &gold, &pred, &[]);
+        let (off, r) = recalibrate(&base, &labels, &examples, &outs, true).unwrap();
+        assert_eq!(r.accuracy, 1.0, "{off:?}");
+        assert!(r.accuracy > base.accuracy);
+        assert!(calibration_line(&labels, &off).starts_with("calibration = { positive = 0.000, "));
+        let (_, c) = recalibrate(&base, &labels, &examples, &outs, false).unwrap();
+        assert!(c.accuracy > base.accuracy, "{}", c.accuracy);
+        assert!(c.mean_confidence.unwrap() > 0.0);
     }
 
     #[test]

@@ -168,5 +168,7 @@ async fn classify(st: &WorkerArgs, post: &Post, trace: &Span) -> Classified {
         prompt_id: st.client.prompt_id().to_string(),
         latency_ms: out.latency_ms,
         attempts: out.attempts,
+        confidence: out.confidence,
+        llm_error: out.error,
     }
 }

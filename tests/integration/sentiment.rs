@@ -405,6 +405,83 @@ matrix!(
     hostile_input
 );
 
+/// A post the LLM server refuses for good (a 4xx other than 408/429: a content filter, a post
+/// too large) is stored as `unknown` with the server's reason, counted, asked once, and holds
+/// up neither the other posts nor the circuit. The table was made by an earlier release
+/// (without `confidence` and `llm_error`, its live view too): it gains both columns.
+async fn refused_post(target: Target) {
+    let w = World::new(target).await;
+    let old = tributary::sentiment::clickhouse_sink::create_table_sql(
+        &w.database,
+        "mastodon_sentiment",
+        &w.ch.caps,
+    )
+    .replace(" `confidence` Nullable(Float32), `llm_error` String,", "");
+    assert!(!old.contains("llm_error"), "{old}");
+    w.ch.execute(&old).await.unwrap();
+    let (_, view) = tributary::protocol::chtypes::live_view_sql(
+        &w.database,
+        "mastodon_sentiment",
+        &[],
+        &tributary::protocol::chtypes::TableLayout::default(),
+    );
+    w.ch.execute(&view).await.unwrap();
+    let llm = FakeLlm::start(LlmConfig::default()).await;
+    llm.set_override(
+        "FILTERED",
+        Reply::Error(
+            400,
+            "The response was filtered: content management policy".into(),
+        ),
+    );
+    let (masto, run) = live(&w, &llm, "llama3.2:1b", |cfg| {
+        // Before the fix, one refused post opened the circuit again after every trial.
+        cfg.pipelines[0].llm.as_mut().unwrap().circuit_failures = 1;
+    })
+    .await;
+    let mut ids = BTreeSet::new();
+    for (i, text) in ["FILTERED post", "a calm normal post", "I love this"]
+        .iter()
+        .enumerate()
+    {
+        let id = 600_000_000_000_000_000 + i as u64;
+        masto.publish(make_status(id, text));
+        ids.insert(id.to_string());
+    }
+    let rows = expect_rows(&w, &ids).await;
+    let labels: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(labels, vec!["unknown", "neutral", "positive"]);
+    let errors = w
+        .ch_rows(&format!(
+            "SELECT llm_error, toString(confidence) FROM `{}`.mastodon_sentiment_live ORDER BY m_id",
+            w.database
+        ))
+        .await;
+    assert!(
+        errors[0].starts_with("HTTP 400: ") && errors[0].contains("content management policy"),
+        "{errors:?}"
+    );
+    assert_eq!(errors[1], "\t\\N", "generation mode has no confidence");
+    let h = handles(&run);
+    assert_eq!(h.llm.rejected.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        h.llm.errors.load(Ordering::Relaxed),
+        0,
+        "not counted as a server failure"
+    );
+    let asked = llm
+        .received()
+        .iter()
+        .filter(|r| r.post.contains("FILTERED"))
+        .count();
+    assert_eq!(asked, 1, "asked once");
+    run.stop().await;
+}
+matrix!(
+    a_post_the_server_refuses_is_stored_as_unknown_with_the_reason,
+    refused_post
+);
+
 /// The pool fits its requests in flight to the server: a serial server (one lane, like
 /// llama.cpp) ends with about one request at a time, a parallel one keeps the maximum.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

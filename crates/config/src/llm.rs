@@ -16,6 +16,19 @@ pub enum LlmBackend {
     Openai,
 }
 
+/// How a post gets its label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmMode {
+    /// The model writes its answer, which is parsed (every backend).
+    #[default]
+    Generate,
+    /// One token with its `top_logprobs`: the label with the highest (calibrated) score wins
+    /// and its probability is the confidence. Needs a server that returns logprobs on
+    /// `/v1/chat/completions` (`backend = "openai"`: vLLM, llama.cpp, …).
+    Score,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OllamaEndpoint {
@@ -42,6 +55,10 @@ pub struct LlmConfig {
     /// Prompt template with `{labels}` and `{text}`; empty = the built-in one.
     #[serde(default)]
     pub prompt: String,
+    /// The system message of the chat APIs (and Ollama generate's `system`), where `{labels}`
+    /// becomes the labels; empty = the built-in one.
+    #[serde(default)]
+    pub system_prompt: String,
     #[serde(default = "defaults::labels")]
     pub labels: Vec<String>,
     /// Output constrained to the labels: `off`, `json_schema` (OpenAI, vLLM, Ollama) or
@@ -75,4 +92,15 @@ pub struct LlmConfig {
     pub circuit_cooldown: HumanDuration,
     #[serde(default = "defaults::max_text_chars")]
     pub max_text_chars: usize,
+    /// `generate` (default) or `score`.
+    #[serde(default)]
+    pub mode: LlmMode,
+    /// Score mode: an offset per label added to its log-probability, as printed by
+    /// `tributary eval --calibrate` (labels left out: 0).
+    #[serde(default)]
+    pub calibration: std::collections::BTreeMap<String, f64>,
+    /// Few-shot examples: a JSON Lines file of `{"text": …, "label": …}`, sent as earlier
+    /// turns of the chat before each post. Read by [`crate::Config::load`]'s caller.
+    #[serde(default, deserialize_with = "empty_path_is_none")]
+    pub examples: Option<PathBuf>,
 }

@@ -356,6 +356,24 @@ fn validate_llm(l: &LlmConfig) -> Result<(), (String, String)> {
     if !l.prompt.is_empty() && !l.prompt.contains("{text}") {
         return Err(("prompt".into(), "must contain `{text}`".into()));
     }
+    if l.mode == crate::llm::LlmMode::Score && l.backend != crate::llm::LlmBackend::Openai {
+        return Err((
+            "mode".into(),
+            "`score` reads logprobs from /v1/chat/completions: it needs backend = \"openai\" (for Ollama, its OpenAI-compatible endpoint)".into(),
+        ));
+    }
+    if let Some(k) = l.calibration.keys().find(|k| !l.labels.contains(k)) {
+        return Err((
+            "calibration".into(),
+            format!("`{k}` is not one of the labels {:?}", l.labels),
+        ));
+    }
+    if let Some((k, _)) = l.calibration.iter().find(|(_, v)| !v.is_finite()) {
+        return Err((
+            "calibration".into(),
+            format!("`{k}` must be a finite number"),
+        ));
+    }
     if l.concurrency == 0 || l.queue == 0 || l.circuit_failures == 0 || l.max_text_chars == 0 {
         return Err((
             "concurrency".into(),

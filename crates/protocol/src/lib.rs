@@ -6,6 +6,7 @@ pub mod debezium;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod llm;
+pub mod llm_score;
 pub mod mapping;
 pub mod mastodon;
 pub mod pgauth;

@@ -298,6 +298,11 @@ pub struct Request<'a> {
     /// A cap on generated tokens (`num_predict` for Ollama, `max_tokens` otherwise). Leave
     /// room for the `<think>` block of reasoning models.
     pub max_tokens: Option<u32>,
+    /// Few-shot turns before the post (chat APIs): each a user prompt and the answer.
+    pub examples: &'a [(String, String)],
+    /// Score mode (`/v1/chat/completions` only): ask for one token and this many of its
+    /// most likely alternatives with their log-probabilities, unconstrained.
+    pub top_logprobs: Option<u32>,
 }
 
 /// The JSON schema of a structured reply: an object with one `sentiment` property whose
@@ -332,6 +337,10 @@ fn messages(req: &Request<'_>) -> Value {
     let mut m = Vec::new();
     if let Some(s) = req.system {
         m.push(json!({"role": "system", "content": s}));
+    }
+    for (prompt, answer) in req.examples {
+        m.push(json!({"role": "user", "content": prompt}));
+        m.push(json!({"role": "assistant", "content": answer}));
     }
     m.push(json!({"role": "user", "content": req.prompt}));
     Value::Array(m)
@@ -380,6 +389,12 @@ pub fn openai_chat_body(req: &Request<'_>) -> Value {
     });
     if let Some(n) = req.max_tokens {
         body["max_tokens"] = json!(n);
+    }
+    if let Some(top) = req.top_logprobs {
+        body["max_tokens"] = json!(1);
+        body["logprobs"] = json!(true);
+        body["top_logprobs"] = json!(top);
+        return body;
     }
     match req.structured {
         Structured::Off => {}
@@ -810,6 +825,8 @@ mod tests {
             labels: l,
             structured,
             max_tokens: Some(16),
+            examples: &[],
+            top_logprobs: None,
         }
     }
 
@@ -867,6 +884,29 @@ mod tests {
             json!([{"role": "user", "content": "the prompt"}])
         );
         assert_eq!(Api::OpenAiChat.path(), "/v1/chat/completions");
+    }
+
+    #[test]
+    fn a_score_body_asks_for_one_token_and_its_alternatives_unconstrained() {
+        let l = labels();
+        let shots = [("example prompt".to_string(), "negative".to_string())];
+        let mut r = req(&l, Structured::JsonSchema);
+        r.top_logprobs = Some(20);
+        r.examples = &shots;
+        let o = request_body(Api::OpenAiChat, &r);
+        assert_eq!(o["max_tokens"], 1);
+        assert_eq!(o["logprobs"], true);
+        assert_eq!(o["top_logprobs"], 20);
+        assert!(o.get("response_format").is_none());
+        assert_eq!(
+            o["messages"],
+            json!([
+                {"role": "system", "content": "sys"},
+                {"role": "user", "content": "example prompt"},
+                {"role": "assistant", "content": "negative"},
+                {"role": "user", "content": "the prompt"}
+            ])
+        );
     }
 
     #[test]
