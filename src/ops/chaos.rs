@@ -1,6 +1,9 @@
 //! Chaos on purpose: every `interval`, kill one random running actor whose kind (the last
 //! part of its path, without a trailing `-N`) is listed. Each kill is logged and counted
-//! (`tributary_faults_injected_total{kind="chaos_kill"}`) and shows on the status page.
+//! (`tributary_faults_injected_total{kind="chaos_kill"}`) and shows on the status page. The
+//! interval counts from the recovery of the last actor killed (running again, or 60 s at
+//! most), so that on a slow machine kills never come faster than restarts and the pipeline
+//! always gets an interval of uptime to make progress in.
 //!
 //! Must never: run unless enabled in the config, or kill a supervisor that was not asked for.
 
@@ -53,8 +56,28 @@ pub async fn run(cfg: ChaosConfig, root: ActorRef<SupervisorMsg>, registry: Arc<
         if let Some(cell) = find_actor(&root, path).await {
             tracing::warn!(actor = %path, "chaos: killing");
             registry.fault_injected("chaos_kill");
+            let before = registry.restarts(path);
             cell.kill();
+            wait_recovered(&registry, path, before).await;
+            tick.reset();
         }
+    }
+}
+
+/// Waits until the actor at `path` runs again after the kill: its restart count moved past
+/// `before` and it is running (60 s at most: one that does not come back, say after its
+/// supervisor gave up, holds up nothing).
+async fn wait_recovered(registry: &Registry, path: &str, before: u64) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        let back = registry
+            .actors()
+            .get(path)
+            .is_some_and(|s| s.state == ActorState::Running && s.restarts > before);
+        if back {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
