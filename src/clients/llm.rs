@@ -242,23 +242,29 @@ impl LlmClient {
         crate::clients::tls::install_default_provider();
         let labels = Labels::new(cfg.labels.iter().cloned())
             .map_err(|e| LlmClientError::Config(e.to_string()))?;
+        // The built-in prompts: a short one where the reply is held to the labels' JSON
+        // schema, an explicit one-word one where the first token must be a label (score
+        // mode) or nothing holds the reply.
+        let json = cfg.mode == LlmMode::Generate && cfg.structured != core::Structured::Off;
+        let (default_prompt, default_system) = if json {
+            (core::DEFAULT_JSON_PROMPT, core::DEFAULT_JSON_SYSTEM_PROMPT)
+        } else {
+            (core::DEFAULT_PROMPT, core::DEFAULT_SYSTEM_PROMPT)
+        };
         let template = if cfg.prompt.is_empty() {
-            core::DEFAULT_PROMPT.to_string()
+            default_prompt.to_string()
         } else {
             cfg.prompt.clone()
         };
         let system_template = if cfg.system_prompt.is_empty() {
-            core::DEFAULT_SYSTEM_PROMPT
+            default_system
         } else {
             &cfg.system_prompt
         };
         // The model learns the labels from `{labels}` in either prompt, or from the JSON
         // schema when the reply is constrained to it; otherwise it could not know them.
         match core::validate_template(&template) {
-            Err(core::PromptError::NoLabels)
-                if system_template.contains("{labels}")
-                    || (cfg.structured != core::Structured::Off
-                        && cfg.mode == LlmMode::Generate) => {}
+            Err(core::PromptError::NoLabels) if system_template.contains("{labels}") || json => {}
             r => r.map_err(|e| LlmClientError::Config(e.to_string()))?,
         }
         let system = system_template.replace("{labels}", &labels.joined());
@@ -297,7 +303,7 @@ impl LlmClient {
         // A short, stable id of the prompt as sent (template, labels, mode, examples and
         // calibration), stored with every row so that prompts can be compared later.
         let mut what = format!("{template}\u{0}{}", labels.joined());
-        if !cfg.system_prompt.is_empty() {
+        if system_template != core::DEFAULT_SYSTEM_PROMPT {
             what.push_str(&format!("\u{0}system\u{0}{system}"));
         }
         if cfg.mode == LlmMode::Score {
@@ -501,4 +507,47 @@ fn fnv1a(b: &[u8]) -> u64 {
     b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| {
         (h ^ x as u64).wrapping_mul(0x100_0000_01b3)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_refusal_of_this_one_post_is_permanent() {
+        for s in [400, 413, 422, 451] {
+            assert!(permanent(s), "{s}");
+        }
+        // Wrong key, model or URL refuse every post alike; timeouts and limits pass.
+        for s in [401, 403, 404, 405, 407, 408, 429, 500, 503, 200] {
+            assert!(!permanent(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn few_shot_examples_are_read_strictly() {
+        let dir = std::env::temp_dir().join(format!("tributary-shots-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let labels = Labels::default();
+        let good = dir.join("good.jsonl");
+        std::fs::write(
+            &good,
+            "{\"text\": \"Great day!\", \"label\": \"Positive\"}\n\n{\"text\": \"meh\", \"label\": \"neutral\"}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            load_examples(&good, &labels).unwrap(),
+            vec![
+                ("Great day!".to_string(), "positive".to_string()),
+                ("meh".to_string(), "neutral".to_string())
+            ]
+        );
+        let bad = dir.join("bad.jsonl");
+        std::fs::write(&bad, "{\"text\": \"x\", \"label\": \"happy\"}\n").unwrap();
+        let e = load_examples(&bad, &labels).unwrap_err().to_string();
+        assert!(e.contains("bad.jsonl:1") && e.contains("`happy`"), "{e}");
+        std::fs::write(&bad, "{\"text\": 1}\n").unwrap();
+        assert!(load_examples(&bad, &labels).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

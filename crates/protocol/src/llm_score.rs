@@ -8,7 +8,9 @@
 //!
 //! Must never: panic on any response body, pick a label when no listed token begins any
 //! label (that is [`ScoreError::NoLabelToken`], counted by the caller), or let a token that
-//! begins two labels (`ne` of `negative` and `neutral`) count for either.
+//! begins two labels (`ne` of `negative` and `neutral`) count for either, unless all but one
+//! of them are listed whole (then that model spells them as one token, and `ne` begins the
+//! other).
 
 use crate::llm::Labels;
 use serde_json::Value;
@@ -54,11 +56,15 @@ pub fn label_scores(body: &[u8], labels: &Labels) -> Result<LabelScores, ScoreEr
 /// The label scores of a list of (token, log-probability) alternatives.
 pub fn scores_of(listed: &[(&str, f64)], labels: &Labels) -> Result<LabelScores, ScoreError> {
     let labels: Vec<&str> = labels.iter().collect();
+    let norm: Vec<String> = listed.iter().map(|(t, _)| normalise(t)).collect();
+    // A label listed whole is one token in this model's vocabulary: a shorter token that
+    // begins it and another label (`Ne` of `Negative` and `Neutral`) then begins the other.
+    let whole: Vec<bool> = labels.iter().map(|l| norm.iter().any(|t| t == l)).collect();
     let mut mass: Vec<Vec<f64>> = vec![Vec::new(); labels.len()];
     let mut floor = f64::INFINITY;
-    for (token, lp) in listed {
+    for (t, (_, lp)) in norm.iter().zip(listed) {
         floor = floor.min(*lp);
-        if let Some(i) = label_of_token(token, &labels) {
+        if let Some(i) = label_of_token(t, &labels, &whole) {
             mass[i].push(*lp);
         }
     }
@@ -72,25 +78,30 @@ pub fn scores_of(listed: &[(&str, f64)], labels: &Labels) -> Result<LabelScores,
     ))
 }
 
-/// The label a token can only be the beginning of: the token without surrounding space,
-/// quotes or Markdown, lower-cased, at least two characters (or a whole label), a prefix of
-/// exactly one label.
-fn label_of_token(token: &str, labels: &[&str]) -> Option<usize> {
-    let t = token
+/// A token without surrounding space, quotes or Markdown, lower-cased.
+fn normalise(token: &str) -> String {
+    token
         .trim_start_matches(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '*' | '`'))
         .trim_end()
-        .to_lowercase();
+        .to_lowercase()
+}
+
+/// The label a (normalised) token can only be the beginning of: a whole label, or at least
+/// two characters that begin exactly one label not listed whole (`whole[i]`) elsewhere.
+fn label_of_token(t: &str, labels: &[&str], whole: &[bool]) -> Option<usize> {
     if t.is_empty() {
         return None;
     }
-    let whole = labels.iter().position(|l| *l == t);
-    if whole.is_some() {
-        return whole;
+    if let Some(i) = labels.iter().position(|l| *l == t) {
+        return Some(i);
     }
     if t.chars().count() < 2 {
         return None;
     }
-    let mut hits = labels.iter().enumerate().filter(|(_, l)| l.starts_with(&t));
+    let mut hits = labels
+        .iter()
+        .enumerate()
+        .filter(|(i, l)| l.starts_with(t) && !whole[*i]);
     match (hits.next(), hits.next()) {
         (Some((i, _)), None) => Some(i),
         _ => None,
@@ -217,10 +228,8 @@ mod tests {
         let s = scores_of(&listed, &labels()).unwrap();
         let pos = ((-1.0f64).exp() + (-2.0f64).exp()).ln();
         assert!((s.0[0] - pos).abs() < 1e-12);
-        assert_eq!(
-            s.0[1], -3.0,
-            "`ne` begins two labels: it counts for neither"
-        );
+        // `neutral` is listed whole, so `ne` can only begin `negative` here.
+        assert!((s.0[1] - log_sum_exp(&[-0.7, -3.0])).abs() < 1e-12);
         assert_eq!(s.0[2], -4.0);
     }
 
