@@ -10,6 +10,7 @@ mod common;
 
 use common::*;
 use futures_util::FutureExt;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
@@ -39,6 +40,22 @@ async fn a_lost_slot_stops_with_the_remedy() {
     cfg.supervision.max_restarts = 50;
     let run = Running::start(&cfg).await;
     converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    // The slot's gauges, sampled from the real server: reserved, and far from the server's
+    // limit (scripts/services.sh sets 8GB; i64::MAX when unlimited).
+    let gauges = |run: &Running| {
+        let k = run.counters();
+        (
+            k.slot_wal_status.load(Ordering::Relaxed),
+            k.slot_safe_wal_bytes.load(Ordering::Relaxed),
+        )
+    };
+    eventually(T, "the slot sampled", || async {
+        match gauges(&run) {
+            (1, b) if b > 1024 * 1024 * 1024 => Ok(()),
+            g => Err(format!("{g:?}")),
+        }
+    })
+    .await;
     run.stop().await;
 
     let body = async {
@@ -47,6 +64,17 @@ async fn a_lost_slot_stops_with_the_remedy() {
             .await
             .unwrap();
         c.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+        // With a limit, the gauge says how far the slot may still fall behind: a few WAL
+        // segments now (Postgres counts in whole 16 MB segments), not gigabytes.
+        let run = Running::start(&cfg).await;
+        eventually(T, "safe_wal_size near the lowered limit", || async {
+            match gauges(&run) {
+                (1 | 2, b) if b < 64 * 1024 * 1024 => Ok(()),
+                g => Err(format!("{g:?}")),
+            }
+        })
+        .await;
+        run.stop().await;
         // Changes the stopped pipeline has not confirmed, then WAL past the limit, removed at
         // a checkpoint: the slot is invalidated.
         c.batch_execute(&format!(

@@ -583,6 +583,7 @@ impl Stream {
             self.cfg.slot.clone(),
             self.cfg.status_interval.0,
             self.counters.clone(),
+            self.pipeline.clone(),
         ));
         let _lag_guard = crate::runtime::task::TaskGuard(lag);
 
@@ -1317,28 +1318,46 @@ impl Stream {
     }
 }
 
-/// Samples how much WAL the slot holds back, for the `tributary_slot_lag_bytes` gauge.
+/// Samples how much WAL the slot holds back, its `wal_status` and `safe_wal_size`, for the
+/// `tributary_slot_lag_bytes`, `tributary_slot_wal_status` and `tributary_slot_safe_wal_bytes`
+/// gauges; says so once when the slot passes `max_slot_wal_keep_size` or is invalidated.
 async fn slot_lag_loop(
     client: Arc<tokio_postgres::Client>,
     slot: String,
     every: Duration,
     counters: Arc<PipelineCounters>,
+    pipeline: String,
 ) {
     let mut tick = tokio::time::interval(every.min(Duration::from_secs(15)));
+    let mut said = 0;
     loop {
         tick.tick().await;
         let row = client
             .query_opt(
-                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1",
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, \
+                 to_jsonb(s) ->> 'wal_status', (to_jsonb(s) ->> 'safe_wal_size')::bigint \
+                 FROM pg_replication_slots s WHERE slot_name = $1",
                 &[&slot],
             )
             .await;
         match row {
             Ok(Some(r)) => {
                 let bytes: Option<i64> = r.get(0);
+                let status: Option<String> = r.get(1);
+                let safe: Option<i64> = r.get(2);
                 counters
                     .slot_lag_bytes
                     .store(bytes.unwrap_or(0).max(0) as u64, Ordering::Relaxed);
+                let code = crate::runtime::registry::wal_status_code(status.as_deref());
+                counters.slot_wal_status.store(code, Ordering::Relaxed);
+                counters.slot_safe_wal_bytes.store(
+                    safe.map_or(i64::MAX as u64, |b| b.max(0) as u64),
+                    Ordering::Relaxed,
+                );
+                if code >= 3 && said < code {
+                    said = code;
+                    tracing::error!(pipeline = %pipeline, slot = %slot, wal_status = status.as_deref().unwrap_or(""), "the replication slot is past max_slot_wal_keep_size: Postgres invalidates it at the next checkpoint unless it catches up (then the pipeline stops, and the remedy is a new slot and a new snapshot)");
+                }
             }
             Ok(None) => {}
             Err(e) => tracing::debug!(error = %e, "slot lag sample failed"),

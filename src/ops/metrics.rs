@@ -506,6 +506,20 @@ const PIPELINE_FAMILIES: &[Family] = &[
         cdc_only: true,
         value: |c| c.slot_lag_bytes.load(Relaxed),
     },
+    Family {
+        name: "tributary_slot_wal_status",
+        help: "The replication slot's wal_status: 1 reserved, 2 extended, 3 unreserved (lost at the next checkpoint unless it catches up), 4 lost; 0 not known.",
+        ty: MetricType::Gauge,
+        cdc_only: true,
+        value: |c| c.slot_wal_status.load(Relaxed),
+    },
+    Family {
+        name: "tributary_slot_safe_wal_bytes",
+        help: "WAL the replication slot may still fall behind before Postgres invalidates it (safe_wal_size; 9223372036854775807 while max_slot_wal_keep_size is unlimited).",
+        ty: MetricType::Gauge,
+        cdc_only: true,
+        value: |c| c.slot_safe_wal_bytes.load(Relaxed),
+    },
 ];
 
 impl Collector for Observed {

@@ -24,6 +24,20 @@ pub struct ActorStatus {
     pub last_error: Option<String>,
 }
 
+/// `pg_replication_slots.wal_status` as a number for the `tributary_slot_wal_status` gauge:
+/// 0 not known (not sampled yet, or Postgres before 13), 1 `reserved`, 2 `extended`,
+/// 3 `unreserved` (past `max_slot_wal_keep_size`: lost at the next checkpoint unless it
+/// catches up), 4 `lost` (invalidated).
+pub fn wal_status_code(status: Option<&str>) -> u64 {
+    match status {
+        Some("reserved") => 1,
+        Some("extended") => 2,
+        Some("unreserved") => 3,
+        Some("lost") => 4,
+        _ => 0,
+    }
+}
+
 /// A histogram of durations in log2 buckets of microseconds (bucket i holds values below
 /// 2^i µs), cheap enough for every commit and every request.
 #[derive(Debug, Default)]
@@ -106,6 +120,11 @@ pub struct PipelineCounters {
     pub confirmed_lsn: AtomicU64,
     /// Bytes of WAL the slot holds back (gauge; sampled by the source).
     pub slot_lag_bytes: AtomicU64,
+    /// The slot's `wal_status` (gauge, see [`wal_status_code`]; sampled by the source).
+    pub slot_wal_status: AtomicU64,
+    /// The slot's `safe_wal_size`: WAL it may still fall behind before Postgres invalidates
+    /// it (gauge; `i64::MAX` while `max_slot_wal_keep_size` is unlimited).
+    pub slot_safe_wal_bytes: AtomicU64,
     /// Commit → visible in ClickHouse.
     pub commit_lag: Log2Histogram,
     /// One ClickHouse insert (with its retries).
@@ -336,6 +355,22 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wal_status_codes_rise_toward_lost() {
+        let codes: Vec<u64> = [
+            None,
+            Some("reserved"),
+            Some("extended"),
+            Some("unreserved"),
+            Some("lost"),
+            Some("new"),
+        ]
+        .into_iter()
+        .map(wal_status_code)
+        .collect();
+        assert_eq!(codes, vec![0, 1, 2, 3, 4, 0]);
+    }
 
     #[test]
     fn an_error_shown_keeps_no_row_data() {
