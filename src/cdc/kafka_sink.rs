@@ -2,9 +2,10 @@
 //! event to the table's topic (`<prefix>.<schema>.<table>`, key = the primary key, so every
 //! change of a row lands in one partition, in order), a tombstone after each delete, and a
 //! truncate event per truncated table. The producer is idempotent with acks=all. A change
-//! the producer or the broker refuses as larger than `message.max.bytes` cannot be sent by
-//! retrying: a letter standing for it (its key, the sizes and the reason, never the row) goes
-//! to the dead-letter topic instead, counted, and the stream moves on.
+//! the producer refuses as larger than `message.max.bytes` cannot be sent by retrying: a
+//! letter standing for it (its key, the sizes and the reason, never the row) goes to the
+//! dead-letter topic instead, counted, and the stream moves on. A batch the broker refuses
+//! fails the sink (it may hold small changes too).
 //!
 //! Must never: acknowledge a commit LSN (which the source then confirms to Postgres) before
 //! the broker has acknowledged every message up to it. Deliveries are awaited in the order
@@ -22,7 +23,7 @@ use crate::protocol::schema::SharedSchema;
 use crate::runtime::registry::PipelineCounters;
 use crate::runtime::task::TaskGuard;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use std::collections::{HashMap, HashSet};
@@ -122,7 +123,6 @@ impl Actor for KafkaSink {
         };
         let acker = TaskGuard::spawn(acknowledge(
             rx,
-            letters.clone(),
             a.acks.clone(),
             a.counters.clone(),
             myself.clone(),
@@ -503,7 +503,8 @@ fn oversize_letter(
 ) -> (OwnedHeaders, Vec<u8>) {
     let mut h = OwnedHeaders::new();
     if let Some(orig) = headers {
-        for x in orig.iter() {
+        // The old key may be what made the change too large: the letter goes without it.
+        for x in orig.iter().filter(|x| x.key != debezium::OLD_KEY_HEADER) {
             h = h.insert(Header {
                 key: x.key,
                 value: x.value,
@@ -584,7 +585,6 @@ async fn send(
 /// Awaits deliveries in production order and moves the acknowledged LSN.
 async fn acknowledge(
     mut rx: mpsc::Receiver<Pending>,
-    letters: Letters,
     acks: Arc<watch::Sender<Lsn>>,
     counters: Arc<PipelineCounters>,
     sink: ActorRef<SinkMsg>,
@@ -606,31 +606,13 @@ async fn acknowledge(
                 for f in deliveries {
                     let failure = match f.await {
                         Ok(Ok(_)) => None,
-                        // The broker's limit (the topic's `max.message.bytes`) is below the
-                        // producer's: the letter is delivered before the change counts.
-                        Ok(Err((e, m))) if too_large(&e) => {
-                            let letter = letters
-                                .letter(
-                                    &counters,
-                                    m.topic(),
-                                    m.key(),
-                                    m.payload().map_or(0, <[u8]>::len),
-                                    m.headers(),
-                                    &e.to_string(),
-                                )
-                                .await;
-                            match letter {
-                                Ok(f) => match f.await {
-                                    Ok(Ok(_)) => None,
-                                    Ok(Err((e, _))) => Some(format!(
-                                        "dead letter to `{}` failed: {e}",
-                                        letters.topic
-                                    )),
-                                    Err(_) => Some("the producer was dropped".to_string()),
-                                },
-                                Err(e) => Some(e.to_string()),
-                            }
-                        }
+                        // The broker refuses whole record batches, so small changes that
+                        // shared a batch come back refused too: none of them may be replaced
+                        // by a letter. A failure (and replay) that says what to change.
+                        Ok(Err((e, m))) if too_large(&e) => Some(format!(
+                            "the broker refused a record batch of `{}` as too large ({e}): the topic's max.message.bytes is below the producer's message.max.bytes and batch.size; set both at most the topic's limit under [kafka.properties] (a single change over it then goes to the dead-letter topic)",
+                            rdkafka::Message::topic(&m)
+                        )),
                         Ok(Err((e, m))) => Some(format!(
                             "delivery to `{}` failed: {e}",
                             rdkafka::Message::topic(&m)
@@ -681,16 +663,25 @@ mod tests {
 
     #[test]
     fn the_letter_of_an_oversized_change_names_it_without_its_row() {
-        let orig = OwnedHeaders::new().insert(Header {
-            key: "traceparent",
-            value: Some(b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".as_slice()),
-        });
+        let orig = OwnedHeaders::new()
+            .insert(Header {
+                key: "traceparent",
+                value: Some(b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".as_slice()),
+            })
+            .insert(Header {
+                key: debezium::OLD_KEY_HEADER,
+                value: Some(b"{\"id\":1}".as_slice()),
+            });
         let (h, v) = oversize_letter("p", "t.public.big", 9, 2_000_000, Some(&orig), "too large");
         let headers: HashMap<&str, &[u8]> = h
             .iter()
             .map(|x| (x.key, x.value.unwrap_or_default()))
             .collect();
         assert!(headers["traceparent"].starts_with(b"00-0af7"), "trace kept");
+        assert!(
+            !headers.contains_key(debezium::OLD_KEY_HEADER),
+            "the old key left out"
+        );
         assert_eq!(headers["__connect.errors.topic"], b"t.public.big");
         assert_eq!(headers["__connect.errors.stage"], b"KAFKA_PRODUCE");
         assert_eq!(headers["__connect.errors.connector.name"], b"p");

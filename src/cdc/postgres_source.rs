@@ -1350,14 +1350,20 @@ async fn slot_lag_loop(
                     .store(bytes.unwrap_or(0).max(0) as u64, Ordering::Relaxed);
                 let code = crate::runtime::registry::wal_status_code(status.as_deref());
                 counters.slot_wal_status.store(code, Ordering::Relaxed);
-                counters.slot_safe_wal_bytes.store(
-                    safe.map_or(i64::MAX as u64, |b| b.max(0) as u64),
-                    Ordering::Relaxed,
-                );
-                if code >= 3 && said < code {
-                    said = code;
-                    tracing::error!(pipeline = %pipeline, slot = %slot, wal_status = status.as_deref().unwrap_or(""), "the replication slot is past max_slot_wal_keep_size: Postgres invalidates it at the next checkpoint unless it catches up (then the pipeline stops, and the remedy is a new slot and a new snapshot)");
+                // A lost slot has no safe size left (Postgres reports NULL, as when unlimited).
+                let safe = match (code, safe) {
+                    (4, _) => 0,
+                    (_, Some(b)) => b.max(0) as u64,
+                    (_, None) => i64::MAX as u64,
+                };
+                counters.slot_safe_wal_bytes.store(safe, Ordering::Relaxed);
+                if code == 3 && said < 3 {
+                    tracing::error!(pipeline = %pipeline, slot = %slot, "the replication slot is past max_slot_wal_keep_size (wal_status = unreserved): Postgres invalidates it at the next checkpoint unless it catches up; then the pipeline stops, and the remedy is a new slot and a new snapshot");
+                } else if code == 4 && said < 4 {
+                    tracing::error!(pipeline = %pipeline, slot = %slot, "Postgres invalidated the replication slot (wal_status = lost): the pipeline stops at its next start; the remedy is a new slot and a new snapshot");
                 }
+                // Said again if it gets there again after catching up.
+                said = code;
             }
             Ok(None) => {}
             Err(e) => tracing::debug!(error = %e, "slot lag sample failed"),

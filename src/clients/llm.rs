@@ -24,6 +24,9 @@ pub struct LlmCounters {
     pub classified: AtomicU64,
     /// Posts the server refused for good (a 4xx other than 408/429), stored as `unknown`.
     pub rejected: AtomicU64,
+    /// The server has answered a request of this pipeline with success: from then on a 400
+    /// or 422 is about the post, not the config.
+    pub answered: std::sync::atomic::AtomicBool,
     /// Sum of the confidences of posts classified in score mode, in millionths, and their
     /// number: the mean confidence.
     pub confidence_micros: AtomicU64,
@@ -67,6 +70,8 @@ pub enum Reply {
     Text(String),
     /// The labels' log-probabilities (score mode).
     Scores(LabelScores),
+    /// Score mode: no label among the likely first tokens (why).
+    NoLabel(String),
 }
 
 /// The label a reply gives.
@@ -110,6 +115,7 @@ pub async fn classify(
             Ok(reply) => {
                 breaker.success();
                 limiter.completed();
+                counters.answered.store(true, Ordering::Relaxed);
                 if let Reply::Scores(s) = &reply {
                     scores = Some(s.clone());
                 }
@@ -145,7 +151,9 @@ pub async fn classify(
             // again cannot help, and the server itself is fine.
             Err(LlmClientError::Status {
                 status, excerpt, ..
-            }) if permanent(status) => {
+            }) if permanent(status)
+                && (matches!(status, 413 | 451) || counters.answered.load(Ordering::Relaxed)) =>
+            {
                 span.record("outcome", "rejected");
                 breaker.success();
                 limiter.completed();
@@ -194,6 +202,9 @@ pub async fn classify(
 /// (timeout) and 429 (rate limit). Not those that refuse every request alike (401, 403, 404,
 /// 405, 407: a key, a model name or a URL that is wrong): storing every post as `unknown`
 /// would lose them all, so those are retried behind the circuit until the config is fixed.
+/// A 400 or 422 can also be a config the server refuses (an unknown parameter, no logprobs):
+/// the caller takes it for this post alone only once the server has answered a request of
+/// this pipeline (413 and 451 name the post itself).
 fn permanent(status: u16) -> bool {
     (400..500).contains(&status) && !matches!(status, 401 | 403 | 404 | 405 | 407 | 408 | 429)
 }
@@ -389,8 +400,8 @@ impl LlmClient {
             return match llm_score::label_scores(&bytes, &self.labels) {
                 Ok(s) => Ok(Reply::Scores(s)),
                 // No label among the likely tokens: an answer, just not a usable one.
-                Err(llm_score::ScoreError::NoLabelToken(n)) => Ok(Reply::Text(format!(
-                    "(none of the {n} most likely first tokens begins a label)"
+                Err(llm_score::ScoreError::NoLabelToken(n)) => Ok(Reply::NoLabel(format!(
+                    "none of the {n} most likely first tokens begins a label"
                 ))),
                 Err(e) => {
                     // The server's own error message, when it sent one.
@@ -419,6 +430,7 @@ impl LlmClient {
                 label,
                 confidence: None,
             }),
+            Reply::NoLabel(why) => Err(core::Unparsed::NoLabel(why.clone())),
             Reply::Scores(s) => {
                 let (i, p) = llm_score::decide(s, &self.offsets);
                 Ok(Verdict {

@@ -64,19 +64,21 @@ pub async fn run(cfg: ChaosConfig, root: ActorRef<SupervisorMsg>, registry: Arc<
     }
 }
 
-/// Waits until the actor at `path` runs again after the kill: its restart count moved past
-/// `before` and it is running (60 s at most: one that does not come back, say after its
-/// supervisor gave up, holds up nothing).
+/// Waits until the actor at `path` runs again after the kill: seen not running and then
+/// running, or running with its restart count past `before` (a restart too quick to be seen
+/// down); 60 s at most (one that does not come back, say after its supervisor gave up,
+/// holds up nothing).
 async fn wait_recovered(registry: &Registry, path: &str, before: u64) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut seen_down = false;
     while tokio::time::Instant::now() < deadline {
-        let back = registry
-            .actors()
-            .get(path)
-            .is_some_and(|s| s.state == ActorState::Running && s.restarts > before);
-        if back {
+        let (running, restarts) = registry.actors().get(path).map_or((false, before), |s| {
+            (s.state == ActorState::Running, s.restarts)
+        });
+        if running && (seen_down || restarts > before) {
             return;
         }
+        seen_down |= !running;
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

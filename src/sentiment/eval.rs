@@ -293,32 +293,31 @@ pub fn recalibrate(
     outs: &[Outcome],
     labeled: bool,
 ) -> Option<(Vec<f64>, Report)> {
-    let scores: Vec<LabelScores> = outs.iter().filter_map(|o| o.scores.clone()).collect();
-    if scores.len() != outs.len() || scores.is_empty() {
-        return None;
-    }
-    let gold_idx: Vec<usize> = examples
+    // Posts without scores (refused, or no label token twice) keep their `unknown`; the
+    // fits use the others, and a labeled fit only those whose gold label is a label.
+    let scores: Vec<Option<&LabelScores>> = outs.iter().map(|o| o.scores.as_ref()).collect();
+    let gold_idx: Vec<Option<usize>> = examples
         .iter()
-        .map(|e| {
-            labels
-                .iter()
-                .position(|l| *l == e.gold)
-                .unwrap_or(usize::MAX)
-        })
+        .map(|e| labels.iter().position(|l| *l == e.gold))
         .collect();
+    let usable = |i: &usize| scores[*i].is_some() && (!labeled || gold_idx[*i].is_some());
     let fit = |idx: &[usize]| -> Vec<f64> {
-        let s: Vec<LabelScores> = idx.iter().map(|&i| scores[i].clone()).collect();
+        let idx: Vec<usize> = idx.iter().copied().filter(usable).collect();
+        let s: Vec<LabelScores> = idx.iter().filter_map(|&i| scores[i].cloned()).collect();
         if labeled {
-            let g: Vec<usize> = idx.iter().map(|&i| gold_idx[i]).collect();
+            let g: Vec<usize> = idx.iter().filter_map(|&i| gold_idx[i]).collect();
             llm_score::fit_labeled(&s, &g)
         } else {
             llm_score::fit_contextual(&s)
         }
     };
-    let all: Vec<usize> = (0..scores.len()).collect();
+    let all: Vec<usize> = (0..outs.len().min(examples.len())).collect();
+    if !all.iter().any(usable) {
+        return None;
+    }
     let offsets = fit(&all);
-    let mut pred = vec![String::new(); scores.len()];
-    let mut conf = vec![0.0; scores.len()];
+    let mut pred: Vec<String> = outs.iter().map(|o| o.label.clone()).collect();
+    let mut conf = Vec::new();
     let halves: Vec<Vec<usize>> = if labeled {
         vec![
             all.iter().copied().filter(|i| i % 2 == 0).collect(),
@@ -334,15 +333,11 @@ pub fn recalibrate(
             offsets.clone()
         };
         for &i in part {
-            let (l, p) = llm_score::decide(&scores[i], &off);
-            pred[i] = labels[l].clone();
-            conf[i] = p;
-        }
-    }
-    // An `unknown` stays one: a refused post has no scores to decide again.
-    for (i, o) in outs.iter().enumerate() {
-        if o.label == "unknown" {
-            pred[i] = o.label.clone();
+            if let Some(s) = scores[i] {
+                let (l, p) = llm_score::decide(s, &off);
+                pred[i] = labels[l].clone();
+                conf.push(p);
+            }
         }
     }
     let gold: Vec<String> = examples.iter().map(|e| e.gold.clone()).collect();
@@ -357,7 +352,7 @@ pub fn recalibrate(
     } else {
         "score+contextual".into()
     };
-    r.mean_confidence = Some(conf.iter().sum::<f64>() / conf.len() as f64);
+    r.mean_confidence = (!conf.is_empty()).then(|| conf.iter().sum::<f64>() / conf.len() as f64);
     r.requests = base.requests;
     r.errors = base.errors;
     r.posts_per_s = base.posts_per_s;
@@ -542,11 +537,16 @@ mod tests {
                 scores: Some(mk(g)),
             })
             .collect();
+        // One post the server refused: no scores; it stays `unknown`.
+        let mut outs = outs;
+        outs[3].label = "unknown".into();
+        outs[3].scores = None;
         let pred: Vec<String> = outs.iter().map(|o| o.label.clone()).collect();
         let gold: Vec<String> = examples.iter().map(|e| e.gold.clone()).collect();
         let base = score(&labels, &gold, &pred, &[]);
         let (off, r) = recalibrate(&base, &labels, &examples, &outs, true).unwrap();
-        assert_eq!(r.accuracy, 1.0, "{off:?}");
+        assert_eq!(r.accuracy, 39.0 / 40.0, "{off:?}");
+        assert_eq!(r.confusion[0][3], 1, "the refused post is still unknown");
         assert!(r.accuracy > base.accuracy);
         assert!(calibration_line(&labels, &off).starts_with("calibration = { positive = 0.000, "));
         let (_, c) = recalibrate(&base, &labels, &examples, &outs, false).unwrap();

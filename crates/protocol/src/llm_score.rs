@@ -56,21 +56,25 @@ pub fn label_scores(body: &[u8], labels: &Labels) -> Result<LabelScores, ScoreEr
 /// The label scores of a list of (token, log-probability) alternatives.
 pub fn scores_of(listed: &[(&str, f64)], labels: &Labels) -> Result<LabelScores, ScoreError> {
     let labels: Vec<&str> = labels.iter().collect();
-    let norm: Vec<String> = listed.iter().map(|(t, _)| normalise(t)).collect();
-    // A label listed whole is one token in this model's vocabulary: a shorter token that
-    // begins it and another label (`Ne` of `Negative` and `Neutral`) then begins the other.
-    let whole: Vec<bool> = labels.iter().map(|l| norm.iter().any(|t| t == l)).collect();
+    let norm: Vec<(String, Form)> = listed.iter().map(|(t, _)| normalise(t)).collect();
     let mut mass: Vec<Vec<f64>> = vec![Vec::new(); labels.len()];
-    let mut floor = f64::INFINITY;
-    for (t, (_, lp)) in norm.iter().zip(listed) {
-        floor = floor.min(*lp);
-        if let Some(i) = label_of_token(t, &labels, &whole) {
+    let mut lowest = f64::INFINITY;
+    for ((t, form), (_, lp)) in norm.iter().zip(listed) {
+        lowest = lowest.min(*lp);
+        // A label listed whole in this token's form (leading space, capital) is one token
+        // of this model's vocabulary there: a shorter token in that form that begins it and
+        // another label (`Ne` of `Negative` and `Neutral`) begins the other.
+        let whole = |l: &str| norm.iter().any(|(u, f)| u == l && f == form);
+        if let Some(i) = label_of_token(t, &labels, whole) {
             mass[i].push(*lp);
         }
     }
     if mass.iter().all(Vec::is_empty) {
         return Err(ScoreError::NoLabelToken(listed.len()));
     }
+    // A label no listed token begins has less mass than any listed token: below the lowest,
+    // so that it never ties with a label that was listed last.
+    let floor = lowest - std::f64::consts::LN_2;
     Ok(LabelScores(
         mass.iter()
             .map(|m| if m.is_empty() { floor } else { log_sum_exp(m) })
@@ -78,17 +82,23 @@ pub fn scores_of(listed: &[(&str, f64)], labels: &Labels) -> Result<LabelScores,
     ))
 }
 
-/// A token without surrounding space, quotes or Markdown, lower-cased.
-fn normalise(token: &str) -> String {
-    token
+/// How a token is written: with a leading space, with a capital first letter.
+type Form = (bool, bool);
+
+/// A token without surrounding space, quotes or Markdown, lower-cased, and its form.
+fn normalise(token: &str) -> (String, Form) {
+    let space = token.starts_with(char::is_whitespace);
+    let t = token
         .trim_start_matches(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '*' | '`'))
-        .trim_end()
-        .to_lowercase()
+        .trim_end();
+    let capital = t.starts_with(char::is_uppercase);
+    (t.to_lowercase(), (space, capital))
 }
 
 /// The label a (normalised) token can only be the beginning of: a whole label, or at least
-/// two characters that begin exactly one label not listed whole (`whole[i]`) elsewhere.
-fn label_of_token(t: &str, labels: &[&str], whole: &[bool]) -> Option<usize> {
+/// two characters that begin exactly one label, or begin several of which all but one are
+/// listed whole in the token's form (`whole`).
+fn label_of_token(t: &str, labels: &[&str], whole: impl Fn(&str) -> bool) -> Option<usize> {
     if t.is_empty() {
         return None;
     }
@@ -98,13 +108,23 @@ fn label_of_token(t: &str, labels: &[&str], whole: &[bool]) -> Option<usize> {
     if t.chars().count() < 2 {
         return None;
     }
-    let mut hits = labels
-        .iter()
-        .enumerate()
-        .filter(|(i, l)| l.starts_with(t) && !whole[*i]);
-    match (hits.next(), hits.next()) {
-        (Some((i, _)), None) => Some(i),
-        _ => None,
+    let begun: Vec<usize> = (0..labels.len())
+        .filter(|&i| labels[i].starts_with(t))
+        .collect();
+    match begun.as_slice() {
+        [i] => Some(*i),
+        [] => None,
+        several => {
+            let open: Vec<usize> = several
+                .iter()
+                .copied()
+                .filter(|&i| !whole(labels[i]))
+                .collect();
+            match open.as_slice() {
+                [i] => Some(*i),
+                _ => None,
+            }
+        }
     }
 }
 
@@ -116,6 +136,9 @@ fn log_sum_exp(v: &[f64]) -> f64 {
 /// The winning label (index) after adding `offsets` (one per label, or none), and its
 /// probability among the labels (a softmax of the calibrated scores).
 pub fn decide(scores: &LabelScores, offsets: &[f64]) -> (usize, f64) {
+    if scores.0.is_empty() {
+        return (0, 0.0);
+    }
     let cal: Vec<f64> = scores
         .0
         .iter()
@@ -234,9 +257,54 @@ mod tests {
     }
 
     #[test]
+    fn a_prefix_of_two_labels_counts_for_the_one_not_listed_whole_in_its_form() {
+        // SmolLM2 spells `Negative` as one token and `Neutral` as `Ne` + `utral`.
+        let listed = [
+            ("The", -0.9),
+            ("Negative", -3.9),
+            ("Ne", -4.2),
+            ("negative", -5.2),
+        ];
+        let s = scores_of(&listed, &labels()).unwrap();
+        assert!((s.0[1] - log_sum_exp(&[-3.9, -5.2])).abs() < 1e-12);
+        assert_eq!(s.0[2], -4.2, "`Ne` begins neutral here");
+        assert!(
+            s.0[0] < -5.2,
+            "positive is not listed: below every listed token"
+        );
+        // Listed whole only in another form (` neutral` with a space): `Ne` stays ambiguous.
+        let s = scores_of(
+            &[("Ne", -1.0), (" neutral", -2.0), (" negative", -3.0)],
+            &labels(),
+        )
+        .unwrap();
+        assert_eq!((s.0[1], s.0[2]), (-3.0, -2.0));
+        // Both listed whole in its form: `ne` is nobody's.
+        let s = scores_of(
+            &[("negative", -1.0), ("neutral", -2.0), ("ne", -0.5)],
+            &labels(),
+        )
+        .unwrap();
+        assert_eq!((s.0[1], s.0[2]), (-1.0, -2.0));
+    }
+
+    #[test]
     fn a_label_no_token_begins_gets_the_lowest_listed_score() {
         let s = scores_of(&[("negative", -1.0), ("I", -6.0)], &labels()).unwrap();
-        assert_eq!(s.0, vec![-6.0, -1.0, -6.0]);
+        let floor = -6.0 - std::f64::consts::LN_2;
+        assert_eq!(s.0, vec![floor, -1.0, floor]);
+    }
+
+    #[test]
+    fn a_label_listed_last_beats_the_labels_not_listed() {
+        let s = scores_of(&[("The", -0.01), ("neutral", -5.0)], &labels()).unwrap();
+        assert_eq!(decide(&s, &[]).0, 2);
+    }
+
+    #[test]
+    fn a_token_that_begins_one_label_counts_even_when_the_label_is_listed_whole() {
+        let s = scores_of(&[("positive", -1.0), ("pos", -2.0)], &labels()).unwrap();
+        assert!((s.0[0] - log_sum_exp(&[-1.0, -2.0])).abs() < 1e-12);
     }
 
     #[test]
@@ -256,7 +324,7 @@ mod tests {
     fn reads_an_openai_logprobs_reply() {
         let body = br#"{"choices":[{"message":{"content":"Positive"},"logprobs":{"content":[{"token":"Positive","logprob":-2.3,"top_logprobs":[{"token":"Positive","logprob":-2.3},{"token":"The","logprob":-2.31},{"token":"negative","logprob":-3.2},{"token":"x","logprob":null}]}]}}]}"#;
         let s = label_scores(body, &labels()).unwrap();
-        assert_eq!(s.0, vec![-2.3, -3.2, -3.2]);
+        assert_eq!(s.0, vec![-2.3, -3.2, -3.2 - std::f64::consts::LN_2]);
     }
 
     #[test]
