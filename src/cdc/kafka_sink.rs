@@ -448,7 +448,7 @@ impl Letters {
             Sent::Queued(f) => Ok(f),
             Sent::TooLarge(reason) => {
                 let len = value.map_or(0, <[u8]>::len);
-                self.letter(counters, topic, key, len, Some(headers), &reason)
+                self.letter(counters, topic, key, len, headers, &reason)
                     .await
             }
         }
@@ -461,7 +461,7 @@ impl Letters {
         topic: &str,
         key: Option<&[u8]>,
         value_bytes: usize,
-        headers: Option<&OwnedHeaders>,
+        headers: &OwnedHeaders,
         reason: &str,
     ) -> Result<DeliveryFuture, KafkaError> {
         let key_bytes = key.map_or(0, <[u8]>::len);
@@ -498,18 +498,16 @@ fn oversize_letter(
     topic: &str,
     key_bytes: usize,
     value_bytes: usize,
-    headers: Option<&OwnedHeaders>,
+    headers: &OwnedHeaders,
     reason: &str,
 ) -> (OwnedHeaders, Vec<u8>) {
     let mut h = OwnedHeaders::new();
-    if let Some(orig) = headers {
-        // The old key may be what made the change too large: the letter goes without it.
-        for x in orig.iter().filter(|x| x.key != debezium::OLD_KEY_HEADER) {
-            h = h.insert(Header {
-                key: x.key,
-                value: x.value,
-            });
-        }
+    // The old key may be what made the change too large: the letter goes without it.
+    for x in headers.iter().filter(|x| x.key != debezium::OLD_KEY_HEADER) {
+        h = h.insert(Header {
+            key: x.key,
+            value: x.value,
+        });
     }
     for (key, value) in [
         ("__connect.errors.topic", topic),
@@ -672,7 +670,7 @@ mod tests {
                 key: debezium::OLD_KEY_HEADER,
                 value: Some(b"{\"id\":1}".as_slice()),
             });
-        let (h, v) = oversize_letter("p", "t.public.big", 9, 2_000_000, Some(&orig), "too large");
+        let (h, v) = oversize_letter("p", "t.public.big", 9, 2_000_000, &orig, "too large");
         let headers: HashMap<&str, &[u8]> = h
             .iter()
             .map(|x| (x.key, x.value.unwrap_or_default()))
