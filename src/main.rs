@@ -314,9 +314,10 @@ fn status(url: &str) -> ExitCode {
     );
     for p in v["pipelines"].as_array().into_iter().flatten() {
         println!(
-            "pipeline {} ({}): read {}  written {}  batches {}  retries {}  lag p50/p99 {}/{} ms  lsn {}",
+            "pipeline {} ({}, {}): read {}  written {}  batches {}  retries {}  lag p50/p99 {}/{} ms  lsn {}",
             p["name"].as_str().unwrap_or(""),
             p["kind"].as_str().unwrap_or(""),
+            p["role"].as_str().unwrap_or("?"),
             p["rows_read"],
             p["rows_written"],
             p["batches_written"],

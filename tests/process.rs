@@ -1002,3 +1002,141 @@ async fn a_slot_waiting_for_an_open_transaction_says_so() {
     stop_clean(child).await;
     w.teardown().await;
 }
+
+/// This process's role in its one pipeline, from its /status (`?` while it does not answer).
+async fn role(port: u16) -> String {
+    tributary::clients::tls::install_default_provider();
+    let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/status")).await else {
+        return "?".into();
+    };
+    let v: serde_json::Value = r.json().await.unwrap_or_default();
+    v["pipelines"][0]["role"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// How long after `t0` the row `id` of `t` is live in ClickHouse (within `timeout`).
+async fn visible_after(w: &World, t: &str, id: i64, t0: std::time::Instant) -> Duration {
+    eventually(T, &format!("row {id} in ClickHouse"), || async {
+        let rows = w
+            .try_ch_rows(&format!(
+                "SELECT count() FROM `{}`.`{t}` FINAL WHERE id = {id} AND _is_deleted = 0",
+                w.database
+            ))
+            .await?;
+        match rows.first().map(String::as_str) {
+            Some("1") => Ok(t0.elapsed()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+}
+
+/// Active and standby (#22): two processes run one config. The second waits as the standby
+/// (/status, /metrics and /ready say so). During a load, the active's machine is cut off (a
+/// partition: nothing passes, not even a close; the standby ends its sessions after
+/// `takeover_after`), and later the next active is killed with SIGKILL: each time the other
+/// process streams again within 5 s, and ClickHouse FINAL equals Postgres.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_within_5s_of_a_partition_or_a_sigkill() {
+    let target = Target::Ch18;
+    let w = World::new(target).await;
+    let c = pg().await;
+    let t = unique("standby");
+    c.batch_execute(&format!("CREATE TABLE {t} (id bigint PRIMARY KEY, v text); INSERT INTO {t} SELECT g, 's' || g FROM generate_series(1, 5000) g"))
+        .await
+        .unwrap();
+    let proxy = proxy::Proxy::start(&format!("127.0.0.1:{}", var("TRIBUTARY_TEST_PG_PORT"))).await;
+    let through_proxy = proxy.port.to_string();
+    let (a, a_port) = spawn_with_http_and(&w, &t, target, &[], &[("PGPORT", &through_proxy)]);
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    assert_eq!(role(a_port).await, "active");
+    let (b, b_port) = spawn_with_http(&w, &t, target);
+    eventually(T, "the second process to be the standby", || async {
+        match role(b_port).await.as_str() {
+            "standby" => Ok(()),
+            r => Err(r.to_string()),
+        }
+    })
+    .await;
+    let ready = reqwest::get(format!("http://127.0.0.1:{b_port}/ready"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    assert_eq!(ready.text().await.unwrap(), "ready (standby)\n");
+    let standby = |port: u16| async move {
+        metric(&format!("127.0.0.1:{port}"), "tributary_standby", "").await
+    };
+    assert_eq!(standby(b_port).await, Some(1.0));
+    assert_eq!(standby(a_port).await, Some(0.0));
+
+    let load = tokio::spawn(churn(t.clone(), 120, 200, Duration::from_millis(50)));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The active's network is gone.
+    let t0 = std::time::Instant::now();
+    proxy.set_partitioned(true);
+    c.batch_execute(&format!(
+        "INSERT INTO {t} VALUES (-1, 'after the partition')"
+    ))
+    .await
+    .unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "the standby to take over",
+        || async {
+            match role(b_port).await.as_str() {
+                "active" => Ok(()),
+                r => Err(r.to_string()),
+            }
+        },
+    )
+    .await;
+    let partition_role = t0.elapsed();
+    let partition_row = visible_after(&w, &t, -1, t0).await;
+    proxy.set_partitioned(false);
+    // The old active finds its sessions ended, and waits as the standby now.
+    eventually(T, "the cut-off process to be the standby", || async {
+        match role(a_port).await.as_str() {
+            "standby" => Ok(()),
+            r => Err(r.to_string()),
+        }
+    })
+    .await;
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut b = b;
+    let t1 = std::time::Instant::now();
+    b.child.kill().unwrap(); // SIGKILL: no drain, no final confirmation
+    b.child.wait().unwrap();
+    c.batch_execute(&format!("INSERT INTO {t} VALUES (-2, 'after the kill')"))
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "the first process to take over",
+        || async {
+            match role(a_port).await.as_str() {
+                "active" => Ok(()),
+                r => Err(r.to_string()),
+            }
+        },
+    )
+    .await;
+    let kill_role = t1.elapsed();
+    let kill_row = visible_after(&w, &t, -2, t1).await;
+    eprintln!(
+        "takeover: after a partition {partition_role:?} (a change made then visible after {partition_row:?}); after SIGKILL {kill_role:?} (visible after {kill_row:?})"
+    );
+    load.await.unwrap();
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    for (what, took) in [("partition", partition_row), ("SIGKILL", kill_row)] {
+        assert!(
+            took <= Duration::from_secs(5),
+            "after a {what}, a change made then was visible only after {took:?}"
+        );
+    }
+    let err = stop_clean(a).await;
+    assert!(err.contains("taking over"), "{err}");
+    w.teardown().await;
+}

@@ -256,7 +256,9 @@ impl Run {
                     }
                     _ = lag_every.tick() => {
                         self.sample_lag().await;
-                        match self.watchdog.check(self.shared.consumer.context().assigned()) {
+                        let assigned = self.shared.consumer.context().assigned();
+                        kafka::set_role(&self.shared.counters, assigned);
+                        match self.watchdog.check(assigned) {
                             kafka::Starvation::Fed => {}
                             kafka::Starvation::Restart => return Err(kafka::starved_error(false)),
                             kafka::Starvation::IfAlone => {

@@ -13,6 +13,7 @@ pub mod partitions;
 pub mod pg_changes;
 pub mod pg_tables;
 pub mod postgres_source;
+pub mod standby;
 pub mod table_state;
 pub mod toast;
 pub mod tree;

@@ -15,6 +15,7 @@ use crate::cdc::change::{ChangeChunk, ChangeItem, RowOp, SinkMsg};
 use crate::cdc::partitions;
 use crate::cdc::pg_changes::{PgChanges, Step};
 use crate::cdc::pg_tables;
+use crate::cdc::standby;
 use crate::cdc::table_state::{parse_tables, state_key, tables_entry, TableCopy};
 use crate::clients::postgres::catalog::{self, TypeResolver};
 use crate::clients::postgres::publication;
@@ -281,6 +282,17 @@ impl Stream {
     async fn run(self) -> Result<(), SourceError> {
         let params = PgParams::from_config(&self.cfg);
         let client = Arc::new(catalog::connect(&params).await?);
+        // Another process with this config may be the active: this one waits as its standby
+        // (and holds the slot's lock from here on: its session ends with this run).
+        standby::acquire(
+            &client,
+            &params.addr(),
+            &self.cfg.slot,
+            self.cfg.takeover_after.0,
+            &self.counters,
+            &self.pipeline,
+        )
+        .await?;
         let wanted = pg_tables::wanted(&self.cfg, &self.mappings);
         let mut types = TypeResolver::default();
         let specs = pg_tables::specs(&client, &params, &mut types, &wanted, &self.mappings).await?;
@@ -574,7 +586,8 @@ impl Stream {
             writer.clone(),
             self.acks.clone(),
             self.idle_lsn.clone(),
-            self.cfg.status_interval.0,
+            // Often enough for a standby to see that this process is alive.
+            standby::reply_every(self.cfg.status_interval.0, self.cfg.takeover_after.0),
             self.counters.clone(),
         ));
         let _status_guard = crate::runtime::task::TaskGuard(status);

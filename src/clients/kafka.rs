@@ -296,6 +296,20 @@ pub fn alone_in_group<C: rdkafka::consumer::ConsumerContext>(
 }
 
 /// The error that restarts a starved consumer.
+/// A group member's role: active while the group assigns it partitions, a standby (waiting
+/// for a rebalance to give it some) while it has none.
+pub fn set_role(counters: &crate::runtime::registry::PipelineCounters, assigned: usize) {
+    use crate::runtime::registry::{ROLE_ACTIVE, ROLE_STANDBY};
+    let role = if assigned > 0 {
+        ROLE_ACTIVE
+    } else {
+        ROLE_STANDBY
+    };
+    counters
+        .role
+        .store(role, std::sync::atomic::Ordering::Relaxed);
+}
+
 pub fn starved_error(alone: bool) -> KafkaError {
     KafkaError::Consumer(if alone {
         format!("no partition assigned for {ASSIGNMENT_WATCHDOG_ALONE:?}, and no other member in the group (or no answer from its coordinator): restarting the consumer for a fresh group join")

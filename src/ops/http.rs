@@ -102,7 +102,10 @@ fn route(o: &Observed, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/health" => reply(StatusCode::OK, "text/plain", "ok\n"),
         "/ready" => {
-            if o.status().ready {
+            let s = o.status();
+            if s.ready && s.standby {
+                reply(StatusCode::OK, "text/plain", "ready (standby)\n")
+            } else if s.ready {
                 reply(StatusCode::OK, "text/plain", "ready\n")
             } else {
                 reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
@@ -287,7 +290,7 @@ async function refresh(){
     document.getElementById("uptime").textContent=s.uptime_s;
     let h="";
     for(const p of s.pipelines){
-      h+=`<h2>Pipeline ${esc(p.name)} <small>(${esc(p.kind)})</small></h2><table><tr><th>rows read</th><th>rows written</th><th>batches</th><th>insert retries</th><th>snapshot rows</th><th>lag p50 / p99 (ms)</th><th>confirmed LSN</th></tr>`+
+      h+=`<h2>Pipeline ${esc(p.name)} <small>(${esc(p.kind)}, <span class="role">${esc(p.role)}</span>)</small></h2><table><tr><th>rows read</th><th>rows written</th><th>batches</th><th>insert retries</th><th>snapshot rows</th><th>lag p50 / p99 (ms)</th><th>confirmed LSN</th></tr>`+
          `<tr class="counters"><td>${p.rows_read}</td><td class="written">${p.rows_written}</td><td>${p.batches_written}</td><td>${p.insert_retries}</td><td>${p.snapshot_rows}</td><td>${p.lag_p50_ms??"–"} / ${p.lag_p99_ms??"–"}</td><td>${esc(p.confirmed_lsn??"–")}</td></tr></table>`;
       h+=`<table><tr><th>queue</th><th>depth</th><th>capacity</th></tr>`+p.queues.map(q=>`<tr><td>${esc(q.name)}</td><td>${q.depth}</td><td>${q.capacity}</td></tr>`).join("")+`</table>`;
       if(p.copies&&p.copies.length){const left=p.copies.filter(c=>c.state!=="done");h+=`<table class="copies"><tr><th>copy</th><th>state</th><th>progress</th><th>rows</th><th>rows/s</th><th>ETA (s)</th></tr>`+left.map(c=>{const pct=c.rows_estimated?Math.min(100,Math.round(100*c.rows_copied/c.rows_estimated)):0;return `<tr><td>${esc(c.table)}${c.resumed?" (resumed)":""}</td><td>${esc(c.state)}</td><td><progress max="100" value="${pct}"></progress> ${c.rows_estimated?pct+" %":""}</td><td>${c.rows_copied} / ~${c.rows_estimated||"?"}</td><td>${c.rows_per_s}</td><td>${c.eta_s??"–"}</td></tr>`}).join("")+`<tr><td colspan="6">${p.copies.length-left.length} of ${p.copies.length} copied</td></tr></table>`;}

@@ -50,6 +50,9 @@ pub struct Queue {
 pub struct PipelineStatus {
     pub name: String,
     pub kind: &'static str,
+    /// `active`, `standby` (another process streams from the pipeline's slot; this one takes
+    /// over when it stops) or `starting`.
+    pub role: &'static str,
     pub rows_read: u64,
     pub rows_written: u64,
     pub bytes_written: u64,
@@ -127,8 +130,10 @@ pub struct LlmStatus {
 pub struct Status {
     pub version: &'static str,
     pub uptime_s: u64,
-    /// Every pipeline's actors run (nothing restarting or failed).
+    /// Every pipeline's actors run (nothing restarting or failed); a standby is ready.
     pub ready: bool,
+    /// Some pipeline of this process is the standby of another process.
+    pub standby: bool,
     pub actors: BTreeMap<String, ActorStatus>,
     pub pipelines: Vec<PipelineStatus>,
 }
@@ -155,10 +160,15 @@ impl Observed {
             .iter()
             .map(|(name, h)| self.pipeline(name, h))
             .collect();
+        let standby = self.pipelines.iter().any(|(name, _)| {
+            self.registry.pipeline(name).role.load(Ordering::Relaxed)
+                == crate::runtime::registry::ROLE_STANDBY
+        });
         Status {
             version: env!("CARGO_PKG_VERSION"),
             uptime_s: self.started.elapsed().as_secs(),
             ready,
+            standby,
             actors,
             pipelines,
         }
@@ -228,6 +238,7 @@ impl Observed {
         PipelineStatus {
             name: name.to_string(),
             kind,
+            role: crate::runtime::registry::role_name(get(&c.role)),
             rows_read: get(&c.rows_read),
             rows_written: get(&c.rows_written),
             bytes_written: get(&c.bytes_written),
@@ -428,6 +439,13 @@ const PIPELINE_FAMILIES: &[Family] = &[
         ty: MetricType::Gauge,
         cdc_only: false,
         value: |c| (c.clickhouse_unreachable.load(Relaxed) > 0) as u64,
+    },
+    Family {
+        name: "tributary_standby",
+        help: "1 while this process is a standby: another process with the pipeline's config streams from its replication slot (or the consumer group gave this member no partition), and this one takes over when it stops.",
+        ty: MetricType::Gauge,
+        cdc_only: false,
+        value: |c| (c.role.load(Relaxed) == crate::runtime::registry::ROLE_STANDBY) as u64,
     },
     Family {
         name: "tributary_confirmed_lsn",

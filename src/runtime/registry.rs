@@ -38,6 +38,21 @@ pub fn wal_status_code(status: Option<&str>) -> u64 {
     }
 }
 
+/// A process's role in a pipeline, as [`PipelineCounters::role`] holds it: starting; active
+/// (streaming from the Postgres slot, or a consumer-group member with partitions); standby
+/// (another process holds the slot, or the group gave this member no partition).
+pub const ROLE_STARTING: u64 = 0;
+pub const ROLE_ACTIVE: u64 = 1;
+pub const ROLE_STANDBY: u64 = 2;
+
+pub fn role_name(code: u64) -> &'static str {
+    match code {
+        ROLE_ACTIVE => "active",
+        ROLE_STANDBY => "standby",
+        _ => "starting",
+    }
+}
+
 /// A histogram of durations in log2 buckets of microseconds (bucket i holds values below
 /// 2^i µs), cheap enough for every commit and every request.
 #[derive(Debug, Default)]
@@ -116,6 +131,8 @@ pub struct PipelineCounters {
     pub truncate_fenced: AtomicU64,
     /// Requests waiting for a ClickHouse they cannot reach (gauge; exported as 0 or 1).
     pub clickhouse_unreachable: AtomicU64,
+    /// This process's role in the pipeline (gauge; [`ROLE_ACTIVE`] …).
+    pub role: AtomicU64,
     /// Last LSN acknowledged to Postgres (gauge).
     pub confirmed_lsn: AtomicU64,
     /// Bytes of WAL the slot holds back (gauge; sampled by the source).

@@ -116,7 +116,9 @@ impl Run {
                 None => tokio::select! {
                     _ = tick.tick() => {
                         self.commit();
-                        match self.watchdog.check(self.consumer.context().assigned()) {
+                        let assigned = self.consumer.context().assigned();
+                        kafka::set_role(&self.a.counters, assigned);
+                        match self.watchdog.check(assigned) {
                             kafka::Starvation::Fed => {}
                             kafka::Starvation::Restart => return Err(kafka::starved_error(false)),
                             kafka::Starvation::IfAlone => {

@@ -15,7 +15,7 @@ use crate::config::{Config, PipelineConfig, PostSink, PostSource, SentimentPlan}
 use crate::flow::ack::AckTracker;
 use crate::flow::circuit::CircuitBreaker;
 use crate::flow::edge::{Edge, WorkQueue};
-use crate::runtime::registry::Registry;
+use crate::runtime::registry::{Registry, ROLE_ACTIVE};
 use crate::runtime::supervisor::{
     spawn_child, supervisor_start, ChildSpec, Restart, StartFn, Strategy,
 };
@@ -26,7 +26,7 @@ use crate::sentiment::kafka_source::{KafkaStatusSource, StatusSourceArgs};
 use crate::sentiment::llm_worker::{Leases, LlmWorker, WorkerArgs};
 use crate::sentiment::mastodon_source::{MastodonArgs, MastodonSource};
 use crate::sentiment::replay_source::{ReplayArgs, ReplaySource};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// The long-lived parts of a sentiment pipeline (also what tests and status read).
@@ -158,6 +158,8 @@ pub fn sentiment_pipeline(
                 spawn_child(KafkaStatusSource, args, sup)
             }
             PostSource::Replay(replay) => {
+                // One process reads the file: it is the active.
+                counters.role.store(ROLE_ACTIVE, Ordering::Relaxed);
                 let args = ReplayArgs {
                     pipeline: p.name.clone(),
                     replay: replay.clone(),
@@ -169,6 +171,7 @@ pub fn sentiment_pipeline(
                 spawn_child(ReplaySource, args, sup)
             }
             PostSource::Mastodon(m) => {
+                counters.role.store(ROLE_ACTIVE, Ordering::Relaxed);
                 let args = MastodonArgs {
                     pipeline: p.name.clone(),
                     mastodon: m.clone(),

@@ -172,6 +172,11 @@ pub fn pg_channel_binding() -> ChannelBinding {
 pub fn status_interval() -> HumanDuration {
     HumanDuration(Duration::from_secs(10))
 }
+/// Long enough for a busy active to be late with a reply or two; short enough for a
+/// takeover within 5 s of the active's machine going away.
+pub fn takeover_after() -> HumanDuration {
+    HumanDuration(Duration::from_secs(3))
+}
 pub fn connect_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(10))
 }

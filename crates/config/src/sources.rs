@@ -183,6 +183,11 @@ pub struct PostgresConfig {
     /// How often a standby status update is sent even when nothing changed (keeps
     /// `wal_sender_timeout` from dropping a pipeline held back by backpressure).
     pub status_interval: HumanDuration,
+    /// A standby (another process with this config, waiting while the active streams from
+    /// the slot) ends the active's sessions and takes over when the active's walsender has
+    /// not heard from it for this long (a machine or network gone); the active replies at
+    /// least every third of it. `0s`: never; the standby waits for Postgres to end them.
+    pub takeover_after: HumanDuration,
     /// How long connecting may take (`connect_timeout` in `url`, in seconds, if this is not
     /// set).
     pub connect_timeout: HumanDuration,
@@ -245,6 +250,8 @@ struct RawPostgresConfig {
     tables: Vec<String>,
     #[serde(default = "defaults::status_interval")]
     status_interval: HumanDuration,
+    #[serde(default = "defaults::takeover_after")]
+    takeover_after: HumanDuration,
     connect_timeout: Option<HumanDuration>,
     #[serde(default = "defaults::chunk_rows")]
     chunk_rows: usize,
@@ -392,6 +399,14 @@ impl From<RawPostgresConfig> for PostgresConfig {
             );
         }
 
+        let t = r.takeover_after.0;
+        if !t.is_zero() && t < std::time::Duration::from_secs(1) {
+            problems.add(
+                "takeover_after",
+                "is below 1s: a busy active would be taken over while alive (0s: never)",
+            );
+        }
+
         let connect_timeout = r
             .connect_timeout
             .or(url.connect_timeout.map(HumanDuration))
@@ -415,6 +430,7 @@ impl From<RawPostgresConfig> for PostgresConfig {
             slot: r.slot,
             tables: r.tables,
             status_interval: r.status_interval,
+            takeover_after: r.takeover_after,
             connect_timeout,
             chunk_rows: r.chunk_rows,
             chunk_bytes: r.chunk_bytes,

@@ -927,3 +927,28 @@ fn compression_auto_is_none_to_this_machine_only() {
     assert_eq!(Compression::None.for_host("remote"), Compression::None);
     assert_eq!(defaults::compression(), Compression::Auto);
 }
+
+#[test]
+fn takeover_after_defaults_to_3s_and_refuses_below_1s() {
+    assert_eq!(
+        pg("user = \"u\"\ndatabase = \"d\"").takeover_after.0,
+        Duration::from_secs(3)
+    );
+    assert_eq!(
+        pg("user = \"u\"\ndatabase = \"d\"\ntakeover_after = \"0s\"")
+            .takeover_after
+            .0,
+        Duration::ZERO
+    );
+    assert_eq!(
+        pg("user = \"u\"\ndatabase = \"d\"\ntakeover_after = \"10s\"")
+            .takeover_after
+            .0,
+        Duration::from_secs(10)
+    );
+    let e = pg_err("user = \"u\"\ndatabase = \"d\"\ntakeover_after = \"200ms\"");
+    assert!(
+        e.contains("takeover_after") && e.contains("below 1s"),
+        "{e}"
+    );
+}

@@ -16,6 +16,8 @@ struct State {
     rate: AtomicU64,
     refuse: AtomicBool,
     hang: AtomicBool,
+    /// A network partition: nothing passes either way, not even a close, until it heals.
+    partitioned: AtomicBool,
     cut: watch::Sender<u64>,
     accepted: AtomicU64,
 }
@@ -36,6 +38,7 @@ impl Proxy {
             rate: AtomicU64::new(0),
             refuse: AtomicBool::new(false),
             hang: AtomicBool::new(false),
+            partitioned: AtomicBool::new(false),
             cut: watch::channel(0).0,
             accepted: AtomicU64::new(0),
         });
@@ -53,7 +56,7 @@ impl Proxy {
                 let st = st.clone();
                 tokio::spawn(async move {
                     let mut cut = st.cut.subscribe();
-                    if st.hang.load(Ordering::Relaxed) {
+                    if st.hang.load(Ordering::Relaxed) || st.partitioned.load(Ordering::Relaxed) {
                         let _ = cut.changed().await;
                         drop(client);
                         return;
@@ -102,6 +105,11 @@ impl Proxy {
     pub fn set_hang(&self, on: bool) {
         self.state.hang.store(on, Ordering::Relaxed);
     }
+    /// A network partition (a machine or its network gone): open connections pass nothing,
+    /// not even a close, and new ones are never answered, until it heals.
+    pub fn set_partitioned(&self, on: bool) {
+        self.state.partitioned.store(on, Ordering::Relaxed);
+    }
     pub fn accepted(&self) -> u64 {
         self.state.accepted.load(Ordering::Relaxed)
     }
@@ -116,6 +124,7 @@ async fn pump(
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => {
+                healed(&st).await;
                 let _ = to.shutdown().await;
                 return;
             }
@@ -134,6 +143,7 @@ async fn pump(
             } else {
                 rest.len().min((rate / 10).max(1) as usize)
             };
+            healed(&st).await;
             if to.write_all(&rest[..take]).await.is_err() {
                 return;
             }
@@ -142,5 +152,12 @@ async fn pump(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+/// Returns once no partition holds the bytes back.
+async fn healed(st: &State) {
+    while st.partitioned.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
