@@ -845,3 +845,81 @@ matrix!(
     a_stopped_keyless_table_stays_stopped,
     keyless_stop_over_a_restart
 );
+
+/// Idle published tables while other tables and databases write (#22): the slot's confirmed
+/// position and the WAL it holds back (`restart_lsn`) follow the server's WAL, so the slot
+/// does not keep every write made elsewhere (tributary confirms the walsender's keepalive
+/// positions while nothing of its own is in flight: no heartbeat table is needed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slot_advances_while_the_published_tables_are_idle() {
+    let w = World::new(Target::Ch18).await;
+    let c = pg().await;
+    let (t, other) = (unique("idle"), unique("busy"));
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, v text); INSERT INTO {t} VALUES (1, 'a');
+         CREATE TABLE {other} (id bigint PRIMARY KEY, v text);"
+    ))
+    .await
+    .unwrap();
+    // Another database of the server (its WAL is the same stream).
+    let (elsewhere, conn) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user={} password={} dbname=postgres",
+            var("TRIBUTARY_TEST_PG_PORT"),
+            var("TRIBUTARY_TEST_PG_USER"),
+            var("TRIBUTARY_TEST_PG_PASSWORD")
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    elsewhere
+        .batch_execute(&format!("CREATE TABLE {other} (id bigint PRIMARY KEY, v text)"))
+        .await
+        .unwrap();
+    let run = Running::start(&w.config(&[&format!("public.{t}")])).await;
+    converge(&w, &c, &t, &t, "id, v", "id", Duration::from_secs(60)).await;
+    // About 30 MB of WAL from a table the pipeline does not publish and another database.
+    for i in 0..10i64 {
+        let sql = format!(
+            "INSERT INTO {other} SELECT g, repeat('x', 100) FROM generate_series({a}, {b}) g",
+            a = i * 20_000,
+            b = i * 20_000 + 19_999
+        );
+        let db = if i % 2 == 0 { &c } else { &elsewhere };
+        db.batch_execute(&sql).await.unwrap();
+    }
+    let written: String = c
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let held = || async {
+        // A checkpoint logs the running transactions, the record a slot's restart point
+        // moves at.
+        c.batch_execute("CHECKPOINT").await.map_err(|e| e.to_string())?;
+        let r = c
+            .query_one(
+                "SELECT pg_wal_lsn_diff($2::text::pg_lsn, confirmed_flush_lsn)::bigint, pg_wal_lsn_diff($2::text::pg_lsn, restart_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1",
+                &[&w.slot, &written],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let (confirmed, restart): (i64, i64) = (r.get(0), r.get(1));
+        if confirmed <= 0 && restart <= 0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "behind the writes elsewhere: confirmed by {confirmed} bytes, restart point by {restart}"
+            ))
+        }
+    };
+    eventually(Duration::from_secs(30), "the slot to pass the writes", held).await;
+    run.stop().await;
+    elsewhere
+        .batch_execute(&format!("DROP TABLE {other}"))
+        .await
+        .unwrap();
+    w.teardown().await;
+}
