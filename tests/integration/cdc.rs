@@ -875,7 +875,9 @@ async fn the_slot_advances_while_the_published_tables_are_idle() {
     .unwrap();
     tokio::spawn(conn);
     elsewhere
-        .batch_execute(&format!("CREATE TABLE {other} (id bigint PRIMARY KEY, v text)"))
+        .batch_execute(&format!(
+            "CREATE TABLE {other} (id bigint PRIMARY KEY, v text)"
+        ))
         .await
         .unwrap();
     let run = Running::start(&w.config(&[&format!("public.{t}")])).await;
@@ -898,7 +900,9 @@ async fn the_slot_advances_while_the_published_tables_are_idle() {
     let held = || async {
         // A checkpoint logs the running transactions, the record a slot's restart point
         // moves at.
-        c.batch_execute("CHECKPOINT").await.map_err(|e| e.to_string())?;
+        c.batch_execute("CHECKPOINT")
+            .await
+            .map_err(|e| e.to_string())?;
         let r = c
             .query_one(
                 "SELECT pg_wal_lsn_diff($2::text::pg_lsn, confirmed_flush_lsn)::bigint, pg_wal_lsn_diff($2::text::pg_lsn, restart_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1",

@@ -12,6 +12,7 @@ mod common;
 mod backfill;
 mod cdc;
 mod clickhouse;
+mod cluster;
 mod fakes;
 mod faults;
 mod fuzz_regressions;

@@ -57,6 +57,9 @@ pub fn clickhouse() -> ClickHouseConfig {
         on_truncate: on_truncate(),
         insert_attempts: insert_attempts(),
         request_timeout: request_timeout(),
+        replicas: Vec::new(),
+        cluster: String::new(),
+        replication_path: replication_path(),
     }
 }
 pub fn shutdown_timeout() -> HumanDuration {
@@ -199,6 +202,9 @@ pub fn chunk_bytes() -> usize {
 }
 pub fn ch_url() -> String {
     "http://127.0.0.1:8123".into()
+}
+pub fn replication_path() -> String {
+    "/clickhouse/tables/{shard}/{database}/{table}".into()
 }
 pub fn ch_database() -> String {
     "default".into()

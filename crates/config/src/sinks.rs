@@ -95,6 +95,21 @@ pub struct ClickHouseConfig {
     pub insert_attempts: u32,
     #[serde(default = "defaults::request_timeout")]
     pub request_timeout: HumanDuration,
+    /// More replicas of the same cluster (URLs like `url`, same user and TLS settings): each
+    /// request goes to the first of `url`, `replicas`… that answers, and moves on to the
+    /// next when it cannot reach one.
+    #[serde(default)]
+    pub replicas: Vec<String>,
+    /// A cluster of the servers' `remote_servers`: every table is created replicated
+    /// (`ReplicatedReplacingMergeTree`, its ZooKeeper path from `replication_path`) and every
+    /// DDL runs `ON CLUSTER` this name. Empty: one server (or ClickHouse Cloud, whose
+    /// tables are replicated without being asked).
+    #[serde(default)]
+    pub cluster: String,
+    /// The ZooKeeper path of a replicated table: `{database}` and `{table}` are replaced by
+    /// tributary; `{shard}` (and the replica, `{replica}`) are the servers' macros.
+    #[serde(default = "defaults::replication_path")]
+    pub replication_path: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -171,6 +171,27 @@ impl Config {
                     format!("`{}` must start with http:// or https://", ch.url),
                 ));
             }
+            for (i, r) in ch.replicas.iter().enumerate() {
+                let scheme = |u: &str| u.split("://").next().unwrap_or("").to_string();
+                if !(r.starts_with("http://") || r.starts_with("https://")) {
+                    return Err(invalid(
+                        at(&format!("clickhouse.replicas[{i}]")),
+                        format!("`{r}` must start with http:// or https://"),
+                    ));
+                }
+                if scheme(r) != scheme(&ch.url) {
+                    return Err(invalid(
+                        at(&format!("clickhouse.replicas[{i}]")),
+                        format!("`{r}`: every replica takes the TLS settings of `url`, so it must use the same scheme"),
+                    ));
+                }
+            }
+            if !ch.cluster.is_empty() && !ch.replication_path.contains("{table}") {
+                return Err(invalid(
+                    at("clickhouse.replication_path"),
+                    "must contain `{table}` (each table needs a ZooKeeper path of its own)".into(),
+                ));
+            }
             validate_clickhouse_tls(ch)
                 .map_err(|(k, msg)| invalid(at(&format!("clickhouse.{k}")), msg))?;
             if !ch.table_template.contains("{table}") {

@@ -1,6 +1,7 @@
 //! Pure protocol cores: bytes in, values out. No sockets, no clocks, no actors.
 //! Each is unit-tested here and fuzzed without a server.
 
+pub mod chcluster;
 pub mod chtypes;
 pub mod debezium;
 #[doc(hidden)]
