@@ -96,6 +96,8 @@ struct StoppedTable {
 
 pub struct SinkState {
     pipeline: String,
+    /// Another process took over (see `truncate`): what this one holds is never written.
+    superseded: bool,
     cfg: ClickHouseConfig,
     batch: BatchConfig,
     mappings: Vec<TableMapping>,
@@ -159,6 +161,7 @@ impl Actor for ClickHouseSink {
         ));
         args.edge.attach(myself.clone());
         Ok(SinkState {
+            superseded: false,
             pipeline: args.pipeline,
             cfg: args.clickhouse,
             batch: args.batch,
@@ -302,6 +305,9 @@ impl Actor for ClickHouseSink {
         st: &mut SinkState,
     ) -> Result<(), ActorProcessingErr> {
         drop(st.ticker.take());
+        if st.superseded {
+            return Ok(());
+        }
         // Best effort: what is not flushed here is replayed from the last confirmed LSN.
         if let Err(e) = st.flush().await {
             tracing::warn!(pipeline = %st.pipeline, error = %e, "final flush failed; the data will be replayed");
@@ -1071,6 +1077,12 @@ impl SinkState {
         Ok(f)
     }
 
+    /// The TRUNCATE fence of `table` as the state table holds it now (0: none).
+    async fn recorded_fence(&mut self, table: &str) -> Result<u64, SinkError> {
+        self.fences.remove(table);
+        self.fence_of(table).await
+    }
+
     async fn record_fence(&mut self, table: &str, lsn: u64) -> Result<(), SinkError> {
         self.ch
             .write_state(&self.pipeline, &[(Self::fence_key(table), lsn.to_string())])
@@ -1089,6 +1101,26 @@ impl SinkState {
     /// already: this is a replay), or with `None` the start of a snapshot (which clears the
     /// fence: the snapshot's rows have no version, and a new slot may restart the LSNs).
     async fn truncate(&mut self, rels: &[u32], lsn: Option<u64>) -> Result<(), SinkError> {
+        if let Some(lsn) = lsn {
+            // The fence as recorded now, not as read at start: when another sink of this
+            // pipeline applied this TRUNCATE since (a standby took over while this process was
+            // cut off, and may have written after it), this process is no longer the active:
+            // what it holds is stale, and it stops without writing it.
+            for rel in rels {
+                let Some(t) = self.tables.get(rel) else {
+                    continue;
+                };
+                let (name, known) = (t.ch_name.clone(), t.fence);
+                let recorded = self.recorded_fence(&name).await?;
+                if recorded >= lsn && recorded > known {
+                    self.superseded = true;
+                    return Err(SinkError::Superseded(format!(
+                        "the TRUNCATE of `{name}` at {} was applied by another process of this pipeline since this one started (a standby took over): stopping without writing what this one holds",
+                        crate::protocol::pgoutput::fmt_lsn(lsn)
+                    )));
+                }
+            }
+        }
         self.flush().await?;
         for rel in rels {
             let Some(t) = self.tables.get_mut(rel) else {
@@ -1513,6 +1545,10 @@ pub enum SinkError {
     /// ClickHouse object we did not create in the way): the same would be found again.
     #[error("{0}")]
     Schema(String),
+    /// Another process of the pipeline took over (see [`ClickHouseSink`]'s TRUNCATE fence):
+    /// the restart finds it active and waits as the standby.
+    #[error("{0}")]
+    Superseded(String),
 }
 
 impl SinkError {
@@ -1521,7 +1557,7 @@ impl SinkError {
     pub fn class(&self) -> ErrorClass {
         match self {
             SinkError::ClickHouse(e) | SinkError::Insert { source: e, .. } => e.class(),
-            SinkError::Protocol(_) => ErrorClass::Transient,
+            SinkError::Protocol(_) | SinkError::Superseded(_) => ErrorClass::Transient,
             SinkError::Schema(_) => ErrorClass::Permanent,
         }
     }

@@ -251,6 +251,131 @@ matrix!(
     replays_never_take_a_table_back
 );
 
+/// Two sinks of one pipeline at once, as after a takeover while the old active was cut off
+/// (#22): the new active applied a TRUNCATE and wrote after it; the old one, still holding
+/// the TRUNCATE in what it had taken in, must not apply it again over the newer rows (it reads
+/// the recorded fence before a TRUNCATE, not the one it read at start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_sink_never_truncates_over_its_successor() {
+    use std::sync::Arc;
+    use tributary::cdc::change::*;
+    use tributary::cdc::clickhouse_sink::*;
+    use tributary::flow::edge::Edge;
+    use tributary::protocol::pgoutput::Cell;
+    use tributary::protocol::schema::{Column, PgType, TableSchema};
+
+    let w = World::new(Target::Ch18).await;
+    let table = unique("cutoff");
+    let cfg = w.config(&[]);
+    let p = &cfg.pipelines[0];
+    let col = |name: &str, pg_type: PgType, is_key: bool| Column {
+        name: name.into(),
+        pg_type,
+        nullable: !is_key,
+        is_key,
+        added_default: None,
+        renamed_from: None,
+    };
+    let schema = Arc::new(TableSchema {
+        rel_id: 4343,
+        schema: "public".into(),
+        name: table.clone(),
+        columns: vec![col("k", PgType::Text, true), col("v", PgType::Int4, false)],
+        ..Default::default()
+    });
+    let row = |version: u64, k: &str, v: i32| ChangeItem::Row {
+        rel_id: 4343,
+        change: RowChange {
+            op: RowOp::Insert,
+            version,
+            cells: vec![
+                Cell::Text(bytes::Bytes::from(k.to_string())),
+                Cell::Text(bytes::Bytes::from(v.to_string())),
+            ],
+            xid: 1,
+            commit_us: 0,
+            moved_from: None,
+        },
+    };
+    let truncate = || ChangeItem::Truncate {
+        rels: vec![4343],
+        lsn: 300,
+        xid: 1,
+        commit_us: 0,
+    };
+    let sink = |name: &str| {
+        let edge: Edge<SinkMsg> = Edge::new(name, 4);
+        let args = SinkArgs {
+            pipeline: p.name.clone(),
+            clickhouse: p.clickhouse.clone(),
+            batch: p.batch,
+            tables: Vec::new(),
+            edge: edge.clone(),
+            acks: Arc::new(tokio::sync::watch::channel(0u64).0),
+            counters: Arc::new(tributary::runtime::registry::PipelineCounters::default()),
+        };
+        async move {
+            let (sink, handle) = ractor::Actor::spawn(None, ClickHouseSink, args)
+                .await
+                .unwrap();
+            (edge, sink, handle)
+        }
+    };
+    let live = || async {
+        w.ch_rows(&format!(
+            "SELECT k, v FROM `{}`.`{table}` FINAL WHERE _is_deleted = 0 ORDER BY k",
+            w.database
+        ))
+        .await
+    };
+    // The old active's sink has the table (and its fence, none yet) from before the cut.
+    let (old_edge, old, old_handle) = sink("old-active").await;
+    send_flushed(&old_edge, &old, &schema, vec![row(100, "a1", 1)], 150).await;
+    // The new active replays from the confirmed position: the TRUNCATE, then newer rows.
+    let (new_edge, new, new_handle) = sink("new-active").await;
+    send_flushed(
+        &new_edge,
+        &new,
+        &schema,
+        vec![row(200, "a2", 2), truncate(), row(320, "b1", 10)],
+        400,
+    )
+    .await;
+    assert_eq!(live().await, ["b1\t10"]);
+    // What the old one still held arrives late: it finds the TRUNCATE applied by another
+    // sink since it started, and stops without writing (the row before the TRUNCATE would
+    // come back; the TRUNCATE would remove b1).
+    let chunk = ChangeChunk {
+        items: vec![
+            ChangeItem::Schema(schema.clone()),
+            row(200, "a2", 2),
+            truncate(),
+            row(320, "b1", 10),
+        ],
+        commit: Some(400),
+        commit_times: Vec::new(),
+        trace: tracing::Span::none(),
+        queue_span: tracing::Span::none(),
+    };
+    old_edge
+        .send(move |permit| SinkMsg::Changes(chunk, permit))
+        .await
+        .unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(30), old_handle)
+        .await
+        .expect("the superseded sink stops")
+        .unwrap();
+    assert_eq!(
+        live().await,
+        ["b1\t10"],
+        "the cut-off sink wrote over what its successor wrote after the TRUNCATE"
+    );
+    new.kill();
+    new_handle.await.unwrap();
+    drop(old);
+    w.teardown().await;
+}
+
 /// A key change through Kafka arrives as the old key's delete and, maybe in a later chunk,
 /// the row under its new key whose unchanged TOAST value is the old row's. When the sink does
 /// not remember that value, it reads the old row before it writes the tombstone: a merge right
