@@ -4,7 +4,8 @@
 //! `cargo bench --bench cdc -- [--rows N] [--target ch18|ch26] [--txn-rows 1000] [--no-drain] [--kafka] [--tls] [--keep]`
 //!
 //! (`-- --snapshot [--tables 4] [--rows N] [--workers N]`: the first snapshot of filled tables
-//! instead; see `cdc/snapshot.rs`.)
+//! instead; see `cdc/snapshot.rs`. `-- --members 1,2,3 [--partitions 6]`: the Kafka →
+//! ClickHouse stage as N members of one consumer group; see `cdc/members.rs`.)
 //!
 //! 1. Source limit: a fresh table, publication and pgoutput slot (created with SQL); N rows are
 //!    written in transactions of `--txn-rows`, then `pg_recvlogical` (as it is, proto_version 1,
@@ -59,6 +60,9 @@ use tributary_testkit::{repo, unique, Res};
 #[path = "cdc/snapshot.rs"]
 mod snapshot;
 
+#[path = "cdc/members.rs"]
+mod members;
+
 #[derive(Debug, Clone)]
 struct Args {
     rows: u64,
@@ -80,6 +84,10 @@ struct Args {
     workers: Option<u64>,
     /// `postgres.snapshot_chunk_rows` for the snapshot run, when given.
     chunk_rows: Option<u64>,
+    /// The Kafka → ClickHouse stage as these numbers of group members instead (see
+    /// `cdc/members.rs`), over a topic of `partitions` partitions.
+    members: Vec<u64>,
+    partitions: u64,
 }
 
 fn parse_args() -> Res<Args> {
@@ -96,6 +104,8 @@ fn parse_args() -> Res<Args> {
         tables: 4,
         workers: None,
         chunk_rows: None,
+        members: Vec::new(),
+        partitions: 6,
     };
     let mut flags = Flags::new();
     while let Some(key) = flags.next_flag() {
@@ -116,6 +126,15 @@ fn parse_args() -> Res<Args> {
             "--tables" => a.tables = flags.number("--tables")?,
             "--workers" => a.workers = Some(flags.number("--workers")?),
             "--chunk-rows" => a.chunk_rows = Some(flags.number("--chunk-rows")?),
+            "--members" => {
+                let v = flags.value("--members")?;
+                a.members = v
+                    .split(',')
+                    .map(|m| m.trim().parse::<u64>().ok().filter(|m| *m > 0))
+                    .collect::<Option<Vec<u64>>>()
+                    .ok_or(format!("--members takes counts like 1,2,3, not {v:?}"))?;
+            }
+            "--partitions" => a.partitions = flags.number("--partitions")?,
             "--kafka" => {
                 a.kafka = true;
                 a.no_drain = true;
@@ -123,6 +142,7 @@ fn parse_args() -> Res<Args> {
             "-h" | "--help" => {
                 println!("cargo bench --bench cdc -- [--rows N (1000000)] [--target ch18|ch26] [--txn-rows 1000] [--no-drain] [--kafka] [--tls] [--tls-side both|pg|ch] [--keep]");
                 println!("cargo bench --bench cdc -- --snapshot [--tables 4] [--rows N (1000000 per table)] [--target ch18|ch26] [--workers N] [--chunk-rows N] [--keep]");
+                println!("cargo bench --bench cdc -- --members 1,2,3 [--rows N (1000000)] [--partitions 6] [--target ch18|ch26]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -1526,6 +1546,8 @@ async fn main() -> ExitCode {
     let mut clean = Cleanup::default();
     let result = if args.snapshot {
         snapshot::run(&args, &mut clean, &pg, &vars).await
+    } else if !args.members.is_empty() {
+        members::run(&args, &mut clean, &pg, &vars).await
     } else {
         bench(&args, &mut clean, &pg, &vars).await
     };

@@ -1140,3 +1140,103 @@ async fn a_standby_takes_over_within_5s_of_a_partition_or_a_sigkill() {
     assert!(err.contains("taking over"), "{err}");
     w.teardown().await;
 }
+
+/// The role of `pipeline` in a process's /status.
+async fn role_of(port: u16, pipeline: &str) -> String {
+    tributary::clients::tls::install_default_provider();
+    let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/status")).await else {
+        return "?".into();
+    };
+    let v: serde_json::Value = r.json().await.unwrap_or_default();
+    v["pipelines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == pipeline)
+        .and_then(|p| p["role"].as_str())
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// The Kafka path as a standby pair (#22): two processes of config/kafka.toml (Postgres →
+/// Kafka, Kafka → ClickHouse). The second is the standby of the slot, and a member of the
+/// consumer group with no partition (a standby too); SIGKILL of the first during a load: the
+/// second streams from the slot and, once the group hands it the partition, writes to
+/// ClickHouse; FINAL equals Postgres. The time is measured and printed: with tansu 0.6 it is
+/// 3 s, or about 20 s when the broker's rebalance waits for the dead member (it was the
+/// group's leader) and ends with an empty assignment, which the watchdog then restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_pair_takes_over_through_the_slot_and_the_group() {
+    let target = Target::Ch18;
+    let w = World::new(target).await;
+    let n = common::kafka::KafkaNames::new();
+    let c = pg().await;
+    let t = unique("kpair");
+    c.batch_execute(&format!("CREATE TABLE {t} (id bigint PRIMARY KEY, v text); INSERT INTO {t} SELECT g, 's' || g FROM generate_series(1, 2000) g"))
+        .await
+        .unwrap();
+    let brokers = common::kafka::brokers();
+    let spawn_one = || {
+        let port = free_port();
+        let cfg = write_config_from("config/kafka.toml", &[&format!("public.{t}")], "");
+        edit_config(
+            &cfg,
+            &[
+                ("${TRIBUTARY_HTTP:-127.0.0.1:9464}", &format!("127.0.0.1:{port}")),
+                (
+                    "\"socket.keepalive.enable\" = \"true\"",
+                    "\"socket.keepalive.enable\" = \"true\"\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"",
+                ),
+            ],
+        );
+        let env = [
+            ("KAFKA_BROKERS", brokers.as_str()),
+            ("TRIBUTARY_TOPIC_PREFIX", n.prefix.as_str()),
+            ("TRIBUTARY_GROUP", n.group.as_str()),
+            ("TRIBUTARY_DLQ", n.dlq.as_str()),
+            ("TRIBUTARY_STATE_TOPIC", n.state.as_str()),
+        ];
+        (spawn_env(&w, &cfg, &target.url(), &env), port)
+    };
+    let wait_role = |port: u16, pipeline: &'static str, want: &'static str| async move {
+        eventually(
+            T,
+            &format!("{pipeline} to be {want} on :{port}"),
+            || async {
+                match role_of(port, pipeline).await.as_str() {
+                    r if r == want => Ok(()),
+                    r => Err(r.to_string()),
+                }
+            },
+        )
+        .await
+    };
+    let (a, a_port) = spawn_one();
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    wait_role(a_port, "cdc_to_kafka", "active").await;
+    wait_role(a_port, "kafka_to_ch", "active").await;
+    let (b, b_port) = spawn_one();
+    wait_role(b_port, "cdc_to_kafka", "standby").await;
+    // One partition: the group gives it to one member.
+    wait_role(b_port, "kafka_to_ch", "standby").await;
+
+    let load = tokio::spawn(churn(t.clone(), 60, 100, Duration::from_millis(50)));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut a = a;
+    let t0 = std::time::Instant::now();
+    a.child.kill().unwrap(); // SIGKILL: no drain, no LeaveGroup
+    a.child.wait().unwrap();
+    c.batch_execute(&format!("INSERT INTO {t} VALUES (-1, 'after the kill')"))
+        .await
+        .unwrap();
+    let visible = visible_after(&w, &t, -1, t0).await;
+    eprintln!("kafka pair: a change made at the SIGKILL was in ClickHouse after {visible:?}");
+    load.await.unwrap();
+    let guard = PrintLogOnPanic(b.log.clone());
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    std::mem::forget(guard);
+    assert_eq!(role_of(b_port, "cdc_to_kafka").await, "active");
+    let err = stop_clean(b).await;
+    assert!(err.contains("taking over"), "{err}");
+    w.teardown().await;
+}

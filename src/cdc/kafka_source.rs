@@ -243,6 +243,7 @@ struct Run {
 impl Run {
     async fn run(mut self) -> Result<(), KafkaError> {
         let mut lag_every = tokio::time::interval(Duration::from_secs(5));
+        let mut watch = tokio::time::interval(kafka::WATCH_EVERY);
         let mut commit_every = tokio::time::interval(self.cfg.commit_interval.0);
         loop {
             let first = match self.stash.pop_front() {
@@ -256,23 +257,17 @@ impl Run {
                     }
                     _ = lag_every.tick() => {
                         self.sample_lag().await;
-                        let assigned = self.shared.consumer.context().assigned();
-                        kafka::set_role(&self.shared.counters, assigned);
-                        match self.watchdog.check(assigned) {
-                            kafka::Starvation::Fed => {}
-                            kafka::Starvation::Restart => return Err(kafka::starved_error(false)),
-                            kafka::Starvation::IfAlone => {
-                                let (shared, group) = (self.shared.clone(), self.cfg.group.clone());
-                                let alone = tokio::task::spawn_blocking(move || {
-                                    kafka::alone_in_group(&shared.consumer, &group)
-                                })
-                                .await
-                                .unwrap_or(false);
-                                if alone {
-                                    return Err(kafka::starved_error(true));
-                                }
-                            }
-                        }
+                        continue;
+                    }
+                    _ = watch.tick() => {
+                        let (shared, group) = (self.shared.clone(), self.cfg.group.clone());
+                        kafka::watch_assignment(
+                            &mut self.watchdog,
+                            self.shared.consumer.context().assigned(),
+                            &self.shared.counters,
+                            move || kafka::group_view(&shared.consumer, &group),
+                        )
+                        .await?;
                         continue;
                     }
                     _ = commit_every.tick() => {

@@ -214,6 +214,9 @@ pub fn consumer_settings(s: &crate::config::KafkaSourceConfig) -> Vec<(&'static 
 pub struct GroupLog {
     pipeline: String,
     assigned: std::sync::atomic::AtomicUsize,
+    /// The cooperative protocol (`partition.assignment.strategy` cooperative-sticky): a
+    /// rebalance adds or takes away partitions; otherwise (eager) it assigns all anew.
+    incremental: bool,
 }
 
 impl GroupLog {
@@ -223,79 +226,185 @@ impl GroupLog {
     }
 }
 
-/// A consumer without partitions for this long is restarted: a group coordinator can leave a
-/// member joined with nothing assigned, or in a join/sync loop that never completes (seen with
-/// tansu 0.6 after a member was killed), and a new member gets a fresh join. (A member that
-/// has nothing to read because its topics do not exist yet only restarts its consumer.)
+/// A consumer without partitions for this long is restarted unless it is a standby (every
+/// other member holds one partition at most): a group coordinator can leave a member joined
+/// with nothing assigned, or in a join/sync loop that never completes (seen with tansu 0.6 after a member was killed), and
+/// a new member gets a fresh join. (A member that has nothing to read because its topics do
+/// not exist yet only restarts its consumer.)
 pub const ASSIGNMENT_WATCHDOG: Duration = Duration::from_secs(60);
 
 /// Sooner for a consumer that is the only member of its group: nobody else holds the
 /// partitions, so having none is the coordinator's failure (tansu 0.6, when the member it
 /// expired was the group's leader, leaves the one that is left with an empty assignment and
-/// never asks it to join again). Two session timeouts: a dead member has expired by then.
+/// never asks it to join again). Measured from the start of its starvation: a fresh join may
+/// take a while.
 pub const ASSIGNMENT_WATCHDOG_ALONE: Duration = Duration::from_secs(20);
 
+/// A standby member (it saw other members hold the partitions) that finds itself alone and
+/// still without partitions this long after is restarted: the member it stood by for is gone
+/// and the coordinator did not hand its partitions over (the takeover of a standby pair).
+pub const ALONE_AFTER_OTHERS: Duration = Duration::from_secs(3);
+
+/// Starvation shorter than this is not looked into (a rebalance under way).
+const LOOK_AFTER: Duration = Duration::from_secs(3);
+
 /// What the watchdog makes of a consumer's assignment now.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Starvation {
-    /// It has partitions, or has been without them for less than the short watchdog.
+    /// It has partitions, or has been without them only briefly.
     Fed,
-    /// Without partitions past the short watchdog: restart it if it is alone in its group.
-    IfAlone,
-    /// Without partitions past the long watchdog: restart it.
-    Restart,
+    /// Without partitions for a while: look at the group ([`AssignmentWatchdog::decide`]).
+    Look,
 }
 
-/// Tracks how long a consumer has been without partitions.
+/// Tracks how long a consumer has been without partitions, and what its group looked like.
 #[derive(Default)]
 pub struct AssignmentWatchdog {
     since: Option<std::time::Instant>,
+    /// A look found other members (this one stood by for them).
+    others_seen: bool,
+    alone_since: Option<std::time::Instant>,
 }
 
 impl AssignmentWatchdog {
     /// The verdict on a consumer with `assigned` partitions now (checked often).
     pub fn check(&mut self, assigned: usize) -> Starvation {
-        if assigned > 0 {
-            self.since = None;
-            return Starvation::Fed;
-        }
-        let starving = self
-            .since
-            .get_or_insert_with(std::time::Instant::now)
-            .elapsed();
-        Self::verdict(starving)
+        self.check_at(std::time::Instant::now(), assigned)
     }
 
-    fn verdict(starving: Duration) -> Starvation {
-        if starving >= ASSIGNMENT_WATCHDOG {
-            Starvation::Restart
-        } else if starving >= ASSIGNMENT_WATCHDOG_ALONE {
-            Starvation::IfAlone
+    fn check_at(&mut self, now: std::time::Instant, assigned: usize) -> Starvation {
+        if assigned > 0 {
+            *self = AssignmentWatchdog::default();
+            return Starvation::Fed;
+        }
+        let since = *self.since.get_or_insert(now);
+        if now.duration_since(since) >= LOOK_AFTER {
+            Starvation::Look
         } else {
             Starvation::Fed
         }
     }
-}
 
-/// Whether `consumer` is the only member of `group` as its coordinator describes it, or
-/// the coordinator does not answer (a blocking call, of at most 2 s): either way a consumer
-/// without partitions is better restarted than left waiting. False only when the coordinator
-/// names other members, which may hold the partitions.
-pub fn alone_in_group<C: rdkafka::consumer::ConsumerContext>(
-    consumer: &impl Consumer<C>,
-    group: &str,
-) -> bool {
-    match consumer.fetch_group_list(Some(group), Duration::from_secs(2)) {
-        Ok(l) => l
-            .groups()
-            .iter()
-            .find(|g| g.name() == group)
-            .is_none_or(|g| g.members().len() <= 1),
-        Err(_) => true,
+    /// After a look at the group: `Some(alone)` when the consumer is to be restarted.
+    pub fn decide(&mut self, view: GroupView) -> Option<bool> {
+        self.decide_at(std::time::Instant::now(), view)
+    }
+
+    fn decide_at(&mut self, now: std::time::Instant, view: GroupView) -> Option<bool> {
+        let starving = now.duration_since(*self.since.get_or_insert(now));
+        match view {
+            GroupView::OthersFed => {
+                self.others_seen = true;
+                self.alone_since = None;
+                None
+            }
+            GroupView::OthersStarved | GroupView::OthersCrowded => {
+                self.others_seen = true;
+                self.alone_since = None;
+                (starving >= ASSIGNMENT_WATCHDOG).then_some(false)
+            }
+            GroupView::Alone => {
+                let alone = now.duration_since(*self.alone_since.get_or_insert(now));
+                let left_alone = self.others_seen && alone >= ALONE_AFTER_OTHERS;
+                (left_alone || starving >= ASSIGNMENT_WATCHDOG_ALONE).then_some(true)
+            }
+        }
     }
 }
 
-/// The error that restarts a starved consumer.
+/// A consumer's group as its coordinator describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupView {
+    /// This member is the only one, or the coordinator does not answer.
+    Alone,
+    /// Other members hold partitions, none more than one: this one is a standby (more members
+    /// than partitions), nothing to cure.
+    OthersFed,
+    /// Another member holds several partitions while this one has none: maybe a standby (the
+    /// range assignor gives a one-partition topic to one member, however many topics), maybe
+    /// a coordinator that left this one out.
+    OthersCrowded,
+    /// Other members, none with partitions (as far as the coordinator says).
+    OthersStarved,
+}
+
+/// `consumer`'s group (a blocking call, of at most 2 s).
+pub fn group_view<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    group: &str,
+) -> GroupView {
+    let Ok(list) = consumer.fetch_group_list(Some(group), Duration::from_secs(2)) else {
+        return GroupView::Alone;
+    };
+    let Some(g) = list.groups().iter().find(|g| g.name() == group) else {
+        return GroupView::Alone;
+    };
+    if g.members().len() <= 1 {
+        return GroupView::Alone;
+    }
+    let most = g
+        .members()
+        .iter()
+        .map(|m| m.assignment().map_or(0, assigned_partitions))
+        .max()
+        .unwrap_or(0);
+    match most {
+        0 => GroupView::OthersStarved,
+        1 => GroupView::OthersFed,
+        _ => GroupView::OthersCrowded,
+    }
+}
+
+/// Partitions in a member's assignment (the consumer protocol's `Assignment`: version i16,
+/// then topics, each a string and an array of i32 partitions); 0 for bytes it cannot read.
+pub fn assigned_partitions(b: &[u8]) -> usize {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (b.get(..n)?, b.get(n..)?);
+        *b = rest;
+        Some(head)
+    }
+    let read = |mut b: &[u8]| -> Option<usize> {
+        take(&mut b, 2)?;
+        let topics = i32::from_be_bytes(take(&mut b, 4)?.try_into().ok()?);
+        let mut n = 0usize;
+        for _ in 0..topics.max(0) {
+            let len = i16::from_be_bytes(take(&mut b, 2)?.try_into().ok()?);
+            take(&mut b, len.max(0) as usize)?;
+            let parts = i32::from_be_bytes(take(&mut b, 4)?.try_into().ok()?).max(0) as usize;
+            take(&mut b, parts.checked_mul(4)?)?;
+            n += parts;
+        }
+        Some(n)
+    };
+    read(b).unwrap_or(0)
+}
+
+/// The assignment watchdog's look at a consumer (often: a standby member takes partitions
+/// over soon after the member holding them is gone): sets the pipeline's role, and returns
+/// the error that restarts the consumer when it is starved for the coordinator's fault
+/// (`lookup` reads the group, blocking, only then).
+pub async fn watch_assignment(
+    watchdog: &mut AssignmentWatchdog,
+    assigned: usize,
+    counters: &crate::runtime::registry::PipelineCounters,
+    lookup: impl FnOnce() -> GroupView + Send + 'static,
+) -> Result<(), KafkaError> {
+    set_role(counters, assigned);
+    if watchdog.check(assigned) == Starvation::Fed {
+        return Ok(());
+    }
+    let view = tokio::task::spawn_blocking(lookup)
+        .await
+        .unwrap_or(GroupView::OthersFed);
+    match watchdog.decide(view) {
+        Some(alone) => Err(starved_error(alone)),
+        None => Ok(()),
+    }
+}
+
+/// How often the watchdog looks.
+pub const WATCH_EVERY: Duration = Duration::from_secs(1);
+
 /// A group member's role: active while the group assigns it partitions, a standby (waiting
 /// for a rebalance to give it some) while it has none.
 pub fn set_role(counters: &crate::runtime::registry::PipelineCounters, assigned: usize) {
@@ -310,11 +419,12 @@ pub fn set_role(counters: &crate::runtime::registry::PipelineCounters, assigned:
         .store(role, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// The error that restarts a starved consumer.
 pub fn starved_error(alone: bool) -> KafkaError {
     KafkaError::Consumer(if alone {
-        format!("no partition assigned for {ASSIGNMENT_WATCHDOG_ALONE:?}, and no other member in the group (or no answer from its coordinator): restarting the consumer for a fresh group join")
+        "no partition assigned, and no other member in the group (or no answer from its coordinator): restarting the consumer for a fresh group join".to_string()
     } else {
-        format!("no partition assigned for {ASSIGNMENT_WATCHDOG:?}: restarting the consumer for a fresh group join")
+        format!("no partition assigned for {ASSIGNMENT_WATCHDOG:?}, nor to any other member of the group: restarting the consumer for a fresh group join")
     })
 }
 
@@ -334,8 +444,18 @@ impl rdkafka::consumer::ConsumerContext for GroupLog {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        // What is assigned after this rebalance, whichever protocol (eager or incremental).
-        let now = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        // What is assigned after this rebalance, counted from the rebalance itself: asking the
+        // consumer (`assignment()`) from here blocks for ever while it closes (its drop
+        // revokes through this callback).
+        let _ = consumer;
+        let before = self.assigned();
+        let now = match rebalance {
+            Rebalance::Assign(l) if self.incremental => before + l.count(),
+            Rebalance::Assign(l) => l.count(),
+            Rebalance::Revoke(l) if self.incremental => before.saturating_sub(l.count()),
+            Rebalance::Revoke(_) => 0,
+            Rebalance::Error(_) => before,
+        };
         self.assigned
             .store(now, std::sync::atomic::Ordering::Relaxed);
         match rebalance {
@@ -366,6 +486,10 @@ pub fn subscribe(
         .create_with_context(GroupLog {
             pipeline: pipeline.to_string(),
             assigned: std::sync::atomic::AtomicUsize::new(0),
+            incremental: k
+                .properties
+                .get("partition.assignment.strategy")
+                .is_some_and(|v| v.expose().contains("cooperative")),
         })
         .map_err(|e| KafkaError::Client {
             role: "consumer",
@@ -562,18 +686,62 @@ mod tests {
     use crate::config::Secret;
 
     #[test]
-    fn a_starved_consumer_restarts_sooner_when_alone_in_its_group() {
-        let at = |s| AssignmentWatchdog::verdict(Duration::from_secs(s));
-        assert_eq!(at(0), Starvation::Fed);
-        assert_eq!(at(19), Starvation::Fed);
-        assert_eq!(at(20), Starvation::IfAlone);
-        assert_eq!(at(59), Starvation::IfAlone);
-        assert_eq!(at(60), Starvation::Restart);
+    fn the_watchdog_restarts_a_starved_consumer_only_for_the_coordinators_fault() {
+        use GroupView::*;
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // A fresh member alone: looked into after 3 s, restarted after 20 s.
         let mut w = AssignmentWatchdog::default();
-        assert_eq!(w.check(0), Starvation::Fed);
-        assert!(w.since.is_some());
-        assert_eq!(w.check(3), Starvation::Fed);
-        assert!(w.since.is_none(), "partitions reset it");
+        assert_eq!(w.check_at(at(0), 0), Starvation::Fed);
+        assert_eq!(w.check_at(at(2), 0), Starvation::Fed);
+        assert_eq!(w.check_at(at(3), 0), Starvation::Look);
+        assert_eq!(w.decide_at(at(3), Alone), None);
+        assert_eq!(w.decide_at(at(19), Alone), None);
+        assert_eq!(w.decide_at(at(20), Alone), Some(true));
+        // A standby member: never restarted while another holds partitions, however long.
+        let mut w = AssignmentWatchdog::default();
+        w.check_at(at(0), 0);
+        for s in [3, 8, 10] {
+            assert_eq!(w.check_at(at(s), 0), Starvation::Look);
+            assert_eq!(w.decide_at(at(s), OthersFed), None);
+        }
+        // ... until it is left alone: restarted 3 s later (the takeover), or at once when it
+        // has stood by longer than a fresh join may take.
+        assert_eq!(w.decide_at(at(11), Alone), None);
+        assert_eq!(w.decide_at(at(14), Alone), Some(true));
+        let mut w = AssignmentWatchdog::default();
+        w.check_at(at(0), 0);
+        assert_eq!(w.decide_at(at(600), OthersFed), None);
+        assert_eq!(w.decide_at(at(601), Alone), Some(true));
+        // Others without partitions either, or one holding several: restarted after 60 s.
+        for view in [OthersStarved, OthersCrowded] {
+            let mut w = AssignmentWatchdog::default();
+            w.check_at(at(0), 0);
+            assert_eq!(w.decide_at(at(59), view), None);
+            assert_eq!(w.decide_at(at(60), view), Some(false));
+        }
+        // Partitions reset everything.
+        assert_eq!(w.check_at(at(61), 2), Starvation::Fed);
+        assert!(w.since.is_none() && !w.others_seen);
+    }
+
+    #[test]
+    fn assignments_are_counted_from_the_consumer_protocol() {
+        // version 1; topics: "ab" [0, 2], "c" []; user data.
+        let mut b = vec![0, 1, 0, 0, 0, 2, 0, 2, b'a', b'b', 0, 0, 0, 2];
+        b.extend([0, 0, 0, 0, 0, 0, 0, 2]);
+        b.extend([0, 1, b'c', 0, 0, 0, 0]);
+        b.extend([0, 0, 0, 0]);
+        assert_eq!(assigned_partitions(&b), 2);
+        assert_eq!(assigned_partitions(&[0, 1, 0, 0, 0, 0]), 0);
+        // Cut short or absurd: nothing read, nothing counted, no panic.
+        assert_eq!(assigned_partitions(&b[..12]), 0);
+        assert_eq!(assigned_partitions(&[]), 0);
+        assert_eq!(assigned_partitions(&[0, 1, 0x7f, 0xff, 0xff, 0xff]), 0);
+        assert_eq!(
+            assigned_partitions(&[0, 1, 0, 0, 0, 1, 0, 0, 0x7f, 0xff, 0xff, 0xff]),
+            0
+        );
     }
 
     #[test]

@@ -110,30 +110,24 @@ struct Run {
 impl Run {
     async fn run(mut self) -> Result<(), KafkaError> {
         let mut tick = tokio::time::interval(self.a.source.commit_interval.0);
+        let mut watch = tokio::time::interval(kafka::WATCH_EVERY);
         loop {
             let m = match self.stash.pop_front() {
                 Some(m) => m,
                 None => tokio::select! {
                     _ = tick.tick() => {
                         self.commit();
-                        let assigned = self.consumer.context().assigned();
-                        kafka::set_role(&self.a.counters, assigned);
-                        match self.watchdog.check(assigned) {
-                            kafka::Starvation::Fed => {}
-                            kafka::Starvation::Restart => return Err(kafka::starved_error(false)),
-                            kafka::Starvation::IfAlone => {
-                                let (consumer, group) =
-                                    (self.consumer.clone(), self.a.source.group.clone());
-                                let alone = tokio::task::spawn_blocking(move || {
-                                    kafka::alone_in_group(&*consumer, &group)
-                                })
-                                .await
-                                .unwrap_or(false);
-                                if alone {
-                                    return Err(kafka::starved_error(true));
-                                }
-                            }
-                        }
+                        continue;
+                    }
+                    _ = watch.tick() => {
+                        let (consumer, group) = (self.consumer.clone(), self.a.source.group.clone());
+                        kafka::watch_assignment(
+                            &mut self.watchdog,
+                            self.consumer.context().assigned(),
+                            &self.a.counters,
+                            move || kafka::group_view(&*consumer, &group),
+                        )
+                        .await?;
                         continue;
                     }
                     m = self.consumer.recv() => match m {
