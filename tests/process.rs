@@ -1034,7 +1034,8 @@ async fn visible_after(w: &World, t: &str, id: i64, t0: std::time::Instant) -> D
 }
 
 /// Active and standby (#22): two processes run one config. The second waits as the standby
-/// (/status, /metrics and /ready say so). During a load, the active's machine is cut off (a
+/// (/status, /metrics and /ready say so), also while the active streams one large
+/// transaction (its walsender reads no reply meanwhile). During a load, the active's machine is cut off (a
 /// partition: nothing passes, not even a close; the standby ends its sessions after
 /// `takeover_after`), and later the next active is killed with SIGKILL: each time the other
 /// process streams again within 5 s, and ClickHouse FINAL equals Postgres.
@@ -1070,6 +1071,30 @@ async fn a_standby_takes_over_within_5s_of_a_partition_or_a_sigkill() {
     };
     assert_eq!(standby(b_port).await, Some(1.0));
     assert_eq!(standby(a_port).await, Some(0.0));
+
+    // One large transaction: its walsender streams it for seconds without reading a reply
+    // (it reads them only between waits): the standby must not take that for silence.
+    c.batch_execute(&format!(
+        "INSERT INTO {t} SELECT g, repeat('L', 40) FROM generate_series(100000, 700000) g"
+    ))
+    .await
+    .unwrap();
+    let roles_held = async {
+        loop {
+            let (ra, rb) = (role(a_port).await, role(b_port).await);
+            if (ra.as_str(), rb.as_str()) != ("active", "standby") {
+                return format!("{ra}/{rb}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        _ = converge(&w, &c, &t, &t, "id, v", "id", T) => {}
+        r = roles_held => panic!("the roles changed while the active streamed a large transaction: {r}"),
+    }
+    // Small again for the rest (a TRUNCATE is one change to stream).
+    c.batch_execute(&format!("TRUNCATE {t}")).await.unwrap();
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
 
     let load = tokio::spawn(churn(t.clone(), 120, 200, Duration::from_millis(50)));
     tokio::time::sleep(Duration::from_secs(2)).await;

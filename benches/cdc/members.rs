@@ -57,7 +57,9 @@ async fn fill(
     clean.slots.push(slot.clone());
     clean.publications.push(publication.clone());
     let text = format!(
-        r#"[kafka]
+        r#"[http]
+listen = ""
+[kafka]
 brokers = "{brokers}"
 [[pipeline]]
 name = "fill"
@@ -203,7 +205,9 @@ async fn members_run(
     };
     let (db, group) = (unique("bench_members_db"), unique("bench_members_group"));
     let text = format!(
-        r#"[kafka]
+        r#"[http]
+listen = ""
+[kafka]
 brokers = "{brokers}"
 [[pipeline]]
 name = "members"

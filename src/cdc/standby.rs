@@ -9,9 +9,11 @@
 //! active's sessions end with its process (kill -9 closes its sockets); when its machine or
 //! network is gone instead, nothing ends them for a long time (TCP keepalive), so the
 //! standby watches the slot's walsender: the active replies at least every third of
-//! `takeover_after`, and a walsender whose reply time has not moved for `takeover_after` (by
-//! the standby's own clock: the reply time is the active's clock) is ended, with the lock
-//! holder's session, and the standby takes over from the slot's confirmed position.
+//! `takeover_after`, and a walsender that waits (on its client, or for WAL) while its reply
+//! time does not move for `takeover_after` (by the standby's own clock: the reply time is the
+//! active's clock) is ended, with the lock holder's session, and the standby takes over from
+//! the slot's confirmed position. A walsender at work is never judged: streaming one large
+//! transaction it reads replies only every `wal_sender_timeout / 2`.
 //!
 //! Must never: take over while the slot's walsender still replies, end a session that is
 //! not the slot's walsender or the holder of this slot's lock, or proceed without the lock.
@@ -44,8 +46,20 @@ pub struct Seen {
     pub walsender: Option<i32>,
     /// That walsender's last reply time, as Postgres prints it (`None`: none yet).
     pub reply: Option<String>,
+    /// The walsender is at work (decoding, reading WAL), not waiting on its client (a write
+    /// that does not go through, a read) or for WAL:
+    /// it reads replies only between its waits (or every `wal_sender_timeout / 2` while it
+    /// streams one large transaction), so a reply time that stands still then says nothing.
+    pub busy: bool,
     /// The backend holding the lock, when it is another session.
     pub holder: Option<i32>,
+}
+
+impl Seen {
+    fn same_but_busy(&self, other: &Seen) -> bool {
+        (self.locked, self.walsender, &self.reply, self.holder)
+            == (other.locked, other.walsender, &other.reply, other.holder)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +79,8 @@ pub struct Gate {
     takeover_after: Option<Duration>,
     /// What was seen last, and since when it has not changed.
     last: Option<(Seen, Instant)>,
+    /// Looks in a row that found the walsender waiting.
+    waiting_looks: u32,
 }
 
 impl Gate {
@@ -72,6 +88,7 @@ impl Gate {
         Gate {
             takeover_after: (!takeover_after.is_zero()).then_some(takeover_after),
             last: None,
+            waiting_looks: 0,
         }
     }
 
@@ -79,14 +96,25 @@ impl Gate {
         if seen.locked && seen.walsender.is_none() {
             return Verdict::Take;
         }
-        let since = match &self.last {
-            // Anything moving (a reply, another walsender or holder) is a sign of life.
-            Some((prev, at)) if *prev == seen => *at,
+        let busy = seen.busy;
+        let since = match &mut self.last {
+            // Anything moving (a reply, another walsender or holder) is a sign of life;
+            // whether it is at work is not part of it.
+            Some((prev, at)) if prev.same_but_busy(&seen) => {
+                prev.busy = busy;
+                *at
+            }
             _ => {
                 self.last = Some((seen, now));
+                self.waiting_looks = 0;
                 return Verdict::Wait;
             }
         };
+        // Judged only while it waits, on two looks in a row: at work, it reads no replies.
+        self.waiting_looks = if busy { 0 } else { self.waiting_looks + 1 };
+        if self.waiting_looks < 2 {
+            return Verdict::Wait;
+        }
         match (self.takeover_after, seen.walsender) {
             // Only a walsender's silence is judged: before its stream starts, an active may
             // be busy for long (setup, a new slot's keyless copies) without a sign.
@@ -134,17 +162,31 @@ pub async fn acquire(
     let began = Instant::now();
     let mut said = false;
     let err = |e: tokio_postgres::Error| PgError::client(addr.to_string(), e);
+    // A look that does not come back (this session's own connection half-open) ends the
+    // run, and the restart connects again.
+    let within = takeover_after.max(Duration::from_secs(5));
+    let stuck = || PgError::Io {
+        addr: addr.to_string(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the standby's look at the slot took over {within:?}"),
+        ),
+    };
     loop {
         if !locked {
-            locked = client
-                .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&LOCK_CLASS, &key])
-                .await
-                .map_err(err)?
-                .get(0);
+            locked = tokio::time::timeout(
+                within,
+                client.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&LOCK_CLASS, &key]),
+            )
+            .await
+            .map_err(|_| stuck())?
+            .map_err(err)?
+            .get(0);
         }
-        let row = client
-            .query_one(
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&slot, &LOCK_CLASS, &key];
+        let look = client.query_one(
                 "SELECT s.active_pid, r.reply_time::text, \
+                   coalesce(a.wait_event, '') NOT IN ('WalSenderMain', 'WalSenderWaitForWAL', 'WalSenderWriteData', 'ClientWrite', 'ClientRead'), \
                    (SELECT l.pid FROM pg_locks l \
                      WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 \
                        AND l.classid = $2::int4::oid AND l.objid = $3::int4::oid \
@@ -152,16 +194,21 @@ pub async fn acquire(
                        AND l.pid <> pg_backend_pid() LIMIT 1) \
                  FROM (SELECT 1) one \
                  LEFT JOIN pg_replication_slots s ON s.slot_name = $1 AND s.active \
-                 LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid",
-                &[&slot, &LOCK_CLASS, &key],
-            )
+                 LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid \
+                 LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid",
+                &params,
+            );
+        let row = tokio::time::timeout(within, look)
             .await
+            .map_err(|_| stuck())?
             .map_err(err)?;
+        let walsender: Option<i32> = row.get(0);
         let seen = Seen {
             locked,
-            walsender: row.get(0),
+            walsender,
             reply: row.get(1),
-            holder: row.get(2),
+            busy: walsender.is_some() && row.get::<_, Option<bool>>(2).unwrap_or(false),
+            holder: row.get(3),
         };
         match gate.observe(Instant::now(), seen.clone()) {
             Verdict::Take => {
@@ -209,6 +256,7 @@ mod tests {
             locked,
             walsender: ws,
             reply: reply.map(str::to_string),
+            busy: false,
             holder,
         }
     }
@@ -266,10 +314,39 @@ mod tests {
         let mut g = Gate::new(Duration::from_secs(1));
         let s = seen(false, Some(7), None, Some(7));
         g.observe(t, s.clone());
+        g.observe(t + Duration::from_millis(500), s.clone());
         assert_eq!(
             g.observe(t + Duration::from_secs(1), s),
             Verdict::End(vec![7])
         );
+    }
+
+    #[test]
+    fn a_busy_walsender_is_never_judged_by_its_reply_time() {
+        // Streaming one large transaction, it reads no reply for up to wal_sender_timeout/2.
+        let t = Instant::now();
+        let ms = |n: u64| t + Duration::from_millis(n);
+        let mut g = Gate::new(Duration::from_secs(3));
+        let mut s = seen(false, Some(7), Some("12:00:00"), Some(8));
+        s.busy = true;
+        for i in 0..120 {
+            assert_eq!(g.observe(ms(i * 250), s.clone()), Verdict::Wait);
+        }
+        // One look waiting is not enough (it may not have read what came meanwhile) ...
+        s.busy = false;
+        assert_eq!(g.observe(ms(30_000), s.clone()), Verdict::Wait);
+        // ... two are, the silence counted from the last reply seen.
+        assert_eq!(g.observe(ms(30_250), s.clone()), Verdict::End(vec![7, 8]));
+        // Busy in between starts the waiting looks over.
+        let mut g = Gate::new(Duration::from_secs(3));
+        let mut s = seen(false, Some(7), Some("x"), None);
+        g.observe(ms(0), s.clone());
+        g.observe(ms(3000), s.clone());
+        s.busy = true;
+        assert_eq!(g.observe(ms(3250), s.clone()), Verdict::Wait);
+        s.busy = false;
+        assert_eq!(g.observe(ms(3500), s.clone()), Verdict::Wait);
+        assert_eq!(g.observe(ms(3750), s), Verdict::End(vec![7]));
     }
 
     #[test]

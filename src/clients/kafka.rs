@@ -226,8 +226,8 @@ impl GroupLog {
     }
 }
 
-/// A consumer without partitions for this long is restarted unless it is a standby (every
-/// other member holds one partition at most): a group coordinator can leave a member joined
+/// A consumer without partitions for this long is restarted unless it is a standby (no
+/// other member holds more than one partition of a topic): a group coordinator can leave a member joined
 /// with nothing assigned, or in a join/sync loop that never completes (seen with tansu 0.6 after a member was killed), and
 /// a new member gets a fresh join. (A member that has nothing to read because its topics do
 /// not exist yet only restarts its consumer.)
@@ -308,6 +308,10 @@ impl AssignmentWatchdog {
                 let left_alone = self.others_seen && alone >= ALONE_AFTER_OTHERS;
                 (left_alone || starving >= ASSIGNMENT_WATCHDOG_ALONE).then_some(true)
             }
+            // A standby waits for an answer (a restart would take the active's partitions
+            // away for a rebalance); a member that never saw others restarts as if alone.
+            GroupView::Unknown if self.others_seen => None,
+            GroupView::Unknown => (starving >= ASSIGNMENT_WATCHDOG_ALONE).then_some(true),
         }
     }
 }
@@ -317,13 +321,15 @@ impl AssignmentWatchdog {
 pub enum GroupView {
     /// This member is the only one, or the coordinator does not answer.
     Alone,
-    /// Other members hold partitions, none more than one: this one is a standby (more members
-    /// than partitions), nothing to cure.
+    /// Other members hold partitions, none more than one of a topic: this one is a standby
+    /// (more members than partitions), nothing to cure.
     OthersFed,
-    /// Another member holds several partitions while this one has none: maybe a standby (the
-    /// range assignor gives a one-partition topic to one member, however many topics), maybe
-    /// a coordinator that left this one out.
+    /// Another member holds several partitions of one topic while this one has none: the
+    /// assignors spread a topic's partitions over the members, so the coordinator left this
+    /// one out. (Several one-partition topics on one member is the range assignor's way.)
     OthersCrowded,
+    /// The coordinator did not answer.
+    Unknown,
     /// Other members, none with partitions (as far as the coordinator says).
     OthersStarved,
 }
@@ -334,7 +340,7 @@ pub fn group_view<C: rdkafka::consumer::ConsumerContext>(
     group: &str,
 ) -> GroupView {
     let Ok(list) = consumer.fetch_group_list(Some(group), Duration::from_secs(2)) else {
-        return GroupView::Alone;
+        return GroupView::Unknown;
     };
     let Some(g) = list.groups().iter().find(|g| g.name() == group) else {
         return GroupView::Alone;
@@ -342,41 +348,44 @@ pub fn group_view<C: rdkafka::consumer::ConsumerContext>(
     if g.members().len() <= 1 {
         return GroupView::Alone;
     }
-    let most = g
+    let shapes: Vec<(usize, usize)> = g
         .members()
         .iter()
-        .map(|m| m.assignment().map_or(0, assigned_partitions))
-        .max()
-        .unwrap_or(0);
-    match most {
-        0 => GroupView::OthersStarved,
-        1 => GroupView::OthersFed,
-        _ => GroupView::OthersCrowded,
+        .map(|m| m.assignment().map_or((0, 0), assignment_shape))
+        .collect();
+    if shapes.iter().all(|(total, _)| *total == 0) {
+        GroupView::OthersStarved
+    } else if shapes.iter().any(|(_, of_one_topic)| *of_one_topic > 1) {
+        GroupView::OthersCrowded
+    } else {
+        GroupView::OthersFed
     }
 }
 
-/// Partitions in a member's assignment (the consumer protocol's `Assignment`: version i16,
-/// then topics, each a string and an array of i32 partitions); 0 for bytes it cannot read.
-pub fn assigned_partitions(b: &[u8]) -> usize {
+/// A member's assignment (the consumer protocol's `Assignment`: version i16, then topics,
+/// each a string and an array of i32 partitions): its partitions, and the most of one topic;
+/// `(0, 0)` for bytes it cannot read.
+pub fn assignment_shape(b: &[u8]) -> (usize, usize) {
     fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (head, rest) = (b.get(..n)?, b.get(n..)?);
         *b = rest;
         Some(head)
     }
-    let read = |mut b: &[u8]| -> Option<usize> {
+    let read = |mut b: &[u8]| -> Option<(usize, usize)> {
         take(&mut b, 2)?;
         let topics = i32::from_be_bytes(take(&mut b, 4)?.try_into().ok()?);
-        let mut n = 0usize;
+        let (mut n, mut most) = (0usize, 0usize);
         for _ in 0..topics.max(0) {
             let len = i16::from_be_bytes(take(&mut b, 2)?.try_into().ok()?);
             take(&mut b, len.max(0) as usize)?;
             let parts = i32::from_be_bytes(take(&mut b, 4)?.try_into().ok()?).max(0) as usize;
             take(&mut b, parts.checked_mul(4)?)?;
             n += parts;
+            most = most.max(parts);
         }
-        Some(n)
+        Some((n, most))
     };
-    read(b).unwrap_or(0)
+    read(b).unwrap_or((0, 0))
 }
 
 /// The assignment watchdog's look at a consumer (often: a standby member takes partitions
@@ -720,27 +729,36 @@ mod tests {
             assert_eq!(w.decide_at(at(59), view), None);
             assert_eq!(w.decide_at(at(60), view), Some(false));
         }
+        // No answer: a standby waits; a member that never saw others restarts after 20 s.
+        let mut w = AssignmentWatchdog::default();
+        w.check_at(at(0), 0);
+        assert_eq!(w.decide_at(at(5), OthersFed), None);
+        assert_eq!(w.decide_at(at(100), Unknown), None);
+        let mut w = AssignmentWatchdog::default();
+        w.check_at(at(0), 0);
+        assert_eq!(w.decide_at(at(19), Unknown), None);
+        assert_eq!(w.decide_at(at(20), Unknown), Some(true));
         // Partitions reset everything.
         assert_eq!(w.check_at(at(61), 2), Starvation::Fed);
         assert!(w.since.is_none() && !w.others_seen);
     }
 
     #[test]
-    fn assignments_are_counted_from_the_consumer_protocol() {
-        // version 1; topics: "ab" [0, 2], "c" []; user data.
+    fn assignments_are_read_from_the_consumer_protocol() {
+        // version 1; topics: "ab" [0, 2], "c" [5]; user data.
         let mut b = vec![0, 1, 0, 0, 0, 2, 0, 2, b'a', b'b', 0, 0, 0, 2];
         b.extend([0, 0, 0, 0, 0, 0, 0, 2]);
-        b.extend([0, 1, b'c', 0, 0, 0, 0]);
+        b.extend([0, 1, b'c', 0, 0, 0, 1, 0, 0, 0, 5]);
         b.extend([0, 0, 0, 0]);
-        assert_eq!(assigned_partitions(&b), 2);
-        assert_eq!(assigned_partitions(&[0, 1, 0, 0, 0, 0]), 0);
+        assert_eq!(assignment_shape(&b), (3, 2));
+        assert_eq!(assignment_shape(&[0, 1, 0, 0, 0, 0]), (0, 0));
         // Cut short or absurd: nothing read, nothing counted, no panic.
-        assert_eq!(assigned_partitions(&b[..12]), 0);
-        assert_eq!(assigned_partitions(&[]), 0);
-        assert_eq!(assigned_partitions(&[0, 1, 0x7f, 0xff, 0xff, 0xff]), 0);
+        assert_eq!(assignment_shape(&b[..12]), (0, 0));
+        assert_eq!(assignment_shape(&[]), (0, 0));
+        assert_eq!(assignment_shape(&[0, 1, 0x7f, 0xff, 0xff, 0xff]), (0, 0));
         assert_eq!(
-            assigned_partitions(&[0, 1, 0, 0, 0, 1, 0, 0, 0x7f, 0xff, 0xff, 0xff]),
-            0
+            assignment_shape(&[0, 1, 0, 0, 0, 1, 0, 0, 0x7f, 0xff, 0xff, 0xff]),
+            (0, 0)
         );
     }
 

@@ -952,3 +952,44 @@ fn takeover_after_defaults_to_3s_and_refuses_below_1s() {
         "{e}"
     );
 }
+
+#[test]
+fn cluster_keys_are_checked() {
+    let cfg = |ch: &str| {
+        format!(
+            "[[pipeline]]\nname = \"cdc\"\n[pipeline.postgres]\nuser = \"u\"\ndatabase = \"d\"\npublication = \"p\"\nslot = \"s\"\n\
+             [pipeline.clickhouse]\nurl = \"http://127.0.0.1:8123\"\n{ch}\n"
+        )
+    };
+    let ok = Config::from_str_named(
+        &cfg("replicas = [\"http://10.0.0.2:8123\"]\ncluster = \"c\""),
+        "x.toml",
+        &|_| None,
+    )
+    .unwrap();
+    let ch = &ok.pipelines[0].clickhouse;
+    assert_eq!(ch.replicas, vec!["http://10.0.0.2:8123".to_string()]);
+    assert_eq!(
+        ch.replication_path,
+        "/clickhouse/tables/{shard}/{database}/{table}"
+    );
+    let err = |ch: &str| {
+        Config::from_str_named(&cfg(ch), "x.toml", &|_| None)
+            .expect_err(ch)
+            .to_string()
+    };
+    let e = err("replicas = [\"https://10.0.0.2:8443\"]");
+    assert!(
+        e.contains("replicas[0]") && e.contains("same scheme"),
+        "{e}"
+    );
+    let e = err("replicas = [\"10.0.0.2:8123\"]");
+    assert!(e.contains("replicas[0]") && e.contains("http://"), "{e}");
+    let e = err("cluster = \"c\"\nreplication_path = \"/ch/{table}\"");
+    assert!(
+        e.contains("replication_path") && e.contains("{database}"),
+        "{e}"
+    );
+    // Without a cluster the path is not used.
+    Config::from_str_named(&cfg("replication_path = \"/x\""), "x.toml", &|_| None).unwrap();
+}

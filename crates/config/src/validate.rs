@@ -186,10 +186,12 @@ impl Config {
                     ));
                 }
             }
-            if !ch.cluster.is_empty() && !ch.replication_path.contains("{table}") {
+            let path = &ch.replication_path;
+            let unique = path.contains("{table}") && path.contains("{database}");
+            if !ch.cluster.is_empty() && !unique {
                 return Err(invalid(
                     at("clickhouse.replication_path"),
-                    "must contain `{table}` (each table needs a ZooKeeper path of its own)".into(),
+                    "must contain `{database}` and `{table}` (each table needs a ZooKeeper path of its own)".into(),
                 ));
             }
             validate_clickhouse_tls(ch)
