@@ -190,6 +190,19 @@ async fn both_replicas_equal_postgres_after_one_is_stopped_and_restarted() {
         })
         .await;
     }
+    // A TRUNCATE (one replica runs it; the table's replication log brings it to the other),
+    // then new rows: both equal.
+    c.batch_execute(&format!(
+        "TRUNCATE {t}; INSERT INTO {t} SELECT g, 'after' || g, 2, 'y' FROM generate_series(1, 50) g"
+    ))
+    .await
+    .unwrap();
+    for url in &cl.urls {
+        eventually(T, "both replicas equal after a TRUNCATE", || {
+            equal_at(url.clone(), "id, v, w, x")
+        })
+        .await;
+    }
     run.stop().await;
     let _ = rows_at(
         &cl.urls[1],
