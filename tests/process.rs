@@ -1003,17 +1003,28 @@ async fn a_slot_waiting_for_an_open_transaction_says_so() {
     w.teardown().await;
 }
 
-/// This process's role in its one pipeline, from its /status (`?` while it does not answer).
+/// This process's role in its first pipeline, from its /status (`?` while it does not answer).
 async fn role(port: u16) -> String {
-    tributary::clients::tls::install_default_provider();
-    let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/status")).await else {
-        return "?".into();
-    };
-    let v: serde_json::Value = r.json().await.unwrap_or_default();
-    v["pipelines"][0]["role"]
-        .as_str()
-        .unwrap_or("?")
-        .to_string()
+    role_of(port, "").await
+}
+
+/// Waits until `pipeline` (empty: the first) of the process at `port` has the role `want`.
+async fn await_role(port: u16, pipeline: &str, want: &str, within: Duration) {
+    let what = format!(
+        "{} on :{port} to be {want}",
+        if pipeline.is_empty() {
+            "the pipeline"
+        } else {
+            pipeline
+        }
+    );
+    eventually(within, &what, || async {
+        match role_of(port, pipeline).await {
+            r if r == want => Ok(()),
+            r => Err(r),
+        }
+    })
+    .await
 }
 
 /// How long after `t0` the row `id` of `t` is live in ClickHouse (within `timeout`).
@@ -1054,13 +1065,7 @@ async fn a_standby_takes_over_within_5s_of_a_partition_or_a_sigkill() {
     converge(&w, &c, &t, &t, "id, v", "id", T).await;
     assert_eq!(role(a_port).await, "active");
     let (b, b_port) = spawn_with_http(&w, &t, target);
-    eventually(T, "the second process to be the standby", || async {
-        match role(b_port).await.as_str() {
-            "standby" => Ok(()),
-            r => Err(r.to_string()),
-        }
-    })
-    .await;
+    await_role(b_port, "", "standby", T).await;
     let ready = reqwest::get(format!("http://127.0.0.1:{b_port}/ready"))
         .await
         .unwrap();
@@ -1106,28 +1111,12 @@ async fn a_standby_takes_over_within_5s_of_a_partition_or_a_sigkill() {
     ))
     .await
     .unwrap();
-    eventually(
-        Duration::from_secs(15),
-        "the standby to take over",
-        || async {
-            match role(b_port).await.as_str() {
-                "active" => Ok(()),
-                r => Err(r.to_string()),
-            }
-        },
-    )
-    .await;
+    await_role(b_port, "", "active", Duration::from_secs(15)).await;
     let partition_role = t0.elapsed();
     let partition_row = visible_after(&w, &t, -1, t0).await;
     proxy.set_partitioned(false);
     // The old active finds its sessions ended, and waits as the standby now.
-    eventually(T, "the cut-off process to be the standby", || async {
-        match role(a_port).await.as_str() {
-            "standby" => Ok(()),
-            r => Err(r.to_string()),
-        }
-    })
-    .await;
+    await_role(a_port, "", "standby", T).await;
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut b = b;
@@ -1137,17 +1126,7 @@ async fn a_standby_takes_over_within_5s_of_a_partition_or_a_sigkill() {
     c.batch_execute(&format!("INSERT INTO {t} VALUES (-2, 'after the kill')"))
         .await
         .unwrap();
-    eventually(
-        Duration::from_secs(15),
-        "the first process to take over",
-        || async {
-            match role(a_port).await.as_str() {
-                "active" => Ok(()),
-                r => Err(r.to_string()),
-            }
-        },
-    )
-    .await;
+    await_role(a_port, "", "active", Duration::from_secs(15)).await;
     let kill_role = t1.elapsed();
     let kill_row = visible_after(&w, &t, -2, t1).await;
     eprintln!(
@@ -1166,7 +1145,8 @@ async fn a_standby_takes_over_within_5s_of_a_partition_or_a_sigkill() {
     w.teardown().await;
 }
 
-/// The role of `pipeline` in a process's /status.
+/// The role of `pipeline` (empty: the first) in a process's /status (`?` while it does not
+/// answer).
 async fn role_of(port: u16, pipeline: &str) -> String {
     tributary::clients::tls::install_default_provider();
     let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/status")).await else {
@@ -1177,7 +1157,7 @@ async fn role_of(port: u16, pipeline: &str) -> String {
         .as_array()
         .into_iter()
         .flatten()
-        .find(|p| p["name"] == pipeline)
+        .find(|p| pipeline.is_empty() || p["name"] == pipeline)
         .and_then(|p| p["role"].as_str())
         .unwrap_or("?")
         .to_string()
@@ -1223,27 +1203,14 @@ async fn a_kafka_pair_takes_over_through_the_slot_and_the_group() {
         ];
         (spawn_env(&w, &cfg, &target.url(), &env), port)
     };
-    let wait_role = |port: u16, pipeline: &'static str, want: &'static str| async move {
-        eventually(
-            T,
-            &format!("{pipeline} to be {want} on :{port}"),
-            || async {
-                match role_of(port, pipeline).await.as_str() {
-                    r if r == want => Ok(()),
-                    r => Err(r.to_string()),
-                }
-            },
-        )
-        .await
-    };
     let (a, a_port) = spawn_one();
     converge(&w, &c, &t, &t, "id, v", "id", T).await;
-    wait_role(a_port, "cdc_to_kafka", "active").await;
-    wait_role(a_port, "kafka_to_ch", "active").await;
+    await_role(a_port, "cdc_to_kafka", "active", T).await;
+    await_role(a_port, "kafka_to_ch", "active", T).await;
     let (b, b_port) = spawn_one();
-    wait_role(b_port, "cdc_to_kafka", "standby").await;
+    await_role(b_port, "cdc_to_kafka", "standby", T).await;
     // One partition: the group gives it to one member.
-    wait_role(b_port, "kafka_to_ch", "standby").await;
+    await_role(b_port, "kafka_to_ch", "standby", T).await;
 
     let load = tokio::spawn(churn(t.clone(), 60, 100, Duration::from_millis(50)));
     tokio::time::sleep(Duration::from_secs(1)).await;

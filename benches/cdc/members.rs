@@ -96,15 +96,7 @@ dead_letter_topic = "{prefix}_dlq"
     write(&cfg, &text)?;
     clean.files.push(cfg.clone());
     let topic = format!("{prefix}.public.{t}");
-    let mut trib = Tributary {
-        bin: tributary_bin()?,
-        cfg,
-        env: Vec::new(),
-        log: tmp.join(format!("{t}_fill.log")),
-        child: None,
-        peak_rss_kib: 0,
-        cpu_secs: 0.0,
-    };
+    let mut trib = process(cfg, tmp.join(format!("{t}_fill.log")))?;
     trib.start()?;
     let cluster = kafka(brokers);
     let deadline = Instant::now() + Duration::from_secs(900);
@@ -123,6 +115,19 @@ dead_letter_topic = "{prefix}_dlq"
     }
     trib.stop().await;
     Ok((t, topic))
+}
+
+/// A tributary (not started) of `cfg`, logging to `log`.
+fn process(cfg: std::path::PathBuf, log: std::path::PathBuf) -> Res<Tributary> {
+    Ok(Tributary {
+        bin: tributary_bin()?,
+        cfg,
+        env: Vec::new(),
+        log,
+        child: None,
+        peak_rss_kib: 0,
+        cpu_secs: 0.0,
+    })
 }
 
 fn kafka(brokers: &str) -> KafkaConfig {
@@ -231,17 +236,7 @@ database = "{db}"
     let path = tmp.join(format!("{group}.toml"));
     write(&path, &text)?;
     let mut procs: Vec<Tributary> = (0..members)
-        .map(|i| -> Res<Tributary> {
-            Ok(Tributary {
-                bin: tributary_bin()?,
-                cfg: path.clone(),
-                env: Vec::new(),
-                log: tmp.join(format!("{group}_{i}.log")),
-                child: None,
-                peak_rss_kib: 0,
-                cpu_secs: 0.0,
-            })
-        })
+        .map(|i| process(path.clone(), tmp.join(format!("{group}_{i}.log"))))
         .collect::<Res<_>>()?;
     let started = Instant::now();
     for p in &mut procs {
