@@ -5,7 +5,8 @@
 //!
 //! (`-- --snapshot [--tables 4] [--rows N] [--workers N]`: the first snapshot of filled tables
 //! instead; see `cdc/snapshot.rs`. `-- --members 1,2,3 [--partitions 6]`: the Kafka →
-//! ClickHouse stage as N members of one consumer group; see `cdc/members.rs`.)
+//! ClickHouse stage as N members of one consumer group; see `cdc/members.rs`; with `--llm-stage`
+//! the Kafka → LLM → ClickHouse stage, see `cdc/members_llm.rs`.)
 //!
 //! 1. Source limit: a fresh table, publication and pgoutput slot (created with SQL); N rows are
 //!    written in transactions of `--txn-rows`, then `pg_recvlogical` (as it is, proto_version 1,
@@ -62,6 +63,8 @@ mod snapshot;
 
 #[path = "cdc/members.rs"]
 mod members;
+#[path = "cdc/members_llm.rs"]
+mod members_llm;
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -88,6 +91,14 @@ struct Args {
     /// `cdc/members.rs`), over a topic of `partitions` partitions.
     members: Vec<u64>,
     partitions: u64,
+    /// With `members`: the Kafka → LLM → ClickHouse stage instead (see `cdc/members_llm.rs`),
+    /// `rows` posts (3000 unless given), each member with `concurrency` LLM requests in
+    /// flight to a fake LLM of `latency_ms` in this process, or to `llm_url` (OpenAI API).
+    llm_stage: bool,
+    rows_given: bool,
+    latency_ms: u64,
+    concurrency: u64,
+    llm_url: Option<String>,
 }
 
 fn parse_args() -> Res<Args> {
@@ -106,13 +117,25 @@ fn parse_args() -> Res<Args> {
         chunk_rows: None,
         members: Vec::new(),
         partitions: 6,
+        llm_stage: false,
+        rows_given: false,
+        latency_ms: 100,
+        concurrency: 4,
+        llm_url: None,
     };
     let mut flags = Flags::new();
     while let Some(key) = flags.next_flag() {
         match key.as_str() {
             // cargo bench passes --bench to harness=false benches.
             "--bench" => {}
-            "--rows" => a.rows = flags.number("--rows")?,
+            "--rows" => {
+                a.rows = flags.number("--rows")?;
+                a.rows_given = true;
+            }
+            "--llm-stage" => a.llm_stage = true,
+            "--latency-ms" => a.latency_ms = flags.number("--latency-ms")?,
+            "--concurrency" => a.concurrency = flags.number("--concurrency")?,
+            "--llm-url" => a.llm_url = Some(flags.value("--llm-url")?),
             "--txn-rows" => a.txn_rows = flags.number("--txn-rows")?,
             "--target" => a.target = flags.value("--target")?,
             "--keep" => a.keep = true,
@@ -143,10 +166,14 @@ fn parse_args() -> Res<Args> {
                 println!("cargo bench --bench cdc -- [--rows N (1000000)] [--target ch18|ch26] [--txn-rows 1000] [--no-drain] [--kafka] [--tls] [--tls-side both|pg|ch] [--keep]");
                 println!("cargo bench --bench cdc -- --snapshot [--tables 4] [--rows N (1000000 per table)] [--target ch18|ch26] [--workers N] [--chunk-rows N] [--keep]");
                 println!("cargo bench --bench cdc -- --members 1,2,3 [--rows N (1000000)] [--partitions 6] [--target ch18|ch26]");
+                println!("cargo bench --bench cdc -- --members 1,2,3 --llm-stage [--rows N (3000 posts)] [--partitions 6] [--latency-ms 100] [--concurrency 4] [--llm-url URL] [--target ch18|ch26]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
+    }
+    if a.llm_stage && a.members.is_empty() {
+        return Err("--llm-stage needs --members (e.g. --members 1,2,3)".into());
     }
     if a.target != "ch18" && a.target != "ch26" {
         return Err(format!("--target must be ch18 or ch26, not {:?}", a.target));
@@ -1546,6 +1573,8 @@ async fn main() -> ExitCode {
     let mut clean = Cleanup::default();
     let result = if args.snapshot {
         snapshot::run(&args, &mut clean, &pg, &vars).await
+    } else if !args.members.is_empty() && args.llm_stage {
+        members_llm::run(&args, &vars).await
     } else if !args.members.is_empty() {
         members::run(&args, &mut clean, &pg, &vars).await
     } else {

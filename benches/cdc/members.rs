@@ -30,7 +30,7 @@ struct Run {
     peak_rss_mb: f64,
 }
 
-fn write(path: &std::path::Path, text: &str) -> Res<()> {
+pub(super) fn write(path: &std::path::Path, text: &str) -> Res<()> {
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -118,7 +118,7 @@ dead_letter_topic = "{prefix}_dlq"
 }
 
 /// A tributary (not started) of `cfg`, logging to `log`.
-fn process(cfg: std::path::PathBuf, log: std::path::PathBuf) -> Res<Tributary> {
+pub(super) fn process(cfg: std::path::PathBuf, log: std::path::PathBuf) -> Res<Tributary> {
     Ok(Tributary {
         bin: tributary_bin()?,
         cfg,
@@ -130,7 +130,7 @@ fn process(cfg: std::path::PathBuf, log: std::path::PathBuf) -> Res<Tributary> {
     })
 }
 
-fn kafka(brokers: &str) -> KafkaConfig {
+pub(super) fn kafka(brokers: &str) -> KafkaConfig {
     KafkaConfig {
         brokers: brokers.to_string(),
         client_id: "tributary-bench".into(),
@@ -140,7 +140,7 @@ fn kafka(brokers: &str) -> KafkaConfig {
 }
 
 /// Messages in the topic's partitions (high minus low watermarks).
-fn messages(cluster: &KafkaConfig, topic: &str, partitions: u64) -> Res<u64> {
+pub(super) fn messages(cluster: &KafkaConfig, topic: &str, partitions: u64) -> Res<u64> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let c: BaseConsumer =
         tributary::clients::kafka::client_config(cluster, &[("group.id", "bench-watermarks")])
@@ -157,7 +157,7 @@ fn messages(cluster: &KafkaConfig, topic: &str, partitions: u64) -> Res<u64> {
 }
 
 /// One consumer reads every message of the topic: the broker's own rate (messages/s).
-async fn broker_rate(brokers: &str, topic: &str, partitions: u64, n: u64) -> Res<f64> {
+pub(super) async fn broker_rate(brokers: &str, topic: &str, partitions: u64, n: u64) -> Res<f64> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let cluster = kafka(brokers);
     let topic = topic.to_string();

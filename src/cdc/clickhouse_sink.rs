@@ -955,6 +955,8 @@ impl SinkState {
                         .is_none()
                 {
                     self.recreate_view(&db, &name, &cols, &layout).await?;
+                } else {
+                    self.ch.ensure_distributed(&name).await?;
                 }
             }
         }
@@ -1001,6 +1003,7 @@ impl SinkState {
         let (drop, create) = live_view_sql(db, name, cols, layout);
         self.ch.execute(&drop).await?;
         self.ch.execute(&create).await?;
+        self.ch.distribute_view(name).await?;
         Ok(())
     }
 

@@ -154,6 +154,8 @@ pub struct ChClient {
     /// `clickhouse.cluster` and `replication_path`: DDL runs `ON CLUSTER` (see
     /// [`crate::protocol::chcluster`]).
     cluster: Option<(String, String)>,
+    /// `clickhouse.distributed`: a Distributed table beside each live view.
+    distributed: bool,
     /// `url`'s address and host (TLS checks).
     addr: String,
     host: String,
@@ -293,6 +295,7 @@ impl ChClient {
             current: Arc::default(),
             cluster: (!cfg.cluster.is_empty())
                 .then(|| (cfg.cluster.clone(), cfg.replication_path.clone())),
+            distributed: cfg.distributed && !cfg.cluster.is_empty(),
             addr,
             host,
             port,
@@ -599,6 +602,41 @@ impl ChClient {
         );
         let text = self.query_text(&sql).await?;
         Ok(text.lines().next().map(unescape_tsv))
+    }
+
+    /// With `clickhouse.distributed`, (re)makes `<table>_all`, the Distributed table over
+    /// every shard's `<table>_live` (after the view was made, with its columns). A table of
+    /// that name that is not Distributed is someone's data: an error, left alone.
+    pub async fn distribute_view(&self, table: &str) -> Result<(), ChError> {
+        let Some((cluster, _)) = self.cluster.as_ref().filter(|_| self.distributed) else {
+            return Ok(());
+        };
+        let name = format!("{table}{}", chcluster::DISTRIBUTED_SUFFIX);
+        if let Some(engine) = self.table_engine(&name).await? {
+            if engine != "Distributed" {
+                return Err(ChError::Cluster(format!(
+                    "`{}`.`{name}` exists as a {engine} table: it is left alone, and no Distributed table is made over `{table}` (rename it, or set clickhouse.distributed = false)",
+                    self.database
+                )));
+            }
+        }
+        let view = format!("{table}{}", crate::protocol::chtypes::LIVE_VIEW_SUFFIX);
+        let (drop, create) = chcluster::distributed_sql(&self.database, table, &view, cluster);
+        self.execute(&drop).await?;
+        self.execute(&create).await
+    }
+
+    /// [`Self::distribute_view`] when `<table>_all` is missing (`clickhouse.distributed`
+    /// turned on for tables made before).
+    pub async fn ensure_distributed(&self, table: &str) -> Result<(), ChError> {
+        if !self.distributed {
+            return Ok(());
+        }
+        let name = format!("{table}{}", chcluster::DISTRIBUTED_SUFFIX);
+        if self.table_engine(&name).await?.is_none() {
+            self.distribute_view(table).await?;
+        }
+        Ok(())
     }
 
     /// The sorting key and partition key of `table` as `system.tables` prints them, `None`

@@ -281,6 +281,9 @@ impl Actor for SentimentSink {
         {
             ch.execute(&drop).await?;
             ch.execute(&create).await?;
+            ch.distribute_view(&table).await?;
+        } else {
+            ch.ensure_distributed(&table).await?;
         }
         tracing::info!(pipeline = %args.pipeline, server = %ch.addr(), version = %ch.caps.version, table = %table, "sentiment sink connected");
         let period = (args.batch.max_age.0 / 4).max(Duration::from_millis(5));

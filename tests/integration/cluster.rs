@@ -3,7 +3,8 @@
 //! pipeline's state) is created `ReplicatedReplacingMergeTree` by `ON CLUSTER` DDL, schema
 //! changes reach both replicas (one made while a replica is stopped is queued for it), and
 //! with `clickhouse.replicas` the sink moves on to the other replica while one is stopped:
-//! after it is started again, both equal Postgres.
+//! after it is started again, both equal Postgres; with `clickhouse.distributed`, so does
+//! the Distributed table `<table>_all` over the live views, read on either node.
 
 use crate::common::*;
 use std::time::Duration;
@@ -78,6 +79,7 @@ async fn both_replicas_equal_postgres_after_one_is_stopped_and_restarted() {
         ch.url = cl.urls[0].clone();
         ch.replicas = vec![cl.urls[1].clone()];
         ch.cluster = cl.name.clone();
+        ch.distributed = true;
     }
     let db = w.database.clone();
     let pg_sql = format!("SELECT id, v FROM {t} ORDER BY id");
@@ -202,6 +204,30 @@ async fn both_replicas_equal_postgres_after_one_is_stopped_and_restarted() {
             equal_at(url.clone(), "id, v, w, x")
         })
         .await;
+    }
+    // `clickhouse.distributed`: `<t>_all` over the cluster's live views, on every node, with
+    // the columns added since (made again with the view), reads what Postgres holds.
+    let want = pg_rows(&c, &format!("SELECT id, v, w, x FROM {t} ORDER BY id")).await;
+    for url in &cl.urls {
+        let engine = rows_at(
+            url,
+            &format!("SELECT engine FROM system.tables WHERE database = '{db}' AND name = '{t}_all' FORMAT TabSeparated"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(engine, vec!["Distributed".to_string()], "{url}");
+        let got = rows_at(
+            url,
+            &format!("SELECT id, v, w, x FROM `{db}`.`{t}_all` ORDER BY id FORMAT TabSeparated"),
+        )
+        .await
+        .unwrap();
+        assert!(
+            got == want,
+            "{url}: {t}_all has {} rows, Postgres {}",
+            got.len(),
+            want.len()
+        );
     }
     run.stop().await;
     let _ = rows_at(

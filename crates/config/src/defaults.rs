@@ -60,6 +60,7 @@ pub fn clickhouse() -> ClickHouseConfig {
         replicas: Vec::new(),
         cluster: String::new(),
         replication_path: replication_path(),
+        distributed: false,
     }
 }
 pub fn shutdown_timeout() -> HumanDuration {

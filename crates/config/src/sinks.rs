@@ -110,6 +110,11 @@ pub struct ClickHouseConfig {
     /// tributary; `{shard}` (and the replica, `{replica}`) are the servers' macros.
     #[serde(default = "defaults::replication_path")]
     pub replication_path: String,
+    /// With `cluster`: beside each table's live view `<table>_live`, a `Distributed` table
+    /// `<table>_all` over the cluster, to read the live rows from any node of any shard.
+    /// (Tables are written on the shard of `url` and `replicas`.)
+    #[serde(default)]
+    pub distributed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -990,6 +990,18 @@ fn cluster_keys_are_checked() {
         e.contains("replication_path") && e.contains("{database}"),
         "{e}"
     );
+    let e = err("distributed = true");
+    assert!(
+        e.contains("clickhouse.distributed") && e.contains("needs `cluster`"),
+        "{e}"
+    );
+    let ok = Config::from_str_named(
+        &cfg("cluster = \"c\"\ndistributed = true"),
+        "x.toml",
+        &|_| None,
+    )
+    .unwrap();
+    assert!(ok.pipelines[0].clickhouse.distributed);
     // Without a cluster the path is not used.
     Config::from_str_named(&cfg("replication_path = \"/x\""), "x.toml", &|_| None).unwrap();
 }

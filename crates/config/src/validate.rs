@@ -194,6 +194,12 @@ impl Config {
                     "must contain `{database}` and `{table}` (each table needs a ZooKeeper path of its own)".into(),
                 ));
             }
+            if ch.distributed && ch.cluster.is_empty() {
+                return Err(invalid(
+                    at("clickhouse.distributed"),
+                    "needs `cluster`: a Distributed table reads over a cluster's shards".into(),
+                ));
+            }
             validate_clickhouse_tls(ch)
                 .map_err(|(k, msg)| invalid(at(&format!("clickhouse.{k}")), msg))?;
             if !ch.table_template.contains("{table}") {

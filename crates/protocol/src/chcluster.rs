@@ -3,6 +3,9 @@
 //! and a MergeTree engine as its `Replicated…` form, with the table's ZooKeeper path and the
 //! servers' `{replica}` macro. Pure: the client applies it to every DDL it sends.
 //!
+//! With `clickhouse.distributed`, each table's live view also gets a `Distributed` table
+//! over the cluster ([`distributed_sql`]): the live rows, read from any node of any shard.
+//!
 //! Must never: pass a DDL it does not recognise through unchanged (it would run on one
 //! replica only: an error instead), or read a name or a value inside quotes as SQL.
 
@@ -12,6 +15,8 @@ use crate::chtypes::{ch_ident, ch_literal};
 const SHAPES: &[&str] = &[
     "CREATE DATABASE IF NOT EXISTS ",
     "CREATE TABLE IF NOT EXISTS ",
+    // After the longer shape above: a Distributed table only (see `distributed_sql`).
+    "CREATE TABLE ",
     "CREATE VIEW ",
     "DROP TABLE IF EXISTS ",
     "DROP VIEW IF EXISTS ",
@@ -58,7 +63,15 @@ pub fn on_cluster(sql: &str, cluster: &str, path: &str) -> Result<String, String
     out.push_str(" ON CLUSTER ");
     out.push_str(&ch_ident(cluster));
     let tail = &sql[at..];
-    if *shape == "CREATE TABLE IF NOT EXISTS " {
+    if *shape == "CREATE TABLE " && is_distributed(tail) {
+        // Holds no rows: the same table on every node, over the cluster's replicated ones.
+        out.push_str(tail);
+    } else if *shape == "CREATE TABLE " {
+        return Err(format!(
+            "only a Distributed table is created without IF NOT EXISTS: {}",
+            head(sql)
+        ));
+    } else if *shape == "CREATE TABLE IF NOT EXISTS " {
         let (db, table) = match names.as_slice() {
             [db, t] => (db.as_str(), t.as_str()),
             _ => return Err(format!("a table without its database: {}", head(sql))),
@@ -68,6 +81,38 @@ pub fn on_cluster(sql: &str, cluster: &str, path: &str) -> Result<String, String
         out.push_str(tail);
     }
     Ok(out)
+}
+
+/// The suffix of the Distributed table over a table's live view: `<table>_all`.
+pub const DISTRIBUTED_SUFFIX: &str = "_all";
+
+/// The DROP and CREATE of `<table>_all` in `db`: a `Distributed` table over every shard's
+/// `view` (the table's live view) on `cluster`, with the view's columns. Made again with
+/// the view (a Distributed table keeps the columns it was created with).
+pub fn distributed_sql(db: &str, table: &str, view: &str, cluster: &str) -> (String, String) {
+    let name = format!(
+        "{}.{}",
+        ch_ident(db),
+        ch_ident(&format!("{table}{DISTRIBUTED_SUFFIX}"))
+    );
+    (
+        format!("DROP TABLE IF EXISTS {name}"),
+        format!(
+            "CREATE TABLE {name} AS {}.{} ENGINE = Distributed({}, {}, {})",
+            ch_ident(db),
+            ch_ident(view),
+            ch_literal(cluster),
+            ch_literal(db),
+            ch_literal(view)
+        ),
+    )
+}
+
+/// Whether a CREATE TABLE's tail (after its name) is `AS <table> ENGINE = Distributed(…)`.
+fn is_distributed(tail: &str) -> bool {
+    const ENGINE: &str = " ENGINE = Distributed(";
+    tail.starts_with(" AS ")
+        && find_unquoted(tail, ENGINE).is_some_and(|at| tail[at + ENGINE.len()..].ends_with(')'))
 }
 
 /// The start of a statement, for an error (never a whole statement: it may hold values).
@@ -244,10 +289,31 @@ mod tests {
     }
 
     #[test]
+    fn a_distributed_table_over_a_live_view_is_placed_as_it_is() {
+        let (drop, create) = distributed_sql("d", "t", "t_live", "c1");
+        assert_eq!(
+            placed(&drop),
+            "DROP TABLE IF EXISTS `d`.`t_all` ON CLUSTER `c1`"
+        );
+        assert_eq!(
+            placed(&create),
+            "CREATE TABLE `d`.`t_all` ON CLUSTER `c1` AS `d`.`t_live` ENGINE = Distributed('c1', 'd', 't_live')"
+        );
+        // Quotes in every name stay quoted.
+        let (_, create) = distributed_sql("d'b", "t`x", "t`x_live", "c'1");
+        assert_eq!(
+            placed(&create),
+            "CREATE TABLE `d'b`.`t\\`x_all` ON CLUSTER `c1` AS `d'b`.`t\\`x_live` ENGINE = Distributed('c\\'1', 'd\\'b', 't`x_live')"
+        );
+    }
+
+    #[test]
     fn unknown_shapes_and_engines_are_errors() {
         for sql in [
             "RENAME TABLE `d`.`a` TO `d`.`b`",
             "CREATE TABLE `d`.`t` (x Int8) ENGINE = ReplacingMergeTree ORDER BY x",
+            "CREATE TABLE `d`.`t` AS `d`.`u` ENGINE = MergeTree ORDER BY x",
+            "CREATE TABLE `d`.`t` AS `d`.`u` ENGINE = Distributed('c', 'd', 'u') SETTINGS x = 1",
             "CREATE TABLE IF NOT EXISTS `d`.`t` (x Int8) ENGINE = Log",
             "CREATE TABLE IF NOT EXISTS `d`.`t` (x Int8) ENGINE = ReplicatedMergeTree('/p', 'r') ORDER BY x",
             "CREATE TABLE IF NOT EXISTS `t` (x Int8) ENGINE = MergeTree ORDER BY x",
