@@ -141,17 +141,22 @@ pub(super) fn kafka(brokers: &str) -> KafkaConfig {
 
 /// Messages in the topic's partitions (high minus low watermarks).
 pub(super) fn messages(cluster: &KafkaConfig, topic: &str, partitions: u64) -> Res<u64> {
+    Ok(per_partition(cluster, topic, partitions)?.iter().sum())
+}
+
+/// Messages in each of the topic's partitions.
+pub(super) fn per_partition(cluster: &KafkaConfig, topic: &str, partitions: u64) -> Res<Vec<u64>> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let c: BaseConsumer =
         tributary::clients::kafka::client_config(cluster, &[("group.id", "bench-watermarks")])
             .create()
             .map_err(|e| e.to_string())?;
-    let mut n = 0;
+    let mut n = Vec::new();
     for p in 0..partitions as i32 {
         let (low, high) = c
             .fetch_watermarks(topic, p, Duration::from_secs(5))
             .map_err(|e| format!("{topic}[{p}]: {e}"))?;
-        n += (high - low).max(0) as u64;
+        n.push((high - low).max(0) as u64);
     }
     Ok(n)
 }

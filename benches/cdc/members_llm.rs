@@ -16,14 +16,15 @@
 //!    not the members, is then the bound.)
 //! 4. For each member count N: N tributary processes (the release binary) with one config (a
 //!    Kafka source, a fresh group, a fresh ClickHouse database) start together; time from the
-//!    start until ClickHouse holds every post (then `count() FINAL` and the labels checked).
+//!    start until ClickHouse holds every post (then `count() FINAL` and the labels checked),
+//!    and the rate from the first post in ClickHouse on (without the group's first joins).
 //!    CPU-seconds of the members and their peak RSS; each stops with SIGTERM.
 //! 5. A report: posts/s per member count, as a share of the ideal and of the broker's rate,
 //!    and one JSON line.
 //!
 //! Must never: time the fill, or leave its databases, files or (fake) server behind.
 
-use super::members::{broker_rate, kafka, messages, process, write};
+use super::members::{broker_rate, kafka, messages, per_partition, process, write};
 use super::{unique, Args, Res, Tributary};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -40,6 +41,8 @@ struct Run {
     members: u64,
     secs: f64,
     posts_per_s: f64,
+    /// From the first post in ClickHouse to the last: without the group's joins.
+    steady_per_s: f64,
     cpu_secs: f64,
     peak_rss_mb: f64,
 }
@@ -163,7 +166,7 @@ backend = "{backend}"
 url = "{llm_url}"
 model = "bench"
 concurrency = {c}
-adaptive_concurrency = false
+adaptive_concurrency = false{structured}
 queue = {queue}
 [pipeline.batch]
 max_age = "50ms"
@@ -172,6 +175,12 @@ url = "{url}"
 database = "{db}"
 "#,
         queue = (2 * c).max(64),
+        // llama.cpp's OpenAI API takes a JSON schema only in this form (see the README).
+        structured = if backend == "openai" {
+            "\nstructured = \"json_object_with_schema\""
+        } else {
+            ""
+        },
         url = ch_url(args, vars),
     );
     let cfg = Config::from_str_named(&text, "members config", &|_| None)
@@ -201,12 +210,19 @@ database = "{db}"
         }
     };
     let deadline = Instant::now() + Duration::from_secs(900);
+    let mut first: Option<(Instant, u64)> = None;
     let result = loop {
         if let Some(p) = procs.iter_mut().find_map(|p| p.check_alive("").err()) {
             break Err(format!("a member exited: {p}"));
         }
-        if count(format!("SELECT count() FROM `{db}`.`{table}`")).await >= posts {
-            break Ok(started.elapsed().as_secs_f64());
+        let n = count(format!("SELECT count() FROM `{db}`.`{table}`")).await;
+        if n > 0 && first.is_none() {
+            first = Some((Instant::now(), n));
+        }
+        if n >= posts {
+            let (at, n0) = first.unwrap_or((started, 0));
+            let steady = (posts - n0) as f64 / at.elapsed().as_secs_f64().max(1e-3);
+            break Ok((started.elapsed().as_secs_f64(), steady));
         }
         if Instant::now() > deadline {
             break Err(format!("ClickHouse did not get {posts} posts in 900 s"));
@@ -227,7 +243,7 @@ database = "{db}"
     ))
     .await;
     let _ = ch.execute(&format!("DROP DATABASE IF EXISTS `{db}`")).await;
-    let secs = result?;
+    let (secs, steady_per_s) = result?;
     if finals != posts {
         return Err(format!(
             "{members} members: {finals} labelled posts in FINAL, {posts} published"
@@ -237,6 +253,7 @@ database = "{db}"
         members,
         secs,
         posts_per_s: posts as f64 / secs,
+        steady_per_s,
         cpu_secs: cpu,
         peak_rss_mb: rss as f64 / 1024.0,
     })
@@ -262,6 +279,9 @@ pub async fn run(args: &Args, vars: &HashMap<String, String>) -> Res<bool> {
     let topic = fill(args, vars, &brokers, posts).await?;
     eprintln!("bench: the broker's own consume rate (one consumer, every partition) ...");
     let broker = broker_rate(&brokers, &topic, args.partitions, posts).await?;
+    // Keys spread posts unevenly: a member of larger partitions finishes last.
+    let spread = per_partition(&kafka(&brokers), &topic, args.partitions)?;
+    let spread: Vec<String> = spread.iter().map(u64::to_string).collect();
     eprintln!("bench: broker: {broker:.0} messages/s");
     // Kept alive until the end of the runs (dropped: stopped).
     let fake = match &args.llm_url {
@@ -287,8 +307,8 @@ pub async fn run(args: &Args, vars: &HashMap<String, String>) -> Res<bool> {
         eprintln!("bench: {m} member(s) ...");
         let r = members_run(args, vars, &brokers, &topic, (backend, &llm_url), posts, m).await?;
         eprintln!(
-            "bench: {m} member(s): {:.1} posts/s ({:.2}s)",
-            r.posts_per_s, r.secs
+            "bench: {m} member(s): {:.1} posts/s ({:.2}s), {:.1} from the first post",
+            r.posts_per_s, r.secs, r.steady_per_s
         );
         runs.push(r);
     }
@@ -303,16 +323,17 @@ pub async fn run(args: &Args, vars: &HashMap<String, String>) -> Res<bool> {
         ),
     };
     println!(
-        "\nKafka → LLM → ClickHouse ({}), {posts} posts, {} partitions; broker consume rate {broker:.0} msg/s; {llm_line}",
-        args.target, args.partitions
+        "\nKafka → LLM → ClickHouse ({}), {posts} posts, {} partitions (posts in each: {}); broker consume rate {broker:.0} msg/s; {llm_line}",
+        args.target, args.partitions, spread.join(", ")
     );
-    println!("members  posts/s   of ideal  of broker  CPU-s (all)  CPU-ms/post  peak RSS/member");
+    println!("members  posts/s  from first  of ideal  of broker  CPU-s (all)  CPU-ms/post  peak RSS/member");
     let ideal = |m: u64| ideal_per_member.map(|i| i * m as f64);
     for r in &runs {
         println!(
-            "{:>7}  {:>7.1}  {:>8}  {:>9.4}  {:>11.1}  {:>11.2}  {:>12.0} MB",
+            "{:>7}  {:>7.1}  {:>10.1}  {:>8}  {:>9.4}  {:>11.1}  {:>11.2}  {:>12.0} MB",
             r.members,
             r.posts_per_s,
+            r.steady_per_s,
             ideal(r.members)
                 .map(|i| format!("{:.2}", r.posts_per_s / i))
                 .unwrap_or_else(|| "-".into()),
@@ -326,9 +347,10 @@ pub async fn run(args: &Args, vars: &HashMap<String, String>) -> Res<bool> {
         .iter()
         .map(|r| {
             format!(
-                "{{\"members\":{},\"posts_per_s\":{:.1},\"ideal_per_s\":{},\"of_broker\":{:.4},\"cpu_secs\":{:.2},\"peak_rss_mb\":{:.0}}}",
+                "{{\"members\":{},\"posts_per_s\":{:.1},\"steady_per_s\":{:.1},\"ideal_per_s\":{},\"of_broker\":{:.4},\"cpu_secs\":{:.2},\"peak_rss_mb\":{:.0}}}",
                 r.members,
                 r.posts_per_s,
+                r.steady_per_s,
                 ideal(r.members)
                     .map(|i| format!("{i:.1}"))
                     .unwrap_or_else(|| "null".into()),
