@@ -114,6 +114,7 @@ dead_letter_topic = "{prefix}_dlq"
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     trib.stop().await;
+    let _ = std::fs::remove_file(&trib.log);
     Ok((t, topic))
 }
 
@@ -240,51 +241,17 @@ database = "{db}"
     let tmp = repo().join("target/tmp");
     let path = tmp.join(format!("{group}.toml"));
     write(&path, &text)?;
-    let mut procs: Vec<Tributary> = (0..members)
-        .map(|i| process(path.clone(), tmp.join(format!("{group}_{i}.log"))))
-        .collect::<Res<_>>()?;
-    let started = Instant::now();
-    for p in &mut procs {
-        p.start()?;
-    }
-    let count = |sql: String| {
-        let ch = ch.clone();
-        async move {
-            ch.query_text(&sql)
-                .await
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .unwrap_or(0)
-        }
-    };
-    let deadline = Instant::now() + Duration::from_secs(900);
-    let result = loop {
-        if let Some(p) = procs.iter_mut().find_map(|p| p.check_alive("").err()) {
-            break Err(format!("a member exited: {p}"));
-        }
-        if count(format!("SELECT count() FROM `{db}`.`{table}`")).await >= args.rows {
-            break Ok(started.elapsed().as_secs_f64());
-        }
-        if Instant::now() > deadline {
-            break Err(format!(
-                "ClickHouse did not get {} rows in 900 s",
-                args.rows
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let mut cpu = 0.0;
-    let mut rss = 0u64;
-    for p in &mut procs {
-        p.stop().await;
-        cpu += p.cpu_secs;
-        rss = rss.max(p.peak_rss_kib);
-        let _ = std::fs::remove_file(&p.log);
-    }
-    let _ = std::fs::remove_file(&path);
-    let finals = count(format!("SELECT count() FROM `{db}`.`{table}` FINAL")).await;
+    let timed = time_members(
+        &path,
+        members,
+        &ch,
+        &format!("SELECT count() FROM `{db}`.`{table}`"),
+        args.rows,
+    )
+    .await;
+    let finals = count(&ch, &format!("SELECT count() FROM `{db}`.`{table}` FINAL")).await;
     let _ = ch.execute(&format!("DROP DATABASE IF EXISTS `{db}`")).await;
-    let secs = result?;
+    let t = timed?;
     if finals != args.rows {
         return Err(format!(
             "{members} members: {finals} rows in FINAL, {} written",
@@ -293,8 +260,87 @@ database = "{db}"
     }
     Ok(Run {
         members,
+        secs: t.secs,
+        rows_per_s: args.rows as f64 / t.secs,
+        cpu_secs: t.cpu_secs,
+        peak_rss_mb: t.peak_rss_mb,
+    })
+}
+
+/// What [`time_members`] measured.
+pub(super) struct Timed {
+    pub secs: f64,
+    /// Items per second from the first one in ClickHouse to the last (without the start).
+    pub steady_per_s: f64,
+    /// CPU of all members, and the largest peak RSS of one.
+    pub cpu_secs: f64,
+    pub peak_rss_mb: f64,
+}
+
+/// The number `sql` returns (0 when it fails: polled again).
+pub(super) async fn count(ch: &ChClient, sql: &str) -> u64 {
+    ch.query_text(sql)
+        .await
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+/// Starts `members` tributary processes of the config at `path` together and times them until
+/// `count_sql` reaches `target`; stops them (SIGTERM) and removes their logs and the config.
+pub(super) async fn time_members(
+    path: &std::path::Path,
+    members: u64,
+    ch: &ChClient,
+    count_sql: &str,
+    target: u64,
+) -> Res<Timed> {
+    let log = |i: u64| path.with_extension(format!("{i}.log"));
+    let mut procs: Vec<Tributary> = (0..members)
+        .map(|i| process(path.to_path_buf(), log(i)))
+        .collect::<Res<_>>()?;
+    let started = Instant::now();
+    let mut first: Option<(Instant, u64)> = None;
+    let mut result = Ok((0.0, 0.0));
+    for p in &mut procs {
+        if let Err(e) = p.start() {
+            result = Err(e);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while result.is_ok() {
+        if let Some(p) = procs.iter_mut().find_map(|p| p.check_alive("").err()) {
+            result = Err(format!("a member exited: {p}"));
+            break;
+        }
+        let n = count(ch, count_sql).await;
+        if n > 0 && first.is_none() {
+            first = Some((Instant::now(), n));
+        }
+        if n >= target {
+            let (at, n0) = first.unwrap_or((started, 0));
+            let steady = (target - n0.min(target)) as f64 / at.elapsed().as_secs_f64().max(1e-3);
+            result = Ok((started.elapsed().as_secs_f64(), steady));
+            break;
+        }
+        if Instant::now() > deadline {
+            result = Err(format!("ClickHouse did not get {target} in 900 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut cpu = 0.0;
+    let mut rss = 0u64;
+    for p in &mut procs {
+        p.stop().await;
+        cpu += p.cpu_secs;
+        rss = rss.max(p.peak_rss_kib);
+        let _ = std::fs::remove_file(&p.log);
+    }
+    let _ = std::fs::remove_file(path);
+    let (secs, steady_per_s) = result?;
+    Ok(Timed {
         secs,
-        rows_per_s: args.rows as f64 / secs,
+        steady_per_s,
         cpu_secs: cpu,
         peak_rss_mb: rss as f64 / 1024.0,
     })

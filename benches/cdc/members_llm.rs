@@ -24,8 +24,10 @@
 //!
 //! Must never: time the fill, or leave its databases, files or (fake) server behind.
 
-use super::members::{broker_rate, kafka, messages, per_partition, process, write};
-use super::{unique, Args, Res, Tributary};
+use super::members::{
+    broker_rate, count, kafka, messages, per_partition, process, time_members, write,
+};
+use super::{unique, Args, Res};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tributary::clients::clickhouse::ChClient;
@@ -189,61 +191,23 @@ database = "{db}"
         .await
         .map_err(|e| format!("connect to ClickHouse: {e}"))?;
     let table = &cfg.pipelines[0].clickhouse.sentiment_table;
-    let tmp = repo().join("target/tmp");
-    let path = tmp.join(format!("{group}.toml"));
+    let path = repo().join("target/tmp").join(format!("{group}.toml"));
     write(&path, &text)?;
-    let mut procs: Vec<Tributary> = (0..members)
-        .map(|i| process(path.clone(), tmp.join(format!("{group}_{i}.log"))))
-        .collect::<Res<_>>()?;
-    let started = Instant::now();
-    for p in &mut procs {
-        p.start()?;
-    }
-    let count = |sql: String| {
-        let ch = ch.clone();
-        async move {
-            ch.query_text(&sql)
-                .await
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .unwrap_or(0)
-        }
-    };
-    let deadline = Instant::now() + Duration::from_secs(900);
-    let mut first: Option<(Instant, u64)> = None;
-    let result = loop {
-        if let Some(p) = procs.iter_mut().find_map(|p| p.check_alive("").err()) {
-            break Err(format!("a member exited: {p}"));
-        }
-        let n = count(format!("SELECT count() FROM `{db}`.`{table}`")).await;
-        if n > 0 && first.is_none() {
-            first = Some((Instant::now(), n));
-        }
-        if n >= posts {
-            let (at, n0) = first.unwrap_or((started, 0));
-            let steady = (posts - n0) as f64 / at.elapsed().as_secs_f64().max(1e-3);
-            break Ok((started.elapsed().as_secs_f64(), steady));
-        }
-        if Instant::now() > deadline {
-            break Err(format!("ClickHouse did not get {posts} posts in 900 s"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let mut cpu = 0.0;
-    let mut rss = 0u64;
-    for p in &mut procs {
-        p.stop().await;
-        cpu += p.cpu_secs;
-        rss = rss.max(p.peak_rss_kib);
-        let _ = std::fs::remove_file(&p.log);
-    }
-    let _ = std::fs::remove_file(&path);
-    let finals = count(format!(
-        "SELECT count() FROM `{db}`.`{table}` FINAL WHERE sentiment IN ('positive', 'negative', 'neutral')"
-    ))
+    let timed = time_members(
+        &path,
+        members,
+        &ch,
+        &format!("SELECT count() FROM `{db}`.`{table}`"),
+        posts,
+    )
+    .await;
+    let finals = count(
+        &ch,
+        &format!("SELECT count() FROM `{db}`.`{table}` FINAL WHERE sentiment IN ('positive', 'negative', 'neutral')"),
+    )
     .await;
     let _ = ch.execute(&format!("DROP DATABASE IF EXISTS `{db}`")).await;
-    let (secs, steady_per_s) = result?;
+    let t = timed?;
     if finals != posts {
         return Err(format!(
             "{members} members: {finals} labelled posts in FINAL, {posts} published"
@@ -251,11 +215,11 @@ database = "{db}"
     }
     Ok(Run {
         members,
-        secs,
-        posts_per_s: posts as f64 / secs,
-        steady_per_s,
-        cpu_secs: cpu,
-        peak_rss_mb: rss as f64 / 1024.0,
+        secs: t.secs,
+        posts_per_s: posts as f64 / t.secs,
+        steady_per_s: t.steady_per_s,
+        cpu_secs: t.cpu_secs,
+        peak_rss_mb: t.peak_rss_mb,
     })
 }
 
