@@ -21,3 +21,4 @@ mod mastodon_faults;
 mod sentiment;
 mod tls;
 mod types;
+mod verify;

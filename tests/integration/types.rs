@@ -196,7 +196,8 @@ async fn round_trip(target: Target) {
     .await
     .unwrap();
 
-    let run = Running::start(&w.config(&[&format!("public.{t}")])).await;
+    let cfg = w.config(&[&format!("public.{t}")]);
+    let run = Running::start(&cfg).await;
     c.batch_execute(&format!(
         "INSERT INTO {t} (id) VALUES (2);
          INSERT INTO {t} (id) VALUES (3);
@@ -298,6 +299,13 @@ async fn round_trip(target: Target) {
     )
     .await;
     run.stop().await;
+    // `tributary verify`'s canonical forms, on every type (see verify.rs).
+    let not_held: Vec<&str> = CASES
+        .iter()
+        .filter(|cs| matches!(cs.want(target), Clamped(_) | Unrepresentable))
+        .map(|cs| cs.name)
+        .collect();
+    crate::verify::canonical_forms_agree(&w, &cfg, &t, &not_held).await;
     w.teardown().await;
 }
 matrix!(every_type_round_trips, round_trip);

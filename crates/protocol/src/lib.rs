@@ -18,4 +18,5 @@ pub mod schema;
 #[cfg(test)]
 mod testing;
 pub mod time;
+pub mod verify;
 pub mod x509;

@@ -1,0 +1,193 @@
+//! The canonical forms of `tributary verify` (issue #18; `crate::protocol::verify`) against
+//! the real servers: on the types test's table (every mapped type, both ClickHouse
+//! generations), each column's canonical text is the same in Postgres and in ClickHouse FINAL
+//! unless ClickHouse could not hold the value (clamped or unrepresentable: then it differs);
+//! a table's digest (count, sum of row hashes) is the same on both sides, over the whole key
+//! range and over the parts Postgres splits it into; and rows deleted, changed and added on
+//! purpose in ClickHouse are found by key.
+
+use crate::common::*;
+use tributary::clients::postgres::{catalog, PgParams};
+use tributary::protocol::chtypes::{map_table, JsonAs};
+use tributary::protocol::verify::{self, Difference, Digest, KeyRange};
+
+/// Checks the table `public.<t>` of `w` (replicated by `cfg`, every row in ClickHouse),
+/// whose columns named in `differ` hold values ClickHouse cannot hold in rows 1 and 3.
+pub async fn canonical_forms_agree(
+    w: &World,
+    cfg: &tributary::config::Config,
+    t: &str,
+    differ: &[&str],
+) {
+    let pg_cfg = cfg.pipelines[0].postgres.as_ref().expect("a CDC config");
+    let p = PgParams::from_config(pg_cfg);
+    let c = catalog::connect(&p).await.unwrap();
+    c.batch_execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET IntervalStyle = 'postgres'")
+        .await
+        .unwrap();
+    let oid: u32 = c
+        .query_one(&format!("SELECT 'public.{t}'::regclass::oid"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    let schema = catalog::load_table(&c, &p, &mut catalog::TypeResolver::default(), oid)
+        .await
+        .unwrap();
+    let cols = map_table(&schema, &w.ch.caps, JsonAs::String);
+    let compared = verify::compared(&cols);
+    let db = &w.database;
+
+    // Each column, row by row.
+    let mut wrong = Vec::new();
+    for col in &compared {
+        let pg: Vec<String> = c
+            .query(
+                &format!(
+                    "SELECT id::text || '\t' || encode(convert_to({}, 'UTF8'), 'hex') FROM public.{t} ORDER BY id",
+                    verify::pg_field(col)
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect();
+        let ch = w
+            .ch_rows(&format!(
+                "SELECT toString(id), lower(hex({})) FROM `{db}`.`{t}` FINAL WHERE _is_deleted = 0 ORDER BY id",
+                verify::ch_field(col)
+            ))
+            .await;
+        let differs = differ.contains(&col.name.as_str());
+        for (i, (a, b)) in pg.iter().zip(&ch).enumerate() {
+            let held = !(differs && i != 1);
+            if (a == b) != held {
+                let (a, b) = (unhex(a), unhex(b));
+                wrong.push(format!(
+                    "{} ({}), row {}: Postgres {a:?}, ClickHouse {b:?}{}",
+                    col.name,
+                    col.ch_type,
+                    i + 1,
+                    if held {
+                        ""
+                    } else {
+                        " (should differ: not held)"
+                    }
+                ));
+            }
+        }
+        if pg.len() != ch.len() {
+            wrong.push(format!("{}: {} rows vs {}", col.name, pg.len(), ch.len()));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "canonical forms:\n  {}",
+        wrong.join("\n  ")
+    );
+
+    // Digests over the columns ClickHouse holds: whole range, and the parts of a split.
+    let held: Vec<_> = compared
+        .iter()
+        .copied()
+        .filter(|c| !differ.contains(&c.name.as_str()))
+        .collect();
+    let keys: Vec<_> = held.iter().copied().filter(|c| c.is_key).collect();
+    let key = keys[0];
+    let digest = |r: KeyRange| {
+        let (held, c) = (&held, &c);
+        async move {
+            let row = c
+                .query_one(
+                    &verify::pg_digest_sql("public", t, held, key, "int4", &r),
+                    &[],
+                )
+                .await
+                .unwrap();
+            let pg = Digest::from_pg(row.get(0), row.get(1)).unwrap();
+            let line = w
+                .ch_rows(&verify::ch_digest_sql(db, t, held, key, &r))
+                .await;
+            let (n, s) = line[0].split_once('\t').unwrap();
+            (pg, Digest::from_ch(n, s).unwrap())
+        }
+    };
+    let (pg, ch) = digest(KeyRange::all()).await;
+    assert_eq!(pg.rows, 3);
+    assert_eq!(pg, ch, "the whole table");
+    let bounds: Vec<String> = c
+        .query(
+            &verify::pg_split_sql("public", t, key, "int4", &KeyRange::all(), 2),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    let parts = verify::split(&KeyRange::all(), &bounds);
+    assert_eq!(parts.len(), 2, "{bounds:?}");
+    let mut rows = 0;
+    for r in parts {
+        let (pg, ch) = digest(r.clone()).await;
+        assert_eq!(pg, ch, "{r:?}");
+        rows += pg.rows;
+    }
+    assert_eq!(rows, 3);
+
+    // Damage ClickHouse: row 1 deleted, row 2 changed, row 99 added (newer versions win).
+    let text_col = held
+        .iter()
+        .find(|c| c.name == "text")
+        .expect("a text column");
+    w.ch.execute(&format!(
+        "INSERT INTO `{db}`.`{t}` (id, `_version`, `_is_deleted`) VALUES (1, 18000000000000000000, 1)"
+    ))
+    .await
+    .unwrap();
+    w.ch.execute(&format!(
+        "INSERT INTO `{db}`.`{t}` (id, {}, `_version`, `_is_deleted`) VALUES (2, 'damaged', 18000000000000000000, 0), (99, 'extra', 18000000000000000000, 0)",
+        tributary::protocol::chtypes::ch_ident(&text_col.name)
+    ))
+    .await
+    .unwrap();
+    let (pg, ch) = digest(KeyRange::all()).await;
+    assert_ne!(pg, ch);
+    let pg_rows: Vec<(String, String)> = c
+        .query(
+            &verify::pg_rows_sql("public", t, &held, &keys, "int4", &KeyRange::all()),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let ch_rows: Vec<(String, String)> = w
+        .ch_rows(&verify::ch_rows_sql(db, t, &held, &keys, &KeyRange::all()))
+        .await
+        .iter()
+        .map(|l| {
+            let (k, h) = l.split_once('\t').unwrap();
+            (k.to_string(), h.to_string())
+        })
+        .collect();
+    assert_eq!(
+        verify::diff_rows(&pg_rows, &ch_rows),
+        vec![
+            Difference::Missing("1:1".into()),
+            Difference::Changed("1:2".into()),
+            Difference::Extra("2:99".into()),
+        ]
+    );
+}
+
+/// `<id>\t<hex>` as `<id>\t<text>`, for a message.
+fn unhex(line: &str) -> String {
+    let (id, hex) = line.split_once('\t').unwrap_or((line, ""));
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+        .collect();
+    format!("{id}\t{}", String::from_utf8_lossy(&bytes))
+}
