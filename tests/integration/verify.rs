@@ -40,19 +40,14 @@ pub async fn canonical_forms_agree(
     // Each column, row by row.
     let mut wrong = Vec::new();
     for col in &compared {
-        let pg: Vec<String> = c
-            .query(
-                &format!(
-                    "SELECT id::text || '\t' || encode(convert_to({}, 'UTF8'), 'hex') FROM public.{t} ORDER BY id",
-                    verify::pg_field(col)
-                ),
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get::<_, String>(0))
-            .collect();
+        let pg = first_column(
+            &c,
+            &format!(
+                "SELECT id::text || '\t' || encode(convert_to({}, 'UTF8'), 'hex') FROM public.{t} ORDER BY id",
+                verify::pg_field(col)
+            ),
+        )
+        .await;
         let ch = w
             .ch_rows(&format!(
                 "SELECT toString(id), lower(hex({})) FROM `{db}`.`{t}` FINAL WHERE _is_deleted = 0 ORDER BY id",
@@ -116,16 +111,11 @@ pub async fn canonical_forms_agree(
     let (pg, ch) = digest(KeyRange::all()).await;
     assert_eq!(pg.rows, 3);
     assert_eq!(pg, ch, "the whole table");
-    let bounds: Vec<String> = c
-        .query(
-            &verify::pg_split_sql("public", t, key, "int4", &KeyRange::all(), 2),
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get::<_, String>(0))
-        .collect();
+    let bounds = first_column(
+        &c,
+        &verify::pg_split_sql("public", t, key, "int4", &KeyRange::all(), 2),
+    )
+    .await;
     let parts = verify::split(&KeyRange::all(), &bounds);
     assert_eq!(parts.len(), 2, "{bounds:?}");
     let mut rows = 0;
@@ -190,4 +180,14 @@ fn unhex(line: &str) -> String {
         .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
         .collect();
     format!("{id}\t{}", String::from_utf8_lossy(&bytes))
+}
+
+/// The first column of every row of `sql`, as text.
+async fn first_column(c: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    c.query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect()
 }
