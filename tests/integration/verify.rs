@@ -9,7 +9,7 @@
 use crate::common::*;
 use tributary::clients::postgres::{catalog, PgParams};
 use tributary::protocol::chtypes::{map_table, JsonAs};
-use tributary::protocol::verify::{self, Difference, Digest, KeyRange};
+use tributary::protocol::verify::{self, Difference, Digest, KeyRange, RowHash};
 
 /// Checks the table `public.<t>` of `w` (replicated by `cfg`, every row in ClickHouse),
 /// whose columns named in `differ` hold values ClickHouse cannot hold in rows 1 and 3.
@@ -144,7 +144,7 @@ pub async fn canonical_forms_agree(
     .unwrap();
     let (pg, ch) = digest(KeyRange::all()).await;
     assert_ne!(pg, ch);
-    let pg_rows: Vec<(String, String)> = c
+    let pg_rows: Vec<RowHash> = c
         .query(
             &verify::pg_rows_sql("public", t, &held, &keys, "int4", &KeyRange::all()),
             &[],
@@ -152,22 +152,23 @@ pub async fn canonical_forms_agree(
         .await
         .unwrap()
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| RowHash::new(r.get(0), r.get(1), r.get(2)))
         .collect();
-    let ch_rows: Vec<(String, String)> = w
+    let ch_rows: Vec<RowHash> = w
         .ch_rows(&verify::ch_rows_sql(db, t, &held, &keys, &KeyRange::all()))
         .await
         .iter()
         .map(|l| {
-            let (k, h) = l.split_once('\t').unwrap();
-            (k.to_string(), h.to_string())
+            let f: Vec<&str> = l.split('\t').collect();
+            RowHash::new(f[0], f[1], f[2])
         })
         .collect();
+    let text_at = held.iter().position(|c| c.name == "text").unwrap();
     assert_eq!(
         verify::diff_rows(&pg_rows, &ch_rows),
         vec![
             Difference::Missing("1:1".into()),
-            Difference::Changed("1:2".into()),
+            Difference::Changed("1:2".into(), vec![text_at]),
             Difference::Extra("2:99".into()),
         ]
     );

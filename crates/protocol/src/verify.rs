@@ -381,7 +381,8 @@ pub fn ch_digest_sql(
     )
 }
 
-/// Each row's key text and hash in range `r`, in Postgres.
+/// Each row's key text, hash and the short hash of each column in range `r`, in Postgres
+/// (a changed row's differing columns are named from them).
 pub fn pg_rows_sql(
     schema: &str,
     table: &str,
@@ -390,10 +391,15 @@ pub fn pg_rows_sql(
     key_pg_type: &str,
     r: &KeyRange,
 ) -> String {
+    let per_col: Vec<String> = cols
+        .iter()
+        .map(|c| format!("left(md5({}), 16)", pg_field(c)))
+        .collect();
     format!(
-        "SELECT {}, {}::text FROM {}.{} WHERE {}",
+        "SELECT {}, {}::text, {} FROM {}.{} WHERE {}",
         pg_key_text(keys),
         pg_row_hash(&pg_row_text(cols)),
+        per_col.join(" || ',' || "),
         pg_ident(schema),
         pg_ident(table),
         pg_range_cond(keys[0], key_pg_type, r)
@@ -408,14 +414,38 @@ pub fn ch_rows_sql(
     keys: &[&ChColumn],
     r: &KeyRange,
 ) -> String {
+    let per_col: Vec<String> = cols
+        .iter()
+        .map(|c| format!("lower(substring(hex(MD5({})), 1, 16))", ch_field(c)))
+        .collect();
     format!(
-        "SELECT {}, toString({}) FROM {}.{} FINAL WHERE `_is_deleted` = 0 AND {}",
+        "SELECT {}, toString({}), arrayStringConcat([{}], ',') FROM {}.{} FINAL WHERE `_is_deleted` = 0 AND {}",
         ch_key_text(keys),
         ch_row_hash(&ch_row_text(cols)),
+        per_col.join(", "),
         ch_ident(db),
         ch_ident(table),
         ch_range_cond(keys[0], r)
     )
+}
+
+/// One row of [`pg_rows_sql`] or [`ch_rows_sql`]: key text, row hash, column hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowHash {
+    pub key: String,
+    pub hash: String,
+    pub columns: String,
+}
+
+impl RowHash {
+    /// From the three fields of a reply row.
+    pub fn new(key: &str, hash: &str, columns: &str) -> Self {
+        RowHash {
+            key: key.to_string(),
+            hash: hash.to_string(),
+            columns: columns.to_string(),
+        }
+    }
 }
 
 /// Up to `parts` - 1 bounds that split range `r` into parts of about equal rows, from
@@ -469,19 +499,38 @@ pub enum Difference {
     Missing(String),
     /// In ClickHouse, not in Postgres.
     Extra(String),
-    /// On both sides, with different values.
-    Changed(String),
+    /// On both sides, with different values in these columns (indexes into the compared
+    /// columns).
+    Changed(String, Vec<usize>),
 }
 
-/// The keys that differ between the two sides' (key text, hash) rows.
-pub fn diff_rows(pg: &[(String, String)], ch: &[(String, String)]) -> Vec<Difference> {
-    let pg: BTreeMap<&str, &str> = pg.iter().map(|(k, h)| (k.as_str(), h.as_str())).collect();
-    let ch: BTreeMap<&str, &str> = ch.iter().map(|(k, h)| (k.as_str(), h.as_str())).collect();
+impl Difference {
+    pub fn key(&self) -> &str {
+        match self {
+            Difference::Missing(k) | Difference::Extra(k) | Difference::Changed(k, _) => k,
+        }
+    }
+}
+
+/// The keys that differ between the two sides' rows (in key text order).
+pub fn diff_rows(pg: &[RowHash], ch: &[RowHash]) -> Vec<Difference> {
+    let pg: BTreeMap<&str, &RowHash> = pg.iter().map(|r| (r.key.as_str(), r)).collect();
+    let ch: BTreeMap<&str, &RowHash> = ch.iter().map(|r| (r.key.as_str(), r)).collect();
     let mut out = Vec::new();
-    for (k, h) in &pg {
+    for (k, p) in &pg {
         match ch.get(k) {
             None => out.push(Difference::Missing(k.to_string())),
-            Some(c) if c != h => out.push(Difference::Changed(k.to_string())),
+            Some(c) if c.hash != p.hash => {
+                let cols = p
+                    .columns
+                    .split(',')
+                    .zip(c.columns.split(','))
+                    .enumerate()
+                    .filter(|(_, (a, b))| a != b)
+                    .map(|(i, _)| i)
+                    .collect();
+                out.push(Difference::Changed(k.to_string(), cols));
+            }
             Some(_) => {}
         }
     }
@@ -490,7 +539,34 @@ pub fn diff_rows(pg: &[(String, String)], ch: &[(String, String)]) -> Vec<Differ
             out.push(Difference::Extra(k.to_string()));
         }
     }
+    out.sort_by(|a, b| a.key().cmp(b.key()));
     out
+}
+
+/// A key text (`<bytes>:<text>` fields joined by `,`) as people read it: the values joined
+/// by `, `, `NULL` for a NULL; a text not of that form as it is.
+pub fn show_key(key: &str) -> String {
+    let mut out = Vec::new();
+    let mut rest = key;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('N') {
+            out.push("NULL".to_string());
+            rest = r.strip_prefix(',').unwrap_or(r);
+            continue;
+        }
+        let Some((len, r)) = rest.split_once(':') else {
+            return key.to_string();
+        };
+        let Ok(n) = len.parse::<usize>() else {
+            return key.to_string();
+        };
+        if r.len() < n || !r.is_char_boundary(n) {
+            return key.to_string();
+        }
+        out.push(r[..n].to_string());
+        rest = r[n..].strip_prefix(',').unwrap_or(&r[n..]);
+    }
+    out.join(", ")
 }
 
 #[cfg(test)]
@@ -527,22 +603,27 @@ mod tests {
     }
 
     #[test]
-    fn diff_names_missing_extra_and_changed_keys() {
-        let s = |v: &[(&str, &str)]| -> Vec<(String, String)> {
-            v.iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect()
+    fn diff_names_missing_extra_and_changed_keys_with_their_columns() {
+        let s = |v: &[(&str, &str, &str)]| -> Vec<RowHash> {
+            v.iter().map(|(a, b, c)| RowHash::new(a, b, c)).collect()
         };
-        let pg = s(&[("1", "a"), ("2", "b"), ("3", "c")]);
-        let ch = s(&[("2", "b"), ("3", "x"), ("4", "d")]);
+        let pg = s(&[("1:1", "a", "x,y"), ("1:2", "b", "x,y"), ("1:3", "c", "x,y,z")]);
+        let ch = s(&[("1:2", "b", "x,y"), ("1:3", "q", "x,w,v"), ("1:4", "d", "x,y")]);
         assert_eq!(
             diff_rows(&pg, &ch),
             vec![
-                Difference::Missing("1".into()),
-                Difference::Changed("3".into()),
-                Difference::Extra("4".into())
+                Difference::Missing("1:1".into()),
+                Difference::Changed("1:3".into(), vec![1, 2]),
+                Difference::Extra("1:4".into())
             ]
         );
+    }
+
+    #[test]
+    fn keys_are_shown_as_their_values() {
+        assert_eq!(show_key("1:7"), "7");
+        assert_eq!(show_key("3:a,b,N,0:"), "a,b, NULL, ");
+        assert_eq!(show_key("2:x"), "2:x", "a malformed key is shown as it is");
     }
 
     #[test]
