@@ -17,3 +17,4 @@ pub mod standby;
 pub mod table_state;
 pub mod toast;
 pub mod tree;
+pub mod verify;

@@ -607,8 +607,16 @@ mod tests {
         let s = |v: &[(&str, &str, &str)]| -> Vec<RowHash> {
             v.iter().map(|(a, b, c)| RowHash::new(a, b, c)).collect()
         };
-        let pg = s(&[("1:1", "a", "x,y"), ("1:2", "b", "x,y"), ("1:3", "c", "x,y,z")]);
-        let ch = s(&[("1:2", "b", "x,y"), ("1:3", "q", "x,w,v"), ("1:4", "d", "x,y")]);
+        let pg = s(&[
+            ("1:1", "a", "x,y"),
+            ("1:2", "b", "x,y"),
+            ("1:3", "c", "x,y,z"),
+        ]);
+        let ch = s(&[
+            ("1:2", "b", "x,y"),
+            ("1:3", "q", "x,w,v"),
+            ("1:4", "d", "x,y"),
+        ]);
         assert_eq!(
             diff_rows(&pg, &ch),
             vec![

@@ -1,0 +1,523 @@
+//! `tributary verify`: compares each replicated table's live rows in ClickHouse (FINAL,
+//! without deleted rows) with Postgres, and names the keys that differ. The work is done in
+//! the databases (see [`crate::protocol::verify`]): a key range's count and sum of row
+//! hashes on each side; a range that differs is split (by Postgres, into parts of about
+//! equal rows) until its rows can be listed by key hash. It reads at a known position: it
+//! waits until the pipeline's slot has confirmed the WAL position current at its start, and
+//! every difference is looked at a second time (after the slot confirmed a new position)
+//! before it is reported, so that rows changed while it ran are not reported.
+//!
+//! Must never: write to either database, or report a key it saw differ only once.
+
+use crate::clients::clickhouse::ChClient;
+use crate::clients::postgres::{catalog, PgParams};
+use crate::config::{Config, PipelineConfig, PipelineKind};
+use crate::protocol::chtypes::{map_table, table_name, ChColumn};
+use crate::protocol::verify::{self as core, Difference, Digest, KeyRange, RowHash};
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+
+/// A range of at most this many rows (on the larger side) is listed by key.
+const LEAF_ROWS: u64 = 2000;
+/// A range that differs is split into this many parts.
+const PARTS: u32 = 16;
+/// How long to wait for the slot to confirm a position.
+const POSITION_WAIT: Duration = Duration::from_secs(60);
+
+pub struct Options {
+    /// Only these tables (`schema.table`, or a table of `public`); empty: every table.
+    pub tables: Vec<String>,
+    /// Differences listed per table at most.
+    pub limit: usize,
+}
+
+/// What was found for one table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TableReport {
+    pub pipeline: String,
+    pub table: String,
+    pub clickhouse: String,
+    pub postgres_rows: u64,
+    pub clickhouse_rows: u64,
+    pub equal: bool,
+    pub differences: Vec<Found>,
+    /// More differences than `limit`: the list is cut.
+    pub truncated: bool,
+    /// Columns left out of the comparison, and why.
+    pub skipped_columns: Vec<(String, String)>,
+    /// Why the table was not compared, or how (a pipeline not streaming).
+    pub note: Option<String>,
+    /// Key ranges compared (a measure of the work: 1 when the table is equal).
+    pub ranges: u64,
+}
+
+/// One key that differs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Found {
+    /// `missing` (in ClickHouse), `extra` (in ClickHouse only) or `changed`.
+    pub kind: &'static str,
+    pub key: String,
+    /// For `changed`: the columns whose values differ.
+    pub columns: Vec<String>,
+}
+
+/// Verifies every CDC pipeline of `cfg` that writes ClickHouse from Postgres.
+pub async fn run(cfg: &Config, o: &Options) -> Result<Vec<TableReport>, String> {
+    let mut out = Vec::new();
+    for p in &cfg.pipelines {
+        let Some(pg) = p.postgres.as_ref() else {
+            continue;
+        };
+        if p.kind != PipelineKind::Cdc || p.kafka_sink.is_some() {
+            continue;
+        }
+        let params = PgParams::from_config(pg);
+        let c = catalog::connect(&params)
+            .await
+            .map_err(|e| format!("pipeline {}: Postgres: {e}", p.name))?;
+        // The forms values were streamed in (see the canonical forms).
+        c.batch_execute(
+            "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET IntervalStyle = 'postgres'",
+        )
+        .await
+        .map_err(|e| format!("pipeline {}: Postgres: {e}", p.name))?;
+        let ch = ChClient::connect(&p.clickhouse)
+            .await
+            .map_err(|e| format!("pipeline {}: ClickHouse: {e}", p.name))?;
+        let tables: Vec<(String, String)> = c
+            .query(
+                "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2",
+                &[&pg.publication],
+            )
+            .await
+            .map_err(|e| format!("pipeline {}: publication {}: {e}", p.name, pg.publication))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let position = Position::new(&c, &pg.slot);
+        for (schema, table) in tables {
+            let q = format!("{schema}.{table}");
+            let wanted = o.tables.is_empty()
+                || o.tables
+                    .iter()
+                    .any(|t| *t == q || (schema == "public" && *t == table));
+            if wanted {
+                out.push(verify_table(p, &params, &c, &ch, &position, &schema, &table, o).await?);
+            }
+        }
+    }
+    for t in &o.tables {
+        let found = out
+            .iter()
+            .any(|r| r.table == *t || r.table == format!("public.{t}"));
+        if !found {
+            return Err(format!(
+                "table {t} is not in the publication of any CDC pipeline of the config"
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The slot's confirmed position, waited for.
+struct Position<'a> {
+    c: &'a Client,
+    slot: &'a str,
+}
+
+impl<'a> Position<'a> {
+    fn new(c: &'a Client, slot: &'a str) -> Self {
+        Position { c, slot }
+    }
+
+    /// Waits until the slot has confirmed the WAL position current now; `Some(why)` when it
+    /// cannot be waited for (no slot, not streaming, or behind after the wait).
+    async fn reached(&self) -> Result<Option<String>, String> {
+        let now: String = self
+            .c
+            // The insert position: with synchronous_commit = off a commit is visible before
+            // its WAL is written, so the write position can be behind what a query sees.
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        let deadline = Instant::now() + POSITION_WAIT;
+        loop {
+            let row = self
+                .c
+                .query_opt(
+                    "SELECT active, coalesce(confirmed_flush_lsn >= $2::text::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&self.slot, &now],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            let Some(row) = row else {
+                return Ok(Some(format!(
+                    "slot {} does not exist: compared as the tables are now",
+                    self.slot
+                )));
+            };
+            let (active, done): (bool, bool) = (row.get(0), row.get(1));
+            if done {
+                return Ok(None);
+            }
+            if !active {
+                return Ok(Some(format!(
+                    "the pipeline is not streaming (slot {} inactive): compared as the tables are now",
+                    self.slot
+                )));
+            }
+            if Instant::now() > deadline {
+                return Ok(Some(format!(
+                    "the pipeline did not confirm WAL position {now} within {}s: rows it has not written yet may show as differences",
+                    POSITION_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// One table's mapping, as the sink wrote it.
+struct Target<'a> {
+    schema: &'a str,
+    table: &'a str,
+    db: &'a str,
+    ch_table: String,
+    cols: Vec<&'a ChColumn>,
+    keys: Vec<&'a ChColumn>,
+    key_type: String,
+}
+
+impl Target<'_> {
+    async fn digests(
+        &self,
+        c: &Client,
+        ch: &ChClient,
+        r: &KeyRange,
+    ) -> Result<(Digest, Digest), String> {
+        let key = self.keys[0];
+        let row = c
+            .query_one(
+                &core::pg_digest_sql(self.schema, self.table, &self.cols, key, &self.key_type, r),
+                &[],
+            )
+            .await
+            .map_err(|e| format!("Postgres: {e}"))?;
+        let pg = Digest::from_pg(row.get(0), row.get(1)).ok_or("Postgres: an unreadable digest")?;
+        let text = ch
+            .query_text(&core::ch_digest_sql(
+                self.db,
+                &self.ch_table,
+                &self.cols,
+                key,
+                r,
+            ))
+            .await
+            .map_err(|e| format!("ClickHouse: {e}"))?;
+        let (n, s) = text.trim().split_once('\t').unwrap_or(("", ""));
+        let chd = Digest::from_ch(n, s).ok_or("ClickHouse: an unreadable digest")?;
+        Ok((pg, chd))
+    }
+
+    async fn rows(
+        &self,
+        c: &Client,
+        ch: &ChClient,
+        r: &KeyRange,
+    ) -> Result<Vec<Difference>, String> {
+        let pg: Vec<RowHash> = c
+            .query(
+                &core::pg_rows_sql(
+                    self.schema,
+                    self.table,
+                    &self.cols,
+                    &self.keys,
+                    &self.key_type,
+                    r,
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| format!("Postgres: {e}"))?
+            .iter()
+            .map(|row| RowHash::new(row.get(0), row.get(1), row.get(2)))
+            .collect();
+        let text = ch
+            .query_text(&core::ch_rows_sql(
+                self.db,
+                &self.ch_table,
+                &self.cols,
+                &self.keys,
+                r,
+            ))
+            .await
+            .map_err(|e| format!("ClickHouse: {e}"))?;
+        let chr: Vec<RowHash> = text
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                (f.len() == 3).then(|| RowHash::new(&unescape(f[0]), f[1], f[2]))
+            })
+            .collect();
+        Ok(core::diff_rows(&pg, &chr))
+    }
+
+    async fn split(&self, c: &Client, r: &KeyRange) -> Result<Vec<KeyRange>, String> {
+        let bounds: Vec<String> = c
+            .query(
+                &core::pg_split_sql(
+                    self.schema,
+                    self.table,
+                    self.keys[0],
+                    &self.key_type,
+                    r,
+                    PARTS,
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| format!("Postgres: {e}"))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        Ok(core::split(r, &bounds))
+    }
+}
+
+/// A TabSeparated field as its text.
+fn unescape(f: &str) -> String {
+    let mut out = String::with_capacity(f.len());
+    let mut chars = f.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('t') => out.push('\t'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('0') => out.push('\0'),
+            Some(o) => out.push(o),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn verify_table(
+    p: &PipelineConfig,
+    params: &PgParams,
+    c: &Client,
+    ch: &ChClient,
+    position: &Position<'_>,
+    schema: &str,
+    table: &str,
+    o: &Options,
+) -> Result<TableReport, String> {
+    let qualified = format!("{schema}.{table}");
+    let at = |e: String| format!("{qualified}: {e}");
+    let mut report = TableReport {
+        pipeline: p.name.clone(),
+        table: qualified.clone(),
+        clickhouse: String::new(),
+        postgres_rows: 0,
+        clickhouse_rows: 0,
+        equal: false,
+        differences: Vec::new(),
+        truncated: false,
+        skipped_columns: Vec::new(),
+        note: None,
+        ranges: 0,
+    };
+    let mapped = p
+        .tables
+        .iter()
+        .any(|m| m.name == qualified || (schema == "public" && m.name == table));
+    if mapped {
+        report.note = Some("has a [[pipeline.table]] mapping: not verified yet".into());
+        return Ok(report);
+    }
+    let oid: u32 = c
+        .query_one(
+            "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+            &[&schema, &table],
+        )
+        .await
+        .map_err(|e| at(e.to_string()))?
+        .get(0);
+    let ts = catalog::load_table(c, params, &mut catalog::TypeResolver::default(), oid)
+        .await
+        .map_err(|e| at(e.to_string()))?;
+    let all = map_table(&ts, &ch.caps, p.clickhouse.json_as);
+    let ch_table = table_name(&p.clickhouse.table_template, &ts);
+    report.clickhouse = format!("{}.{ch_table}", ch.database);
+    let Some(ch_cols) = ch
+        .table_columns(&ch_table)
+        .await
+        .map_err(|e| at(e.to_string()))?
+    else {
+        report.note = Some(format!("no ClickHouse table {}", report.clickhouse));
+        return Ok(report);
+    };
+    let mut cols = Vec::new();
+    for col in &all {
+        if let Some(why) = core::not_comparable(col) {
+            report.skipped_columns.push((col.name.clone(), why.into()));
+        } else if !ch_cols.iter().any(|(n, _)| *n == col.name) {
+            report
+                .skipped_columns
+                .push((col.name.clone(), "not in ClickHouse".into()));
+        } else {
+            cols.push(col);
+        }
+    }
+    let keys: Vec<&ChColumn> = cols.iter().copied().filter(|c| c.is_key).collect();
+    if keys.is_empty() {
+        report.note = Some("no key (a keyless table is counted by content): not verified".into());
+        return Ok(report);
+    }
+    let key_type: String = c
+        .query_one(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = $1 AND attname = $2",
+            &[&oid, &keys[0].name],
+        )
+        .await
+        .map_err(|e| at(e.to_string()))?
+        .get(0);
+    let target = Target {
+        schema,
+        table,
+        db: &ch.database,
+        ch_table,
+        cols,
+        keys,
+        key_type,
+    };
+    report.note = position.reached().await.map_err(at)?;
+
+    // Bisect: ranges that differ are split until they are small enough to list.
+    let mut todo = vec![KeyRange::all()];
+    let mut first = true;
+    while let Some(r) = todo.pop() {
+        report.ranges += 1;
+        let (pg, chd) = target.digests(c, ch, &r).await.map_err(at)?;
+        if first {
+            report.postgres_rows = pg.rows;
+            report.clickhouse_rows = chd.rows;
+            first = false;
+        }
+        if pg == chd {
+            continue;
+        }
+        let parts = if pg.rows.max(chd.rows) > LEAF_ROWS {
+            target.split(c, &r).await.map_err(at)?
+        } else {
+            Vec::new()
+        };
+        if parts.len() > 1 {
+            todo.extend(parts.into_iter().rev());
+            continue;
+        }
+        let before = target.rows(c, ch, &r).await.map_err(at)?;
+        if before.is_empty() {
+            continue;
+        }
+        // A second look, once the pipeline confirmed a newer position: only what differs
+        // both times is reported (rows changed meanwhile were in flight).
+        if let Some(why) = position.reached().await.map_err(at)? {
+            report.note.get_or_insert(why);
+        }
+        for d in target.rows(c, ch, &r).await.map_err(at)? {
+            if before.iter().any(|b| b.key() == d.key()) {
+                report.differences.push(found_of(&d, &target.cols));
+            }
+        }
+        if report.differences.len() > o.limit {
+            break;
+        }
+    }
+    if report.differences.len() > o.limit {
+        report.differences.truncate(o.limit);
+        report.truncated = true;
+    }
+    report.equal = report.differences.is_empty() && !report.truncated;
+    Ok(report)
+}
+
+fn found_of(d: &Difference, cols: &[&ChColumn]) -> Found {
+    let (kind, key, columns) = match d {
+        Difference::Missing(k) => ("missing", k, Vec::new()),
+        Difference::Extra(k) => ("extra", k, Vec::new()),
+        Difference::Changed(k, idx) => (
+            "changed",
+            k,
+            idx.iter()
+                .filter_map(|i| cols.get(*i).map(|c| c.name.clone()))
+                .collect(),
+        ),
+    };
+    Found {
+        kind,
+        key: core::show_key(key),
+        columns,
+    }
+}
+
+/// The report as people read it.
+pub fn render(reports: &[TableReport]) -> String {
+    let mut s = String::new();
+    for r in reports {
+        let head = format!("{} ({} → {})", r.table, r.pipeline, r.clickhouse);
+        if r.clickhouse.is_empty() || (r.ranges == 0 && r.note.is_some()) {
+            s.push_str(&format!(
+                "{head}: not compared: {}\n",
+                r.note.as_deref().unwrap_or("")
+            ));
+            continue;
+        }
+        let verdict = if r.equal {
+            "equal".to_string()
+        } else {
+            format!(
+                "{}{} difference(s)",
+                r.differences.len(),
+                if r.truncated { "+" } else { "" }
+            )
+        };
+        s.push_str(&format!(
+            "{head}: {} rows in Postgres, {} in ClickHouse: {verdict} ({} range(s) compared)\n",
+            r.postgres_rows, r.clickhouse_rows, r.ranges
+        ));
+        if let Some(n) = &r.note {
+            s.push_str(&format!("  note: {n}\n"));
+        }
+        for (c, why) in &r.skipped_columns {
+            s.push_str(&format!("  column {c} not compared: {why}\n"));
+        }
+        for d in &r.differences {
+            match d.kind {
+                "changed" => s.push_str(&format!(
+                    "  changed  {}  ({})\n",
+                    d.key,
+                    d.columns.join(", ")
+                )),
+                k => s.push_str(&format!("  {k:<8} {}\n", d.key)),
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tab_separated_fields_are_unescaped() {
+        assert_eq!(unescape(r"a\tb\\c\nd"), "a\tb\\c\nd");
+        assert_eq!(unescape(r"x\"), "x\\");
+    }
+}
