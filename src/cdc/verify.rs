@@ -13,6 +13,7 @@ use crate::clients::clickhouse::ChClient;
 use crate::clients::postgres::{catalog, PgParams};
 use crate::config::{Config, PipelineConfig, PipelineKind};
 use crate::protocol::chtypes::{map_table, table_name, ChColumn};
+use crate::protocol::pgtext::unescape_tsv;
 use crate::protocol::verify::{self as core, Difference, Digest, KeyRange, RowHash};
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
@@ -257,7 +258,7 @@ impl Target<'_> {
             .lines()
             .filter_map(|l| {
                 let f: Vec<&str> = l.split('\t').collect();
-                (f.len() == 3).then(|| RowHash::new(&unescape(f[0]), f[1], f[2]))
+                (f.len() == 3).then(|| RowHash::new(&unescape_tsv(f[0]), f[1], f[2]))
             })
             .collect();
         Ok(core::diff_rows(&pg, &chr))
@@ -283,27 +284,6 @@ impl Target<'_> {
             .collect();
         Ok(core::split(r, &bounds))
     }
-}
-
-/// A TabSeparated field as its text.
-fn unescape(f: &str) -> String {
-    let mut out = String::with_capacity(f.len());
-    let mut chars = f.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('t') => out.push('\t'),
-            Some('n') => out.push('\n'),
-            Some('r') => out.push('\r'),
-            Some('0') => out.push('\0'),
-            Some(o) => out.push(o),
-            None => out.push('\\'),
-        }
-    }
-    out
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -509,15 +489,4 @@ pub fn render(reports: &[TableReport]) -> String {
         }
     }
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tab_separated_fields_are_unescaped() {
-        assert_eq!(unescape(r"a\tb\\c\nd"), "a\tb\\c\nd");
-        assert_eq!(unescape(r"x\"), "x\\");
-    }
 }
