@@ -827,9 +827,10 @@ async fn chaos_kills_actors_and_nothing_is_lost() {
 /// `tributary resync` (#15) as a user runs it beside the running service of the same config:
 /// it asks the service through its admin API, which copies the table over the damaged
 /// ClickHouse table and deletes the row Postgres never had; an unknown table is refused with
-/// the reason and exit status 1.
+/// the reason and exit status 1. `tributary verify` (#18) before it names the extra row (exit
+/// 1), after it says equal (exit 0), and refuses an unknown table (exit 2).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resync_from_the_command_line() {
+async fn resync_and_verify_from_the_command_line() {
     let w = World::new(Target::Ch18).await;
     let c = pg().await;
     let t = unique("cliresync");
@@ -870,6 +871,34 @@ async fn resync_from_the_command_line() {
                 .unwrap()
         }
     };
+    // `tributary verify` names the ghost (exit 1), and an unknown table (exit 2).
+    let verify = |table: String| {
+        let mut cmd = Command::new(bin());
+        cmd.args(["verify", "--config"])
+            .arg(&cfg)
+            .args(["--table", &table])
+            .envs(world_env(&w, &Target::Ch18.url()));
+        async move {
+            tokio::task::spawn_blocking(move || cmd.output().unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    let out = verify(format!("public.{t}")).await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("500 rows in Postgres, 501 in ClickHouse: 1 difference(s)")
+            && said.contains("extra    9000"),
+        "{said}"
+    );
+    let out = verify("public.nothing_here".into()).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nothing_here is not in the publication"),
+        "{err}"
+    );
     // The source answers once it streams.
     let out = eventually(T, "the resync to be queued", || {
         let run = resync(format!("public.{t}"));
@@ -889,6 +918,10 @@ async fn resync_from_the_command_line() {
         "{said}"
     );
     converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    let out = verify(t.clone()).await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains(": equal (1 range(s) compared)"), "{said}");
     let out = resync("public.nothing_here".into()).await;
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);

@@ -65,6 +65,7 @@ pub struct Found {
 /// Verifies every CDC pipeline of `cfg` that writes ClickHouse from Postgres.
 pub async fn run(cfg: &Config, o: &Options) -> Result<Vec<TableReport>, String> {
     let mut out = Vec::new();
+    let mut any = false;
     for p in &cfg.pipelines {
         let Some(pg) = p.postgres.as_ref() else {
             continue;
@@ -72,6 +73,7 @@ pub async fn run(cfg: &Config, o: &Options) -> Result<Vec<TableReport>, String> 
         if p.kind != PipelineKind::Cdc || p.kafka_sink.is_some() {
             continue;
         }
+        any = true;
         let params = PgParams::from_config(pg);
         let c = catalog::connect(&params)
             .await
@@ -106,6 +108,11 @@ pub async fn run(cfg: &Config, o: &Options) -> Result<Vec<TableReport>, String> 
                 out.push(verify_table(p, &params, &c, &ch, &position, &schema, &table, o).await?);
             }
         }
+    }
+    if !any {
+        return Err(
+            "no pipeline of the config writes ClickHouse from Postgres: nothing to verify".into(),
+        );
     }
     for t in &o.tables {
         let found = out
