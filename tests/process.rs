@@ -858,9 +858,10 @@ async fn resync_and_verify_from_the_command_line() {
     ))
     .await
     .unwrap();
-    let resync = |table: String| {
+    // `tributary <command> --config cfg --table <table>` beside the running process.
+    let cli = |command: &'static str, table: String| {
         let mut cmd = Command::new(bin());
-        cmd.args(["resync", "--config"])
+        cmd.args([command, "--config"])
             .arg(&cfg)
             .args(["--table", &table])
             .envs(world_env(&w, &Target::Ch18.url()))
@@ -871,19 +872,9 @@ async fn resync_and_verify_from_the_command_line() {
                 .unwrap()
         }
     };
+    let resync = |table: String| cli("resync", table);
     // `tributary verify` names the ghost (exit 1), and an unknown table (exit 2).
-    let verify = |table: String| {
-        let mut cmd = Command::new(bin());
-        cmd.args(["verify", "--config"])
-            .arg(&cfg)
-            .args(["--table", &table])
-            .envs(world_env(&w, &Target::Ch18.url()));
-        async move {
-            tokio::task::spawn_blocking(move || cmd.output().unwrap())
-                .await
-                .unwrap()
-        }
-    };
+    let verify = |table: String| cli("verify", table);
     let out = verify(format!("public.{t}")).await;
     let said = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{said}");
