@@ -46,7 +46,7 @@ enum Command {
     },
     /// Compare each replicated table's live rows in ClickHouse with Postgres (hashes of key
     /// ranges computed in both databases, split where they differ) and list the keys that
-    /// differ. Runs beside a live pipeline; changes nothing. Exit status: 0 equal, 1
+    /// differ. Runs beside a live pipeline; changes nothing (unless --repair). Exit status: 0 equal, 1
     /// differences, 2 an error.
     Verify {
         #[arg(short, long)]
@@ -60,6 +60,10 @@ enum Command {
         /// Print the reports as JSON.
         #[arg(long)]
         json: bool,
+        /// Have the running tributary (its admin API) copy the keys found different again,
+        /// as snapshot rows in its stream's order, then compare again.
+        #[arg(long)]
+        repair: bool,
     },
     /// Print the status of a running tributary (its `/status`), as a table.
     Status {
@@ -138,11 +142,16 @@ fn main() -> ExitCode {
             } => resync(&cfg, &table, pipeline.as_deref()).await,
             Command::Status { .. } => unreachable!("handled above"),
             Command::Verify {
-                table, limit, json, ..
+                table,
+                limit,
+                json,
+                repair,
+                ..
             } => {
                 let o = tributary::cdc::verify::Options {
                     tables: table,
                     limit,
+                    repair,
                 };
                 let reports = match tributary::cdc::verify::run(&cfg, &o).await {
                     Ok(r) => r,
@@ -267,56 +276,19 @@ fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runti
 
 /// Asks the running tributary of `cfg` (its HTTP listener and admin token) to resync `table`.
 async fn resync(cfg: &Config, table: &str, pipeline: Option<&str>) -> anyhow::Result<ExitCode> {
-    if !cfg.admin.enabled || cfg.admin.token.is_empty() {
-        anyhow::bail!(
-            "resync goes through the running tributary's admin API: set [admin] enabled = true and a token in the config, and restart it"
-        );
-    }
-    if cfg.http.listen.is_empty() {
-        anyhow::bail!(
-            "resync goes through the running tributary's HTTP listener: http.listen is empty"
-        );
-    }
-    tributary::clients::tls::install_default_provider();
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    };
-    let mut url = format!(
-        "http://{}/admin/resync?table={}",
-        cfg.http.listen,
-        enc(table)
-    );
+    let mut query = vec![("table", table)];
     if let Some(p) = pipeline {
-        url.push_str(&format!("&pipeline={}", enc(p)));
+        query.push(("pipeline", p));
     }
-    let r = reqwest::Client::new()
-        .post(&url)
-        .bearer_auth(cfg.admin.token.expose())
-        .timeout(std::time::Duration::from_secs(900))
-        .send()
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "no running tributary answers at {}: {}",
-                cfg.http.listen,
-                e.without_url()
-            )
-        })?;
-    let status = r.status();
-    let body = r.text().await.unwrap_or_default();
-    if status.is_success() {
-        print!("{body}");
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprint!("tributary resync: {body}");
-        Ok(ExitCode::FAILURE)
+    match tributary::clients::admin::post(cfg, "/admin/resync", &query, None).await {
+        Ok(body) => {
+            print!("{body}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("tributary resync: {e}");
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 

@@ -859,11 +859,12 @@ async fn resync_and_verify_from_the_command_line() {
     .await
     .unwrap();
     // `tributary <command> --config cfg --table <table>` beside the running process.
-    let cli = |command: &'static str, table: String| {
+    let cli = |command: &'static str, table: String, extra: &'static [&'static str]| {
         let mut cmd = Command::new(bin());
         cmd.args([command, "--config"])
             .arg(&cfg)
             .args(["--table", &table])
+            .args(extra)
             .envs(world_env(&w, &Target::Ch18.url()))
             .envs(admin);
         async move {
@@ -872,9 +873,9 @@ async fn resync_and_verify_from_the_command_line() {
                 .unwrap()
         }
     };
-    let resync = |table: String| cli("resync", table);
+    let resync = |table: String| cli("resync", table, &[]);
     // `tributary verify` names the ghost (exit 1), and an unknown table (exit 2).
-    let verify = |table: String| cli("verify", table);
+    let verify = |table: String| cli("verify", table, &[]);
     let out = verify(format!("public.{t}")).await;
     let said = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{said}");
@@ -913,6 +914,31 @@ async fn resync_and_verify_from_the_command_line() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{said}");
     assert!(said.contains(": equal (1 range(s) compared)"), "{said}");
+    // Another ghost, and a row lost: `verify --repair` has the process fix both, and says
+    // the table is equal after it (exit 0).
+    w.ch.execute(&format!(
+        "INSERT INTO `{}`.`{t}` (id, v, _version, _is_deleted) VALUES (9001, 'ghost', 5, 0)",
+        w.database
+    ))
+    .await
+    .unwrap();
+    w.ch.execute(&format!(
+        "INSERT INTO `{0}`.`{t}` (id, v, _version, _is_deleted) SELECT 7, '', max(_version) + 1, 1 FROM `{0}`.`{t}`",
+        w.database
+    ))
+    .await
+    .unwrap();
+    let out = cli("verify", t.clone(), &["--repair"]).await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("500 rows in Postgres, 500 in ClickHouse: equal")
+            && said.contains("repaired 2 key(s) (")
+            && said.contains("1 row(s) copied from Postgres, 1 deleted from ClickHouse")
+            && said.contains("was extra    9001"),
+        "{said}"
+    );
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
     let out = resync("public.nothing_here".into()).await;
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);

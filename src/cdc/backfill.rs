@@ -169,6 +169,22 @@ pub struct Job {
     /// readable), then the rows whose latest version is below this (the resync's first read
     /// position) are deleted: Postgres no longer has them.
     pub purge_below: Option<u64>,
+    /// A repair of single keys (`tributary verify --repair`) instead of a copy of the table.
+    pub repair: Option<Repair>,
+}
+
+/// A repair of the keys `tributary verify` found different: the rows Postgres has of `keys`
+/// are copied as snapshot rows (read after a [`read_position`], at its version), then the rows
+/// of `purge` whose latest version in ClickHouse is older are deleted (Postgres no longer has
+/// them: every row it has was just copied at that version, and a change streamed since is
+/// newer). Nothing of it is recorded in the state: a repair cut short is run again.
+pub struct Repair {
+    /// Each row's key values (the key columns' text, in key order).
+    pub keys: Vec<Vec<String>>,
+    /// The canonical key texts (see `protocol::verify`) of every key to repair.
+    pub purge: Vec<String>,
+    /// Told what was done, once it is.
+    pub done: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Result<String, String>>>>,
 }
 
 /// A partition of a replicated partitioned table.
@@ -183,6 +199,9 @@ impl Job {
     /// The table as progress shows it: `schema.table`, or for a partition
     /// `schema.table (partition schema.name)`.
     pub fn display(&self) -> String {
+        if self.repair.is_some() {
+            return format!("{} (repair)", self.schema.qualified());
+        }
         match &self.partition {
             None => self.schema.qualified(),
             Some(p) => format!(
@@ -208,6 +227,9 @@ impl Job {
 /// was queued or why not.
 pub struct ResyncRequest {
     pub table: String,
+    /// A repair of single keys instead: each key's values, and every key's canonical text
+    /// (see [`Repair`]); answered once it is done.
+    pub repair: Option<(Vec<Vec<String>>, Vec<String>)>,
     pub reply: tokio::sync::oneshot::Sender<Result<String, String>>,
 }
 
@@ -218,6 +240,25 @@ pub type ResyncPort =
 
 /// Asks the pipeline behind `port` to resync `table`; waits for its answer.
 pub async fn request_resync(port: &ResyncPort, table: &str) -> Result<String, String> {
+    request(port, table, None).await
+}
+
+/// Asks the pipeline behind `port` to repair these keys of `table` (see [`Repair`]); waits
+/// until it is done.
+pub async fn request_repair(
+    port: &ResyncPort,
+    table: &str,
+    keys: Vec<Vec<String>>,
+    purge: Vec<String>,
+) -> Result<String, String> {
+    request(port, table, Some((keys, purge))).await
+}
+
+async fn request(
+    port: &ResyncPort,
+    table: &str,
+    repair: Option<(Vec<Vec<String>>, Vec<String>)>,
+) -> Result<String, String> {
     let sender = port
         .lock()
         .map_err(|_| "the source's port is poisoned".to_string())?
@@ -227,6 +268,7 @@ pub async fn request_resync(port: &ResyncPort, table: &str) -> Result<String, St
     sender
         .send(ResyncRequest {
             table: table.to_string(),
+            repair,
             reply,
         })
         .map_err(|_| "the pipeline's Postgres source is restarting".to_string())?;
@@ -392,6 +434,19 @@ pub(crate) async fn copy_table(
     client: &tokio_postgres::Client,
     j: Job,
 ) -> Result<Copied, BackfillError> {
+    if let Some(r) = &j.repair {
+        // Never the table's own copy (which starts with a TRUNCATE).
+        let answer = repair(ctx, client, &j, r).await;
+        let told = match &answer {
+            Ok(done) => Ok(done.clone()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Some(tell) = r.done.lock().ok().and_then(|mut d| d.take()) {
+            let _ = tell.send(told);
+        }
+        answer?;
+        return Ok(Copied::Done);
+    }
     let s = &j.schema;
     let rel = s.rel_id;
     let what = what(&j);
@@ -695,6 +750,70 @@ fn pick_bounds(bounds: Vec<Vec<String>>, ranges: usize) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Copies the rows of the repair's keys, then deletes those of its keys Postgres no longer
+/// has (see [`Repair`]); what was done.
+async fn repair(
+    ctx: &Ctx<'_>,
+    client: &tokio_postgres::Client,
+    j: &Job,
+    r: &Repair,
+) -> Result<String, BackfillError> {
+    let what = what(j);
+    let rel = j.schema.rel_id;
+    let mut version = read_position(client, ctx.params, ctx.pipeline, &what).await?;
+    progress(ctx, &j.display(), &|p| {
+        p.state = CopyState::Copying;
+        p.estimate = r.keys.len() as u64;
+        p.started = Some(std::time::Instant::now());
+        p.rows = 0;
+    });
+    let mut copied = 0;
+    let mut after: Option<Vec<String>> = None;
+    while !r.keys.is_empty() {
+        let chunk = copy_chunk(ctx, client, j, after.as_ref(), None, version).await?;
+        match chunk.outcome {
+            Sent::SchemaChanged => continue,
+            Sent::Truncated => {
+                // Read anew, above the TRUNCATE's fence.
+                after = None;
+                copied = 0;
+                version = read_position(client, ctx.params, ctx.pipeline, &what).await?;
+                continue;
+            }
+            Sent::Yes => {}
+        }
+        copied += chunk.rows;
+        if chunk.rows < ctx.chunk_rows {
+            break;
+        }
+        after = chunk.last_key;
+    }
+    let deleted = if r.purge.is_empty() {
+        0
+    } else {
+        ctx.edge
+            .call(
+                |reply| SinkMsg::Purge {
+                    rel,
+                    below: version,
+                    only: Some(r.purge.clone()),
+                    reply,
+                },
+                Duration::from_secs(600),
+            )
+            .await?
+            .map_err(BackfillError::Sink)?
+    };
+    progress(ctx, &j.display(), &|p| {
+        p.state = CopyState::Done;
+        p.seconds = p.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    });
+    tracing::info!(pipeline = %ctx.pipeline, table = %what, keys = r.purge.len(), copied, deleted, "repair complete");
+    Ok(format!(
+        "repair of {what}: {copied} row(s) copied from Postgres, {deleted} deleted from ClickHouse"
+    ))
+}
+
 /// Records the job's copy done (a resync's rows left over deleted first) and shows it.
 async fn finish(ctx: &Ctx<'_>, j: &Job) -> Result<(), BackfillError> {
     let what = what(j);
@@ -703,7 +822,12 @@ async fn finish(ctx: &Ctx<'_>, j: &Job) -> Result<(), BackfillError> {
         let purged = ctx
             .edge
             .call(
-                |reply| SinkMsg::Purge { rel, below, reply },
+                |reply| SinkMsg::Purge {
+                    rel,
+                    below,
+                    only: None,
+                    reply,
+                },
                 Duration::from_secs(3600),
             )
             .await?
@@ -818,6 +942,14 @@ async fn copy_chunk(
     }
     if let Some(h) = hi {
         conds.push(format!("({key_list}) <= ({})", key_literal(h)));
+    }
+    if let Some(r) = &j.repair {
+        let rows: Vec<String> = r
+            .keys
+            .iter()
+            .map(|k| format!("({})", key_literal(k)))
+            .collect();
+        conds.push(format!("({key_list}) IN ({})", rows.join(", ")));
     }
     let sql = format!(
         "COPY (SELECT {} FROM {}.{}{} ORDER BY {key_list} LIMIT {}) TO STDOUT",

@@ -134,6 +134,9 @@ pub enum SinkMsg {
     Purge {
         rel: u32,
         below: u64,
+        /// Only the rows of these keys (their canonical text, see `protocol::verify`): a
+        /// repair of single keys; `None`: every row.
+        only: Option<Vec<String>>,
         reply: RpcReplyPort<Result<u64, String>>,
     },
     /// A task of the sink failed (a Kafka delivery): the sink fails with this reason.

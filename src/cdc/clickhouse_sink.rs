@@ -285,8 +285,13 @@ impl Actor for ClickHouseSink {
                 let _ = reply.send(r.as_ref().map(|m| m.clone()).map_err(|e| e.to_string()));
                 r?;
             }
-            SinkMsg::Purge { rel, below, reply } => {
-                let r = st.purge(rel, below).await;
+            SinkMsg::Purge {
+                rel,
+                below,
+                only,
+                reply,
+            } => {
+                let r = st.purge(rel, below, only.as_deref()).await;
                 let _ = reply.send(r.as_ref().map(|n| *n).map_err(|e| e.to_string()));
                 if let Err(e) = r {
                     if !matches!(e, SinkError::Schema(_)) {
@@ -1009,8 +1014,14 @@ impl SinkState {
 
     /// Deletes the rows of table `rel` whose latest version is below `below` (see
     /// [`SinkMsg::Purge`]), with tombstones at `below`: a change streamed since has a higher
-    /// version and wins over them. How many.
-    async fn purge(&mut self, rel: u32, below: u64) -> Result<u64, SinkError> {
+    /// version and wins over them. With `only`, the rows of those keys alone (their
+    /// canonical text, as `tributary verify` names them). How many.
+    async fn purge(
+        &mut self,
+        rel: u32,
+        below: u64,
+        only: Option<&[String]>,
+    ) -> Result<u64, SinkError> {
         self.flush().await?;
         if let Some(stop) = self.stopped.get(&rel) {
             // Its copy was skipped: it stays stopped (recorded), and nothing is deleted.
@@ -1035,7 +1046,19 @@ impl SinkState {
         let keys: Vec<String> = t.cols.iter().map(|c| ch_ident(&c.name)).collect();
         let keys = keys.join(", ");
         let (ver, del) = (ch_ident(VERSION_COL), ch_ident(DELETED_COL));
-        let stale = format!("FROM {db}.{name} FINAL WHERE {ver} < {below} AND {del} = 0");
+        let mut stale = format!("FROM {db}.{name} FINAL WHERE {ver} < {below} AND {del} = 0");
+        if let Some(only) = only {
+            let key_cols: Vec<&ChColumn> = t.cols.iter().filter(|c| c.is_key).collect();
+            if only.is_empty() || key_cols.is_empty() {
+                return Ok(0);
+            }
+            let texts: Vec<String> = only.iter().map(|k| ch_literal(k)).collect();
+            stale.push_str(&format!(
+                " AND {} IN ({})",
+                crate::protocol::verify::ch_key_text(&key_cols),
+                texts.join(", ")
+            ));
+        }
         let n: u64 = self
             .ch
             .query_text(&format!("SELECT count() {stale}"))
@@ -1050,7 +1073,9 @@ impl SinkState {
                 ))
                 .await?;
         }
-        tracing::info!(pipeline = %self.pipeline, table = %t.ch_name, rows = n, "resync: rows Postgres no longer has deleted");
+        if only.is_none() {
+            tracing::info!(pipeline = %self.pipeline, table = %t.ch_name, rows = n, "resync: rows Postgres no longer has deleted");
+        }
         Ok(n)
     }
 

@@ -83,6 +83,7 @@ pub fn jobs_for(
             partition: Some(p.clone()),
             detached: false,
             purge_below: None,
+            repair: None,
         })
         .collect()
 }
@@ -121,6 +122,7 @@ pub async fn watch(
                     partition: Some(part.clone()),
                     detached: false,
                     purge_below: None,
+                    repair: None,
                 };
                 backfill::register(c, p, shared, counters, std::slice::from_ref(&job)).await?;
                 if jobs.send(job).is_err() {
@@ -157,6 +159,7 @@ pub fn retire_job(table: &SharedSchema, oid: u32) -> Job {
         }),
         detached: true,
         purge_below: None,
+        repair: None,
     }
 }
 

@@ -514,6 +514,7 @@ impl Stream {
                         partition: None,
                         detached: false,
                         purge_below: None,
+                        repair: None,
                     });
                 }
             }
@@ -764,7 +765,29 @@ impl Stream {
             *port = Some(resync_tx);
         }
         let requests = async {
-            while let Some(req) = resync_rx.recv().await {
+            while let Some(mut req) = resync_rx.recv().await {
+                if let Some((keys, purge)) = req.repair.take() {
+                    // Answered once the repair is done (or not queued, with why).
+                    let (tell, told) = tokio::sync::oneshot::channel();
+                    match self
+                        .repair_job(&client, &params, &req.table, &filters, keys, purge, tell)
+                        .await
+                    {
+                        Ok(job) => {
+                            let _ = jobs_tx.send(job);
+                            tokio::spawn(async move {
+                                let answer = told.await.unwrap_or_else(|_| {
+                                    Err("the pipeline's Postgres source restarted".into())
+                                });
+                                let _ = req.reply.send(answer);
+                            });
+                        }
+                        Err(e) => {
+                            let _ = req.reply.send(Err(e));
+                        }
+                    }
+                    continue;
+                }
                 let answer = match self
                     .resync_job(&client, &params, &req.table, &incarnation, &filters)
                     .await
@@ -788,17 +811,9 @@ impl Stream {
         }
     }
 
-    /// The job that resyncs `table` (`schema.table`, or a table of `public`): copied over what
-    /// ClickHouse has, the rows left over deleted at the end (see [`Job::purge_below`]),
-    /// recorded so that a restart resumes it. Why not, for a table that cannot be resynced.
-    async fn resync_job(
-        &self,
-        client: &tokio_postgres::Client,
-        params: &PgParams,
-        table: &str,
-        incarnation: &str,
-        filters: &HashMap<u32, String>,
-    ) -> Result<Job, String> {
+    /// The table this pipeline replicates named `table` (`schema.table`, or a table of
+    /// `public`), unless it is keyless or being copied.
+    fn copyable(&self, table: &str) -> Result<SharedSchema, String> {
         let found = self
             .copy
             .schemas
@@ -828,6 +843,69 @@ impl Stream {
         {
             return Err(format!("{} is being copied already", schema.qualified()));
         }
+        Ok(schema)
+    }
+
+    /// The job that repairs the rows of `keys` (each key's values) and `purge` (every key's
+    /// canonical text) of `table` (see [`backfill::Repair`]); `tell` hears when it is done.
+    #[allow(clippy::too_many_arguments)]
+    async fn repair_job(
+        &self,
+        client: &tokio_postgres::Client,
+        params: &PgParams,
+        table: &str,
+        filters: &HashMap<u32, String>,
+        keys: Vec<Vec<String>>,
+        purge: Vec<String>,
+        tell: tokio::sync::oneshot::Sender<Result<String, String>>,
+    ) -> Result<Job, String> {
+        let schema = self.copyable(table)?;
+        let width = schema.key_indexes().len();
+        if let Some(k) = keys.iter().find(|k| k.len() != width) {
+            return Err(format!(
+                "{}: a key of {} value(s) for a key of {width} column(s)",
+                schema.qualified(),
+                k.len()
+            ));
+        }
+        let job = Job {
+            schema: schema.clone(),
+            filter: filters.get(&schema.rel_id).cloned(),
+            from: TableCopy::Pending,
+            partition: None,
+            detached: false,
+            purge_below: None,
+            repair: Some(backfill::Repair {
+                keys,
+                purge,
+                done: std::sync::Mutex::new(Some(tell)),
+            }),
+        };
+        backfill::register(
+            client,
+            params,
+            &self.copy,
+            &self.counters,
+            std::slice::from_ref(&job),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        tracing::info!(pipeline = %self.pipeline, table = %schema.qualified(), keys = job.repair.as_ref().map_or(0, |r| r.purge.len()), "repair requested: the rows of the keys verify found different are copied again");
+        Ok(job)
+    }
+
+    /// The job that resyncs `table` (`schema.table`, or a table of `public`): copied over what
+    /// ClickHouse has, the rows left over deleted at the end (see [`Job::purge_below`]),
+    /// recorded so that a restart resumes it. Why not, for a table that cannot be resynced.
+    async fn resync_job(
+        &self,
+        client: &tokio_postgres::Client,
+        params: &PgParams,
+        table: &str,
+        incarnation: &str,
+        filters: &HashMap<u32, String>,
+    ) -> Result<Job, String> {
+        let schema = self.copyable(table)?;
         let below = backfill::read_position(client, params, &self.pipeline, &schema.qualified())
             .await
             .map_err(|e| e.to_string())?;
@@ -849,6 +927,7 @@ impl Stream {
             partition: None,
             detached: false,
             purge_below: Some(below),
+            repair: None,
         };
         backfill::register(
             client,
@@ -951,6 +1030,7 @@ impl Stream {
             partition: None,
             detached: false,
             purge_below: None,
+            repair: None,
         })
     }
 
@@ -1043,6 +1123,7 @@ impl Stream {
                     partition: None,
                     detached: false,
                     purge_below,
+                    repair: None,
                 }
             })
             .filter(|j| j.from != TableCopy::Done)

@@ -7,13 +7,18 @@
 //! every difference is looked at a second time (after the slot confirmed a new position)
 //! before it is reported, so that rows changed while it ran are not reported.
 //!
-//! Must never: write to either database, or report a key it saw differ only once.
+//! With `--repair` the running pipeline (its admin API) copies the keys found different
+//! again, as snapshot rows in its stream's order, and the table is compared again.
+//!
+//! Must never: write to either database itself (a repair is the pipeline's), or report a key
+//! it saw differ only once.
 
 use crate::clients::clickhouse::ChClient;
 use crate::clients::postgres::{catalog, PgParams};
 use crate::config::{Config, PipelineConfig, PipelineKind};
 use crate::protocol::chtypes::{map_table, table_name, ChColumn};
 use crate::protocol::pgtext::unescape_tsv;
+use crate::protocol::schema::{pg_ident, pg_literal};
 use crate::protocol::verify::{self as core, Difference, Digest, KeyRange, RowHash};
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
@@ -30,6 +35,9 @@ pub struct Options {
     pub tables: Vec<String>,
     /// Differences listed per table at most.
     pub limit: usize,
+    /// Have the running pipeline copy the keys found different again (through its admin
+    /// API), then compare again.
+    pub repair: bool,
 }
 
 /// What was found for one table.
@@ -50,6 +58,18 @@ pub struct TableReport {
     pub note: Option<String>,
     /// Key ranges compared (a measure of the work: 1 when the table is equal).
     pub ranges: u64,
+    /// With `--repair`, when there was something to repair: what was, and the pipeline's
+    /// answer; the rest of the report is the comparison after it.
+    pub repaired: Option<Repaired>,
+}
+
+/// A repair done by `--repair`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Repaired {
+    /// The differences found first (all of them were repaired).
+    pub keys: Vec<Found>,
+    /// What the pipeline did.
+    pub answer: String,
 }
 
 /// One key that differs.
@@ -60,6 +80,9 @@ pub struct Found {
     pub key: String,
     /// For `changed`: the columns whose values differ.
     pub columns: Vec<String>,
+    /// The key's canonical text (what a repair names it by).
+    #[serde(skip)]
+    pub raw: String,
 }
 
 /// Verifies every CDC pipeline of `cfg` that writes ClickHouse from Postgres.
@@ -105,7 +128,15 @@ pub async fn run(cfg: &Config, o: &Options) -> Result<Vec<TableReport>, String> 
                     .iter()
                     .any(|t| *t == q || (schema == "public" && *t == table));
             if wanted {
-                out.push(verify_table(p, &params, &c, &ch, &position, &schema, &table, o).await?);
+                let at = Where {
+                    cfg,
+                    p,
+                    params: &params,
+                    c: &c,
+                    ch: &ch,
+                    position: &position,
+                };
+                out.push(verify_table(&at, &schema, &table, o).await?);
             }
         }
     }
@@ -293,17 +324,23 @@ impl Target<'_> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A pipeline being verified, and the connections to its two sides.
+struct Where<'a> {
+    cfg: &'a Config,
+    p: &'a PipelineConfig,
+    params: &'a PgParams,
+    c: &'a Client,
+    ch: &'a ChClient,
+    position: &'a Position<'a>,
+}
+
 async fn verify_table(
-    p: &PipelineConfig,
-    params: &PgParams,
-    c: &Client,
-    ch: &ChClient,
-    position: &Position<'_>,
+    at_: &Where<'_>,
     schema: &str,
     table: &str,
     o: &Options,
 ) -> Result<TableReport, String> {
+    let (p, params, c, ch) = (at_.p, at_.params, at_.c, at_.ch);
     let qualified = format!("{schema}.{table}");
     let at = |e: String| format!("{qualified}: {e}");
     let mut report = TableReport {
@@ -318,6 +355,7 @@ async fn verify_table(
         skipped_columns: Vec::new(),
         note: None,
         ranges: 0,
+        repaired: None,
     };
     let mapped = p
         .tables
@@ -383,14 +421,37 @@ async fn verify_table(
         keys,
         key_type,
     };
-    report.note = position.reached().await.map_err(at)?;
+    report.note = at_.position.reached().await.map_err(at)?;
+    compare(&target, at_, o, &mut report).await.map_err(at)?;
+    if o.repair && !report.differences.is_empty() {
+        let answer = repair(&target, at_, &report.differences)
+            .await
+            .map_err(|e| at(format!("repair: {e}")))?;
+        report.repaired = Some(Repaired {
+            keys: std::mem::take(&mut report.differences),
+            answer: answer.trim_end().to_string(),
+        });
+        report.truncated = false;
+        report.ranges = 0;
+        compare(&target, at_, o, &mut report).await.map_err(at)?;
+    }
+    Ok(report)
+}
 
+/// Compares the table's two sides into `report` (rows, differences, ranges, equal).
+async fn compare(
+    target: &Target<'_>,
+    at: &Where<'_>,
+    o: &Options,
+    report: &mut TableReport,
+) -> Result<(), String> {
+    let (c, ch, position) = (at.c, at.ch, at.position);
     // Bisect: ranges that differ are split until they are small enough to list.
     let mut todo = vec![KeyRange::all()];
     let mut first = true;
     while let Some(r) = todo.pop() {
         report.ranges += 1;
-        let (pg, chd) = target.digests(c, ch, &r).await.map_err(at)?;
+        let (pg, chd) = target.digests(c, ch, &r).await?;
         if first {
             report.postgres_rows = pg.rows;
             report.clickhouse_rows = chd.rows;
@@ -400,7 +461,7 @@ async fn verify_table(
             continue;
         }
         let parts = if pg.rows.max(chd.rows) > LEAF_ROWS {
-            target.split(c, &r).await.map_err(at)?
+            target.split(c, &r).await?
         } else {
             Vec::new()
         };
@@ -408,16 +469,16 @@ async fn verify_table(
             todo.extend(parts.into_iter().rev());
             continue;
         }
-        let before = target.rows(c, ch, &r).await.map_err(at)?;
+        let before = target.rows(c, ch, &r).await?;
         if before.is_empty() {
             continue;
         }
         // A second look, once the pipeline confirmed a newer position: only what differs
         // both times is reported (rows changed meanwhile were in flight).
-        if let Some(why) = position.reached().await.map_err(at)? {
+        if let Some(why) = position.reached().await? {
             report.note.get_or_insert(why);
         }
-        for d in target.rows(c, ch, &r).await.map_err(at)? {
+        for d in target.rows(c, ch, &r).await? {
             if before.iter().any(|b| b.key() == d.key()) {
                 report.differences.push(found_of(&d, &target.cols));
             }
@@ -431,7 +492,44 @@ async fn verify_table(
         report.truncated = true;
     }
     report.equal = report.differences.is_empty() && !report.truncated;
-    Ok(report)
+    Ok(())
+}
+
+/// Has the pipeline streaming the table copy the rows of `found` again (see
+/// `cdc::backfill::Repair`): the key values of those Postgres has, and every key's
+/// canonical text for the rows to delete. What it did.
+async fn repair(target: &Target<'_>, at: &Where<'_>, found: &[Found]) -> Result<String, String> {
+    let texts: Vec<String> = found.iter().map(|f| pg_literal(&f.raw)).collect();
+    let values: Vec<String> = target
+        .keys
+        .iter()
+        .map(|k| format!("format('%s', {})", pg_ident(&k.name)))
+        .collect();
+    let sql = format!(
+        "SELECT ARRAY[{}] FROM {}.{} WHERE {} IN ({})",
+        values.join(", "),
+        pg_ident(target.schema),
+        pg_ident(target.table),
+        core::pg_key_text(&target.keys),
+        texts.join(", ")
+    );
+    let keys: Vec<Vec<String>> =
+        at.c.query(&sql, &[])
+            .await
+            .map_err(|e| format!("Postgres: {e}"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+    let purge: Vec<String> = found.iter().map(|f| f.raw.clone()).collect();
+    let body = serde_json::json!({ "keys": keys, "purge": purge }).to_string();
+    let table = format!("{}.{}", target.schema, target.table);
+    crate::clients::admin::post(
+        at.cfg,
+        "/admin/repair",
+        &[("table", &table), ("pipeline", &at.p.name)],
+        Some(body),
+    )
+    .await
 }
 
 fn found_of(d: &Difference, cols: &[&ChColumn]) -> Found {
@@ -450,6 +548,7 @@ fn found_of(d: &Difference, cols: &[&ChColumn]) -> Found {
         kind,
         key: core::show_key(key),
         columns,
+        raw: key.clone(),
     }
 }
 
@@ -480,6 +579,16 @@ pub fn render(reports: &[TableReport]) -> String {
         ));
         if let Some(n) = &r.note {
             s.push_str(&format!("  note: {n}\n"));
+        }
+        if let Some(rep) = &r.repaired {
+            s.push_str(&format!(
+                "  repaired {} key(s) ({})\n",
+                rep.keys.len(),
+                rep.answer
+            ));
+            for d in &rep.keys {
+                s.push_str(&format!("    was {:<8} {}\n", d.kind, d.key));
+            }
         }
         for (c, why) in &r.skipped_columns {
             s.push_str(&format!("  column {c} not compared: {why}\n"));

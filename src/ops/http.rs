@@ -131,7 +131,9 @@ fn route(o: &Observed, req: Request<Incoming>) -> Response<Full<Bytes>> {
 
 /// `/admin/actors` (GET: the tree), `/admin/kill?actor=PATH` and `/admin/stop?actor=PATH`
 /// (POST), `/admin/resync?table=SCHEMA.TABLE[&pipeline=NAME]` (POST: copy the table over what
-/// ClickHouse has while it streams, then delete the rows Postgres no longer has): off unless
+/// ClickHouse has while it streams, then delete the rows Postgres no longer has),
+/// `/admin/repair?table=…[&pipeline=…]` (POST, a JSON body of keys: the same for those keys
+/// alone, answered once done; what `tributary verify --repair` sends): off unless
 /// `[admin]` is enabled, and always behind its bearer token.
 async fn admin(o: &Observed, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let Some(a) = &o.admin else {
@@ -149,12 +151,14 @@ async fn admin(o: &Observed, req: Request<Incoming>) -> Response<Full<Bytes>> {
             "a valid bearer token is required\n",
         );
     }
-    let query = req.uri().query().unwrap_or("");
+    let query = req.uri().query().unwrap_or("").to_string();
+    let query = query.as_str();
     let actor = query
         .split('&')
         .find_map(|kv| kv.strip_prefix("actor="))
         .map(percent_decode);
-    match (req.method().as_str(), req.uri().path()) {
+    let (method, path) = (req.method().to_string(), req.uri().path().to_string());
+    match (method.as_str(), path.as_str()) {
         ("GET", "/admin/actors") => match serde_json::to_vec_pretty(&o.registry.actors()) {
             Ok(b) => reply(StatusCode::OK, "application/json", b),
             Err(e) => reply(
@@ -192,7 +196,15 @@ async fn admin(o: &Observed, req: Request<Incoming>) -> Response<Full<Bytes>> {
             }
             reply(StatusCode::OK, "text/plain", format!("{kind} {actor}\n"))
         }
-        ("POST", "/admin/resync") => {
+        ("POST", path @ ("/admin/resync" | "/admin/repair")) => {
+            let repair = if path == "/admin/repair" {
+                match repair_body(req).await {
+                    Ok(r) => Some(r),
+                    Err(e) => return reply(StatusCode::BAD_REQUEST, "text/plain", e),
+                }
+            } else {
+                None
+            };
             let param = |name: &str| {
                 query
                     .split('&')
@@ -215,11 +227,28 @@ async fn admin(o: &Observed, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 if pipeline.as_ref().is_some_and(|p| p != name) {
                     continue;
                 }
-                match crate::cdc::backfill::request_resync(&h.resync, &table).await {
+                let asked = match &repair {
+                    Some(r) => {
+                        crate::cdc::backfill::request_repair(
+                            &h.resync,
+                            &table,
+                            r.keys.clone(),
+                            r.purge.clone(),
+                        )
+                        .await
+                    }
+                    None => crate::cdc::backfill::request_resync(&h.resync, &table).await,
+                };
+                match asked {
                     Ok(done) => {
-                        tracing::info!(pipeline = %name, table = %table, "resync requested through the admin API");
+                        let what = if repair.is_some() { "repair" } else { "resync" };
+                        tracing::info!(pipeline = %name, table = %table, what, "requested through the admin API");
                         return reply(
-                            StatusCode::ACCEPTED,
+                            if repair.is_some() {
+                                StatusCode::OK
+                            } else {
+                                StatusCode::ACCEPTED
+                            },
                             "text/plain",
                             format!("{name}: {done}\n"),
                         );
@@ -239,6 +268,29 @@ async fn admin(o: &Observed, req: Request<Incoming>) -> Response<Full<Bytes>> {
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
 }
+
+/// What `/admin/repair` takes: `{"keys": [[key values…]…], "purge": ["canonical key text"…]}`
+/// (see `cdc::backfill::Repair`).
+#[derive(serde::Deserialize)]
+struct RepairBody {
+    keys: Vec<Vec<String>>,
+    purge: Vec<String>,
+}
+
+/// A repair's body, at most `REPAIR_BODY_MAX` bytes.
+async fn repair_body(req: Request<Incoming>) -> Result<RepairBody, String> {
+    use http_body_util::BodyExt;
+    let body = http_body_util::Limited::new(req.into_body(), REPAIR_BODY_MAX)
+        .collect()
+        .await
+        .map_err(|e| format!("the body could not be read: {e}\n"))?
+        .to_bytes();
+    serde_json::from_slice(&body)
+        .map_err(|e| format!("the body must be {{\"keys\": [[…]], \"purge\": […]}}: {e}\n"))
+}
+
+/// The largest repair body taken.
+const REPAIR_BODY_MAX: usize = 16 << 20;
 
 fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();

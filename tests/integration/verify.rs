@@ -196,7 +196,8 @@ async fn first_column(c: &tokio_postgres::Client, sql: &str) -> Vec<String> {
 
 /// `tributary verify` on a live pipeline: an equal table is equal in one range; rows
 /// deleted, changed and added on purpose in ClickHouse are found by bisection, each with its
-/// key (and the changed column), and a load running meanwhile adds no false difference.
+/// key (and the changed column), and a load running meanwhile adds no false difference;
+/// `--repair` has the pipeline fix exactly those keys, and the table is then equal.
 async fn finds_the_keys_that_differ(target: Target) {
     use tributary::cdc::verify::{run, Options};
     let w = World::new(target).await;
@@ -226,6 +227,7 @@ async fn finds_the_keys_that_differ(target: Target) {
     let o = Options {
         tables: vec![format!("public.{t}")],
         limit: 100,
+        repair: false,
     };
     let r = run(&cfg, &o).await.unwrap();
     assert_eq!(r.len(), 1);
@@ -236,14 +238,21 @@ async fn finds_the_keys_that_differ(target: Target) {
     );
     assert!(r[0].note.is_none(), "{:?}", r[0].note);
 
-    // Damage: 10 deleted, 3000 changed, 99999 added (versions above any the pipeline writes).
+    // Damage: 10 deleted, 3000 changed, 99999 added, at a version above every row's (as a
+    // lost change or a stray write would leave) and below what the stream writes next.
+    let version = w
+        .ch_rows(&format!(
+            "SELECT toString(max(`_version`) + 1) FROM `{db}`.`{t}`"
+        ))
+        .await
+        .remove(0);
     w.ch.execute(&format!(
-        "INSERT INTO `{db}`.`{t}` (id, v, `_version`, `_is_deleted`) VALUES (10, '', 18000000000000000000, 1), (99999, 'extra', 18000000000000000000, 0)"
+        "INSERT INTO `{db}`.`{t}` (id, v, `_version`, `_is_deleted`) VALUES (10, '', {version}, 1), (99999, 'extra', {version}, 0)"
     ))
     .await
     .unwrap();
     w.ch.execute(&format!(
-        "INSERT INTO `{db}`.`{t}` (id, v, n, at, `_version`, `_is_deleted`) SELECT id, 'wrong', n, at, 18000000000000000000, 0 FROM `{db}`.`{t}` FINAL WHERE id = 3000"
+        "INSERT INTO `{db}`.`{t}` (id, v, n, at, `_version`, `_is_deleted`) SELECT id, 'wrong', n, at, {version}, 0 FROM `{db}`.`{t}` FINAL WHERE id = 3000"
     ))
     .await
     .unwrap();
@@ -288,6 +297,51 @@ async fn finds_the_keys_that_differ(target: Target) {
         text.contains("3 difference(s)") && text.contains("changed  3000  (v)"),
         "{text}"
     );
+
+    // --repair: the running pipeline (through its admin API) copies those keys again and
+    // deletes the extra one; compared again, the table is equal.
+    let token = "verify-repair-token";
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (addr, server) = tributary::ops::http::serve(
+        listener,
+        tributary::ops::metrics::Observed {
+            registry: run_.registry.clone(),
+            pipelines: vec![(run_.pipeline.clone(), run_.handles[0].clone())],
+            started: std::time::Instant::now(),
+            admin: Some(tributary::ops::metrics::Admin {
+                root: run_.root.clone(),
+                token: tributary::config::Secret::new(token),
+            }),
+        },
+    )
+    .unwrap();
+    let mut with_admin = cfg.clone();
+    with_admin.admin.enabled = true;
+    with_admin.admin.token = tributary::config::Secret::new(token);
+    with_admin.http.listen = addr.to_string();
+    let repair = Options { repair: true, ..o };
+    let r = run(&with_admin, &repair).await.unwrap();
+    let done = r[0].repaired.as_ref().expect("a repair");
+    assert_eq!(done.keys.len(), 3, "{r:?}");
+    assert!(
+        done.answer
+            .contains("2 row(s) copied from Postgres, 1 deleted from ClickHouse"),
+        "{}",
+        done.answer
+    );
+    assert!(r[0].equal && r[0].differences.is_empty(), "{r:?}");
+    assert_eq!(r[0].postgres_rows, r[0].clickhouse_rows);
+    let text = tributary::cdc::verify::render(&r);
+    assert!(
+        text.contains("repaired 3 key(s)") && text.contains("was extra    99999"),
+        "{text}"
+    );
+    // What FINAL reads, column by column, equals Postgres.
+    converge(&w, &c, &t, &t, "id, v", "id", Duration::from_secs(30)).await;
+    // Nothing to repair: no request.
+    let r = run(&with_admin, &repair).await.unwrap();
+    assert!(r[0].equal && r[0].repaired.is_none(), "{r:?}");
+    server.abort();
     run_.stop().await;
     w.teardown().await;
 }
