@@ -152,6 +152,7 @@ fn main() -> ExitCode {
                     tables: table,
                     limit,
                     repair,
+                    pipelines: Vec::new(),
                 };
                 let reports = match tributary::cdc::verify::run(&cfg, &o).await {
                     Ok(r) => r,
@@ -248,6 +249,10 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     let _chaos = cfg.chaos.enabled.then(|| {
         tracing::warn!(interval = ?cfg.chaos.interval.0, kinds = ?cfg.chaos.kinds, "chaos is enabled: actors will be killed on purpose");
         tokio::spawn(tributary::ops::chaos::run(cfg.chaos.clone(), root.clone(), registry.clone()))
+    });
+    let _verify = (!cfg.verify.interval.0.is_zero()).then(|| {
+        tracing::info!(interval = ?cfg.verify.interval.0, "verify is scheduled: ClickHouse is compared with Postgres every interval");
+        tokio::spawn(tributary::cdc::verify_schedule::run(cfg.clone(), registry.clone()))
     });
     tracing::info!(pipelines = cfg.pipelines.len(), "tributary running");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

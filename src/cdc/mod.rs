@@ -18,3 +18,4 @@ pub mod table_state;
 pub mod toast;
 pub mod tree;
 pub mod verify;
+pub mod verify_schedule;

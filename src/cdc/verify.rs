@@ -38,6 +38,8 @@ pub struct Options {
     /// Have the running pipeline copy the keys found different again (through its admin
     /// API), then compare again.
     pub repair: bool,
+    /// Only the pipelines of these names; empty: every one.
+    pub pipelines: Vec<String>,
 }
 
 /// What was found for one table.
@@ -97,6 +99,9 @@ pub async fn run(cfg: &Config, o: &Options) -> Result<Vec<TableReport>, String> 
             continue;
         }
         any = true;
+        if !o.pipelines.is_empty() && !o.pipelines.contains(&p.name) {
+            continue;
+        }
         let params = PgParams::from_config(pg);
         let c = catalog::connect(&params)
             .await
@@ -145,7 +150,7 @@ pub async fn run(cfg: &Config, o: &Options) -> Result<Vec<TableReport>, String> 
             "no pipeline of the config writes ClickHouse from Postgres: nothing to verify".into(),
         );
     }
-    for t in &o.tables {
+    for t in o.tables.iter().filter(|_| o.pipelines.is_empty()) {
         let found = out
             .iter()
             .any(|r| r.table == *t || r.table == format!("public.{t}"));

@@ -349,6 +349,12 @@ async function refresh(){
       if(p.stopped_tables&&p.stopped_tables.length){h+=`<table class="stopped"><tr><th>stopped table</th><th>why</th><th>changes skipped</th></tr>`+p.stopped_tables.map(t=>`<tr><td class="failed">${esc(t.table)}</td><td>${esc(t.reason)}</td><td>${t.rows_skipped}</td></tr>`).join("")+`</table>`;}
       if(p.llm){const l=p.llm;h+=`<table><tr><th>LLM requests</th><th>errors</th><th>unknown</th><th>circuit</th><th>limit</th><th>in flight</th></tr><tr><td>${l.requests}</td><td>${l.errors}</td><td>${l.unknown}</td><td>${l.circuit_open?"open":"closed"}</td><td>${l.concurrency_limit}</td><td>${l.in_flight}</td></tr></table>`;}
     }
+    const v=s.verify;
+    if(v){const ago=v.last_run?Math.round(Date.now()/1000-v.last_run)+" s ago":"not yet";
+      h+=`<h2 id="verify">Verify <small>(every ${v.interval_s} s · last ${ago}${v.last_run?", took "+v.duration_s.toFixed(1)+" s":""})</small></h2>`;
+      if(v.error)h+=`<p class="failed">last run failed: ${esc(v.error)}</p>`;
+      for(const k of v.skipped)h+=`<p><small>left alone: ${esc(k)}</small></p>`;
+      if(v.tables.length)h+=`<table class="verified"><tr><th>table</th><th>pipeline</th><th>Postgres rows</th><th>ClickHouse rows</th><th>result</th><th>keys that differ</th></tr>`+v.tables.map(t=>`<tr><td>${esc(t.table)}</td><td>${esc(t.pipeline)}</td><td>${t.postgres_rows}</td><td>${t.clickhouse_rows}</td><td class="${t.equal?"running":"failed"}">${t.equal?"equal":(t.note&&!t.differences?"not compared":t.differences+(t.truncated?"+":"")+" differ")}</td><td>${esc(t.keys.join(", "))}${t.note?" <small>"+esc(t.note)+"</small>":""}</td></tr>`).join("")+`</table>`;}
     document.getElementById("pipelines").innerHTML=h;
     document.querySelector("#actors tbody").innerHTML=Object.entries(s.actors).map(([a,x])=>
       `<tr data-actor="${esc(a)}"><td>${esc(a)}</td><td class="${esc(x.state)}">${esc(x.state)}</td><td class="restarts">${x.restarts}</td><td>${esc(x.last_error??"")}</td></tr>`).join("");

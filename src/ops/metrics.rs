@@ -136,6 +136,8 @@ pub struct Status {
     pub standby: bool,
     pub actors: BTreeMap<String, ActorStatus>,
     pub pipelines: Vec<PipelineStatus>,
+    /// The scheduled verify's last run (`None`: `[verify] interval` is off).
+    pub verify: Option<crate::runtime::registry::VerifyState>,
 }
 
 impl Observed {
@@ -171,6 +173,7 @@ impl Observed {
             standby,
             actors,
             pipelines,
+            verify: self.registry.verify(),
         }
     }
 
@@ -791,6 +794,7 @@ impl Collector for Observed {
                 .map(|(k, n)| (vec![(label, k)], n as f64));
             sample(&mut enc, name, help, C, samples)?;
         }
+        verify_families(&mut enc, st.verify.as_ref())?;
         let llm: Vec<&PipelineStatus> = st.pipelines.iter().filter(|p| p.llm.is_some()).collect();
         let l = |f: &dyn Fn(&LlmStatus) -> f64| -> Samples<'_> {
             llm.iter()
@@ -908,6 +912,99 @@ impl Collector for Observed {
         )?;
         Ok(())
     }
+}
+
+/// The scheduled verify's families (`[verify] interval`; without samples when it is off).
+fn verify_families(
+    enc: &mut DescriptorEncoder,
+    v: Option<&crate::runtime::registry::VerifyState>,
+) -> Result<(), std::fmt::Error> {
+    use MetricType::{Counter as C, Gauge as G};
+    let runs: Samples<'_> = v
+        .map(|v| {
+            v.runs
+                .iter()
+                .map(|(k, n)| (vec![("result", k.clone())], *n as f64))
+                .collect()
+        })
+        .unwrap_or_default();
+    sample(
+        enc,
+        "tributary_verify_runs",
+        "Scheduled verify runs by result: equal, differences, error, skipped (nothing could be compared: a copy under way, a standby).",
+        C,
+        runs,
+    )?;
+    let rows: Samples<'_> = v
+        .map(|v| {
+            v.rows_checked
+                .iter()
+                .map(|((p, t), n)| {
+                    (
+                        vec![("pipeline", p.clone()), ("table", t.clone())],
+                        *n as f64,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    sample(
+        enc,
+        "tributary_verify_rows_checked",
+        "Postgres rows the scheduled verify compared with ClickHouse, over every run.",
+        C,
+        rows,
+    )?;
+    let diffs: Samples<'_> = v
+        .map(|v| {
+            v.tables
+                .iter()
+                .map(|t| {
+                    (
+                        vec![("pipeline", t.pipeline.clone()), ("table", t.table.clone())],
+                        t.differences as f64,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    sample(
+        enc,
+        "tributary_verify_differences",
+        "Keys that differ between ClickHouse and Postgres at the last scheduled verify (seen twice; at most [verify] limit).",
+        G,
+        diffs,
+    )?;
+    for (name, help, value) in [
+        (
+            "tributary_verify_last_run_timestamp_seconds",
+            "Unix time at the end of the last scheduled verify.",
+            (|v: &crate::runtime::registry::VerifyState| v.last_run)
+                as fn(&crate::runtime::registry::VerifyState) -> f64,
+        ),
+        (
+            "tributary_verify_last_success_timestamp_seconds",
+            "Unix time at the end of the last scheduled verify without an error (the schedule's start until one).",
+            |v| v.last_success,
+        ),
+        (
+            "tributary_verify_duration_seconds",
+            "How long the last scheduled verify took.",
+            |v| v.duration_s,
+        ),
+        (
+            "tributary_verify_interval_seconds",
+            "The scheduled verify's interval ([verify] interval).",
+            |v| v.interval_s,
+        ),
+    ] {
+        // One sample without labels.
+        let m = enc.encode_descriptor(name, help, None, G)?;
+        if let Some(v) = v {
+            Gauge(value(v)).encode(m)?;
+        }
+    }
+    Ok(())
 }
 
 fn histogram<'a>(

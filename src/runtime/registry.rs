@@ -263,6 +263,47 @@ impl CopyProgress {
     }
 }
 
+/// The scheduled verify (`[verify] interval`): its last run, as `/status`, the status page
+/// and `/metrics` show it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyState {
+    pub interval_s: f64,
+    /// Unix seconds at the end of the last run (0: none yet).
+    pub last_run: f64,
+    /// Unix seconds at the end of the last run without an error; the schedule's start until
+    /// there is one (so that "no success for long" can alert).
+    pub last_success: f64,
+    pub duration_s: f64,
+    /// Why the last run failed.
+    pub error: Option<String>,
+    /// Pipelines the last run left alone, and why (a copy under way, a standby).
+    pub skipped: Vec<String>,
+    /// Each table the last run compared.
+    pub tables: Vec<VerifiedTable>,
+    /// Runs by result: `equal`, `differences`, `error`, `skipped` (nothing compared).
+    pub runs: BTreeMap<String, u64>,
+    /// Postgres rows compared over every run, by (pipeline, table).
+    #[serde(skip)]
+    pub rows_checked: BTreeMap<(String, String), u64>,
+}
+
+/// One table as the scheduled verify last found it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifiedTable {
+    pub pipeline: String,
+    pub table: String,
+    pub postgres_rows: u64,
+    pub clickhouse_rows: u64,
+    pub equal: bool,
+    /// Differing keys found (at most `[verify] limit`; `truncated` when there were more).
+    pub differences: u64,
+    pub truncated: bool,
+    /// The first differing keys, as `kind key` (`changed key (columns)`).
+    pub keys: Vec<String>,
+    /// Why it was not compared, or a caveat.
+    pub note: Option<String>,
+}
+
 #[derive(Default)]
 pub struct Registry {
     actors: Mutex<BTreeMap<String, ActorStatus>>,
@@ -270,6 +311,7 @@ pub struct Registry {
     escalations: Mutex<BTreeMap<String, u64>>,
     faults: Mutex<BTreeMap<String, u64>>,
     restart_reasons: Mutex<BTreeMap<(String, &'static str), u64>>,
+    verify: Mutex<Option<VerifyState>>,
 }
 
 impl Registry {
@@ -333,6 +375,23 @@ impl Registry {
             .iter()
             .map(|((a, r), n)| (a.clone(), *r, *n))
             .collect()
+    }
+
+    /// Changes the scheduled verify's state (made on first use: `None` until then).
+    pub fn update_verify(&self, f: impl FnOnce(&mut VerifyState)) {
+        f(self
+            .verify
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(VerifyState::default))
+    }
+
+    /// The scheduled verify's state, `None` when it is off.
+    pub fn verify(&self) -> Option<VerifyState> {
+        self.verify
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// A fault was injected on purpose (admin API, chaos): counted by kind.

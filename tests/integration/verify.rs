@@ -228,6 +228,7 @@ async fn finds_the_keys_that_differ(target: Target) {
         tables: vec![format!("public.{t}")],
         limit: 100,
         repair: false,
+        pipelines: Vec::new(),
     };
     let r = run(&cfg, &o).await.unwrap();
     assert_eq!(r.len(), 1);
@@ -349,3 +350,118 @@ crate::matrix!(
     verify_finds_the_keys_that_differ,
     finds_the_keys_that_differ
 );
+
+/// `[verify] interval` inside the service: the schedule compares the live pipeline's table
+/// every second and keeps the result where `/status`, the status page and `/metrics` read
+/// it: equal first; a row added on purpose in ClickHouse is then named, and counted by
+/// `tributary_verify_differences`; repaired, the next run is equal again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_verify_shows_its_result_on_status_and_metrics() {
+    use tributary::ops::metrics::{render_metrics, Observed};
+    let w = World::new(Target::Ch18).await;
+    let c = pg().await;
+    let t = unique("scheduled");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, v text); INSERT INTO {t} SELECT g, 'v' || g FROM generate_series(1, 300) g"
+    ))
+    .await
+    .unwrap();
+    let mut cfg = w.config(&[&format!("public.{t}")]);
+    cfg.verify.interval = tributary::config::HumanDuration(Duration::from_secs(1));
+    let run_ = Running::start(&cfg).await;
+    let schedule = tokio::spawn(tributary::cdc::verify_schedule::run(
+        cfg.clone(),
+        run_.registry.clone(),
+    ));
+    let observed = Observed {
+        registry: run_.registry.clone(),
+        pipelines: vec![(run_.pipeline.clone(), run_.handles[0].clone())],
+        started: std::time::Instant::now(),
+        admin: None,
+    };
+    let table = format!("public.{t}");
+    let last = |want: &'static str| {
+        let (reg, table) = (run_.registry.clone(), table.clone());
+        async move {
+            let v = reg.verify().ok_or("no verify state")?;
+            let t = v
+                .tables
+                .iter()
+                .find(|x| x.table == table)
+                .ok_or(format!("{table} not verified yet: {v:?}"))?;
+            let got = if t.equal {
+                "equal".to_string()
+            } else {
+                t.keys.join(", ")
+            };
+            (got == want && t.postgres_rows == 300)
+                .then(|| v.clone())
+                .ok_or(format!("{got:?} ({} rows)", t.postgres_rows))
+        }
+    };
+    let v = eventually(Duration::from_secs(60), "an equal verify", || last("equal")).await;
+    assert!(
+        v.interval_s == 1.0 && v.last_run > 0.0 && v.error.is_none(),
+        "{v:?}"
+    );
+
+    w.ch.execute(&format!(
+        "INSERT INTO `{}`.`{t}` (id, v, _version, _is_deleted) VALUES (9000, 'ghost', 5, 0)",
+        w.database
+    ))
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(60), "the ghost named", || {
+        last("extra 9000")
+    })
+    .await;
+    let metrics = render_metrics(&observed);
+    let labels = format!("{{pipeline=\"{}\",table=\"{table}\"}}", run_.pipeline);
+    assert!(
+        metrics.contains(&format!("tributary_verify_differences{labels} 1")),
+        "{metrics}"
+    );
+    let runs = |result: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "tributary_verify_runs_total{{result=\"{result}\"}} "
+                ))
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        runs("equal") >= 1.0 && runs("differences") >= 1.0,
+        "{metrics}"
+    );
+    let checked: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("tributary_verify_rows_checked_total{labels} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(checked >= 600.0, "{metrics}");
+    assert!(
+        metrics.contains("tributary_verify_interval_seconds 1.0"),
+        "{metrics}"
+    );
+    let status = serde_json::to_value(observed.status()).unwrap();
+    assert_eq!(
+        status["verify"]["tables"][0]["keys"][0], "extra 9000",
+        "{status}"
+    );
+
+    // Gone again (a tombstone above the ghost's version): the next run is equal.
+    w.ch.execute(&format!(
+        "INSERT INTO `{}`.`{t}` (id, v, _version, _is_deleted) VALUES (9000, '', 6, 1)",
+        w.database
+    ))
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(60), "equal again", || last("equal")).await;
+    assert!(render_metrics(&observed).contains(&format!("tributary_verify_differences{labels} 0")));
+    schedule.abort();
+    run_.stop().await;
+    w.teardown().await;
+}

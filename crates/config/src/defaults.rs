@@ -93,6 +93,12 @@ pub fn kind() -> PipelineKind {
 pub fn chaos_interval() -> HumanDuration {
     HumanDuration(Duration::from_secs(60))
 }
+pub fn verify_interval() -> HumanDuration {
+    HumanDuration(Duration::ZERO)
+}
+pub fn verify_limit() -> usize {
+    100
+}
 pub fn chaos_kinds() -> Vec<String> {
     vec!["sink".into(), "source".into(), "worker".into()]
 }

@@ -83,6 +83,8 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub chaos: ChaosConfig,
+    #[serde(default)]
+    pub verify: VerifyConfig,
     /// How long SIGINT/SIGTERM may take to drain what is in flight before the process exits.
     #[serde(default = "defaults::shutdown_timeout")]
     pub shutdown_timeout: HumanDuration,

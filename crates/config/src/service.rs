@@ -123,6 +123,34 @@ impl Default for ChaosConfig {
     }
 }
 
+/// `tributary verify` inside the service: every `interval` (off when zero, the default) each
+/// CDC pipeline this process streams is compared with Postgres (the `tables` named, or every
+/// table), and the result goes to `/metrics` (`tributary_verify_*`), `/status` and the status
+/// page. It waits while a pipeline copies a table, and leaves alone a pipeline this process is
+/// the standby of.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    #[serde(default = "defaults::verify_interval")]
+    pub interval: HumanDuration,
+    /// `schema.table` (or a table of `public`); empty: every table of the publications.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Differences kept per table (on `/status`; the metric counts up to this).
+    #[serde(default = "defaults::verify_limit")]
+    pub limit: usize,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig {
+            interval: defaults::verify_interval(),
+            tables: Vec::new(),
+            limit: defaults::verify_limit(),
+        }
+    }
+}
+
 /// Restart policy of every supervisor (OTP's restart intensity plus exponential backoff).
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]

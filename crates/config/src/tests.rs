@@ -180,6 +180,23 @@ fn admin_needs_a_token() {
 }
 
 #[test]
+fn a_scheduled_verify_is_checked() {
+    let off = Config::from_str_named(MIN, "x.toml", &env).unwrap();
+    assert!(off.verify.interval.0.is_zero() && off.verify.limit == 100);
+    let on = MIN.to_string() + "[verify]\ninterval = \"6h\"\ntables = [\"public.t\"]\n";
+    let c = Config::from_str_named(&on, "x.toml", &env).unwrap();
+    assert_eq!(c.verify.interval.0, Duration::from_secs(6 * 3600));
+    assert_eq!(c.verify.tables, ["public.t"]);
+    for bad in ["interval = \"10ms\"", "interval = \"1h\"\nlimit = 0"] {
+        let text = MIN.to_string() + "[verify]\n" + bad + "\n";
+        let e = Config::from_str_named(&text, "x.toml", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("verify"), "{e}");
+    }
+}
+
+#[test]
 fn durations() {
     assert_eq!(parse_duration("200ms").unwrap(), Duration::from_millis(200));
     assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));

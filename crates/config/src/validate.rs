@@ -56,6 +56,26 @@ impl Config {
                 "an enabled chaos needs an interval above zero and at least one kind".into(),
             ));
         }
+        let v = &self.verify;
+        if !v.interval.0.is_zero() {
+            if v.interval.0 < std::time::Duration::from_secs(1) || v.limit == 0 {
+                return Err(invalid(
+                    "verify".into(),
+                    "a scheduled verify needs an interval of at least 1s and a limit above zero"
+                        .into(),
+                ));
+            }
+            let verifiable = self.pipelines.iter().any(|p| {
+                p.kind == PipelineKind::Cdc && p.postgres.is_some() && p.kafka_sink.is_none()
+            });
+            if !verifiable {
+                return Err(invalid(
+                    "verify.interval".into(),
+                    "no pipeline writes ClickHouse from Postgres: there is nothing to verify"
+                        .into(),
+                ));
+            }
+        }
         if self.pipelines.is_empty() {
             return Err(invalid(
                 "pipeline".into(),
