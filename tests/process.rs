@@ -561,7 +561,8 @@ fn percent(s: &str) -> String {
 }
 
 /// The status page, rendered by headless Chromium (its script fetches /status): it shows the
-/// process ready, the rows written and every actor of the tree running; an actor killed
+/// process ready, the rows written, the scheduled verify's result (`[verify] interval`) and
+/// every actor of the tree running; an actor killed
 /// through the admin API shows its restart on the page and in /metrics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_renders_in_headless_chromium() {
@@ -571,7 +572,13 @@ async fn status_page_renders_in_headless_chromium() {
     c.batch_execute(&format!("CREATE TABLE {t} (id int PRIMARY KEY, v text); INSERT INTO {t} SELECT g, 'v' FROM generate_series(1, 42) g"))
         .await
         .unwrap();
-    let (child, port) = spawn_with_http(&w, &t, Target::Ch26);
+    let (child, port) = spawn_with_http_and(
+        &w,
+        &t,
+        Target::Ch26,
+        &[],
+        &[("TRIBUTARY_VERIFY_INTERVAL", "1s")],
+    );
     converge(&w, &c, &t, &t, "id, v", "id", T).await;
     let profile = repo().join("target/test-configs").join(unique("chromium"));
     let dom = eventually(T, "the page to show the rows", || async {
@@ -591,6 +598,25 @@ async fn status_page_renders_in_headless_chromium() {
             Ok(dom)
         } else {
             Err(dom.chars().take(400).collect())
+        }
+    })
+    .await;
+    // The scheduled verify's last result.
+    let equal = format!(
+        "<td>public.{t}</td><td>cdc</td><td>42</td><td>42</td><td class=\"running\">equal</td>"
+    );
+    eventually(T, "the verify shown equal", || async {
+        let dom = render_page(port, &profile).await?;
+        if dom.contains("id=\"verify\"") && dom.contains(&equal) {
+            Ok(())
+        } else {
+            Err(dom
+                .split("id=\"verify\"")
+                .nth(1)
+                .unwrap_or("no verify section")
+                .chars()
+                .take(600)
+                .collect::<String>())
         }
     })
     .await;
