@@ -81,6 +81,8 @@ struct TableState {
     fence_logged: bool,
     /// No key (REPLICA IDENTITY FULL): every change is a row, counted by content.
     keyless: bool,
+    /// Every version kept (`engine = "append"`): FINAL does not collapse a row's versions.
+    append: bool,
     /// Snapshot rows of a keyless table taken in so far (their `_seq`).
     snapshot_seq: u64,
 }
@@ -972,6 +974,7 @@ impl SinkState {
                 fence,
                 fence_logged: false,
                 keyless: s.keyless(),
+                append: layout.engine == TableEngine::Append,
                 snapshot_seq: 0,
                 pg_name: s.qualified(),
                 ch_name: name,
@@ -1046,7 +1049,23 @@ impl SinkState {
         let keys: Vec<String> = t.cols.iter().map(|c| ch_ident(&c.name)).collect();
         let keys = keys.join(", ");
         let (ver, del) = (ch_ident(VERSION_COL), ch_ident(DELETED_COL));
-        let mut stale = format!("FROM {db}.{name} FINAL WHERE {ver} < {below} AND {del} = 0");
+        // Each row's latest version: FINAL, or for an append table (whose versions FINAL
+        // keeps) the highest of each sort key; older versions are not rows to delete.
+        let live = if t.append {
+            let sort: Vec<String> = t
+                .cols
+                .iter()
+                .filter(|c| c.is_key)
+                .map(|c| ch_ident(&c.name))
+                .collect();
+            format!(
+                "(SELECT * FROM {db}.{name} FINAL ORDER BY {ver} DESC LIMIT 1 BY {})",
+                sort.join(", ")
+            )
+        } else {
+            format!("{db}.{name} FINAL")
+        };
+        let mut stale = format!("FROM {live} WHERE {ver} < {below} AND {del} = 0");
         if let Some(only) = only {
             let key_cols: Vec<&ChColumn> = t.cols.iter().filter(|c| c.is_key).collect();
             if only.is_empty() || key_cols.is_empty() {

@@ -13,18 +13,23 @@
 //! Must never: write to either database itself (a repair is the pipeline's), or report a key
 //! it saw differ only once.
 
+use crate::cdc::clickhouse_sink::{layout_of, target_table};
 use crate::clients::clickhouse::ChClient;
 use crate::clients::postgres::{catalog, PgParams};
+use crate::config::{mapping_for, TableEngine};
 use crate::config::{Config, PipelineConfig, PipelineKind};
-use crate::protocol::chtypes::{map_table, table_name, ChColumn};
+use crate::protocol::chtypes::{map_table, ChColumn};
 use crate::protocol::pgtext::unescape_tsv;
 use crate::protocol::schema::{pg_ident, pg_literal};
-use crate::protocol::verify::{self as core, Difference, Digest, KeyRange, RowHash};
+use crate::protocol::verify::{self as core, Difference, Digest, KeyRange, Live, RowHash, Sides};
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 /// A range of at most this many rows (on the larger side) is listed by key.
 const LEAF_ROWS: u64 = 2000;
+/// A keyless table that differs is listed by content up to this many rows (on the larger
+/// side): it has no key to split it by.
+const KEYLESS_LISTED: u64 = 100_000;
 /// A range that differs is split into this many parts.
 const PARTS: u32 = 16;
 /// How long to wait for the slot to confirm a position.
@@ -136,6 +141,7 @@ pub async fn run(cfg: &Config, o: &Options) -> Result<Vec<TableReport>, String> 
                 let at = Where {
                     cfg,
                     p,
+                    publication: &pg.publication,
                     params: &params,
                     c: &c,
                     ch: &ch,
@@ -161,6 +167,32 @@ pub async fn run(cfg: &Config, o: &Options) -> Result<Vec<TableReport>, String> 
         }
     }
     Ok(out)
+}
+
+/// The columns (`None`: all) and the row filter the publication replicates of a table
+/// (Postgres 15 and later have both; before, neither).
+async fn published(
+    c: &Client,
+    publication: &str,
+    schema: &str,
+    table: &str,
+) -> Result<(Option<Vec<String>>, Option<String>), String> {
+    let version: i32 = c
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(|e| format!("Postgres: {e}"))?
+        .get(0);
+    if version < 150000 {
+        return Ok((None, None));
+    }
+    let row = c
+        .query_opt(
+            "SELECT attnames::text[], rowfilter FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
+            &[&publication, &schema, &table],
+        )
+        .await
+        .map_err(|e| format!("Postgres: {e}"))?;
+    Ok(row.map_or((None, None), |r| (r.get(0), r.get(1))))
 }
 
 /// The slot's confirmed position, waited for.
@@ -226,41 +258,53 @@ impl<'a> Position<'a> {
 struct Target<'a> {
     schema: &'a str,
     table: &'a str,
+    /// The publication's row filter.
+    filter: Option<String>,
     db: &'a str,
     ch_table: String,
+    live: Live,
     cols: Vec<&'a ChColumn>,
+    /// The sort key's columns (empty: a keyless table).
     keys: Vec<&'a ChColumn>,
     key_type: String,
+    /// The Postgres key's columns (what a repair names rows by).
+    pg_keys: Vec<String>,
 }
 
 impl Target<'_> {
+    fn sides(&self) -> Sides<'_> {
+        Sides {
+            pg_schema: self.schema,
+            pg_table: self.table,
+            pg_filter: self.filter.as_deref(),
+            ch_db: self.db,
+            ch_table: &self.ch_table,
+            live: self.live.clone(),
+        }
+    }
+
     async fn digests(
         &self,
         c: &Client,
         ch: &ChClient,
         r: &KeyRange,
     ) -> Result<(Digest, Digest), String> {
-        let key = self.keys[0];
+        let s = self.sides();
+        let key = self.keys.first().copied();
         let row = c
             .query_one(
-                &core::pg_digest_sql(self.schema, self.table, &self.cols, key, &self.key_type, r),
+                &core::pg_digest_sql(&s, &self.cols, key.map(|k| (k, self.key_type.as_str())), r),
                 &[],
             )
             .await
             .map_err(|e| format!("Postgres: {e}"))?;
         let pg = Digest::from_pg(row.get(0), row.get(1)).ok_or("Postgres: an unreadable digest")?;
         let text = ch
-            .query_text(&core::ch_digest_sql(
-                self.db,
-                &self.ch_table,
-                &self.cols,
-                key,
-                r,
-            ))
+            .query_text(&core::ch_digest_sql(&s, &self.cols, key, r))
             .await
             .map_err(|e| format!("ClickHouse: {e}"))?;
-        let (n, s) = text.trim().split_once('\t').unwrap_or(("", ""));
-        let chd = Digest::from_ch(n, s).ok_or("ClickHouse: an unreadable digest")?;
+        let (n, sum) = text.trim().split_once('\t').unwrap_or(("", ""));
+        let chd = Digest::from_ch(n, sum).ok_or("ClickHouse: an unreadable digest")?;
         Ok((pg, chd))
     }
 
@@ -270,16 +314,10 @@ impl Target<'_> {
         ch: &ChClient,
         r: &KeyRange,
     ) -> Result<Vec<Difference>, String> {
+        let s = self.sides();
         let pg: Vec<RowHash> = c
             .query(
-                &core::pg_rows_sql(
-                    self.schema,
-                    self.table,
-                    &self.cols,
-                    &self.keys,
-                    &self.key_type,
-                    r,
-                ),
+                &core::pg_rows_sql(&s, &self.cols, &self.keys, &self.key_type, r),
                 &[],
             )
             .await
@@ -288,13 +326,7 @@ impl Target<'_> {
             .map(|row| RowHash::new(row.get(0), row.get(1), row.get(2)))
             .collect();
         let text = ch
-            .query_text(&core::ch_rows_sql(
-                self.db,
-                &self.ch_table,
-                &self.cols,
-                &self.keys,
-                r,
-            ))
+            .query_text(&core::ch_rows_sql(&s, &self.cols, &self.keys, r))
             .await
             .map_err(|e| format!("ClickHouse: {e}"))?;
         let chr: Vec<RowHash> = text
@@ -307,17 +339,42 @@ impl Target<'_> {
         Ok(core::diff_rows(&pg, &chr))
     }
 
+    /// A keyless table's rows that differ, by content (at most `limit`).
+    async fn contents(
+        &self,
+        c: &Client,
+        ch: &ChClient,
+        limit: usize,
+    ) -> Result<Vec<Difference>, String> {
+        let s = self.sides();
+        let pg: Vec<(String, u64)> = c
+            .query(&core::pg_contents_sql(&s, &self.cols), &[])
+            .await
+            .map_err(|e| format!("Postgres: {e}"))?
+            .iter()
+            .map(|row| {
+                let n: String = row.get(1);
+                (row.get(0), n.parse().unwrap_or(0))
+            })
+            .collect();
+        let text = ch
+            .query_text(&core::ch_contents_sql(&s, &self.cols))
+            .await
+            .map_err(|e| format!("ClickHouse: {e}"))?;
+        let chc: Vec<(String, u64)> = text
+            .lines()
+            .filter_map(|l| {
+                let (x, n) = l.rsplit_once('\t')?;
+                Some((unescape_tsv(x), n.parse().ok()?))
+            })
+            .collect();
+        Ok(core::diff_contents(&pg, &chc, limit))
+    }
+
     async fn split(&self, c: &Client, r: &KeyRange) -> Result<Vec<KeyRange>, String> {
         let bounds: Vec<String> = c
             .query(
-                &core::pg_split_sql(
-                    self.schema,
-                    self.table,
-                    self.keys[0],
-                    &self.key_type,
-                    r,
-                    PARTS,
-                ),
+                &core::pg_split_sql(&self.sides(), self.keys[0], &self.key_type, r, PARTS),
                 &[],
             )
             .await
@@ -333,6 +390,7 @@ impl Target<'_> {
 struct Where<'a> {
     cfg: &'a Config,
     p: &'a PipelineConfig,
+    publication: &'a str,
     params: &'a PgParams,
     c: &'a Client,
     ch: &'a ChClient,
@@ -362,14 +420,6 @@ async fn verify_table(
         ranges: 0,
         repaired: None,
     };
-    let mapped = p
-        .tables
-        .iter()
-        .any(|m| m.name == qualified || (schema == "public" && m.name == table));
-    if mapped {
-        report.note = Some("has a [[pipeline.table]] mapping: not verified yet".into());
-        return Ok(report);
-    }
     let oid: u32 = c
         .query_one(
             "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
@@ -381,8 +431,17 @@ async fn verify_table(
     let ts = catalog::load_table(c, params, &mut catalog::TypeResolver::default(), oid)
         .await
         .map_err(|e| at(e.to_string()))?;
+    // As the pipeline replicates it: the publication's columns and rows, the mapping's sort
+    // key, target and engine.
+    let (published, filter) = published(c, at_.publication, schema, table)
+        .await
+        .map_err(at)?;
+    let mapping = mapping_for(&p.tables, schema, table);
+    let order_by = mapping.map(|m| m.order_by.as_slice()).unwrap_or(&[]);
+    let ts = crate::protocol::mapping::shape(ts, published.as_deref(), order_by).map_err(at)?;
+    let layout = layout_of(mapping, &ts);
     let all = map_table(&ts, &ch.caps, p.clickhouse.json_as);
-    let ch_table = table_name(&p.clickhouse.table_template, &ts);
+    let ch_table = target_table(mapping, &p.clickhouse.table_template, &ts);
     report.clickhouse = format!("{}.{ch_table}", ch.database);
     let Some(ch_cols) = ch
         .table_columns(&ch_table)
@@ -404,31 +463,61 @@ async fn verify_table(
             cols.push(col);
         }
     }
-    let keys: Vec<&ChColumn> = cols.iter().copied().filter(|c| c.is_key).collect();
-    if keys.is_empty() {
-        report.note = Some("no key (a keyless table is counted by content): not verified".into());
+    let keys: Vec<&ChColumn> = if layout.keyless {
+        Vec::new()
+    } else {
+        cols.iter().copied().filter(|c| c.is_key).collect()
+    };
+    if keys.is_empty() && !layout.keyless {
+        report.note = Some("no key column in ClickHouse: not verified".into());
         return Ok(report);
     }
-    let key_type: String = c
-        .query_one(
-            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = $1 AND attname = $2",
-            &[&oid, &keys[0].name],
+    let live = if layout.keyless {
+        Live::Keyless
+    } else if layout.engine == TableEngine::Append {
+        Live::Append(
+            ts.sort_indexes()
+                .iter()
+                .map(|&i| ts.columns[i].name.clone())
+                .collect(),
         )
-        .await
-        .map_err(|e| at(e.to_string()))?
-        .get(0);
+    } else {
+        Live::Replacing
+    };
+    let key_type: String = match keys.first() {
+        None => String::new(),
+        Some(k) => c
+            .query_one(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = $1 AND attname = $2",
+                &[&oid, &k.name],
+            )
+            .await
+            .map_err(|e| at(e.to_string()))?
+            .get(0),
+    };
     let target = Target {
         schema,
         table,
+        filter,
         db: &ch.database,
         ch_table,
+        live,
         cols,
         keys,
         key_type,
+        pg_keys: ts
+            .key_indexes()
+            .iter()
+            .map(|&i| ts.columns[i].name.clone())
+            .collect(),
     };
     report.note = at_.position.reached().await.map_err(at)?;
     compare(&target, at_, o, &mut report).await.map_err(at)?;
-    if o.repair && !report.differences.is_empty() {
+    if o.repair && !report.differences.is_empty() && target.keys.is_empty() {
+        report.note.get_or_insert_with(|| {
+            "a keyless table is counted by content: its rows cannot be repaired one by one (drop the slot for a new snapshot)".into()
+        });
+    } else if o.repair && !report.differences.is_empty() {
         let answer = repair(&target, at_, &report.differences)
             .await
             .map_err(|e| at(format!("repair: {e}")))?;
@@ -451,6 +540,9 @@ async fn compare(
     report: &mut TableReport,
 ) -> Result<(), String> {
     let (c, ch, position) = (at.c, at.ch, at.position);
+    if target.keys.is_empty() {
+        return compare_contents(target, at, o, report).await;
+    }
     // Bisect: ranges that differ are split until they are small enough to list.
     let mut todo = vec![KeyRange::all()];
     let mut first = true;
@@ -500,15 +592,60 @@ async fn compare(
     Ok(())
 }
 
+/// Compares a keyless table (counted by content): its digest, and where it differs and is
+/// small enough, its rows by content, twice.
+async fn compare_contents(
+    target: &Target<'_>,
+    at: &Where<'_>,
+    o: &Options,
+    report: &mut TableReport,
+) -> Result<(), String> {
+    report.ranges += 1;
+    let (pg, chd) = target.digests(at.c, at.ch, &KeyRange::all()).await?;
+    report.postgres_rows = pg.rows;
+    report.clickhouse_rows = chd.rows;
+    if pg != chd {
+        if pg.rows.max(chd.rows) > KEYLESS_LISTED {
+            report.note = Some(format!(
+                "a keyless table of more than {KEYLESS_LISTED} rows differs: its rows are not listed"
+            ));
+            report.truncated = true;
+        } else {
+            let before = target.contents(at.c, at.ch, o.limit + 1).await?;
+            if !before.is_empty() {
+                if let Some(why) = at.position.reached().await? {
+                    report.note.get_or_insert(why);
+                }
+                let after = target.contents(at.c, at.ch, o.limit + 1).await?;
+                // Differing both times, as many times as both looks agree.
+                let mut left = before;
+                for d in after {
+                    if let Some(i) = left.iter().position(|b| *b == d) {
+                        left.swap_remove(i);
+                        report.differences.push(found_of(&d, &target.cols));
+                    }
+                }
+            }
+        }
+    }
+    if report.differences.len() > o.limit {
+        report.differences.truncate(o.limit);
+        report.truncated = true;
+    }
+    report.equal = report.differences.is_empty() && !report.truncated;
+    Ok(())
+}
+
 /// Has the pipeline streaming the table copy the rows of `found` again (see
 /// `cdc::backfill::Repair`): the key values of those Postgres has, and every key's
 /// canonical text for the rows to delete. What it did.
 async fn repair(target: &Target<'_>, at: &Where<'_>, found: &[Found]) -> Result<String, String> {
     let texts: Vec<String> = found.iter().map(|f| pg_literal(&f.raw)).collect();
+    // The rows by their Postgres key (the sort key a mapping sets may hold more columns).
     let values: Vec<String> = target
-        .keys
+        .pg_keys
         .iter()
-        .map(|k| format!("format('%s', {})", pg_ident(&k.name)))
+        .map(|k| format!("format('%s', {})", pg_ident(k)))
         .collect();
     let sql = format!(
         "SELECT ARRAY[{}] FROM {}.{} WHERE {} IN ({})",

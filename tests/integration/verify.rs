@@ -37,6 +37,14 @@ pub async fn canonical_forms_agree(
     let cols = map_table(&schema, &w.ch.caps, JsonAs::String);
     let compared = verify::compared(&cols);
     let db = &w.database;
+    let sides = verify::Sides {
+        pg_schema: "public",
+        pg_table: t,
+        pg_filter: None,
+        ch_db: db,
+        ch_table: t,
+        live: verify::Live::Replacing,
+    };
 
     // Each column, row by row.
     let mut wrong = Vec::new();
@@ -92,18 +100,18 @@ pub async fn canonical_forms_agree(
     let keys: Vec<_> = held.iter().copied().filter(|c| c.is_key).collect();
     let key = keys[0];
     let digest = |r: KeyRange| {
-        let (held, c) = (&held, &c);
+        let (held, c, sides) = (&held, &c, &sides);
         async move {
             let row = c
                 .query_one(
-                    &verify::pg_digest_sql("public", t, held, key, "int4", &r),
+                    &verify::pg_digest_sql(sides, held, Some((key, "int4")), &r),
                     &[],
                 )
                 .await
                 .unwrap();
             let pg = Digest::from_pg(row.get(0), row.get(1)).unwrap();
             let line = w
-                .ch_rows(&verify::ch_digest_sql(db, t, held, key, &r))
+                .ch_rows(&verify::ch_digest_sql(sides, held, Some(key), &r))
                 .await;
             let (n, s) = line[0].split_once('\t').unwrap();
             (pg, Digest::from_ch(n, s).unwrap())
@@ -114,7 +122,7 @@ pub async fn canonical_forms_agree(
     assert_eq!(pg, ch, "the whole table");
     let bounds = first_column(
         &c,
-        &verify::pg_split_sql("public", t, key, "int4", &KeyRange::all(), 2),
+        &verify::pg_split_sql(&sides, key, "int4", &KeyRange::all(), 2),
     )
     .await;
     let parts = verify::split(&KeyRange::all(), &bounds);
@@ -147,7 +155,7 @@ pub async fn canonical_forms_agree(
     assert_ne!(pg, ch);
     let pg_rows: Vec<RowHash> = c
         .query(
-            &verify::pg_rows_sql("public", t, &held, &keys, "int4", &KeyRange::all()),
+            &verify::pg_rows_sql(&sides, &held, &keys, "int4", &KeyRange::all()),
             &[],
         )
         .await
@@ -156,7 +164,7 @@ pub async fn canonical_forms_agree(
         .map(|r| RowHash::new(r.get(0), r.get(1), r.get(2)))
         .collect();
     let ch_rows: Vec<RowHash> = w
-        .ch_rows(&verify::ch_rows_sql(db, t, &held, &keys, &KeyRange::all()))
+        .ch_rows(&verify::ch_rows_sql(&sides, &held, &keys, &KeyRange::all()))
         .await
         .iter()
         .map(|l| {
@@ -301,25 +309,7 @@ async fn finds_the_keys_that_differ(target: Target) {
 
     // --repair: the running pipeline (through its admin API) copies those keys again and
     // deletes the extra one; compared again, the table is equal.
-    let token = "verify-repair-token";
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (addr, server) = tributary::ops::http::serve(
-        listener,
-        tributary::ops::metrics::Observed {
-            registry: run_.registry.clone(),
-            pipelines: vec![(run_.pipeline.clone(), run_.handles[0].clone())],
-            started: std::time::Instant::now(),
-            admin: Some(tributary::ops::metrics::Admin {
-                root: run_.root.clone(),
-                token: tributary::config::Secret::new(token),
-            }),
-        },
-    )
-    .unwrap();
-    let mut with_admin = cfg.clone();
-    with_admin.admin.enabled = true;
-    with_admin.admin.token = tributary::config::Secret::new(token);
-    with_admin.http.listen = addr.to_string();
+    let (with_admin, server) = admin_api(&run_, &cfg).await;
     let repair = Options { repair: true, ..o };
     let r = run(&with_admin, &repair).await.unwrap();
     let done = r[0].repaired.as_ref().expect("a repair");
@@ -349,6 +339,182 @@ async fn finds_the_keys_that_differ(target: Target) {
 crate::matrix!(
     verify_finds_the_keys_that_differ,
     finds_the_keys_that_differ
+);
+
+/// The admin API of `run` served on a free port, and `cfg` pointing at it (what
+/// `--repair` needs).
+async fn admin_api(
+    run: &Running,
+    cfg: &tributary::config::Config,
+) -> (tributary::config::Config, tokio::task::JoinHandle<()>) {
+    let token = "verify-repair-token";
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (addr, server) = tributary::ops::http::serve(
+        listener,
+        tributary::ops::metrics::Observed {
+            registry: run.registry.clone(),
+            pipelines: vec![(run.pipeline.clone(), run.handles[0].clone())],
+            started: std::time::Instant::now(),
+            admin: Some(tributary::ops::metrics::Admin {
+                root: run.root.clone(),
+                token: tributary::config::Secret::new(token),
+            }),
+        },
+    )
+    .unwrap();
+    let mut with_admin = cfg.clone();
+    with_admin.admin.enabled = true;
+    with_admin.admin.token = tributary::config::Secret::new(token);
+    with_admin.http.listen = addr.to_string();
+    (with_admin, server)
+}
+
+/// Tables replicated under `[[pipeline.table]]` mappings (one under another target name, with
+/// a column left out, a row filter and every version kept; one sorted by two columns under
+/// REPLICA IDENTITY FULL) and a keyless table (rows counted by content, with duplicates): all
+/// verify equal as replicated (the rows the filter leaves out, the column left out and the
+/// append table's older versions are not differences); rows damaged in ClickHouse are found
+/// (the keyless one by content); `--repair` fixes the mapped tables by their Postgres key.
+async fn follows_mappings_and_keyless_tables(target: Target) {
+    use tributary::cdc::verify::{run, Options, TableReport};
+    use tributary::config::{TableEngine, TableMapping};
+    let w = World::new(target).await;
+    let c = pg().await;
+    let (m, s, k) = (unique("mapped"), unique("sorted"), unique("keyless"));
+    let target_name = format!("{m}_target");
+    c.batch_execute(&format!(
+        "CREATE TABLE {m} (id int PRIMARY KEY, tenant int NOT NULL, v text, secret text);
+         INSERT INTO {m} SELECT g, g % 3, 'v' || g, 's' || g FROM generate_series(1, 1000) g;
+         CREATE TABLE {s} (id int PRIMARY KEY, tenant int NOT NULL, v text);
+         ALTER TABLE {s} REPLICA IDENTITY FULL;
+         INSERT INTO {s} SELECT g, g % 3, 'v' || g FROM generate_series(1, 500) g;
+         CREATE TABLE {k} (a int, b text); ALTER TABLE {k} REPLICA IDENTITY FULL;
+         INSERT INTO {k} SELECT g % 100, 'b' || (g % 100) FROM generate_series(1, 300) g;"
+    ))
+    .await
+    .unwrap();
+    // The mapped tables are named by their mappings alone.
+    let mut cfg = w.config(&[&format!("public.{k}")]);
+    cfg.pipelines[0].tables.push(TableMapping {
+        name: format!("public.{m}"),
+        target: Some(target_name.clone()),
+        exclude_columns: vec!["secret".into()],
+        filter: Some("id % 2 = 0".into()),
+        engine: TableEngine::Append,
+        ..Default::default()
+    });
+    cfg.pipelines[0].tables.push(TableMapping {
+        name: format!("public.{s}"),
+        order_by: vec!["tenant".into(), "id".into()],
+        ..Default::default()
+    });
+    let run_ = Running::start(&cfg).await;
+    let db = w.database.clone();
+    eventually(Duration::from_secs(90), "every table copied", || async {
+        let mut got = Vec::new();
+        for t in [&target_name, &s, &k] {
+            got.extend(
+                w.try_ch_rows(&format!("SELECT count() FROM `{db}`.`{t}`"))
+                    .await?,
+            );
+        }
+        (got == ["500", "500", "300"])
+            .then_some(())
+            .ok_or(format!("{got:?}"))
+    })
+    .await;
+    // Two versions of row 4 in the append table; a keyless row deleted (one of three copies).
+    c.batch_execute(&format!(
+        "UPDATE {m} SET v = 'v4 again' WHERE id = 4;
+         DELETE FROM {k} WHERE ctid = (SELECT min(ctid) FROM {k} WHERE a = 7)"
+    ))
+    .await
+    .unwrap();
+    let o = Options {
+        tables: vec![],
+        limit: 100,
+        repair: false,
+        pipelines: Vec::new(),
+    };
+    let by_table = |r: &[TableReport], t: &str| -> TableReport {
+        r.iter()
+            .find(|x| x.table == format!("public.{t}"))
+            .unwrap_or_else(|| panic!("{t} not in {r:?}"))
+            .clone()
+    };
+    let r = run(&cfg, &o).await.unwrap();
+    let (rm, rs, rk) = (by_table(&r, &m), by_table(&r, &s), by_table(&r, &k));
+    assert!(rm.equal && rm.postgres_rows == 500, "{rm:?}");
+    assert_eq!(rm.clickhouse, format!("{db}.{target_name}"));
+    assert!(rm.skipped_columns.is_empty(), "{rm:?}");
+    assert!(rs.equal && rs.postgres_rows == 500, "{rs:?}");
+    assert!(rk.equal && rk.postgres_rows == 299, "{rk:?}");
+
+    // Damage: in each mapped table row 10 changed and row 2000 added, at versions above what
+    // they have; in the keyless one a fourth copy of a row.
+    for t in [&target_name, &s] {
+        let version = w
+            .ch_rows(&format!(
+                "SELECT toString(max(`_version`) + 1) FROM `{db}`.`{t}`"
+            ))
+            .await
+            .remove(0);
+        w.ch.execute(&format!(
+            "INSERT INTO `{db}`.`{t}` (id, tenant, v, `_version`, `_is_deleted`) VALUES (10, 1, 'wrong', {version}, 0), (2000, 2, 'extra', {version}, 0)"
+        ))
+        .await
+        .unwrap();
+    }
+    w.ch.execute(&format!(
+        "INSERT INTO `{db}`.`{k}` (a, b, `_version`, `_is_deleted`, `_seq`) VALUES (1, 'b1', 5, 0, 999999)"
+    ))
+    .await
+    .unwrap();
+    let r = run(&cfg, &o).await.unwrap();
+    let found = |x: &TableReport| -> Vec<String> {
+        x.differences
+            .iter()
+            .map(|d| format!("{} {} {}", d.kind, d.key, d.columns.join(",")))
+            .collect()
+    };
+    // Rows by their sort key (its columns in the table's order): id; id and tenant.
+    assert_eq!(
+        found(&by_table(&r, &m)),
+        ["changed 10 v", "extra 2000 "],
+        "{r:?}"
+    );
+    assert_eq!(
+        found(&by_table(&r, &s)),
+        ["changed 10, 1 v", "extra 2000, 2 "],
+        "{r:?}"
+    );
+    assert_eq!(found(&by_table(&r, &k)), ["extra 1, b1 "], "{r:?}");
+
+    // Repaired by the Postgres key (id), compared by the sort key.
+    let (with_admin, server) = admin_api(&run_, &cfg).await;
+    let repair = Options {
+        tables: vec![format!("public.{m}"), format!("public.{s}")],
+        repair: true,
+        ..o
+    };
+    let r = run(&with_admin, &repair).await.unwrap();
+    for t in [&m, &s] {
+        let x = by_table(&r, t);
+        assert!(x.equal, "{x:?}");
+        assert!(
+            x.repaired.as_ref().is_some_and(|d| d
+                .answer
+                .contains("1 row(s) copied from Postgres, 1 deleted")),
+            "{x:?}"
+        );
+    }
+    server.abort();
+    run_.stop().await;
+    w.teardown().await;
+}
+crate::matrix!(
+    verify_follows_mappings_and_keyless_tables,
+    follows_mappings_and_keyless_tables
 );
 
 /// `[verify] interval` inside the service: the schedule compares the live pipeline's table

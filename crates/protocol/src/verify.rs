@@ -345,47 +345,108 @@ fn wrap_u64(s: &str) -> Option<u64> {
     Some(if neg { v.wrapping_neg() } else { v })
 }
 
-/// The summary of the rows of `table` in range `r`, in Postgres.
+/// How ClickHouse's live rows of a table are read (as `chtypes::live_view_sql` does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Live {
+    /// ReplacingMergeTree: FINAL, without deleted rows.
+    Replacing,
+    /// Every version kept (`engine = "append"`): the latest by `_version` of each sort key
+    /// (these columns), unless deleted.
+    Append(Vec<String>),
+    /// A keyless table, counted by content: each distinct row as many times as its inserts
+    /// outnumber its deletes.
+    Keyless,
+}
+
+/// Where a table's rows are read on each side.
+#[derive(Debug, Clone)]
+pub struct Sides<'a> {
+    pub pg_schema: &'a str,
+    pub pg_table: &'a str,
+    /// The publication's row filter (SQL over the row's columns): only the rows it passes are
+    /// replicated.
+    pub pg_filter: Option<&'a str>,
+    pub ch_db: &'a str,
+    pub ch_table: &'a str,
+    pub live: Live,
+}
+
+impl Sides<'_> {
+    /// `FROM … WHERE …` of the rows in Postgres that pass `cond`.
+    fn pg_from(&self, cond: &str) -> String {
+        let filter = self
+            .pg_filter
+            .map(|f| format!("({f}) AND "))
+            .unwrap_or_default();
+        format!(
+            "FROM {}.{} WHERE {filter}{cond}",
+            pg_ident(self.pg_schema),
+            pg_ident(self.pg_table)
+        )
+    }
+
+    /// `FROM … WHERE …` of the live rows in ClickHouse that pass `cond`; a keyless table's
+    /// rows (of `cols`) carry their count in `_count`.
+    fn ch_from(&self, cols: &[&ChColumn], cond: &str) -> String {
+        let table = format!("{}.{}", ch_ident(self.ch_db), ch_ident(self.ch_table));
+        match &self.live {
+            Live::Replacing => format!("FROM {table} FINAL WHERE `_is_deleted` = 0 AND {cond}"),
+            Live::Append(keys) => {
+                let keys: Vec<String> = keys.iter().map(|k| ch_ident(k)).collect();
+                format!(
+                    "FROM (SELECT * FROM {table} FINAL ORDER BY `_version` DESC LIMIT 1 BY {}) WHERE `_is_deleted` = 0 AND {cond}",
+                    keys.join(", ")
+                )
+            }
+            Live::Keyless => {
+                let names: Vec<String> = cols.iter().map(|c| ch_ident(&c.name)).collect();
+                let names = names.join(", ");
+                format!(
+                    "FROM (SELECT {names}, sum(if(`_is_deleted` = 1, -1, 1)) AS `_count` FROM {table} FINAL GROUP BY {names} HAVING `_count` > 0) WHERE {cond}"
+                )
+            }
+        }
+    }
+}
+
+/// The summary of the rows in range `r` of the first key column `key` (of SQL type `pg_type`;
+/// `None`: every row), in Postgres.
 pub fn pg_digest_sql(
-    schema: &str,
-    table: &str,
+    s: &Sides<'_>,
     cols: &[&ChColumn],
-    key: &ChColumn,
-    key_pg_type: &str,
+    key: Option<(&ChColumn, &str)>,
     r: &KeyRange,
 ) -> String {
+    let cond = key.map_or("true".to_string(), |(k, t)| pg_range_cond(k, t, r));
     format!(
-        "SELECT count(*)::text, coalesce(sum({})::text, '0') FROM {}.{} WHERE {}",
+        "SELECT count(*)::text, coalesce(sum({})::text, '0') {}",
         pg_row_hash(&pg_row_text(cols)),
-        pg_ident(schema),
-        pg_ident(table),
-        pg_range_cond(key, key_pg_type, r)
+        s.pg_from(&cond)
     )
 }
 
-/// The same in ClickHouse, over the live rows of `table` (FINAL, without deleted rows); the
-/// client asks for TabSeparated.
+/// The same in ClickHouse, over the live rows; the client asks for TabSeparated.
 pub fn ch_digest_sql(
-    db: &str,
-    table: &str,
+    s: &Sides<'_>,
     cols: &[&ChColumn],
-    key: &ChColumn,
+    key: Option<&ChColumn>,
     r: &KeyRange,
 ) -> String {
-    format!(
-        "SELECT count(), sum({}) FROM {}.{} FINAL WHERE `_is_deleted` = 0 AND {}",
-        ch_row_hash(&ch_row_text(cols)),
-        ch_ident(db),
-        ch_ident(table),
-        ch_range_cond(key, r)
-    )
+    let cond = key.map_or("1".to_string(), |k| ch_range_cond(k, r));
+    let hash = ch_row_hash(&ch_row_text(cols));
+    match s.live {
+        Live::Keyless => format!(
+            "SELECT sum(`_count`), sum({hash} * `_count`) {}",
+            s.ch_from(cols, &cond)
+        ),
+        _ => format!("SELECT count(), sum({hash}) {}", s.ch_from(cols, &cond)),
+    }
 }
 
 /// Each row's key text, hash and the short hash of each column in range `r`, in Postgres
 /// (a changed row's differing columns are named from them).
 pub fn pg_rows_sql(
-    schema: &str,
-    table: &str,
+    s: &Sides<'_>,
     cols: &[&ChColumn],
     keys: &[&ChColumn],
     key_pg_type: &str,
@@ -396,37 +457,78 @@ pub fn pg_rows_sql(
         .map(|c| format!("left(md5({}), 16)", pg_field(c)))
         .collect();
     format!(
-        "SELECT {}, {}::text, {} FROM {}.{} WHERE {}",
+        "SELECT {}, {}::text, {} {}",
         pg_key_text(keys),
         pg_row_hash(&pg_row_text(cols)),
         per_col.join(" || ',' || "),
-        pg_ident(schema),
-        pg_ident(table),
-        pg_range_cond(keys[0], key_pg_type, r)
+        s.pg_from(&pg_range_cond(keys[0], key_pg_type, r))
     )
 }
 
 /// The same in ClickHouse.
-pub fn ch_rows_sql(
-    db: &str,
-    table: &str,
-    cols: &[&ChColumn],
-    keys: &[&ChColumn],
-    r: &KeyRange,
-) -> String {
+pub fn ch_rows_sql(s: &Sides<'_>, cols: &[&ChColumn], keys: &[&ChColumn], r: &KeyRange) -> String {
     let per_col: Vec<String> = cols
         .iter()
         .map(|c| format!("lower(substring(hex(MD5({})), 1, 16))", ch_field(c)))
         .collect();
     format!(
-        "SELECT {}, toString({}), arrayStringConcat([{}], ',') FROM {}.{} FINAL WHERE `_is_deleted` = 0 AND {}",
+        "SELECT {}, toString({}), arrayStringConcat([{}], ',') {}",
         ch_key_text(keys),
         ch_row_hash(&ch_row_text(cols)),
         per_col.join(", "),
-        ch_ident(db),
-        ch_ident(table),
-        ch_range_cond(keys[0], r)
+        s.ch_from(cols, &ch_range_cond(keys[0], r))
     )
+}
+
+/// A keyless table's rows by content, in Postgres: each distinct row's text and how many
+/// rows have it.
+pub fn pg_contents_sql(s: &Sides<'_>, cols: &[&ChColumn]) -> String {
+    format!(
+        "SELECT x, count(*)::text FROM (SELECT {} AS x {}) r GROUP BY x",
+        pg_row_text(cols),
+        s.pg_from("true")
+    )
+}
+
+/// The same in ClickHouse.
+pub fn ch_contents_sql(s: &Sides<'_>, cols: &[&ChColumn]) -> String {
+    let count = match s.live {
+        Live::Keyless => "sum(`_count`)",
+        _ => "count()",
+    };
+    format!(
+        "SELECT x, toString(n) FROM (SELECT {} AS x, {count} AS n {} GROUP BY x)",
+        ch_row_text(cols),
+        s.ch_from(cols, "1")
+    )
+}
+
+/// The rows that differ between two tables counted by content (text, count on each side):
+/// `Missing(text)` once for each copy ClickHouse lacks, `Extra(text)` for each it has too
+/// many, at most `limit` in all, in text order.
+pub fn diff_contents(pg: &[(String, u64)], ch: &[(String, u64)], limit: usize) -> Vec<Difference> {
+    let mut counts: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for (t, n) in pg {
+        counts.entry(t.as_str()).or_default().0 += n;
+    }
+    for (t, n) in ch {
+        counts.entry(t.as_str()).or_default().1 += n;
+    }
+    let mut out = Vec::new();
+    for (t, (p, c)) in counts {
+        let (diff, make): (u64, fn(String) -> Difference) = if p > c {
+            (p - c, Difference::Missing)
+        } else {
+            (c - p, Difference::Extra)
+        };
+        for _ in 0..diff.min((limit - out.len().min(limit)) as u64) {
+            out.push(make(t.to_string()));
+        }
+        if out.len() >= limit {
+            break;
+        }
+    }
+    out
 }
 
 /// One row of [`pg_rows_sql`] or [`ch_rows_sql`]: key text, row hash, column hashes.
@@ -452,8 +554,7 @@ impl RowHash {
 /// Postgres in one sorted pass (`ntile`): the first key of each part after the first, read
 /// as [`pg_bound_select`].
 pub fn pg_split_sql(
-    schema: &str,
-    table: &str,
+    s: &Sides<'_>,
     key: &ChColumn,
     key_pg_type: &str,
     r: &KeyRange,
@@ -461,10 +562,8 @@ pub fn pg_split_sql(
 ) -> String {
     format!(
         "SELECT DISTINCT ON (t) b FROM (SELECT {bound} AS b, {e} AS k, ntile({parts}) OVER (ORDER BY {e}) AS t \
-         FROM {}.{} WHERE {}) s WHERE t > 1 ORDER BY t, k",
-        pg_ident(schema),
-        pg_ident(table),
-        pg_range_cond(key, key_pg_type, r),
+         {}) s WHERE t > 1 ORDER BY t, k",
+        s.pg_from(&pg_range_cond(key, key_pg_type, r)),
         bound = pg_bound_select(key),
         e = pg_key_expr(key),
     )
@@ -628,6 +727,65 @@ mod tests {
     }
 
     #[test]
+    fn contents_differ_by_their_counts() {
+        let v = |x: &[(&str, u64)]| -> Vec<(String, u64)> {
+            x.iter().map(|(t, n)| (t.to_string(), *n)).collect()
+        };
+        let pg = v(&[("1:a", 2), ("1:b", 1), ("1:c", 1)]);
+        let ch = v(&[("1:a", 1), ("1:c", 3), ("1:d", 1)]);
+        assert_eq!(
+            diff_contents(&pg, &ch, 10),
+            vec![
+                Difference::Missing("1:a".into()),
+                Difference::Missing("1:b".into()),
+                Difference::Extra("1:c".into()),
+                Difference::Extra("1:c".into()),
+                Difference::Extra("1:d".into()),
+            ]
+        );
+        assert_eq!(diff_contents(&pg, &ch, 3).len(), 3);
+        assert!(diff_contents(&pg, &pg, 10).is_empty());
+    }
+
+    #[test]
+    fn sides_read_the_live_rows_their_way() {
+        let k = col("id", "Int64", Codec::Number, true);
+        let v = col("v", "Nullable(String)", Codec::Text, false);
+        let mut s = Sides {
+            pg_schema: "s",
+            pg_table: "t",
+            pg_filter: Some("tenant = 1"),
+            ch_db: "d",
+            ch_table: "t",
+            live: Live::Replacing,
+        };
+        let r = KeyRange::all();
+        let pg = pg_digest_sql(&s, &[&k, &v], Some((&k, "bigint")), &r);
+        assert!(
+            pg.ends_with("FROM \"s\".\"t\" WHERE (tenant = 1) AND true"),
+            "{pg}"
+        );
+        let ch = ch_digest_sql(&s, &[&k, &v], Some(&k), &r);
+        assert!(
+            ch.ends_with("FROM `d`.`t` FINAL WHERE `_is_deleted` = 0 AND 1"),
+            "{ch}"
+        );
+        s.live = Live::Append(vec!["id".into()]);
+        let ch = ch_digest_sql(&s, &[&k, &v], Some(&k), &r);
+        assert!(
+            ch.contains("FROM (SELECT * FROM `d`.`t` FINAL ORDER BY `_version` DESC LIMIT 1 BY `id`) WHERE `_is_deleted` = 0"),
+            "{ch}"
+        );
+        s.live = Live::Keyless;
+        let ch = ch_digest_sql(&s, &[&v], None, &r);
+        assert!(
+            ch.starts_with("SELECT sum(`_count`), sum(")
+                && ch.contains(" * `_count`) FROM (SELECT `v`, sum(if(`_is_deleted` = 1, -1, 1)) AS `_count` FROM `d`.`t` FINAL GROUP BY `v` HAVING `_count` > 0) WHERE 1"),
+            "{ch}"
+        );
+    }
+
+    #[test]
     fn keys_are_shown_as_their_values() {
         assert_eq!(show_key("1:7"), "7");
         assert_eq!(show_key("3:a,b,N,0:"), "a,b, NULL, ");
@@ -691,11 +849,26 @@ mod tests {
                 lo: Some("1".into()),
                 hi: Some("9".into()),
             };
-            for sql in [
-                ch_digest_sql("d", "t", &cols, &k, &r),
-                ch_rows_sql("d", "t", &cols, &[&k], &r),
+            for live in [
+                Live::Replacing,
+                Live::Append(vec!["k".into()]),
+                Live::Keyless,
             ] {
-                assert!(!sql.contains('?'), "{sql}");
+                let s = Sides {
+                    pg_schema: "public",
+                    pg_table: "t",
+                    pg_filter: None,
+                    ch_db: "d",
+                    ch_table: "t",
+                    live,
+                };
+                for sql in [
+                    ch_digest_sql(&s, &cols, Some(&k), &r),
+                    ch_rows_sql(&s, &cols, &[&k], &r),
+                    ch_contents_sql(&s, &cols),
+                ] {
+                    assert!(!sql.contains('?'), "{sql}");
+                }
             }
         }
     }
