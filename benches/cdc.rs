@@ -6,7 +6,8 @@
 //! (`-- --snapshot [--tables 4] [--rows N] [--workers N]`: the first snapshot of filled tables
 //! instead; see `cdc/snapshot.rs`. `-- --members 1,2,3 [--partitions 6]`: the Kafka →
 //! ClickHouse stage as N members of one consumer group; see `cdc/members.rs`; with `--llm-stage`
-//! the Kafka → LLM → ClickHouse stage, see `cdc/members_llm.rs`.)
+//! the Kafka → LLM → ClickHouse stage, see `cdc/members_llm.rs`. `-- --verify [--rows N]`:
+//! `tributary verify` next to reading both sides in full, see `cdc/verify.rs`.)
 //!
 //! 1. Source limit: a fresh table, publication and pgoutput slot (created with SQL); N rows are
 //!    written in transactions of `--txn-rows`, then `pg_recvlogical` (as it is, proto_version 1,
@@ -65,6 +66,8 @@ mod snapshot;
 mod members;
 #[path = "cdc/members_llm.rs"]
 mod members_llm;
+#[path = "cdc/verify.rs"]
+mod verify;
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -80,6 +83,9 @@ struct Args {
     tls: bool,
     /// Which side the TLS run encrypts: `both` (default), `pg` or `ch` (to see what each costs).
     tls_side: String,
+    /// `tributary verify` on a table of `rows` rows next to reading both sides in full
+    /// instead (see `cdc/verify.rs`).
+    verify: bool,
     /// The first snapshot of `tables` filled tables instead (`postgres.snapshot_workers` =
     /// `workers` when given).
     snapshot: bool,
@@ -112,6 +118,7 @@ fn parse_args() -> Res<Args> {
         tls_side: "both".into(),
         kafka: false,
         snapshot: false,
+        verify: false,
         tables: 4,
         workers: None,
         chunk_rows: None,
@@ -146,6 +153,7 @@ fn parse_args() -> Res<Args> {
             }
             "--no-drain" => a.no_drain = true,
             "--snapshot" => a.snapshot = true,
+            "--verify" => a.verify = true,
             "--tables" => a.tables = flags.number("--tables")?,
             "--workers" => a.workers = Some(flags.number("--workers")?),
             "--chunk-rows" => a.chunk_rows = Some(flags.number("--chunk-rows")?),
@@ -166,6 +174,7 @@ fn parse_args() -> Res<Args> {
                 println!("cargo bench --bench cdc -- [--rows N (1000000)] [--target ch18|ch26] [--txn-rows 1000] [--no-drain] [--kafka] [--tls] [--tls-side both|pg|ch] [--keep]");
                 println!("cargo bench --bench cdc -- --snapshot [--tables 4] [--rows N (1000000 per table)] [--target ch18|ch26] [--workers N] [--chunk-rows N] [--keep]");
                 println!("cargo bench --bench cdc -- --members 1,2,3 [--rows N (1000000)] [--partitions 6] [--target ch18|ch26]");
+                println!("cargo bench --bench cdc -- --verify [--rows N (1000000)] [--target ch18|ch26] [--keep]");
                 println!("cargo bench --bench cdc -- --members 1,2,3 --llm-stage [--rows N (3000 posts)] [--partitions 6] [--latency-ms 100] [--concurrency 4] [--llm-url URL] [--target ch18|ch26]");
                 std::process::exit(0);
             }
@@ -1571,7 +1580,9 @@ async fn main() -> ExitCode {
     };
     let pg = Pg::from(&vars);
     let mut clean = Cleanup::default();
-    let result = if args.snapshot {
+    let result = if args.verify {
+        verify::run(&args, &mut clean, &pg, &vars).await
+    } else if args.snapshot {
         snapshot::run(&args, &mut clean, &pg, &vars).await
     } else if !args.members.is_empty() && args.llm_stage {
         members_llm::run(&args, &vars).await

@@ -27,7 +27,7 @@ use tributary::clients::clickhouse::ChClient;
 use tributary::config::Config;
 use tributary_testkit::repo;
 
-fn create_sql(t: &str) -> String {
+pub(super) fn create_sql(t: &str) -> String {
     format!(
         "CREATE TABLE {t} (id bigint PRIMARY KEY, payload text NOT NULL, amount numeric(12,2) NOT NULL, \
          created_at timestamptz NOT NULL)"
@@ -139,27 +139,14 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
-pub async fn run(
-    args: &Args,
-    clean: &mut Cleanup,
-    pg: &Pg,
-    vars: &HashMap<String, String>,
-) -> Res<bool> {
-    let c = pg.connect().await?;
-    let n_tables = args.tables;
-    let rows = args.rows;
-    let total = n_tables * rows;
-    let tables: Vec<String> = (0..n_tables).map(|_| unique("bench_snap")).collect();
-    let live = unique("bench_snap_live");
-    for t in tables.iter().chain(std::iter::once(&live)) {
-        clean.tables.push(t.clone());
-        c.batch_execute(&create_sql(t))
-            .await
-            .map_err(|e| format!("create {t}: {e}"))?;
-    }
-    eprintln!("bench: snapshot: loading {n_tables} tables × {rows} rows ...");
-    let load = Instant::now();
-    for t in &tables {
+/// Fills each of `tables` with `rows` rows (see [`create_sql`]), vacuumed and analyzed (hint
+/// bits set, `reltuples` known) so that nothing later pays for it.
+pub(super) async fn load_tables(
+    c: &tokio_postgres::Client,
+    tables: &[String],
+    rows: u64,
+) -> Res<()> {
+    for t in tables {
         c.batch_execute(&format!(
             "INSERT INTO {t} SELECT g, md5(g::text) || md5((g + 1)::text), (g % 1000000) / 100.0, \
              timestamptz '2026-01-01 00:00:00+00' + g * interval '1 second' \
@@ -167,17 +154,37 @@ pub async fn run(
         ))
         .await
         .map_err(|e| format!("load {t}: {e:?}"))?;
-        // Hint bits set and `reltuples` known before anything is timed (VACUUM runs outside
-        // a transaction block: a statement of its own).
+        // VACUUM runs outside a transaction block: a statement of its own.
         c.batch_execute(&format!("VACUUM ANALYZE {t}"))
             .await
             .map_err(|e| format!("vacuum {t}: {e:?}"))?;
     }
-    eprintln!(
-        "bench: snapshot: loaded in {:.1} s",
-        load.elapsed().as_secs_f64()
-    );
+    Ok(())
+}
 
+/// tributary set up (not started) on `tables`: its config of config/cdc.toml's shape with a
+/// fresh slot, publication and ClickHouse database (registered for cleanup), and the
+/// ClickHouse client.
+pub(super) struct Setup {
+    pub url: String,
+    pub db: String,
+    pub listen: String,
+    pub cfg: Config,
+    pub ch: ChClient,
+    pub ch_version: String,
+    pub workers: usize,
+    pub log_path: std::path::PathBuf,
+    pub trib: Tributary,
+}
+
+pub(super) async fn configure(
+    args: &Args,
+    clean: &mut Cleanup,
+    pg: &Pg,
+    vars: &HashMap<String, String>,
+    tables: &[String],
+    name: &str,
+) -> Res<Setup> {
     // tributary on all of them.
     let publication = unique("bench_snap_pub");
     let slot = unique("bench_snap_slot");
@@ -188,11 +195,7 @@ pub async fn run(
         vars["TRIBUTARY_TEST_CH26_URL"].clone()
     };
     let listen = format!("127.0.0.1:{}", free_port()?);
-    let list: Vec<String> = tables
-        .iter()
-        .chain(std::iter::once(&live))
-        .map(|t| format!("\"public.{t}\""))
-        .collect();
+    let list: Vec<String> = tables.iter().map(|t| format!("\"public.{t}\"")).collect();
     let template = std::fs::read_to_string(repo().join("config/cdc.toml"))
         .map_err(|e| format!("config/cdc.toml: {e}"))?;
     let mut replaced = false;
@@ -243,8 +246,8 @@ pub async fn run(
         .map_or(0, |p| p.snapshot_workers);
     let tmp = repo().join("target/tmp");
     std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
-    let cfg_path = tmp.join(format!("{live}.toml"));
-    let log_path = tmp.join(format!("{live}.log"));
+    let cfg_path = tmp.join(format!("{name}.toml"));
+    let log_path = tmp.join(format!("{name}.log"));
     std::fs::write(&cfg_path, &text).map_err(|e| e.to_string())?;
     clean.files.push(cfg_path.clone());
     let ch = ChClient::connect(&cfg.pipelines[0].clickhouse)
@@ -259,7 +262,7 @@ pub async fn run(
     clean.ch = Some((ch.clone(), db.clone()));
     clean.publications.push(publication.clone());
     clean.slots.push(slot.clone());
-    let mut trib = Tributary {
+    let trib = Tributary {
         bin: tributary_bin()?,
         cfg: cfg_path,
         env,
@@ -268,6 +271,60 @@ pub async fn run(
         peak_rss_kib: 0,
         cpu_secs: 0.0,
     };
+    Ok(Setup {
+        url,
+        db,
+        listen,
+        cfg,
+        ch,
+        ch_version,
+        workers,
+        log_path,
+        trib,
+    })
+}
+
+pub async fn run(
+    args: &Args,
+    clean: &mut Cleanup,
+    pg: &Pg,
+    vars: &HashMap<String, String>,
+) -> Res<bool> {
+    let c = pg.connect().await?;
+    let n_tables = args.tables;
+    let rows = args.rows;
+    let total = n_tables * rows;
+    let tables: Vec<String> = (0..n_tables).map(|_| unique("bench_snap")).collect();
+    let live = unique("bench_snap_live");
+    for t in tables.iter().chain(std::iter::once(&live)) {
+        clean.tables.push(t.clone());
+        c.batch_execute(&create_sql(t))
+            .await
+            .map_err(|e| format!("create {t}: {e}"))?;
+    }
+    eprintln!("bench: snapshot: loading {n_tables} tables × {rows} rows ...");
+    let load = Instant::now();
+    load_tables(&c, &tables, rows).await?;
+    eprintln!(
+        "bench: snapshot: loaded in {:.1} s",
+        load.elapsed().as_secs_f64()
+    );
+    let all: Vec<String> = tables
+        .iter()
+        .chain(std::iter::once(&live))
+        .cloned()
+        .collect();
+    let Setup {
+        url,
+        db,
+        listen,
+        ch,
+        ch_version,
+        workers,
+        log_path,
+        mut trib,
+        ..
+    } = configure(args, clean, pg, vars, &all, &live).await?;
     eprintln!("bench: snapshot: tributary ({workers} workers) ...");
     let started = Instant::now();
     trib.start()?;

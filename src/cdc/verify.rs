@@ -111,6 +111,15 @@ pub async fn run(cfg: &Config, o: &Options) -> Result<Vec<TableReport>, String> 
         let c = catalog::connect(&params)
             .await
             .map_err(|e| format!("pipeline {}: Postgres: {e}", p.name))?;
+        let version = crate::clients::postgres::publication::server_version(&c, &params)
+            .await
+            .map_err(|e| format!("pipeline {}: Postgres: {e}", p.name))?;
+        if version < 130000 {
+            return Err(format!(
+                "pipeline {}: verify needs Postgres 13 or later (trim_scale); this server is {version}",
+                p.name
+            ));
+        }
         // The forms values were streamed in (see the canonical forms).
         c.batch_execute(
             "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET IntervalStyle = 'postgres'",
@@ -291,18 +300,14 @@ impl Target<'_> {
     ) -> Result<(Digest, Digest), String> {
         let s = self.sides();
         let key = self.keys.first().copied();
-        let row = c
-            .query_one(
-                &core::pg_digest_sql(&s, &self.cols, key.map(|k| (k, self.key_type.as_str())), r),
-                &[],
-            )
-            .await
-            .map_err(|e| format!("Postgres: {e}"))?;
+        let pg_sql =
+            core::pg_digest_sql(&s, &self.cols, key.map(|k| (k, self.key_type.as_str())), r);
+        let ch_sql = core::ch_digest_sql(&s, &self.cols, key, r);
+        // Both sides at once.
+        let (row, text) = tokio::join!(c.query_one(&pg_sql, &[]), ch.query_text(&ch_sql));
+        let row = row.map_err(|e| format!("Postgres: {e}"))?;
         let pg = Digest::from_pg(row.get(0), row.get(1)).ok_or("Postgres: an unreadable digest")?;
-        let text = ch
-            .query_text(&core::ch_digest_sql(&s, &self.cols, key, r))
-            .await
-            .map_err(|e| format!("ClickHouse: {e}"))?;
+        let text = text.map_err(|e| format!("ClickHouse: {e}"))?;
         let (n, sum) = text.trim().split_once('\t').unwrap_or(("", ""));
         let chd = Digest::from_ch(n, sum).ok_or("ClickHouse: an unreadable digest")?;
         Ok((pg, chd))
@@ -315,20 +320,15 @@ impl Target<'_> {
         r: &KeyRange,
     ) -> Result<Vec<Difference>, String> {
         let s = self.sides();
-        let pg: Vec<RowHash> = c
-            .query(
-                &core::pg_rows_sql(&s, &self.cols, &self.keys, &self.key_type, r),
-                &[],
-            )
-            .await
+        let pg_sql = core::pg_rows_sql(&s, &self.cols, &self.keys, &self.key_type, r);
+        let ch_sql = core::ch_rows_sql(&s, &self.cols, &self.keys, r);
+        let (rows, text) = tokio::join!(c.query(&pg_sql, &[]), ch.query_text(&ch_sql));
+        let pg: Vec<RowHash> = rows
             .map_err(|e| format!("Postgres: {e}"))?
             .iter()
             .map(|row| RowHash::new(row.get(0), row.get(1), row.get(2)))
             .collect();
-        let text = ch
-            .query_text(&core::ch_rows_sql(&s, &self.cols, &self.keys, r))
-            .await
-            .map_err(|e| format!("ClickHouse: {e}"))?;
+        let text = text.map_err(|e| format!("ClickHouse: {e}"))?;
         let chr: Vec<RowHash> = text
             .lines()
             .filter_map(|l| {
