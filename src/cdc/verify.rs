@@ -30,6 +30,8 @@ const LEAF_ROWS: u64 = 2000;
 /// A keyless table that differs is listed by content up to this many rows (on the larger
 /// side): it has no key to split it by.
 const KEYLESS_LISTED: u64 = 100_000;
+/// A range of more rows than this is split by a sample of about this many of them.
+const SAMPLED_SPLIT_ROWS: u64 = 20_000;
 /// A range that differs is split into this many parts.
 const PARTS: u32 = 16;
 /// How long to wait for the slot to confirm a position.
@@ -371,10 +373,58 @@ impl Target<'_> {
         Ok(core::diff_contents(&pg, &chc, limit))
     }
 
-    async fn split(&self, c: &Client, r: &KeyRange) -> Result<Vec<KeyRange>, String> {
+    /// The digests of `parts` (a split range, in order) on both sides, one pass each.
+    async fn parts_digests(
+        &self,
+        c: &Client,
+        ch: &ChClient,
+        parts: &[KeyRange],
+    ) -> Result<Vec<(Digest, Digest)>, String> {
+        let s = self.sides();
+        let key = self.keys[0];
+        let pg_sql = core::pg_parts_digest_sql(&s, &self.cols, key, &self.key_type, parts);
+        let ch_sql = core::ch_parts_digest_sql(&s, &self.cols, key, parts);
+        let (rows, text) = tokio::join!(c.query(&pg_sql, &[]), ch.query_text(&ch_sql));
+        let rows = rows.map_err(|e| format!("Postgres: {e}"))?;
+        let pg: Vec<(String, String, String)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let pg = core::parts_digests(
+            parts.len(),
+            pg.iter()
+                .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())),
+            true,
+        )
+        .ok_or("Postgres: unreadable part digests")?;
+        let text = text.map_err(|e| format!("ClickHouse: {e}"))?;
+        let chd = core::parts_digests(
+            parts.len(),
+            text.lines().filter_map(|l| {
+                let mut f = l.split('\t');
+                Some((f.next()?, f.next()?, f.next()?))
+            }),
+            false,
+        )
+        .ok_or("ClickHouse: unreadable part digests")?;
+        Ok(pg.into_iter().zip(chd).collect())
+    }
+
+    /// Range `r` (of about `rows` rows) split into about equal parts; a large range by a
+    /// sample of its pages.
+    async fn split(&self, c: &Client, r: &KeyRange, rows: u64) -> Result<Vec<KeyRange>, String> {
+        let sample =
+            (rows > SAMPLED_SPLIT_ROWS).then(|| 100.0 * SAMPLED_SPLIT_ROWS as f64 / rows as f64);
         let bounds: Vec<String> = c
             .query(
-                &core::pg_split_sql(&self.sides(), self.keys[0], &self.key_type, r, PARTS),
+                &core::pg_split_sql(
+                    &self.sides(),
+                    self.keys[0],
+                    &self.key_type,
+                    r,
+                    PARTS,
+                    sample,
+                ),
                 &[],
             )
             .await
@@ -539,16 +589,23 @@ async fn compare(
     o: &Options,
     report: &mut TableReport,
 ) -> Result<(), String> {
-    let (c, ch, position) = (at.c, at.ch, at.position);
+    let (c, ch) = (at.c, at.ch);
     if target.keys.is_empty() {
         return compare_contents(target, at, o, report).await;
     }
-    // Bisect: ranges that differ are split until they are small enough to list.
-    let mut todo = vec![KeyRange::all()];
+    // Bisect: ranges that differ are split until they are small enough to list; the parts'
+    // digests come in one pass per side.
+    let mut todo: Vec<(KeyRange, Option<(Digest, Digest)>)> = vec![(KeyRange::all(), None)];
     let mut first = true;
-    while let Some(r) = todo.pop() {
+    // The ranges listed that differed, with what differed at the first look.
+    let mut leaves: Vec<(KeyRange, Vec<Difference>)> = Vec::new();
+    let mut seen = 0;
+    while let Some((r, known)) = todo.pop() {
         report.ranges += 1;
-        let (pg, chd) = target.digests(c, ch, &r).await?;
+        let (pg, chd) = match known {
+            Some(d) => d,
+            None => target.digests(c, ch, &r).await?,
+        };
         if first {
             report.postgres_rows = pg.rows;
             report.clickhouse_rows = chd.rows;
@@ -558,37 +615,68 @@ async fn compare(
             continue;
         }
         let parts = if pg.rows.max(chd.rows) > LEAF_ROWS {
-            target.split(c, &r).await?
+            target.split(c, &r, pg.rows).await?
         } else {
             Vec::new()
         };
         if parts.len() > 1 {
-            todo.extend(parts.into_iter().rev());
+            let digests = target.parts_digests(c, ch, &parts).await?;
+            todo.extend(
+                parts
+                    .into_iter()
+                    .zip(digests)
+                    .map(|(p, d)| (p, Some(d)))
+                    .rev(),
+            );
             continue;
         }
         let before = target.rows(c, ch, &r).await?;
         if before.is_empty() {
             continue;
         }
-        // A second look, once the pipeline confirmed a newer position: only what differs
-        // both times is reported (rows changed meanwhile were in flight).
-        if let Some(why) = position.reached().await? {
-            report.note.get_or_insert(why);
-        }
-        for d in target.rows(c, ch, &r).await? {
-            if before.iter().any(|b| b.key() == d.key()) {
-                report.differences.push(found_of(&d, &target.cols));
+        seen += before.len();
+        leaves.push((r, before));
+        // Looked at again in batches (one position wait each); more than the limit
+        // confirmed ends the search.
+        if seen > o.limit {
+            second_look(target, at, &mut leaves, report).await?;
+            seen = 0;
+            if report.differences.len() > o.limit {
+                break;
             }
         }
-        if report.differences.len() > o.limit {
-            break;
-        }
     }
+    second_look(target, at, &mut leaves, report).await?;
     if report.differences.len() > o.limit {
         report.differences.truncate(o.limit);
         report.truncated = true;
     }
     report.equal = report.differences.is_empty() && !report.truncated;
+    Ok(())
+}
+
+/// The second look at the `leaves` that differed (taken from it), once the pipeline
+/// confirmed a newer position: only what differs both times is reported (rows changed
+/// meanwhile were in flight).
+async fn second_look(
+    target: &Target<'_>,
+    at: &Where<'_>,
+    leaves: &mut Vec<(KeyRange, Vec<Difference>)>,
+    report: &mut TableReport,
+) -> Result<(), String> {
+    if leaves.is_empty() {
+        return Ok(());
+    }
+    if let Some(why) = at.position.reached().await? {
+        report.note.get_or_insert(why);
+    }
+    for (r, before) in leaves.drain(..) {
+        for d in target.rows(at.c, at.ch, &r).await? {
+            if before.iter().any(|b| b.key() == d.key()) {
+                report.differences.push(found_of(&d, &target.cols));
+            }
+        }
+    }
     Ok(())
 }
 

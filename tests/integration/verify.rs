@@ -122,7 +122,7 @@ pub async fn canonical_forms_agree(
     assert_eq!(pg, ch, "the whole table");
     let bounds = first_column(
         &c,
-        &verify::pg_split_sql(&sides, key, "int4", &KeyRange::all(), 2),
+        &verify::pg_split_sql(&sides, key, "int4", &KeyRange::all(), 2, None),
     )
     .await;
     let parts = verify::split(&KeyRange::all(), &bounds);

@@ -374,12 +374,20 @@ pub struct Sides<'a> {
 impl Sides<'_> {
     /// `FROM … WHERE …` of the rows in Postgres that pass `cond`.
     fn pg_from(&self, cond: &str) -> String {
+        self.pg_from_sampled(cond, None)
+    }
+
+    /// The same over a sample of about `percent` % of the table's pages.
+    fn pg_from_sampled(&self, cond: &str, percent: Option<f64>) -> String {
         let filter = self
             .pg_filter
             .map(|f| format!("({f}) AND "))
             .unwrap_or_default();
+        let sample = percent
+            .map(|p| format!(" TABLESAMPLE SYSTEM ({:.6})", p.clamp(0.000001, 100.0)))
+            .unwrap_or_default();
         format!(
-            "FROM {}.{} WHERE {filter}{cond}",
+            "FROM {}.{}{sample} WHERE {filter}{cond}",
             pg_ident(self.pg_schema),
             pg_ident(self.pg_table)
         )
@@ -441,6 +449,90 @@ pub fn ch_digest_sql(
         ),
         _ => format!("SELECT count(), sum({hash}) {}", s.ch_from(cols, &cond)),
     }
+}
+
+/// The digests of every part of a split range (`parts`, as [`split`] made them, in order) in
+/// one pass, in Postgres: rows of `part, count, sum` (a part without rows has no row).
+pub fn pg_parts_digest_sql(
+    s: &Sides<'_>,
+    cols: &[&ChColumn],
+    key: &ChColumn,
+    pg_type: &str,
+    parts: &[KeyRange],
+) -> String {
+    let e = pg_key_expr(key);
+    let mut case = String::from("CASE");
+    for (i, p) in parts.iter().enumerate().skip(1) {
+        if let Some(lo) = &p.lo {
+            case.push_str(&format!(
+                " WHEN {e} < {} THEN {}",
+                pg_bound(key, lo, pg_type),
+                i - 1
+            ));
+        }
+    }
+    case.push_str(&format!(" ELSE {} END", parts.len().saturating_sub(1)));
+    let whole = KeyRange {
+        lo: parts.first().and_then(|p| p.lo.clone()),
+        hi: parts.last().and_then(|p| p.hi.clone()),
+    };
+    format!(
+        "SELECT ({case})::text AS part, count(*)::text, coalesce(sum({})::text, '0') {} GROUP BY 1",
+        pg_row_hash(&pg_row_text(cols)),
+        s.pg_from(&pg_range_cond(key, pg_type, &whole))
+    )
+}
+
+/// The same in ClickHouse (rows of `part`, `count`, `sum` as TabSeparated).
+pub fn ch_parts_digest_sql(
+    s: &Sides<'_>,
+    cols: &[&ChColumn],
+    key: &ChColumn,
+    parts: &[KeyRange],
+) -> String {
+    let e = ch_key_expr(key);
+    let mut arms = Vec::new();
+    for (i, p) in parts.iter().enumerate().skip(1) {
+        if let Some(lo) = &p.lo {
+            arms.push(format!("{e} < {}, {}", ch_bound(key, lo), i - 1));
+        }
+    }
+    let last = parts.len().saturating_sub(1);
+    // multiIf wants a condition; one part is all rows.
+    let part = if arms.is_empty() {
+        format!("{last}")
+    } else {
+        format!("multiIf({}, {last})", arms.join(", "))
+    };
+    let whole = KeyRange {
+        lo: parts.first().and_then(|p| p.lo.clone()),
+        hi: parts.last().and_then(|p| p.hi.clone()),
+    };
+    let hash = ch_row_hash(&ch_row_text(cols));
+    format!(
+        "SELECT toString(`__tributary_part`), toString(count()), toString(sum({hash})) FROM (SELECT {part} AS `__tributary_part`, * {}) GROUP BY `__tributary_part`",
+        s.ch_from(cols, &ch_range_cond(key, &whole))
+    )
+}
+
+/// The digests of `n` parts from the rows of [`pg_parts_digest_sql`] or
+/// [`ch_parts_digest_sql`] (`part, count, sum` as text); `None` when a row cannot be read.
+pub fn parts_digests<'a>(
+    n: usize,
+    rows: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+    pg: bool,
+) -> Option<Vec<Digest>> {
+    let mut out = vec![Digest::default(); n];
+    for (part, count, sum) in rows {
+        let i: usize = part.trim().parse().ok()?;
+        let d = if pg {
+            Digest::from_pg(count, sum)?
+        } else {
+            Digest::from_ch(count, sum)?
+        };
+        *out.get_mut(i)? = d;
+    }
+    Some(out)
 }
 
 /// Each row's key text, hash and the short hash of each column in range `r`, in Postgres
@@ -552,18 +644,20 @@ impl RowHash {
 
 /// Up to `parts` - 1 bounds that split range `r` into parts of about equal rows, from
 /// Postgres in one sorted pass (`ntile`): the first key of each part after the first, read
-/// as [`pg_bound_select`].
+/// as [`pg_bound_select`]. With `sample`, over that percentage of the table's pages (a large
+/// range: its parts need not be equal, and sorting a sample is cheaper than all of it).
 pub fn pg_split_sql(
     s: &Sides<'_>,
     key: &ChColumn,
     key_pg_type: &str,
     r: &KeyRange,
     parts: u32,
+    sample: Option<f64>,
 ) -> String {
     format!(
         "SELECT DISTINCT ON (t) b FROM (SELECT {bound} AS b, {e} AS k, ntile({parts}) OVER (ORDER BY {e}) AS t \
          {}) s WHERE t > 1 ORDER BY t, k",
-        s.pg_from(&pg_range_cond(key, key_pg_type, r)),
+        s.pg_from_sampled(&pg_range_cond(key, key_pg_type, r), sample),
         bound = pg_bound_select(key),
         e = pg_key_expr(key),
     )
@@ -724,6 +818,43 @@ mod tests {
                 Difference::Extra("1:4".into())
             ]
         );
+    }
+
+    #[test]
+    fn parts_are_digested_in_one_pass() {
+        let k = col("id", "Int64", Codec::Number, true);
+        let s = Sides {
+            pg_schema: "s",
+            pg_table: "t",
+            pg_filter: None,
+            ch_db: "d",
+            ch_table: "t",
+            live: Live::Replacing,
+        };
+        let r = KeyRange {
+            lo: Some("5".into()),
+            hi: None,
+        };
+        let parts = split(&r, &["10".into(), "20".into()]);
+        let pg = pg_parts_digest_sql(&s, &[&k], &k, "bigint", &parts);
+        assert!(
+            pg.contains("CASE WHEN \"id\" < CAST('10' AS bigint) THEN 0 WHEN \"id\" < CAST('20' AS bigint) THEN 1 ELSE 2 END")
+                && pg.ends_with("WHERE \"id\" >= CAST('5' AS bigint) GROUP BY 1"),
+            "{pg}"
+        );
+        let ch = ch_parts_digest_sql(&s, &[&k], &k, &parts);
+        assert!(
+            ch.contains("multiIf(`id` < CAST('10' AS Int64), 0, `id` < CAST('20' AS Int64), 1, 2) AS `__tributary_part`")
+                && ch.ends_with("AND `id` >= CAST('5' AS Int64)) GROUP BY `__tributary_part`"),
+            "{ch}"
+        );
+        assert!(!ch.contains('?'));
+        // Parts without rows read as empty; a part out of range is an error.
+        let d = parts_digests(3, [("2", "4", "-1"), ("0", "1", "7")], false).unwrap();
+        assert_eq!(d[1], Digest::default());
+        assert_eq!((d[0].rows, d[2].rows, d[2].sum), (1, 4, u64::MAX));
+        assert!(parts_digests(3, [("3", "1", "1")], true).is_none());
+        assert!(parts_digests(3, [("x", "1", "1")], true).is_none());
     }
 
     #[test]
