@@ -846,6 +846,24 @@ impl Stream {
         Ok(schema)
     }
 
+    /// Makes a job taken while streaming known to the stream (see [`backfill::register`]).
+    async fn register(
+        &self,
+        client: &tokio_postgres::Client,
+        params: &PgParams,
+        job: &Job,
+    ) -> Result<(), String> {
+        backfill::register(
+            client,
+            params,
+            &self.copy,
+            &self.counters,
+            std::slice::from_ref(job),
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+
     /// The job that repairs the rows of `keys` (each key's values) and `purge` (every key's
     /// canonical text) of `table` (see [`backfill::Repair`]); `tell` hears when it is done.
     #[allow(clippy::too_many_arguments)]
@@ -881,15 +899,7 @@ impl Stream {
                 done: std::sync::Mutex::new(Some(tell)),
             }),
         };
-        backfill::register(
-            client,
-            params,
-            &self.copy,
-            &self.counters,
-            std::slice::from_ref(&job),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        self.register(client, params, &job).await?;
         tracing::info!(pipeline = %self.pipeline, table = %schema.qualified(), keys = job.repair.as_ref().map_or(0, |r| r.purge.len()), "repair requested: the rows of the keys verify found different are copied again");
         Ok(job)
     }
@@ -929,15 +939,7 @@ impl Stream {
             purge_below: Some(below),
             repair: None,
         };
-        backfill::register(
-            client,
-            params,
-            &self.copy,
-            &self.counters,
-            std::slice::from_ref(&job),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        self.register(client, params, &job).await?;
         tracing::info!(pipeline = %self.pipeline, table = %schema.qualified(), "resync requested: the table is copied over what ClickHouse has, then the rows Postgres no longer has are deleted");
         Ok(job)
     }

@@ -249,12 +249,7 @@ async fn finds_the_keys_that_differ(target: Target) {
 
     // Damage: 10 deleted, 3000 changed, 99999 added, at a version above every row's (as a
     // lost change or a stray write would leave) and below what the stream writes next.
-    let version = w
-        .ch_rows(&format!(
-            "SELECT toString(max(`_version`) + 1) FROM `{db}`.`{t}`"
-        ))
-        .await
-        .remove(0);
+    let version = above_every_version(&w, &t).await;
     w.ch.execute(&format!(
         "INSERT INTO `{db}`.`{t}` (id, v, `_version`, `_is_deleted`) VALUES (10, '', {version}, 1), (99999, 'extra', {version}, 0)"
     ))
@@ -340,6 +335,17 @@ crate::matrix!(
     verify_finds_the_keys_that_differ,
     finds_the_keys_that_differ
 );
+
+/// A version above every row's of ClickHouse table `t` (what a lost change or a stray write
+/// would leave) and below what the stream writes next.
+async fn above_every_version(w: &World, t: &str) -> String {
+    w.ch_rows(&format!(
+        "SELECT toString(max(`_version`) + 1) FROM `{}`.`{t}`",
+        w.database
+    ))
+    .await
+    .remove(0)
+}
 
 /// The admin API of `run` served on a free port, and `cfg` pointing at it (what
 /// `--repair` needs).
@@ -453,12 +459,7 @@ async fn follows_mappings_and_keyless_tables(target: Target) {
     // Damage: in each mapped table row 10 changed and row 2000 added, at versions above what
     // they have; in the keyless one a fourth copy of a row.
     for t in [&target_name, &s] {
-        let version = w
-            .ch_rows(&format!(
-                "SELECT toString(max(`_version`) + 1) FROM `{db}`.`{t}`"
-            ))
-            .await
-            .remove(0);
+        let version = above_every_version(&w, t).await;
         w.ch.execute(&format!(
             "INSERT INTO `{db}`.`{t}` (id, tenant, v, `_version`, `_is_deleted`) VALUES (10, 1, 'wrong', {version}, 0), (2000, 2, 'extra', {version}, 0)"
         ))
