@@ -231,6 +231,14 @@ run_cdc() {
     echo "SELECT * FROM demo.$t FINAL WHERE _is_deleted = 0 ORDER BY id"
     ch "SELECT * FROM demo.$t FINAL WHERE _is_deleted = 0 ORDER BY id FORMAT PrettyCompactMonoBlock"
   done
+  # The original stack's last step, "compare the records in PostgreSQL and ClickHouse", by
+  # tributary itself beside the running pipeline (exit 0: every table equal).
+  say "tributary verify --config config/cdc.toml (ClickHouse against Postgres, beside the running pipeline):"
+  local out rc=0
+  out=$(target/release/tributary verify --config config/cdc.toml 2>&1 </dev/null) || rc=$?
+  echo "$out"
+  echo "$out" >>"$LOG"
+  ((rc == 0)) || fail "tributary verify found differences or failed (exit $rc)"
   if [[ "${DEMO_KEEP:-0}" == 1 ]]; then
     keep_running "== demo: tributary keeps running (log: $LOG)
    status page:   http://$TRIBUTARY_HTTP/        metrics: http://$TRIBUTARY_HTTP/metrics
