@@ -1246,6 +1246,11 @@ async fn bench(
         format!("{} (CPU s in {wall:.2}s wall, 2 cores)", parts.join(", "))
     };
     let r2 = |x: f64| (x * 100.0).round() / 100.0;
+    let live_fig = Figures::of(&p.cpu_live, p.secs, args.rows);
+    let drain_fig = p
+        .drain
+        .as_ref()
+        .map(|d| Figures::of(&d.cpu, d.secs, args.rows));
 
     println!();
     println!(
@@ -1281,8 +1286,12 @@ async fn bench(
         "  CPU, live phase            {}",
         cpu_text(&p.cpu_live, p.secs)
     );
+    println!("  live phase                 {}", live_fig.text());
     if let Some(d) = &p.drain {
         println!("  CPU, drain phase           {}", cpu_text(&d.cpu, d.secs));
+    }
+    if let Some(f) = &drain_fig {
+        println!("  drain phase                {}", f.text());
     }
     println!(
         "  SIGTERM → exit (live run)  {:>8.2} s       {}",
@@ -1398,6 +1407,8 @@ async fn bench(
         "load_rows_per_s_live": p.load_rows_per_s.round(),
         "load_rows_per_s_source": src.load_rows_per_s.round(),
         "cpu_source_walsender_s": r2(src.walsender_cpu),
+        "live": live_fig.json(),
+        "drain": drain_fig.as_ref().map(Figures::json),
         "cpu_live_s": p.cpu_live.iter().map(|(k, v)| (k.clone(), serde_json::json!(r2(*v)))).collect::<serde_json::Map<_, _>>(),
         "cpu_drain_s": p.drain.as_ref().map(|d| d.cpu.iter().map(|(k, v)| (k.clone(), serde_json::json!(r2(*v)))).collect::<serde_json::Map<_, _>>()),
         "clean_exit": p.exit_ok,
@@ -1560,6 +1571,53 @@ async fn broker_limit(via: &ViaKafka, sample_topic: &str, n: u64) -> Res<BrokerL
         produce_per_s: n as f64 / produce_secs,
         consume_per_s: n as f64 / consume_secs,
     })
+}
+
+/// What a phase says about where the time goes (#21): the walsender's busy fraction (its CPU
+/// over the wall time: 1.0 is one core, the most one slot can use), tributary's CPU-seconds per
+/// million rows, and ClickHouse's share of the two cores.
+struct Figures {
+    walsender_busy: Option<f64>,
+    tributary_cpu_per_mrows: Option<f64>,
+    clickhouse_share: Option<f64>,
+}
+
+impl Figures {
+    fn of(cpu: &[(String, f64)], wall: f64, rows: u64) -> Figures {
+        let get = |name: &str| {
+            cpu.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| *v)
+                .filter(|v| v.is_finite())
+        };
+        let wall = wall.max(1e-9);
+        Figures {
+            walsender_busy: get("walsender").map(|c| c / wall),
+            tributary_cpu_per_mrows: get("tributary")
+                .filter(|_| rows > 0)
+                .map(|c| c * 1e6 / rows as f64),
+            clickhouse_share: get("ClickHouse").map(|c| c / wall / 2.0),
+        }
+    }
+
+    fn text(&self) -> String {
+        let f = |v: Option<f64>| v.map_or("–".to_string(), |x| format!("{x:.2}"));
+        format!(
+            "walsender busy {} of a core (target ≥ 0.95 in the drain), tributary {} CPU-s per million rows (target ≤ 2.0), ClickHouse {} of the two cores",
+            f(self.walsender_busy),
+            f(self.tributary_cpu_per_mrows),
+            f(self.clickhouse_share)
+        )
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let r = |v: Option<f64>| v.map(|x| (x * 1000.0).round() / 1000.0);
+        serde_json::json!({
+            "walsender_busy": r(self.walsender_busy),
+            "tributary_cpu_s_per_million_rows": r(self.tributary_cpu_per_mrows),
+            "clickhouse_share_of_two_cores": r(self.clickhouse_share),
+        })
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
