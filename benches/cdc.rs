@@ -1,7 +1,10 @@
 //! The CDC benchmark: how close the pipeline (PostgreSQL → tributary → ClickHouse) comes to
 //! the source limit, measured in the same run on the same servers.
 //!
-//! `cargo bench --bench cdc -- [--rows N] [--target ch18|ch26] [--txn-rows 1000] [--no-drain] [--kafka] [--tls] [--keep]`
+//! `cargo bench --bench cdc -- [--rows N] [--target ch18|ch26] [--txn-rows 1000] [--offered R] [--no-drain] [--kafka] [--tls] [--keep]`
+//!
+//! (`--offered R`: the live phase's load at R rows/s instead of as fast as it goes, for the
+//! latency at a steady load.)
 //!
 //! (`-- --snapshot [--tables 4] [--rows N] [--workers N]`: the first snapshot of filled tables
 //! instead; see `cdc/snapshot.rs`. `-- --members 1,2,3 [--partitions 6]`: the Kafka →
@@ -95,6 +98,9 @@ struct Args {
     chunk_rows: Option<u64>,
     /// The Kafka → ClickHouse stage as these numbers of group members instead (see
     /// `cdc/members.rs`), over a topic of `partitions` partitions.
+    /// The live phase's load at this rate (rows/s) instead of as fast as it goes: latency at
+    /// a steady offered load.
+    offered: Option<u64>,
     members: Vec<u64>,
     partitions: u64,
     /// With `members`: the Kafka → LLM → ClickHouse stage instead (see `cdc/members_llm.rs`),
@@ -122,6 +128,7 @@ fn parse_args() -> Res<Args> {
         tables: 4,
         workers: None,
         chunk_rows: None,
+        offered: None,
         members: Vec::new(),
         partitions: 6,
         llm_stage: false,
@@ -144,6 +151,7 @@ fn parse_args() -> Res<Args> {
             "--concurrency" => a.concurrency = flags.number("--concurrency")?,
             "--llm-url" => a.llm_url = Some(flags.value("--llm-url")?),
             "--txn-rows" => a.txn_rows = flags.number("--txn-rows")?,
+            "--offered" => a.offered = Some(flags.number("--offered")?),
             "--target" => a.target = flags.value("--target")?,
             "--keep" => a.keep = true,
             "--tls" => a.tls = true,
@@ -171,7 +179,7 @@ fn parse_args() -> Res<Args> {
                 a.no_drain = true;
             }
             "-h" | "--help" => {
-                println!("cargo bench --bench cdc -- [--rows N (1000000)] [--target ch18|ch26] [--txn-rows 1000] [--no-drain] [--kafka] [--tls] [--tls-side both|pg|ch] [--keep]");
+                println!("cargo bench --bench cdc -- [--rows N (1000000)] [--target ch18|ch26] [--txn-rows 1000] [--offered ROWS_PER_S] [--no-drain] [--kafka] [--tls] [--tls-side both|pg|ch] [--keep]");
                 println!("cargo bench --bench cdc -- --snapshot [--tables 4] [--rows N (1000000 per table)] [--target ch18|ch26] [--workers N] [--chunk-rows N] [--keep]");
                 println!("cargo bench --bench cdc -- --members 1,2,3 [--rows N (1000000)] [--partitions 6] [--target ch18|ch26]");
                 println!("cargo bench --bench cdc -- --verify [--rows N (1000000)] [--target ch18|ch26] [--keep]");
@@ -254,6 +262,7 @@ async fn load(
     first: u64,
     n: u64,
     txn_rows: u64,
+    rate: Option<u64>,
 ) -> Res<(Vec<(i64, Instant)>, Duration)> {
     let stmt = c
         .prepare(&format!(
@@ -276,6 +285,11 @@ async fn load(
             .map_err(|e| format!("load rows {next}..{last}: {e}"))?;
         commits.push((last as i64, Instant::now()));
         next = last + 1;
+        // An offered rate: each transaction when its rows are due.
+        if let Some(r) = rate.filter(|r| *r > 0) {
+            let due = start + Duration::from_secs_f64((next - first) as f64 / r as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
     }
     Ok((commits, start.elapsed()))
 }
@@ -402,7 +416,7 @@ async fn source_limit(
         "bench: source limit: loading {} rows into {t} ...",
         args.rows
     );
-    let (_, load_time) = load(&c, &t, 1, args.rows, args.txn_rows).await?;
+    let (_, load_time) = load(&c, &t, 1, args.rows, args.txn_rows, None).await?;
     let row = c
         .query_one("SELECT pg_current_wal_lsn()::text, pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint", &[&start_lsn])
         .await
@@ -1039,13 +1053,14 @@ async fn drive(
     let cpu_before = cpu_of(&procs);
     let table = t.to_string();
     let txn_rows = args.txn_rows;
+    let offered = args.offered;
     let load_start = Instant::now();
     // The task hands the connection back so that its backend is still there for the CPU count.
     type Loaded = (Res<(Vec<(i64, Instant)>, Duration)>, Client);
     let result: Arc<Mutex<Option<Loaded>>> = Arc::new(Mutex::new(None));
     let out = result.clone();
     tokio::spawn(async move {
-        let r = load(&writer, &table, 1, n, txn_rows).await;
+        let r = load(&writer, &table, 1, n, txn_rows, offered).await;
         *out.lock().unwrap() = Some((r, writer));
     });
     let mut visible: Vec<(i64, Instant)> = Vec::new(); // (max id seen, when), increasing
@@ -1105,7 +1120,7 @@ async fn drive(
     if !args.no_drain && exit_ok {
         eprintln!("bench: pipeline: tributary stopped; loading {n} more rows for the drain ...");
         let w2 = pg.connect().await?;
-        load(&w2, t, n + 1, n, args.txn_rows).await?;
+        load(&w2, t, n + 1, n, args.txn_rows, None).await?;
         drop(w2);
         let started = Instant::now();
         let pid2 = trib.start()?;
@@ -1275,7 +1290,7 @@ async fn bench(
         println!("  pipeline, drain            {:>8.0} rows/s  a backlog of N rows (written while tributary was stopped) taken in {:.2}s from its restart", d.rows_per_s, d.secs);
         println!("  ratio drain / source       {:>8.2}         (the like-for-like comparison with pg_recvlogical)", dr);
     }
-    println!("  commit → visible (live)    p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms  (max(id) polled every 20 ms)", p.p50_ms, p.p99_ms, p.max_ms);
+    println!("  commit → visible (live)    p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms  (max(id) polled every 20 ms{})", p.p50_ms, p.p99_ms, p.max_ms, args.offered.map_or(String::new(), |r| format!("; {r} rows/s offered, target p99 ≤ 500 ms at 10,000")));
     println!("  tributary peak RSS         {:>8.1} MB      VmHWM; max sampled VmRSS {:.1} MB (target ≤ 150 MB)", mb(p.peak_rss_kib), mb(p.max_sampled_rss_kib));
     println!(
         "  tributary CPU, whole run   {:>8.2} s       {:.2} µs per row",
@@ -1402,6 +1417,7 @@ async fn bench(
         "latency_p50_ms": p.p50_ms.round(),
         "latency_p99_ms": p.p99_ms.round(),
         "latency_max_ms": p.max_ms.round(),
+        "offered_rows_per_s": args.offered,
         "peak_rss_mb": (mb(p.peak_rss_kib) * 10.0).round() / 10.0,
         "tributary_cpu_s": r2(p.cpu_secs),
         "load_rows_per_s_live": p.load_rows_per_s.round(),
