@@ -7,6 +7,10 @@
 //! every difference is looked at a second time (after the slot confirmed a new position)
 //! before it is reported, so that rows changed while it ran are not reported.
 //!
+//! A table is compared as it is replicated: the publication's columns and row filter, its
+//! mapping's target, sort key (rows are named by it) and engine (an append table's latest
+//! version of each row); a keyless table by its rows' contents and counts.
+//!
 //! With `--repair` the running pipeline (its admin API) copies the keys found different
 //! again, as snapshot rows in its stream's order, and the table is compared again.
 //!
