@@ -830,7 +830,7 @@ async fn chaos_kills_actors_and_nothing_is_lost() {
         .unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    converge(&w, &c, &t, &t, "id, v", "id", Duration::from_secs(120)).await;
+    converge_or_log(&w, &c, &t, &child).await;
     tributary::clients::tls::install_default_provider();
     // At least three kills (a loaded machine may have seen fewer during the load: chaos
     // waits its interval, and skips an actor that is not running), then one more change,
@@ -858,10 +858,26 @@ async fn chaos_kills_actors_and_nothing_is_lost() {
     ))
     .await
     .unwrap();
-    converge(&w, &c, &t, &t, "id, v", "id", Duration::from_secs(120)).await;
+    converge_or_log(&w, &c, &t, &child).await;
     let err = stop_clean(child).await;
     assert!(err.contains("chaos: killing"), "kills are logged");
     w.teardown().await;
+}
+
+/// The chaos test's table converges within 120 s, or the test fails with the process's log
+/// (which actor was killed last, and what the pipeline was waiting for).
+async fn converge_or_log(w: &World, c: &tokio_postgres::Client, t: &str, child: &Spawned) {
+    let pg_sql = format!("SELECT id, v FROM {t} ORDER BY id");
+    let ch_sql = format!(
+        "SELECT id, v FROM `{}`.`{t}` FINAL WHERE _is_deleted = 0 ORDER BY id",
+        w.database
+    );
+    if let Err(e) = try_converge_sql(w, c, &pg_sql, &ch_sql, Duration::from_secs(120)).await {
+        let log = String::from_utf8_lossy(&child.log.lock().unwrap()).to_string();
+        let tail: Vec<&str> = log.lines().rev().take(80).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!("{e}\nthe process's last log lines:\n{}", tail.join("\n"));
+    }
 }
 
 /// `tributary resync` (#15) as a user runs it beside the running service of the same config:

@@ -161,20 +161,26 @@ async fn flaky_llm(target: Target) {
     assert!(llm.errors() > 0);
     // The server counts an error as it answers, we as we read the answer: a request still in
     // flight when the last row lands (a post replayed after a restart) is seen a moment later.
-    eventually(Duration::from_secs(15), "every server error seen and retried", || {
-        let ours = (
-            h.llm.errors.load(Ordering::Relaxed),
-            h.llm.requests.load(Ordering::Relaxed),
-        );
-        let theirs = (llm.errors(), llm.requests("/v1/chat/completions"));
-        async move {
-            if ours == theirs {
-                Ok(())
-            } else {
-                Err(format!("(errors, requests): ours {ours:?}, the server's {theirs:?}"))
+    eventually(
+        Duration::from_secs(15),
+        "every server error seen and retried",
+        || {
+            let ours = (
+                h.llm.errors.load(Ordering::Relaxed),
+                h.llm.requests.load(Ordering::Relaxed),
+            );
+            let theirs = (llm.errors(), llm.requests("/v1/chat/completions"));
+            async move {
+                if ours == theirs {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "(errors, requests): ours {ours:?}, the server's {theirs:?}"
+                    ))
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     run.stop().await;
 }
