@@ -27,6 +27,21 @@ pub fn proc_cpu_secs(pid: &str) -> Option<f64> {
     Some(ticks / 100.0) // USER_HZ is 100 on Linux
 }
 
+/// How long ago a process started, in seconds (from `/proc/<pid>/stat`'s start time and
+/// `/proc/uptime`; 10 ms resolution).
+pub fn proc_age_secs(pid: &str) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let started: f64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((uptime - started / 100.0).max(0.0)) // USER_HZ is 100 on Linux
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,6 +50,7 @@ mod tests {
     fn reads_this_process() {
         assert!(rss_kib(std::process::id()).is_some_and(|k| k > 0));
         assert!(proc_cpu_secs("self").is_some());
+        assert!(proc_age_secs("self").is_some_and(|a| (0.0..3600.0).contains(&a)));
         assert_eq!(rss_kib(u32::MAX), None);
     }
 }
