@@ -528,6 +528,10 @@ async fn source_limit(
 }
 
 fn tributary_bin() -> Res<PathBuf> {
+    // Another build of it (an A/B comparison of two builds on the same servers).
+    if let Some(p) = std::env::var_os("TRIBUTARY_BENCH_BIN") {
+        return Ok(PathBuf::from(p));
+    }
     // Cargo builds the binary (bench profile = release) for benches and says where it is.
     if let Some(p) = option_env!("CARGO_BIN_EXE_tributary") {
         if Path::new(p).exists() {

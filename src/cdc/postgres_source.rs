@@ -106,6 +106,10 @@ pub struct PostgresSource;
 /// How often the catalog is asked for partitions attached to replicated partitioned tables.
 const PARTITION_POLL: Duration = Duration::from_secs(1);
 
+/// How long a chunk not yet full waits for more of the stream before it is sent: the most
+/// it adds to commit → visible (the sink's `max_age` is 200 ms by default).
+const LINGER: Duration = Duration::from_millis(5);
+
 impl Actor for PostgresSource {
     type Msg = SourceMsg;
     type State = SourceState;
@@ -607,10 +611,37 @@ impl Stream {
         let mut frames = Vec::new();
         let mut last_sent_commit: Lsn = 0;
         let mut new_jobs: Vec<Job> = Vec::new();
+        // A chunk begun and not full yet: since when (see `LINGER`).
+        let mut lingering: Option<tokio::time::Instant> = None;
         let streaming = async {
             loop {
                 frames.clear();
-                if !reader.next_batch(&mut frames).await? {
+                let read = match lingering {
+                    None => reader.next_batch(&mut frames).await?,
+                    Some(since) => {
+                        // A read that times out has taken nothing from the socket.
+                        match tokio::time::timeout_at(
+                            since + LINGER,
+                            reader.next_batch(&mut frames),
+                        )
+                        .await
+                        {
+                            Ok(read) => read?,
+                            Err(_) => {
+                                lingering = None;
+                                last_sent_commit = self
+                                    .send_streamed(&client, &params, &mut chunk, changes.schemas())
+                                    .await?
+                                    .unwrap_or(last_sent_commit);
+                                for j in new_jobs.drain(..) {
+                                    let _ = jobs_tx.send(j);
+                                }
+                                continue;
+                            }
+                        }
+                    }
+                };
+                if !read {
                     return Err::<(), _>(SourceError::StreamEnded);
                 }
                 for frame in frames.drain(..) {
@@ -707,6 +738,7 @@ impl Stream {
                         }
                     }
                     if chunk.is_full(&self.cfg) {
+                        lingering = None;
                         last_sent_commit = self
                             .send_streamed(&client, &params, &mut chunk, changes.schemas())
                             .await?
@@ -718,14 +750,12 @@ impl Stream {
                         }
                     }
                 }
-                if !chunk.is_empty() {
-                    last_sent_commit = self
-                        .send_streamed(&client, &params, &mut chunk, changes.schemas())
-                        .await?
-                        .unwrap_or(last_sent_commit);
-                    for j in new_jobs.drain(..) {
-                        let _ = jobs_tx.send(j);
-                    }
+                // A chunk not full yet waits for more of the stream, up to `LINGER` from its
+                // first read: a read returns what the socket holds, a few dozen rows while the
+                // walsender is the slower side, and each chunk costs a message, spans and
+                // wake-ups.
+                if !chunk.is_empty() && lingering.is_none() {
+                    lingering = Some(tokio::time::Instant::now());
                 }
             }
         };
