@@ -860,7 +860,7 @@ fn encode_scalar(
             write_i64(out, d);
         }
         Codec::DateTime64 => {
-            let Some(mut us) = text().and_then(parse_timestamp_micros) else {
+            let Some(mut us) = parse_timestamp_micros_bytes(v) else {
                 return false;
             };
             if !(DT64_MIN..=DT64_MAX).contains(&us) {
@@ -877,7 +877,7 @@ fn encode_scalar(
             }
         }
         Codec::TimestampMicros => {
-            let Some(us) = text().and_then(parse_timestamp_micros) else {
+            let Some(us) = parse_timestamp_micros_bytes(v) else {
                 return false;
             };
             write_i64(out, us);
