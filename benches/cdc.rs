@@ -426,7 +426,7 @@ async fn source_limit(
         .map_err(|e| format!("create slot {slot}: {e}"))?
         .get(0);
     eprintln!(
-        "bench: source limit: loading {} rows into {t} ...",
+        "bench: pg_recvlogical: loading {} rows into {t} ...",
         args.rows
     );
     let (_, load_time) = load(&c, &t, 1, args.rows, args.txn_rows, None).await?;
@@ -435,7 +435,7 @@ async fn source_limit(
         .await
         .map_err(|e| format!("pg_current_wal_lsn: {e}"))?;
     let (end_lsn, wal_bytes): (String, i64) = (row.get(0), row.get(1));
-    eprintln!("bench: source limit: loaded in {:.2}s ({} MB of WAL); draining with pg_recvlogical up to {end_lsn} ...", load_time.as_secs_f64(), wal_bytes / 1_000_000);
+    eprintln!("bench: pg_recvlogical: loaded in {:.2}s ({} MB of WAL); draining with pg_recvlogical up to {end_lsn} ...", load_time.as_secs_f64(), wal_bytes / 1_000_000);
     let recv = pg.bin.join("pg_recvlogical");
     if !recv.exists() {
         return Err(format!("{} not found", recv.display()));
@@ -1249,7 +1249,7 @@ async fn bench(
 ) -> Res<bool> {
     let src = source_limit(pg, args, clean, None).await?;
     eprintln!(
-        "bench: source limit: {:.0} rows/s ({:.2}s)",
+        "bench: pg_recvlogical: {:.0} rows/s ({:.2}s)",
         src.rows_per_s, src.secs
     );
     let mut ch_version = String::new();
@@ -1259,7 +1259,7 @@ async fn bench(
             .get("TRIBUTARY_TEST_TLS_DIR")
             .map(|d| format!("{d}/ca.pem"))
             .ok_or("TRIBUTARY_TEST_TLS_DIR is not set: scripts/services.sh start")?;
-        eprintln!("bench: the source limit with TLS (pg_recvlogical, verify-full) ...");
+        eprintln!("bench: pg_recvlogical with TLS (verify-full) ...");
         let src_tls = source_limit(pg, args, clean, Some(&ca)).await?;
         eprintln!(
             "bench: the same with TLS on both sides (Postgres verify-full, ClickHouse HTTPS) ..."
@@ -1398,10 +1398,10 @@ async fn bench(
             .map(|(a, b)| a.rows_per_s / b.rows_per_s);
         let per_row = |r: &PipelineResult| r.cpu_secs * 1e6 / r.written as f64;
         println!("  with TLS on both sides (Postgres verify-full + SCRAM-SHA-256-PLUS, ClickHouse HTTPS)");
-        println!("    source limit with TLS    {:>8.0} rows/s  {:.2} of the plain source limit (pg_recvlogical, verify-full: what TLS costs the walsender; walsender {:.2} CPU s, plain {:.2})", src_tls.rows_per_s, src_tls.rows_per_s / src.rows_per_s, src_tls.walsender_cpu, src.walsender_cpu);
+        println!("    pg_recvlogical with TLS  {:>8.0} rows/s  {:.2} of plain pg_recvlogical (verify-full: what TLS costs the walsender; walsender {:.2} CPU s, plain {:.2})", src_tls.rows_per_s, src_tls.rows_per_s / src.rows_per_s, src_tls.walsender_cpu, src.walsender_cpu);
         println!("    pipeline, live           {:>8.0} rows/s  {:.2} of the plain run ({:.0} rows/s)  (target ≥ 0.90)", t.rows_per_s, live, p.rows_per_s);
         if let (Some(d), Some(r)) = (&t.drain, drain) {
-            println!("    pipeline, drain          {:>8.0} rows/s  {:.2} of the plain run  (target ≥ 0.90); {:.2} of the source limit with TLS", d.rows_per_s, r, d.rows_per_s / src_tls.rows_per_s);
+            println!("    pipeline, drain          {:>8.0} rows/s  {:.2} of the plain run  (target ≥ 0.90); {:.2} of pg_recvlogical with TLS", d.rows_per_s, r, d.rows_per_s / src_tls.rows_per_s);
             println!("    CPU, drain phase         {}", cpu_text(&d.cpu, d.secs));
         }
         println!("    commit → visible         p50 {:.0} ms, p99 {:.0} ms  (plain: p50 {:.0}, p99 {:.0} ms)", t.p50_ms, t.p99_ms, p.p50_ms, p.p99_ms);
