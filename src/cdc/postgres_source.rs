@@ -629,13 +629,15 @@ impl Stream {
                             Ok(read) => read?,
                             Err(_) => {
                                 lingering = None;
-                                last_sent_commit = self
-                                    .send_streamed(&client, &params, &mut chunk, changes.schemas())
-                                    .await?
-                                    .unwrap_or(last_sent_commit);
-                                for j in new_jobs.drain(..) {
-                                    let _ = jobs_tx.send(j);
-                                }
+                                let sent = (&mut chunk, &mut new_jobs, &mut last_sent_commit);
+                                self.send_then_copy(
+                                    &client,
+                                    &params,
+                                    changes.schemas(),
+                                    sent,
+                                    &jobs_tx,
+                                )
+                                .await?;
                                 continue;
                             }
                         }
@@ -739,15 +741,9 @@ impl Stream {
                     }
                     if chunk.is_full(&self.cfg) {
                         lingering = None;
-                        last_sent_commit = self
-                            .send_streamed(&client, &params, &mut chunk, changes.schemas())
-                            .await?
-                            .unwrap_or(last_sent_commit);
-                        // A new table's copy starts once the chunk with its schema is sent:
-                        // the sink must know the table before the copy's first message.
-                        for j in new_jobs.drain(..) {
-                            let _ = jobs_tx.send(j);
-                        }
+                        let sent = (&mut chunk, &mut new_jobs, &mut last_sent_commit);
+                        self.send_then_copy(&client, &params, changes.schemas(), sent, &jobs_tx)
+                            .await?;
                     }
                 }
                 // A chunk not full yet waits for more of the stream, up to `LINGER` from its
@@ -1068,6 +1064,26 @@ impl Stream {
 
     /// Sends a chunk of the stream, the unchanged TOAST values of tables being copied filled
     /// first; returns its commit LSN.
+    /// Sends the chunk (recording its commit as the last sent), then starts the copies of
+    /// the new tables it introduced: the sink must know a table before the copy's first
+    /// message.
+    async fn send_then_copy(
+        &self,
+        client: &tokio_postgres::Client,
+        params: &PgParams,
+        schemas: &HashMap<u32, SharedSchema>,
+        (chunk, new_jobs, last_sent_commit): (&mut ChunkBuilder, &mut Vec<Job>, &mut Lsn),
+        jobs_tx: &tokio::sync::mpsc::UnboundedSender<Job>,
+    ) -> Result<(), SourceError> {
+        if let Some(lsn) = self.send_streamed(client, params, chunk, schemas).await? {
+            *last_sent_commit = lsn;
+        }
+        for j in new_jobs.drain(..) {
+            let _ = jobs_tx.send(j);
+        }
+        Ok(())
+    }
+
     async fn send_streamed(
         &self,
         client: &tokio_postgres::Client,
