@@ -32,8 +32,9 @@
 //! 3. Pipeline, drain (unless `--no-drain`): N more rows are written while tributary is stopped,
 //!    then it is started again and takes the backlog from its slot, as pg_recvlogical did in 1
 //!    (process start and connection included): the like-for-like comparison with
-//!    pg_recvlogical; the walsender's busy fraction is taken from its start. (Freezing it with SIGSTOP instead would not do: the kernel keeps accepting up to
-//!    tcp_rmem's 32 MB of pgoutput for the frozen socket, so the walsender works ahead.)
+//!    pg_recvlogical; the walsender's busy fraction is taken from its start. (Freezing it
+//!    with SIGSTOP instead would not do: the kernel keeps accepting up to tcp_rmem's 32 MB of
+//!    pgoutput for the frozen socket, so the walsender works ahead.)
 //!    With `--tls` (ch18 only), 2 and 3 run again with TLS on both sides (Postgres
 //!    `verify-full` as a SCRAM user, so with channel binding; ClickHouse over HTTPS with the
 //!    test CA): the report gives the TLS run's rates as ratios of the plain run's (target ≥ 0.9).

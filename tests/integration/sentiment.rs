@@ -160,7 +160,7 @@ async fn flaky_llm(target: Target) {
     let h = handles(&run);
     assert!(llm.errors() > 0);
     // The server counts an error as it answers, we as we read the answer: a request still in
-    // flight when the last row lands (a post replayed after a restart) is seen a moment later.
+    // flight when the last row lands is counted a moment later.
     eventually(
         Duration::from_secs(15),
         "every server error seen and retried",
