@@ -987,9 +987,7 @@ async fn resync_and_verify_from_the_command_line() {
     // The damage's versions are above every row's; a repair reads at the WAL position now,
     // which must be beyond them (as it is beyond any change the stream could have lost):
     // on an idle database the WAL has to move once.
-    c.batch_execute("SELECT pg_logical_emit_message(false, 'tributary-test', 'the WAL moves on')")
-        .await
-        .unwrap();
+    move_wal(&c).await;
     let out = cli("verify", t.clone(), &["--repair"]).await;
     let said = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{said}");

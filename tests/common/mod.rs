@@ -382,6 +382,14 @@ impl Running {
     }
 }
 
+/// Moves the WAL insert position once (a logical message, which no table sees): on an idle
+/// database a read "at the WAL position now" would otherwise sit where it was.
+pub async fn move_wal(c: &tokio_postgres::Client) {
+    c.batch_execute("SELECT pg_logical_emit_message(false, 'tributary-test', 'the WAL moves on')")
+        .await
+        .unwrap();
+}
+
 /// Polls `f` until it returns `Some`, or panics after `timeout` with `what` and the last value.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
 where

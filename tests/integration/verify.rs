@@ -494,9 +494,7 @@ async fn follows_mappings_and_keyless_tables(target: Target) {
     // Repaired by the Postgres key (id), compared by the sort key. The damage's versions are
     // above every row's; the repair reads at the WAL position now, which must be beyond them
     // (as it is beyond any change the stream could have lost): the WAL moves once.
-    c.batch_execute("SELECT pg_logical_emit_message(false, 'tributary-test', 'the WAL moves on')")
-        .await
-        .unwrap();
+    move_wal(&c).await;
     let (with_admin, server) = admin_api(&run_, &cfg).await;
     let repair = Options {
         tables: vec![format!("public.{m}"), format!("public.{s}")],

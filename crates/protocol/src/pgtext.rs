@@ -10,8 +10,8 @@ pub fn tsv_escape(out: &mut Vec<u8>, v: &[u8]) {
     let mut start = 0;
     let mut i = 0;
     while i < v.len() {
-        while let Some(w) = v.get(i..i + 8) {
-            if word_needs_escape(u64::from_le_bytes(w.try_into().expect("8 bytes"))) {
+        while let Some(w) = v.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+            if word_needs_escape(u64::from_le_bytes(w)) {
                 break;
             }
             i += 8;
