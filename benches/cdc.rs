@@ -58,7 +58,7 @@ use tributary::clients::clickhouse::ChClient;
 use tributary::config::Config;
 
 use tributary_testkit::flags::Flags;
-use tributary_testkit::procfs::{proc_age_secs, proc_cpu_secs, proc_status_kib};
+use tributary_testkit::procfs::{proc_age_secs, proc_cpu_secs, proc_schedstat, proc_status_kib};
 use tributary_testkit::services::{services, Lookup};
 
 /// The servers every bench needs (started or reused through scripts/services.sh).
@@ -598,6 +598,91 @@ struct Drain {
     connected_after: Option<f64>,
     rows_per_s: f64,
     cpu: Vec<(String, f64)>,
+    walsender: Option<WalsenderTime>,
+}
+
+/// Where the drain's walsender spent its time, from its start to the last moment it worked
+/// (its scheduler statistics, read every 10 ms): on a core, waiting for one (runnable while
+/// other processes held both), or asleep (blocked: on a client that does not read, or on WAL
+/// not yet there); and the tail from then until the last rows were visible.
+struct WalsenderTime {
+    /// Seconds from its start to its last work.
+    span: f64,
+    on_core: f64,
+    waiting_for_core: f64,
+    tail: f64,
+}
+
+impl WalsenderTime {
+    fn text(&self) -> String {
+        let share = |v: f64| v / self.span.max(1e-9);
+        format!(
+            "on a core {:.2}, waiting for a core {:.2}, asleep {:.2} (blocked on its client or on WAL) of the {:.2} s from its start to its last work; the last rows visible {:.2} s later",
+            share(self.on_core),
+            share(self.waiting_for_core),
+            (1.0 - share(self.on_core) - share(self.waiting_for_core)).max(0.0),
+            self.span,
+            self.tail
+        )
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let r = |v: f64| (v * 1000.0).round() / 1000.0;
+        let span = self.span.max(1e-9);
+        serde_json::json!({
+            "span_s": r(self.span),
+            "on_core": r(self.on_core / span),
+            "waiting_for_core": r(self.waiting_for_core / span),
+            "tail_s": r(self.tail),
+        })
+    }
+}
+
+/// Reads the walsender's scheduler statistics every 10 ms until stopped; notes when it last
+/// worked.
+struct WalsenderWatch {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Option<(Instant, Instant, f64, f64)>>,
+}
+
+impl WalsenderWatch {
+    fn start(pid: u32) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let pid = pid.to_string();
+            let born = Instant::now()
+                .checked_sub(Duration::from_secs_f64(proc_age_secs(&pid)?))
+                .unwrap_or_else(Instant::now);
+            let (mut run, mut wait) = proc_schedstat(&pid)?;
+            let mut last_work = Instant::now();
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let Some((r, w)) = proc_schedstat(&pid) else {
+                    break;
+                };
+                // Working: on a core for at least half of the interval (its wake-ups for
+                // the client's status messages, after the last change, are not work).
+                if r - run >= 0.005 {
+                    last_work = Instant::now();
+                }
+                (run, wait) = (r, w);
+            }
+            Some((born, last_work, run, wait))
+        });
+        WalsenderWatch { stop, task }
+    }
+
+    async fn finish(self, done: Instant) -> Option<WalsenderTime> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (born, last_work, on_core, waiting_for_core) = self.task.await.ok()??;
+        Some(WalsenderTime {
+            span: last_work.saturating_duration_since(born).as_secs_f64(),
+            on_core,
+            waiting_for_core,
+            tail: done.saturating_duration_since(last_work).as_secs_f64(),
+        })
+    }
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -903,6 +988,10 @@ async fn pipeline(
 /// Polls the row count and max(id) every ~20 ms until the count reaches `want`; records each new
 /// max(id) with the time it was seen, and the largest sampled RSS of tributary. `until_also`
 /// must also be true before it returns (the live load has finished); its error ends the wait.
+/// With `visible` = `None` (the drain: no latencies to take) it polls the count alone, every
+/// ~50 ms: the end of a drain of seconds is then known within 1 %, and ClickHouse, which
+/// shares the cores with the walsender, answers a fifth of the queries (one took ~2 ms of
+/// its CPU: 50 a second were a tenth of a core).
 #[allow(clippy::too_many_arguments)] // one call site per bench mode; a struct would only rename them
 async fn wait_for_rows(
     ch: &ChClient,
@@ -910,7 +999,7 @@ async fn wait_for_rows(
     db: &str,
     t: &str,
     want: u64,
-    visible: &mut Vec<(i64, Instant)>,
+    mut visible: Option<&mut Vec<(i64, Instant)>>,
     max_rss: &mut u64,
     mut until_also: impl FnMut() -> Res<bool>,
     started: Instant,
@@ -920,19 +1009,23 @@ async fn wait_for_rows(
     // above the last one seen, which the sort key's index narrows to the newest granules
     // (`count(), max(id)` over the table scanned it whole 50 times a second: in the drain,
     // a third of the machine's CPU went to this poll).
-    let poll_sql = |above: i64| {
-        format!(
-            "SELECT (SELECT sum(rows) FROM system.parts WHERE database = '{db}' AND table = '{t}' AND active), \
-             (SELECT max(id) FROM `{db}`.`{t}` WHERE id > {above})"
-        )
+    let count_sql = format!(
+        "SELECT sum(rows) FROM system.parts WHERE database = '{db}' AND table = '{t}' AND active"
+    );
+    let poll_sql = |above: Option<i64>| match above {
+        Some(above) => {
+            format!("SELECT ({count_sql}), (SELECT max(id) FROM `{db}`.`{t}` WHERE id > {above})")
+        }
+        None => count_sql.clone(),
     };
+    let period = Duration::from_millis(if visible.is_some() { 20 } else { 50 });
     let (mut last_count, mut last_progress, mut last_report) =
         (u64::MAX, Instant::now(), Instant::now());
     loop {
         let tick = Instant::now();
         trib.check_alive("during the run")?;
         *max_rss = (*max_rss).max(trib.rss_kib());
-        let above = visible.last().map_or(0, |&(m, _)| m);
+        let above = visible.as_deref().map(|v| v.last().map_or(0, |&(m, _)| m));
         let text = match ch.query_text(&poll_sql(above)).await {
             Ok(t) => t,
             // Through Kafka the table is created with its first row.
@@ -947,9 +1040,11 @@ async fn wait_for_rows(
         let seen_at = Instant::now();
         let mut f = text.split_whitespace();
         let count: u64 = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-        let max_id: i64 = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-        if visible.last().map_or(max_id > 0, |&(m, _)| max_id > m) {
-            visible.push((max_id, seen_at));
+        if let Some(visible) = visible.as_deref_mut() {
+            let max_id: i64 = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+            if visible.last().map_or(max_id > 0, |&(m, _)| max_id > m) {
+                visible.push((max_id, seen_at));
+            }
         }
         if count != last_count {
             (last_count, last_progress) = (count, seen_at);
@@ -975,8 +1070,8 @@ async fn wait_for_rows(
             last_report = Instant::now();
         }
         let spent = tick.elapsed();
-        if spent < Duration::from_millis(20) {
-            tokio::time::sleep(Duration::from_millis(20) - spent).await;
+        if spent < period {
+            tokio::time::sleep(period - spent).await;
         }
     }
 }
@@ -1108,7 +1203,7 @@ async fn drive(
         db,
         t,
         n,
-        &mut visible,
+        Some(&mut visible),
         &mut max_rss,
         load_done,
         load_start,
@@ -1161,6 +1256,7 @@ async fn drive(
         let connected_after = walsender
             .and_then(|w| proc_age_secs(&w.to_string()))
             .map(|age| (started.elapsed().as_secs_f64() - age).max(0.0));
+        let watch = walsender.map(WalsenderWatch::start);
         let mut procs2: Vec<(String, u32)> = Vec::new();
         if let Some(w) = walsender {
             procs2.push(("walsender".into(), w));
@@ -1180,20 +1276,23 @@ async fn drive(
                 }
             })
             .collect();
-        let mut vis2 = Vec::new();
         let done = wait_for_rows(
             ch,
             trib,
             db,
             t,
             2 * n,
-            &mut vis2,
+            None,
             &mut max_rss,
             || Ok(true),
             started,
         )
         .await?;
         let cpu = cpu_diff(&procs2, &before);
+        let walsender_time = match watch {
+            Some(w) => w.finish(done).await,
+            None => None,
+        };
         let secs = done.duration_since(started).as_secs_f64();
         eprintln!("bench: pipeline: drained {n} rows in {secs:.2}s");
         drain = Some(Drain {
@@ -1201,6 +1300,7 @@ async fn drive(
             connected_after,
             rows_per_s: n as f64 / secs,
             cpu,
+            walsender: walsender_time,
         });
         let (_, ok) = trib.stop().await;
         exit_ok &= ok;
@@ -1341,6 +1441,9 @@ async fn bench(
     if let Some(f) = &drain_fig {
         println!("  drain phase                {}", f.text());
     }
+    if let Some(w) = p.drain.as_ref().and_then(|d| d.walsender.as_ref()) {
+        println!("  walsender in the drain     {}", w.text());
+    }
     println!(
         "  SIGTERM → exit (live run)  {:>8.2} s       {}",
         p.stop_secs,
@@ -1458,6 +1561,7 @@ async fn bench(
         "cpu_source_walsender_s": r2(src.walsender_cpu),
         "live": live_fig.json(),
         "drain": drain_fig.as_ref().map(Figures::json),
+        "drain_walsender": p.drain.as_ref().and_then(|d| d.walsender.as_ref()).map(WalsenderTime::json),
         "cpu_live_s": p.cpu_live.iter().map(|(k, v)| (k.clone(), serde_json::json!(r2(*v)))).collect::<serde_json::Map<_, _>>(),
         "cpu_drain_s": p.drain.as_ref().map(|d| d.cpu.iter().map(|(k, v)| (k.clone(), serde_json::json!(r2(*v)))).collect::<serde_json::Map<_, _>>()),
         "clean_exit": p.exit_ok,

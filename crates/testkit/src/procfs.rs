@@ -42,6 +42,16 @@ pub fn proc_age_secs(pid: &str) -> Option<f64> {
     Some((uptime - started / 100.0).max(0.0)) // USER_HZ is 100 on Linux
 }
 
+/// A single-threaded process's time on a core and time waiting for one (runnable, in the run
+/// queue), in seconds since it started, from `/proc/<pid>/schedstat` (nanoseconds). What is
+/// left of its lifetime it slept: blocked on a socket, a lock or a timer.
+pub fn proc_schedstat(pid: &str) -> Option<(f64, f64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+    let mut f = s.split_whitespace().map(|v| v.parse::<u64>().ok());
+    let (run, wait) = (f.next()??, f.next()??);
+    Some((run as f64 / 1e9, wait as f64 / 1e9))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,6 +61,15 @@ mod tests {
         assert!(rss_kib(std::process::id()).is_some_and(|k| k > 0));
         assert!(proc_cpu_secs("self").is_some());
         assert!(proc_age_secs("self").is_some_and(|a| (0.0..3600.0).contains(&a)));
+        // Work on this thread shows as time on a core.
+        let (run, _) = proc_schedstat("thread-self").expect("schedstat");
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_millis(30) {
+            std::hint::black_box(0u64);
+        }
+        let (run2, wait2) = proc_schedstat("thread-self").expect("schedstat");
+        assert!(run2 - run >= 0.02 && wait2 >= 0.0, "{run} -> {run2}");
+        assert_eq!(proc_schedstat(&u32::MAX.to_string()), None);
         assert_eq!(rss_kib(u32::MAX), None);
     }
 }
