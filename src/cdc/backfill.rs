@@ -1087,6 +1087,7 @@ pub(crate) async fn send(
         items,
         commit: None,
         commit_times: Vec::new(),
+        caught_up: false,
         trace,
         queue_span,
     };

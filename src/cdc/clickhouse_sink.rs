@@ -11,6 +11,9 @@
 //! progress among them) lands only once they have ended, and anything else that reaches
 //! ClickHouse (a query, a TRUNCATE, DDL, a state read or write) waits for them first.
 //!
+//! The end of a backlog is flushed at once: the source marks the chunk after which the server
+//! had nothing more to send, having been behind (see `postgres_source::CatchUp`).
+//!
 //! Replays are harmless: a row's versions merge by `_version`, and a TRUNCATE, which has no
 //! version, is fenced: once applied it is recorded with its LSN in the state table, a replayed
 //! change older than it is skipped and the TRUNCATE itself is not applied again. (Without the
@@ -204,6 +207,7 @@ impl Actor for ClickHouseSink {
             SinkMsg::Changes(chunk, permit) => {
                 drop(chunk.queue_span);
                 drop(permit);
+                let caught_up = chunk.caught_up;
                 let encode = tracing::info_span!(parent: &chunk.trace, "sink.encode", rows = tracing::field::Empty);
                 let mut rows = 0u64;
                 st.prefetch_toast(&chunk.items).await?;
@@ -236,7 +240,7 @@ impl Actor for ClickHouseSink {
                 st.pending_commit_times.extend(chunk.commit_times);
                 st.traces.push(chunk.trace);
                 st.oldest.get_or_insert_with(Instant::now);
-                if st.should_flush() {
+                if st.should_flush() || caught_up {
                     st.flush_as(false).await?;
                 } else {
                     st.send_pieces().await;

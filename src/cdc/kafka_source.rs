@@ -427,6 +427,7 @@ impl Run {
             items,
             commit: Some(seq),
             commit_times,
+            caught_up: false,
             trace: root,
             queue_span,
         };

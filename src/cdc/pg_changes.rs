@@ -54,8 +54,9 @@ pub struct PgChanges {
     tx: (u32, i64),
 }
 
-/// pgoutput's commit timestamps are µs since 2000-01-01.
-fn unix_micros_from_pg(ts: i64) -> i64 {
+/// pgoutput's commit timestamps (and the replication protocol's send times) are µs since
+/// 2000-01-01.
+pub fn unix_micros_from_pg(ts: i64) -> i64 {
     ts + 946_684_800_000_000
 }
 

@@ -13,7 +13,7 @@
 use crate::cdc::backfill::{self, BackfillError, CopyShared, Job, Partition};
 use crate::cdc::change::{ChangeChunk, ChangeItem, RowOp, SinkMsg};
 use crate::cdc::partitions;
-use crate::cdc::pg_changes::{PgChanges, Step};
+use crate::cdc::pg_changes::{unix_micros_from_pg, PgChanges, Step};
 use crate::cdc::pg_tables;
 use crate::cdc::standby;
 use crate::cdc::table_state::{parse_tables, state_key, tables_entry, TableCopy};
@@ -109,6 +109,36 @@ const PARTITION_POLL: Duration = Duration::from_secs(1);
 /// How long a chunk not yet full waits for more of the stream before it is sent: the most
 /// it adds to commit → visible (the sink's `max_age` is 200 ms by default).
 const LINGER: Duration = Duration::from_millis(5);
+
+/// A commit sent by the server this long after it committed (both in the server's clock) means
+/// the stream is working through a backlog (a restart, an outage, a burst).
+const BACKLOG_LAG: Duration = Duration::from_secs(1);
+
+/// Knows when the stream, having been behind, has caught up: the walsender sends a keepalive
+/// when it has sent all the WAL there is and waits for more. The chunk then ends and the sink
+/// flushes it without waiting out its batch's age: the last rows of a backlog land about a
+/// batch age sooner. Once per backlog: a stream that keeps up never counts as behind, so
+/// its batches (and ClickHouse's inserts) stay as they are.
+#[derive(Debug, Default)]
+struct CatchUp {
+    behind: bool,
+}
+
+impl CatchUp {
+    /// A commit, sent at `send_us` by the server, committed at `commit_us` (µs, same clock).
+    fn on_commit(&mut self, send_us: i64, commit_us: i64) {
+        self.behind = send_us.saturating_sub(commit_us) > BACKLOG_LAG.as_micros() as i64;
+    }
+
+    /// A keepalive; true when it ends a backlog (outside a transaction).
+    fn on_keepalive(&mut self, in_txn: bool) -> bool {
+        if self.behind && !in_txn {
+            self.behind = false;
+            return true;
+        }
+        false
+    }
+}
 
 impl Actor for PostgresSource {
     type Msg = SourceMsg;
@@ -226,6 +256,7 @@ struct ChunkBuilder {
     last_lsn: Lsn,
     commit: Option<Lsn>,
     commit_times: Vec<i64>,
+    caught_up: bool,
     trace: Option<(Span, Span)>,
     /// Schemas among the items (rare): the copies read with the one sent last.
     schemas: Vec<SharedSchema>,
@@ -241,6 +272,7 @@ impl ChunkBuilder {
             last_lsn: 0,
             commit: None,
             commit_times: Vec::new(),
+            caught_up: false,
             trace: None,
             schemas: Vec::new(),
         }
@@ -613,6 +645,7 @@ impl Stream {
         let mut new_jobs: Vec<Job> = Vec::new();
         // A chunk begun and not full yet: since when (see `LINGER`).
         let mut lingering: Option<tokio::time::Instant> = None;
+        let mut catch_up = CatchUp::default();
         let streaming = async {
             loop {
                 frames.clear();
@@ -653,14 +686,20 @@ impl Stream {
                             source,
                         }
                     })?;
-                    let (wal_start, data) = match msg {
+                    let (wal_start, data, send_ts) = match msg {
                         ReplicationMessage::XLogData {
-                            wal_start, data, ..
-                        } => (wal_start, data),
+                            wal_start,
+                            data,
+                            send_ts,
+                            ..
+                        } => (wal_start, data, send_ts),
                         ReplicationMessage::Keepalive {
                             wal_end,
                             reply_requested,
                         } => {
+                            if catch_up.on_keepalive(changes.in_txn()) {
+                                chunk.caught_up = true;
+                            }
                             if !changes.in_txn()
                                 && chunk.is_empty()
                                 && *self.acks.borrow() >= last_sent_commit
@@ -688,6 +727,7 @@ impl Stream {
                     Step::Commit { end_lsn, commit_us } => {
                         chunk.commit = Some(end_lsn);
                         chunk.commit_times.push(commit_us);
+                        catch_up.on_commit(unix_micros_from_pg(send_ts), commit_us);
                     }
                     Step::LoadRelation {
                         rel_id,
@@ -745,6 +785,13 @@ impl Stream {
                         self.send_then_copy(&client, &params, changes.schemas(), sent, &jobs_tx)
                             .await?;
                     }
+                }
+                // The end of a backlog goes at once, and the sink flushes it at once.
+                if chunk.caught_up {
+                    lingering = None;
+                    let sent = (&mut chunk, &mut new_jobs, &mut last_sent_commit);
+                    self.send_then_copy(&client, &params, changes.schemas(), sent, &jobs_tx)
+                        .await?;
                 }
                 // A chunk not full yet waits for more of the stream, up to `LINGER` from its
                 // first read: a read returns what the socket holds, a few dozen rows while the
@@ -1253,6 +1300,7 @@ impl Stream {
             items: c.items,
             commit,
             commit_times: c.commit_times,
+            caught_up: c.caught_up,
             trace,
             queue_span,
         };
@@ -1546,6 +1594,28 @@ mod tests {
             Cell::Text(bytes::Bytes::from(vec![b'x'; bytes])),
         ];
         ChangeItem::row(1, RowOp::Insert, 1, cells, (1, 0))
+    }
+
+    #[test]
+    fn a_backlog_ends_once_at_the_first_keepalive_after_it() {
+        let s = 1_000_000;
+        let mut c = CatchUp::default();
+        // Keeping up: commits sent right after they were made; keepalives end nothing.
+        c.on_commit(10 * s + 3_000, 10 * s);
+        assert!(!c.on_keepalive(false));
+        // A backlog: commits seconds old when sent. A keepalive inside a transaction is not
+        // its end; the first one outside is, once.
+        c.on_commit(20 * s, 12 * s);
+        assert!(!c.on_keepalive(true));
+        assert!(c.on_keepalive(false));
+        assert!(!c.on_keepalive(false));
+        // Caught up inside the backlog's last chunks: a fresh commit clears it.
+        c.on_commit(30 * s, 25 * s);
+        c.on_commit(31 * s, 31 * s - 500);
+        assert!(!c.on_keepalive(false));
+        // A clock value that went backwards is not a backlog.
+        c.on_commit(40 * s, 41 * s);
+        assert!(!c.on_keepalive(false));
     }
 
     #[test]

@@ -51,6 +51,7 @@ async fn send_flushed(
         items: all,
         commit: Some(commit),
         commit_times: Vec::new(),
+        caught_up: false,
         trace: tracing::Span::none(),
         queue_span: tracing::Span::none(),
     };
@@ -354,6 +355,7 @@ async fn a_cut_off_sink_never_truncates_over_its_successor() {
         ],
         commit: Some(400),
         commit_times: Vec::new(),
+        caught_up: false,
         trace: tracing::Span::none(),
         queue_span: tracing::Span::none(),
     };

@@ -38,6 +38,8 @@ pub enum ReplicationMessage {
     XLogData {
         wal_start: Lsn,
         wal_end: Lsn,
+        /// The server's clock when it sent the message (µs since 2000-01-01).
+        send_ts: i64,
         data: Bytes,
     },
     Keepalive {
@@ -52,10 +54,11 @@ pub fn decode_replication(mut b: Bytes) -> Result<ReplicationMessage, DecodeErro
         b'w' => {
             let wal_start = get_u64(&mut b, "XLogData")?;
             let wal_end = get_u64(&mut b, "XLogData")?;
-            let _ts = get_u64(&mut b, "XLogData")?;
+            let send_ts = get_u64(&mut b, "XLogData")? as i64;
             Ok(ReplicationMessage::XLogData {
                 wal_start,
                 wal_end,
+                send_ts,
                 data: b,
             })
         }
