@@ -649,6 +649,41 @@ async fn drop_not_null_between_runs(target: Target) {
 }
 matrix!(drop_not_null_while_away, drop_not_null_between_runs);
 
+/// A backlog (changes committed while tributary was away, streamed seconds after their
+/// commit) lands as soon as the walsender has sent all of it: the batch holding its end does
+/// not wait out `batch.max_age` (60 s here; the test allows 20).
+async fn backlog_end_flushed_at_once(target: Target) {
+    let w = World::new(target).await;
+    let c = pg().await;
+    let t = unique("backlog");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id bigint PRIMARY KEY, v text); INSERT INTO {t} VALUES (0, 'first')"
+    ))
+    .await
+    .unwrap();
+    let mut cfg = w.config(&[&format!("public.{t}")]);
+    let run = Running::start(&cfg).await;
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    run.stop().await;
+    c.batch_execute(&format!(
+        "INSERT INTO {t} SELECT g, md5(g::text) FROM generate_series(1, 5000) g; \
+         UPDATE {t} SET v = 'changed' WHERE id % 7 = 0"
+    ))
+    .await
+    .unwrap();
+    // Older than a backlog's mark (1 s) when they stream.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cfg.pipelines[0].batch.max_age = tributary::config::HumanDuration(Duration::from_secs(60));
+    let run = Running::start(&cfg).await;
+    converge(&w, &c, &t, &t, "id, v", "id", Duration::from_secs(20)).await;
+    run.stop().await;
+    w.teardown().await;
+}
+matrix!(
+    a_backlog_lands_without_waiting_out_the_batch_age,
+    backlog_end_flushed_at_once
+);
+
 /// A key column widened in Postgres (int → bigint, #20): ClickHouse cannot change an ORDER BY
 /// column's type, so the table stops at once and says why, instead of failing the ALTER in a
 /// restart loop; dropped in ClickHouse, it comes back with the wider key at the next start.
