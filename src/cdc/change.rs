@@ -97,8 +97,8 @@ pub struct ChangeChunk {
     pub commit: Option<Lsn>,
     /// Commit times (µs since the Unix epoch) of the transactions completed here.
     pub commit_times: Vec<i64>,
-    /// The stream was behind (a backlog) and the server has just said it has nothing more:
-    /// the sink flushes at once instead of waiting out the batch's age.
+    /// The stream was behind (a backlog) and the server has just said it waits for more WAL:
+    /// a batching sink (ClickHouse) flushes at once instead of waiting out the batch's age.
     pub caught_up: bool,
     /// Root span of this chunk's trace (created at the source).
     pub trace: Span,

@@ -1434,7 +1434,7 @@ impl SinkState {
         for t in landed.commit_times {
             self.counters
                 .commit_lag
-                .record_micros((now_us - t).max(0) as u64);
+                .record_micros(now_us.saturating_sub(t).max(0) as u64);
         }
         Ok(())
     }

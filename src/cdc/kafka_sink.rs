@@ -641,7 +641,9 @@ async fn acknowledge(
                 }
                 let now = now_micros();
                 for t in commit_times {
-                    counters.commit_lag.record_micros((now - t).max(0) as u64);
+                    counters
+                        .commit_lag
+                        .record_micros(now.saturating_sub(t).max(0) as u64);
                 }
             }
         }

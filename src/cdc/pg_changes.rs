@@ -56,7 +56,7 @@ pub struct PgChanges {
 
 /// pgoutput's commit timestamps (and the replication protocol's send times) are µs since
 /// 2000-01-01.
-pub fn unix_micros_from_pg(ts: i64) -> i64 {
+pub(crate) fn unix_micros_from_pg(ts: i64) -> i64 {
     // Saturating: the value comes from the server (no panic on a garbage timestamp).
     ts.saturating_add(946_684_800_000_000)
 }
@@ -236,13 +236,13 @@ impl PgChanges {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::schema::{Column, PgType};
 
     #[test]
     fn server_times_convert_without_overflow() {
         assert_eq!(unix_micros_from_pg(0), 946_684_800_000_000);
         assert_eq!(unix_micros_from_pg(i64::MAX), i64::MAX);
     }
-    use crate::protocol::schema::{Column, PgType};
 
     fn t(s: &str) -> Cell {
         Cell::Text(bytes::Bytes::copy_from_slice(s.as_bytes()))

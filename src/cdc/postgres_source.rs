@@ -114,11 +114,15 @@ const LINGER: Duration = Duration::from_millis(5);
 /// the stream is working through a backlog (a restart, an outage, a burst).
 const BACKLOG_LAG: Duration = Duration::from_secs(1);
 
-/// Knows when the stream, having been behind, has caught up: the walsender sends a keepalive
-/// when it has sent all the WAL there is and waits for more. The chunk then ends and the sink
-/// flushes it without waiting out its batch's age: the last rows of a backlog land about a
-/// batch age sooner. Once per backlog: a stream that keeps up never counts as behind, so
-/// its batches (and ClickHouse's inserts) stay as they are.
+/// Knows when the stream, having been behind, may have caught up: the walsender sends a
+/// keepalive when it waits for WAL with changes sent that the client has not confirmed (at the
+/// end of a backlog; Postgres 15 also when it waits for more WAL in the middle of one that is
+/// still being written, older servers only when no earlier keepalive is unanswered). The chunk
+/// then ends and the sink flushes it without waiting out its batch's age: the last rows of a
+/// backlog land up to a batch age sooner; a keepalive in the middle costs one early flush. A
+/// stream that keeps up never counts as behind, so its batches (and ClickHouse's inserts) stay
+/// as they are. Only the server's lag is seen: a backlog that waits in tributary (the socket,
+/// the edge) is not.
 #[derive(Debug, Default)]
 struct CatchUp {
     behind: bool,
@@ -697,9 +701,7 @@ impl Stream {
                             wal_end,
                             reply_requested,
                         } => {
-                            if catch_up.on_keepalive(changes.in_txn()) {
-                                chunk.caught_up = true;
-                            }
+                            let caught_up = catch_up.on_keepalive(changes.in_txn());
                             if !changes.in_txn()
                                 && chunk.is_empty()
                                 && *self.acks.borrow() >= last_sent_commit
@@ -712,6 +714,21 @@ impl Stream {
                                 self.counters
                                     .confirmed_lsn
                                     .fetch_max(pos, Ordering::Relaxed);
+                            }
+                            if caught_up {
+                                // The chunk ends here (outside a transaction: at a commit),
+                                // goes at once, and the sink flushes it at once.
+                                chunk.caught_up = true;
+                                lingering = None;
+                                let sent = (&mut chunk, &mut new_jobs, &mut last_sent_commit);
+                                self.send_then_copy(
+                                    &client,
+                                    &params,
+                                    changes.schemas(),
+                                    sent,
+                                    &jobs_tx,
+                                )
+                                .await?;
                             }
                             continue;
                         }
@@ -785,13 +802,6 @@ impl Stream {
                         self.send_then_copy(&client, &params, changes.schemas(), sent, &jobs_tx)
                             .await?;
                     }
-                }
-                // The end of a backlog goes at once, and the sink flushes it at once.
-                if chunk.caught_up {
-                    lingering = None;
-                    let sent = (&mut chunk, &mut new_jobs, &mut last_sent_commit);
-                    self.send_then_copy(&client, &params, changes.schemas(), sent, &jobs_tx)
-                        .await?;
                 }
                 // A chunk not full yet waits for more of the stream, up to `LINGER` from its
                 // first read: a read returns what the socket holds, a few dozen rows while the

@@ -671,7 +671,8 @@ async fn backlog_end_flushed_at_once(target: Target) {
     ))
     .await
     .unwrap();
-    // Older than a backlog's mark (1 s) when they stream.
+    // Ages the commits past a backlog's mark (1 s) before they stream: not a wait for
+    // anything.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     cfg.pipelines[0].batch.max_age = tributary::config::HumanDuration(Duration::from_secs(60));
     let run = Running::start(&cfg).await;

@@ -202,6 +202,9 @@ fn durations() {
     assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
     assert!(parse_duration("5 weeks").is_err());
     assert!(parse_duration("").is_err());
+    // Too large for a Duration: an error, not a panic (found by the config fuzz target).
+    let e = parse_duration(&format!("2{}ms", "4".repeat(80))).unwrap_err();
+    assert!(e.contains("too long a duration"), "{e}");
 }
 
 #[test]
