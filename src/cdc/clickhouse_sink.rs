@@ -11,8 +11,8 @@
 //! progress among them) lands only once they have ended, and anything else that reaches
 //! ClickHouse (a query, a TRUNCATE, DDL, a state read or write) waits for them first.
 //!
-//! The end of a backlog is flushed at once: the source marks the chunk after which the server
-//! had nothing more to send, having been behind (see `postgres_source::CatchUp`).
+//! The end of a backlog is flushed at once: the source marks the chunk that ends where the
+//! server, having been behind, said it waits for more WAL (see `postgres_source::CatchUp`).
 //!
 //! Replays are harmless: a row's versions merge by `_version`, and a TRUNCATE, which has no
 //! version, is fenced: once applied it is recorded with its LSN in the state table, a replayed
