@@ -650,6 +650,15 @@ impl Stream {
         // A chunk begun and not full yet: since when (see `LINGER`).
         let mut lingering: Option<tokio::time::Instant> = None;
         let mut catch_up = CatchUp::default();
+        // Ends the chunk here: sends it, then starts its new tables' copies.
+        macro_rules! send_chunk {
+            () => {{
+                lingering = None;
+                let sent = (&mut chunk, &mut new_jobs, &mut last_sent_commit);
+                self.send_then_copy(&client, &params, changes.schemas(), sent, &jobs_tx)
+                    .await?;
+            }};
+        }
         let streaming = async {
             loop {
                 frames.clear();
@@ -665,16 +674,7 @@ impl Stream {
                         {
                             Ok(read) => read?,
                             Err(_) => {
-                                lingering = None;
-                                let sent = (&mut chunk, &mut new_jobs, &mut last_sent_commit);
-                                self.send_then_copy(
-                                    &client,
-                                    &params,
-                                    changes.schemas(),
-                                    sent,
-                                    &jobs_tx,
-                                )
-                                .await?;
+                                send_chunk!();
                                 continue;
                             }
                         }
@@ -719,16 +719,7 @@ impl Stream {
                                 // The chunk ends here (outside a transaction: at a commit),
                                 // goes at once, and the sink flushes it at once.
                                 chunk.caught_up = true;
-                                lingering = None;
-                                let sent = (&mut chunk, &mut new_jobs, &mut last_sent_commit);
-                                self.send_then_copy(
-                                    &client,
-                                    &params,
-                                    changes.schemas(),
-                                    sent,
-                                    &jobs_tx,
-                                )
-                                .await?;
+                                send_chunk!();
                             }
                             continue;
                         }
@@ -797,10 +788,7 @@ impl Stream {
                         }
                     }
                     if chunk.is_full(&self.cfg) {
-                        lingering = None;
-                        let sent = (&mut chunk, &mut new_jobs, &mut last_sent_commit);
-                        self.send_then_copy(&client, &params, changes.schemas(), sent, &jobs_tx)
-                            .await?;
+                        send_chunk!();
                     }
                 }
                 // A chunk not full yet waits for more of the stream, up to `LINGER` from its
