@@ -28,6 +28,8 @@ use crate::cdc::change::{ChangeChunk, ChangeItem, RowChange, RowOp, SinkMsg};
 use crate::cdc::table_state::{state_key, RangeCopy, TableCopy};
 use crate::clients::postgres::{catalog, PgError, PgParams};
 use crate::flow::edge::{Edge, EdgeError};
+use crate::protocol::chtypes::ChColumn;
+use crate::protocol::passthrough;
 use crate::protocol::pgoutput::Cell;
 use crate::protocol::schema::{pg_ident, pg_literal, SharedSchema, TableSchema};
 use crate::runtime::registry::{CopyProgress, CopyState, PipelineCounters};
@@ -35,6 +37,7 @@ use crate::runtime::registry::{CopyProgress, CopyState, PipelineCounters};
 /// How often a copy logs its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What the stream loop and the copies share.
@@ -51,6 +54,9 @@ pub struct CopyShared {
     /// The partitions (OIDs) each partitioned table's copy covers: its own copy's, and each
     /// attached since and copied.
     pub partitions: std::sync::Mutex<HashMap<u32, std::collections::BTreeSet<u32>>>,
+    /// Each table's ClickHouse columns as the sink gave them for a passthrough copy, with
+    /// the schema they were asked under (`None`: the ordinary way).
+    passthrough: std::sync::Mutex<HashMap<u32, (SharedSchema, Option<Arc<Vec<ChColumn>>>)>>,
 }
 
 pub struct Copying {
@@ -99,6 +105,26 @@ impl CopyShared {
                 now.insert(s.rel_id, s.clone());
             }
         }
+    }
+
+    /// What is known of table `s`'s passthrough under this schema (`Some(None)`: none).
+    fn passthrough_known(&self, s: &SharedSchema) -> Option<Option<Arc<Vec<ChColumn>>>> {
+        let known = self.passthrough.lock().ok()?;
+        known
+            .get(&s.rel_id)
+            .filter(|(under, _)| Arc::ptr_eq(under, s))
+            .map(|(_, cols)| cols.clone())
+    }
+
+    fn passthrough_set(&self, s: &SharedSchema, cols: Option<Arc<Vec<ChColumn>>>) {
+        if let Ok(mut known) = self.passthrough.lock() {
+            known.insert(s.rel_id, (s.clone(), cols));
+        }
+    }
+
+    /// Table `s`'s copy goes on the ordinary way (until its schema changes).
+    fn passthrough_off(&self, s: &SharedSchema) {
+        self.passthrough_set(s, None);
     }
 
     /// Table `rel`'s schema as the stream sent it last.
@@ -912,11 +938,8 @@ async fn copy_chunk(
     hi: Option<&Vec<String>>,
     version: u64,
 ) -> Result<Chunk, BackfillError> {
-    use futures_util::StreamExt;
     let rel = j.schema.rel_id;
     let types = ctx.shared.types(rel).unwrap_or_default();
-    let (from_schema, from_name) = source_of(j);
-    let pg = |e: tokio_postgres::Error| BackfillError::Pg(PgError::client(ctx.params.addr(), e));
     let generation = ctx.shared.generation(rel);
     // The columns the sink expects now: a schema change streamed during the copy (ADD
     // COLUMN, say) applies from the next chunk on.
@@ -928,8 +951,7 @@ async fn copy_chunk(
         .collect();
     let key_list: Vec<String> = keys.iter().map(|k| pg_ident(k)).collect();
     let key_list = key_list.join(", ");
-    let cols: Vec<String> = s.columns.iter().map(|c| pg_ident(&c.name)).collect();
-    let mut conds: Vec<String> = j.filter.iter().map(|f| format!("({f})")).collect();
+    let filter: Vec<String> = j.filter.iter().map(|f| format!("({f})")).collect();
     let key_literal = |key: &Vec<String>| {
         keys.iter()
             .zip(key)
@@ -937,35 +959,255 @@ async fn copy_chunk(
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let keys_in = |these: &[Vec<String>]| {
+        let rows: Vec<String> = these
+            .iter()
+            .map(|k| format!("({})", key_literal(k)))
+            .collect();
+        format!("({key_list}) IN ({})", rows.join(", "))
+    };
+    let mut conds = filter.clone();
     if let Some(a) = after {
         conds.push(format!("({key_list}) > ({})", key_literal(a)));
     }
     if let Some(h) = hi {
         conds.push(format!("({key_list}) <= ({})", key_literal(h)));
     }
+    let read = Read {
+        j,
+        s: &s,
+        generation,
+        key_list: &key_list,
+        version,
+    };
     if let Some(r) = &j.repair {
-        let rows: Vec<String> = r
-            .keys
-            .iter()
-            .map(|k| format!("({})", key_literal(k)))
-            .collect();
-        conds.push(format!("({key_list}) IN ({})", rows.join(", ")));
+        conds.push(keys_in(&r.keys));
+        return copy_rows(ctx, client, &read, &conds).await;
     }
-    let sql = format!(
-        "COPY (SELECT {} FROM {}.{}{} ORDER BY {key_list} LIMIT {}) TO STDOUT",
-        cols.join(", "),
-        pg_ident(from_schema),
-        pg_ident(from_name),
-        if conds.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", conds.join(" AND "))
-        },
-        ctx.chunk_rows
-    );
+    let Some((cols, list)) = passthrough_of(ctx, &s, version).await? else {
+        return copy_rows(ctx, client, &read, &conds).await;
+    };
+    let mut chunk = copy_through(ctx, client, &read, cols, &list, &conds).await?;
+    if chunk.done.outcome != Sent::Yes || chunk.marked.is_empty() {
+        return Ok(chunk.done);
+    }
+    // The rows Postgres could not write for ClickHouse: read again the ordinary way, where
+    // the encoder clamps or counts their values.
+    if chunk.marked.len() > MARKED_ENOUGH && chunk.marked.len() * 100 > chunk.done.rows {
+        tracing::info!(pipeline = %ctx.pipeline, table = %j.display(), marked = chunk.marked.len(), rows = chunk.done.rows,
+            "many rows with values outside ClickHouse's range: the table's copy goes on without passthrough");
+        ctx.shared.passthrough_off(&s);
+    }
+    for these in chunk.marked.chunks(MARKED_PER_READ) {
+        let mut conds = filter.clone();
+        conds.push(keys_in(these));
+        let again = copy_rows(ctx, client, &read, &conds).await?;
+        if again.outcome != Sent::Yes {
+            chunk.done.outcome = again.outcome;
+            break;
+        }
+    }
+    Ok(chunk.done)
+}
+
+/// Marked rows of a chunk read again in one statement at most.
+const MARKED_PER_READ: usize = 1000;
+/// Marked rows in one chunk above which (and above 1 % of it) a table's copy goes on without
+/// passthrough.
+const MARKED_ENOUGH: usize = 100;
+
+/// What a chunk's statements share.
+struct Read<'a> {
+    j: &'a Job,
+    s: &'a SharedSchema,
+    generation: u64,
+    key_list: &'a str,
+    version: u64,
+}
+
+impl Read<'_> {
+    /// The chunk's statement: `select` of the job's rows under `conds`, in key order.
+    fn sql(&self, select: &str, conds: &[String], limit: usize) -> String {
+        let (from_schema, from_name) = source_of(self.j);
+        format!(
+            "COPY (SELECT {select} FROM {}.{}{} ORDER BY {} LIMIT {limit}) TO STDOUT",
+            pg_ident(from_schema),
+            pg_ident(from_name),
+            if conds.is_empty() {
+                String::new()
+            } else {
+                format!(" WHERE {}", conds.join(" AND "))
+            },
+            self.key_list,
+        )
+    }
+
+    /// The key (Postgres text) of a COPY line (without its newline) whose first columns are
+    /// the table's.
+    fn key_of_line(
+        &self,
+        ctx: &Ctx<'_>,
+        line: &bytes::Bytes,
+    ) -> Result<Vec<String>, BackfillError> {
+        let mut cells = Vec::with_capacity(self.s.columns.len() + 2);
+        catalog::parse_copy_line_shared(line, &mut cells).ok_or_else(|| unreadable(ctx, self.s))?;
+        Ok(key_of(self.s, &cells))
+    }
+}
+
+fn unreadable(ctx: &Ctx<'_>, s: &TableSchema) -> BackfillError {
+    BackfillError::Pg(PgError::Protocol {
+        addr: ctx.params.addr(),
+        message: format!("unreadable COPY line in {}", s.qualified()),
+    })
+}
+
+/// The sink's columns of table `s` and the passthrough select list for them, when its
+/// copy can pass through (see `protocol::passthrough`): asked of the sink once per schema.
+async fn passthrough_of(
+    ctx: &Ctx<'_>,
+    s: &SharedSchema,
+    version: u64,
+) -> Result<Option<(Arc<Vec<ChColumn>>, String)>, BackfillError> {
+    let cols = match ctx.shared.passthrough_known(s) {
+        Some(known) => known,
+        None => {
+            let rel = s.rel_id;
+            let cols = ctx
+                .edge
+                .call(|r| SinkMsg::Columns(rel, r), Duration::from_secs(600))
+                .await?;
+            ctx.shared.passthrough_set(s, cols.clone());
+            cols
+        }
+    };
+    Ok(cols.and_then(|c| passthrough::select_list(&s.columns, &c, version).map(|l| (c, l))))
+}
+
+/// A chunk read in passthrough, and the keys of its marked rows (not sent).
+struct Through {
+    done: Chunk,
+    marked: Vec<Vec<String>>,
+}
+
+/// Reads a chunk with Postgres writing ClickHouse's rows (`list`) and sends them as they
+/// come, in blocks; keeps the keys of the rows marked for the ordinary way.
+async fn copy_through(
+    ctx: &Ctx<'_>,
+    client: &tokio_postgres::Client,
+    read: &Read<'_>,
+    cols: Arc<Vec<ChColumn>>,
+    list: &str,
+    conds: &[String],
+) -> Result<Through, BackfillError> {
+    use futures_util::StreamExt;
+    let rel = read.s.rel_id;
+    let pg = |e: tokio_postgres::Error| BackfillError::Pg(PgError::client(ctx.params.addr(), e));
+    let sql = read.sql(list, conds, ctx.chunk_rows);
     let stream = client.copy_out(sql.as_str()).await.map_err(pg)?;
     futures_util::pin_mut!(stream);
-    let shown = j.display();
+    let shown = read.j.display();
+    let mut block = bytes::BytesMut::new();
+    let (mut in_block, mut n) = (0usize, 0usize);
+    let mut marked = Vec::new();
+    let mut last_line = bytes::Bytes::new();
+    let mut last_key: Option<Vec<String>> = None;
+    let mut partial = bytes::BytesMut::new();
+    let mut ended = false;
+    loop {
+        let next = stream.next().await;
+        match next {
+            Some(buf) => partial.extend_from_slice(&buf.map_err(pg)?),
+            None => ended = true,
+        }
+        while let Some(pos) = memchr::memchr(b'\n', &partial) {
+            let line = partial.split_to(pos + 1).freeze();
+            n += 1;
+            // The last column: 1 for a row to read again the ordinary way.
+            if line.ends_with(b"\t1\n") {
+                marked.push(read.key_of_line(ctx, &line.slice(..pos))?);
+            } else {
+                block.extend_from_slice(&line);
+                in_block += 1;
+            }
+            last_line = line;
+            if in_block < ctx.message_rows && block.len() < ctx.message_bytes {
+                continue;
+            }
+            last_key = Some(read.key_of_line(ctx, &last_line.slice(..last_line.len() - 1))?);
+            let item = ChangeItem::Block {
+                rel_id: rel,
+                columns: cols.clone(),
+                rows: in_block,
+                version: read.version,
+                tsv: block.split().freeze(),
+            };
+            let outcome = send(ctx, rel, Some((read.generation, read.s)), vec![item]).await?;
+            if outcome != Sent::Yes {
+                let done = Chunk {
+                    rows: n,
+                    last_key,
+                    outcome,
+                };
+                return Ok(Through { done, marked });
+            }
+            PipelineCounters::add(&ctx.counters.snapshot_rows, in_block as u64);
+            PipelineCounters::add(&ctx.counters.snapshot_rows_passthrough, in_block as u64);
+            progress(ctx, &shown, &|p| p.rows += in_block as u64);
+            in_block = 0;
+        }
+        if ended {
+            break;
+        }
+    }
+    if !partial.is_empty() {
+        return Err(unreadable(ctx, read.s));
+    }
+    if n > 0 {
+        last_key = Some(read.key_of_line(ctx, &last_line.slice(..last_line.len() - 1))?);
+    }
+    let mut outcome = Sent::Yes;
+    if in_block > 0 {
+        let item = ChangeItem::Block {
+            rel_id: rel,
+            columns: cols,
+            rows: in_block,
+            version: read.version,
+            tsv: block.freeze(),
+        };
+        outcome = send(ctx, rel, Some((read.generation, read.s)), vec![item]).await?;
+        if outcome == Sent::Yes {
+            PipelineCounters::add(&ctx.counters.snapshot_rows, in_block as u64);
+            PipelineCounters::add(&ctx.counters.snapshot_rows_passthrough, in_block as u64);
+            progress(ctx, &shown, &|p| p.rows += in_block as u64);
+        }
+    }
+    let done = Chunk {
+        rows: n,
+        last_key,
+        outcome,
+    };
+    Ok(Through { done, marked })
+}
+
+/// Reads a chunk of the job's rows under `conds` (up to a chunk's worth, in key order) and
+/// sends them as row changes, a message at a time.
+async fn copy_rows(
+    ctx: &Ctx<'_>,
+    client: &tokio_postgres::Client,
+    read: &Read<'_>,
+    conds: &[String],
+) -> Result<Chunk, BackfillError> {
+    use futures_util::StreamExt;
+    let s = read.s;
+    let rel = s.rel_id;
+    let (version, generation) = (read.version, read.generation);
+    let pg = |e: tokio_postgres::Error| BackfillError::Pg(PgError::client(ctx.params.addr(), e));
+    let cols: Vec<String> = s.columns.iter().map(|c| pg_ident(&c.name)).collect();
+    let sql = read.sql(&cols.join(", "), conds, ctx.chunk_rows);
+    let stream = client.copy_out(sql.as_str()).await.map_err(pg)?;
+    futures_util::pin_mut!(stream);
+    let shown = read.j.display();
     let sent = |k: usize| {
         PipelineCounters::add(&ctx.counters.snapshot_rows, k as u64);
         progress(ctx, &shown, &|p| p.rows += k as u64);
@@ -981,12 +1223,8 @@ async fn copy_chunk(
         while let Some(pos) = memchr::memchr(b'\n', &partial) {
             let line = partial.split_to(pos + 1).freeze();
             let mut cells = Vec::with_capacity(s.columns.len());
-            catalog::parse_copy_line_shared(&line.slice(..pos), &mut cells).ok_or_else(|| {
-                BackfillError::Pg(PgError::Protocol {
-                    addr: ctx.params.addr(),
-                    message: format!("unreadable COPY line in {}", s.qualified()),
-                })
-            })?;
+            catalog::parse_copy_line_shared(&line.slice(..pos), &mut cells)
+                .ok_or_else(|| unreadable(ctx, s))?;
             batch_bytes += pos;
             n += 1;
             batch.push(ChangeItem::row(
@@ -999,9 +1237,9 @@ async fn copy_chunk(
             if batch.len() >= ctx.message_rows || batch_bytes >= ctx.message_bytes {
                 let k = batch.len();
                 // Of a message's last row only (a key's text costs an allocation).
-                last_key = last_key_of(&s, &batch).or(last_key);
+                last_key = last_key_of(s, &batch).or(last_key);
                 let outcome =
-                    send(ctx, rel, Some((generation, &s)), std::mem::take(&mut batch)).await?;
+                    send(ctx, rel, Some((generation, s)), std::mem::take(&mut batch)).await?;
                 if outcome != Sent::Yes {
                     return Ok(Chunk {
                         rows: n,
@@ -1017,8 +1255,8 @@ async fn copy_chunk(
     let mut outcome = Sent::Yes;
     if !batch.is_empty() {
         let k = batch.len();
-        last_key = last_key_of(&s, &batch).or(last_key);
-        outcome = send(ctx, rel, Some((generation, &s)), batch).await?;
+        last_key = last_key_of(s, &batch).or(last_key);
+        outcome = send(ctx, rel, Some((generation, s)), batch).await?;
         if outcome == Sent::Yes {
             sent(k);
         }

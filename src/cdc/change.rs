@@ -6,9 +6,11 @@
 //! in itself, its schema items before its rows).
 
 use crate::flow::edge::Permit;
+use crate::protocol::chtypes::ChColumn;
 use crate::protocol::pgoutput::{Cell, Lsn};
 use crate::protocol::schema::SharedSchema;
 use ractor::RpcReplyPort;
+use std::sync::Arc;
 use tracing::Span;
 
 /// One change of one row. `version` orders the changes of a row (the WAL position of the
@@ -70,6 +72,16 @@ pub enum ChangeItem {
     },
     /// A snapshot of these tables follows: clear what an earlier attempt left.
     SnapshotBegin(Vec<u32>),
+    /// `rows` snapshot rows of table `rel_id` at `version`, already in ClickHouse's
+    /// TabSeparated form for `columns` with `_version` and `_is_deleted` (a passthrough copy,
+    /// see `protocol::passthrough`): only for the ClickHouse sink, which gave the columns.
+    Block {
+        rel_id: u32,
+        columns: Arc<Vec<ChColumn>>,
+        rows: usize,
+        version: u64,
+        tsv: bytes::Bytes,
+    },
 }
 
 impl ChangeItem {
@@ -142,6 +154,10 @@ pub enum SinkMsg {
         only: Option<Vec<String>>,
         reply: RpcReplyPort<Result<u64, String>>,
     },
+    /// The ClickHouse columns of table `rel` as the sink writes them now, for a passthrough
+    /// copy of it (`None`: not to be written in blocks: a sink of other messages, a table
+    /// without a key, stopped, or not known yet).
+    Columns(u32, RpcReplyPort<Option<Arc<Vec<ChColumn>>>>),
     /// A task of the sink failed (a Kafka delivery): the sink fails with this reason.
     Fail(String),
 }

@@ -229,6 +229,16 @@ impl Actor for ClickHouseSink {
                             st.copy_begins(&rels).await?;
                             st.truncate(&rels, None).await?
                         }
+                        ChangeItem::Block {
+                            rel_id,
+                            columns,
+                            rows: n,
+                            version,
+                            tsv,
+                        } => {
+                            rows += n as u64;
+                            st.take_block(rel_id, &columns, n, version, &tsv)?;
+                        }
                     }
                 }
                 st.prefetched.clear();
@@ -304,6 +314,14 @@ impl Actor for ClickHouseSink {
                         return Err(e.into());
                     }
                 }
+            }
+            SinkMsg::Columns(rel, reply) => {
+                let cols = st
+                    .tables
+                    .get(&rel)
+                    .filter(|t| !t.keyless && !st.stopped.contains_key(&rel))
+                    .map(|t| Arc::new(t.cols.clone()));
+                let _ = reply.send(cols);
             }
             SinkMsg::Fail(reason) => return Err(SinkError::Protocol(reason).into()),
         }
@@ -498,6 +516,43 @@ impl SinkState {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Snapshot rows already in ClickHouse's form (a passthrough copy): taken in as they are.
+    fn take_block(
+        &mut self,
+        rel_id: u32,
+        columns: &[ChColumn],
+        rows: usize,
+        version: u64,
+        tsv: &[u8],
+    ) -> Result<(), SinkError> {
+        if let Some(stop) = self.stopped.get(&rel_id) {
+            PipelineCounters::add(&stop.counters.rows_skipped, rows as u64);
+            return Ok(());
+        }
+        let Some(t) = self.tables.get_mut(&rel_id) else {
+            return Err(SinkError::Protocol(format!(
+                "rows for relation {rel_id} before its schema"
+            )));
+        };
+        // The copy asked for the columns under the schema it read with, and a chunk read
+        // under an older one is never sent: these are the table's columns.
+        if t.keyless || t.cols != columns {
+            return Err(SinkError::Protocol(format!(
+                "rows of `{}` written for other columns than the table has",
+                t.ch_name
+            )));
+        }
+        PipelineCounters::add(&t.counters.rows_read, rows as u64);
+        PipelineCounters::add(&t.counters.bytes_read, tsv.len() as u64);
+        if version > 0 && version < t.fence {
+            PipelineCounters::add(&self.counters.truncate_fenced, rows as u64);
+            return Ok(());
+        }
+        t.rows.extend_from_slice(tsv);
+        self.buffered_rows += rows;
         Ok(())
     }
 

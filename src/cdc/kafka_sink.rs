@@ -202,6 +202,9 @@ impl Actor for KafkaSink {
                 tracing::warn!(pipeline = %st.pipeline, "resync through Kafka: rows Postgres no longer has are not removed downstream");
                 let _ = reply.send(Ok(0));
             }
+            SinkMsg::Columns(_, reply) => {
+                let _ = reply.send(None);
+            }
             SinkMsg::Fail(reason) => return Err(KafkaError::Consumer(reason).into()),
         }
         Ok(())
@@ -400,6 +403,13 @@ impl KafkaSinkState {
                 // Topics cannot be emptied: a repeated snapshot writes its rows again (as
                 // Debezium does); consumers collapse them by key.
                 ChangeItem::SnapshotBegin(_) => {}
+                // Never sent here: this sink answers `Columns` with none.
+                ChangeItem::Block { .. } => {
+                    return Err(KafkaError::Consumer(
+                        "a block of ClickHouse rows reached the Kafka sink".into(),
+                    )
+                    .into())
+                }
             }
         }
         span.record("messages", deliveries.len());

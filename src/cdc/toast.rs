@@ -184,6 +184,8 @@ pub fn plan_lookups<'a>(
                 changed.extend(rels.iter().copied());
                 continue;
             }
+            // Snapshot rows: whole, nothing to fill.
+            ChangeItem::Block { .. } => continue,
         };
         if changed.contains(&rel) || !wanted.contains(&rel) {
             continue;

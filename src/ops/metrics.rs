@@ -402,6 +402,13 @@ const PIPELINE_FAMILIES: &[Family] = &[
         value: |c| c.snapshot_rows.load(Relaxed),
     },
     Family {
+        name: "tributary_snapshot_rows_passthrough",
+        help: "Of the rows copied by snapshots, those Postgres wrote in ClickHouse's form (passed through without decoding).",
+        ty: MetricType::Counter,
+        cdc_only: false,
+        value: |c| c.snapshot_rows_passthrough.load(Relaxed),
+    },
+    Family {
         name: "tributary_values_clamped",
         help: "Values stored at the nearest bound of their ClickHouse type.",
         ty: MetricType::Counter,

@@ -124,6 +124,8 @@ pub struct PipelineCounters {
     pub values_clamped: AtomicU64,
     pub values_unrepresentable: AtomicU64,
     pub snapshot_rows: AtomicU64,
+    /// Of them, rows Postgres wrote in ClickHouse's form (a passthrough copy).
+    pub snapshot_rows_passthrough: AtomicU64,
     /// Unchanged TOAST values taken from the sink's memory, and looked up in ClickHouse.
     pub toast_cache_hits: AtomicU64,
     pub toast_lookups: AtomicU64,

@@ -752,14 +752,19 @@ fn write_null(out: &mut Vec<u8>, col: &ChColumn) {
 }
 
 fn write_default(out: &mut Vec<u8>, codec: &Codec) {
-    out.extend_from_slice(match codec {
+    out.extend_from_slice(default_text(codec));
+}
+
+/// What a column of `codec` that cannot hold NULL gets for one: its type's zero value.
+pub fn default_text(codec: &Codec) -> &'static [u8] {
+    match codec {
         Codec::Text | Codec::Bytea => b"",
         Codec::Array(_) => b"[]",
         Codec::Bool { words: true } => b"false",
         Codec::Date32 => b"1970-01-01",
         Codec::DateTime64 => b"1970-01-01 00:00:00",
         _ => b"0",
-    });
+    }
 }
 
 fn encode_value(out: &mut Vec<u8>, col: &ChColumn, v: &[u8], stats: &mut EncodeStats) {

@@ -10,6 +10,7 @@ pub mod llm;
 pub mod llm_score;
 pub mod mapping;
 pub mod mastodon;
+pub mod passthrough;
 pub mod pgauth;
 pub mod pgframe;
 pub mod pgoutput;

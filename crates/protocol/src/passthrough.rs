@@ -1,0 +1,254 @@
+//! The copy's passthrough: the select list of a snapshot chunk's `COPY (SELECT …) TO STDOUT`
+//! that has Postgres write every row already in ClickHouse's TabSeparated form for the sink's
+//! columns, `_version` and `_is_deleted` included, so that the copy hands the lines to the
+//! sink as Postgres sent them: no parse into values, no encode (the same idea as a
+//! `COPY (SELECT created_at AT TIME ZONE 'UTC' …) | clickhouse-client INSERT` by hand).
+//!
+//! Each column's SQL gives the value [`crate::chtypes::encode_field`] would write for it.
+//! A row with a value the encoder would clamp or count (a date or timestamp outside
+//! ClickHouse's range, a numeric NaN or infinity) is marked instead: its `_is_deleted` is 1,
+//! and the copy reads that row again by key through the ordinary path, where the encoder
+//! handles and counts it. A table with a column only tributary can encode (bytea, arrays)
+//! or a key column whose text would change has no passthrough.
+//!
+//! Postgres's COPY text escapes backslash, `\b`, `\f`, `\n`, `\r`, `\t` and `\v`;
+//! ClickHouse's TabSeparated reads each of them back to the same byte, so text goes through
+//! as it is.
+//!
+//! Must never: give a value a ClickHouse value different from the one `encode_field`
+//! writes for it, let a value the encoder would clamp or count through unmarked, or change
+//! the text of a key column (the copy reads its next chunk's start from it).
+
+use crate::chtypes::{default_text, ChColumn, Codec};
+use crate::schema::{pg_ident, pg_literal, Column, PgType};
+
+/// ClickHouse's DateTime64 range, as Postgres literals (see `chtypes`' `DT64_MIN`/`MAX`).
+const DT64_LO: &str = "1900-01-01 00:00:00";
+const DT64_HI: &str = "2299-12-31 23:59:59.999999";
+/// Date32's range.
+const D32_LO: &str = "1900-01-01";
+const D32_HI: &str = "2299-12-31";
+/// Where the encoder's own date and timestamp parsing is certain (years 1 to 9999, AD).
+const AD_LO: &str = "0001-01-01 00:00:00";
+const AD_HI: &str = "9999-12-31 23:59:59.999999";
+
+/// The select list (`expr, …, version, mark`) of a passthrough copy of a table with Postgres
+/// columns `pg` and ClickHouse columns `ch` (one each, in order), its rows at `version`;
+/// `None` when some column cannot pass through.
+pub fn select_list(pg: &[Column], ch: &[ChColumn], version: u64) -> Option<String> {
+    if pg.len() != ch.len() || pg.is_empty() {
+        return None;
+    }
+    let mut exprs = Vec::with_capacity(pg.len() + 2);
+    let mut marks = Vec::new();
+    for (p, c) in pg.iter().zip(ch) {
+        let ident = pg_ident(&p.name);
+        let (value, mark) = column_sql(&ident, &p.pg_type, &c.codec)?;
+        if p.is_key && value != ident {
+            return None;
+        }
+        let value = if p.nullable && !c.nullable {
+            let default = String::from_utf8_lossy(default_text(&c.codec)).into_owned();
+            format!("COALESCE(({value})::text, {})", pg_literal(&default))
+        } else {
+            value
+        };
+        exprs.push(value);
+        marks.extend(mark);
+    }
+    exprs.push(version.to_string());
+    exprs.push(if marks.is_empty() {
+        "0".to_string()
+    } else {
+        format!("CASE WHEN {} THEN 1 ELSE 0 END", marks.join(" OR "))
+    });
+    Some(exprs.join(", "))
+}
+
+/// One column's value in ClickHouse's text form and, when some values must take the
+/// ordinary path, the condition that marks them (NULL counts as false).
+fn column_sql(ident: &str, pg: &PgType, codec: &Codec) -> Option<(String, Option<String>)> {
+    use PgType as P;
+    let outside = |lo: &str, hi: &str, ty: &str| {
+        Some(format!(
+            "NOT ({ident} BETWEEN {}::{ty} AND {}::{ty})",
+            pg_literal(lo),
+            pg_literal(hi)
+        ))
+    };
+    let tz = |t: &str| format!("{t}+00");
+    Some(match (codec, pg) {
+        // Postgres's text is the value's text: escaped alike (see the module's header).
+        (Codec::Text, P::Array(_) | P::Bytea) => return None,
+        (Codec::Text, _) => (ident.to_string(), None),
+        (Codec::Number, P::Int2 | P::Int4 | P::Int8) => (ident.to_string(), None),
+        (Codec::Float, P::Float4 | P::Float8) => (
+            format!(
+                "CASE WHEN {ident} = 'NaN' THEN 'nan' WHEN {ident} = 'Infinity' THEN 'inf' \
+                 WHEN {ident} = '-Infinity' THEN '-inf' ELSE {ident}::text END"
+            ),
+            None,
+        ),
+        // NaN and the infinities (Postgres 14) are the values equal to themselves plus one.
+        (Codec::Decimal, P::Numeric(_)) => (ident.to_string(), Some(format!("{ident} + 1 = {ident}"))),
+        (Codec::Bool { words }, P::Bool) => {
+            let (t, f) = if *words { ("true", "false") } else { ("1", "0") };
+            (format!("CASE {ident} WHEN true THEN '{t}' WHEN false THEN '{f}' END"), None)
+        }
+        (Codec::Date32, P::Date) => (ident.to_string(), outside(D32_LO, D32_HI, "date")),
+        (Codec::DateDays, P::Date) => (
+            format!(
+                "CASE WHEN {ident} BETWEEN '0001-01-01'::date AND '9999-12-31'::date THEN {ident} - '1970-01-01'::date END"
+            ),
+            outside("0001-01-01", "9999-12-31", "date"),
+        ),
+        (Codec::DateTime64, P::TimestampTz) => (
+            format!("{ident} AT TIME ZONE 'UTC'"),
+            outside(&tz(DT64_LO), &tz(DT64_HI), "timestamptz"),
+        ),
+        (Codec::DateTime64, P::Timestamp) => {
+            (ident.to_string(), outside(DT64_LO, DT64_HI, "timestamp"))
+        }
+        (Codec::TimestampMicros, P::TimestampTz | P::Timestamp) => {
+            let ty = if *pg == P::TimestampTz { "timestamptz" } else { "timestamp" };
+            let (lo, hi) = if *pg == P::TimestampTz {
+                (tz(AD_LO), tz(AD_HI))
+            } else {
+                (AD_LO.to_string(), AD_HI.to_string())
+            };
+            // Whole seconds since the epoch and the microseconds within the second, each
+            // exact whatever type `extract` returns (float8 before Postgres 14).
+            (
+                format!(
+                    "CASE WHEN {ident} BETWEEN {lo_l}::{ty} AND {hi_l}::{ty} THEN \
+                     extract(epoch from date_trunc('second', {ident}))::int8 * 1000000 \
+                     + extract(microseconds from {ident})::int8 % 1000000 END",
+                    lo_l = pg_literal(&lo),
+                    hi_l = pg_literal(&hi),
+                ),
+                outside(&lo, &hi, ty),
+            )
+        }
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chtypes::{map_table, ServerCaps};
+    use crate::schema::{Identity, TableSchema};
+
+    fn col(name: &str, t: PgType, key: bool, nullable: bool) -> Column {
+        Column {
+            name: name.into(),
+            pg_type: t,
+            nullable,
+            is_key: key,
+            added_default: None,
+            renamed_from: None,
+        }
+    }
+
+    fn table(cols: Vec<Column>) -> TableSchema {
+        TableSchema {
+            rel_id: 1,
+            schema: "public".into(),
+            name: "t".into(),
+            columns: cols,
+            identity: Identity::default(),
+            order_by: Vec::new(),
+        }
+    }
+
+    fn list(s: &TableSchema, caps: &ServerCaps) -> Option<String> {
+        let ch = map_table(s, caps, crate::chtypes::JsonAs::String);
+        select_list(&s.columns, &ch, 42)
+    }
+
+    #[test]
+    fn the_bench_table_passes_through_on_both_generations() {
+        let s = table(vec![
+            col("id", PgType::Int8, true, false),
+            col("payload", PgType::Text, false, true),
+            col("amount", PgType::Numeric(Some((12, 2))), false, true),
+            col("created_at", PgType::TimestampTz, false, true),
+        ]);
+        let new = list(&s, &ServerCaps::from_version("26.9.1.1")).expect("passes through");
+        assert!(new.starts_with("\"id\", \"payload\", \"amount\", \"created_at\" AT TIME ZONE 'UTC', 42, CASE WHEN "), "{new}");
+        assert!(new.contains("\"amount\" + 1 = \"amount\""), "{new}");
+        assert!(new.contains("NOT (\"created_at\" BETWEEN '1900-01-01 00:00:00+00'::timestamptz AND '2299-12-31 23:59:59.999999+00'::timestamptz)"), "{new}");
+        let old = list(&s, &ServerCaps::from_version("18.16.1")).expect("passes through");
+        assert!(
+            old.contains(
+                "extract(epoch from date_trunc('second', \"created_at\"))::int8 * 1000000"
+            ),
+            "{old}"
+        );
+        assert!(old.ends_with("THEN 1 ELSE 0 END"), "{old}");
+    }
+
+    #[test]
+    fn no_marks_no_condition() {
+        let s = table(vec![
+            col("id", PgType::Int4, true, false),
+            col("name", PgType::Text, false, true),
+            col("ok", PgType::Bool, false, true),
+        ]);
+        let l = list(&s, &ServerCaps::from_version("26.9.1.1")).unwrap();
+        assert_eq!(
+            l,
+            "\"id\", \"name\", CASE \"ok\" WHEN true THEN 'true' WHEN false THEN 'false' END, 42, 0"
+        );
+        let l = list(&s, &ServerCaps::from_version("18.16.1")).unwrap();
+        assert!(l.contains("WHEN true THEN '1' WHEN false THEN '0'"), "{l}");
+    }
+
+    #[test]
+    fn bytea_arrays_and_converted_keys_stay_on_the_ordinary_path() {
+        for extra in [
+            col("b", PgType::Bytea, false, true),
+            col("a", PgType::Array(Box::new(PgType::Int4)), false, true),
+        ] {
+            let s = table(vec![col("id", PgType::Int8, true, false), extra]);
+            assert_eq!(list(&s, &ServerCaps::from_version("26.9.1.1")), None);
+        }
+        // A timestamp key's text changes on the way: the copy could not read its next start.
+        let s = table(vec![col("at", PgType::TimestampTz, true, false)]);
+        assert_eq!(list(&s, &ServerCaps::from_version("26.9.1.1")), None);
+        // Column counts that disagree: nothing.
+        let s = table(vec![col("id", PgType::Int8, true, false)]);
+        assert_eq!(select_list(&s.columns, &[], 1), None);
+    }
+
+    #[test]
+    fn a_null_in_a_column_that_cannot_hold_one_gets_the_default() {
+        let s = table(vec![col("id", PgType::Int8, true, false)]);
+        let mut ch = map_table(
+            &s,
+            &ServerCaps::from_version("26.9.1.1"),
+            crate::chtypes::JsonAs::String,
+        );
+        let pg = vec![
+            col("id", PgType::Int8, true, false),
+            col("d", PgType::Date, false, true),
+        ];
+        let mut d = ch[0].clone();
+        d.name = "d".into();
+        d.codec = Codec::Date32;
+        d.nullable = false;
+        d.is_key = false;
+        ch.push(d);
+        let l = select_list(&pg, &ch, 7).unwrap();
+        assert!(l.contains("COALESCE((\"d\")::text, '1970-01-01')"), "{l}");
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        let s = table(vec![col("we\"ird", PgType::Int8, true, false)]);
+        assert_eq!(
+            list(&s, &ServerCaps::from_version("26.9.1.1")).unwrap(),
+            "\"we\"\"ird\", 42, 0"
+        );
+    }
+}
