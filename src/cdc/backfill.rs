@@ -56,8 +56,11 @@ pub struct CopyShared {
     pub partitions: std::sync::Mutex<HashMap<u32, std::collections::BTreeSet<u32>>>,
     /// Each table's ClickHouse columns as the sink gave them for a passthrough copy, with
     /// the schema they were asked under (`None`: the ordinary way).
-    passthrough: std::sync::Mutex<HashMap<u32, (SharedSchema, Option<Arc<Vec<ChColumn>>>)>>,
+    passthrough: std::sync::Mutex<HashMap<u32, (SharedSchema, Option<SinkColumns>)>>,
 }
+
+/// A table's ClickHouse columns as the sink writes them.
+type SinkColumns = Arc<Vec<ChColumn>>;
 
 pub struct Copying {
     pub generation: u64,

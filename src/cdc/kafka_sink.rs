@@ -407,8 +407,7 @@ impl KafkaSinkState {
                 ChangeItem::Block { .. } => {
                     return Err(KafkaError::Consumer(
                         "a block of ClickHouse rows reached the Kafka sink".into(),
-                    )
-                    .into())
+                    ))
                 }
             }
         }
