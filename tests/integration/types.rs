@@ -173,8 +173,8 @@ async fn round_trip(target: Target) {
 matrix!(every_type_round_trips, round_trip);
 
 /// The same for the types a snapshot passes through (Postgres writes ClickHouse's form, see
-/// `protocol::passthrough`): the table without bytea and arrays, which would keep its copy
-/// on the ordinary path. Row 1 has values outside ClickHouse's range (read again the
+/// `protocol::passthrough`): the table without bytea and arrays (and, into 18.16, timestamps:
+/// Int64 microseconds), which would keep its copy on the ordinary path. Row 1 has values outside ClickHouse's range (read again the
 /// ordinary way, clamped and counted), row 4 the same values with those NULL: it passes
 /// through.
 async fn passthrough_round_trip(target: Target) {
@@ -185,7 +185,12 @@ matrix!(every_passthrough_type_round_trips, passthrough_round_trip);
 async fn round_trip_of(target: Target, through: bool) {
     let cases: Vec<&Case> = CASES
         .iter()
-        .filter(|cs| !through || !(cs.is_array() || cs.pg == "bytea"))
+        .filter(|cs| {
+            let ordinary = cs.is_array()
+                || cs.pg == "bytea"
+                || (matches!(target, Target::Ch18) && cs.pg.starts_with("timestamp"));
+            !(through && ordinary)
+        })
         .collect();
     let marked = |cs: &Case| matches!(cs.want(target), Clamped(_) | Unrepresentable);
     let w = World::new(target).await;
