@@ -393,6 +393,50 @@ fn same_big(what: &str, want: &[String], got: &[String]) -> Result<(), String> {
     ))
 }
 
+/// A passthrough copy of a table whose every row has a value ClickHouse must clamp (dates of
+/// 1800 into 26.9's Date32): each row is marked, read again by key the ordinary way (in
+/// batches), clamped and counted once, and the table's copy goes on without passthrough. Into
+/// 18.16 the same dates are days since 1970 (no clamp): every row passes through.
+async fn out_of_range_rows_take_the_ordinary_way(target: Target) {
+    const ROWS: u64 = 2500;
+    let w = World::new(target).await;
+    let c = pg().await;
+    let t = unique("marked");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, d date NOT NULL);
+         INSERT INTO {t} SELECT g, date '1800-01-01' + g FROM generate_series(1, {ROWS}) g;"
+    ))
+    .await
+    .unwrap();
+    let run = Running::start(&w.config(&[&format!("public.{t}")])).await;
+    let want_d = match target {
+        Target::Ch26 => "'1900-01-01'",
+        Target::Ch18 => "(d - date '1970-01-01')",
+    };
+    let want = pg_rows(&c, &format!("SELECT id, {want_d} FROM {t} ORDER BY id")).await;
+    eventually(T, "every row, clamped where it must be", || async {
+        same_big("rows", &want, &w.try_ch_live(&t, "id, d", "id").await?)
+    })
+    .await;
+    let counters = run.counters();
+    let got = (
+        counters.snapshot_rows.load(Ordering::Relaxed),
+        counters.snapshot_rows_passthrough.load(Ordering::Relaxed),
+        counters.values_clamped.load(Ordering::Relaxed),
+    );
+    let expected = match target {
+        Target::Ch26 => (ROWS, 0, ROWS),
+        Target::Ch18 => (ROWS, ROWS, 0),
+    };
+    assert_eq!(got, expected, "(rows copied, passed through, clamped)");
+    run.stop().await;
+    w.teardown().await;
+}
+matrix!(
+    out_of_range_rows_take_the_ordinary_way_in_a_passthrough_copy,
+    out_of_range_rows_take_the_ordinary_way
+);
+
 /// Unchanged TOAST values (100 KB text, bytea and bytea[], stored out of line) survive an UPDATE of
 /// another column: Postgres does not resend them, and the sink must not write NULL.
 async fn toast_survives_update(target: Target) {
