@@ -1082,16 +1082,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    fn col(name: &str, t: PgType, nullable: bool, key: bool) -> Column {
-        Column {
-            name: name.into(),
-            pg_type: t,
-            nullable,
-            is_key: key,
-            added_default: None,
-            renamed_from: None,
-        }
-    }
+    use crate::testing::column as col;
 
     #[test]
     fn caps_by_version() {

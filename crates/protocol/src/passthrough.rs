@@ -128,14 +128,7 @@ mod tests {
     use crate::schema::{Identity, TableSchema};
 
     fn col(name: &str, t: PgType, key: bool, nullable: bool) -> Column {
-        Column {
-            name: name.into(),
-            pg_type: t,
-            nullable,
-            is_key: key,
-            added_default: None,
-            renamed_from: None,
-        }
+        crate::testing::column(name, t, nullable, key)
     }
 
     fn table(cols: Vec<Column>) -> TableSchema {

@@ -12,3 +12,20 @@ pub(crate) fn noise(seed: u64, len: usize, alphabet: &[u8]) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A Postgres column of a test table.
+pub(crate) fn column(
+    name: &str,
+    t: crate::schema::PgType,
+    nullable: bool,
+    key: bool,
+) -> crate::schema::Column {
+    crate::schema::Column {
+        name: name.into(),
+        pg_type: t,
+        nullable,
+        is_key: key,
+        added_default: None,
+        renamed_from: None,
+    }
+}
