@@ -173,8 +173,8 @@ async fn round_trip(target: Target) {
 matrix!(every_type_round_trips, round_trip);
 
 /// The same for the types a snapshot passes through (Postgres writes ClickHouse's form, see
-/// `protocol::passthrough`): the table without bytea and arrays (and, into 18.16, timestamps:
-/// Int64 microseconds), which would keep its copy on the ordinary path. Row 1 has values outside ClickHouse's range (read again the
+/// `protocol::passthrough`): the table without bytea and arrays, which would keep its copy on
+/// the ordinary path. Row 1 has values outside ClickHouse's range (read again the
 /// ordinary way, clamped and counted), row 4 the same values with those NULL: it passes
 /// through.
 async fn passthrough_round_trip(target: Target) {
@@ -186,13 +186,17 @@ async fn round_trip_of(target: Target, through: bool) {
     let cases: Vec<&Case> = CASES
         .iter()
         .filter(|cs| {
-            let ordinary = cs.is_array()
-                || cs.pg == "bytea"
-                || (matches!(target, Target::Ch18) && cs.pg.starts_with("timestamp"));
+            let ordinary = cs.is_array() || cs.pg == "bytea";
             !(through && ordinary)
         })
         .collect();
-    let marked = |cs: &Case| matches!(cs.want(target), Clamped(_) | Unrepresentable);
+    // The values a passthrough copy reads again the ordinary way: those ClickHouse cannot
+    // hold, and into 18.16 timestamps outside 1900–2040 (float8 would not carry their
+    // microseconds exactly).
+    let marked = |cs: &Case| {
+        matches!(cs.want(target), Clamped(_) | Unrepresentable)
+            || (matches!(target, Target::Ch18) && ["ts_0001", "tstz_2200"].contains(&cs.name))
+    };
     let w = World::new(target).await;
     let c = pg().await;
     let t = unique("types");

@@ -25,6 +25,9 @@ use crate::schema::{pg_ident, pg_literal, Column, PgType};
 /// ClickHouse's DateTime64 range, as Postgres literals (see `chtypes`' `DT64_MIN`/`MAX`).
 const DT64_LO: &str = "1900-01-01 00:00:00";
 const DT64_HI: &str = "2299-12-31 23:59:59.999999";
+/// Where float8 carries a timestamp's microseconds since the epoch exactly (with room).
+const MICROS_LO: &str = "1900-01-01 00:00:00";
+const MICROS_HI: &str = "2040-01-01 00:00:00";
 /// Date32's range.
 const D32_LO: &str = "1900-01-01";
 const D32_HI: &str = "2299-12-31";
@@ -114,9 +117,29 @@ fn column_sql(ident: &str, pg: &PgType, codec: &Codec) -> Option<(String, Option
         (Codec::DateTime64, P::Timestamp) => {
             (ident.to_string(), outside(DT64_LO, DT64_HI, "timestamp"))
         }
-        // Microseconds since the epoch, exactly, would take Postgres numeric arithmetic per
-        // row (`extract` returns numeric): more of the source's CPU than it saves here, so
-        // `Codec::TimestampMicros` goes the ordinary way.
+        // Microseconds since the epoch through float8 (`date_part`; `extract` would be numeric
+        // arithmetic per row, more of the source's CPU than it saves): exact while the
+        // microseconds stay below 2^51 in magnitude (the epoch's seconds are m / 10^6 rounded
+        // once, times 10^6 rounded once: under half a microsecond off), so only from 1900 to
+        // 2040; the rest is marked. (The CASE keeps infinity from the int8 cast.)
+        (Codec::TimestampMicros, P::TimestampTz | P::Timestamp) => {
+            let (ty, lo, hi) = if *pg == P::TimestampTz {
+                ("timestamptz", tz(MICROS_LO), tz(MICROS_HI))
+            } else {
+                ("timestamp", MICROS_LO.to_string(), MICROS_HI.to_string())
+            };
+            let inside = format!(
+                "{ident} >= {}::{ty} AND {ident} < {}::{ty}",
+                pg_literal(&lo),
+                pg_literal(&hi)
+            );
+            (
+                format!(
+                    "CASE WHEN {inside} THEN round(date_part('epoch', {ident}) * 1000000)::int8 END"
+                ),
+                Some(format!("NOT ({inside})")),
+            )
+        }
         _ => return None,
     })
 }
@@ -162,8 +185,9 @@ mod tests {
             "{new}"
         );
         assert!(new.contains("NOT (\"created_at\" BETWEEN '1900-01-01 00:00:00+00'::timestamptz AND '2299-12-31 23:59:59.999999+00'::timestamptz)"), "{new}");
-        // Legacy servers' Int64 microseconds: Postgres would compute them in numeric.
-        assert_eq!(list(&s, &ServerCaps::from_version("18.16.1")), None);
+        // Legacy servers' Int64 microseconds, from 1900 to 2040.
+        let old = list(&s, &ServerCaps::from_version("18.16.1")).expect("passes through");
+        assert!(old.contains("CASE WHEN \"created_at\" >= '1900-01-01 00:00:00+00'::timestamptz AND \"created_at\" < '2040-01-01 00:00:00+00'::timestamptz THEN round(date_part('epoch', \"created_at\") * 1000000)::int8 END"), "{old}");
         let s = table(vec![
             col("id", PgType::Int8, true, false),
             col("day", PgType::Date, false, true),
