@@ -1076,12 +1076,24 @@ async fn passthrough_of(
         Some(known) => known,
         None => {
             let rel = s.rel_id;
-            let cols = ctx
+            let answer = ctx
                 .edge
                 .call(|r| SinkMsg::Columns(rel, r), Duration::from_secs(600))
                 .await?;
-            ctx.shared.passthrough_set(s, cols.clone());
-            cols
+            match answer {
+                // The columns of this schema (the stream may have sent it and the sink not
+                // taken it in yet: then they are another schema's, and this chunk goes the
+                // ordinary way; the next one asks again).
+                Some((made_from, cols)) if *made_from == **s => {
+                    ctx.shared.passthrough_set(s, Some(cols.clone()));
+                    Some(cols)
+                }
+                Some(_) => None,
+                None => {
+                    ctx.shared.passthrough_set(s, None);
+                    None
+                }
+            }
         }
     };
     Ok(cols.and_then(|c| passthrough::select_list(&s.columns, &c, version).map(|l| (c, l))))

@@ -154,10 +154,13 @@ pub enum SinkMsg {
         only: Option<Vec<String>>,
         reply: RpcReplyPort<Result<u64, String>>,
     },
-    /// The ClickHouse columns of table `rel` as the sink writes them now, for a passthrough
-    /// copy of it (`None`: not to be written in blocks: a sink of other messages, a table
-    /// without a key, stopped, or not known yet).
-    Columns(u32, RpcReplyPort<Option<Arc<Vec<ChColumn>>>>),
+    /// The ClickHouse columns of table `rel` as the sink writes them now, with the schema
+    /// they were made from, for a passthrough copy of it (`None`: not to be written in blocks:
+    /// a sink of other messages, a table without a key, stopped, or not known yet).
+    Columns(
+        u32,
+        RpcReplyPort<Option<(SharedSchema, Arc<Vec<ChColumn>>)>>,
+    ),
     /// A task of the sink failed (a Kafka delivery): the sink fails with this reason.
     Fail(String),
 }

@@ -73,6 +73,8 @@ struct TableState {
     ch_name: String,
     /// Every column; `is_key` marks the sort key's (the key, or the mapping's order_by).
     cols: Vec<ChColumn>,
+    /// The schema `cols` were made from, as the source sent it.
+    schema: SharedSchema,
     /// Per-table counters (`schema.table` in the metrics).
     counters: Arc<crate::runtime::registry::TableCounters>,
     rows: Vec<u8>,
@@ -320,7 +322,7 @@ impl Actor for ClickHouseSink {
                     .tables
                     .get(&rel)
                     .filter(|t| !t.keyless && !st.stopped.contains_key(&rel))
-                    .map(|t| Arc::new(t.cols.clone()));
+                    .map(|t| (t.schema.clone(), Arc::new(t.cols.clone())));
                 let _ = reply.send(cols);
             }
             SinkMsg::Fail(reason) => return Err(SinkError::Protocol(reason).into()),
@@ -806,6 +808,7 @@ impl SinkState {
     /// Applies a table's schema; `Some(reason)` where ClickHouse cannot follow a change of it
     /// (the table is to be stopped).
     async fn apply_schema(&mut self, s: &SharedSchema) -> Result<Option<String>, SinkError> {
+        let sent = s.clone();
         let mapping = mapping_for(&self.mappings, &s.schema, &s.name).cloned();
         let mapping = mapping.as_ref();
         // A source that knows nothing of mappings (Debezium topics) leaves the sort key to
@@ -844,7 +847,8 @@ impl SinkState {
             )));
         }
         let cols = map_table(s, &self.ch.caps, self.cfg.json_as);
-        if self.tables.get(&s.rel_id).is_some_and(|t| t.cols == cols) {
+        if let Some(t) = self.tables.get_mut(&s.rel_id).filter(|t| t.cols == cols) {
+            t.schema = sent;
             return Ok(None);
         }
         // Rows taken in so far were encoded for the previous column set.
@@ -1038,6 +1042,7 @@ impl SinkState {
                 pg_name: s.qualified(),
                 ch_name: name,
                 cols,
+                schema: sent,
                 counters: self.counters.table(&s.qualified()),
                 rows: Vec::new(),
                 tombstones: Vec::new(),

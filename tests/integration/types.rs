@@ -400,15 +400,18 @@ fn same_big(what: &str, want: &[String], got: &[String]) -> Result<(), String> {
 /// A passthrough copy of a table whose every row has a value ClickHouse must clamp (dates of
 /// 1800 into 26.9's Date32): each row is marked, read again by key the ordinary way (in
 /// batches), clamped and counted once, and the table's copy goes on without passthrough. Into
-/// 18.16 the same dates are days since 1970 (no clamp): every row passes through.
+/// 18.16 the same dates are days since 1970 (no clamp): every row passes through. The key is
+/// named `timezone`, the name Postgres gives `x AT TIME ZONE …` (the copy's ORDER BY must not
+/// find two).
 async fn out_of_range_rows_take_the_ordinary_way(target: Target) {
     const ROWS: u64 = 2500;
     let w = World::new(target).await;
     let c = pg().await;
     let t = unique("marked");
     c.batch_execute(&format!(
-        "CREATE TABLE {t} (id int PRIMARY KEY, d date NOT NULL);
-         INSERT INTO {t} SELECT g, date '1800-01-01' + g FROM generate_series(1, {ROWS}) g;"
+        "CREATE TABLE {t} (timezone int PRIMARY KEY, d date NOT NULL, at timestamptz);
+         INSERT INTO {t} SELECT g, date '1800-01-01' + g, timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second'
+             FROM generate_series(1, {ROWS}) g;"
     ))
     .await
     .unwrap();
@@ -417,9 +420,17 @@ async fn out_of_range_rows_take_the_ordinary_way(target: Target) {
         Target::Ch26 => "'1900-01-01'",
         Target::Ch18 => "(d - date '1970-01-01')",
     };
-    let want = pg_rows(&c, &format!("SELECT id, {want_d} FROM {t} ORDER BY id")).await;
+    let want = pg_rows(
+        &c,
+        &format!("SELECT timezone, {want_d} FROM {t} ORDER BY timezone"),
+    )
+    .await;
     eventually(T, "every row, clamped where it must be", || async {
-        same_big("rows", &want, &w.try_ch_live(&t, "id, d", "id").await?)
+        same_big(
+            "rows",
+            &want,
+            &w.try_ch_live(&t, "timezone, d", "timezone").await?,
+        )
     })
     .await;
     let counters = run.counters();

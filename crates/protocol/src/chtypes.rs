@@ -756,7 +756,7 @@ fn write_default(out: &mut Vec<u8>, codec: &Codec) {
 }
 
 /// What a column of `codec` that cannot hold NULL gets for one: its type's zero value.
-pub fn default_text(codec: &Codec) -> &'static [u8] {
+fn default_text(codec: &Codec) -> &'static [u8] {
     match codec {
         Codec::Text | Codec::Bytea => b"",
         Codec::Array(_) => b"[]",

@@ -19,7 +19,7 @@
 //! writes for it, let a value the encoder would clamp or count through unmarked, or change
 //! the text of a key column (the copy reads its next chunk's start from it).
 
-use crate::chtypes::{default_text, ChColumn, Codec};
+use crate::chtypes::{ChColumn, Codec};
 use crate::schema::{pg_ident, pg_literal, Column, PgType};
 
 /// ClickHouse's DateTime64 range, as Postgres literals (see `chtypes`' `DT64_MIN`/`MAX`).
@@ -47,20 +47,27 @@ pub fn select_list(pg: &[Column], ch: &[ChColumn], version: u64) -> Option<Strin
         if p.is_key && value != ident {
             return None;
         }
-        let value = if p.nullable && !c.nullable {
-            let default = String::from_utf8_lossy(default_text(&c.codec)).into_owned();
-            format!("COALESCE(({value})::text, {})", pg_literal(&default))
-        } else {
+        // Output names that cannot stand for a key in ORDER BY (an expression's own name
+        // could be `timezone` or `case`, as a key column might be): each column's own.
+        exprs.push(if value == ident {
             value
-        };
-        exprs.push(value);
+        } else {
+            format!("{value} AS {ident}")
+        });
         marks.extend(mark);
+        // A NULL the ClickHouse column cannot hold: its default, written the ordinary way.
+        if p.nullable && !c.nullable {
+            marks.push(format!("{ident} IS NULL"));
+        }
     }
-    exprs.push(version.to_string());
+    exprs.push(format!("{version} AS \"_version\""));
     exprs.push(if marks.is_empty() {
-        "0".to_string()
+        "0 AS \"_is_deleted\"".to_string()
     } else {
-        format!("CASE WHEN {} THEN 1 ELSE 0 END", marks.join(" OR "))
+        format!(
+            "CASE WHEN {} THEN 1 ELSE 0 END AS \"_is_deleted\"",
+            marks.join(" OR ")
+        )
     });
     Some(exprs.join(", "))
 }
@@ -179,7 +186,7 @@ mod tests {
             col("created_at", PgType::TimestampTz, false, true),
         ]);
         let new = list(&s, &ServerCaps::from_version("26.9.1.1")).expect("passes through");
-        assert!(new.starts_with("\"id\", \"payload\", \"amount\", \"created_at\" AT TIME ZONE 'UTC', 42, CASE WHEN "), "{new}");
+        assert!(new.starts_with("\"id\", \"payload\", \"amount\", \"created_at\" AT TIME ZONE 'UTC' AS \"created_at\", 42 AS \"_version\", CASE WHEN "), "{new}");
         assert!(
             new.contains("NOT (\"amount\" > -1e10 AND \"amount\" < 1e10)"),
             "{new}"
@@ -197,7 +204,24 @@ mod tests {
             old.contains("THEN \"day\" - '1970-01-01'::date END"),
             "{old}"
         );
-        assert!(old.ends_with("THEN 1 ELSE 0 END"), "{old}");
+        assert!(
+            old.ends_with("THEN 1 ELSE 0 END AS \"_is_deleted\""),
+            "{old}"
+        );
+    }
+
+    #[test]
+    fn every_output_is_named_after_its_column() {
+        // Unnamed, `x AT TIME ZONE 'UTC'` is called `timezone` and a CASE `case`: a key
+        // column of that name would be ambiguous in the copy's ORDER BY.
+        let s = table(vec![
+            col("timezone", PgType::Text, true, false),
+            col("case", PgType::Int4, true, false),
+            col("at", PgType::TimestampTz, false, true),
+            col("ok", PgType::Bool, false, true),
+        ]);
+        let l = list(&s, &ServerCaps::from_version("26.9.1.1")).unwrap();
+        assert!(l.starts_with("\"timezone\", \"case\", \"at\" AT TIME ZONE 'UTC' AS \"at\", CASE \"ok\" WHEN true THEN 'true' WHEN false THEN 'false' END AS \"ok\", 42 AS \"_version\", CASE WHEN "), "{l}");
     }
 
     #[test]
@@ -210,7 +234,7 @@ mod tests {
         let l = list(&s, &ServerCaps::from_version("26.9.1.1")).unwrap();
         assert_eq!(
             l,
-            "\"id\", \"name\", CASE \"ok\" WHEN true THEN 'true' WHEN false THEN 'false' END, 42, 0"
+            "\"id\", \"name\", CASE \"ok\" WHEN true THEN 'true' WHEN false THEN 'false' END AS \"ok\", 42 AS \"_version\", 0 AS \"_is_deleted\""
         );
         let l = list(&s, &ServerCaps::from_version("18.16.1")).unwrap();
         assert!(l.contains("WHEN true THEN '1' WHEN false THEN '0'"), "{l}");
@@ -234,7 +258,7 @@ mod tests {
     }
 
     #[test]
-    fn a_null_in_a_column_that_cannot_hold_one_gets_the_default() {
+    fn a_null_in_a_column_that_cannot_hold_one_is_marked() {
         let s = table(vec![col("id", PgType::Int8, true, false)]);
         let mut ch = map_table(
             &s,
@@ -252,7 +276,8 @@ mod tests {
         d.is_key = false;
         ch.push(d);
         let l = select_list(&pg, &ch, 7).unwrap();
-        assert!(l.contains("COALESCE((\"d\")::text, '1970-01-01')"), "{l}");
+        // Marked: the ordinary way writes the default.
+        assert!(l.contains(" OR \"d\" IS NULL THEN 1 ELSE 0 END"), "{l}");
     }
 
     #[test]
@@ -260,7 +285,7 @@ mod tests {
         let s = table(vec![col("we\"ird", PgType::Int8, true, false)]);
         assert_eq!(
             list(&s, &ServerCaps::from_version("26.9.1.1")).unwrap(),
-            "\"we\"\"ird\", 42, 0"
+            "\"we\"\"ird\", 42 AS \"_version\", 0 AS \"_is_deleted\""
         );
     }
 }
