@@ -1086,6 +1086,14 @@ async fn passthrough_of(
                 // ordinary way; the next one asks again).
                 Some((made_from, cols)) if *made_from == **s => {
                     ctx.shared.passthrough_set(s, Some(cols.clone()));
+                    match passthrough::ordinary_because(&s.columns, &cols) {
+                        None => tracing::info!(pipeline = %ctx.pipeline, table = %s.qualified(),
+                            "the table's copy passes through: Postgres writes ClickHouse's rows"),
+                        Some(why) => {
+                            tracing::info!(pipeline = %ctx.pipeline, table = %s.qualified(), reason = %why,
+                            "the table is copied the ordinary way")
+                        }
+                    }
                     Some(cols)
                 }
                 Some(_) => None,

@@ -54,7 +54,7 @@ pub enum SourceError {
     SlotUnusable { slot: String, message: String },
     #[error("the server ended the replication stream")]
     StreamEnded,
-    #[error("copying a table added while running: {0}")]
+    #[error("copying a table: {0}")]
     Backfill(#[from] BackfillError),
 }
 

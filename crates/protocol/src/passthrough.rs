@@ -72,6 +72,28 @@ pub fn select_list(pg: &[Column], ch: &[ChColumn], version: u64) -> Option<Strin
     Some(exprs.join(", "))
 }
 
+/// Why a table with these columns is copied the ordinary way, for the log: the first column
+/// that keeps it there; `None` when its copy passes through.
+pub fn ordinary_because(pg: &[Column], ch: &[ChColumn]) -> Option<String> {
+    if pg.len() != ch.len() {
+        return Some("the sink's columns are not the table's".into());
+    }
+    pg.iter().zip(ch).find_map(|(p, c)| {
+        let ident = pg_ident(&p.name);
+        match column_sql(&ident, &p.pg_type, &c.codec) {
+            None => Some(format!(
+                "column `{}` ({}) is written by tributary's encoder",
+                p.name, c.ch_type
+            )),
+            Some((value, _)) if p.is_key && value != ident => Some(format!(
+                "key column `{}` ({}) would change its text",
+                p.name, c.ch_type
+            )),
+            Some(_) => None,
+        }
+    })
+}
+
 /// One column's value in ClickHouse's text form and, when some values must take the
 /// ordinary path, the condition that marks them (NULL counts as false).
 fn column_sql(ident: &str, pg: &PgType, codec: &Codec) -> Option<(String, Option<String>)> {
@@ -154,7 +176,7 @@ fn column_sql(ident: &str, pg: &PgType, codec: &Codec) -> Option<(String, Option
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chtypes::{map_table, ServerCaps};
+    use crate::chtypes::{map_table, JsonAs, ServerCaps};
     use crate::schema::{Identity, TableSchema};
 
     fn col(name: &str, t: PgType, key: bool, nullable: bool) -> Column {
@@ -173,7 +195,7 @@ mod tests {
     }
 
     fn list(s: &TableSchema, caps: &ServerCaps) -> Option<String> {
-        let ch = map_table(s, caps, crate::chtypes::JsonAs::String);
+        let ch = map_table(s, caps, JsonAs::String);
         select_list(&s.columns, &ch, 42)
     }
 
@@ -252,6 +274,23 @@ mod tests {
         // A timestamp key's text changes on the way: the copy could not read its next start.
         let s = table(vec![col("at", PgType::TimestampTz, true, false)]);
         assert_eq!(list(&s, &ServerCaps::from_version("26.9.1.1")), None);
+        let ch = map_table(&s, &ServerCaps::from_version("26.9.1.1"), JsonAs::String);
+        assert_eq!(
+            ordinary_because(&s.columns, &ch).as_deref(),
+            Some("key column `at` (DateTime64(6, 'UTC')) would change its text")
+        );
+        let s = table(vec![
+            col("id", PgType::Int8, true, false),
+            col("b", PgType::Bytea, false, true),
+        ]);
+        let ch = map_table(&s, &ServerCaps::from_version("26.9.1.1"), JsonAs::String);
+        assert_eq!(
+            ordinary_because(&s.columns, &ch).as_deref(),
+            Some("column `b` (Nullable(String)) is written by tributary's encoder")
+        );
+        let s = table(vec![col("id", PgType::Int8, true, false)]);
+        let ch = map_table(&s, &ServerCaps::from_version("26.9.1.1"), JsonAs::String);
+        assert_eq!(ordinary_because(&s.columns, &ch), None);
         // Column counts that disagree: nothing.
         let s = table(vec![col("id", PgType::Int8, true, false)]);
         assert_eq!(select_list(&s.columns, &[], 1), None);
