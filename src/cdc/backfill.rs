@@ -1124,25 +1124,18 @@ async fn copy_through(
     conds: &[String],
 ) -> Result<Through, BackfillError> {
     use futures_util::StreamExt;
-    let rel = read.s.rel_id;
     let pg = |e: tokio_postgres::Error| BackfillError::Pg(PgError::client(ctx.params.addr(), e));
     let sql = read.sql(list, conds, ctx.chunk_rows);
     let stream = client.copy_out(sql.as_str()).await.map_err(pg)?;
     futures_util::pin_mut!(stream);
-    let shown = read.j.display();
     let mut block = bytes::BytesMut::new();
     let (mut in_block, mut n) = (0usize, 0usize);
     let mut marked = Vec::new();
     let mut last_line = bytes::Bytes::new();
     let mut last_key: Option<Vec<String>> = None;
     let mut partial = bytes::BytesMut::new();
-    let mut ended = false;
-    loop {
-        let next = stream.next().await;
-        match next {
-            Some(buf) => partial.extend_from_slice(&buf.map_err(pg)?),
-            None => ended = true,
-        }
+    while let Some(buf) = stream.next().await {
+        partial.extend_from_slice(&buf.map_err(pg)?);
         while let Some(pos) = memchr::memchr(b'\n', &partial) {
             let line = partial.split_to(pos + 1).freeze();
             n += 1;
@@ -1158,14 +1151,7 @@ async fn copy_through(
                 continue;
             }
             last_key = Some(read.key_of_line(ctx, &last_line.slice(..last_line.len() - 1))?);
-            let item = ChangeItem::Block {
-                rel_id: rel,
-                columns: cols.clone(),
-                rows: in_block,
-                version: read.version,
-                tsv: block.split().freeze(),
-            };
-            let outcome = send(ctx, rel, Some((read.generation, read.s)), vec![item]).await?;
+            let outcome = send_block(ctx, read, &cols, in_block, block.split().freeze()).await?;
             if outcome != Sent::Yes {
                 let done = Chunk {
                     rows: n,
@@ -1174,13 +1160,7 @@ async fn copy_through(
                 };
                 return Ok(Through { done, marked });
             }
-            PipelineCounters::add(&ctx.counters.snapshot_rows, in_block as u64);
-            PipelineCounters::add(&ctx.counters.snapshot_rows_passthrough, in_block as u64);
-            progress(ctx, &shown, &|p| p.rows += in_block as u64);
             in_block = 0;
-        }
-        if ended {
-            break;
         }
     }
     if !partial.is_empty() {
@@ -1191,19 +1171,7 @@ async fn copy_through(
     }
     let mut outcome = Sent::Yes;
     if in_block > 0 {
-        let item = ChangeItem::Block {
-            rel_id: rel,
-            columns: cols,
-            rows: in_block,
-            version: read.version,
-            tsv: block.freeze(),
-        };
-        outcome = send(ctx, rel, Some((read.generation, read.s)), vec![item]).await?;
-        if outcome == Sent::Yes {
-            PipelineCounters::add(&ctx.counters.snapshot_rows, in_block as u64);
-            PipelineCounters::add(&ctx.counters.snapshot_rows_passthrough, in_block as u64);
-            progress(ctx, &shown, &|p| p.rows += in_block as u64);
-        }
+        outcome = send_block(ctx, read, &cols, in_block, block.freeze()).await?;
     }
     let done = Chunk {
         rows: n,
@@ -1211,6 +1179,31 @@ async fn copy_through(
         outcome,
     };
     Ok(Through { done, marked })
+}
+
+/// Sends `rows` rows in ClickHouse's form as one block, and counts them once sent.
+async fn send_block(
+    ctx: &Ctx<'_>,
+    read: &Read<'_>,
+    cols: &Arc<Vec<ChColumn>>,
+    rows: usize,
+    tsv: bytes::Bytes,
+) -> Result<Sent, BackfillError> {
+    let rel = read.s.rel_id;
+    let item = ChangeItem::Block {
+        rel_id: rel,
+        columns: cols.clone(),
+        rows,
+        version: read.version,
+        tsv,
+    };
+    let outcome = send(ctx, rel, Some((read.generation, read.s)), vec![item]).await?;
+    if outcome == Sent::Yes {
+        PipelineCounters::add(&ctx.counters.snapshot_rows, rows as u64);
+        PipelineCounters::add(&ctx.counters.snapshot_rows_passthrough, rows as u64);
+        progress(ctx, &read.j.display(), &|p| p.rows += rows as u64);
+    }
+    Ok(outcome)
 }
 
 /// Reads a chunk of the job's rows under `conds` (up to a chunk's worth, in key order) and
