@@ -3,7 +3,12 @@
 //! its walsender, one core decoding WAL: each phase reports its busy fraction (#21);
 //! pg_recvlogical on the same kind of slot is a reference line (another client), not a limit.
 //!
-//! `cargo bench --bench cdc -- [--rows N] [--target ch18|ch26] [--txn-rows 1000] [--offered R] [--no-drain] [--kafka] [--tls] [--keep]`
+//! `cargo bench --bench cdc -- [--rows N] [--target ch18|ch26] [--txn-rows 1000] [--offered R] [--no-drain] [--kafka] [--tls] [--cores split|shared] [--keep]`
+//!
+//! (`--cores split`, the default: the Postgres server runs on a CPU of its own and the bench,
+//! tributary, ClickHouse and the broker on the others, as the source's server is a machine of
+//! its own in production; the walsender then waits only on its client, never on a core one of
+//! them holds. `--cores shared`: every process on every CPU. See `tributary_testkit::cores`.)
 //!
 //! (`--offered R`: the live phase's load at R rows/s instead of as fast as it goes, for the
 //! latency at a steady load.)
@@ -57,6 +62,7 @@ use tokio_postgres::Client;
 use tributary::clients::clickhouse::ChClient;
 use tributary::config::Config;
 
+use tributary_testkit::cores;
 use tributary_testkit::flags::Flags;
 use tributary_testkit::procfs::{proc_age_secs, proc_cpu_secs, proc_schedstat, proc_status_kib};
 use tributary_testkit::services::{services, Lookup};
@@ -119,6 +125,9 @@ struct Args {
     latency_ms: u64,
     concurrency: u64,
     llm_url: Option<String>,
+    /// `split` (the default): the Postgres server on a CPU of its own, everything else on
+    /// the others (see `tributary_testkit::cores`); `shared`: all on every CPU.
+    cores: String,
 }
 
 fn parse_args() -> Res<Args> {
@@ -144,6 +153,7 @@ fn parse_args() -> Res<Args> {
         latency_ms: 100,
         concurrency: 4,
         llm_url: None,
+        cores: "split".into(),
     };
     let mut flags = Flags::new();
     while let Some(key) = flags.next_flag() {
@@ -168,6 +178,7 @@ fn parse_args() -> Res<Args> {
                 a.tls_side = flags.value("--tls-side")?;
             }
             "--no-drain" => a.no_drain = true,
+            "--cores" => a.cores = flags.value("--cores")?,
             "--snapshot" => a.snapshot = true,
             "--verify" => a.verify = true,
             "--tables" => a.tables = flags.number("--tables")?,
@@ -187,7 +198,7 @@ fn parse_args() -> Res<Args> {
                 a.no_drain = true;
             }
             "-h" | "--help" => {
-                println!("cargo bench --bench cdc -- [--rows N (1000000)] [--target ch18|ch26] [--txn-rows 1000] [--offered ROWS_PER_S] [--no-drain] [--kafka] [--tls] [--tls-side both|pg|ch] [--keep]");
+                println!("cargo bench --bench cdc -- [--rows N (1000000)] [--target ch18|ch26] [--txn-rows 1000] [--offered ROWS_PER_S] [--no-drain] [--kafka] [--tls] [--tls-side both|pg|ch] [--cores split|shared] [--keep]");
                 println!("cargo bench --bench cdc -- --snapshot [--tables 4] [--rows N (1000000 per table)] [--target ch18|ch26] [--workers N] [--chunk-rows N] [--keep]");
                 println!("cargo bench --bench cdc -- --members 1,2,3 [--rows N (1000000)] [--partitions 6] [--target ch18|ch26]");
                 println!("cargo bench --bench cdc -- --verify [--rows N (1000000)] [--target ch18|ch26] [--keep]");
@@ -210,6 +221,12 @@ fn parse_args() -> Res<Args> {
         return Err(format!(
             "--tls-side must be both, pg or ch, not {:?}",
             a.tls_side
+        ));
+    }
+    if a.cores != "split" && a.cores != "shared" {
+        return Err(format!(
+            "--cores must be split or shared, not {:?}",
+            a.cores
         ));
     }
     if a.rows == 0 || a.txn_rows == 0 {
@@ -1366,6 +1383,35 @@ async fn bench(
     pg: &Pg,
     vars: &HashMap<String, String>,
 ) -> Res<bool> {
+    // The layout first: a walsender that is not busy then waits on its client, not on a core
+    // another process of the run holds (as the source's server would be a machine of its own).
+    let split = if args.cores == "split" {
+        let pid = |k: &str| vars.get(k).and_then(|p| p.parse::<u32>().ok());
+        let postmaster = pid("TRIBUTARY_TEST_PG_PID")
+            .ok_or("TRIBUTARY_TEST_PG_PID is not set: scripts/services.sh start")?;
+        let mut clients = vec![std::process::id()];
+        clients.extend(
+            [
+                "TRIBUTARY_TEST_CH18_PID",
+                "TRIBUTARY_TEST_CH26_PID",
+                "TRIBUTARY_TEST_KAFKA_PID",
+            ]
+            .into_iter()
+            .filter_map(pid),
+        );
+        let s = cores::Split::apply(postmaster, &clients)?;
+        if s.is_none() {
+            eprintln!("bench: one CPU: nothing to split, every process shares it");
+        }
+        s
+    } else {
+        None
+    };
+    let layout = split.as_ref().map_or_else(
+        || "shared: every process on every CPU".to_string(),
+        cores::Split::text,
+    );
+    eprintln!("bench: {layout}");
     let src = source_limit(pg, args, clean, None).await?;
     eprintln!(
         "bench: pg_recvlogical: {:.0} rows/s ({:.2}s)",
@@ -1430,6 +1476,7 @@ async fn bench(
         "  rows                       {} in transactions of {}",
         args.rows, args.txn_rows
     );
+    println!("  CPUs                       {layout}");
     println!("  pg_recvlogical (reference) {:>8.0} rows/s  another client: it drained {:.0} MB of WAL in {:.2}s (the load before it ran at {:.0} rows/s)", src.rows_per_s, src.wal_bytes as f64 / 1e6, src.secs, src.load_rows_per_s);
     println!(
         "  CPU, pg_recvlogical phase  walsender {:.2} (CPU s in {:.2}s wall)",
@@ -1561,6 +1608,7 @@ async fn bench(
         "bench": "cdc",
         "rows": args.rows,
         "txn_rows": args.txn_rows,
+        "cores": if split.is_some() { "split" } else { "shared" },
         "target": args.target,
         "clickhouse_version": ch_version,
         "source_rows_per_s": src.rows_per_s.round(),
