@@ -825,6 +825,27 @@ impl Tributary {
     }
 }
 
+/// A run dropped midway (an error, Ctrl-C) leaves no tributary behind: SIGTERM, then SIGKILL
+/// after 10 s.
+impl Drop for Tributary {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        signal(child.id(), "CONT");
+        signal(child.id(), "TERM");
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 /// Unique Kafka names of a run through Kafka.
 struct ViaKafka {
     brokers: String,
@@ -1874,16 +1895,23 @@ async fn main() -> ExitCode {
     };
     let pg = Pg::from(&vars);
     let mut clean = Cleanup::default();
-    let result = if args.verify {
-        verify::run(&args, &mut clean, &pg, &vars).await
-    } else if args.snapshot {
-        snapshot::run(&args, &mut clean, &pg, &vars).await
-    } else if !args.members.is_empty() && args.llm_stage {
-        members_llm::run(&args, &vars).await
-    } else if !args.members.is_empty() {
-        members::run(&args, &mut clean, &pg, &vars).await
-    } else {
-        bench(&args, &mut clean, &pg, &vars).await
+    let work = async {
+        if args.verify {
+            verify::run(&args, &mut clean, &pg, &vars).await
+        } else if args.snapshot {
+            snapshot::run(&args, &mut clean, &pg, &vars).await
+        } else if !args.members.is_empty() && args.llm_stage {
+            members_llm::run(&args, &vars).await
+        } else if !args.members.is_empty() {
+            members::run(&args, &mut clean, &pg, &vars).await
+        } else {
+            bench(&args, &mut clean, &pg, &vars).await
+        }
+    };
+    // Ctrl-C drops the run (its CPU layout is put back, its tributary stopped) and cleans up.
+    let result = tokio::select! {
+        r = work => r,
+        _ = tokio::signal::ctrl_c() => Err("interrupted".to_string()),
     };
     if args.keep {
         eprintln!(

@@ -5,8 +5,9 @@
 //! that is not busy is waiting on its client, not on a core that its client holds.
 //!
 //! Must never: leave a server pinned after the bench (every affinity it changes is put back
-//! when the [`Split`] is dropped, also after an error), or pin anything when the machine has
-//! fewer than two CPUs to split.
+//! when the [`Split`] is dropped: after an error too, and the CDC bench drops its run on
+//! Ctrl-C; only a SIGKILLed bench leaves the servers pinned until they are restarted), or pin
+//! anything when the machine has fewer than two CPUs to split.
 
 use crate::Res;
 
