@@ -1024,6 +1024,30 @@ all_ok() {
 }
 
 # cmd_start [SERVER...]: the named servers, or all of them; those that answer are kept.
+# cpus_of PID: the CPUs a process may run on (`Cpus_allowed_list`), empty when it is gone.
+cpus_of() { awk '/^Cpus_allowed_list:/{print $2}' "/proc/$1/status" 2>/dev/null; }
+
+# unpin_servers: every server in the env file (and its children: Postgres's backends) back on
+# every CPU this script may use. The CDC bench's `--cores split` puts them on CPUs of their
+# own for its run and back at its end; only a bench killed with SIGKILL leaves them there,
+# which would make every later test run on one core without a word.
+unpin_servers() {
+  command -v taskset >/dev/null || return 0
+  local cpus pid p moved
+  cpus=$(cpus_of $$)
+  [[ -n "$cpus" && -s "$ENV_FILE" ]] || return 0
+  for pid in $(sed -n 's/^TRIBUTARY_TEST_[A-Z0-9_]*_PID[0-9]*=\([0-9][0-9]*\)$/\1/p' "$ENV_FILE"); do
+    moved=""
+    for p in "$pid" $(pgrep -P "$pid"); do
+      local was
+      was=$(cpus_of "$p")
+      [[ -z "$was" || "$was" == "$cpus" ]] && continue
+      taskset -a -p -c "$cpus" "$p" >/dev/null 2>&1 && moved+="$p (CPUs $was) "
+    done
+    [[ -z "$moved" ]] || log "put back on CPUs $cpus (left on others by an interrupted bench): $moved"
+  done
+}
+
 cmd_start() {
   local all=1 s what="all servers"
   if (($#)); then
@@ -1051,6 +1075,7 @@ cmd_start() {
   if wants postgres || wants clickhouse18; then tls_make; fi
   if [[ -s "$ENV_FILE" ]] && all_ok; then
     write_env
+    unpin_servers
     if ((all)); then log "all servers already answer ($ENV_FILE)"; else log "$what already answer ($ENV_FILE)"; fi
     return 0
   fi
@@ -1095,6 +1120,7 @@ cmd_start() {
     if ((kafka)); then log "kafka: already answers"; else kafka_start; fi
   fi
   write_env
+  unpin_servers
   log "$what up in $((SECONDS - t0)) s; environment in $ENV_FILE"
 }
 

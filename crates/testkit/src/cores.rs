@@ -6,7 +6,7 @@
 //!
 //! Must never: leave a server pinned after the bench (every affinity it changes is put back
 //! when the [`Split`] is dropped: after an error too, and the CDC bench drops its run on
-//! Ctrl-C; only a SIGKILLed bench leaves the servers pinned until they are restarted), or pin
+//! Ctrl-C; after a SIGKILL, the next `scripts/services.sh start` puts them back), or pin
 //! anything when the machine has fewer than two CPUs to split.
 
 use crate::Res;
