@@ -1023,7 +1023,6 @@ all_ok() {
   return 0
 }
 
-# cmd_start [SERVER...]: the named servers, or all of them; those that answer are kept.
 # cpus_of PID: the CPUs a process may run on (`Cpus_allowed_list`), empty when it is gone.
 cpus_of() { awk '/^Cpus_allowed_list:/{print $2}' "/proc/$1/status" 2>/dev/null; }
 
@@ -1048,6 +1047,7 @@ unpin_servers() {
   done
 }
 
+# cmd_start [SERVER...]: the named servers, or all of them; those that answer are kept.
 cmd_start() {
   local all=1 s what="all servers"
   if (($#)); then
