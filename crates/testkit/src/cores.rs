@@ -9,6 +9,7 @@
 //! Ctrl-C; after a SIGKILL, the next `scripts/services.sh start` puts them back), or pin
 //! anything when the machine has fewer than two CPUs to split.
 
+use crate::procfs::{proc_parent, proc_status_value};
 use crate::Res;
 
 /// `0-2,5` → `[0, 1, 2, 5]` (the form of `Cpus_allowed_list` and `taskset -c`).
@@ -49,11 +50,7 @@ pub fn split_cpus(allowed: &[u32]) -> Option<(Vec<u32>, Vec<u32>)> {
 
 /// The CPUs a process may run on (`pid` may be `self`).
 pub fn allowed_cpus(pid: &str) -> Option<Vec<u32>> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    parse_cpu_list(
-        s.lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?,
-    )
+    parse_cpu_list(&proc_status_value(pid, "Cpus_allowed_list:")?)
 }
 
 /// The processes whose parent is `pid`.
@@ -62,15 +59,7 @@ pub fn children_of(pid: u32) -> Vec<u32> {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|child| {
-            std::fs::read_to_string(format!("/proc/{child}/stat"))
-                .ok()
-                .and_then(|s| {
-                    let rest = s.get(s.rfind(')')? + 2..)?;
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
-                == Some(pid)
-        })
+        .filter(|child| proc_parent(&child.to_string()) == Some(pid))
         .collect()
 }
 
@@ -192,10 +181,7 @@ mod tests {
     fn this_process_has_cpus_and_a_parent_that_lists_it_as_a_child() {
         let own = allowed_cpus("self").expect("Cpus_allowed_list");
         assert!(!own.is_empty());
-        let me = std::process::id();
-        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let parent: u32 = rest.split_whitespace().nth(1).unwrap().parse().unwrap();
-        assert!(children_of(parent).contains(&me));
+        let parent = proc_parent("self").expect("a parent");
+        assert!(children_of(parent).contains(&std::process::id()));
     }
 }

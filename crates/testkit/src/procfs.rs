@@ -2,15 +2,36 @@
 //!
 //! Must never: fail a caller for a process that is gone (it reads `None`).
 
+/// A `/proc/<pid>/status` value as written (`pid` may be `self`), e.g. `Cpus_allowed_list:`.
+pub fn proc_status_value(pid: &str, key: &str) -> Option<String> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    Some(
+        s.lines()
+            .find_map(|l| l.strip_prefix(key))?
+            .trim()
+            .to_string(),
+    )
+}
+
 /// A `/proc/<pid>/status` value in KiB (`pid` may be `self`), e.g. `VmHWM:`.
 pub fn proc_status_kib(pid: &str, key: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with(key))?
+    proc_status_value(pid, key)?
         .split_whitespace()
-        .nth(1)?
+        .next()?
         .parse()
         .ok()
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name: 0 is the state, 1 the parent.
+fn stat_fields(pid: &str) -> Option<Vec<String>> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = s.get(s.rfind(')')? + 2..)?;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// The parent of a process (`pid` may be `self`).
+pub fn proc_parent(pid: &str) -> Option<u32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
 }
 
 /// Resident set size of a process in KiB.
@@ -20,9 +41,7 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 
 /// utime + stime of a process in seconds (`pid` may be `self`).
 pub fn proc_cpu_secs(pid: &str) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
+    let f = stat_fields(pid)?;
     let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
     Some(ticks / 100.0) // USER_HZ is 100 on Linux
 }
@@ -30,9 +49,7 @@ pub fn proc_cpu_secs(pid: &str) -> Option<f64> {
 /// How long ago a process started, in seconds (from `/proc/<pid>/stat`'s start time and
 /// `/proc/uptime`; 10 ms resolution).
 pub fn proc_age_secs(pid: &str) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &s[s.rfind(')')? + 2..];
-    let started: f64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let started: f64 = stat_fields(pid)?.get(19)?.parse().ok()?;
     let uptime: f64 = std::fs::read_to_string("/proc/uptime")
         .ok()?
         .split_whitespace()
