@@ -110,6 +110,10 @@ const PARTITION_POLL: Duration = Duration::from_secs(1);
 /// it adds to commit → visible (the sink's `max_age` is 200 ms by default).
 const LINGER: Duration = Duration::from_millis(5);
 
+/// What a lingering chunk's read waits for in the socket before it wakes (see `wake_at`):
+/// a few hundred rows of a typical table, a fraction of the smallest receive buffer.
+const LINGER_BYTES: usize = 64 * 1024;
+
 /// A commit sent by the server this long after it committed (both in the server's clock) means
 /// the stream is working through a backlog (a restart, an outage, a burst).
 const BACKLOG_LAG: Duration = Duration::from_secs(1);
@@ -663,9 +667,16 @@ impl Stream {
             loop {
                 frames.clear();
                 let read = match lingering {
-                    None => reader.next_batch(&mut frames).await?,
+                    None => {
+                        reader.wake_at(1);
+                        reader.next_batch(&mut frames).await?
+                    }
                     Some(since) => {
-                        // A read that times out has taken nothing from the socket.
+                        // Waiting anyway: woken once a good read's worth is there, not
+                        // for every message. A read that times out has taken nothing
+                        // from the socket; what it left is read right after the chunk
+                        // is sent (the threshold goes back to 1, which wakes it).
+                        reader.wake_at(LINGER_BYTES);
                         match tokio::time::timeout_at(
                             since + LINGER,
                             reader.next_batch(&mut frames),

@@ -8,7 +8,8 @@
 //! Reads are buffered in large chunks and a whole buffer of CopyData frames is handed over
 //! at once ([`ReplicationReader::next_batch`]), so the stream costs no channel hand-off per
 //! pgoutput message. The write half is shared so that status updates go out while the
-//! reader is held back by backpressure.
+//! reader is held back by backpressure. A caller that will wait for more anyway can let
+//! the socket gather bytes before the read wakes ([`ReplicationReader::wake_at`]).
 //!
 //! Must never: log or return the password, send it in cleartext or MD5 form without TLS
 //! unless `allow_insecure_password` says so, accept a login without channel binding when
@@ -303,18 +304,9 @@ impl ReplicationConn {
                 _ => return Err(self.proto("unexpected reply to START_REPLICATION".into())),
             }
         }
-        let (rd, wr) = tokio::io::split(self.stream);
-        Ok((
-            ReplicationReader {
-                addr: self.addr.clone(),
-                rd,
-                buf: self.buf,
-            },
-            ReplicationWriter {
-                addr: self.addr,
-                wr: Arc::new(Mutex::new(wr)),
-            },
-        ))
+        // A second handle on the socket, to set its wake-up threshold; without one (the
+        // descriptor could not be duplicated) the reader wakes on every byte, as before.
+        Ok(split(self.addr, self.stream, self.buf))
     }
 
     async fn write(&mut self, b: &[u8]) -> Result<(), PgError> {
@@ -357,6 +349,31 @@ impl ReplicationConn {
     }
 }
 
+/// The two halves of a connection in its CopyBoth stream; `buf` holds what was read of it.
+fn split(
+    addr: String,
+    stream: PgStream,
+    buf: BytesMut,
+) -> (ReplicationReader, ReplicationWriter) {
+    // A second handle on the socket, to set its wake-up threshold; without one (the
+    // descriptor could not be duplicated) the reader wakes on every byte, as before.
+    let socket = socket2::SockRef::from(stream.tcp()).try_clone().ok();
+    let (rd, wr) = tokio::io::split(stream);
+    (
+        ReplicationReader {
+            addr: addr.clone(),
+            rd,
+            buf,
+            socket,
+            wake_at: 1,
+        },
+        ReplicationWriter {
+            addr,
+            wr: Arc::new(Mutex::new(wr)),
+        },
+    )
+}
+
 /// Reads what the socket has into `buf`; the end of the stream is an error.
 async fn read_more<R: tokio::io::AsyncRead + Unpin>(
     r: &mut R,
@@ -382,9 +399,37 @@ pub struct ReplicationReader {
     addr: String,
     rd: ReadHalf<PgStream>,
     buf: BytesMut,
+    socket: Option<socket2::Socket>,
+    /// The socket's SO_RCVLOWAT: how many bytes must wait before a read wakes.
+    wake_at: usize,
 }
 
 impl ReplicationReader {
+    /// Lets the next reads wake only once `bytes` wait in the socket (SO_RCVLOWAT), or 1:
+    /// on every byte. While the stream keeps up, the walsender sends a message per change
+    /// as it decodes it, and a reader woken on every byte takes a few rows per wake-up (a
+    /// system call, an ACK and a context switch each); a caller that will wait anyway lets
+    /// them gather. Lowering the threshold wakes a waiting read at once if bytes wait (the
+    /// kernel checks when it is set). The kernel also wakes the read before the threshold
+    /// if the receive window or memory runs short, so a high threshold never stalls the
+    /// sender; a read woken for another reason still returns what is there. If the socket
+    /// refuses the option, reads keep waking on every byte.
+    pub fn wake_at(&mut self, bytes: usize) {
+        let bytes = bytes.max(1);
+        if bytes == self.wake_at {
+            return;
+        }
+        let Some(socket) = &self.socket else { return };
+        match set_rcvlowat(socket, bytes) {
+            Ok(()) => self.wake_at = bytes,
+            Err(e) => {
+                tracing::warn!(addr = %self.addr, error = %e, "SO_RCVLOWAT refused: the replication stream is read as it arrives");
+                self.socket = None;
+            }
+        }
+    }
+
+
     /// Waits until at least one frame is complete, then moves every complete CopyData
     /// payload of the buffer into `out`. Returns false when the server ended the stream.
     pub async fn next_batch(&mut self, out: &mut Vec<Bytes>) -> Result<bool, PgError> {
@@ -435,6 +480,27 @@ impl ReplicationReader {
             )
             .await?;
         }
+    }
+}
+
+/// Sets SO_RCVLOWAT: the bytes that must be queued before the socket reads as ready.
+fn set_rcvlowat(socket: &socket2::Socket, bytes: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the descriptor is open for as long as `socket` lives, and the option's value
+    // is a c_int passed with its own size, as setsockopt(2) asks for SO_RCVLOWAT.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
     }
 }
 
@@ -499,4 +565,83 @@ fn error_text(mut fields: postgres_protocol::message::backend::ErrorFields<'_>) 
         }
     }
     format!("{severity} {code}: {message}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A CopyData frame of `len` payload bytes.
+    fn copy_data(len: usize) -> Vec<u8> {
+        let mut f = vec![b'd'];
+        f.extend_from_slice(&((len + 4) as u32).to_be_bytes());
+        f.resize(5 + len, b'x');
+        f
+    }
+
+    async fn pair() -> (ReplicationReader, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (reader, _writer) = split(
+            addr.to_string(),
+            PgStream::Plain(client.unwrap()),
+            BytesMut::new(),
+        );
+        (reader, server.unwrap().0)
+    }
+
+    async fn read(reader: &mut ReplicationReader, within: Duration) -> Option<Vec<Bytes>> {
+        let mut out = Vec::new();
+        match tokio::time::timeout(within, reader.next_batch(&mut out)).await {
+            Ok(r) => {
+                assert!(r.unwrap(), "the stream ended");
+                Some(out)
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// On a real loopback socket: a raised threshold keeps a read asleep while fewer bytes
+    /// wait, lowering it wakes the read at once, and enough bytes wake it too. Without the
+    /// threshold the first read returns at once, and a threshold lowered without the
+    /// kernel's wake-up would leave the second read asleep.
+    #[tokio::test]
+    async fn a_raised_threshold_lets_bytes_gather_and_lowering_it_wakes_the_read() {
+        let (mut reader, mut server) = pair().await;
+        server.write_all(&copy_data(100)).await.unwrap();
+        reader.wake_at(64 * 1024);
+        assert_eq!(reader.wake_at, 64 * 1024, "SO_RCVLOWAT was refused");
+        assert!(
+            read(&mut reader, Duration::from_millis(300)).await.is_none(),
+            "a read woke for 105 bytes with the threshold at 64 KiB"
+        );
+        // The timed-out read took nothing: lowering the threshold wakes the next one.
+        reader.wake_at(1);
+        let got = read(&mut reader, Duration::from_secs(5))
+            .await
+            .expect("lowering the threshold did not wake the read");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].len(), 100);
+
+        // Enough bytes wake a read under a raised threshold; frames come whole.
+        reader.wake_at(16 * 1024);
+        let mut burst = Vec::new();
+        for _ in 0..200 {
+            burst.extend_from_slice(&copy_data(95));
+        }
+        server.write_all(&burst).await.unwrap();
+        let mut frames = 0;
+        while frames < 200 {
+            let got = read(&mut reader, Duration::from_secs(5))
+                .await
+                .expect("20,000 bytes did not wake a read waiting for 16 KiB");
+            assert!(got.iter().all(|f| f.len() == 95));
+            frames += got.len();
+            reader.wake_at(1);
+        }
+        assert_eq!(frames, 200);
+    }
 }

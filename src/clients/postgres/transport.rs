@@ -31,6 +31,16 @@ pub enum PgStream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+impl PgStream {
+    /// The TCP connection under the stream (under TLS too).
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            PgStream::Plain(s) => s,
+            PgStream::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
 impl AsyncRead for PgStream {
     fn poll_read(
         self: Pin<&mut Self>,
