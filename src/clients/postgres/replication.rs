@@ -350,11 +350,7 @@ impl ReplicationConn {
 }
 
 /// The two halves of a connection in its CopyBoth stream; `buf` holds what was read of it.
-fn split(
-    addr: String,
-    stream: PgStream,
-    buf: BytesMut,
-) -> (ReplicationReader, ReplicationWriter) {
+fn split(addr: String, stream: PgStream, buf: BytesMut) -> (ReplicationReader, ReplicationWriter) {
     // A second handle on the socket, to set its wake-up threshold; without one (the
     // descriptor could not be duplicated) the reader wakes on every byte, as before.
     let socket = socket2::SockRef::from(stream.tcp()).try_clone().ok();
@@ -428,7 +424,6 @@ impl ReplicationReader {
             }
         }
     }
-
 
     /// Waits until at least one frame is complete, then moves every complete CopyData
     /// payload of the buffer into `out`. Returns false when the server ended the stream.
@@ -615,7 +610,9 @@ mod tests {
         reader.wake_at(64 * 1024);
         assert_eq!(reader.wake_at, 64 * 1024, "SO_RCVLOWAT was refused");
         assert!(
-            read(&mut reader, Duration::from_millis(300)).await.is_none(),
+            read(&mut reader, Duration::from_millis(300))
+                .await
+                .is_none(),
             "a read woke for 105 bytes with the threshold at 64 KiB"
         );
         // The timed-out read took nothing: lowering the threshold wakes the next one.
