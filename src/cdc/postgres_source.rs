@@ -668,7 +668,7 @@ impl Stream {
                 frames.clear();
                 let read = match lingering {
                     None => {
-                        reader.wake_at(1);
+                        reader.wake_at(1)?;
                         reader.next_batch(&mut frames).await?
                     }
                     Some(since) => {
@@ -676,7 +676,7 @@ impl Stream {
                         // for every message. A read that times out has taken nothing
                         // from the socket; what it left is read right after the chunk
                         // is sent (the threshold goes back to 1, which wakes it).
-                        reader.wake_at(LINGER_BYTES);
+                        reader.wake_at(LINGER_BYTES)?;
                         match tokio::time::timeout_at(
                             since + LINGER,
                             reader.next_batch(&mut frames),

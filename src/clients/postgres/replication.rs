@@ -304,8 +304,6 @@ impl ReplicationConn {
                 _ => return Err(self.proto("unexpected reply to START_REPLICATION".into())),
             }
         }
-        // A second handle on the socket, to set its wake-up threshold; without one (the
-        // descriptor could not be duplicated) the reader wakes on every byte, as before.
         Ok(split(self.addr, self.stream, self.buf))
     }
 
@@ -409,20 +407,31 @@ impl ReplicationReader {
     /// kernel checks when it is set). The kernel also wakes the read before the threshold
     /// if the receive window or memory runs short, so a high threshold never stalls the
     /// sender; a read woken for another reason still returns what is there. If the socket
-    /// refuses the option, reads keep waking on every byte.
-    pub fn wake_at(&mut self, bytes: usize) {
+    /// refuses a raised threshold, reads keep waking on every byte; if it refuses to lower
+    /// one it took, the connection can no longer be read promptly and that is an error (the
+    /// source connects again).
+    pub fn wake_at(&mut self, bytes: usize) -> Result<(), PgError> {
         let bytes = bytes.max(1);
         if bytes == self.wake_at {
-            return;
+            return Ok(());
         }
-        let Some(socket) = &self.socket else { return };
+        let Some(socket) = &self.socket else {
+            return Ok(());
+        };
         match set_rcvlowat(socket, bytes) {
             Ok(()) => self.wake_at = bytes,
+            Err(source) if self.wake_at > 1 => {
+                return Err(PgError::Io {
+                    addr: self.addr.clone(),
+                    source,
+                })
+            }
             Err(e) => {
                 tracing::warn!(addr = %self.addr, error = %e, "SO_RCVLOWAT refused: the replication stream is read as it arrives");
                 self.socket = None;
             }
         }
+        Ok(())
     }
 
     /// Waits until at least one frame is complete, then moves every complete CopyData
@@ -607,7 +616,7 @@ mod tests {
     async fn a_raised_threshold_lets_bytes_gather_and_lowering_it_wakes_the_read() {
         let (mut reader, mut server) = pair().await;
         server.write_all(&copy_data(100)).await.unwrap();
-        reader.wake_at(64 * 1024);
+        reader.wake_at(64 * 1024).unwrap();
         assert_eq!(reader.wake_at, 64 * 1024, "SO_RCVLOWAT was refused");
         assert!(
             read(&mut reader, Duration::from_millis(300))
@@ -616,7 +625,7 @@ mod tests {
             "a read woke for 105 bytes with the threshold at 64 KiB"
         );
         // The timed-out read took nothing: lowering the threshold wakes the next one.
-        reader.wake_at(1);
+        reader.wake_at(1).unwrap();
         let got = read(&mut reader, Duration::from_secs(5))
             .await
             .expect("lowering the threshold did not wake the read");
@@ -624,7 +633,7 @@ mod tests {
         assert_eq!(got[0].len(), 100);
 
         // Enough bytes wake a read under a raised threshold; frames come whole.
-        reader.wake_at(16 * 1024);
+        reader.wake_at(16 * 1024).unwrap();
         let mut burst = Vec::new();
         for _ in 0..200 {
             burst.extend_from_slice(&copy_data(95));
@@ -637,7 +646,7 @@ mod tests {
                 .expect("20,000 bytes did not wake a read waiting for 16 KiB");
             assert!(got.iter().all(|f| f.len() == 95));
             frames += got.len();
-            reader.wake_at(1);
+            reader.wake_at(1).unwrap();
         }
         assert_eq!(frames, 200);
     }
