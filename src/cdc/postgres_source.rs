@@ -1517,9 +1517,11 @@ impl Stream {
     }
 }
 
-/// Samples how much WAL the slot holds back, its `wal_status` and `safe_wal_size`, for the
-/// `tributary_slot_lag_bytes`, `tributary_slot_wal_status` and `tributary_slot_safe_wal_bytes`
-/// gauges; says so once when the slot passes `max_slot_wal_keep_size` or is invalidated.
+/// Samples how much WAL the slot holds back, its `wal_status`, `safe_wal_size` and how far
+/// its restart point trails its confirmed position, for the `tributary_slot_lag_bytes`,
+/// `tributary_slot_wal_status`, `tributary_slot_safe_wal_bytes` and
+/// `tributary_slot_restart_bytes` gauges; says so once when the slot passes
+/// `max_slot_wal_keep_size` or is invalidated.
 async fn slot_lag_loop(
     client: Arc<tokio_postgres::Client>,
     slot: String,
@@ -1534,7 +1536,8 @@ async fn slot_lag_loop(
         let row = client
             .query_opt(
                 "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, \
-                 to_jsonb(s) ->> 'wal_status', (to_jsonb(s) ->> 'safe_wal_size')::bigint \
+                 to_jsonb(s) ->> 'wal_status', (to_jsonb(s) ->> 'safe_wal_size')::bigint, \
+                 pg_wal_lsn_diff(confirmed_flush_lsn, restart_lsn)::bigint \
                  FROM pg_replication_slots s WHERE slot_name = $1",
                 &[&slot],
             )
@@ -1556,6 +1559,10 @@ async fn slot_lag_loop(
                     (_, None) => i64::MAX as u64,
                 };
                 counters.slot_safe_wal_bytes.store(safe, Ordering::Relaxed);
+                let restart: Option<i64> = r.get(3);
+                counters
+                    .slot_restart_bytes
+                    .store(restart.unwrap_or(0).max(0) as u64, Ordering::Relaxed);
                 if code == 3 && said < 3 {
                     tracing::error!(pipeline = %pipeline, slot = %slot, "the replication slot is past max_slot_wal_keep_size (wal_status = unreserved): Postgres invalidates it at the next checkpoint unless it catches up; then the pipeline stops, and the remedy is a new slot and a new snapshot");
                 } else if code == 4 && said < 4 {

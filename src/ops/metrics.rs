@@ -548,6 +548,13 @@ const PIPELINE_FAMILIES: &[Family] = &[
         cdc_only: true,
         value: |c| c.slot_safe_wal_bytes.load(Relaxed),
     },
+    Family {
+        name: "tributary_slot_restart_bytes",
+        help: "WAL between the replication slot's restart_lsn and its confirmed position: what Postgres decodes again, sending nothing, before the first new change after a restart or a standby's takeover (bytes).",
+        ty: MetricType::Gauge,
+        cdc_only: true,
+        value: |c| c.slot_restart_bytes.load(Relaxed),
+    },
 ];
 
 impl Collector for Observed {

@@ -144,6 +144,10 @@ pub struct PipelineCounters {
     /// The slot's `safe_wal_size`: WAL it may still fall behind before Postgres invalidates
     /// it (gauge; `i64::MAX` while `max_slot_wal_keep_size` is unlimited).
     pub slot_safe_wal_bytes: AtomicU64,
+    /// WAL between the slot's `restart_lsn` and its confirmed position: what Postgres decodes
+    /// again, sending nothing, before the first new change after a restart or a takeover
+    /// (gauge; sampled by the source).
+    pub slot_restart_bytes: AtomicU64,
     /// Commit → visible in ClickHouse.
     pub commit_lag: Log2Histogram,
     /// One ClickHouse insert (with its retries).
