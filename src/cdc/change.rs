@@ -120,7 +120,7 @@ pub struct ChangeChunk {
 
 pub enum SinkMsg {
     Changes(ChangeChunk, Permit),
-    /// Flush timer.
+    /// A wake-up: the batch's age timer, a background insert's end, the progress line.
     Tick,
     /// Flush everything taken in; reply with the acknowledged LSN.
     Drain(RpcReplyPort<Lsn>),

@@ -41,6 +41,7 @@ use crate::cdc::toast::{
 };
 use crate::clients::clickhouse::{ChClient, ChError, OpenInsert};
 use crate::config::{mapping_for, BatchConfig, ClickHouseConfig, OnTruncate, TableMapping};
+use crate::flow::age::AgeTimer;
 use crate::flow::edge::Edge;
 use crate::protocol::chtypes::*;
 use crate::protocol::pgoutput::{Cell, Lsn};
@@ -51,6 +52,7 @@ use crate::runtime::registry::PipelineCounters;
 use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -134,6 +136,9 @@ pub struct SinkState {
     sealed: Option<Sealed>,
     buffered_rows: usize,
     oldest: Option<Instant>,
+    age_timer: AgeTimer,
+    /// This sink, for its timers and its background inserts to send `Tick` to.
+    wake: ActorRef<SinkMsg>,
     traces: Vec<Span>,
     acks: Arc<watch::Sender<Lsn>>,
     counters: Arc<PipelineCounters>,
@@ -162,9 +167,10 @@ impl Actor for ClickHouseSink {
         let ch = ChClient::connect(&args.clickhouse).await?;
         tracing::info!(pipeline = %args.pipeline, server = %ch.addr(), version = %ch.caps.version, generation = ch.caps.generation(), "clickhouse sink connected");
         ch.ensure_state_table().await?;
-        let period = (args.batch.max_age.0 / 4).max(Duration::from_millis(5));
+        // Only for the progress line: a batch's age and an insert's end ask for their own
+        // `Tick` (an idle sink is not woken 20 times a second to find nothing to do).
         let ticker = Some(crate::runtime::task::TaskGuard(
-            myself.send_interval(period, || SinkMsg::Tick),
+            myself.send_interval(PROGRESS_EVERY, || SinkMsg::Tick),
         ));
         args.edge.attach(myself.clone());
         Ok(SinkState {
@@ -189,6 +195,8 @@ impl Actor for ClickHouseSink {
             sealed: None,
             buffered_rows: 0,
             oldest: None,
+            age_timer: AgeTimer::default(),
+            wake: myself.clone(),
             traces: Vec::new(),
             acks: args.acks,
             counters: args.counters,
@@ -257,14 +265,17 @@ impl Actor for ClickHouseSink {
                 } else {
                     st.send_pieces().await;
                 }
+                st.arm_age();
             }
             SinkMsg::Tick => {
+                st.age_timer.rang(Instant::now());
                 if st.oldest.is_some_and(|t| t.elapsed() >= st.batch.max_age.0) {
                     st.flush_as(false).await?;
                 } else if st.sealed.as_ref().is_some_and(Sealed::ended) {
                     // Acknowledged as soon as its inserts are in, more rows or not.
                     st.settle().await?;
                 }
+                st.arm_age();
                 if st.progress.0.elapsed() >= PROGRESS_EVERY {
                     st.log_progress();
                 }
@@ -294,6 +305,7 @@ impl Actor for ClickHouseSink {
                 }
                 // Recorded by the next flush: by size, or by age at the latest.
                 st.oldest.get_or_insert_with(Instant::now);
+                st.arm_age();
             }
             SinkMsg::ReadState(keys, reply) => {
                 // Everything taken in before is recorded first: a source restarted alone reads
@@ -365,6 +377,14 @@ impl SinkState {
             "progress"
         );
         self.progress = (Instant::now(), written);
+    }
+
+    /// Asks for a `Tick` when the batch taken in comes of age (`max_age` after its first
+    /// change).
+    fn arm_age(&mut self) {
+        let max_age = self.batch.max_age.0;
+        self.age_timer
+            .arm(self.oldest, max_age, &self.wake, || SinkMsg::Tick);
     }
 
     fn should_flush(&self) -> bool {
@@ -1338,6 +1358,10 @@ impl SinkState {
                     let rows = bytecount_newlines(&body) + open.rows;
                     let bytes = (open.insert.len() + body.len()) as u64;
                     if !wait && t.tombstones.is_empty() {
+                        // Says when it has its answer: the sink then settles it at once.
+                        let done = Arc::new(AtomicBool::new(false));
+                        let (flag, wake) = (done.clone(), self.wake.clone());
+                        let end = open.insert.end(body);
                         ending.push(Ending {
                             table: t.ch_name.clone(),
                             sql: open.sql,
@@ -1345,7 +1369,13 @@ impl SinkState {
                             bytes,
                             counters: t.counters.clone(),
                             started: Instant::now(),
-                            handle: tokio::spawn(open.insert.end(body)),
+                            done,
+                            handle: tokio::spawn(async move {
+                                let r = end.await;
+                                flag.store(true, Ordering::Release);
+                                let _ = wake.cast(SinkMsg::Tick);
+                                r
+                            }),
                         });
                         continue;
                     }
@@ -1575,9 +1605,10 @@ struct Sealed {
 }
 
 impl Sealed {
-    /// Every insert has its answer.
+    /// Every insert has its answer (set before its `Tick` is sent, so that `Tick` finds it;
+    /// the task itself may still be returning).
     fn ended(&self) -> bool {
-        self.ending.iter().all(|e| e.handle.is_finished())
+        self.ending.iter().all(|e| e.done.load(Ordering::Acquire))
     }
 }
 
@@ -1589,6 +1620,8 @@ struct Ending {
     bytes: u64,
     counters: Arc<crate::runtime::registry::TableCounters>,
     started: Instant,
+    /// Set once the insert has its answer.
+    done: Arc<AtomicBool>,
     /// The whole body back when it failed.
     handle: tokio::task::JoinHandle<Result<(), Bytes>>,
 }

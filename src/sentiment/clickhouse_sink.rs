@@ -8,6 +8,7 @@
 use crate::clients::clickhouse::ChClient;
 use crate::config::{BatchConfig, ClickHouseConfig};
 use crate::flow::ack::{AckTracker, Ticket};
+use crate::flow::age::AgeTimer;
 use crate::flow::edge::{Edge, Permit};
 use crate::protocol::chtypes::{ch_ident, ServerCaps};
 use crate::protocol::mastodon::Post;
@@ -17,7 +18,7 @@ use crate::runtime::registry::PipelineCounters;
 use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tracing::Span;
 
 /// A classified post.
@@ -53,6 +54,7 @@ pub enum SentimentSinkMsg {
         trace: Span,
         permit: Permit,
     },
+    /// The batch's age timer.
     Tick,
     /// Flush now; reply when done.
     Drain(RpcReplyPort<()>),
@@ -79,7 +81,9 @@ pub struct SentimentSinkState {
     oldest: Option<Instant>,
     tracker: Arc<AckTracker>,
     counters: Arc<PipelineCounters>,
-    ticker: Option<crate::runtime::task::TaskGuard>,
+    /// Rings when the batch comes of age (an idle sink is not woken to find nothing to do).
+    age_timer: AgeTimer,
+    me: ActorRef<SentimentSinkMsg>,
 }
 
 pub const COLUMNS: &[&str] = &[
@@ -286,10 +290,6 @@ impl Actor for SentimentSink {
             ch.ensure_distributed(&table).await?;
         }
         tracing::info!(pipeline = %args.pipeline, server = %ch.addr(), version = %ch.caps.version, table = %table, "sentiment sink connected");
-        let period = (args.batch.max_age.0 / 4).max(Duration::from_millis(5));
-        let ticker = Some(crate::runtime::task::TaskGuard(
-            myself.send_interval(period, || SentimentSinkMsg::Tick),
-        ));
         args.edge.attach(myself.clone());
         Ok(SentimentSinkState {
             pipeline: args.pipeline,
@@ -303,7 +303,8 @@ impl Actor for SentimentSink {
             oldest: None,
             tracker: args.tracker,
             counters: args.counters,
-            ticker,
+            age_timer: AgeTimer::default(),
+            me: myself,
         })
     }
 
@@ -329,11 +330,14 @@ impl Actor for SentimentSink {
                 if st.rows >= st.batch.max_rows || st.buf.len() >= st.batch.max_bytes {
                     st.flush().await?;
                 }
+                st.arm_age();
             }
             SentimentSinkMsg::Tick => {
+                st.age_timer.rang(Instant::now());
                 if st.oldest.is_some_and(|t| t.elapsed() >= st.batch.max_age.0) {
                     st.flush().await?;
                 }
+                st.arm_age();
             }
             SentimentSinkMsg::Drain(reply) => {
                 st.flush().await?;
@@ -348,7 +352,6 @@ impl Actor for SentimentSink {
         _me: ActorRef<SentimentSinkMsg>,
         st: &mut SentimentSinkState,
     ) -> Result<(), ActorProcessingErr> {
-        drop(st.ticker.take());
         if let Err(e) = st.flush().await {
             tracing::warn!(pipeline = %st.pipeline, error = %e, "final flush failed; the posts will be replayed");
         }
@@ -357,6 +360,13 @@ impl Actor for SentimentSink {
 }
 
 impl SentimentSinkState {
+    /// Asks for a `Tick` when the batch taken in comes of age.
+    fn arm_age(&mut self) {
+        let max_age = self.batch.max_age.0;
+        self.age_timer
+            .arm(self.oldest, max_age, &self.me, || SentimentSinkMsg::Tick);
+    }
+
     async fn flush(&mut self) -> Result<(), crate::clients::clickhouse::ChError> {
         if self.rows == 0 {
             return Ok(());
