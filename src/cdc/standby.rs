@@ -146,6 +146,33 @@ const LOOK_EVERY: Duration = Duration::from_millis(250);
 /// waits for its previous sessions to end).
 const STANDBY_AFTER: Duration = Duration::from_secs(1);
 
+/// How long the standby waits for the sessions it ended to be gone before it looks again
+/// anyway.
+const GONE_WITHIN: Duration = Duration::from_secs(1);
+
+/// Waits until the backends `pids` have exited and the slot is free (a terminated backend
+/// takes a moment to exit), at most [`GONE_WITHIN`]; a failed or stuck query ends the wait
+/// (the next look reports it).
+async fn await_ended(client: &Client, slot: &str, pids: &[i32], within: Duration) {
+    let until = Instant::now() + GONE_WITHIN;
+    while Instant::now() < until {
+        let gone = tokio::time::timeout(
+            within,
+            client.query_one(
+                "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = ANY($1)) \
+                   AND NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $2 AND active)",
+                &[&pids, &slot],
+            ),
+        )
+        .await;
+        match gone {
+            Ok(Ok(row)) if row.get::<_, bool>(0) => return,
+            Ok(Ok(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
+            _ => return,
+        }
+    }
+}
+
 /// Returns once this session holds the slot's lock and the slot is free: this process is
 /// then the active. Until then it is the standby.
 pub async fn acquire(
@@ -235,6 +262,9 @@ pub async fn acquire(
                 if ended.iter().any(|e| !e) {
                     tracing::warn!(pipeline = %pipeline, slot = %slot, backends = ?pids, "could not end every session of the silent active (they may have ended already)");
                 }
+                // Looked at again as soon as they are gone, not a whole look later.
+                await_ended(client, slot, &pids, within).await;
+                continue;
             }
         }
         if !said && began.elapsed() >= STANDBY_AFTER {
