@@ -53,6 +53,12 @@ impl AgeTimer {
         let to = to.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+            // The wake-up must find its moment passed by the clock the sink reads (a timer
+            // that rang early would stay pending, and the batch would have none).
+            let left = due.saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                tokio::time::sleep(left).await;
+            }
             // A sink that stopped meanwhile has nothing left to flush.
             let _ = to.cast(msg());
         });
