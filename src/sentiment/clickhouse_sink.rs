@@ -83,7 +83,8 @@ pub struct SentimentSinkState {
     counters: Arc<PipelineCounters>,
     /// Rings when the batch comes of age (an idle sink is not woken to find nothing to do).
     age_timer: AgeTimer,
-    me: ActorRef<SentimentSinkMsg>,
+    /// This sink, for its age timer to send `Tick` to.
+    wake: ActorRef<SentimentSinkMsg>,
 }
 
 pub const COLUMNS: &[&str] = &[
@@ -304,7 +305,7 @@ impl Actor for SentimentSink {
             tracker: args.tracker,
             counters: args.counters,
             age_timer: AgeTimer::default(),
-            me: myself,
+            wake: myself,
         })
     }
 
@@ -364,7 +365,7 @@ impl SentimentSinkState {
     fn arm_age(&mut self) {
         let max_age = self.batch.max_age.0;
         self.age_timer
-            .arm(self.oldest, max_age, &self.me, || SentimentSinkMsg::Tick);
+            .arm(self.oldest, max_age, &self.wake, || SentimentSinkMsg::Tick);
     }
 
     async fn flush(&mut self) -> Result<(), crate::clients::clickhouse::ChError> {
