@@ -116,10 +116,10 @@ pub struct ChColumn {
 }
 
 /// Bounds of DateTime64 and Date32, in microseconds / days since the epoch.
-const DT64_MIN: i64 = -2_208_988_800_000_000; // 1900-01-01 00:00:00
-const DT64_MAX: i64 = 10_413_791_999_999_999; // 2299-12-31 23:59:59.999999
-const D32_MIN: i64 = -25_567; // 1900-01-01
-const D32_MAX: i64 = 120_529; // 2299-12-31
+pub(crate) const DT64_MIN: i64 = -2_208_988_800_000_000; // 1900-01-01 00:00:00
+pub(crate) const DT64_MAX: i64 = 10_413_791_999_999_999; // 2299-12-31 23:59:59.999999
+pub(crate) const D32_MIN: i64 = -25_567; // 1900-01-01
+pub(crate) const D32_MAX: i64 = 120_529; // 2299-12-31
 
 /// How json/jsonb columns are stored: as `String` (every server) or as the `JSON` type
 /// (ClickHouse ≥ 24.8; String on older servers).

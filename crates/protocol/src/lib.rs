@@ -15,6 +15,7 @@ pub mod pgauth;
 pub mod pgframe;
 pub mod pgoutput;
 pub mod pgtext;
+pub mod rowbinary;
 pub mod schema;
 #[cfg(test)]
 mod testing;
