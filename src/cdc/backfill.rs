@@ -28,9 +28,10 @@ use crate::cdc::change::{ChangeChunk, ChangeItem, RowChange, RowOp, SinkMsg};
 use crate::cdc::table_state::{state_key, RangeCopy, TableCopy};
 use crate::clients::postgres::{catalog, PgError, PgParams};
 use crate::flow::edge::{Edge, EdgeError};
-use crate::protocol::chtypes::ChColumn;
+use crate::protocol::chtypes::{ChColumn, RowForm};
 use crate::protocol::passthrough;
 use crate::protocol::pgoutput::Cell;
+use crate::protocol::rowbinary::{self, BinaryCopy};
 use crate::protocol::schema::{pg_ident, pg_literal, SharedSchema, TableSchema};
 use crate::runtime::registry::{CopyProgress, CopyState, PipelineCounters};
 
@@ -987,10 +988,13 @@ async fn copy_chunk(
         conds.push(keys_in(&r.keys));
         return copy_rows(ctx, client, &read, &conds).await;
     }
-    let Some((cols, list)) = passthrough_of(ctx, &s, version).await? else {
+    let Some((cols, fast)) = passthrough_of(ctx, &s, version).await? else {
         return copy_rows(ctx, client, &read, &conds).await;
     };
-    let mut chunk = copy_through(ctx, client, &read, cols, &list, &conds).await?;
+    let mut chunk = match fast {
+        Fast::Binary(plan) => copy_binary(ctx, client, &read, cols, &plan, &conds).await?,
+        Fast::Text(list) => copy_through(ctx, client, &read, cols, &list, &conds).await?,
+    };
     if chunk.done.outcome != Sent::Yes || chunk.marked.is_empty() {
         return Ok(chunk.done);
     }
@@ -1031,9 +1035,14 @@ struct Read<'a> {
 impl Read<'_> {
     /// The chunk's statement: `select` of the job's rows under `conds`, in key order.
     fn sql(&self, select: &str, conds: &[String], limit: usize) -> String {
+        self.sql_as(select, conds, limit, "")
+    }
+
+    /// [`Read::sql`] with COPY options (`options`: empty, or ` (FORMAT binary)`).
+    fn sql_as(&self, select: &str, conds: &[String], limit: usize, options: &str) -> String {
         let (from_schema, from_name) = source_of(self.j);
         format!(
-            "COPY (SELECT {select} FROM {}.{}{} ORDER BY {} LIMIT {limit}) TO STDOUT",
+            "COPY (SELECT {select} FROM {}.{}{} ORDER BY {} LIMIT {limit}) TO STDOUT{options}",
             pg_ident(from_schema),
             pg_ident(from_name),
             if conds.is_empty() {
@@ -1065,13 +1074,22 @@ fn unreadable(ctx: &Ctx<'_>, s: &TableSchema) -> BackfillError {
     })
 }
 
-/// The sink's columns of table `s` and the passthrough select list for them, when its
-/// copy can pass through (see `protocol::passthrough`): asked of the sink once per schema.
+/// How a chunk reaches ClickHouse without being decoded into values.
+enum Fast {
+    /// Postgres's binary COPY, written as RowBinary (see `protocol::rowbinary`).
+    Binary(BinaryCopy),
+    /// Postgres writes ClickHouse's TabSeparated: the select list (see `protocol::passthrough`).
+    Text(String),
+}
+
+/// The sink's columns of table `s` and how its copy goes without decoding: binary where
+/// every column has a binary form, else passthrough where it can; asked of the sink once
+/// per schema.
 async fn passthrough_of(
     ctx: &Ctx<'_>,
     s: &SharedSchema,
     version: u64,
-) -> Result<Option<(Arc<Vec<ChColumn>>, String)>, BackfillError> {
+) -> Result<Option<(Arc<Vec<ChColumn>>, Fast)>, BackfillError> {
     let cols = match ctx.shared.passthrough_known(s) {
         Some(known) => known,
         None => {
@@ -1086,10 +1104,20 @@ async fn passthrough_of(
                 // ordinary way; the next one asks again).
                 Some((made_from, cols)) if *made_from == **s => {
                     ctx.shared.passthrough_set(s, Some(cols.clone()));
-                    match passthrough::ordinary_because(&s.columns, &cols) {
-                        None => tracing::info!(pipeline = %ctx.pipeline, table = %s.qualified(),
-                            "the table's copy passes through: Postgres writes ClickHouse's rows"),
-                        Some(why) => {
+                    let not_binary = rowbinary::not_binary_because(&s.columns, &cols);
+                    match (
+                        &not_binary,
+                        passthrough::ordinary_because(&s.columns, &cols),
+                    ) {
+                        (None, _) => {
+                            tracing::info!(pipeline = %ctx.pipeline, table = %s.qualified(),
+                            "the table's copy is binary: Postgres's binary COPY goes to ClickHouse as RowBinary")
+                        }
+                        (Some(binary), None) => {
+                            tracing::info!(pipeline = %ctx.pipeline, table = %s.qualified(), not_binary = %binary,
+                            "the table's copy passes through: Postgres writes ClickHouse's rows")
+                        }
+                        (Some(_), Some(why)) => {
                             tracing::info!(pipeline = %ctx.pipeline, table = %s.qualified(), reason = %why,
                             "the table is copied the ordinary way")
                         }
@@ -1104,7 +1132,12 @@ async fn passthrough_of(
             }
         }
     };
-    Ok(cols.and_then(|c| passthrough::select_list(&s.columns, &c, version).map(|l| (c, l))))
+    Ok(cols.and_then(|c| {
+        if let Some(plan) = rowbinary::plan(&s.columns, &c) {
+            return Some((c, Fast::Binary(plan)));
+        }
+        passthrough::select_list(&s.columns, &c, version).map(|l| (c, Fast::Text(l)))
+    }))
 }
 
 /// A chunk read in passthrough, and the keys of its marked rows (not sent).
@@ -1151,7 +1184,9 @@ async fn copy_through(
                 continue;
             }
             last_key = Some(read.key_of_line(ctx, &last_line.slice(..last_line.len() - 1))?);
-            let outcome = send_block(ctx, read, &cols, in_block, block.split().freeze()).await?;
+            let body = block.split().freeze();
+            let outcome =
+                send_block(ctx, read, &cols, in_block, RowForm::TabSeparated, body).await?;
             if outcome != Sent::Yes {
                 let done = Chunk {
                     rows: n,
@@ -1171,7 +1206,8 @@ async fn copy_through(
     }
     let mut outcome = Sent::Yes;
     if in_block > 0 {
-        outcome = send_block(ctx, read, &cols, in_block, block.freeze()).await?;
+        let body = block.freeze();
+        outcome = send_block(ctx, read, &cols, in_block, RowForm::TabSeparated, body).await?;
     }
     let done = Chunk {
         rows: n,
@@ -1181,13 +1217,104 @@ async fn copy_through(
     Ok(Through { done, marked })
 }
 
-/// Sends `rows` rows in ClickHouse's form as one block, and counts them once sent.
+/// Reads a chunk as Postgres's binary COPY and sends its rows as RowBinary (`plan`) as they
+/// come, in blocks; keeps the keys of the rows marked for the ordinary way.
+async fn copy_binary(
+    ctx: &Ctx<'_>,
+    client: &tokio_postgres::Client,
+    read: &Read<'_>,
+    cols: Arc<Vec<ChColumn>>,
+    plan: &BinaryCopy,
+    conds: &[String],
+) -> Result<Through, BackfillError> {
+    use futures_util::StreamExt;
+    let pg = |e: tokio_postgres::Error| BackfillError::Pg(PgError::client(ctx.params.addr(), e));
+    let bad = |e: rowbinary::CopyError| {
+        BackfillError::Pg(PgError::Protocol {
+            addr: ctx.params.addr(),
+            message: format!("{} of {}", e, read.s.qualified()),
+        })
+    };
+    let sql = read.sql_as(
+        plan.select_list(),
+        conds,
+        ctx.chunk_rows,
+        " (FORMAT binary)",
+    );
+    let stream = client.copy_out(sql.as_str()).await.map_err(pg)?;
+    futures_util::pin_mut!(stream);
+    let mut reader = rowbinary::CopyReader::default();
+    let (mut fields, mut last_fields) = (Vec::new(), Vec::new());
+    let mut last = Vec::new();
+    let mut block = Vec::with_capacity(ctx.message_bytes + ctx.message_bytes / 4);
+    let (mut in_block, mut n) = (0usize, 0usize);
+    let mut marked = Vec::new();
+    let mut last_key: Option<Vec<String>> = None;
+    while let Some(buf) = stream.next().await {
+        reader.push(&buf.map_err(pg)?);
+        while let Some(tuple) = reader.next_tuple(&mut fields).map_err(bad)? {
+            n += 1;
+            if plan
+                .write_row(tuple, &fields, read.version, &mut block)
+                .map_err(bad)?
+                == rowbinary::Row::Marked
+            {
+                marked.push(plan.key_of(tuple, &fields).map_err(bad)?);
+            } else {
+                in_block += 1;
+            }
+            if in_block < ctx.message_rows && block.len() < ctx.message_bytes {
+                // The chunk's last row, for its key at the end.
+                last.clear();
+                last.extend_from_slice(tuple);
+                last_fields.clone_from(&fields);
+                continue;
+            }
+            last_key = Some(plan.key_of(tuple, &fields).map_err(bad)?);
+            last.clear();
+            let body = bytes::Bytes::from(std::mem::replace(
+                &mut block,
+                Vec::with_capacity(ctx.message_bytes + ctx.message_bytes / 4),
+            ));
+            let outcome = send_block(ctx, read, &cols, in_block, RowForm::RowBinary, body).await?;
+            if outcome != Sent::Yes {
+                let done = Chunk {
+                    rows: n,
+                    last_key,
+                    outcome,
+                };
+                return Ok(Through { done, marked });
+            }
+            in_block = 0;
+        }
+    }
+    if !reader.ended() {
+        return Err(unreadable(ctx, read.s));
+    }
+    if !last.is_empty() {
+        last_key = Some(plan.key_of(&last, &last_fields).map_err(bad)?);
+    }
+    let mut outcome = Sent::Yes;
+    if in_block > 0 {
+        let body = bytes::Bytes::from(block);
+        outcome = send_block(ctx, read, &cols, in_block, RowForm::RowBinary, body).await?;
+    }
+    let done = Chunk {
+        rows: n,
+        last_key,
+        outcome,
+    };
+    Ok(Through { done, marked })
+}
+
+/// Sends `rows` rows in ClickHouse's `form` as one block, and counts them once sent.
 async fn send_block(
     ctx: &Ctx<'_>,
     read: &Read<'_>,
     cols: &Arc<Vec<ChColumn>>,
     rows: usize,
-    tsv: bytes::Bytes,
+    form: RowForm,
+    body: bytes::Bytes,
 ) -> Result<Sent, BackfillError> {
     let rel = read.s.rel_id;
     let item = ChangeItem::Block {
@@ -1195,12 +1322,16 @@ async fn send_block(
         columns: cols.clone(),
         rows,
         version: read.version,
-        tsv,
+        form,
+        body,
     };
     let outcome = send(ctx, rel, Some((read.generation, read.s)), vec![item]).await?;
     if outcome == Sent::Yes {
         PipelineCounters::add(&ctx.counters.snapshot_rows, rows as u64);
         PipelineCounters::add(&ctx.counters.snapshot_rows_passthrough, rows as u64);
+        if form == RowForm::RowBinary {
+            PipelineCounters::add(&ctx.counters.snapshot_rows_binary, rows as u64);
+        }
         progress(ctx, &read.j.display(), &|p| p.rows += rows as u64);
     }
     Ok(outcome)

@@ -6,7 +6,7 @@
 //! in itself, its schema items before its rows).
 
 use crate::flow::edge::Permit;
-use crate::protocol::chtypes::ChColumn;
+use crate::protocol::chtypes::{ChColumn, RowForm};
 use crate::protocol::pgoutput::{Cell, Lsn};
 use crate::protocol::schema::SharedSchema;
 use ractor::RpcReplyPort;
@@ -72,15 +72,17 @@ pub enum ChangeItem {
     },
     /// A snapshot of these tables follows: clear what an earlier attempt left.
     SnapshotBegin(Vec<u32>),
-    /// `rows` snapshot rows of table `rel_id` at `version`, already in ClickHouse's
-    /// TabSeparated form for `columns` with `_version` and `_is_deleted` (a passthrough copy,
-    /// see `protocol::passthrough`): only for the ClickHouse sink, which gave the columns.
+    /// `rows` snapshot rows of table `rel_id` at `version`, already in ClickHouse's `form`
+    /// for `columns` with `_version` and `_is_deleted` (a passthrough copy's TabSeparated,
+    /// see `protocol::passthrough`, or a binary copy's RowBinary, see `protocol::rowbinary`):
+    /// only for the ClickHouse sink, which gave the columns.
     Block {
         rel_id: u32,
         columns: Arc<Vec<ChColumn>>,
         rows: usize,
         version: u64,
-        tsv: bytes::Bytes,
+        form: RowForm,
+        body: bytes::Bytes,
     },
 }
 

@@ -79,7 +79,11 @@ struct TableState {
     schema: SharedSchema,
     /// Per-table counters (`schema.table` in the metrics).
     counters: Arc<crate::runtime::registry::TableCounters>,
+    /// Rows taken in, TabSeparated.
     rows: Vec<u8>,
+    /// A binary copy's rows taken in (RowBinary), and how many.
+    binary: Vec<u8>,
+    binary_rows: u64,
     tombstones: Vec<u8>,
     toast: ToastCache,
     /// LSN of the last TRUNCATE applied to the table (0: none): changes before it are skipped.
@@ -128,9 +132,9 @@ pub struct SinkState {
     pending_state: Vec<(String, String)>,
     /// Told once `pending_state` is recorded.
     state_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
-    /// Inserts under way, by table: rows already sent on (see [`SinkState::send_pieces`]),
-    /// committed by the next flush.
-    open: HashMap<u32, Streamed>,
+    /// Inserts under way, by table and form: rows already sent on (see
+    /// [`SinkState::send_pieces`]), committed by the next flush.
+    open: HashMap<(u32, RowForm), Streamed>,
     /// The last batch-size flush's inserts ending in the background, and what lands with
     /// them (acknowledgement, state, counts): settled before anything else reaches ClickHouse.
     sealed: Option<Sealed>,
@@ -245,10 +249,11 @@ impl Actor for ClickHouseSink {
                             columns,
                             rows: n,
                             version,
-                            tsv,
+                            form,
+                            body,
                         } => {
                             rows += n as u64;
-                            st.take_block(rel_id, &columns, n, version, &tsv)?;
+                            st.take_block(rel_id, &columns, (n, form), version, &body)?;
                         }
                     }
                 }
@@ -394,7 +399,7 @@ impl SinkState {
         let bytes: usize = self
             .tables
             .values()
-            .map(|t| t.rows.len() + t.tombstones.len())
+            .map(|t| t.rows.len() + t.binary.len() + t.tombstones.len())
             .sum::<usize>()
             + self.open.values().map(|s| s.insert.len()).sum::<usize>();
         self.buffered_rows >= self.batch.max_rows || bytes >= self.batch.max_bytes
@@ -544,14 +549,15 @@ impl SinkState {
         Ok(())
     }
 
-    /// Snapshot rows already in ClickHouse's form (a passthrough copy): taken in as they are.
+    /// Snapshot rows already in ClickHouse's form (a passthrough or binary copy): taken in
+    /// as they are.
     fn take_block(
         &mut self,
         rel_id: u32,
         columns: &[ChColumn],
-        rows: usize,
+        (rows, form): (usize, RowForm),
         version: u64,
-        tsv: &[u8],
+        body: &[u8],
     ) -> Result<(), SinkError> {
         if let Some(stop) = self.stopped.get(&rel_id) {
             PipelineCounters::add(&stop.counters.rows_skipped, rows as u64);
@@ -571,12 +577,18 @@ impl SinkState {
             )));
         }
         PipelineCounters::add(&t.counters.rows_read, rows as u64);
-        PipelineCounters::add(&t.counters.bytes_read, tsv.len() as u64);
+        PipelineCounters::add(&t.counters.bytes_read, body.len() as u64);
         if version > 0 && version < t.fence {
             PipelineCounters::add(&self.counters.truncate_fenced, rows as u64);
             return Ok(());
         }
-        t.rows.extend_from_slice(tsv);
+        match form {
+            RowForm::TabSeparated => t.rows.extend_from_slice(body),
+            RowForm::RowBinary => {
+                t.binary.extend_from_slice(body);
+                t.binary_rows += rows as u64;
+            }
+        }
         self.buffered_rows += rows;
         Ok(())
     }
@@ -1068,11 +1080,13 @@ impl SinkState {
                 schema: sent,
                 counters: self.counters.table(&s.qualified()),
                 rows: Vec::new(),
+                binary: Vec::new(),
+                binary_rows: 0,
                 tombstones: Vec::new(),
                 toast: ToastCache::default(),
             },
         );
-        debug_assert!(old.is_none_or(|o| o.rows.is_empty()));
+        debug_assert!(old.is_none_or(|o| o.rows.is_empty() && o.binary.is_empty()));
         Ok(None)
     }
 
@@ -1300,23 +1314,33 @@ impl SinkState {
     async fn send_pieces(&mut self) {
         let db = &self.ch.database;
         for (rel, t) in self.tables.iter_mut() {
-            if t.rows.len() < PIECE_BYTES {
-                continue;
-            }
-            // The next piece's room taken at once: no copy as the buffer grows to it.
-            let next = Vec::with_capacity(PIECE_BYTES + PIECE_BYTES / 4);
-            let piece = Bytes::from(std::mem::replace(&mut t.rows, next));
-            let open = self.open.entry(*rel).or_insert_with(|| {
-                let names = t.cols.iter().map(|c| c.name.as_str());
-                let sql = insert_sql(db, &t.ch_name, names, t.keyless);
-                Streamed {
-                    insert: self.ch.open_insert(&sql),
-                    rows: 0,
-                    sql,
+            for form in [RowForm::RowBinary, RowForm::TabSeparated] {
+                let buf = match form {
+                    RowForm::TabSeparated => &mut t.rows,
+                    RowForm::RowBinary => &mut t.binary,
+                };
+                if buf.len() < PIECE_BYTES {
+                    continue;
                 }
-            });
-            open.rows += bytecount_newlines(&piece);
-            open.insert.send(piece).await;
+                // The next piece's room taken at once: no copy as the buffer grows to it.
+                let next = Vec::with_capacity(PIECE_BYTES + PIECE_BYTES / 4);
+                let piece = Bytes::from(std::mem::replace(buf, next));
+                let rows = match form {
+                    RowForm::TabSeparated => bytecount_newlines(&piece),
+                    RowForm::RowBinary => std::mem::take(&mut t.binary_rows),
+                };
+                let open = self.open.entry((*rel, form)).or_insert_with(|| {
+                    let names = t.cols.iter().map(|c| c.name.as_str());
+                    let sql = insert_sql_as(db, &t.ch_name, names, t.keyless, form);
+                    Streamed {
+                        insert: self.ch.open_insert(&sql),
+                        rows: 0,
+                        sql,
+                    }
+                });
+                open.rows += rows;
+                open.insert.send(piece).await;
+            }
         }
     }
 
@@ -1346,19 +1370,30 @@ impl SinkState {
         let mut ending = Vec::new();
         let rels: Vec<u32> = self.tables.keys().copied().collect();
         for rel in rels {
-            for tomb in [false, true] {
+            for lane in [Lane::Binary, Lane::Rows, Lane::Tombstones] {
+                let tomb = lane == Lane::Tombstones;
                 if tomb {
                     self.resolve_last_deleted(rel).await?;
                 }
+                let form = lane.form();
                 let t = self.tables.get_mut(&rel).expect("key from map");
-                let buf = if tomb { &mut t.tombstones } else { &mut t.rows };
-                let open = if tomb { None } else { self.open.remove(&rel) };
+                let (buf, counted) = match lane {
+                    Lane::Binary => (&mut t.binary, Some(std::mem::take(&mut t.binary_rows))),
+                    Lane::Rows => (&mut t.rows, None),
+                    Lane::Tombstones => (&mut t.tombstones, None),
+                };
+                let open = if tomb {
+                    None
+                } else {
+                    self.open.remove(&(rel, form))
+                };
                 if buf.is_empty() && open.is_none() {
                     continue;
                 }
                 let mut body = Bytes::from(std::mem::take(buf));
+                let mut n = counted.unwrap_or_else(|| bytecount_newlines(&body));
                 if let Some(open) = open {
-                    let rows = bytecount_newlines(&body) + open.rows;
+                    let rows = n + open.rows;
                     let bytes = (open.insert.len() + body.len()) as u64;
                     if !wait && t.tombstones.is_empty() {
                         // Says when it has its answer: the sink then settles it at once.
@@ -1397,22 +1432,22 @@ impl SinkState {
                             PipelineCounters::add(&self.counters.insert_retries, 1);
                             tracing::warn!(table = %t.ch_name, "an insert sent in pieces failed; inserting its rows again");
                             body = whole;
+                            n = rows;
                         }
                     }
                 }
                 if body.is_empty() {
                     continue;
                 }
-                let n = bytecount_newlines(&body);
                 let names = t
                     .cols
                     .iter()
                     .filter(|c| !tomb || c.is_key)
                     .map(|c| c.name.as_str());
-                let sql = insert_sql(&db, &t.ch_name, names, t.keyless);
+                let sql = insert_sql_as(&db, &t.ch_name, names, t.keyless, form);
                 let name = t.ch_name.clone();
                 // Inside the first chunk's insert span: its logs carry that trace id.
-                let insert = self.insert_with_retry(&name, &sql, body.clone());
+                let insert = self.insert_with_retry(&name, &sql, body.clone(), n);
                 let insert = match insert_spans.first() {
                     Some(span) => tracing::Instrument::instrument(insert, span.clone()).await,
                     None => insert.await,
@@ -1420,7 +1455,14 @@ impl SinkState {
                 if let Err(e) = insert {
                     // Keep the rows: a later flush (or the restart's replay) retries them.
                     let t = self.tables.get_mut(&rel).expect("key from map");
-                    let buf = if tomb { &mut t.tombstones } else { &mut t.rows };
+                    let buf = match lane {
+                        Lane::Binary => {
+                            t.binary_rows += n;
+                            &mut t.binary
+                        }
+                        Lane::Rows => &mut t.rows,
+                        Lane::Tombstones => &mut t.tombstones,
+                    };
                     let mut restored = body.to_vec();
                     restored.extend_from_slice(buf);
                     *buf = restored;
@@ -1484,7 +1526,8 @@ impl SinkState {
             if let Err(whole) = ended {
                 PipelineCounters::add(&self.counters.insert_retries, 1);
                 tracing::warn!(table = %e.table, "an insert sent in pieces failed; inserting its rows again");
-                self.insert_with_retry(&e.table, &e.sql, whole).await?;
+                self.insert_with_retry(&e.table, &e.sql, whole, e.rows)
+                    .await?;
             } else {
                 self.counters.insert_duration.record(e.started.elapsed());
             }
@@ -1561,9 +1604,9 @@ impl SinkState {
         table: &str,
         sql: &str,
         body: Bytes,
+        rows: u64,
     ) -> Result<(), SinkError> {
         let started = Instant::now();
-        let rows = bytecount_newlines(&body);
         let r = self.insert_attempts(table, sql, body).await;
         self.counters.insert_duration.record(started.elapsed());
         if r.is_ok() {
@@ -1593,6 +1636,24 @@ impl SinkState {
 /// Rows taken in for a table are sent on to an insert under way once they make this many
 /// bytes.
 const PIECE_BYTES: usize = 1 << 20;
+
+/// A table's rows at a flush, in the order they are inserted: a binary copy's, the rest,
+/// then the tombstones (see `resolve_last_deleted`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    Binary,
+    Rows,
+    Tombstones,
+}
+
+impl Lane {
+    fn form(self) -> RowForm {
+        match self {
+            Lane::Binary => RowForm::RowBinary,
+            Lane::Rows | Lane::Tombstones => RowForm::TabSeparated,
+        }
+    }
+}
 
 /// A table's insert under way, and how many rows it has been sent.
 struct Streamed {

@@ -403,10 +403,17 @@ const PIPELINE_FAMILIES: &[Family] = &[
     },
     Family {
         name: "tributary_snapshot_rows_passthrough",
-        help: "Of the rows copied by snapshots, those Postgres wrote in ClickHouse's form (passed through without decoding).",
+        help: "Of the rows copied by snapshots, those taken to ClickHouse without decoding them into values (passthrough or binary copies).",
         ty: MetricType::Counter,
         cdc_only: false,
         value: |c| c.snapshot_rows_passthrough.load(Relaxed),
+    },
+    Family {
+        name: "tributary_snapshot_rows_binary",
+        help: "Of the passthrough rows, those of binary copies (Postgres's binary COPY written as ClickHouse's RowBinary).",
+        ty: MetricType::Counter,
+        cdc_only: false,
+        value: |c| c.snapshot_rows_binary.load(Relaxed),
     },
     Family {
         name: "tributary_values_clamped",

@@ -124,8 +124,11 @@ pub struct PipelineCounters {
     pub values_clamped: AtomicU64,
     pub values_unrepresentable: AtomicU64,
     pub snapshot_rows: AtomicU64,
-    /// Of them, rows Postgres wrote in ClickHouse's form (a passthrough copy).
+    /// Of them, rows taken to ClickHouse without decoding them into values: a passthrough
+    /// copy's (Postgres wrote ClickHouse's text) and a binary copy's.
     pub snapshot_rows_passthrough: AtomicU64,
+    /// Of those, a binary copy's (Postgres's binary COPY as ClickHouse's RowBinary).
+    pub snapshot_rows_binary: AtomicU64,
     /// Unchanged TOAST values taken from the sink's memory, and looked up in ClickHouse.
     pub toast_cache_hits: AtomicU64,
     pub toast_lookups: AtomicU64,

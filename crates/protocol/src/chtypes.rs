@@ -652,13 +652,42 @@ pub fn add_column_sql(db: &str, table: &str, col: &ChColumn) -> String {
     )
 }
 
-/// `INSERT INTO db.t (cols..., _version, _is_deleted) FORMAT TabSeparated`
-/// `INSERT INTO db.table (cols…, _version, _is_deleted[, _seq])`, `_seq` for a keyless table.
+/// The form of an insert's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RowForm {
+    /// What the encoder writes (and a passthrough copy).
+    TabSeparated,
+    /// A binary copy's rows (see `rowbinary`).
+    RowBinary,
+}
+
+impl RowForm {
+    pub fn name(self) -> &'static str {
+        match self {
+            RowForm::TabSeparated => "TabSeparated",
+            RowForm::RowBinary => "RowBinary",
+        }
+    }
+}
+
+/// `INSERT INTO db.table (cols…, _version, _is_deleted[, _seq]) FORMAT TabSeparated`,
+/// `_seq` for a keyless table.
 pub fn insert_sql<'a>(
     db: &str,
     table: &str,
     cols: impl Iterator<Item = &'a str>,
     keyless: bool,
+) -> String {
+    insert_sql_as(db, table, cols, keyless, RowForm::TabSeparated)
+}
+
+/// [`insert_sql`] with rows in `form`.
+pub fn insert_sql_as<'a>(
+    db: &str,
+    table: &str,
+    cols: impl Iterator<Item = &'a str>,
+    keyless: bool,
+    form: RowForm,
 ) -> String {
     let mut names: Vec<String> = cols.map(ch_ident).collect();
     names.push(ch_ident(VERSION_COL));
@@ -667,10 +696,11 @@ pub fn insert_sql<'a>(
         names.push(ch_ident(SEQ_COL));
     }
     format!(
-        "INSERT INTO {}.{} ({}) FORMAT TabSeparated",
+        "INSERT INTO {}.{} ({}) FORMAT {}",
         ch_ident(db),
         ch_ident(table),
-        names.join(", ")
+        names.join(", "),
+        form.name()
     )
 }
 
