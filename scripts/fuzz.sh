@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every fuzz target (fuzz/fuzz_targets) for a while: the pgoutput decoder, the Debezium
+# Runs every fuzz target (fuzz/fuzz_targets) for a while: the pgoutput decoder, a snapshot's
+# binary COPY reader and its RowBinary writer, the Debezium
 # envelope parser, the Mastodon stream (SSE, events, HTML to text), the LLM reply parser, the
 # X.509 certificate reader and the config loader. Each starts from its seeds
 # (fuzz/seeds/<target>, taken from the tests' fixtures) plus what earlier runs found
@@ -16,7 +17,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 secs=${1:-30}
 [[ $# -gt 0 ]] && shift
 targets=("$@")
-((${#targets[@]})) || targets=(pgoutput pgframe debezium mastodon llm_reply x509 config)
+((${#targets[@]})) || targets=(pgoutput pgframe debezium mastodon llm_reply x509 config copy_binary)
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "fuzz: cargo install cargo-fuzz (once)"
   cargo install cargo-fuzz --version 0.13.2 --locked --quiet

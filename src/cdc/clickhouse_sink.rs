@@ -96,6 +96,9 @@ struct TableState {
     append: bool,
     /// Snapshot rows of a keyless table taken in so far (their `_seq`).
     snapshot_seq: u64,
+    /// The ClickHouse table was created by this sink and nothing was sent to it since: a
+    /// copy that begins has nothing to clear there.
+    created_empty: bool,
 }
 
 /// A table the sink stopped: a schema change ClickHouse cannot follow (a key column renamed
@@ -242,7 +245,11 @@ impl Actor for ClickHouseSink {
                         }
                         ChangeItem::SnapshotBegin(rels) => {
                             st.copy_begins(&rels).await?;
-                            st.truncate(&rels, None).await?
+                            // (A table just created holds nothing to clear: no TRUNCATE, and
+                            // none of the flush before it, which would stall every copy.)
+                            if !st.all_created_empty(&rels) {
+                                st.truncate(&rels, None).await?
+                            }
                         }
                         ChangeItem::Block {
                             rel_id,
@@ -807,6 +814,26 @@ impl SinkState {
 
     /// A copy of these tables begins (a snapshot, or a table's copy while streaming): a stopped
     /// one among them is taken up again, with its latest schema.
+    /// Every table of `rels`, and every other relation written to its ClickHouse table, was
+    /// created by this sink with no TRUNCATE fence, and nothing was sent to it or is taken in.
+    fn all_created_empty(&self, rels: &[u32]) -> bool {
+        rels.iter().all(|rel| {
+            let Some(t) = self.tables.get(rel) else {
+                return false;
+            };
+            self.tables
+                .values()
+                .filter(|o| o.ch_name == t.ch_name)
+                .all(|o| {
+                    o.created_empty
+                        && o.fence == 0
+                        && o.rows.is_empty()
+                        && o.binary.is_empty()
+                        && o.tombstones.is_empty()
+                })
+        })
+    }
+
     async fn copy_begins(&mut self, rels: &[u32]) -> Result<(), SinkError> {
         for rel in rels {
             if let Some(stop) = self.stopped.remove(rel) {
@@ -914,11 +941,13 @@ impl SinkState {
             tracing::warn!(table = %s.qualified(), column = %c.name, note = c.note.as_deref().unwrap_or(""), "type mapping fallback");
         }
         let db = self.ch.database.clone();
+        let mut created = false;
         match self.ch.table_columns(&name).await? {
             None => {
                 self.ch
                     .execute(&create_table_sql(&db, &name, &cols, &self.ch.caps, &layout))
                     .await?;
+                created = true;
                 tracing::info!(table = %name, columns = cols.len(), "created ClickHouse table");
                 self.recreate_view(&db, &name, &cols, &layout).await?;
                 // A table whose copy is recorded had its ClickHouse table dropped (to re-create
@@ -1066,6 +1095,10 @@ impl SinkState {
             }
         }
         let fence = self.fence_of(&name).await?;
+        let old_created_empty = self
+            .tables
+            .get(&s.rel_id)
+            .is_some_and(|t| t.created_empty && t.ch_name == name);
         let old = self.tables.insert(
             s.rel_id,
             TableState {
@@ -1074,6 +1107,8 @@ impl SinkState {
                 keyless: s.keyless(),
                 append: layout.engine == TableEngine::Append,
                 snapshot_seq: 0,
+                // (A schema applied again keeps what the table was.)
+                created_empty: created || old_created_empty,
                 pg_name: s.qualified(),
                 ch_name: name,
                 cols,
@@ -1329,6 +1364,7 @@ impl SinkState {
                     RowForm::TabSeparated => bytecount_newlines(&piece),
                     RowForm::RowBinary => std::mem::take(&mut t.binary_rows),
                 };
+                t.created_empty = false;
                 let open = self.open.entry((*rel, form)).or_insert_with(|| {
                     let names = t.cols.iter().map(|c| c.name.as_str());
                     let sql = insert_sql_as(db, &t.ch_name, names, t.keyless, form);
@@ -1392,6 +1428,7 @@ impl SinkState {
                 }
                 let mut body = Bytes::from(std::mem::take(buf));
                 let mut n = counted.unwrap_or_else(|| bytecount_newlines(&body));
+                t.created_empty = false;
                 if let Some(open) = open {
                     let rows = n + open.rows;
                     let bytes = (open.insert.len() + body.len()) as u64;

@@ -67,6 +67,11 @@ fn pgoutput() {
 }
 
 #[test]
+fn copy_binary() {
+    replay("copy_binary", fuzz::copy_binary);
+}
+
+#[test]
 fn pgframe() {
     replay("pgframe", fuzz::pgframe);
 }
