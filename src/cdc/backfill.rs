@@ -24,7 +24,7 @@
 //! as copied before the sink wrote it, or let a streamed unchanged TOAST value of a table
 //! being copied reach the sink unfilled.
 
-use crate::cdc::change::{ChangeChunk, ChangeItem, RowChange, RowOp, SinkMsg};
+use crate::cdc::change::{ChangeChunk, ChangeItem, RowChange, RowOp, SinkColumns, SinkMsg};
 use crate::cdc::table_state::{state_key, RangeCopy, TableCopy};
 use crate::clients::postgres::{catalog, PgError, PgParams};
 use crate::flow::edge::{Edge, EdgeError};
@@ -59,9 +59,6 @@ pub struct CopyShared {
     /// the schema they were asked under (`None`: the ordinary way).
     passthrough: std::sync::Mutex<HashMap<u32, (SharedSchema, Option<SinkColumns>)>>,
 }
-
-/// A table's ClickHouse columns as the sink writes them.
-type SinkColumns = Arc<Vec<ChColumn>>;
 
 pub struct Copying {
     pub generation: u64,
@@ -112,7 +109,7 @@ impl CopyShared {
     }
 
     /// What is known of table `s`'s passthrough under this schema (`Some(None)`: none).
-    fn passthrough_known(&self, s: &SharedSchema) -> Option<Option<Arc<Vec<ChColumn>>>> {
+    fn passthrough_known(&self, s: &SharedSchema) -> Option<Option<SinkColumns>> {
         let known = self.passthrough.lock().ok()?;
         known
             .get(&s.rel_id)
@@ -120,7 +117,7 @@ impl CopyShared {
             .map(|(_, cols)| cols.clone())
     }
 
-    fn passthrough_set(&self, s: &SharedSchema, cols: Option<Arc<Vec<ChColumn>>>) {
+    fn passthrough_set(&self, s: &SharedSchema, cols: Option<SinkColumns>) {
         if let Ok(mut known) = self.passthrough.lock() {
             known.insert(s.rel_id, (s.clone(), cols));
         }
@@ -1104,10 +1101,14 @@ async fn passthrough_of(
                 // ordinary way; the next one asks again).
                 Some((made_from, cols)) if *made_from == **s => {
                     ctx.shared.passthrough_set(s, Some(cols.clone()));
-                    let not_binary = rowbinary::not_binary_because(&s.columns, &cols);
+                    let not_binary = if cols.exact {
+                        rowbinary::not_binary_because(&s.columns, &cols.cols)
+                    } else {
+                        Some("ClickHouse's table has other column types than the mapping's (wider, or Nullable)".into())
+                    };
                     match (
                         &not_binary,
-                        passthrough::ordinary_because(&s.columns, &cols),
+                        passthrough::ordinary_because(&s.columns, &cols.cols),
                     ) {
                         (None, _) => {
                             tracing::info!(pipeline = %ctx.pipeline, table = %s.qualified(),
@@ -1133,10 +1134,10 @@ async fn passthrough_of(
         }
     };
     Ok(cols.and_then(|c| {
-        if let Some(plan) = rowbinary::plan(&s.columns, &c) {
-            return Some((c, Fast::Binary(plan)));
+        if let Some(plan) = rowbinary::plan(&s.columns, &c.cols).filter(|_| c.exact) {
+            return Some((c.cols, Fast::Binary(plan)));
         }
-        passthrough::select_list(&s.columns, &c, version).map(|l| (c, Fast::Text(l)))
+        passthrough::select_list(&s.columns, &c.cols, version).map(|l| (c.cols, Fast::Text(l)))
     }))
 }
 

@@ -86,6 +86,17 @@ pub enum ChangeItem {
     },
 }
 
+/// A table's ClickHouse columns as the sink writes them, for a copy sent in blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkColumns {
+    pub cols: Arc<Vec<ChColumn>>,
+    /// ClickHouse's table has exactly these types, not only types that take their values (a
+    /// column Postgres narrowed, or one that no longer takes NULL, keeps its wider type
+    /// there): a RowBinary block must match the table's types byte for byte, while text is
+    /// read into whatever type the column has.
+    pub exact: bool,
+}
+
 impl ChangeItem {
     /// A row change of table `rel_id` in transaction `tx` (xid, commit time in µs since the
     /// Unix epoch; `(0, 0)` for snapshot rows).
@@ -159,10 +170,7 @@ pub enum SinkMsg {
     /// The ClickHouse columns of table `rel` as the sink writes them now, with the schema
     /// they were made from, for a passthrough copy of it (`None`: not to be written in blocks:
     /// a sink of other messages, a table without a key, stopped, or not known yet).
-    Columns(
-        u32,
-        RpcReplyPort<Option<(SharedSchema, Arc<Vec<ChColumn>>)>>,
-    ),
+    Columns(u32, RpcReplyPort<Option<(SharedSchema, SinkColumns)>>),
     /// A task of the sink failed (a Kafka delivery): the sink fails with this reason.
     Fail(String),
 }

@@ -33,7 +33,7 @@
 //! state, skip a change of a stopped table before the stop is recorded, or let a copy recorded
 //! as complete hide a stop.
 
-use crate::cdc::change::{ChangeItem, RowChange, RowOp, SinkMsg};
+use crate::cdc::change::{ChangeItem, RowChange, RowOp, SinkColumns, SinkMsg};
 use crate::cdc::table_state::{state_key, stopped_reason, stopped_value};
 use crate::cdc::toast::{
     fields_for, key_tsv, lookup_batches, lookup_sql, parse_lookup, plan_lookups, Fields, TableView,
@@ -99,6 +99,8 @@ struct TableState {
     /// The ClickHouse table was created by this sink and nothing was sent to it since: a
     /// copy that begins has nothing to clear there.
     created_empty: bool,
+    /// ClickHouse's columns have exactly the types of `cols` (see `SinkColumns::exact`).
+    exact_types: bool,
 }
 
 /// A table the sink stopped: a schema change ClickHouse cannot follow (a key column renamed
@@ -349,7 +351,13 @@ impl Actor for ClickHouseSink {
                     .tables
                     .get(&rel)
                     .filter(|t| !t.keyless && !st.stopped.contains_key(&rel))
-                    .map(|t| (t.schema.clone(), Arc::new(t.cols.clone())));
+                    .map(|t| {
+                        let cols = SinkColumns {
+                            cols: Arc::new(t.cols.clone()),
+                            exact: t.exact_types,
+                        };
+                        (t.schema.clone(), cols)
+                    });
                 let _ = reply.send(cols);
             }
             SinkMsg::Fail(reason) => return Err(SinkError::Protocol(reason).into()),
@@ -1094,6 +1102,16 @@ impl SinkState {
                 }
             }
         }
+        // An existing table's types as they are now (after the widenings above), against the
+        // mapping's: a narrower type or one without Nullable is left as it was.
+        let exact_types = created || {
+            let norm = |t: &str| t.split_whitespace().collect::<String>();
+            let now = self.ch.table_columns(&name).await?.unwrap_or_default();
+            cols.iter().all(|c| {
+                now.iter()
+                    .any(|(n, t)| n == &c.name && norm(t) == norm(&c.ch_type))
+            })
+        };
         let fence = self.fence_of(&name).await?;
         let old_created_empty = self
             .tables
@@ -1109,6 +1127,7 @@ impl SinkState {
                 snapshot_seq: 0,
                 // (A schema applied again keeps what the table was.)
                 created_empty: created || old_created_empty,
+                exact_types,
                 pg_name: s.qualified(),
                 ch_name: name,
                 cols,

@@ -542,6 +542,71 @@ async fn resync(target: Target) {
 }
 matrix!(a_damaged_table_is_resynced_while_streaming, resync);
 
+/// A copy in binary needs ClickHouse's column types to be the mapping's byte for byte: a
+/// column Postgres narrowed and made NOT NULL keeps its wider Nullable type in ClickHouse, so
+/// a resync afterwards goes the text way (the first copy went in binary) and every value
+/// lands as it is.
+async fn resync_after_narrowing(target: Target) {
+    let w = World::new(target).await;
+    let c = pg().await;
+    let t = unique("narrowed");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, v int8, s text);
+         INSERT INTO {t} SELECT g, g * 3, 's' || g FROM generate_series(1, 3000) g;"
+    ))
+    .await
+    .unwrap();
+    let run = Running::start(&w.config(&[&format!("public.{t}")])).await;
+    converge(&w, &c, &t, &t, "id, v, s", "id", T).await;
+    run.copies_done().await;
+    let counters = run.counters();
+    let binary = counters.snapshot_rows_binary.load(Ordering::Relaxed);
+    assert_eq!(binary, 3000, "the first copy went in binary");
+    c.batch_execute(&format!(
+        "ALTER TABLE {t} ALTER COLUMN v TYPE int4, ALTER COLUMN v SET NOT NULL;
+         UPDATE {t} SET v = -v WHERE id <= 10;"
+    ))
+    .await
+    .unwrap();
+    converge(&w, &c, &t, &t, "id, v, s", "id", T).await;
+    let have = w
+        .ch_rows(&format!(
+            "SELECT type FROM system.columns WHERE database = '{}' AND table = '{t}' AND name = 'v'",
+            w.database
+        ))
+        .await;
+    assert_eq!(have, vec!["Nullable(Int64)"], "the wider type stays");
+    let tributary::pipelines::PipelineHandles::Cdc(h) = &run.handles[0] else {
+        panic!("a cdc pipeline")
+    };
+    let through = counters.snapshot_rows_passthrough.load(Ordering::Relaxed);
+    tributary::cdc::backfill::request_resync(&h.resync, &t)
+        .await
+        .unwrap();
+    eventually(T, "the resync to copy every row", || async {
+        let now = counters.snapshot_rows_passthrough.load(Ordering::Relaxed);
+        if now >= through + 3000 {
+            Ok(())
+        } else {
+            Err(format!("{} rows copied by the resync", now - through))
+        }
+    })
+    .await;
+    run.copies_done().await;
+    assert_eq!(
+        counters.snapshot_rows_binary.load(Ordering::Relaxed),
+        binary,
+        "the resync went the text way"
+    );
+    converge(&w, &c, &t, &t, "id, v, s", "id", T).await;
+    run.stop().await;
+    w.teardown().await;
+}
+matrix!(
+    a_resync_after_a_column_was_narrowed_copies_as_text,
+    resync_after_narrowing
+);
+
 /// TOAST values through a copy while streaming (#15): values changed while the table is
 /// copied, then 2,000 rows updated with their TOAST value unchanged after it, each taking the
 /// newest value (read back in batches: one query per row took over the 120 s this waits). A
