@@ -1147,6 +1147,22 @@ struct Through {
     marked: Vec<Vec<String>>,
 }
 
+impl Through {
+    fn new(
+        rows: usize,
+        last_key: Option<Vec<String>>,
+        outcome: Sent,
+        marked: Vec<Vec<String>>,
+    ) -> Self {
+        let done = Chunk {
+            rows,
+            last_key,
+            outcome,
+        };
+        Through { done, marked }
+    }
+}
+
 /// Reads a chunk with Postgres writing ClickHouse's rows (`list`) and sends them as they
 /// come, in blocks; keeps the keys of the rows marked for the ordinary way.
 async fn copy_through(
@@ -1189,12 +1205,7 @@ async fn copy_through(
             let outcome =
                 send_block(ctx, read, &cols, in_block, RowForm::TabSeparated, body).await?;
             if outcome != Sent::Yes {
-                let done = Chunk {
-                    rows: n,
-                    last_key,
-                    outcome,
-                };
-                return Ok(Through { done, marked });
+                return Ok(Through::new(n, last_key, outcome, marked));
             }
             in_block = 0;
         }
@@ -1205,17 +1216,9 @@ async fn copy_through(
     if n > 0 {
         last_key = Some(read.key_of_line(ctx, &last_line.slice(..last_line.len() - 1))?);
     }
-    let mut outcome = Sent::Yes;
-    if in_block > 0 {
-        let body = block.freeze();
-        outcome = send_block(ctx, read, &cols, in_block, RowForm::TabSeparated, body).await?;
-    }
-    let done = Chunk {
-        rows: n,
-        last_key,
-        outcome,
-    };
-    Ok(Through { done, marked })
+    let body = block.freeze();
+    let outcome = last_block(ctx, read, &cols, in_block, RowForm::TabSeparated, body).await?;
+    Ok(Through::new(n, last_key, outcome, marked))
 }
 
 /// Reads a chunk as Postgres's binary COPY and sends its rows as RowBinary (`plan`) as they
@@ -1279,12 +1282,7 @@ async fn copy_binary(
             ));
             let outcome = send_block(ctx, read, &cols, in_block, RowForm::RowBinary, body).await?;
             if outcome != Sent::Yes {
-                let done = Chunk {
-                    rows: n,
-                    last_key,
-                    outcome,
-                };
-                return Ok(Through { done, marked });
+                return Ok(Through::new(n, last_key, outcome, marked));
             }
             in_block = 0;
         }
@@ -1295,17 +1293,24 @@ async fn copy_binary(
     if !last.is_empty() {
         last_key = Some(plan.key_of(&last, &last_fields).map_err(bad)?);
     }
-    let mut outcome = Sent::Yes;
-    if in_block > 0 {
-        let body = bytes::Bytes::from(block);
-        outcome = send_block(ctx, read, &cols, in_block, RowForm::RowBinary, body).await?;
+    let body = bytes::Bytes::from(block);
+    let outcome = last_block(ctx, read, &cols, in_block, RowForm::RowBinary, body).await?;
+    Ok(Through::new(n, last_key, outcome, marked))
+}
+
+/// A chunk's last block, when it has rows: [`send_block`].
+async fn last_block(
+    ctx: &Ctx<'_>,
+    read: &Read<'_>,
+    cols: &Arc<Vec<ChColumn>>,
+    rows: usize,
+    form: RowForm,
+    body: bytes::Bytes,
+) -> Result<Sent, BackfillError> {
+    if rows == 0 {
+        return Ok(Sent::Yes);
     }
-    let done = Chunk {
-        rows: n,
-        last_key,
-        outcome,
-    };
-    Ok(Through { done, marked })
+    send_block(ctx, read, cols, rows, form, body).await
 }
 
 /// Sends `rows` rows in ClickHouse's `form` as one block, and counts them once sent.

@@ -177,22 +177,13 @@ fn column_sql(ident: &str, pg: &PgType, codec: &Codec) -> Option<(String, Option
 mod tests {
     use super::*;
     use crate::chtypes::{map_table, JsonAs, ServerCaps};
-    use crate::schema::{Identity, TableSchema};
+    use crate::schema::TableSchema;
 
     fn col(name: &str, t: PgType, key: bool, nullable: bool) -> Column {
         crate::testing::column(name, t, nullable, key)
     }
 
-    fn table(cols: Vec<Column>) -> TableSchema {
-        TableSchema {
-            rel_id: 1,
-            schema: "public".into(),
-            name: "t".into(),
-            columns: cols,
-            identity: Identity::default(),
-            order_by: Vec::new(),
-        }
-    }
+    use crate::testing::table;
 
     fn list(s: &TableSchema, caps: &ServerCaps) -> Option<String> {
         let ch = map_table(s, caps, JsonAs::String);

@@ -568,21 +568,14 @@ impl CopyReader {
 mod tests {
     use super::*;
     use crate::chtypes::{map_table, JsonAs, ServerCaps};
-    use crate::schema::{Identity, TableSchema};
+    use crate::testing::table;
 
     fn col(name: &str, t: PgType, key: bool, nullable: bool) -> Column {
         crate::testing::column(name, t, nullable, key)
     }
 
     fn plan_for(cols: Vec<Column>, version: &str) -> Option<BinaryCopy> {
-        let s = TableSchema {
-            rel_id: 1,
-            schema: "public".into(),
-            name: "t".into(),
-            columns: cols,
-            identity: Identity::default(),
-            order_by: Vec::new(),
-        };
+        let s = table(cols);
         let ch = map_table(&s, &ServerCaps::from_version(version), JsonAs::String);
         plan(&s.columns, &ch)
     }
@@ -933,14 +926,7 @@ mod tests {
             col("id", PgType::Int8, true, false),
             col("v", PgType::Uuid, false, true),
         ];
-        let s = TableSchema {
-            rel_id: 1,
-            schema: "public".into(),
-            name: "t".into(),
-            columns: pg.to_vec(),
-            identity: Identity::default(),
-            order_by: Vec::new(),
-        };
+        let s = table(pg.to_vec());
         let ch = map_table(&s, &ServerCaps::from_version("26.9.1.1"), JsonAs::String);
         assert_eq!(
             not_binary_because(&pg, &ch).as_deref(),

@@ -29,3 +29,15 @@ pub(crate) fn column(
         renamed_from: None,
     }
 }
+
+/// A table `public.t` (relation 1) of these columns, keyed by its key columns.
+pub(crate) fn table(columns: Vec<crate::schema::Column>) -> crate::schema::TableSchema {
+    crate::schema::TableSchema {
+        rel_id: 1,
+        schema: "public".into(),
+        name: "t".into(),
+        columns,
+        identity: crate::schema::Identity::default(),
+        order_by: Vec::new(),
+    }
+}
