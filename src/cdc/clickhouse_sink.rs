@@ -1,6 +1,7 @@
 //! The ClickHouse sink of a CDC pipeline: takes ordered change chunks from its edge, creates
-//! and alters tables from the source schema, encodes rows as TabSeparated per table, and
-//! flushes on rows, bytes or age. Only after ClickHouse answered success for every table of
+//! and alters tables from the source schema, encodes rows as TabSeparated per table (a binary
+//! copy's blocks come as RowBinary and go in an insert of their own), and flushes on rows,
+//! bytes or age. Only after ClickHouse answered success for every table of
 //! a flush does it acknowledge the last commit LSN it had taken in (the source then confirms
 //! it to Postgres).
 //!
@@ -27,11 +28,12 @@
 //! at its next start) lifts the stop.
 //!
 //! Must never: acknowledge a commit whose rows are not inserted (or record state that depends
-//! on them), let an insert of a stopped sink land after its restart, write NULL over a stored
-//! value because Postgres did not resend an unchanged TOAST column, drop a column's data
-//! (dropped Postgres columns stay in ClickHouse), let a replay take a table back to an older
-//! state, skip a change of a stopped table before the stop is recorded, or let a copy recorded
-//! as complete hide a stop.
+//! on them), offer a copy the binary way into a table whose ClickHouse types it has not seen to
+//! be exactly its columns' types, let an insert of a stopped sink land after its restart, write
+//! NULL over a stored value because Postgres did not resend an unchanged TOAST column, drop a
+//! column's data (dropped Postgres columns stay in ClickHouse), let a replay take a table back
+//! to an older state, skip a change of a stopped table before the stop is recorded, or let a
+//! copy recorded as complete hide a stop.
 
 use crate::cdc::change::{ChangeItem, RowChange, RowOp, SinkColumns, SinkMsg};
 use crate::cdc::table_state::{state_key, stopped_reason, stopped_value};
@@ -820,8 +822,6 @@ impl SinkState {
         Ok(())
     }
 
-    /// A copy of these tables begins (a snapshot, or a table's copy while streaming): a stopped
-    /// one among them is taken up again, with its latest schema.
     /// Every table of `rels`, and every other relation written to its ClickHouse table, was
     /// created by this sink with no TRUNCATE fence, and nothing was sent to it or is taken in.
     fn all_created_empty(&self, rels: &[u32]) -> bool {
@@ -842,6 +842,8 @@ impl SinkState {
         })
     }
 
+    /// A copy of these tables begins (a snapshot, or a table's copy while streaming): a stopped
+    /// one among them is taken up again, with its latest schema.
     async fn copy_begins(&mut self, rels: &[u32]) -> Result<(), SinkError> {
         for rel in rels {
             if let Some(stop) = self.stopped.remove(rel) {
