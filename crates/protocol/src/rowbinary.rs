@@ -39,7 +39,7 @@ enum Conv {
     Bool,
     /// An integer of 2, 4 or 8 bytes → Int16/32/64 (`bytes`): marked when it does not fit.
     Int { bytes: u8 },
-    /// float4 or float8 → Float32 (`bytes` 4, from float4 only) or Float64.
+    /// float4 → Float32 (`bytes` 4), float8 → Float64 (8).
     Float { bytes: u8 },
     /// numeric → Decimal(precision, scale), stored in `bytes` (4, 8 or 16).
     Decimal {
@@ -127,8 +127,10 @@ fn conv_of(pg: &PgType, ch: &ChColumn) -> Option<(Conv, bool)> {
             };
             (Conv::Int { bytes }, false)
         }
+        // (Not float4 into Float64: its text would be read as the nearest double, not as the
+        // float's own value.)
         (Codec::Float, P::Float4, "Float32") => (Conv::Float { bytes: 4 }, false),
-        (Codec::Float, P::Float4 | P::Float8, "Float64") => (Conv::Float { bytes: 8 }, false),
+        (Codec::Float, P::Float8, "Float64") => (Conv::Float { bytes: 8 }, false),
         (Codec::Decimal, P::Numeric(Some(_)), b) => {
             let (precision, scale) = decimal_of(b)?;
             let bytes = match precision {
@@ -356,7 +358,6 @@ fn write_value(conv: Conv, v: &[u8], out: &mut Vec<u8>) -> Result<bool, CopyErro
         }
         Conv::Float { bytes } => match (bytes, v.len()) {
             (4, 4) => out.extend_from_slice(&f32::from_be_bytes(be(v)?).to_le_bytes()),
-            (8, 4) => out.extend_from_slice(&(f32::from_be_bytes(be(v)?) as f64).to_le_bytes()),
             (8, 8) => out.extend_from_slice(&f64::from_be_bytes(be(v)?).to_le_bytes()),
             (_, n) => return bad(format!("a float of {n} bytes")),
         },
@@ -933,5 +934,19 @@ mod tests {
             Some("column `v` (Nullable(UUID)) has no binary form here")
         );
         assert_eq!(not_binary_because(&pg[..1], &ch[..1]), None);
+        // A float4 column whose ClickHouse column is Float64: its text would be read as
+        // the nearest double, so no binary.
+        let pg = [
+            col("id", PgType::Int8, true, false),
+            col("v", PgType::Float4, false, true),
+        ];
+        let mut ch = map_table(
+            &table(pg.to_vec()),
+            &ServerCaps::from_version("26.9.1.1"),
+            JsonAs::String,
+        );
+        assert!(plan(&pg, &ch).is_some());
+        ch[1].ch_type = "Nullable(Float64)".into();
+        assert!(plan(&pg, &ch).is_none());
     }
 }
