@@ -1014,7 +1014,8 @@ async fn resync_and_verify_from_the_command_line() {
 /// go on (#15): each start resumes every table (every key range) after its last recorded
 /// chunk (the rows copied over all runs stay near the tables' size: nothing is copied again
 /// from zero), and ClickHouse FINAL equals Postgres for every table. A kill costs at most what
-/// was read past the last record: `RECORDS_AHEAD` + 1 chunks per copy running (two workers).
+/// was read past the last record: `RECORDS_AHEAD` + 1 chunks per copy running (two workers,
+/// set here: the default is one per core and one more).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_a_multi_table_snapshot() {
     let w = World::new(Target::Ch18).await;
@@ -1039,7 +1040,7 @@ async fn sigkill_during_a_multi_table_snapshot() {
             ("${TRIBUTARY_HTTP:-127.0.0.1:9464}", listen.as_str()),
             (
                 "\nchunk_rows = 2000",
-                "\nchunk_rows = 2000\nsnapshot_chunk_rows = 2000",
+                "\nchunk_rows = 2000\nsnapshot_chunk_rows = 2000\nsnapshot_workers = 2",
             ),
         ],
     );
