@@ -952,6 +952,8 @@ impl SinkState {
         }
         let db = self.ch.database.clone();
         let mut created = false;
+        // ClickHouse's columns have the mapping's types exactly (a table created now does).
+        let mut exact_types = true;
         match self.ch.table_columns(&name).await? {
             None => {
                 self.ch
@@ -1091,6 +1093,17 @@ impl SinkState {
                         tracing::info!(table = %name, column = %n, "column is gone in Postgres; kept in ClickHouse (new rows get its default)");
                     }
                 }
+                // The types as they are now (read again only after an ALTER above), against
+                // the mapping's: a narrower type or one without Nullable is left as it was.
+                let now = match added {
+                    0 => existing,
+                    _ => self.ch.table_columns(&name).await?.unwrap_or_default(),
+                };
+                let norm = |t: &str| t.split_whitespace().collect::<String>();
+                exact_types = cols.iter().all(|c| {
+                    now.iter()
+                        .any(|(n, t)| n == &c.name && norm(t) == norm(&c.ch_type))
+                });
                 if added > 0
                     || self
                         .ch
@@ -1104,16 +1117,6 @@ impl SinkState {
                 }
             }
         }
-        // An existing table's types as they are now (after the widenings above), against the
-        // mapping's: a narrower type or one without Nullable is left as it was.
-        let exact_types = created || {
-            let norm = |t: &str| t.split_whitespace().collect::<String>();
-            let now = self.ch.table_columns(&name).await?.unwrap_or_default();
-            cols.iter().all(|c| {
-                now.iter()
-                    .any(|(n, t)| n == &c.name && norm(t) == norm(&c.ch_type))
-            })
-        };
         let fence = self.fence_of(&name).await?;
         let old_created_empty = self
             .tables

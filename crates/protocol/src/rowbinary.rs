@@ -172,6 +172,29 @@ fn conv_of(pg: &PgType, ch: &ChColumn) -> Option<(Conv, bool)> {
     })
 }
 
+/// One column's conversion and whether the statement reads it as `::text`, or why it has no
+/// binary copy (a key column must be an integer or text, read as it is: the next chunk
+/// starts above its value).
+fn column_plan(p: &Column, c: &ChColumn) -> Result<(Conv, bool), String> {
+    let Some((conv, cast)) = conv_of(&p.pg_type, c) else {
+        return Err(format!(
+            "column `{}` ({}) has no binary form here",
+            p.name, c.ch_type
+        ));
+    };
+    let plain_key = matches!(
+        (conv, &p.pg_type),
+        (Conv::Int { .. }, _) | (Conv::Str, PgType::Text)
+    ) && !cast;
+    if p.is_key && !plain_key {
+        return Err(format!(
+            "key column `{}` ({}) is not an integer or text",
+            p.name, c.ch_type
+        ));
+    }
+    Ok((conv, cast))
+}
+
 /// The binary copy of a table with Postgres columns `pg` and ClickHouse columns `ch` (one
 /// each, in order); `None` when some column has no binary form or a key column is not an
 /// integer or text.
@@ -183,18 +206,11 @@ pub fn plan(pg: &[Column], ch: &[ChColumn]) -> Option<BinaryCopy> {
     let mut exprs = Vec::with_capacity(pg.len());
     let mut keys = Vec::new();
     for (i, (p, c)) in pg.iter().zip(ch).enumerate() {
-        let (conv, cast) = conv_of(&p.pg_type, c)?;
-        let ident = pg_ident(&p.name);
+        let (conv, cast) = column_plan(p, c).ok()?;
         if p.is_key {
-            let plain = matches!(
-                (conv, &p.pg_type),
-                (Conv::Int { .. }, _) | (Conv::Str, PgType::Text)
-            );
-            if !plain || cast {
-                return None;
-            }
             keys.push(i);
         }
+        let ident = pg_ident(&p.name);
         exprs.push(if cast {
             format!("{ident}::text AS {ident}")
         } else {
@@ -217,27 +233,7 @@ pub fn not_binary_because(pg: &[Column], ch: &[ChColumn]) -> Option<String> {
     if pg.len() != ch.len() {
         return Some("the sink's columns are not the table's".into());
     }
-    pg.iter()
-        .zip(ch)
-        .find_map(|(p, c)| match conv_of(&p.pg_type, c) {
-            None => Some(format!(
-                "column `{}` ({}) has no binary form here",
-                p.name, c.ch_type
-            )),
-            Some((conv, cast)) if p.is_key => {
-                let plain = matches!(
-                    (conv, &p.pg_type),
-                    (Conv::Int { .. }, _) | (Conv::Str, PgType::Text)
-                );
-                (!plain || cast).then(|| {
-                    format!(
-                        "key column `{}` ({}) is not an integer or text",
-                        p.name, c.ch_type
-                    )
-                })
-            }
-            Some(_) => None,
-        })
+    pg.iter().zip(ch).find_map(|(p, c)| column_plan(p, c).err())
 }
 
 impl BinaryCopy {
