@@ -313,17 +313,8 @@ impl LlmClient {
             .collect();
         // A short, stable id of the prompt as sent (template, labels, mode, examples and
         // calibration), stored with every row so that prompts can be compared later.
-        let mut what = format!("{template}\u{0}{}", labels.joined());
-        if system_template != core::DEFAULT_SYSTEM_PROMPT {
-            what.push_str(&format!("\u{0}system\u{0}{system}"));
-        }
-        if cfg.mode == LlmMode::Score {
-            what.push_str(&format!("\u{0}score{offsets:?}"));
-        }
-        for (p, a) in &examples {
-            what.push_str(&format!("\u{0}{p}\u{0}{a}"));
-        }
-        let prompt_id = format!("{:016x}", fnv1a(what.as_bytes()));
+        let score = (cfg.mode == LlmMode::Score).then_some(offsets.as_slice());
+        let prompt_id = prompt_id_of(&template, &labels, &system, score, &examples);
         Ok(LlmClient {
             http,
             api,
@@ -515,6 +506,26 @@ pub fn load_examples(
     Ok(out)
 }
 
+/// A short, stable id of the prompt as sent: the template, the labels, the system message
+/// (a built-in one too: a new built-in is a new prompt), score mode's offsets and the
+/// few-shot turns.
+fn prompt_id_of(
+    template: &str,
+    labels: &Labels,
+    system: &str,
+    score: Option<&[f64]>,
+    examples: &[(String, String)],
+) -> String {
+    let mut what = format!("{template}\u{0}{}\u{0}system\u{0}{system}", labels.joined());
+    if let Some(offsets) = score {
+        what.push_str(&format!("\u{0}score{offsets:?}"));
+    }
+    for (p, a) in examples {
+        what.push_str(&format!("\u{0}{p}\u{0}{a}"));
+    }
+    format!("{:016x}", fnv1a(what.as_bytes()))
+}
+
 fn fnv1a(b: &[u8]) -> u64 {
     b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| {
         (h ^ x as u64).wrapping_mul(0x100_0000_01b3)
@@ -534,6 +545,26 @@ mod tests {
         for s in [401, 403, 404, 405, 407, 408, 429, 500, 503, 200] {
             assert!(!permanent(s), "{s}");
         }
+    }
+
+    #[test]
+    fn the_prompt_id_changes_with_any_system_message_the_built_in_one_too() {
+        let l = Labels::default();
+        let t = core::DEFAULT_PROMPT;
+        let builtin = prompt_id_of(t, &l, core::DEFAULT_SYSTEM_PROMPT, None, &[]);
+        assert_ne!(builtin, prompt_id_of(t, &l, "", None, &[]));
+        assert_ne!(
+            builtin,
+            prompt_id_of(t, &l, "You classify posts.", None, &[])
+        );
+        assert_eq!(
+            builtin,
+            prompt_id_of(t, &l, core::DEFAULT_SYSTEM_PROMPT, None, &[])
+        );
+        assert_ne!(
+            builtin,
+            prompt_id_of(t, &l, core::DEFAULT_SYSTEM_PROMPT, Some(&[]), &[])
+        );
     }
 
     #[test]
