@@ -292,7 +292,7 @@ run_sentiment() {
   echo "SELECT sentiment, count() FROM $SENTIMENT_TABLE FINAL GROUP BY sentiment"
   ch "SELECT sentiment, count() AS posts FROM $live GROUP BY sentiment ORDER BY posts DESC, sentiment FORMAT PrettyCompactMonoBlock"
   echo "a few rows, up to three of each label:"
-  ch "SELECT m_id, username, language, sentiment, llm_latency_ms,
+  ch "SELECT m_id, username, language, sentiment, round(confidence, 2) AS confidence, llm_latency_ms,
         substringUTF8(replaceAll(mastodon_text, '\n', ' '), 1, 48) AS text
       FROM $live ORDER BY sentiment, m_id LIMIT 3 BY sentiment FORMAT PrettyCompactMonoBlock"
   if [[ "${DEMO_KEEP:-0}" == 1 ]]; then
