@@ -882,6 +882,59 @@ matrix!(
     keyless_stop_over_a_restart
 );
 
+/// A flush sent to ClickHouse in pieces ends in the background; its insert wakes the sink when
+/// it has its answer, and the sink settles it at once (counts it, acknowledges the commit).
+/// An idle sink has no other timer before its 30 s progress line: without the wake, the rows
+/// are visible but counted and confirmed up to 30 s later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_ending_in_the_background_wakes_the_sink() {
+    use std::sync::atomic::Ordering;
+    let w = World::new(Target::Ch18).await;
+    let c = pg().await;
+    let t = unique("woken");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id bigint PRIMARY KEY, v text); INSERT INTO {t} VALUES (0, 'first')"
+    ))
+    .await
+    .unwrap();
+    let run = Running::start(&w.config(&[&format!("public.{t}")])).await;
+    converge(&w, &c, &t, &t, "id, v", "id", T).await;
+    let counters = run.counters();
+    // Two rounds: a progress tick that happens to come right after one cannot pass both.
+    for round in 1..=2i64 {
+        let before = counters.rows_written.load(Ordering::Relaxed);
+        // 30,000 rows of about 100 bytes in one transaction: about 3 MiB, sent in pieces.
+        c.batch_execute(&format!(
+            "INSERT INTO {t} SELECT g, repeat(md5(g::text), 3) FROM generate_series({a}, {b}) g",
+            a = round * 100_000,
+            b = round * 100_000 + 29_999
+        ))
+        .await
+        .unwrap();
+        converge(&w, &c, &t, &t, "id, v", "id", T).await;
+        let visible = std::time::Instant::now();
+        eventually(
+            Duration::from_secs(5),
+            "the sink to settle its insert",
+            || async {
+                let n = counters.rows_written.load(Ordering::Relaxed) - before;
+                if n >= 30_000 {
+                    Ok(())
+                } else {
+                    Err(format!("{n} of the 30000 visible rows counted as written"))
+                }
+            },
+        )
+        .await;
+        println!(
+            "round {round}: settled {:?} after the rows were visible",
+            visible.elapsed()
+        );
+    }
+    run.stop().await;
+    w.teardown().await;
+}
+
 /// Idle published tables while other tables and databases write (#22): the slot's confirmed
 /// position and the WAL it holds back (`restart_lsn`) follow the server's WAL, so the slot
 /// does not keep every write made elsewhere (tributary confirms the walsender's keepalive
