@@ -567,6 +567,22 @@ mod tests {
         );
     }
 
+    /// The id of the built-in score-mode prompt, pinned: a change of a built-in text must
+    /// change the id stored with every row (a new built-in is a new prompt). The last
+    /// release's one-word system message gave 046b661d85347c17; hashing the prompt without its
+    /// built-in system message (the rule before) would still give that id for the new message.
+    #[test]
+    fn the_built_in_score_prompt_has_its_own_id() {
+        let id = prompt_id_of(
+            core::DEFAULT_PROMPT,
+            &Labels::default(),
+            core::DEFAULT_SYSTEM_PROMPT,
+            Some(&[0.0, 0.0, 0.0]),
+            &[],
+        );
+        assert_eq!(id, "8d50a062621b49e4");
+    }
+
     #[test]
     fn few_shot_examples_are_read_strictly() {
         let dir = std::env::temp_dir().join(format!("tributary-shots-{}", std::process::id()));
