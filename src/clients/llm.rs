@@ -311,8 +311,7 @@ impl LlmClient {
             .iter()
             .map(|l| cfg.calibration.get(l).copied().unwrap_or(0.0))
             .collect();
-        // A short, stable id of the prompt as sent (template, labels, mode, examples and
-        // calibration), stored with every row so that prompts can be compared later.
+        // Stored with every row so that prompts can be compared later (see `prompt_id_of`).
         let score = (cfg.mode == LlmMode::Score).then_some(offsets.as_slice());
         let prompt_id = prompt_id_of(&template, &labels, &system, score, &examples);
         Ok(LlmClient {
